@@ -1,0 +1,65 @@
+// Package devices holds the emulated devices of a waggle VM: the 16550 UART,
+// the power and paravirtual-sleep ports, the SMBIOS tables and the virtio-mmio
+// block device. Devices know guest memory and interrupt lines only through the
+// small interfaces below, so each can be tested without KVM.
+package devices
+
+// PortIO is a device on the x86 I/O port bus. data is 1, 2 or 4 bytes,
+// little-endian; a read fills it.
+type PortIO interface {
+	PortRead(port uint16, data []byte)
+	PortWrite(port uint16, data []byte)
+}
+
+// MMIO is a device in the guest-physical MMIO space. addr is the absolute
+// guest-physical address; data is 1, 2, 4 or 8 bytes, little-endian.
+type MMIO interface {
+	MMIORead(addr uint64, data []byte)
+	MMIOWrite(addr uint64, data []byte)
+}
+
+// IRQLine is one interrupt input of the in-kernel irqchip (a GSI).
+type IRQLine interface {
+	// SetLevel drives the line high (true) or low (false).
+	SetLevel(high bool) error
+}
+
+// GuestMemory is guest RAM as devices see it. Writes through it are recorded
+// in the VMM's own dirty log, because KVM's dirty log misses writes the VMM
+// makes itself.
+type GuestMemory interface {
+	// ReadAt copies guest-physical memory at gpa into p; an error means the
+	// range is not RAM.
+	ReadAt(p []byte, gpa uint64) error
+	// WriteAt copies p into guest-physical memory at gpa and marks the pages
+	// dirty; an error means the range is not RAM.
+	WriteAt(p []byte, gpa uint64) error
+}
+
+// Payload is one device's saved state, tagged with the kind of device and the
+// version of the state's encoding. An importer accepts its own version and
+// the one before it; an exporter writes the newest version the peer accepts.
+type Payload struct {
+	Kind    string
+	Version uint32
+	Data    []byte
+}
+
+// Stateful is a device whose state moves with the VM in a migration. Save
+// and Restore are called only while the VM's vCPUs are paused.
+type Stateful interface {
+	// Save encodes the device's state, in format version (0 means newest).
+	Save(version uint32) (Payload, error)
+	// Restore replaces the device's state with p. A payload of an unknown
+	// kind or version, or one that does not decode, is an error and leaves the
+	// device as it was.
+	Restore(p Payload) error
+}
+
+// Quiescer is a device with work in flight (such as virtio requests) that
+// must finish before the VM's state is read. Quiesce returns once no request
+// is in flight; Resume lets new requests start.
+type Quiescer interface {
+	Quiesce()
+	Resume()
+}
