@@ -1,0 +1,57 @@
+# waggle's build. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+REDOCLY := tools/node_modules/.bin/redocly
+export REDOCLY_TELEMETRY := off
+export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
+
+# Fuzz targets run briefly inside `make test`; FUZZTIME sets how long each runs.
+FUZZTIME ?= 5s
+
+.PHONY: help build test unit fuzz check lint-openapi generate guests tools demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build bin/waggle
+	$(GO) build -o bin/waggle ./cmd/waggle
+
+tools: $(REDOCLY) ## install the Node tools the checks use (pinned in tools/package-lock.json)
+
+$(REDOCLY): tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: check unit fuzz ## everything CI runs: checks, unit and KVM tests, short fuzz runs
+
+unit: ## go test over every package (KVM tests skip with the reason where /dev/kvm is missing)
+	@status=0; $(GO) test -count=1 -v ./... >.test-output.txt 2>&1 || status=$$?; \
+	scripts/count-tests.sh .test-output.txt; exit $$status
+
+fuzz: ## run every fuzz target for FUZZTIME
+	@scripts/fuzz-all.sh $(FUZZTIME)
+
+check: tools ## gofmt, go vet, generated code and guest images fresh, contracts valid and LOCK honoured
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) run ./cmd/apicheck lock
+	$(GO) run ./cmd/apicheck validate
+	@$(MAKE) --no-print-directory lint-openapi
+	@scripts/check-generated.sh
+	@scripts/check-guests.sh
+
+lint-openapi: tools ## lint every contract with Redocly's recommended rules (errors fail)
+	@for f in openapi/*/v*.yaml; do $(REDOCLY) lint --extends=recommended --format=summary "$$f"; done
+
+generate: ## regenerate gen/ from openapi/ with the pinned oapi-codegen
+	$(GO) generate ./gen/...
+
+guests: ## rebuild the guest images in vmm/guest/
+	vmm/guest/build.sh vmm/guest
+
+bench: ## run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+clean: ## remove build output
+	rm -rf bin .test-output.txt

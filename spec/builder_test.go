@@ -1,0 +1,132 @@
+package spec
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func validBuilder() *Builder {
+	return NewBuilder().
+		SetBoard(Board{CPUs: 2, MemoryMiB: 256, Chipset: ChipsetI440FX}).
+		SetBoot(Boot{Image: "ticker", Cmdline: "pace_ms=100"}).
+		Add(MustKey("com1"), SerialPort{Num: COM1}).
+		Add(MustKey("disk0"), VirtioDisk{Backend: MustKey("disk0-be"), Slot: 0}).
+		Add(MustKey("disk0-be"), FileStorageBackend{Path: "/var/lib/disk0.img", BlockSize: 512})
+}
+
+func TestBuildValid(t *testing.T) {
+	s, err := validBuilder().Build()
+	require.NoError(t, err)
+	require.Equal(t, 3, s.Len())
+	entries := s.Components()
+	require.Equal(t, []string{"com1", "disk0", "disk0-be"}, []string{entries[0].Key.String(), entries[1].Key.String(), entries[2].Key.String()})
+	again, err := s.ToBuilder().Build()
+	require.NoError(t, err)
+	require.True(t, s.Equal(again))
+}
+
+// TestBuildRules breaks each rule once and checks that Build names the field
+// and the rule.
+func TestBuildRules(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(b *Builder)
+		path string
+		rule Rule
+	}{
+		{"no cpus", func(b *Builder) { b.board.CPUs = 0 }, "board.cpus", RuleRange},
+		{"too many cpus", func(b *Builder) { b.board.CPUs = MaxCPUs + 1 }, "board.cpus", RuleRange},
+		{"too little memory", func(b *Builder) { b.board.MemoryMiB = MinMemoryMiB - 1 }, "board.memory_mb", RuleRange},
+		{"too much memory", func(b *Builder) { b.board.MemoryMiB = MaxMemoryMiB + 1 }, "board.memory_mb", RuleRange},
+		{"unknown chipset", func(b *Builder) { b.board.Chipset = 9 }, "board.chipset", RuleInvalid},
+		{"empty image", func(b *Builder) { b.boot.Image = "" }, "boot.image", RuleInvalid},
+		{"image with slash", func(b *Builder) { b.boot.Image = "../etc" }, "boot.image", RuleInvalid},
+		{"long cmdline", func(b *Builder) { b.boot.Cmdline = string(make([]byte, MaxCmdlineLen+1)) }, "boot.cmdline", RuleRange},
+		{"control byte in cmdline", func(b *Builder) { b.boot.Cmdline = "a\nb" }, "boot.cmdline", RuleInvalid},
+		{"duplicate key", func(b *Builder) { b.Add(MustKey("com1"), SerialPort{Num: COM2}) }, "components.com1", RuleDuplicateKey},
+		{"nil component", func(b *Builder) { b.Add(MustKey("x"), nil) }, "components.x", RuleRequired},
+		{"zero key", func(b *Builder) { b.Add(Key{}, SerialPort{Num: COM2}) }, "components", RuleRequired},
+		{"bad com port", func(b *Builder) { b.components[MustKey("com5")] = SerialPort{Num: 5} }, "components.com5.num", RuleInvalid},
+		{"two serial ports on com1", func(b *Builder) { b.Add(MustKey("com1b"), SerialPort{Num: COM1}) }, "components.com1b.num", RuleSerialConflict},
+		{"dangling backend", func(b *Builder) {
+			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("nothing"), Slot: 1})
+		}, "components.disk1.backend", RuleDanglingRef},
+		{"missing backend", func(b *Builder) { b.Add(MustKey("disk1"), VirtioDisk{Slot: 1}) }, "components.disk1.backend", RuleRequired},
+		{"backend is a device", func(b *Builder) {
+			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("com1"), Slot: 1})
+		}, "components.disk1.backend", RuleWrongKind},
+		{"unused backend", func(b *Builder) {
+			b.Add(MustKey("spare"), FileStorageBackend{Path: "/spare.img", BlockSize: 512})
+		}, "components.spare", RuleUnusedBackend},
+		{"two devices on one backend", func(b *Builder) {
+			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("disk0-be"), Slot: 1})
+		}, "components.disk0-be", RuleSharedBackend},
+		{"slot out of range", func(b *Builder) {
+			b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots}
+		}, "components.disk0.slot", RuleRange},
+		{"two devices in one slot", func(b *Builder) {
+			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("be1"), Slot: 0})
+			b.Add(MustKey("be1"), FileStorageBackend{Path: "/be1.img", BlockSize: 512})
+		}, "components.disk1.slot", RuleSlotConflict},
+		{"empty path", func(b *Builder) { b.components[MustKey("disk0-be")] = FileStorageBackend{BlockSize: 512} }, "components.disk0-be.path", RuleRequired},
+		{"relative path", func(b *Builder) {
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "disk.img", BlockSize: 512}
+		}, "components.disk0-be.path", RuleInvalid},
+		{"unclean path", func(b *Builder) {
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "/a/../disk.img", BlockSize: 512}
+		}, "components.disk0-be.path", RuleInvalid},
+		{"block size not a power of two", func(b *Builder) {
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "/d.img", BlockSize: 1000}
+		}, "components.disk0-be.block_size", RuleInvalid},
+		{"block size too small", func(b *Builder) {
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "/d.img", BlockSize: 256}
+		}, "components.disk0-be.block_size", RuleInvalid},
+		{"too many components", func(b *Builder) {
+			for i := range MaxComponents {
+				b.Add(KeyFromUUID([16]byte{byte(i), 1}), SerialPort{Num: 0})
+			}
+		}, "components", RuleTooMany},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := validBuilder()
+			c.edit(b)
+			_, err := b.Build()
+			var ve *ValidationError
+			require.True(t, errors.As(err, &ve), "want a *ValidationError, got %v", err)
+			require.True(t, ve.Has(c.path, c.rule), "want %s at %s, got %v", c.rule, c.path, ve)
+			require.Contains(t, err.Error(), c.path)
+		})
+	}
+}
+
+func TestBuildReportsEveryProblem(t *testing.T) {
+	b := validBuilder().SetBoard(Board{})
+	b.Add(MustKey("com1b"), SerialPort{Num: COM1})
+	_, err := b.Build()
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.True(t, ve.Has("board.cpus", RuleRange))
+	require.True(t, ve.Has("board.memory_mb", RuleRange))
+	require.True(t, ve.Has("components.com1b.num", RuleSerialConflict))
+}
+
+func TestReplace(t *testing.T) {
+	s, err := validBuilder().Build()
+	require.NoError(t, err)
+	b := s.ToBuilder()
+	require.NoError(t, b.Replace(MustKey("disk0-be"), FileStorageBackend{Path: "/other/disk0.img", BlockSize: 512}))
+	require.ErrorContains(t, b.Replace(MustKey("disk0-be"), SerialPort{Num: COM2}), "cannot replace")
+	require.ErrorContains(t, b.Replace(MustKey("nope"), SerialPort{Num: COM2}), "no such component")
+	s2, err := b.Build()
+	require.NoError(t, err)
+	require.False(t, s.Equal(s2))
+	c, ok := s2.Component(MustKey("disk0-be"))
+	require.True(t, ok)
+	require.Equal(t, "/other/disk0.img", c.(FileStorageBackend).Path)
+	// The original spec is untouched.
+	c, _ = s.Component(MustKey("disk0-be"))
+	require.Equal(t, "/var/lib/disk0.img", c.(FileStorageBackend).Path)
+}

@@ -1,0 +1,261 @@
+package v1
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/spec"
+)
+
+// Documented defaults of version 1, written out by Canonical.
+const (
+	DefaultImage     = "ticker"
+	DefaultBlockSize = api.BlockSizeN512
+)
+
+// UnsupportedError lists every part of a Spec that version 1 cannot express.
+type UnsupportedError struct {
+	Problems []spec.Problem
+}
+
+func (e *UnsupportedError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.String()
+	}
+	return Version + " cannot express the spec: " + strings.Join(parts, "; ")
+}
+
+// RuleUnsupported marks a Problem of a spec that this version cannot express.
+const RuleUnsupported spec.Rule = "unsupported_by_version"
+
+// ToSpec converts a version 1 InstanceSpec into the hub. Every problem, from
+// the wire form (an unknown component type, an enum value version 1 lacks) to
+// the hub's rules, is reported in one *spec.ValidationError.
+func ToSpec(w api.InstanceSpec) (spec.Spec, error) {
+	var problems []spec.Problem
+	bad := func(path string, rule spec.Rule, format string, args ...any) {
+		problems = append(problems, spec.Problem{Path: path, Rule: rule, Detail: fmt.Sprintf(format, args...)})
+	}
+	b := spec.NewBuilder()
+
+	board := spec.Board{Chipset: spec.ChipsetI440FX}
+	if w.Board.Cpus < 0 {
+		bad("board.cpus", spec.RuleRange, "must be from 1 to %d, is %d", spec.MaxCPUs, w.Board.Cpus)
+	} else {
+		board.CPUs = uint32(w.Board.Cpus)
+	}
+	if w.Board.MemoryMb < 0 {
+		bad("board.memory_mb", spec.RuleRange, "must be from %d to %d MiB, is %d", spec.MinMemoryMiB, spec.MaxMemoryMiB, w.Board.MemoryMb)
+	} else {
+		board.MemoryMiB = uint64(w.Board.MemoryMb)
+	}
+	if w.Board.Chipset != api.ChipsetI440fx {
+		bad("board.chipset", spec.RuleInvalid, "unknown chipset %q; want i440fx", w.Board.Chipset)
+	}
+	b.SetBoard(board)
+
+	boot := spec.Boot{Image: DefaultImage}
+	if w.Boot != nil {
+		boot.Image = w.Boot.Image
+		if w.Boot.Cmdline != nil {
+			boot.Cmdline = *w.Boot.Cmdline
+		}
+	}
+	b.SetBoot(boot)
+
+	for name, raw := range w.Components {
+		key, err := spec.ParseKey(name)
+		if err != nil {
+			bad("components."+name, spec.RuleInvalid, "%v", err)
+			continue
+		}
+		c, err := componentToSpec(key, raw)
+		if err != nil {
+			var p *spec.Problem
+			if asProblem(err, &p) {
+				problems = append(problems, *p)
+			} else {
+				bad(spec.ComponentPath(key, ""), spec.RuleInvalid, "%v", err)
+			}
+			continue
+		}
+		b.Add(key, c)
+	}
+
+	s, err := b.Build()
+	if err != nil {
+		if ve, ok := err.(*spec.ValidationError); ok {
+			problems = mergeProblems(problems, ve.Problems)
+		} else {
+			return spec.Spec{}, err
+		}
+	}
+	if len(problems) > 0 {
+		return spec.Spec{}, &spec.ValidationError{Problems: problems}
+	}
+	return s, nil
+}
+
+// mergeProblems appends the builder's problems to those found in the wire
+// form, leaving out the builder's word on a field the wire form already
+// reported (a negative cpus is reported once, as itself, not again as 0).
+func mergeProblems(wire, built []spec.Problem) []spec.Problem {
+	seen := make(map[string]bool, len(wire))
+	for _, p := range wire {
+		seen[p.Path] = true
+	}
+	for _, p := range built {
+		if !seen[p.Path] {
+			wire = append(wire, p)
+		}
+	}
+	return wire
+}
+
+// problemError carries a spec.Problem through an error return.
+type problemError struct{ p spec.Problem }
+
+func (e *problemError) Error() string { return e.p.String() }
+
+func asProblem(err error, out **spec.Problem) bool {
+	if pe, ok := err.(*problemError); ok {
+		*out = &pe.p
+		return true
+	}
+	return false
+}
+
+func problemf(path string, rule spec.Rule, format string, args ...any) error {
+	return &problemError{spec.Problem{Path: path, Rule: rule, Detail: fmt.Sprintf(format, args...)}}
+}
+
+// decodeStrict decodes one component's JSON, refusing unknown fields, so that
+// a component read from an untrusted stream (a migration preamble, the corpus)
+// is held to the same rules as one checked by the HTTP layer.
+func decodeStrict(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after the component")
+	}
+	return nil
+}
+
+func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
+	typ, err := raw.Discriminator()
+	if err != nil {
+		return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "does not decode: %v", err)
+	}
+	js, err := raw.MarshalJSON()
+	if err != nil {
+		return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "does not encode: %v", err)
+	}
+	switch api.ComponentType(typ) {
+	case api.ComponentTypeSerialPort:
+		var c api.SerialPortComponent
+		if err := decodeStrict(js, &c); err != nil {
+			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad serial_port: %v", err)
+		}
+		num, ok := serialFromWire[c.Num]
+		if !ok {
+			return nil, problemf(spec.ComponentPath(key, "num"), spec.RuleInvalid, "unknown serial port %q; want com1 to com4", c.Num)
+		}
+		return spec.SerialPort{Num: num}, nil
+	case api.ComponentTypeVirtioDisk:
+		var c api.VirtioDiskComponent
+		if err := decodeStrict(js, &c); err != nil {
+			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad virtio_disk: %v", err)
+		}
+		if c.Slot < 0 || c.Slot >= spec.MaxVirtioSlots {
+			return nil, problemf(spec.ComponentPath(key, "slot"), spec.RuleRange, "must be from 0 to %d, is %d", spec.MaxVirtioSlots-1, c.Slot)
+		}
+		backend, err := spec.ParseKey(c.Backend)
+		if err != nil {
+			return nil, problemf(spec.ComponentPath(key, "backend"), spec.RuleInvalid, "%v", err)
+		}
+		return spec.VirtioDisk{Backend: backend, Slot: uint8(c.Slot)}, nil
+	case api.ComponentTypeFileStorageBackend:
+		var c api.FileStorageBackendComponent
+		if err := decodeStrict(js, &c); err != nil {
+			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad file_storage_backend: %v", err)
+		}
+		bs := DefaultBlockSize
+		if c.BlockSize != nil {
+			bs = *c.BlockSize
+		}
+		if bs != api.BlockSizeN512 && bs != api.BlockSizeN4096 {
+			return nil, problemf(spec.ComponentPath(key, "block_size"), spec.RuleInvalid, "must be 512 or 4096, is %d", bs)
+		}
+		ro := c.Readonly != nil && *c.Readonly
+		return spec.FileStorageBackend{Path: c.Path, ReadOnly: ro, BlockSize: uint32(bs)}, nil
+	}
+	return nil, problemf(spec.ComponentPath(key, "type"), spec.RuleInvalid, "unknown component type %q; want serial_port, virtio_disk or file_storage_backend", typ)
+}
+
+var serialFromWire = map[api.SerialPortNumber]spec.SerialPortNumber{
+	api.SerialPortNumberCom1: spec.COM1,
+	api.SerialPortNumberCom2: spec.COM2,
+	api.SerialPortNumberCom3: spec.COM3,
+	api.SerialPortNumberCom4: spec.COM4,
+}
+
+// FromSpec converts a hub Spec into version 1, in canonical form. It fails
+// with an *UnsupportedError that lists everything version 1 cannot express;
+// it never drops or alters information.
+func FromSpec(s spec.Spec) (api.InstanceSpec, error) {
+	var problems []spec.Problem
+	unsupported := func(path, format string, args ...any) {
+		problems = append(problems, spec.Problem{Path: path, Rule: RuleUnsupported, Detail: fmt.Sprintf(format, args...)})
+	}
+	board := s.Board()
+	w := api.InstanceSpec{
+		Board: api.Board{Cpus: int32(board.CPUs), MemoryMb: int64(board.MemoryMiB)},
+		Boot:  &api.Boot{Image: s.Boot().Image, Cmdline: ptr(s.Boot().Cmdline)},
+	}
+	switch board.Chipset {
+	case spec.ChipsetI440FX:
+		w.Board.Chipset = api.ChipsetI440fx
+	default:
+		unsupported("board.chipset", "chipset %s has no version 1 name", board.Chipset)
+	}
+	w.Components = make(map[string]api.Component, s.Len())
+	for _, e := range s.Components() {
+		var c api.Component
+		var err error
+		switch v := e.Component.(type) {
+		case spec.SerialPort:
+			err = c.FromSerialPortComponent(api.SerialPortComponent{Num: api.SerialPortNumber(v.Num.String())})
+		case spec.VirtioDisk:
+			err = c.FromVirtioDiskComponent(api.VirtioDiskComponent{Backend: v.Backend.String(), Slot: int32(v.Slot)})
+		case spec.FileStorageBackend:
+			bs := api.BlockSize(v.BlockSize)
+			if bs != api.BlockSizeN512 && bs != api.BlockSizeN4096 {
+				unsupported(spec.ComponentPath(e.Key, "block_size"), "block size %d; version 1 has only 512 and 4096", v.BlockSize)
+				continue
+			}
+			err = c.FromFileStorageBackendComponent(api.FileStorageBackendComponent{
+				Path: v.Path, Readonly: ptr(v.ReadOnly), BlockSize: &bs,
+			})
+		default:
+			unsupported(spec.ComponentPath(e.Key, ""), "component kind %s has no version 1 type", e.Component.Kind())
+			continue
+		}
+		if err != nil {
+			return api.InstanceSpec{}, fmt.Errorf("encode %s: %w", spec.ComponentPath(e.Key, ""), err)
+		}
+		w.Components[e.Key.String()] = c
+	}
+	if len(problems) > 0 {
+		return api.InstanceSpec{}, &UnsupportedError{Problems: problems}
+	}
+	return w, nil
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,97 @@
+package v1
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	api "waggle/gen/vmm-server/v1"
+)
+
+// schemas loads the version 1 document embedded in the generated package once.
+var schemas = sync.OnceValues(func() (openapi3.Schemas, error) {
+	doc, err := api.GetSwagger()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded %s document: %w", Version, err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		return nil, fmt.Errorf("embedded %s document is invalid: %w", Version, err)
+	}
+	return doc.Components.Schemas, nil
+})
+
+// DecodeInstanceSpec decodes untrusted JSON (a migration preamble, a corpus
+// file) into a version 1 InstanceSpec. The bytes are checked against the
+// InstanceSpec schema of the embedded contract first, exactly as the HTTP
+// layer checks a request, so a missing or unknown field or an out-of-range
+// number is an error that names the field.
+func DecodeInstanceSpec(data []byte) (api.InstanceSpec, error) {
+	var w api.InstanceSpec
+	if err := ValidateJSON("InstanceSpec", data); err != nil {
+		return w, err
+	}
+	if err := decodeStrict(data, &w); err != nil {
+		return w, fmt.Errorf("decode %s InstanceSpec: %w", Version, err)
+	}
+	return w, nil
+}
+
+// ValidateJSON checks data against the named schema of the version 1
+// contract. The error names the offending field as a JSON path.
+func ValidateJSON(schema string, data []byte) error {
+	all, err := schemas()
+	if err != nil {
+		return err
+	}
+	ref, ok := all[schema]
+	if !ok || ref.Value == nil {
+		return fmt.Errorf("%s has no schema %q", Version, schema)
+	}
+	var value any
+	if err := json.Unmarshal(data, &value); err != nil {
+		return fmt.Errorf("decode %s %s: %w", Version, schema, err)
+	}
+	if err := ref.Value.VisitJSON(value, openapi3.MultiErrors()); err != nil {
+		return &SchemaError{Schema: schema, Err: err}
+	}
+	return nil
+}
+
+// SchemaError is a value that breaks its schema.
+type SchemaError struct {
+	Schema string
+	Err    error
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("%s %s: %s", Version, e.Schema, DescribeSchemaError(e.Err))
+}
+
+func (e *SchemaError) Unwrap() error { return e.Err }
+
+// DescribeSchemaError renders a kin-openapi validation error as
+// "field.path: reason" lines, one per problem.
+func DescribeSchemaError(err error) string {
+	var multi openapi3.MultiError
+	if errors.As(err, &multi) {
+		parts := make([]string, 0, len(multi))
+		for _, e := range multi {
+			parts = append(parts, DescribeSchemaError(e))
+		}
+		return strings.Join(parts, "; ")
+	}
+	var se *openapi3.SchemaError
+	if errors.As(err, &se) {
+		path := strings.Join(se.JSONPointer(), ".")
+		if path == "" {
+			path = "(value)"
+		}
+		return path + ": " + se.Reason
+	}
+	return err.Error()
+}

@@ -1,0 +1,50 @@
+package v1
+
+import (
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/spec"
+)
+
+// The converters handle exactly these fields. When the contract or the hub
+// gains a field, this test fails until the converters (and this list) handle
+// it: no field is dropped silently.
+var handledFields = map[reflect.Type][]string{
+	reflect.TypeFor[api.InstanceSpec]():                {"Board", "Boot", "Components"},
+	reflect.TypeFor[api.Board]():                       {"Chipset", "Cpus", "MemoryMb"},
+	reflect.TypeFor[api.Boot]():                        {"Cmdline", "Image"},
+	reflect.TypeFor[api.SerialPortComponent]():         {"Num", "Type"},
+	reflect.TypeFor[api.VirtioDiskComponent]():         {"Backend", "Slot", "Type"},
+	reflect.TypeFor[api.FileStorageBackendComponent](): {"BlockSize", "Path", "Readonly", "Type"},
+	reflect.TypeFor[spec.Board]():                      {"CPUs", "Chipset", "MemoryMiB"},
+	reflect.TypeFor[spec.Boot]():                       {"Cmdline", "Image"},
+	reflect.TypeFor[spec.SerialPort]():                 {"Num"},
+	reflect.TypeFor[spec.VirtioDisk]():                 {"Backend", "Slot"},
+	reflect.TypeFor[spec.FileStorageBackend]():         {"BlockSize", "Path", "ReadOnly"},
+}
+
+func TestEveryFieldIsConverted(t *testing.T) {
+	for typ, want := range handledFields {
+		var got []string
+		for f := range typ.Fields() {
+			got = append(got, f.Name)
+		}
+		sort.Strings(got)
+		require.Equal(t, want, got, "%s changed: teach ToSpec/FromSpec the new field, then update handledFields", typ)
+	}
+}
+
+// TestEveryComponentKindIsConverted fails when the hub gains a component kind
+// that FromSpec does not know.
+func TestEveryComponentKindIsConverted(t *testing.T) {
+	for k := spec.Kind(1); !strings.HasPrefix(k.String(), "Kind("); k++ {
+		require.Contains(t, []spec.Kind{spec.KindSerialPort, spec.KindVirtioDisk, spec.KindFileStorageBackend}, k,
+			"hub kind %s has no version 1 conversion", k)
+	}
+}

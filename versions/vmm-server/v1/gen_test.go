@@ -1,0 +1,100 @@
+package v1
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/spec"
+)
+
+// Random generators for the law tests. Each takes its randomness from r, so a
+// failing seed reproduces.
+
+func randomName(r *rand.Rand, prefix string) string {
+	if r.IntN(4) == 0 { // a UUID key, sometimes in upper case
+		var u [16]byte
+		for i := range u {
+			u[i] = byte(r.UintN(256))
+		}
+		s := spec.KeyFromUUID(u).String()
+		if r.IntN(2) == 0 {
+			s = strings.ToUpper(s)
+		}
+		return s
+	}
+	return fmt.Sprintf("%s%d", prefix, r.IntN(1000))
+}
+
+// randomWire returns a valid version 1 InstanceSpec, leaving optional fields
+// out at random.
+func randomWire(r *rand.Rand) api.InstanceSpec {
+	w := api.InstanceSpec{
+		Board: api.Board{
+			Cpus:     int32(1 + r.IntN(spec.MaxCPUs)),
+			MemoryMb: int64(spec.MinMemoryMiB + r.IntN(8192)),
+			Chipset:  api.ChipsetI440fx,
+		},
+		Components: map[string]api.Component{},
+	}
+	if r.IntN(3) > 0 {
+		w.Boot = &api.Boot{Image: []string{"ticker", "memcheck", "smbios", "disk"}[r.IntN(4)]}
+		if r.IntN(2) == 0 {
+			w.Boot.Cmdline = ptr(fmt.Sprintf("pace_ms=%d dirty_kib=%d", r.IntN(1000), r.IntN(4096)))
+		}
+	}
+	ports := r.Perm(4)[:r.IntN(5)]
+	for _, p := range ports {
+		var c api.Component
+		must(c.FromSerialPortComponent(api.SerialPortComponent{Num: api.SerialPortNumber(fmt.Sprintf("com%d", p+1))}))
+		w.Components[randomName(r, "com")+fmt.Sprint(p)] = c
+	}
+	slots := r.Perm(spec.MaxVirtioSlots)[:r.IntN(4)]
+	for i, slot := range slots {
+		be := fmt.Sprintf("be%d-%s", i, randomName(r, "x"))
+		var fb api.FileStorageBackendComponent
+		fb.Path = fmt.Sprintf("/srv/disks/%d.img", r.IntN(1e6))
+		if r.IntN(2) == 0 {
+			fb.Readonly = ptr(r.IntN(2) == 0)
+		}
+		if r.IntN(2) == 0 {
+			fb.BlockSize = ptr([]api.BlockSize{api.BlockSizeN512, api.BlockSizeN4096}[r.IntN(2)])
+		}
+		var bc, dc api.Component
+		must(bc.FromFileStorageBackendComponent(fb))
+		must(dc.FromVirtioDiskComponent(api.VirtioDiskComponent{Backend: be, Slot: int32(slot)}))
+		w.Components[be] = bc
+		w.Components[fmt.Sprintf("disk%d", slot)] = dc
+	}
+	return w
+}
+
+// randomHub returns a valid hub Spec. Some of its backends have block sizes
+// version 1 cannot express, which FromSpec must refuse (law 3).
+func randomHub(r *rand.Rand) spec.Spec {
+	b := spec.NewBuilder().
+		SetBoard(spec.Board{CPUs: uint32(1 + r.IntN(spec.MaxCPUs)), MemoryMiB: uint64(spec.MinMemoryMiB + r.IntN(1<<16)), Chipset: spec.ChipsetI440FX}).
+		SetBoot(spec.Boot{Image: randomName(r, "img"), Cmdline: strings.Repeat("x ", r.IntN(10))})
+	for _, p := range r.Perm(4)[:r.IntN(5)] {
+		b.Add(spec.MustKey(fmt.Sprintf("serial%d", p)), spec.SerialPort{Num: spec.SerialPortNumber(p + 1)})
+	}
+	for i, slot := range r.Perm(spec.MaxVirtioSlots)[:r.IntN(4)] {
+		be := spec.MustKey(strings.ToLower(randomName(r, fmt.Sprintf("be%d-", i))))
+		bs := uint32(512)
+		if r.IntN(3) == 0 {
+			bs = spec.MinBlockSize << r.IntN(8) // 512 .. 65536
+		}
+		b.Add(be, spec.FileStorageBackend{Path: fmt.Sprintf("/d/%d", i), ReadOnly: r.IntN(2) == 0, BlockSize: bs})
+		b.Add(spec.MustKey(fmt.Sprintf("disk%d", slot)), spec.VirtioDisk{Backend: be, Slot: uint8(slot)})
+	}
+	s, err := b.Build()
+	must(err)
+	return s
+}
+
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
