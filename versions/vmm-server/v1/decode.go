@@ -3,14 +3,13 @@ package v1
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 
 	api "waggle/gen/vmm-server/v1"
+	"waggle/internal/oapierr"
 )
 
 // schemas loads the version 1 document embedded in the generated package once.
@@ -69,29 +68,7 @@ type SchemaError struct {
 }
 
 func (e *SchemaError) Error() string {
-	return fmt.Sprintf("%s %s: %s", Version, e.Schema, DescribeSchemaError(e.Err))
+	return fmt.Sprintf("%s %s: %s", Version, e.Schema, oapierr.Describe(e.Err))
 }
 
 func (e *SchemaError) Unwrap() error { return e.Err }
-
-// DescribeSchemaError renders a kin-openapi validation error as
-// "field.path: reason" lines, one per problem.
-func DescribeSchemaError(err error) string {
-	var multi openapi3.MultiError
-	if errors.As(err, &multi) {
-		parts := make([]string, 0, len(multi))
-		for _, e := range multi {
-			parts = append(parts, DescribeSchemaError(e))
-		}
-		return strings.Join(parts, "; ")
-	}
-	var se *openapi3.SchemaError
-	if errors.As(err, &se) {
-		path := strings.Join(se.JSONPointer(), ".")
-		if path == "" {
-			path = "(value)"
-		}
-		return path + ": " + se.Reason
-	}
-	return err.Error()
-}

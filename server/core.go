@@ -1,0 +1,183 @@
+// Package server is the VMM server's HTTP layer: it mounts every supported
+// version of the vmm-server contract (today /v1), validates each request
+// against that version's OpenAPI document, converts wire types to domain
+// types at the handler, and calls one Core that runs the VM. Every failure
+// answers the contract's Error schema with a stable error_code.
+package server
+
+import (
+	"context"
+	"io"
+	"net"
+
+	"github.com/google/uuid"
+
+	"waggle/spec"
+)
+
+// State is an instance's lifecycle state. The states and what may follow
+// each:
+//
+//	Creating  -> Starting (run requested), Migrating (as a migration target), Failed
+//	Starting  -> Running, Failed
+//	Running   -> Stopping, Rebooting, Migrating (outbound), Failed
+//	Rebooting -> Running, Failed
+//	Migrating -> Running (target after hand-off; source after a failed migration), Destroyed (source after hand-off), Failed
+//	Stopping  -> Stopped
+//	Stopped   -> Destroyed
+//	Failed, Destroyed: final
+type State uint8
+
+// The lifecycle states.
+const (
+	StateCreating State = iota + 1
+	StateStarting
+	StateRunning
+	StateStopping
+	StateStopped
+	StateRebooting
+	StateMigrating
+	StateFailed
+	StateDestroyed
+)
+
+var stateNames = map[State]string{
+	StateCreating: "creating", StateStarting: "starting", StateRunning: "running",
+	StateStopping: "stopping", StateStopped: "stopped", StateRebooting: "rebooting",
+	StateMigrating: "migrating", StateFailed: "failed", StateDestroyed: "destroyed",
+}
+
+// String returns the state in snake case, as the contracts spell it.
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+// Requested is a state change a client asks for.
+type Requested uint8
+
+// The requests.
+const (
+	RequestRun Requested = iota + 1
+	RequestStop
+	RequestReboot
+)
+
+// String returns "run", "stop" or "reboot".
+func (r Requested) String() string {
+	return map[Requested]string{RequestRun: "run", RequestStop: "stop", RequestReboot: "reboot"}[r]
+}
+
+// Properties identify an instance.
+type Properties struct {
+	ID          uuid.UUID
+	Name        string
+	Description string
+}
+
+// Instance is an instance as it is at one generation.
+type Instance struct {
+	Properties Properties
+	State      State
+	// Gen grows by one at every change of State.
+	Gen uint64
+	// FailureReason says why, in state Failed.
+	FailureReason string
+}
+
+// MigrateInit makes a new instance the target of a live migration.
+type MigrateInit struct {
+	MigrationID uuid.UUID
+	SrcAddr     string
+}
+
+// EnsureRequest creates the instance: exactly one of Spec and Migrate is set.
+type EnsureRequest struct {
+	Properties Properties
+	Spec       *spec.Spec
+	Migrate    *MigrateInit
+}
+
+// Equal reports whether two ensure requests ask for the same instance.
+func (r EnsureRequest) Equal(o EnsureRequest) bool {
+	if r.Properties != o.Properties || (r.Spec == nil) != (o.Spec == nil) || (r.Migrate == nil) != (o.Migrate == nil) {
+		return false
+	}
+	if r.Spec != nil && !r.Spec.Equal(*o.Spec) {
+		return false
+	}
+	return r.Migrate == nil || *r.Migrate == *o.Migrate
+}
+
+// SerialQuery selects part of the serial history: bytes from the absolute
+// offset FromStart, or the MostRecent bytes; at most MaxBytes.
+type SerialQuery struct {
+	FromStart  *uint64
+	MostRecent *uint64
+	MaxBytes   int
+}
+
+// SerialHistory is a piece of serial output with its absolute offsets.
+type SerialHistory struct {
+	Data       []byte
+	Start, End uint64
+}
+
+// SerialConn is one attached console: Output yields guest output (closed when
+// the console ends or the reader fell too far behind), Write sends input to
+// the guest, Close detaches.
+type SerialConn interface {
+	Output() <-chan []byte
+	io.WriteCloser
+}
+
+// MigrationPhase is where a migration is.
+type MigrationPhase string
+
+// MigrationProgress is one migration's progress.
+type MigrationProgress struct {
+	MigrationID   uuid.UUID
+	Phase         MigrationPhase
+	BytesSent     uint64
+	PagesLeft     uint64
+	Rounds        uint32
+	FailureReason string
+}
+
+// MigrationStatus holds the migrations into and out of an instance; nil
+// where there is none.
+type MigrationStatus struct {
+	In, Out *MigrationProgress
+}
+
+// Core runs the one instance of a VMM server. The HTTP layer calls it with
+// domain types only. Errors it returns are matched with errors.Is/As against
+// the errors of this package (ErrNoInstance, *TransitionError, ...) and
+// *spec.ValidationError; anything else is an internal error.
+type Core interface {
+	// Ensure creates the instance, or reports created=false when an identical
+	// request already did; a different request gets ErrInstanceExists.
+	Ensure(ctx context.Context, req EnsureRequest) (inst Instance, created bool, err error)
+	// Instance returns the instance now.
+	Instance(ctx context.Context) (Instance, error)
+	// Spec returns the instance and its spec; nil while a migration target
+	// waits for its source.
+	Spec(ctx context.Context) (Instance, *spec.Spec, error)
+	// RequestState asks for a state change and returns without waiting.
+	RequestState(ctx context.Context, r Requested) error
+	// WaitGen blocks until the generation passes gen or ctx ends, and returns
+	// the instance and its migrations as they are then.
+	WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, error)
+	// SerialHistory reads kept serial output.
+	SerialHistory(ctx context.Context, q SerialQuery) (SerialHistory, error)
+	// SerialAttach attaches a console.
+	SerialAttach(ctx context.Context) (SerialConn, error)
+	// MigrationStatus returns the migrations' progress.
+	MigrationStatus(ctx context.Context) (MigrationStatus, error)
+	// MigrateSource checks that a migration with this id is expected and
+	// returns the function that serves it over the upgraded connection; the
+	// connection is the caller's to close once serve returns.
+	MigrateSource(ctx context.Context, id uuid.UUID) (serve func(ctx context.Context, conn net.Conn) error, err error)
+}

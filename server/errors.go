@@ -1,0 +1,44 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors a Core returns, each mapped to a stable error_code.
+var (
+	// ErrNoInstance: nothing was ensured yet (404 no_instance).
+	ErrNoInstance = errors.New("no instance has been created; ensure one with PUT /instance")
+	// ErrInstanceExists: a different instance was ensured before (409 instance_exists).
+	ErrInstanceExists = errors.New("a different instance already exists")
+	// ErrNoSuchMigration: the source expects no migration with that id (404 no_such_migration).
+	ErrNoSuchMigration = errors.New("no such migration is expected")
+)
+
+// TransitionError is a request the instance cannot honour in its current
+// state (409 invalid_transition).
+type TransitionError struct {
+	State     State
+	Requested string
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("cannot %s an instance that is %s", e.Requested, e.State)
+}
+
+// VMError is a failure to build or run the VM, such as a disk file that does
+// not exist or more vCPUs than the host has (400 vm_error). Component names
+// the spec component at fault, when there is one.
+type VMError struct {
+	Component string
+	Err       error
+}
+
+func (e *VMError) Error() string {
+	if e.Component == "" {
+		return "vm: " + e.Err.Error()
+	}
+	return fmt.Sprintf("vm: components.%s: %v", e.Component, e.Err)
+}
+
+func (e *VMError) Unwrap() error { return e.Err }

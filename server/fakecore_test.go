@@ -1,0 +1,159 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"waggle/spec"
+)
+
+// fakeCore is a Core for the HTTP layer's unit tests: a small in-memory state
+// machine with no VM behind it. The real core is tested with KVM elsewhere.
+type fakeCore struct {
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced at every change; guarded by mu
+	req     *EnsureRequest
+	inst    Instance
+	serial  []byte
+	input   []byte
+	expect  uuid.UUID // the migration id the source expects
+}
+
+func newFakeCore() *fakeCore { return &fakeCore{changed: make(chan struct{})} }
+
+func (f *fakeCore) setStateLocked(s State) {
+	f.inst.State = s
+	f.inst.Gen++
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *fakeCore) Ensure(_ context.Context, req EnsureRequest) (Instance, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if req.Properties.Name == "panic" {
+		panic("fake core told to panic")
+	}
+	if f.req != nil {
+		if f.req.Equal(req) {
+			return f.inst, false, nil
+		}
+		return Instance{}, false, ErrInstanceExists
+	}
+	f.req = &req
+	f.inst = Instance{Properties: req.Properties}
+	f.setStateLocked(StateCreating)
+	return f.inst, true, nil
+}
+
+func (f *fakeCore) Instance(context.Context) (Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.req == nil {
+		return Instance{}, ErrNoInstance
+	}
+	return f.inst, nil
+}
+
+func (f *fakeCore) Spec(context.Context) (Instance, *spec.Spec, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.req == nil {
+		return Instance{}, nil, ErrNoInstance
+	}
+	return f.inst, f.req.Spec, nil
+}
+
+func (f *fakeCore) RequestState(_ context.Context, r Requested) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.req == nil {
+		return ErrNoInstance
+	}
+	switch {
+	case r == RequestRun && f.inst.State == StateCreating:
+		f.setStateLocked(StateRunning)
+	case r == RequestStop && f.inst.State == StateRunning:
+		f.setStateLocked(StateStopped)
+	default:
+		return &TransitionError{State: f.inst.State, Requested: r.String()}
+	}
+	return nil
+}
+
+func (f *fakeCore) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, error) {
+	for {
+		f.mu.Lock()
+		if f.req == nil {
+			f.mu.Unlock()
+			return Instance{}, MigrationStatus{}, ErrNoInstance
+		}
+		inst, ch := f.inst, f.changed
+		f.mu.Unlock()
+		if inst.Gen > gen {
+			return inst, MigrationStatus{}, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return inst, MigrationStatus{}, nil
+		}
+	}
+}
+
+func (f *fakeCore) SerialHistory(_ context.Context, q SerialQuery) (SerialHistory, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	start := uint64(0)
+	if q.FromStart != nil {
+		start = min(*q.FromStart, uint64(len(f.serial)))
+	}
+	end := min(uint64(len(f.serial)), start+uint64(q.MaxBytes))
+	return SerialHistory{Data: append([]byte(nil), f.serial[start:end]...), Start: start, End: end}, nil
+}
+
+type fakeSerialConn struct {
+	f   *fakeCore
+	out chan []byte
+}
+
+func (c *fakeSerialConn) Output() <-chan []byte { return c.out }
+func (c *fakeSerialConn) Close() error          { return nil }
+func (c *fakeSerialConn) Write(p []byte) (int, error) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	c.f.input = append(c.f.input, p...)
+	return len(p), nil
+}
+
+func (f *fakeCore) SerialAttach(context.Context) (SerialConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.req == nil {
+		return nil, ErrNoInstance
+	}
+	out := make(chan []byte, 1)
+	out <- append([]byte(nil), f.serial...)
+	return &fakeSerialConn{f: f, out: out}, nil
+}
+
+func (f *fakeCore) MigrationStatus(context.Context) (MigrationStatus, error) {
+	return MigrationStatus{}, nil
+}
+
+// MigrateSource serves an expected migration by echoing the stream.
+func (f *fakeCore) MigrateSource(_ context.Context, id uuid.UUID) (func(context.Context, net.Conn) error, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if id != f.expect {
+		return nil, ErrNoSuchMigration
+	}
+	return func(_ context.Context, conn net.Conn) error {
+		_, err := io.Copy(conn, conn)
+		return err
+	}, nil
+}

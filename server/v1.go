@@ -1,0 +1,344 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/coder/websocket"
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/internal/oapierr"
+	specv1 "waggle/versions/vmm-server/v1"
+)
+
+// v1Server implements version 1 of the contract over the core. Wire types
+// stop here: it converts them to domain types and back.
+type v1Server struct {
+	core Core
+}
+
+var _ api.StrictServerInterface = (*v1Server)(nil)
+
+// newV1Handler mounts the v1 strict server behind request validation.
+func newV1Handler(core Core) (http.Handler, error) {
+	doc, err := api.GetSwagger()
+	if err != nil {
+		return nil, fmt.Errorf("load v1 contract: %w", err)
+	}
+	validate, err := newValidator(doc, "/v1")
+	if err != nil {
+		return nil, err
+	}
+	strict := api.NewStrictHandlerWithOptions(&v1Server{core: core},
+		[]api.StrictMiddlewareFunc{withRawHTTP},
+		api.StrictHTTPServerOptions{
+			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+				writeError(w, r, &apiError{http.StatusBadRequest, CodeInvalidRequest, oapierr.Describe(err)})
+			},
+			ResponseErrorHandlerFunc: writeError,
+		})
+	r := chi.NewRouter()
+	r.Use(validate)
+	return api.HandlerWithOptions(strict, api.ChiServerOptions{
+		BaseRouter: r,
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(w, r, &apiError{http.StatusBadRequest, CodeInvalidRequest, oapierr.Describe(err)})
+		},
+	}), nil
+}
+
+// rawHTTP carries the connection's writer and request to the upgrade
+// endpoints, which the strict interface otherwise hides.
+type rawHTTP struct {
+	w http.ResponseWriter
+	r *http.Request
+}
+
+type rawHTTPKey struct{}
+
+func withRawHTTP(f api.StrictHandlerFunc, operationID string) api.StrictHandlerFunc {
+	if operationID != "InstanceSerial" && operationID != "InstanceMigrateStart" {
+		return f
+	}
+	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+		return f(context.WithValue(ctx, rawHTTPKey{}, rawHTTP{w, r}), w, r, req)
+	}
+}
+
+func propertiesFromV1(p api.InstanceProperties) Properties {
+	out := Properties{ID: p.Id, Name: p.Name}
+	if p.Description != nil {
+		out.Description = *p.Description
+	}
+	return out
+}
+
+func propertiesToV1(p Properties) api.InstanceProperties {
+	d := p.Description
+	return api.InstanceProperties{Id: p.ID, Name: p.Name, Description: &d}
+}
+
+// stateToV1 is exhaustive over State; TestV1StatesComplete checks it.
+var stateToV1 = map[State]api.InstanceState{
+	StateCreating: api.InstanceStateCreating, StateStarting: api.InstanceStateStarting,
+	StateRunning: api.InstanceStateRunning, StateStopping: api.InstanceStateStopping,
+	StateStopped: api.InstanceStateStopped, StateRebooting: api.InstanceStateRebooting,
+	StateMigrating: api.InstanceStateMigrating, StateFailed: api.InstanceStateFailed,
+	StateDestroyed: api.InstanceStateDestroyed,
+}
+
+func instanceToV1(i Instance) api.Instance {
+	out := api.Instance{Properties: propertiesToV1(i.Properties), State: stateToV1[i.State], Gen: int64(i.Gen)}
+	if i.State == StateFailed {
+		reason := i.FailureReason
+		out.FailureReason = &reason
+	}
+	return out
+}
+
+func migrationToV1(m MigrationStatus) api.MigrationStatus {
+	conv := func(p *MigrationProgress) *api.MigrationProgress {
+		if p == nil {
+			return nil
+		}
+		out := &api.MigrationProgress{
+			MigrationId: p.MigrationID, Phase: api.MigrationPhase(p.Phase),
+			BytesSent: int64(p.BytesSent), PagesLeft: int64(p.PagesLeft), Rounds: int32(p.Rounds),
+		}
+		if p.FailureReason != "" {
+			reason := p.FailureReason
+			out.FailureReason = &reason
+		}
+		return out
+	}
+	return api.MigrationStatus{MigrationIn: conv(m.In), MigrationOut: conv(m.Out)}
+}
+
+func (s *v1Server) InstanceEnsure(ctx context.Context, req api.InstanceEnsureRequestObject) (api.InstanceEnsureResponseObject, error) {
+	body := req.Body
+	if (body.Spec == nil) == (body.Migrate == nil) {
+		return nil, &apiError{http.StatusBadRequest, CodeInvalidRequest, "body: give exactly one of spec and migrate"}
+	}
+	er := EnsureRequest{Properties: propertiesFromV1(body.Properties)}
+	if body.Spec != nil {
+		sp, err := specv1.ToSpec(*body.Spec)
+		if err != nil {
+			return nil, err
+		}
+		er.Spec = &sp
+	} else {
+		er.Migrate = &MigrateInit{MigrationID: body.Migrate.MigrationId, SrcAddr: body.Migrate.SrcAddr}
+	}
+	inst, created, err := s.core.Ensure(ctx, er)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		return api.InstanceEnsure201JSONResponse(instanceToV1(inst)), nil
+	}
+	return api.InstanceEnsure200JSONResponse(instanceToV1(inst)), nil
+}
+
+func (s *v1Server) InstanceGet(ctx context.Context, _ api.InstanceGetRequestObject) (api.InstanceGetResponseObject, error) {
+	inst, err := s.core.Instance(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return api.InstanceGet200JSONResponse(instanceToV1(inst)), nil
+}
+
+func (s *v1Server) InstanceSpecGet(ctx context.Context, _ api.InstanceSpecGetRequestObject) (api.InstanceSpecGetResponseObject, error) {
+	inst, sp, err := s.core.Spec(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := api.InstanceSpecView{
+		Properties: propertiesToV1(inst.Properties), State: stateToV1[inst.State], Gen: int64(inst.Gen),
+		SpecStatus: api.InstanceSpecStatusWaitingForMigrationSource,
+	}
+	if sp != nil {
+		w, err := specv1.FromSpec(*sp)
+		if err != nil {
+			// The instance's spec uses what v1 cannot say: tell the client
+			// rather than answer a spec that is not the instance's.
+			return nil, &apiError{http.StatusConflict, CodeNotExpressible, "the instance's spec cannot be expressed in v1: " + err.Error()}
+		}
+		out.Spec, out.SpecStatus = &w, api.InstanceSpecStatusPresent
+	}
+	return api.InstanceSpecGet200JSONResponse(out), nil
+}
+
+func (s *v1Server) InstanceStatePut(ctx context.Context, req api.InstanceStatePutRequestObject) (api.InstanceStatePutResponseObject, error) {
+	var r Requested
+	switch req.Body.Requested {
+	case api.InstanceStateRequestedRun:
+		r = RequestRun
+	case api.InstanceStateRequestedStop:
+		r = RequestStop
+	case api.InstanceStateRequestedReboot:
+		r = RequestReboot
+	default:
+		return nil, &apiError{http.StatusBadRequest, CodeInvalidRequest, fmt.Sprintf("body.requested: unknown request %q", req.Body.Requested)}
+	}
+	if err := s.core.RequestState(ctx, r); err != nil {
+		return nil, err
+	}
+	return api.InstanceStatePut204Response{}, nil
+}
+
+func (s *v1Server) InstanceStateMonitor(ctx context.Context, req api.InstanceStateMonitorRequestObject) (api.InstanceStateMonitorResponseObject, error) {
+	timeout := int32(30000)
+	if req.Params.TimeoutMs != nil {
+		timeout = *req.Params.TimeoutMs
+	}
+	ctx, cancel := context.WithTimeout(ctx, msDuration(timeout))
+	defer cancel()
+	inst, mig, err := s.core.WaitGen(ctx, uint64(req.Params.Gen))
+	if err != nil {
+		return nil, err
+	}
+	out := api.InstanceStateView{Gen: int64(inst.Gen), State: stateToV1[inst.State], Migration: migrationToV1(mig)}
+	if inst.State == StateFailed {
+		reason := inst.FailureReason
+		out.FailureReason = &reason
+	}
+	return api.InstanceStateMonitor200JSONResponse(out), nil
+}
+
+func (s *v1Server) InstanceSerialHistoryGet(ctx context.Context, req api.InstanceSerialHistoryGetRequestObject) (api.InstanceSerialHistoryGetResponseObject, error) {
+	p := req.Params
+	if p.FromStart != nil && p.MostRecent != nil {
+		return nil, &apiError{http.StatusBadRequest, CodeInvalidRequest, "query parameters from_start and most_recent: give at most one"}
+	}
+	q := SerialQuery{MaxBytes: 65536}
+	if p.MaxBytes != nil {
+		q.MaxBytes = int(*p.MaxBytes)
+	}
+	if p.FromStart != nil {
+		v := uint64(*p.FromStart)
+		q.FromStart = &v
+	}
+	if p.MostRecent != nil {
+		v := uint64(*p.MostRecent)
+		q.MostRecent = &v
+	}
+	h, err := s.core.SerialHistory(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	return api.InstanceSerialHistoryGet200JSONResponse(api.SerialHistory{Data: h.Data, Start: int64(h.Start), End: int64(h.End)}), nil
+}
+
+func (s *v1Server) InstanceMigrationStatus(ctx context.Context, _ api.InstanceMigrationStatusRequestObject) (api.InstanceMigrationStatusResponseObject, error) {
+	m, err := s.core.MigrationStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return api.InstanceMigrationStatus200JSONResponse(migrationToV1(m)), nil
+}
+
+// upgraded is the response of an endpoint that took over the connection:
+// there is nothing left to write.
+type upgraded struct{}
+
+func (upgraded) VisitInstanceSerialResponse(http.ResponseWriter) error       { return nil }
+func (upgraded) VisitInstanceMigrateStartResponse(http.ResponseWriter) error { return nil }
+
+func (s *v1Server) InstanceSerial(ctx context.Context, _ api.InstanceSerialRequestObject) (api.InstanceSerialResponseObject, error) {
+	raw := ctx.Value(rawHTTPKey{}).(rawHTTP)
+	conn, err := s.core.SerialAttach(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if !isUpgrade(raw.r, "websocket") {
+		return nil, &apiError{http.StatusBadRequest, CodeNotUpgraded, "header Upgrade: this endpoint speaks only WebSocket"}
+	}
+	ws, err := websocket.Accept(raw.w, raw.r, nil)
+	if err != nil {
+		return upgraded{}, nil // Accept has answered the client
+	}
+	serveSerial(raw.r.Context(), ws, conn)
+	return upgraded{}, nil
+}
+
+// serveSerial pumps guest output to the WebSocket and WebSocket input to the
+// guest until either side ends.
+func serveSerial(ctx context.Context, ws *websocket.Conn, conn SerialConn) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		defer cancel()
+		for {
+			typ, data, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			if typ == websocket.MessageBinary || typ == websocket.MessageText {
+				if _, err := conn.Write(data); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			ws.Close(websocket.StatusNormalClosure, "")
+			return
+		case data, ok := <-conn.Output():
+			if !ok {
+				ws.Close(websocket.StatusPolicyViolation, "console ended or reader fell behind")
+				return
+			}
+			if err := ws.Write(ctx, websocket.MessageBinary, data); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// MigrateUpgradeProtocol is the Upgrade token of the migration stream.
+const MigrateUpgradeProtocol = "waggle-migrate"
+
+func (s *v1Server) InstanceMigrateStart(ctx context.Context, req api.InstanceMigrateStartRequestObject) (api.InstanceMigrateStartResponseObject, error) {
+	raw := ctx.Value(rawHTTPKey{}).(rawHTTP)
+	serve, err := s.core.MigrateSource(ctx, uuid.UUID(req.MigrationId))
+	if err != nil {
+		return nil, err
+	}
+	if !isUpgrade(raw.r, MigrateUpgradeProtocol) {
+		return nil, &apiError{http.StatusBadRequest, CodeNotUpgraded, "header Upgrade: want " + MigrateUpgradeProtocol}
+	}
+	conn, brw, err := http.NewResponseController(raw.w).Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("hijack migration connection: %w", err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", MigrateUpgradeProtocol); err != nil {
+		return upgraded{}, nil
+	}
+	if err := brw.Flush(); err != nil {
+		return upgraded{}, nil
+	}
+	_ = serve(context.WithoutCancel(ctx), &bufferedConn{Conn: conn, r: brw.Reader})
+	return upgraded{}, nil
+}
+
+// bufferedConn reads first what the HTTP server had already buffered.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func isUpgrade(r *http.Request, proto string) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", proto)
+}
+
