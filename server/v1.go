@@ -341,4 +341,3 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 func isUpgrade(r *http.Request, proto string) bool {
 	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", proto)
 }
-

@@ -121,7 +121,7 @@ func TestBadInput(t *testing.T) {
 		{"both spec and migrate", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"vm1"},"spec":{` + board + `,"components":{}},"migrate":{"migration_id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a02","src_addr":"127.0.0.1:1"}}`, "", 400, CodeInvalidRequest, "spec and migrate"},
 		{"bad src_addr", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"vm1"},"migrate":{"migration_id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a02","src_addr":"no port"}}`, "", 400, CodeInvalidRequest, "src_addr"},
 		{"wrong content type", ensureBody(validSpecJSON), "text/plain", 415, CodeUnsupportedMedia, "Content-Type"},
-		{"body too large", ensureBody(`{` + board + `,"components":{}}`) + strings.Repeat(" ", MaxBodyBytes), "", 413, CodeBodyTooLarge, "1 MiB"},
+		{"body too large", ensureBody(`{`+board+`,"components":{}}`) + strings.Repeat(" ", MaxBodyBytes), "", 413, CodeBodyTooLarge, "1 MiB"},
 	}
 	srv, _ := start(t, newFakeCore())
 	for _, c := range cases {
@@ -169,9 +169,9 @@ func TestUnknownPathMethodAndParams(t *testing.T) {
 		{http.MethodGet, "/v1/nothing", 404, CodeNotFound},
 		{http.MethodGet, "/v9/instance", 404, CodeNotFound},
 		{http.MethodDelete, "/v1/instance", 405, CodeMethodNotAllowed},
-		{http.MethodGet, "/v1/instance/state-monitor", 400, CodeInvalidRequest},          // gen missing
-		{http.MethodGet, "/v1/instance/state-monitor?gen=-1", 400, CodeInvalidRequest},   // below minimum
-		{http.MethodGet, "/v1/instance/state-monitor?gen=x", 400, CodeInvalidRequest},    // not a number
+		{http.MethodGet, "/v1/instance/state-monitor", 400, CodeInvalidRequest},        // gen missing
+		{http.MethodGet, "/v1/instance/state-monitor?gen=-1", 400, CodeInvalidRequest}, // below minimum
+		{http.MethodGet, "/v1/instance/state-monitor?gen=x", 400, CodeInvalidRequest},  // not a number
 		{http.MethodGet, "/v1/instance/serial/history?max_bytes=0", 400, CodeInvalidRequest},
 		{http.MethodGet, "/v1/instance/migrate/not-a-uuid/start", 400, CodeInvalidRequest},
 	}

@@ -94,4 +94,3 @@ func CanonicalJSON(v any) ([]byte, error) {
 	// encoding/json writes map keys sorted.
 	return json.Marshal(generic)
 }
-
