@@ -34,6 +34,7 @@ const (
 	CodeNotUpgraded       = "not_upgraded"
 	CodeVMError           = "vm_error"
 	CodeNotExpressible    = "not_expressible"
+	CodeNotImplemented    = "not_implemented"
 	CodeInternal          = "internal"
 )
 

@@ -1,0 +1,370 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"waggle/spec"
+	"waggle/vmm"
+)
+
+// Runtime is the Core of a real VMM server: one instance, run as a KVM
+// virtual machine by package vmm. It builds the VM when Ensure brings a
+// spec, and drives it through the lifecycle on state requests; COM1's output
+// is the instance's serial console.
+type Runtime struct {
+	log     *slog.Logger
+	version string
+	serial  *serialLog
+
+	mu sync.Mutex
+	// changed is closed and replaced whenever inst changes; guarded by mu,
+	// as are the fields below.
+	changed chan struct{}
+	req     *EnsureRequest // nil until Ensure
+	inst    Instance
+	spec    *spec.Spec
+	machine *vmm.Machine // nil before the VM is built and after it is released
+	mig     migrations
+}
+
+// RuntimeOptions configure a Runtime.
+type RuntimeOptions struct {
+	Log *slog.Logger
+	// Version is the server's version, shown to guests in SMBIOS.
+	Version string
+	// SerialKeep is how many bytes of serial output are kept (default
+	// DefaultSerialKeep).
+	SerialKeep int
+}
+
+// NewRuntime returns a Runtime with no instance.
+func NewRuntime(o RuntimeOptions) *Runtime {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.SerialKeep <= 0 {
+		o.SerialKeep = DefaultSerialKeep
+	}
+	return &Runtime{log: o.Log, version: o.Version, serial: newSerialLog(o.SerialKeep), changed: make(chan struct{})}
+}
+
+var _ Core = (*Runtime)(nil)
+
+// setStateLocked moves the instance to s, bumps the generation and wakes
+// every state monitor.
+func (r *Runtime) setStateLocked(s State, reason string) {
+	r.log.Info("instance state", "from", r.inst.State, "to", s, "gen", r.inst.Gen+1, "reason", reason)
+	r.inst.State = s
+	r.inst.FailureReason = reason
+	r.inst.Gen++
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// Ensure builds the VM from the request's spec and returns without running
+// it. Nothing is kept if the VM cannot be built.
+func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req != nil {
+		if r.req.Equal(req) {
+			return r.inst, false, nil
+		}
+		return Instance{}, false, ErrInstanceExists
+	}
+	if req.Migrate != nil {
+		return r.ensureMigrationTargetLocked(ctx, req)
+	}
+	m, err := r.buildMachine(req.Properties, *req.Spec)
+	if err != nil {
+		return Instance{}, false, err
+	}
+	r.req, r.spec, r.machine = &req, req.Spec, m
+	r.inst = Instance{Properties: req.Properties}
+	r.setStateLocked(StateCreating, "")
+	r.serial.setInput(r.serialInput)
+	return r.inst, true, nil
+}
+
+// buildMachine makes the VM; a failure names the spec component at fault.
+func (r *Runtime) buildMachine(p Properties, s spec.Spec) (*vmm.Machine, error) {
+	m, err := vmm.New(vmm.Config{
+		Spec:       s,
+		Properties: vmm.Properties{ID: p.ID, Name: p.Name},
+		Version:    r.version,
+		Serial:     serialSinks(s, r.serial),
+	})
+	if err != nil {
+		var ce *vmm.ComponentError
+		if errors.As(err, &ce) {
+			return nil, &VMError{Component: ce.Component, Err: ce.Err}
+		}
+		return nil, &VMError{Err: err}
+	}
+	return m, nil
+}
+
+// serialSinks routes COM1, when the spec has it, to the console log.
+func serialSinks(s spec.Spec, log *serialLog) map[spec.SerialPortNumber]io.Writer {
+	for _, e := range s.Components() {
+		if p, ok := e.Component.(spec.SerialPort); ok && p.Num == spec.COM1 {
+			return map[spec.SerialPortNumber]io.Writer{spec.COM1: log}
+		}
+	}
+	return nil
+}
+
+func (r *Runtime) serialInput(p []byte) error {
+	r.mu.Lock()
+	m := r.machine
+	r.mu.Unlock()
+	if m == nil {
+		return errNoSerialInput
+	}
+	return m.SerialInput(context.Background(), spec.COM1, p)
+}
+
+// Instance returns the instance now.
+func (r *Runtime) Instance(context.Context) (Instance, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		return Instance{}, ErrNoInstance
+	}
+	return r.inst, nil
+}
+
+// Spec returns the instance and its spec (nil while a migration target waits
+// for its source).
+func (r *Runtime) Spec(context.Context) (Instance, *spec.Spec, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		return Instance{}, nil, ErrNoInstance
+	}
+	return r.inst, r.spec, nil
+}
+
+// RequestState decides, in one exhaustive switch over the current state,
+// whether the request is honoured, ignored as already done, or refused.
+func (r *Runtime) RequestState(_ context.Context, req Requested) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		return ErrNoInstance
+	}
+	refuse := &TransitionError{State: r.inst.State, Requested: req.String()}
+	switch r.inst.State {
+	case StateCreating:
+		switch req {
+		case RequestRun:
+			if r.machine == nil { // a migration target waiting for its source
+				return refuse
+			}
+			r.setStateLocked(StateStarting, "")
+			go r.start(r.machine)
+			return nil
+		case RequestStop:
+			if r.machine == nil {
+				return refuse
+			}
+			r.setStateLocked(StateStopping, "")
+			go r.stop(r.machine)
+			return nil
+		case RequestReboot:
+			return refuse
+		}
+	case StateStarting:
+		switch req {
+		case RequestRun:
+			return nil // already on its way
+		case RequestStop, RequestReboot:
+			return refuse
+		}
+	case StateRunning:
+		switch req {
+		case RequestRun:
+			return nil
+		case RequestStop:
+			r.setStateLocked(StateStopping, "")
+			go r.stop(r.machine)
+			return nil
+		case RequestReboot:
+			r.setStateLocked(StateRebooting, "")
+			go r.reboot(r.machine)
+			return nil
+		}
+	case StateRebooting:
+		switch req {
+		case RequestReboot:
+			return nil
+		case RequestRun, RequestStop:
+			return refuse
+		}
+	case StateStopping, StateStopped, StateDestroyed:
+		switch req {
+		case RequestStop:
+			return nil
+		case RequestRun, RequestReboot:
+			return refuse
+		}
+	case StateMigrating, StateFailed:
+		switch req {
+		case RequestRun, RequestStop, RequestReboot:
+			return refuse
+		}
+	}
+	return refuse
+}
+
+// start runs the VM and then watches it until it ends.
+func (r *Runtime) start(m *vmm.Machine) {
+	if err := m.Start(); err != nil {
+		r.fail(m, fmt.Errorf("start: %w", err))
+		return
+	}
+	r.mu.Lock()
+	if r.inst.State == StateStarting {
+		r.setStateLocked(StateRunning, "")
+	}
+	r.mu.Unlock()
+	r.watch(m)
+}
+
+// watch waits for the VM to end and moves the instance accordingly: a guest
+// that powers off is stopped and destroyed; a guest that fails is failed,
+// with the reason.
+func (r *Runtime) watch(m *vmm.Machine) {
+	exit, err := m.Wait(context.Background())
+	if err != nil {
+		r.fail(m, err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.machine != m {
+		return // someone else (stop, migration) handles this machine
+	}
+	switch exit.Reason {
+	case vmm.ExitFailed:
+		r.setStateLocked(StateFailed, exit.String())
+		r.releaseLocked()
+	case vmm.ExitPoweredOff, vmm.ExitReset, vmm.ExitStopped:
+		if r.inst.State == StateStopping || r.inst.State == StateMigrating {
+			return // stop or a migration is finishing this machine
+		}
+		r.setStateLocked(StateStopping, exit.String())
+		r.setStateLocked(StateStopped, exit.String())
+		r.releaseLocked()
+		r.setStateLocked(StateDestroyed, exit.String())
+	}
+}
+
+// stop ends the VM: stopping -> stopped -> destroyed.
+func (r *Runtime) stop(m *vmm.Machine) {
+	if err := m.Stop(); err != nil && !errors.Is(err, vmm.ErrNotNow) {
+		r.log.Warn("stop", "err", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.machine != m || r.inst.State != StateStopping {
+		return
+	}
+	r.setStateLocked(StateStopped, "")
+	r.releaseLocked()
+	r.setStateLocked(StateDestroyed, "")
+}
+
+func (r *Runtime) reboot(m *vmm.Machine) {
+	if err := m.Reset(); err != nil {
+		r.fail(m, fmt.Errorf("reboot: %w", err))
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.machine == m && r.inst.State == StateRebooting {
+		r.setStateLocked(StateRunning, "")
+	}
+}
+
+// fail puts the instance in Failed with err as the reason.
+func (r *Runtime) fail(m *vmm.Machine, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.machine != m {
+		return
+	}
+	r.setStateLocked(StateFailed, err.Error())
+	r.releaseLocked()
+}
+
+// releaseLocked stops and frees the VM.
+func (r *Runtime) releaseLocked() {
+	if r.machine == nil {
+		return
+	}
+	if err := r.machine.Close(); err != nil {
+		r.log.Warn("release vm", "err", err)
+	}
+	r.machine = nil
+	r.serial.closeAll()
+}
+
+// WaitGen blocks until the generation passes gen or ctx ends.
+func (r *Runtime) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, error) {
+	for {
+		r.mu.Lock()
+		if r.req == nil {
+			r.mu.Unlock()
+			return Instance{}, MigrationStatus{}, ErrNoInstance
+		}
+		inst, mig, ch := r.inst, r.mig.statusLocked(), r.changed
+		r.mu.Unlock()
+		if inst.Gen > gen {
+			return inst, mig, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return inst, mig, nil
+		}
+	}
+}
+
+// SerialHistory reads kept console output.
+func (r *Runtime) SerialHistory(_ context.Context, q SerialQuery) (SerialHistory, error) {
+	if _, err := r.Instance(context.Background()); err != nil {
+		return SerialHistory{}, err
+	}
+	return r.serial.history(q), nil
+}
+
+// SerialAttach attaches a console.
+func (r *Runtime) SerialAttach(ctx context.Context) (SerialConn, error) {
+	if _, err := r.Instance(ctx); err != nil {
+		return nil, err
+	}
+	return r.serial.attach(), nil
+}
+
+// MigrationStatus returns the migrations' progress.
+func (r *Runtime) MigrationStatus(context.Context) (MigrationStatus, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		return MigrationStatus{}, ErrNoInstance
+	}
+	return r.mig.statusLocked(), nil
+}
+
+// Close stops and releases the VM, for server shutdown.
+func (r *Runtime) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.releaseLocked()
+}

@@ -1,0 +1,155 @@
+package server
+
+import (
+	"errors"
+	"sync"
+)
+
+// DefaultSerialKeep is how many bytes of serial output a server keeps.
+const DefaultSerialKeep = 1 << 20
+
+// subscriberQueue is how many chunks an attached console may fall behind
+// before it is cut off; the guest never waits for a reader.
+const subscriberQueue = 256
+
+// serialLog keeps the most recent output of a serial port and fans it out to
+// attached consoles. Write never blocks on a reader: a console whose queue is
+// full is disconnected (its channel closed).
+type serialLog struct {
+	input func(p []byte) error // sends bytes to the guest; nil before there is a VM
+
+	mu sync.Mutex
+	// buf holds bytes [total-len(buf), total) of everything written;
+	// guarded by mu, as are the fields below.
+	buf   []byte
+	keep  int
+	total uint64
+	subs  map[*serialSub]struct{}
+}
+
+func newSerialLog(keep int) *serialLog {
+	return &serialLog{keep: keep, subs: map[*serialSub]struct{}{}}
+}
+
+// Write records guest output and hands it to every console.
+func (l *serialLog) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	if over := len(l.buf) - l.keep; over > 0 {
+		l.buf = append(l.buf[:0], l.buf[over:]...)
+	}
+	l.total += uint64(len(p))
+	chunk := append([]byte(nil), p...)
+	for s := range l.subs {
+		select {
+		case s.out <- chunk:
+		default:
+			l.dropLocked(s)
+		}
+	}
+	return len(p), nil
+}
+
+// history answers a SerialQuery from what is kept.
+func (l *serialLog) history(q SerialQuery) SerialHistory {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	first := l.total - uint64(len(l.buf)) // offset of buf[0]
+	start := first
+	switch {
+	case q.FromStart != nil:
+		start = max(*q.FromStart, first)
+	case q.MostRecent != nil:
+		if *q.MostRecent < l.total {
+			start = max(l.total-*q.MostRecent, first)
+		}
+	}
+	start = min(start, l.total)
+	end := min(l.total, start+uint64(q.MaxBytes))
+	return SerialHistory{
+		Data:  append([]byte(nil), l.buf[start-first:end-first]...),
+		Start: start, End: end,
+	}
+}
+
+// serialSub is one attached console.
+type serialSub struct {
+	l   *serialLog
+	out chan []byte
+	// closed is guarded by l.mu.
+	closed bool
+}
+
+// attach returns a console that first receives the kept bytes, then
+// everything written from now on.
+func (l *serialLog) attach() *serialSub {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := &serialSub{l: l, out: make(chan []byte, subscriberQueue)}
+	if len(l.buf) > 0 {
+		s.out <- append([]byte(nil), l.buf...)
+	}
+	l.subs[s] = struct{}{}
+	return s
+}
+
+func (l *serialLog) dropLocked(s *serialSub) {
+	if !s.closed {
+		s.closed = true
+		delete(l.subs, s)
+		close(s.out)
+	}
+}
+
+// closeAll disconnects every console and stops taking input: the VM is
+// gone. History stays readable.
+func (l *serialLog) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for s := range l.subs {
+		l.dropLocked(s)
+	}
+	l.input = nil
+}
+
+// subscribers returns how many consoles are attached.
+func (l *serialLog) subscribers() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.subs)
+}
+
+func (s *serialSub) Output() <-chan []byte { return s.out }
+
+var errNoSerialInput = errors.New("the instance has no running VM to take serial input")
+
+func (s *serialSub) Write(p []byte) (int, error) {
+	s.l.mu.Lock()
+	in := s.l.input
+	s.l.mu.Unlock()
+	if in == nil {
+		return 0, errNoSerialInput
+	}
+	if err := in(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (s *serialSub) Close() error {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	s.l.dropLocked(s)
+	return nil
+}
+
+// setInput sets where console input goes.
+func (l *serialLog) setInput(f func(p []byte) error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.input = f
+}
