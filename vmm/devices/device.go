@@ -1,7 +1,35 @@
 // Package devices holds the emulated devices of a waggle VM: the 16550 UART,
-// the power and paravirtual-sleep ports, the SMBIOS tables and the virtio-mmio
-// block device. Devices know guest memory and interrupt lines only through the
+// the SMBIOS tables and the virtio-mmio block device. (The power, reset and
+// paravirtual-sleep ports act on the whole machine and live in package vmm.) Devices know guest memory and interrupt lines only through the
 // small interfaces below, so each can be tested without KVM.
+//
+// What is here, and how the VMM wires it:
+//
+//   - UART (uart.go): NewUART(spec.COM1, irq, sink) is a PortIO device on
+//     UARTPorts ports from the COM port's base. The sink gets each byte the
+//     guest transmits and must not block; OutputBuffer (output.go) makes any
+//     io.Writer such a sink. Host input goes in with Receive, which never
+//     blocks and says how much fitted; RxSpace says when to try again.
+//   - SMBIOS (smbios.go): BuildSMBIOS(info, SMBIOSRegionStart) returns the
+//     32-bit 2.8 entry point and the structure table with their addresses;
+//     WriteTo puts them into guest memory.
+//   - virtio-blk (virtio_mmio.go, virtqueue.go, virtio_blk.go):
+//     NewVirtioBlkMMIO(cfg, slot, mem, irq) opens the backing file and
+//     returns the virtio-mmio transport (an MMIO device at
+//     VirtioMMIOSlotAddr(slot), interrupt VirtioMMIOSlotGSI(slot)). Requests
+//     are served synchronously on the notifying vCPU thread.
+//
+// Saved state: each device has a state type of its own, apart from the live
+// device, encoded in a versioned little-endian format documented beside it
+// and carried in a Payload. Restore decodes and checks the whole payload
+// before it touches the device, so a bad payload (unknown kind or version,
+// truncated, oversized, bytes left over, impossible values, another disk)
+// is a *StateError and leaves the device as it was. The fuzz seed corpora in
+// testdata/ are real Save outputs.
+//
+// Concurrency: every device guards its state with one mutex and may be
+// called from several vCPU threads and host goroutines at once. Devices
+// call IRQLine.SetLevel only when the level changes, with their lock held.
 package devices
 
 // PortIO is a device on the x86 I/O port bus. data is 1, 2 or 4 bytes,
