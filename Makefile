@@ -50,6 +50,9 @@ generate: ## regenerate gen/ from openapi/ with the pinned oapi-codegen
 guests: ## rebuild the guest images in vmm/guest/
 	vmm/guest/build.sh vmm/guest
 
+demo: build ## start a server on loopback, boot the ticker from examples/, show its console, stop it
+	scripts/demo.sh
+
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 

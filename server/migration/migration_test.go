@@ -1,0 +1,168 @@
+package migration
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestFramesRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	h := Hello{MigrationID: [16]byte{1, 2, 3}, Protocols: []uint32{1, 7}, SpecVersions: []string{"vmm-server/v1"},
+		Devices: []DeviceVersions{{Kind: "uart16550a", Versions: []uint32{1}}}}
+	require.NoError(t, WriteFrame(&buf, TypeHello, h.Encode()))
+	ram := RAM{GPA: 0x1000, Data: bytes.Repeat([]byte{7}, 2*PageSize)}
+	require.NoError(t, WriteFrame(&buf, TypeRAM, ram.Encode()))
+	require.NoError(t, WriteFrame(&buf, TypeCommit, nil))
+
+	f, err := ReadFrame(&buf, nil)
+	require.NoError(t, err)
+	require.Equal(t, TypeHello, f.Type)
+	h2, err := DecodeHello(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, h, h2)
+
+	f, err = ReadFrame(&buf, nil)
+	require.NoError(t, err)
+	r2, err := DecodeRAM(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, ram, r2)
+
+	f, err = ReadFrame(&buf, nil)
+	require.NoError(t, err)
+	require.Equal(t, TypeCommit, f.Type)
+	require.NoError(t, DecodeEmpty(f.Type, f.Payload))
+
+	_, err = ReadFrame(&buf, nil)
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func TestBadFrames(t *testing.T) {
+	cases := map[string][]byte{
+		"truncated header":  {1, 0, 0},
+		"unknown type":      {99, 0, 0, 0, 0, 0, 0, 0},
+		"reserved bytes":    {1, 1, 0, 0, 0, 0, 0, 0},
+		"oversized length":  {5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff},
+		"truncated payload": {5, 0, 0, 0, 0, 0, 0, 9, 1, 2},
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := ReadFrame(bytes.NewReader(data), nil)
+			require.True(t, errors.Is(err, ErrFrame), "got %v", err)
+		})
+	}
+}
+
+func TestBadPayloads(t *testing.T) {
+	misaligned := RAM{GPA: 0x1001, Data: make([]byte, PageSize)}.Encode()
+	partial := RAM{GPA: 0x1000, Data: make([]byte, 100)}.Encode()
+	overflow := Zero{GPA: 0xffff_ffff_ffff_f000, Pages: 2}.Encode()
+	hugeList := []byte{0: 0, 16: 0xff, 17: 0xff, 18: 0xff, 19: 0xff}
+	_, err := DecodeRAM(misaligned)
+	require.ErrorIs(t, err, ErrFrame)
+	_, err = DecodeRAM(partial)
+	require.ErrorIs(t, err, ErrFrame)
+	_, err = DecodeZero(overflow)
+	require.ErrorIs(t, err, ErrFrame)
+	_, err = DecodeHello(hugeList)
+	require.ErrorIs(t, err, ErrFrame)
+	_, err = DecodeRoundEnd([]byte{0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	require.ErrorIs(t, err, ErrFrame)
+	require.ErrorIs(t, DecodeEmpty(TypeReady, []byte{1}), ErrFrame)
+}
+
+func TestChoose(t *testing.T) {
+	p, ok := Choose([]uint32{9, 1, 3})
+	require.True(t, ok)
+	require.Equal(t, ProtocolV1, p)
+	_, ok = Choose([]uint32{9})
+	require.False(t, ok)
+}
+
+// FuzzDecode feeds arbitrary bytes to the frame reader and every payload
+// decoder: none may panic or allocate beyond its limits, and whatever
+// decodes re-encodes to the same bytes.
+func FuzzDecode(f *testing.F) {
+	seeds := [][]byte{
+		Hello{Protocols: []uint32{1}, SpecVersions: []string{"vmm-server/v1"}}.Encode(),
+		Welcome{Protocol: 1}.Encode(),
+		Preamble{Envelope: []byte(`{"spec_version":"vmm-server/v1","spec":{}}`)}.Encode(),
+		RAM{GPA: 4096, Data: make([]byte, PageSize)}.Encode(),
+		Zero{GPA: 0, Pages: 3}.Encode(),
+		RoundEnd{Round: 2, Final: true, PagesSent: 5}.Encode(),
+		Device{Key: "com1", Kind: "uart16550a", Version: 1, Data: []byte{1, 2}}.Encode(),
+		Machine{Version: 1, Data: []byte{9}}.Encode(),
+		Abort{Reason: "no"}.Encode(),
+	}
+	for i, s := range seeds {
+		var buf bytes.Buffer
+		_ = WriteFrame(&buf, Type(i+1), s)
+		f.Add(buf.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr, err := ReadFrame(bytes.NewReader(data), nil)
+		if err != nil {
+			return
+		}
+		p := fr.Payload
+		var again []byte
+		switch fr.Type {
+		case TypeHello:
+			v, err := DecodeHello(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeWelcome:
+			v, err := DecodeWelcome(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypePreamble:
+			v, err := DecodePreamble(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeRAM:
+			v, err := DecodeRAM(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeZero:
+			v, err := DecodeZero(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeRoundEnd:
+			v, err := DecodeRoundEnd(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeDevice:
+			v, err := DecodeDevice(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeMachine:
+			v, err := DecodeMachine(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeAbort:
+			v, err := DecodeAbort(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		default:
+			if DecodeEmpty(fr.Type, p) == nil {
+				again = []byte{}
+			}
+		}
+		if again != nil {
+			require.Equal(t, len(p), len(again))
+			require.True(t, bytes.Equal(p, again) || len(p) == 0, "decode/encode changed the payload")
+		}
+	})
+}

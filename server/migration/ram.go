@@ -1,0 +1,109 @@
+package migration
+
+// PageSize is the size of a guest page on the wire.
+const PageSize = 4096
+
+// MaxPagesPerFrame bounds the pages of one RAM frame (1 MiB of data).
+const MaxPagesPerFrame = 256
+
+// RAM carries the contents of consecutive guest pages from GPA on.
+type RAM struct {
+	GPA  uint64
+	Data []byte // a whole number of pages, at most MaxPagesPerFrame
+}
+
+// Encode returns the payload.
+func (r RAM) Encode() []byte {
+	e := enc{b: make([]byte, 0, 12+len(r.Data))}
+	e.u64(r.GPA)
+	e.bytes(r.Data)
+	return e.b
+}
+
+// DecodeRAM parses a RAM payload; Data aliases p.
+func DecodeRAM(p []byte) (RAM, error) {
+	d := dec{b: p, msg: TypeRAM}
+	r := RAM{GPA: d.u64("gpa")}
+	r.Data = d.bytes("data", MaxPagesPerFrame*PageSize)
+	if d.err == nil {
+		switch {
+		case r.GPA%PageSize != 0:
+			d.fail("gpa %#x is not page aligned", r.GPA)
+		case len(r.Data) == 0 || len(r.Data)%PageSize != 0:
+			d.fail("data of %d bytes is not a whole number of pages", len(r.Data))
+		case r.GPA+uint64(len(r.Data)) < r.GPA:
+			d.fail("gpa %#x + %d bytes overflows", r.GPA, len(r.Data))
+		}
+	}
+	return r, d.done()
+}
+
+// Zero says that Pages pages from GPA on are all zero.
+type Zero struct {
+	GPA   uint64
+	Pages uint64
+}
+
+// Encode returns the payload.
+func (z Zero) Encode() []byte {
+	var e enc
+	e.u64(z.GPA)
+	e.u64(z.Pages)
+	return e.b
+}
+
+// DecodeZero parses a Zero payload.
+func DecodeZero(p []byte) (Zero, error) {
+	d := dec{b: p, msg: TypeZero}
+	z := Zero{GPA: d.u64("gpa"), Pages: d.u64("pages")}
+	if d.err == nil {
+		switch {
+		case z.GPA%PageSize != 0:
+			d.fail("gpa %#x is not page aligned", z.GPA)
+		case z.Pages == 0 || z.Pages > 1<<40:
+			d.fail("%d pages", z.Pages)
+		case z.GPA+z.Pages*PageSize < z.GPA:
+			d.fail("gpa %#x + %d pages overflows", z.GPA, z.Pages)
+		}
+	}
+	return z, d.done()
+}
+
+// RoundEnd closes one round of RAM copying.
+type RoundEnd struct {
+	Round uint32
+	// Final is set on the round sent while the VM is paused.
+	Final bool
+	// PagesSent and PagesLeft are the round's pages and the pages already
+	// dirty again when it ended.
+	PagesSent, PagesLeft uint64
+}
+
+// Encode returns the payload.
+func (r RoundEnd) Encode() []byte {
+	var e enc
+	e.u32(r.Round)
+	if r.Final {
+		e.u8(1)
+	} else {
+		e.u8(0)
+	}
+	e.u64(r.PagesSent)
+	e.u64(r.PagesLeft)
+	return e.b
+}
+
+// DecodeRoundEnd parses a RoundEnd payload.
+func DecodeRoundEnd(p []byte) (RoundEnd, error) {
+	d := dec{b: p, msg: TypeRoundEnd}
+	r := RoundEnd{Round: d.u32("round")}
+	switch d.u8("final") {
+	case 0:
+	case 1:
+		r.Final = true
+	default:
+		d.fail("final is neither 0 nor 1")
+	}
+	r.PagesSent, r.PagesLeft = d.u64("pages sent"), d.u64("pages left")
+	return r, d.done()
+}

@@ -1,0 +1,87 @@
+package migration
+
+// MaxDeviceState bounds one device's state.
+const MaxDeviceState = 1 << 20
+
+// Device carries one device's state, tagged with its kind and the version of
+// its encoding, under the device's spec component key.
+type Device struct {
+	Key     string
+	Kind    string
+	Version uint32
+	Data    []byte
+}
+
+// Encode returns the payload.
+func (dv Device) Encode() []byte {
+	var e enc
+	e.str(dv.Key)
+	e.str(dv.Kind)
+	e.u32(dv.Version)
+	e.bytes(dv.Data)
+	return e.b
+}
+
+// DecodeDevice parses a Device payload.
+func DecodeDevice(p []byte) (Device, error) {
+	d := dec{b: p, msg: TypeDevice}
+	dv := Device{Key: d.str("key", maxNameLen), Kind: d.str("kind", maxNameLen), Version: d.u32("version")}
+	dv.Data = d.bytes("data", MaxDeviceState)
+	return dv, d.done()
+}
+
+// Machine carries the VM's vCPUs, irqchip, PIT and clock, in the encoding of
+// package vmm (its MachineStateVersion).
+type Machine struct {
+	Version uint32
+	Data    []byte
+}
+
+// Encode returns the payload.
+func (m Machine) Encode() []byte {
+	var e enc
+	e.u32(m.Version)
+	e.bytes(m.Data)
+	return e.b
+}
+
+// DecodeMachine parses a Machine payload.
+func DecodeMachine(p []byte) (Machine, error) {
+	d := dec{b: p, msg: TypeMachine}
+	m := Machine{Version: d.u32("version")}
+	m.Data = d.bytes("data", MaxPayload)
+	return m, d.done()
+}
+
+// Abort ends a migration before the hand-off, saying why.
+type Abort struct {
+	Reason string
+}
+
+// MaxReason bounds an Abort's reason.
+const MaxReason = 4096
+
+// Encode returns the payload.
+func (a Abort) Encode() []byte {
+	var e enc
+	r := a.Reason
+	if len(r) > MaxReason {
+		r = r[:MaxReason]
+	}
+	e.str(r)
+	return e.b
+}
+
+// DecodeAbort parses an Abort payload.
+func DecodeAbort(p []byte) (Abort, error) {
+	d := dec{b: p, msg: TypeAbort}
+	a := Abort{Reason: d.str("reason", MaxReason)}
+	return a, d.done()
+}
+
+// DecodeEmpty checks the payload of a message that carries nothing (Ready,
+// StateDone, Imported, Commit).
+func DecodeEmpty(t Type, p []byte) error {
+	d := dec{b: p, msg: t}
+	return d.done()
+}
