@@ -12,7 +12,7 @@ import (
 )
 
 // wantImages is every guest image ABI.md describes.
-var wantImages = []string{"disk", "memcheck", "smbios", "ticker"}
+var wantImages = []string{"crash", "disk", "memcheck", "smbios", "ticker"}
 
 func TestNames(t *testing.T) {
 	require.Equal(t, wantImages, Names())

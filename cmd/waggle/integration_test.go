@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/internal/kvmtest"
+)
+
+// These tests run the real waggle binary as a subprocess and drive it over
+// real HTTP with the generated client, as a user would.
+
+var waggleBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "waggle-bin-")
+	if err != nil {
+		panic(err)
+	}
+	waggleBin = filepath.Join(dir, "waggle")
+	out, err := exec.Command("go", "build", "-o", waggleBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build waggle: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// serverProc is a `waggle server` subprocess.
+type serverProc struct {
+	addr   string
+	client *api.ClientWithResponses
+	cmd    *exec.Cmd
+	log    *bytes.Buffer
+}
+
+var listenLine = regexp.MustCompile(`waggle server listening"? addr=(\S+)`)
+
+// startServer starts `waggle server` on a free loopback port and waits until
+// it listens.
+func startServer(t *testing.T) *serverProc {
+	t.Helper()
+	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0")
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	p := &serverProc{cmd: cmd, log: &bytes.Buffer{}}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", p.log.String())
+		}
+	})
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.log.WriteString(line + "\n")
+			if m := listenLine.FindStringSubmatch(line); m != nil {
+				addrc <- m[1]
+			}
+		}
+	}()
+	select {
+	case p.addr = <-addrc:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not start listening")
+	}
+	p.client, err = api.NewClientWithResponses("http://" + p.addr + "/v1")
+	require.NoError(t, err)
+	return p
+}
+
+func tickerSpec(t *testing.T, cmdline string) api.InstanceSpec {
+	t.Helper()
+	w, err := specDecode(fmt.Sprintf(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},
+	 "boot":{"image":"ticker","cmdline":%q},
+	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`, cmdline))
+	require.NoError(t, err)
+	return w
+}
+
+func specDecode(s string) (api.InstanceSpec, error) {
+	var w api.InstanceSpec
+	err := json.Unmarshal([]byte(s), &w)
+	return w, err
+}
+
+// waitState follows the state monitor from gen until want (or a final
+// state), returning every state seen.
+func waitState(t *testing.T, c *api.ClientWithResponses, gen int64, want api.InstanceState) (int64, []api.InstanceState) {
+	t.Helper()
+	var seen []api.InstanceState
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		to := int32(5000)
+		r, err := c.InstanceStateMonitorWithResponse(context.Background(), &api.InstanceStateMonitorParams{Gen: gen, TimeoutMs: &to})
+		require.NoError(t, err)
+		require.NotNil(t, r.JSON200, string(r.Body))
+		if r.JSON200.Gen == gen {
+			continue
+		}
+		require.Greater(t, r.JSON200.Gen, gen, "generations only grow")
+		gen = r.JSON200.Gen
+		seen = append(seen, r.JSON200.State)
+		if r.JSON200.State == want {
+			return gen, seen
+		}
+		if r.JSON200.State == api.InstanceStateFailed {
+			t.Fatalf("instance failed: %s", deref(r.JSON200.FailureReason))
+		}
+	}
+	t.Fatalf("state %s not reached; saw %v", want, seen)
+	return 0, nil
+}
+
+// serialUntil reads the serial history until it contains want.
+func serialUntil(t *testing.T, c *api.ClientWithResponses, want string) string {
+	t.Helper()
+	var last string
+	require.Eventually(t, func() bool {
+		r, err := c.InstanceSerialHistoryGetWithResponse(context.Background(), &api.InstanceSerialHistoryGetParams{})
+		if err != nil || r.JSON200 == nil {
+			return false
+		}
+		last = string(r.JSON200.Data)
+		return strings.Contains(last, want)
+	}, 30*time.Second, 20*time.Millisecond, "serial never showed %q", want)
+	return last
+}
+
+func TestServerRunsAVMThroughItsLifecycle(t *testing.T) {
+	kvmtest.Require(t)
+	p := startServer(t)
+	ctx := context.Background()
+	c := p.client
+
+	props := api.InstanceProperties{Id: uuid.New(), Name: "life"}
+	r, err := c.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: ptr(tickerSpec(t, "pace_ms=20"))})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	require.Equal(t, api.InstanceStateCreating, r.JSON201.State)
+	gen := r.JSON201.Gen
+
+	// Ensure is idempotent for the identical request, 409 for another.
+	r, err = c.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: ptr(tickerSpec(t, "pace_ms=20"))})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, r.StatusCode())
+	r, err = c.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: ptr(tickerSpec(t, "pace_ms=21"))})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, r.StatusCode())
+	require.Equal(t, "instance_exists", r.JSON409.ErrorCode)
+
+	s, err := c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode(), string(s.Body))
+	gen, seen := waitState(t, c, gen, api.InstanceStateRunning)
+	require.Equal(t, api.InstanceStateRunning, seen[len(seen)-1])
+	serialUntil(t, c, "tick 3\n")
+
+	// The console streams live output to several readers at once.
+	wsURL := "ws://" + p.addr + "/v1/instance/serial"
+	var consoles []*websocket.Conn
+	for range 2 {
+		ws, _, err := websocket.Dial(ctx, wsURL, nil)
+		require.NoError(t, err)
+		defer ws.CloseNow()
+		consoles = append(consoles, ws)
+	}
+	for _, ws := range consoles {
+		var got []byte
+		for !regexp.MustCompile(`tick (\d+)\n.*tick \d+\n`).Match(got) {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, data, err := ws.Read(rctx)
+			cancel()
+			require.NoError(t, err)
+			got = append(got, data...)
+		}
+	}
+
+	// A forbidden transition is refused with the current state.
+	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedReboot})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode(), "reboot is allowed while running")
+	gen, _ = waitState(t, c, gen, api.InstanceStateRunning)
+	out := serialUntil(t, c, "ticker ready\n")
+	require.Eventually(t, func() bool {
+		return strings.Count(serialUntil(t, c, "ticker ready"), "ticker ready") == 2
+	}, 20*time.Second, 50*time.Millisecond, "the guest booted again after reboot: %s", out)
+
+	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode())
+	end, _ := waitState(t, c, gen, api.InstanceStateDestroyed)
+	// A monitor sees the latest state; the generation shows every step:
+	// stopping, stopped, destroyed.
+	require.Equal(t, gen+3, end)
+
+	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, s.StatusCode())
+	require.Equal(t, "invalid_transition", s.JSON409.ErrorCode)
+	require.Contains(t, s.JSON409.Message, "destroyed")
+}
+
+func TestServerRefusesAnUnbuildableSpecAndKeepsNothing(t *testing.T) {
+	kvmtest.Require(t)
+	p := startServer(t)
+	ctx := context.Background()
+	w, err := specDecode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"disk"},
+	 "components":{"d":{"type":"virtio_disk","backend":"b","slot":0},
+	  "b":{"type":"file_storage_backend","path":"/nonexistent/waggle/disk.img"}}}`)
+	require.NoError(t, err)
+	r, err := c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "x"}, Spec: &w})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusBadRequest, r.StatusCode(), string(r.Body))
+	require.Equal(t, "vm_error", r.JSON400.ErrorCode)
+	require.Contains(t, r.JSON400.Message, "components.b")
+
+	g, err := c(p).InstanceGetWithResponse(ctx)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, g.StatusCode(), "a failed ensure leaves no instance behind")
+
+	// The server still takes a good spec afterwards.
+	r, err = c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "y"}, Spec: ptr(tickerSpec(t, ""))})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+}
+
+func c(p *serverProc) *api.ClientWithResponses { return p.client }
+
+func ptr[T any](v T) *T { return &v }
+
+// runCLI runs `waggle vm ...` against p and returns its stdout.
+func runCLI(t *testing.T, p *serverProc, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(waggleBin, append([]string{"vm"}, args...)...)
+	cmd.Env = append(os.Environ(), "WAGGLE_SERVER="+p.addr)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	return stdout.String(), err
+}
+
+func TestCLIDrivesAVM(t *testing.T) {
+	kvmtest.Require(t)
+	p := startServer(t)
+	out, err := runCLI(t, p, "create", "-config", "../../examples/ticker.toml", "-o", "json")
+	require.NoError(t, err)
+	var inst api.Instance
+	require.NoError(t, json.Unmarshal([]byte(out), &inst))
+	require.Equal(t, "ticker", inst.Properties.Name)
+	require.Equal(t, api.InstanceStateCreating, inst.State)
+
+	out, err = runCLI(t, p, "run")
+	require.NoError(t, err)
+	require.Contains(t, out, "running")
+
+	out, err = runCLI(t, p, "serial", "-until", "tick 2", "-timeout", "20s")
+	require.NoError(t, err)
+	require.Contains(t, out, "tick 1\n")
+
+	out, err = runCLI(t, p, "get")
+	require.NoError(t, err)
+	require.Regexp(t, `state\s+running`, out)
+
+	out, err = runCLI(t, p, "spec", "-o", "json")
+	require.NoError(t, err)
+	require.Contains(t, out, `"image": "ticker"`)
+
+	out, err = runCLI(t, p, "stop")
+	require.NoError(t, err)
+	require.Contains(t, out, "destroyed")
+
+	_, err = runCLI(t, p, "run")
+	require.ErrorContains(t, err, "invalid_transition")
+}
+
+func TestCurlFollowsTheREADME(t *testing.T) {
+	kvmtest.Require(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	p := startServer(t)
+	cmd := exec.Command("bash", "../../scripts/curl-flow.sh", p.addr)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	require.NoError(t, err, out.String())
+	require.Contains(t, out.String(), "curl flow ok")
+}
+
+var _ = io.Discard

@@ -1,0 +1,44 @@
+package vmm
+
+import (
+	"io"
+
+	"waggle/spec"
+)
+
+// Config is everything New needs to build a Machine.
+type Config struct {
+	// Spec describes the VM.
+	Spec spec.Spec
+	// Properties identify this VM instance to the guest (SMBIOS type 1).
+	Properties Properties
+	// Version is the VMM's version string, shown to the guest as the SMBIOS
+	// BIOS and system version.
+	Version string
+	// Serial receives what the guest transmits on each COM port of the
+	// spec. A missing or nil writer discards the output. Writers may block:
+	// the Machine buffers between them and the vCPUs (and drops output a
+	// stalled writer cannot take, see SerialDropped).
+	Serial map[spec.SerialPortNumber]io.Writer
+	// Image, when set, is the boot image, used instead of looking up
+	// Spec.Boot().Image among the images of package guest.
+	Image []byte
+	// ExitOnReset ends the VM with ExitReset when the guest asks for a
+	// reset, instead of rebooting it in place (like QEMU's -no-reboot).
+	ExitOnReset bool
+}
+
+// Properties are the identity of a VM instance.
+type Properties struct {
+	// ID is the instance UUID (RFC 4122 byte order): the SMBIOS system
+	// UUID.
+	ID [16]byte
+	// Name is the instance name: the SMBIOS serial number (the UUID's
+	// string form when Name is empty).
+	Name string
+}
+
+// uuidString formats a UUID in canonical form.
+func uuidString(u [16]byte) string {
+	return spec.KeyFromUUID(u).String()
+}

@@ -1,0 +1,223 @@
+package vmm
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"waggle/spec"
+)
+
+// newGuestMachine builds a machine for one of package guest's images.
+func newGuestMachine(t testing.TB, s spec.Spec) (*Machine, *serialBuffer) {
+	t.Helper()
+	requireKVM(t)
+	out := &serialBuffer{}
+	m, err := New(Config{
+		Spec:       s,
+		Properties: Properties{ID: [16]byte{0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0x40, 0, 0x80}, Name: "guest-vm-1"},
+		Version:    "1.2.3",
+		Serial:     map[spec.SerialPortNumber]io.Writer{spec.COM1: out},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m, out
+}
+
+// withDisk adds a virtio disk in slot 0 backed by path.
+func withDisk(path string, readOnly bool) func(*spec.Builder) {
+	return func(b *spec.Builder) {
+		b.Add(spec.MustKey("disk0"), spec.VirtioDisk{Backend: spec.MustKey("disk0-file"), Slot: 0})
+		b.Add(spec.MustKey("disk0-file"), spec.FileStorageBackend{Path: path, ReadOnly: readOnly, BlockSize: 512})
+	}
+}
+
+func diskFile(t testing.TB, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.img")
+	require.NoError(t, os.WriteFile(p, nil, 0o600))
+	require.NoError(t, os.Truncate(p, size))
+	return p
+}
+
+func TestTickerBoots(t *testing.T) {
+	m, out := newGuestMachine(t, testSpec(t, 1, 64, "ticker", "pace_ms=10"))
+	require.NoError(t, m.Start())
+	out.waitFor(t, "tick 3\n", 20*time.Second)
+	require.Contains(t, out.String(), "ticker ready\ntick 1\ntick 2\ntick 3\n")
+}
+
+func TestTickerPowersOff(t *testing.T) {
+	m, out := newGuestMachine(t, testSpec(t, 1, 64, "ticker", "pace_ms=5 ticks=2"))
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 20*time.Second)
+	require.Equal(t, Exit{Reason: ExitPoweredOff, Status: 0}, e)
+	require.NoError(t, m.Close())
+	require.Contains(t, out.String(), "tick 2\n")
+}
+
+func TestSMBIOSGuest(t *testing.T) {
+	m, out := newGuestMachine(t, testSpec(t, 1, 64, "smbios", ""))
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 20*time.Second)
+	require.NoError(t, m.Close())
+	require.Equal(t, Exit{Reason: ExitPoweredOff}, e, out.String())
+	require.Contains(t, out.String(), "smbios manufacturer=waggle product=waggle VM version=1.2.3 serial=guest-vm-1\n")
+}
+
+// migrate moves src's VM into dst the way a live migration does: RAM
+// copied while src runs, dirty pages copied again in rounds, then src
+// paused, the last dirty pages and the machine state copied, src stopped and
+// dst started.
+func migrate(t testing.TB, src, dst *Machine, rounds int) {
+	t.Helper()
+	require.NoError(t, src.EnableDirtyLog())
+	copyAllRAM(t, src, dst)
+	for range rounds {
+		time.Sleep(30 * time.Millisecond)
+		copyDirty(t, src, dst)
+	}
+	require.NoError(t, src.Pause())
+	copyDirty(t, src, dst)
+	st, err := src.ExportState()
+	require.NoError(t, err)
+	// Through the wire encoding, as a migration sends it.
+	enc, err := st.MarshalBinary()
+	require.NoError(t, err)
+	st, err = UnmarshalState(enc)
+	require.NoError(t, err)
+	require.NoError(t, dst.ImportState(st))
+	require.NoError(t, src.Stop())
+	require.NoError(t, dst.Start())
+}
+
+// copyDirty copies the pages src reports dirty and returns how many.
+func copyDirty(t testing.TB, src, dst *Machine) int {
+	t.Helper()
+	d, err := src.CollectDirty()
+	require.NoError(t, err)
+	page := make([]byte, PageSize)
+	n := 0
+	for _, b := range d {
+		for i := uint64(0); i < b.Region.Pages(); i++ {
+			if !b.Dirty(i) {
+				continue
+			}
+			gpa := b.Region.GPA + i*PageSize
+			require.NoError(t, src.ReadGuest(page, gpa))
+			require.NoError(t, dst.WriteGuest(page, gpa))
+			n++
+		}
+	}
+	return n
+}
+
+var tickRE = regexp.MustCompile(`tick (\d+)\n`)
+
+func ticks(s string) []int {
+	var out []int
+	for _, m := range tickRE.FindAllStringSubmatch(s, -1) {
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, n)
+	}
+	return out
+}
+
+func TestTickerMigrates(t *testing.T) {
+	s := testSpec(t, 1, 64, "ticker", "pace_ms=20 dirty_kib=2048 dirty_base_mib=16")
+	src, srcOut := newGuestMachine(t, s)
+	dst, dstOut := newGuestMachine(t, s)
+	require.NoError(t, src.Start())
+	srcOut.waitFor(t, "tick 3\n", 20*time.Second)
+	migrate(t, src, dst, 3)
+	require.NoError(t, src.Close()) // flushes its serial output
+	before := ticks(srcOut.String())
+	last := before[len(before)-1]
+	dstOut.waitFor(t, "tick "+strconv.Itoa(last+3)+"\n", 20*time.Second)
+	// The ticks, source then target, count up by one with no gap or repeat;
+	// a line cut by the pause is finished by the target.
+	all := ticks(srcOut.String() + dstOut.String())
+	for i, n := range all {
+		require.Equal(t, i+1, n, "ticks %v", all)
+	}
+	require.GreaterOrEqual(t, len(all), last+3, "source %q, target %q", srcOut.String(), dstOut.String())
+}
+
+var memOKRE = regexp.MustCompile(`mem ok (\d+)\n`)
+
+func TestMemcheckMigrates(t *testing.T) {
+	s := testSpec(t, 1, 64, "memcheck", "base_mib=4 span_mib=16 pace_ms=20")
+	src, srcOut := newGuestMachine(t, s)
+	dst, dstOut := newGuestMachine(t, s)
+	require.NoError(t, src.Start())
+	srcOut.waitFor(t, "mem ok 2\n", 30*time.Second)
+	migrate(t, src, dst, 2)
+	require.NoError(t, src.Close())
+	passes := memOKRE.FindAllStringSubmatch(srcOut.String(), -1)
+	last, _ := strconv.Atoi(passes[len(passes)-1][1])
+	dstOut.waitFor(t, "mem ok "+strconv.Itoa(last+2)+"\n", 30*time.Second)
+	require.NotContains(t, dstOut.String(), "BAD")
+}
+
+func TestDiskMigrates(t *testing.T) {
+	path := diskFile(t, 1<<20)
+	s := testSpec(t, 1, 64, "disk", "mode=write sectors=64 pace_ms=20", withDisk(path, false))
+	src, srcOut := newGuestMachine(t, s)
+	dst, dstOut := newGuestMachine(t, s)
+	require.NoError(t, src.Start())
+	srcOut.waitFor(t, "disk ok pass 2\n", 30*time.Second)
+	migrate(t, src, dst, 2)
+	require.NoError(t, src.Close())
+	dstOut.waitFor(t, "disk ok pass", 30*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, dst.Pause())
+	require.NotContains(t, dstOut.String(), "BAD", dstOut.String())
+	require.NotContains(t, srcOut.String(), "BAD", srcOut.String())
+
+	// The data is on the file: a fresh VM verifies it.
+	require.NoError(t, dst.Close())
+	v, vOut := newGuestMachine(t, testSpec(t, 1, 64, "disk", "mode=verify sectors=64", withDisk(path, true)))
+	require.NoError(t, v.Start())
+	e := waitExit(t, v, 30*time.Second)
+	require.NoError(t, v.Close())
+	require.Equal(t, Exit{Reason: ExitPoweredOff}, e, vOut.String())
+	require.Contains(t, vOut.String(), "disk ok sectors=64\n")
+}
+
+func TestReadOnlyDiskWrite(t *testing.T) {
+	path := diskFile(t, 64<<10)
+	m, out := newGuestMachine(t, testSpec(t, 1, 64, "disk", "mode=rotest start=0", withDisk(path, true)))
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 30*time.Second)
+	require.NoError(t, m.Close())
+	require.Equal(t, Exit{Reason: ExitPoweredOff}, e, out.String())
+	require.Contains(t, out.String(), "disk write status=1\n")
+}
+
+func TestDiskSpecErrors(t *testing.T) {
+	requireKVM(t)
+	for _, c := range []struct {
+		name string
+		path func(t *testing.T) string
+		want error
+	}{
+		{"missing", func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope.img") }, ErrDiskMissing},
+		{"too small", func(t *testing.T) string { return diskFile(t, 100) }, ErrDiskTooSmall},
+		{"empty", func(t *testing.T) string { return diskFile(t, 0) }, ErrDiskTooSmall},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := New(Config{Spec: testSpec(t, 1, 64, "disk", "", withDisk(c.path(t), false))})
+			require.ErrorIs(t, err, c.want)
+			var ce *ComponentError
+			require.ErrorAs(t, err, &ce)
+			require.Equal(t, "components.disk0-file.path", ce.Component)
+			t.Log(err)
+		})
+	}
+}

@@ -1,0 +1,246 @@
+package vmm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"waggle/spec"
+)
+
+func waitExit(t *testing.T, m *Machine, timeout time.Duration) Exit {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	e, err := m.Wait(ctx)
+	require.NoError(t, err, "machine did not stop; phase %v", m.Phase())
+	return e
+}
+
+func TestPowerOffStatus(t *testing.T) {
+	m, out := newTestMachine(t, codeHello, 1, 64)
+	require.Equal(t, PhaseCreated, m.Phase())
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 10*time.Second)
+	require.Equal(t, Exit{Reason: ExitPoweredOff, Status: 7}, e)
+	require.NoError(t, m.Close())
+	require.Equal(t, "hi\n", out.String())
+	require.Equal(t, PhaseClosed, m.Phase())
+}
+
+func TestTripleFaultFails(t *testing.T) {
+	m, _ := newTestMachine(t, codeTriple, 1, 64)
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 10*time.Second)
+	require.Equal(t, ExitFailed, e.Reason)
+	require.ErrorIs(t, e.Err, ErrTripleFault)
+	t.Logf("exit: %v", e)
+	// The process survives and the machine can be closed.
+	require.NoError(t, m.Close())
+}
+
+// TestInt3Fails: a guest whose breakpoint cannot be delivered ends as
+// failed, by triple fault (hardware) or emulation failure (emulated CPL0).
+func TestInt3Fails(t *testing.T) {
+	m, _ := newTestMachine(t, codeInt3, 1, 64)
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 10*time.Second)
+	require.Equal(t, ExitFailed, e.Reason)
+	require.True(t, errors.Is(e.Err, ErrTripleFault) || errors.Is(e.Err, ErrEmulation), "%v", e.Err)
+	t.Logf("exit: %v", e)
+	require.NoError(t, m.Close())
+}
+
+func readCounter(t *testing.T, m *Machine) uint32 {
+	t.Helper()
+	var b [4]byte
+	require.NoError(t, m.ReadGuest(b[:], 0x7000))
+	return binary.LittleEndian.Uint32(b[:])
+}
+
+func TestPauseResume(t *testing.T) {
+	m, _ := newTestMachine(t, codeSpinner, 2, 64)
+	require.NoError(t, m.Start())
+	require.Eventually(t, func() bool { return readCounter(t, m) > 100 }, 10*time.Second, time.Millisecond)
+	for range 3 {
+		require.NoError(t, m.Pause())
+		require.Equal(t, PhasePaused, m.Phase())
+		c := readCounter(t, m)
+		time.Sleep(20 * time.Millisecond)
+		require.Equal(t, c, readCounter(t, m), "the guest ran while paused")
+		require.NoError(t, m.Resume())
+		require.Eventually(t, func() bool { return readCounter(t, m) > c+50 }, 10*time.Second, time.Millisecond)
+	}
+	require.NoError(t, m.Stop())
+	e, ok := m.Exit()
+	require.True(t, ok)
+	require.Equal(t, ExitStopped, e.Reason)
+}
+
+// TestPauseInterruptsSleep pauses a guest in a 10-second paravirtual sleep.
+func TestPauseInterruptsSleep(t *testing.T) {
+	m, _ := newTestMachine(t, codeSleeper, 1, 64)
+	require.NoError(t, m.Start())
+	require.Eventually(t, func() bool { return m.Stats().Sleeps > 0 }, 10*time.Second, time.Millisecond)
+	start := time.Now()
+	require.NoError(t, m.Pause())
+	require.Less(t, time.Since(start), 5*time.Second, "pause waited for the sleep to end")
+	require.Equal(t, uint32(1), readCounter(t, m))
+	require.NoError(t, m.Resume())
+	// Resuming completes the interrupted OUT; the guest loops into a new sleep.
+	require.Eventually(t, func() bool { return readCounter(t, m) == 2 }, 10*time.Second, time.Millisecond)
+}
+
+func TestLifecycleNotNow(t *testing.T) {
+	m, _ := newTestMachine(t, codeSpinner, 1, 64)
+	var nn *NotNowError
+	err := m.Pause()
+	require.ErrorAs(t, err, &nn)
+	require.ErrorIs(t, err, ErrNotNow)
+	require.Equal(t, ActionPause, nn.Action)
+	require.Equal(t, PhaseCreated, nn.Phase)
+	require.ErrorIs(t, m.Resume(), ErrNotNow)
+	require.NoError(t, m.Start())
+	require.ErrorIs(t, m.Start(), ErrNotNow)
+	_, err = m.ExportState()
+	require.ErrorIs(t, err, ErrNotNow)
+	require.NoError(t, m.Stop())
+	require.ErrorIs(t, m.Resume(), ErrNotNow)
+	require.ErrorIs(t, m.Stop(), ErrNotNow)
+	require.NoError(t, m.Close())
+	require.NoError(t, m.Close())
+	require.ErrorIs(t, m.ReadGuest(make([]byte, 1), 0), ErrNotNow)
+}
+
+// TestLifecycleTable checks that every phase answers every action.
+func TestBuses(t *testing.T) {
+	var pb portBus
+	d := make([]byte, 2)
+	pb.read(0x80, d)
+	pb.write(0x80, d)
+	require.Equal(t, []byte{0xff, 0xff}, d)
+	require.Equal(t, uint64(1), pb.unknownReads.Load())
+	require.Equal(t, uint64(1), pb.unknownWrites.Load())
+	var mb mmioBus
+	q := make([]byte, 8)
+	mb.read(virtioMMIOBase+3*virtioMMIOSize, q)
+	mb.write(0xfeb00000, q)
+	require.Equal(t, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, q)
+	require.Equal(t, uint64(1), mb.unknownReads.Load())
+	require.Equal(t, uint64(1), mb.unknownWrites.Load())
+}
+
+func TestLifecycleTable(t *testing.T) {
+	for p := PhaseCreated; p <= PhaseClosed; p++ {
+		for a := ActionStart; a <= ActionClose; a++ {
+			require.NotPanics(t, func() { allowed(p, a) }, "%v/%v", p, a)
+		}
+	}
+}
+
+func TestGuestReset(t *testing.T) {
+	m, out := newTestMachine(t, codeResetter, 1, 64)
+	require.NoError(t, m.Start())
+	out.waitFor(t, "RRR", 20*time.Second)
+	require.GreaterOrEqual(t, m.Stats().Resets, uint64(2))
+	require.Equal(t, PhaseRunning, m.Phase())
+	require.NoError(t, m.Stop())
+}
+
+func TestGuestResetExits(t *testing.T) {
+	m, out := newTestMachine(t, codeResetter, 1, 64, func(c *Config) { c.ExitOnReset = true })
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 10*time.Second)
+	require.Equal(t, ExitReset, e.Reason)
+	require.NoError(t, m.Close())
+	require.Equal(t, "R", out.String())
+}
+
+func TestHostReset(t *testing.T) {
+	m, _ := newTestMachine(t, codeSpinner, 1, 64)
+	require.NoError(t, m.Start())
+	require.Eventually(t, func() bool { return readCounter(t, m) > 1000 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, m.Pause())
+	require.NoError(t, m.Reset())
+	require.Equal(t, uint32(0), readCounter(t, m), "reset clears RAM")
+	require.Equal(t, PhasePaused, m.Phase())
+	require.NoError(t, m.Resume())
+	require.Eventually(t, func() bool { return readCounter(t, m) > 100 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, m.Reset())
+	require.Equal(t, PhaseRunning, m.Phase())
+}
+
+func TestSerialInput(t *testing.T) {
+	m, out := newTestMachine(t, codeEcho, 1, 64)
+	require.NoError(t, m.Start())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msg := "hello, serial port with more than sixteen bytes!"
+	require.NoError(t, m.SerialInput(ctx, spec.COM1, []byte(msg)))
+	e := waitExit(t, m, 20*time.Second)
+	require.Equal(t, Exit{Reason: ExitPoweredOff, Status: 0x21}, e)
+	require.NoError(t, m.Close())
+	require.Equal(t, msg, out.String())
+	require.Error(t, m.SerialInput(ctx, spec.COM1, []byte("x")))
+}
+
+func TestTooManyVCPUs(t *testing.T) {
+	requireKVM(t)
+	limit := uint32(0)
+	func() {
+		m, _ := newTestMachine(t, codeHello, 1, 64)
+		limit = vcpuLimit(m.sys)
+	}()
+	if limit+1 > spec.MaxCPUs {
+		t.Skipf("host allows %d vCPUs, more than a spec may ask", limit)
+	}
+	_, err := New(Config{Spec: testSpec(t, limit+1, 64, "test", ""), Image: testImage(codeHello)})
+	var ce *ComponentError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "board.cpus", ce.Component)
+	require.ErrorIs(t, err, ErrTooManyVCPUs)
+	t.Log(err)
+}
+
+func TestUnknownImage(t *testing.T) {
+	requireKVM(t)
+	_, err := New(Config{Spec: testSpec(t, 1, 64, "no-such-image", "")})
+	var ce *ComponentError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "boot.image", ce.Component)
+	_, err = New(Config{Spec: testSpec(t, 1, 64, "test", ""), Image: []byte("not multiboot")})
+	require.ErrorIs(t, err, ErrNoImage)
+}
+
+// TestExportImportCounter moves a spinning guest into a second machine.
+func TestExportImportCounter(t *testing.T) {
+	src, _ := newTestMachine(t, codeSpinner, 2, 64)
+	dst, _ := newTestMachine(t, codeHello, 2, 64)
+	require.NoError(t, src.Start())
+	require.Eventually(t, func() bool { return readCounter(t, src) > 1000 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, src.Pause())
+	st, err := src.ExportState()
+	require.NoError(t, err)
+	copyAllRAM(t, src, dst)
+	require.NoError(t, dst.ImportState(st))
+	c := readCounter(t, src)
+	require.NoError(t, src.Stop())
+	require.NoError(t, dst.Start())
+	require.Eventually(t, func() bool { return readCounter(t, dst) > c+100 }, 10*time.Second, time.Millisecond)
+}
+
+func copyAllRAM(t testing.TB, src, dst *Machine) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for _, r := range src.Regions() {
+		for off := uint64(0); off < r.Size; off += uint64(len(buf)) {
+			n := min(uint64(len(buf)), r.Size-off)
+			require.NoError(t, src.ReadGuest(buf[:n], r.GPA+off))
+			require.NoError(t, dst.WriteGuest(buf[:n], r.GPA+off))
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package vmm
+
+import (
+	"fmt"
+	"math/bits"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"waggle/vmm/kvm"
+)
+
+// PageSize is the granule of dirty tracking.
+const PageSize = 4096
+
+// Guest-physical layout (vmm/guest/ABI.md): RAM from 0 up to 3 GiB, the rest
+// from 4 GiB; 0xC0000000..0xFFFFFFFF is the MMIO hole.
+const (
+	lowRAMLimit = 3 << 30
+	highRAMBase = 4 << 30
+)
+
+// Region is one contiguous range of guest RAM.
+type Region struct {
+	// GPA is the guest-physical address of the first byte.
+	GPA uint64
+	// Size is the length in bytes, a multiple of PageSize.
+	Size uint64
+}
+
+// Pages returns the number of pages in r.
+func (r Region) Pages() uint64 { return r.Size / PageSize }
+
+// memRegion is one KVM memory slot over part of the mapping.
+type memRegion struct {
+	Region
+	slot uint32
+	host []byte // the slot's part of guestMemory.mapping
+	// dirty is the VMM's own dirty bitmap, one bit per page: pages the VMM
+	// wrote (KVM's log misses them). Words are updated atomically.
+	dirty []uint64
+}
+
+// guestMemory is the VM's RAM: one anonymous mapping outside the Go heap,
+// registered with KVM as one or two slots.
+type guestMemory struct {
+	vm      *kvm.VM
+	mapping []byte
+	regions []*memRegion
+	// logging says whether the slots carry KVM_MEM_LOG_DIRTY_PAGES; it is
+	// changed only with the Machine's mu held.
+	logging bool
+}
+
+// newGuestMemory maps size bytes and registers them with vm.
+func newGuestMemory(vm *kvm.VM, size uint64) (*guestMemory, error) {
+	if size == 0 || size%PageSize != 0 {
+		return nil, fmt.Errorf("%w: size %d is not a positive multiple of %d", ErrMemory, size, PageSize)
+	}
+	if uint64(int(size)) != size {
+		return nil, fmt.Errorf("%w: size %d overflows", ErrMemory, size)
+	}
+	m, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_ANONYMOUS|unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("%w: mmap of %d MiB: %w", ErrMemory, size>>20, err)
+	}
+	g := &guestMemory{vm: vm, mapping: m}
+	low := min(size, lowRAMLimit)
+	g.regions = append(g.regions, &memRegion{Region: Region{GPA: 0, Size: low}, slot: 0, host: m[:low]})
+	if size > low {
+		g.regions = append(g.regions, &memRegion{Region: Region{GPA: highRAMBase, Size: size - low}, slot: 1, host: m[low:]})
+	}
+	for _, r := range g.regions {
+		r.dirty = make([]uint64, (r.Pages()+63)/64)
+		if err := g.register(r, 0); err != nil {
+			unix.Munmap(m)
+			return nil, fmt.Errorf("%w: %w", ErrMemory, err)
+		}
+	}
+	return g, nil
+}
+
+func (g *guestMemory) register(r *memRegion, flags uint32) error {
+	return g.vm.SetUserMemoryRegion(&kvm.UserspaceMemoryRegion{
+		Slot: r.slot, Flags: flags, GuestPhysAddr: r.GPA, MemorySize: r.Size, UserspaceAddr: hostAddr(r.host),
+	})
+}
+
+// close unmaps the memory. The VM must be gone or its slots unused.
+func (g *guestMemory) close() {
+	if g.mapping != nil {
+		unix.Munmap(g.mapping)
+		g.mapping = nil
+	}
+}
+
+// size returns the total RAM size.
+func (g *guestMemory) size() uint64 { return uint64(len(g.mapping)) }
+
+// find returns the region holding [gpa, gpa+n) and the offset of gpa in it.
+func (g *guestMemory) find(gpa, n uint64) (*memRegion, uint64, error) {
+	for _, r := range g.regions {
+		if gpa >= r.GPA && gpa-r.GPA < r.Size {
+			off := gpa - r.GPA
+			if n > r.Size-off {
+				break
+			}
+			return r, off, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("guest-physical range %#x+%#x is not RAM", gpa, n)
+}
+
+// ReadAt copies guest memory at gpa into p.
+func (g *guestMemory) ReadAt(p []byte, gpa uint64) error {
+	r, off, err := g.find(gpa, uint64(len(p)))
+	if err != nil {
+		return err
+	}
+	copy(p, r.host[off:])
+	return nil
+}
+
+// WriteAt copies p into guest memory at gpa and marks the pages dirty in
+// the VMM's log.
+func (g *guestMemory) WriteAt(p []byte, gpa uint64) error {
+	r, off, err := g.find(gpa, uint64(len(p)))
+	if err != nil {
+		return err
+	}
+	copy(r.host[off:], p)
+	r.markDirty(off, uint64(len(p)))
+	return nil
+}
+
+// markDirty sets the VMM dirty bits of the pages [off, off+n) of r.
+func (r *memRegion) markDirty(off, n uint64) {
+	if n == 0 {
+		return
+	}
+	first, last := off/PageSize, (off+n-1)/PageSize
+	for p := first; p <= last; {
+		w := p / 64
+		lo := p % 64
+		hi := min(last-w*64, 63)
+		mask := (^uint64(0) >> (63 - hi)) &^ (uint64(1)<<lo - 1)
+		atomic.OrUint64(&r.dirty[w], mask)
+		p = (w + 1) * 64
+	}
+}
+
+// markAllDirty sets every VMM dirty bit.
+func (g *guestMemory) markAllDirty() {
+	for _, r := range g.regions {
+		r.markDirty(0, r.Size)
+	}
+}
+
+// zero discards the contents of all RAM (it reads as zeros afterwards) and
+// marks it dirty.
+func (g *guestMemory) zero() error {
+	if err := unix.Madvise(g.mapping, unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("zero guest memory: %w", err)
+	}
+	g.markAllDirty()
+	return nil
+}
+
+// setLogging turns KVM's dirty log on or off for every slot. Turning it on
+// also clears both logs: tracking starts afresh.
+func (g *guestMemory) setLogging(on bool) error {
+	var flags uint32
+	if on {
+		flags = kvm.KVM_MEM_LOG_DIRTY_PAGES
+	}
+	for _, r := range g.regions {
+		if err := g.register(r, flags); err != nil {
+			return err
+		}
+		if on {
+			for i := range r.dirty {
+				atomic.StoreUint64(&r.dirty[i], 0)
+			}
+		}
+	}
+	g.logging = on
+	return nil
+}
+
+// DirtyBitmap is the set of pages of one Region written since the last
+// collection: bit i of Bits (word i/64, bit i%64) is page i of the region.
+type DirtyBitmap struct {
+	Region Region
+	Bits   []uint64
+}
+
+// Count returns the number of dirty pages.
+func (d DirtyBitmap) Count() int {
+	n := 0
+	for _, w := range d.Bits {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
+// Dirty reports whether page i of the region is dirty.
+func (d DirtyBitmap) Dirty(i uint64) bool { return d.Bits[i/64]&(1<<(i%64)) != 0 }
+
+// collect returns, for each region, KVM's dirty log merged with the VMM's,
+// and clears both. Without KVM logging only the VMM's log is returned.
+func (g *guestMemory) collect() ([]DirtyBitmap, error) {
+	out := make([]DirtyBitmap, len(g.regions))
+	for i, r := range g.regions {
+		b := make([]uint64, len(r.dirty))
+		if g.logging {
+			if err := g.vm.GetDirtyLog(r.slot, b); err != nil {
+				return nil, err
+			}
+		}
+		for j := range r.dirty {
+			if atomic.LoadUint64(&r.dirty[j]) != 0 {
+				b[j] |= atomic.SwapUint64(&r.dirty[j], 0)
+			}
+		}
+		out[i] = DirtyBitmap{Region: r.Region, Bits: b}
+	}
+	return out, nil
+}

@@ -1,0 +1,75 @@
+package vmm
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestMarkDirty(t *testing.T) {
+	r := &memRegion{Region: Region{Size: 200 * PageSize}, dirty: make([]uint64, 4)}
+	r.markDirty(PageSize-1, 2)           // pages 0 and 1
+	r.markDirty(63*PageSize, PageSize+1) // pages 63 and 64
+	r.markDirty(130*PageSize, 1)
+	d := DirtyBitmap{Region: r.Region, Bits: r.dirty}
+	var got []uint64
+	for i := uint64(0); i < r.Pages(); i++ {
+		if d.Dirty(i) {
+			got = append(got, i)
+		}
+	}
+	require.Equal(t, []uint64{0, 1, 63, 64, 130}, got)
+	require.Equal(t, 5, d.Count())
+}
+
+// TestDirtyLog checks that CollectDirty reports the guest's writes (KVM's
+// log) and the VMM's own (WriteGuest), and nothing twice.
+func TestDirtyLog(t *testing.T) {
+	m, _ := newTestMachine(t, codeSpinner, 1, 64)
+	require.NoError(t, m.EnableDirtyLog())
+	d, err := m.CollectDirty()
+	require.NoError(t, err)
+	require.Len(t, d, 1)
+	require.Zero(t, d[0].Count(), "a fresh log is empty")
+
+	require.NoError(t, m.WriteGuest([]byte{1}, 0x300000))
+	require.NoError(t, m.Start())
+	require.Eventually(t, func() bool { return readCounter(t, m) > 100 }, 10*time.Second, time.Millisecond)
+	require.NoError(t, m.Pause())
+	d, err = m.CollectDirty()
+	require.NoError(t, err)
+	require.True(t, d[0].Dirty(0x7000/PageSize), "the guest's counter page")
+	require.True(t, d[0].Dirty(0x300000/PageSize), "the VMM's write")
+
+	d, err = m.CollectDirty()
+	require.NoError(t, err)
+	require.Zero(t, d[0].Count(), "collecting clears the logs")
+	require.NoError(t, m.DisableDirtyLog())
+}
+
+func TestHugeMemoryFails(t *testing.T) {
+	requireKVM(t)
+	// Cap the address space so that 1 TiB of guest RAM cannot be mapped;
+	// the Go runtime keeps working with what it has reserved.
+	var old unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_AS, &old))
+	lim := old
+	lim.Cur = 256 << 30
+	if old.Max != unix.RLIM_INFINITY && old.Max < lim.Cur {
+		lim.Cur = old.Max
+	}
+	require.NoError(t, unix.Setrlimit(unix.RLIMIT_AS, &lim))
+	defer unix.Setrlimit(unix.RLIMIT_AS, &old)
+
+	_, err := New(Config{Spec: testSpec(t, 1, 1<<20, "test", ""), Image: testImage(codeHello)})
+	var ce *ComponentError
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, "board.memory_mb", ce.Component)
+	require.ErrorIs(t, err, ErrMemory)
+	require.ErrorIs(t, err, syscall.ENOMEM)
+	t.Log(err)
+}
