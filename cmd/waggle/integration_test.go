@@ -6,13 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,30 +50,24 @@ type serverProc struct {
 	addr   string
 	client *api.ClientWithResponses
 	cmd    *exec.Cmd
-	log    *bytes.Buffer
+	log    *syncBuffer
+	exited chan struct{} // closed when the process has exited
 }
 
 var listenLine = regexp.MustCompile(`waggle server listening"? addr=(\S+)`)
 
 // startServer starts `waggle server` on a free loopback port and waits until
-// it listens.
-func startServer(t *testing.T) *serverProc {
+// it listens; the test's cleanup stops it.
+func startServer(t testing.TB) *serverProc {
 	t.Helper()
 	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0")
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &serverProc{cmd: cmd, log: &bytes.Buffer{}}
+	p := &serverProc{cmd: cmd, log: &syncBuffer{}, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		p.stop()
 		if t.Failed() {
 			t.Logf("server log:\n%s", p.log.String())
 		}
@@ -97,6 +91,36 @@ func startServer(t *testing.T) *serverProc {
 	p.client, err = api.NewClientWithResponses("http://" + p.addr + "/v1")
 	require.NoError(t, err)
 	return p
+}
+
+// stop interrupts the server and waits for it to exit; it may be called
+// more than once.
+func (p *serverProc) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and other readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) WriteString(s string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.WriteString(s)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func tickerSpec(t *testing.T, cmdline string) api.InstanceSpec {
@@ -321,4 +345,32 @@ func TestCurlFollowsTheREADME(t *testing.T) {
 	require.Contains(t, out.String(), "curl flow ok")
 }
 
-var _ = io.Discard
+
+func TestGuestFailureShowsInTheInstance(t *testing.T) {
+	kvmtest.Require(t)
+	p := startServer(t)
+	ctx := context.Background()
+	w, err := specDecode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"crash","cmdline":"delay_ms=10"},
+	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`)
+	require.NoError(t, err)
+	r, err := c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "crashy"}, Spec: &w})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	s, err := c(p).InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode())
+	require.Eventually(t, func() bool {
+		g, err := c(p).InstanceGetWithResponse(ctx)
+		return err == nil && g.JSON200 != nil && g.JSON200.State == api.InstanceStateFailed
+	}, 20*time.Second, 20*time.Millisecond)
+	g, err := c(p).InstanceGetWithResponse(ctx)
+	require.NoError(t, err)
+	require.Contains(t, deref(g.JSON200.FailureReason), "triple fault")
+	require.Contains(t, serialUntil(t, c(p), "crash in 10 ms"), "crash in 10 ms")
+
+	// The server process survived and still answers.
+	s, err = c(p).InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, s.StatusCode())
+	require.Contains(t, s.JSON409.Message, "failed")
+}
