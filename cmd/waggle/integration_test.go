@@ -345,7 +345,6 @@ func TestCurlFollowsTheREADME(t *testing.T) {
 	require.Contains(t, out.String(), "curl flow ok")
 }
 
-
 func TestGuestFailureShowsInTheInstance(t *testing.T) {
 	kvmtest.Require(t)
 	p := startServer(t)
