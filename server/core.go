@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -136,13 +137,32 @@ type SerialConn interface {
 // MigrationPhase is where a migration is.
 type MigrationPhase string
 
+// The migration phases, in order; Completed and Failed are final.
+const (
+	PhaseNegotiate   MigrationPhase = "negotiate"
+	PhasePreamble    MigrationPhase = "preamble"
+	PhaseRAMPrecopy  MigrationPhase = "ram_precopy"
+	PhasePause       MigrationPhase = "pause"
+	PhaseRAMFinal    MigrationPhase = "ram_final"
+	PhaseDeviceState MigrationPhase = "device_state"
+	PhaseClock       MigrationPhase = "clock"
+	PhaseHandoff     MigrationPhase = "handoff"
+	PhaseCompleted   MigrationPhase = "completed"
+	PhaseFailed      MigrationPhase = "failed"
+)
+
 // MigrationProgress is one migration's progress.
 type MigrationProgress struct {
-	MigrationID   uuid.UUID
-	Phase         MigrationPhase
-	BytesSent     uint64
-	PagesLeft     uint64
-	Rounds        uint32
+	MigrationID uuid.UUID
+	Phase       MigrationPhase
+	BytesSent   uint64
+	PagesLeft   uint64
+	Rounds      uint32
+	// Total is the time from start to end, once the migration ended.
+	Total time.Duration
+	// Downtime is how long the guest did not run (source: pause to
+	// hand-off), once the migration completed.
+	Downtime      time.Duration
 	FailureReason string
 }
 
@@ -176,6 +196,9 @@ type Core interface {
 	SerialAttach(ctx context.Context) (SerialConn, error)
 	// MigrationStatus returns the migrations' progress.
 	MigrationStatus(ctx context.Context) (MigrationStatus, error)
+	// MigrateExpect arms the running instance as the source of the
+	// migration with this id.
+	MigrateExpect(ctx context.Context, id uuid.UUID) error
 	// MigrateSource checks that a migration with this id is expected and
 	// returns the function that serves it over the upgraded connection; the
 	// connection is the caller's to close once serve returns.

@@ -20,10 +20,16 @@ var (
 type TransitionError struct {
 	State     State
 	Requested string
+	// Note says what happened instead, if anything.
+	Note string
 }
 
 func (e *TransitionError) Error() string {
-	return fmt.Sprintf("cannot %s an instance that is %s", e.Requested, e.State)
+	msg := fmt.Sprintf("cannot %s an instance that is %s", e.Requested, e.State)
+	if e.Note != "" {
+		msg += ": " + e.Note
+	}
+	return msg
 }
 
 // VMError is a failure to build or run the VM, such as a disk file that does

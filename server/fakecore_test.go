@@ -145,6 +145,16 @@ func (f *fakeCore) MigrationStatus(context.Context) (MigrationStatus, error) {
 	return MigrationStatus{}, nil
 }
 
+func (f *fakeCore) MigrateExpect(_ context.Context, id uuid.UUID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.req == nil {
+		return ErrNoInstance
+	}
+	f.expect = id
+	return nil
+}
+
 // MigrateSource serves an expected migration by echoing the stream.
 func (f *fakeCore) MigrateSource(_ context.Context, id uuid.UUID) (func(context.Context, net.Conn) error, error) {
 	f.mu.Lock()

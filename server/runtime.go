@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/google/uuid"
+
 	"waggle/spec"
 	"waggle/vmm"
 )
@@ -30,6 +32,8 @@ type Runtime struct {
 	spec    *spec.Spec
 	machine *vmm.Machine // nil before the VM is built and after it is released
 	mig     migrations
+
+	failPoints FailPoints // set once at creation
 }
 
 // RuntimeOptions configure a Runtime.
@@ -40,6 +44,8 @@ type RuntimeOptions struct {
 	// SerialKeep is how many bytes of serial output are kept (default
 	// DefaultSerialKeep).
 	SerialKeep int
+	// FailPoints make migrations fail on purpose, for tests.
+	FailPoints FailPoints
 }
 
 // NewRuntime returns a Runtime with no instance.
@@ -50,7 +56,7 @@ func NewRuntime(o RuntimeOptions) *Runtime {
 	if o.SerialKeep <= 0 {
 		o.SerialKeep = DefaultSerialKeep
 	}
-	return &Runtime{log: o.Log, version: o.Version, serial: newSerialLog(o.SerialKeep), changed: make(chan struct{})}
+	return &Runtime{log: o.Log, version: o.Version, serial: newSerialLog(o.SerialKeep), changed: make(chan struct{}), failPoints: o.FailPoints}
 }
 
 var _ Core = (*Runtime)(nil)
@@ -75,25 +81,33 @@ func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool
 		if r.req.Equal(req) {
 			return r.inst, false, nil
 		}
-		return Instance{}, false, ErrInstanceExists
+		// A destroyed instance (stopped, or migrated away) leaves the server
+		// free for a new one; generations keep growing across instances.
+		if r.inst.State != StateDestroyed {
+			return Instance{}, false, ErrInstanceExists
+		}
 	}
 	if req.Migrate != nil {
 		return r.ensureMigrationTargetLocked(ctx, req)
 	}
-	m, err := r.buildMachine(req.Properties, *req.Spec)
+	m, err := r.buildMachine(req.Properties, *req.Spec, false)
 	if err != nil {
 		return Instance{}, false, err
 	}
 	r.req, r.spec, r.machine = &req, req.Spec, m
-	r.inst = Instance{Properties: req.Properties}
+	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}
+	r.mig.in, r.mig.expect = nil, uuid.Nil
 	r.setStateLocked(StateCreating, "")
 	r.serial.setInput(r.serialInput)
 	return r.inst, true, nil
 }
 
-// buildMachine makes the VM; a failure names the spec component at fault.
-func (r *Runtime) buildMachine(p Properties, s spec.Spec) (*vmm.Machine, error) {
+// buildMachine makes the VM (for a migration target, incoming: RAM left
+// empty for the source's pages); a failure names the spec component at
+// fault.
+func (r *Runtime) buildMachine(p Properties, s spec.Spec, incoming bool) (*vmm.Machine, error) {
 	m, err := vmm.New(vmm.Config{
+		Incoming:   incoming,
 		Spec:       s,
 		Properties: vmm.Properties{ID: p.ID, Name: p.Name},
 		Version:    r.version,
@@ -213,7 +227,22 @@ func (r *Runtime) RequestState(_ context.Context, req Requested) error {
 		case RequestRun, RequestReboot:
 			return refuse
 		}
-	case StateMigrating, StateFailed:
+	case StateMigrating:
+		switch req {
+		case RequestStop:
+			if r.mig.abortOut != nil {
+				// The rule: a stop during an outbound migration
+				// ends the migration, and the VM runs on here.
+				r.mig.abortOut(errStopRequested)
+				r.mig.abortOut = nil
+				return &TransitionError{State: StateMigrating, Requested: "stop",
+					Note: "the outbound migration was aborted and the instance runs on; ask again to stop it"}
+			}
+			return refuse
+		case RequestRun, RequestReboot:
+			return refuse
+		}
+	case StateFailed:
 		switch req {
 		case RequestRun, RequestStop, RequestReboot:
 			return refuse

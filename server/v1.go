@@ -114,6 +114,14 @@ func migrationToV1(m MigrationStatus) api.MigrationStatus {
 			reason := p.FailureReason
 			out.FailureReason = &reason
 		}
+		if p.Total > 0 {
+			us := p.Total.Microseconds()
+			out.TotalUs = &us
+		}
+		if p.Downtime > 0 {
+			us := p.Downtime.Microseconds()
+			out.DowntimeUs = &us
+		}
 		return out
 	}
 	return api.MigrationStatus{MigrationIn: conv(m.In), MigrationOut: conv(m.Out)}
@@ -240,6 +248,13 @@ func (s *v1Server) InstanceMigrationStatus(ctx context.Context, _ api.InstanceMi
 		return nil, err
 	}
 	return api.InstanceMigrationStatus200JSONResponse(migrationToV1(m)), nil
+}
+
+func (s *v1Server) InstanceMigrateExpect(ctx context.Context, req api.InstanceMigrateExpectRequestObject) (api.InstanceMigrateExpectResponseObject, error) {
+	if err := s.core.MigrateExpect(ctx, uuid.UUID(req.Body.MigrationId)); err != nil {
+		return nil, err
+	}
+	return api.InstanceMigrateExpect204Response{}, nil
 }
 
 // upgraded is the response of an endpoint that took over the connection:

@@ -23,6 +23,11 @@ type Config struct {
 	// Image, when set, is the boot image, used instead of looking up
 	// Spec.Boot().Image among the images of package guest.
 	Image []byte
+	// Incoming builds a migration target: the image is not loaded and RAM is
+	// left all zero, so that only what the source sends needs writing; the
+	// machine's state comes from ImportState before Start. A reset later
+	// boots the image as usual.
+	Incoming bool
 	// ExitOnReset ends the VM with ExitReset when the guest asks for a
 	// reset, instead of rebooting it in place (like QEMU's -no-reboot).
 	ExitOnReset bool

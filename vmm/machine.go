@@ -191,6 +191,11 @@ func (m *Machine) build() error {
 	if m.initial, err = m.exportLocked(); err != nil {
 		return fmt.Errorf("read power-on state: %w", err)
 	}
+	if m.cfg.Incoming {
+		// A migration target: RAM stays untouched (all zero) and the
+		// vCPUs' state comes from ImportState.
+		return nil
+	}
 	return m.bootLocked()
 }
 

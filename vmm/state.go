@@ -57,7 +57,14 @@ func (m *Machine) ImportState(s *State) error {
 		return opErr("import state", err)
 	}
 	defer m.mu.Unlock()
-	return opErr("import state", m.importLocked(s))
+	if err := m.importLocked(s); err != nil {
+		return opErr("import state", err)
+	}
+	// Imported devices may hold requests the guest made while the source
+	// was paused; treat them as quiesced so that the next Start or Resume
+	// lets them serve their queues.
+	m.quiesced = true
+	return nil
 }
 
 // exportLocked reads everything, devices in their newest versions; the
@@ -188,6 +195,19 @@ func (m *Machine) WriteGuest(p []byte, gpa uint64) error {
 // WriteGuest's; unlike ReadGuest and WriteGuest it does not check the
 // lifecycle state, so it must not be used after Close.
 func (m *Machine) Memory() devices.GuestMemory { return m.mem }
+
+// TouchedPages returns, per RAM region, the pages that were ever touched
+// (present or swapped out, per /proc/self/pagemap): a superset of the pages
+// ever written, since a page only read maps the kernel's zero page. A page not in the bitmap reads as zero, so a migration need
+// not send it to a target whose RAM is fresh.
+func (m *Machine) TouchedPages() ([]DirtyBitmap, error) {
+	if err := m.begin(ActionMemory); err != nil {
+		return nil, opErr("touched pages", err)
+	}
+	defer m.mu.Unlock()
+	d, err := m.mem.resident()
+	return d, opErr("touched pages", err)
+}
 
 // EnableDirtyLog starts dirty-page tracking afresh: KVM's log for every
 // RAM slot (KVM_MEM_LOG_DIRTY_PAGES) and the VMM's own log are cleared.

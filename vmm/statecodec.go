@@ -21,6 +21,9 @@ const (
 	KindClock   = "kvm_clock"
 
 	stateVersion = 1
+	// StateVersion is the version of State's binary encoding
+	// (MarshalBinary); UnmarshalState reads it.
+	StateVersion = stateVersion
 )
 
 // Limits the decoders enforce.

@@ -58,9 +58,10 @@ var listenLine = regexp.MustCompile(`waggle server listening"? addr=(\S+)`)
 
 // startServer starts `waggle server` on a free loopback port and waits until
 // it listens; the test's cleanup stops it.
-func startServer(t testing.TB) *serverProc {
+func startServer(t testing.TB, env ...string) *serverProc {
 	t.Helper()
 	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())

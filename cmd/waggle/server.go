@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"waggle/server"
@@ -31,7 +32,11 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(handler)
 
-	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version})
+	fp := server.ParseFailPoints(os.Getenv("WAGGLE_FAILPOINTS"))
+	if len(fp) > 0 {
+		log.Warn("fail points set: this server misbehaves on purpose", "failpoints", os.Getenv("WAGGLE_FAILPOINTS"))
+	}
+	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp})
 	defer rt.Close()
 	h, err := server.NewHandler(rt, log)
 	if err != nil {

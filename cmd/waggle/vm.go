@@ -33,6 +33,7 @@ commands:
   reboot   restart the guest
   watch    print the VM's states as they change, until it ends
   serial   attach to the serial console (detach with Ctrl-])
+  migrate  live-migrate the VM to another server (-to host:port), with progress and a summary
 
 common flags:
   -server host:port   the VMM server (default $WAGGLE_SERVER or 127.0.0.1:12400)
@@ -120,6 +121,8 @@ func runVM(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		return c.watch(ctx, rest)
 	case "serial":
 		return c.serial(ctx, rest, stdin)
+	case "migrate":
+		return c.migrate(ctx, rest)
 	case "-h", "help", "--help":
 		fmt.Fprint(stdout, vmUsage)
 		return nil

@@ -160,3 +160,13 @@ func (d *stateDecoder) finish() error {
 	}
 	return d.err
 }
+
+// ImportableVersions lists, per device state kind, the payload versions
+// this build's devices restore. A migration target sends it to the source,
+// whose exporter then writes the newest version both sides know.
+func ImportableVersions() map[string][]uint32 {
+	return map[string][]uint32{
+		UARTStateKind:      {uartStateVersion},
+		VirtioBlkStateKind: {virtioMMIOStateVersion},
+	}
+}

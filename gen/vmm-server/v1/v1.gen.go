@@ -316,6 +316,12 @@ type InstanceEnsureRequest struct {
 	Spec *InstanceSpec `json:"spec,omitempty"`
 }
 
+// InstanceMigrateExpectRequest Arms the instance as the source of a migration.
+type InstanceMigrateExpectRequest struct {
+	// MigrationId The id the target will present.
+	MigrationId openapi_types.UUID `json:"migration_id"`
+}
+
 // InstanceMigrateInitiateRequest Makes the new instance the target of a live migration from another server.
 type InstanceMigrateInitiateRequest struct {
 	// MigrationId The migration's id, which the source must have been told to expect.
@@ -421,6 +427,10 @@ type MigrationProgress struct {
 	// BytesSent Bytes of guest state sent so far.
 	BytesSent int64 `json:"bytes_sent"`
 
+	// DowntimeUs Microseconds the guest did not run: on the source, from pausing the VM to sending the hand-off;
+	// present once the migration completed.
+	DowntimeUs *int64 `json:"downtime_us,omitempty"`
+
 	// FailureReason Why the migration failed; present only in phase `failed`.
 	FailureReason *string `json:"failure_reason,omitempty"`
 
@@ -435,6 +445,9 @@ type MigrationProgress struct {
 
 	// Rounds RAM pre-copy rounds done.
 	Rounds int32 `json:"rounds"`
+
+	// TotalUs Microseconds from the start of the migration to its end; present once it ended.
+	TotalUs *int64 `json:"total_us,omitempty"`
 }
 
 // MigrationStatus The migrations into and out of this instance, when there are any.
@@ -520,6 +533,9 @@ type InstanceStateMonitorParams struct {
 
 // InstanceEnsureJSONRequestBody defines body for InstanceEnsure for application/json ContentType.
 type InstanceEnsureJSONRequestBody = InstanceEnsureRequest
+
+// InstanceMigrateExpectJSONRequestBody defines body for InstanceMigrateExpect for application/json ContentType.
+type InstanceMigrateExpectJSONRequestBody = InstanceMigrateExpectRequest
 
 // InstanceStatePutJSONRequestBody defines body for InstanceStatePut for application/json ContentType.
 type InstanceStatePutJSONRequestBody = InstanceStateChangeRequest
@@ -762,6 +778,28 @@ type ClientInterface interface {
 	// Corresponds with PUT /instance (the `InstanceEnsure` operationId).
 	InstanceEnsure(ctx context.Context, body InstanceEnsureJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// InstanceMigrateExpectWithBody Tell the source to expect a migration
+	//
+	// Arms the running instance as the source of one live migration with the given id. Only a target that
+	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+	// replaces the id.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+	InstanceMigrateExpectWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// InstanceMigrateExpect Tell the source to expect a migration
+	//
+	// Arms the running instance as the source of one live migration with the given id. Only a target that
+	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+	// replaces the id.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+	InstanceMigrateExpect(ctx context.Context, body InstanceMigrateExpectJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// InstanceMigrateStart Start sending the instance to a migration target
 	//
 	// Called by a migration target on its source. Upgrades the connection to the framed binary migration
@@ -879,6 +917,48 @@ func (c *Client) InstanceEnsureWithBody(ctx context.Context, contentType string,
 // Corresponds with PUT /instance (the `InstanceEnsure` operationId).
 func (c *Client) InstanceEnsure(ctx context.Context, body InstanceEnsureJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInstanceEnsureRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// InstanceMigrateExpectWithBody Tell the source to expect a migration
+//
+// Arms the running instance as the source of one live migration with the given id. Only a target that
+// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+// replaces the id.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+func (c *Client) InstanceMigrateExpectWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInstanceMigrateExpectRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// InstanceMigrateExpect Tell the source to expect a migration
+//
+// Arms the running instance as the source of one live migration with the given id. Only a target that
+// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+// replaces the id.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+func (c *Client) InstanceMigrateExpect(ctx context.Context, body InstanceMigrateExpectJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInstanceMigrateExpectRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1086,6 +1166,46 @@ func NewInstanceEnsureRequestWithBody(server string, contentType string, body io
 	}
 
 	operationPath := fmt.Sprintf("/instance")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewInstanceMigrateExpectRequest calls the generic InstanceMigrateExpect builder with application/json body
+func NewInstanceMigrateExpectRequest(server string, body InstanceMigrateExpectJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewInstanceMigrateExpectRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewInstanceMigrateExpectRequestWithBody constructs an http.Request for the InstanceMigrateExpect method, with any body, and a specified content type
+func NewInstanceMigrateExpectRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/instance/migrate/expect")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1473,6 +1593,28 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /instance (the `InstanceEnsure` operationId).
 	InstanceEnsureWithResponse(ctx context.Context, body InstanceEnsureJSONRequestBody, reqEditors ...RequestEditorFn) (*InstanceEnsureResponse, error)
 
+	// InstanceMigrateExpectWithBodyWithResponse Tell the source to expect a migration
+	//
+	// Arms the running instance as the source of one live migration with the given id. Only a target that
+	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+	// replaces the id.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+	InstanceMigrateExpectWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InstanceMigrateExpectResponse, error)
+
+	// InstanceMigrateExpectWithResponse Tell the source to expect a migration
+	//
+	// Arms the running instance as the source of one live migration with the given id. Only a target that
+	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+	// replaces the id.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+	InstanceMigrateExpectWithResponse(ctx context.Context, body InstanceMigrateExpectJSONRequestBody, reqEditors ...RequestEditorFn) (*InstanceMigrateExpectResponse, error)
+
 	// InstanceMigrateStartWithResponse Start sending the instance to a migration target
 	//
 	// Called by a migration target on its source. Upgrades the connection to the framed binary migration
@@ -1680,6 +1822,68 @@ func (r InstanceEnsureResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r InstanceEnsureResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type InstanceMigrateExpectResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r InstanceMigrateExpectResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r InstanceMigrateExpectResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r InstanceMigrateExpectResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r InstanceMigrateExpectResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2146,6 +2350,40 @@ func (c *ClientWithResponses) InstanceEnsureWithResponse(ctx context.Context, bo
 	return ParseInstanceEnsureResponse(rsp)
 }
 
+// InstanceMigrateExpectWithBodyWithResponse Tell the source to expect a migration
+//
+// Arms the running instance as the source of one live migration with the given id. Only a target that
+// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+// replaces the id.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+func (c *ClientWithResponses) InstanceMigrateExpectWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InstanceMigrateExpectResponse, error) {
+	rsp, err := c.InstanceMigrateExpectWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseInstanceMigrateExpectResponse(rsp)
+}
+
+// InstanceMigrateExpectWithResponse Tell the source to expect a migration
+//
+// Arms the running instance as the source of one live migration with the given id. Only a target that
+// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
+// replaces the id.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
+func (c *ClientWithResponses) InstanceMigrateExpectWithResponse(ctx context.Context, body InstanceMigrateExpectJSONRequestBody, reqEditors ...RequestEditorFn) (*InstanceMigrateExpectResponse, error) {
+	rsp, err := c.InstanceMigrateExpect(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseInstanceMigrateExpectResponse(rsp)
+}
+
 // InstanceMigrateStartWithResponse Start sending the instance to a migration target
 //
 // Called by a migration target on its source. Upgrades the connection to the framed binary migration
@@ -2363,6 +2601,56 @@ func ParseInstanceEnsureResponse(rsp *http.Response) (*InstanceEnsureResponse, e
 			return nil, err
 		}
 		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseInstanceMigrateExpectResponse parses an HTTP response from a InstanceMigrateExpectWithResponse call
+func ParseInstanceMigrateExpectResponse(rsp *http.Response) (*InstanceMigrateExpectResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &InstanceMigrateExpectResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
@@ -2701,6 +2989,9 @@ type ServerInterface interface {
 	// InstanceEnsure Create the instance, from a spec or as a migration target
 	// (PUT /instance)
 	InstanceEnsure(w http.ResponseWriter, r *http.Request)
+	// InstanceMigrateExpect Tell the source to expect a migration
+	// (PUT /instance/migrate/expect)
+	InstanceMigrateExpect(w http.ResponseWriter, r *http.Request)
 	// InstanceMigrateStart Start sending the instance to a migration target
 	// (GET /instance/migrate/{migration_id}/start)
 	InstanceMigrateStart(w http.ResponseWriter, r *http.Request, migrationId openapi_types.UUID)
@@ -2737,6 +3028,12 @@ func (_ Unimplemented) InstanceGet(w http.ResponseWriter, r *http.Request) {
 // InstanceEnsure Create the instance, from a spec or as a migration target
 // (PUT /instance)
 func (_ Unimplemented) InstanceEnsure(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// InstanceMigrateExpect Tell the source to expect a migration
+// (PUT /instance/migrate/expect)
+func (_ Unimplemented) InstanceMigrateExpect(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -2810,6 +3107,20 @@ func (siw *ServerInterfaceWrapper) InstanceEnsure(w http.ResponseWriter, r *http
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.InstanceEnsure(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// InstanceMigrateExpect operation middleware
+func (siw *ServerInterfaceWrapper) InstanceMigrateExpect(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.InstanceMigrateExpect(w, r)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3144,6 +3455,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 		r.Get(options.BaseURL+"/instance/migration-status", wrapper.InstanceMigrationStatus)
 	})
 	r.Group(func(r chi.Router) {
+		r.Put(options.BaseURL+"/instance/migrate/expect", wrapper.InstanceMigrateExpect)
+	})
+	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/instance/migrate/{migration_id}/start", wrapper.InstanceMigrateStart)
 	})
 
@@ -3290,6 +3604,78 @@ func (response InstanceEnsure413JSONResponse) VisitInstanceEnsureResponse(w http
 type InstanceEnsure500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response InstanceEnsure500JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpectRequestObject struct {
+	Body *InstanceMigrateExpectJSONRequestBody
+}
+
+type InstanceMigrateExpectResponseObject interface {
+	VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error
+}
+
+type InstanceMigrateExpect204Response struct {
+}
+
+func (response InstanceMigrateExpect204Response) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+	w.WriteHeader(204)
+	return nil
+}
+
+type InstanceMigrateExpect400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response InstanceMigrateExpect400JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpect404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response InstanceMigrateExpect404JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpect409JSONResponse struct{ ConflictJSONResponse }
+
+func (response InstanceMigrateExpect409JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpect500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response InstanceMigrateExpect500JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(response); err != nil {
@@ -3736,6 +4122,9 @@ type StrictServerInterface interface {
 	// InstanceEnsure Create the instance, from a spec or as a migration target
 	// (PUT /instance)
 	InstanceEnsure(ctx context.Context, request InstanceEnsureRequestObject) (InstanceEnsureResponseObject, error)
+	// InstanceMigrateExpect Tell the source to expect a migration
+	// (PUT /instance/migrate/expect)
+	InstanceMigrateExpect(ctx context.Context, request InstanceMigrateExpectRequestObject) (InstanceMigrateExpectResponseObject, error)
 	// InstanceMigrateStart Start sending the instance to a migration target
 	// (GET /instance/migrate/{migration_id}/start)
 	InstanceMigrateStart(ctx context.Context, request InstanceMigrateStartRequestObject) (InstanceMigrateStartResponseObject, error)
@@ -3846,6 +4235,37 @@ func (sh *strictHandler) InstanceEnsure(w http.ResponseWriter, r *http.Request) 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(InstanceEnsureResponseObject); ok {
 		if err := validResponse.VisitInstanceEnsureResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// InstanceMigrateExpect operation middleware
+func (sh *strictHandler) InstanceMigrateExpect(w http.ResponseWriter, r *http.Request) {
+	var request InstanceMigrateExpectRequestObject
+
+	var body InstanceMigrateExpectJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.InstanceMigrateExpect(ctx, request.(InstanceMigrateExpectRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "InstanceMigrateExpect")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(InstanceMigrateExpectResponseObject); ok {
+		if err := validResponse.VisitInstanceMigrateExpectResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -4039,89 +4459,93 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"1Hxpc9u4lvZfQfG9VXHeoWV5ie+0/MlxL9c1cccVJ52paflKEHkkoUUCvABoRZ3S/PapcwBuEkXZiTvd",
-	"90Mqsojl4Gx4zkJ9DiKVZkqCtCYYfA40mExJA/THax6/g3/lYCz+FSlpQdJHnmWJiLgVSh79ZpTE70w0",
-	"h5Tjp79pmAaD4P8dVUsfuafm6AetlQ7W63UYxGAiLTJcJBgE7+fAtNuMCcNSnkyVTiFmSrOJBr4wjDOd",
-	"J9AL1mFwpeQ0EdE3pivyuxq2FHbO7ByYkMZyGcELw6Jca5CWGcuto/JaWtCSJ27xb0KqAf0Amk25SCAm",
-	"In5W9keVy/ib7K8BhSdVyZcQ5ScVM3mEDBNyRkTd8lWiePxeqTdcz+DbinGi4hWSmeDWmtk5lyRLzzse",
-	"RZBZ0wtwFb8wWUOiosWd+J2ojWHK88QGg1fHJ5t7XTJjleYzYBMeLUDGLwxL1ExEPGETXIQZ8TuqDpus",
-	"LJheEAYg8zQY/IqLnfW/O78PA9R+boNBIKQ9PQnCwK4ycH/CDDQy8bXimsTK41jg3jy51SoDbQXa75Qn",
-	"Btr4kPJoLiSqbKZVBMYobUKWQqr0inEZs2guMgMWCctqC34O/IN9Urjyw9ZhEGW5cfzapELm6QQ0U1P2",
-	"cHX7gbiwdeaUfxIpcub8LAxSId0fx23McOSP0sn2bj+R1N9d3iDLb8Trza3Oz+pbHffP/vPV38/r+51v",
-	"b7gOA1QnoSEOBr+6Y9aJCEte3ZeT1eQ3iKyTnLJPFNzHObekpb/csIlS1vTYxzlIxicGpA0bj+iPsRXR",
-	"AvSYzej45LG4ZJBmdsUilaYo6URIaBFzGuODhp4HQZsqiZTPUJFu8sQK3LuxcsgyLaTlkwTY5d3V9XXP",
-	"MfoNyJmdI6tPzsIg4xbdZDAI/vkrO/zf+///t0rbjdVCzpBltNMOTeIpoB5xf1QaWrdog6JgB44hpOnR",
-	"HKJFyEw6EcqELBZm8XKDuPNTUoGS1iahl4f/ww9/7x9+d1997I0OW4nf0BV3kja1uKrMq8tqa+bp/UYg",
-	"zs7600+1RSvGXRX2ub3sWwkshgcRAd2yzlkhJ50yhcyqJGY849qyyYqNce0xbhsLXCYVklt3saU8y3C/",
-	"wedgKhIYeQc48mvuchQ/igTu3NDXbmRFbRgY0IIno0xpu2uBOxpyq7StT3wQ2go1QqnumvgLDflemEU1",
-	"cV3awepnniIXiZnrMFAS3k6Dwa/dbq+NmHXYPaedju45XVxb39dF/p6UoU2bFsJJmrNyg7o+1Vnf5GfY",
-	"LuA2zSthzxPc3A8PoFcEX3KNuo539baDAlx5FKm45XR4+5LH8QZzqIHH9AWOvyDdvry9ZrVZLBHGec20",
-	"1+Z7UjCm1fuQU14i6FtqJWchmyrNMlBZAhfklpwrngpAO7KMfGnrFh6bjETcLi9R2qUfGTJu8D6r3JxD",
-	"GYZucPz2vw89eD+8jtkceAy6t9c51ThbnbtBXpvj6tLIp8kfVwGE+qhsKH/ES3RQzlDxmNo48lyZFqBC",
-	"00bGg7UuY6pQ3Zo8/Lyd/7j3C4O3rUpyCwxHFrQUJNQuDwRxjevjpHF9HLWrAI+VTFaNa7eVST8qPRGx",
-	"0y135VnFllpYqAl4olQCXOLK1ruBTszW8BmbakEreP60KcC1h/tfgEaLSIH02brwYbktUe8SRhq4jwg2",
-	"TXHVCMh8CHTBMg2IkBiyFvWIwjM2do/HrcY4g5YNftJqafAaVBLQloE8lVstmnM5g3ZcWaDIfhtqbZ6x",
-	"Sz4Fh2s8xfAEt3/s1DsavCnaGgnFeo4DXXL+QZpcQy058AShX2ng1nvGQlo99sMnHtnEcVdN2dhkEI3J",
-	"l41TMdPcwhh1YyYeQG5rhx/yWE7cuOHXUljBbXmO5xBIBtGj5YFjO8TRJYAdJ3iaJG74wstBwrKyHPzC",
-	"YmxsHUJIxAMwx2G8LKdapYxLZecIrckP7xKIUHLnjVaOeGGYiEO2nIvI5VSMynUELM2NZXP+AGwCIB0W",
-	"tYrBpwwi27C1PBdxmx0bHY14HOt2Avw25U2CI8GYkI3RoQ8Q+4w33PrJ+UnDq582g4J/Dofm6P4/Br9i",
-	"XPD5OHy13h8NNBhVI7lL+LcNVj81iBQxSCumAq9ZWVnglggbUzsjwR81ALPwafMWpNzIdiS3C+JUqTQR",
-	"X/gY5IVhdzevr9/eMQdJi7QBOoYPH66/f5QeSELzLUBxrrQlnPbNYj+kj8jpku+ddyJPxc2UXysyAcIM",
-	"mLCIoLkm80LRW5cgCIl/+LRyT2wBK4jxgiOGsO8pMCzh5FB6qE8OY0UpLmAxt5zAmUZDyrim27BaMxFy",
-	"US164S/NItIk0zMMKtc/lC4e7Q3lNqYr0l2dcI4GrUOEP3b/YOWSVI0UeDvXH4megtbMYzUjrNjMXeLi",
-	"QGnGSZdfors9Rh93foqQQvPIgjbO4Y6bulZ4pjqJ52dbOrWhfo6FjQPv00MEDW0pvI9zoAuAHHYGEV7O",
-	"C6mWkq2aqQmPv4IwWHJhhZyNpkqPKrfn3HBrAFmn4xcBy69Aly8MURkyhTccEbrt8Vpx38YqM5DgKP8z",
-	"4N6T0YWbMzKlFB871cv9D8aYTfI6dbGgolM6iZhCtIoS8FUYFiHYRK94OMz7/VP6XtMXBzqXRTAN8Uum",
-	"dAFJ8CHHGLRU0qF0eOjlRTW/WFDnUuLfSpchR/FVtaei9FjINKBfoo/VZtXMoSwHdK1fTd0cdODopKoL",
-	"9+OZyu1E5TKuzoOnRVdrrFbojQ6cEYaMT6236TmX8aGaTl/WNy4O0jxZ+QTi8kG5dm8oPRl4kVRb4o0x",
-	"FZInztUX3qKQl9MT7T/649GXjoLiI8SUnfBMIwP0vEHrpI0dXHHbdrsZVJkrCuW+DE9fliUmq3xMuFkk",
-	"9MXBTVdQ6uGT7OxdOWvT4Kr19trUu/rWO84D8VagWwhM59LLohTEfiY/gzMncopUV6bVDLE7XqCIakpF",
-	"N3/BRMJzXijlQffpzU0x8Fn9unfh3qFXxLQpXUnB7Zyb1lwqaKg7XSbqpdFAwkxRrEsSBZ5OEspM8nSU",
-	"aYhUtqIEVW6Kb8m7kPEjohwVVEaJihZBGKCDU9OpR0MJWPIU3mW0aXB1AK9tT9Tgt7IZ9BZK25K9XFkw",
-	"I9Nas3mNz1DPXeLPKSHppVFsyvUXKNFjLaKWAthhEhmKttsknpoYeFSAl/EZmFEC0xaGfS+0XTEawYwV",
-	"SYLO2YCMvwS/Far7KFNzio4mg7dvC4Z+d3mDLDxE5WVuEIuVhPZaeAdl3TkFR3VYV6sGy0oCO822CgSe",
-	"2m5QOmMmpFXktFVuXT1DmFqryHIOlFFHP4D/5KozsfR4p1dabEMBVW6/YIV1C5Nc5e8fAoPi1ZNBQyYg",
-	"gqK849MckZJGUclB5TbLW0ocGHq3GxDJOWQTbuD87BBkpGJoajuOaLMjkG0ooKh5qOnUgGW/5cayjBvX",
-	"jpDgB1yPsrZI1PgLDIuw3v6tPY+mQn/9phs2Q+wsCHGcuN8p6WaN96nyPj5/9arPPly+e8+UZJxdvb1h",
-	"mdItMqar77FF558pM/as9R7cv5sLftMW6JjAjEcrdnvVOF+J81V67K7eE/ffqfvvrPXqbauSP5Xrrojt",
-	"G7B81wOVFd2DwzQViplE2ZByWxjlIJQsMlyod0XeSrikYdvNXfQ7dPWpkJk3O8SaVfjOTOR2ljtRO1pG",
-	"Nk92gZRPxSef9HdMqDLfLikoLWidZ7a7Ievv+yz62XSwYKk/6LY64jwhp6q9v+WXm5uiDch3u2GwbKjO",
-	"hPzJeVJ0CqA1/tcvNz32nq4lwx5AG4Q7x0VccXl7PWgGB8IMJcWsPqcnGVBprIwED1y5pMg+acbNngLL",
-	"y5DFWjzQVahVPps7kDeUPqL0K/skrprQ6eJyMNJJE8LqI0uVFFZp/1XjiilTwbVsh8vH9IZyKBsNGYxL",
-	"swRd63+lHg/mBNpj19awcdVCQBU7342Bu6TApXU9Enid8tSgRpqhHPtOA5pQG0WdFDR1ZzMFc/nVGAxi",
-	"hsFQjoV84ImIR55PY3ZAtqviVcg4y7jmKVjQPkVCq202HHt4opHfL8Pamq4qeVAmPRudyQMWczlLfLIm",
-	"l7lBpXDqGzK7VN7iUPlI/xrPnFSGEj1lOaJwnc3pwj10zqrX670M2ViqUaGUY3YglasFLLnxChmzFVh/",
-	"FjdsBJ+EsWbMDjiLxXQK1L1cajZO5YkGHq+KJXCfghNWc2nI+3p+lBMjLqWyQxkrZqnoIF2lod4e7Sk2",
-	"eTSvUsEFY521ujofNRNXgYfXO6pi0WGksqMpolc6tGszzrid4wYp2LmKRziEJ4laQjwO2RgVYWSVGlH7",
-	"L36TS5NnyGWIRynEgo+o0a1YPs9mmseAO3DJ/F8MZJwpIS3xKeJJAjFRh6pTDXPntCP4hKGSEZMENtjl",
-	"E9ND1BbjqjSEii9vr0v/4zjK/CIXjJsF40zCEnQxBjd6SEdke34H9Hx+5iQXSewLQ0NJHqlUYWpiEa6R",
-	"xjUwwSeekt1RE45ruyGexwpQHkiJMNZpg+twH7ssXiIikC5CcjW34Ob2zeFJrx+EQa6TYBDMrc3M4Oho",
-	"uVz2UvW7SBLeU3p2BPLww93Rze2bo5Ne/4guEGETXGHJZ7Ok7seDMPCHDgbBMbXnZSB5JoJBcNrr9059",
-	"owpdyEei1pkyc72VeGGTOl3HwaBMTP0EFAnV33846fefrTO97JDZ0Zxe1WHXYXDWP9u1XkngUdnYvw6D",
-	"V47S7gnN1xGouz1PU44RS/AT2M1UZYVswlq6rUpXYQDBZ4bKmsXh7jFIzlvgSL3po6y4oxP7wg4QVm/o",
-	"12BzLc1QqqJ9geqfpPYO9JSau+TC3S1l71SPvYPMFwm49NXxiCf1t1HmXKeJR0hDWVyCJ/3+Bav7zmIG",
-	"kVGrrTt7MeXtedb/jm25YWdB7brp2m2qPrzXKl49u2Y2e3rWTThmdQ7rP9M8SrFU/WLF5UT8I7s56R9/",
-	"c4N1F4CDgN54H2GLtVeraMp3+6eU7zzhhOPT/RM2X7J5Dj/h7LjhKkJWg7ge4dbTuA7ptnuLdVh56CNv",
-	"5Uef6/mr9VGZG5i1tcZfuauX6umbe+LdRoCXqls99sFdys4LRUpKiNxo5ZAlIsOYTYTketWEwxp4GuKJ",
-	"RQy1TqVMK6silZQ3tTCszFPHPfZWJht0VX1HqDa+p2koHdghuExovssZ+NavO5+pKAGtoQb1rtbhkg6M",
-	"7QQ+p4bOokFmM2/YtP6wZjd7ErLr+w1PcezscqPVdyls5DpW1EZ+ueDrl9vTE+/PJxvgVxsSiY/y0EXP",
-	"TtV/p7rtp1ZnaTMgoeRhVe/vxDybyd0/0MFvFaDavWqVLH5RK5D8qZCoXlzszGVXInyMsFy8t9OvVb4K",
-	"teEjTO5UtADbY6+9e3IRs+8Oqr++qIumcJc5Rtqu3t4ch1XrQhG9DyWlisubdAGZvSj9X7GBt87a8kLi",
-	"uhso6pJpeseAWUXZpiVOXABkQ5ln6NliYbzPhZhAmQR6OcvyJKn1sne5Ppd3DL7Iu5Qs/Pbe5atV8dJa",
-	"jleOaikRMEViqc5XUz6vY62adzSvyhWzXS+deaGjGJ2IUkV4O6KqX0O/2AFn1GaCV2iOkPile5lU5dKa",
-	"ovNv5cGD01D8ciiXWlnosZ/EA7AxqvOINHWM50WdKlSc2+r9C1cQoITaGGkaOZqqOY3ahLkYujhY2XmP",
-	"fUT1lyDsHHTo36nhsTMPw/xrliqJoSgyuLIhWkePufqrVCxRckasySwaxVCahcgyiF1abuyPYPgKo3rQ",
-	"7tguAsD9kmTFJjAT0uxXeF9YchFq532/v2Cy5NK6ahABgH/loFcVAqi4H7Te948rrGxS9Q+1ZCmXqxKH",
-	"1JTIeyC9j7KakJ+TtPcFOY4Ocukoop1k8E8jGtogouyNPn/16vS8K2/e8nZxC5n3f+BF3KxV7riGvVTM",
-	"AmL08/8+nvJdYftbddSG09rvI32nZatnvPRxfJlD8ykHhPSUcyCPhVfiVkRCXmzOXTJiBc4MxAO4FDwt",
-	"VlzoQ+kjhSJtMK71So7ZuKud1uVNpPJZlE4Xk0H0jXJfZR/vrh+vKGok5CS4XrhfZ7Dle2G23mL8V8mT",
-	"karsj27LdqvW/Jg3Goyc6512JEaf3sKbSckILthUJYivhK3qMI0yjwNjvhOxRuxQ+nzwXEmV69bM/GaS",
-	"ajvbXy/H8OLnTroUDAfc5vYPTl+1dG8+Kod11o58Cv5RGYR+EeRr0jt/+XD00iy2glCdS6qFZ2iSvrXz",
-	"kXp+6DVxpwt9o+TsMFNJYgalxnHDjFKyqJC29khSBphyUP6HW8YzkGNyGtQ9NLYiBZXbUWrGQ5lxY8D4",
-	"d8so2ogUKi7hobCynqYFOGTIlny1V61v/DEfkYapnYG25EkCmq6CIvwyAHIX7nCdlo/IyHw5QkNASy8S",
-	"c2HR16RUEBKSpSJJhIFIydjsoq9iezswOu33+/3OX3hxAzrJvv8Wd1TZn7zjktr+mad/C2D0EaWaSyuS",
-	"DuNy9sI4e+BJDjuMfU2/zPFQaLqr6x09HAcoHz9hVzdKvduCqo4+wNS5a9X22lRu1w7Y6bXAJsCrTfaA",
-	"bnvqm+Z7rOXvnLAJ2CWA9MTUCamyN+v79f8FAAD//w==",
+	"3Hzpctu4lvCroPh1VZxvaFle4jst/3Lcy3VN3HHFSWdqWr4SRB5JaJMALwBaUac0zz51DsBNoijZSecu",
+	"P1KRSSwHZ9/Az0Gk0kxJkNYEg8+BBpMpaYD+eM3jd/D3HIzFvyIlLUj6ybMsERG3Qsmj342S+MxEc0g5",
+	"/vpOwzQYBP/vqFr6yL01Rz9qrXSwWq3CIAYTaZHhIsEgeD8Hpt1mTBiW8mSqdAoxU5pNNPAHwzjTeQK9",
+	"YBUGV0pOExF9Y7giv6thC2HnzM6BCWkslxG8MCzKtQZpmbHcOiivpQUteeIW/yagGtCPoNmUiwRiAuIX",
+	"ZX9SuYy/yf4akHhSlXgJkX5SMZNHiDAhZwTULV8misfvlXrD9Qy+LRknKl4imAlurZmdc0m09LjjUQSZ",
+	"Nb0AV/ELkzQkKnq4E38QtDFMeZ7YYPDq+GR9r0tmrNJ8BmzCoweQ8QvDEjUTEU/YBBdhRvyBrMMmSwum",
+	"F4QByDwNBr/hYmf978/vwwC5n9tgEAhpT0+CMLDLDNyfMAONSHytuCay8jgWuDdPbrXKQFuB8jvliYE2",
+	"PKQ8mguJLJtpFYExSpuQpZAqvWRcxiyai8yARcCy2oKfA/9iFxWu/LBVGERZbhy+1qGQeToBzdSUPV7d",
+	"fiAsbJw55Z9Eipg5PwuDVEj3x3EbMhz4o3SyudvPRPV3lzeI8hvxen2r87P6Vsf9s/989Zfz+n7nmxuu",
+	"wgDZSWiIg8Fv7ph1IMISV/flZDX5HSLrKKfsEwn3cc4tcemvN2yilDU99nEOkvGJAWnDxiv6Y2xF9AB6",
+	"zGZ0fNJYXDJIM7tkkUpTpHQiJLSQOY3xRYPPg6CNlUTKZ8hIN3liBe7dWDlkmRbS8kkC7PLu6vq65xD9",
+	"BuTMzhHVJ2dhkHGLajIYBH/7jR3+7/3//67idmO1kDNEGe20hZN4CshH3B+VhtYl2iAp2IFDCHF6NIfo",
+	"IWQmnQhlQhYL8/ByDbjzU2KBEtYmoJeH/8MP/+gffn9f/eyNDluBX+MVd5I2triqxKtLamvi6fVGIM7O",
+	"+tNPtUUrxF0V8rm57FsJLIZHEQFZWaesEJOOmUJmVRIznnFt2WTJxrj2GLeNBS6TCsmtM2wpzzLcb/A5",
+	"mIoERl4Bjvya2xTFTyKBOzf0tRtZQRsGBrTgyShT2m5b4I6G3Cpt6xMfhbZCjZCq2yb+SkN+EOahmrgq",
+	"5WD5C08Ri4TMVRgoCW+nweC3brXXBswq7J7TDkf3nC6sre7rJH9PzNDGTQ/CUZqzcoM6P9VR38Rn2E7g",
+	"Ns4r3Z4nqLkfH0EvyX3JNfI62upNBQW48ihSccvp0PqSxvECc6iBx/QAx18Qb1/eXrPaLJYI47Rm2mvT",
+	"PSkY06p9SCkv0OlbaCVnIZsqzTJQWQIXpJacKp4KQDmyjHRp6xbeNxmJuJ1eopRLPzJk3KA9q9Sc8zIM",
+	"WXB8+t+H3nk/vI7ZHHgMurdTOdUwW527AV6b4uriyKfRH1cBdPWR2ZD+6C/RQTlDxmNq7chzZVocFZo2",
+	"Mt5Z6xKmyqtbkYaft+Mf935h0NqqJLfAcGQBSwFCzXigE9cwHycN83HUzgI8VjJZNsxuK5J+UnoiYsdb",
+	"zuRZxRZaWKgReKJUAlziytargU6fraEz1tmCVvD4aWOAa+/uP8MbLSIF4mfrwofFJkW9Shhp4D4iWBfF",
+	"ZSMg8yHQBcs0oIfEELXIRxSesbF7PW4Vxhm0bPCzVguDZlBJQFkG0lRutWjO5Qza/crCi+y3ea3NM3bR",
+	"p8BwDacYnuD2+069o8HrpK2BUKznMNBF5x+lyTXUkgNPIPqVBm69Ziyo1WM/fuKRTRx21ZSNTQbRmHTZ",
+	"OBUzzS2MkTdm4hHkJnf4Ifti4sYNv5bCCm7Lc3wNgmQQ7U0PHNtBji4C+BP8+CmDyD6PDpc6bRIBJZB0",
+	"q8p15D1qh1ihtuJcKNlltHA9i3E2RiBJUkhjQ1TyXMQ7DVNjtz0ws07bp+Hmhj94DpWwqBBUOw1hJxGP",
+	"UKGITbVKGZfKzjHoIAv1HLSVI14YJuKQLeYimtcpk+bGsjl/BDYBkM5Lt4oBMcMeqA0Do6MRj2PdDoDf",
+	"prSxOBKMCdkYTd0AvcLxmsE7OT9p2LvTZrj0t+HQHN3/x+A3jJg+H4evVt89jeI1kLuIf9tA9VPDaxGD",
+	"tGIq0AGRlW7aIGFjameM/JMGYBY+rfsHlDXajHG3yVGVZBTxhY/OXhh2d/P6+u0dc856kVBBlfnhw/UP",
+	"e/GBpDinxYWeK23Jg/1mUTHCR+B00ffOq9enRhSUeSxyJMIMmLAYW3BN4oWkty51EhL+8G2luNkDLCFG",
+	"008IYT9QyFw62kPpgyBSGEtK/gGLueXktmoUpIxr8hOqNRMhH6pFL7w7UcTgJHqGQWUUh9JF6r2h3PR2",
+	"i0Rgp6NLg1YhOoZ292Dl0neN4kA71vf0K4PWnGw1I6zQzF1K50BpxomXX6K6PUYdd36KzpbmkQVtnMId",
+	"N3mt0Ex1EM/PNnhqjf0cChsH3sWH6E61JTc/zoEMACnsDCJ0Wx6kWki2bCZtvC0MwmDBhRVyNpoqParU",
+	"nlPDraF1HY5fBSy+wO9+YQjKkCm0cATopsZr9YjXVpmBhMpX+NaO8JP9LjdnZEoq7jvV0/1P9r6b4HXy",
+	"YgFFJ3USMYVoGSXg61MsQjccteLhMO/3T+m5pgcHOpdFmgHil0zpwiXBl9zU3cKhdP7Qy4tqfrGgzqXE",
+	"v5Uug7HiUbWnosRhyDSgXqKf1WbVzKEsB3StX01dH3Tg4KR6FPfjmcrtROUyrs6Dp0VVa6xWqI0OnBCG",
+	"jE+tl+k5l/Ghmk5f1jcuDtI8WfkG4vJFuXZvKD0YaEiqLdFiTIXkiVP1hbYo6OX4RPuf/nj00EFQ/ISY",
+	"8jYeaSSAHjconbSxc1fctt1qBlnmioLcZ8YaZfHNKh8tr5dPfdl0XRWUfPgkOXtXzloXuGq9nTL1rr71",
+	"lvNAvJECKAimc+lpURJiN5K/gjIncIokYKbVDH13NKDo1ZSMbv4JUyxf06CUB93FNzfFwK+q170K9wq9",
+	"AqaN6UoIbufctGaZQUNd6TJRLxoHEmaKYl2iKPB0klDOlqejTEOksiWl7nJTPCXtQsKPHuWogDJKVPQQ",
+	"hAEqODWdem8oAUuawquMNg6uDuC57Ykc/FY2g96CaVvyuksLZmRaq1mv8R3yuUuJOiYkvjSKTbl+BhPF",
+	"aiGtSGHU5ufdiEgrA5GSjVRsLGImlUXDMyiz1d6IkL+KlKhFI1YhkHHxpLAuF0NZiZVPPVQMUBLG2Ygn",
+	"HmtfQa9lNrZIeoYc2y3pT8137BW3ZnwGZpTAtIUPfhDaLhmNYMaKJClQ/By3tJDIvTSIk1/UBOhUtLDM",
+	"u8sbROEhyiRzg1isJLQ3P3RCZpXlyW6+JI4jFkSfoaghVYS1iswCyAZxI8CAGGQMT0dadxbHITSsC3KD",
+	"miXuOhVlFXo9tfWlNH9MSKvITKrc40WYWtvSYg4ku6h58Z9cdqby9jczpY5syIbK7TNWWLUgyVWh/yqM",
+	"VXr5ZDctE+BSv77IJnjCIiWNovKXym2Wt5TbYm55u2wTnUM24QbOzw5BRmqdp3BEm4iDbPO7ivqbmk4N",
+	"WPZ7bizLuHGtMQn+wPWogoBAjZ8h8yQpu7f2OJoK/eWbrskMobMAxGHifiulm/0GT6X38fmrV3324fLd",
+	"e7RVnF29vWGZ0i00Jmdj3waIXygX+VVrj7h/Nxb8pi3OegIzHi3Z7VXjfGVkpdJj5+ycuP9O3X9nrc5O",
+	"W8fGU7HuGip8M6DvwKESt3txmKZCMZMoG1I2EX0D1NJFThH5rsgUCpembfOVit6brp4pZxoa3YrNjpDO",
+	"3O9mXSFRW9qX1k92gZBPxSdfZnFIqGoNLg0rLWidZ7a7OfAvO23l1+LBAqX+oJvsiPOEnKr2Xqtfb26K",
+	"ljTfeYleoqGaJ+In50nRtYLS+F+/3vTYezJLhj2CNmiwj4tI7vL2etAMx4QZSsoS+CyqZEBl2jL2PnAF",
+	"qiLfp4uC3/aS1suQxVo8kinUKp/NnVs9lD6G9yv7tLma0OnicjDCSRPC6idLlRRWaf+oYWLK5Hstv+Qy",
+	"YL2hHMpGcxDj0ixA13qxqd+IOYL22LU1bFy1s1D12HcG4S4pcGldvw6aU54a5EgzlGPf9UITaqOoq4em",
+	"bm3sYS6jHYNBn2EwlGMhH3ki4pHH05gdkOyqeBkyzjKueQoWtE9K0Wrrze/ePdGI75dhbU1XIT8o08yN",
+	"LvkBi7mcJT49lsvcIFM49g2ZXSgvcch8xH+Nd44qQ4mashxRqM7mdOFeOmXV6/Vehmws1ahgyjE7kMpV",
+	"XxbceIaM2RKsP4sbNoJPwlgzZgecxWI6BeqkLzkbp/JEA4+XxRK4T4EJq7k0pH09PsqJEZdS2aGMFbNU",
+	"5pGutlNv1fcQmzyaV8n3ArFOWl1llRrbK9fZ8x3VDekwUtnRFL1XOrRrec+4neMGKdi5ikc4hCeJWkA8",
+	"DtkYGWFklRpRKzo+yaXJM8QyxKMUYsFH1HRZLJ9nM81jwB24ZP4vdNQzJaQlPEU8SSAm6JB1qmHunHYE",
+	"n9DRN2KSwBq6fClgiNxiXF2MvOLL2+tS/ziMMr/IBePmgXEmYQG6GIMbPaYjkj2/A2o+P3OSiyT2we9Q",
+	"VvEJsjCFy8I1dblmOvjEU5I7aghzLWCE81iBYQ4SYazjBnfbYuxi4kREIF3w5qqcwc3tm8OTXj8Ig1wn",
+	"wSCYW5uZwdHRYrHopeoPkSS8p/TsCOThh7ujm9s3Rye9/hEZEGETXGHBZ7OkrseDMPCHDgbBMbWKZiB5",
+	"JoJBcNrr90590xQZ5CNR65KauT5fNNjETtdxMChTgT8DRUL1uzgn/f5XuyVRdmttuShRVb5XYXDWP9u2",
+	"XgngUXnJZBUGrxyk3ROaV2PopkWephwjluBnsOvJ4cqzCWsJzipBiAEEnxkqJBeHu8f4PW9xR+oNSGWP",
+	"AyqxZ3YjsfrlEg0219IMZZm1oYozsb1zekrOXXDhbEuZPOqxd5D5sgyXvh8h4kn9ZtSc6zTxHtJQFkbw",
+	"pN+/YHXdWcwgMGrdDE5eTGk9z/rfsw017CSonTdd61fVE/paxcuvzpnN/rJV0x2zOofVP1I8SrJUnVOF",
+	"cSL8kdyc9I+/ucA6A+BcQC+8e8hi7ZofTfl+95Ty/h1OOD7dPWH9wtfX0BNOjhuqwqdYuTcn5OHWE+fO",
+	"023XFquw0tBHXsqPnOVHOFtVSdlDV5QZt/fSoSpZ6xcrPVfSI0zEPfZWJkvGC48cLd1QFv4mBgIxmlGc",
+	"I31Gr5HOQxVgLLmKmi3mirSK8aruw7s3bAbkxbiLeOxSp6RpZlzIodSQJTwqGjPjLh3Q6D78k1VBa6fj",
+	"XhrhbEe6GbWpo++XSMsTreOTxeuLxeQ9JEmdF8tOwbpk1ESiVqxql4nP9Zzu6qjMl83ari5dOXeUunrW",
+	"5RD9PQoCCbAe++AcVceBkZISoiJJTdEWRksxmwjJ9bIZImrgaYjCJ2Ko9UtmWlkVqaT0XoVhZbWskrYa",
+	"XBWaUJX6zsqh9AgTxjkM+wjHnc/elUGeoQtEXVc7Gs22At9Tw33RpreeS2/yf1iTq12ttfdrsnLsbNXa",
+	"VYyFsJHrm1NrVYMCr//GUkPka1Tmqi5g1W1TdgiQUPKw6jrqjAPWCx5/otOzUQZv9zSqAsqLWpn2Hxom",
+	"1FscOus7FQn3IZbLgWzVa5WuQm74CJM7FT2A7bHXXj25LFK9Auevl+uiUuyqKQjb1dub47BqoCr8gqGk",
+	"8knpXT5AZi9K/Vds4KWztryQuO5aZHHJNN0BY1ZRBnaBEx8AsqHMM9RssTBe50JMgYoEujxreZLUCtxd",
+	"qs/l4oNnaZcShd9eu3wxK15ay9HkqJayGVNElup8NebzPNbKeUfzqoQ323Yp2BMdyehIlCqKQSOq4zb4",
+	"ix1wRs1uaEJzDBNfusv+KpfWFP3HS+9QOw7Fh0O50MpCj/2MzusY2XlEnDrG8yJPFSzObXU/zhXJKMk8",
+	"RphGDqZqTqNeZy6GLjek7LzHPiL7SxB2Djr0dx557MTDMH8NXiUxFIU3V+VH6egx1wUiFUsUecH4FIVi",
+	"KM2DyDKIXap67I9g+NKwBZV5cVUXFeN+SbJkE5gJaXYzvC+2uqxNp73fXURccGldhZQcgL/noJeVB1Bh",
+	"P2i19/sVG9eh+qtasJTLZemH1JjIayC9C7Iakb8maO8LcBwcpNKRRFvB4J9GNLQBRHlD4/zVq9PzrlpS",
+	"y9cfWsC8/xMNcbN+v8UMe6qYB4hRz//raMp3hexv9BY0lNZuHen7vVs146XPbZV5ZZ+GQ5ee8nCksdAk",
+	"bkQkpMXm3CXoluDEQDyCK0vRYoVBH0ofKRSptHGtY3vMxl1N/S6XKJXPLHaqmAyib5QPLm8TbPu4UFE3",
+	"JCXB9YP7eo4t7+3a+kWHf5bcMbHK7oxP2fTZmujxQmMowVL1+xIZfcoXLZOSEVywqUrQvxK2yvA0Sp/O",
+	"GfP90DVgh9LXSOZKqly3VqvWE7ebFbB6iZIXn6PqYjAccJv/2Xmclh7yL8niFPij0iB9senfOolzaR42",
+	"glCdS+oPyVAkfYP5nnx+6Dlxqwp9o+TsMFNJYgYlx3HDjFKySG22dmpTVYTysv7DWuMZyDEpDeqoG1uR",
+	"gsrtKDXjocy4MWD8DVeKNiKFjEv+UFhJT1MCnGfIFny5k61v/DH3SMPUzkBb8iQBTaagCL8MgNzmd7h+",
+	"7z0yMs/30NChpQ89cGFR16RUJBWSpSJJhG/43AZfhfZ2x+i03+/3O7/A5QZ0gn3/LWxUeUtii5Ha/Azf",
+	"v4Rj9BGpmksrkg7hcvLCOHvkSQ5bhH1FX056LDjd1bqPHo8DpI+fsK1Dq96BRAUHH2Dq3F0Y8dxUbtfu",
+	"sNPl5KaDV5vsHbrNqW+a1ZHyO1RsAnYBID0wdUCq7M3qfvV/AQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

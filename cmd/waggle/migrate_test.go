@@ -1,0 +1,439 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/internal/kvmtest"
+	"waggle/server"
+	"waggle/server/migration"
+)
+
+// Live migration between real `waggle server` processes on loopback.
+
+// createRunning creates and runs a VM from spec JSON on p and waits until
+// the console shows ready.
+func createRunning(t *testing.T, p *serverProc, specJSON, ready string) api.InstanceProperties {
+	t.Helper()
+	ctx := context.Background()
+	w, err := specDecode(specJSON)
+	require.NoError(t, err)
+	props := api.InstanceProperties{Id: uuid.New(), Name: "mig"}
+	r, err := p.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: &w})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	s, err := p.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode(), string(s.Body))
+	serialUntil(t, p.client, ready)
+	return props
+}
+
+// migrate moves the VM from src to dst (dialing srcAddr, which may be a
+// proxy) and waits until the target's migration ends; it returns the
+// target's final progress.
+func migrate(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties) api.MigrationProgress {
+	t.Helper()
+	ctx := context.Background()
+	id := uuid.New()
+	e, err := src.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, e.StatusCode(), string(e.Body))
+	r, err := dst.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
+		Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: srcAddr}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	var last api.MigrationProgress
+	require.Eventually(t, func() bool {
+		st, err := dst.client.InstanceMigrationStatusWithResponse(ctx)
+		if err != nil || st.JSON200 == nil || st.JSON200.MigrationIn == nil {
+			return false
+		}
+		last = *st.JSON200.MigrationIn
+		return last.Phase == api.MigrationPhaseCompleted || last.Phase == api.MigrationPhaseFailed
+	}, 60*time.Second, 10*time.Millisecond)
+	return last
+}
+
+func state(t *testing.T, p *serverProc) api.Instance {
+	t.Helper()
+	g, err := p.client.InstanceGetWithResponse(context.Background())
+	require.NoError(t, err)
+	require.NotNil(t, g.JSON200, string(g.Body))
+	return *g.JSON200
+}
+
+func outbound(t *testing.T, p *serverProc) api.MigrationProgress {
+	t.Helper()
+	st, err := p.client.InstanceMigrationStatusWithResponse(context.Background())
+	require.NoError(t, err)
+	require.NotNil(t, st.JSON200)
+	require.NotNil(t, st.JSON200.MigrationOut)
+	return *st.JSON200.MigrationOut
+}
+
+// outboundPhase is the source's migration phase, "" before there is one.
+func outboundPhase(p *serverProc) api.MigrationPhase {
+	st, err := p.client.InstanceMigrationStatusWithResponse(context.Background())
+	if err != nil || st.JSON200 == nil || st.JSON200.MigrationOut == nil {
+		return ""
+	}
+	return st.JSON200.MigrationOut.Phase
+}
+
+var tickRE = regexp.MustCompile(`tick (\d+)\n`)
+
+// ticks returns the tick numbers printed so far.
+func ticks(t *testing.T, p *serverProc) []int {
+	t.Helper()
+	r, err := p.client.InstanceSerialHistoryGetWithResponse(context.Background(), &api.InstanceSerialHistoryGetParams{})
+	require.NoError(t, err)
+	var out []int
+	for _, m := range tickRE.FindAllStringSubmatch(string(r.JSON200.Data), -1) {
+		n, _ := strconv.Atoi(m[1])
+		out = append(out, n)
+	}
+	return out
+}
+
+const tickerJSON = `{"board":{"cpus":1,"memory_mb":128,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"pace_ms=20 dirty_kib=4096"},
+ "components":{"com1":{"type":"serial_port","num":"com1"}}}`
+
+// TestMigrateTickerABA: the ticker goes on with exactly the next tick, from
+// A to B and back to A.
+func TestMigrateTickerABA(t *testing.T) {
+	kvmtest.Require(t)
+	a, b := startServer(t), startServer(t)
+	props := createRunning(t, a, tickerJSON, "tick 3\n")
+
+	last := migrate(t, a, b, a.addr, props)
+	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	require.Equal(t, api.InstanceStateDestroyed, state(t, a).State)
+	require.Equal(t, api.InstanceStateRunning, state(t, b).State)
+	out := outbound(t, a)
+	require.Equal(t, api.MigrationPhaseCompleted, out.Phase)
+	require.NotNil(t, out.DowntimeUs)
+	require.Positive(t, out.BytesSent)
+
+	onA := ticks(t, a)
+	serialUntil(t, b.client, "tick ")
+	require.Eventually(t, func() bool { return len(ticks(t, b)) >= 3 }, 10*time.Second, 10*time.Millisecond)
+	onB := ticks(t, b)
+	require.Equal(t, onA[len(onA)-1]+1, onB[0], "the target's first tick is the next one: A %v, B %v", onA, onB)
+	for i := 1; i < len(onB); i++ {
+		require.Equal(t, onB[i-1]+1, onB[i])
+	}
+
+	// And back: A takes the VM again as a new instance.
+	last = migrate(t, b, a, b.addr, props)
+	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	onB = ticks(t, b)
+	require.Eventually(t, func() bool {
+		all := ticks(t, a)
+		return len(all) > len(onA)+2
+	}, 10*time.Second, 10*time.Millisecond)
+	back := ticks(t, a)[len(onA):]
+	require.Equal(t, onB[len(onB)-1]+1, back[0], "back on A, the next tick: B %v, A %v", onB, back)
+}
+
+func TestMigrateMemcheckSaysMemOK(t *testing.T) {
+	kvmtest.Require(t)
+	a, b := startServer(t), startServer(t)
+	spec := `{"board":{"cpus":1,"memory_mb":128,"chipset":"i440fx"},"boot":{"image":"memcheck","cmdline":"span_mib=64 pace_ms=50"},
+	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`
+	props := createRunning(t, a, spec, "mem ok 2\n")
+	last := migrate(t, a, b, a.addr, props)
+	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	out := serialUntil(t, b.client, "mem ok")
+	require.Eventually(t, func() bool {
+		out = serialUntil(t, b.client, "mem ok")
+		return strings.Count(out, "mem ok") >= 3
+	}, 20*time.Second, 20*time.Millisecond)
+	require.NotContains(t, out, "BAD")
+	require.Equal(t, api.InstanceStateRunning, state(t, b).State)
+}
+
+func diskSpec(path string) string {
+	return fmt.Sprintf(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"disk","cmdline":"sectors=256 pace_ms=50"},
+	 "components":{"com1":{"type":"serial_port","num":"com1"},
+	  "disk0":{"type":"virtio_disk","backend":"disk0-be","slot":0},
+	  "disk0-be":{"type":"file_storage_backend","path":%q}}}`, path)
+}
+
+func diskFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "disk.img")
+	require.NoError(t, os.WriteFile(path, make([]byte, 1<<20), 0o644))
+	return path
+}
+
+func TestMigrateDiskDataSurvives(t *testing.T) {
+	kvmtest.Require(t)
+	a, b := startServer(t), startServer(t)
+	props := createRunning(t, a, diskSpec(diskFile(t)), "disk ok pass 2\n")
+	last := migrate(t, a, b, a.addr, props)
+	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	require.Eventually(t, func() bool {
+		return strings.Count(serialUntil(t, b.client, "disk ok pass"), "disk ok pass") >= 2
+	}, 20*time.Second, 20*time.Millisecond)
+	require.NotContains(t, serialUntil(t, b.client, "disk ok"), "BAD")
+}
+
+// requireSourceUnharmed checks that a failed migration left the source
+// running with the failure and its reason shown, and that the guest runs on.
+func requireSourceUnharmed(t *testing.T, a *serverProc, reason string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
+	out := outbound(t, a)
+	require.Equal(t, api.MigrationPhaseFailed, out.Phase)
+	require.Contains(t, deref(out.FailureReason), reason)
+	before := ticks(t, a)
+	require.Eventually(t, func() bool { return len(ticks(t, a)) > len(before)+1 }, 10*time.Second, 10*time.Millisecond, "the guest runs on")
+}
+
+func requireTargetFailed(t *testing.T, last api.MigrationProgress, reason string) {
+	t.Helper()
+	require.Equal(t, api.MigrationPhaseFailed, last.Phase)
+	require.Contains(t, deref(last.FailureReason), reason)
+}
+
+// migrateAgain shows the VM migrates fine after a failure.
+func migrateAgain(t *testing.T, a *serverProc, props api.InstanceProperties) {
+	t.Helper()
+	c := startServer(t)
+	before := ticks(t, a)
+	last := migrate(t, a, c, a.addr, props)
+	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	require.Eventually(t, func() bool { return len(ticks(t, c)) > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Greater(t, ticks(t, c)[0], before[len(before)-1])
+}
+
+func TestMigrationFailures(t *testing.T) {
+	kvmtest.Require(t)
+
+	t.Run("target killed", func(t *testing.T) {
+		a := startServer(t)
+		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailStallInPrecopy)
+		props := createRunning(t, a, tickerJSON, "tick 2\n")
+		done := make(chan api.MigrationProgress, 1)
+		go func() {
+			ctx := context.Background()
+			id := uuid.New()
+			a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+			b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
+				Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
+			close(done)
+		}()
+		<-done
+		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseRamPrecopy }, 10*time.Second, 5*time.Millisecond)
+		require.NoError(t, b.cmd.Process.Kill())
+		requireSourceUnharmed(t, a, "")
+		migrateAgain(t, a, props)
+	})
+
+	t.Run("connection cut", func(t *testing.T) {
+		a, b := startServer(t), startServer(t)
+		props := createRunning(t, a, tickerJSON, "tick 2\n")
+		proxy := cuttingProxy(t, a.addr, 64<<10)
+		last := migrate(t, a, b, proxy, props)
+		requireTargetFailed(t, last, "")
+		requireSourceUnharmed(t, a, "")
+		require.Equal(t, api.InstanceStateFailed, state(t, b).State)
+		migrateAgain(t, a, props)
+	})
+
+	t.Run("spec rejected", func(t *testing.T) {
+		a, b := startServer(t), startServer(t)
+		path := diskFile(t)
+		props := createRunning(t, a, diskSpec(path), "disk ok pass 1\n")
+		// The target cannot open the disk the spec names.
+		require.NoError(t, os.Rename(path, path+".away"))
+		last := migrate(t, a, b, a.addr, props)
+		requireTargetFailed(t, last, "components.disk0-be")
+		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
+		require.Contains(t, deref(outbound(t, a).FailureReason), "components.disk0-be")
+		require.NoError(t, os.Rename(path+".away", path))
+		c := startServer(t)
+		last = migrate(t, a, c, a.addr, props)
+		require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	})
+
+	t.Run("device import failing", func(t *testing.T) {
+		a := startServer(t)
+		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailDeviceImport)
+		props := createRunning(t, a, tickerJSON, "tick 2\n")
+		last := migrate(t, a, b, a.addr, props)
+		requireTargetFailed(t, last, "import device")
+		requireSourceUnharmed(t, a, "import device")
+		migrateAgain(t, a, props)
+	})
+
+	t.Run("source told to stop", func(t *testing.T) {
+		a := startServer(t)
+		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailStallInPrecopy)
+		props := createRunning(t, a, tickerJSON, "tick 2\n")
+		ctx := context.Background()
+		id := uuid.New()
+		_, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+		require.NoError(t, err)
+		_, err = b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
+			Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseRamPrecopy }, 10*time.Second, 5*time.Millisecond)
+		s, err := a.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
+		require.NoError(t, err)
+		require.Equal(t, http.StatusConflict, s.StatusCode())
+		require.Contains(t, s.JSON409.Message, "aborted")
+		requireSourceUnharmed(t, a, "stop was requested")
+		require.Eventually(t, func() bool {
+			st, err := b.client.InstanceMigrationStatusWithResponse(ctx)
+			return err == nil && st.JSON200.MigrationIn != nil && st.JSON200.MigrationIn.Phase == api.MigrationPhaseFailed
+		}, 20*time.Second, 10*time.Millisecond)
+		migrateAgain(t, a, props)
+	})
+
+	t.Run("stranger guessing the url", func(t *testing.T) {
+		a, b := startServer(t), startServer(t)
+		props := createRunning(t, a, tickerJSON, "tick 1\n")
+		// Not armed: the source refuses, and the target says why.
+		r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
+			Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: a.addr}})
+		require.NoError(t, err)
+		require.Equal(t, http.StatusCreated, r.StatusCode())
+		require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateFailed }, 10*time.Second, 10*time.Millisecond)
+		require.Contains(t, deref(state(t, b).FailureReason), "no_such_migration")
+		require.Equal(t, api.InstanceStateRunning, state(t, a).State)
+	})
+}
+
+// cuttingProxy forwards one connection to addr and cuts it after limit
+// bytes from the source.
+func cuttingProxy(t *testing.T, addr string, limit int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() { defer wg.Done(); io.Copy(up, c) }()
+				io.CopyN(c, up, limit) // then cut both ways
+				c.Close()
+				up.Close()
+				wg.Wait()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestRogueSourceCannotHarmTheTarget: a source that sends pages outside
+// guest RAM ends the migration with a clear error on the target.
+func TestRogueSourceCannotHarmTheTarget(t *testing.T) {
+	kvmtest.Require(t)
+	b := startServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", server.MigrateUpgradeProtocol)
+		if _, err := migration.ReadFrame(br, nil); err != nil { // Hello
+			return
+		}
+		migration.WriteFrame(c, migration.TypeWelcome, migration.Welcome{Protocol: 1}.Encode())
+		env := `{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"components":{}}}`
+		migration.WriteFrame(c, migration.TypePreamble, migration.Preamble{Envelope: []byte(env)}.Encode())
+		if _, err := migration.ReadFrame(br, nil); err != nil { // Ready
+			return
+		}
+		migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: 1 << 40, Data: make([]byte, migration.PageSize)}.Encode())
+		f, err := migration.ReadFrame(br, nil)
+		if err == nil && f.Type == migration.TypeAbort {
+			a, _ := migration.DecodeAbort(f.Payload)
+			got <- a.Reason
+		}
+	}()
+	r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
+		Properties: api.InstanceProperties{Id: uuid.New(), Name: "x"},
+		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: ln.Addr().String()}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode())
+	select {
+	case reason := <-got:
+		require.Contains(t, reason, "outside guest RAM")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the target did not abort")
+	}
+	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateFailed }, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, deref(state(t, b).FailureReason), "outside guest RAM")
+}
+
+// TestRogueTargetCannotHarmTheSource: garbage after the upgrade ends the
+// migration with a clear error and the source runs on.
+func TestRogueTargetCannotHarmTheSource(t *testing.T) {
+	kvmtest.Require(t)
+	a := startServer(t)
+	createRunning(t, a, tickerJSON, "tick 1\n")
+	for _, garbage := range [][]byte{
+		{1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, // oversized length
+		{42, 0, 0, 0, 0, 0, 0, 0},             // unknown type
+		{1, 0, 0},                             // truncated header
+	} {
+		id := uuid.New()
+		_, err := a.client.InstanceMigrateExpectWithResponse(context.Background(), api.InstanceMigrateExpectRequest{MigrationId: id})
+		require.NoError(t, err)
+		c, err := net.Dial("tcp", a.addr)
+		require.NoError(t, err)
+		fmt.Fprintf(c, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", id, server.MigrateUpgradeProtocol)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+		c.Write(garbage)
+		if len(garbage) < migration.HeaderSize {
+			c.(*net.TCPConn).CloseWrite()
+		}
+		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseFailed }, 10*time.Second, 10*time.Millisecond)
+		c.Close()
+		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 10*time.Second, 10*time.Millisecond)
+	}
+	require.Contains(t, deref(outbound(t, a).FailureReason), "truncated")
+}

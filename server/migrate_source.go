@@ -1,0 +1,392 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net"
+	"time"
+
+	"github.com/google/uuid"
+
+	"waggle/server/migration"
+	"waggle/spec"
+	"waggle/versions"
+	"waggle/vmm"
+	"waggle/vmm/devices"
+)
+
+// MigrateExpect arms the running instance as the source of migration id.
+func (r *Runtime) MigrateExpect(_ context.Context, id uuid.UUID) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		return ErrNoInstance
+	}
+	if r.inst.State != StateRunning || r.machine == nil {
+		return &TransitionError{State: r.inst.State, Requested: "migrate"}
+	}
+	r.mig.expect = id
+	return nil
+}
+
+// MigrateSource starts the outbound migration id, if it is the one expected,
+// and returns the function that serves it over the upgraded connection.
+func (r *Runtime) MigrateSource(_ context.Context, id uuid.UUID) (func(context.Context, net.Conn) error, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		return nil, ErrNoInstance
+	}
+	if r.mig.expect == uuid.Nil || r.mig.expect != id {
+		return nil, ErrNoSuchMigration
+	}
+	if r.inst.State != StateRunning || r.machine == nil {
+		return nil, &TransitionError{State: r.inst.State, Requested: "migrate"}
+	}
+	r.mig.expect = uuid.Nil // one use
+	m, s := r.machine, *r.spec
+	r.mig.out = &MigrationProgress{MigrationID: id, Phase: PhaseNegotiate}
+	r.setStateLocked(StateMigrating, "")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	r.mig.abortOut = cancel
+	return func(_ context.Context, conn net.Conn) error {
+		defer cancel(nil)
+		src := &source{r: r, id: id, m: m, spec: s}
+		return src.run(ctx, conn)
+	}, nil
+}
+
+// source runs one outbound migration.
+type source struct {
+	r     *Runtime
+	id    uuid.UUID
+	m     *vmm.Machine
+	spec  spec.Spec
+	p     *peer
+	start time.Time
+	// paused says the VM was paused by the migration (and must be resumed
+	// if it fails).
+	paused   bool
+	pausedAt time.Time
+	zero     []byte
+	page     []byte
+}
+
+// progress updates the outbound progress under the runtime's lock.
+func (s *source) progress(f func(p *MigrationProgress)) {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	if s.r.mig.out != nil && s.r.mig.out.MigrationID == s.id {
+		f(s.r.mig.out)
+		s.r.mig.out.BytesSent = s.p.sent.Load()
+	}
+}
+
+func (s *source) phase(ph MigrationPhase) { s.progress(func(p *MigrationProgress) { p.Phase = ph }) }
+
+func (s *source) run(ctx context.Context, conn net.Conn) error {
+	s.start = time.Now()
+	s.p = newPeer(conn, nil)
+	s.zero = make([]byte, migration.PageSize)
+	s.page = make([]byte, migration.MaxPagesPerFrame*migration.PageSize)
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	err := s.migrate(ctx)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			err = fmt.Errorf("%w (%v)", cause, err)
+		}
+		s.p.abort(err)
+		s.fail(err)
+		return err
+	}
+	return nil
+}
+
+// fail ends a migration that did not reach the hand-off: the VM runs on,
+// here, with nothing lost.
+func (s *source) fail(err error) {
+	if s.paused {
+		if rerr := s.m.Resume(); rerr != nil {
+			s.r.log.Error("migration: resume after failure", "err", rerr)
+		}
+	}
+	_ = s.m.DisableDirtyLog()
+	s.r.log.Warn("outbound migration failed; the VM runs on here", "migration", s.id, "err", err)
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	if out := s.r.mig.out; out != nil && out.MigrationID == s.id {
+		out.Phase, out.FailureReason, out.Total = PhaseFailed, err.Error(), time.Since(s.start)
+	}
+	s.r.mig.abortOut = nil
+	if s.r.machine == s.m && s.r.inst.State == StateMigrating {
+		s.r.setStateLocked(StateRunning, "")
+	}
+}
+
+func (s *source) migrate(ctx context.Context) error {
+	// Negotiate.
+	f, err := s.p.expect(migration.TypeHello)
+	if err != nil {
+		return err
+	}
+	hello, err := migration.DecodeHello(f.Payload)
+	if err != nil {
+		return err
+	}
+	if uuid.UUID(hello.MigrationID) != s.id {
+		return fmt.Errorf("the target presented migration %s, not %s", uuid.UUID(hello.MigrationID), s.id)
+	}
+	proto, ok := migration.Choose(hello.Protocols)
+	if !ok {
+		return fmt.Errorf("no protocol in common: the target speaks %v, we speak %v", hello.Protocols, migration.Supported)
+	}
+	if err := s.p.sendNow(migration.TypeWelcome, migration.Welcome{Protocol: proto}.Encode()); err != nil {
+		return err
+	}
+
+	// Preamble: the spec in the newest version the target accepts.
+	s.phase(PhasePreamble)
+	env, err := versions.Wrap(s.spec, hello.SpecVersions)
+	if err != nil {
+		return fmt.Errorf("preamble: %w", err)
+	}
+	data, err := env.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := s.p.sendNow(migration.TypePreamble, migration.Preamble{Envelope: data}.Encode()); err != nil {
+		return err
+	}
+	if _, err := s.p.expect(migration.TypeReady); err != nil {
+		return err
+	}
+
+	// RAM pre-copy while the VM runs.
+	s.phase(PhaseRAMPrecopy)
+	if err := s.m.EnableDirtyLog(); err != nil {
+		return err
+	}
+	touched, err := s.m.TouchedPages()
+	if err != nil {
+		return err
+	}
+	// The target's RAM is fresh: pages never touched, and zero pages, need
+	// not be sent in the first pass.
+	if err := s.sendRound(ctx, touched, 0, false, false); err != nil {
+		return err
+	}
+	for round := uint32(1); ; round++ {
+		dirty, err := s.m.CollectDirty()
+		if err != nil {
+			return err
+		}
+		left := countPages(dirty)
+		s.progress(func(p *MigrationProgress) { p.PagesLeft = left })
+		if left <= convergePages || round > maxRounds || time.Since(s.start) > maxPrecopyTime {
+			// Pause with these pages still to send.
+			if err := s.pause(); err != nil {
+				return err
+			}
+			more, err := s.m.CollectDirty()
+			if err != nil {
+				return err
+			}
+			merge(dirty, more)
+			s.phase(PhaseRAMFinal)
+			if err := s.sendRound(ctx, dirty, round, true, true); err != nil {
+				return err
+			}
+			break
+		}
+		if err := s.sendRound(ctx, dirty, round, true, false); err != nil {
+			return err
+		}
+	}
+
+	// Devices, then vCPUs, irqchip, PIT and clock.
+	s.phase(PhaseDeviceState)
+	want := map[string]uint32{}
+	for _, d := range hello.Devices {
+		want[d.Kind] = newestCommon(d.Versions, devices.ImportableVersions()[d.Kind])
+	}
+	st, err := s.m.ExportStateVersions(want)
+	if err != nil {
+		return err
+	}
+	for _, d := range st.Devices {
+		dv := migration.Device{Key: d.Key, Kind: d.Payload.Kind, Version: d.Payload.Version, Data: d.Payload.Data}
+		if err := s.p.send(migration.TypeDevice, dv.Encode()); err != nil {
+			return err
+		}
+	}
+	s.phase(PhaseClock)
+	st.Devices = nil
+	mach, err := st.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if err := s.p.send(migration.TypeMachine, migration.Machine{Version: vmm.StateVersion, Data: mach}.Encode()); err != nil {
+		return err
+	}
+	if err := s.p.sendNow(migration.TypeStateDone, nil); err != nil {
+		return err
+	}
+	if _, err := s.p.expect(migration.TypeImported); err != nil {
+		return err
+	}
+	return s.handOff()
+}
+
+// handOff is the point of no return: once the target holds the whole VM,
+// the source records the migration as completed (so a target that loses the
+// connection now can ask, and run), never runs the VM again, and tells the
+// target to run it.
+func (s *source) handOff() error {
+	downtime := time.Since(s.pausedAt)
+	r := s.r
+	r.mu.Lock()
+	if out := r.mig.out; out != nil && out.MigrationID == s.id {
+		out.Phase, out.PagesLeft, out.Downtime, out.Total = PhaseCompleted, 0, downtime, time.Since(s.start)
+		out.BytesSent = s.p.sent.Load()
+	}
+	r.mig.abortOut = nil
+	r.mu.Unlock()
+
+	err := s.p.sendNow(migration.TypeCommit, nil)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.machine == s.m {
+		r.releaseLocked()
+		r.setStateLocked(StateDestroyed, "migrated out")
+	}
+	r.log.Info("outbound migration completed", "migration", s.id, "downtime", downtime, "total", time.Since(s.start), "bytes", s.p.sent.Load())
+	if err != nil {
+		// The target can still learn the outcome from our migration status.
+		r.log.Warn("migration: sending the hand-off failed", "err", err)
+	}
+	return nil
+}
+
+func (s *source) pause() error {
+	s.phase(PhasePause)
+	if err := s.m.Pause(); err != nil {
+		return err
+	}
+	s.paused, s.pausedAt = true, time.Now()
+	return nil
+}
+
+// sendRound sends the pages set in the bitmaps: runs of non-zero pages as
+// RAM frames and, if sendZero, runs of zero pages as Zero frames (a target
+// whose RAM is fresh needs no zeros). It ends with a RoundEnd.
+func (s *source) sendRound(ctx context.Context, maps []vmm.DirtyBitmap, round uint32, sendZero, final bool) error {
+	var sent uint64
+	for _, bm := range maps {
+		pages := bm.Region.Pages()
+		for p := uint64(0); p < pages; {
+			if err := ctx.Err(); err != nil {
+				return context.Cause(ctx)
+			}
+			p = nextSet(bm.Bits, p, pages)
+			if p >= pages {
+				break
+			}
+			end := p + 1
+			for end < pages && end-p < migration.MaxPagesPerFrame && bm.Dirty(end) {
+				end++
+			}
+			n, err := s.sendRun(bm.Region.GPA+p*migration.PageSize, end-p, sendZero)
+			if err != nil {
+				return err
+			}
+			sent += n
+			p = end
+		}
+		s.progress(func(pr *MigrationProgress) {})
+	}
+	end := migration.RoundEnd{Round: round, Final: final, PagesSent: sent}
+	s.progress(func(p *MigrationProgress) { p.Rounds = round + 1 })
+	return s.p.sendNow(migration.TypeRoundEnd, end.Encode())
+}
+
+// sendRun sends n consecutive pages from gpa, splitting zero from data.
+func (s *source) sendRun(gpa, n uint64, sendZero bool) (uint64, error) {
+	buf := s.page[:n*migration.PageSize]
+	if err := s.m.ReadGuest(buf, gpa); err != nil {
+		return 0, err
+	}
+	var sent uint64
+	for i := uint64(0); i < n; {
+		zero := bytes.Equal(buf[i*migration.PageSize:(i+1)*migration.PageSize], s.zero)
+		j := i + 1
+		for j < n && bytes.Equal(buf[j*migration.PageSize:(j+1)*migration.PageSize], s.zero) == zero {
+			j++
+		}
+		at := gpa + i*migration.PageSize
+		switch {
+		case !zero:
+			ram := migration.RAM{GPA: at, Data: buf[i*migration.PageSize : j*migration.PageSize]}
+			if err := s.p.send(migration.TypeRAM, ram.Encode()); err != nil {
+				return sent, err
+			}
+			sent += j - i
+		case sendZero:
+			if err := s.p.send(migration.TypeZero, migration.Zero{GPA: at, Pages: j - i}.Encode()); err != nil {
+				return sent, err
+			}
+			sent += j - i
+		}
+		i = j
+	}
+	return sent, nil
+}
+
+// nextSet returns the first set bit at or after p, or limit.
+func nextSet(bm []uint64, p, limit uint64) uint64 {
+	for p < limit {
+		w := bm[p/64] >> (p % 64)
+		if w != 0 {
+			return min(p+uint64(bits.TrailingZeros64(w)), limit)
+		}
+		p = (p/64 + 1) * 64
+	}
+	return limit
+}
+
+func countPages(maps []vmm.DirtyBitmap) uint64 {
+	var n uint64
+	for _, m := range maps {
+		n += uint64(m.Count())
+	}
+	return n
+}
+
+// merge ORs b into a (same regions).
+func merge(a, b []vmm.DirtyBitmap) {
+	for i := range a {
+		for j := range a[i].Bits {
+			a[i].Bits[j] |= b[i].Bits[j]
+		}
+	}
+}
+
+// newestCommon returns the newest version in both lists, or 0 (let the
+// device write its newest; the target will say if it cannot read it).
+func newestCommon(theirs, ours []uint32) uint32 {
+	var best uint32
+	for _, t := range theirs {
+		for _, o := range ours {
+			if t == o && t > best {
+				best = t
+			}
+		}
+	}
+	return best
+}
+
+var errStopRequested = errors.New("a stop was requested during the migration")

@@ -1,0 +1,340 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"waggle/server/migration"
+	"waggle/spec"
+	"waggle/versions"
+	"waggle/vmm"
+	"waggle/vmm/devices"
+)
+
+// ensureMigrationTargetLocked creates the instance as the target of a live
+// migration and starts pulling the VM from the source in the background.
+// The VM is built only once the source has sent the spec.
+func (r *Runtime) ensureMigrationTargetLocked(_ context.Context, req EnsureRequest) (Instance, bool, error) {
+	r.req = &req
+	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}
+	r.mig.in, r.mig.expect = nil, uuid.Nil
+	r.setStateLocked(StateCreating, "")
+	r.mig.in = &MigrationProgress{MigrationID: req.Migrate.MigrationID, Phase: PhaseNegotiate}
+	r.setStateLocked(StateMigrating, "")
+	t := &target{r: r, id: req.Migrate.MigrationID, src: req.Migrate.SrcAddr, props: req.Properties}
+	go t.run()
+	return r.inst, true, nil
+}
+
+// target runs one inbound migration.
+type target struct {
+	r     *Runtime
+	id    uuid.UUID
+	src   string
+	props Properties
+	p     *peer
+	m     *vmm.Machine
+	start time.Time
+}
+
+func (t *target) progress(f func(p *MigrationProgress)) {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	if in := t.r.mig.in; in != nil && in.MigrationID == t.id {
+		f(in)
+		if t.p != nil {
+			in.BytesSent = t.p.received.Load()
+		}
+	}
+}
+
+func (t *target) phase(ph MigrationPhase) { t.progress(func(p *MigrationProgress) { p.Phase = ph }) }
+
+func (t *target) run() {
+	t.start = time.Now()
+	err := t.migrate()
+	if t.p != nil {
+		defer t.p.conn.Close()
+	}
+	if err == nil {
+		return
+	}
+	if t.p != nil {
+		t.p.abort(err)
+	}
+	t.r.log.Warn("inbound migration failed", "migration", t.id, "err", err)
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t.m != nil && r.machine != t.m {
+		t.m.Close()
+	}
+	if in := r.mig.in; in != nil && in.MigrationID == t.id {
+		in.Phase, in.FailureReason, in.Total = PhaseFailed, err.Error(), time.Since(t.start)
+	}
+	r.setStateLocked(StateFailed, "inbound migration failed: "+err.Error())
+}
+
+// dial connects to the source and upgrades to the migration stream.
+func (t *target) dial() error {
+	conn, err := net.DialTimeout("tcp", t.src, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect to the source: %w", err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(ioTimeout))
+	fmt.Fprintf(conn, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
+		t.id, t.src, MigrateUpgradeProtocol)
+	br := bufio.NewReaderSize(conn, 1<<20)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("upgrade at the source: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		conn.Close()
+		var e errorBody
+		if json.Unmarshal(body, &e) == nil && e.ErrorCode != "" {
+			return fmt.Errorf("the source refused the migration: %d %s: %s", resp.StatusCode, e.ErrorCode, e.Message)
+		}
+		return fmt.Errorf("the source refused the migration: %s", resp.Status)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	t.p = newPeer(conn, br)
+	return nil
+}
+
+func (t *target) migrate() error {
+	if err := t.dial(); err != nil {
+		return err
+	}
+	fp := t.r.failPoints
+
+	// Negotiate.
+	hello := migration.Hello{MigrationID: t.id, Protocols: migration.Supported, SpecVersions: versions.Names()}
+	for kind, vs := range devices.ImportableVersions() {
+		hello.Devices = append(hello.Devices, migration.DeviceVersions{Kind: kind, Versions: vs})
+	}
+	if err := t.p.sendNow(migration.TypeHello, hello.Encode()); err != nil {
+		return err
+	}
+	f, err := t.p.expect(migration.TypeWelcome)
+	if err != nil {
+		return err
+	}
+	w, err := migration.DecodeWelcome(f.Payload)
+	if err != nil {
+		return err
+	}
+	if _, ok := migration.Choose([]uint32{w.Protocol}); !ok {
+		return fmt.Errorf("the source chose protocol %d, which we do not speak", w.Protocol)
+	}
+
+	// Preamble: the VM is built from the spec the source sends, and only
+	// from it.
+	t.phase(PhasePreamble)
+	if f, err = t.p.expect(migration.TypePreamble); err != nil {
+		return err
+	}
+	pre, err := migration.DecodePreamble(f.Payload)
+	if err != nil {
+		return err
+	}
+	s, version, err := versions.Unwrap(pre.Envelope)
+	if err != nil {
+		return fmt.Errorf("the source's spec is rejected: %w", err)
+	}
+	if t.m, err = t.r.buildMachine(t.props, s, true); err != nil {
+		return fmt.Errorf("cannot build the VM from the source's spec (%s): %w", version, err)
+	}
+	t.r.mu.Lock()
+	t.r.spec = &s
+	t.r.mu.Unlock()
+	if err := t.p.sendNow(migration.TypeReady, nil); err != nil {
+		return err
+	}
+
+	// RAM rounds, then device and machine state.
+	t.phase(PhaseRAMPrecopy)
+	st, err := t.receiveState(fp)
+	if err != nil {
+		return err
+	}
+	if err := t.m.ImportState(st); err != nil {
+		return fmt.Errorf("import the VM's state: %w", err)
+	}
+	t.phase(PhaseHandoff)
+	if err := t.p.sendNow(migration.TypeImported, nil); err != nil {
+		return err
+	}
+	if _, err := t.p.expect(migration.TypeCommit); err != nil {
+		// The source decides at the hand-off; ask it what it decided.
+		if !t.sourceCompleted() {
+			return fmt.Errorf("no hand-off from the source: %w", err)
+		}
+		t.r.log.Warn("migration: the hand-off was lost but the source completed; running", "err", err)
+	}
+	return t.run2()
+}
+
+// run2 starts the migrated VM and makes it the instance's.
+func (t *target) run2() error {
+	if err := t.m.Start(); err != nil {
+		return fmt.Errorf("start the migrated VM: %w", err)
+	}
+	r := t.r
+	r.mu.Lock()
+	r.machine = t.m
+	if in := r.mig.in; in != nil && in.MigrationID == t.id {
+		in.Phase, in.PagesLeft, in.Total = PhaseCompleted, 0, time.Since(t.start)
+		in.BytesSent = t.p.received.Load()
+	}
+	r.setStateLocked(StateRunning, "")
+	r.serial.setInput(r.serialInput)
+	r.mu.Unlock()
+	r.log.Info("inbound migration completed", "migration", t.id, "total", time.Since(t.start), "bytes", t.p.received.Load())
+	go r.watch(t.m)
+	return nil
+}
+
+// receiveState applies RAM frames and collects device and machine state
+// until StateDone. Every address and size from the stream is checked
+// against the VM's RAM before use.
+func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
+	regions := t.m.Regions()
+	zeros := make([]byte, migration.MaxPagesPerFrame*migration.PageSize)
+	var st *vmm.State
+	var devs []vmm.DeviceState
+	seen := map[string]bool{}
+	stalled := false
+	for {
+		f, err := t.p.recv()
+		if err != nil {
+			return nil, err
+		}
+		switch f.Type {
+		case migration.TypeRAM:
+			ram, err := migration.DecodeRAM(f.Payload)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkRange(regions, ram.GPA, uint64(len(ram.Data))); err != nil {
+				return nil, err
+			}
+			if err := t.m.WriteGuest(ram.Data, ram.GPA); err != nil {
+				return nil, err
+			}
+			if fp[FailStallInPrecopy] && !stalled {
+				stalled = true
+				time.Sleep(3 * time.Second)
+			}
+		case migration.TypeZero:
+			z, err := migration.DecodeZero(f.Payload)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkRange(regions, z.GPA, z.Pages*migration.PageSize); err != nil {
+				return nil, err
+			}
+			for gpa, end := z.GPA, z.GPA+z.Pages*migration.PageSize; gpa < end; gpa += uint64(len(zeros)) {
+				if err := t.m.WriteGuest(zeros[:min(uint64(len(zeros)), end-gpa)], gpa); err != nil {
+					return nil, err
+				}
+			}
+		case migration.TypeRoundEnd:
+			re, err := migration.DecodeRoundEnd(f.Payload)
+			if err != nil {
+				return nil, err
+			}
+			t.progress(func(p *MigrationProgress) {
+				p.Rounds, p.PagesLeft = re.Round+1, re.PagesLeft
+				if re.Final {
+					p.Phase = PhaseDeviceState
+				}
+			})
+		case migration.TypeDevice:
+			d, err := migration.DecodeDevice(f.Payload)
+			if err != nil {
+				return nil, err
+			}
+			if seen[d.Key] {
+				return nil, fmt.Errorf("%w: device %q sent twice", migration.ErrFrame, d.Key)
+			}
+			seen[d.Key] = true
+			if fp[FailDeviceImport] {
+				return nil, fmt.Errorf("import device %s: %s state version %d: failing on purpose (fail point %s)", d.Key, d.Kind, d.Version, FailDeviceImport)
+			}
+			devs = append(devs, vmm.DeviceState{Key: d.Key, Payload: devices.Payload{Kind: d.Kind, Version: d.Version, Data: append([]byte(nil), d.Data...)}})
+		case migration.TypeMachine:
+			t.phase(PhaseClock)
+			mach, err := migration.DecodeMachine(f.Payload)
+			if err != nil {
+				return nil, err
+			}
+			if mach.Version != vmm.StateVersion {
+				return nil, fmt.Errorf("machine state version %d; this build reads %d", mach.Version, vmm.StateVersion)
+			}
+			if st, err = vmm.UnmarshalState(mach.Data); err != nil {
+				return nil, err
+			}
+		case migration.TypeStateDone:
+			if err := migration.DecodeEmpty(f.Type, f.Payload); err != nil {
+				return nil, err
+			}
+			if st == nil {
+				return nil, fmt.Errorf("%w: state done before the machine state", migration.ErrFrame)
+			}
+			st.Devices = devs
+			return st, nil
+		default:
+			return nil, fmt.Errorf("%w: unexpected %s while receiving state", migration.ErrFrame, f.Type)
+		}
+	}
+}
+
+// checkRange fails unless [gpa, gpa+n) lies inside one RAM region.
+func checkRange(regions []vmm.Region, gpa, n uint64) error {
+	for _, r := range regions {
+		if gpa >= r.GPA && gpa-r.GPA <= r.Size && n <= r.Size-(gpa-r.GPA) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: pages at %#x (+%d bytes) are outside guest RAM", migration.ErrFrame, gpa, n)
+}
+
+// sourceCompleted asks the source whether it completed the migration.
+func (t *target) sourceCompleted() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.src+"/v1/instance/migration-status", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var st struct {
+		MigrationOut *struct {
+			MigrationID uuid.UUID `json:"migration_id"`
+			Phase       string    `json:"phase"`
+		} `json:"migration_out"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&st); err != nil {
+		return false
+	}
+	return st.MigrationOut != nil && st.MigrationOut.MigrationID == t.id && st.MigrationOut.Phase == string(PhaseCompleted)
+}
+
+var _ = errors.New
+var _ spec.Spec
