@@ -414,8 +414,8 @@ func TestRogueTargetCannotHarmTheSource(t *testing.T) {
 	createRunning(t, a, tickerJSON, "tick 1\n")
 	for _, garbage := range [][]byte{
 		{1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, // oversized length
-		{42, 0, 0, 0, 0, 0, 0, 0},             // unknown type
-		{1, 0, 0},                             // truncated header
+		{42, 0, 0, 0, 0, 0, 0, 0},            // unknown type
+		{1, 0, 0},                            // truncated header
 	} {
 		id := uuid.New()
 		_, err := a.client.InstanceMigrateExpectWithResponse(context.Background(), api.InstanceMigrateExpectRequest{MigrationId: id})
