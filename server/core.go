@@ -160,8 +160,10 @@ type MigrationProgress struct {
 	Rounds      uint32
 	// Total is the time from start to end, once the migration ended.
 	Total time.Duration
-	// Downtime is how long the guest did not run (source: pause to
-	// hand-off), once the migration completed.
+	// Downtime is how long the guest did not run, once the migration
+	// completed: on the target the whole of it (the source's pause to the
+	// hand-off, carried by the hand-off, plus the target's resume); on the
+	// source its part, pause to hand-off.
 	Downtime      time.Duration
 	FailureReason string
 }

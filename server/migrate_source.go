@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -73,6 +74,25 @@ type source struct {
 	pausedAt time.Time
 	zero     []byte
 	page     []byte
+	// marks time the steps of the downtime, for the log.
+	marks []mark
+}
+
+// mark is a named instant of a migration.
+type mark struct {
+	name string
+	at   time.Time
+}
+
+func (s *source) mark(name string) { s.marks = append(s.marks, mark{name, time.Now()}) }
+
+// breakdown renders the marks as "name=duration-since-previous" pairs.
+func (s *source) breakdown() string {
+	var b strings.Builder
+	for i := 1; i < len(s.marks); i++ {
+		fmt.Fprintf(&b, "%s=%v ", s.marks[i].name, s.marks[i].at.Sub(s.marks[i-1].at).Round(time.Microsecond))
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // progress updates the outbound progress under the runtime's lock.
@@ -85,7 +105,10 @@ func (s *source) progress(f func(p *MigrationProgress)) {
 	}
 }
 
-func (s *source) phase(ph MigrationPhase) { s.progress(func(p *MigrationProgress) { p.Phase = ph }) }
+func (s *source) phase(ph MigrationPhase) {
+	s.r.log.Debug("migration phase", "migration", s.id, "phase", ph, "elapsed", time.Since(s.start))
+	s.progress(func(p *MigrationProgress) { p.Phase = ph })
+}
 
 func (s *source) run(ctx context.Context, conn net.Conn) error {
 	s.start = time.Now()
@@ -170,10 +193,12 @@ func (s *source) migrate(ctx context.Context) error {
 	if err := s.m.EnableDirtyLog(); err != nil {
 		return err
 	}
+	s.r.log.Debug("migration dirty log on", "migration", s.id, "elapsed", time.Since(s.start))
 	touched, err := s.m.TouchedPages()
 	if err != nil {
 		return err
 	}
+	s.r.log.Debug("migration touched pages", "migration", s.id, "pages", countPages(touched), "elapsed", time.Since(s.start))
 	// The target's RAM is fresh: pages never touched, and zero pages, need
 	// not be sent in the first pass.
 	if err := s.sendRound(ctx, touched, 0, false, false); err != nil {
@@ -208,6 +233,7 @@ func (s *source) migrate(ctx context.Context) error {
 	}
 
 	// Devices, then vCPUs, irqchip, PIT and clock.
+	s.mark("final_ram")
 	s.phase(PhaseDeviceState)
 	want := map[string]uint32{}
 	for _, d := range hello.Devices {
@@ -217,6 +243,7 @@ func (s *source) migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.mark("export")
 	for _, d := range st.Devices {
 		dv := migration.Device{Key: d.Key, Kind: d.Payload.Kind, Version: d.Payload.Version, Data: d.Payload.Data}
 		if err := s.p.send(migration.TypeDevice, dv.Encode()); err != nil {
@@ -235,9 +262,11 @@ func (s *source) migrate(ctx context.Context) error {
 	if err := s.p.sendNow(migration.TypeStateDone, nil); err != nil {
 		return err
 	}
+	s.mark("send_state")
 	if _, err := s.p.expect(migration.TypeImported); err != nil {
 		return err
 	}
+	s.mark("target_import")
 	return s.handOff()
 }
 
@@ -256,7 +285,7 @@ func (s *source) handOff() error {
 	r.mig.abortOut = nil
 	r.mu.Unlock()
 
-	err := s.p.sendNow(migration.TypeCommit, nil)
+	err := s.p.sendNow(migration.TypeCommit, migration.Commit{PausedFor: time.Since(s.pausedAt)}.Encode())
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -264,7 +293,9 @@ func (s *source) handOff() error {
 		r.releaseLocked()
 		r.setStateLocked(StateDestroyed, "migrated out")
 	}
-	r.log.Info("outbound migration completed", "migration", s.id, "downtime", downtime, "total", time.Since(s.start), "bytes", s.p.sent.Load())
+	s.mark("handoff")
+	r.log.Info("outbound migration completed", "migration", s.id, "downtime", downtime, "total", time.Since(s.start),
+		"bytes", s.p.sent.Load(), "downtime_breakdown", s.breakdown())
 	if err != nil {
 		// The target can still learn the outcome from our migration status.
 		r.log.Warn("migration: sending the hand-off failed", "err", err)
@@ -278,6 +309,7 @@ func (s *source) pause() error {
 		return err
 	}
 	s.paused, s.pausedAt = true, time.Now()
+	s.mark("pause")
 	return nil
 }
 
@@ -309,9 +341,24 @@ func (s *source) sendRound(ctx context.Context, maps []vmm.DirtyBitmap, round ui
 		}
 		s.progress(func(pr *MigrationProgress) {})
 	}
+	s.r.log.Debug("migration round", "migration", s.id, "round", round, "pages", sent, "final", final, "elapsed", time.Since(s.start))
 	end := migration.RoundEnd{Round: round, Final: final, PagesSent: sent}
 	s.progress(func(p *MigrationProgress) { p.Rounds = round + 1 })
-	return s.p.sendNow(migration.TypeRoundEnd, end.Encode())
+	if err := s.p.sendNow(migration.TypeRoundEnd, end.Encode()); err != nil || final {
+		return err
+	}
+	f, err := s.p.expect(migration.TypeRoundAck)
+	if err != nil {
+		return err
+	}
+	ack, err := migration.DecodeRoundAck(f.Payload)
+	if err != nil {
+		return err
+	}
+	if ack.Round != round {
+		return fmt.Errorf("%w: the target acknowledged round %d, not %d", migration.ErrFrame, ack.Round, round)
+	}
+	return nil
 }
 
 // sendRun sends n consecutive pages from gpa, splitting zero from data.

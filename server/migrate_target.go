@@ -176,32 +176,48 @@ func (t *target) migrate() error {
 	if err := t.p.sendNow(migration.TypeImported, nil); err != nil {
 		return err
 	}
-	if _, err := t.p.expect(migration.TypeCommit); err != nil {
+	var pausedFor time.Duration
+	f, err = t.p.expect(migration.TypeCommit)
+	if err == nil {
+		var c migration.Commit
+		if c, err = migration.DecodeCommit(f.Payload); err == nil {
+			pausedFor = c.PausedFor
+		}
+	}
+	committedAt := time.Now()
+	if err != nil {
 		// The source decides at the hand-off; ask it what it decided.
 		if !t.sourceCompleted() {
 			return fmt.Errorf("no hand-off from the source: %w", err)
 		}
 		t.r.log.Warn("migration: the hand-off was lost but the source completed; running", "err", err)
 	}
-	return t.run2()
+	return t.resume(pausedFor, committedAt)
 }
 
-// run2 starts the migrated VM and makes it the instance's.
-func (t *target) run2() error {
+// resume starts the migrated VM and makes it the instance's. The downtime
+// is the source's pause up to the hand-off plus our time to resume (the
+// one-way network delay of the hand-off is not counted).
+func (t *target) resume(pausedFor time.Duration, committedAt time.Time) error {
 	if err := t.m.Start(); err != nil {
 		return fmt.Errorf("start the migrated VM: %w", err)
 	}
+	downtime := pausedFor + time.Since(committedAt)
 	r := t.r
 	r.mu.Lock()
 	r.machine = t.m
 	if in := r.mig.in; in != nil && in.MigrationID == t.id {
 		in.Phase, in.PagesLeft, in.Total = PhaseCompleted, 0, time.Since(t.start)
+		if pausedFor > 0 {
+			in.Downtime = downtime
+		}
 		in.BytesSent = t.p.received.Load()
 	}
 	r.setStateLocked(StateRunning, "")
 	r.serial.setInput(r.serialInput)
 	r.mu.Unlock()
-	r.log.Info("inbound migration completed", "migration", t.id, "total", time.Since(t.start), "bytes", t.p.received.Load())
+	r.log.Info("inbound migration completed", "migration", t.id, "total", time.Since(t.start), "downtime", downtime,
+		"bytes", t.p.received.Load())
 	go r.watch(t.m)
 	return nil
 }
@@ -261,6 +277,11 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 					p.Phase = PhaseDeviceState
 				}
 			})
+			if !re.Final {
+				if err := t.p.sendNow(migration.TypeRoundAck, migration.RoundAck{Round: re.Round}.Encode()); err != nil {
+					return nil, err
+				}
+			}
 		case migration.TypeDevice:
 			d, err := migration.DecodeDevice(f.Payload)
 			if err != nil {

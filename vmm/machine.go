@@ -240,7 +240,10 @@ func (m *Machine) buildVCPUs(n int) error {
 		startVCPU(v)
 		m.vcpus = append(m.vcpus, v)
 		cpuid := cpuidFor(m.cpuid, v.id)
-		if err := v.call(func(c *kvm.VCPU) error { return c.SetCPUID2(cpuid) }); err != nil {
+		if err := v.call(func(c *kvm.VCPU) error {
+			v.cpuid = cpuid
+			return c.SetCPUID2(cpuid)
+		}); err != nil {
 			return fmt.Errorf("vCPU %d: %w", i, err)
 		}
 	}

@@ -75,7 +75,7 @@ func (m *Machine) exportVersionsLocked(versions map[string]uint32) (*State, erro
 	s := &State{}
 	for _, v := range m.vcpus {
 		err := v.call(func(c *kvm.VCPU) error {
-			vs, err := getVCPUState(c, v.id, cpuidFor(m.cpuid, v.id), &m.caps)
+			vs, err := getVCPUState(c, v, cpuidFor(m.cpuid, v.id), &m.caps)
 			s.VCPUs = append(s.VCPUs, vs)
 			return err
 		})
@@ -151,7 +151,7 @@ func (m *Machine) importLocked(s *State) error {
 		if vs.ID != v.id {
 			return fmt.Errorf("state's vCPU %d has id %d", i, vs.ID)
 		}
-		if err := v.call(func(c *kvm.VCPU) error { return setVCPUState(c, vs, &m.caps, !v.ran) }); err != nil {
+		if err := v.call(func(c *kvm.VCPU) error { return setVCPUState(c, v, vs, &m.caps, !v.ran) }); err != nil {
 			return err
 		}
 	}

@@ -66,12 +66,12 @@ const (
 func (s *VCPUState) Payload() devices.Payload {
 	var b []byte
 	sec := func(tag uint16, v any) {
-		n := binary.Size(v)
+		n := rawSize(v)
 		b = binary.LittleEndian.AppendUint16(b, tag)
 		b = binary.LittleEndian.AppendUint32(b, uint32(n))
-		b, _ = binary.Append(b, binary.LittleEndian, v)
+		b = rawAppend(b, v)
 	}
-	sec(secID, s.ID)
+	sec(secID, &s.ID)
 	sec(secCPUID, s.CPUID)
 	sec(secRegs, &s.Regs)
 	sec(secSregs, &s.Sregs)
@@ -86,7 +86,7 @@ func (s *VCPUState) Payload() devices.Payload {
 	sec(secDebugRegs, &s.DebugRegs)
 	sec(secMPState, &s.MPState)
 	sec(secEvents, &s.Events)
-	sec(secTSCKHz, s.TSCKHz)
+	sec(secTSCKHz, &s.TSCKHz)
 	return devices.Payload{Kind: KindVCPU, Version: stateVersion, Data: b}
 }
 
@@ -117,11 +117,10 @@ func DecodeVCPUState(p devices.Payload) (*VCPUState, error) {
 		data := b[:n]
 		b = b[n:]
 		fixed := func(v any) error {
-			if want := binary.Size(v); int(n) != want {
+			if want := rawSize(v); int(n) != want {
 				return malformed("vCPU: section %d has %d bytes, want %d", tag, n, want)
 			}
-			_, err := binary.Decode(data, binary.LittleEndian, v)
-			return err
+			return rawDecode(data, v)
 		}
 		var err error
 		switch tag {
@@ -133,7 +132,7 @@ func DecodeVCPUState(p devices.Payload) (*VCPUState, error) {
 				return nil, malformed("vCPU: CPUID section of %d bytes", n)
 			}
 			s.CPUID = make([]kvm.CPUIDEntry2, n/sz)
-			_, err = binary.Decode(data, binary.LittleEndian, s.CPUID)
+			err = rawDecode(data, s.CPUID)
 		case secRegs:
 			err = fixed(&s.Regs)
 		case secSregs:
@@ -156,7 +155,7 @@ func DecodeVCPUState(p devices.Payload) (*VCPUState, error) {
 				return nil, malformed("vCPU: MSR section of %d bytes", n)
 			}
 			s.MSRs = make([]kvm.MsrEntry, n/sz)
-			_, err = binary.Decode(data, binary.LittleEndian, s.MSRs)
+			err = rawDecode(data, s.MSRs)
 		case secLapic:
 			err = fixed(&s.Lapic)
 		case secDebugRegs:
@@ -188,20 +187,21 @@ func DecodeVCPUState(p devices.Payload) (*VCPUState, error) {
 
 // fixedPayload encodes a fixed-size kernel structure.
 func fixedPayload(kind string, v any) devices.Payload {
-	b, _ := binary.Append(nil, binary.LittleEndian, v)
-	return devices.Payload{Kind: kind, Version: stateVersion, Data: b}
+	return devices.Payload{Kind: kind, Version: stateVersion, Data: rawAppend(nil, v)}
 }
 
 func decodeFixed(p devices.Payload, kind string, v any) error {
 	if p.Kind != kind || p.Version != stateVersion {
 		return malformed("payload %s version %d, want %s version %d", p.Kind, p.Version, kind, stateVersion)
 	}
-	if want := binary.Size(v); len(p.Data) != want {
+	if want := rawSize(v); len(p.Data) != want {
 		return malformed("%s: %d bytes, want %d", kind, len(p.Data), want)
 	}
-	_, err := binary.Decode(p.Data, binary.LittleEndian, v)
-	return err
+	return rawDecode(p.Data, v)
 }
+
+// castagnoli is the CRC-32C table of the State checksum.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // stateMagic starts an encoded State.
 var stateMagic = []byte("WGGLSTAT")
@@ -245,7 +245,7 @@ func (s *State) MarshalBinary() ([]byte, error) {
 		}
 		put(entryDevice+d.Key, d.Payload)
 	}
-	b = le.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	b = le.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	if len(b) > MaxStateSize {
 		return nil, fmt.Errorf("encode state: %d bytes, more than %d", len(b), MaxStateSize)
 	}
@@ -264,7 +264,7 @@ func UnmarshalState(b []byte) (*State, error) {
 		return nil, malformed("no state magic")
 	}
 	body, sum := b[:len(b)-4], le.Uint32(b[len(b)-4:])
-	if crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)) != sum {
+	if crc32.Checksum(body, castagnoli) != sum {
 		return nil, malformed("checksum mismatch")
 	}
 	r := body[len(stateMagic):]

@@ -75,6 +75,11 @@ type vcpu struct {
 	run *kvm.Run
 	// tid is the thread id, set before New returns and fixed afterwards.
 	tid int
+	// tscKHz is the vCPU's TSC rate (0 until known); read and written only
+	// on the vCPU's thread (inside call), so it needs no lock.
+	tscKHz uint32
+	// cpuid is the CPUID table last set on the vCPU; likewise.
+	cpuid []kvm.CPUIDEntry2
 
 	ctl    chan vcpuCmd
 	result chan sessionResult // capacity 1

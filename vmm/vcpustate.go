@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"fmt"
+	"slices"
 
 	"waggle/vmm/kvm"
 )
@@ -44,7 +45,8 @@ type hostCaps struct {
 
 // getVCPUState reads c's state; the caller runs on the vCPU's thread with
 // the vCPU parked.
-func getVCPUState(c *kvm.VCPU, id uint32, cpuid []kvm.CPUIDEntry2, caps *hostCaps) (*VCPUState, error) {
+func getVCPUState(c *kvm.VCPU, v *vcpu, cpuid []kvm.CPUIDEntry2, caps *hostCaps) (*VCPUState, error) {
+	id := v.id
 	s := &VCPUState{ID: id, CPUID: cpuid}
 	var err error
 	step := func(f func() error) {
@@ -83,7 +85,14 @@ func getVCPUState(c *kvm.VCPU, id uint32, cpuid []kvm.CPUIDEntry2, caps *hostCap
 	}
 	step(func() error { return c.GetMPState(&s.MPState) })
 	step(func() error { return c.GetVCPUEvents(&s.Events) })
-	step(func() (err error) { s.TSCKHz, err = c.GetTSCKHz(); return err })
+	step(func() (err error) {
+		// Every ioctl costs migration downtime; the rate is read once.
+		if v.tscKHz == 0 {
+			v.tscKHz, err = c.GetTSCKHz()
+		}
+		s.TSCKHz = v.tscKHz
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read vCPU %d: %w", id, err)
 	}
@@ -96,26 +105,39 @@ func getVCPUState(c *kvm.VCPU, id uint32, cpuid []kvm.CPUIDEntry2, caps *hostCap
 //
 // A vCPU that has run keeps its CPUID (KVM allows no change then), so
 // setCPUID is false for it; a machine's CPUID is fixed when it is built.
-func setVCPUState(c *kvm.VCPU, s *VCPUState, caps *hostCaps, setCPUID bool) error {
+func setVCPUState(c *kvm.VCPU, v *vcpu, s *VCPUState, caps *hostCaps, setCPUID bool) error {
 	var err error
 	step := func(f func() error) {
 		if err == nil {
 			err = f()
 		}
 	}
-	if setCPUID {
-		step(func() error { return c.SetCPUID2(s.CPUID) })
+	if setCPUID && !slices.Equal(v.cpuid, s.CPUID) {
+		step(func() error {
+			if err := c.SetCPUID2(s.CPUID); err != nil {
+				return err
+			}
+			v.cpuid = slices.Clone(s.CPUID)
+			return nil
+		})
 	}
 	if s.TSCKHz != 0 {
 		// The guest's TSC must tick at the rate it was told (tsc_khz=).
 		step(func() error {
-			khz, err := c.GetTSCKHz()
-			if err != nil || khz == s.TSCKHz {
-				return err
+			if v.tscKHz == 0 {
+				khz, err := c.GetTSCKHz()
+				if err != nil {
+					return err
+				}
+				v.tscKHz = khz
+			}
+			if v.tscKHz == s.TSCKHz {
+				return nil
 			}
 			if err := c.SetTSCKHz(s.TSCKHz); err != nil {
-				return fmt.Errorf("guest TSC runs at %d kHz, this host at %d kHz and cannot scale it: %w", s.TSCKHz, khz, err)
+				return fmt.Errorf("guest TSC runs at %d kHz, this host at %d kHz and cannot scale it: %w", s.TSCKHz, v.tscKHz, err)
 			}
+			v.tscKHz = s.TSCKHz
 			return nil
 		})
 	}
@@ -146,7 +168,9 @@ func setVCPUState(c *kvm.VCPU, s *VCPUState, caps *hostCaps, setCPUID bool) erro
 	}
 	step(func() error { return setMSRs(c, early) })
 	step(func() error { return c.SetLapic(&s.Lapic) })
-	step(func() error { return setMSRs(c, late) })
+	if len(late) > 0 {
+		step(func() error { return setMSRs(c, late) })
+	}
 	if caps.debugRegs {
 		step(func() error { return c.SetDebugRegs(&s.DebugRegs) })
 	}

@@ -98,8 +98,12 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 	if out.TotalUs != nil {
 		total = time.Duration(*out.TotalUs) * time.Microsecond
 	}
+	// The target's downtime is the whole of it (the source's pause to the
+	// hand-off, plus the target's resume).
 	var downtime time.Duration
-	if out.DowntimeUs != nil {
+	if last.DowntimeUs != nil {
+		downtime = time.Duration(*last.DowntimeUs) * time.Microsecond
+	} else if out.DowntimeUs != nil {
 		downtime = time.Duration(*out.DowntimeUs) * time.Microsecond
 	}
 	mib := float64(out.BytesSent) / (1 << 20)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"waggle/server"
@@ -23,14 +24,29 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", DefaultListen, "address to serve the API on")
 	logJSON := fs.Bool("log-json", false, "write logs as JSON lines")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file")
+	var level slog.Level
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "least severe log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	var handler slog.Handler = slog.NewTextHandler(stderr, nil)
+	opts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
 	if *logJSON {
-		handler = slog.NewJSONHandler(stderr, nil)
+		handler = slog.NewJSONHandler(stderr, opts)
 	}
 	log := slog.New(handler)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	fp := server.ParseFailPoints(os.Getenv("WAGGLE_FAILPOINTS"))
 	if len(fp) > 0 {

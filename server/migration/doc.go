@@ -13,13 +13,16 @@
 //	S->T Welcome       the protocol chosen (the highest both speak)
 //	S->T Preamble      the spec, in a versioned envelope
 //	T->S Ready         the target built its VM from that spec
-//	S->T RAM*, Zero*, RoundEnd   pre-copy rounds while the VM runs; then the source pauses the VM
+//	S->T RAM*, Zero*, RoundEnd   a pre-copy round while the VM runs
+//	T->S RoundAck      the target applied the round (the source waits, so that the pause
+//	                   never queues behind pages in flight); more rounds, then the source pauses
 //	S->T RAM*, Zero*, RoundEnd   the final dirty pages
 //	S->T Device*       each device's state, tagged (kind, version)
 //	S->T Machine       vCPUs, irqchip, PIT and clock
 //	S->T StateDone
 //	T->S Imported      the target holds the whole VM, paused
-//	S->T Commit        the hand-off: from here the source never runs the VM again; the target resumes it
+//	S->T Commit        the hand-off: from here the source never runs the VM again; the target resumes it.
+//	                   It carries how long the VM has been paused, for the target's downtime figure.
 //
 // Either side may send Abort with a reason at any point before Commit; the
 // source then resumes its VM. Protocol versions and what each added:

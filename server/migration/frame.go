@@ -25,13 +25,14 @@ const (
 	TypeImported
 	TypeCommit
 	TypeAbort
+	TypeRoundAck
 )
 
 var typeNames = map[Type]string{
 	TypeHello: "Hello", TypeWelcome: "Welcome", TypePreamble: "Preamble", TypeReady: "Ready",
 	TypeRAM: "RAM", TypeZero: "Zero", TypeRoundEnd: "RoundEnd", TypeDevice: "Device",
 	TypeMachine: "Machine", TypeStateDone: "StateDone", TypeImported: "Imported",
-	TypeCommit: "Commit", TypeAbort: "Abort",
+	TypeCommit: "Commit", TypeAbort: "Abort", TypeRoundAck: "RoundAck",
 }
 
 func (t Type) String() string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -16,7 +17,7 @@ func TestFramesRoundTrip(t *testing.T) {
 	require.NoError(t, WriteFrame(&buf, TypeHello, h.Encode()))
 	ram := RAM{GPA: 0x1000, Data: bytes.Repeat([]byte{7}, 2*PageSize)}
 	require.NoError(t, WriteFrame(&buf, TypeRAM, ram.Encode()))
-	require.NoError(t, WriteFrame(&buf, TypeCommit, nil))
+	require.NoError(t, WriteFrame(&buf, TypeCommit, Commit{PausedFor: 1234}.Encode()))
 
 	f, err := ReadFrame(&buf, nil)
 	require.NoError(t, err)
@@ -34,7 +35,9 @@ func TestFramesRoundTrip(t *testing.T) {
 	f, err = ReadFrame(&buf, nil)
 	require.NoError(t, err)
 	require.Equal(t, TypeCommit, f.Type)
-	require.NoError(t, DecodeEmpty(f.Type, f.Payload))
+	c, err := DecodeCommit(f.Payload)
+	require.NoError(t, err)
+	require.Equal(t, 1234*time.Nanosecond, c.PausedFor)
 
 	_, err = ReadFrame(&buf, nil)
 	require.ErrorIs(t, err, io.EOF)
@@ -86,20 +89,28 @@ func TestChoose(t *testing.T) {
 // decoder: none may panic or allocate beyond its limits, and whatever
 // decodes re-encodes to the same bytes.
 func FuzzDecode(f *testing.F) {
-	seeds := [][]byte{
-		Hello{Protocols: []uint32{1}, SpecVersions: []string{"vmm-server/v1"}}.Encode(),
-		Welcome{Protocol: 1}.Encode(),
-		Preamble{Envelope: []byte(`{"spec_version":"vmm-server/v1","spec":{}}`)}.Encode(),
-		RAM{GPA: 4096, Data: make([]byte, PageSize)}.Encode(),
-		Zero{GPA: 0, Pages: 3}.Encode(),
-		RoundEnd{Round: 2, Final: true, PagesSent: 5}.Encode(),
-		Device{Key: "com1", Kind: "uart16550a", Version: 1, Data: []byte{1, 2}}.Encode(),
-		Machine{Version: 1, Data: []byte{9}}.Encode(),
-		Abort{Reason: "no"}.Encode(),
+	seeds := []struct {
+		t Type
+		p []byte
+	}{
+		{TypeHello, Hello{Protocols: []uint32{1}, SpecVersions: []string{"vmm-server/v1"}}.Encode()},
+		{TypeWelcome, Welcome{Protocol: 1}.Encode()},
+		{TypePreamble, Preamble{Envelope: []byte(`{"spec_version":"vmm-server/v1","spec":{}}`)}.Encode()},
+		{TypeReady, nil},
+		{TypeRAM, RAM{GPA: 4096, Data: make([]byte, PageSize)}.Encode()},
+		{TypeZero, Zero{GPA: 0, Pages: 3}.Encode()},
+		{TypeRoundEnd, RoundEnd{Round: 2, Final: true, PagesSent: 5}.Encode()},
+		{TypeDevice, Device{Key: "com1", Kind: "uart16550a", Version: 1, Data: []byte{1, 2}}.Encode()},
+		{TypeMachine, Machine{Version: 1, Data: []byte{9}}.Encode()},
+		{TypeStateDone, nil},
+		{TypeImported, nil},
+		{TypeCommit, Commit{PausedFor: 5}.Encode()},
+		{TypeAbort, Abort{Reason: "no"}.Encode()},
+		{TypeRoundAck, RoundAck{Round: 3}.Encode()},
 	}
-	for i, s := range seeds {
+	for _, s := range seeds {
 		var buf bytes.Buffer
-		_ = WriteFrame(&buf, Type(i+1), s)
+		_ = WriteFrame(&buf, s.t, s.p)
 		f.Add(buf.Bytes())
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -152,6 +163,16 @@ func FuzzDecode(f *testing.F) {
 			}
 		case TypeAbort:
 			v, err := DecodeAbort(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeRoundAck:
+			v, err := DecodeRoundAck(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeCommit:
+			v, err := DecodeCommit(p)
 			if err == nil {
 				again = v.Encode()
 			}

@@ -107,3 +107,24 @@ func DecodeRoundEnd(p []byte) (RoundEnd, error) {
 	r.PagesSent, r.PagesLeft = d.u64("pages sent"), d.u64("pages left")
 	return r, d.done()
 }
+
+// RoundAck is the target's word that it has applied every page of a
+// pre-copy round. The source waits for it before deciding whether to pause,
+// so that the pause never waits behind pages still in flight.
+type RoundAck struct {
+	Round uint32
+}
+
+// Encode returns the payload.
+func (a RoundAck) Encode() []byte {
+	var e enc
+	e.u32(a.Round)
+	return e.b
+}
+
+// DecodeRoundAck parses a RoundAck payload.
+func DecodeRoundAck(p []byte) (RoundAck, error) {
+	d := dec{b: p, msg: TypeRoundAck}
+	a := RoundAck{Round: d.u32("round")}
+	return a, d.done()
+}

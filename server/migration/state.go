@@ -1,5 +1,7 @@
 package migration
 
+import "time"
+
 // MaxDeviceState bounds one device's state.
 const MaxDeviceState = 1 << 20
 
@@ -79,8 +81,32 @@ func DecodeAbort(p []byte) (Abort, error) {
 	return a, d.done()
 }
 
+// Commit is the hand-off: the source will never run the VM again. It says
+// how long the VM has been paused, so that the target can report the whole
+// downtime without comparing clocks.
+type Commit struct {
+	PausedFor time.Duration
+}
+
+// Encode returns the payload.
+func (c Commit) Encode() []byte {
+	var e enc
+	e.u64(uint64(max(c.PausedFor, 0)))
+	return e.b
+}
+
+// DecodeCommit parses a Commit payload.
+func DecodeCommit(p []byte) (Commit, error) {
+	d := dec{b: p, msg: TypeCommit}
+	c := Commit{PausedFor: time.Duration(d.u64("paused for"))}
+	if d.err == nil && c.PausedFor < 0 {
+		d.fail("paused for %d ns", uint64(c.PausedFor))
+	}
+	return c, d.done()
+}
+
 // DecodeEmpty checks the payload of a message that carries nothing (Ready,
-// StateDone, Imported, Commit).
+// StateDone, Imported).
 func DecodeEmpty(t Type, p []byte) error {
 	d := dec{b: p, msg: t}
 	return d.done()

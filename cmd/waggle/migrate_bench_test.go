@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/internal/kvmtest"
+)
+
+// migrationRow is one line of the migration benchmark's table.
+type migrationRow struct {
+	name                    string
+	total, downtime         time.Duration
+	bytes                   uint64
+	throughput, loopbackBPS float64
+	qemu                    string
+}
+
+// loopbackBandwidth measures TCP over 127.0.0.1 with one connection and 1
+// MiB writes: the limit a migration stream on this host cannot beat.
+func loopbackBandwidth(tb testing.TB, total int64) float64 {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- 0
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		done <- n
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	start := time.Now()
+	for sent := int64(0); sent < total; sent += int64(len(buf)) {
+		if _, err := c.Write(buf); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	c.Close()
+	n := <-done
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkMigrate live-migrates ticker guests of 256 MiB and 1 GiB, idle
+// and dirtying RAM, between two real `waggle server` processes, and prints
+// total time, downtime, throughput and its ratio to loopback TCP bandwidth
+// measured in the same run. `make bench-migrate` runs it.
+func BenchmarkMigrate(b *testing.B) {
+	kvmtest.Require(b)
+	loop := loopbackBandwidth(b, 2<<30)
+	b.Logf("loopback TCP: %.2f GB/s", loop/1e9)
+	var rows []migrationRow
+	for _, c := range []struct {
+		name    string
+		mib     int
+		cmdline string
+	}{
+		{"256MiB-idle", 256, "pace_ms=100"},
+		{"1GiB-idle", 1024, "pace_ms=100"},
+		{"256MiB-dirty128MiB", 256, "pace_ms=20 dirty_kib=131072"},
+		{"1GiB-dirty128MiB", 1024, "pace_ms=20 dirty_kib=131072"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var row migrationRow
+			for range b.N {
+				row = migrateOnce(b, c.mib, c.cmdline)
+			}
+			row.name, row.loopbackBPS = c.name, loop
+			row.qemu = qemuFigures(b, c.mib, c.cmdline)
+			b.ReportMetric(float64(row.total.Microseconds()), "total-µs")
+			b.ReportMetric(float64(row.downtime.Microseconds()), "downtime-µs")
+			b.ReportMetric(row.throughput/1e6, "MB/s")
+			b.ReportMetric(row.throughput/loop, "x-loopback")
+			rows = append(rows, row)
+		})
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\nloopback TCP %.2f GB/s (measured in this run)\n\n", loop/1e9)
+	fmt.Fprintln(&sb, "| guest | total | downtime | sent | throughput | of loopback | QEMU (total / downtime / throughput) |")
+	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "| %s | %.1f ms | %.3f ms | %.1f MiB | %.2f GB/s | %.0f%% | %s |\n", r.name,
+			float64(r.total.Microseconds())/1000, float64(r.downtime.Microseconds())/1000,
+			float64(r.bytes)/(1<<20), r.throughput/1e9, 100*r.throughput/r.loopbackBPS, r.qemu)
+	}
+	fmt.Fprint(os.Stdout, sb.String())
+}
+
+// migrateOnce boots a ticker guest on a fresh server, lets it run a second,
+// migrates it to another fresh server and returns the source's figures.
+func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
+	b.StopTimer()
+	a, dst := startServer(b), startServer(b)
+	defer a.stop()
+	defer dst.stop()
+	ctx := context.Background()
+	w, err := specDecode(fmt.Sprintf(`{"board":{"cpus":1,"memory_mb":%d,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":%q},
+	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`, mib, cmdline))
+	if err != nil {
+		b.Fatal(err)
+	}
+	props := api.InstanceProperties{Id: uuid.New(), Name: "bench"}
+	if r, err := a.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: &w}); err != nil || r.JSON201 == nil {
+		b.Fatalf("ensure: %v", err)
+	}
+	if _, err := a.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun}); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	id := uuid.New()
+	if _, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id}); err != nil {
+		b.Fatal(err)
+	}
+	b.StartTimer()
+	r, err := dst.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
+		Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
+	if err != nil || r.StatusCode() != http.StatusCreated {
+		b.Fatalf("ensure target: %v", err)
+	}
+	var out, in api.MigrationProgress
+	for {
+		st, err := dst.client.InstanceMigrationStatusWithResponse(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if m := st.JSON200.MigrationIn; m != nil && (m.Phase == api.MigrationPhaseCompleted || m.Phase == api.MigrationPhaseFailed) {
+			in = *m
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if st, err := a.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200.MigrationOut != nil {
+		out = *st.JSON200.MigrationOut
+	}
+	b.StopTimer()
+	if in.Phase != api.MigrationPhaseCompleted || out.Phase != api.MigrationPhaseCompleted {
+		b.Fatalf("migration failed: %s %s", deref(in.FailureReason), deref(out.FailureReason))
+	}
+	row := migrationRow{bytes: uint64(out.BytesSent)}
+	row.total = time.Duration(*out.TotalUs) * time.Microsecond
+	row.downtime = time.Duration(*in.DowntimeUs) * time.Microsecond // the whole downtime, from the target
+	row.throughput = float64(out.BytesSent) / row.total.Seconds()
+	return row
+}
+
+// qemuFigures is filled in where QEMU is installed (see qemu_bench_test.go).
+var qemuFigures = func(testing.TB, int, string) string { return "not measured" }
