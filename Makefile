@@ -9,7 +9,7 @@ export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
 # Fuzz targets run briefly inside `make test`; FUZZTIME sets how long each runs.
 FUZZTIME ?= 5s
 
-.PHONY: help build test unit fuzz check lint-openapi generate guests tools demo bench clean
+.PHONY: help build test unit fuzz check lint-openapi generate guests tools demo bench bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ guests: ## rebuild the guest images in vmm/guest/
 
 demo: build ## start a server on loopback, boot the ticker from examples/, show its console, stop it
 	scripts/demo.sh
+
+bench-migrate: ## live-migration benchmark: 256 MiB and 1 GiB guests, idle and dirtying, beside loopback TCP and QEMU
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkMigrate -benchtime 1x ./cmd/waggle | grep -v '^ *time='
 
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...

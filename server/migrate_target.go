@@ -4,17 +4,16 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
 
 	"waggle/server/migration"
-	"waggle/spec"
 	"waggle/versions"
 	"waggle/vmm"
 	"waggle/vmm/devices"
@@ -290,6 +289,9 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 			if seen[d.Key] {
 				return nil, fmt.Errorf("%w: device %q sent twice", migration.ErrFrame, d.Key)
 			}
+			if vs, ok := devices.ImportableVersions()[d.Kind]; !ok || !slices.Contains(vs, d.Version) {
+				return nil, fmt.Errorf("device %q: cannot import %q state version %d (this build imports %v)", d.Key, d.Kind, d.Version, devices.ImportableVersions())
+			}
 			seen[d.Key] = true
 			if fp[FailDeviceImport] {
 				return nil, fmt.Errorf("import device %s: %s state version %d: failing on purpose (fail point %s)", d.Key, d.Kind, d.Version, FailDeviceImport)
@@ -357,5 +359,3 @@ func (t *target) sourceCompleted() bool {
 	return st.MigrationOut != nil && st.MigrationOut.MigrationID == t.id && st.MigrationOut.Phase == string(PhaseCompleted)
 }
 
-var _ = errors.New
-var _ spec.Spec

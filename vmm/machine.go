@@ -666,6 +666,10 @@ func (m *Machine) SerialDropped(num spec.SerialPortNumber) uint64 {
 	return 0
 }
 
+// TSCKHz returns the guest TSC frequency the machine tells its guest
+// (tsc_khz= on the command line).
+func (m *Machine) TSCKHz() uint32 { return m.tscKHz }
+
 // Stats are counters for debugging.
 type Stats struct {
 	// UnknownPortReads and UnknownPortWrites count port I/O no device

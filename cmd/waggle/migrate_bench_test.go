@@ -99,9 +99,14 @@ func BenchmarkMigrate(b *testing.B) {
 	fmt.Fprintln(&sb, "| guest | total | downtime | sent | throughput | of loopback | QEMU (total / downtime / throughput) |")
 	fmt.Fprintln(&sb, "|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(&sb, "| %s | %.1f ms | %.3f ms | %.1f MiB | %.2f GB/s | %.0f%% | %s |\n", r.name,
+		// An idle guest sends too little for a rate to mean anything.
+		rate, share := "–", "–"
+		if r.bytes >= 16<<20 {
+			rate, share = fmt.Sprintf("%.2f GB/s", r.throughput/1e9), fmt.Sprintf("%.0f%%", 100*r.throughput/r.loopbackBPS)
+		}
+		fmt.Fprintf(&sb, "| %s | %.1f ms | %.3f ms | %.1f MiB | %s | %s | %s |\n", r.name,
 			float64(r.total.Microseconds())/1000, float64(r.downtime.Microseconds())/1000,
-			float64(r.bytes)/(1<<20), r.throughput/1e9, 100*r.throughput/r.loopbackBPS, r.qemu)
+			float64(r.bytes)/(1<<20), rate, share, r.qemu)
 	}
 	fmt.Fprint(os.Stdout, sb.String())
 }

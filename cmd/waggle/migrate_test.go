@@ -355,55 +355,87 @@ func cuttingProxy(t *testing.T, addr string, limit int64) string {
 	return ln.Addr().String()
 }
 
-// TestRogueSourceCannotHarmTheTarget: a source that sends pages outside
-// guest RAM ends the migration with a clear error on the target.
+// TestRogueSourceCannotHarmTheTarget: a source that sends a bad stream
+// ends the migration with a clear error on the target, which aborts and
+// says why.
 func TestRogueSourceCannotHarmTheTarget(t *testing.T) {
 	kvmtest.Require(t)
-	b := startServer(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	got := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		br := bufio.NewReader(c)
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", server.MigrateUpgradeProtocol)
-		if _, err := migration.ReadFrame(br, nil); err != nil { // Hello
-			return
-		}
-		migration.WriteFrame(c, migration.TypeWelcome, migration.Welcome{Protocol: 1}.Encode())
-		env := `{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"components":{}}}`
-		migration.WriteFrame(c, migration.TypePreamble, migration.Preamble{Envelope: []byte(env)}.Encode())
-		if _, err := migration.ReadFrame(br, nil); err != nil { // Ready
-			return
-		}
-		migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: 1 << 40, Data: make([]byte, migration.PageSize)}.Encode())
-		f, err := migration.ReadFrame(br, nil)
-		if err == nil && f.Type == migration.TypeAbort {
-			a, _ := migration.DecodeAbort(f.Payload)
-			got <- a.Reason
-		}
-	}()
-	r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
-		Properties: api.InstanceProperties{Id: uuid.New(), Name: "x"},
-		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: ln.Addr().String()}})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusCreated, r.StatusCode())
-	select {
-	case reason := <-got:
-		require.Contains(t, reason, "outside guest RAM")
-	case <-time.After(20 * time.Second):
-		t.Fatal("the target did not abort")
+	const goodEnv = `{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"components":{"com1":{"type":"serial_port","num":"com1"}}}}`
+	cases := []struct {
+		name, envelope string
+		afterReady     func(w io.Writer)
+		want           string
+	}{
+		{"pages outside guest RAM", goodEnv, func(w io.Writer) {
+			migration.WriteFrame(w, migration.TypeRAM, migration.RAM{GPA: 1 << 40, Data: make([]byte, migration.PageSize)}.Encode())
+		}, "outside guest RAM"},
+		{"spec fails validation", `{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":0,"memory_mb":64,"chipset":"i440fx"},"components":{}}}`,
+			nil, "board.cpus"},
+		{"unknown spec version", `{"spec_version":"vmm-server/v99","spec":{}}`, nil, "unknown spec_version"},
+		{"device of unknown kind", goodEnv, func(w io.Writer) {
+			migration.WriteFrame(w, migration.TypeDevice, migration.Device{Key: "com1", Kind: "floppy", Version: 1}.Encode())
+		}, `cannot import "floppy"`},
+		{"device of unknown version", goodEnv, func(w io.Writer) {
+			migration.WriteFrame(w, migration.TypeDevice, migration.Device{Key: "com1", Kind: "uart16550a", Version: 99}.Encode())
+		}, "version 99"},
+		{"unknown frame type", goodEnv, func(w io.Writer) { w.Write([]byte{77, 0, 0, 0, 0, 0, 0, 0}) }, "unknown type 77"},
+		{"oversized length", goodEnv, func(w io.Writer) { w.Write([]byte{5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}) }, "over the"},
+		{"truncated frame", goodEnv, func(w io.Writer) {
+			w.Write([]byte{5, 0, 0, 0, 0, 0, 0x10, 0})
+			w.(*net.TCPConn).CloseWrite()
+		}, "truncated"},
 	}
-	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateFailed }, 10*time.Second, 10*time.Millisecond)
-	require.Contains(t, deref(state(t, b).FailureReason), "outside guest RAM")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := startServer(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer ln.Close()
+			got := make(chan string, 1)
+			go func() {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				fmt.Fprintf(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", server.MigrateUpgradeProtocol)
+				if _, err := migration.ReadFrame(br, nil); err != nil { // Hello
+					return
+				}
+				migration.WriteFrame(conn, migration.TypeWelcome, migration.Welcome{Protocol: 1}.Encode())
+				migration.WriteFrame(conn, migration.TypePreamble, migration.Preamble{Envelope: []byte(c.envelope)}.Encode())
+				f, err := migration.ReadFrame(br, nil)
+				if err == nil && f.Type == migration.TypeReady && c.afterReady != nil {
+					c.afterReady(conn)
+					f, err = migration.ReadFrame(br, nil)
+				}
+				if err == nil && f.Type == migration.TypeAbort {
+					a, _ := migration.DecodeAbort(f.Payload)
+					got <- a.Reason
+				}
+			}()
+			r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
+				Properties: api.InstanceProperties{Id: uuid.New(), Name: "x"},
+				Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: ln.Addr().String()}})
+			require.NoError(t, err)
+			require.Equal(t, http.StatusCreated, r.StatusCode())
+			select {
+			case reason := <-got:
+				require.Contains(t, reason, c.want, "the target's Abort says why")
+			case <-time.After(20 * time.Second):
+				t.Fatal("the target did not abort")
+			}
+			require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateFailed }, 10*time.Second, 10*time.Millisecond)
+			require.Contains(t, deref(state(t, b).FailureReason), c.want)
+			st, err := b.client.InstanceMigrationStatusWithResponse(context.Background())
+			require.NoError(t, err)
+			require.Equal(t, api.MigrationPhaseFailed, st.JSON200.MigrationIn.Phase)
+		})
+	}
 }
 
 // TestRogueTargetCannotHarmTheSource: garbage after the upgrade ends the
