@@ -358,4 +358,3 @@ func (t *target) sourceCompleted() bool {
 	}
 	return st.MigrationOut != nil && st.MigrationOut.MigrationID == t.id && st.MigrationOut.Phase == string(PhaseCompleted)
 }
-
