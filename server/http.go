@@ -34,7 +34,6 @@ const (
 	CodeNotUpgraded       = "not_upgraded"
 	CodeVMError           = "vm_error"
 	CodeNotExpressible    = "not_expressible"
-	CodeNotImplemented    = "not_implemented"
 	CodeInternal          = "internal"
 )
 

@@ -145,9 +145,16 @@ func (s *source) fail(err error) {
 		out.Phase, out.FailureReason, out.Total = PhaseFailed, err.Error(), time.Since(s.start)
 	}
 	s.r.mig.abortOut = nil
-	if s.r.machine == s.m && s.r.inst.State == StateMigrating {
-		s.r.setStateLocked(StateRunning, "")
+	if s.r.machine != s.m || s.r.inst.State != StateMigrating {
+		return
 	}
+	if exit, ended := s.m.Exit(); ended {
+		// The guest ended during the migration (it powered off, say):
+		// what would have happened without the migration happens now.
+		s.r.machineEndedLocked(exit)
+		return
+	}
+	s.r.setStateLocked(StateRunning, "")
 }
 
 func (s *source) migrate(ctx context.Context) error {

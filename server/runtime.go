@@ -276,17 +276,21 @@ func (r *Runtime) watch(m *vmm.Machine) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.machine != m {
-		return // someone else (stop, migration) handles this machine
+	if r.machine != m || r.inst.State == StateStopping || r.inst.State == StateMigrating {
+		return // stop, or a migration, finishes this machine
 	}
+	r.machineEndedLocked(exit)
+}
+
+// machineEndedLocked moves the instance after its VM ended by itself: a
+// guest that failed makes the instance failed, with the reason; any other
+// end (power-off, reset with exit) stops and destroys it.
+func (r *Runtime) machineEndedLocked(exit vmm.Exit) {
 	switch exit.Reason {
 	case vmm.ExitFailed:
 		r.setStateLocked(StateFailed, exit.String())
 		r.releaseLocked()
 	case vmm.ExitPoweredOff, vmm.ExitReset, vmm.ExitStopped:
-		if r.inst.State == StateStopping || r.inst.State == StateMigrating {
-			return // stop or a migration is finishing this machine
-		}
 		r.setStateLocked(StateStopping, exit.String())
 		r.setStateLocked(StateStopped, exit.String())
 		r.releaseLocked()

@@ -32,12 +32,9 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	g, err := src.InstanceGetWithResponse(ctx)
+	inst, err := getInstance(ctx, src)
 	if err != nil {
 		return err
-	}
-	if g.JSON200 == nil {
-		return apiErr(g.StatusCode(), g.Body)
 	}
 	id := uuid.New()
 	e, err := src.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
@@ -49,7 +46,7 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 	}
 	start := time.Now()
 	r, err := dst.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-		Properties: g.JSON200.Properties,
+		Properties: inst.Properties,
 		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: *c.server},
 	})
 	if err != nil {
@@ -115,7 +112,7 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 			"throughput_mib_s": mib / total.Seconds(),
 		})
 	}
-	fmt.Fprintf(c.stdout, "migrated %s from %s to %s\n", g.JSON200.Properties.Name, *c.server, *to)
+	fmt.Fprintf(c.stdout, "migrated %s from %s to %s\n", inst.Properties.Name, *c.server, *to)
 	fmt.Fprintf(c.stdout, "  total      %v\n", total.Round(time.Microsecond))
 	fmt.Fprintf(c.stdout, "  downtime   %v\n", downtime.Round(time.Microsecond))
 	fmt.Fprintf(c.stdout, "  sent       %.1f MiB in %d rounds\n", mib, out.Rounds)

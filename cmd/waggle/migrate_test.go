@@ -308,6 +308,19 @@ func TestMigrationFailures(t *testing.T) {
 		migrateAgain(t, a, props)
 	})
 
+	t.Run("guest powers off during the migration", func(t *testing.T) {
+		a := startServer(t)
+		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailStallInPrecopy)
+		spec := strings.Replace(tickerJSON, "pace_ms=20 dirty_kib=4096", "pace_ms=20 dirty_kib=4096 ticks=40", 1)
+		props := createRunning(t, a, spec, "tick 2\n")
+		last := migrate(t, a, b, a.addr, props)
+		requireTargetFailed(t, last, "")
+		// What the guest asked for happens: it powered off, so the instance
+		// is stopped and destroyed, not resumed.
+		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateDestroyed }, 20*time.Second, 10*time.Millisecond)
+		require.Equal(t, api.MigrationPhaseFailed, outbound(t, a).Phase)
+	})
+
 	t.Run("stranger guessing the url", func(t *testing.T) {
 		a, b := startServer(t), startServer(t)
 		props := createRunning(t, a, tickerJSON, "tick 1\n")

@@ -215,6 +215,18 @@ func (c *vmCmd) printInstance(inst api.Instance) error {
 	return tw.Flush()
 }
 
+// getInstance fetches the server's instance.
+func getInstance(ctx context.Context, cl *api.ClientWithResponses) (api.Instance, error) {
+	r, err := cl.InstanceGetWithResponse(ctx)
+	if err != nil {
+		return api.Instance{}, err
+	}
+	if r.JSON200 == nil {
+		return api.Instance{}, apiErr(r.StatusCode(), r.Body)
+	}
+	return *r.JSON200, nil
+}
+
 func (c *vmCmd) get(ctx context.Context, args []string) error {
 	if err := c.parse(args); err != nil {
 		return err
@@ -223,14 +235,11 @@ func (c *vmCmd) get(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := cl.InstanceGetWithResponse(ctx)
+	inst, err := getInstance(ctx, cl)
 	if err != nil {
 		return err
 	}
-	if r.JSON200 == nil {
-		return apiErr(r.StatusCode(), r.Body)
-	}
-	return c.printInstance(*r.JSON200)
+	return c.printInstance(inst)
 }
 
 func (c *vmCmd) spec(ctx context.Context, args []string) error {
@@ -267,12 +276,9 @@ func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 	if err != nil {
 		return err
 	}
-	g, err := cl.InstanceGetWithResponse(ctx)
+	inst, err := getInstance(ctx, cl)
 	if err != nil {
 		return err
-	}
-	if g.JSON200 == nil {
-		return apiErr(g.StatusCode(), g.Body)
 	}
 	r, err := cl.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequested(verb)})
 	if err != nil {
@@ -289,7 +295,7 @@ func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 		"stop":   {api.InstanceStateDestroyed},
 		"reboot": {api.InstanceStateRunning},
 	}[verb]
-	return c.follow(ctx, cl, g.JSON200.Gen, func(st api.InstanceStateView) bool {
+	return c.follow(ctx, cl, inst.Gen, func(st api.InstanceStateView) bool {
 		for _, s := range goal {
 			if st.State == s {
 				return true
@@ -352,17 +358,14 @@ func (c *vmCmd) watch(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	g, err := cl.InstanceGetWithResponse(ctx)
+	inst, err := getInstance(ctx, cl)
 	if err != nil {
 		return err
 	}
-	if g.JSON200 == nil {
-		return apiErr(g.StatusCode(), g.Body)
-	}
 	if !c.json() {
-		fmt.Fprintf(c.stdout, "%s  gen %d  %s\n", time.Now().Format("15:04:05.000"), g.JSON200.Gen, g.JSON200.State)
+		fmt.Fprintf(c.stdout, "%s  gen %d  %s\n", time.Now().Format("15:04:05.000"), inst.Gen, inst.State)
 	}
-	err = c.follow(ctx, cl, g.JSON200.Gen, func(api.InstanceStateView) bool { return false })
+	err = c.follow(ctx, cl, inst.Gen, func(api.InstanceStateView) bool { return false })
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
