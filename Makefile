@@ -24,10 +24,12 @@ $(REDOCLY): tools/package.json tools/package-lock.json
 	touch $@
 
 test: check unit fuzz ## everything CI runs: checks, unit and KVM tests, short fuzz runs
+	@scripts/count-tests.sh .test-output.txt | tail -2
 
 unit: ## go test over every package (KVM tests skip with the reason where /dev/kvm is missing)
 	@status=0; $(GO) test -count=1 -v ./... >.test-output.txt 2>&1 || status=$$?; \
-	scripts/count-tests.sh .test-output.txt; exit $$status
+	scripts/count-tests.sh .test-output.txt; \
+	if [ $$status != 0 ]; then grep -B3 -A25 -E '^\s*--- FAIL|^panic:|^FAIL' .test-output.txt | head -300; fi; exit $$status
 
 fuzz: ## run every fuzz target for FUZZTIME
 	@scripts/fuzz-all.sh $(FUZZTIME)

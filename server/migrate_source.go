@@ -95,12 +95,15 @@ func (s *source) breakdown() string {
 	return strings.TrimSpace(b.String())
 }
 
-// progress updates the outbound progress under the runtime's lock.
+// progress updates the outbound progress under the runtime's lock (f may
+// be nil: then only the byte count is refreshed).
 func (s *source) progress(f func(p *MigrationProgress)) {
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
 	if s.r.mig.out != nil && s.r.mig.out.MigrationID == s.id {
-		f(s.r.mig.out)
+		if f != nil {
+			f(s.r.mig.out)
+		}
 		s.r.mig.out.BytesSent = s.p.sent.Load()
 	}
 }
@@ -157,30 +160,53 @@ func (s *source) fail(err error) {
 	s.r.setStateLocked(StateRunning, "")
 }
 
+// migrate runs the conversation of package migration, phase by phase.
 func (s *source) migrate(ctx context.Context) error {
-	// Negotiate.
-	f, err := s.p.expect(migration.TypeHello)
+	hello, err := s.negotiate()
 	if err != nil {
 		return err
+	}
+	if err := s.preamble(hello.SpecVersions); err != nil {
+		return err
+	}
+	if err := s.copyRAM(ctx); err != nil {
+		return err
+	}
+	if err := s.sendState(hello.Devices); err != nil {
+		return err
+	}
+	if _, err := s.p.expect(migration.TypeImported); err != nil {
+		return err
+	}
+	s.mark("target_import")
+	return s.handOff()
+}
+
+// negotiate reads the target's Hello and answers the protocol chosen.
+func (s *source) negotiate() (migration.Hello, error) {
+	f, err := s.p.expect(migration.TypeHello)
+	if err != nil {
+		return migration.Hello{}, err
 	}
 	hello, err := migration.DecodeHello(f.Payload)
 	if err != nil {
-		return err
+		return hello, err
 	}
 	if uuid.UUID(hello.MigrationID) != s.id {
-		return fmt.Errorf("the target presented migration %s, not %s", uuid.UUID(hello.MigrationID), s.id)
+		return hello, fmt.Errorf("the target presented migration %s, not %s", uuid.UUID(hello.MigrationID), s.id)
 	}
 	proto, ok := migration.Choose(hello.Protocols)
 	if !ok {
-		return fmt.Errorf("no protocol in common: the target speaks %v, we speak %v", hello.Protocols, migration.Supported)
+		return hello, fmt.Errorf("no protocol in common: the target speaks %v, we speak %v", hello.Protocols, migration.Supported)
 	}
-	if err := s.p.sendNow(migration.TypeWelcome, migration.Welcome{Protocol: proto}.Encode()); err != nil {
-		return err
-	}
+	return hello, s.p.sendNow(migration.TypeWelcome, migration.Welcome{Protocol: proto}.Encode())
+}
 
-	// Preamble: the spec in the newest version the target accepts.
+// preamble sends the spec in the newest version the target accepts that
+// can express it, and waits until the target has built its VM.
+func (s *source) preamble(accepted []string) error {
 	s.phase(PhasePreamble)
-	env, err := versions.Wrap(s.spec, hello.SpecVersions)
+	env, err := versions.Wrap(s.spec, accepted)
 	if err != nil {
 		return fmt.Errorf("preamble: %w", err)
 	}
@@ -191,16 +217,18 @@ func (s *source) migrate(ctx context.Context) error {
 	if err := s.p.sendNow(migration.TypePreamble, migration.Preamble{Envelope: data}.Encode()); err != nil {
 		return err
 	}
-	if _, err := s.p.expect(migration.TypeReady); err != nil {
-		return err
-	}
+	_, err = s.p.expect(migration.TypeReady)
+	return err
+}
 
-	// RAM pre-copy while the VM runs.
+// copyRAM pre-copies RAM while the VM runs, in rounds, until the dirty pages
+// left are few, the rounds many or the time long; then it pauses the VM and
+// sends the last dirty pages.
+func (s *source) copyRAM(ctx context.Context) error {
 	s.phase(PhaseRAMPrecopy)
 	if err := s.m.EnableDirtyLog(); err != nil {
 		return err
 	}
-	s.r.log.Debug("migration dirty log on", "migration", s.id, "elapsed", time.Since(s.start))
 	touched, err := s.m.TouchedPages()
 	if err != nil {
 		return err
@@ -218,32 +246,36 @@ func (s *source) migrate(ctx context.Context) error {
 		}
 		left := countPages(dirty)
 		s.progress(func(p *MigrationProgress) { p.PagesLeft = left })
-		if left <= convergePages || round > maxRounds || time.Since(s.start) > maxPrecopyTime {
-			// Pause with these pages still to send.
-			if err := s.pause(); err != nil {
+		if left > convergePages && round <= maxRounds && time.Since(s.start) <= maxPrecopyTime {
+			if err := s.sendRound(ctx, dirty, round, true, false); err != nil {
 				return err
 			}
-			more, err := s.m.CollectDirty()
-			if err != nil {
-				return err
-			}
-			merge(dirty, more)
-			s.phase(PhaseRAMFinal)
-			if err := s.sendRound(ctx, dirty, round, true, true); err != nil {
-				return err
-			}
-			break
+			continue
 		}
-		if err := s.sendRound(ctx, dirty, round, true, false); err != nil {
+		// Pause with these pages, and any dirtied since, still to send.
+		if err := s.pause(); err != nil {
 			return err
 		}
+		more, err := s.m.CollectDirty()
+		if err != nil {
+			return err
+		}
+		merge(dirty, more)
+		s.phase(PhaseRAMFinal)
+		if err := s.sendRound(ctx, dirty, round, true, true); err != nil {
+			return err
+		}
+		s.mark("final_ram")
+		return nil
 	}
+}
 
-	// Devices, then vCPUs, irqchip, PIT and clock.
-	s.mark("final_ram")
+// sendState sends each device's state, in the newest version the target
+// imports, then the vCPUs, irqchip, PIT and clock.
+func (s *source) sendState(accepted []migration.DeviceVersions) error {
 	s.phase(PhaseDeviceState)
 	want := map[string]uint32{}
-	for _, d := range hello.Devices {
+	for _, d := range accepted {
 		want[d.Kind] = newestCommon(d.Versions, devices.ImportableVersions()[d.Kind])
 	}
 	st, err := s.m.ExportStateVersions(want)
@@ -270,11 +302,7 @@ func (s *source) migrate(ctx context.Context) error {
 		return err
 	}
 	s.mark("send_state")
-	if _, err := s.p.expect(migration.TypeImported); err != nil {
-		return err
-	}
-	s.mark("target_import")
-	return s.handOff()
+	return nil
 }
 
 // handOff is the point of no return: once the target holds the whole VM,
@@ -345,8 +373,8 @@ func (s *source) sendRound(ctx context.Context, maps []vmm.DirtyBitmap, round ui
 			}
 			sent += n
 			p = end
+			s.progress(nil)
 		}
-		s.progress(func(pr *MigrationProgress) {})
 	}
 	s.r.log.Debug("migration round", "migration", s.id, "round", round, "pages", sent, "final", final, "elapsed", time.Since(s.start))
 	end := migration.RoundEnd{Round: round, Final: final, PagesSent: sent}
