@@ -110,6 +110,28 @@ func (p *peer) flush() error {
 	return nil
 }
 
+// sendRAM sends a RAM frame whose data is written from data itself: a
+// large block bypasses the buffer (one copy fewer per page), a small one
+// is buffered like any frame.
+func (p *peer) sendRAM(gpa uint64, data []byte) error {
+	var hdr [migration.HeaderSize + 12]byte
+	if _, err := p.w.Write(migration.AppendRAMFrameHeader(hdr[:0], gpa, len(data))); err != nil {
+		return fmt.Errorf("write RAM frame: %w", err)
+	}
+	if len(data) <= p.w.Available() {
+		_, _ = p.w.Write(data) // cannot fail: it fits the buffer
+	} else {
+		if err := p.flush(); err != nil {
+			return err
+		}
+		if _, err := p.conn.Write(data); err != nil {
+			return fmt.Errorf("write RAM frame: %w", err)
+		}
+	}
+	p.sent.Add(uint64(len(hdr) + len(data)))
+	return nil
+}
+
 // sendNow sends one frame at once.
 func (p *peer) sendNow(t migration.Type, payload []byte) error {
 	if err := p.send(t, payload); err != nil {

@@ -412,8 +412,7 @@ func (s *source) sendRun(gpa, n uint64, sendZero bool) (uint64, error) {
 		at := gpa + i*migration.PageSize
 		switch {
 		case !zero:
-			ram := migration.RAM{GPA: at, Data: buf[i*migration.PageSize : j*migration.PageSize]}
-			if err := s.p.send(migration.TypeRAM, ram.Encode()); err != nil {
+			if err := s.p.sendRAM(at, buf[i*migration.PageSize:j*migration.PageSize]); err != nil {
 				return sent, err
 			}
 			sent += j - i

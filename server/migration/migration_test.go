@@ -43,6 +43,14 @@ func TestFramesRoundTrip(t *testing.T) {
 	require.ErrorIs(t, err, io.EOF)
 }
 
+func TestRAMFrameHeaderMatchesWriteFrame(t *testing.T) {
+	data := bytes.Repeat([]byte{9}, 3*PageSize)
+	var want bytes.Buffer
+	require.NoError(t, WriteFrame(&want, TypeRAM, RAM{GPA: 0x7000, Data: data}.Encode()))
+	got := append(AppendRAMFrameHeader(nil, 0x7000, len(data)), data...)
+	require.Equal(t, want.Bytes(), got)
+}
+
 func TestBadFrames(t *testing.T) {
 	cases := map[string][]byte{
 		"truncated header":  {1, 0, 0},

@@ -1,5 +1,7 @@
 package migration
 
+import "encoding/binary"
+
 // PageSize is the size of a guest page on the wire.
 const PageSize = 4096
 
@@ -18,6 +20,18 @@ func (r RAM) Encode() []byte {
 	e.u64(r.GPA)
 	e.bytes(r.Data)
 	return e.b
+}
+
+// AppendRAMFrameHeader appends what precedes the page data of a whole RAM
+// frame (the frame header, the GPA and the data length), so that a sender
+// can write the data straight from guest memory instead of copying it into
+// a payload first. The bytes are exactly those WriteFrame writes for
+// RAM{gpa, data}, up to the data.
+func AppendRAMFrameHeader(b []byte, gpa uint64, dataLen int) []byte {
+	b = append(b, byte(TypeRAM), 0, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, uint32(12+dataLen))
+	b = binary.BigEndian.AppendUint64(b, gpa)
+	return binary.BigEndian.AppendUint32(b, uint32(dataLen))
 }
 
 // DecodeRAM parses a RAM payload; Data aliases p.
