@@ -82,9 +82,13 @@
 // ReadGuest and WriteGuest copy pages, EnableDirtyLog turns on KVM's dirty
 // log, and CollectDirty returns the pages written since the last call —
 // KVM's log merged with the VMM's own, which records the VMM's writes (boot
-// data, SMBIOS, device DMA, WriteGuest) that KVM does not see. A migration
-// copies all RAM, then dirty pages in rounds while the source runs, pauses
-// it, copies the last dirty pages and the State, and starts the target.
+// data, SMBIOS, device DMA, WriteGuest) that KVM does not see. TouchedPages
+// says which pages were ever touched (/proc/self/pagemap), so a first pass
+// can skip the rest. A target is built with Config.Incoming: no image is
+// loaded and its RAM stays all zero, so only pages the source holds need
+// writing. A migration copies the touched RAM, then dirty pages in rounds
+// while the source runs, pauses it, copies the last dirty pages and the
+// State, and starts the target.
 //
 // The kvm subpackage holds the raw ioctls and kernel structures.
 package vmm
