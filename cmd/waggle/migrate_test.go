@@ -482,3 +482,27 @@ func TestRogueTargetCannotHarmTheSource(t *testing.T) {
 	}
 	require.Contains(t, deref(outbound(t, a).FailureReason), "truncated")
 }
+
+// TestTargetWaitsForItsSpec: until the source sends the spec, a migration
+// target answers that it waits for it.
+func TestTargetWaitsForItsSpec(t *testing.T) {
+	kvmtest.Require(t)
+	b := startServer(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	require.NoError(t, err)
+	defer silent.Close()
+	r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
+		Properties: api.InstanceProperties{Id: uuid.New(), Name: "waiting"},
+		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: silent.Addr().String()}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode())
+	require.Equal(t, api.InstanceStateMigrating, r.JSON201.State)
+	sp, err := b.client.InstanceSpecGetWithResponse(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, api.InstanceSpecStatusWaitingForMigrationSource, sp.JSON200.SpecStatus)
+	require.Nil(t, sp.JSON200.Spec)
+	// Nothing can be asked of it but to wait.
+	s, err := b.client.InstanceStatePutWithResponse(context.Background(), api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, s.StatusCode())
+}
