@@ -43,6 +43,8 @@ type target struct {
 	p     *peer
 	m     *vmm.Machine
 	start time.Time
+	// importTime is how long ImportState took, for the log.
+	importTime time.Duration
 }
 
 func (t *target) progress(f func(p *MigrationProgress)) {
@@ -168,9 +170,11 @@ func (t *target) migrate() error {
 	if err != nil {
 		return err
 	}
+	received := time.Now()
 	if err := t.m.ImportState(st); err != nil {
 		return fmt.Errorf("import the VM's state: %w", err)
 	}
+	t.importTime = time.Since(received)
 	t.phase(PhaseHandoff)
 	if err := t.p.sendNow(migration.TypeImported, nil); err != nil {
 		return err
@@ -216,7 +220,7 @@ func (t *target) resume(pausedFor time.Duration, committedAt time.Time) error {
 	r.serial.setInput(r.serialInput)
 	r.mu.Unlock()
 	r.log.Info("inbound migration completed", "migration", t.id, "total", time.Since(t.start), "downtime", downtime,
-		"bytes", t.p.received.Load())
+		"import", t.importTime, "resume", time.Since(committedAt), "bytes", t.p.received.Load())
 	go r.watch(t.m)
 	return nil
 }
