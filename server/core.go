@@ -8,6 +8,7 @@ package server
 import (
 	"context"
 	"io"
+	"maps"
 	"net"
 	"time"
 
@@ -92,6 +93,14 @@ type Instance struct {
 type MigrateInit struct {
 	MigrationID uuid.UUID
 	SrcAddr     string
+	// Replace amends the source's spec: each entry replaces the component
+	// of that key (a storage backend, by one of the same kind).
+	Replace map[spec.Key]spec.Component
+}
+
+// Equal reports whether two migration inits are the same.
+func (m MigrateInit) Equal(o MigrateInit) bool {
+	return m.MigrationID == o.MigrationID && m.SrcAddr == o.SrcAddr && maps.Equal(m.Replace, o.Replace)
 }
 
 // EnsureRequest creates the instance: exactly one of Spec and Migrate is set.
@@ -109,7 +118,7 @@ func (r EnsureRequest) Equal(o EnsureRequest) bool {
 	if r.Spec != nil && !r.Spec.Equal(*o.Spec) {
 		return false
 	}
-	return r.Migrate == nil || *r.Migrate == *o.Migrate
+	return r.Migrate == nil || r.Migrate.Equal(*o.Migrate)
 }
 
 // SerialQuery selects part of the serial history: bytes from the absolute

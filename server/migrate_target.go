@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"waggle/server/migration"
+	"waggle/spec"
 	"waggle/versions"
 	"waggle/vmm"
 	"waggle/vmm/devices"
@@ -29,7 +30,7 @@ func (r *Runtime) ensureMigrationTargetLocked(_ context.Context, req EnsureReque
 	r.setStateLocked(StateCreating, "")
 	r.mig.in = &MigrationProgress{MigrationID: req.Migrate.MigrationID, Phase: PhaseNegotiate}
 	r.setStateLocked(StateMigrating, "")
-	t := &target{r: r, id: req.Migrate.MigrationID, src: req.Migrate.SrcAddr, props: req.Properties}
+	t := &target{r: r, id: req.Migrate.MigrationID, src: req.Migrate.SrcAddr, props: req.Properties, replace: req.Migrate.Replace}
 	go t.run()
 	return r.inst, true, nil
 }
@@ -40,9 +41,11 @@ type target struct {
 	id    uuid.UUID
 	src   string
 	props Properties
-	p     *peer
-	m     *vmm.Machine
-	start time.Time
+	// replace amends the source's spec (host-local backends).
+	replace map[spec.Key]spec.Component
+	p       *peer
+	m       *vmm.Machine
+	start   time.Time
 	// importTime is how long ImportState took, for the log.
 	importTime time.Duration
 }
@@ -153,6 +156,9 @@ func (t *target) migrate() error {
 	s, version, err := versions.Unwrap(pre.Envelope)
 	if err != nil {
 		return fmt.Errorf("the source's spec is rejected: %w", err)
+	}
+	if s, err = amend(s, t.replace); err != nil {
+		return fmt.Errorf("the source's spec cannot be amended: %w", err)
 	}
 	if t.m, err = t.r.buildMachine(t.props, s, true); err != nil {
 		return fmt.Errorf("cannot build the VM from the source's spec (%s): %w", version, err)
@@ -326,6 +332,21 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 			return nil, fmt.Errorf("%w: unexpected %s while receiving state", migration.ErrFrame, f.Type)
 		}
 	}
+}
+
+// amend replaces components of s: each replacement must name a component
+// of s of the same kind, and the result must obey every rule.
+func amend(s spec.Spec, replace map[spec.Key]spec.Component) (spec.Spec, error) {
+	if len(replace) == 0 {
+		return s, nil
+	}
+	b := s.ToBuilder()
+	for k, c := range replace {
+		if err := b.Replace(k, c); err != nil {
+			return spec.Spec{}, err
+		}
+	}
+	return b.Build()
 }
 
 // checkRange fails unless [gpa, gpa+n) lies inside one RAM region.

@@ -141,6 +141,13 @@ func (s *v1Server) InstanceEnsure(ctx context.Context, req api.InstanceEnsureReq
 		er.Spec = &sp
 	} else {
 		er.Migrate = &MigrateInit{MigrationID: body.Migrate.MigrationId, SrcAddr: body.Migrate.SrcAddr}
+		if rc := body.Migrate.ReplaceComponents; rc != nil {
+			replace, err := specv1.ReplacementsToSpec(*rc)
+			if err != nil {
+				return nil, err
+			}
+			er.Migrate.Replace = replace
+		}
 	}
 	inst, created, err := s.core.Ensure(ctx, er)
 	if err != nil {

@@ -72,6 +72,41 @@ func kindOf(c Component) string {
 	return c.Kind().String()
 }
 
+// CheckComponent checks the rules about c's own fields (not those between
+// components, such as references), as Build does, and returns nil or a
+// *ValidationError.
+func CheckComponent(k Key, c Component) error {
+	var problems []Problem
+	checkFields(k, c, func(path string, rule Rule, format string, args ...any) {
+		problems = append(problems, Problem{path, rule, fmt.Sprintf(format, args...)})
+	})
+	if len(problems) > 0 {
+		return &ValidationError{Problems: problems}
+	}
+	return nil
+}
+
+// addFunc records a problem.
+type addFunc func(path string, rule Rule, format string, args ...any)
+
+// checkFields checks the rules about one component's own fields.
+func checkFields(k Key, c Component, add addFunc) {
+	switch c := c.(type) {
+	case SerialPort:
+		if c.Num < COM1 || c.Num > COM4 {
+			add(ComponentPath(k, "num"), RuleInvalid, "must be com1 to com4")
+		}
+	case VirtioDisk:
+		if c.Slot >= MaxVirtioSlots {
+			add(ComponentPath(k, "slot"), RuleRange, "must be from 0 to %d, is %d", MaxVirtioSlots-1, c.Slot)
+		}
+	case FileStorageBackend:
+		checkFileBackend(k, c, add)
+	case nil:
+		add(ComponentPath(k, ""), RuleRequired, "component is nil")
+	}
+}
+
 // Build checks every rule and returns the Spec, or a *ValidationError listing
 // every problem.
 func (b *Builder) Build() (Spec, error) {
@@ -110,11 +145,11 @@ func (b *Builder) Build() (Spec, error) {
 	slots := map[uint8]Key{}
 	users := map[Key][]Key{} // backend key -> devices using it
 	for _, k := range keys {
+		checkFields(k, b.components[k], add)
 		switch c := b.components[k].(type) {
 		case SerialPort:
 			if c.Num < COM1 || c.Num > COM4 {
-				add(ComponentPath(k, "num"), RuleInvalid, "must be com1 to com4")
-				break
+				break // reported by checkFields
 			}
 			if other, taken := comPorts[c.Num]; taken {
 				add(ComponentPath(k, "num"), RuleSerialConflict, "%s is already used by %s", c.Num, other)
@@ -122,16 +157,15 @@ func (b *Builder) Build() (Spec, error) {
 			}
 			comPorts[c.Num] = k
 		case VirtioDisk:
-			if c.Slot >= MaxVirtioSlots {
-				add(ComponentPath(k, "slot"), RuleRange, "must be from 0 to %d, is %d", MaxVirtioSlots-1, c.Slot)
-			} else if other, taken := slots[c.Slot]; taken {
-				add(ComponentPath(k, "slot"), RuleSlotConflict, "slot %d is already used by %s", c.Slot, other)
-			} else {
-				slots[c.Slot] = k
+			if c.Slot < MaxVirtioSlots {
+				if other, taken := slots[c.Slot]; taken {
+					add(ComponentPath(k, "slot"), RuleSlotConflict, "slot %d is already used by %s", c.Slot, other)
+				} else {
+					slots[c.Slot] = k
+				}
 			}
 			b.checkBackendRef(k, c.Backend, users, add)
 		case FileStorageBackend:
-			checkFileBackend(k, c, add)
 		default:
 			add(ComponentPath(k, ""), RuleInvalid, "unknown component type %T", c)
 		}
@@ -156,7 +190,7 @@ func (b *Builder) Build() (Spec, error) {
 	return Spec{board: b.board, boot: b.boot, components: maps.Clone(b.components)}, nil
 }
 
-func (b *Builder) checkBackendRef(dev, ref Key, users map[Key][]Key, add func(string, Rule, string, ...any)) {
+func (b *Builder) checkBackendRef(dev, ref Key, users map[Key][]Key, add addFunc) {
 	path := ComponentPath(dev, "backend")
 	if ref.IsZero() {
 		add(path, RuleRequired, "no backend named")
@@ -174,7 +208,7 @@ func (b *Builder) checkBackendRef(dev, ref Key, users map[Key][]Key, add func(st
 	users[ref] = append(users[ref], dev)
 }
 
-func checkFileBackend(k Key, c FileStorageBackend, add func(string, Rule, string, ...any)) {
+func checkFileBackend(k Key, c FileStorageBackend, add addFunc) {
 	switch {
 	case c.Path == "":
 		add(ComponentPath(k, "path"), RuleRequired, "path is empty")

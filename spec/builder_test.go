@@ -130,3 +130,14 @@ func TestReplace(t *testing.T) {
 	c, _ = s.Component(MustKey("disk0-be"))
 	require.Equal(t, "/var/lib/disk0.img", c.(FileStorageBackend).Path)
 }
+
+func TestCheckComponent(t *testing.T) {
+	require.NoError(t, CheckComponent(MustKey("be"), FileStorageBackend{Path: "/d.img", BlockSize: 4096}))
+	err := CheckComponent(MustKey("be"), FileStorageBackend{Path: "d.img", BlockSize: 3})
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.True(t, ve.Has("components.be.path", RuleInvalid))
+	require.True(t, ve.Has("components.be.block_size", RuleInvalid))
+	require.ErrorContains(t, CheckComponent(MustKey("c"), SerialPort{Num: 9}), "components.c.num")
+	require.ErrorContains(t, CheckComponent(MustKey("d"), VirtioDisk{Slot: 8}), "components.d.slot")
+}

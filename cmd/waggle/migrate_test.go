@@ -506,3 +506,68 @@ func TestTargetWaitsForItsSpec(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusConflict, s.StatusCode())
 }
+
+// TestMigrateWithAReplacedBackend: the target amends the source's spec with
+// its own disk file (same data, another path) and the guest's data checks
+// pass on it; a replacement that is not a backend, or names nothing, is
+// refused.
+func TestMigrateWithAReplacedBackend(t *testing.T) {
+	kvmtest.Require(t)
+	a, b := startServer(t), startServer(t)
+	path := diskFile(t)
+	props := createRunning(t, a, diskSpec(path), "disk ok sectors=256\n")
+	// The guest only reads from now on; the target's host has its own copy.
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	other := filepath.Join(t.TempDir(), "copy.img")
+	require.NoError(t, os.WriteFile(other, data, 0o644))
+
+	ctx := context.Background()
+	var backend api.Component
+	require.NoError(t, backend.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: other}))
+	var serial api.Component
+	require.NoError(t, serial.FromSerialPortComponent(api.SerialPortComponent{Num: api.SerialPortNumberCom2}))
+
+	// Refused at once: a device cannot be replaced.
+	r, err := b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props,
+		Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: a.addr,
+			ReplaceComponents: &map[string]api.Component{"com1": serial}}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusBadRequest, r.StatusCode(), string(r.Body))
+	require.Contains(t, r.JSON400.Message, "migrate.replace_components.com1")
+
+	id := uuid.New()
+	_, err = a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+	require.NoError(t, err)
+	r, err = b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props,
+		Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr,
+			ReplaceComponents: &map[string]api.Component{"disk0-be": backend}}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 30*time.Second, 10*time.Millisecond)
+
+	sp, err := b.client.InstanceSpecGetWithResponse(ctx)
+	require.NoError(t, err)
+	be, err := sp.JSON200.Spec.Components["disk0-be"].AsFileStorageBackendComponent()
+	require.NoError(t, err)
+	require.Equal(t, other, be.Path, "the target runs on its own file")
+	require.Eventually(t, func() bool {
+		return strings.Count(serialUntil(t, b.client, "disk ok pass"), "disk ok pass") >= 2
+	}, 20*time.Second, 20*time.Millisecond)
+	require.NotContains(t, serialUntil(t, b.client, "disk ok"), "BAD")
+
+	// A replacement naming no component of the source's spec fails the
+	// migration, and the source runs on.
+	c := startServer(t)
+	id = uuid.New()
+	_, err = b.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+	require.NoError(t, err)
+	r, err = c.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props,
+		Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: b.addr,
+			ReplaceComponents: &map[string]api.Component{"nothing": backend}}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	require.Eventually(t, func() bool { return state(t, c).State == api.InstanceStateFailed }, 20*time.Second, 10*time.Millisecond)
+	require.Contains(t, deref(state(t, c).FailureReason), "components.nothing")
+	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
+}

@@ -3,6 +3,7 @@ package v1
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -259,3 +260,47 @@ func FromSpec(s spec.Spec) (api.InstanceSpec, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// ReplacementsToSpec converts a migration target's replacement components.
+// Only storage backends may be replaced (they are what is local to a host);
+// anything else, or a component that does not decode, is a problem naming
+// it. Whether each names a component of the source's spec, of the same kind,
+// is checked when the spec arrives (spec.Builder.Replace).
+func ReplacementsToSpec(w map[string]api.Component) (map[spec.Key]spec.Component, error) {
+	out := make(map[spec.Key]spec.Component, len(w))
+	var problems []spec.Problem
+	for name, raw := range w {
+		path := "migrate.replace_components." + name
+		key, err := spec.ParseKey(name)
+		if err != nil {
+			problems = append(problems, spec.Problem{Path: path, Rule: spec.RuleInvalid, Detail: err.Error()})
+			continue
+		}
+		c, err := componentToSpec(key, raw)
+		if err != nil {
+			problems = append(problems, spec.Problem{Path: path, Rule: spec.RuleInvalid, Detail: err.Error()})
+			continue
+		}
+		if !c.Kind().IsBackend() {
+			problems = append(problems, spec.Problem{Path: path, Rule: spec.RuleWrongKind,
+				Detail: fmt.Sprintf("a %s cannot be replaced; only storage backends can", c.Kind())})
+			continue
+		}
+		if err := spec.CheckComponent(key, c); err != nil {
+			var ve *spec.ValidationError
+			if !errors.As(err, &ve) {
+				return nil, err
+			}
+			for _, p := range ve.Problems {
+				p.Path = "migrate.replace_components." + strings.TrimPrefix(p.Path, "components.")
+				problems = append(problems, p)
+			}
+			continue
+		}
+		out[key] = c
+	}
+	if len(problems) > 0 {
+		return nil, &spec.ValidationError{Problems: problems}
+	}
+	return out, nil
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	api "waggle/gen/vmm-server/v1"
 	"waggle/spec"
 )
 
@@ -70,6 +71,36 @@ func TestRuleViolations(t *testing.T) {
 			w, err := DecodeInstanceSpec([]byte(`{` + board + `,"components":{` + c.components + `}}`))
 			require.NoError(t, err)
 			_, err = ToSpec(w)
+			var ve *spec.ValidationError
+			require.True(t, errors.As(err, &ve), "got %v", err)
+			require.True(t, ve.Has(c.path, c.rule), "want %s at %s, got %v", c.rule, c.path, err)
+		})
+	}
+}
+
+func TestReplacementsToSpec(t *testing.T) {
+	var backend, serial, badPath api.Component
+	require.NoError(t, backend.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: "/other/disk.img"}))
+	require.NoError(t, serial.FromSerialPortComponent(api.SerialPortComponent{Num: api.SerialPortNumberCom1}))
+	require.NoError(t, badPath.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: "relative.img"}))
+
+	got, err := ReplacementsToSpec(map[string]api.Component{"disk0-be": backend})
+	require.NoError(t, err)
+	require.Equal(t, spec.FileStorageBackend{Path: "/other/disk.img", BlockSize: 512}, got[spec.MustKey("disk0-be")])
+
+	cases := []struct {
+		name string
+		in   map[string]api.Component
+		path string
+		rule spec.Rule
+	}{
+		{"a device", map[string]api.Component{"com1": serial}, "migrate.replace_components.com1", spec.RuleWrongKind},
+		{"a bad path", map[string]api.Component{"be": badPath}, "migrate.replace_components.be.path", spec.RuleInvalid},
+		{"a bad key", map[string]api.Component{"-be": backend}, "migrate.replace_components.-be", spec.RuleInvalid},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ReplacementsToSpec(c.in)
 			var ve *spec.ValidationError
 			require.True(t, errors.As(err, &ve), "got %v", err)
 			require.True(t, ve.Has(c.path, c.rule), "want %s at %s, got %v", c.rule, c.path, err)
