@@ -79,6 +79,14 @@ func (c *vmCmd) parse(args []string) error {
 	return nil
 }
 
+// connect parses the command's flags and returns a client for the server.
+func (c *vmCmd) connect(args []string) (*api.ClientWithResponses, error) {
+	if err := c.parse(args); err != nil {
+		return nil, err
+	}
+	return c.client()
+}
+
 func (c *vmCmd) client() (*api.ClientWithResponses, error) {
 	return api.NewClientWithResponses("http://"+*c.server+"/v1", api.WithHTTPClient(&http.Client{Timeout: 90 * time.Second}))
 }
@@ -228,10 +236,7 @@ func getInstance(ctx context.Context, cl *api.ClientWithResponses) (api.Instance
 }
 
 func (c *vmCmd) get(ctx context.Context, args []string) error {
-	if err := c.parse(args); err != nil {
-		return err
-	}
-	cl, err := c.client()
+	cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
@@ -243,10 +248,7 @@ func (c *vmCmd) get(ctx context.Context, args []string) error {
 }
 
 func (c *vmCmd) spec(ctx context.Context, args []string) error {
-	if err := c.parse(args); err != nil {
-		return err
-	}
-	cl, err := c.client()
+	cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
@@ -269,10 +271,7 @@ func (c *vmCmd) spec(ctx context.Context, args []string) error {
 
 func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 	wait := c.fs.Bool("wait", true, "wait until the VM reaches the state asked for (or fails)")
-	if err := c.parse(args); err != nil {
-		return err
-	}
-	cl, err := c.client()
+	cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
@@ -351,10 +350,7 @@ func deref(s *string) string {
 }
 
 func (c *vmCmd) watch(ctx context.Context, args []string) error {
-	if err := c.parse(args); err != nil {
-		return err
-	}
-	cl, err := c.client()
+	cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
