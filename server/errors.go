@@ -33,8 +33,9 @@ func (e *TransitionError) Error() string {
 }
 
 // VMError is a failure to build or run the VM, such as a disk file that does
-// not exist or more vCPUs than the host has (400 vm_error). Component names
-// the spec component at fault, when there is one.
+// not exist or more vCPUs than the host has (400 vm_error). Component is the
+// path of the spec field at fault ("components.disk0-be.path",
+// "board.cpus"), when there is one.
 type VMError struct {
 	Component string
 	Err       error
@@ -44,7 +45,7 @@ func (e *VMError) Error() string {
 	if e.Component == "" {
 		return "vm: " + e.Err.Error()
 	}
-	return fmt.Sprintf("vm: components.%s: %v", e.Component, e.Err)
+	return fmt.Sprintf("vm: %s: %v", e.Component, e.Err)
 }
 
 func (e *VMError) Unwrap() error { return e.Err }

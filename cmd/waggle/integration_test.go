@@ -268,7 +268,7 @@ func TestServerRefusesAnUnbuildableSpecAndKeepsNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusBadRequest, r.StatusCode(), string(r.Body))
 	require.Equal(t, "vm_error", r.JSON400.ErrorCode)
-	require.Contains(t, r.JSON400.Message, "components.b")
+	require.Contains(t, r.JSON400.Message, "vm: components.b.path: ")
 
 	g, err := c(p).InstanceGetWithResponse(ctx)
 	require.NoError(t, err)
