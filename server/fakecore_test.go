@@ -21,6 +21,7 @@ type fakeCore struct {
 	serial  []byte
 	input   []byte
 	expect  uuid.UUID // the migration id the source expects
+	out     *MigrationProgress
 }
 
 func newFakeCore() *fakeCore { return &fakeCore{changed: make(chan struct{})} }
@@ -142,7 +143,9 @@ func (f *fakeCore) SerialAttach(context.Context) (SerialConn, error) {
 }
 
 func (f *fakeCore) MigrationStatus(context.Context) (MigrationStatus, error) {
-	return MigrationStatus{}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return MigrationStatus{Out: f.out}, nil
 }
 
 func (f *fakeCore) MigrateExpect(_ context.Context, id uuid.UUID) error {

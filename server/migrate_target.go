@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	api "waggle/gen/vmm-server/v1"
 	"waggle/server/migration"
 	"waggle/spec"
 	"waggle/versions"
@@ -359,27 +360,19 @@ func checkRange(regions []vmm.Region, gpa, n uint64) error {
 	return fmt.Errorf("%w: pages at %#x (+%d bytes) are outside guest RAM", migration.ErrFrame, gpa, n)
 }
 
-// sourceCompleted asks the source whether it completed the migration.
+// sourceCompleted asks the source, through its v1 API, whether it completed
+// the migration.
 func (t *target) sourceCompleted() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.src+"/v1/instance/migration-status", nil)
+	c, err := api.NewClientWithResponses("http://" + t.src + "/v1")
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	r, err := c.InstanceMigrationStatusWithResponse(ctx)
+	if err != nil || r.JSON200 == nil {
 		return false
 	}
-	defer resp.Body.Close()
-	var st struct {
-		MigrationOut *struct {
-			MigrationID uuid.UUID `json:"migration_id"`
-			Phase       string    `json:"phase"`
-		} `json:"migration_out"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&st); err != nil {
-		return false
-	}
-	return st.MigrationOut != nil && st.MigrationOut.MigrationID == t.id && st.MigrationOut.Phase == string(PhaseCompleted)
+	out := r.JSON200.MigrationOut
+	return out != nil && uuid.UUID(out.MigrationId) == t.id && out.Phase == api.MigrationPhaseCompleted
 }
