@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 
+	"waggle/internal/strictjson"
 	"waggle/spec"
 	v1 "waggle/versions/vmm-server/v1"
 )
@@ -125,13 +126,8 @@ func Unwrap(data []byte) (spec.Spec, string, error) {
 		return spec.Spec{}, "", fmt.Errorf("envelope is %d bytes, more than %d", len(data), MaxEnvelopeBytes)
 	}
 	var env Envelope
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&env); err != nil {
+	if err := strictjson.Decode(data, &env); err != nil {
 		return spec.Spec{}, "", fmt.Errorf("decode envelope: %w", err)
-	}
-	if dec.More() {
-		return spec.Spec{}, "", errors.New("decode envelope: trailing data")
 	}
 	if env.SpecVersion == "" || len(env.Spec) == 0 {
 		return spec.Spec{}, "", errors.New("decode envelope: spec_version and spec are required")

@@ -1,13 +1,12 @@
 package v1
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	api "waggle/gen/vmm-server/v1"
+	"waggle/internal/strictjson"
 	"waggle/spec"
 )
 
@@ -134,21 +133,6 @@ func problemf(path string, rule spec.Rule, format string, args ...any) error {
 	return &problemError{spec.Problem{Path: path, Rule: rule, Detail: fmt.Sprintf(format, args...)}}
 }
 
-// decodeStrict decodes one component's JSON, refusing unknown fields, so that
-// a component read from an untrusted stream (a migration preamble, the corpus)
-// is held to the same rules as one checked by the HTTP layer.
-func decodeStrict(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return fmt.Errorf("trailing data after the component")
-	}
-	return nil
-}
-
 func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
 	typ, err := raw.Discriminator()
 	if err != nil {
@@ -161,7 +145,7 @@ func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
 	switch api.ComponentType(typ) {
 	case api.ComponentTypeSerialPort:
 		var c api.SerialPortComponent
-		if err := decodeStrict(js, &c); err != nil {
+		if err := strictjson.Decode(js, &c); err != nil {
 			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad serial_port: %v", err)
 		}
 		num, ok := serialFromWire[c.Num]
@@ -171,7 +155,7 @@ func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
 		return spec.SerialPort{Num: num}, nil
 	case api.ComponentTypeVirtioDisk:
 		var c api.VirtioDiskComponent
-		if err := decodeStrict(js, &c); err != nil {
+		if err := strictjson.Decode(js, &c); err != nil {
 			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad virtio_disk: %v", err)
 		}
 		if c.Slot < 0 || c.Slot >= spec.MaxVirtioSlots {
@@ -184,7 +168,7 @@ func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
 		return spec.VirtioDisk{Backend: backend, Slot: uint8(c.Slot)}, nil
 	case api.ComponentTypeFileStorageBackend:
 		var c api.FileStorageBackendComponent
-		if err := decodeStrict(js, &c); err != nil {
+		if err := strictjson.Decode(js, &c); err != nil {
 			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad file_storage_backend: %v", err)
 		}
 		bs := DefaultBlockSize

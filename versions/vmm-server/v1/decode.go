@@ -10,6 +10,7 @@ import (
 
 	api "waggle/gen/vmm-server/v1"
 	"waggle/internal/oapierr"
+	"waggle/internal/strictjson"
 )
 
 // schemas loads the version 1 document embedded in the generated package once.
@@ -34,7 +35,7 @@ func DecodeInstanceSpec(data []byte) (api.InstanceSpec, error) {
 	if err := ValidateJSON("InstanceSpec", data); err != nil {
 		return w, err
 	}
-	if err := decodeStrict(data, &w); err != nil {
+	if err := strictjson.Decode(data, &w); err != nil {
 		return w, fmt.Errorf("decode %s InstanceSpec: %w", Version, err)
 	}
 	return w, nil
