@@ -321,6 +321,9 @@ func (s *source) handOff() error {
 	r.mu.Unlock()
 
 	err := s.p.sendNow(migration.TypeCommit, migration.Commit{PausedFor: time.Since(s.pausedAt)}.Encode())
+	s.mark("commit")
+	r.log.Info("outbound migration completed", "migration", s.id, "downtime", downtime, "total", time.Since(s.start),
+		"bytes", s.p.sent.Load(), "downtime_breakdown", s.breakdown())
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -328,9 +331,6 @@ func (s *source) handOff() error {
 		r.releaseLocked()
 		r.setStateLocked(StateDestroyed, "migrated out")
 	}
-	s.mark("handoff")
-	r.log.Info("outbound migration completed", "migration", s.id, "downtime", downtime, "total", time.Since(s.start),
-		"bytes", s.p.sent.Load(), "downtime_breakdown", s.breakdown())
 	if err != nil {
 		// The target can still learn the outcome from our migration status.
 		r.log.Warn("migration: sending the hand-off failed", "err", err)
