@@ -34,8 +34,9 @@ func (k Kind) IsBackend() bool { return k == KindFileStorageBackend }
 type Component interface {
 	// Kind says which of the component types this is.
 	Kind() Kind
-	// references lists the keys of the components this one uses.
-	references() []Key
+	// component seals the interface: only this package's types are
+	// components.
+	component()
 }
 
 // SerialPortNumber is one of the four legacy PC COM ports.
@@ -73,8 +74,8 @@ type SerialPort struct {
 }
 
 // Kind returns KindSerialPort.
-func (SerialPort) Kind() Kind        { return KindSerialPort }
-func (SerialPort) references() []Key { return nil }
+func (SerialPort) Kind() Kind { return KindSerialPort }
+func (SerialPort) component() {}
 
 // MaxVirtioSlots is how many virtio-mmio device slots a VM has.
 const MaxVirtioSlots = 8
@@ -91,8 +92,8 @@ type VirtioDisk struct {
 }
 
 // Kind returns KindVirtioDisk.
-func (VirtioDisk) Kind() Kind          { return KindVirtioDisk }
-func (d VirtioDisk) references() []Key { return []Key{d.Backend} }
+func (VirtioDisk) Kind() Kind { return KindVirtioDisk }
+func (VirtioDisk) component() {}
 
 // Block sizes a storage backend may have.
 const (
@@ -112,5 +113,5 @@ type FileStorageBackend struct {
 }
 
 // Kind returns KindFileStorageBackend.
-func (FileStorageBackend) Kind() Kind        { return KindFileStorageBackend }
-func (FileStorageBackend) references() []Key { return nil }
+func (FileStorageBackend) Kind() Kind { return KindFileStorageBackend }
+func (FileStorageBackend) component() {}

@@ -51,9 +51,6 @@ var spokes = []Spoke{
 	},
 }
 
-// All returns every spoke, newest first.
-func All() []Spoke { return slices.Clone(spokes) }
-
 // Names returns every version name, newest first.
 func Names() []string {
 	out := make([]string, len(spokes))

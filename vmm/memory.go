@@ -97,9 +97,6 @@ func (g *guestMemory) close() {
 	}
 }
 
-// size returns the total RAM size.
-func (g *guestMemory) size() uint64 { return uint64(len(g.mapping)) }
-
 // find returns the region holding [gpa, gpa+n) and the offset of gpa in it.
 func (g *guestMemory) find(gpa, n uint64) (*memRegion, uint64, error) {
 	for _, r := range g.regions {
