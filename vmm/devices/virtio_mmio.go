@@ -335,29 +335,17 @@ func (m *VirtioMMIO) writeRegLocked(off uint64, v uint32) {
 		m.updateIRQLocked()
 	case VirtioMMIOStatus:
 		m.setStatusLocked(v)
-	case VirtioMMIOQueueDescLow:
+	case VirtioMMIOQueueDescLow, VirtioMMIOQueueDescHigh:
 		if qw {
-			q.desc = q.desc&^0xffffffff | uint64(v)
+			q.desc = setHalf(q.desc, v, off == VirtioMMIOQueueDescHigh)
 		}
-	case VirtioMMIOQueueDescHigh:
+	case VirtioMMIOQueueDriverLow, VirtioMMIOQueueDriverHigh:
 		if qw {
-			q.desc = q.desc&0xffffffff | uint64(v)<<32
+			q.driver = setHalf(q.driver, v, off == VirtioMMIOQueueDriverHigh)
 		}
-	case VirtioMMIOQueueDriverLow:
+	case VirtioMMIOQueueDeviceLow, VirtioMMIOQueueDeviceHigh:
 		if qw {
-			q.driver = q.driver&^0xffffffff | uint64(v)
-		}
-	case VirtioMMIOQueueDriverHigh:
-		if qw {
-			q.driver = q.driver&0xffffffff | uint64(v)<<32
-		}
-	case VirtioMMIOQueueDeviceLow:
-		if qw {
-			q.device = q.device&^0xffffffff | uint64(v)
-		}
-	case VirtioMMIOQueueDeviceHigh:
-		if qw {
-			q.device = q.device&0xffffffff | uint64(v)<<32
+			q.device = setHalf(q.device, v, off == VirtioMMIOQueueDeviceHigh)
 		}
 	}
 }
@@ -480,4 +468,12 @@ func (m *VirtioMMIO) Resume() {
 	for qi := range m.t.queues {
 		m.serveLocked(qi)
 	}
+}
+
+// setHalf replaces the low or the high 32 bits of a 64-bit register.
+func setHalf(reg uint64, v uint32, high bool) uint64 {
+	if high {
+		return reg&0xffffffff | uint64(v)<<32
+	}
+	return reg&^0xffffffff | uint64(v)
 }
