@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -278,8 +279,8 @@ func (s *v1Server) InstanceSerial(ctx context.Context, _ api.InstanceSerialReque
 		return nil, err
 	}
 	defer conn.Close()
-	if !isUpgrade(raw.r, "websocket") {
-		return nil, &apiError{http.StatusBadRequest, CodeNotUpgraded, "header Upgrade: this endpoint speaks only WebSocket"}
+	if err := checkWebSocketHandshake(raw.r); err != nil {
+		return nil, err
 	}
 	ws, err := websocket.Accept(raw.w, raw.r, nil)
 	if err != nil {
@@ -359,6 +360,24 @@ type bufferedConn struct {
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// checkWebSocketHandshake refuses, in the Error schema and naming the
+// header, a request that is not a WebSocket opening handshake (RFC 6455
+// section 4.2.1), so that the WebSocket library is left only with requests
+// it will accept.
+func checkWebSocketHandshake(r *http.Request) error {
+	notWS := func(msg string) error { return &apiError{http.StatusBadRequest, CodeNotUpgraded, msg} }
+	if !isUpgrade(r, "websocket") {
+		return notWS("header Upgrade: this endpoint speaks only WebSocket")
+	}
+	if v := r.Header.Get("Sec-WebSocket-Version"); v != "13" {
+		return notWS(fmt.Sprintf("header Sec-WebSocket-Version: want 13, got %q", v))
+	}
+	if key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key")); err != nil || len(key) != 16 {
+		return notWS("header Sec-WebSocket-Key: want 16 bytes in base64")
+	}
+	return nil
+}
 
 func isUpgrade(r *http.Request, proto string) bool {
 	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", proto)

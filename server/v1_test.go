@@ -101,6 +101,9 @@ func TestBadInput(t *testing.T) {
 		code, field             string
 	}{
 		{"malformed json", `{"properties":`, "", 400, CodeInvalidRequest, "body"},
+		{"trailing value", ensureBody(validSpecJSON) + ` {}`, "", 400, CodeInvalidRequest, "body is not one JSON value"},
+		{"trailing bracket", ensureBody(validSpecJSON) + `]`, "", 400, CodeInvalidRequest, "body is not one JSON value"},
+		{"trailing garbage", ensureBody(validSpecJSON) + ` garbage`, "", 400, CodeInvalidRequest, "body is not one JSON value"},
 		{"CPUS above maximum", ensureBody(`{"board":{"CPUS":999,"cpus":1,"memory_mb":64,"chipset":"i440fx"},"components":{}}`), "", 400, CodeInvalidRequest, "CPUS"},
 		{"cpus above maximum", ensureBody(`{"board":{"cpus":999,"memory_mb":64,"chipset":"i440fx"},"components":{}}`), "", 400, CodeInvalidRequest, "body.spec.board.cpus"},
 		{"memory negative", ensureBody(`{"board":{"cpus":1,"memory_mb":-5,"chipset":"i440fx"},"components":{}}`), "", 400, CodeInvalidRequest, "body.spec.board.memory_mb"},
@@ -108,7 +111,7 @@ func TestBadInput(t *testing.T) {
 		{"missing properties", `{"spec":{` + board + `,"components":{}}}`, "", 400, CodeInvalidRequest, "properties"},
 		{"unknown field", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"vm1"},"color":"red","spec":{` + board + `,"components":{}}}`, "", 400, CodeInvalidRequest, "color"},
 		{"bad uuid", `{"properties":{"id":"nope","name":"vm1"},"spec":{` + board + `,"components":{}}}`, "", 400, CodeInvalidRequest, "body.properties.id"},
-		{"unknown component type", withComponents(`"f":{"type":"floppy"}`), "", 400, CodeInvalidRequest, "f"},
+		{"unknown component type", withComponents(`"f":{"type":"floppy"}`), "", 400, CodeInvalidRequest, "body.spec.components.f"},
 		{"serial port missing num", withComponents(`"c":{"type":"serial_port"}`), "", 400, CodeInvalidRequest, "num"},
 		{"bad com port", withComponents(`"c":{"type":"serial_port","num":"com7"}`), "", 400, CodeInvalidRequest, "body.spec.components.c"},
 		{"slot out of range", withComponents(`"d":{"type":"virtio_disk","backend":"b","slot":9},"b":{"type":"file_storage_backend","path":"/b"}`), "", 400, CodeInvalidRequest, "slot"},
@@ -264,9 +267,25 @@ func TestSerialHistoryAndWebSocket(t *testing.T) {
 	require.Equal(t, int64(5), h.JSON200.Start)
 	require.Equal(t, int64(8), h.JSON200.End)
 
-	// A plain GET on the WebSocket endpoint is refused.
+	// A plain GET on the WebSocket endpoint is refused, and so is a
+	// handshake that lacks what RFC 6455 asks for, in the Error schema.
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/instance/serial", nil)
 	require.Equal(t, CodeNotUpgraded, doError(t, req, 400).ErrorCode)
+	for _, c := range []struct{ version, key, field string }{
+		{"", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version"},
+		{"8", "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version"},
+		{"13", "", "Sec-WebSocket-Key"},
+		{"13", "c2hvcnQ=", "Sec-WebSocket-Key"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/instance/serial", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", c.version)
+		req.Header.Set("Sec-WebSocket-Key", c.key)
+		e := doError(t, req, 400)
+		require.Equal(t, CodeNotUpgraded, e.ErrorCode)
+		require.Contains(t, e.Message, c.field)
+	}
 
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/instance/serial", nil)
 	require.NoError(t, err)

@@ -1,9 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"waggle/internal/oapierr"
+	"waggle/internal/strictjson"
 )
 
 // newValidator returns middleware that checks each request under prefix
@@ -49,6 +53,10 @@ func newValidator(doc *openapi3.T, prefix string) (func(http.Handler) http.Handl
 				writeError(w, r, &apiError{http.StatusNotFound, CodeNotFound, "no such path: " + r.URL.Path})
 				return
 			}
+			if err := requireOneJSONValue(&inner); err != nil {
+				writeError(w, r, requestError(err))
+				return
+			}
 			in := &openapi3filter.RequestValidationInput{Request: &inner, PathParams: params, Route: route, Options: opts}
 			if err := openapi3filter.ValidateRequest(r.Context(), in); err != nil {
 				writeError(w, r, requestError(err))
@@ -59,6 +67,30 @@ func newValidator(doc *openapi3.T, prefix string) (func(http.Handler) http.Handl
 			next.ServeHTTP(w, r)
 		})
 	}, nil
+}
+
+// requireOneJSONValue refuses a JSON body that is not exactly one value:
+// kin-openapi and the generated handlers read the first value and would
+// ignore whatever follows it. The body is read (within the body limit) and
+// put back for the next reader.
+func requireOneJSONValue(r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody || !isJSON(r.Header.Get("Content-Type")) {
+		return nil // the content type is kin-openapi's to judge
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err := strictjson.Single(body); err != nil {
+		return &apiError{http.StatusBadRequest, CodeInvalidRequest, "request body is not one JSON value: " + err.Error()}
+	}
+	return nil
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 // registerFormats teaches kin-openapi the string formats our contracts use
@@ -76,6 +108,10 @@ var registerFormats = sync.OnceFunc(func() {
 })
 
 func requestError(err error) error {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return mbe

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 )
 
 // ErrTrailingData is returned when bytes follow the value.
@@ -19,7 +20,24 @@ func Decode(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
+	return atEnd(dec)
+}
+
+// Single checks that data holds exactly one well-formed JSON value and
+// nothing after it but white space.
+func Single(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var v json.RawMessage
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	return atEnd(dec)
+}
+
+// atEnd reports ErrTrailingData unless dec has nothing left but white space.
+// (Decoder.More is not enough: it says false before a stray ']' or '}'.)
+func atEnd(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
 		return ErrTrailingData
 	}
 	return nil
