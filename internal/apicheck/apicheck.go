@@ -132,7 +132,9 @@ func Documents(root string) ([]string, error) {
 
 // ValidateDocument checks one contract: valid OpenAPI 3.0.3, no external
 // references, served at /v<N> as its file name says, every operation with
-// an operationId, a summary, a 4xx response and the Error schema for it.
+// an operationId, a summary, a 4xx response and the Error schema for it,
+// and an operation that takes a body lists 413 and 415 (the server sends
+// them for a body too large or not JSON).
 func ValidateDocument(root, path string) error {
 	m := docName.FindStringSubmatch(path)
 	if m == nil {
@@ -178,6 +180,13 @@ func ValidateDocument(root, path string) error {
 			}
 			if !has4xx {
 				errs = append(errs, fmt.Errorf("%s: no 4xx response", where))
+			}
+			if op.RequestBody != nil {
+				for _, code := range []string{"413", "415"} {
+					if op.Responses.Value(code) == nil {
+						errs = append(errs, fmt.Errorf("%s: takes a body but lists no %s response", where, code))
+					}
+				}
 			}
 		}
 	}

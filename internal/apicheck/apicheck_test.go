@@ -110,7 +110,25 @@ paths:
           content:
             application/json:
               schema: {$ref: "#/components/schemas/Error"}
+    put:
+      operationId: x_put
+      summary: Put x
+      requestBody:
+        content:
+          application/json:
+            schema: {type: object}
+      responses:
+        "204": {description: ok}
+        "400": {$ref: "#/components/responses/E"}
+        "413": {$ref: "#/components/responses/E"}
+        "415": {$ref: "#/components/responses/E"}
 components:
+  responses:
+    E:
+      description: no
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/Error"}
   schemas:
     Error: {type: object}
 `
@@ -119,6 +137,8 @@ components:
 		{"no operationId", "      operationId: x_get\n", "no operationId"},
 		{"no summary", "      summary: Get x\n", "no summary"},
 		{"wrong server", "servers: [{url: /v1}]\n", "servers must be exactly"},
+		{"body without 413", "        \"413\": {$ref: \"#/components/responses/E\"}\n", "PUT /x: takes a body but lists no 413 response"},
+		{"body without 415", "        \"415\": {$ref: \"#/components/responses/E\"}\n", "PUT /x: takes a body but lists no 415 response"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

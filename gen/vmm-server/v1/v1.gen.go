@@ -341,10 +341,10 @@ type InstanceProperties struct {
 	// Description Free text.
 	Description *string `json:"description,omitempty"`
 
-	// Id The instance's id; the VM's SMBIOS serial number and UUID.
+	// Id The instance's id; the VM's SMBIOS system UUID.
 	Id openapi_types.UUID `json:"id"`
 
-	// Name A short name.
+	// Name A short name; the VM's SMBIOS serial number.
 	Name string `json:"name"`
 }
 
@@ -516,6 +516,9 @@ type NotFound = Error
 
 // PayloadTooLarge Every failure's body.
 type PayloadTooLarge = Error
+
+// UnsupportedMediaType Every failure's body.
+type UnsupportedMediaType = Error
 
 // InstanceSerialHistoryGetParams defines parameters for InstanceSerialHistoryGet.
 type InstanceSerialHistoryGetParams struct {
@@ -1772,6 +1775,8 @@ type InstanceEnsureResponse struct {
 	JSON409 *Conflict
 	// JSON413 the response for an HTTP 413 `application/json` response
 	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 }
@@ -1799,6 +1804,11 @@ func (r InstanceEnsureResponse) GetJSON409() *Conflict {
 // GetJSON413 returns the response for an HTTP 413 `application/json` response
 func (r InstanceEnsureResponse) GetJSON413() *PayloadTooLarge {
 	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r InstanceEnsureResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -1844,6 +1854,10 @@ type InstanceMigrateExpectResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 }
@@ -1861,6 +1875,16 @@ func (r InstanceMigrateExpectResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r InstanceMigrateExpectResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -2138,6 +2162,8 @@ type InstanceSpecGetResponse struct {
 	JSON200 *InstanceSpecView
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Error
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 }
@@ -2150,6 +2176,11 @@ func (r InstanceSpecGetResponse) GetJSON200() *InstanceSpecView {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r InstanceSpecGetResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r InstanceSpecGetResponse) GetJSON409() *Error {
+	return r.JSON409
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -2195,6 +2226,10 @@ type InstanceStatePutResponse struct {
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *PayloadTooLarge
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 }
@@ -2212,6 +2247,16 @@ func (r InstanceStatePutResponse) GetJSON404() *NotFound {
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r InstanceStatePutResponse) GetJSON409() *Conflict {
 	return r.JSON409
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r InstanceStatePutResponse) GetJSON413() *PayloadTooLarge {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r InstanceStatePutResponse) GetJSON415() *UnsupportedMediaType {
+	return r.JSON415
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -2609,6 +2654,13 @@ func ParseInstanceEnsureResponse(rsp *http.Response) (*InstanceEnsureResponse, e
 		}
 		response.JSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2658,6 +2710,20 @@ func ParseInstanceMigrateExpectResponse(rsp *http.Response) (*InstanceMigrateExp
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
@@ -2879,6 +2945,13 @@ func ParseInstanceSpecGetResponse(rsp *http.Response) (*InstanceSpecGetResponse,
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2928,6 +3001,20 @@ func ParseInstanceStatePutResponse(rsp *http.Response) (*InstanceStatePutRespons
 			return nil, err
 		}
 		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
@@ -3481,6 +3568,8 @@ type NotFoundJSONResponse Error
 
 type PayloadTooLargeJSONResponse Error
 
+type UnsupportedMediaTypeJSONResponse Error
+
 type InstanceGetRequestObject struct {
 }
 
@@ -3608,6 +3697,22 @@ func (response InstanceEnsure413JSONResponse) VisitInstanceEnsureResponse(w http
 	return err
 }
 
+type InstanceEnsure415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response InstanceEnsure415JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceEnsure500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response InstanceEnsure500JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
@@ -3676,6 +3781,36 @@ func (response InstanceMigrateExpect409JSONResponse) VisitInstanceMigrateExpectR
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpect413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response InstanceMigrateExpect413JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpect415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response InstanceMigrateExpect415JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3971,6 +4106,20 @@ func (response InstanceSpecGet404JSONResponse) VisitInstanceSpecGetResponse(w ht
 	return err
 }
 
+type InstanceSpecGet409JSONResponse Error
+
+func (response InstanceSpecGet409JSONResponse) VisitInstanceSpecGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceSpecGet500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response InstanceSpecGet500JSONResponse) VisitInstanceSpecGetResponse(w http.ResponseWriter) error {
@@ -4039,6 +4188,36 @@ func (response InstanceStatePut409JSONResponse) VisitInstanceStatePutResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceStatePut413JSONResponse struct{ PayloadTooLargeJSONResponse }
+
+func (response InstanceStatePut413JSONResponse) VisitInstanceStatePutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceStatePut415JSONResponse struct {
+	UnsupportedMediaTypeJSONResponse
+}
+
+func (response InstanceStatePut415JSONResponse) VisitInstanceStatePutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(415)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4466,96 +4645,98 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"3Hzpctu4lvCroPh1VexvaFle4jst/3Lcy3VN3HHFSWdqIl8JIo8ktEmAFwCtqFOaZ586B+AmUZTtLHf5",
-	"kYpMYjk4+wZ+DiKVZkqCtCYYfA40mExJA/THKx6/hb/nYCz+FSlpQdJPnmWJiLgVSh7+YZTEZyaaQ8rx",
-	"1w8apsEg+H+H1dKH7q05/FlrpYPVahUGMZhIiwwXCQbBuzkw7TZjwrCUJ1OlU4iZ0myigd8bxpnOE+gF",
-	"qzC4VHKaiOg7wxX5XQ1bCDtndg5MSGO5jOCFYVGuNUjLjOXWQXklLWjJE7f4dwHVgH4AzaZcJBATEL8p",
-	"+4vKZfxd9teAxJOqxEuI9JOKmTxChAk5I6Bu+DJRPH6n1GuuZ/B9yThR8RLBTHBrzeycS6Klxx2PIsis",
-	"6QW4il+YpCFR0f2t+JOgjWHK88QGg5dHx+t7XTBjleYzYBMe3YOMXxiWqJmIeMImuAgz4k9kHTZZWjC9",
-	"IAxA5mkw+IiLnfZ/PLsLA+R+boNBIKQ9OQ7CwC4zcH/CDDQi8ZXimsjK41jg3jy50SoDbQXK75QnBtrw",
-	"kPJoLiSybKZVBMYobUKWQqr0knEZs2guMgMWActqC34O/ItdVLj0w1ZhEGW5cfhah0Lm6QQ0U1P2cHnz",
-	"nrCwceaUfxIpYubsNAxSId0fR23IcOCP0snmbr8S1d9eXCPKr8Wr9a3OTutbHfVP//PlX87q+51tbrgK",
-	"A2QnoSEOBh/dMetAhCWu7srJavIHRNZRTtknEu7DnFvi0t+v2UQpa3rswxwk4xMD0oaNV/TH2IroHvSY",
-	"zej4pLG4ZJBmdskilaZI6URIaCFzGuOLBp8HQRsriZTPkJGu88QK3LuxcsgyLaTlkwTYxe3l1VXPIfo1",
-	"yJmdI6qPT8Mg4xbVZDAI/vaRHfzv3f//oeJ2Y7WQM0QZ7bSFk3gKyEfcH5WG1iXaICnYnkMIcXo0h+g+",
-	"ZCadCGVCFgtzv78G3NkJsUAJaxPQi4P/4Qd/9g9+vKt+9kYHrcCv8Yo7SRtbXFbi1SW1NfH0eiMQp6f9",
-	"6afaohXiLgv53Fz2jQQWw4OIgKysU1aIScdMIbMqiRnPuLZssmRjXHuM28YCl0mF5NYZtpRnGe43+BxM",
-	"RQIjrwBHfs1tiuIXkcCtG/rKjaygDQMDWvBklCltty1wS0NulLb1iQ9CW6FGSNVtE3+nIT8Jc19NXJVy",
-	"sPyNp4hFQuYqDJSEN9Ng8LFb7bUBswq757TD0T2nC2uruzrJ3xEztHHTvXCU5qzcoM5PddQ38Rm2E7iN",
-	"80q35wlq7ucH0EtyX3KNvI62elNBAa48ilTccjq0vqRxvMAcaOAxPcDx58TbFzdXrDaLJcI4rZn22nRP",
-	"Csa0ah9Sygt0+hZayVnIpkqzDFSWwDmpJaeKpwJQjiwjXdq6hfdNRiJup5co5dKPDBk3aM8qNee8DEMW",
-	"HJ/+94F33g+uYjYHHoPu7VRONcxW526A16a4ujjyafTHVQBdfWQ2pD/6S3RQzpDxmFo78lyZFkeFpo2M",
-	"d9a6hKny6lak4eft+Me9Xxi0tirJLTAcWcBSgFAzHujENczHccN8HLazAI+VTJYNs9uKpF+UnojY8ZYz",
-	"eVaxhRYWagSeKJUAl7iy9Wqg02dr6Ix1tqAVPH7aGODKu/vP8EaLSIH42brwYbFJUa8SRhq4jwjWRXHZ",
-	"CMh8CHTOMg3oITFELfIRhWds7F6PW4VxBi0b/KrVwqAZVBJQloE0lVstmnM5g3a/svAi+21ea/OMXfQp",
-	"MFzDKYYnuP1jp97S4HXS1kAo1nMY6KLzz9LkGmrJgScQ/VIDt14zFtTqsZ8/8cgmDrtqysYmg2hMumyc",
-	"ipnmFsbIGzPxAHKTO/yQx2Li2g2/ksIKbstzfA2CZBA9mh44toMcXQTwJ/j5UwaRfR4dLnTaJAJKIOlW",
-	"levIe9QOsUJtxblQssto4XoW42yMQJKkkMaGqOS5iHcapsZuj8DMOm2fhptrfu85VMKiQlDtNISdRDxA",
-	"hSI21SplXCo7x6CDLNRz0FaOeGGYiEO2mItoXqdMmhvL5vwB2ARAOi/dKgbEDI9ALWI2S3gEo2byrx1B",
-	"j7QbwUbO5a/K2INERTypnExEKrcsFtMpBv9oQIXxuArZPSwhRh1ra2Ed/i7nFw8cJl6YoUSJY8CjOfOH",
-	"Mj32BnX9WhLGsJQv2QSKYXHoZk1KnUPr4qaILrbnfBCy/EPJbUlYNIIhM3y5f15nCJ7SJnXgGMFW5ApT",
-	"NoGp0sAmuUhiIWdMWMN+v+4NpXMe6kg/O21hcaOjEY9j3c42njlKzwhHgjEhG6ODMkBffrzmphyfHTe8",
-	"lJNmkPu34dAc3v3H4CPGuZ+PwperH54mpzWQu0S2yW1PTYqIGKQVU4Fuo6wsyobgNaZ2ZjZ+0QDMwqd1",
-	"r45yfZuZiW3ar0oNi/jcx9QvDLu9fnX15pa5EKtIg6Ghe//+6qdHSa+k6LQl8JkrbUluvlsuA+EjcLro",
-	"e+uN4lPjQMoXF5ktYQYkMBPFNSlFJL11Ca+Q8Idva4qmVCaEEPYTJTrK8GgoS71g5+C0BbCYW07BhkZB",
-	"yrgm765aMxHyvlr03DuBReaERM8wqFyZoXT5FSfjazFKkb7tDE9o0CpEd97uHqxc0vVbavV3dXVsajqb",
-	"O429pzTjxMv7qFSP0DKdnaCLrHlkQRtnJsdNXis00w4duMZ+DoWNA+/iQ3SC21LSH+ZA2p30N6ptYdi9",
-	"VAvJls1Um/dggjBYcGGFnI2mSo8qtefUcGtCpA7H7wIWXxAteeMSMoV+CQG6qfFa45i1VWYgofLwvnf4",
-	"8mRv2c0ZmZKKj53q6f6NY6YmeJ28WEDRSZ1ETCFaRgn4qiKLMHhCrXgwzPv9E3qu6cGezmWRHIJ4nyld",
-	"OJL4kpu6Mz+UzmnZP6/mFwvqXEr8W+kyhC4eVXsqSveGTAPqJfpZbVbNHMpyQNf61dT1QXsOTqoicj+e",
-	"qdxOVC7j6jx4WlS1xmqF2mjPCWHI+NR6mZ5zGR+o6XS/vnFxkObJyjcQly/KtXtD6cFAQ1JtiRZjKiRP",
-	"nKovtEVBL8cn2v/0x6OHDoLiJ8SUbfNIIwH0uEHppI2du+K27VYzyDKXlJp4ZoRYlkyt8jmO9aK3L3av",
-	"q4KSD58kZ2/LWesCV623U6be1rfech6INxI3BcF0Lj0tSkLsRvJXUOYETpG6zbSaoe+OBhS9mpLRzT9h",
-	"YuxrGpTyoLv45roY+FX1ulfhXqFXwLQxXQnBzZyb1toAaKgrXSbqpf5AwkxRhoIoCjydJJRp5+ko0xCp",
-	"bEkJ19wUT0m7kPCjRzkqoIwSFd0HYYAKTk2n3htKwJKm8CqjjYOrA3hueyIHv5HNVEXBtC3Z+KUFMzKt",
-	"NchX+A753CWyHRMSXxrFplw/g4litZBWpDBq8/OuRaSVgUjJRgI9FjGTyqLh8T6VrWdiWInTHntXxfwa",
-	"MKp26yzmKkF/328+aGYCiJAsz1CT1s0R26uyO+UzX3dhEddagNlnWZIbUgRqgbZbpIDraDB5Cj4+cnD5",
-	"HEABF06h6i3KeOgcb4SkFlZZhdiO/ZOhLIBwZuyJmH+sLqqlzLYoowyFqlsZPTWR9qjQOuMzMKMEpi2s",
-	"+pPQdsloBDNWJEmBvOd4zoXSeJSScyoGlRX6PS1c/fbiGlF4gGqDuUEsVhLau2o6IbPK8mS36BAvEYtb",
-	"YrDpGmGtIu4D2SBuBBizg4zh6UjrTjQ5hIZ1XdOgZom7Tl1eRYdP7akqLTQT0iqy5Cr3eBGm1g+3mAOV",
-	"DdE44D+57MwRP94Slmq8IRsqt89YYdWCJNfe8FdhrNLLJ3uSmYCoyrK63FekpFFUV1W5zfKWOm7MLW+X",
-	"baJzyCbcwNnpAchIrfMUjmgTcZBtrmFR2FXTqQHL/siNZRk3rucqwR+4HpWmEKjxM2SeJGX31h5HU6G/",
-	"fNM1mSF0FoA4TNxtpXSzkeWp9D46e/myz95fvH3HlGScXb65ZmiUNmlM/tBjO2t+o3TpVy1q4/7dWPCb",
-	"tsQTCcx4tGQ3l43zlcGfSo+cP3bs/jtx/522+mNtrUBPxbrr1PFdpr61i3on3IuDNBWKmUTZkBKeRRGi",
-	"SHsi3xXJTOEyyW3uXNHU1dWM50xDowLTbDXqTE9vIAdhbt9w/WTnCPlUfPL1O4eEqhziMsXSgtZ5Zru7",
-	"Tv+y01Z+LR4sUOoPusmOOE/IqWpv4vv9+rrodfQtvejIGipsIX5ynhTtUCiN/+XcRTRLhj2ANmiwj4pg",
-	"8+LmatCMGIUZSkpk+ESvZED1/zI9sOcqn0VKUheV5O210v2QxVo8kCnUKp/Nnec/lD7N4Ff2mX01odPF",
-	"5WCEkyaE1U+WKims0v5Rw8SU9YFaCswl6XpDOZSNrjPGpVmArjX5UyMbcwTtsStr2Ljqk6K2BN9yhruk",
-	"wKV1jWBoTnlqkCPNUI69W08TaqOoXYymbu0YYy7pHoNBn2EwlGMhH3gi4pHH05jtkeyqeBkyjj4/T8GC",
-	"9nkzWm39VoV3TzTiez+srelaL/bKTHjj+sWAxVzOEp/By2VukCkc+4bMLpSXOGQ+4r/GO0eVoXThiR9R",
-	"qM7mdOFeOmXV6/X2QzaWalQw5ZjtSeUKRAtuPEPGbAnWn8UNG8EnYawZu3LudAp0RaPkbJzKEw08XhZL",
-	"4D4FJqzm0pD29fgoJ0ZcSmUx3HMFbSFd+al+B8RDbPJoXtUHCsQ6aXUle7oxUbnOnu+otEmHkcqOpui9",
-	"0qHdXYqM2zlukIKdq3iEQ3iSqAXE45CNkRFGVqkR3XHAJ7k0eYZYhniUQiz4iLp5i+XzbKZ5DLgDl8z/",
-	"hY56poS0hKeIJwnEBB2yTjXMndOO4BM6+kZMElhDl69WDJFbjCvdkVd8cXNV6h+HUeYXOWfc3DPOJCxA",
-	"F2Nwo4d0RLLnd0DN52dSWd2HtUNZxSfIwkWjwVwZ67o04RNPSe6qKr9vTVBgmINEGOu4wV3jGbuYOBER",
-	"SBe8uUJscH3z+uC41w/CINdJMAjm1mZmcHi4WCx6qfpTJAnvKT07BHnw/vbw+ub14XGvf0gGRNgEV1jw",
-	"2Syp6/EgDPyhg0FwRD3IGUieiWAQnPT6vRPfjUcG+VDU2u9mroEcDTax01UcDMps5a9AkVD9ktdxv//V",
-	"rt+UbYBbbuBUxflVGJz2T7etVwJ4WN5eWoXBSwdp94TmnSu6wpOnKceIJfgV7Hr+uvJswloOtsphYgDB",
-	"Z4Zq3cXh7jB+z1vckXpnW9mGgUrsmW1urH5rSYPNtTRDWWanqChObO+cnpJzF1w421Lmt3rsLWS+csSl",
-	"b5mIeFK/cjfnOk28hzSUhRE87vfPWV13FjMIjFrDhZMXU1rP0/6PbEMNOwlq503XU1g1G79S8fKrc2az",
-	"cXHVdMeszmH1jxSPkixVS15hnAh/JDfH/aPvLrDOADgX0AvvI2Sxdn+Upvy4e0p5sRMnHJ3snrB+k/Br",
-	"6Aknxw1V4ZOn3JsT8nDruX3n6bZri1VYaehDL+WHzvIjnK2qpGzOLCqh25s0UZWsNSKWnivpESZi3xLH",
-	"C48cLd1QFv4mBgIxmlGcI31Gr5HOQxVgLLmKmi3mirSK8aru/dvXbAbkxbgbnuxCp6RpZlzIoSz68hxC",
-	"4y4d0Ghr/caqoLWF9lEa4XRHuhm1qaPvl0jLE63jk8Xri8XkHSRJnRfLFtS6ZNREolZPa5eJz/Wc7uqw",
-	"zJfN2u7EXTp3lBqP1uUQ/T0KAgmwHnvvHFXje0mlhKhIUlO0hdFSzCZCcr1shogaeBqi8IkYao24mVZW",
-	"RSopvVdhWFnQq6StBleFJlSlvmV3KD3Cih7YxwjHrc/elUGeoZtpXXeGGl3cAt/TTY6ik3A9l97k/7Am",
-	"V7t6tu/WZOXI2aq1Oz4LYSPX2qfWqgYFXv+NpYbIV6+51drLVbdN2SFAQsmDqjGqMw5YL3h8Q6dno1Lf",
-	"7mlUBZQXtUryPzRMqHdhdNZ3KhI+hlguB7JVr1W6CrnhA0xuVXQPtsdeefXkskj1Cpz/boEuitmumoKw",
-	"Xb65PgqrHq/CLxhKKp+U3uU9ZPa81H/FBl46a8sLieuuRRYXTNPlQmYVZWAXOPEeIBvKPEPNFgvjdS7E",
-	"FKhIoFvZlidJrQbfpfpcLj54lnYpUfj9tcsXs+KFtRxNjmopmzFFZKnOV2M+z2OtnHc4r0p4s223zT3R",
-	"kYyORKmiGDSiOm6Dv9geZ9SPhyY0xzBx331FQuXSmqJFeukdaseh+HAoF1pZ6LFf0XkdIzuPiFPHrrmB",
-	"xwWLc1tdvHRFMkoyjxGmkYOpmtOo15nzocsNKTvvsQ/I/hKEnYMO/WVaHjvxMMx/X0ElMRSFN1flR+no",
-	"MdeoIhVLFHnB+BSFYijNvcgyiF2qeuyPYPjSsAWVeXFVFxXjfkmyZBOYCWl2M7wvtrqsTae9311EXHBp",
-	"XYWUHIC/56CXlQdQYT9otfePKzZ+3rgBtGApl8vSD6kxkddAehdkNSJ/TdDeFeA4OEilI4m2gsE/jWho",
-	"A4jyEsnZy5cnZ121pJbPirSAefcNDXGzfr/FDHuqmHuIUc//62jKt4Xsb/QWNJTWbh3pW9JbNeOFz22V",
-	"eWWfhkOXnvJwpLHQJG5EJKTF5twl6JbgxEA8gCtL0WKFQR9KHykUqbRxral8zMZd9w5cLlEqn1nsVDEZ",
-	"RN8pH1xeeNj21aqibkhKgut791kmW14It/W7GP8suWNild0Zn7IvtTXR44XGUIKlakkmMvqUL1omJSM4",
-	"Z1OVoH8lbJXhaZQ+nTPmW7ZrwA6lr5HMlVS5bq1WrSduNytg9RIlL75z1sVgOOAm/9Z5nJY29y/J4hT4",
-	"o9IgfQrs3zqJc2HuN4JQaoI1VmUokr4H/pF8fuA5casKfa3k7CBTSWIGJcdxw4xSskhttjaTU1WE8rL+",
-	"i23jGcgxKQ3qqBtbkYLK7Sg146HMuDFg/NVpijYihYxL/lBYSU9TApxnyBZ8uZOtr/0xH5GGqZ2BtuRJ",
-	"AppMQRF+GQC5ze9wLemPyMg830NDh5a+IMKFRV2TUpFUSJaKJBG+4XMbfBXa2x2jk36/3+/8tJsb0An2",
-	"3fewUeVFji1GavP7jv8SjtEHpGourUg6hMvJC+PsgSc5bBH2FX2S66HgdFfrPnw4CpA+fsK2Dq16B1Lt",
-	"yj+1KfUqbiq3a3fY6f5008GrTfYO3ebU183qSPmBMzYBuwCQHpg6IFX2ZnW3+r8AAAD//w==",
+	"7Fx7cxs3kv8qqLlUWbobUZQsay/UX7LyWNVZscqy46sLtSQ40yQRzQCzAEY04+J99qtuYF7kcCjJsrNb",
+	"t3+kIpN4NBrdv36Cn4NIpZmSIK0JBp8DDSZT0gD94zWP38HfczAW/xUpaUHSnzzLEhFxK5Q8/N0oiZ+Z",
+	"aA4px7++0zANBsG/HVZLH7pvzeGPWisdrFarMIjBRFpkuEgwCN7PgWm3GROGpTyZKp1CzJRmEw38zjDO",
+	"dJ5AL1iFwYWS00RE35iuyO9q2ELYObNzYEIay2UELwyLcq1BWmYst47KS2lBS564xb8JqQb0PWg25SKB",
+	"mIj4RdmfVC7jb7K/Brw8qUq+hHh/UjGTR8gwIWdE1DVfJorH75V6w/UMvu01TlS8RDIT3FozO+eS7tLz",
+	"jkcRZNYQnR+kybNMaQvxFcSCv19mfxKxUlk2Xt9r3Atwtl+QVDZR0d2N+IOojGHK88QGg1dHx+t7nDNj",
+	"leYzYBMe3YGMXxiWqJmIeMImuAgz4g+UbzZZWjC9IAxA5mkw+A0XO+l/f3obBqii3AaDQEj78jgIA0v8",
+	"wX/CDDRy8LXimmSPx7HAvXlyrVUG2goEmSlPDLSdP+XRXEjUq0yrCIxR2oQshVTpJeMyZtFcZAYsEpbV",
+	"Fvwc+C92cf/CD1uFQZTlxvFrnQqZpxPQTE3Z/cX1B+LCxplT/kmkyJnTkzBIhXT/OGpjhiN/lE42d/uZ",
+	"bvvd+RWy/Eq8Xt/q9KS+1VH/5D9f/eW0vt/p5oarMEAxEhriYPCbO2adiLDk1W05WU1+h8i6m1P2kRf3",
+	"cc4tqdKvV2yilDU99nEOkvGJAWnDxlf0j7EV0R3oMZvR8QlWuWSQZnbJIpWmeNOJkNByzWmMXzTkPAja",
+	"REmkfIaCdJUnVuDejZVDlmkhLZ8kwM5vLi4ve47Rb0DO7BxZfXwSBhm3iOXBIPjbb+zgf2///btK2o3V",
+	"Qs6QZbTTFkniKaAccX9UGlqHHYNXwfYcQ0jSozlEdyEz6UQoE7JYmLv9NeJOX5IIlLQ2CT0/+B9+8Ef/",
+	"4Pvb6s/e6KCV+DVZcSdpE4uLSr26tLamnh43AnFy0p9+qi1aMe6i0M/NZd9KYDHciwjIFXBghZx0whQy",
+	"q5KY8YxryyZLNsa1x7htLHCZVEhunfVNeZbhfoPPwVQkMPIAOPJrbgOKn0QCN27oazeyojYMDGjBkxHa",
+	"iG0L3NCQa6VtfeK90FaoEd7qtom/0pAfhLmrJq5KPVj+wlPkIjFzFQZKwttpMPitG/baiFmF3XPa6eie",
+	"08W11W39ygubuilNd8LdNGflBnV5qrO+yc+w/YLbJK/0zR4Bcz/eg16Sj5VrlHW00ZsABbjyKFJxy+nQ",
+	"+hLieIU50MBj+gDHn5Fsn19fstoslgjjUDPttWFPCsa0og+B8gI904VWchayqdIsA5UlcEaw5KB4KgD1",
+	"yDLC0tYtvE8yEnH7fYlSL/3IkHGD9qyCOedlGLLg+Ol/H/gI4+AyZnPgMejeTnCqcbY6d4O8NuDqksjH",
+	"3T+uAhiPoLDh/aO/RAflDAWPqbUjz5VpcVRo2sh4Z61LmSqvbkUIP2/nP+79wqC1VUlugeHIgpaChJrx",
+	"QCeuYT6OG+bjsF0EeKxksmyY3VYm/aT0RMROtpzJs4ottLBQu+CJUglwiStbDwOdPlsDM9bFglbw/GkT",
+	"gEsfkzzBGy3CGZJn6/zxxeaNekgYaeA+ElhXxWUjavRx2hnLNKCHxJC1KEcUQ7Kx+3rcqowzaNngZ60W",
+	"Bs2gkoC6DIRUbrVozuUM2v3Kwovst3mtzTN23U/B4RpPMTzB7R869YYGr19tjYRiPceBrnv+UZpcQy2D",
+	"8YhLv9DArUfG4rZ67MdPPLKJ466asrHJIBoTlo1TMdPcwhhlYybuQW5Khx/yUE5cueGXUljBbXmO57iQ",
+	"DKIH3weO7biOrgvwJ/jxUwaRfdo9nOu0eQmogYStKteR96gdY4XaynOhZJfRwvUs1zPACCRJCm1sqEqe",
+	"i3inYWrs9gDOrN/t43hzxe+8hEpYVAyqnYa4k4h7qFjEplqljEtl5xh0kIV6CtvKES8ME3HIFnMRzes3",
+	"k+bGsjm/BzYBkM5Lt4oBCcMDWIuczRIewaiZoWxn0APtRrCRa/mrMvYgURFPKicTmcoti8V0isE/GlBh",
+	"PK9CdgdLiBFjbS2sw7/L+cUHjhMvzFCixjHg0Zz5Q5kee4tYv5aEMSzlSzaBYlgculmTEnNoXdwU2cX2",
+	"nA9Cln8ouS0vFo1gyAxf7p/VBYKntEmdOEa0FQnNlE1gqjSwSS6SWMgZE9awX696Q+mchzrTT09aRNzo",
+	"aMTjWLeLjReO0jPCkWBMyMbooAzQlx+vuSnHp8cNL+VlM8j923BoDm//Y/Abxrmfj8JXq+8ep6c1krtU",
+	"tiltj02KiBikFVOBbqOsLMqG4jWmdmY2ftIAzMKnda+Ocn2bmYlt6Fflr0V85mPqF4bdXL2+fHvDzNJY",
+	"SNmHD5c/PEhlJYWkLdHOXGlLytKyB4VxPtX2zfIbSD5R23XnN95QPjY2pER3ke0SZkBKNFFcE1CiOFiX",
+	"BAvJecBva+BTAgzS12M/UPKjDJmGssQKOweHIMBibjkFIBqVK+OaPL5qzUTIu2rRM+8YFtkUUkfDoHJv",
+	"htLlXJzer8UtRUq3M2ShQasQXXy7e7ByidivifTv6xBtajjOHYrvKc04ifo+Au0RWqvTl+g2ax5Z0MaZ",
+	"znFT1gq02oGLa+LnWNg48C45RMe4LU39cQ6E+ITpCOXCsDupFpItm+k379UEYbDgwgo5G02VHlVQ6KC5",
+	"NUlSp+NXAYsviKC8wQmZQl+FCN1EwdbYZm2VGUiovL5vHdI82oN2c0amvMWHTvX3/pXjqCZ5nbJYUNF5",
+	"O4mYQrSMEvDlUBZhQIWoeDDM+/2X9LmmD/Z0LouEEcT7TOnCucQvuak7+EPpHJn9s2p+saDOpcR/K12G",
+	"1cVH1Z6KUsAh04C4RH9Wm1Uzh7Ic0LV+NXV90J6jk8qf3I9nKrcTlcu4Og+eFqHWWK0QjfacEoaMT63X",
+	"6TmX8YGaTvfrGxcHaZ6s/Abi8oty7d5QejLQkFRbosWYCskTB/UFWhT35eRE+z/98ehDR0HxJ8SUgfNM",
+	"IwX0vEHtpI2dC+O27YYZFJkLSlc8MWosy6dW+bzHerXeV+nXoaCUw0fp2bty1rrCVevt1Kl39a23nAfi",
+	"jWROcWE6l/4uyovYzeRnAHMip0jnZlrN0J9HA4peTSno5h8wWfacBqU86C65uSoGPiuuewj3gF4R0yZ0",
+	"JQXXc25a6wWgoQ66TNTL/4GEmaKsBd0o8HSSUPadp6NMQ6SyJSVhc1N8SuhCyo8e5aigMkpUdBeEAQKc",
+	"mk69N5SAJaTwkNEmwdUBvLQ9UoLfymb6ohDalgz90oIZmda65Gv8DuXcJbedEJJcGsWmXD9BiGK1kFak",
+	"MGrz865EpJWBSMlGUj0WMfWG6Fx6n8rWszOs5GmPva/yABow0nbrLOYqQX/fbz5oZgfoIlmeIZLWzRHb",
+	"qzI+5We+FsMirrUAs8+yJDcEBGqBtlukgOtoMHkKPj5ydPm8QEEXTqGKLup46BxvpKQWVlmF3I79J0NZ",
+	"EOHM2CM5/1AsqqXRtoBRhkrVDUaPTa49KPLO+AzMKIFpi6j+ILRdMhrBjBVJUjDvKZ5zARoPAjkHMQhW",
+	"6Pe0SPW78ytk4QHCBnODWKwktHfadFJmleXJbtUhWSIRtyRg07WLtYqkD2TjciPAmB1kDI9nWnfyyTE0",
+	"rGNN4zZL3nVieRUdPrbPqrTQTEiryJKr3PNFmFoj32IOVEpE44D/yWVn3vjhlrCE8YZuqNw+YYVVC5Nc",
+	"y8NfhbFKLx/tSWYCoirz6nJVkZJGUa1V5TbLW2q7Mbe8XbfpnkM24QZOTw5ARmpdpnBEm4qDbHMNi2Kv",
+	"mk4NWPZ7bizLuHF9WAn+getRuQqJGj9B50lTdm/teTQV+ss3XdMZYmdBiOPE7dabbja3PPa+j05fveqz",
+	"D+fv3jMlGWcXb68YGqXNOyZ/6KHdNr9QevNZC924fzcX/KYt8UQCMx4t2fVF43xl8KfSI+ePHbv/vXT/",
+	"O2n1x9ragx7Ldde94ztPfbsX9VO4Lw7SVChmEmVDSngWhYki7YlyVyQzhUs0t7lzRaNXV4OeMw2Nqkyz",
+	"/agzPb3BHKS5fcP1k50h5VPxydf0HBOqEonLFEsLWueZ7e5E/ctOW/lcMliw1B90UxxxnpBT1d7Y9+vV",
+	"VdH/6Nt80ZE1VOxC/uQ8KVqkUBv/y7mLaJYMuwdt0GAfFcHm+fXloBkxCjOUlMjwiV7JgHoCyvTAnquG",
+	"FilJXVSXt9dP90MWa3FPplCrfDZ3nv9Q+jSDX9ln9tWETheXg5FOmhBWf7JUSWGV9h81TExZH6ilwFyS",
+	"rjeUQ9noRGNcmgXo2usEam5j7kJ77NIaNq56p6hVwbeh4S4pcGldcxiaU54alEgzlGPv1tOE2ihqIaOp",
+	"W7vImEu6x2DQZxgM5VjIe56IeOT5NGZ7pLsqXoaMo8/PU7Cgfd6MVlt/DuLdE4383g9ra7p2jL0yE954",
+	"NzJgMZezxGfwcpkbFAonviGzC+U1DoWP5K/xnbuVoXThiR9RQGdzunBfOrDq9Xr7IRtLNSqEcsz2pHIF",
+	"ogU3XiBjtgTrz+KGjeCTMNaMXYl3OgV6W1JKNk7liQYeL4slcJ+CE1ZzaQh9PT/KiRGXUlkM91yRW0hX",
+	"fqo/XvEUmzyaV/WBgrFOW10Zn556VK6zlzsqd9JhpLKjKXqvdGj3CCTjdo4bpGDnKh7hEJ4kagHxOGRj",
+	"FISRVWpEjzPwk7x6gjFKIRZ8RB2+xfJ5NtM8BtyBS+b/hY56poS0xKeIJwnERB2KTjXMndOO4BM6+kZM",
+	"Elhjl69WDFFajCvdkVd8fn1Z4o/jKPOLnDFu7hhnEhagizG40X06It3zOyDy+ZlUavdh7VBW8QmKcNF8",
+	"MFfGus5N+MRT0ruq8u/bFRS4ZyIkOU4a3PujsYuJExGBdMGbq9MGV9dvDo57/SAMcp0Eg2BubWYGh4eL",
+	"xaKXqj9EkvCe0rNDkAcfbg6vrt8cHvf6h2RAhE1whQWfzZI6jgdh4A8dDIIj6kvOQPJMBIPgZa/fe+k7",
+	"9MggH4paS97MNZWjwSZxuoyDQZmt/BkoEqq/Tjvu95/tKU7ZGrjlNU5VsF+FwUn/ZNt6JYGH5bOrVRi8",
+	"cpR2T2g+FqNnPXmacoxYgp/BruevK88mrOVgqxwmBhB8ZqjWXRzuFuP3vMUdqXe7la0ZCGJPbH1j9RdM",
+	"GmyupRnKMjtFRXESe+f0lJK74MLZljK/1WPvIPOVIy59G0XEk/pbwTnXaeI9pKEsjOBxv3/G6thZzCAy",
+	"ak0YTl9MaT1P+t+zDRh2GtQum67PsGpAfq3i5bNLZrOZcdV0x6zOYfVnqkd5LVWbXmGciH+kN8f9o2+u",
+	"sM4AOBfQK+8DdLH28JWmfL97SvkiFSccvdw9Yf0JJM17tXte65PE5wAZBwINnPGZV+5tEbnH9cKAc5Pb",
+	"oWYVVvB+6CHi0LkNSGcrDpXdnkUZdXvXJ+LQWmdj6fYSCDER+x47XrjzaCaHsnBWMYqI0QbjHOnTgY1c",
+	"IOKHseRnaraYK4Ik43Hyw7s3bAbkArl3rexcpwRTMy7kUBaNfo6hcReANPpkvzKOtPbkPghOTnbkqhGK",
+	"3f1+iao90rT+P9HN95AkdQUoG2nr6ljTw1oFsF0RP9ez0KvDMsM3a3vZd+EcaGqVWld+9FApbCXCeuyD",
+	"c62N74iVEqIirU7xIcZ3MZsIyfWyGdRq4GmIGi9iqLUTZ1pZFamk9LeFYWUJslLxGl0VmxD8fePxUHqG",
+	"FZ28D9HIG59vLMNSQ+/rul4+NXrRBX5P71GK1sj17H9T6cKaMu/qPL9dU9AjZ13XXiothI1cM6Jaq3MU",
+	"fP3HVdUv1hq6vnqVsNYkr7oN2Q4FEkoeVK1cnZHLeonmK7ppG70F7b5RVfJ5Uat9/6mBTb1vpLMiVV3h",
+	"Qy7LZW224lqFVSgNH2Fyo6I7sD322sOTy3vVa4b+JyJ0UX539R+k7eLt1VFYdaUVzshQUsGn9IfvILNn",
+	"Jf4VG3jtrC0vJK67FgudM01PJJlVlDNe4MQ7gGwo8wyRLRbGYy7EFFpJoLfllidJrWugC/pc9SB4ErqU",
+	"LPz26PLFonhuLUeTo1oKfUzRtVTnqwmfl7FWyTucV0XH2bY38/7S8RrdFaWKouaIKs8N+WJ7nFEHIZrQ",
+	"HAPbffdbGCqX1hRN3UvvxTsJxQ+HcqGVhR77GT3mMYrziCR17NoxeFyIOLfV81FX1qO0+BhpGjmaqjmN",
+	"CqM5G7pslrLzHvuI4i9B2Dno0D8J5rFTD8P8r0SoJIaiVOj6ElA7esy11kjFEkWuN36KSjGU5k5kGcQu",
+	"uT72RzB8adiCCtO4qovjcb8kWbIJzIQ0uwXel4ddnqnT3u8uey64tK6mSw7A33PQy8oDqLgftNr7h5VH",
+	"P2+8Y1qwlMtl6YfUhMgjkN5FWe2Sn5O09wU5jg6CdLyirWTwTyMa2iCifApz+urVy9Ou6lfLj6O0kHn7",
+	"FQ1xs+Ngixn2t2LuIEac/+dByneF7m90QzRAazdG+ib6VmQ899m4MhPuE4fo0lPmkBALTeJGREIoNucu",
+	"pbgEpwbiHlwhjRYrDPpQ+kihSP6Na23wYzbueinhsp9S+VxoJ8RkEH2jDHb5RGPbD4QVlU4CCa7v3C9g",
+	"2fJZu62/HvkCP//r/0TWWpGmLKdAUYvBG/f1kyJ43Nso+Oz3vlaKnuR7d26sbP9tTYl5TTeUiqo6v0n2",
+	"fGYdzamSEZyxqUrQKRS2yoU1KszOg/Sd8TVih9Lzbq6kynVrUXA9P75ZaKxXgnnxO3hdWoEDrvOvnfFq",
+	"eU3wJfmugn9UgaWfivtXuuu5013n5m4jXKcGZ2NVhuDl3zc8ULkOvPhvNTZvlJwdZCpJzKAUc26YUUoW",
+	"mefWhwJU8aK0uf8ZwfEM5Jjglbolx1akoHI7Ss14KDNuDBj/VJ7iskihtpDnGFYq21Q750OzBV/u1KUr",
+	"f8wHJKxqZ6AteZKAJqNZBKoGQG7z0Nxzgwfkrp7uy6LrT78Yw4VFgEupAC4kS0WSCN/Mu42+iu3tLuTL",
+	"fr/f7/wpPzegk+zbb2HNy0c6W2zg5o+O/lO4kB/xVnNpRdKhXE5fGGf3PMlhi7Kv6CfY7gtJd30Mh/dH",
+	"Ad6Pn7Ct+67eXVb7iQdqQetV0lRu1x7a0Fv2pitcm+xd382pb5rFq/IH7dgE7AJAemLqhFR5rtXt6v8C",
+	"AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
