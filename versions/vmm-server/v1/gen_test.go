@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/google/uuid"
+
 	api "waggle/gen/vmm-server/v1"
 	"waggle/spec"
 )
@@ -13,18 +15,32 @@ import (
 // failing seed reproduces.
 
 func randomName(r *rand.Rand, prefix string) string {
-	if r.IntN(4) == 0 { // a UUID key, sometimes in upper case
-		var u [16]byte
-		for i := range u {
-			u[i] = byte(r.UintN(256))
-		}
-		s := spec.KeyFromUUID(u).String()
-		if r.IntN(2) == 0 {
-			s = strings.ToUpper(s)
-		}
-		return s
-	}
 	return fmt.Sprintf("%s%d", prefix, r.IntN(1000))
+}
+
+// randomKey returns name, or one time in four a random UUID in lower, upper
+// or mixed case (a key is a name or a UUID, and a UUID in any case is the
+// same key).
+func randomKey(r *rand.Rand, name string) string {
+	if r.IntN(4) != 0 {
+		return name
+	}
+	var u [16]byte
+	for i := range u {
+		u[i] = byte(r.UintN(256))
+	}
+	return randomCase(r, spec.KeyFromUUID(u).String())
+}
+
+// randomCase changes the case of each letter of s at random.
+func randomCase(r *rand.Rand, s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if r.IntN(2) == 0 {
+			b[i] = []byte(strings.ToUpper(string(c)))[0]
+		}
+	}
+	return string(b)
 }
 
 // randomWire returns a valid version 1 InstanceSpec, leaving optional fields
@@ -48,11 +64,11 @@ func randomWire(r *rand.Rand) api.InstanceSpec {
 	for _, p := range ports {
 		var c api.Component
 		must(c.FromSerialPortComponent(api.SerialPortComponent{Num: api.SerialPortNumber(fmt.Sprintf("com%d", p+1))}))
-		w.Components[randomName(r, "com")+fmt.Sprint(p)] = c
+		w.Components[randomKey(r, fmt.Sprintf("com%d-%d", p, r.IntN(1000)))] = c
 	}
 	slots := r.Perm(spec.MaxVirtioSlots)[:r.IntN(4)]
 	for i, slot := range slots {
-		be := fmt.Sprintf("be%d-%s", i, randomName(r, "x"))
+		be := randomKey(r, fmt.Sprintf("be%d-%s", i, randomName(r, "x")))
 		var fb api.FileStorageBackendComponent
 		fb.Path = fmt.Sprintf("/srv/disks/%d.img", r.IntN(1e6))
 		if r.IntN(2) == 0 {
@@ -63,7 +79,11 @@ func randomWire(r *rand.Rand) api.InstanceSpec {
 		}
 		var bc, dc api.Component
 		must(bc.FromFileStorageBackendComponent(fb))
-		must(dc.FromVirtioDiskComponent(api.VirtioDiskComponent{Backend: be, Slot: int32(slot)}))
+		ref := be
+		if _, err := uuid.Parse(be); err == nil {
+			ref = randomCase(r, strings.ToLower(be)) // the same UUID key, perhaps spelt otherwise
+		}
+		must(dc.FromVirtioDiskComponent(api.VirtioDiskComponent{Backend: ref, Slot: int32(slot)}))
 		w.Components[be] = bc
 		w.Components[fmt.Sprintf("disk%d", slot)] = dc
 	}
@@ -80,7 +100,7 @@ func randomHub(r *rand.Rand) spec.Spec {
 		b.Add(spec.MustKey(fmt.Sprintf("serial%d", p)), spec.SerialPort{Num: spec.SerialPortNumber(p + 1)})
 	}
 	for i, slot := range r.Perm(spec.MaxVirtioSlots)[:r.IntN(4)] {
-		be := spec.MustKey(strings.ToLower(randomName(r, fmt.Sprintf("be%d-", i))))
+		be := spec.MustKey(randomKey(r, randomName(r, fmt.Sprintf("be%d-", i))))
 		bs := uint32(512)
 		if r.IntN(3) == 0 {
 			bs = spec.MinBlockSize << r.IntN(8) // 512 .. 65536
