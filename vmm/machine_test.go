@@ -116,7 +116,8 @@ func TestLifecycleNotNow(t *testing.T) {
 	require.ErrorIs(t, m.ReadGuest(make([]byte, 1), 0), ErrNotNow)
 }
 
-// TestLifecycleTable checks that every phase answers every action.
+// TestBuses checks that accesses no device claims read as all-ones, drop
+// writes, and are counted.
 func TestBuses(t *testing.T) {
 	var pb portBus
 	d := make([]byte, 2)
@@ -134,6 +135,7 @@ func TestBuses(t *testing.T) {
 	require.Equal(t, uint64(1), mb.unknownWrites.Load())
 }
 
+// TestLifecycleTable checks that every phase answers every action.
 func TestLifecycleTable(t *testing.T) {
 	for p := PhaseCreated; p <= PhaseClosed; p++ {
 		for a := ActionStart; a <= ActionClose; a++ {
