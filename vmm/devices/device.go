@@ -10,6 +10,8 @@
 //     guest transmits and must not block; OutputBuffer (output.go) makes any
 //     io.Writer such a sink. Host input goes in with Receive, which never
 //     blocks and says how much fitted; RxSpace says when to try again.
+//     SetModemLines sets the modem input lines (CTS, DSR, RI, DCD) the
+//     host presents. Its state (uart_state.go) has versions 1 and 2.
 //   - SMBIOS (smbios.go): BuildSMBIOS(info, SMBIOSRegionStart) returns the
 //     32-bit 2.8 entry point and the structure table with their addresses;
 //     WriteTo puts them into guest memory.
@@ -21,7 +23,9 @@
 //
 // Saved state: each device has a state type of its own, apart from the live
 // device, encoded in a versioned little-endian format documented beside it
-// and carried in a Payload. Restore decodes and checks the whole payload
+// and carried in a Payload. A device reads its newest state version and
+// the one before it, and Save writes either, so that a source can write
+// what an older target reads (ImportableVersions). Restore decodes and checks the whole payload
 // before it touches the device, so a bad payload (unknown kind or version,
 // truncated, oversized, bytes left over, impossible values, another disk)
 // is a *StateError and leaves the device as it was. The fuzz seed corpora in

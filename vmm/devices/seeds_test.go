@@ -19,13 +19,19 @@ import (
 //
 //	WAGGLE_WRITE_FUZZ_SEEDS=1 go test ./vmm/devices/ -run TestFuzzSeeds
 
-// uartSeedStates returns named UART states for the seed corpus.
+// uartSeedStates returns named UART states for the seed corpus, each in
+// both state versions: version 1 under its name (as a version-1 build
+// named it, so those seeds are the frozen version-1 encodings), version 2
+// under "v2-" and its name.
 func uartSeedStates(t testing.TB) map[string][]byte {
 	out := map[string][]byte{}
 	save := func(name string, r *uartRig) {
-		p, err := r.u.Save(0)
+		p, err := r.u.Save(uartStateV1)
 		require.NoError(t, err)
 		out[name] = p.Data
+		p, err = r.u.Save(uartStateV2)
+		require.NoError(t, err)
+		out["v2-"+name] = p.Data
 	}
 	fresh := &uartRig{irq: &fakeIRQ{}}
 	fresh.u = NewUARTAt(0x3f8, fresh.irq, nil)
@@ -50,6 +56,13 @@ func uartSeedStates(t testing.TB) map[string][]byte {
 	oe.outb(UARTRegTHR, 1)
 	oe.outb(UARTRegTHR, 2)
 	save("overrun", oe)
+
+	// Carrier lost and ringing, the guest told (deltas pending).
+	cl := &uartRig{irq: &fakeIRQ{}}
+	cl.u = NewUARTAt(0x3f8, cl.irq, nil)
+	cl.outb(UARTRegIER, UARTIerEDSSI)
+	cl.u.SetModemLines(UARTMsrCTS | UARTMsrDSR | UARTMsrRI)
+	save("carrier-lost", cl)
 	return out
 }
 

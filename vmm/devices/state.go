@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Errors a Save or Restore may wrap in a *StateError. Callers test for them
@@ -43,33 +44,62 @@ func (e *StateError) Error() string {
 // Unwrap returns e.Err.
 func (e *StateError) Unwrap() error { return e.Err }
 
+// stateVersion is one encoding version a device reads, with the size of
+// its largest payload in that version.
+type stateVersion struct {
+	version uint32
+	maxSize int
+}
+
 // checkPayload checks a payload's kind, version and size before decoding.
-func checkPayload(p Payload, kind string, version uint32, maxSize int) error {
+// reads lists the versions the device reads.
+func checkPayload(p Payload, kind string, reads ...stateVersion) error {
 	fail := func(err error) error {
 		return &StateError{Op: "restore", Kind: p.Kind, Version: p.Version, Err: err}
 	}
 	if p.Kind != kind {
 		return fail(fmt.Errorf("%w: want %q", ErrUnknownKind, kind))
 	}
-	if p.Version != version {
-		return fail(fmt.Errorf("%w: this device reads version %d", ErrUnknownVersion, version))
+	i := slices.IndexFunc(reads, func(r stateVersion) bool { return r.version == p.Version })
+	if i < 0 {
+		vs := make([]uint32, len(reads))
+		for j, r := range reads {
+			vs[j] = r.version
+		}
+		return fail(fmt.Errorf("%w: this device reads %s", ErrUnknownVersion, versionList(vs)))
 	}
-	if len(p.Data) > maxSize {
-		return fail(fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(p.Data), maxSize))
+	if limit := reads[i].maxSize; len(p.Data) > limit {
+		return fail(fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(p.Data), limit))
 	}
 	return nil
 }
 
-// checkSaveVersion resolves the version a Save was asked for (0 = newest).
-func checkSaveVersion(kind string, version, newest uint32) (uint32, error) {
+// checkSaveVersion resolves the version a Save was asked for: one of
+// writes (oldest first), or 0 for the newest, the last of them.
+func checkSaveVersion(kind string, version uint32, writes ...uint32) (uint32, error) {
 	if version == 0 {
-		return newest, nil
+		return writes[len(writes)-1], nil
 	}
-	if version != newest {
+	if !slices.Contains(writes, version) {
 		return 0, &StateError{Op: "save", Kind: kind, Version: version,
-			Err: fmt.Errorf("%w: this device writes version %d", ErrUnknownVersion, newest)}
+			Err: fmt.Errorf("%w: this device writes %s", ErrUnknownVersion, versionList(writes))}
 	}
 	return version, nil
+}
+
+// versionList says "version 1" or "versions 1, 2".
+func versionList(vs []uint32) string {
+	if len(vs) == 1 {
+		return fmt.Sprintf("version %d", vs[0])
+	}
+	s := "versions "
+	for i, v := range vs {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprint(v)
+	}
+	return s
 }
 
 // stateEncoder appends little-endian fields to a buffer.
@@ -162,11 +192,13 @@ func (d *stateDecoder) finish() error {
 }
 
 // ImportableVersions lists, per device state kind, the payload versions
-// this build's devices restore. A migration target sends it to the source,
-// whose exporter then writes the newest version both sides know.
+// this build's devices restore, oldest first: each kind's newest version
+// and, once a kind has more than one, the one before it. A migration target
+// sends it to the source, whose exporter then writes the newest version both
+// sides know (a target that lists only an older version gets that one).
 func ImportableVersions() map[string][]uint32 {
 	return map[string][]uint32{
-		UARTStateKind:      {uartStateVersion},
+		UARTStateKind:      {uartStateV1, uartStateV2},
 		VirtioBlkStateKind: {virtioMMIOStateVersion},
 	}
 }

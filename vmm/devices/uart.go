@@ -91,29 +91,25 @@ const (
 
 // MSR bits.
 const (
-	UARTMsrDCTS  = 0x01 // delta clear to send
-	UARTMsrDDSR  = 0x02 // delta data set ready
-	UARTMsrTERI  = 0x04 // trailing edge ring indicator
-	UARTMsrDDCD  = 0x08 // delta data carrier detect
-	UARTMsrCTS   = 0x10
-	UARTMsrDSR   = 0x20
-	UARTMsrRI    = 0x40
-	UARTMsrDCD   = 0x80
-	uartMsrDelta = 0x0f
+	UARTMsrDCTS   = 0x01 // delta clear to send
+	UARTMsrDDSR   = 0x02 // delta data set ready
+	UARTMsrTERI   = 0x04 // trailing edge ring indicator
+	UARTMsrDDCD   = 0x08 // delta data carrier detect
+	UARTMsrCTS    = 0x10
+	UARTMsrDSR    = 0x20
+	UARTMsrRI     = 0x40
+	UARTMsrDCD    = 0x80
+	uartMsrDelta  = 0x0f
+	uartMsrStatus = 0xf0
 )
 
 // UARTFIFOSize is the depth of the 16550A's receive FIFO.
 const UARTFIFOSize = 16
 
-// uartIdleMSR is what the modem lines read outside loopback: a host that is
-// always there (carrier, data set ready, clear to send).
+// uartIdleMSR is the modem input lines of a new UART, as MSR status bits: a
+// host that is always there (carrier, data set ready, clear to send), not
+// ringing.
 const uartIdleMSR = UARTMsrDCD | UARTMsrDSR | UARTMsrCTS
-
-// UARTStateKind is the Payload kind of a UART's saved state.
-const UARTStateKind = "uart16550a"
-
-// uartStateVersion is the newest UART state encoding.
-const uartStateVersion = 1
 
 // UART is an emulated 16550A serial port with a 16-byte receive FIFO.
 //
@@ -121,7 +117,9 @@ const uartStateVersion = 1
 // the output sink, so THR and the transmitter are always empty. The sink is
 // called with the UART's lock held, once per byte, and must not block: wrap
 // a writer that may block in an OutputBuffer. Host input is queued with
-// Receive; what does not fit is left to the caller.
+// Receive; what does not fit is left to the caller. The host drives the
+// modem input lines (CTS, DSR, RI, DCD) with SetModemLines; a new UART
+// presents a host that is always there.
 //
 // The interrupt line follows IIR (level semantics): high while an enabled
 // interrupt is pending. OUT2 does not gate it.
@@ -151,7 +149,8 @@ type UART struct {
 }
 
 // uartRegs is the guest-visible state of a UART. It is also what Save
-// encodes.
+// encodes: all of it in state version 2, all but modemIn in version 1 (see
+// uart_state.go). A new field needs a new state version.
 type uartRegs struct {
 	dll, dlm uint8
 	ier      uint8 // only uartIerMask bits
@@ -161,6 +160,10 @@ type uartRegs struct {
 	msr      uint8 // the delta bits of MSR; status bits are derived
 	scr      uint8
 	fcr      uint8 // UARTFcrFE and UARTFcrTrigger bits only
+	// modemIn is the modem input lines as the host drives them, as MSR
+	// status bits (uartMsrStatus bits only). MSR's status bits are these
+	// outside loopback; in loopback they follow MCR instead.
+	modemIn uint8
 	// thriPending is the THR-empty interrupt condition: set when THR becomes
 	// empty (instantly after a write) or ETBEI is enabled, cleared by reading
 	// IIR while it is the reported source or by writing THR.
@@ -193,7 +196,7 @@ func NewUARTAt(base uint16, irq IRQLine, out func(b []byte)) *UART {
 // uartResetRegs is the power-on register state: 8N1 at 9600 baud (divisor
 // 12), nothing pending.
 func uartResetRegs() uartRegs {
-	return uartRegs{dll: 12, lcr: 0x03, rx: make([]byte, 0, UARTFIFOSize)}
+	return uartRegs{dll: 12, lcr: 0x03, modemIn: uartIdleMSR, rx: make([]byte, 0, UARTFIFOSize)}
 }
 
 // Base returns the first I/O port of the UART.
@@ -240,6 +243,21 @@ func (u *UART) Receive(p []byte) int {
 	u.regs.rx = append(u.regs.rx, p[:n]...)
 	u.updateIRQLocked()
 	return n
+}
+
+// SetModemLines sets the modem input lines the host presents to the guest,
+// given as MSR status bits (UARTMsrCTS, UARTMsrDSR, UARTMsrRI, UARTMsrDCD;
+// other bits are ignored). A host may drop DCD when its console goes away,
+// or CTS to hold back a guest that uses hardware flow control. Outside
+// loopback a change sets MSR's delta bits and may raise a modem status
+// interrupt; in loopback the guest sees the lines once it leaves loopback.
+func (u *UART) SetModemLines(lines uint8) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := u.msrStatusLocked()
+	u.regs.modemIn = lines & uartMsrStatus
+	u.noteModemChangeLocked(old, u.msrStatusLocked())
+	u.updateIRQLocked()
 }
 
 // RxSpace returns a channel that receives a value whenever the guest reads
@@ -374,11 +392,11 @@ func (u *UART) loopbackLocked(v uint8) {
 }
 
 // msrStatusLocked returns MSR's status bits (4-7): in loopback they follow
-// MCR's outputs, otherwise a present host.
+// MCR's outputs, otherwise the host's modem lines.
 func (u *UART) msrStatusLocked() uint8 {
 	m := u.regs.mcr
 	if m&UARTMcrLOOP == 0 {
-		return uartIdleMSR
+		return u.regs.modemIn
 	}
 	var s uint8
 	if m&UARTMcrRTS != 0 {
@@ -398,19 +416,27 @@ func (u *UART) msrStatusLocked() uint8 {
 
 // noteModemChangeLocked sets MSR's delta bits for a change of status bits.
 func (u *UART) noteModemChangeLocked(old, cur uint8) {
+	u.regs.msr |= uartModemDeltas(old, cur)
+}
+
+// uartModemDeltas returns the MSR delta bits that a change of status bits
+// from old to cur sets.
+func uartModemDeltas(old, cur uint8) uint8 {
+	var d uint8
 	ch := old ^ cur
 	if ch&UARTMsrCTS != 0 {
-		u.regs.msr |= UARTMsrDCTS
+		d |= UARTMsrDCTS
 	}
 	if ch&UARTMsrDSR != 0 {
-		u.regs.msr |= UARTMsrDDSR
+		d |= UARTMsrDDSR
 	}
 	if old&UARTMsrRI != 0 && cur&UARTMsrRI == 0 {
-		u.regs.msr |= UARTMsrTERI
+		d |= UARTMsrTERI
 	}
 	if ch&UARTMsrDCD != 0 {
-		u.regs.msr |= UARTMsrDDCD
+		d |= UARTMsrDDCD
 	}
+	return d
 }
 
 // rxTriggerLocked returns the receive FIFO's trigger level.
@@ -459,98 +485,4 @@ func (u *UART) updateIRQLocked() {
 		return
 	}
 	u.irqLevel, u.irqKnown = level, true
-}
-
-// uartState is a UART's saved state, apart from the live device. Encoding
-// version 1, little-endian:
-//
-//	dll, dlm, ier, lcr, mcr, lsr errors, msr deltas, scr, fcr  9 x u8
-//	thri pending                                               u8 (0 or 1)
-//	rx FIFO length n                                           u8 (<= 16)
-//	rx FIFO bytes                                              n x u8
-type uartState struct {
-	regs uartRegs
-}
-
-// uartStateMax is the size of the largest version-1 encoding.
-const uartStateMax = 11 + UARTFIFOSize
-
-func (s *uartState) encode() []byte {
-	r := &s.regs
-	e := stateEncoder{b: make([]byte, 0, uartStateMax)}
-	for _, v := range []uint8{r.dll, r.dlm, r.ier, r.lcr, r.mcr, r.lsrErr, r.msr, r.scr, r.fcr} {
-		e.u8(v)
-	}
-	e.bool(r.thriPending)
-	e.u8(uint8(len(r.rx)))
-	e.b = append(e.b, r.rx...)
-	return e.b
-}
-
-func decodeUARTState(b []byte) (uartState, error) {
-	d := stateDecoder{b: b}
-	var r uartRegs
-	for _, f := range []struct {
-		p    *uint8
-		name string
-		mask uint8
-	}{
-		{&r.dll, "DLL", 0xff}, {&r.dlm, "DLM", 0xff}, {&r.ier, "IER", uartIerMask},
-		{&r.lcr, "LCR", 0xff}, {&r.mcr, "MCR", uartMcrMask}, {&r.lsrErr, "LSR errors", uartLsrErrors},
-		{&r.msr, "MSR deltas", uartMsrDelta}, {&r.scr, "SCR", 0xff},
-		{&r.fcr, "FCR", UARTFcrFE | UARTFcrTrigger},
-	} {
-		*f.p = d.u8(f.name)
-		if *f.p&^f.mask != 0 {
-			d.fail("%s is %#x, has bits outside %#x", f.name, *f.p, f.mask)
-		}
-	}
-	r.thriPending = d.bool("THRI pending")
-	n := int(d.u8("rx FIFO length"))
-	limit := UARTFIFOSize
-	if r.fcr&UARTFcrFE == 0 {
-		limit = 1
-	}
-	if n > limit {
-		d.fail("rx FIFO holds %d bytes, at most %d", n, limit)
-		n = 0
-	}
-	r.rx = make([]byte, 0, UARTFIFOSize)
-	r.rx = append(r.rx, d.take(n, "rx FIFO")...)
-	if err := d.finish(); err != nil {
-		return uartState{}, err
-	}
-	return uartState{regs: r}, nil
-}
-
-// Save encodes the UART's state (version 0 or 1).
-func (u *UART) Save(version uint32) (Payload, error) {
-	v, err := checkSaveVersion(UARTStateKind, version, uartStateVersion)
-	if err != nil {
-		return Payload{}, err
-	}
-	u.mu.Lock()
-	s := uartState{regs: u.regs}
-	data := s.encode()
-	u.mu.Unlock()
-	return Payload{Kind: UARTStateKind, Version: v, Data: data}, nil
-}
-
-// Restore replaces the UART's state with p and drives the interrupt line to
-// match. On error the UART is unchanged.
-func (u *UART) Restore(p Payload) error {
-	if err := checkPayload(p, UARTStateKind, uartStateVersion, uartStateMax); err != nil {
-		return err
-	}
-	s, err := decodeUARTState(p.Data)
-	if err != nil {
-		return &StateError{Op: "restore", Kind: p.Kind, Version: p.Version, Err: err}
-	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.regs = s.regs
-	u.irqKnown = false
-	u.updateIRQLocked()
-	u.signalRxSpace()
-	return nil
 }

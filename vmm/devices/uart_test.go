@@ -2,6 +2,7 @@ package devices
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -214,6 +215,33 @@ func TestUARTLoopbackAndLineStatus(t *testing.T) {
 	require.Equal(t, "C", r.output())
 }
 
+func TestUARTModemLines(t *testing.T) {
+	r := newUARTRig(t)
+	require.Equal(t, uint8(uartIdleMSR), r.in(UARTRegMSR), "a new UART presents a host that is always there")
+	r.outb(UARTRegIER, UARTIerEDSSI)
+	require.False(t, r.irq.High())
+
+	r.u.SetModemLines(UARTMsrCTS | UARTMsrDSR | UARTMsrRI) // carrier drops, ring starts
+	require.True(t, r.irq.High())
+	require.Equal(t, uint8(UARTIirMSI), r.in(UARTRegIIR))
+	require.Equal(t, uint8(UARTMsrCTS|UARTMsrDSR|UARTMsrRI|UARTMsrDDCD), r.in(UARTRegMSR), "a rising RI sets no delta")
+	require.False(t, r.irq.High(), "reading MSR clears the deltas")
+	r.u.SetModemLines(UARTMsrCTS | UARTMsrDSR | UARTMsrRI)
+	require.False(t, r.irq.High(), "no change, no interrupt")
+	r.u.SetModemLines(UARTMsrCTS | UARTMsrDSR | 0x0f) // ring stops; low bits ignored
+	require.Equal(t, uint8(UARTMsrCTS|UARTMsrDSR|UARTMsrTERI), r.in(UARTRegMSR))
+
+	// In loopback the lines follow MCR; the host's are seen on leaving it.
+	r.outb(UARTRegMCR, UARTMcrLOOP|UARTMcrDTR|UARTMcrRTS)
+	r.in(UARTRegMSR)
+	r.u.SetModemLines(0)
+	require.False(t, r.irq.High())
+	require.Equal(t, uint8(UARTMsrCTS|UARTMsrDSR), r.in(UARTRegMSR))
+	r.outb(UARTRegMCR, 0)
+	require.True(t, r.irq.High())
+	require.Equal(t, uint8(UARTMsrDCTS|UARTMsrDDSR), r.in(UARTRegMSR))
+}
+
 func TestUARTNilIRQAndFailingIRQ(t *testing.T) {
 	u := NewUARTAt(0x3f8, nil, nil)
 	u.PortWrite(0x3f9, []byte{UARTIerETBEI})
@@ -251,12 +279,17 @@ func TestUARTSaveRestore(t *testing.T) {
 	p, err := src.u.Save(0)
 	require.NoError(t, err)
 	require.Equal(t, UARTStateKind, p.Kind)
-	require.Equal(t, uint32(1), p.Version)
+	require.Equal(t, uint32(2), p.Version, "version 2 is the newest")
+	p2, err := src.u.Save(2)
+	require.NoError(t, err)
+	require.Equal(t, p, p2)
 	p1, err := src.u.Save(1)
 	require.NoError(t, err)
-	require.Equal(t, p, p1)
-	_, err = src.u.Save(2)
+	require.Equal(t, uint32(1), p1.Version)
+	require.Len(t, p1.Data, len(p.Data)-1, "version 1 has no modem lines byte")
+	_, err = src.u.Save(3)
 	require.ErrorIs(t, err, ErrUnknownVersion)
+	require.ErrorContains(t, err, "this device writes versions 1, 2")
 
 	dst := newUARTRig(t)
 	require.NoError(t, dst.u.Restore(p))
@@ -277,46 +310,64 @@ func TestUARTSaveRestore(t *testing.T) {
 func TestUARTRestoreRejects(t *testing.T) {
 	src := newUARTRig(t)
 	uartBusyState(t, src)
-	good, err := src.u.Save(0)
-	require.NoError(t, err)
-
-	with := func(f func(p *Payload)) Payload {
-		p := Payload{Kind: good.Kind, Version: good.Version, Data: bytes.Clone(good.Data)}
-		f(&p)
-		return p
-	}
-	for _, tc := range []struct {
-		name string
-		p    Payload
-		want error
-	}{
-		{"kind", with(func(p *Payload) { p.Kind = "virtio_blk" }), ErrUnknownKind},
-		{"version 0", with(func(p *Payload) { p.Version = 0 }), ErrUnknownVersion},
-		{"version 2", with(func(p *Payload) { p.Version = 2 }), ErrUnknownVersion},
-		{"empty", with(func(p *Payload) { p.Data = nil }), ErrMalformed},
-		{"truncated", with(func(p *Payload) { p.Data = p.Data[:len(p.Data)-1] }), ErrMalformed},
-		{"trailing", with(func(p *Payload) { p.Data = append(p.Data, 0) }), ErrMalformed},
-		{"oversized", with(func(p *Payload) { p.Data = make([]byte, 1<<20) }), ErrTooLarge},
-		{"IER bits", with(func(p *Payload) { p.Data[2] = 0xff }), ErrMalformed},
-		{"bool", with(func(p *Payload) { p.Data[9] = 2 }), ErrMalformed},
-		{"FIFO length", with(func(p *Payload) { p.Data[10] = 17 }), ErrMalformed},
-		{"FIFO off", with(func(p *Payload) { p.Data[8] = 0 }), ErrMalformed},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dst := newUARTRig(t)
-			dst.outb(UARTRegSCR, 0x42)
-			before, err := dst.u.Save(0)
-			require.NoError(t, err)
-			err = dst.u.Restore(tc.p)
-			require.ErrorIs(t, err, tc.want)
-			var se *StateError
-			require.ErrorAs(t, err, &se)
-			require.Equal(t, "restore", se.Op)
-			require.Contains(t, se.Error(), "restore "+tc.p.Kind+" state version")
-			after, err := dst.u.Save(0)
-			require.NoError(t, err)
-			require.Equal(t, before, after, "a failed restore leaves the UART unchanged")
-		})
+	for _, version := range []uint32{uartStateV1, uartStateV2} {
+		good, err := src.u.Save(version)
+		require.NoError(t, err)
+		other, err := src.u.Save(3 - version)
+		require.NoError(t, err)
+		fifoLen, maxSize := 10, uartStateV1Max // byte offset of the rx FIFO length
+		if version == uartStateV2 {
+			fifoLen, maxSize = 11, uartStateV2Max
+		}
+		with := func(f func(p *Payload)) Payload {
+			p := Payload{Kind: good.Kind, Version: good.Version, Data: bytes.Clone(good.Data)}
+			f(&p)
+			return p
+		}
+		cases := []struct {
+			name string
+			p    Payload
+			want error
+		}{
+			{"kind", with(func(p *Payload) { p.Kind = "virtio_blk" }), ErrUnknownKind},
+			{"version 0", with(func(p *Payload) { p.Version = 0 }), ErrUnknownVersion},
+			{"version 3", with(func(p *Payload) { p.Version = 3 }), ErrUnknownVersion},
+			{"empty", with(func(p *Payload) { p.Data = nil }), ErrMalformed},
+			{"truncated", with(func(p *Payload) { p.Data = p.Data[:len(p.Data)-1] }), ErrMalformed},
+			{"trailing", with(func(p *Payload) { p.Data = append(p.Data, 0) }), ErrMalformed},
+			{"oversized", with(func(p *Payload) { p.Data = make([]byte, 1<<20) }), ErrTooLarge},
+			{"one over the cap", with(func(p *Payload) { p.Data = make([]byte, maxSize+1) }), ErrTooLarge},
+			{"IER bits", with(func(p *Payload) { p.Data[2] = 0xff }), ErrMalformed},
+			{"bool", with(func(p *Payload) { p.Data[9] = 2 }), ErrMalformed},
+			{"FIFO length", with(func(p *Payload) { p.Data[fifoLen] = 17 }), ErrMalformed},
+			{"FIFO off", with(func(p *Payload) { p.Data[8] = 0 }), ErrMalformed},
+			{"the other version's bytes", with(func(p *Payload) { p.Data = other.Data }), ErrMalformed},
+		}
+		if version == uartStateV2 {
+			cases = append(cases, struct {
+				name string
+				p    Payload
+				want error
+			}{"modem line bits", with(func(p *Payload) { p.Data[10] |= UARTMsrDCTS }), ErrMalformed})
+		}
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("v%d/%s", version, tc.name), func(t *testing.T) {
+				dst := newUARTRig(t)
+				dst.outb(UARTRegSCR, 0x42)
+				dst.u.SetModemLines(UARTMsrCTS)
+				before, err := dst.u.Save(0)
+				require.NoError(t, err)
+				err = dst.u.Restore(tc.p)
+				require.ErrorIs(t, err, tc.want)
+				var se *StateError
+				require.ErrorAs(t, err, &se)
+				require.Equal(t, "restore", se.Op)
+				require.Contains(t, se.Error(), "restore "+tc.p.Kind+" state version")
+				after, err := dst.u.Save(0)
+				require.NoError(t, err)
+				require.Equal(t, before, after, "a failed restore leaves the UART unchanged")
+			})
+		}
 	}
 }
 
@@ -414,34 +465,46 @@ func TestOutputBufferWriterError(t *testing.T) {
 	require.ErrorIs(t, ob.Err(), io.ErrClosedPipe)
 }
 
+// FuzzUARTRestore restores each input as both state versions. An accepted
+// state re-encodes to itself (spoke -> hub -> spoke); a version-1 state also
+// survives a trip through version 2 (the newest, which loses nothing); a
+// refused one leaves the UART as it was; a restored UART works.
 func FuzzUARTRestore(f *testing.F) {
-	r := &uartRig{irq: &fakeIRQ{}}
-	r.u = NewUARTAt(0x3f8, r.irq, nil)
-	p, _ := r.u.Save(0)
-	f.Add(p.Data)
-	uartBusyStateNoT(r)
-	p, _ = r.u.Save(0)
-	f.Add(p.Data)
+	for _, data := range uartSeedStates(f) {
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		u := NewUARTAt(0x3f8, &fakeIRQ{}, nil)
-		u.PortWrite(0x3ff, []byte{0x99})
-		before, err := u.Save(0)
-		require.NoError(t, err)
-		err = u.Restore(Payload{Kind: UARTStateKind, Version: 1, Data: data})
-		after, err2 := u.Save(0)
-		require.NoError(t, err2)
-		if err != nil {
-			require.Equal(t, before, after)
-			return
+		for _, version := range []uint32{uartStateV1, uartStateV2} {
+			u := NewUARTAt(0x3f8, &fakeIRQ{}, nil)
+			u.PortWrite(0x3ff, []byte{0x99})
+			before, err := u.Save(0)
+			require.NoError(t, err)
+			err = u.Restore(Payload{Kind: UARTStateKind, Version: version, Data: data})
+			if err != nil {
+				after, err := u.Save(0)
+				require.NoError(t, err)
+				require.Equal(t, before, after)
+				continue
+			}
+			again, err := u.Save(version)
+			require.NoError(t, err)
+			require.Equal(t, data, again.Data, "an accepted version %d state re-encodes to itself", version)
+			newest, err := u.Save(0)
+			require.NoError(t, err)
+			v := NewUARTAt(0x3f8, &fakeIRQ{}, nil)
+			require.NoError(t, v.Restore(newest))
+			back, err := v.Save(version)
+			require.NoError(t, err)
+			require.Equal(t, data, back.Data, "version %d -> newest -> version %d", version, version)
+			// The restored device works.
+			var b [1]byte
+			for off := range uint16(UARTPorts) {
+				u.PortRead(0x3f8+off, b[:])
+			}
+			u.PortWrite(0x3f8, []byte{'x'})
+			u.Receive([]byte("0123456789abcdefg"))
+			u.SetModemLines(UARTMsrCTS)
 		}
-		require.Equal(t, data, after.Data, "an accepted state re-encodes to itself")
-		// The restored device works.
-		var b [1]byte
-		for off := range uint16(UARTPorts) {
-			u.PortRead(0x3f8+off, b[:])
-		}
-		u.PortWrite(0x3f8, []byte{'x'})
-		u.Receive([]byte("0123456789abcdefg"))
 	})
 }
 

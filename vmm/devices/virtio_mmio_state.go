@@ -148,7 +148,7 @@ func (m *VirtioMMIO) Save(version uint32) (Payload, error) {
 // driver made available (and notified) while the source was quiesced, which
 // no later notification will announce.
 func (m *VirtioMMIO) Restore(p Payload) error {
-	if err := checkPayload(p, m.dev.StateKind(), virtioMMIOStateVersion, virtioMMIOStateMax); err != nil {
+	if err := checkPayload(p, m.dev.StateKind(), stateVersion{virtioMMIOStateVersion, virtioMMIOStateMax}); err != nil {
 		return err
 	}
 	s, err := decodeVirtioMMIOState(p.Data, m.dev, m.maxima)
