@@ -28,7 +28,7 @@ const usage = `usage: waggle <command> [flags]
 
 commands:
   server    run a VMM server: one VM behind the versioned HTTP API
-  vm        drive a VMM server (create, get, run, stop, reboot, watch, serial)
+  vm        drive a VMM server (create, get, spec, run, stop, reboot, watch, serial, migrate)
   version   print the version
 `
 

@@ -12,17 +12,39 @@ import (
 	api "waggle/gen/vmm-server/v1"
 )
 
+// migrationSummary is what `waggle vm migrate -o json` prints at the end
+// of a completed migration.
+type migrationSummary struct {
+	MigrationID uuid.UUID `json:"migration_id"`
+	Name        string    `json:"name"`     // the instance's name
+	From        string    `json:"from"`     // the source server, as the CLI reached it
+	To          string    `json:"to"`       // the target server
+	SrcAddr     string    `json:"src_addr"` // the source, as the target reached it
+	TotalUs     int64     `json:"total_us"`
+	DowntimeUs  int64     `json:"downtime_us"`
+	BytesSent   int64     `json:"bytes_sent"`
+	Rounds      int64     `json:"rounds"`
+	// ThroughputMiBs is MiB sent per second of the whole migration.
+	ThroughputMiBs float64 `json:"throughput_mib_s"`
+}
+
 // migrate drives a live migration from the server at -server (the source)
 // to the server at -to (the target): it arms the source, creates the target
-// as a migration target, shows progress, and ends with a summary.
+// as a migration target, shows progress, and ends with a summary. The
+// target dials the source at -src-addr, for when it reaches the source by
+// another address than the CLI does (default: -server).
 func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 	to := c.fs.String("to", "", "the target VMM server, host:port (required)")
+	srcAddr := c.fs.String("src-addr", "", "the source as the target reaches it, host:port (default: -server)")
 	if err := c.parse(args); err != nil {
 		return err
 	}
 	if *to == "" {
 		fmt.Fprintln(c.stderr, "-to is required")
 		return errUsage
+	}
+	if *srcAddr == "" {
+		*srcAddr = *c.server
 	}
 	src, err := c.client()
 	if err != nil {
@@ -47,7 +69,7 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 	start := time.Now()
 	r, err := dst.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
 		Properties: inst.Properties,
-		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: *c.server},
+		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: *srcAddr},
 	})
 	if err != nil {
 		return err
@@ -103,20 +125,23 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 	} else if out.DowntimeUs != nil {
 		downtime = time.Duration(*out.DowntimeUs) * time.Microsecond
 	}
+	sum := migrationSummary{
+		MigrationID: id, Name: inst.Properties.Name, From: *c.server, To: *to, SrcAddr: *srcAddr,
+		TotalUs: total.Microseconds(), DowntimeUs: downtime.Microseconds(),
+		BytesSent: out.BytesSent, Rounds: int64(out.Rounds),
+	}
 	mib := float64(out.BytesSent) / (1 << 20)
+	if total > 0 {
+		sum.ThroughputMiBs = mib / total.Seconds()
+	}
 	if c.json() {
-		return c.printJSON(map[string]any{
-			"migration_id": id, "from": *c.server, "to": *to,
-			"total_us": total.Microseconds(), "downtime_us": downtime.Microseconds(),
-			"bytes_sent": out.BytesSent, "rounds": out.Rounds,
-			"throughput_mib_s": mib / total.Seconds(),
-		})
+		return c.printJSON(sum)
 	}
 	fmt.Fprintf(c.stdout, "migrated %s from %s to %s\n", inst.Properties.Name, *c.server, *to)
 	fmt.Fprintf(c.stdout, "  total      %v\n", total.Round(time.Microsecond))
 	fmt.Fprintf(c.stdout, "  downtime   %v\n", downtime.Round(time.Microsecond))
 	fmt.Fprintf(c.stdout, "  sent       %.1f MiB in %d rounds\n", mib, out.Rounds)
-	fmt.Fprintf(c.stdout, "  throughput %.0f MiB/s\n", mib/total.Seconds())
+	fmt.Fprintf(c.stdout, "  throughput %.0f MiB/s\n", sum.ThroughputMiBs)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,12 +29,13 @@ commands:
   create   create the server's VM from a spec (-spec file.json) or a config (-config file.toml)
   get      show the VM's properties, state and generation
   spec     show the VM's spec
-  run      start the VM
-  stop     stop the VM (it is destroyed afterwards)
-  reboot   restart the guest
-  watch    print the VM's states as they change, until it ends
-  serial   attach to the serial console (detach with Ctrl-])
-  migrate  live-migrate the VM to another server (-to host:port), with progress and a summary
+  run      start the VM (done at once if it runs)
+  stop     stop the VM (it is destroyed afterwards; done at once if it is)
+  reboot   restart the guest (or wait for the reboot under way)
+  watch    print the VM's state, then each change, until it ends
+  serial   attach to the serial console (detach with Ctrl-]; it ends when the VM does)
+  migrate  live-migrate the VM to another server (-to host:port), with progress and a summary;
+           -src-addr host:port is the source as the target reaches it (default: -server)
 
 common flags:
   -server host:port   the VMM server (default $WAGGLE_SERVER or 127.0.0.1:12400)
@@ -269,44 +271,106 @@ func (c *vmCmd) spec(ctx context.Context, args []string) error {
 	return c.printJSON(r.JSON200.Spec)
 }
 
+// A goal is what a state request waits for: the states that meet it, and
+// the states from which, by the instance lifecycle (InstanceState in the
+// contract), it can no longer come.
+type goal struct {
+	want    string              // the goal, for messages: "running"
+	already []api.InstanceState // states in which the request has nothing to do
+	met     []api.InstanceState
+	lost    []api.InstanceState
+}
+
+var notRunning = []api.InstanceState{api.InstanceStateStopping, api.InstanceStateStopped,
+	api.InstanceStateDestroyed, api.InstanceStateFailed}
+
+// goals are the state requests' goals. The server answers 204 when a
+// request is already met or under way, so the CLI checks the state first.
+var goals = map[string]goal{
+	"run": {want: "running", already: []api.InstanceState{api.InstanceStateRunning},
+		met: []api.InstanceState{api.InstanceStateRunning}, lost: notRunning},
+	"stop": {want: "stopped", already: []api.InstanceState{api.InstanceStateStopped, api.InstanceStateDestroyed},
+		met: []api.InstanceState{api.InstanceStateStopped, api.InstanceStateDestroyed}},
+	"reboot": {want: "running", met: []api.InstanceState{api.InstanceStateRunning}, lost: notRunning},
+}
+
+// reached says whether st ends the wait for g, and with what error: nil
+// when st meets g, or when the VM has ended (destroyed) and g names no
+// state; an error when the VM failed or g can no longer be met.
+func (g goal) reached(st api.InstanceStateView) (bool, error) {
+	switch {
+	case slices.Contains(g.met, st.State):
+		return true, nil
+	case st.State == api.InstanceStateFailed:
+		return true, fmt.Errorf("the VM failed: %s", deref(st.FailureReason))
+	case slices.Contains(g.lost, st.State):
+		return true, fmt.Errorf("the VM is %s: it will not be %s", st.State, g.want)
+	case st.State == api.InstanceStateDestroyed:
+		return true, nil
+	}
+	return false, nil
+}
+
 func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 	wait := c.fs.Bool("wait", true, "wait until the VM reaches the state asked for (or fails)")
 	cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
-	inst, err := getInstance(ctx, cl)
+	g := goals[verb]
+	now, err := stateNow(ctx, cl)
 	if err != nil {
 		return err
 	}
-	r, err := cl.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequested(verb)})
-	if err != nil {
-		return err
+	if slices.Contains(g.already, now.State) {
+		return c.printState(now) // nothing to do
 	}
-	if r.StatusCode() != http.StatusNoContent {
-		return apiErr(r.StatusCode(), r.Body)
+	// A reboot under way is the reboot asked for: wait for its end.
+	if verb != "reboot" || now.State != api.InstanceStateRebooting {
+		r, err := cl.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequested(verb)})
+		if err != nil {
+			return err
+		}
+		if r.StatusCode() != http.StatusNoContent {
+			return apiErr(r.StatusCode(), r.Body)
+		}
 	}
 	if !*wait {
 		return nil
 	}
-	goal := map[string][]api.InstanceState{
-		"run":    {api.InstanceStateRunning},
-		"stop":   {api.InstanceStateDestroyed},
-		"reboot": {api.InstanceStateRunning},
-	}[verb]
-	return c.follow(ctx, cl, inst.Gen, func(st api.InstanceStateView) bool {
-		for _, s := range goal {
-			if st.State == s {
-				return true
-			}
-		}
-		return false
-	})
+	return c.follow(ctx, cl, now.Gen, g)
 }
 
-// follow prints each state change after gen until done says so, or the VM
-// fails or is destroyed.
-func (c *vmCmd) follow(ctx context.Context, cl *api.ClientWithResponses, gen int64, done func(api.InstanceStateView) bool) error {
+// stateNow returns the instance's state view at once, as the state
+// monitor shows it.
+func stateNow(ctx context.Context, cl *api.ClientWithResponses) (api.InstanceStateView, error) {
+	timeout := int32(0)
+	r, err := cl.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: 0, TimeoutMs: &timeout})
+	if err != nil {
+		return api.InstanceStateView{}, err
+	}
+	if r.JSON200 == nil {
+		return api.InstanceStateView{}, apiErr(r.StatusCode(), r.Body)
+	}
+	return *r.JSON200, nil
+}
+
+// printState prints one state: a JSON line, or a timestamped line of text.
+func (c *vmCmd) printState(st api.InstanceStateView) error {
+	if c.json() {
+		return json.NewEncoder(c.stdout).Encode(st)
+	}
+	line := fmt.Sprintf("%s  gen %d  %s", time.Now().Format("15:04:05.000"), st.Gen, st.State)
+	if st.FailureReason != nil {
+		line += ": " + *st.FailureReason
+	}
+	_, err := fmt.Fprintln(c.stdout, line)
+	return err
+}
+
+// follow prints each state change after gen until g is reached (see
+// goal.reached).
+func (c *vmCmd) follow(ctx context.Context, cl *api.ClientWithResponses, gen int64, g goal) error {
 	for {
 		r, err := cl.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: gen})
 		if err != nil {
@@ -320,24 +384,11 @@ func (c *vmCmd) follow(ctx context.Context, cl *api.ClientWithResponses, gen int
 			continue // the long poll timed out
 		}
 		gen = st.Gen
-		if c.json() {
-			if err := json.NewEncoder(c.stdout).Encode(st); err != nil {
-				return err
-			}
-		} else {
-			line := fmt.Sprintf("%s  gen %d  %s", time.Now().Format("15:04:05.000"), st.Gen, st.State)
-			if st.FailureReason != nil {
-				line += ": " + *st.FailureReason
-			}
-			fmt.Fprintln(c.stdout, line)
+		if err := c.printState(st); err != nil {
+			return err
 		}
-		switch {
-		case done(st):
-			return nil
-		case st.State == api.InstanceStateFailed:
-			return fmt.Errorf("the VM failed: %s", deref(st.FailureReason))
-		case st.State == api.InstanceStateDestroyed:
-			return nil
+		if done, err := g.reached(st); done {
+			return err
 		}
 	}
 }
@@ -349,19 +400,24 @@ func deref(s *string) string {
 	return *s
 }
 
+// watch prints the current state, then every change until the VM ends: it
+// exits 0 once the VM is destroyed, 1 if it failed.
 func (c *vmCmd) watch(ctx context.Context, args []string) error {
 	cl, err := c.connect(args)
 	if err != nil {
 		return err
 	}
-	inst, err := getInstance(ctx, cl)
+	now, err := stateNow(ctx, cl)
 	if err != nil {
 		return err
 	}
-	if !c.json() {
-		fmt.Fprintf(c.stdout, "%s  gen %d  %s\n", time.Now().Format("15:04:05.000"), inst.Gen, inst.State)
+	if err := c.printState(now); err != nil {
+		return err
 	}
-	err = c.follow(ctx, cl, inst.Gen, func(api.InstanceStateView) bool { return false })
+	if done, err := (goal{}).reached(now); done {
+		return err
+	}
+	err = c.follow(ctx, cl, now.Gen, goal{})
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	api "waggle/gen/vmm-server/v1"
+	"waggle/internal/kvmtest"
+)
+
+// The CLI's commands end: each test runs `waggle vm ...` as a subprocess
+// with a time limit, so a command that hangs fails the test.
+
+const cliTickerJSON = `{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"pace_ms=20"},
+ "components":{"com1":{"type":"serial_port","num":"com1"}}}`
+
+// cliBuffer collects a subprocess's output while the test reads it.
+type cliBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *cliBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *cliBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// cliProc is a running `waggle vm` subprocess.
+type cliProc struct {
+	args           []string
+	limit          time.Duration
+	stdout, stderr cliBuffer
+	done           chan struct{} // closed when the process has exited
+	err            error         // set before done is closed
+	ctx            context.Context
+}
+
+// startCLI starts `waggle vm args...` against the server at addr; the
+// process is killed after limit.
+func startCLI(t *testing.T, limit time.Duration, addr string, args ...string) *cliProc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	p := &cliProc{args: args, limit: limit, done: make(chan struct{}), ctx: ctx}
+	cmd := exec.CommandContext(ctx, waggleBin, append([]string{"vm"}, args...)...)
+	cmd.Env = append(os.Environ(), "WAGGLE_SERVER="+addr)
+	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
+	require.NoError(t, cmd.Start())
+	go func() {
+		p.err = cmd.Wait()
+		cancel()
+		close(p.done)
+	}()
+	t.Cleanup(func() { cancel(); <-p.done })
+	return p
+}
+
+// cliResult is how a `waggle vm` command ended.
+type cliResult struct {
+	stdout, stderr string
+	code           int
+}
+
+// wait waits for the command to end and fails the test if it hung.
+func (p *cliProc) wait(t *testing.T) cliResult {
+	t.Helper()
+	<-p.done
+	if errors.Is(p.ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("waggle vm %s hung: not ended after %v\nstdout: %s\nstderr: %s",
+			strings.Join(p.args, " "), p.limit, p.stdout.String(), p.stderr.String())
+	}
+	res := cliResult{stdout: p.stdout.String(), stderr: p.stderr.String()}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		res.code = ee.ExitCode()
+	} else {
+		require.NoError(t, p.err)
+	}
+	return res
+}
+
+// vmCLI runs `waggle vm args...` against the server at addr and fails the
+// test if it has not ended within limit.
+func vmCLI(t *testing.T, limit time.Duration, addr string, args ...string) cliResult {
+	t.Helper()
+	return startCLI(t, limit, addr, args...).wait(t)
+}
+
+// requireExit checks a command's exit status, showing its output if wrong.
+func requireExit(t *testing.T, res cliResult, code int) {
+	t.Helper()
+	require.Equal(t, code, res.code, "exit status\nstdout: %s\nstderr: %s", res.stdout, res.stderr)
+}
+
+// jsonStates decodes the JSON lines of `-o json` state output.
+func jsonStates(t *testing.T, out string) []api.InstanceStateView {
+	t.Helper()
+	var views []api.InstanceStateView
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v api.InstanceStateView
+		require.NoError(t, json.Unmarshal([]byte(line), &v), "a JSON line: %q", line)
+		views = append(views, v)
+	}
+	return views
+}
+
+// TestCLIStateCommandsEndWhenTheGoalIsMet: run on a running VM, stop on a
+// destroyed one and reboots on top of each other all end, with exit 0; the
+// requests the server refuses end with its error.
+func TestCLIStateCommandsEndWhenTheGoalIsMet(t *testing.T) {
+	kvmtest.Require(t)
+	p := startServer(t)
+	createRunning(t, p, cliTickerJSON, "tick 2\n")
+	const limit = 20 * time.Second
+
+	res := vmCLI(t, limit, p.addr, "run")
+	requireExit(t, res, 0)
+	require.Contains(t, res.stdout, "running")
+	res = vmCLI(t, limit, p.addr, "run", "-o", "json")
+	requireExit(t, res, 0)
+	require.Equal(t, api.InstanceStateRunning, jsonStates(t, res.stdout)[0].State)
+
+	// A reboot reboots the running guest.
+	res = vmCLI(t, limit, p.addr, "reboot")
+	requireExit(t, res, 0)
+	require.Contains(t, res.stdout, "running")
+	require.Eventually(t, func() bool { return strings.Count(console(t, p), "ticker ready") == 2 },
+		10*time.Second, 10*time.Millisecond, "the guest booted again")
+
+	// Reboots asked while one is under way: each waits for running. (The
+	// order of the requests is up to the scheduler; TestCLIFollowsScriptedStates
+	// has the reboot under way for certain.)
+	s, err := p.client.InstanceStatePutWithResponse(context.Background(), api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedReboot})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode(), string(s.Body))
+	var reboots []*cliProc
+	for range 4 {
+		reboots = append(reboots, startCLI(t, limit, p.addr, "reboot"))
+	}
+	for _, r := range reboots {
+		res := r.wait(t)
+		requireExit(t, res, 0)
+		require.Contains(t, res.stdout, "running")
+	}
+	require.Equal(t, api.InstanceStateRunning, state(t, p).State)
+
+	res = vmCLI(t, limit, p.addr, "stop")
+	requireExit(t, res, 0)
+	require.Contains(t, res.stdout, "destroyed")
+	for range 2 {
+		res = vmCLI(t, limit, p.addr, "stop")
+		requireExit(t, res, 0)
+		require.Contains(t, res.stdout, "destroyed", "a destroyed VM is stopped already")
+	}
+	for _, verb := range []string{"run", "reboot"} {
+		res = vmCLI(t, limit, p.addr, verb)
+		requireExit(t, res, 1)
+		require.Contains(t, res.stderr, "invalid_transition")
+	}
+}
+
+// TestCLIFollowsScriptedStates drives the CLI against a scripted server, to
+// reach for certain the cases a real VM reaches only by chance: a reboot
+// under way, and a VM that ends or fails while the CLI waits for running.
+func TestCLIFollowsScriptedStates(t *testing.T) {
+	cases := []struct {
+		name   string
+		verb   string
+		states []api.InstanceState // [0] is the state at first, then one per generation
+		put    bool                // the CLI should ask the server
+		code   int
+		want   string // in stdout when code is 0, else in stderr
+	}{
+		{"reboot while rebooting", "reboot", []api.InstanceState{"rebooting", "running"}, false, 0, "running"},
+		{"reboot while rebooting, then failed", "reboot", []api.InstanceState{"rebooting", "failed"}, false, 1, "the VM failed: triple fault"},
+		{"run, then destroyed", "run", []api.InstanceState{"creating", "starting", "destroyed"}, true, 1, "the VM is destroyed: it will not be running"},
+		{"reboot, then stopping", "reboot", []api.InstanceState{"running", "stopping"}, true, 1, "the VM is stopping: it will not be running"},
+		{"stop, then failed", "stop", []api.InstanceState{"running", "stopping", "failed"}, true, 1, "the VM failed"},
+		{"stop while stopping", "stop", []api.InstanceState{"stopping", "destroyed"}, true, 0, "destroyed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var puts atomic.Int32
+			srv := httptest.NewServer(scriptedStates(t, tc.states, &puts))
+			defer srv.Close()
+			res := vmCLI(t, 20*time.Second, strings.TrimPrefix(srv.URL, "http://"), tc.verb)
+			requireExit(t, res, tc.code)
+			if tc.code == 0 {
+				require.Contains(t, res.stdout, tc.want)
+			} else {
+				require.Contains(t, res.stderr, tc.want)
+			}
+			require.Equal(t, tc.put, puts.Load() == 1, "asked the server to %s", tc.verb)
+		})
+	}
+}
+
+// scriptedStates serves the state monitor: generation 1 is states[0], and
+// each answer to a long poll moves one generation on, until the last state,
+// which it keeps (polls then time out). A state request is answered 204.
+func scriptedStates(t *testing.T, states []api.InstanceState, puts *atomic.Int32) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/instance/state", func(w http.ResponseWriter, r *http.Request) {
+		puts.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /v1/instance/state-monitor", func(w http.ResponseWriter, r *http.Request) {
+		var gen int
+		fmt.Sscan(r.URL.Query().Get("gen"), &gen)
+		next := min(gen+1, len(states)) // generations count from 1
+		if next == gen {
+			select { // nothing more will happen: a short long poll
+			case <-r.Context().Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		v := api.InstanceStateView{Gen: int64(next), State: states[next-1]}
+		if v.State == api.InstanceStateFailed {
+			v.FailureReason = ptr("triple fault")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("unexpected request %s %s", r.Method, r.URL)
+		http.Error(w, "unexpected", http.StatusNotImplemented)
+	})
+	return mux
+}
+
+// TestCLIWatchPrintsEveryStateFromTheFirst: `vm watch -o json` prints the
+// state it starts from and each change as JSON lines, and ends with the VM;
+// on an ended VM it prints the state and ends at once.
+func TestCLIWatchPrintsEveryStateFromTheFirst(t *testing.T) {
+	kvmtest.Require(t)
+	p := startServer(t)
+	ctx := context.Background()
+	w, err := specDecode(cliTickerJSON)
+	require.NoError(t, err)
+	r, err := p.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "w"}, Spec: &w})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	first := r.JSON201.Gen
+
+	watch := startCLI(t, 30*time.Second, p.addr, "watch", "-o", "json")
+	require.Eventually(t, func() bool { return strings.Contains(watch.stdout.String(), "\n") }, 10*time.Second, 10*time.Millisecond,
+		"watch printed no initial state: %s", watch.stderr.String())
+	start := jsonStates(t, watch.stdout.String())
+	require.Equal(t, []api.InstanceStateView{{Gen: first, State: api.InstanceStateCreating}}, start)
+
+	requireExit(t, vmCLI(t, 20*time.Second, p.addr, "run"), 0)
+	requireExit(t, vmCLI(t, 20*time.Second, p.addr, "stop"), 0)
+	res := watch.wait(t)
+	requireExit(t, res, 0)
+	views := jsonStates(t, res.stdout)
+	var seen []api.InstanceState
+	for _, v := range views {
+		seen = append(seen, v.State)
+	}
+	require.Contains(t, seen, api.InstanceStateRunning)
+	last := views[len(views)-1]
+	require.Equal(t, api.InstanceStateDestroyed, last.State)
+	for i := 1; i < len(views); i++ {
+		require.Greater(t, views[i].Gen, views[i-1].Gen)
+	}
+
+	for _, o := range []string{"text", "json"} {
+		res = vmCLI(t, 10*time.Second, p.addr, "watch", "-o", o)
+		requireExit(t, res, 0)
+		require.Contains(t, res.stdout, "destroyed")
+	}
+	require.Equal(t, []api.InstanceStateView{last}, jsonStates(t, res.stdout))
+}
+
+// TestCLISerialEndsWithTheVM: an attached console ends when the VM does,
+// and attaching to an ended VM says so at once.
+func TestCLISerialEndsWithTheVM(t *testing.T) {
+	kvmtest.Require(t)
+	p := startServer(t)
+	createRunning(t, p, cliTickerJSON, "tick 2\n")
+
+	attached := startCLI(t, 30*time.Second, p.addr, "serial")
+	require.Eventually(t, func() bool { return strings.Contains(attached.stdout.String(), "tick ") }, 10*time.Second, 10*time.Millisecond)
+	requireExit(t, vmCLI(t, 20*time.Second, p.addr, "stop"), 0)
+	res := attached.wait(t)
+	requireExit(t, res, 0)
+	require.Contains(t, res.stderr, "closed the console")
+
+	res = vmCLI(t, 10*time.Second, p.addr, "serial")
+	requireExit(t, res, 1)
+	require.Contains(t, res.stderr, "the VM is destroyed: its console has ended")
+	res = vmCLI(t, 10*time.Second, p.addr, "serial", "-until", "tick 1000000")
+	requireExit(t, res, 1)
+	require.Contains(t, res.stderr, "the VM is destroyed")
+}
+
+// countingProxy forwards connections to addr and counts them.
+func countingProxy(t *testing.T, addr string) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(up, c); up.Close() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return ln.Addr().String(), &n
+}
+
+// TestCLIMigrate: `waggle vm migrate` moves a ticking VM from A to B (the
+// target reaching A through -src-addr) and back (-o json), each time with a
+// summary, the source destroyed and the guest ticking on at the target.
+func TestCLIMigrate(t *testing.T) {
+	kvmtest.Require(t)
+	a, b := startServer(t), startServer(t)
+	createRunning(t, a, cliTickerJSON, "tick 3\n")
+
+	help := vmCLI(t, 10*time.Second, a.addr, "help")
+	require.Contains(t, help.stdout, "-src-addr host:port")
+
+	proxy, dials := countingProxy(t, a.addr)
+	res := vmCLI(t, 90*time.Second, a.addr, "migrate", "-server", a.addr, "-to", b.addr, "-src-addr", proxy)
+	requireExit(t, res, 0)
+	require.Regexp(t, `migrated mig from `+a.addr+` to `+b.addr+`\n`, res.stdout)
+	require.Regexp(t, `total\s+\d[\d.]*[µm]?s\n`, res.stdout)
+	require.Regexp(t, `downtime\s+\d[\d.]*[µm]?s\n`, res.stdout)
+	require.Regexp(t, `throughput\s+\d+ MiB/s\n`, res.stdout)
+	require.Contains(t, res.stderr, "completed", "the progress line")
+	require.Positive(t, dials.Load(), "the target reached the source through -src-addr")
+	requireMoved(t, a, b, "")
+
+	// And back, for programs.
+	onA := console(t, a)
+	res = vmCLI(t, 90*time.Second, b.addr, "migrate", "-to", a.addr, "-o", "json")
+	requireExit(t, res, 0)
+	var sum migrationSummary
+	dec := json.NewDecoder(strings.NewReader(res.stdout))
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(&sum), res.stdout)
+	require.False(t, dec.More(), "one JSON value: %s", res.stdout)
+	require.Equal(t, "mig", sum.Name)
+	require.Equal(t, b.addr, sum.From)
+	require.Equal(t, a.addr, sum.To)
+	require.Equal(t, b.addr, sum.SrcAddr, "-src-addr defaults to -server")
+	require.NotZero(t, sum.MigrationID)
+	require.Positive(t, sum.TotalUs)
+	require.Positive(t, sum.DowntimeUs)
+	require.LessOrEqual(t, sum.DowntimeUs, sum.TotalUs)
+	require.Positive(t, sum.BytesSent)
+	require.Positive(t, sum.ThroughputMiBs)
+	require.Empty(t, res.stderr, "no progress bar for programs")
+	requireMoved(t, b, a, onA)
+}
+
+// requireMoved checks that the VM left src (destroyed) and runs on dst,
+// ticking on after src's last tick; dstBefore is dst's console before the
+// migration (a server's console spans its instances).
+func requireMoved(t *testing.T, src, dst *serverProc, dstBefore string) {
+	t.Helper()
+	require.Equal(t, api.InstanceStateDestroyed, state(t, src).State)
+	require.Equal(t, api.InstanceStateRunning, state(t, dst).State)
+	onSrc := tickNumbers(console(t, src))
+	require.NotEmpty(t, onSrc)
+	var after []int
+	require.Eventually(t, func() bool {
+		after = tickNumbers(strings.TrimPrefix(console(t, dst), dstBefore))
+		return len(after) >= 3
+	}, 10*time.Second, 10*time.Millisecond, "the guest ticks on at the target")
+	require.Greater(t, after[len(after)-1], onSrc[len(onSrc)-1], "ticks after the migration")
+}
