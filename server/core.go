@@ -18,16 +18,18 @@ import (
 )
 
 // State is an instance's lifecycle state. The states and what may follow
-// each:
+// each (decide in runtime.go says which requests do what):
 //
-//	Creating  -> Starting (run requested), Migrating (as a migration target), Failed
+//	Creating  -> Starting (run), Stopping (stop), Migrating (as a migration target)
 //	Starting  -> Running, Failed
-//	Running   -> Stopping, Rebooting, Migrating (outbound), Failed
-//	Rebooting -> Running, Failed
-//	Migrating -> Running (target after hand-off; source after a failed migration), Destroyed (source after hand-off), Failed
+//	Running   -> Stopping (stop, or the guest powered off), Rebooting, Migrating (outbound), Failed
+//	Rebooting -> Running, Stopping (the guest powered off), Failed
+//	Migrating -> Running (target after the hand-off; source after a failed migration),
+//	             Destroyed (source after the hand-off), Stopping (the guest powered off
+//	             during an outbound migration), Failed
 //	Stopping  -> Stopped
 //	Stopped   -> Destroyed
-//	Failed, Destroyed: final
+//	Failed, Destroyed: final; a new ensure may replace a destroyed instance.
 type State uint8
 
 // The lifecycle states.
@@ -212,6 +214,8 @@ type Core interface {
 	MigrateExpect(ctx context.Context, id uuid.UUID) error
 	// MigrateSource checks that a migration with this id is expected and
 	// returns the function that serves it over the upgraded connection; the
-	// connection is the caller's to close once serve returns.
+	// connection is the caller's to close once serve returns. The caller
+	// must call serve exactly once: with a nil connection when the upgrade
+	// failed, which ends the migration and leaves the instance running.
 	MigrateSource(ctx context.Context, id uuid.UUID) (serve func(ctx context.Context, conn net.Conn) error, err error)
 }

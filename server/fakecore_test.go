@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -75,15 +76,20 @@ func (f *fakeCore) RequestState(_ context.Context, r Requested) error {
 	if f.req == nil {
 		return ErrNoInstance
 	}
-	switch {
-	case r == RequestRun && f.inst.State == StateCreating:
-		f.setStateLocked(StateRunning)
-	case r == RequestStop && f.inst.State == StateRunning:
-		f.setStateLocked(StateStopped)
-	default:
-		return &TransitionError{State: f.inst.State, Requested: r.String()}
+	// The real rule book, with transitions that end at once.
+	switch decide(f.inst.State, r, true, false) {
+	case alreadyDone:
+		return nil
+	case honour:
+		switch r {
+		case RequestRun, RequestReboot:
+			f.setStateLocked(StateRunning)
+		case RequestStop:
+			f.setStateLocked(StateStopped)
+		}
+		return nil
 	}
-	return nil
+	return &TransitionError{State: f.inst.State, Requested: r.String()}
 }
 
 func (f *fakeCore) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, error) {
@@ -166,6 +172,9 @@ func (f *fakeCore) MigrateSource(_ context.Context, id uuid.UUID) (func(context.
 		return nil, ErrNoSuchMigration
 	}
 	return func(_ context.Context, conn net.Conn) error {
+		if conn == nil {
+			return errors.New("not upgraded")
+		}
 		_, err := io.Copy(conn, conn)
 		return err
 	}, nil

@@ -57,11 +57,17 @@ type FailPoints map[string]bool
 
 // The fail points.
 const (
-	// FailStallInPrecopy: the target stalls for 3 s after its first RAM
-	// frame (time for a test to kill it, or to stop the source).
+	// FailStallInPrecopy: after its first RAM frame the target stops
+	// reading until the source reports the migration failed, or a minute
+	// (time for a test to kill it, stop the source, or end its guest).
 	FailStallInPrecopy = "target-stall-in-precopy"
-	// FailDeviceImport: the target fails to import device state.
+	// FailDeviceImport: the target cuts each device payload short, so its
+	// import of the VM's state fails in the device's own Restore.
 	FailDeviceImport = "target-fail-device-import"
+	// FailOldestDeviceVersions: the target offers only the oldest state
+	// version of each device kind, as a build from before the newer ones
+	// would, so the source must write that version.
+	FailOldestDeviceVersions = "target-offers-oldest-device-versions"
 )
 
 // ParseFailPoints parses a comma-separated list.

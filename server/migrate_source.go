@@ -115,6 +115,11 @@ func (s *source) phase(ph MigrationPhase) {
 
 func (s *source) run(ctx context.Context, conn net.Conn) error {
 	s.start = time.Now()
+	if conn == nil {
+		err := errors.New("the connection could not be upgraded to the migration stream")
+		s.fail(err)
+		return err
+	}
 	s.p = newPeer(conn, nil)
 	s.zero = make([]byte, migration.PageSize)
 	s.page = make([]byte, migration.MaxPagesPerFrame*migration.PageSize)
@@ -135,9 +140,10 @@ func (s *source) run(ctx context.Context, conn net.Conn) error {
 // fail ends a migration that did not reach the hand-off: the VM runs on,
 // here, with nothing lost.
 func (s *source) fail(err error) {
+	var resumeErr error
 	if s.paused {
-		if rerr := s.m.Resume(); rerr != nil {
-			s.r.log.Error("migration: resume after failure", "err", rerr)
+		if resumeErr = s.m.Resume(); resumeErr != nil {
+			s.r.log.Error("migration: resume after failure", "err", resumeErr)
 		}
 	}
 	_ = s.m.DisableDirtyLog()
@@ -155,6 +161,12 @@ func (s *source) fail(err error) {
 		// The guest ended during the migration (it powered off, say):
 		// what would have happened without the migration happens now.
 		s.r.machineEndedLocked(exit)
+		return
+	}
+	if resumeErr != nil {
+		// The VM is paused and cannot go on: say so rather than running.
+		s.r.setStateLocked(StateFailed, fmt.Sprintf("resume after the failed migration: %v", resumeErr))
+		s.r.releaseLocked()
 		return
 	}
 	s.r.setStateLocked(StateRunning, "")
@@ -179,7 +191,7 @@ func (s *source) migrate(ctx context.Context) error {
 		return err
 	}
 	s.mark("target_import")
-	return s.handOff()
+	return s.handOff(ctx)
 }
 
 // negotiate reads the target's Hello and answers the protocol chosen.
@@ -234,22 +246,25 @@ func (s *source) copyRAM(ctx context.Context) error {
 		return err
 	}
 	s.r.log.Debug("migration touched pages", "migration", s.id, "pages", countPages(touched), "elapsed", time.Since(s.start))
-	// The target's RAM is fresh: pages never touched, and zero pages, need
-	// not be sent in the first pass.
-	if err := s.sendRound(ctx, touched, 0, false, false); err != nil {
-		return err
-	}
-	for round := uint32(1); ; round++ {
+	// Round 0 sends the pages ever touched; the target's RAM is fresh, so
+	// pages never touched, and zero pages, need not be sent. Each later
+	// round sends the pages dirtied during the one before, zeros included.
+	pages := touched
+	for round := uint32(0); ; round++ {
+		sent, err := s.sendPages(ctx, pages, round, round > 0)
+		if err != nil {
+			return err
+		}
 		dirty, err := s.m.CollectDirty()
 		if err != nil {
 			return err
 		}
 		left := countPages(dirty)
-		s.progress(func(p *MigrationProgress) { p.PagesLeft = left })
-		if left > convergePages && round <= maxRounds && time.Since(s.start) <= maxPrecopyTime {
-			if err := s.sendRound(ctx, dirty, round, true, false); err != nil {
-				return err
-			}
+		if err := s.endRound(migration.RoundEnd{Round: round, PagesSent: sent, PagesLeft: left}); err != nil {
+			return err
+		}
+		if left > convergePages && round < maxRounds && time.Since(s.start) <= maxPrecopyTime {
+			pages = dirty
 			continue
 		}
 		// Pause with these pages, and any dirtied since, still to send.
@@ -262,7 +277,11 @@ func (s *source) copyRAM(ctx context.Context) error {
 		}
 		merge(dirty, more)
 		s.phase(PhaseRAMFinal)
-		if err := s.sendRound(ctx, dirty, round, true, true); err != nil {
+		sent, err = s.sendPages(ctx, dirty, round+1, true)
+		if err != nil {
+			return err
+		}
+		if err := s.endRound(migration.RoundEnd{Round: round + 1, Final: true, PagesSent: sent}); err != nil {
 			return err
 		}
 		s.mark("final_ram")
@@ -309,10 +328,17 @@ func (s *source) sendState(accepted []migration.DeviceVersions) error {
 // the source records the migration as completed (so a target that loses the
 // connection now can ask, and run), never runs the VM again, and tells the
 // target to run it.
-func (s *source) handOff() error {
+func (s *source) handOff(ctx context.Context) error {
 	downtime := time.Since(s.pausedAt)
 	r := s.r
 	r.mu.Lock()
+	// An abort (a stop request, the guest ending) takes r.mu too: one that
+	// came first wins, and the VM stays here; after this point none can
+	// come, since abortOut is gone.
+	if err := context.Cause(ctx); err != nil {
+		r.mu.Unlock()
+		return err
+	}
 	if out := r.mig.out; out != nil && out.MigrationID == s.id {
 		out.Phase, out.PagesLeft, out.Downtime, out.Total = PhaseCompleted, 0, downtime, time.Since(s.start)
 		out.BytesSent = s.p.sent.Load()
@@ -348,16 +374,16 @@ func (s *source) pause() error {
 	return nil
 }
 
-// sendRound sends the pages set in the bitmaps: runs of non-zero pages as
+// sendPages sends the pages set in the bitmaps: runs of non-zero pages as
 // RAM frames and, if sendZero, runs of zero pages as Zero frames (a target
-// whose RAM is fresh needs no zeros). It ends with a RoundEnd.
-func (s *source) sendRound(ctx context.Context, maps []vmm.DirtyBitmap, round uint32, sendZero, final bool) error {
+// whose RAM is fresh needs no zeros). It returns how many pages it sent.
+func (s *source) sendPages(ctx context.Context, maps []vmm.DirtyBitmap, round uint32, sendZero bool) (uint64, error) {
 	var sent uint64
 	for _, bm := range maps {
 		pages := bm.Region.Pages()
 		for p := uint64(0); p < pages; {
 			if err := ctx.Err(); err != nil {
-				return context.Cause(ctx)
+				return sent, context.Cause(ctx)
 			}
 			p = nextSet(bm.Bits, p, pages)
 			if p >= pages {
@@ -369,17 +395,23 @@ func (s *source) sendRound(ctx context.Context, maps []vmm.DirtyBitmap, round ui
 			}
 			n, err := s.sendRun(bm.Region.GPA+p*migration.PageSize, end-p, sendZero)
 			if err != nil {
-				return err
+				return sent, err
 			}
 			sent += n
 			p = end
 			s.progress(nil)
 		}
 	}
-	s.r.log.Debug("migration round", "migration", s.id, "round", round, "pages", sent, "final", final, "elapsed", time.Since(s.start))
-	end := migration.RoundEnd{Round: round, Final: final, PagesSent: sent}
-	s.progress(func(p *MigrationProgress) { p.Rounds = round + 1 })
-	if err := s.p.sendNow(migration.TypeRoundEnd, end.Encode()); err != nil || final {
+	s.r.log.Debug("migration round", "migration", s.id, "round", round, "pages", sent, "elapsed", time.Since(s.start))
+	return sent, nil
+}
+
+// endRound closes a round with end and, unless it is the final one, waits
+// for the target's acknowledgement, so that the decision to pause never
+// waits behind pages still in flight.
+func (s *source) endRound(end migration.RoundEnd) error {
+	s.progress(func(p *MigrationProgress) { p.Rounds, p.PagesLeft = end.Round+1, end.PagesLeft })
+	if err := s.p.sendNow(migration.TypeRoundEnd, end.Encode()); err != nil || end.Final {
 		return err
 	}
 	f, err := s.p.expect(migration.TypeRoundAck)
@@ -390,8 +422,8 @@ func (s *source) sendRound(ctx context.Context, maps []vmm.DirtyBitmap, round ui
 	if err != nil {
 		return err
 	}
-	if ack.Round != round {
-		return fmt.Errorf("%w: the target acknowledged round %d, not %d", migration.ErrFrame, ack.Round, round)
+	if ack.Round != end.Round {
+		return fmt.Errorf("%w: the target acknowledged round %d, not %d", migration.ErrFrame, ack.Round, end.Round)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,6 +30,7 @@ func (r *Runtime) ensureMigrationTargetLocked(_ context.Context, req EnsureReque
 	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}
 	r.mig.in, r.mig.expect = nil, uuid.Nil
 	r.setStateLocked(StateCreating, "")
+	r.serial.reopen()
 	r.mig.in = &MigrationProgress{MigrationID: req.Migrate.MigrationID, Phase: PhaseNegotiate}
 	r.setStateLocked(StateMigrating, "")
 	t := &target{r: r, id: req.Migrate.MigrationID, src: req.Migrate.SrcAddr, props: req.Properties, replace: req.Migrate.Replace}
@@ -49,6 +51,10 @@ type target struct {
 	start   time.Time
 	// importTime is how long ImportState took, for the log.
 	importTime time.Duration
+	// offered are the device state versions the target offered, per kind;
+	// devices records what came, as key=kind/vVersion, for the log.
+	offered map[string][]uint32
+	devices []string
 }
 
 func (t *target) progress(f func(p *MigrationProgress)) {
@@ -126,7 +132,12 @@ func (t *target) migrate() error {
 
 	// Negotiate.
 	hello := migration.Hello{MigrationID: t.id, Protocols: migration.Supported, SpecVersions: versions.Names()}
-	for kind, vs := range devices.ImportableVersions() {
+	t.offered = devices.ImportableVersions()
+	for kind, vs := range t.offered {
+		if fp[FailOldestDeviceVersions] {
+			vs = []uint32{slices.Min(vs)}
+			t.offered[kind] = vs
+		}
 		hello.Devices = append(hello.Devices, migration.DeviceVersions{Kind: kind, Versions: vs})
 	}
 	if err := t.p.sendNow(migration.TypeHello, hello.Encode()); err != nil {
@@ -227,7 +238,8 @@ func (t *target) resume(pausedFor time.Duration, committedAt time.Time) error {
 	r.serial.setInput(r.serialInput)
 	r.mu.Unlock()
 	r.log.Info("inbound migration completed", "migration", t.id, "total", time.Since(t.start), "downtime", downtime,
-		"import", t.importTime, "resume", time.Since(committedAt), "bytes", t.p.received.Load())
+		"import", t.importTime, "resume", time.Since(committedAt), "bytes", t.p.received.Load(),
+		"devices", strings.Join(t.devices, " "))
 	go r.watch(t.m)
 	return nil
 }
@@ -261,7 +273,7 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 			}
 			if fp[FailStallInPrecopy] && !stalled {
 				stalled = true
-				time.Sleep(3 * time.Second)
+				t.stallUntilSourceGivesUp()
 			}
 		case migration.TypeZero:
 			z, err := migration.DecodeZero(f.Payload)
@@ -300,14 +312,18 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 			if seen[d.Key] {
 				return nil, fmt.Errorf("%w: device %q sent twice", migration.ErrFrame, d.Key)
 			}
-			if vs, ok := devices.ImportableVersions()[d.Kind]; !ok || !slices.Contains(vs, d.Version) {
-				return nil, fmt.Errorf("device %q: cannot import %q state version %d (this build imports %v)", d.Key, d.Kind, d.Version, devices.ImportableVersions())
+			if vs, ok := t.offered[d.Kind]; !ok || !slices.Contains(vs, d.Version) {
+				return nil, fmt.Errorf("device %q: cannot import %q state version %d (this target offered %v)", d.Key, d.Kind, d.Version, t.offered)
 			}
 			seen[d.Key] = true
+			data := append([]byte(nil), d.Data...)
 			if fp[FailDeviceImport] {
-				return nil, fmt.Errorf("import device %s: %s state version %d: failing on purpose (fail point %s)", d.Key, d.Kind, d.Version, FailDeviceImport)
+				// Cut the payload short: the device's own Restore refuses
+				// it, in ImportState, as it would a damaged one.
+				data = data[:len(data)/2]
 			}
-			devs = append(devs, vmm.DeviceState{Key: d.Key, Payload: devices.Payload{Kind: d.Kind, Version: d.Version, Data: append([]byte(nil), d.Data...)}})
+			devs = append(devs, vmm.DeviceState{Key: d.Key, Payload: devices.Payload{Kind: d.Kind, Version: d.Version, Data: data}})
+			t.devices = append(t.devices, fmt.Sprintf("%s=%s/v%d", d.Key, d.Kind, d.Version))
 		case migration.TypeMachine:
 			t.phase(PhaseClock)
 			mach, err := migration.DecodeMachine(f.Payload)
@@ -363,16 +379,39 @@ func checkRange(regions []vmm.Region, gpa, n uint64) error {
 // sourceCompleted asks the source, through its v1 API, whether it completed
 // the migration.
 func (t *target) sourceCompleted() bool {
+	out := t.sourceOutbound()
+	return out != nil && out.Phase == api.MigrationPhaseCompleted
+}
+
+// sourceOutbound asks the source for its outbound migration's progress;
+// nil when it cannot say, or its outbound migration is another.
+func (t *target) sourceOutbound() *api.MigrationProgress {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := api.NewClientWithResponses("http://" + t.src + "/v1")
 	if err != nil {
-		return false
+		return nil
 	}
 	r, err := c.InstanceMigrationStatusWithResponse(ctx)
 	if err != nil || r.JSON200 == nil {
-		return false
+		return nil
 	}
 	out := r.JSON200.MigrationOut
-	return out != nil && uuid.UUID(out.MigrationId) == t.id && out.Phase == api.MigrationPhaseCompleted
+	if out == nil || uuid.UUID(out.MigrationId) != t.id {
+		return nil
+	}
+	return out
+}
+
+// stallUntilSourceGivesUp is the FailStallInPrecopy fail point: the target
+// stops reading the stream until the source reports the migration failed
+// (it was told to stop, its guest ended) or a minute has passed, so a test
+// can act on the source while the migration is certainly in progress.
+func (t *target) stallUntilSourceGivesUp() {
+	t.r.log.Warn("migration: stalling on purpose", "failpoint", FailStallInPrecopy)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if out := t.sourceOutbound(); out != nil && out.Phase == api.MigrationPhaseFailed {
+			return
+		}
+	}
 }

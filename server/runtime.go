@@ -98,6 +98,7 @@ func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool
 	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}
 	r.mig.in, r.mig.expect = nil, uuid.Nil
 	r.setStateLocked(StateCreating, "")
+	r.serial.reopen()
 	r.serial.setInput(r.serialInput)
 	return r.inst, true, nil
 }
@@ -133,14 +134,14 @@ func serialSinks(s spec.Spec, log *serialLog) map[spec.SerialPortNumber]io.Write
 	return nil
 }
 
-func (r *Runtime) serialInput(p []byte) error {
+func (r *Runtime) serialInput(ctx context.Context, p []byte) error {
 	r.mu.Lock()
 	m := r.machine
 	r.mu.Unlock()
 	if m == nil {
 		return errNoSerialInput
 	}
-	return m.SerialInput(context.Background(), spec.COM1, p)
+	return m.SerialInput(ctx, spec.COM1, p)
 }
 
 // Instance returns the instance now.
@@ -164,89 +165,105 @@ func (r *Runtime) Spec(context.Context) (Instance, *spec.Spec, error) {
 	return r.inst, r.spec, nil
 }
 
-// RequestState decides, in one exhaustive switch over the current state,
-// whether the request is honoured, ignored as already done, or refused.
+// RequestState carries out what decide says of the request in the
+// instance's current state.
 func (r *Runtime) RequestState(_ context.Context, req Requested) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.req == nil {
 		return ErrNoInstance
 	}
-	refuse := &TransitionError{State: r.inst.State, Requested: req.String()}
-	switch r.inst.State {
-	case StateCreating:
+	switch decide(r.inst.State, req, r.machine != nil, r.mig.abortOut != nil) {
+	case alreadyDone:
+		return nil
+	case abortOutbound:
+		r.mig.abortOut(errStopRequested)
+		r.mig.abortOut = nil
+		return &TransitionError{State: StateMigrating, Requested: req.String(),
+			Note: "the outbound migration was aborted and the instance runs on; ask again to stop it"}
+	case honour:
 		switch req {
 		case RequestRun:
-			if r.machine == nil { // a migration target waiting for its source
-				return refuse
-			}
 			r.setStateLocked(StateStarting, "")
 			go r.start(r.machine)
-			return nil
 		case RequestStop:
-			if r.machine == nil {
-				return refuse
-			}
 			r.setStateLocked(StateStopping, "")
 			go r.stop(r.machine)
-			return nil
+		case RequestReboot:
+			r.setStateLocked(StateRebooting, "")
+			go r.reboot(r.machine)
+		}
+		return nil
+	}
+	return &TransitionError{State: r.inst.State, Requested: req.String()}
+}
+
+// decision is what a state change request does.
+type decision uint8
+
+const (
+	// refuse: 409 invalid_transition, naming the state.
+	refuse decision = iota
+	// alreadyDone: the request is met, or on its way; nothing changes.
+	alreadyDone
+	// honour: run goes to starting, stop to stopping, reboot to rebooting.
+	honour
+	// abortOutbound: a stop during an outbound migration ends the
+	// migration and the VM runs on here (the client asks again to stop).
+	abortOutbound
+)
+
+// decide is the lifecycle's rule book, one exhaustive switch over the
+// state: hasVM says the instance has a VM (a migration target waiting for
+// its source has none); migratingOut that an outbound migration can still
+// be aborted.
+func decide(s State, req Requested, hasVM, migratingOut bool) decision {
+	switch s {
+	case StateCreating:
+		if !hasVM {
+			return refuse
+		}
+		switch req {
+		case RequestRun, RequestStop:
+			return honour
 		case RequestReboot:
 			return refuse
 		}
 	case StateStarting:
 		switch req {
 		case RequestRun:
-			return nil // already on its way
+			return alreadyDone
 		case RequestStop, RequestReboot:
 			return refuse
 		}
 	case StateRunning:
 		switch req {
 		case RequestRun:
-			return nil
-		case RequestStop:
-			r.setStateLocked(StateStopping, "")
-			go r.stop(r.machine)
-			return nil
-		case RequestReboot:
-			r.setStateLocked(StateRebooting, "")
-			go r.reboot(r.machine)
-			return nil
+			return alreadyDone
+		case RequestStop, RequestReboot:
+			return honour
 		}
 	case StateRebooting:
 		switch req {
 		case RequestReboot:
-			return nil
+			return alreadyDone
 		case RequestRun, RequestStop:
 			return refuse
 		}
 	case StateStopping, StateStopped, StateDestroyed:
 		switch req {
 		case RequestStop:
-			return nil
+			return alreadyDone
 		case RequestRun, RequestReboot:
 			return refuse
 		}
 	case StateMigrating:
-		switch req {
-		case RequestStop:
-			if r.mig.abortOut != nil {
-				// The rule: a stop during an outbound migration
-				// ends the migration, and the VM runs on here.
-				r.mig.abortOut(errStopRequested)
-				r.mig.abortOut = nil
-				return &TransitionError{State: StateMigrating, Requested: "stop",
-					Note: "the outbound migration was aborted and the instance runs on; ask again to stop it"}
-			}
-			return refuse
-		case RequestRun, RequestReboot:
-			return refuse
+		if req == RequestStop && migratingOut {
+			return abortOutbound
 		}
+		return refuse
 	case StateFailed:
-		switch req {
-		case RequestRun, RequestStop, RequestReboot:
-			return refuse
-		}
+		return refuse
 	}
 	return refuse
 }
@@ -276,6 +293,14 @@ func (r *Runtime) watch(m *vmm.Machine) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.machine == m && r.inst.State == StateMigrating && r.mig.abortOut != nil {
+		// The guest ended while it was being migrated out: there is
+		// nothing left to move. The source's failure path ends the
+		// instance as the guest asked.
+		r.mig.abortOut(fmt.Errorf("the guest ended during the migration (%s)", exit))
+		r.mig.abortOut = nil
+		return
+	}
 	if r.machine != m || r.inst.State == StateStopping || r.inst.State == StateMigrating {
 		return // stop, or a migration, finishes this machine
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"sync"
 )
@@ -16,15 +17,18 @@ const subscriberQueue = 256
 // attached consoles. Write never blocks on a reader: a console whose queue is
 // full is disconnected (its channel closed).
 type serialLog struct {
-	input func(p []byte) error // sends bytes to the guest; nil before there is a VM
-
 	mu sync.Mutex
-	// buf holds bytes [total-len(buf), total) of everything written;
-	// guarded by mu, as are the fields below.
+	// input sends bytes to the guest, giving up when ctx ends; nil when
+	// there is no VM. Guarded by mu, as are the fields below.
+	input func(ctx context.Context, p []byte) error
+	// buf holds bytes [total-len(buf), total) of everything written.
 	buf   []byte
 	keep  int
 	total uint64
 	subs  map[*serialSub]struct{}
+	// ended says the instance's VM is gone: a console attached now gets
+	// the kept bytes and is then closed.
+	ended bool
 }
 
 func newSerialLog(keep int) *serialLog {
@@ -80,20 +84,28 @@ func (l *serialLog) history(q SerialQuery) SerialHistory {
 type serialSub struct {
 	l   *serialLog
 	out chan []byte
+	// ctx ends when the console is closed, and with it any input the
+	// guest has not taken yet.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// closed is guarded by l.mu.
 	closed bool
 }
 
 // attach returns a console that first receives the kept bytes, then
-// everything written from now on.
+// everything written from now on; once the VM is gone, only the kept bytes.
 func (l *serialLog) attach() *serialSub {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := &serialSub{l: l, out: make(chan []byte, subscriberQueue)}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if len(l.buf) > 0 {
 		s.out <- append([]byte(nil), l.buf...)
 	}
 	l.subs[s] = struct{}{}
+	if l.ended {
+		l.dropLocked(s)
+	}
 	return s
 }
 
@@ -102,6 +114,7 @@ func (l *serialLog) dropLocked(s *serialSub) {
 		s.closed = true
 		delete(l.subs, s)
 		close(s.out)
+		s.cancel()
 	}
 }
 
@@ -113,7 +126,15 @@ func (l *serialLog) closeAll() {
 	for s := range l.subs {
 		l.dropLocked(s)
 	}
-	l.input = nil
+	l.input, l.ended = nil, true
+}
+
+// reopen is called when a new instance is created: consoles attached from
+// now on stay attached, for its VM's output.
+func (l *serialLog) reopen() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ended = false
 }
 
 // subscribers returns how many consoles are attached.
@@ -134,7 +155,7 @@ func (s *serialSub) Write(p []byte) (int, error) {
 	if in == nil {
 		return 0, errNoSerialInput
 	}
-	if err := in(p); err != nil {
+	if err := in(s.ctx, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -148,7 +169,7 @@ func (s *serialSub) Close() error {
 }
 
 // setInput sets where console input goes.
-func (l *serialLog) setInput(f func(p []byte) error) {
+func (l *serialLog) setInput(f func(ctx context.Context, p []byte) error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.input = f

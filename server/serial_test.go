@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -43,4 +45,57 @@ func TestSerialSlowReaderIsCutOffNotWaitedFor(t *testing.T) {
 	require.Equal(t, 1, l.subscribers())
 	fast.Close()
 	require.Equal(t, 0, l.subscribers())
+}
+
+// TestSerialInputEndsWithItsConsole: input the guest does not take (its
+// receive FIFO is full) waits, but not beyond the console: closing the
+// console ends the write instead of leaving it blocked.
+func TestSerialInputEndsWithItsConsole(t *testing.T) {
+	l := newSerialLog(1 << 10)
+	l.setInput(func(ctx context.Context, p []byte) error {
+		<-ctx.Done() // a guest that never reads
+		return ctx.Err()
+	})
+	c := l.attach()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte("hello"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the write ended before the console closed: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	require.NoError(t, c.Close())
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write is still blocked after the console closed")
+	}
+}
+
+// TestSerialAttachAfterTheVMIsGone: a console attached once the VM has
+// ended gets what was kept and is then closed, rather than waiting forever;
+// a new instance's consoles stay open again.
+func TestSerialAttachAfterTheVMIsGone(t *testing.T) {
+	l := newSerialLog(1 << 10)
+	fmt.Fprint(l, "tick 1\n")
+	l.closeAll()
+	c := l.attach()
+	var got []byte
+	for b := range c.Output() {
+		got = append(got, b...)
+	}
+	require.Equal(t, "tick 1\n", string(got), "the history, then the end")
+	_, err := c.Write([]byte("x"))
+	require.ErrorIs(t, err, errNoSerialInput)
+
+	l.reopen()
+	c = l.attach()
+	require.Equal(t, "tick 1\n", string(<-c.Output()))
+	fmt.Fprint(l, "tick 2\n")
+	require.Equal(t, "tick 2\n", string(<-c.Output()), "attached to the new instance's output")
+	require.Equal(t, 1, l.subscribers())
 }

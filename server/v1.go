@@ -331,25 +331,33 @@ const MigrateUpgradeProtocol = "waggle-migrate"
 
 func (s *v1Server) InstanceMigrateStart(ctx context.Context, req api.InstanceMigrateStartRequestObject) (api.InstanceMigrateStartResponseObject, error) {
 	raw := ctx.Value(rawHTTPKey{}).(rawHTTP)
+	// A request that cannot become the stream is refused before the core
+	// sees it, so that it does not use up the armed migration.
+	if !isUpgrade(raw.r, MigrateUpgradeProtocol) {
+		return nil, &apiError{http.StatusBadRequest, CodeNotUpgraded, "header Upgrade: want " + MigrateUpgradeProtocol}
+	}
 	serve, err := s.core.MigrateSource(ctx, uuid.UUID(req.MigrationId))
 	if err != nil {
 		return nil, err
 	}
-	if !isUpgrade(raw.r, MigrateUpgradeProtocol) {
-		return nil, &apiError{http.StatusBadRequest, CodeNotUpgraded, "header Upgrade: want " + MigrateUpgradeProtocol}
-	}
+	// From here serve is called exactly once, with no connection when the
+	// upgrade fails, so the migration ends and the instance runs on.
+	serveCtx := context.WithoutCancel(ctx)
 	conn, brw, err := http.NewResponseController(raw.w).Hijack()
 	if err != nil {
+		_ = serve(serveCtx, nil)
 		return nil, fmt.Errorf("hijack migration connection: %w", err)
 	}
 	defer conn.Close()
-	if _, err := fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", MigrateUpgradeProtocol); err != nil {
+	_, err = fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", MigrateUpgradeProtocol)
+	if err == nil {
+		err = brw.Flush()
+	}
+	if err != nil {
+		_ = serve(serveCtx, nil)
 		return upgraded{}, nil
 	}
-	if err := brw.Flush(); err != nil {
-		return upgraded{}, nil
-	}
-	_ = serve(context.WithoutCancel(ctx), &bufferedConn{Conn: conn, r: brw.Reader})
+	_ = serve(serveCtx, &bufferedConn{Conn: conn, r: brw.Reader})
 	return upgraded{}, nil
 }
 

@@ -236,18 +236,26 @@ func TestStateChangesAndMonitor(t *testing.T) {
 	require.Equal(t, gen+1, m.JSON200.Gen)
 	require.Equal(t, api.InstanceStateRunning, m.JSON200.State)
 
-	// Running cannot be run again.
+	// Run again is already done: nothing changes.
 	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
 	require.NoError(t, err)
-	require.Equal(t, http.StatusConflict, s.StatusCode())
-	require.Equal(t, CodeInvalidTransition, s.JSON409.ErrorCode)
-	require.Contains(t, s.JSON409.Message, "running")
+	require.Equal(t, http.StatusNoContent, s.StatusCode())
 
 	// A monitor with a timeout answers the current state when nothing changes.
 	to := int32(50)
 	m, err = c.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: gen + 1, TimeoutMs: &to})
 	require.NoError(t, err)
 	require.Equal(t, gen+1, m.JSON200.Gen)
+
+	// A stopped instance cannot be rebooted: 409 naming the state.
+	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode())
+	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedReboot})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, s.StatusCode())
+	require.Equal(t, CodeInvalidTransition, s.JSON409.ErrorCode)
+	require.Contains(t, s.JSON409.Message, "stopped")
 }
 
 func TestSerialHistoryAndWebSocket(t *testing.T) {
@@ -309,6 +317,8 @@ func TestMigrateStartUpgrade(t *testing.T) {
 
 	// A stranger guessing an id gets nothing.
 	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/instance/migrate/%s/start", srv.URL, uuid.New()), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", MigrateUpgradeProtocol)
 	require.Equal(t, CodeNoSuchMigration, doError(t, req, 404).ErrorCode)
 
 	// The expected id without an upgrade is refused.

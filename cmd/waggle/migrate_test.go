@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"waggle/internal/kvmtest"
 	"waggle/server"
 	"waggle/server/migration"
+	"waggle/vmm/devices"
 )
 
 // Live migration between real `waggle server` processes on loopback.
@@ -227,6 +229,7 @@ func requireSourceUnharmed(t *testing.T, a *serverProc, reason string) {
 	require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
 	out := outbound(t, a)
 	require.Equal(t, api.MigrationPhaseFailed, out.Phase)
+	require.NotEmpty(t, deref(out.FailureReason), "the source says why")
 	require.Contains(t, deref(out.FailureReason), reason)
 	before := ticks(t, a)
 	require.Eventually(t, func() bool { return len(ticks(t, a)) > len(before)+1 }, 10*time.Second, 10*time.Millisecond, "the guest runs on")
@@ -235,6 +238,7 @@ func requireSourceUnharmed(t *testing.T, a *serverProc, reason string) {
 func requireTargetFailed(t *testing.T, last api.MigrationProgress, reason string) {
 	t.Helper()
 	require.Equal(t, api.MigrationPhaseFailed, last.Phase)
+	require.NotEmpty(t, deref(last.FailureReason), "the target says why")
 	require.Contains(t, deref(last.FailureReason), reason)
 }
 
@@ -256,16 +260,15 @@ func TestMigrationFailures(t *testing.T) {
 		a := startServer(t)
 		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailStallInPrecopy)
 		props := createRunning(t, a, tickerJSON, "tick 2\n")
-		done := make(chan api.MigrationProgress, 1)
-		go func() {
-			ctx := context.Background()
-			id := uuid.New()
-			a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
-			b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-				Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
-			close(done)
-		}()
-		<-done
+		ctx := context.Background()
+		id := uuid.New()
+		e, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+		require.NoError(t, err)
+		require.Equal(t, http.StatusNoContent, e.StatusCode(), string(e.Body))
+		r, err := b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
+			Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
+		require.NoError(t, err)
+		require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseRamPrecopy }, 10*time.Second, 5*time.Millisecond)
 		require.NoError(t, b.cmd.Process.Kill())
 		requireSourceUnharmed(t, a, "")
@@ -304,8 +307,8 @@ func TestMigrationFailures(t *testing.T) {
 		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailDeviceImport)
 		props := createRunning(t, a, tickerJSON, "tick 2\n")
 		last := migrate(t, a, b, a.addr, props)
-		requireTargetFailed(t, last, "import device")
-		requireSourceUnharmed(t, a, "import device")
+		requireTargetFailed(t, last, "import the VM's state")
+		requireSourceUnharmed(t, a, "import the VM's state")
 		migrateAgain(t, a, props)
 	})
 
@@ -343,7 +346,9 @@ func TestMigrationFailures(t *testing.T) {
 		// What the guest asked for happens: it powered off, so the instance
 		// is stopped and destroyed, not resumed.
 		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateDestroyed }, 20*time.Second, 10*time.Millisecond)
-		require.Equal(t, api.MigrationPhaseFailed, outbound(t, a).Phase)
+		out := outbound(t, a)
+		require.Equal(t, api.MigrationPhaseFailed, out.Phase)
+		require.Contains(t, deref(out.FailureReason), "the guest ended during the migration")
 	})
 
 	t.Run("stranger guessing the url", func(t *testing.T) {
@@ -595,4 +600,136 @@ func TestMigrateWithAReplacedBackend(t *testing.T) {
 	require.Eventually(t, func() bool { return state(t, c).State == api.InstanceStateFailed }, 20*time.Second, 10*time.Millisecond)
 	require.Contains(t, deref(state(t, c).FailureReason), "components.nothing")
 	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
+}
+
+// upgradeToSource opens the migration stream of an armed source as a
+// target would, and returns it with its reader.
+func upgradeToSource(t *testing.T, a *serverProc, id uuid.UUID) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", a.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", id, server.MigrateUpgradeProtocol)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	return c, br
+}
+
+// TestStartWithoutUpgradeKeepsTheArming: a plain GET of the start URL is
+// refused and uses nothing up: the instance runs on, not "migrating", and
+// the armed migration still goes through.
+func TestStartWithoutUpgradeKeepsTheArming(t *testing.T) {
+	kvmtest.Require(t)
+	a, b := startServer(t), startServer(t)
+	props := createRunning(t, a, tickerJSON, "tick 1\n")
+	ctx := context.Background()
+	id := uuid.New()
+	e, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, e.StatusCode(), string(e.Body))
+
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/instance/migrate/%s/start", a.addr, id))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, string(body))
+	require.Contains(t, string(body), `"not_upgraded"`)
+	require.Equal(t, api.InstanceStateRunning, state(t, a).State)
+
+	r, err := b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
+		Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 30*time.Second, 10*time.Millisecond)
+	require.Equal(t, api.MigrationPhaseCompleted, outbound(t, a).Phase)
+}
+
+// TestRoundsReportPagesLeft plays the target by hand and reads the source's
+// rounds: each RoundEnd says how many pages were already dirty again, and
+// the next round sends exactly those (zero pages included); the final one,
+// sent while paused, sends at least them. Then the "target" hangs up before
+// the hand-off, and the source runs on.
+func TestRoundsReportPagesLeft(t *testing.T) {
+	kvmtest.Require(t)
+	a := startServer(t)
+	// 32 MiB dirtied every 20 ms: the rounds do not converge, so the source
+	// goes round after round until its limit, then pauses.
+	createRunning(t, a, strings.Replace(tickerJSON, "dirty_kib=4096", "dirty_kib=32768", 1), "tick 2\n")
+	id := uuid.New()
+	_, err := a.client.InstanceMigrateExpectWithResponse(context.Background(), api.InstanceMigrateExpectRequest{MigrationId: id})
+	require.NoError(t, err)
+	c, br := upgradeToSource(t, a, id)
+
+	hello := migration.Hello{MigrationID: id, Protocols: migration.Supported, SpecVersions: []string{"vmm-server/v1"}}
+	for kind, vs := range devices.ImportableVersions() {
+		hello.Devices = append(hello.Devices, migration.DeviceVersions{Kind: kind, Versions: vs})
+	}
+	require.NoError(t, migration.WriteFrame(c, migration.TypeHello, hello.Encode()))
+	var ends []migration.RoundEnd
+	for done := false; !done; {
+		f, err := migration.ReadFrame(br, nil)
+		require.NoError(t, err)
+		switch f.Type {
+		case migration.TypePreamble:
+			require.NoError(t, migration.WriteFrame(c, migration.TypeReady, nil))
+			// Read slowly at first and answer each round late, so that
+			// every round outlasts the guest's 20 ms dirtying period.
+			time.Sleep(50 * time.Millisecond)
+		case migration.TypeRoundEnd:
+			end, err := migration.DecodeRoundEnd(f.Payload)
+			require.NoError(t, err)
+			ends = append(ends, end)
+			if end.Final {
+				done = true
+				continue
+			}
+			time.Sleep(30 * time.Millisecond)
+			require.NoError(t, migration.WriteFrame(c, migration.TypeRoundAck, migration.RoundAck{Round: end.Round}.Encode()))
+		}
+	}
+	c.Close()
+	t.Logf("rounds: %+v", ends)
+
+	require.Greater(t, len(ends), 3, "round 0, dirty rounds and the final round: %+v", ends)
+	require.Positive(t, ends[0].PagesSent, "round 0 sends the guest's pages")
+	for i := 1; i < len(ends); i++ {
+		require.Equal(t, uint32(i), ends[i].Round)
+		if ends[i].Final {
+			require.GreaterOrEqual(t, ends[i].PagesSent, ends[i-1].PagesLeft, "rounds %+v", ends)
+			require.Zero(t, ends[i].PagesLeft)
+		} else {
+			require.Equal(t, ends[i-1].PagesLeft, ends[i].PagesSent, "rounds %+v", ends)
+		}
+	}
+	requireSourceUnharmed(t, a, "")
+	out := outbound(t, a)
+	require.Equal(t, int64(len(ends)), int64(out.Rounds))
+}
+
+// TestMigrateToATargetThatReadsOnlyOlderDeviceState: a target that offers
+// only the oldest version of each device's state (as an older build would)
+// gets that version from the source, imports it, and the guest goes on;
+// from there the VM moves to a current target, which gets the newest.
+func TestMigrateToATargetThatReadsOnlyOlderDeviceState(t *testing.T) {
+	kvmtest.Require(t)
+	uart := devices.ImportableVersions()[devices.UARTStateKind]
+	require.Greater(t, len(uart), 1, "the UART has an older state version to show")
+	a := startServer(t)
+	old := startServer(t, "WAGGLE_FAILPOINTS="+server.FailOldestDeviceVersions)
+	props := createRunning(t, a, tickerJSON, "tick 2\n")
+
+	last := migrate(t, a, old, a.addr, props)
+	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	require.Contains(t, old.log.String(), fmt.Sprintf("com1=%s/v%d", devices.UARTStateKind, slices.Min(uart)))
+	require.Eventually(t, func() bool { return len(ticks(t, old)) >= 3 }, 10*time.Second, 10*time.Millisecond)
+	requireConsecutive(t, console(t, a)+console(t, old))
+
+	current := startServer(t)
+	last = migrate(t, old, current, old.addr, props)
+	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
+	require.Contains(t, current.log.String(), fmt.Sprintf("com1=%s/v%d", devices.UARTStateKind, slices.Max(uart)))
+	require.Eventually(t, func() bool { return len(ticks(t, current)) >= 3 }, 10*time.Second, 10*time.Millisecond)
+	requireConsecutive(t, console(t, a)+console(t, old)+console(t, current))
 }

@@ -294,11 +294,13 @@ type Instance struct {
 	// Properties What identifies an instance.
 	Properties InstanceProperties `json:"properties"`
 
-	// State The instance's lifecycle state. creating -> starting (run requested) or migrating (as a migration
-	// target); starting -> running or failed; running -> stopping, rebooting, migrating or failed;
-	// rebooting -> running or failed; migrating -> running (target, or a failed outbound migration) or
-	// destroyed (source, after the hand-off) or failed; stopping -> stopped; stopped -> destroyed.
-	// failed and destroyed are final.
+	// State The instance's lifecycle state. creating -> starting (run), stopping (stop) or migrating (as a
+	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
+	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
+	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
+	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
+	// ensure may create another.
 	State InstanceState `json:"state"`
 }
 
@@ -381,19 +383,23 @@ type InstanceSpecView struct {
 	// SpecStatus Whether the spec is known yet.
 	SpecStatus InstanceSpecStatus `json:"spec_status"`
 
-	// State The instance's lifecycle state. creating -> starting (run requested) or migrating (as a migration
-	// target); starting -> running or failed; running -> stopping, rebooting, migrating or failed;
-	// rebooting -> running or failed; migrating -> running (target, or a failed outbound migration) or
-	// destroyed (source, after the hand-off) or failed; stopping -> stopped; stopped -> destroyed.
-	// failed and destroyed are final.
+	// State The instance's lifecycle state. creating -> starting (run), stopping (stop) or migrating (as a
+	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
+	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
+	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
+	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
+	// ensure may create another.
 	State InstanceState `json:"state"`
 }
 
-// InstanceState The instance's lifecycle state. creating -> starting (run requested) or migrating (as a migration
-// target); starting -> running or failed; running -> stopping, rebooting, migrating or failed;
-// rebooting -> running or failed; migrating -> running (target, or a failed outbound migration) or
-// destroyed (source, after the hand-off) or failed; stopping -> stopped; stopped -> destroyed.
-// failed and destroyed are final.
+// InstanceState The instance's lifecycle state. creating -> starting (run), stopping (stop) or migrating (as a
+// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
+// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
+// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
+// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
+// ensure may create another.
 type InstanceState string
 
 // InstanceStateChangeRequest A request to change the instance's state.
@@ -416,11 +422,13 @@ type InstanceStateView struct {
 	// Migration The migrations into and out of this instance, when there are any.
 	Migration MigrationStatus `json:"migration"`
 
-	// State The instance's lifecycle state. creating -> starting (run requested) or migrating (as a migration
-	// target); starting -> running or failed; running -> stopping, rebooting, migrating or failed;
-	// rebooting -> running or failed; migrating -> running (target, or a failed outbound migration) or
-	// destroyed (source, after the hand-off) or failed; stopping -> stopped; stopped -> destroyed.
-	// failed and destroyed are final.
+	// State The instance's lifecycle state. creating -> starting (run), stopping (stop) or migrating (as a
+	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
+	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
+	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
+	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
+	// ensure may create another.
 	State InstanceState `json:"state"`
 }
 
@@ -4645,98 +4653,99 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fx7cxs3kv8qqLlUWbobUZQsay/UX7LyWNVZscqy46sLtSQ40yQRzQCzAEY04+J99qtuYF7kcCjJsrNb",
-	"t3+kIpN4NBrdv36Cn4NIpZmSIK0JBp8DDSZT0gD94zWP38HfczAW/xUpaUHSnzzLEhFxK5Q8/N0oiZ+Z",
-	"aA4px7++0zANBsG/HVZLH7pvzeGPWisdrFarMIjBRFpkuEgwCN7PgWm3GROGpTyZKp1CzJRmEw38zjDO",
-	"dJ5AL1iFwYWS00RE35iuyO9q2ELYObNzYEIay2UELwyLcq1BWmYst47KS2lBS564xb8JqQb0PWg25SKB",
-	"mIj4RdmfVC7jb7K/Brw8qUq+hHh/UjGTR8gwIWdE1DVfJorH75V6w/UMvu01TlS8RDIT3FozO+eS7tLz",
-	"jkcRZNYQnR+kybNMaQvxFcSCv19mfxKxUlk2Xt9r3Atwtl+QVDZR0d2N+IOojGHK88QGg1dHx+t7nDNj",
-	"leYzYBMe3YGMXxiWqJmIeMImuAgz4g+UbzZZWjC9IAxA5mkw+A0XO+l/f3obBqii3AaDQEj78jgIA0v8",
-	"wX/CDDRy8LXimmSPx7HAvXlyrVUG2goEmSlPDLSdP+XRXEjUq0yrCIxR2oQshVTpJeMyZtFcZAYsEpbV",
-	"Fvwc+C92cf/CD1uFQZTlxvFrnQqZpxPQTE3Z/cX1B+LCxplT/kmkyJnTkzBIhXT/OGpjhiN/lE42d/uZ",
-	"bvvd+RWy/Eq8Xt/q9KS+1VH/5D9f/eW0vt/p5oarMEAxEhriYPCbO2adiLDk1W05WU1+h8i6m1P2kRf3",
-	"cc4tqdKvV2yilDU99nEOkvGJAWnDxlf0j7EV0R3oMZvR8QlWuWSQZnbJIpWmeNOJkNByzWmMXzTkPAja",
-	"REmkfIaCdJUnVuDejZVDlmkhLZ8kwM5vLi4ve47Rb0DO7BxZfXwSBhm3iOXBIPjbb+zgf2///btK2o3V",
-	"Qs6QZbTTFkniKaAccX9UGlqHHYNXwfYcQ0jSozlEdyEz6UQoE7JYmLv9NeJOX5IIlLQ2CT0/+B9+8Ef/",
-	"4Pvb6s/e6KCV+DVZcSdpE4uLSr26tLamnh43AnFy0p9+qi1aMe6i0M/NZd9KYDHciwjIFXBghZx0whQy",
-	"q5KY8YxryyZLNsa1x7htLHCZVEhunfVNeZbhfoPPwVQkMPIAOPJrbgOKn0QCN27oazeyojYMDGjBkxHa",
-	"iG0L3NCQa6VtfeK90FaoEd7qtom/0pAfhLmrJq5KPVj+wlPkIjFzFQZKwttpMPitG/baiFmF3XPa6eie",
-	"08W11W39ygubuilNd8LdNGflBnV5qrO+yc+w/YLbJK/0zR4Bcz/eg16Sj5VrlHW00ZsABbjyKFJxy+nQ",
-	"+hLieIU50MBj+gDHn5Fsn19fstoslgjjUDPttWFPCsa0og+B8gI904VWchayqdIsA5UlcEaw5KB4KgD1",
-	"yDLC0tYtvE8yEnH7fYlSL/3IkHGD9qyCOedlGLLg+Ol/H/gI4+AyZnPgMejeTnCqcbY6d4O8NuDqksjH",
-	"3T+uAhiPoLDh/aO/RAflDAWPqbUjz5VpcVRo2sh4Z61LmSqvbkUIP2/nP+79wqC1VUlugeHIgpaChJrx",
-	"QCeuYT6OG+bjsF0EeKxksmyY3VYm/aT0RMROtpzJs4ottLBQu+CJUglwiStbDwOdPlsDM9bFglbw/GkT",
-	"gEsfkzzBGy3CGZJn6/zxxeaNekgYaeA+ElhXxWUjavRx2hnLNKCHxJC1KEcUQ7Kx+3rcqowzaNngZ60W",
-	"Bs2gkoC6DIRUbrVozuUM2v3Kwovst3mtzTN23U/B4RpPMTzB7R869YYGr19tjYRiPceBrnv+UZpcQy2D",
-	"8YhLv9DArUfG4rZ67MdPPLKJ466asrHJIBoTlo1TMdPcwhhlYybuQW5Khx/yUE5cueGXUljBbXmO57iQ",
-	"DKIH3weO7biOrgvwJ/jxUwaRfdo9nOu0eQmogYStKteR96gdY4XaynOhZJfRwvUs1zPACCRJCm1sqEqe",
-	"i3inYWrs9gDOrN/t43hzxe+8hEpYVAyqnYa4k4h7qFjEplqljEtl5xh0kIV6CtvKES8ME3HIFnMRzes3",
-	"k+bGsjm/BzYBkM5Lt4oBCcMDWIuczRIewaiZoWxn0APtRrCRa/mrMvYgURFPKicTmcoti8V0isE/GlBh",
-	"PK9CdgdLiBFjbS2sw7/L+cUHjhMvzFCixjHg0Zz5Q5kee4tYv5aEMSzlSzaBYlgculmTEnNoXdwU2cX2",
-	"nA9Cln8ouS0vFo1gyAxf7p/VBYKntEmdOEa0FQnNlE1gqjSwSS6SWMgZE9awX696Q+mchzrTT09aRNzo",
-	"aMTjWLeLjReO0jPCkWBMyMbooAzQlx+vuSnHp8cNL+VlM8j923BoDm//Y/Abxrmfj8JXq+8ep6c1krtU",
-	"tiltj02KiBikFVOBbqOsLMqG4jWmdmY2ftIAzMKnda+Ocn2bmYlt6Fflr0V85mPqF4bdXL2+fHvDzNJY",
-	"SNmHD5c/PEhlJYWkLdHOXGlLytKyB4VxPtX2zfIbSD5R23XnN95QPjY2pER3ke0SZkBKNFFcE1CiOFiX",
-	"BAvJecBva+BTAgzS12M/UPKjDJmGssQKOweHIMBibjkFIBqVK+OaPL5qzUTIu2rRM+8YFtkUUkfDoHJv",
-	"htLlXJzer8UtRUq3M2ShQasQXXy7e7ByidivifTv6xBtajjOHYrvKc04ifo+Au0RWqvTl+g2ax5Z0MaZ",
-	"znFT1gq02oGLa+LnWNg48C45RMe4LU39cQ6E+ITpCOXCsDupFpItm+k379UEYbDgwgo5G02VHlVQ6KC5",
-	"NUlSp+NXAYsviKC8wQmZQl+FCN1EwdbYZm2VGUiovL5vHdI82oN2c0amvMWHTvX3/pXjqCZ5nbJYUNF5",
-	"O4mYQrSMEvDlUBZhQIWoeDDM+/2X9LmmD/Z0LouEEcT7TOnCucQvuak7+EPpHJn9s2p+saDOpcR/K12G",
-	"1cVH1Z6KUsAh04C4RH9Wm1Uzh7Ic0LV+NXV90J6jk8qf3I9nKrcTlcu4Og+eFqHWWK0QjfacEoaMT63X",
-	"6TmX8YGaTvfrGxcHaZ6s/Abi8oty7d5QejLQkFRbosWYCskTB/UFWhT35eRE+z/98ehDR0HxJ8SUgfNM",
-	"IwX0vEHtpI2dC+O27YYZFJkLSlc8MWosy6dW+bzHerXeV+nXoaCUw0fp2bty1rrCVevt1Kl39a23nAfi",
-	"jWROcWE6l/4uyovYzeRnAHMip0jnZlrN0J9HA4peTSno5h8wWfacBqU86C65uSoGPiuuewj3gF4R0yZ0",
-	"JQXXc25a6wWgoQ66TNTL/4GEmaKsBd0o8HSSUPadp6NMQ6SyJSVhc1N8SuhCyo8e5aigMkpUdBeEAQKc",
-	"mk69N5SAJaTwkNEmwdUBvLQ9UoLfymb6ohDalgz90oIZmda65Gv8DuXcJbedEJJcGsWmXD9BiGK1kFak",
-	"MGrz865EpJWBSMlGUj0WMfWG6Fx6n8rWszOs5GmPva/yABow0nbrLOYqQX/fbz5oZgfoIlmeIZLWzRHb",
-	"qzI+5We+FsMirrUAs8+yJDcEBGqBtlukgOtoMHkKPj5ydPm8QEEXTqGKLup46BxvpKQWVlmF3I79J0NZ",
-	"EOHM2CM5/1AsqqXRtoBRhkrVDUaPTa49KPLO+AzMKIFpi6j+ILRdMhrBjBVJUjDvKZ5zARoPAjkHMQhW",
-	"6Pe0SPW78ytk4QHCBnODWKwktHfadFJmleXJbtUhWSIRtyRg07WLtYqkD2TjciPAmB1kDI9nWnfyyTE0",
-	"rGNN4zZL3nVieRUdPrbPqrTQTEiryJKr3PNFmFoj32IOVEpE44D/yWVn3vjhlrCE8YZuqNw+YYVVC5Nc",
-	"y8NfhbFKLx/tSWYCoirz6nJVkZJGUa1V5TbLW2q7Mbe8XbfpnkM24QZOTw5ARmpdpnBEm4qDbHMNi2Kv",
-	"mk4NWPZ7bizLuHF9WAn+getRuQqJGj9B50lTdm/teTQV+ss3XdMZYmdBiOPE7dabbja3PPa+j05fveqz",
-	"D+fv3jMlGWcXb68YGqXNOyZ/6KHdNr9QevNZC924fzcX/KYt8UQCMx4t2fVF43xl8KfSI+ePHbv/vXT/",
-	"O2n1x9ragx7Ldde94ztPfbsX9VO4Lw7SVChmEmVDSngWhYki7YlyVyQzhUs0t7lzRaNXV4OeMw2Nqkyz",
-	"/agzPb3BHKS5fcP1k50h5VPxydf0HBOqEonLFEsLWueZ7e5E/ctOW/lcMliw1B90UxxxnpBT1d7Y9+vV",
-	"VdH/6Nt80ZE1VOxC/uQ8KVqkUBv/y7mLaJYMuwdt0GAfFcHm+fXloBkxCjOUlMjwiV7JgHoCyvTAnquG",
-	"FilJXVSXt9dP90MWa3FPplCrfDZ3nv9Q+jSDX9ln9tWETheXg5FOmhBWf7JUSWGV9h81TExZH6ilwFyS",
-	"rjeUQ9noRGNcmgXo2usEam5j7kJ77NIaNq56p6hVwbeh4S4pcGldcxiaU54alEgzlGPv1tOE2ihqIaOp",
-	"W7vImEu6x2DQZxgM5VjIe56IeOT5NGZ7pLsqXoaMo8/PU7Cgfd6MVlt/DuLdE4383g9ra7p2jL0yE954",
-	"NzJgMZezxGfwcpkbFAonviGzC+U1DoWP5K/xnbuVoXThiR9RQGdzunBfOrDq9Xr7IRtLNSqEcsz2pHIF",
-	"ogU3XiBjtgTrz+KGjeCTMNaMXYl3OgV6W1JKNk7liQYeL4slcJ+CE1ZzaQh9PT/KiRGXUlkM91yRW0hX",
-	"fqo/XvEUmzyaV/WBgrFOW10Zn556VK6zlzsqd9JhpLKjKXqvdGj3CCTjdo4bpGDnKh7hEJ4kagHxOGRj",
-	"FISRVWpEjzPwk7x6gjFKIRZ8RB2+xfJ5NtM8BtyBS+b/hY56poS0xKeIJwnERB2KTjXMndOO4BM6+kZM",
-	"Elhjl69WDFFajCvdkVd8fn1Z4o/jKPOLnDFu7hhnEhagizG40X06It3zOyDy+ZlUavdh7VBW8QmKcNF8",
-	"MFfGus5N+MRT0ruq8u/bFRS4ZyIkOU4a3PujsYuJExGBdMGbq9MGV9dvDo57/SAMcp0Eg2BubWYGh4eL",
-	"xaKXqj9EkvCe0rNDkAcfbg6vrt8cHvf6h2RAhE1whQWfzZI6jgdh4A8dDIIj6kvOQPJMBIPgZa/fe+k7",
-	"9MggH4paS97MNZWjwSZxuoyDQZmt/BkoEqq/Tjvu95/tKU7ZGrjlNU5VsF+FwUn/ZNt6JYGH5bOrVRi8",
-	"cpR2T2g+FqNnPXmacoxYgp/BruevK88mrOVgqxwmBhB8ZqjWXRzuFuP3vMUdqXe7la0ZCGJPbH1j9RdM",
-	"GmyupRnKMjtFRXESe+f0lJK74MLZljK/1WPvIPOVIy59G0XEk/pbwTnXaeI9pKEsjOBxv3/G6thZzCAy",
-	"ak0YTl9MaT1P+t+zDRh2GtQum67PsGpAfq3i5bNLZrOZcdV0x6zOYfVnqkd5LVWbXmGciH+kN8f9o2+u",
-	"sM4AOBfQK+8DdLH28JWmfL97SvkiFSccvdw9Yf0JJM17tXte65PE5wAZBwINnPGZV+5tEbnH9cKAc5Pb",
-	"oWYVVvB+6CHi0LkNSGcrDpXdnkUZdXvXJ+LQWmdj6fYSCDER+x47XrjzaCaHsnBWMYqI0QbjHOnTgY1c",
-	"IOKHseRnaraYK4Ik43Hyw7s3bAbkArl3rexcpwRTMy7kUBaNfo6hcReANPpkvzKOtPbkPghOTnbkqhGK",
-	"3f1+iao90rT+P9HN95AkdQUoG2nr6ljTw1oFsF0RP9ez0KvDMsM3a3vZd+EcaGqVWld+9FApbCXCeuyD",
-	"c62N74iVEqIirU7xIcZ3MZsIyfWyGdRq4GmIGi9iqLUTZ1pZFamk9LeFYWUJslLxGl0VmxD8fePxUHqG",
-	"FZ28D9HIG59vLMNSQ+/rul4+NXrRBX5P71GK1sj17H9T6cKaMu/qPL9dU9AjZ13XXiothI1cM6Jaq3MU",
-	"fP3HVdUv1hq6vnqVsNYkr7oN2Q4FEkoeVK1cnZHLeonmK7ppG70F7b5RVfJ5Uat9/6mBTb1vpLMiVV3h",
-	"Qy7LZW224lqFVSgNH2Fyo6I7sD322sOTy3vVa4b+JyJ0UX539R+k7eLt1VFYdaUVzshQUsGn9IfvILNn",
-	"Jf4VG3jtrC0vJK67FgudM01PJJlVlDNe4MQ7gGwo8wyRLRbGYy7EFFpJoLfllidJrWugC/pc9SB4ErqU",
-	"LPz26PLFonhuLUeTo1oKfUzRtVTnqwmfl7FWyTucV0XH2bY38/7S8RrdFaWKouaIKs8N+WJ7nFEHIZrQ",
-	"HAPbffdbGCqX1hRN3UvvxTsJxQ+HcqGVhR77GT3mMYrziCR17NoxeFyIOLfV81FX1qO0+BhpGjmaqjmN",
-	"CqM5G7pslrLzHvuI4i9B2Dno0D8J5rFTD8P8r0SoJIaiVOj6ElA7esy11kjFEkWuN36KSjGU5k5kGcQu",
-	"uT72RzB8adiCCtO4qovjcb8kWbIJzIQ0uwXel4ddnqnT3u8uey64tK6mSw7A33PQy8oDqLgftNr7h5VH",
-	"P2+8Y1qwlMtl6YfUhMgjkN5FWe2Sn5O09wU5jg6CdLyirWTwTyMa2iCifApz+urVy9Ou6lfLj6O0kHn7",
-	"FQ1xs+Ngixn2t2LuIEac/+dByneF7m90QzRAazdG+ib6VmQ899m4MhPuE4fo0lPmkBALTeJGREIoNucu",
-	"pbgEpwbiHlwhjRYrDPpQ+kihSP6Na23wYzbueinhsp9S+VxoJ8RkEH2jDHb5RGPbD4QVlU4CCa7v3C9g",
-	"2fJZu62/HvkCP//r/0TWWpGmLKdAUYvBG/f1kyJ43Nso+Oz3vlaKnuR7d26sbP9tTYl5TTeUiqo6v0n2",
-	"fGYdzamSEZyxqUrQKRS2yoU1KszOg/Sd8TVih9Lzbq6kynVrUXA9P75ZaKxXgnnxO3hdWoEDrvOvnfFq",
-	"eU3wJfmugn9UgaWfivtXuuu5013n5m4jXKcGZ2NVhuDl3zc8ULkOvPhvNTZvlJwdZCpJzKAUc26YUUoW",
-	"mefWhwJU8aK0uf8ZwfEM5Jjglbolx1akoHI7Ss14KDNuDBj/VJ7iskihtpDnGFYq21Q750OzBV/u1KUr",
-	"f8wHJKxqZ6AteZKAJqNZBKoGQG7z0Nxzgwfkrp7uy6LrT78Yw4VFgEupAC4kS0WSCN/Mu42+iu3tLuTL",
-	"fr/f7/wpPzegk+zbb2HNy0c6W2zg5o+O/lO4kB/xVnNpRdKhXE5fGGf3PMlhi7Kv6CfY7gtJd30Mh/dH",
-	"Ad6Pn7Ct+67eXVb7iQdqQetV0lRu1x7a0Fv2pitcm+xd382pb5rFq/IH7dgE7AJAemLqhFR5rtXt6v8C",
-	"AAD//w==",
+	"7Fx7c9s4kv8qKN5Uxb6jZdlxvDfyX47nsa6LJ644mVzdyCtBZEvCmAS4AGhFk9J99qtugC+JomzHyezW",
+	"7R+pyBQBNBrdv35Cn4NIpZmSIK0JBp8DDSZT0gD98ZrH7+DvORiLf0VKWpD0kWdZIiJuhZKHvxsl8ZmJ",
+	"5pBy/PSdhmkwCP7tsJr60H1rDn/UWulgtVqFQQwm0iLDSYJB8H4OTLvFmDAs5clU6RRipjSbaOB3hnGm",
+	"8wR6wSoMLpScJiL6xnRFflXDFsLOmZ0DE9JYLiN4YViUaw3SMmO5dVReSgta8sRN/k1INaDvQbMpFwnE",
+	"RMQvyv6kchl/k/U14OFJVfIlxPOTipk8QoYJOSOirvkyUTx+r9QbrmfwbY9xouIlkpng0prZOZd0lp53",
+	"PIogs4bo/CBNnmVKW4ivIBb8/TL7k4iVyrLx+lrjXoCj/YSksomK7m7EH0RlDFOeJzYYvDo6Xl/jnBmr",
+	"NJ8Bm/DoDmT8wrBEzUTEEzbBSZgRf6B8s8nSgukFYQAyT4PBbzjZSf/709swQBXlNhgEQtqXx0EYWOIP",
+	"/gkz0MjB14prkj0exwLX5sm1VhloKxBkpjwx0Lb/lEdzIVGvMq0iMEZpE7IUUqWXjMuYRXORGbBIWFab",
+	"8HPgv9jF/Qv/2ioMoiw3jl/rVMg8nYBmasruL64/EBc29pzyTyJFzpyehEEqpPvjqI0ZjvxROtlc7Wc6",
+	"7XfnV8jyK/F6fanTk/pSR/2T/3z1l9P6eqebC67CAMVIaIiDwW9um3UiwpJXt+VgNfkdIutOTtlHHtzH",
+	"ObekSr9esYlS1vTYxzlIxicGpA0bX9EfYyuiO9BjNqPtE6xyySDN7JJFKk3xpBMhoeWY0xi/aMh5ELSJ",
+	"kkj5DAXpKk+swLUbM4cs00JaPkmAnd9cXF72HKPfgJzZObL6+CQMMm4Ry4NB8Lff2MH/3v77d5W0G6uF",
+	"nCHLaKUtksRTQDnifqv0ah12DB4F23MMIUmP5hDdhcykE6FMyGJh7vbXiDt9SSJQ0tok9Pzgf/jBH/2D",
+	"72+rj73RQSvxa7LidtImFheVenVpbU09PW4E4uSkP/1Um7Ri3EWhn5vTvpXAYrgXEZAr4MAKOemEKWRW",
+	"JTHjGdeWTZZsjHOPcdlY4DSpkNw665vyLMP1Bp+DqUhg5AFw5OfcBhQ/iQRu3Kuv3ZsVtWFgQAuejNBG",
+	"bJvghl65VtrWB94LbYUa4aluG/grvfKDMHfVwFWpB8tfeIpcJGauwkBJeDsNBr91w14bMauwe0w7Hd1j",
+	"uri2uq0feWFTN6XpTriT5qxcoC5PddY3+Rm2H3Cb5JW+2SNg7sd70EvysXKNso42ehOgAGceRSpu2R1a",
+	"X0IcrzAHGnhMD/D9M5Lt8+tLVhvFEmEcaqa9NuxJwZhW9CFQXqBnutBKzkI2VZploLIEzgiWHBRPBaAe",
+	"WUZY2rqE90lGIm4/L1HqpX8zZNygPatgznkZhiw4Pv3vAx9hHFzGbA48Bt3bCU41zlb7bpDXBlxdEvm4",
+	"88dZAOMRFDY8f/SXaKOcoeAxtbbluTItjgoNGxnvrHUpU+XVrQjh5+38x7VfGLS2KsktMHyzoKUgoWY8",
+	"0IlrmI/jhvk4bBcBHiuZLBtmt5VJPyk9EbGTLWfyrGILLSzUDniiVAJc4szWw0Cnz9bAjHWxoBk8f9oE",
+	"4NLHJE/wRotwhuTZOn98sXmiHhJGGriPBNZVcdmIGn2cdsYyDeghMWQtyhHFkGzsvh63KuMMWhb4WauF",
+	"QTOoJKAuAyGVmy2aczmDdr+y8CL7bV5rc49d51NwuMZTDE9w+YcOvaGX14+2RkIxn+NA1zn/KE2uoZbB",
+	"eMShX2jg1iNjcVo99uMnHtnEcVdN2dhkEI0Jy8apmGluYYyyMRP3IDelw7/yUE5cudcvpbCC23Ifz3Eg",
+	"GUQPPg98t+M4ug7A7+DHTxlE9mnncK7T5iGgBhK2qlxH3qN2jBVqK8+Fkl1GC+ezXM8AI5AkKbSxoSp5",
+	"LuKdhqmx2gM4s362j+PNFb/zEiphUTGothviTiLuoWIRm2qVMi6VnWPQQRbqKWwr33hhmIhDtpiLaF4/",
+	"mTQ3ls35PbAJgHReulUMSBgewFrkbJbwCEbNDGU7gx5oN4KNXMtflbEHiYp4UjmZyFRuWSymUwz+0YAK",
+	"43kVsjtYQowYa2thHX4uxxcPHCdemKFEjWPAoznzmzI99haxfi0JY1jKl2wCxWtx6EZNSsyheXFRZBfb",
+	"cz4IWf6h5LY8WDSCITN8uX9WFwie0iJ14hjRViQ0UzaBqdLAJrlIYiFnTFjDfr3qDaVzHupMPz1pEXGj",
+	"oxGPY90uNl44Ss8I3wRjQjZGB2WAvvx4zU05Pj1ueCkvm0Hu34ZDc3j7H4PfMM79fBS+Wn33OD2tkdyl",
+	"sk1pe2xSRMQgrZgKdBtlZVE2FK8xtDOz8ZMGYBY+rXt1lOvbzExsQ78qfy3iMx9TvzDs5ur15dsbZpbG",
+	"Qso+fLj84UEqKykkbYl25kpbUpaWNSiM86m2b5bfQPKJ2q4zv/GG8rGxISW6i2yXMANSoonimoASxcG6",
+	"JFhIzgN+WwOfEmCQvh77gZIfZcg0lCVW2Dk4BAEWc8spANGoXBnX5PFVcyZC3lWTnnnHsMimkDoaBpV7",
+	"M5Qu5+L0fi1uKVK6nSELvbQK0cW3u19WLhH7NZH+fR2iTQ3HuUPxPaUZJ1HfR6A9Qmt1+hLdZs0jC9o4",
+	"0zluylqBVjtwcU38HAsbG94lh+gYt6WpP86BEJ8wHaFcGHYn1UKyZTP95r2aIAwWXFghZ6Op0qMKCh00",
+	"tyZJ6nT8KmDxBRGUNzghU+irEKGbKNga26zNMgMJldf3rUOaR3vQbszIlKf40KH+3L9yHNUkr1MWCyo6",
+	"TycRU4iWUQK+HMoiDKgQFQ+Geb//kp5rerCnc7kfIo5Repbt4ad9pnThY+IzbhgfysqLdf7M/lk1TTGv",
+	"zqXEv5Uuo+viUbV0fSkqUVZZikwtQEM8lGo63Q+ZBgQwIWdhjZz63MX36wTUd7QxO8PJmdJDWcxTTb6+",
+	"kT23VyKT+3WZyu1E5TKu/PD9kMVgrFaIantOmUPGp9Zhw1DOuYwP3KZ2UMbiHDUfPZWWdeq7LyfyRA8l",
+	"PSm/grjcTklcr9gDGrSKZLRcUyF5cuagoRH0CVO9GSJgw2IogeJ78phJuqDwfp3RKnCvkDwn8dp/9Nyl",
+	"h24PxUeIKZfoj5WgxB8N4gyR7pwxR043YKLwX1Di5Ynxb1kItspncNb7Dny/wTqo+XEQPwox3pWj1qGj",
+	"mm8nOryrL71lPxBvpKWKA9O59GdRHsRuJj+DWbJOhFw+INNqhpEJugLon5Xyb/4B037PaRrLje6Sm6vi",
+	"xWe1UN4YedNUEdMmdCUF13NuWisfoKGeH2Ki3sgQSJgpyr/QiQJPJwnVEXg6yjREKltSOjk3xVPCJ1J+",
+	"9I1HBZVRoqK7IAwQYdV06v26BCwhhYeMNgmuNuCl7ZES/FY2EzGF0LbUGpYWzMi0Vlhf43co584QOCEk",
+	"uTSKTbl+ghDFaiGtSGHU5rFeiUgrA5GSjfJALGLqctG5DCsTUJ1dydMee19lNDRkSvtugsVcJRi5+MUH",
+	"zTwHHSTLM0RSqoh4e8j2qtxV+cxXlVjEtRZg9lmW5IaAQC3kkKbHeTSYPAUf6Tm6fIajoAuHUG0adTx0",
+	"IQRSUgsQrUJux/5JZaidGXsk5x+KRbWE4BYwylCpusHosWnCB+UQMj4DM0pg2iKqPwhtl4zeYMaKJCmY",
+	"95QYoACNB4GcgxgEK3SHWqT63fkVsvAAYYO5l1isJLT3DHVSZpXlyW7VIVkiEbckYNO1g7WKpA9k43DR",
+	"m7L4EB7PtO40mmNoWMeaxmmWvOvE8irOfWzHWGmhmZBWkSVXueeLMLWWxMUcqCiKxgH/yWVnBvzhlrCE",
+	"8YZuqNw+YYZVC5Nc88ZfhbFKLx/tSWYCoiqH7LJukZJGUdVY5TbLW6rUMbe8XbfpnEM24QZOTw5ARmpd",
+	"pvCNNhUH2eYaFmVrNZ0asOz3HKMSblxHWYIfcD4qvCFR4yfoPGnK7qU9j6ZCf/miazpD7CwIcZy43XrS",
+	"zTadx5730emrV3324fzde6Yk4+zi7RVDo7R5xuQPPbRv6BdK1D5ryR7X7+aCX7QlnkhgxqMlu75o7K8M",
+	"/lR65PyxY/ffS/ffSas/1tbo9Fiuuz4k30PrG9eoM8R9cZCmQjGTKEthuC5KLEUCF+WuSMsKlzJvc+eK",
+	"lrWuVkNnGhr1pWYjVWeifYM5SHP7gus7O0PKp+KTr046JlTFHpfzlha0zjPb3VP7l5228rlksGCp3+im",
+	"OOI4IaeqvUXx16uropPTNyyjI2uobIf8yXlSNHuhNv6XcxfRLBl2D9qgwT4qgs3z68vBegJkKF2Sw6Ws",
+	"JfPZjyI9sOfqukVyVRd18u2V4P2QxVrckynUKp/Nnec/lD7N4Gf2NQo1od3F5ctIJw0Iq48sVVJYpf2j",
+	"hokpKx0lAUPp0o29oRzKRk8d49IsQNfuWVCbHnMH2mOX1rBx1QVGTRe+oQ5XSYFL69rc0Jzy1KBEmqEc",
+	"e7eeBtTeomY4Grq1H4658kEMBn2GwVCOhbzniYhHnk9jl0ybqHgZMo4+P0/BgvZpO5pt/WKLd0808ns/",
+	"rM3pGkv2ypx+4wbMgMVczhKfiMxlblAonPiGzC6U1zgUPpK/xnfuVIbShSf+jQI6m8OF+9KBVa/X2w/Z",
+	"WKpRIZRjtieVK3UtuPECGbMlWL8X99oIPgljzdgVq6dToFsypWTjUJ5o4PGymALXKThhNZeG0NfzoxwY",
+	"cSmVxXDPleuFdIW0+jUcT7HJo3lV6SgY67TVNSTQpZXKdfZyR4Vb2oxUdjRF75U27a6zZNzOcYEU7FzF",
+	"I3yFJ4laQDwO2RgFYWSVGtE1E3ySV5dJRinEgo+oV7mYPs9mmseAK3DJ/F/oqGdKSEt8iniSQEzUoehU",
+	"r7l92hF8QkffiEkCa+zydZchSotxRUjyis+vL0v8cRxlfpIzxs2dy7WCLt7Bhe7TEemeXwGRz4+kpgEf",
+	"1g5lFZ+gCBdtFHNlrOtBhU88Jb2rehh844UCd+GFJMdJg7tJNXYxcSIikC54cxXn4Or6zcFxrx+EQa6T",
+	"YBDMrc3M4PBwsVj0UvWHSBLeU3p2CPLgw83h1fWbw+Ne/5AMiLAJzrDgs1lSx/EgDPymg0FwRB3WGUie",
+	"iWAQvOz1ey99ryEZ5ENRay6cufZ4NNgkTpdxMCizlT8DRUL1e3bH/f6zXSoqmxy33CuqWg9WYXDSP9k2",
+	"X0ngYXmBbBUGrxyl3QOa197oglKephwjluBnsOv568qzCWs52CqHiQEEnxmq2hebu8X4PW9xR+p9e2WT",
+	"CYLYE5v4WP0ulgaba2mGssxOUXmfxN45PaXkLrhwtqXMb/XYO8h8DYxL3xAS8aR+63HOdZp4D2koCyN4",
+	"3O+fsTp2FiOIjFo7idMXU1rPk/73bAOGnQa1y6brmKxaqV+rePnsktlsy1w13TGrc1j9mepRHkvVcFgY",
+	"J+If6c1x/+ibK6wzAM4F9Mr7AF2sXeGlId/vHlLercUBRy93D1i/zEnjXu0e13q58jlAxoFAA2d85pV7",
+	"W0Tucb0w4NzkdqhZhRW8H3qIOHRuA9LZikNl32pRxd3ev4o4tNajWbq9BEJMxL5bkBfuPJrJoSycVYwi",
+	"YrTBOEb6dGAjF4j4YSz5mZot5oogyXic/PDuDZsBuUDuhi471ynB1IwLOZRFy6JjaNwFII2O36+MI63d",
+	"xQ+Ck5MduWqEYne+X6JqjzSt/0908z0kSV0BypbgujrW9LBWAWxXxM/1LPTqsMzwzdruKF44B5qavtaV",
+	"Hz1UCluJsB774Fxr43t7pYSoSKtTfIjxXcwmQnK9bAa1GngaosaLGGqN0ZlWVkUqKf1tYVhZgqxUvEZX",
+	"xSYEf99CPZSeYUVP8kM08sbnG8uw1NBNwa47XI2ueoHf082aoslzPfvfVLqwpsy7euhv1xT0yFnXtTtX",
+	"C2Ej11ap1uocBV//cVX1i7WGjq9eJay1+6tuQ7ZDgYSSB1VTWmfksl6i+Ypu2kZvQbtvVJV8XtRq339q",
+	"YFPvG+msSFVH+JDDclmbrbhWYRVKw0eY3KjoDmyPvfbw5PJe9Zqh/7ELXZTfXf0Habt4e3UUVo11hTMy",
+	"lFTwKf3hO8jsWYl/xQJeO2vTC4nzrsVC50zTZU9mFeWMFzjwDiAbyjyjdi9hPOZCTKGVBLolb3mS1LoG",
+	"uqDPVQ+CJ6FLycJvjy5fLIrn1nI0Oaql0McUHUu1v5rweRlrlbzDeVV0nG27/e8PHY/RHVGqKGqOqPLc",
+	"kC+2xxk1FqIJzTGw3Xe/6qFyaU3Rnr70XryTUHw4lAutLPTYz+gxj1GcRySpY9eOweNCxLmtLsK6sh6l",
+	"xcdI08jRVI1pVBjN2dBls5Sd99hHFH8Jws5Bh/5yM4+dehjmf+9CJTEUpULXl4Da0WOutUYqlihyvfEp",
+	"KsVQmjuRZdTMKGM29lswfGnYggrTOKuL43G9JFmyCcyENLsF3peHXZ6p097vLnsuuLSupksOwN9z0MvK",
+	"A6i4H7Ta+4eVRz9v3MhasJTLZemH1ITII5DeRVntkJ+TtPcFOY4OgnQ8oq1k8E8jerVBRHmp5/TVq5en",
+	"XdWvlp95aSHz9isa4mbHwRYz7E/F3EGMOP/Pg5TvCt3f6IZogNZujPTXAVqR8dxn48pMuE8coktPmUNC",
+	"LDSJGxEJodicu5TiEpwaiHtwhTSarDDoQ+kjhSL5N6419I/ZuOvOh8t+SuVzoZ0Qk0H0jTLY5WWTbT91",
+	"VlQ6CSS4vnO/5WXLC/q2fg/mC/z8r/9jX2tFmrKcAkUtBk/c10+K4HFvo+Cz3/taKXqS7925sbL9tzUl",
+	"5jXdUCqq6vwm2fOZdTSnSkZwxqYqQadQ2CoX1qgwOw/Sd8bXiB1Kz7u5kirXrUXB9fz4ZqGxXgnmxS/6",
+	"dWkFvnCdf+2MV8ttgi/JdxX8owos/ejdv9Jdz53uOjd3G+E6NTgbqzIEL3+/4YHKdeDFf6uxeaPk7CBT",
+	"SWIGpZhzw4xSssg8t14UoIoXpc39DyKOZyDHBK/ULTm2IgWV21FqxkOZcWPA+Ev/FJdFCrWFPMewUtmm",
+	"2jkfmi34cqcuXfltPiBhVdsDLcmTBDQZzSJQNQBym4fmrhs8IHf1dF8WXX/67RsuLAJcSgVwIVkqkkT4",
+	"Zt5t9FVsb3chX/b7/X7njxK6FzrJvv0W1ry8pLPFBm7+fOo/hQv5EU81l1YkHcrl9IVxds+THLYo+4p+",
+	"TO6+kHTXx3B4fxTg+fgB27rv6t1ltR+roBa0XiVN5XLtoQ3dym+6wrXB3vXdHPqmWbwqf5qPTcAuAKQn",
+	"pk5Ileda3a7+LwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
