@@ -9,7 +9,7 @@ export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
 # Fuzz targets run briefly inside `make test`; FUZZTIME is a count of inputs per target (see scripts/fuzz-all.sh).
 FUZZTIME ?= 20000x
 
-.PHONY: help build test unit fuzz check lint-openapi generate guests tools demo bench bench-migrate clean
+.PHONY: help build test deps unit fuzz check lint-openapi generate guests tools demo bench bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ $(REDOCLY): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: check unit fuzz ## everything CI runs: checks, unit and KVM tests, short fuzz runs
+test: deps check unit fuzz ## everything CI runs: checks, unit and KVM tests, short fuzz runs
 	@scripts/count-tests.sh .test-output.txt | tail -2
+
+deps: ## install the Debian packages the tests use where missing (curl, binutils), with apt-get
+	@scripts/deps.sh
 
 unit: ## go test over every package (KVM tests skip with the reason where /dev/kvm is missing)
 	@status=0; $(GO) test -count=1 -v ./... >.test-output.txt 2>&1 || status=$$?; \

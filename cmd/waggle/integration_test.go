@@ -168,7 +168,7 @@ func waitState(t *testing.T, c *api.ClientWithResponses, gen int64, want api.Ins
 }
 
 // serialUntil reads the serial history until it contains want.
-func serialUntil(t *testing.T, c *api.ClientWithResponses, want string) string {
+func serialUntil(t testing.TB, c *api.ClientWithResponses, want string) string {
 	t.Helper()
 	var last string
 	require.Eventually(t, func() bool {

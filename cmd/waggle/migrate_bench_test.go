@@ -111,8 +111,8 @@ func BenchmarkMigrate(b *testing.B) {
 	fmt.Fprint(os.Stdout, sb.String())
 }
 
-// migrateOnce boots a ticker guest on a fresh server, lets it run a second,
-// migrates it to another fresh server and returns the source's figures.
+// migrateOnce boots a ticker guest on a fresh server, lets it tick five
+// times, migrates it to another fresh server and returns the source's figures.
 func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
 	b.StopTimer()
 	a, dst := startServer(b), startServer(b)
@@ -131,7 +131,9 @@ func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
 	if _, err := a.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun}); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// Let the guest settle into its pace (and, dirtying, into its working
+	// set) before the migration starts.
+	serialUntil(b, a.client, "tick 5\n")
 	id := uuid.New()
 	if _, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id}); err != nil {
 		b.Fatal(err)

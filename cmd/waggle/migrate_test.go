@@ -486,7 +486,7 @@ func TestRogueSourceCannotHarmTheTarget(t *testing.T) {
 func TestRogueTargetCannotHarmTheSource(t *testing.T) {
 	kvmtest.Require(t)
 	a := startServer(t)
-	createRunning(t, a, tickerJSON, "tick 1\n")
+	props := createRunning(t, a, tickerJSON, "tick 1\n")
 	for _, garbage := range [][]byte{
 		{1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, // oversized length
 		{42, 0, 0, 0, 0, 0, 0, 0},            // unknown type
@@ -511,6 +511,7 @@ func TestRogueTargetCannotHarmTheSource(t *testing.T) {
 		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 10*time.Second, 10*time.Millisecond)
 	}
 	require.Contains(t, deref(outbound(t, a).FailureReason), "truncated")
+	migrateAgain(t, a, props)
 }
 
 // TestTargetWaitsForItsSpec: until the source sends the spec, a migration
