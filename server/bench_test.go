@@ -2,13 +2,11 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,6 +103,4 @@ func BenchmarkGetInstanceUnderLoad(b *testing.B) {
 	b.ReportMetric(rps/refRPS, "ratio-rps")
 	b.Logf("GET /v1/instance: %.0f req/s p50 %v p99 %v; empty chi handler: %.0f req/s p50 %v p99 %v",
 		rps, p50, p99, refRPS, refP50, refP99)
-	_ = fmt.Sprint
-	_ = strings.Contains
 }

@@ -21,7 +21,8 @@ type serialLog struct {
 	// input sends bytes to the guest, giving up when ctx ends; nil when
 	// there is no VM. Guarded by mu, as are the fields below.
 	input func(ctx context.Context, p []byte) error
-	// buf holds bytes [total-len(buf), total) of everything written.
+	// buf holds bytes [total-len(buf), total) of everything written, of
+	// which the last keep are kept (see kept).
 	buf   []byte
 	keep  int
 	total uint64
@@ -43,8 +44,11 @@ func (l *serialLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.buf = append(l.buf, p...)
-	if over := len(l.buf) - l.keep; over > 0 {
-		l.buf = append(l.buf[:0], l.buf[over:]...)
+	// Drop old bytes only once twice what is kept has piled up, so that a
+	// guest writing byte by byte costs a copy of the kept bytes every keep
+	// bytes, not at every byte.
+	if len(l.buf) > 2*l.keep {
+		l.buf = append(l.buf[:0], l.kept()...)
 	}
 	l.total += uint64(len(p))
 	chunk := append([]byte(nil), p...)
@@ -58,11 +62,17 @@ func (l *serialLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// kept returns the most recent bytes, at most keep of them; l.mu is held.
+func (l *serialLog) kept() []byte {
+	return l.buf[len(l.buf)-min(len(l.buf), l.keep):]
+}
+
 // history answers a SerialQuery from what is kept.
 func (l *serialLog) history(q SerialQuery) SerialHistory {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	first := l.total - uint64(len(l.buf)) // offset of buf[0]
+	kept := l.kept()
+	first := l.total - uint64(len(kept)) // offset of kept[0]
 	start := first
 	switch {
 	case q.FromStart != nil:
@@ -75,7 +85,7 @@ func (l *serialLog) history(q SerialQuery) SerialHistory {
 	start = min(start, l.total)
 	end := min(l.total, start+uint64(q.MaxBytes))
 	return SerialHistory{
-		Data:  append([]byte(nil), l.buf[start-first:end-first]...),
+		Data:  append([]byte(nil), kept[start-first:end-first]...),
 		Start: start, End: end,
 	}
 }
@@ -99,8 +109,8 @@ func (l *serialLog) attach() *serialSub {
 	defer l.mu.Unlock()
 	s := &serialSub{l: l, out: make(chan []byte, subscriberQueue)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if len(l.buf) > 0 {
-		s.out <- append([]byte(nil), l.buf...)
+	if kept := l.kept(); len(kept) > 0 {
+		s.out <- append([]byte(nil), kept...)
 	}
 	l.subs[s] = struct{}{}
 	if l.ended {

@@ -99,3 +99,25 @@ func TestSerialAttachAfterTheVMIsGone(t *testing.T) {
 	require.Equal(t, "tick 2\n", string(<-c.Output()), "attached to the new instance's output")
 	require.Equal(t, 1, l.subscribers())
 }
+
+// TestSerialLogKeepsTheMostRecentBytes writes byte by byte well past what is
+// kept and checks that history and a new console see exactly the last keep
+// bytes, at the right offsets.
+func TestSerialLogKeepsTheMostRecentBytes(t *testing.T) {
+	const keep = 100
+	l := newSerialLog(keep)
+	var all []byte
+	for i := range 1000 {
+		b := []byte{byte('a' + i%26)}
+		all = append(all, b...)
+		l.Write(b)
+		h := l.history(SerialQuery{MaxBytes: 1 << 20})
+		n := min(len(all), keep)
+		require.Equal(t, string(all[len(all)-n:]), string(h.Data), "after %d bytes", len(all))
+		require.Equal(t, uint64(len(all)-n), h.Start)
+		require.Equal(t, uint64(len(all)), h.End)
+		require.LessOrEqual(t, len(l.buf), 2*keep, "the buffer stays bounded")
+	}
+	c := l.attach()
+	require.Equal(t, string(all[len(all)-keep:]), string(<-c.Output()))
+}

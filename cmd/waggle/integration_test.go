@@ -231,7 +231,7 @@ func TestServerRunsAVMThroughItsLifecycle(t *testing.T) {
 		}
 	}
 
-	// A forbidden transition is refused with the current state.
+	// Reboot restarts the guest: it boots again and ticks from the start.
 	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedReboot})
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNoContent, s.StatusCode(), "reboot is allowed while running")
