@@ -29,7 +29,7 @@ import (
 //	             during an outbound migration), Failed
 //	Stopping  -> Stopped
 //	Stopped   -> Destroyed
-//	Failed, Destroyed: final; a new ensure may replace a destroyed instance.
+//	Failed, Destroyed: final; a new ensure may replace the instance then.
 type State uint8
 
 // The lifecycle states.

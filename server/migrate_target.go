@@ -93,6 +93,7 @@ func (t *target) run() {
 		in.Phase, in.FailureReason, in.Total = PhaseFailed, err.Error(), time.Since(t.start)
 	}
 	r.setStateLocked(StateFailed, "inbound migration failed: "+err.Error())
+	r.serial.closeAll()
 }
 
 // dial connects to the source and upgrades to the migration stream.

@@ -81,9 +81,10 @@ func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool
 		if r.req.Equal(req) {
 			return r.inst, false, nil
 		}
-		// A destroyed instance (stopped, or migrated away) leaves the server
-		// free for a new one; generations keep growing across instances.
-		if r.inst.State != StateDestroyed {
+		// An instance that ended (destroyed: stopped or migrated away;
+		// failed) leaves the server free for a new one; generations keep
+		// growing across instances.
+		if r.inst.State != StateDestroyed && r.inst.State != StateFailed {
 			return Instance{}, false, ErrInstanceExists
 		}
 	}

@@ -373,4 +373,16 @@ func TestGuestFailureShowsInTheInstance(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusConflict, s.StatusCode())
 	require.Contains(t, s.JSON409.Message, "failed")
+
+	// A failed instance is over: a new ensure replaces it, and its guest runs.
+	w, err = specDecode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"pace_ms=20"},
+	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`)
+	require.NoError(t, err)
+	r, err = c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "next"}, Spec: &w})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	s, err = c(p).InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNoContent, s.StatusCode(), string(s.Body))
+	serialUntil(t, c(p), "tick 2\n")
 }

@@ -299,8 +299,8 @@ type Instance struct {
 	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
 	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
-	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
-	// ensure may create another.
+	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
+	// a new ensure may create another.
 	State InstanceState `json:"state"`
 }
 
@@ -388,8 +388,8 @@ type InstanceSpecView struct {
 	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
 	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
-	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
-	// ensure may create another.
+	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
+	// a new ensure may create another.
 	State InstanceState `json:"state"`
 }
 
@@ -398,8 +398,8 @@ type InstanceSpecView struct {
 // off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 // failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
 // hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
-// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
-// ensure may create another.
+// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
+// a new ensure may create another.
 type InstanceState string
 
 // InstanceStateChangeRequest A request to change the instance's state.
@@ -427,8 +427,8 @@ type InstanceStateView struct {
 	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
 	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
-	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is destroyed, a new
-	// ensure may create another.
+	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
+	// a new ensure may create another.
 	State InstanceState `json:"state"`
 }
 
@@ -778,7 +778,8 @@ type ClientInterface interface {
 	//
 	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -789,7 +790,8 @@ type ClientInterface interface {
 	//
 	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -907,7 +909,8 @@ func (c *Client) InstanceGet(ctx context.Context, reqEditors ...RequestEditorFn)
 //
 // Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 // once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it.
 //
 // Takes any type of body and a specified content type.
 //
@@ -928,7 +931,8 @@ func (c *Client) InstanceEnsureWithBody(ctx context.Context, contentType string,
 //
 // Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 // once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1593,7 +1597,8 @@ type ClientWithResponsesInterface interface {
 	//
 	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1604,7 +1609,8 @@ type ClientWithResponsesInterface interface {
 	//
 	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2380,7 +2386,8 @@ func (c *ClientWithResponses) InstanceGetWithResponse(ctx context.Context, reqEd
 //
 // Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 // once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2397,7 +2404,8 @@ func (c *ClientWithResponses) InstanceEnsureWithBodyWithResponse(ctx context.Con
 //
 // Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
 // once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request once an instance exists answers 409 `instance_exists`.
+// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -4654,98 +4662,98 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
 	"7Fx7c9s4kv8qKN5Uxb6jZdlxvDfyX47nsa6LJ644mVzdyCtBZEvCmAS4AGhFk9J99qtugC+JomzHyezW",
-	"7R+pyBQBNBrdv35Cn4NIpZmSIK0JBp8DDSZT0gD98ZrH7+DvORiLf0VKWpD0kWdZIiJuhZKHvxsl8ZmJ",
-	"5pBy/PSdhmkwCP7tsJr60H1rDn/UWulgtVqFQQwm0iLDSYJB8H4OTLvFmDAs5clU6RRipjSbaOB3hnGm",
-	"8wR6wSoMLpScJiL6xnRFflXDFsLOmZ0DE9JYLiN4YViUaw3SMmO5dVReSgta8sRN/k1INaDvQbMpFwnE",
-	"RMQvyv6kchl/k/U14OFJVfIlxPOTipk8QoYJOSOirvkyUTx+r9QbrmfwbY9xouIlkpng0prZOZd0lp53",
-	"PIogs4bo/CBNnmVKW4ivIBb8/TL7k4iVyrLx+lrjXoCj/YSksomK7m7EH0RlDFOeJzYYvDo6Xl/jnBmr",
-	"NJ8Bm/DoDmT8wrBEzUTEEzbBSZgRf6B8s8nSgukFYQAyT4PBbzjZSf/709swQBXlNhgEQtqXx0EYWOIP",
-	"/gkz0MjB14prkj0exwLX5sm1VhloKxBkpjwx0Lb/lEdzIVGvMq0iMEZpE7IUUqWXjMuYRXORGbBIWFab",
-	"8HPgv9jF/Qv/2ioMoiw3jl/rVMg8nYBmasruL64/EBc29pzyTyJFzpyehEEqpPvjqI0ZjvxROtlc7Wc6",
-	"7XfnV8jyK/F6fanTk/pSR/2T/3z1l9P6eqebC67CAMVIaIiDwW9um3UiwpJXt+VgNfkdIutOTtlHHtzH",
-	"ObekSr9esYlS1vTYxzlIxicGpA0bX9EfYyuiO9BjNqPtE6xyySDN7JJFKk3xpBMhoeWY0xi/aMh5ELSJ",
-	"kkj5DAXpKk+swLUbM4cs00JaPkmAnd9cXF72HKPfgJzZObL6+CQMMm4Ry4NB8Lff2MH/3v77d5W0G6uF",
-	"nCHLaKUtksRTQDnifqv0ah12DB4F23MMIUmP5hDdhcykE6FMyGJh7vbXiDt9SSJQ0tok9Pzgf/jBH/2D",
-	"72+rj73RQSvxa7LidtImFheVenVpbU09PW4E4uSkP/1Um7Ri3EWhn5vTvpXAYrgXEZAr4MAKOemEKWRW",
-	"JTHjGdeWTZZsjHOPcdlY4DSpkNw665vyLMP1Bp+DqUhg5AFw5OfcBhQ/iQRu3Kuv3ZsVtWFgQAuejNBG",
-	"bJvghl65VtrWB94LbYUa4aluG/grvfKDMHfVwFWpB8tfeIpcJGauwkBJeDsNBr91w14bMauwe0w7Hd1j",
-	"uri2uq0feWFTN6XpTriT5qxcoC5PddY3+Rm2H3Cb5JW+2SNg7sd70EvysXKNso42ehOgAGceRSpu2R1a",
-	"X0IcrzAHGnhMD/D9M5Lt8+tLVhvFEmEcaqa9NuxJwZhW9CFQXqBnutBKzkI2VZploLIEzgiWHBRPBaAe",
-	"WUZY2rqE90lGIm4/L1HqpX8zZNygPatgznkZhiw4Pv3vAx9hHFzGbA48Bt3bCU41zlb7bpDXBlxdEvm4",
-	"88dZAOMRFDY8f/SXaKOcoeAxtbbluTItjgoNGxnvrHUpU+XVrQjh5+38x7VfGLS2KsktMHyzoKUgoWY8",
-	"0IlrmI/jhvk4bBcBHiuZLBtmt5VJPyk9EbGTLWfyrGILLSzUDniiVAJc4szWw0Cnz9bAjHWxoBk8f9oE",
-	"4NLHJE/wRotwhuTZOn98sXmiHhJGGriPBNZVcdmIGn2cdsYyDeghMWQtyhHFkGzsvh63KuMMWhb4WauF",
-	"QTOoJKAuAyGVmy2aczmDdr+y8CL7bV5rc49d51NwuMZTDE9w+YcOvaGX14+2RkIxn+NA1zn/KE2uoZbB",
-	"eMShX2jg1iNjcVo99uMnHtnEcVdN2dhkEI0Jy8apmGluYYyyMRP3IDelw7/yUE5cudcvpbCC23Ifz3Eg",
-	"GUQPPg98t+M4ug7A7+DHTxlE9mnncK7T5iGgBhK2qlxH3qN2jBVqK8+Fkl1GC+ezXM8AI5AkKbSxoSp5",
-	"LuKdhqmx2gM4s362j+PNFb/zEiphUTGothviTiLuoWIRm2qVMi6VnWPQQRbqKWwr33hhmIhDtpiLaF4/",
-	"mTQ3ls35PbAJgHReulUMSBgewFrkbJbwCEbNDGU7gx5oN4KNXMtflbEHiYp4UjmZyFRuWSymUwz+0YAK",
-	"43kVsjtYQowYa2thHX4uxxcPHCdemKFEjWPAoznzmzI99haxfi0JY1jKl2wCxWtx6EZNSsyheXFRZBfb",
-	"cz4IWf6h5LY8WDSCITN8uX9WFwie0iJ14hjRViQ0UzaBqdLAJrlIYiFnTFjDfr3qDaVzHupMPz1pEXGj",
-	"oxGPY90uNl44Ss8I3wRjQjZGB2WAvvx4zU05Pj1ueCkvm0Hu34ZDc3j7H4PfMM79fBS+Wn33OD2tkdyl",
-	"sk1pe2xSRMQgrZgKdBtlZVE2FK8xtDOz8ZMGYBY+rXt1lOvbzExsQ78qfy3iMx9TvzDs5ur15dsbZpbG",
-	"Qso+fLj84UEqKykkbYl25kpbUpaWNSiM86m2b5bfQPKJ2q4zv/GG8rGxISW6i2yXMANSoonimoASxcG6",
-	"JFhIzgN+WwOfEmCQvh77gZIfZcg0lCVW2Dk4BAEWc8spANGoXBnX5PFVcyZC3lWTnnnHsMimkDoaBpV7",
-	"M5Qu5+L0fi1uKVK6nSELvbQK0cW3u19WLhH7NZH+fR2iTQ3HuUPxPaUZJ1HfR6A9Qmt1+hLdZs0jC9o4",
-	"0zluylqBVjtwcU38HAsbG94lh+gYt6WpP86BEJ8wHaFcGHYn1UKyZTP95r2aIAwWXFghZ6Op0qMKCh00",
-	"tyZJ6nT8KmDxBRGUNzghU+irEKGbKNga26zNMgMJldf3rUOaR3vQbszIlKf40KH+3L9yHNUkr1MWCyo6",
-	"TycRU4iWUQK+HMoiDKgQFQ+Geb//kp5rerCnc7kfIo5Repbt4ad9pnThY+IzbhgfysqLdf7M/lk1TTGv",
-	"zqXEv5Uuo+viUbV0fSkqUVZZikwtQEM8lGo63Q+ZBgQwIWdhjZz63MX36wTUd7QxO8PJmdJDWcxTTb6+",
-	"kT23VyKT+3WZyu1E5TKu/PD9kMVgrFaIantOmUPGp9Zhw1DOuYwP3KZ2UMbiHDUfPZWWdeq7LyfyRA8l",
-	"PSm/grjcTklcr9gDGrSKZLRcUyF5cuagoRH0CVO9GSJgw2IogeJ78phJuqDwfp3RKnCvkDwn8dp/9Nyl",
-	"h24PxUeIKZfoj5WgxB8N4gyR7pwxR043YKLwX1Di5Ynxb1kItspncNb7Dny/wTqo+XEQPwox3pWj1qGj",
-	"mm8nOryrL71lPxBvpKWKA9O59GdRHsRuJj+DWbJOhFw+INNqhpEJugLon5Xyb/4B037PaRrLje6Sm6vi",
-	"xWe1UN4YedNUEdMmdCUF13NuWisfoKGeH2Ki3sgQSJgpyr/QiQJPJwnVEXg6yjREKltSOjk3xVPCJ1J+",
-	"9I1HBZVRoqK7IAwQYdV06v26BCwhhYeMNgmuNuCl7ZES/FY2EzGF0LbUGpYWzMi0Vlhf43co584QOCEk",
-	"uTSKTbl+ghDFaiGtSGHU5rFeiUgrA5GSjfJALGLqctG5DCsTUJ1dydMee19lNDRkSvtugsVcJRi5+MUH",
-	"zTwHHSTLM0RSqoh4e8j2qtxV+cxXlVjEtRZg9lmW5IaAQC3kkKbHeTSYPAUf6Tm6fIajoAuHUG0adTx0",
-	"IQRSUgsQrUJux/5JZaidGXsk5x+KRbWE4BYwylCpusHosWnCB+UQMj4DM0pg2iKqPwhtl4zeYMaKJCmY",
-	"95QYoACNB4GcgxgEK3SHWqT63fkVsvAAYYO5l1isJLT3DHVSZpXlyW7VIVkiEbckYNO1g7WKpA9k43DR",
-	"m7L4EB7PtO40mmNoWMeaxmmWvOvE8irOfWzHWGmhmZBWkSVXueeLMLWWxMUcqCiKxgH/yWVnBvzhlrCE",
-	"8YZuqNw+YYZVC5Nc88ZfhbFKLx/tSWYCoiqH7LJukZJGUdVY5TbLW6rUMbe8XbfpnEM24QZOTw5ARmpd",
-	"pvCNNhUH2eYaFmVrNZ0asOz3HKMSblxHWYIfcD4qvCFR4yfoPGnK7qU9j6ZCf/miazpD7CwIcZy43XrS",
-	"zTadx5730emrV3324fzde6Yk4+zi7RVDo7R5xuQPPbRv6BdK1D5ryR7X7+aCX7QlnkhgxqMlu75o7K8M",
-	"/lR65PyxY/ffS/ffSas/1tbo9Fiuuz4k30PrG9eoM8R9cZCmQjGTKEthuC5KLEUCF+WuSMsKlzJvc+eK",
-	"lrWuVkNnGhr1pWYjVWeifYM5SHP7gus7O0PKp+KTr046JlTFHpfzlha0zjPb3VP7l5228rlksGCp3+im",
-	"OOI4IaeqvUXx16uropPTNyyjI2uobIf8yXlSNHuhNv6XcxfRLBl2D9qgwT4qgs3z68vBegJkKF2Sw6Ws",
-	"JfPZjyI9sOfqukVyVRd18u2V4P2QxVrckynUKp/Nnec/lD7N4Gf2NQo1od3F5ctIJw0Iq48sVVJYpf2j",
-	"hokpKx0lAUPp0o29oRzKRk8d49IsQNfuWVCbHnMH2mOX1rBx1QVGTRe+oQ5XSYFL69rc0Jzy1KBEmqEc",
-	"e7eeBtTeomY4Grq1H4658kEMBn2GwVCOhbzniYhHnk9jl0ybqHgZMo4+P0/BgvZpO5pt/WKLd0808ns/",
-	"rM3pGkv2ypx+4wbMgMVczhKfiMxlblAonPiGzC6U1zgUPpK/xnfuVIbShSf+jQI6m8OF+9KBVa/X2w/Z",
-	"WKpRIZRjtieVK3UtuPECGbMlWL8X99oIPgljzdgVq6dToFsypWTjUJ5o4PGymALXKThhNZeG0NfzoxwY",
-	"cSmVxXDPleuFdIW0+jUcT7HJo3lV6SgY67TVNSTQpZXKdfZyR4Vb2oxUdjRF75U27a6zZNzOcYEU7FzF",
-	"I3yFJ4laQDwO2RgFYWSVGtE1E3ySV5dJRinEgo+oV7mYPs9mmseAK3DJ/F/oqGdKSEt8iniSQEzUoehU",
-	"r7l92hF8QkffiEkCa+zydZchSotxRUjyis+vL0v8cRxlfpIzxs2dy7WCLt7Bhe7TEemeXwGRz4+kpgEf",
-	"1g5lFZ+gCBdtFHNlrOtBhU88Jb2rehh844UCd+GFJMdJg7tJNXYxcSIikC54cxXn4Or6zcFxrx+EQa6T",
-	"YBDMrc3M4PBwsVj0UvWHSBLeU3p2CPLgw83h1fWbw+Ne/5AMiLAJzrDgs1lSx/EgDPymg0FwRB3WGUie",
-	"iWAQvOz1ey99ryEZ5ENRay6cufZ4NNgkTpdxMCizlT8DRUL1e3bH/f6zXSoqmxy33CuqWg9WYXDSP9k2",
-	"X0ngYXmBbBUGrxyl3QOa197oglKephwjluBnsOv568qzCWs52CqHiQEEnxmq2hebu8X4PW9xR+p9e2WT",
-	"CYLYE5v4WP0ulgaba2mGssxOUXmfxN45PaXkLrhwtqXMb/XYO8h8DYxL3xAS8aR+63HOdZp4D2koCyN4",
-	"3O+fsTp2FiOIjFo7idMXU1rPk/73bAOGnQa1y6brmKxaqV+rePnsktlsy1w13TGrc1j9mepRHkvVcFgY",
-	"J+If6c1x/+ibK6wzAM4F9Mr7AF2sXeGlId/vHlLercUBRy93D1i/zEnjXu0e13q58jlAxoFAA2d85pV7",
-	"W0Tucb0w4NzkdqhZhRW8H3qIOHRuA9LZikNl32pRxd3ev4o4tNajWbq9BEJMxL5bkBfuPJrJoSycVYwi",
-	"YrTBOEb6dGAjF4j4YSz5mZot5oogyXic/PDuDZsBuUDuhi471ynB1IwLOZRFy6JjaNwFII2O36+MI63d",
-	"xQ+Ck5MduWqEYne+X6JqjzSt/0908z0kSV0BypbgujrW9LBWAWxXxM/1LPTqsMzwzdruKF44B5qavtaV",
-	"Hz1UCluJsB774Fxr43t7pYSoSKtTfIjxXcwmQnK9bAa1GngaosaLGGqN0ZlWVkUqKf1tYVhZgqxUvEZX",
-	"xSYEf99CPZSeYUVP8kM08sbnG8uw1NBNwa47XI2ueoHf082aoslzPfvfVLqwpsy7euhv1xT0yFnXtTtX",
-	"C2Ej11ap1uocBV//cVX1i7WGjq9eJay1+6tuQ7ZDgYSSB1VTWmfksl6i+Ypu2kZvQbtvVJV8XtRq339q",
-	"YFPvG+msSFVH+JDDclmbrbhWYRVKw0eY3KjoDmyPvfbw5PJe9Zqh/7ELXZTfXf0Habt4e3UUVo11hTMy",
-	"lFTwKf3hO8jsWYl/xQJeO2vTC4nzrsVC50zTZU9mFeWMFzjwDiAbyjyjdi9hPOZCTKGVBLolb3mS1LoG",
-	"uqDPVQ+CJ6FLycJvjy5fLIrn1nI0Oaql0McUHUu1v5rweRlrlbzDeVV0nG27/e8PHY/RHVGqKGqOqPLc",
-	"kC+2xxk1FqIJzTGw3Xe/6qFyaU3Rnr70XryTUHw4lAutLPTYz+gxj1GcRySpY9eOweNCxLmtLsK6sh6l",
-	"xcdI08jRVI1pVBjN2dBls5Sd99hHFH8Jws5Bh/5yM4+dehjmf+9CJTEUpULXl4Da0WOutUYqlihyvfEp",
-	"KsVQmjuRZdTMKGM29lswfGnYggrTOKuL43G9JFmyCcyENLsF3peHXZ6p097vLnsuuLSupksOwN9z0MvK",
-	"A6i4H7Ta+4eVRz9v3MhasJTLZemH1ITII5DeRVntkJ+TtPcFOY4OgnQ8oq1k8E8jerVBRHmp5/TVq5en",
-	"XdWvlp95aSHz9isa4mbHwRYz7E/F3EGMOP/Pg5TvCt3f6IZogNZujPTXAVqR8dxn48pMuE8coktPmUNC",
-	"LDSJGxEJodicu5TiEpwaiHtwhTSarDDoQ+kjhSL5N6419I/ZuOvOh8t+SuVzoZ0Qk0H0jTLY5WWTbT91",
-	"VlQ6CSS4vnO/5WXLC/q2fg/mC/z8r/9jX2tFmrKcAkUtBk/c10+K4HFvo+Cz3/taKXqS7925sbL9tzUl",
-	"5jXdUCqq6vwm2fOZdTSnSkZwxqYqQadQ2CoX1qgwOw/Sd8bXiB1Kz7u5kirXrUXB9fz4ZqGxXgnmxS/6",
-	"dWkFvnCdf+2MV8ttgi/JdxX8owos/ejdv9Jdz53uOjd3G+E6NTgbqzIEL3+/4YHKdeDFf6uxeaPk7CBT",
-	"SWIGpZhzw4xSssg8t14UoIoXpc39DyKOZyDHBK/ULTm2IgWV21FqxkOZcWPA+Ev/FJdFCrWFPMewUtmm",
-	"2jkfmi34cqcuXfltPiBhVdsDLcmTBDQZzSJQNQBym4fmrhs8IHf1dF8WXX/67RsuLAJcSgVwIVkqkkT4",
-	"Zt5t9FVsb3chX/b7/X7njxK6FzrJvv0W1ry8pLPFBm7+fOo/hQv5EU81l1YkHcrl9IVxds+THLYo+4p+",
-	"TO6+kHTXx3B4fxTg+fgB27rv6t1ltR+roBa0XiVN5XLtoQ3dym+6wrXB3vXdHPqmWbwqf5qPTcAuAKQn",
-	"pk5Ileda3a7+LwAA//8=",
+	"7R+pyBIBNBrdv36Cn4NIpZmSIK0JBp8DDSZT0gD98ZrH7+DvORiLf0VKWpD0kWdZIiJuhZKHvxsl8TsT",
+	"zSHl+Ok7DdNgEPzbYTX1ofvVHP6otdLBarUKgxhMpEWGkwSD4P0cmHaLMWFYypOp0inETGk20cDvDONM",
+	"5wn0glUYXCg5TUT0jemK/KqGLYSdMzsHJqSxXEbwwrAo1xqkZcZy66i8lBa05Imb/JuQakDfg2ZTLhKI",
+	"iYhflP1J5TL+JutrwMOTquRLiOcnFTN5hAwTckZEXfNlonj8Xqk3XM/g2x7jRMVLJDPBpTWzcy7pLD3v",
+	"eBRBZg3R+UGaPMuUthBfQSz4+2X2JxErlWXj9bXGvQBH+wlJZRMV3d2IP4jKGKY8T2wweHV0vL7GOTNW",
+	"aT4DNuHRHcj4hWGJmomIJ2yCkzAj/kD5ZpOlBdMLwgBkngaD33Cyk/73p7dhgCrKbTAIhLQvj4MwsMQf",
+	"/BNmoJGDrxXXJHs8jgWuzZNrrTLQViDITHlioG3/KY/mQqJeZVpFYIzSJmQppEovGZcxi+YiM2CRsKw2",
+	"4efA/7CL+xf+sVUYRFluHL/WqZB5OgHN1JTdX1x/IC5s7Dnln0SKnDk9CYNUSPfHURszHPmjdLK52s90",
+	"2u/Or5DlV+L1+lKnJ/Wljvon//nqL6f19U43F1yFAYqR0BAHg9/cNutEhCWvbsvBavI7RNadnLKPPLiP",
+	"c25JlX69YhOlrOmxj3OQjE8MSBs2fqI/xlZEd6DHbEbbJ1jlkkGa2SWLVJriSSdCQssxpzH+0JDzIGgT",
+	"JZHyGQrSVZ5YgWs3Zg5ZpoW0fJIAO7+5uLzsOUa/ATmzc2T18UkYZNwilgeD4G+/sYP/vf337yppN1YL",
+	"OUOW0UpbJImngHLE/Vbp0TrsGDwKtucYQpIezSG6C5lJJ0KZkMXC3O2vEXf6kkSgpLVJ6PnB//CDP/oH",
+	"399WH3ujg1bi12TF7aRNLC4q9erS2pp6etwIxMlJf/qpNmnFuItCPzenfSuBxXAvIiBXwIEVctIJU8is",
+	"SmLGM64tmyzZGOce47KxwGlSIbl11jflWYbrDT4HU5HAyAPgyM+5DSh+EgncuEdfuycrasPAgBY8GaGN",
+	"2DbBDT1yrbStD7wX2go1wlPdNvBXeuQHYe6qgatSD5a/8BS5SMxchYGS8HYaDH7rhr02YlZh95h2OrrH",
+	"dHFtdVs/8sKmbkrTnXAnzVm5QF2e6qxv8jNsP+A2ySt9s0fA3I/3oJfkY+UaZR1t9CZAAc48ilTcsju0",
+	"voQ4XmEONPCYvsDnz0i2z68vWW0US4RxqJn22rAnBWNa0YdAeYGe6UIrOQvZVGmWgcoSOCNYclA8FYB6",
+	"ZBlhaesS3icZibj9vESpl/7JkHGD9qyCOedlGLLg+O1/H/gI4+AyZnPgMejeTnCqcbbad4O8NuDqksjH",
+	"nT/OAhiPoLDh+aO/RBvlDAWPqbUtz5VpcVRo2Mh4Z61LmSqvbkUIP2/nP679wqC1VUlugeGTBS0FCTXj",
+	"gU5cw3wcN8zHYbsI8FjJZNkwu61M+knpiYidbDmTZxVbaGGhdsATpRLgEme2HgY6fbYGZqyLBc3g+dMm",
+	"AJc+JnmCN1qEMyTP1vnji80T9ZAw0sB9JLCuistG1OjjtDOWaUAPiSFrUY4ohmRj9/O4VRln0LLAz1ot",
+	"DJpBJQF1GQip3GzRnMsZtPuVhRfZb/Nam3vsOp+CwzWeYniCyz906A09vH60NRKK+RwHus75R2lyDbUM",
+	"xiMO/UIDtx4Zi9PqsR8/8cgmjrtqysYmg2hMWDZOxUxzC2OUjZm4B7kpHf6Rh3Liyj1+KYUV3Jb7eI4D",
+	"ySB68Hngsx3H0XUAfgc/fsogsk87h3OdNg8BNZCwVeU68h61Y6xQW3kulOwyWjif5XoGGIEkSaGNDVXJ",
+	"cxHvNEyN1R7AmfWzfRxvrvidl1AJi4pBtd0QdxJxDxWL2FSrlHGp7ByDDrJQT2Fb+cQLw0QcssVcRPP6",
+	"yaS5sWzO74FNAKTz0q1iQMLwANYiZ7OERzBqZijbGfRAuxFs5Fr+qow9SFTEk8rJRKZyy2IxnWLwjwZU",
+	"GM+rkN3BEmLEWFsL6/BzOb74wnHihRlK1DgGPJozvynTY28R69eSMIalfMkmUDwWh27UpMQcmhcXRXax",
+	"PeeDkOUfSm7Lg0UjGDLDl/tndYHgKS1SJ44RbUVCM2UTmCoNbJKLJBZyxoQ17Ner3lA656HO9NOTFhE3",
+	"OhrxONbtYuOFo/SM8EkwJmRjdFAG6MuP19yU49Pjhpfyshnk/m04NIe3/zH4DePcz0fhq9V3j9PTGsld",
+	"KtuUtscmRUQM0oqpQLdRVhZlQ/EaQzszGz9pAGbh07pXR7m+zczENvSr8tciPvMx9QvDbq5eX769YWZp",
+	"LKTsw4fLHx6kspJC0pZoZ660JWVpWYPCOJ9q+2b5DSSfqO068xtvKB8bG1Kiu8h2CTMgJZoorgkoURys",
+	"S4KF5DzgrzXwKQEG6euxHyj5UYZMQ1lihZ2DQxBgMbecAhCNypVxTR5fNWci5F016Zl3DItsCqmjYVC5",
+	"N0Ppci5O79filiKl2xmy0EOrEF18u/th5RKxXxPp39ch2tRwnDsU31OacRL1fQTaI7RWpy/RbdY8sqCN",
+	"M53jpqwVaLUDF9fEz7GwseFdcoiOcVua+uMcCPEJ0xHKhWF3Ui0kWzbTb96rCcJgwYUVcjaaKj2qoNBB",
+	"c2uSpE7HrwIWXxBBeYMTMoW+ChG6iYKtsc3aLDOQUHl93zqkebQH7caMTHmKDx3qz/0rx1FN8jplsaCi",
+	"83QSMYVoGSXgy6EswoAKUfFgmPf7L+l7TV/s6Vzuh4hjlJ5le/hpnyld+Jj4HTeMD2XlxTp/Zv+smqaY",
+	"V+dS4t9Kl9F18VW1dH0pKlFWWYpMLUBDPJRqOt0PmQYEMCFnYY2c+tzF7+sE1He0MTvDyZnSQ1nMU02+",
+	"vpE9t1cik/t1mcrtROUyrvzw/ZDFYKxWiGp7TplDxqfWYcNQzrmMD9ymdlDG4hw1Hz2VlnXquy8n8kQP",
+	"JX1T/gRxuZ2SuF6xBzRoFclouaZC8uTMQUMj6BOm3LiuxoRDySn2AYr0yXcmOYPCD3bmq0DAQgad7Gv/",
+	"0fOZvnS7KT5CTFlFf8AEKv6QEHGIHueWOXK6oRPV4IJSME+MhMuSsFU+l7PegeA7D9bhzY+D+FHY8a4c",
+	"tQ4i1Xw7ceJdfekt+4F4I0FVHJjOpT+L8iB2M/kZDJR1IuQyA5lWM4xR0ClAT63UBPMPmAB8TiNZbnSX",
+	"3FwVDz6rrfJmyRupipg2oSspuJ5z01oDAQ31TBET9ZaGQMJMUSaGThR4OkmoosDTUaYhUtmSEsu5Kb4l",
+	"pCLlRy95VFAZJSq6C8IAsVZNp97DS8ASUnjIaJPgagNe2h4pwW9lMyVTCG1L1WFpwYxMa631Nf6Gcu5M",
+	"ghNCkkuj2JTrJwhRrBbSihRGbb7rlYi0MhAp2SgUxCKmfhedy7AyBtXZlTztsfdVbkNDprTvK1jMVYIx",
+	"jF980Mx40EGyPEMkpdqIt4xsr8pild/5+hKLuNYCzD7LktwQEKiFHNL0OI8Gk6fgYz5Hl891FHThEKpS",
+	"o46HLphASmqholXI7dh/U5lsZ8YeyfmHYlEtNbgFjDJUqm4wemzC8EHZhIzPwIwSmLaI6g9C2yWjJ5ix",
+	"IkkK5j0lGihA40Eg5yAGwQodoxapfnd+hSw8QNhg7iEWKwnt3UOdlFllebJbdUiWSMQtCdh07WCtIukD",
+	"2Thc9KssfgmPZ1p3Qs0xNKxjTeM0S951YnkV8T62d6y00ExIq8iSq9zzRZhac+JiDlQeReOA/+SyMxf+",
+	"cEtYwnhDN1RunzDDqoVJro3jr8JYpZeP9iQzAVGVTXb5t0hJo6h+rHKb5S316phb3q7bdM4hm3ADpycH",
+	"ICO1LlP4RJuKg2xzDYsCtppODVj2e47xCTeutyzBDzgfleCQqPETdJ40ZffSnkdTob980TWdIXYWhDhO",
+	"3G496WbDzmPP++j01as++3D+7j1TknF28faKoVHaPGPyhx7aQfQLpWyftXiP63dzwS/aEk8kMOPRkl1f",
+	"NPZXBn8qPXL+2LH776X776TVH2treXos111Hku+m9S1s1CPifjhIU6GYSZSlgFwXxZYilYtyVyRohUue",
+	"t7lzRfNaV9OhMw2NSlOzpaoz5b7BHKS5fcH1nZ0h5VPxydcpHROqso/LfksLWueZ7e6u/ctOW/lcMliw",
+	"1G90UxxxnJBT1d6s+OvVVdHT6VuX0ZE1VMBD/uQ8Kdq+UBv/y7mLaJYMuwdt0GAfFcHm+fXlYD0VMpQu",
+	"yeGS17LIfhTpgT1X4S3SrLqomG+vCe+HLNbinkyhVvls7jz/ofRpBj+zr1aoCe0uLh9GOmlAWH1kqZLC",
+	"Ku2/apiYsuZREjCULvHYG8qhbHTXMS7NAnTtxgU17DF3oD12aQ0bV/1g1H7hW+twlRS4tK7hDc0pTw1K",
+	"pBnKsXfraUDtKWqLo6FbO+OYKyTEYNBnGAzlWMh7noh45Pk0dmm1iYqXIePo8/MULGifwKPZ1q+4ePdE",
+	"I7/3w9qcrsVkr8zuN+7CDFjM5SzxKclc5gaFwolvyOxCeY1D4SP5a/zmTmUoXXjinyigszlcuB8dWPV6",
+	"vf2QjaUaFUI5ZntSuaLXghsvkDFbgvV7cY+N4JMw1oxd2Xo6BbovU0o2DuWJBh4viylwnYITVnNpCH09",
+	"P8qBEZdSWQz3XOFeSFdSq1/I8RSbPJpXNY+CsU5bXWsCXV+pXGcvd1TCpc1IZUdT9F5p0+5iS8btHBdI",
+	"wc5VPMJHeJKoBcTjkI1REEZWqRFdOMFv8upaySiFWPARdS0X0+fZTPMYcAUumf8LHfVMCWmJTxFPEoiJ",
+	"OhSd6jG3TzuCT+joGzFJYI1dvgIzRGkxrhxJXvH59WWJP46jzE9yxri5Y5RqBV08gwvdpyPSPb8CIp8f",
+	"Se0DPqwdyio+QREuGirmyljXjQqfeEp6V3Uz+BYMBe7qC0mOkwZ3p2rsYuJERCBd8OZqz8HV9ZuD414/",
+	"CINcJ8EgmFubmcHh4WKx6KXqD5EkvKf07BDkwYebw6vrN4fHvf4hGRBhE5xhwWezpI7jQRj4TQeD4Ih6",
+	"rTOQPBPBIHjZ6/de+q5DMsiHotZmOHON8miwSZwu42BQZit/BoqE6jfujvv9Z7teVLY7brlhVDUhrMLg",
+	"pH+ybb6SwMPyKtkqDF45SrsHNC/A0VWlPE05RizBz2DX89eVZxPWcrBVDhMDCD4zVL8vNneL8Xve4o7U",
+	"O/jKdhMEsSe287H6rSwNNtfSDGWZnaJCP4m9c3pKyV1w4WxLmd/qsXeQ+WoYl741JOJJ/f7jnOs08R7S",
+	"UBZG8LjfP2N17CxGLOaCzFaFiQ5qS/N50v+ebeBwj51XI4bSoVxrpQUxMVFyBppFKpfWDFij8lJ0NTFh",
+	"nV62S7zryKxatV+rePns8t5s+1w1nTyrc1j9mUpXHnbV0FiYPDoU0sbj/tE3hwFnVpxj6SHhARpeuyJM",
+	"Q77fPaS8u4sDjl7uHrB+WZTGvdo9rvXy5nNAl4OWBnr5fC73Fo6c7nq5wTnf7QC2CiujceiB59A5I0hn",
+	"K7qVfbFFlXh7fyyi21oPaOlME7QxEftuRF4ECQgFQ1m4wBibxGjZcYz0ScZGhhFRyVjyXjVbzBUBnfHo",
+	"++HdGzYDcqzcDWB2rlMCvxkXcihL8CCGxl0A0ugo/so40tq9/CA4OdmRAUeQdef7Jar2SIP9/0Q330OS",
+	"1BWgbDmuq2NND2t1xXZF/FzPba8Oy7zhrO0O5IVzy6mpbF350e+lYJgI67EPzmE3vndYSoiKZD1FnRg1",
+	"xmwiJNfLZqisgacharyIodZ4nWllVaSS0osXhpWFzUrFa3RVbELw9y3aQ+kZVvQ8P0Qjb3wWswx2Dd1E",
+	"7Loj1ujaF/g73dwpmkjXawpNpQtryryrR/92TUGPnHVdu9O1EDZybZtqrXpS8PUfV1W/WGvo+Oq1x9p1",
+	"AtVtyHYokFDyoGp664yH1gs/X9FN2+hYaPeNqkLSi1pF/U8Nl+rdKJ11ruoIH3JYLhe0FdcqrEJp+AiT",
+	"GxXdge2x1x6eXDatXon0L9PQRVHfVZWQtou3V0dh1bhXOCNDSWWk0h++g8yelfhXLOC1sza9kDjvWoR1",
+	"zjRdJmVWUSZ6gQPvALKhzDNEtlgYj7kQU8AmgW7hW54ktV6ELuhzNYngSehSsvDbo8sXi+K5tRxNjmop",
+	"HzJFx1LtryZ8XsZaJe9wXpUyZ9veLuAPHY/RHVGqKBaPqJ7dkC+2xxk1LqIJzTFc3ndvDaHotWh/X3ov",
+	"3kkofjmUC60s9NjP6DGPUZxHJKlj1+TB40LEua0u2rpiISXbx0jTyNFUjWnULc3Z0OXIlJ332EcUfwnC",
+	"zkGH/vI0j516GObfp6GSGIoCpOt2QO3oMdewUwXn+C0qxVCaO5FlELuU/dhvwfClYQsqd+OsLjmA6yXJ",
+	"kk1gJqTZLfC+6OyyV532fncxdcGldZVicgD+noNeVh5Axf2g1d4/rOj6eePG14KlXC5LP6QmRB6B9C7K",
+	"aof8nKS9L8hxdBCk4xFtJYN/GtGjDSLKS0Onr169PO2qqbW8RqaFzNuvaIibfQxbzLA/FXMHMeL8Pw9S",
+	"vit0f6PHogFauzHSXzdoRcZzn+Ir8+s+HYkuPeUjCbHQJG5EJIRic+4SlUtwaiDuwZXnaLLCoA+ljxSK",
+	"jOK4dmFgzMZdd0pcTlUqn2HthJgMom+UFy8vs2x7lVpRPyWQ4PrOvSvMli8AsPV7Nl/g53/9l4mtlX7K",
+	"Ig0UFR48cV+VKYLHvY0y0n7vayX+Sb5358bKpuLWlJjXdEOpqKqfnGTP5+vRnCoZwRmbqgSdQmGrXFij",
+	"bu08SN9vXyN2KD3v5kqqXLeWGteT7pvly3p9mRdvDOzSCnzgOv/aGa+WOwpfku8qixPc+Jfq/Svd9dzp",
+	"rnNztxGuU9u0sSpD8PK3Jh6oXAde/LcamzdKzg4ylSRmUIo5N8woJYvMc+v1A6qjUdrcv3BxPAM5Jnil",
+	"HsyxFSmo3I5SMx7KjBsDxr9UgOKySKG2kOcYVirbVDvnQ7MFX+7UpSu/zQckrGp7oCV5koAmo1kEqgZA",
+	"bvPQ3CWGB+Sunu7LoutP79bhwiLApVRWF5KlIkmEbxHeRl/F9nYX8mW/3+93vvTQPdBJ9u23sObl1Z8t",
+	"NnDz9az/FC7kRzzVXFqRdCiX0xfG2T1Pctii7Ct6Wd19IemuO+Lw/ijA8/EDtvX01XvWai/DoMa2XiVN",
+	"5XLtoQ3d+m+6wrXB3vXdHPqmWbwqX/3HJmAXANITUyekynOtblf/FwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
