@@ -66,8 +66,10 @@ type vcpuCmd struct {
 //
 // The goroutine is parked (waiting on ctl) except during a run session,
 // which the Machine starts with a run command and ends with requestStop; the
-// session's end is reported on result. Only the goroutine calls the vCPU's
-// ioctls, so state is read and written only while it is parked.
+// session's end is reported on result. Only the goroutine runs KVM_RUN;
+// the vCPU's state is read and written only while it is parked, by the
+// goroutine (call) or, for migration's export and import, by the holder of
+// the machine's lock, which spares a thread wake-up (see VCPUState).
 type vcpu struct {
 	m   *Machine
 	id  uint32
@@ -76,7 +78,8 @@ type vcpu struct {
 	// tid is the thread id, set before New returns and fixed afterwards.
 	tid int
 	// tscKHz is the vCPU's TSC rate (0 until known); read and written only
-	// on the vCPU's thread (inside call), so it needs no lock.
+	// while the vCPU is parked (inside call, or by the holder of the
+	// machine's lock during export and import), so it needs no lock.
 	tscKHz uint32
 	// cpuid is the CPUID table last set on the vCPU; likewise.
 	cpuid []kvm.CPUIDEntry2

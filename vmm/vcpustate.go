@@ -8,7 +8,10 @@ import (
 )
 
 // VCPUState is everything KVM holds for one vCPU. It is read and written
-// only while the vCPU is parked, on the vCPU's own thread.
+// only while the vCPU is parked (out of KVM_RUN, waiting for a command, with
+// the machine's lock held), from the thread that holds the lock: KVM
+// serializes a vCPU's ioctls with the vCPU's own mutex, and only KVM_RUN
+// must stay on the vCPU's thread.
 type VCPUState struct {
 	// ID is the vCPU index (and APIC id).
 	ID uint32
@@ -43,8 +46,7 @@ type hostCaps struct {
 	msrs []uint32
 }
 
-// getVCPUState reads c's state; the caller runs on the vCPU's thread with
-// the vCPU parked.
+// getVCPUState reads c's state; the vCPU is parked.
 func getVCPUState(c *kvm.VCPU, v *vcpu, cpuid []kvm.CPUIDEntry2, caps *hostCaps) (*VCPUState, error) {
 	id := v.id
 	s := &VCPUState{ID: id, CPUID: cpuid}
