@@ -144,17 +144,23 @@ func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
 	if err != nil || r.StatusCode() != http.StatusCreated {
 		b.Fatalf("ensure target: %v", err)
 	}
-	var out, in api.MigrationProgress
+	// Wait with the state monitor's long poll, as a control plane would:
+	// polling the target during its downtime would steal CPU from it.
+	gen := r.JSON201.Gen
 	for {
-		st, err := dst.client.InstanceMigrationStatusWithResponse(ctx)
-		if err != nil {
-			b.Fatal(err)
+		to := int32(10000)
+		m, err := dst.client.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: gen, TimeoutMs: &to})
+		if err != nil || m.JSON200 == nil {
+			b.Fatalf("state monitor: %v", err)
 		}
-		if m := st.JSON200.MigrationIn; m != nil && (m.Phase == api.MigrationPhaseCompleted || m.Phase == api.MigrationPhaseFailed) {
-			in = *m
+		gen = m.JSON200.Gen
+		if m.JSON200.State != api.InstanceStateMigrating {
 			break
 		}
-		time.Sleep(2 * time.Millisecond)
+	}
+	var out, in api.MigrationProgress
+	if st, err := dst.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200.MigrationIn != nil {
+		in = *st.JSON200.MigrationIn
 	}
 	if st, err := a.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200.MigrationOut != nil {
 		out = *st.JSON200.MigrationOut
