@@ -47,10 +47,9 @@ func createRunning(t *testing.T, p *serverProc, specJSON, ready string) api.Inst
 	return props
 }
 
-// migrate moves the VM from src to dst (dialing srcAddr, which may be a
-// proxy) and waits until the target's migration ends; it returns the
-// target's final progress.
-func migrate(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties) api.MigrationProgress {
+// startMigration arms src for a new migration and creates the target on
+// dst, which dials srcAddr (src, or a proxy in front of it).
+func startMigration(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties) {
 	t.Helper()
 	ctx := context.Background()
 	id := uuid.New()
@@ -61,6 +60,15 @@ func migrate(t *testing.T, src, dst *serverProc, srcAddr string, props api.Insta
 		Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: srcAddr}})
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+}
+
+// migrate moves the VM from src to dst (dialing srcAddr, which may be a
+// proxy) and waits until the target's migration ends; it returns the
+// target's final progress.
+func migrate(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties) api.MigrationProgress {
+	t.Helper()
+	ctx := context.Background()
+	startMigration(t, src, dst, srcAddr, props)
 	var last api.MigrationProgress
 	require.Eventually(t, func() bool {
 		st, err := dst.client.InstanceMigrationStatusWithResponse(ctx)
@@ -260,15 +268,7 @@ func TestMigrationFailures(t *testing.T) {
 		a := startServer(t)
 		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailStallInPrecopy)
 		props := createRunning(t, a, tickerJSON, "tick 2\n")
-		ctx := context.Background()
-		id := uuid.New()
-		e, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
-		require.NoError(t, err)
-		require.Equal(t, http.StatusNoContent, e.StatusCode(), string(e.Body))
-		r, err := b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-			Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
-		require.NoError(t, err)
-		require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+		startMigration(t, a, b, a.addr, props)
 		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseRamPrecopy }, 10*time.Second, 5*time.Millisecond)
 		require.NoError(t, b.cmd.Process.Kill())
 		requireSourceUnharmed(t, a, "")
@@ -320,12 +320,7 @@ func TestMigrationFailures(t *testing.T) {
 		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailStallInPrecopy)
 		props := createRunning(t, a, tickerJSON, "tick 2\n")
 		ctx := context.Background()
-		id := uuid.New()
-		_, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
-		require.NoError(t, err)
-		_, err = b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-			Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
-		require.NoError(t, err)
+		startMigration(t, a, b, a.addr, props)
 		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseRamPrecopy }, 10*time.Second, 5*time.Millisecond)
 		s, err := a.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
 		require.NoError(t, err)
