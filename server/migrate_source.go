@@ -127,7 +127,7 @@ func (s *source) run(ctx context.Context, conn net.Conn) error {
 	defer stop()
 	err := s.migrate(ctx)
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (%v)", cause, err)
 		}
 		s.p.abort(err)
@@ -259,10 +259,18 @@ func (s *source) copyRAM(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		left := countPages(dirty)
-		if err := s.endRound(migration.RoundEnd{Round: round, PagesSent: sent, PagesLeft: left}); err != nil {
+		if err := s.endRound(migration.RoundEnd{Round: round, PagesSent: sent, PagesLeft: countPages(dirty)}); err != nil {
 			return err
 		}
+		// Decide on what is left now, after the target's ack: pages the
+		// guest dirtied meanwhile count too.
+		more, err := s.m.CollectDirty()
+		if err != nil {
+			return err
+		}
+		merge(dirty, more)
+		left := countPages(dirty)
+		s.progress(func(p *MigrationProgress) { p.PagesLeft = left })
 		if left > convergePages && round < maxRounds && time.Since(s.start) <= maxPrecopyTime {
 			pages = dirty
 			continue
@@ -271,8 +279,7 @@ func (s *source) copyRAM(ctx context.Context) error {
 		if err := s.pause(); err != nil {
 			return err
 		}
-		more, err := s.m.CollectDirty()
-		if err != nil {
+		if more, err = s.m.CollectDirty(); err != nil {
 			return err
 		}
 		merge(dirty, more)
@@ -407,8 +414,8 @@ func (s *source) sendPages(ctx context.Context, maps []vmm.DirtyBitmap, round ui
 }
 
 // endRound closes a round with end and, unless it is the final one, waits
-// for the target's acknowledgement, so that the decision to pause never
-// waits behind pages still in flight.
+// for the target's acknowledgement: the decision to pause, made after it,
+// never waits behind pages still in flight.
 func (s *source) endRound(end migration.RoundEnd) error {
 	s.progress(func(p *MigrationProgress) { p.Rounds, p.PagesLeft = end.Round+1, end.PagesLeft })
 	if err := s.p.sendNow(migration.TypeRoundEnd, end.Encode()); err != nil || end.Final {

@@ -95,7 +95,9 @@ type vcpu struct {
 	// only on the next KVM_RUN. Used only by the goroutine.
 	pendingIO bool
 	// ran says the vCPU has entered KVM_RUN at least once, after which KVM
-	// refuses to change its CPUID. Used only by the goroutine.
+	// refuses to change its CPUID. Written by the goroutine during a run
+	// session, read by import once the session's end was received on
+	// result (which orders the two).
 	ran bool
 	// sleepTimer serves paravirtual sleeps; used only by the goroutine.
 	sleepTimer *time.Timer

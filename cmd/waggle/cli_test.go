@@ -396,7 +396,7 @@ func TestCLIMigrate(t *testing.T) {
 // migration (a server's console spans its instances).
 func requireMoved(t *testing.T, src, dst *serverProc, dstBefore string) {
 	t.Helper()
-	require.Equal(t, api.InstanceStateDestroyed, state(t, src).State)
+	awaitDestroyed(t, src)
 	require.Equal(t, api.InstanceStateRunning, state(t, dst).State)
 	onSrc := tickNumbers(console(t, src))
 	require.NotEmpty(t, onSrc)

@@ -11,7 +11,8 @@
 //     io.Writer such a sink. Host input goes in with Receive, which never
 //     blocks and says how much fitted; RxSpace says when to try again.
 //     SetModemLines sets the modem input lines (CTS, DSR, RI, DCD) the
-//     host presents. Its state (uart_state.go) has versions 1 and 2.
+//     host presents (nothing in the VMM calls it yet). Its state
+//     (uart_state.go) has versions 1 and 2.
 //   - SMBIOS (smbios.go): BuildSMBIOS(info, SMBIOSRegionStart) returns the
 //     32-bit 2.8 entry point and the structure table with their addresses;
 //     WriteTo puts them into guest memory.

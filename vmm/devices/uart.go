@@ -117,7 +117,7 @@ const uartIdleMSR = UARTMsrDCD | UARTMsrDSR | UARTMsrCTS
 // the output sink, so THR and the transmitter are always empty. The sink is
 // called with the UART's lock held, once per byte, and must not block: wrap
 // a writer that may block in an OutputBuffer. Host input is queued with
-// Receive; what does not fit is left to the caller. The host drives the
+// Receive; what does not fit is left to the caller. A host may drive the
 // modem input lines (CTS, DSR, RI, DCD) with SetModemLines; a new UART
 // presents a host that is always there.
 //

@@ -10,8 +10,9 @@ const UARTStateKind = "uart16550a"
 // always there, so MSR's status bits outside loopback were derived, not
 // saved.
 //
-// Version 2 adds those input lines, which the host now sets with
-// SetModemLines. They are the one piece of a 16550A's state that version 1
+// Version 2 adds those input lines, which a host may set with
+// SetModemLines (the VMM does not yet: they stay at the idle value, and
+// version 2 carries that). They are the one piece of a 16550A's state that version 1
 // cannot express: a guest that saw carrier drop (or CTS fall, holding back
 // its output) before a migration must still see it dropped after.
 const (
