@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,29 +29,11 @@ import (
 const cliTickerJSON = `{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"pace_ms=20"},
  "components":{"com1":{"type":"serial_port","num":"com1"}}}`
 
-// cliBuffer collects a subprocess's output while the test reads it.
-type cliBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *cliBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *cliBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // cliProc is a running `waggle vm` subprocess.
 type cliProc struct {
 	args           []string
 	limit          time.Duration
-	stdout, stderr cliBuffer
+	stdout, stderr syncBuffer
 	done           chan struct{} // closed when the process has exited
 	err            error         // set before done is closed
 	ctx            context.Context

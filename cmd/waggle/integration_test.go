@@ -106,10 +106,17 @@ func (p *serverProc) stop() {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and other readers.
+// syncBuffer is a bytes.Buffer safe for one writer and other readers: a
+// subprocess's output, read by the test as it comes.
 type syncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) WriteString(s string) {

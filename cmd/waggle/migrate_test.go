@@ -51,13 +51,23 @@ func createRunning(t *testing.T, p *serverProc, specJSON, ready string) api.Inst
 // dst, which dials srcAddr (src, or a proxy in front of it).
 func startMigration(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties) {
 	t.Helper()
+	startMigrationReplacing(t, src, dst, srcAddr, props, nil)
+}
+
+// startMigrationReplacing is startMigration with the target's replacement
+// components (nil: none).
+func startMigrationReplacing(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties, replace map[string]api.Component) {
+	t.Helper()
 	ctx := context.Background()
 	id := uuid.New()
 	e, err := src.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNoContent, e.StatusCode(), string(e.Body))
-	r, err := dst.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-		Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: srcAddr}})
+	mig := &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: srcAddr}
+	if replace != nil {
+		mig.ReplaceComponents = &replace
+	}
+	r, err := dst.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Migrate: mig})
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 }
@@ -575,14 +585,7 @@ func TestMigrateWithAReplacedBackend(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, r.StatusCode(), string(r.Body))
 	require.Contains(t, r.JSON400.Message, "migrate.replace_components.com1")
 
-	id := uuid.New()
-	_, err = a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
-	require.NoError(t, err)
-	r, err = b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props,
-		Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr,
-			ReplaceComponents: &map[string]api.Component{"disk0-be": backend}}})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	startMigrationReplacing(t, a, b, a.addr, props, map[string]api.Component{"disk0-be": backend})
 	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 30*time.Second, 10*time.Millisecond)
 
 	sp, err := b.client.InstanceSpecGetWithResponse(ctx)
@@ -598,14 +601,7 @@ func TestMigrateWithAReplacedBackend(t *testing.T) {
 	// A replacement naming no component of the source's spec fails the
 	// migration, and the source runs on.
 	c := startServer(t)
-	id = uuid.New()
-	_, err = b.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
-	require.NoError(t, err)
-	r, err = c.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props,
-		Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: b.addr,
-			ReplaceComponents: &map[string]api.Component{"nothing": backend}}})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	startMigrationReplacing(t, b, c, b.addr, props, map[string]api.Component{"nothing": backend})
 	require.Eventually(t, func() bool { return state(t, c).State == api.InstanceStateFailed }, 20*time.Second, 10*time.Millisecond)
 	require.Contains(t, deref(state(t, c).FailureReason), "components.nothing")
 	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
