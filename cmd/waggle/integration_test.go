@@ -148,7 +148,7 @@ func specDecode(s string) (api.InstanceSpec, error) {
 
 // waitState follows the state monitor from gen until want (or a final
 // state), returning every state seen.
-func waitState(t *testing.T, c *api.ClientWithResponses, gen int64, want api.InstanceState) (int64, []api.InstanceState) {
+func waitState(t testing.TB, c *api.ClientWithResponses, gen int64, want api.InstanceState) (int64, []api.InstanceState) {
 	t.Helper()
 	var seen []api.InstanceState
 	deadline := time.Now().Add(30 * time.Second)

@@ -146,18 +146,7 @@ func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
 	}
 	// Wait with the state monitor's long poll, as a control plane would:
 	// polling the target during its downtime would steal CPU from it.
-	gen := r.JSON201.Gen
-	for {
-		to := int32(10000)
-		m, err := dst.client.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: gen, TimeoutMs: &to})
-		if err != nil || m.JSON200 == nil {
-			b.Fatalf("state monitor: %v", err)
-		}
-		gen = m.JSON200.Gen
-		if m.JSON200.State != api.InstanceStateMigrating {
-			break
-		}
-	}
+	waitState(b, dst.client, r.JSON201.Gen, api.InstanceStateRunning)
 	var out, in api.MigrationProgress
 	if st, err := dst.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200.MigrationIn != nil {
 		in = *st.JSON200.MigrationIn
