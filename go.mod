@@ -1,4 +1,4 @@
-module waggle
+module github.com/wagglevm/waggle
 
 go 1.26.0
 

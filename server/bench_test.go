@@ -14,8 +14,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"waggle/internal/kvmtest"
-	"waggle/spec"
+	"github.com/wagglevm/waggle/internal/kvmtest"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // load sends n GET requests to url from conc goroutines over keep-alive

@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // State is an instance's lifecycle state. The states and what may follow

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // fakeCore is a Core for the HTTP layer's unit tests: a small in-memory state

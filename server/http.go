@@ -13,7 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // MaxBodyBytes bounds a request body; a larger one answers 413 body_too_large.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"waggle/server/migration"
+	"github.com/wagglevm/waggle/server/migration"
 )
 
 // migrations is the instance's migration bookkeeping; guarded by Runtime.mu.

@@ -12,11 +12,11 @@ import (
 
 	"github.com/google/uuid"
 
-	"waggle/server/migration"
-	"waggle/spec"
-	"waggle/versions"
-	"waggle/vmm"
-	"waggle/vmm/devices"
+	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/versions"
+	"github.com/wagglevm/waggle/vmm"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // MigrateExpect arms the running instance as the source of migration id.

@@ -14,12 +14,12 @@ import (
 
 	"github.com/google/uuid"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/server/migration"
-	"waggle/spec"
-	"waggle/versions"
-	"waggle/vmm"
-	"waggle/vmm/devices"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/versions"
+	"github.com/wagglevm/waggle/vmm"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // ensureMigrationTargetLocked creates the instance as the target of a live

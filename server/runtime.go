@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"waggle/spec"
-	"waggle/vmm"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm"
 )
 
 // Runtime is the Core of a real VMM server: one instance, run as a KVM

@@ -12,9 +12,9 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/oapierr"
-	specv1 "waggle/versions/vmm-server/v1"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/oapierr"
+	specv1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
 )
 
 // v1Server implements version 1 of the contract over the core. Wire types

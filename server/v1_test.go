@@ -19,7 +19,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	api "waggle/gen/vmm-server/v1"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 )
 
 // start runs the real handler on a real loopback HTTP server and returns a

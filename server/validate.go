@@ -17,8 +17,8 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/google/uuid"
 
-	"waggle/internal/oapierr"
-	"waggle/internal/strictjson"
+	"github.com/wagglevm/waggle/internal/oapierr"
+	"github.com/wagglevm/waggle/internal/strictjson"
 )
 
 // newValidator returns middleware that checks each request under prefix

@@ -13,9 +13,9 @@ import (
 	"slices"
 	"strings"
 
-	"waggle/internal/strictjson"
-	"waggle/spec"
-	v1 "waggle/versions/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/strictjson"
+	"github.com/wagglevm/waggle/spec"
+	v1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
 )
 
 // Spoke is one wire version of the spec.

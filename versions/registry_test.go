@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 func testSpec(t *testing.T, blockSize uint32) spec.Spec {

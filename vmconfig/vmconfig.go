@@ -39,7 +39,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // File is a config file as written.

@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"waggle/spec"
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // Each benchmark reports, beside its own figures, a reference measured in

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strconv"
 
-	"waggle/vmm/devices"
-	"waggle/vmm/guest"
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/devices"
+	"github.com/wagglevm/waggle/vmm/guest"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // Multiboot information flags the VMM sets.

@@ -3,7 +3,7 @@ package vmm
 import (
 	"sync/atomic"
 
-	"waggle/vmm/devices"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // portRange is a device on ports [base, base+n).

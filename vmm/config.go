@@ -3,7 +3,7 @@ package vmm
 import (
 	"io"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // Config is everything New needs to build a Machine.

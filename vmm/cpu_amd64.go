@@ -3,7 +3,7 @@ package vmm
 import (
 	"slices"
 
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // cpuidFor returns the supported CPUID table with vCPU id's APIC id filled

@@ -6,8 +6,8 @@ import (
 	"io/fs"
 	"os"
 
-	"waggle/spec"
-	"waggle/vmm/devices"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // diskBackend is a checked storage backend file.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // newGuestMachine builds a machine for one of package guest's images.

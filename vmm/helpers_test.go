@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/internal/kvmtest"
-	"waggle/spec"
+	"github.com/wagglevm/waggle/internal/kvmtest"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // requireKVM skips the test, saying why, when /dev/kvm cannot be used.

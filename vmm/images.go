@@ -1,6 +1,6 @@
 package vmm
 
-import "waggle/vmm/guest"
+import "github.com/wagglevm/waggle/vmm/guest"
 
 // defaultImage looks a boot image up by name among the images of package
 // guest.

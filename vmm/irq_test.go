@@ -8,9 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/spec"
-	"waggle/vmm/devices"
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm/devices"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // irqLines reads, from a machine's exported irqchip state, which ISA lines

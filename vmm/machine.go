@@ -10,9 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"waggle/spec"
-	"waggle/vmm/devices"
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm/devices"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // Addresses in the MMIO hole KVM needs on Intel hosts (three pages of TSS,

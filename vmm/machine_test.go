@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 func waitExit(t *testing.T, m *Machine, timeout time.Duration) Exit {

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // PageSize is the granule of dirty tracking.

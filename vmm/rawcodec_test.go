@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // TestRawCodecMatchesEncodingBinary: for every kernel structure in the

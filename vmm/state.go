@@ -3,8 +3,8 @@ package vmm
 import (
 	"fmt"
 
-	"waggle/vmm/devices"
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/devices"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // State is a paused VM's complete machine state apart from RAM: what a

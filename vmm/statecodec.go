@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"waggle/vmm/devices"
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/devices"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // Payload kinds of the machine's own state; each is at version 1.

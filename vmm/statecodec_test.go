@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/vmm/devices"
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/devices"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // sampleState is a synthesized State with every field filled.

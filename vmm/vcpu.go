@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // kickSignal interrupts KVM_RUN on a vCPU thread. It is sent with tgkill to

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	"waggle/vmm/kvm"
+	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
 // VCPUState is everything KVM holds for one vCPU. It is read and written

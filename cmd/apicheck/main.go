@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"waggle/internal/apicheck"
+	"github.com/wagglevm/waggle/internal/apicheck"
 )
 
 func main() {

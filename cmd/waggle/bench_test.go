@@ -9,10 +9,10 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/kvmtest"
-	"waggle/spec"
-	"waggle/vmm"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/kvmtest"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm"
 )
 
 // BenchmarkEnsureToFirstSerialByte measures, against a real `waggle server`

@@ -19,8 +19,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/kvmtest"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/kvmtest"
 )
 
 // The CLI's commands end: each test runs `waggle vm ...` as a subprocess

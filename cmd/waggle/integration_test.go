@@ -20,8 +20,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/kvmtest"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/kvmtest"
 )
 
 // These tests run the real waggle binary as a subprocess and drive it over

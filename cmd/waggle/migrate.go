@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	api "waggle/gen/vmm-server/v1"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 )
 
 // migrationSummary is what `waggle vm migrate -o json` prints at the end

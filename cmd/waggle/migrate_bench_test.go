@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/uuid"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/kvmtest"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/kvmtest"
 )
 
 // migrationRow is one line of the migration benchmark's table.

@@ -20,11 +20,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/kvmtest"
-	"waggle/server"
-	"waggle/server/migration"
-	"waggle/vmm/devices"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/kvmtest"
+	"github.com/wagglevm/waggle/server"
+	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // Live migration between real `waggle server` processes on loopback.

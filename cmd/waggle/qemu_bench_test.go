@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"waggle/internal/qemubench"
-	"waggle/spec"
-	"waggle/vmm"
-	"waggle/vmm/guest"
+	"github.com/wagglevm/waggle/internal/qemubench"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm"
+	"github.com/wagglevm/waggle/vmm/guest"
 )
 
 // Where QEMU is installed, BenchmarkMigrate migrates the same guest image

@@ -12,7 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/term"
 
-	api "waggle/gen/vmm-server/v1"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 )
 
 // escapeKey detaches from the console: Ctrl-], as telnet and virsh do.

@@ -13,7 +13,7 @@ import (
 	"runtime/pprof"
 	"time"
 
-	"waggle/server"
+	"github.com/wagglevm/waggle/server"
 )
 
 // DefaultListen is where `waggle server` listens unless told otherwise.

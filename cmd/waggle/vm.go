@@ -16,9 +16,9 @@ import (
 
 	"github.com/google/uuid"
 
-	api "waggle/gen/vmm-server/v1"
-	specv1 "waggle/versions/vmm-server/v1"
-	"waggle/vmconfig"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	specv1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
+	"github.com/wagglevm/waggle/vmconfig"
 )
 
 var errUsage = errors.New("usage")

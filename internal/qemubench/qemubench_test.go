@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/vmm/guest"
+	"github.com/wagglevm/waggle/vmm/guest"
 )
 
 func TestMigrateTicker(t *testing.T) {

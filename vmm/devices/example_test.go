@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"os"
 
-	"waggle/spec"
-	"waggle/vmm/devices"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // A UART on COM1 whose output goes to stdout through a bounded buffer, so a

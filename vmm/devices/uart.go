@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"sync"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // UART register offsets from the COM port's base, as the 16550A data sheet

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // uartRig is a UART on COM1 with a fake IRQ and a captured output.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // VirtioBlkDeviceID is the virtio device type of a block device.

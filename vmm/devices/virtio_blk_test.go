@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"waggle/spec"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // Where the test driver puts things in its fake guest RAM.

@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"waggle/internal/kvmtest"
+	"github.com/wagglevm/waggle/internal/kvmtest"
 )
 
 func openOrSkip(t *testing.T) *System {

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/spec"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // Canonical returns w with every documented default written out: a missing

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/strictjson"
-	"waggle/spec"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/strictjson"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // Documented defaults of version 1, written out by Canonical.

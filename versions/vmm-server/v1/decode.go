@@ -8,9 +8,9 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/internal/oapierr"
-	"waggle/internal/strictjson"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/oapierr"
+	"github.com/wagglevm/waggle/internal/strictjson"
 )
 
 // schemas loads the version 1 document embedded in the generated package once.

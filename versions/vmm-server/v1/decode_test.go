@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/spec"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
 )
 
 const goodSpec = `{"board":{"cpus":2,"memory_mb":256,"chipset":"i440fx"},

@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/spec"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // The converters handle exactly these fields. When the contract or the hub

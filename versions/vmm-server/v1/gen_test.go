@@ -7,8 +7,8 @@ import (
 
 	"github.com/google/uuid"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/spec"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // Random generators for the law tests. Each takes its randomness from r, so a

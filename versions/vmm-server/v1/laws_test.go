@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	api "waggle/gen/vmm-server/v1"
-	"waggle/spec"
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // lawSeed returns the seed of the random law tests: WAGGLE_SEED if set, else
