@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 GO ?= go
 REDOCLY := tools/node_modules/.bin/redocly
+SPECTRAL := tools/node_modules/.bin/spectral
 export REDOCLY_TELEMETRY := off
 export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
 
@@ -46,8 +47,12 @@ check: tools ## gofmt, go vet, generated code and guest images fresh, contracts 
 	@scripts/check-generated.sh
 	@scripts/check-guests.sh
 
-lint-openapi: tools ## lint every contract with Redocly's recommended rules (errors fail)
-	@for f in openapi/*/v*.yaml; do $(REDOCLY) lint --extends=recommended --format=summary "$$f"; done
+lint-openapi: tools ## lint every contract with Redocly's recommended and Spectral's oas rules (any warning fails)
+	@for f in openapi/*/v*.yaml; do \
+	  $(REDOCLY) lint --extends=recommended-strict --format=summary "$$f" >.lint-output.txt 2>&1 || { cat .lint-output.txt; exit 1; }; \
+	  $(SPECTRAL) lint --quiet --fail-severity=warn "$$f" || exit 1; \
+	  echo "lint $$f: Redocly recommended and Spectral oas, 0 errors, 0 warnings"; \
+	done; rm -f .lint-output.txt
 
 generate: ## regenerate gen/ from openapi/ with the pinned oapi-codegen
 	$(GO) generate ./gen/...

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/go-chi/chi/v5"
@@ -56,21 +57,15 @@ func (e Chipset) Valid() bool {
 	}
 }
 
-// Defines values for ComponentType.
+// Defines values for FileStorageBackendComponentType.
 const (
-	ComponentTypeFileStorageBackend ComponentType = "file_storage_backend"
-	ComponentTypeSerialPort         ComponentType = "serial_port"
-	ComponentTypeVirtioDisk         ComponentType = "virtio_disk"
+	FileStorageBackendComponentTypeFileStorageBackend FileStorageBackendComponentType = "file_storage_backend"
 )
 
-// Valid indicates whether the value is a known member of the ComponentType enum.
-func (e ComponentType) Valid() bool {
+// Valid indicates whether the value is a known member of the FileStorageBackendComponentType enum.
+func (e FileStorageBackendComponentType) Valid() bool {
 	switch e {
-	case ComponentTypeFileStorageBackend:
-		return true
-	case ComponentTypeSerialPort:
-		return true
-	case ComponentTypeVirtioDisk:
+	case FileStorageBackendComponentTypeFileStorageBackend:
 		return true
 	default:
 		return false
@@ -197,6 +192,21 @@ func (e MigrationPhase) Valid() bool {
 	}
 }
 
+// Defines values for SerialPortComponentType.
+const (
+	SerialPortComponentTypeSerialPort SerialPortComponentType = "serial_port"
+)
+
+// Valid indicates whether the value is a known member of the SerialPortComponentType enum.
+func (e SerialPortComponentType) Valid() bool {
+	switch e {
+	case SerialPortComponentTypeSerialPort:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SerialPortNumber.
 const (
 	SerialPortNumberCom1 SerialPortNumber = "com1"
@@ -221,7 +231,22 @@ func (e SerialPortNumber) Valid() bool {
 	}
 }
 
-// BlockSize A storage backend's logical block size in bytes.
+// Defines values for VirtioDiskComponentType.
+const (
+	VirtioDiskComponentTypeVirtioDisk VirtioDiskComponentType = "virtio_disk"
+)
+
+// Valid indicates whether the value is a known member of the VirtioDiskComponentType enum.
+func (e VirtioDiskComponentType) Valid() bool {
+	switch e {
+	case VirtioDiskComponentTypeVirtioDisk:
+		return true
+	default:
+		return false
+	}
+}
+
+// BlockSize A storage backend's logical block size in bytes; 512 when not given.
 type BlockSize int32
 
 // Board The machine's processors, memory and chipset.
@@ -229,19 +254,19 @@ type Board struct {
 	// Chipset The machine's chipset.
 	Chipset Chipset `json:"chipset"`
 
-	// Cpus The number of vCPUs.
+	// Cpus The number of vCPUs; no more than the host's CPUs (409 `insufficient_capacity`).
 	Cpus int32 `json:"cpus"`
 
-	// MemoryMb Guest RAM in MiB.
+	// MemoryMb Guest RAM in MiB; no more than the host can back (409 `insufficient_capacity`).
 	MemoryMb int64 `json:"memory_mb"`
 }
 
 // Boot What the VM boots. When absent, the VM boots the `ticker` guest with an empty command line.
 type Boot struct {
-	// Cmdline The image's Multiboot command line, printable ASCII.
+	// Cmdline The image's Multiboot command line, printable ASCII; empty when not given.
 	Cmdline *string `json:"cmdline,omitempty"`
 
-	// Image The name of a guest image the server ships (ticker, memcheck, smbios, disk).
+	// Image The name of a guest image the server ships (ticker, memcheck, smbios, disk, crash).
 	Image string `json:"image"`
 }
 
@@ -252,9 +277,6 @@ type Chipset string
 type Component struct {
 	union json.RawMessage
 }
-
-// ComponentType The kind of a component.
-type ComponentType string
 
 // Error Every failure's body.
 type Error struct {
@@ -268,28 +290,36 @@ type Error struct {
 	RequestId string `json:"request_id"`
 }
 
-// FileStorageBackendComponent Stores a disk's blocks in a file on the server's host.
+// FileStorageBackendComponent Stores a disk's blocks in a regular file beneath the server's storage root.
 type FileStorageBackendComponent struct {
-	// BlockSize A storage backend's logical block size in bytes.
+	// BlockSize A storage backend's logical block size in bytes; 512 when not given.
 	BlockSize *BlockSize `json:"block_size,omitempty"`
 
-	// Path The file's absolute path on the host.
+	// Path The file's path relative to the server's storage root (`--storage-root`): names separated by `/`,
+	// none starting with `.`. Symbolic links that lead out of the root, and anything but a regular file,
+	// are refused.
 	Path string `json:"path"`
 
-	// Readonly Forbids the guest to write.
+	// Readonly Forbids the guest to write; false when not given.
 	Readonly *bool `json:"readonly,omitempty"`
 
-	// Type The kind of a component.
-	Type ComponentType `json:"type"`
+	// Type The `type` of a file storage backend component.
+	Type FileStorageBackendComponentType `json:"type"`
 }
+
+// FileStorageBackendComponentType The `type` of a file storage backend component.
+type FileStorageBackendComponentType string
+
+// Generation The instance's generation; grows by one at every state change.
+type Generation = int64
 
 // Instance The instance as it is now.
 type Instance struct {
 	// FailureReason Why the instance failed; present only in state `failed`.
 	FailureReason *string `json:"failure_reason,omitempty"`
 
-	// Gen Grows by one at every state change.
-	Gen int64 `json:"gen"`
+	// Gen The instance's generation; grows by one at every state change.
+	Gen Generation `json:"gen"`
 
 	// Properties What identifies an instance.
 	Properties InstanceProperties `json:"properties"`
@@ -304,29 +334,48 @@ type Instance struct {
 	State InstanceState `json:"state"`
 }
 
-// InstanceEnsureRequest Creates the instance. Exactly one of `spec` and `migrate` is given.
-type InstanceEnsureRequest struct {
+// InstanceEnsureAsMigrationTarget Creates the instance as the target of a live migration; its spec comes from the source.
+type InstanceEnsureAsMigrationTarget struct {
 	// Migrate Makes the new instance the target of a live migration from another server.
-	Migrate *InstanceMigrateInitiateRequest `json:"migrate,omitempty"`
+	Migrate InstanceMigrateInitiateRequest `json:"migrate"`
 
+	// Properties What identifies an instance.
+	Properties InstanceProperties `json:"properties"`
+}
+
+// InstanceEnsureFromSpec Creates the instance from a spec.
+type InstanceEnsureFromSpec struct {
 	// Properties What identifies an instance.
 	Properties InstanceProperties `json:"properties"`
 
 	// Spec Everything the VM is: its board, what it boots, and its components keyed by name. Devices and the
 	// backends they store data in are separate components linked by name; every backend serves exactly one
 	// device.
-	Spec *InstanceSpec `json:"spec,omitempty"`
+	Spec InstanceSpec `json:"spec"`
+}
+
+// InstanceEnsureRequest Creates the instance: from a spec (`InstanceEnsureFromSpec`), or as a migration target
+// (`InstanceEnsureAsMigrationTarget`). Exactly one of `spec` and `migrate` is given.
+type InstanceEnsureRequest struct {
+	union json.RawMessage
 }
 
 // InstanceMigrateExpectRequest Arms the instance as the source of a migration.
 type InstanceMigrateExpectRequest struct {
 	// MigrationId The id the target will present.
 	MigrationId openapi_types.UUID `json:"migration_id"`
+
+	// Secret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
+	// answered back, but once, by the arm that made it.
+	Secret *MigrationSecret `json:"secret,omitempty"`
+
+	// TtlSeconds How long the arm holds, in seconds; 300 when not given.
+	TtlSeconds *int32 `json:"ttl_seconds,omitempty"`
 }
 
 // InstanceMigrateInitiateRequest Makes the new instance the target of a live migration from another server.
 type InstanceMigrateInitiateRequest struct {
-	// MigrationId The migration's id, which the source must have been told to expect.
+	// MigrationId The migration's id, which the source must have been armed for.
 	MigrationId openapi_types.UUID `json:"migration_id"`
 
 	// ReplaceComponents Host-local components that differ on this server, keyed by the name of the component of the source's
@@ -334,13 +383,18 @@ type InstanceMigrateInitiateRequest struct {
 	// at another path, say); the target amends the source's spec with them before building its VM.
 	ReplaceComponents *map[string]Component `json:"replace_components,omitempty"`
 
-	// SrcAddr The source server's address, `host:port`.
+	// Secret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
+	// answered back, but once, by the arm that made it.
+	Secret MigrationSecret `json:"secret"`
+
+	// SrcAddr The source server's address, `host:port`. The server dials only the peers it is allowed to
+	// (`--migration-peers`; by default loopback and its own networks).
 	SrcAddr string `json:"src_addr"`
 }
 
 // InstanceProperties What identifies an instance.
 type InstanceProperties struct {
-	// Description Free text.
+	// Description Free text; empty when not given. The server always answers it.
 	Description *string `json:"description,omitempty"`
 
 	// Id The instance's id; the VM's SMBIOS system UUID.
@@ -369,8 +423,8 @@ type InstanceSpecStatus string
 
 // InstanceSpecView The instance's spec, once known.
 type InstanceSpecView struct {
-	// Gen The instance's generation.
-	Gen int64 `json:"gen"`
+	// Gen The instance's generation; grows by one at every state change.
+	Gen Generation `json:"gen"`
 
 	// Properties What identifies an instance.
 	Properties InstanceProperties `json:"properties"`
@@ -411,13 +465,17 @@ type InstanceStateChangeRequest struct {
 // InstanceStateRequested A requested state change.
 type InstanceStateRequested string
 
-// InstanceStateView The instance's state and the progress of its migrations.
+// InstanceStateView The instance's state, the progress of its migrations, and the changes since the asked generation.
 type InstanceStateView struct {
 	// FailureReason Why the instance failed; present only in state `failed`.
 	FailureReason *string `json:"failure_reason,omitempty"`
 
-	// Gen The instance's generation.
-	Gen int64 `json:"gen"`
+	// Gen The instance's generation; grows by one at every state change.
+	Gen Generation `json:"gen"`
+
+	// History The state changes after the asked generation that the server remembers (at most the last 32),
+	// oldest first; absent when there are none. The last one is the current state.
+	History *[]StateTransition `json:"history,omitempty"`
 
 	// Migration The migrations into and out of this instance, when there are any.
 	Migration MigrationStatus `json:"migration"`
@@ -432,12 +490,25 @@ type InstanceStateView struct {
 	State InstanceState `json:"state"`
 }
 
+// MigrationArmed An armed migration.
+type MigrationArmed struct {
+	// ExpiresAt When the arm lapses if no target used it.
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// MigrationId The migration's id.
+	MigrationId openapi_types.UUID `json:"migration_id"`
+
+	// Secret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
+	// answered back, but once, by the arm that made it.
+	Secret *MigrationSecret `json:"secret,omitempty"`
+}
+
 // MigrationPhase Where a migration is.
 type MigrationPhase string
 
 // MigrationProgress One migration's progress.
 type MigrationProgress struct {
-	// BytesSent Bytes of guest state sent so far.
+	// BytesSent Bytes of guest state sent so far (on a target, received).
 	BytesSent int64 `json:"bytes_sent"`
 
 	// DowntimeUs Microseconds the guest did not run, once the migration completed. The target reports the whole
@@ -465,6 +536,10 @@ type MigrationProgress struct {
 	TotalUs *int64 `json:"total_us,omitempty"`
 }
 
+// MigrationSecret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
+// answered back, but once, by the arm that made it.
+type MigrationSecret = string
+
 // MigrationStatus The migrations into and out of this instance, when there are any.
 type MigrationStatus struct {
 	// MigrationIn One migration's progress.
@@ -476,7 +551,7 @@ type MigrationStatus struct {
 
 // SerialHistory A piece of the serial console's output.
 type SerialHistory struct {
-	// Data The bytes, base64-encoded.
+	// Data The bytes, base64-encoded; empty when there are none.
 	Data []byte `json:"data"`
 
 	// End Absolute offset just past the last byte of `data`.
@@ -491,12 +566,36 @@ type SerialPortComponent struct {
 	// Num A legacy PC COM port.
 	Num SerialPortNumber `json:"num"`
 
-	// Type The kind of a component.
-	Type ComponentType `json:"type"`
+	// Type The `type` of a serial port component.
+	Type SerialPortComponentType `json:"type"`
 }
+
+// SerialPortComponentType The `type` of a serial port component.
+type SerialPortComponentType string
 
 // SerialPortNumber A legacy PC COM port.
 type SerialPortNumber string
+
+// StateTransition One change of the instance's state.
+type StateTransition struct {
+	// At When the change happened, by the server's clock.
+	At time.Time `json:"at"`
+
+	// FailureReason Why the instance failed; present only when `state` is `failed`.
+	FailureReason *string `json:"failure_reason,omitempty"`
+
+	// Gen The instance's generation; grows by one at every state change.
+	Gen Generation `json:"gen"`
+
+	// State The instance's lifecycle state. creating -> starting (run), stopping (stop) or migrating (as a
+	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
+	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
+	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
+	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
+	// a new ensure may create another.
+	State InstanceState `json:"state"`
+}
 
 // VirtioDiskComponent A virtio block device in a virtio-mmio slot, storing its data in the backend it names.
 type VirtioDiskComponent struct {
@@ -506,9 +605,12 @@ type VirtioDiskComponent struct {
 	// Slot The virtio-mmio slot; it fixes the device's address and interrupt.
 	Slot int32 `json:"slot"`
 
-	// Type The kind of a component.
-	Type ComponentType `json:"type"`
+	// Type The `type` of a virtio disk component.
+	Type VirtioDiskComponentType `json:"type"`
 }
+
+// VirtioDiskComponentType The `type` of a virtio disk component.
+type VirtioDiskComponentType string
 
 // BadRequest Every failure's body.
 type BadRequest = Error
@@ -525,15 +627,18 @@ type NotFound = Error
 // PayloadTooLarge Every failure's body.
 type PayloadTooLarge = Error
 
+// Unauthorized Every failure's body.
+type Unauthorized = Error
+
 // UnsupportedMediaType Every failure's body.
 type UnsupportedMediaType = Error
 
 // InstanceSerialHistoryGetParams defines parameters for InstanceSerialHistoryGet.
 type InstanceSerialHistoryGetParams struct {
-	// FromStart Absolute offset of the first byte wanted.
+	// FromStart Absolute offset of the first byte wanted. Not together with `most_recent`.
 	FromStart *int64 `form:"from_start,omitempty" json:"from_start,omitempty"`
 
-	// MostRecent How many of the most recent bytes are wanted.
+	// MostRecent How many of the most recent bytes are wanted. Not together with `from_start`.
 	MostRecent *int64 `form:"most_recent,omitempty" json:"most_recent,omitempty"`
 
 	// MaxBytes The most bytes to answer.
@@ -542,7 +647,7 @@ type InstanceSerialHistoryGetParams struct {
 
 // InstanceStateMonitorParams defines parameters for InstanceStateMonitor.
 type InstanceStateMonitorParams struct {
-	// Gen The generation the caller has already seen.
+	// Gen The generation the caller has already seen (0 for none).
 	Gen int64 `form:"gen" json:"gen"`
 
 	// TimeoutMs How long to wait at most, in milliseconds.
@@ -695,6 +800,68 @@ func (t *Component) UnmarshalJSON(b []byte) error {
 	return err
 }
 
+// AsInstanceEnsureFromSpec returns the union data inside the InstanceEnsureRequest as a InstanceEnsureFromSpec
+func (t InstanceEnsureRequest) AsInstanceEnsureFromSpec() (InstanceEnsureFromSpec, error) {
+	var body InstanceEnsureFromSpec
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromInstanceEnsureFromSpec overwrites any union data inside the InstanceEnsureRequest as the provided InstanceEnsureFromSpec
+func (t *InstanceEnsureRequest) FromInstanceEnsureFromSpec(v InstanceEnsureFromSpec) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeInstanceEnsureFromSpec performs a merge with any union data inside the InstanceEnsureRequest, using the provided InstanceEnsureFromSpec
+func (t *InstanceEnsureRequest) MergeInstanceEnsureFromSpec(v InstanceEnsureFromSpec) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+// AsInstanceEnsureAsMigrationTarget returns the union data inside the InstanceEnsureRequest as a InstanceEnsureAsMigrationTarget
+func (t InstanceEnsureRequest) AsInstanceEnsureAsMigrationTarget() (InstanceEnsureAsMigrationTarget, error) {
+	var body InstanceEnsureAsMigrationTarget
+	err := json.Unmarshal(t.union, &body)
+	return body, err
+}
+
+// FromInstanceEnsureAsMigrationTarget overwrites any union data inside the InstanceEnsureRequest as the provided InstanceEnsureAsMigrationTarget
+func (t *InstanceEnsureRequest) FromInstanceEnsureAsMigrationTarget(v InstanceEnsureAsMigrationTarget) error {
+	b, err := json.Marshal(v)
+	t.union = b
+	return err
+}
+
+// MergeInstanceEnsureAsMigrationTarget performs a merge with any union data inside the InstanceEnsureRequest, using the provided InstanceEnsureAsMigrationTarget
+func (t *InstanceEnsureRequest) MergeInstanceEnsureAsMigrationTarget(v InstanceEnsureAsMigrationTarget) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+
+	merged, err := runtime.JSONMerge(t.union, b)
+	t.union = merged
+	return err
+}
+
+func (t InstanceEnsureRequest) MarshalJSON() ([]byte, error) {
+	b, err := t.union.MarshalJSON()
+	return b, err
+}
+
+func (t *InstanceEnsureRequest) UnmarshalJSON(b []byte) error {
+	err := t.union.UnmarshalJSON(b)
+	return err
+}
+
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
 
@@ -771,15 +938,18 @@ type ClientInterface interface {
 
 	// InstanceGet Get the instance's properties, state and generation
 	//
+	// Answers the instance as it is now; `failure_reason` is present only when it failed.
+	//
 	// Corresponds with GET /instance (the `InstanceGet` operationId).
 	InstanceGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InstanceEnsureWithBody Create the instance, from a spec or as a migration target
 	//
-	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it.
+	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -788,32 +958,39 @@ type ClientInterface interface {
 
 	// InstanceEnsure Create the instance, from a spec or as a migration target
 	//
-	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it.
+	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with PUT /instance (the `InstanceEnsure` operationId).
 	InstanceEnsure(ctx context.Context, body InstanceEnsureJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// InstanceMigrateExpectWithBody Tell the source to expect a migration
+	// InstanceMigrateExpectWithBody Arm the instance as the source of a migration
 	//
-	// Arms the running instance as the source of one live migration with the given id. Only a target that
-	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-	// replaces the id.
+	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+	// leave it out and the server makes one and answers it, this once. The target is then created with the
+	// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// Arming again replaces the previous arm.
 	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
 	InstanceMigrateExpectWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// InstanceMigrateExpect Tell the source to expect a migration
+	// InstanceMigrateExpect Arm the instance as the source of a migration
 	//
-	// Arms the running instance as the source of one live migration with the given id. Only a target that
-	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-	// replaces the id.
+	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+	// leave it out and the server makes one and answers it, this once. The target is then created with the
+	// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// Arming again replaces the previous arm.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -822,41 +999,56 @@ type ClientInterface interface {
 
 	// InstanceMigrateStart Start sending the instance to a migration target
 	//
-	// Called by a migration target on its source. Upgrades the connection to the framed binary migration
-	// stream, inside which the protocol version is negotiated. Only a migration the source was told to
-	// expect is served.
+	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
+	// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
+	// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
+	// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
+	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
+	// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
 	//
 	// Corresponds with GET /instance/migrate/{migration_id}/start (the `InstanceMigrateStart` operationId).
 	InstanceMigrateStart(ctx context.Context, migrationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InstanceMigrationStatus Get the progress of migrations into and out of the instance
 	//
+	// Answers the progress of this instance's inbound migration (when it was created as a target) and of its
+	// latest outbound one, if any.
+	//
 	// Corresponds with GET /instance/migration-status (the `InstanceMigrationStatus` operationId).
 	InstanceMigrationStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InstanceSerial Attach to the serial console over a WebSocket
 	//
-	// Upgrades to a WebSocket. Binary messages from the server are guest output of COM1, starting with the
-	// bytes already kept; binary messages to the server are input for the guest. A reader too slow to keep
-	// up is disconnected; it never stalls the guest.
+	// Upgrades the connection to a WebSocket (RFC 6455, version 13): send `Connection: Upgrade`,
+	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
+	// every other operation. Once upgraded, binary messages from the server are guest output of COM1,
+	// starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
+	// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
+	// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
+	// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 	//
 	// Corresponds with GET /instance/serial (the `InstanceSerial` operationId).
 	InstanceSerial(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InstanceSerialHistoryGet Read the serial console's recent output
 	//
-	// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest ever
-	// wrote. Give `from_start` to read from that absolute offset, or `most_recent` to read the last bytes;
-	// not both. With neither, the read starts at the oldest byte still kept. Bytes no longer kept are
-	// skipped, and `start` says where the answer really begins.
+	// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
+	// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
+	// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
+	// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+	// begins. Before the guest printed anything, `data` is empty.
 	//
 	// Corresponds with GET /instance/serial/history (the `InstanceSerialHistoryGet` operationId).
 	InstanceSerialHistoryGet(ctx context.Context, params *InstanceSerialHistoryGetParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InstanceSpecGet Get the instance's spec
 	//
-	// Answers the spec the VM was built from. A migration target that has not yet received its spec from the
-	// source answers `spec_status` `waiting_for_migration_source` and no `spec`.
+	// Answers the spec the VM was built from, in canonical form (every default written out). A migration
+	// target that has not yet received its spec from the source answers `spec_status`
+	// `waiting_for_migration_source` and no `spec`.
 	//
 	// Corresponds with GET /instance/spec (the `InstanceSpecGet` operationId).
 	InstanceSpecGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -864,7 +1056,9 @@ type ClientInterface interface {
 	// InstanceStatePutWithBody Ask the instance to run, stop or reboot
 	//
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
-	// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -874,7 +1068,9 @@ type ClientInterface interface {
 	// InstanceStatePut Ask the instance to run, stop or reboot
 	//
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
-	// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -884,13 +1080,17 @@ type ClientInterface interface {
 	// InstanceStateMonitor Wait until the instance's generation passes a value
 	//
 	// Long-polls: answers as soon as the instance's generation is greater than `gen`, or when `timeout_ms`
-	// passes, whichever comes first, with the current state either way.
+	// passes, whichever comes first, with the current state either way. `history` lists the state changes
+	// after `gen` that the server still remembers (the last 32), oldest first, so that a watcher sees every
+	// step even when several happen at once.
 	//
 	// Corresponds with GET /instance/state-monitor (the `InstanceStateMonitor` operationId).
 	InstanceStateMonitor(ctx context.Context, params *InstanceStateMonitorParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // InstanceGet Get the instance's properties, state and generation
+//
+// Answers the instance as it is now; `failure_reason` is present only when it failed.
 //
 // Corresponds with GET /instance (the `InstanceGet` operationId).
 func (c *Client) InstanceGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -907,10 +1107,11 @@ func (c *Client) InstanceGet(ctx context.Context, reqEditors ...RequestEditorFn)
 
 // InstanceEnsureWithBody Create the instance, from a spec or as a migration target
 //
-// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it.
+// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 //
 // Takes any type of body and a specified content type.
 //
@@ -929,10 +1130,11 @@ func (c *Client) InstanceEnsureWithBody(ctx context.Context, contentType string,
 
 // InstanceEnsure Create the instance, from a spec or as a migration target
 //
-// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it.
+// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -949,11 +1151,14 @@ func (c *Client) InstanceEnsure(ctx context.Context, body InstanceEnsureJSONRequ
 	return c.Client.Do(req)
 }
 
-// InstanceMigrateExpectWithBody Tell the source to expect a migration
+// InstanceMigrateExpectWithBody Arm the instance as the source of a migration
 //
-// Arms the running instance as the source of one live migration with the given id. Only a target that
-// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-// replaces the id.
+// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+// leave it out and the server makes one and answers it, this once. The target is then created with the
+// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// Arming again replaces the previous arm.
 //
 // Takes any type of body and a specified content type.
 //
@@ -970,11 +1175,14 @@ func (c *Client) InstanceMigrateExpectWithBody(ctx context.Context, contentType 
 	return c.Client.Do(req)
 }
 
-// InstanceMigrateExpect Tell the source to expect a migration
+// InstanceMigrateExpect Arm the instance as the source of a migration
 //
-// Arms the running instance as the source of one live migration with the given id. Only a target that
-// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-// replaces the id.
+// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+// leave it out and the server makes one and answers it, this once. The target is then created with the
+// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// Arming again replaces the previous arm.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -993,9 +1201,15 @@ func (c *Client) InstanceMigrateExpect(ctx context.Context, body InstanceMigrate
 
 // InstanceMigrateStart Start sending the instance to a migration target
 //
-// Called by a migration target on its source. Upgrades the connection to the framed binary migration
-// stream, inside which the protocol version is negotiated. Only a migration the source was told to
-// expect is served.
+// Called by a migration target on its source, never by people. It carries no bearer token: the migration
+// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
+// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
+// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
+// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
+// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
 //
 // Corresponds with GET /instance/migrate/{migration_id}/start (the `InstanceMigrateStart` operationId).
 func (c *Client) InstanceMigrateStart(ctx context.Context, migrationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1012,6 +1226,9 @@ func (c *Client) InstanceMigrateStart(ctx context.Context, migrationId openapi_t
 
 // InstanceMigrationStatus Get the progress of migrations into and out of the instance
 //
+// Answers the progress of this instance's inbound migration (when it was created as a target) and of its
+// latest outbound one, if any.
+//
 // Corresponds with GET /instance/migration-status (the `InstanceMigrationStatus` operationId).
 func (c *Client) InstanceMigrationStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewInstanceMigrationStatusRequest(c.Server)
@@ -1027,9 +1244,13 @@ func (c *Client) InstanceMigrationStatus(ctx context.Context, reqEditors ...Requ
 
 // InstanceSerial Attach to the serial console over a WebSocket
 //
-// Upgrades to a WebSocket. Binary messages from the server are guest output of COM1, starting with the
-// bytes already kept; binary messages to the server are input for the guest. A reader too slow to keep
-// up is disconnected; it never stalls the guest.
+// Upgrades the connection to a WebSocket (RFC 6455, version 13): send `Connection: Upgrade`,
+// `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
+// every other operation. Once upgraded, binary messages from the server are guest output of COM1,
+// starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
+// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
+// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
+// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 //
 // Corresponds with GET /instance/serial (the `InstanceSerial` operationId).
 func (c *Client) InstanceSerial(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1046,10 +1267,11 @@ func (c *Client) InstanceSerial(ctx context.Context, reqEditors ...RequestEditor
 
 // InstanceSerialHistoryGet Read the serial console's recent output
 //
-// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest ever
-// wrote. Give `from_start` to read from that absolute offset, or `most_recent` to read the last bytes;
-// not both. With neither, the read starts at the oldest byte still kept. Bytes no longer kept are
-// skipped, and `start` says where the answer really begins.
+// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
+// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
+// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
+// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+// begins. Before the guest printed anything, `data` is empty.
 //
 // Corresponds with GET /instance/serial/history (the `InstanceSerialHistoryGet` operationId).
 func (c *Client) InstanceSerialHistoryGet(ctx context.Context, params *InstanceSerialHistoryGetParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1066,8 +1288,9 @@ func (c *Client) InstanceSerialHistoryGet(ctx context.Context, params *InstanceS
 
 // InstanceSpecGet Get the instance's spec
 //
-// Answers the spec the VM was built from. A migration target that has not yet received its spec from the
-// source answers `spec_status` `waiting_for_migration_source` and no `spec`.
+// Answers the spec the VM was built from, in canonical form (every default written out). A migration
+// target that has not yet received its spec from the source answers `spec_status`
+// `waiting_for_migration_source` and no `spec`.
 //
 // Corresponds with GET /instance/spec (the `InstanceSpecGet` operationId).
 func (c *Client) InstanceSpecGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1085,7 +1308,9 @@ func (c *Client) InstanceSpecGet(ctx context.Context, reqEditors ...RequestEdito
 // InstanceStatePutWithBody Ask the instance to run, stop or reboot
 //
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
-// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1105,7 +1330,9 @@ func (c *Client) InstanceStatePutWithBody(ctx context.Context, contentType strin
 // InstanceStatePut Ask the instance to run, stop or reboot
 //
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
-// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1125,7 +1352,9 @@ func (c *Client) InstanceStatePut(ctx context.Context, body InstanceStatePutJSON
 // InstanceStateMonitor Wait until the instance's generation passes a value
 //
 // Long-polls: answers as soon as the instance's generation is greater than `gen`, or when `timeout_ms`
-// passes, whichever comes first, with the current state either way.
+// passes, whichever comes first, with the current state either way. `history` lists the state changes
+// after `gen` that the server still remembers (the last 32), oldest first, so that a watcher sees every
+// step even when several happen at once.
 //
 // Corresponds with GET /instance/state-monitor (the `InstanceStateMonitor` operationId).
 func (c *Client) InstanceStateMonitor(ctx context.Context, params *InstanceStateMonitorParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1588,6 +1817,8 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceGetWithResponse Get the instance's properties, state and generation
 	//
+	// Answers the instance as it is now; `failure_reason` is present only when it failed.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /instance (the `InstanceGet` operationId).
@@ -1595,10 +1826,11 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceEnsureWithBodyWithResponse Create the instance, from a spec or as a migration target
 	//
-	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it.
+	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1607,32 +1839,39 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceEnsureWithResponse Create the instance, from a spec or as a migration target
 	//
-	// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-	// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-	// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it.
+	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /instance (the `InstanceEnsure` operationId).
 	InstanceEnsureWithResponse(ctx context.Context, body InstanceEnsureJSONRequestBody, reqEditors ...RequestEditorFn) (*InstanceEnsureResponse, error)
 
-	// InstanceMigrateExpectWithBodyWithResponse Tell the source to expect a migration
+	// InstanceMigrateExpectWithBodyWithResponse Arm the instance as the source of a migration
 	//
-	// Arms the running instance as the source of one live migration with the given id. Only a target that
-	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-	// replaces the id.
+	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+	// leave it out and the server makes one and answers it, this once. The target is then created with the
+	// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// Arming again replaces the previous arm.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with PUT /instance/migrate/expect (the `InstanceMigrateExpect` operationId).
 	InstanceMigrateExpectWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*InstanceMigrateExpectResponse, error)
 
-	// InstanceMigrateExpectWithResponse Tell the source to expect a migration
+	// InstanceMigrateExpectWithResponse Arm the instance as the source of a migration
 	//
-	// Arms the running instance as the source of one live migration with the given id. Only a target that
-	// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-	// replaces the id.
+	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+	// leave it out and the server makes one and answers it, this once. The target is then created with the
+	// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// Arming again replaces the previous arm.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1641,9 +1880,15 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceMigrateStartWithResponse Start sending the instance to a migration target
 	//
-	// Called by a migration target on its source. Upgrades the connection to the framed binary migration
-	// stream, inside which the protocol version is negotiated. Only a migration the source was told to
-	// expect is served.
+	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
+	// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
+	// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
+	// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
+	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
+	// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1652,6 +1897,9 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceMigrationStatusWithResponse Get the progress of migrations into and out of the instance
 	//
+	// Answers the progress of this instance's inbound migration (when it was created as a target) and of its
+	// latest outbound one, if any.
+	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /instance/migration-status (the `InstanceMigrationStatus` operationId).
@@ -1659,9 +1907,13 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceSerialWithResponse Attach to the serial console over a WebSocket
 	//
-	// Upgrades to a WebSocket. Binary messages from the server are guest output of COM1, starting with the
-	// bytes already kept; binary messages to the server are input for the guest. A reader too slow to keep
-	// up is disconnected; it never stalls the guest.
+	// Upgrades the connection to a WebSocket (RFC 6455, version 13): send `Connection: Upgrade`,
+	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
+	// every other operation. Once upgraded, binary messages from the server are guest output of COM1,
+	// starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
+	// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
+	// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
+	// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1670,10 +1922,11 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceSerialHistoryGetWithResponse Read the serial console's recent output
 	//
-	// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest ever
-	// wrote. Give `from_start` to read from that absolute offset, or `most_recent` to read the last bytes;
-	// not both. With neither, the read starts at the oldest byte still kept. Bytes no longer kept are
-	// skipped, and `start` says where the answer really begins.
+	// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
+	// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
+	// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
+	// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+	// begins. Before the guest printed anything, `data` is empty.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1682,8 +1935,9 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceSpecGetWithResponse Get the instance's spec
 	//
-	// Answers the spec the VM was built from. A migration target that has not yet received its spec from the
-	// source answers `spec_status` `waiting_for_migration_source` and no `spec`.
+	// Answers the spec the VM was built from, in canonical form (every default written out). A migration
+	// target that has not yet received its spec from the source answers `spec_status`
+	// `waiting_for_migration_source` and no `spec`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1693,7 +1947,9 @@ type ClientWithResponsesInterface interface {
 	// InstanceStatePutWithBodyWithResponse Ask the instance to run, stop or reboot
 	//
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
-	// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1703,7 +1959,9 @@ type ClientWithResponsesInterface interface {
 	// InstanceStatePutWithResponse Ask the instance to run, stop or reboot
 	//
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
-	// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1713,7 +1971,9 @@ type ClientWithResponsesInterface interface {
 	// InstanceStateMonitorWithResponse Wait until the instance's generation passes a value
 	//
 	// Long-polls: answers as soon as the instance's generation is greater than `gen`, or when `timeout_ms`
-	// passes, whichever comes first, with the current state either way.
+	// passes, whichever comes first, with the current state either way. `history` lists the state changes
+	// after `gen` that the server still remembers (the last 32), oldest first, so that a watcher sees every
+	// step even when several happen at once.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1721,20 +1981,34 @@ type ClientWithResponsesInterface interface {
 	InstanceStateMonitorWithResponse(ctx context.Context, params *InstanceStateMonitorParams, reqEditors ...RequestEditorFn) (*InstanceStateMonitorResponse, error)
 }
 
+// InstanceGetResponse401Headers the declared response headers of an HTTP 401 response for InstanceGet
+type InstanceGetResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceGetResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Instance
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceGetResponse401Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r InstanceGetResponse) GetJSON200() *Instance {
 	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceGetResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -1776,6 +2050,11 @@ func (r InstanceGetResponse) ContentType() string {
 	return ""
 }
 
+// InstanceEnsureResponse401Headers the declared response headers of an HTTP 401 response for InstanceEnsure
+type InstanceEnsureResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceEnsureResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1785,6 +2064,8 @@ type InstanceEnsureResponse struct {
 	JSON201 *Instance
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -1793,6 +2074,8 @@ type InstanceEnsureResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceEnsureResponse401Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -1808,6 +2091,11 @@ func (r InstanceEnsureResponse) GetJSON201() *Instance {
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r InstanceEnsureResponse) GetJSON400() *BadRequest {
 	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceEnsureResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
@@ -1859,11 +2147,20 @@ func (r InstanceEnsureResponse) ContentType() string {
 	return ""
 }
 
+// InstanceMigrateExpectResponse401Headers the declared response headers of an HTTP 401 response for InstanceMigrateExpect
+type InstanceMigrateExpectResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceMigrateExpectResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *MigrationArmed
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
@@ -1874,11 +2171,23 @@ type InstanceMigrateExpectResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceMigrateExpectResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON200() *MigrationArmed {
+	return r.JSON200
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r InstanceMigrateExpectResponse) GetJSON400() *BadRequest {
 	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -1997,20 +2306,34 @@ func (r InstanceMigrateStartResponse) ContentType() string {
 	return ""
 }
 
+// InstanceMigrationStatusResponse401Headers the declared response headers of an HTTP 401 response for InstanceMigrationStatus
+type InstanceMigrationStatusResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceMigrationStatusResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *MigrationStatus
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceMigrationStatusResponse401Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r InstanceMigrationStatusResponse) GetJSON200() *MigrationStatus {
 	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceMigrationStatusResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -2052,15 +2375,26 @@ func (r InstanceMigrationStatusResponse) ContentType() string {
 	return ""
 }
 
+// InstanceSerialResponse401Headers the declared response headers of an HTTP 401 response for InstanceSerial
+type InstanceSerialResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceSerialResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceSerialResponse401Headers
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -2068,9 +2402,19 @@ func (r InstanceSerialResponse) GetJSON400() *BadRequest {
 	return r.JSON400
 }
 
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceSerialResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r InstanceSerialResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r InstanceSerialResponse) GetJSON429() *Error {
+	return r.JSON429
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -2107,6 +2451,11 @@ func (r InstanceSerialResponse) ContentType() string {
 	return ""
 }
 
+// InstanceSerialHistoryGetResponse401Headers the declared response headers of an HTTP 401 response for InstanceSerialHistoryGet
+type InstanceSerialHistoryGetResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceSerialHistoryGetResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2114,10 +2463,14 @@ type InstanceSerialHistoryGetResponse struct {
 	JSON200 *SerialHistory
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceSerialHistoryGetResponse401Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2128,6 +2481,11 @@ func (r InstanceSerialHistoryGetResponse) GetJSON200() *SerialHistory {
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r InstanceSerialHistoryGetResponse) GetJSON400() *BadRequest {
 	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceSerialHistoryGetResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -2169,22 +2527,36 @@ func (r InstanceSerialHistoryGetResponse) ContentType() string {
 	return ""
 }
 
+// InstanceSpecGetResponse401Headers the declared response headers of an HTTP 401 response for InstanceSpecGet
+type InstanceSpecGetResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceSpecGetResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *InstanceSpecView
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Error
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceSpecGetResponse401Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r InstanceSpecGetResponse) GetJSON200() *InstanceSpecView {
 	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceSpecGetResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -2231,11 +2603,18 @@ func (r InstanceSpecGetResponse) ContentType() string {
 	return ""
 }
 
+// InstanceStatePutResponse401Headers the declared response headers of an HTTP 401 response for InstanceStatePut
+type InstanceStatePutResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceStatePutResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON409 the response for an HTTP 409 `application/json` response
@@ -2246,11 +2625,18 @@ type InstanceStatePutResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceStatePutResponse401Headers
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r InstanceStatePutResponse) GetJSON400() *BadRequest {
 	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceStatePutResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -2307,6 +2693,11 @@ func (r InstanceStatePutResponse) ContentType() string {
 	return ""
 }
 
+// InstanceStateMonitorResponse401Headers the declared response headers of an HTTP 401 response for InstanceStateMonitor
+type InstanceStateMonitorResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
 type InstanceStateMonitorResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2314,10 +2705,14 @@ type InstanceStateMonitorResponse struct {
 	JSON200 *InstanceStateView
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *InstanceStateMonitorResponse401Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2328,6 +2723,11 @@ func (r InstanceStateMonitorResponse) GetJSON200() *InstanceStateView {
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
 func (r InstanceStateMonitorResponse) GetJSON400() *BadRequest {
 	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r InstanceStateMonitorResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
@@ -2371,6 +2771,8 @@ func (r InstanceStateMonitorResponse) ContentType() string {
 
 // InstanceGetWithResponse Get the instance's properties, state and generation
 //
+// Answers the instance as it is now; `failure_reason` is present only when it failed.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /instance (the `InstanceGet` operationId).
@@ -2384,10 +2786,11 @@ func (c *ClientWithResponses) InstanceGetWithResponse(ctx context.Context, reqEd
 
 // InstanceEnsureWithBodyWithResponse Create the instance, from a spec or as a migration target
 //
-// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it.
+// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2402,10 +2805,11 @@ func (c *ClientWithResponses) InstanceEnsureWithBodyWithResponse(ctx context.Con
 
 // InstanceEnsureWithResponse Create the instance, from a spec or as a migration target
 //
-// Creates the server's one instance. Exactly one of `spec` and `migrate` is given. The request returns
-// once the VM is built; it does not wait for the guest. Repeating an identical request is harmless and
-// answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it.
+// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
+// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
+// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
+// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
+// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2418,11 +2822,14 @@ func (c *ClientWithResponses) InstanceEnsureWithResponse(ctx context.Context, bo
 	return ParseInstanceEnsureResponse(rsp)
 }
 
-// InstanceMigrateExpectWithBodyWithResponse Tell the source to expect a migration
+// InstanceMigrateExpectWithBodyWithResponse Arm the instance as the source of a migration
 //
-// Arms the running instance as the source of one live migration with the given id. Only a target that
-// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-// replaces the id.
+// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+// leave it out and the server makes one and answers it, this once. The target is then created with the
+// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// Arming again replaces the previous arm.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2435,11 +2842,14 @@ func (c *ClientWithResponses) InstanceMigrateExpectWithBodyWithResponse(ctx cont
 	return ParseInstanceMigrateExpectResponse(rsp)
 }
 
-// InstanceMigrateExpectWithResponse Tell the source to expect a migration
+// InstanceMigrateExpectWithResponse Arm the instance as the source of a migration
 //
-// Arms the running instance as the source of one live migration with the given id. Only a target that
-// names this id can then start the migration; a stranger who guesses the URL gets nothing. Arming again
-// replaces the id.
+// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
+// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
+// leave it out and the server makes one and answers it, this once. The target is then created with the
+// same id and secret (`migrate` in the ensure request); inside the migration stream the two servers each
+// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// Arming again replaces the previous arm.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2454,9 +2864,15 @@ func (c *ClientWithResponses) InstanceMigrateExpectWithResponse(ctx context.Cont
 
 // InstanceMigrateStartWithResponse Start sending the instance to a migration target
 //
-// Called by a migration target on its source. Upgrades the connection to the framed binary migration
-// stream, inside which the protocol version is negotiated. Only a migration the source was told to
-// expect is served.
+// Called by a migration target on its source, never by people. It carries no bearer token: the migration
+// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
+// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
+// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
+// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
+// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2471,6 +2887,9 @@ func (c *ClientWithResponses) InstanceMigrateStartWithResponse(ctx context.Conte
 
 // InstanceMigrationStatusWithResponse Get the progress of migrations into and out of the instance
 //
+// Answers the progress of this instance's inbound migration (when it was created as a target) and of its
+// latest outbound one, if any.
+//
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /instance/migration-status (the `InstanceMigrationStatus` operationId).
@@ -2484,9 +2903,13 @@ func (c *ClientWithResponses) InstanceMigrationStatusWithResponse(ctx context.Co
 
 // InstanceSerialWithResponse Attach to the serial console over a WebSocket
 //
-// Upgrades to a WebSocket. Binary messages from the server are guest output of COM1, starting with the
-// bytes already kept; binary messages to the server are input for the guest. A reader too slow to keep
-// up is disconnected; it never stalls the guest.
+// Upgrades the connection to a WebSocket (RFC 6455, version 13): send `Connection: Upgrade`,
+// `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
+// every other operation. Once upgraded, binary messages from the server are guest output of COM1,
+// starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
+// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
+// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
+// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2501,10 +2924,11 @@ func (c *ClientWithResponses) InstanceSerialWithResponse(ctx context.Context, re
 
 // InstanceSerialHistoryGetWithResponse Read the serial console's recent output
 //
-// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest ever
-// wrote. Give `from_start` to read from that absolute offset, or `most_recent` to read the last bytes;
-// not both. With neither, the read starts at the oldest byte still kept. Bytes no longer kept are
-// skipped, and `start` says where the answer really begins.
+// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
+// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
+// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
+// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+// begins. Before the guest printed anything, `data` is empty.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2519,8 +2943,9 @@ func (c *ClientWithResponses) InstanceSerialHistoryGetWithResponse(ctx context.C
 
 // InstanceSpecGetWithResponse Get the instance's spec
 //
-// Answers the spec the VM was built from. A migration target that has not yet received its spec from the
-// source answers `spec_status` `waiting_for_migration_source` and no `spec`.
+// Answers the spec the VM was built from, in canonical form (every default written out). A migration
+// target that has not yet received its spec from the source answers `spec_status`
+// `waiting_for_migration_source` and no `spec`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2536,7 +2961,9 @@ func (c *ClientWithResponses) InstanceSpecGetWithResponse(ctx context.Context, r
 // InstanceStatePutWithBodyWithResponse Ask the instance to run, stop or reboot
 //
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
-// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2552,7 +2979,9 @@ func (c *ClientWithResponses) InstanceStatePutWithBodyWithResponse(ctx context.C
 // InstanceStatePutWithResponse Ask the instance to run, stop or reboot
 //
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
-// cannot honour in its current state answers 409 `invalid_transition` and names that state.
+// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
+// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
+// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2568,7 +2997,9 @@ func (c *ClientWithResponses) InstanceStatePutWithResponse(ctx context.Context, 
 // InstanceStateMonitorWithResponse Wait until the instance's generation passes a value
 //
 // Long-polls: answers as soon as the instance's generation is greater than `gen`, or when `timeout_ms`
-// passes, whichever comes first, with the current state either way.
+// passes, whichever comes first, with the current state either way. `history` lists the state changes
+// after `gen` that the server still remembers (the last 32), oldest first, so that a watcher sees every
+// step even when several happen at once.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2602,6 +3033,13 @@ func ParseInstanceGetResponse(rsp *http.Response) (*InstanceGetResponse, error) 
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2616,6 +3054,19 @@ func ParseInstanceGetResponse(rsp *http.Response) (*InstanceGetResponse, error) 
 		}
 		response.JSON500 = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceGetResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil
@@ -2656,6 +3107,13 @@ func ParseInstanceEnsureResponse(rsp *http.Response) (*InstanceEnsureResponse, e
 		}
 		response.JSON400 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2686,6 +3144,19 @@ func ParseInstanceEnsureResponse(rsp *http.Response) (*InstanceEnsureResponse, e
 
 	}
 
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceEnsureResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
 	return response, nil
 }
 
@@ -2703,8 +3174,12 @@ func ParseInstanceMigrateExpectResponse(rsp *http.Response) (*InstanceMigrateExp
 	}
 
 	switch {
-	case rsp.StatusCode == 204:
-		break // No content-type
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest MigrationArmed
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
 		var dest BadRequest
@@ -2712,6 +3187,13 @@ func ParseInstanceMigrateExpectResponse(rsp *http.Response) (*InstanceMigrateExp
 			return nil, err
 		}
 		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -2748,6 +3230,19 @@ func ParseInstanceMigrateExpectResponse(rsp *http.Response) (*InstanceMigrateExp
 		}
 		response.JSON500 = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceMigrateExpectResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil
@@ -2824,6 +3319,13 @@ func ParseInstanceMigrationStatusResponse(rsp *http.Response) (*InstanceMigratio
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2838,6 +3340,19 @@ func ParseInstanceMigrationStatusResponse(rsp *http.Response) (*InstanceMigratio
 		}
 		response.JSON500 = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceMigrationStatusResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil
@@ -2867,12 +3382,26 @@ func ParseInstanceSerialResponse(rsp *http.Response) (*InstanceSerialResponse, e
 		}
 		response.JSON400 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
@@ -2881,6 +3410,19 @@ func ParseInstanceSerialResponse(rsp *http.Response) (*InstanceSerialResponse, e
 		}
 		response.JSON500 = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceSerialResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil
@@ -2914,6 +3456,13 @@ func ParseInstanceSerialHistoryGetResponse(rsp *http.Response) (*InstanceSerialH
 		}
 		response.JSON400 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2928,6 +3477,19 @@ func ParseInstanceSerialHistoryGetResponse(rsp *http.Response) (*InstanceSerialH
 		}
 		response.JSON500 = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceSerialHistoryGetResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil
@@ -2954,6 +3516,13 @@ func ParseInstanceSpecGetResponse(rsp *http.Response) (*InstanceSpecGetResponse,
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2975,6 +3544,19 @@ func ParseInstanceSpecGetResponse(rsp *http.Response) (*InstanceSpecGetResponse,
 		}
 		response.JSON500 = &dest
 
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceSpecGetResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil
@@ -3003,6 +3585,13 @@ func ParseInstanceStatePutResponse(rsp *http.Response) (*InstanceStatePutRespons
 			return nil, err
 		}
 		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
@@ -3041,6 +3630,19 @@ func ParseInstanceStatePutResponse(rsp *http.Response) (*InstanceStatePutRespons
 
 	}
 
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceStatePutResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
 	return response, nil
 }
 
@@ -3072,6 +3674,13 @@ func ParseInstanceStateMonitorResponse(rsp *http.Response) (*InstanceStateMonito
 		}
 		response.JSON400 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
 		var dest NotFound
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3088,6 +3697,19 @@ func ParseInstanceStateMonitorResponse(rsp *http.Response) (*InstanceStateMonito
 
 	}
 
+	switch {
+	case rsp.StatusCode == 401:
+		var headers InstanceStateMonitorResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
 	return response, nil
 }
 
@@ -3099,7 +3721,7 @@ type ServerInterface interface {
 	// InstanceEnsure Create the instance, from a spec or as a migration target
 	// (PUT /instance)
 	InstanceEnsure(w http.ResponseWriter, r *http.Request)
-	// InstanceMigrateExpect Tell the source to expect a migration
+	// InstanceMigrateExpect Arm the instance as the source of a migration
 	// (PUT /instance/migrate/expect)
 	InstanceMigrateExpect(w http.ResponseWriter, r *http.Request)
 	// InstanceMigrateStart Start sending the instance to a migration target
@@ -3141,7 +3763,7 @@ func (_ Unimplemented) InstanceEnsure(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
-// InstanceMigrateExpect Tell the source to expect a migration
+// InstanceMigrateExpect Arm the instance as the source of a migration
 // (PUT /instance/migrate/expect)
 func (_ Unimplemented) InstanceMigrateExpect(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNotImplemented)
@@ -3584,6 +4206,15 @@ type NotFoundJSONResponse Error
 
 type PayloadTooLargeJSONResponse Error
 
+type UnauthorizedResponseHeaders struct {
+	WWWAuthenticate *string
+}
+type UnauthorizedJSONResponse struct {
+	Body Error
+
+	Headers UnauthorizedResponseHeaders
+}
+
 type UnsupportedMediaTypeJSONResponse Error
 
 type InstanceGetRequestObject struct {
@@ -3603,6 +4234,23 @@ func (response InstanceGet200JSONResponse) VisitInstanceGetResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceGet401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceGet401JSONResponse) VisitInstanceGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3685,6 +4333,23 @@ func (response InstanceEnsure400JSONResponse) VisitInstanceEnsureResponse(w http
 	return err
 }
 
+type InstanceEnsure401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceEnsure401JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceEnsure409JSONResponse struct{ ConflictJSONResponse }
 
 func (response InstanceEnsure409JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
@@ -3751,12 +4416,18 @@ type InstanceMigrateExpectResponseObject interface {
 	VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error
 }
 
-type InstanceMigrateExpect204Response struct {
-}
+type InstanceMigrateExpect200JSONResponse MigrationArmed
 
-func (response InstanceMigrateExpect204Response) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
-	w.WriteHeader(204)
-	return nil
+func (response InstanceMigrateExpect200JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
 }
 
 type InstanceMigrateExpect400JSONResponse struct{ BadRequestJSONResponse }
@@ -3769,6 +4440,23 @@ func (response InstanceMigrateExpect400JSONResponse) VisitInstanceMigrateExpectR
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpect401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceMigrateExpect401JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -3938,6 +4626,23 @@ func (response InstanceMigrationStatus200JSONResponse) VisitInstanceMigrationSta
 	return err
 }
 
+type InstanceMigrationStatus401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceMigrationStatus401JSONResponse) VisitInstanceMigrationStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceMigrationStatus404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response InstanceMigrationStatus404JSONResponse) VisitInstanceMigrationStatusResponse(w http.ResponseWriter) error {
@@ -3995,6 +4700,23 @@ func (response InstanceSerial400JSONResponse) VisitInstanceSerialResponse(w http
 	return err
 }
 
+type InstanceSerial401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceSerial401JSONResponse) VisitInstanceSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceSerial404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response InstanceSerial404JSONResponse) VisitInstanceSerialResponse(w http.ResponseWriter) error {
@@ -4005,6 +4727,20 @@ func (response InstanceSerial404JSONResponse) VisitInstanceSerialResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceSerial429JSONResponse Error
+
+func (response InstanceSerial429JSONResponse) VisitInstanceSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(429)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4059,6 +4795,23 @@ func (response InstanceSerialHistoryGet400JSONResponse) VisitInstanceSerialHisto
 	return err
 }
 
+type InstanceSerialHistoryGet401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceSerialHistoryGet401JSONResponse) VisitInstanceSerialHistoryGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceSerialHistoryGet404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response InstanceSerialHistoryGet404JSONResponse) VisitInstanceSerialHistoryGetResponse(w http.ResponseWriter) error {
@@ -4104,6 +4857,23 @@ func (response InstanceSpecGet200JSONResponse) VisitInstanceSpecGetResponse(w ht
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceSpecGet401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceSpecGet401JSONResponse) VisitInstanceSpecGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4176,6 +4946,23 @@ func (response InstanceStatePut400JSONResponse) VisitInstanceStatePutResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceStatePut401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceStatePut401JSONResponse) VisitInstanceStatePutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4288,6 +5075,23 @@ func (response InstanceStateMonitor400JSONResponse) VisitInstanceStateMonitorRes
 	return err
 }
 
+type InstanceStateMonitor401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response InstanceStateMonitor401JSONResponse) VisitInstanceStateMonitorResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceStateMonitor404JSONResponse struct{ NotFoundJSONResponse }
 
 func (response InstanceStateMonitor404JSONResponse) VisitInstanceStateMonitorResponse(w http.ResponseWriter) error {
@@ -4324,7 +5128,7 @@ type StrictServerInterface interface {
 	// InstanceEnsure Create the instance, from a spec or as a migration target
 	// (PUT /instance)
 	InstanceEnsure(ctx context.Context, request InstanceEnsureRequestObject) (InstanceEnsureResponseObject, error)
-	// InstanceMigrateExpect Tell the source to expect a migration
+	// InstanceMigrateExpect Arm the instance as the source of a migration
 	// (PUT /instance/migrate/expect)
 	InstanceMigrateExpect(ctx context.Context, request InstanceMigrateExpectRequestObject) (InstanceMigrateExpectResponseObject, error)
 	// InstanceMigrateStart Start sending the instance to a migration target
@@ -4661,99 +5465,152 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Fx7c9s4kv8qKN5Uxb6jZdlxvDfyX47nsa6LJ644mVzdyCtBZEvCmAS4AGhFk9J99qtugC+JomzHyezW",
-	"7R+pyBIBNBrdv36Cn4NIpZmSIK0JBp8DDSZT0gD98ZrH7+DvORiLf0VKWpD0kWdZIiJuhZKHvxsl8TsT",
-	"zSHl+Ok7DdNgEPzbYTX1ofvVHP6otdLBarUKgxhMpEWGkwSD4P0cmHaLMWFYypOp0inETGk20cDvDONM",
-	"5wn0glUYXCg5TUT0jemK/KqGLYSdMzsHJqSxXEbwwrAo1xqkZcZy66i8lBa05Imb/JuQakDfg2ZTLhKI",
-	"iYhflP1J5TL+JutrwMOTquRLiOcnFTN5hAwTckZEXfNlonj8Xqk3XM/g2x7jRMVLJDPBpTWzcy7pLD3v",
-	"eBRBZg3R+UGaPMuUthBfQSz4+2X2JxErlWXj9bXGvQBH+wlJZRMV3d2IP4jKGKY8T2wweHV0vL7GOTNW",
-	"aT4DNuHRHcj4hWGJmomIJ2yCkzAj/kD5ZpOlBdMLwgBkngaD33Cyk/73p7dhgCrKbTAIhLQvj4MwsMQf",
-	"/BNmoJGDrxXXJHs8jgWuzZNrrTLQViDITHlioG3/KY/mQqJeZVpFYIzSJmQppEovGZcxi+YiM2CRsKw2",
-	"4efA/7CL+xf+sVUYRFluHL/WqZB5OgHN1JTdX1x/IC5s7Dnln0SKnDk9CYNUSPfHURszHPmjdLK52s90",
-	"2u/Or5DlV+L1+lKnJ/Wljvon//nqL6f19U43F1yFAYqR0BAHg9/cNutEhCWvbsvBavI7RNadnLKPPLiP",
-	"c25JlX69YhOlrOmxj3OQjE8MSBs2fqI/xlZEd6DHbEbbJ1jlkkGa2SWLVJriSSdCQssxpzH+0JDzIGgT",
-	"JZHyGQrSVZ5YgWs3Zg5ZpoW0fJIAO7+5uLzsOUa/ATmzc2T18UkYZNwilgeD4G+/sYP/vf337yppN1YL",
-	"OUOW0UpbJImngHLE/Vbp0TrsGDwKtucYQpIezSG6C5lJJ0KZkMXC3O2vEXf6kkSgpLVJ6PnB//CDP/oH",
-	"399WH3ujg1bi12TF7aRNLC4q9erS2pp6etwIxMlJf/qpNmnFuItCPzenfSuBxXAvIiBXwIEVctIJU8is",
-	"SmLGM64tmyzZGOce47KxwGlSIbl11jflWYbrDT4HU5HAyAPgyM+5DSh+EgncuEdfuycrasPAgBY8GaGN",
-	"2DbBDT1yrbStD7wX2go1wlPdNvBXeuQHYe6qgatSD5a/8BS5SMxchYGS8HYaDH7rhr02YlZh95h2OrrH",
-	"dHFtdVs/8sKmbkrTnXAnzVm5QF2e6qxv8jNsP+A2ySt9s0fA3I/3oJfkY+UaZR1t9CZAAc48ilTcsju0",
-	"voQ4XmEONPCYvsDnz0i2z68vWW0US4RxqJn22rAnBWNa0YdAeYGe6UIrOQvZVGmWgcoSOCNYclA8FYB6",
-	"ZBlhaesS3icZibj9vESpl/7JkHGD9qyCOedlGLLg+O1/H/gI4+AyZnPgMejeTnCqcbbad4O8NuDqksjH",
-	"nT/OAhiPoLDh+aO/RBvlDAWPqbUtz5VpcVRo2Mh4Z61LmSqvbkUIP2/nP679wqC1VUlugeGTBS0FCTXj",
-	"gU5cw3wcN8zHYbsI8FjJZNkwu61M+knpiYidbDmTZxVbaGGhdsATpRLgEme2HgY6fbYGZqyLBc3g+dMm",
-	"AJc+JnmCN1qEMyTP1vnji80T9ZAw0sB9JLCuistG1OjjtDOWaUAPiSFrUY4ohmRj9/O4VRln0LLAz1ot",
-	"DJpBJQF1GQip3GzRnMsZtPuVhRfZb/Nam3vsOp+CwzWeYniCyz906A09vH60NRKK+RwHus75R2lyDbUM",
-	"xiMO/UIDtx4Zi9PqsR8/8cgmjrtqysYmg2hMWDZOxUxzC2OUjZm4B7kpHf6Rh3Liyj1+KYUV3Jb7eI4D",
-	"ySB68Hngsx3H0XUAfgc/fsogsk87h3OdNg8BNZCwVeU68h61Y6xQW3kulOwyWjif5XoGGIEkSaGNDVXJ",
-	"cxHvNEyN1R7AmfWzfRxvrvidl1AJi4pBtd0QdxJxDxWL2FSrlHGp7ByDDrJQT2Fb+cQLw0QcssVcRPP6",
-	"yaS5sWzO74FNAKTz0q1iQMLwANYiZ7OERzBqZijbGfRAuxFs5Fr+qow9SFTEk8rJRKZyy2IxnWLwjwZU",
-	"GM+rkN3BEmLEWFsL6/BzOb74wnHihRlK1DgGPJozvynTY28R69eSMIalfMkmUDwWh27UpMQcmhcXRXax",
-	"PeeDkOUfSm7Lg0UjGDLDl/tndYHgKS1SJ44RbUVCM2UTmCoNbJKLJBZyxoQ17Ner3lA656HO9NOTFhE3",
-	"OhrxONbtYuOFo/SM8EkwJmRjdFAG6MuP19yU49Pjhpfyshnk/m04NIe3/zH4DePcz0fhq9V3j9PTGsld",
-	"KtuUtscmRUQM0oqpQLdRVhZlQ/EaQzszGz9pAGbh07pXR7m+zczENvSr8tciPvMx9QvDbq5eX769YWZp",
-	"LKTsw4fLHx6kspJC0pZoZ660JWVpWYPCOJ9q+2b5DSSfqO068xtvKB8bG1Kiu8h2CTMgJZoorgkoURys",
-	"S4KF5DzgrzXwKQEG6euxHyj5UYZMQ1lihZ2DQxBgMbecAhCNypVxTR5fNWci5F016Zl3DItsCqmjYVC5",
-	"N0Ppci5O79filiKl2xmy0EOrEF18u/th5RKxXxPp39ch2tRwnDsU31OacRL1fQTaI7RWpy/RbdY8sqCN",
-	"M53jpqwVaLUDF9fEz7GwseFdcoiOcVua+uMcCPEJ0xHKhWF3Ui0kWzbTb96rCcJgwYUVcjaaKj2qoNBB",
-	"c2uSpE7HrwIWXxBBeYMTMoW+ChG6iYKtsc3aLDOQUHl93zqkebQH7caMTHmKDx3qz/0rx1FN8jplsaCi",
-	"83QSMYVoGSXgy6EswoAKUfFgmPf7L+l7TV/s6Vzuh4hjlJ5le/hpnyld+Jj4HTeMD2XlxTp/Zv+smqaY",
-	"V+dS4t9Kl9F18VW1dH0pKlFWWYpMLUBDPJRqOt0PmQYEMCFnYY2c+tzF7+sE1He0MTvDyZnSQ1nMU02+",
-	"vpE9t1cik/t1mcrtROUyrvzw/ZDFYKxWiGp7TplDxqfWYcNQzrmMD9ymdlDG4hw1Hz2VlnXquy8n8kQP",
-	"JX1T/gRxuZ2SuF6xBzRoFclouaZC8uTMQUMj6BOm3LiuxoRDySn2AYr0yXcmOYPCD3bmq0DAQgad7Gv/",
-	"0fOZvnS7KT5CTFlFf8AEKv6QEHGIHueWOXK6oRPV4IJSME+MhMuSsFU+l7PegeA7D9bhzY+D+FHY8a4c",
-	"tQ4i1Xw7ceJdfekt+4F4I0FVHJjOpT+L8iB2M/kZDJR1IuQyA5lWM4xR0ClAT63UBPMPmAB8TiNZbnSX",
-	"3FwVDz6rrfJmyRupipg2oSspuJ5z01oDAQ31TBET9ZaGQMJMUSaGThR4OkmoosDTUaYhUtmSEsu5Kb4l",
-	"pCLlRy95VFAZJSq6C8IAsVZNp97DS8ASUnjIaJPgagNe2h4pwW9lMyVTCG1L1WFpwYxMa631Nf6Gcu5M",
-	"ghNCkkuj2JTrJwhRrBbSihRGbb7rlYi0MhAp2SgUxCKmfhedy7AyBtXZlTztsfdVbkNDprTvK1jMVYIx",
-	"jF980Mx40EGyPEMkpdqIt4xsr8pild/5+hKLuNYCzD7LktwQEKiFHNL0OI8Gk6fgYz5Hl891FHThEKpS",
-	"o46HLphASmqholXI7dh/U5lsZ8YeyfmHYlEtNbgFjDJUqm4wemzC8EHZhIzPwIwSmLaI6g9C2yWjJ5ix",
-	"IkkK5j0lGihA40Eg5yAGwQodoxapfnd+hSw8QNhg7iEWKwnt3UOdlFllebJbdUiWSMQtCdh07WCtIukD",
-	"2Thc9KssfgmPZ1p3Qs0xNKxjTeM0S951YnkV8T62d6y00ExIq8iSq9zzRZhac+JiDlQeReOA/+SyMxf+",
-	"cEtYwnhDN1RunzDDqoVJro3jr8JYpZeP9iQzAVGVTXb5t0hJo6h+rHKb5S316phb3q7bdM4hm3ADpycH",
-	"ICO1LlP4RJuKg2xzDYsCtppODVj2e47xCTeutyzBDzgfleCQqPETdJ40ZffSnkdTob980TWdIXYWhDhO",
-	"3G496WbDzmPP++j01as++3D+7j1TknF28faKoVHaPGPyhx7aQfQLpWyftXiP63dzwS/aEk8kMOPRkl1f",
-	"NPZXBn8qPXL+2LH776X776TVH2treXos111Hku+m9S1s1CPifjhIU6GYSZSlgFwXxZYilYtyVyRohUue",
-	"t7lzRfNaV9OhMw2NSlOzpaoz5b7BHKS5fcH1nZ0h5VPxydcpHROqso/LfksLWueZ7e6u/ctOW/lcMliw",
-	"1G90UxxxnJBT1d6s+OvVVdHT6VuX0ZE1VMBD/uQ8Kdq+UBv/y7mLaJYMuwdt0GAfFcHm+fXlYD0VMpQu",
-	"yeGS17LIfhTpgT1X4S3SrLqomG+vCe+HLNbinkyhVvls7jz/ofRpBj+zr1aoCe0uLh9GOmlAWH1kqZLC",
-	"Ku2/apiYsuZREjCULvHYG8qhbHTXMS7NAnTtxgU17DF3oD12aQ0bV/1g1H7hW+twlRS4tK7hDc0pTw1K",
-	"pBnKsXfraUDtKWqLo6FbO+OYKyTEYNBnGAzlWMh7noh45Pk0dmm1iYqXIePo8/MULGifwKPZ1q+4ePdE",
-	"I7/3w9qcrsVkr8zuN+7CDFjM5SzxKclc5gaFwolvyOxCeY1D4SP5a/zmTmUoXXjinyigszlcuB8dWPV6",
-	"vf2QjaUaFUI5ZntSuaLXghsvkDFbgvV7cY+N4JMw1oxd2Xo6BbovU0o2DuWJBh4viylwnYITVnNpCH09",
-	"P8qBEZdSWQz3XOFeSFdSq1/I8RSbPJpXNY+CsU5bXWsCXV+pXGcvd1TCpc1IZUdT9F5p0+5iS8btHBdI",
-	"wc5VPMJHeJKoBcTjkI1REEZWqRFdOMFv8upaySiFWPARdS0X0+fZTPMYcAUumf8LHfVMCWmJTxFPEoiJ",
-	"OhSd6jG3TzuCT+joGzFJYI1dvgIzRGkxrhxJXvH59WWJP46jzE9yxri5Y5RqBV08gwvdpyPSPb8CIp8f",
-	"Se0DPqwdyio+QREuGirmyljXjQqfeEp6V3Uz+BYMBe7qC0mOkwZ3p2rsYuJERCBd8OZqz8HV9ZuD414/",
-	"CINcJ8EgmFubmcHh4WKx6KXqD5EkvKf07BDkwYebw6vrN4fHvf4hGRBhE5xhwWezpI7jQRj4TQeD4Ih6",
-	"rTOQPBPBIHjZ6/de+q5DMsiHotZmOHON8miwSZwu42BQZit/BoqE6jfujvv9Z7teVLY7brlhVDUhrMLg",
-	"pH+ybb6SwMPyKtkqDF45SrsHNC/A0VWlPE05RizBz2DX89eVZxPWcrBVDhMDCD4zVL8vNneL8Xve4o7U",
-	"O/jKdhMEsSe287H6rSwNNtfSDGWZnaJCP4m9c3pKyV1w4WxLmd/qsXeQ+WoYl741JOJJ/f7jnOs08R7S",
-	"UBZG8LjfP2N17CxGLOaCzFaFiQ5qS/N50v+ebeBwj51XI4bSoVxrpQUxMVFyBppFKpfWDFij8lJ0NTFh",
-	"nV62S7zryKxatV+rePns8t5s+1w1nTyrc1j9mUpXHnbV0FiYPDoU0sbj/tE3hwFnVpxj6SHhARpeuyJM",
-	"Q77fPaS8u4sDjl7uHrB+WZTGvdo9rvXy5nNAl4OWBnr5fC73Fo6c7nq5wTnf7QC2CiujceiB59A5I0hn",
-	"K7qVfbFFlXh7fyyi21oPaOlME7QxEftuRF4ECQgFQ1m4wBibxGjZcYz0ScZGhhFRyVjyXjVbzBUBnfHo",
-	"++HdGzYDcqzcDWB2rlMCvxkXcihL8CCGxl0A0ugo/so40tq9/CA4OdmRAUeQdef7Jar2SIP9/0Q330OS",
-	"1BWgbDmuq2NND2t1xXZF/FzPba8Oy7zhrO0O5IVzy6mpbF350e+lYJgI67EPzmE3vndYSoiKZD1FnRg1",
-	"xmwiJNfLZqisgacharyIodZ4nWllVaSS0osXhpWFzUrFa3RVbELw9y3aQ+kZVvQ8P0Qjb3wWswx2Dd1E",
-	"7Loj1ujaF/g73dwpmkjXawpNpQtryryrR/92TUGPnHVdu9O1EDZybZtqrXpS8PUfV1W/WGvo+Oq1x9p1",
-	"AtVtyHYokFDyoGp664yH1gs/X9FN2+hYaPeNqkLSi1pF/U8Nl+rdKJ11ruoIH3JYLhe0FdcqrEJp+AiT",
-	"GxXdge2x1x6eXDatXon0L9PQRVHfVZWQtou3V0dh1bhXOCNDSWWk0h++g8yelfhXLOC1sza9kDjvWoR1",
-	"zjRdJmVWUSZ6gQPvALKhzDNEtlgYj7kQU8AmgW7hW54ktV6ELuhzNYngSehSsvDbo8sXi+K5tRxNjmop",
-	"HzJFx1LtryZ8XsZaJe9wXpUyZ9veLuAPHY/RHVGqKBaPqJ7dkC+2xxk1LqIJzTFc3ndvDaHotWh/X3ov",
-	"3kkofjmUC60s9NjP6DGPUZxHJKlj1+TB40LEua0u2rpiISXbx0jTyNFUjWnULc3Z0OXIlJ332EcUfwnC",
-	"zkGH/vI0j516GObfp6GSGIoCpOt2QO3oMdewUwXn+C0qxVCaO5FlELuU/dhvwfClYQsqd+OsLjmA6yXJ",
-	"kk1gJqTZLfC+6OyyV532fncxdcGldZVicgD+noNeVh5Axf2g1d4/rOj6eePG14KlXC5LP6QmRB6B9C7K",
-	"aof8nKS9L8hxdBCk4xFtJYN/GtGjDSLKS0Onr169PO2qqbW8RqaFzNuvaIibfQxbzLA/FXMHMeL8Pw9S",
-	"vit0f6PHogFauzHSXzdoRcZzn+Ir8+s+HYkuPeUjCbHQJG5EJIRic+4SlUtwaiDuwZXnaLLCoA+ljxSK",
-	"jOK4dmFgzMZdd0pcTlUqn2HthJgMom+UFy8vs2x7lVpRPyWQ4PrOvSvMli8AsPV7Nl/g53/9l4mtlX7K",
-	"Ig0UFR48cV+VKYLHvY0y0n7vayX+Sb5358bKpuLWlJjXdEOpqKqfnGTP5+vRnCoZwRmbqgSdQmGrXFij",
-	"bu08SN9vXyN2KD3v5kqqXLeWGteT7pvly3p9mRdvDOzSCnzgOv/aGa+WOwpfku8qixPc+Jfq/Svd9dzp",
-	"rnNztxGuU9u0sSpD8PK3Jh6oXAde/LcamzdKzg4ylSRmUIo5N8woJYvMc+v1A6qjUdrcv3BxPAM5Jnil",
-	"HsyxFSmo3I5SMx7KjBsDxr9UgOKySKG2kOcYVirbVDvnQ7MFX+7UpSu/zQckrGp7oCV5koAmo1kEqgZA",
-	"bvPQ3CWGB+Sunu7LoutP79bhwiLApVRWF5KlIkmEbxHeRl/F9nYX8mW/3+93vvTQPdBJ9u23sObl1Z8t",
-	"NnDz9az/FC7kRzzVXFqRdCiX0xfG2T1Pctii7Ct6Wd19IemuO+Lw/ijA8/EDtvX01XvWai/DoMa2XiVN",
-	"5XLtoQ3d+m+6wrXB3vXdHPqmWbwqX/3HJmAXANITUyekynOtblf/FwAA//8=",
+	"7H3/k9s2sue/guK9Ks/kURpJ88WxpvaHsTfJ+l4mcdlOfPUirwSRkIQdEuAC4MhKau5vv+pukAQlSjNj",
+	"T3y3995uVTySSBBoNPrrp5t/RInOC62EcjYa/xEZYQutrMAPL3n6VvyzFNbBp0QrJxT+yYsikwl3UquT",
+	"f1it4DvxiedFJvBPY7SZJjoV0TiS6pZnMp0aP1Ic5cJavoTf5jrd9G0hkv5cc5P2k6K0Y6bKfC4My0vr",
+	"2Fww7lgmuHVsGMWRH2Uq02gcnS2GyYi/EM/np+m5uBhEd3Fkk5XIOczi34xYROPof5w0KzyhX+3JdzDD",
+	"6O7uLo5SYRMjC1hLNI7erwTzz2DSspxnC21ykTJt2NwIfmMZZ6bMBDuaba1sFrP6K1gTfL7Np0gM+Ftp",
+	"Ny2LpeGpSGfHfZjsK60WmUyegrzOcGUlriKkcMKV0o4ZMdfaMa6YVNZxlQjmVhyXaJ0uCpF+ZdomfuWW",
+	"raVbMbcSzcy0wc8rbR1Smb6eik/SOhtSuVnzLJ4ouLJcLGQihXLThBc8kW4zO+5PFEz+tXLCKJ7R9L6E",
+	"4DROi8zVlwwv/Uq0tMLcCsMWXGYiRUrRJDxz/aTd97pU6ResVelpRf7WcpVudmvFLZsLoVhiBHdfi5GM",
+	"AN4N5hED2yjNbJkAO0m1ZEezYP50Aqfw8zSXS8OJbehYLoBOnmxv+CbTPH2v9Y/cLMUXUA+k29RpPc1w",
+	"oJCA1TGAS2AheAWwPVdsyK7ly698HLvm4RoW40kiCmfZ0ay9Jk+yXxQv3Uob+bv4Em4rw2FCaq0ET4Vh",
+	"V/5XHG3MOJsLbmC2+kYomD2sRpqvwoI/6dbTPfe5gGjPgFzhkoBYsV8LqtcPHz70YE1COSAREqT9lKts",
+	"zTeWzV7io2ZwfzNvtymAONYZqZYwR9wJWxaFNk6k1yKV/D1e8wU7Ug83zWG8KT60Y29e0QN68MAxW3Pl",
+	"2M6D/u+wNOzKbHsuM9ybrsUhS9czITMo08nNO/l71waB+jR8KdicJzdCpc8sy/RSJjxjc7iNWfk7qDY2",
+	"3zhhL9n5cMTWK6FwWkt5KxRsqlBlHo1/Ox+O4rPBi4uPcQRWB3ekWU5HUVztNsj4pTBAq5dgMuGOpikq",
+	"QZ69MboQxkkw3xY8s6KLQDlPVlKJZ5YVRifCWm1szHKRa7NhXKUsWcnCCgcTK4IB/4j8D/dtzyt/2V0c",
+	"gUG3SzWYhTfy9ILdvnrzi70E2Z1rIxrZA/r/mWXwKzs6G7xgexV81EGvnH+SOVD14iyOcqnow7CLkLT0",
+	"aT7fnekPyEpvr65hC6/lyz3TZAlXyAGPm+jFWTjR4eDs2/PnF+FsL3ane0enCMXc+DcicLiEuN6lj/XN",
+	"ev4PkTjiGe0eyTIfwE6Ehf56zcCItH32ARiYz61QLm79hB9mTiY3wszYEomH9h1XTOSF27BE5znwWCaV",
+	"6GCwPIUfujlG5nwJXHtdZk6iORsOFrPCSOX4PBPs6t2r168v/RN3T1vOP/0o1NKtgOajszgquAPLKRpH",
+	"f/+N9f73x2/+rTlwlXiNI3z+HmbmuQBW5n7NeGmoQC3sCTsiyuBhS1YiuYmZzedS25il0t7ELDHcro63",
+	"5nhxiixRT7k936vef/Le74Pei4/Nn/1pr3MNW7xDC+pik1fNQT8kPwJB4SVYJM/OBotPwaAN/V5VkmJ3",
+	"2J+VYKm4lWT8e1EKBCXmipnTWcp4wY1j8w2boaCGx6YShsml4o6M+pwXBTxv/Ee0kJmYevE89WPuE1nf",
+	"y0y8o0tf0pXNbOPICiN5NgVdsW+Ad3jJG21ceOOtNE7qKWzuvht/xUv+Ku1Nc+NdfS42P/EcqIjEvIsj",
+	"rcTPi2j822EB3DWZu/jwPd3zOHzPIardfbyLo9rXeoS8+e5WmA06NaUBJsMYwY6kCM2ULqWMcsBzas8I",
+	"nuIXcP0lMtXVm9csuItl4FvCL3m/6+zX9s4fXdJxLZRja6PVMmYLbVghdJGJSxQLJBMXUgADO7bgZeY6",
+	"HxHaRp3irz4Q/sqYcQtqqWVyZnppUYnDt/+r58M3vdcpI0Otf69UCCjbrLs1vS6JcYgVHrf/MIqwjKNI",
+	"hP0HMwoXypkRyzLjhsHRZnOhBPexg3r9lTlmtO4wYHCsqfWm3CHWbmy+O5S3q+5NgYmAIQXzMCLjTt4K",
+	"5vT+ObGjWa/nv+jBF7PjsecTKwpuwINGEXcyiydKaSWAmY0DfxY16aw/67N3m3yuM5mA5ruxFMrJBE+Z",
+	"Ll3NJVoDi6iUcbUhh3heui0ixhPFDXDUorQi7U9UW/WAMfog5TPtbaufo5NDvx53q1g4qFplm11if6/N",
+	"XKZ0mEjHOs3WRjpxyZCNOvS8H36udSY4xoCcd4c+U6ihN7V9XrxHhDzyyJNReWe7fEUajkwKZPYtN4PV",
+	"Ew+Vb6fG61LFPwglKAKyR9b4oMkzy5b1pZdsafTaAncCW3LHBIpq67gTLFlxtRSHLdwXg8Hz4YsXo/Oz",
+	"52eDFy+Ggak76DLMX1exp8c7OXV4CmSkIz9wvSsQvJqZGsFtFzE+rDbt2CQF2y5ZYQSYvwy4FWQTEWFG",
+	"P886BfxSqPt4L9iXu+2pHrqvIlRAGnBhnQ8qPOTWd3jxNnMHU6jGo4V0cXo11HfKlkZc2esqzPaem6V4",
+	"rB54heFE2yY/p88OB6TjkYHIrSN6l0w6y2whEjgiwrKF0TmJY12apMPnoFsfTCdalHitpJPciSo/8sXb",
+	"dYjw1RTvJ/r3RufvCpE8Ba2RchxpuUu1L+ZNP8kHsSZce5gz4Yr7qRMks+5f/zgkADuadRN6doyhPw4G",
+	"S82Enj8navuunTMxO+6z7z7xxGUkVPWCzTB3hIp75jd+BvKL1Bpq6Id5AXs44z6j/r5TjIb91mn47lMh",
+	"EheQ9xG8d2Xy7kNOB5YOeU3afedXanXIcg6ExlpmWSW+W+qqLGXaJbetSMz9Qa+aTO/ocrA2XDa1ItEq",
+	"7YiB/U2vWabVEqfGTc5WOkttjLqE7rlkp4NBh1mzP9R1ejEYHA52bR2iFu0OnZ89Uu9xO33Nb/wZU2Id",
+	"JiIPCXR/CpV2K2G8Tf05TFBf8cwymcZsvZLJKuQzTDev+K2gbBbHrO9CmwfxiBFFxhMxbSfTu2lzT/A0",
+	"jAJss4x1vUwnPGvMP2/8p3KxEIaB6FlJ68kUsxuxIXfCBUEq+Lu+v/qCiPDMThSKO8ETcGhwUbbPfgYr",
+	"Z8sEtSznGzYX1WVpTHfNa0mG48JDgVzsiDw6NGcnirt6T8Fyjpnlm+PLkBd4jg8JJ0eiuEoY52wuFtoI",
+	"Ni9lloJ/A6r/1+vaiwmJfnHWwd2ffbKtSaY8TU03q3mGqv0/uFJYG7PZSls3LrRxsz4LMrip5JklUxKW",
+	"WwhhKquVZ5lei5Q5Ddqk16vZuIdXzS6B3qnAsALLtC4wCg3KA4ih14op4dba3NjjHe9udDFqOXenbefu",
+	"75OJPfn47+PfBr0XH/8Yxud394cUW+cwoFNN60NCpn1IHhuilqlQTi6ksCHMYVdUtG7dcTONEMyJT25P",
+	"9DjcNU7JOa7smvZrK257Phx1RZHTe10umV76wOczy95dv3z98ztmN9aJnP3yy+u/PkggKYwbdkTGVto4",
+	"FAUdz8Cwoc/MfLUgNEwfZ3uINT7DpsU4IsU9fIpC2jGeCsQagQYArnGUuYjrMxOI1lp8wvz67K8Yoa7D",
+	"axNVS0K3EiQfBUu54xisMqKO6IRjZlLdNINeeh+6cuuRtSwTjUk4URQYp9O7Fc6qMoAHI1l40V0czX3u",
+	"5/DFmvJ2f6Yeex8qIBtoKU466ggMamT1Y1AjQ+Y0uzhlyYobnjg4a2gTzNq8Nus/SOpvsR+RsLXg+/gQ",
+	"POWurOaHlUB9hhoLFJW07EaBCN60cyTe+IziaM2lk2o5XWjTgFKmpD86AzfhPH6VYv0FkRGvTmOmwQjD",
+	"ie4Ky68fs3i0X0j3TG29Kw+91e/jnxwoaU/vIG+5TgzI1p5lciGSTYIhQe5En2BXIOV6k3IwOA3ixUem",
+	"VMcxAfzwM/x1DO6q5zX4DjzXidp2XY8vm2GqcU2pFHzWpo6CVV81jw4fFVdIPgrYFnotjEgnSi8Wx7GH",
+	"JEq1jIPphGNXv29PIFzRzugMBmfaTFQ1TjP49kKOaK3kwFcwOl26uS5V2jgMxzFLhXVGg5Q6osMZM75w",
+	"dNYnasVV2qNF3TMzlpZwksFA6XhOuPp6ID/pifI4zcsKsFkvp55cv1oDKKhmyqCJFlLx7JKOesvXlrZe",
+	"uGnuiSeKo5MmMAiAlj7B+yqrndRRJdEqHiTeN/5PT2f8klZT/ekhWn6D6wgX/U3ziVB20XQOi0I4Bq8w",
+	"+vyZAYgaMuS0D2O3aIQZHDhqO9LR3yfSR8mOt/Vd20KkGe9eOfE2fPSe9Yh0JzZfbZgpld+LeiPuJ/IT",
+	"KBwYhiAjhdFL8IpAw4PZVR8Db4qhl4rztszKim+5BeOpyUn8i0X0VxKMxM0etzHYK9vIl501k8cfgEuM",
+	"yAWY7JYdccdybenXjFvHTkfH8UTpDM4SW0hj3aVH7pBr4xBKCyJCaSXIv8EbwYeX5H4npTFwA50CPPjS",
+	"ifxeZYtM877Bpd+hffaabj1tnCNuDN/grxUPPNwlf0od7tW1V97NZLoOYz2DK5OLx6Lwrqrw0oGwpvhU",
+	"SCPslLtOS1PVccOMF1ZYJhdM6Sp2UlqReoe09hRT7kTPyVx04hseGT/7MwOnh0MKAV0O7subFbedeA3k",
+	"9yC+KG0oGJVYagxx4oYIns8zRD/wfFoYkehig7ne0lbfomZFZQVe2rTiniTTyU0UR2Ab6MXCexiZIIC8",
+	"V3FdErdZgBeQj+Stn1V7ryo52wGG2Dhhp7YTkPUSfgPRTCYMiSaUGlazBTfsSCvGWWVAGZEIeSvS46fN",
+	"/6Z6rYBjp13u1rVMjPah8sDKTGWK8RpTqrixd5rtrreBZJ0/MEYU2nj84nqlM3C7/cPH7RAk7j0riwrl",
+	"URl/7KiJKNffefgMS7gxUthjVmSlrSJzExwexjHClrnwYQofY6IYYjUvuAXRb6CdYvJ/YSZBdMNp2KDU",
+	"f9NYpSSwn25THqpggwj+Hg1bwBE9rGH/FLlU8KWw00wsOhj/r9K4DcMrmHUyyyq6Pi1nF5V0epBkJFkG",
+	"chE8ho6z8PbqGqjbA/nE6CKWaiW600UHZ+a049n9B65Jqztky8XWnjuNPCtUa9/B4XDwpXhSeh7WGETr",
+	"OJR3LR6oyXpQn7yrldm2tR1yoFakYxnpvjE7OwVSDEffhuErvWBzbsXFWWkydnQ6Yga0RE41AuifayOO",
+	"++w1AVfErTATRXFmkWKsMEYsl8a6J5/eAVsALcOcp0DmnXD/cPRtK4Z7drofzPXvnfCsbbPrM2oPaiuf",
+	"SeU0Wvo1Zk3aoJpryzrlanMw6/dwk7HWqy3xokv3GSPcdXAMgW//1lj6j3JFCymSJnlGAflEK6sRZ6hL",
+	"V5QduMaUO94tHpGlYs9uPaESnYIoDpIbWx5AeCzh5i4+EKrL7ZxbnZUOJr+wwrF/lNaxgofOCIyHEAeY",
+	"7+xpJSrKoftn5SmLntCfOJ8tiYT7U82R6PdxL+u0cduPZaDhxfn5gP1y9fY9QxPt1c/XDGyIXaZBi/eh",
+	"QPKfMCn0UAxlx0IOYSdhJg+kx8Mgk/7gwLq7kZIhor/LCt9ZeIfcz8SSJxv25lWLxnVITOdDsvpH9M8p",
+	"/XPW/bwtV/nxNr8PXHn+vj92ddCv9IOteFEIJdJax9QpbXRvHu5ePk1QBsXVDNeDiKinjc08eQBhj4fa",
+	"VWjx2ENOdSW+wtAXziBAnn7o5bnUzGbaYUTaVNiIKjcJpK4yjpKywV3+YVUyc6jiiUzAA9jkgznk3ZBB",
+	"pvdUHW2v7BJmvpCfPKKIiNCALSidq5wwpizcYdjU83tt4geIvI5tPSTyKuL6JT+QUR4m/Tx3INqmU/qF",
+	"ZUkfuxL0ViSlkW7zDhbnuQFLkK/KfZUQtWjw9dC1g4DwdURP+AKGXo+XbtXD63rw66xOFGnVqppbG+0E",
+	"O8p1KtjgYjA4RtwQeRxrNFuw3nDNl8tMzNirH18TAsrDjrAycyHBXanMYdwtLArA5TSCY+VcQRXFUi10",
+	"VTLNqTUHgSkieg7LuVSOSyWM3c1tgyj+9fq6WoGvsGWmVOgc4N6UPKtKk2C+/0E+P1i/lt0KY8F/GlZx",
+	"8as3r8fbKZuJ8r0WMGmuqixNlcY4CoCrFTr1MMjuOGapwS1yK6PL5Yq0xkR5ReBH9qF5PcfVpfXFCLmm",
+	"0H79J8u1kk4b/1XLkq2xFvUEJooSpP2Jmqhvvgmq4qVW/W++YVQVBuKJ/EtyfwRTQqSWzbZaA1C9PMME",
+	"WYKMRrmyGeUeqGFAw2gTteYeYIv1Odv8iZk5YsaK//qsSRsBW4MTIymV6AteCdzmT4MHCU3U2WDI2l0B",
+	"kBiZ4EZhrToCVkRmfSxefEpE4eOUWy62dUbwfKKOZj98956dVPxx4kHDJ3+EfvDdCU57djwOWaHCn2lB",
+	"dfIrnaXtcJefv9UThc4lPRSRaUHnAhC1VqLbWZkKB7xiv8lYHGibzfVGQg2oqhvD4IWMBC04xZbNmiK1",
+	"GfWwwfI+oGQuuHJsoc1EYeiT55ZqAmY+GIc31Ff5Wj28dW+5HiPESios+EljbDXTbv1D+d65Tjcx46zg",
+	"hufCCeMzyzjadjch7/YaOGDHcTAm4b+PahhJq+3QmKVcLTOfKy8VRvq9MomZW2uvCYHoeEBav9ExnCgK",
+	"KvorKuu1fbukH8mI6Pf7x/E23x6pjh4YnOog4V5cVNiBBe4g/objRkIrZRvhjrGnT7vND+FFFwuBqada",
+	"+MGdPDOCp5tqhBbxgpZARML6Tt8JKdW+85EitFeY2/Lz6Cjdh7FA7lbF/jASIi0p+EpYuiraa/nGErps",
+	"IZ097mw84/eXzp9A+DwcwRCJ4fkfoY3HrUY1SHpsdFNwt4LfcuFWOp3CJR4xOovZdrMWoNOephfb7anY",
+	"EVfMf2JCpYWWyiHxE55lIq1lXnMZbgM8LOdqM/WSHvaREG6V6AeGQlnGb4SqliU+gaFv5RzU+JHbRSmx",
+	"0gpPU9qIqzeva13p98MPcsm4vWEIXxCmuuY47MVFTwAtXe1kKb3c+/U6iGzCc0E1YWQKdp6qe32zFBbg",
+	"mT0IuxKjyMLt+tSgBJS4zLdq6rOfxJpky0TlfMPA5eIG2DPjrlmADWJCt8JcMs6SDHiUgUB2iHktFcHN",
+	"YDQQw8Dff3v//g1r6dbG6wlk72Hv0Rf+wXhBGnq2FGrm4d6XVSwYjAav+dmawx1AMonYioKDXc5ueVaK",
+	"PntN9rUvYZZo6cAIGzYXmV6z0d/PT0HxeITk/3z380/VkuH4W9gXkVdQSTLvMpkIRYF1b7Ndv/mxN+oP",
+	"ojgqTebtPDs+OVmv1/1c/y6zjPe1WZ4I1fvl3cn1mx9PRv3BCRr90mWB1dcYdVEc+U2JxtEQq/ILoXgh",
+	"o3F02h/0T301KJrNtVomNF1XhMqrO7evavGSHN3Gf0YNtusZgz+EDjGY+rWl9DqNxjWM4weB4e6wx99o",
+	"MHhcgyB0rE8PoqqjiHDO0SC54Gd8cNa74KNF7yy9EL0Xi/PT3mj+7Xy0uOAv+HBQwX/HEXXHCHzxGkH0",
+	"4M5AdcXonuZADSz8Lo7OBsN949UkOmn1tsKbzu6/qW69dhdH50Tgwze0m9OhC1bmOTebaBz9INz2qWxo",
+	"H/sTCvZLczbBr+FLi/jqiiIf7+KoKO8pfqu9OIR/1MF4bwyAeFhrtuYbW1fHzXyrw/1uRqjTjuqStuO6",
+	"BAerguqqze16ze3yOHzCWjcVcSxo+jRRRrjSoK+ViAb3jRKeQga1kAbphMKpzh332VtReDAlV76gIOFZ",
+	"2BByxU2eCWsniirr6eyOBoNLFtortWuwkmhcNiebzJv6zqpdUMv26bOr5g5veHcD9ZjSWEUmDEt0qZwd",
+	"sxZwryrhQd+EHBO2MMKuan3sIUm+sLBTalAlYNMD4qVONw+XGYTKMjqfVtjehrWvGJ35sFUQesmv3vwS",
+	"APJpplqBqToE8QsaZLcK9ctEjp9cjamvm11VPW2qblbDVseo0flFgK2vGxhRR8hbnk1z+5fhYADP9A2E",
+	"goe2YfYYMq4C81UAuQrOBAHrO+r11rh3rq6vbkj7/qDD75kBg4K1EbNVk1VXk4HpE1I9qJhu5+ej5+lo",
+	"MUiGonc6P+O9s+Q87X0rLha9F3wwHyaj9FScLaJ91XIwkUFvThuLHTei29yeELVO8Ne+zJcNTTrbHdwF",
+	"wKPo9J+j3vP11UP+F1YrjaPhoA//fz4ejs4Gg11g+xew2t3do7VZu3r5rh1SdKYUd/+1lXotqBv7qXIR",
+	"UaCith+Rtn8kTYZfhyY1gPrJLR1y2ihc6K2eB9gjQefnzzeUXtx/U90AGW4Ynt5/w3Z3Vrzv/CGz62iM",
+	"+RTWGVlPLQMtbnUO2NcdoNtGu4uj3UgexQdQLnYZcHUFfVXYsL+SHpRrWxOM2Rwj5Hw7Shc3nfs+FdJs",
+	"4onykLcAO5n22Q/Y8mgl2Izum7GNLo0V2YIdcVDezuiMFRlX3k1ecYrIVwg6r6XAMMNmChOVCX6LsUSK",
+	"MKRhTiBHcxEb0AQGmMRGhJLsvhayj8KmdXfiOqo4UZgjkFQtQVMPzNMqTdYOrR9fVoHOrlBsbZvSVC3W",
+	"Q2MY8lbUoO1NEGSlh/oqZq42Tcc7lutb4cPtnNkySYS1izIDy18vKBpSgX7Koj9RVyZHs3XJpWqsPgLa",
+	"i1upSwvXHrLyWq0cPtfY+3yboNUs4XQweLQg7GxF8WfoyhCZHY0Go4vecNgbPX8/HIxHg/Fg8J9R/Jk0",
+	"+Cy75cGE2oKs79EbITDaByZFykrlZMZmzdJnX1mXPNLp/i+ifK5M/vDWKYHCCWobujVOV+5obwTrFYWE",
+	"sYB3W8uBE4G+vS+bQzAjXEp5F8Q4enQ028onjNtCdqIkaKmEF3wuM+k2TZ2QF78oaDHXG8YEEL1r2eyV",
+	"VkokpPJ+oZA15t4mauY/jhnF+nqVErgMiVmpmuFg2BQo1WOyuaB+U7yajV6AZuVmwxaG58LGE4X9MTi1",
+	"w5hvqBLKCJipT6gSAJSE/umoN5eOzeWyJ1QquWIFsR/LEEARk15DEU8/kMaeKGw5nfDCskIYejo+s89e",
+	"V1m6cTtSs4CFFUY7neisDjnHZMDUEWgqK0SwiY/0Vj+1CJWstLbCXlI7EHyg35nKoPjb9dUrpvHdBRiL",
+	"UKC1fScTSVlISzo6zCKSdLxslk357bdX13E1LZghxg6aoFgLj7/QWabXfXbls1SVpcPVRJFsw/AKJtW4",
+	"yX1GqxDCMCsz4VOGnC3EuurSw5ouJbjvAVd6CD+l/n0TlXatbXMV5rWqljOsauGSXpJZgD65TIOo0VlX",
+	"UukB6v2dhyDWKUqLfaQOtRttFSlJ+B2989qb2YJbt7VtqJzuAebffdzSzENSFVvtQdfSJdTVYdsarRj4",
+	"81XTn61lPlfgezhONP7tYyj+cTPDqo+gqZI+7HLcowGkVr2mov7evEVYzNnCcT+DP7fqnNlRla4IXFPy",
+	"kXzxOaFMEP8yURl3IMXremmtRMzkAhHh9/J7g1X/UqtvByoelk8Nv/32+dnpxbdbJUvPz55/rikY1qgM",
+	"6nqRVhFZVQwyCos2RufPB4O7x9uEVSHlPUahfRYUlP3rpVBCPj1YitCcpIecGQrO7j0p3ryw2yYDntEP",
+	"Yv5OJzfgfL79/hW7ODs/jxsU2OnxGM93t/kSt2wXMbc40Cxms3ci6dUj936l4cZseDrz1sXWFf8hNrO4",
+	"Qdy0XqzCLWbBKQ1Lqqg+cqDVElFBANK4Mnk8FCKsE/JNk0xVqEe1DEDuVz9fD2NEgAV9jl1VvFDH8m5E",
+	"4S6rBxxpg32ajptHtdou44Okgie0czwTFbRwSjJdedLNPlRVEaEQq3IQqOyPSDKy4aDqz+ed9qozgzaV",
+	"lgfBtuYbApDhWxMweY1vbcoymDOVU87FSqo0HPnb40uwJTO9ru4g09k6uhGsI5+1uvJF38OLap6Wamac",
+	"48lKIJAJLKxLDJvkOsBYnY1esA7QxiHBStD46LN0dUPkL9fVX8WNHL34grfn7NC19eKc/btF/H7JUgHf",
+	"4KZhvcpXeIHOd/uxOuyog1Ho/U9f7sfi2oMTHIJF0VEIBGUgkb3g7RTHJ0GzheW+d1l4OXAjROHhlXCQ",
+	"jEgQWtGSUOyIM7RAwE8rwWUiO4XyrlUfr42PBS8pHU2g0aZ/RWdUnkKoM8qRIkqTioJ5WolP7hhvFzJR",
+	"oHQG053SdJubWvVW3jdza83EpyQrU0F+GXVxYR9A1ioh4VPs3y7AU8K4WkYhy7p/BK6OqmJBGPcZlYk3",
+	"OWj4ljqf3UiQhOQMzfyiPC6uwm2TDILnZdlmouZiKZXts5cUDg365xipUJD6Nvaxr9fCAFVeuM390spX",
+	"4xH85aDrc3+92Jor3LSftGNOL6nnFyHbw92onaV/lsJsGm+p2eWo0zf64sKzrkazeRBcDjncK1hzcFUB",
+	"X+5bVLDwr7Sq99VKaAlovwE77Z0h/zTFS1vz840zo/HF+fnpxaEakY6XM3VM8+OXehlUyBmlP2T/4Jur",
+	"T6+Wf/mLrxccP69rHB8eG2/Xou4x7j0TYJcZ7Hf7/7JG/mJV87aSkDvFtS2pf7+S8XiRe31jjKF5AxGk",
+	"PkKRULAjrirhSitMXgPzVWjZqqPr2kjnBHYLO+6zqzAa6oN3PqVGmKaNcHUvjr2Qqtr4mwWd6WYTNTvU",
+	"jZD8BqU93uugyC1E8i8DNHxi1M/Tony2WhsGjSO/GEtRN5Dc927ZqnYIVQY3N/RWUFfDUl3Y2/Jr53U+",
+	"+3W2Lah5yxzvAp1X8HBRYcux0IXdDsdB/9J+hVvqN28XGrPhYHRWEep8OAJKng1eXHyld2A+cCEYqqti",
+	"DUc7SPwnMu478Kt47O7HP9QluZ2wB697KOXStE5DQVXBQGvPlyL/GHSUNSY/KFML67nCyU6Up91KK12a",
+	"zrKRbTDnbiVKWF3Eq0Zq7MregG+MtUprj/Gsgh0pwl0NA3/DsDXfYDdPjydtNcL031UtFo9DlCqsCq+h",
+	"vpMT1dl4kvF53fwoeJGK11k+f8HAbq8BCZj7oKHhP02B5R6VAAt+U34RrCBotojtCx8v8nYbRT4IHnDW",
+	"7TrWEF9u/fuRvzrA6r+T4p3BBHuzkwvBbmDIrtr4zrIPlT89LyH2Gns/arXsFTrL7LiWBNwyq7Wq8vGd",
+	"79NCCDuGAPwLt7GgJq5DhTMnc6FLN83BOiu4tcJ60DxGAv37jcAzDUK3bclEjj3Ijz6b+YDIrHnZYbvn",
+	"5ERR00kq7NnuMkl+f9BrstVjkoUtJrFsh6IWbM1dQm/uED5IMlHWiQL+VrRQC1/zzLebqGT2vfLk2u/L",
+	"A5KZreaZgmrYDFrNlby1Qih2NMBgsdJKHO9zJKnHwwOSnH+KI09vjNFUvOCbfaIbkcsskz4lvW/qDT91",
+	"O8Gng8FgcPBVynTBwWl/fCqzvw7f/UbNSragVsPz8WDQH44QboX3jBqzuG5CDFQ8cPN5ffNph039sd2R",
+	"9CkgzE0f3T2WW7vX6v/frvgHYGJClu0XkiT3qrLBPUK7nSNvN6v47SNspIdk4q9UCXhyO8Qt9uPt6zkS",
+	"NmsI3q2DZlG/OVv1bLpDVfiajXbEIbjZRxh2b/2x/SqkBh46F24tUHTisvodaIzo7uPd/wkAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

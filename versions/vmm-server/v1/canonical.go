@@ -47,8 +47,8 @@ func canonicalComponent(c api.Component) api.Component {
 		return c
 	}
 	var out api.Component
-	switch api.ComponentType(typ) {
-	case api.ComponentTypeVirtioDisk:
+	switch typ {
+	case string(api.VirtioDiskComponentTypeVirtioDisk):
 		d, err := c.AsVirtioDiskComponent()
 		if err != nil {
 			return c
@@ -58,7 +58,7 @@ func canonicalComponent(c api.Component) api.Component {
 		if err != nil {
 			return c
 		}
-	case api.ComponentTypeFileStorageBackend:
+	case string(api.FileStorageBackendComponentTypeFileStorageBackend):
 		fb, err := c.AsFileStorageBackendComponent()
 		if err != nil {
 			return c

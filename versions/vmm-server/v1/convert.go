@@ -142,8 +142,8 @@ func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
 	if err != nil {
 		return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "does not encode: %v", err)
 	}
-	switch api.ComponentType(typ) {
-	case api.ComponentTypeSerialPort:
+	switch typ {
+	case string(api.SerialPortComponentTypeSerialPort):
 		var c api.SerialPortComponent
 		if err := strictjson.Decode(js, &c); err != nil {
 			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad serial_port: %v", err)
@@ -153,7 +153,7 @@ func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
 			return nil, problemf(spec.ComponentPath(key, "num"), spec.RuleInvalid, "unknown serial port %q; want com1 to com4", c.Num)
 		}
 		return spec.SerialPort{Num: num}, nil
-	case api.ComponentTypeVirtioDisk:
+	case string(api.VirtioDiskComponentTypeVirtioDisk):
 		var c api.VirtioDiskComponent
 		if err := strictjson.Decode(js, &c); err != nil {
 			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad virtio_disk: %v", err)
@@ -166,7 +166,7 @@ func componentToSpec(key spec.Key, raw api.Component) (spec.Component, error) {
 			return nil, problemf(spec.ComponentPath(key, "backend"), spec.RuleInvalid, "%v", err)
 		}
 		return spec.VirtioDisk{Backend: backend, Slot: uint8(c.Slot)}, nil
-	case api.ComponentTypeFileStorageBackend:
+	case string(api.FileStorageBackendComponentTypeFileStorageBackend):
 		var c api.FileStorageBackendComponent
 		if err := strictjson.Decode(js, &c); err != nil {
 			return nil, problemf(spec.ComponentPath(key, ""), spec.RuleInvalid, "bad file_storage_backend: %v", err)
