@@ -53,6 +53,7 @@ func prefixed(prefix string, err error, fallback string) string {
 	}
 	var multi openapi3.MultiError
 	if errors.As(err, &multi) {
+		multi = closestBranches(multi)
 		parts := make([]string, 0, len(multi))
 		for _, e := range multi {
 			parts = append(parts, prefixed(prefix, e, fallback))
@@ -75,4 +76,43 @@ func prefixed(prefix string, err error, fallback string) string {
 		return err.Error()
 	}
 	return prefix + ": " + err.Error()
+}
+
+// closestBranches narrows the failure of a oneOf to the branches the value
+// came closest to. kin-openapi reports a value that matches no branch of a
+// oneOf as one MultiError per branch; listing them all would tell a client
+// that sent a spec that `spec` is unsupported and `migrate` missing. The
+// branches with the fewest shape errors (a required property missing, a
+// property the branch does not have) are the ones the client meant; when
+// one stands out, only its errors are reported.
+func closestBranches(multi openapi3.MultiError) openapi3.MultiError {
+	if len(multi) < 2 {
+		return multi
+	}
+	shape := make([]int, len(multi))
+	for i, e := range multi {
+		branch, ok := e.(openapi3.MultiError)
+		if !ok {
+			return multi // not a oneOf's branches
+		}
+		for _, be := range branch {
+			var se *openapi3.SchemaError
+			if errors.As(be, &se) && (se.SchemaField == "required" || se.SchemaField == "properties" || se.SchemaField == "additionalProperties") {
+				shape[i]++
+			}
+		}
+	}
+	best, count := 0, 0
+	for i := range shape {
+		switch {
+		case shape[i] < shape[best]:
+			best, count = i, 1
+		case shape[i] == shape[best]:
+			count++
+		}
+	}
+	if count != 1 {
+		return multi
+	}
+	return openapi3.MultiError{multi[best]}
 }
