@@ -9,8 +9,10 @@ export REDOCLY_SUPPRESS_UPDATE_NOTICE := true
 
 # Fuzz targets run briefly inside `make test`; FUZZTIME is a count of inputs per target (see scripts/fuzz-all.sh).
 FUZZTIME ?= 20000x
+# `make fuzz-long` runs each target for a duration instead, before a release (not part of CI).
+FUZZLONG ?= 4m
 
-.PHONY: help build test deps unit fuzz check lint-openapi generate guests tools demo bench bench-migrate clean
+.PHONY: help build test deps unit fuzz fuzz-long check lint-openapi generate guests tools demo bench bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,7 +26,9 @@ $(REDOCLY): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: deps check unit fuzz ## everything CI runs: checks, unit and KVM tests, short fuzz runs
+test: deps check ## everything CI runs: checks, unit and KVM tests, short fuzz runs; ends with the test count
+	@$(MAKE) --no-print-directory unit SUMMARY=0
+	@$(MAKE) --no-print-directory fuzz
 	@scripts/count-tests.sh .test-output.txt | tail -2
 
 deps: ## install the Debian packages the tests use where missing (curl, binutils), with apt-get
@@ -32,11 +36,16 @@ deps: ## install the Debian packages the tests use where missing (curl, binutils
 
 unit: ## go test over every package (KVM tests skip with the reason where /dev/kvm is missing)
 	@status=0; $(GO) test -count=1 -v ./... >.test-output.txt 2>&1 || status=$$?; \
-	scripts/count-tests.sh .test-output.txt; \
-	if [ $$status != 0 ]; then grep -B3 -A25 -E '^\s*--- FAIL|^panic:|^FAIL' .test-output.txt | head -300; fi; exit $$status
+	if [ $$status != 0 ]; then grep -B3 -A25 -E '^\s*--- FAIL|^panic:|^FAIL' .test-output.txt | head -300; fi; \
+	scripts/count-tests.sh .test-output.txt >.test-summary.txt || status=1; \
+	if [ "$(SUMMARY)" != 0 ] || [ $$status != 0 ]; then cat .test-summary.txt; else grep -E '^(ok|FAIL)' .test-summary.txt; fi; \
+	rm -f .test-summary.txt; exit $$status
 
 fuzz: ## run every fuzz target for FUZZTIME
 	@scripts/fuzz-all.sh $(FUZZTIME)
+
+fuzz-long: ## before a release: every fuzz target for FUZZLONG (default 4m) each; findings land in testdata/fuzz
+	@scripts/fuzz-all.sh $(FUZZLONG)
 
 check: tools ## gofmt, go vet, generated code and guest images fresh, contracts valid and LOCK honoured
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

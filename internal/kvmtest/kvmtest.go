@@ -19,13 +19,18 @@ var devPath = "/dev/kvm"
 // logs again. Names are unique among the tests running at one time.
 var marked sync.Map
 
-// Require skips t, naming the reason, unless /dev/kvm can be opened. Helpers
-// may call it for every machine they build: the marker is logged once per
-// test.
+// Require skips t, naming the reason, where there is no /dev/kvm. Where the
+// device is there but cannot be opened (permissions, a broken module), the
+// test fails instead: on a KVM machine a KVM test must run, never skip
+// quietly. Helpers may call it for every machine they build: the marker is
+// logged once per test.
 func Require(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile(devPath, os.O_RDWR, 0)
 	if err != nil {
+		if _, statErr := os.Stat(devPath); statErr == nil {
+			t.Fatalf("kvmtest: %s is present but cannot be used: %v", devPath, err)
+		}
 		t.Skipf("kvmtest: skipped: %v", err)
 	}
 	f.Close()

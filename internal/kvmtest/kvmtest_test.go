@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -65,4 +66,51 @@ func TestRequireMarksOncePerTest(t *testing.T) {
 		t.Errorf("the rerun logged %q, want the marker once", a2.logs)
 	}
 	a2.end()
+}
+
+// ender records how a test ended instead of ending the real one.
+type ender struct {
+	recorder
+	fatal, skip string
+}
+
+func (e *ender) Fatalf(format string, args ...any) {
+	e.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func (e *ender) Skipf(format string, args ...any) {
+	e.skip = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// requireIn runs Require for a recorded test on its own goroutine, as the
+// testing package runs a test, and tells how it ended.
+func requireIn(t *testing.T, dev string) *ender {
+	old := devPath
+	devPath = dev
+	t.Cleanup(func() { devPath = old })
+	e := &ender{recorder: recorder{TB: t, name: "TestX"}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Require(e)
+	}()
+	<-done
+	e.end()
+	return e
+}
+
+// TestRequireSkipsOnlyWithoutTheDevice: no device, the test skips; a device
+// that is there but cannot be opened fails the test, so a KVM machine never
+// skips its KVM tests quietly.
+func TestRequireSkipsOnlyWithoutTheDevice(t *testing.T) {
+	missing := requireIn(t, filepath.Join(t.TempDir(), "no-such-kvm"))
+	if missing.skip == "" || missing.fatal != "" {
+		t.Errorf("a missing device: skip %q, fatal %q; want a skip", missing.skip, missing.fatal)
+	}
+	unusable := requireIn(t, t.TempDir()) // a directory cannot be opened read-write
+	if unusable.fatal == "" || unusable.skip != "" {
+		t.Errorf("an unusable device: skip %q, fatal %q; want a failure", unusable.skip, unusable.fatal)
+	}
 }
