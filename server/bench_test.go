@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/wagglevm/waggle/internal/httpkit"
 	"github.com/wagglevm/waggle/internal/kvmtest"
 	"github.com/wagglevm/waggle/spec"
 )
@@ -74,7 +75,7 @@ func BenchmarkGetInstanceUnderLoad(b *testing.B) {
 	if _, _, err := rt.Ensure(context.Background(), EnsureRequest{Properties: Properties{ID: uuid.New(), Name: "bench"}, Spec: &s}); err != nil {
 		b.Fatal(err)
 	}
-	h, err := NewHandler(rt, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := NewHandler(rt, httpkit.HandlerOptions{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: httpkit.NoAuth()})
 	if err != nil {
 		b.Fatal(err)
 	}

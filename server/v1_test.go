@@ -20,15 +20,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/httpkit"
 )
 
 // start runs the real handler on a real loopback HTTP server and returns a
 // generated v1 client for it.
 func start(t *testing.T, core Core) (*httptest.Server, *api.ClientWithResponses) {
 	t.Helper()
-	h, err := NewHandler(core, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := NewHandler(core, httpkit.HandlerOptions{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: httpkit.BearerToken(testToken)})
 	require.NoError(t, err)
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(withTestToken(h)) // requests without credentials get the test's token
 	t.Cleanup(srv.Close)
 	c, err := api.NewClientWithResponses(srv.URL + "/v1")
 	require.NoError(t, err)

@@ -8,11 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"runtime/pprof"
 	"time"
 
+	"github.com/wagglevm/waggle/internal/httpkit"
 	"github.com/wagglevm/waggle/server"
 )
 
@@ -23,6 +23,12 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("waggle server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", DefaultListen, "address to serve the API on")
+	tokenFile := fs.String("auth-token-file", "", "file holding the bearer token every request must carry (mode 0600, at least 32 characters);\n"+
+		"without it the server makes a token and writes it where `waggle vm` on this host finds it")
+	maxConns := fs.Int("max-conns", httpkit.DefaultMaxConns, "most connections open at once; one more is answered 503")
+	bodyTimeout := fs.Duration("body-timeout", httpkit.DefaultBodyReadTimeout, "time a client has to send a request body")
+	idleTimeout := fs.Duration("idle-timeout", httpkit.DefaultIdleTimeout, "time a keep-alive connection may stay idle")
+	grace := fs.Duration("shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, time requests and streams get to end before they are cut")
 	logJSON := fs.Bool("log-json", false, "write logs as JSON lines")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file")
 	var level slog.Level
@@ -48,34 +54,93 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 
+	var token string
+	if *tokenFile != "" {
+		var err error
+		if token, err = httpkit.ReadTokenFile(*tokenFile); err != nil {
+			return fmt.Errorf("--auth-token-file: %w", err)
+		}
+	}
 	fp := server.ParseFailPoints(os.Getenv("WAGGLE_FAILPOINTS"))
 	if len(fp) > 0 {
 		log.Warn("fail points set: this server misbehaves on purpose", "failpoints", os.Getenv("WAGGLE_FAILPOINTS"))
-	}
-	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp})
-	defer rt.Close()
-	h, err := server.NewHandler(rt, log)
-	if err != nil {
-		return err
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("waggle server listening", "addr", ln.Addr().String(), "version", Version, "api", "/v1")
+	defer ln.Close()
+	addr := ln.Addr().String()
+	tokenPath := *tokenFile
+	if token == "" {
+		// The path comes from the bound address, so that a listener on
+		// port 0 writes where a client of its real port looks.
+		if tokenPath, err = httpkit.DefaultTokenPath(addr); err != nil {
+			return fmt.Errorf("no --auth-token-file, and no place for a generated token: %w", err)
+		}
+		if token, err = httpkit.GenerateToken(); err != nil {
+			return err
+		}
+		if err := httpkit.WriteTokenFile(tokenPath, token); err != nil {
+			return fmt.Errorf("no --auth-token-file, and the generated token could not be saved: %w", err)
+		}
+		defer removeTokenFile(log, tokenPath, token)
+		log.Info("generated an auth token", "token_file", tokenPath)
+	}
+	if !httpkit.IsLoopback(ln.Addr()) && *tokenFile == "" {
+		fmt.Fprintf(stderr, "WARNING: listening on %s, which other hosts can reach, with a generated token (in %s). "+
+			"Give --auth-token-file to choose the token the clients of this server hold, or listen on 127.0.0.1.\n", addr, tokenPath)
+	}
+
+	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp})
+	h, err := server.NewHandler(rt, httpkit.HandlerOptions{Log: log, Auth: httpkit.BearerToken(token), BodyReadTimeout: *bodyTimeout})
+	if err != nil {
+		rt.Close()
+		return err
+	}
+	srv := httpkit.NewServer(h, httpkit.ServerOptions{IdleTimeout: *idleTimeout, MaxConns: *maxConns, Log: log})
+	log.Info("waggle server listening", "addr", addr, "version", Version, "api", "/v1", "token_file", tokenPath)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
+		closeRuntime(log, rt, *grace)
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	log.Info("shutting down", "grace", *grace)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			closeRuntime(log, rt, *grace)
+			return err
+		}
+		log.Warn("grace period over: open connections were closed")
 	}
+	closeRuntime(log, rt, *grace)
 	return nil
+}
+
+// closeRuntime closes rt, giving it at most grace: the process is about
+// to exit, and its VM ends with it.
+func closeRuntime(log *slog.Logger, rt *server.Runtime, grace time.Duration) {
+	done := make(chan struct{})
+	go func() { rt.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		log.Warn("the runtime did not close within the grace period; exiting anyway")
+	}
+}
+
+// removeTokenFile removes the token this server generated, unless the file
+// now holds another (a later server on the same address wrote it).
+func removeTokenFile(log *slog.Logger, path, token string) {
+	if got, err := httpkit.ReadTokenFile(path); err != nil || got != token {
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		log.Warn("remove the generated token file", "token_file", path, "err", err)
+	}
 }

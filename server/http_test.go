@@ -1,0 +1,240 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/stretchr/testify/require"
+
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/httpkit"
+)
+
+// testToken is the bearer token of the servers the tests start.
+const testToken = "test-token-0123456789abcdefghijklmnop"
+
+// withTestToken lets through with the test's token every request that
+// carries no credentials, so the tests of behaviour behind
+// authentication need not each send it; the tests of authentication
+// itself use authServer.
+func withTestToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			r.Header.Set("Authorization", "Bearer "+testToken)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// authServer runs the real handler over core with testToken and nothing
+// added to the requests.
+func authServer(t *testing.T, core Core) *httptest.Server {
+	t.Helper()
+	h, err := NewHandler(core, httpkit.HandlerOptions{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: httpkit.BearerToken(testToken)})
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// v1Operation is one operation of the v1 contract.
+type v1Operation struct {
+	method, path string
+	op           *openapi3.Operation
+}
+
+// v1Operations lists the operations of the v1 contract, in a fixed order.
+func v1Operations(t *testing.T) (*openapi3.T, []v1Operation) {
+	t.Helper()
+	doc, err := api.GetSwagger()
+	require.NoError(t, err)
+	var ops []v1Operation
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			ops = append(ops, v1Operation{method, path, op})
+		}
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].path+ops[i].method < ops[j].path+ops[j].method })
+	require.NotEmpty(t, ops)
+	return doc, ops
+}
+
+// minimalSpecJSON is a spec with nothing that refers to host files.
+const minimalSpecJSON = `{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"components":{"com1":{"type":"serial_port","num":"com1"}}}`
+
+var pathParam = regexp.MustCompile(`\{[^}]+\}`)
+
+// TestEveryOperationNeedsTheToken: every operation of the contract but the
+// migration stream (which proves itself inside the stream) answers 401
+// unauthorized to a request without the token or with a wrong one, before
+// it looks at anything else the request holds; with the token it is not
+// refused. The operations come from the document, so a new one is covered
+// without a word here.
+func TestEveryOperationNeedsTheToken(t *testing.T) {
+	core := newFakeCore()
+	srv := authServer(t, core)
+	doc, ops := v1Operations(t)
+	var open []string
+	for _, o := range ops {
+		reqs := doc.Security
+		if o.op.Security != nil {
+			reqs = *o.op.Security
+		}
+		if len(reqs) == 0 {
+			open = append(open, o.method+" "+o.path)
+			continue
+		}
+		require.NotNil(t, o.op.Responses.Status(http.StatusUnauthorized), "%s %s declares its 401", o.method, o.path)
+		url := srv.URL + "/v1" + pathParam.ReplaceAllString(o.path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
+		for _, cred := range []string{"", "Bearer wrong", "Bearer " + testToken + "x", "Bearer " + testToken[1:], "Basic " + testToken, "Bearer"} {
+			t.Run(o.method+" "+o.path+" "+cred, func(t *testing.T) {
+				for _, body := range []string{"", `{"not": "valid"} trailing`} {
+					req, err := http.NewRequest(o.method, url+"?gen=-1&max_bytes=0", strings.NewReader(body))
+					require.NoError(t, err)
+					req.Header.Set("Content-Type", "application/json")
+					if cred != "" {
+						req.Header.Set("Authorization", cred)
+					}
+					resp, e := doRaw(t, req)
+					require.Equal(t, http.StatusUnauthorized, resp.StatusCode, e.Message)
+					require.Equal(t, CodeUnauthorized, e.ErrorCode)
+					require.Equal(t, "Bearer", resp.Header.Get("WWW-Authenticate"))
+					require.NotContains(t, e.Message, testToken[5:15])
+				}
+			})
+		}
+		// With the token the request gets past authentication.
+		req, err := http.NewRequest(o.method, url, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.NotEqual(t, http.StatusUnauthorized, resp.StatusCode, "%s %s with the token", o.method, o.path)
+	}
+	require.Equal(t, []string{"GET /instance/migrate/{migration_id}/start"}, open, "only the migration stream goes without a bearer token")
+
+	// The open one answers without a token (and learns what a stranger
+	// learns: the migration is not expected).
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/instance/migrate/5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01/start", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", MigrateUpgradeProtocol)
+	resp, e := doRaw(t, req)
+	require.NotEqual(t, http.StatusUnauthorized, resp.StatusCode, e.Message)
+}
+
+// TestNoTokenLearnsNothing: whether an instance exists or not, a request
+// without the token gets the same answer.
+func TestNoTokenLearnsNothing(t *testing.T) {
+	core := newFakeCore()
+	srv := authServer(t, core)
+	answer := func() (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/instance", nil)
+		req.Header.Set("X-Request-Id", "same")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	status, before := answer()
+	require.Equal(t, http.StatusUnauthorized, status)
+	c, err := api.NewClientWithResponses(srv.URL+"/v1", api.WithRequestEditorFn(httpkit.BearerAuth(testToken)))
+	require.NoError(t, err)
+	r, err := c.InstanceEnsureWithBodyWithResponse(context.Background(), "application/json", strings.NewReader(ensureBody(minimalSpecJSON)))
+	require.NoError(t, err)
+	require.Less(t, r.StatusCode(), 300, string(r.Body))
+	g, err := c.InstanceGetWithResponse(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, g.StatusCode(), "the generated client sends the token with BearerAuth")
+	status, after := answer()
+	require.Equal(t, http.StatusUnauthorized, status)
+	require.Equal(t, before, after)
+}
+
+// TestMethodNotAllowedAllow: a 405 lists in Allow exactly the methods the
+// contract has on the path.
+func TestMethodNotAllowedAllow(t *testing.T) {
+	srv, _ := start(t, newFakeCore())
+	doc, _ := v1Operations(t)
+	for path, item := range doc.Paths.Map() {
+		var want []string
+		for m := range item.Operations() {
+			want = append(want, m)
+		}
+		url := srv.URL + "/v1" + pathParam.ReplaceAllString(path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
+		for _, m := range []string{http.MethodDelete, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodGet} {
+			if item.GetOperation(m) != nil {
+				continue
+			}
+			req, _ := http.NewRequest(m, url, nil)
+			resp, e := doRaw(t, req)
+			require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s", m, path)
+			require.Equal(t, CodeMethodNotAllowed, e.ErrorCode)
+			got := strings.Split(resp.Header.Get("Allow"), ", ")
+			require.ElementsMatch(t, want, got, "Allow of %s", path)
+		}
+	}
+}
+
+// TestContentTypeWithoutBody: a request with no body is not refused for
+// its JSON content type.
+func TestContentTypeWithoutBody(t *testing.T) {
+	srv, _ := start(t, newFakeCore())
+	for _, method := range []string{http.MethodGet, http.MethodPut} {
+		req, _ := http.NewRequest(method, srv.URL+"/v1/instance", nil)
+		req.Header.Set("Content-Type", "application/json")
+		resp, e := doRaw(t, req)
+		require.NotContains(t, e.Message, "EOF")
+		require.NotContains(t, e.Message, "not one JSON value")
+		if method == http.MethodGet {
+			require.Equal(t, http.StatusNotFound, resp.StatusCode, "no instance yet: %s", e.Message)
+		} else {
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+			require.Contains(t, e.Message, "body")
+		}
+	}
+}
+
+// TestMalformedContentType: a content type that does not parse is 415,
+// and cannot slip a second JSON value past the one-value check.
+func TestMalformedContentType(t *testing.T) {
+	srv, _ := start(t, newFakeCore())
+	for _, ct := range []string{"application/json;;;=", "application/json; =x", "application/json;charset", "application/json, text/plain"} {
+		req, _ := http.NewRequest(http.MethodPut, srv.URL+"/v1/instance", strings.NewReader(ensureBody(validSpecJSON)+` {}`))
+		req.Header.Set("Content-Type", ct)
+		e := doError(t, req, http.StatusUnsupportedMediaType)
+		require.Equal(t, CodeUnsupportedMedia, e.ErrorCode, ct)
+		require.Contains(t, e.Message, "Content-Type")
+	}
+}
+
+// doRaw sends req and returns the response and, when it is one, the Error
+// body (zero otherwise).
+func doRaw(t *testing.T, req *http.Request) (*http.Response, api.Error) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var e api.Error
+	if resp.StatusCode >= 400 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		require.NoError(t, dec.Decode(&e), "every failure is the Error schema: %s", body)
+		require.Equal(t, resp.Header.Get("X-Request-Id"), e.RequestId)
+	}
+	return resp, e
+}
