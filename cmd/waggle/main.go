@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,9 +31,12 @@ commands:
   server    run a VMM server: one VM behind the versioned HTTP API
   vm        drive a VMM server (create, get, spec, run, stop, reboot, watch, serial, migrate)
   version   print the version
-`
 
-// run executes one command line and returns the exit status.
+` + "`waggle <command> -h` shows a command's flags; `waggle vm -h` lists the vm commands.\n"
+
+// run executes one command line and returns the exit status: 0 when it
+// did its job or printed the help asked for (on stdout), 2 for a command
+// line it could not parse, 1 for any other failure (on stderr).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -41,22 +45,62 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var err error
 	switch args[0] {
 	case "server":
+		if helpAsked(args[1:]) {
+			return serverHelp(args[1:], stdout)
+		}
 		err = runServer(ctx, args[1:], stderr)
 	case "vm":
 		err = runVM(ctx, args[1:], stdin, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, Version)
+		switch {
+		case helpAsked(args[1:]):
+			fmt.Fprint(stdout, "usage: waggle version\n\nprints the version of this waggle binary\n")
+		case len(args) > 1:
+			fmt.Fprintf(stderr, "waggle version: unexpected arguments: %v\n", args[1:])
+			return 2
+		default:
+			fmt.Fprintln(stdout, Version)
+		}
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 	default:
 		fmt.Fprintf(stderr, "waggle: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
-	if err != nil {
-		if err == errUsage {
-			return 2
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintln(stderr, "waggle:", err)
+	return 1
+}
+
+// helpAsked says whether a command line asks for help: -h, -help or
+// --help among its flags (before a "--").
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--h", "--help":
+			return true
 		}
-		fmt.Fprintln(stderr, "waggle:", err)
+	}
+	return false
+}
+
+// serverHelp prints `waggle server`'s flags on stdout. The server's flag
+// set prints them when it meets the help flag; it is handed stdout, and a
+// context that has ended, so that nothing would run should the flags
+// somehow parse.
+func serverHelp(args []string, stdout io.Writer) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	fmt.Fprint(stdout, "waggle server runs a VMM server: one VM behind the versioned HTTP API, at /v1.\n\n")
+	if err := runServer(ctx, args, stdout); err != nil && !errors.Is(err, errUsage) && !errors.Is(err, errHelp) {
+		fmt.Fprintln(stdout, "waggle server:", err)
 		return 1
 	}
 	return 0

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
+	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/term"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 )
@@ -28,71 +30,131 @@ type migrationSummary struct {
 	ThroughputMiBs float64 `json:"throughput_mib_s"`
 }
 
+// replaceFlag collects -replace NAME=PATH flags: file backends of the
+// source's spec that the target opens at another path.
+type replaceFlag map[string]string
+
+func (r replaceFlag) String() string { return "" }
+
+func (r replaceFlag) Set(s string) error {
+	name, path, ok := strings.Cut(s, "=")
+	if !ok || name == "" || path == "" {
+		return fmt.Errorf("want NAME=PATH, the name of a file backend and its path under the target's storage root")
+	}
+	if _, dup := r[name]; dup {
+		return fmt.Errorf("%s replaced twice", name)
+	}
+	r[name] = path
+	return nil
+}
+
 // migrate drives a live migration from the server at -server (the source)
-// to the server at -to (the target): it arms the source, creates the target
-// as a migration target, shows progress, and ends with a summary. The
-// target dials the source at -src-addr, for when it reaches the source by
-// another address than the CLI does (default: -server).
+// to the server at -to (the target): it arms the source, which answers the
+// migration's one-time secret, creates the target as a migration target
+// with that secret, shows progress, and ends with a summary. The target
+// dials the source at -src-addr, for when it reaches the source by another
+// address than the CLI does (default: -server). The secret is never shown.
 func (c *vmCmd) migrate(ctx context.Context, args []string) error {
-	to := c.fs.String("to", "", "the target VMM server, host:port (required)")
+	to := c.fs.String("to", "", "the target VMM server: host:port, http://host:port, or a host (required)")
 	srcAddr := c.fs.String("src-addr", "", "the source as the target reaches it, host:port (default: -server)")
+	toToken := c.fs.String("to-token-file", "", "the target server's bearer token (default: the file the target wrote)")
+	replace := replaceFlag{}
+	c.fs.Var(replace, "replace", "NAME=PATH: the target opens the source's file backend NAME at PATH beneath its storage root (repeatable)")
 	if err := c.parse(args); err != nil {
 		return err
 	}
 	if *to == "" {
-		fmt.Fprintln(c.stderr, "-to is required")
+		fmt.Fprintln(c.stderr, "waggle vm migrate: -to is required: the server to move the VM to")
+		c.usage(c.stderr)
 		return errUsage
 	}
-	if *srcAddr == "" {
-		*srcAddr = *c.server
+	toEP, err := parseServer(*to)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "waggle vm migrate: -to: %v\n", err)
+		return errUsage
 	}
-	src, err := c.client()
+	src := c.ep.host
+	if *srcAddr != "" {
+		ep, err := parseServer(*srcAddr)
+		if err != nil {
+			fmt.Fprintf(c.stderr, "waggle vm migrate: -src-addr: %v\n", err)
+			return errUsage
+		}
+		src = ep.host
+	}
+	// Refuse before calling anything: a server cannot be its own target.
+	if sameServer(ctx, c.ep, toEP) {
+		return fmt.Errorf("-to %s is the server the VM runs on (-server %s): a migration moves the VM to another "+
+			"`waggle server` (start one with `waggle server -listen 127.0.0.1:12401`)", toEP, c.ep)
+	}
+	srcCl, err := c.client()
 	if err != nil {
 		return err
 	}
-	dst, err := api.NewClientWithResponses("http://"+*to+"/v1", api.WithHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+	dstCl, err := c.clientFor(toEP, *toToken, 30*time.Second)
 	if err != nil {
 		return err
 	}
-	inst, err := getInstance(ctx, src)
+	inst, err := getInstance(ctx, srcCl, c.ep)
 	if err != nil {
 		return err
+	}
+	var replacements *map[string]api.Component
+	if len(replace) > 0 {
+		m, err := c.replacements(ctx, srcCl, replace)
+		if err != nil {
+			return err
+		}
+		replacements = &m
 	}
 	id := uuid.New()
-	e, err := src.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+	e, err := srcCl.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
 	if err != nil {
 		return err
 	}
-	if e.StatusCode() != http.StatusNoContent {
-		return apiErr(e.StatusCode(), e.Body)
+	if e.JSON200 == nil {
+		return apiErr(c.ep.String(), e.StatusCode(), e.Body)
+	}
+	if e.JSON200.Secret == nil {
+		return fmt.Errorf("the source %s armed migration %s but answered no secret for the target", c.ep, id)
 	}
 	start := time.Now()
-	r, err := dst.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-		Properties: inst.Properties,
-		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: *srcAddr},
+	body, err := ensureAsTarget(inst.Properties, api.InstanceMigrateInitiateRequest{
+		MigrationId: id, SrcAddr: src, Secret: *e.JSON200.Secret, ReplaceComponents: replacements,
 	})
 	if err != nil {
 		return err
 	}
+	r, err := dstCl.InstanceEnsureWithResponse(ctx, body)
+	if err != nil {
+		return err
+	}
 	if r.JSON201 == nil {
-		return apiErr(r.StatusCode(), r.Body)
+		ae := apiErr(toEP.String(), r.StatusCode(), r.Body)
+		if ae.Code == codeInstanceExists {
+			ae.Text = fmt.Sprintf("the target server at %s already has a VM", toEP)
+			ae.Hint = fmt.Sprintf("a target holds one VM at a time: stop that one first (`waggle vm stop -server %s`), "+
+				"or migrate to another server; the VM runs on at %s", toEP, c.ep)
+		}
+		return ae
 	}
 
 	// Follow the target's view of the migration, with the source's figures.
+	prog := newProgress(c.stderr, c.json())
 	var last api.MigrationProgress
 	for {
-		st, err := dst.InstanceMigrationStatusWithResponse(ctx)
+		st, err := dstCl.InstanceMigrationStatusWithResponse(ctx)
 		if err != nil {
 			return err
 		}
-		if st.JSON200 == nil || st.JSON200.MigrationIn == nil {
-			return apiErr(st.StatusCode(), st.Body)
+		if st.JSON200 == nil {
+			return apiErr(toEP.String(), st.StatusCode(), st.Body)
+		}
+		if st.JSON200.MigrationIn == nil {
+			return fmt.Errorf("the target %s shows no inbound migration", toEP)
 		}
 		last = *st.JSON200.MigrationIn
-		if !c.json() {
-			fmt.Fprintf(c.stderr, "\r%-12s %s %8.1f MiB  %6d pages left  round %d ", last.Phase,
-				bar(last), float64(last.BytesSent)/(1<<20), last.PagesLeft, last.Rounds)
-		}
+		prog.show(last)
 		if last.Phase == api.MigrationPhaseCompleted || last.Phase == api.MigrationPhaseFailed {
 			break
 		}
@@ -102,15 +164,17 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if !c.json() {
-		fmt.Fprintln(c.stderr)
-	}
+	prog.done()
 	if last.Phase == api.MigrationPhaseFailed {
-		return fmt.Errorf("migration %s failed: %s", id, deref(last.FailureReason))
+		where := ""
+		if now, err := stateNow(ctx, srcCl, c.ep); err == nil && now.State == api.InstanceStateRunning {
+			where = fmt.Sprintf("; the VM runs on at %s", c.ep)
+		}
+		return fmt.Errorf("migration %s failed: %s%s", id, deref(last.FailureReason), where)
 	}
 	elapsed := time.Since(start)
 	var out api.MigrationProgress
-	if s, err := src.InstanceMigrationStatusWithResponse(ctx); err == nil && s.JSON200 != nil && s.JSON200.MigrationOut != nil {
+	if s, err := srcCl.InstanceMigrationStatusWithResponse(ctx); err == nil && s.JSON200 != nil && s.JSON200.MigrationOut != nil {
 		out = *s.JSON200.MigrationOut
 	}
 	total := elapsed
@@ -126,7 +190,7 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 		downtime = time.Duration(*out.DowntimeUs) * time.Microsecond
 	}
 	sum := migrationSummary{
-		MigrationID: id, Name: inst.Properties.Name, From: *c.server, To: *to, SrcAddr: *srcAddr,
+		MigrationID: id, Name: inst.Properties.Name, From: c.ep.String(), To: toEP.String(), SrcAddr: src,
 		TotalUs: total.Microseconds(), DowntimeUs: downtime.Microseconds(),
 		BytesSent: out.BytesSent, Rounds: int64(out.Rounds),
 	}
@@ -137,12 +201,90 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 	if c.json() {
 		return c.printJSON(sum)
 	}
-	fmt.Fprintf(c.stdout, "migrated %s from %s to %s\n", inst.Properties.Name, *c.server, *to)
+	fmt.Fprintf(c.stdout, "migrated %s from %s to %s\n", inst.Properties.Name, c.ep, toEP)
 	fmt.Fprintf(c.stdout, "  total      %v\n", total.Round(time.Microsecond))
 	fmt.Fprintf(c.stdout, "  downtime   %v\n", downtime.Round(time.Microsecond))
 	fmt.Fprintf(c.stdout, "  sent       %.1f MiB in %d rounds\n", mib, out.Rounds)
 	fmt.Fprintf(c.stdout, "  throughput %.0f MiB/s\n", sum.ThroughputMiBs)
+	fmt.Fprintf(c.stdout, "drive it there: waggle vm get -server %s\n", toEP)
 	return nil
+}
+
+// replacements builds the target's replacement components: each named
+// file backend of the source's spec, at another path. The rest of each
+// backend (read-only, block size) stays as the source has it.
+func (c *vmCmd) replacements(ctx context.Context, cl *api.ClientWithResponses, replace replaceFlag) (map[string]api.Component, error) {
+	r, err := cl.InstanceSpecGetWithResponse(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.JSON200 == nil {
+		return nil, apiErr(c.ep.String(), r.StatusCode(), r.Body)
+	}
+	if r.JSON200.Spec == nil {
+		return nil, fmt.Errorf("-replace: the source %s does not know its spec yet", c.ep)
+	}
+	out := map[string]api.Component{}
+	for name, path := range replace {
+		comp, ok := r.JSON200.Spec.Components[name]
+		if !ok {
+			return nil, fmt.Errorf("-replace %s: the VM has no component %q", name, name)
+		}
+		be, err := comp.AsFileStorageBackendComponent()
+		if kind, _ := comp.Discriminator(); err != nil || kind != string(api.FileStorageBackendComponentTypeFileStorageBackend) {
+			return nil, fmt.Errorf("-replace %s: component %q is a %s, not a file_storage_backend", name, name, kind)
+		}
+		be.Path = path
+		var nc api.Component
+		if err := nc.FromFileStorageBackendComponent(be); err != nil {
+			return nil, err
+		}
+		out[name] = nc
+	}
+	return out, nil
+}
+
+// progress shows a migration's progress on w: one line redrawn in place
+// on a terminal, a line per phase elsewhere (a pipe or a file gets no
+// carriage returns), nothing for programs.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	quiet bool
+	phase api.MigrationPhase // the last phase shown
+	shown bool
+}
+
+func newProgress(w io.Writer, quiet bool) *progress {
+	return &progress{w: w, tty: isTerminal(w), quiet: quiet}
+}
+
+// isTerminal says whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (p *progress) show(m api.MigrationProgress) {
+	if p.quiet {
+		return
+	}
+	line := fmt.Sprintf("%-12s %s %8.1f MiB  %6d pages left  round %d", m.Phase, bar(m),
+		float64(m.BytesSent)/(1<<20), m.PagesLeft, m.Rounds)
+	switch {
+	case p.tty:
+		fmt.Fprintf(p.w, "\r%s ", line)
+	case !p.shown || m.Phase != p.phase:
+		fmt.Fprintln(p.w, line)
+	}
+	p.phase, p.shown = m.Phase, true
+}
+
+// done ends the progress display.
+func (p *progress) done() {
+	if p.tty && p.shown && !p.quiet {
+		fmt.Fprintln(p.w)
+	}
 }
 
 // bar draws how far along the phases a migration is.

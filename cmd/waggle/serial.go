@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/httpkit"
 )
 
 // escapeKey detaches from the console: Ctrl-], as telnet and virsh do.
@@ -24,9 +26,13 @@ var errVMEnded = errors.New("the VM has ended")
 func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) error {
 	until := c.fs.String("until", "", "detach once the guest has printed this text")
 	timeout := c.fs.Duration("timeout", 0, "detach after this long (0: never)")
+	history := c.fs.Bool("history", false, "print what the guest printed (the server keeps the last MiB) and end, without attaching")
 	cl, err := c.connect(args)
 	if err != nil {
 		return err
+	}
+	if *history {
+		return c.serialHistory(ctx, cl)
 	}
 	if *timeout > 0 {
 		var cancel context.CancelFunc
@@ -34,15 +40,30 @@ func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 		defer cancel()
 	}
 	// A VM that has ended has no console to attach to.
-	now, err := stateNow(ctx, cl)
+	now, err := stateNow(ctx, cl, c.ep)
 	if err != nil {
 		return err
 	}
 	if ended(now.State) {
-		return fmt.Errorf("the VM is %s: its console has ended (what it printed: GET /v1/instance/serial/history)", now.State)
+		if out := migratedOut(now); out != nil {
+			return fmt.Errorf("the VM is no longer here: %s (what it printed here: `waggle vm serial -history`)", movedText(*out))
+		}
+		return fmt.Errorf("the VM is %s: its console has ended (what it printed: `waggle vm serial -history`)", now.State)
 	}
-	ws, _, err := websocket.Dial(ctx, "ws://"+*c.server+"/v1/instance/serial", nil)
+	tok, err := serverToken(c.ep, *c.tokenFile)
 	if err != nil {
+		return err
+	}
+	var opts websocket.DialOptions
+	if tok != "" {
+		opts.HTTPHeader = httpkit.BearerHeader(tok)
+	}
+	ws, resp, err := websocket.Dial(ctx, c.ep.wsURL("/instance/serial"), &opts)
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			return fmt.Errorf("attach to the serial console: %w", apiErr(c.ep.String(), resp.StatusCode, body))
+		}
 		return fmt.Errorf("attach to the serial console: %w", err)
 	}
 	defer ws.CloseNow()
@@ -84,17 +105,14 @@ func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 			var ending string
 			switch {
 			case errors.Is(context.Cause(ctx), errVMEnded):
-				ending = "the VM has ended"
+				ending = c.consoleEnded(cl, err)
 			case ctx.Err() != nil:
 				if *until != "" && *timeout > 0 && errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 					return fmt.Errorf("did not see %q within %v", *until, *timeout)
 				}
 				return nil // detached
 			case websocket.CloseStatus(err) != -1:
-				ending = "the server closed the console"
-				if reason := closeReason(err); reason != "" {
-					ending += ": " + reason
-				}
+				ending = c.consoleEnded(cl, err)
 			default:
 				return err
 			}
@@ -118,6 +136,47 @@ func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 			}
 		}
 	}
+}
+
+// consoleEnded says why the console ended: where the VM went, that it
+// ended, or else the reason the server gave when it closed the console.
+func (c *vmCmd) consoleEnded(cl *api.ClientWithResponses, err error) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, serr := stateNow(ctx, cl, c.ep); serr == nil {
+		if out := migratedOut(st); out != nil {
+			return "the VM has moved: " + movedText(*out) + "; its console goes on there"
+		}
+		if ended(st.State) {
+			if st.FailureReason != nil {
+				return fmt.Sprintf("the VM has ended (%s: %s)", st.State, *st.FailureReason)
+			}
+			return fmt.Sprintf("the VM has ended (%s)", st.State)
+		}
+	}
+	ending := "the server closed the console"
+	if reason := closeReason(err); reason != "" {
+		ending += ": " + reason
+	}
+	return ending
+}
+
+// serialHistory prints what the guest printed, as far as the server kept
+// it.
+func (c *vmCmd) serialHistory(ctx context.Context, cl *api.ClientWithResponses) error {
+	most := int64(1 << 20)
+	r, err := cl.InstanceSerialHistoryGetWithResponse(ctx, &api.InstanceSerialHistoryGetParams{MostRecent: &most})
+	if err != nil {
+		return err
+	}
+	if r.JSON200 == nil {
+		return apiErr(c.ep.String(), r.StatusCode(), r.Body)
+	}
+	if c.json() {
+		return c.printJSON(r.JSON200)
+	}
+	_, err = c.stdout.Write(r.JSON200.Data)
+	return err
 }
 
 // ended says whether an instance in state s has ended for good.

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -21,61 +20,118 @@ import (
 	"github.com/wagglevm/waggle/vmconfig"
 )
 
-var errUsage = errors.New("usage")
+var (
+	// errUsage ends a command line that could not be parsed; the usage has
+	// been printed on stderr (exit status 2).
+	errUsage = errors.New("usage")
+	// errHelp ends a command line that asked for help; the help has been
+	// printed on stdout (exit status 0).
+	errHelp = errors.New("help")
+)
 
-const vmUsage = `usage: waggle vm <command> [flags]
+// vmCommand is one `waggle vm` command, for the usage texts.
+type vmCommand struct {
+	name, summary string
+}
 
-commands:
-  create   create the server's VM from a spec (-spec file.json) or a config (-config file.toml)
-  get      show the VM's properties, state and generation
-  spec     show the VM's spec
-  run      start the VM (done at once if it runs)
-  stop     stop the VM (it is destroyed afterwards; done at once if it is)
-  reboot   restart the guest (or wait for the reboot under way)
-  watch    print the VM's state, then each change, until it ends
-  serial   attach to the serial console (detach with Ctrl-]; it ends when the VM does)
-  migrate  live-migrate the VM to another server (-to host:port), with progress and a summary;
-           -src-addr host:port is the source as the target reaches it (default: -server)
+var vmCommands = []vmCommand{
+	{"create", "create the server's VM from a spec (-spec file.json) or a config (-config file.toml)"},
+	{"get", "show the VM's properties, state and generation (and where it went, once migrated)"},
+	{"spec", "show the VM's spec"},
+	{"run", "start the VM and show each state until it runs (done at once if it runs)"},
+	{"stop", "stop the VM and show each state until it is destroyed (done at once if it is)"},
+	{"reboot", "restart the guest (or wait for the reboot under way)"},
+	{"watch", "print the VM's state, then every change, until it ends"},
+	{"serial", "attach to the serial console (detach with Ctrl-]; it ends when the VM does); -history prints what the guest printed"},
+	{"migrate", "live-migrate the VM to another server (-to host:port), with progress and a summary;\n" +
+		"-src-addr host:port is the source as the target reaches it (default: -server)"},
+}
 
+// vmUsage is the usage of `waggle vm`.
+func vmUsage() string {
+	var b strings.Builder
+	b.WriteString("usage: waggle vm <command> [flags]\n\ncommands:\n")
+	for _, c := range vmCommands {
+		fmt.Fprintf(&b, "  %-8s %s\n", c.name, strings.ReplaceAll(c.summary, "\n", "\n           "))
+	}
+	b.WriteString(`
 common flags:
-  -server host:port   the VMM server (default $WAGGLE_SERVER or 127.0.0.1:12400)
+  -server ADDR        the VMM server: host:port, http://host:port, or a host (port 12400)
+                      (default $WAGGLE_SERVER or 127.0.0.1:12400)
+  -token-file FILE    the server's bearer token (default: the file the server wrote at start)
   -o text|json        output for people (default) or for programs
-`
+
+` + "`waggle vm <command> -h` shows a command's flags.\n")
+	return b.String()
+}
 
 // vmCmd holds what every `waggle vm` command shares.
 type vmCmd struct {
-	fs     *flag.FlagSet
-	server *string
-	output *string
-	stdout io.Writer
-	stderr io.Writer
+	name      string
+	fs        *flag.FlagSet
+	server    *string
+	tokenFile *string
+	output    *string
+	stdout    io.Writer
+	stderr    io.Writer
+	// ep is the server -server names; set by parse.
+	ep endpoint
 }
 
 func newVMCmd(name string, stdout, stderr io.Writer) *vmCmd {
 	fs := flag.NewFlagSet("waggle vm "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // parse prints errors and usage itself, each where it belongs
 	def := os.Getenv("WAGGLE_SERVER")
 	if def == "" {
 		def = DefaultListen
 	}
 	return &vmCmd{
-		fs:     fs,
-		server: fs.String("server", def, "the VMM server, host:port"),
-		output: fs.String("o", "text", "output: text or json"),
-		stdout: stdout, stderr: stderr,
+		name:      name,
+		fs:        fs,
+		server:    fs.String("server", def, "the VMM server: host:port, http://host:port, or a host (port 12400)"),
+		tokenFile: fs.String("token-file", os.Getenv("WAGGLE_TOKEN_FILE"), "the server's bearer token (default $WAGGLE_TOKEN_FILE, else the file the server wrote)"),
+		output:    fs.String("o", "text", "output: text or json"),
+		stdout:    stdout, stderr: stderr,
 	}
 }
 
+// usage prints the command's usage and flags to w.
+func (c *vmCmd) usage(w io.Writer) {
+	summary := ""
+	for _, vc := range vmCommands {
+		if vc.name == c.name {
+			summary = vc.summary
+		}
+	}
+	fmt.Fprintf(w, "usage: waggle vm %s [flags]\n\n%s\n\nflags:\n", c.name, summary)
+	c.fs.SetOutput(w)
+	c.fs.PrintDefaults()
+	c.fs.SetOutput(io.Discard)
+}
+
+// parse parses the command's flags: help goes to stdout (errHelp), a
+// mistake to stderr with the usage (errUsage).
 func (c *vmCmd) parse(args []string) error {
-	if err := c.fs.Parse(args); err != nil {
+	err := c.fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		c.usage(c.stdout)
+		return errHelp
+	case err != nil:
+		fmt.Fprintf(c.stderr, "waggle vm %s: %v\n", c.name, err)
+		c.usage(c.stderr)
 		return errUsage
 	}
 	if *c.output != "text" && *c.output != "json" {
-		fmt.Fprintln(c.stderr, "-o: want text or json")
+		fmt.Fprintf(c.stderr, "waggle vm %s: -o: want text or json, not %q\n", c.name, *c.output)
 		return errUsage
 	}
 	if c.fs.NArg() > 0 {
-		fmt.Fprintf(c.stderr, "unexpected arguments: %v\n", c.fs.Args())
+		fmt.Fprintf(c.stderr, "waggle vm %s: unexpected arguments: %v (flags go before them: see -h)\n", c.name, c.fs.Args())
+		return errUsage
+	}
+	if c.ep, err = parseServer(*c.server); err != nil {
+		fmt.Fprintf(c.stderr, "waggle vm %s: -server: %v\n", c.name, err)
 		return errUsage
 	}
 	return nil
@@ -89,8 +145,19 @@ func (c *vmCmd) connect(args []string) (*api.ClientWithResponses, error) {
 	return c.client()
 }
 
+// client returns a client for the server -server names.
 func (c *vmCmd) client() (*api.ClientWithResponses, error) {
-	return api.NewClientWithResponses("http://"+*c.server+"/v1", api.WithHTTPClient(&http.Client{Timeout: 90 * time.Second}))
+	return c.clientFor(c.ep, *c.tokenFile, 90*time.Second)
+}
+
+// clientFor returns a client for the server at ep, with the token in
+// tokenFile, or else the one the server wrote where the CLI finds it.
+func (c *vmCmd) clientFor(ep endpoint, tokenFile string, timeout time.Duration) (*api.ClientWithResponses, error) {
+	tok, err := serverToken(ep, tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(ep, timeout, tok)
 }
 
 func (c *vmCmd) json() bool { return *c.output == "json" }
@@ -101,44 +168,38 @@ func (c *vmCmd) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// apiErr turns a non-2xx answer into an error that shows the server's code
-// and message.
-func apiErr(status int, body []byte) error {
-	var e api.Error
-	if json.Unmarshal(body, &e) == nil && e.ErrorCode != "" {
-		return fmt.Errorf("server answered %d %s: %s (request %s)", status, e.ErrorCode, e.Message, e.RequestId)
-	}
-	return fmt.Errorf("server answered %d: %s", status, strings.TrimSpace(string(body)))
-}
-
+// runVM runs one `waggle vm` command line.
 func runVM(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, vmUsage)
+		fmt.Fprint(stderr, vmUsage())
 		return errUsage
 	}
 	c := newVMCmd(args[0], stdout, stderr)
 	rest := args[1:]
+	var err error
 	switch args[0] {
 	case "create":
-		return c.create(ctx, rest)
+		err = c.create(ctx, rest)
 	case "get":
-		return c.get(ctx, rest)
+		err = c.get(ctx, rest)
 	case "spec":
-		return c.spec(ctx, rest)
+		err = c.spec(ctx, rest)
 	case "run", "stop", "reboot":
-		return c.state(ctx, args[0], rest)
+		err = c.state(ctx, args[0], rest)
 	case "watch":
-		return c.watch(ctx, rest)
+		err = c.watch(ctx, rest)
 	case "serial":
-		return c.serial(ctx, rest, stdin)
+		err = c.serial(ctx, rest, stdin)
 	case "migrate":
-		return c.migrate(ctx, rest)
-	case "-h", "help", "--help":
-		fmt.Fprint(stdout, vmUsage)
+		err = c.migrate(ctx, rest)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, vmUsage())
 		return nil
+	default:
+		fmt.Fprintf(stderr, "waggle vm: unknown command %q\n%s", args[0], vmUsage())
+		return errUsage
 	}
-	fmt.Fprintf(stderr, "waggle vm: unknown command %q\n%s", args[0], vmUsage)
-	return errUsage
+	return explainNetErr(err)
 }
 
 func (c *vmCmd) create(ctx context.Context, args []string) error {
@@ -150,7 +211,8 @@ func (c *vmCmd) create(ctx context.Context, args []string) error {
 		return err
 	}
 	if (*specPath == "") == (*configPath == "") {
-		fmt.Fprintln(c.stderr, "give exactly one of -spec and -config")
+		fmt.Fprintln(c.stderr, "waggle vm create: give exactly one of -spec and -config")
+		c.usage(c.stderr)
 		return errUsage
 	}
 	props := api.InstanceProperties{Name: "vm", Id: uuid.New()}
@@ -196,7 +258,11 @@ func (c *vmCmd) create(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := cl.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: &wire})
+	body, err := ensureFromSpec(props, wire)
+	if err != nil {
+		return err
+	}
+	r, err := cl.InstanceEnsureWithResponse(ctx, body)
 	if err != nil {
 		return err
 	}
@@ -205,12 +271,116 @@ func (c *vmCmd) create(ctx context.Context, args []string) error {
 		inst = r.JSON200
 	}
 	if inst == nil {
-		return apiErr(r.StatusCode(), r.Body)
+		e := apiErr(c.ep.String(), r.StatusCode(), r.Body)
+		if e.Code == codeInstanceExists {
+			c.explainExists(ctx, cl, e, props, *id != "", wire)
+		}
+		return e
 	}
 	return c.printInstance(*inst)
 }
 
+// explainExists fills e, a 409 instance_exists answer to a create, with
+// the VM the server has, how this create differs from it, and what to do.
+func (c *vmCmd) explainExists(ctx context.Context, cl *api.ClientWithResponses, e *apiError, props api.InstanceProperties, idGiven bool, wire api.InstanceSpec) {
+	have, err := getInstance(ctx, cl, c.ep)
+	if err != nil {
+		return // the general words stand
+	}
+	e.Text = fmt.Sprintf("the server at %s already has a VM: %q (id %s, %s)", c.ep, have.Properties.Name, have.Properties.Id, have.State)
+	var diff []string
+	if have.Properties.Id != props.Id {
+		what := "id"
+		if !idGiven {
+			what += " (without -id, each create makes a new one)"
+		}
+		diff = append(diff, what)
+	}
+	if have.Properties.Name != props.Name {
+		diff = append(diff, "name")
+	}
+	if deref(have.Properties.Description) != deref(props.Description) {
+		diff = append(diff, "description")
+	}
+	if s, err := cl.InstanceSpecGetWithResponse(ctx); err == nil && s.JSON200 != nil {
+		if s.JSON200.Spec == nil {
+			diff = append(diff, "spec (the VM there is a migration target)")
+		} else if parts := specDiff(*s.JSON200.Spec, wire); len(parts) > 0 {
+			diff = append(diff, "spec ("+strings.Join(parts, ", ")+")")
+		}
+	}
+	var hint strings.Builder
+	if len(diff) > 0 {
+		fmt.Fprintf(&hint, "this create asks for a different one (it differs in %s). ", strings.Join(diff, ", "))
+	}
+	switch {
+	case have.State == api.InstanceStateStopping || have.State == api.InstanceStateStopped:
+		hint.WriteString("The server holds one VM at a time and that one is ending: wait for it (`waggle vm watch`), then create again")
+	default:
+		hint.WriteString("The server holds one VM at a time: stop that one first with `waggle vm stop`, then create again")
+	}
+	e.Hint = hint.String()
+}
+
+// specDiff names the parts of two specs that differ: "board", "boot",
+// "components.com1". Both are compared in their canonical form.
+func specDiff(a, b api.InstanceSpec) []string {
+	top := func(s api.InstanceSpec) map[string]json.RawMessage {
+		m := map[string]json.RawMessage{}
+		// Through the hub and back, every default is written out.
+		if hub, err := specv1.ToSpec(s); err == nil {
+			if w, err := specv1.FromSpec(hub); err == nil {
+				s = w
+			}
+		}
+		if data, err := specv1.CanonicalJSON(specv1.Canonical(s)); err == nil {
+			_ = json.Unmarshal(data, &m)
+		}
+		return m
+	}
+	am, bm := top(a), top(b)
+	var parts []string
+	for _, k := range sortedKeys(am, bm) {
+		if k == "components" {
+			ac, bc := map[string]json.RawMessage{}, map[string]json.RawMessage{}
+			_ = json.Unmarshal(am[k], &ac)
+			_ = json.Unmarshal(bm[k], &bc)
+			for _, ck := range sortedKeys(ac, bc) {
+				if string(ac[ck]) != string(bc[ck]) {
+					parts = append(parts, "components."+ck)
+				}
+			}
+			continue
+		}
+		if string(am[k]) != string(bm[k]) {
+			parts = append(parts, k)
+		}
+	}
+	return parts
+}
+
+// sortedKeys returns the keys of both maps, sorted, each once.
+func sortedKeys(a, b map[string]json.RawMessage) []string {
+	var keys []string
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 func (c *vmCmd) printInstance(inst api.Instance) error {
+	return c.printInstanceMoved(inst, nil)
+}
+
+// printInstanceMoved prints inst and, when out is set, the outbound
+// migration that took its VM away.
+func (c *vmCmd) printInstanceMoved(inst api.Instance, out *api.MigrationProgress) error {
 	if c.json() {
 		return c.printJSON(inst)
 	}
@@ -222,17 +392,36 @@ func (c *vmCmd) printInstance(inst api.Instance) error {
 	if inst.FailureReason != nil {
 		fmt.Fprintf(tw, "failure\t%s\n", *inst.FailureReason)
 	}
+	if out != nil {
+		fmt.Fprintf(tw, "moved\t%s\n", movedText(*out))
+	}
 	return tw.Flush()
 }
 
-// getInstance fetches the server's instance.
-func getInstance(ctx context.Context, cl *api.ClientWithResponses) (api.Instance, error) {
+// movedText says where a VM went that an outbound migration took away.
+// The source does not know the target's address, so it says what it knows.
+func movedText(out api.MigrationProgress) string {
+	return fmt.Sprintf("migrated out (migration %s completed); the VM runs on at the target server", out.MigrationId)
+}
+
+// migratedOut returns the outbound migration that took the VM away, when
+// st is a destroyed source whose migration completed.
+func migratedOut(st api.InstanceStateView) *api.MigrationProgress {
+	out := st.Migration.MigrationOut
+	if st.State != api.InstanceStateDestroyed || out == nil || out.Phase != api.MigrationPhaseCompleted {
+		return nil
+	}
+	return out
+}
+
+// getInstance fetches the instance of the server at ep.
+func getInstance(ctx context.Context, cl *api.ClientWithResponses, ep endpoint) (api.Instance, error) {
 	r, err := cl.InstanceGetWithResponse(ctx)
 	if err != nil {
 		return api.Instance{}, err
 	}
 	if r.JSON200 == nil {
-		return api.Instance{}, apiErr(r.StatusCode(), r.Body)
+		return api.Instance{}, apiErr(ep.String(), r.StatusCode(), r.Body)
 	}
 	return *r.JSON200, nil
 }
@@ -242,11 +431,17 @@ func (c *vmCmd) get(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	inst, err := getInstance(ctx, cl)
+	inst, err := getInstance(ctx, cl, c.ep)
 	if err != nil {
 		return err
 	}
-	return c.printInstance(inst)
+	var out *api.MigrationProgress
+	if inst.State == api.InstanceStateDestroyed && !c.json() {
+		if st, err := stateNow(ctx, cl, c.ep); err == nil {
+			out = migratedOut(st)
+		}
+	}
+	return c.printInstanceMoved(inst, out)
 }
 
 func (c *vmCmd) spec(ctx context.Context, args []string) error {
@@ -259,7 +454,7 @@ func (c *vmCmd) spec(ctx context.Context, args []string) error {
 		return err
 	}
 	if r.JSON200 == nil {
-		return apiErr(r.StatusCode(), r.Body)
+		return apiErr(c.ep.String(), r.StatusCode(), r.Body)
 	}
 	if r.JSON200.Spec == nil && !c.json() {
 		fmt.Fprintln(c.stdout, "the VM waits for its migration source to send its spec")
@@ -271,155 +466,9 @@ func (c *vmCmd) spec(ctx context.Context, args []string) error {
 	return c.printJSON(r.JSON200.Spec)
 }
 
-// A goal is what a state request waits for: the states that meet it, and
-// the states from which, by the instance lifecycle (InstanceState in the
-// contract), it can no longer come.
-type goal struct {
-	want    string              // the goal, for messages: "running"
-	already []api.InstanceState // states in which the request has nothing to do
-	met     []api.InstanceState
-	lost    []api.InstanceState
-}
-
-var notRunning = []api.InstanceState{api.InstanceStateStopping, api.InstanceStateStopped,
-	api.InstanceStateDestroyed, api.InstanceStateFailed}
-
-// goals are the state requests' goals. The server answers 204 when a
-// request is already met or under way, so the CLI checks the state first.
-var goals = map[string]goal{
-	"run": {want: "running", already: []api.InstanceState{api.InstanceStateRunning},
-		met: []api.InstanceState{api.InstanceStateRunning}, lost: notRunning},
-	"stop": {want: "stopped", already: []api.InstanceState{api.InstanceStateStopped, api.InstanceStateDestroyed},
-		met: []api.InstanceState{api.InstanceStateStopped, api.InstanceStateDestroyed}},
-	"reboot": {want: "running", met: []api.InstanceState{api.InstanceStateRunning}, lost: notRunning},
-}
-
-// reached says whether st ends the wait for g, and with what error: nil
-// when st meets g, or when the VM has ended (destroyed) and g names no
-// state; an error when the VM failed or g can no longer be met.
-func (g goal) reached(st api.InstanceStateView) (bool, error) {
-	switch {
-	case slices.Contains(g.met, st.State):
-		return true, nil
-	case st.State == api.InstanceStateFailed:
-		return true, fmt.Errorf("the VM failed: %s", deref(st.FailureReason))
-	case slices.Contains(g.lost, st.State):
-		return true, fmt.Errorf("the VM is %s: it will not be %s", st.State, g.want)
-	case st.State == api.InstanceStateDestroyed:
-		return true, nil
-	}
-	return false, nil
-}
-
-func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
-	wait := c.fs.Bool("wait", true, "wait until the VM reaches the state asked for (or fails)")
-	cl, err := c.connect(args)
-	if err != nil {
-		return err
-	}
-	g := goals[verb]
-	now, err := stateNow(ctx, cl)
-	if err != nil {
-		return err
-	}
-	if slices.Contains(g.already, now.State) {
-		return c.printState(now) // nothing to do
-	}
-	// A reboot under way is the reboot asked for: wait for its end.
-	if verb != "reboot" || now.State != api.InstanceStateRebooting {
-		r, err := cl.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequested(verb)})
-		if err != nil {
-			return err
-		}
-		if r.StatusCode() != http.StatusNoContent {
-			return apiErr(r.StatusCode(), r.Body)
-		}
-	}
-	if !*wait {
-		return nil
-	}
-	return c.follow(ctx, cl, now.Gen, g)
-}
-
-// stateNow returns the instance's state view at once, as the state
-// monitor shows it.
-func stateNow(ctx context.Context, cl *api.ClientWithResponses) (api.InstanceStateView, error) {
-	timeout := int32(0)
-	r, err := cl.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: 0, TimeoutMs: &timeout})
-	if err != nil {
-		return api.InstanceStateView{}, err
-	}
-	if r.JSON200 == nil {
-		return api.InstanceStateView{}, apiErr(r.StatusCode(), r.Body)
-	}
-	return *r.JSON200, nil
-}
-
-// printState prints one state: a JSON line, or a timestamped line of text.
-func (c *vmCmd) printState(st api.InstanceStateView) error {
-	if c.json() {
-		return json.NewEncoder(c.stdout).Encode(st)
-	}
-	line := fmt.Sprintf("%s  gen %d  %s", time.Now().Format("15:04:05.000"), st.Gen, st.State)
-	if st.FailureReason != nil {
-		line += ": " + *st.FailureReason
-	}
-	_, err := fmt.Fprintln(c.stdout, line)
-	return err
-}
-
-// follow prints each state change after gen until g is reached (see
-// goal.reached).
-func (c *vmCmd) follow(ctx context.Context, cl *api.ClientWithResponses, gen int64, g goal) error {
-	for {
-		r, err := cl.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: gen})
-		if err != nil {
-			return err
-		}
-		if r.JSON200 == nil {
-			return apiErr(r.StatusCode(), r.Body)
-		}
-		st := *r.JSON200
-		if st.Gen == gen {
-			continue // the long poll timed out
-		}
-		gen = st.Gen
-		if err := c.printState(st); err != nil {
-			return err
-		}
-		if done, err := g.reached(st); done {
-			return err
-		}
-	}
-}
-
 func deref(s *string) string {
 	if s == nil {
 		return ""
 	}
 	return *s
-}
-
-// watch prints the current state, then every change until the VM ends: it
-// exits 0 once the VM is destroyed, 1 if it failed.
-func (c *vmCmd) watch(ctx context.Context, args []string) error {
-	cl, err := c.connect(args)
-	if err != nil {
-		return err
-	}
-	now, err := stateNow(ctx, cl)
-	if err != nil {
-		return err
-	}
-	if err := c.printState(now); err != nil {
-		return err
-	}
-	if done, err := (goal{}).reached(now); done {
-		return err
-	}
-	err = c.follow(ctx, cl, now.Gen, goal{})
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
 }

@@ -67,10 +67,24 @@ const virtioBlkHeaderLen = 16
 // the host allocate.
 const virtioBlkChunk = 128 << 10
 
+// VirtioBlkMaxRequest bounds the data of one request (the bytes of its
+// buffers, header and status apart). A longer request fails with
+// VIRTIO_BLK_S_IOERR: it would hold the notifying vCPU and the transport
+// for as long as the disk takes to move it, and its length would not fit the
+// used ring's 32-bit count. Linux's default is far below (max_sectors_kb).
+const VirtioBlkMaxRequest = 64 << 20
+
 // VirtioBlkConfig says how to build a VirtioBlk.
 type VirtioBlkConfig struct {
-	// Path is the host file holding the disk.
+	// Path is the host file holding the disk, or when File is set only its
+	// name in messages.
 	Path string
+	// File, when set, is the disk, already open (read-only or read-write
+	// as ReadOnly says): the VMM opens backends beneath its storage root
+	// and hands them over. The device then owns it: Close closes it. When
+	// it is nil, NewVirtioBlk opens Path as it is, which only a caller that
+	// trusts the path may do.
+	File *os.File
 	// ReadOnly opens the file read-only and offers VIRTIO_BLK_F_RO.
 	ReadOnly bool
 	// BlockSize is the logical block size, a power of two from 512 to
@@ -100,9 +114,9 @@ type VirtioBlk struct {
 	buf []byte
 }
 
-// NewVirtioBlk opens the backing file. It fails with an error naming the
-// path if the file does not exist, cannot be opened or is smaller than one
-// block.
+// NewVirtioBlk opens the backing file (or takes cfg.File). It fails with an
+// error naming the path if the file does not exist, cannot be opened, is not
+// a regular file or is smaller than one block; a cfg.File is then left open.
 func NewVirtioBlk(cfg VirtioBlkConfig) (*VirtioBlk, error) {
 	bs := cfg.BlockSize
 	if bs == 0 {
@@ -111,25 +125,34 @@ func NewVirtioBlk(cfg VirtioBlkConfig) (*VirtioBlk, error) {
 	if bs < 512 || bs > 65536 || bs&(bs-1) != 0 {
 		return nil, fmt.Errorf("virtio-blk %s: block size %d is not a power of two from 512 to 65536", cfg.Path, bs)
 	}
-	flag := os.O_RDWR
-	if cfg.ReadOnly {
-		flag = os.O_RDONLY
+	f := cfg.File
+	if f == nil {
+		flag := os.O_RDWR
+		if cfg.ReadOnly {
+			flag = os.O_RDONLY
+		}
+		var err error
+		if f, err = os.OpenFile(cfg.Path, flag, 0); err != nil {
+			return nil, fmt.Errorf("virtio-blk: open backing file: %w", err)
+		}
 	}
-	f, err := os.OpenFile(cfg.Path, flag, 0)
-	if err != nil {
-		return nil, fmt.Errorf("virtio-blk: open backing file: %w", err)
+	// On failure, a file the caller handed over stays the caller's.
+	closeOwn := func() {
+		if cfg.File == nil {
+			f.Close()
+		}
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		closeOwn()
 		return nil, fmt.Errorf("virtio-blk: stat backing file: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		f.Close()
+		closeOwn()
 		return nil, fmt.Errorf("virtio-blk %s: backing file is not a regular file", cfg.Path)
 	}
 	if fi.Size() < int64(bs) {
-		f.Close()
+		closeOwn()
 		return nil, fmt.Errorf("virtio-blk %s: backing file has %d bytes, less than one block of %d", cfg.Path, fi.Size(), bs)
 	}
 	b := &VirtioBlk{
@@ -270,6 +293,9 @@ func (b *VirtioBlk) execute(mem GuestMemory, readable, writable []virtqSeg) (sta
 	switch typ {
 	case VIRTIO_BLK_T_IN:
 		length := segsLen(writable)
+		if length > VirtioBlkMaxRequest {
+			return VIRTIO_BLK_S_IOERR, 0
+		}
 		off, ok := b.checkRange(sector, length)
 		if !ok {
 			return VIRTIO_BLK_S_IOERR, 0
@@ -284,6 +310,9 @@ func (b *VirtioBlk) execute(mem GuestMemory, readable, writable []virtqSeg) (sta
 			return VIRTIO_BLK_S_IOERR, 0
 		}
 		data := skipSegs(readable, virtioBlkHeaderLen)
+		if segsLen(data) > VirtioBlkMaxRequest {
+			return VIRTIO_BLK_S_IOERR, 0
+		}
 		off, ok := b.checkRange(sector, segsLen(data))
 		if !ok {
 			return VIRTIO_BLK_S_IOERR, 0

@@ -98,6 +98,13 @@ func decodeVirtioMMIOState(b []byte, dev virtioDevice, maxima []uint16) (virtioM
 		if q.ready {
 			if err := checkVirtqLayout(q.num, maxima[i], q.desc, q.driver, q.device); err != nil {
 				d.fail("queue %d is ready but %v", i, err)
+			} else if inFlight := q.lastAvail - q.usedIdx; inFlight > q.num {
+				// The device takes a chain and uses it in one step, so a
+				// saved queue has at most one chain taken but not used
+				// (when the driver broke the queue on it); more than a
+				// queueful is a state no device could have reached.
+				d.fail("queue %d: last available index %d is %d ahead of used index %d, more than the queue size %d",
+					i, q.lastAvail, inFlight, q.usedIdx, q.num)
 			}
 		}
 	}

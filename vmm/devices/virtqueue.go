@@ -75,6 +75,15 @@ type virtqueue struct {
 	// stop, if set, is asked before each chain is taken; true makes pop
 	// report that none is available (the transport is pausing).
 	stop func() bool
+	// taken counts the chains pop has handed out. A virtqueue value lives
+	// for one notification, and pop hands out at most size chains in it:
+	// a driver that keeps making chains available while the device serves
+	// (another vCPU, or rings laid over one another so that the device's
+	// own writes move the available index) cannot hold the notifying vCPU,
+	// and the transport's lock, for ever. Chains left over are served on
+	// the next notification, which a driver sends after making them
+	// available.
+	taken int
 }
 
 func (q *virtqueue) readU16(gpa uint64, what string) (uint16, error) {
@@ -91,6 +100,9 @@ func (q *virtqueue) pop() (head uint16, ok bool, err error) {
 	if q.stop != nil && q.stop() {
 		return 0, false, nil
 	}
+	if q.taken >= int(q.size) {
+		return 0, false, nil
+	}
 	availIdx, err := q.readU16(q.avail+2, "available ring index")
 	if err != nil {
 		return 0, false, err
@@ -103,6 +115,12 @@ func (q *virtqueue) pop() (head uint16, ok bool, err error) {
 		return 0, false, queueError("available index %d is %d ahead of %d, more than the queue size %d",
 			availIdx, pending, q.lastAvail, q.size)
 	}
+	// The driver can have at most size chains outstanding: those it made
+	// available and the device has not yet put on the used ring.
+	if outstanding := availIdx - q.usedIdx; outstanding > q.size {
+		return 0, false, queueError("available index %d is %d ahead of used index %d, more than the queue size %d",
+			availIdx, outstanding, q.usedIdx, q.size)
+	}
 	slot := q.avail + virtqRingHeaderSize + 2*uint64(q.lastAvail%q.size)
 	head, err = q.readU16(slot, "available ring entry")
 	if err != nil {
@@ -112,6 +130,7 @@ func (q *virtqueue) pop() (head uint16, ok bool, err error) {
 		return 0, false, queueError("available ring entry %d names descriptor %d of %d", q.lastAvail, head, q.size)
 	}
 	q.lastAvail++
+	q.taken++
 	return head, true, nil
 }
 
