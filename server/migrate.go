@@ -1,10 +1,9 @@
 package server
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,16 +13,41 @@ import (
 	"github.com/wagglevm/waggle/server/migration"
 )
 
+// Live migration, as the runtime runs it (the wire protocol is package
+// migration):
+//
+//   - migrate.go: the bookkeeping, the arm (the capability) and the limits;
+//   - migrate_stream.go: one side's end of the stream, with its timeouts;
+//   - migrate_peers.go: which addresses a target may dial;
+//   - migrate_expect.go: arming a source, and serving a target;
+//   - migrate_handshake.go: the proofs of the secret, on both sides;
+//   - migrate_source.go: the outbound migration after the handshake;
+//   - migrate_target.go: the target's ensure and the inbound migration.
+
 // migrations is the instance's migration bookkeeping; guarded by Runtime.mu.
 type migrations struct {
-	// expect is the id of the outbound migration the source was armed for
-	// (zero: none).
-	expect uuid.UUID
-	in     *MigrationProgress
-	out    *MigrationProgress
+	// arm is the outbound migration the source is armed for; nil: none.
+	arm *migrationArm
+	in  *MigrationProgress
+	out *MigrationProgress
 	// abortOut aborts the outbound migration in progress, if any.
 	abortOut func(error)
 }
+
+// migrationArm is an armed source's capability: the one-time secret bound
+// to the migration id until expires. A successful proof uses it up (the
+// source's migrations.arm is cleared); a failed one leaves it for the real
+// target. Guarded by Runtime.mu.
+type migrationArm struct {
+	id      uuid.UUID
+	secret  string
+	expires time.Time
+	// handshaking says a target is proving itself now: only one at a time.
+	handshaking bool
+}
+
+// live reports whether the arm exists and can still be used at now.
+func (a *migrationArm) live(now time.Time) bool { return a != nil && now.Before(a.expires) }
 
 func (m *migrations) statusLocked() MigrationStatus {
 	st := MigrationStatus{}
@@ -38,6 +62,63 @@ func (m *migrations) statusLocked() MigrationStatus {
 	return st
 }
 
+// Bounds of an arm's lifetime.
+const (
+	// DefaultArmTTL is how long an arm holds when the request names no TTL.
+	DefaultArmTTL = 5 * time.Minute
+	// MinArmTTL and MaxArmTTL bound any TTL asked for.
+	MinArmTTL = time.Second
+	MaxArmTTL = time.Hour
+)
+
+// Timeouts of the migration stream. A peer that stalls the stream for
+// longer ends the migration; the source's VM runs on.
+const (
+	// StreamIdleTimeout bounds any wait for the peer: a peer that sends
+	// nothing (or takes nothing we send) for this long ends the migration.
+	StreamIdleTimeout = 5 * time.Second
+	// HandshakeTimeout bounds the whole handshake, from the upgrade to the
+	// proofs: a target that has not proved itself by then is cut off, and
+	// the arm is free for the next one.
+	HandshakeTimeout = 10 * time.Second
+	// BuildTimeout bounds the source's wait for the target to build its VM
+	// from the spec (Ready), which may take longer than a frame.
+	BuildTimeout = 60 * time.Second
+	// DialTimeout bounds the target's connection to its source, and
+	// ResolveTimeout the lookup of a source named by host name.
+	DialTimeout    = 5 * time.Second
+	ResolveTimeout = 3 * time.Second
+)
+
+// migrationConfig is how this server migrates; set once at creation. Its
+// timeouts are read at each use, so a test may shorten them at any time.
+type migrationConfig struct {
+	// peers are the networks a migration target may dial.
+	peers []netip.Prefix
+	// idle, handshake and build are StreamIdleTimeout, HandshakeTimeout
+	// and BuildTimeout.
+	idle, handshake, build durationVar
+}
+
+// newMigrationConfig returns the configuration with the default timeouts;
+// nil peers means DefaultMigrationPeers.
+func newMigrationConfig(peers []netip.Prefix) *migrationConfig {
+	if peers == nil {
+		peers = DefaultMigrationPeers()
+	}
+	c := &migrationConfig{peers: peers}
+	c.idle.set(StreamIdleTimeout)
+	c.handshake.set(HandshakeTimeout)
+	c.build.set(BuildTimeout)
+	return c
+}
+
+// durationVar is a duration that may be read and changed concurrently.
+type durationVar struct{ v atomic.Int64 }
+
+func (d *durationVar) get() time.Duration  { return time.Duration(d.v.Load()) }
+func (d *durationVar) set(v time.Duration) { d.v.Store(int64(v)) }
+
 // Convergence policy of the RAM pre-copy: after the first full pass, copy
 // dirty pages in rounds until few are left, too many rounds passed, or too
 // much time; then pause the VM for the final copy.
@@ -45,8 +126,6 @@ const (
 	convergePages  = 256 // 1 MiB left: pause
 	maxRounds      = 10
 	maxPrecopyTime = 10 * time.Second
-	// ioTimeout bounds the wait for any one frame from the peer.
-	ioTimeout = 60 * time.Second
 )
 
 // FailPoints make a server misbehave on purpose at chosen points of a
@@ -58,8 +137,8 @@ type FailPoints map[string]bool
 // The fail points.
 const (
 	// FailStallInPrecopy: after its first RAM frame the target stops
-	// reading until the source reports the migration failed, or a minute
-	// (time for a test to kill it, stop the source, or end its guest).
+	// reading until the source reports the migration failed (which its
+	// stream timeout makes it do within StreamIdleTimeout), or a minute.
 	FailStallInPrecopy = "target-stall-in-precopy"
 	// FailDeviceImport: the target cuts each device payload short, so its
 	// import of the VM's state fails in the device's own Restore.
@@ -81,117 +160,84 @@ func ParseFailPoints(s string) FailPoints {
 	return fp
 }
 
-// peer is one side's end of the migration stream.
-type peer struct {
-	conn net.Conn
-	r    *bufio.Reader
-	w    *bufio.Writer
-	buf  []byte
-	// sent and received count frame bytes, for progress.
-	sent, received atomic.Uint64
+// FieldError is a request field the runtime refuses (400 invalid_request):
+// Field names it as the contracts do ("migrate.src_addr"), Reason says
+// why. Neither ever holds a secret.
+type FieldError struct {
+	Field  string
+	Reason string
 }
 
-func newPeer(conn net.Conn, r *bufio.Reader) *peer {
-	if r == nil {
-		r = bufio.NewReaderSize(conn, 1<<20)
-	}
-	return &peer{conn: conn, r: r, w: bufio.NewWriterSize(conn, 1<<20)}
-}
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
-// send queues a frame; flush sends what is queued.
-func (p *peer) send(t migration.Type, payload []byte) error {
-	_ = p.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
-	if err := migration.WriteFrame(p.w, t, payload); err != nil {
-		return err
+// checkArm validates an arm request and returns its TTL.
+func checkArm(arm MigrationArm) (time.Duration, error) {
+	if arm.ID == uuid.Nil {
+		return 0, &FieldError{"migration_id", "the nil UUID cannot be a migration's id"}
 	}
-	p.sent.Add(uint64(migration.HeaderSize + len(payload)))
-	return nil
-}
-
-func (p *peer) flush() error {
-	_ = p.conn.SetWriteDeadline(time.Now().Add(ioTimeout))
-	if err := p.w.Flush(); err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	return nil
-}
-
-// sendRAM sends a RAM frame whose data is written from data itself: a
-// large block bypasses the buffer (one copy fewer per page), a small one
-// is buffered like any frame.
-func (p *peer) sendRAM(gpa uint64, data []byte) error {
-	var hdr [migration.HeaderSize + 12]byte
-	if _, err := p.w.Write(migration.AppendRAMFrameHeader(hdr[:0], gpa, len(data))); err != nil {
-		return fmt.Errorf("write RAM frame: %w", err)
-	}
-	if len(data) <= p.w.Available() {
-		_, _ = p.w.Write(data) // cannot fail: it fits the buffer
-	} else {
-		if err := p.flush(); err != nil {
-			return err
-		}
-		if _, err := p.conn.Write(data); err != nil {
-			return fmt.Errorf("write RAM frame: %w", err)
+	if arm.Secret != "" {
+		if err := migration.CheckSecret(arm.Secret); err != nil {
+			return 0, &FieldError{"secret", strings.TrimPrefix(err.Error(), migration.ErrBadSecret.Error()+": ")}
 		}
 	}
-	p.sent.Add(uint64(len(hdr) + len(data)))
-	return nil
+	switch ttl := arm.TTL; {
+	case ttl == 0:
+		return DefaultArmTTL, nil
+	case ttl < MinArmTTL || ttl > MaxArmTTL:
+		return 0, &FieldError{"ttl_seconds", fmt.Sprintf("%v is not between %v and %v", ttl, MinArmTTL, MaxArmTTL)}
+	default:
+		return ttl, nil
+	}
 }
 
-// sendNow sends one frame at once.
-func (p *peer) sendNow(t migration.Type, payload []byte) error {
-	if err := p.send(t, payload); err != nil {
-		return err
-	}
-	return p.flush()
+// streamError is a migration failure with the Abort code that tells the
+// peer what happened in words it has itself.
+type streamError struct {
+	code migration.AbortCode
+	err  error
 }
 
-// errPeerAborted is the peer's Abort, with its reason.
-type errPeerAborted struct{ reason string }
+func (e *streamError) Error() string { return e.err.Error() }
+func (e *streamError) Unwrap() error { return e.err }
 
-func (e *errPeerAborted) Error() string { return "the peer aborted: " + e.reason }
+func refusal(code migration.AbortCode, format string, args ...any) error {
+	return &streamError{code, fmt.Errorf(format, args...)}
+}
 
-// recv reads the next frame. A peer's Abort becomes an *errPeerAborted;
-// the payload is valid until the next recv.
-func (p *peer) recv() (migration.Frame, error) {
-	_ = p.conn.SetReadDeadline(time.Now().Add(ioTimeout))
-	f, err := migration.ReadFrame(p.r, p.buf)
-	if err != nil {
-		return f, fmt.Errorf("receive: %w", err)
+// abortCode is the code an Abort for err carries.
+func abortCode(err error) migration.AbortCode {
+	var se *streamError
+	if errors.As(err, &se) {
+		return se.code
 	}
-	if cap(f.Payload) > cap(p.buf) {
-		p.buf = f.Payload[:0]
+	return migration.AbortFailed
+}
+
+// Phrases of the failures the two sides tell each other by code, in our
+// own words.
+const (
+	reasonNoSuchMigration = "no such migration is expected (never armed, expired, or already used)"
+	reasonSecretRefused   = "the source refused the migration secret"
+	reasonNoProtocol      = "the source and the target speak no migration protocol in common"
+)
+
+// maxShownReason bounds a failure reason made of a peer's words.
+const maxShownReason = 200
+
+// sanitize makes text fit to show: printable ASCII only (anything else
+// becomes '?'), at most max bytes.
+func sanitize(text string, max int) string {
+	b := []byte(text)
+	if len(b) > max {
+		b = append(b[:max-3], "..."...)
 	}
-	p.received.Add(uint64(migration.HeaderSize + len(f.Payload)))
-	if f.Type == migration.TypeAbort {
-		a, err := migration.DecodeAbort(f.Payload)
-		if err != nil {
-			return f, err
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
 		}
-		return f, &errPeerAborted{a.Reason}
 	}
-	return f, nil
+	return string(b)
 }
 
-// expect reads the next frame and checks its type.
-func (p *peer) expect(t migration.Type) (migration.Frame, error) {
-	f, err := p.recv()
-	if err != nil {
-		return f, err
-	}
-	if f.Type != t {
-		return f, fmt.Errorf("%w: expected %s, got %s", migration.ErrFrame, t, f.Type)
-	}
-	return f, nil
-}
-
-// abort tells the peer why the migration ends, best effort.
-func (p *peer) abort(err error) {
-	var pa *errPeerAborted
-	if errors.As(err, &pa) {
-		return // the peer knows
-	}
-	_ = p.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = migration.WriteFrame(p.w, migration.TypeAbort, migration.Abort{Reason: err.Error()}.Encode())
-	_ = p.w.Flush()
-}
+// maxFailureReason bounds a migration's failure reason.
+const maxFailureReason = 1024

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"net"
 	"strings"
 	"time"
 
@@ -19,52 +18,11 @@ import (
 	"github.com/wagglevm/waggle/vmm/devices"
 )
 
-// MigrateExpect arms the running instance as the source of migration id.
-func (r *Runtime) MigrateExpect(_ context.Context, id uuid.UUID) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.req == nil {
-		return ErrNoInstance
-	}
-	if r.inst.State != StateRunning || r.machine == nil {
-		return &TransitionError{State: r.inst.State, Requested: "migrate"}
-	}
-	r.mig.expect = id
-	return nil
-}
-
-// MigrateSource starts the outbound migration id, if it is the one expected,
-// and returns the function that serves it over the upgraded connection.
-func (r *Runtime) MigrateSource(_ context.Context, id uuid.UUID) (func(context.Context, net.Conn) error, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.req == nil {
-		return nil, ErrNoInstance
-	}
-	if r.mig.expect == uuid.Nil || r.mig.expect != id {
-		return nil, ErrNoSuchMigration
-	}
-	if r.inst.State != StateRunning || r.machine == nil {
-		return nil, &TransitionError{State: r.inst.State, Requested: "migrate"}
-	}
-	r.mig.expect = uuid.Nil // one use
-	m, s := r.machine, *r.spec
-	r.mig.out = &MigrationProgress{MigrationID: id, Phase: PhaseNegotiate}
-	r.setStateLocked(StateMigrating, "")
-	ctx, cancel := context.WithCancelCause(context.Background())
-	r.mig.abortOut = cancel
-	return func(_ context.Context, conn net.Conn) error {
-		defer cancel(nil)
-		src := &source{r: r, id: id, m: m, spec: s}
-		return src.run(ctx, conn)
-	}, nil
-}
-
 // source runs one outbound migration.
 type source struct {
 	r     *Runtime
 	id    uuid.UUID
-	m     *vmm.Machine
+	m     VM
 	spec  spec.Spec
 	p     *peer
 	start time.Time
@@ -76,6 +34,8 @@ type source struct {
 	page     []byte
 	// marks time the steps of the downtime, for the log.
 	marks []mark
+	// done ends the stream's watch on the migration's context.
+	done func()
 }
 
 // mark is a named instant of a migration.
@@ -113,19 +73,13 @@ func (s *source) phase(ph MigrationPhase) {
 	s.progress(func(p *MigrationProgress) { p.Phase = ph })
 }
 
-func (s *source) run(ctx context.Context, conn net.Conn) error {
-	s.start = time.Now()
-	if conn == nil {
-		err := errors.New("the connection could not be upgraded to the migration stream")
-		s.fail(err)
-		return err
-	}
-	s.p = newPeer(conn, nil)
+// run carries the migration on from the handshake's hello to its end, and
+// closes the stream's watch on ctx.
+func (s *source) run(ctx context.Context, hello migration.Hello) error {
+	defer s.done()
 	s.zero = make([]byte, migration.PageSize)
 	s.page = make([]byte, migration.MaxPagesPerFrame*migration.PageSize)
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
-	err := s.migrate(ctx)
+	err := s.migrate(ctx, hello)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (%v)", cause, err)
@@ -151,7 +105,7 @@ func (s *source) fail(err error) {
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
 	if out := s.r.mig.out; out != nil && out.MigrationID == s.id {
-		out.Phase, out.FailureReason, out.Total = PhaseFailed, err.Error(), time.Since(s.start)
+		out.Phase, out.FailureReason, out.Total = PhaseFailed, sanitize(err.Error(), maxFailureReason), time.Since(s.start)
 	}
 	s.r.mig.abortOut = nil
 	if s.r.machine != s.m || s.r.inst.State != StateMigrating {
@@ -172,12 +126,9 @@ func (s *source) fail(err error) {
 	s.r.setStateLocked(StateRunning, "")
 }
 
-// migrate runs the conversation of package migration, phase by phase.
-func (s *source) migrate(ctx context.Context) error {
-	hello, err := s.negotiate()
-	if err != nil {
-		return err
-	}
+// migrate runs the conversation of package migration after the
+// handshake, phase by phase.
+func (s *source) migrate(ctx context.Context, hello migration.Hello) error {
 	if err := s.preamble(hello.SpecVersions); err != nil {
 		return err
 	}
@@ -192,26 +143,6 @@ func (s *source) migrate(ctx context.Context) error {
 	}
 	s.mark("target_import")
 	return s.handOff(ctx)
-}
-
-// negotiate reads the target's Hello and answers the protocol chosen.
-func (s *source) negotiate() (migration.Hello, error) {
-	f, err := s.p.expect(migration.TypeHello)
-	if err != nil {
-		return migration.Hello{}, err
-	}
-	hello, err := migration.DecodeHello(f.Payload)
-	if err != nil {
-		return hello, err
-	}
-	if uuid.UUID(hello.MigrationID) != s.id {
-		return hello, fmt.Errorf("the target presented migration %s, not %s", uuid.UUID(hello.MigrationID), s.id)
-	}
-	proto, ok := migration.Choose(hello.Protocols)
-	if !ok {
-		return hello, fmt.Errorf("no protocol in common: the target speaks %v, we speak %v", hello.Protocols, migration.Supported)
-	}
-	return hello, s.p.sendNow(migration.TypeWelcome, migration.Welcome{Protocol: proto}.Encode())
 }
 
 // preamble sends the spec in the newest version the target accepts that
@@ -229,6 +160,9 @@ func (s *source) preamble(accepted []string) error {
 	if err := s.p.sendNow(migration.TypePreamble, migration.Preamble{Envelope: data}.Encode()); err != nil {
 		return err
 	}
+	// Building the VM may take the target longer than a frame should.
+	s.p.conn.setLimits(s.r.mc.build.get(), time.Time{})
+	defer s.p.conn.setLimits(s.r.mc.idle.get(), time.Time{})
 	_, err = s.p.expect(migration.TypeReady)
 	return err
 }

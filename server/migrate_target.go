@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -22,32 +24,55 @@ import (
 	"github.com/wagglevm/waggle/vmm/devices"
 )
 
-// ensureMigrationTargetLocked creates the instance as the target of a live
-// migration and starts pulling the VM from the source in the background.
-// The VM is built only once the source has sent the spec.
-func (r *Runtime) ensureMigrationTargetLocked(_ context.Context, req EnsureRequest) (Instance, bool, error) {
-	r.req = &req
-	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}
-	r.mig.in, r.mig.expect = nil, uuid.Nil
+// checkMigrateInit checks a target's ensure before anything is built or
+// replaced: the migration id, the secret's form, and the source's address,
+// resolved once to the one address the target will dial. nil m is nothing
+// to check. It may look a host name up: call it without r.mu held.
+func (r *Runtime) checkMigrateInit(ctx context.Context, m *MigrateInit) (netip.AddrPort, error) {
+	if m == nil {
+		return netip.AddrPort{}, nil
+	}
+	if m.MigrationID == uuid.Nil {
+		return netip.AddrPort{}, &FieldError{"migrate.migration_id", "the nil UUID cannot be a migration's id"}
+	}
+	if m.Secret == "" {
+		return netip.AddrPort{}, &FieldError{"migrate.secret", "required: the secret the source was armed with"}
+	}
+	if err := migration.CheckSecret(m.Secret); err != nil {
+		return netip.AddrPort{}, &FieldError{"migrate.secret", strings.TrimPrefix(err.Error(), migration.ErrBadSecret.Error()+": ")}
+	}
+	return r.mc.resolveSource(ctx, m.SrcAddr)
+}
+
+// ensureMigrationTargetLocked makes the new instance (newInstanceLocked
+// has made it empty) the target of a live migration from the source at
+// src (checkMigrateInit's answer), and starts pulling the VM from it in
+// the background. The VM is built only once the source has proved that it
+// holds the migration's secret and sent the spec.
+func (r *Runtime) ensureMigrationTargetLocked(_ context.Context, req EnsureRequest, src netip.AddrPort) (Instance, bool, error) {
 	r.setStateLocked(StateCreating, "")
-	r.serial.reopen()
 	r.mig.in = &MigrationProgress{MigrationID: req.Migrate.MigrationID, Phase: PhaseNegotiate}
 	r.setStateLocked(StateMigrating, "")
-	t := &target{r: r, id: req.Migrate.MigrationID, src: req.Migrate.SrcAddr, props: req.Properties, replace: req.Migrate.Replace}
+	t := &target{r: r, id: req.Migrate.MigrationID, src: src, secret: req.Migrate.Secret, props: req.Properties,
+		replace: req.Migrate.Replace}
 	go t.run()
 	return r.inst, true, nil
 }
 
 // target runs one inbound migration.
 type target struct {
-	r     *Runtime
-	id    uuid.UUID
-	src   string
-	props Properties
+	r  *Runtime
+	id uuid.UUID
+	// src is the one address of the source, checked against the peers
+	// this server may dial.
+	src netip.AddrPort
+	// secret is the migration's; it is never logged.
+	secret string
+	props  Properties
 	// replace amends the source's spec (host-local backends).
 	replace map[spec.Key]spec.Component
 	p       *peer
-	m       *vmm.Machine
+	m       VM
 	start   time.Time
 	// importTime is how long ImportState took, for the log.
 	importTime time.Duration
@@ -87,42 +112,79 @@ func (t *target) run() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if t.m != nil && r.machine != t.m {
-		t.m.Close()
+		r.closeLater(t.m) // off the lock: unmapping RAM is slow
 	}
+	reason := sanitize(err.Error(), maxFailureReason)
 	if in := r.mig.in; in != nil && in.MigrationID == t.id {
-		in.Phase, in.FailureReason, in.Total = PhaseFailed, err.Error(), time.Since(t.start)
+		in.Phase, in.FailureReason, in.Total = PhaseFailed, reason, time.Since(t.start)
 	}
-	r.setStateLocked(StateFailed, "inbound migration failed: "+err.Error())
+	r.setStateLocked(StateFailed, "inbound migration failed: "+reason)
 	r.serial.closeAll()
 }
 
-// dial connects to the source and upgrades to the migration stream.
+// dial connects to the source and upgrades to the migration stream. What
+// the source answers, other than the upgrade, is told in our own words: a
+// failure reason never repeats a peer's bytes.
 func (t *target) dial() error {
-	conn, err := net.DialTimeout("tcp", t.src, 10*time.Second)
+	d := net.Dialer{Timeout: DialTimeout}
+	conn, err := d.Dial("tcp", t.src.String())
 	if err != nil {
-		return fmt.Errorf("connect to the source: %w", err)
+		var op *net.OpError
+		if errors.As(err, &op) && op.Timeout() {
+			return fmt.Errorf("cannot connect to the source at %s: no answer within %v", t.src, DialTimeout)
+		}
+		return fmt.Errorf("cannot connect to the source at %s: %w", t.src, errors.Unwrap(err))
 	}
-	_ = conn.SetDeadline(time.Now().Add(ioTimeout))
-	fmt.Fprintf(conn, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
-		t.id, t.src, MigrateUpgradeProtocol)
-	br := bufio.NewReaderSize(conn, 1<<20)
+	sc := newStreamConn(conn, t.r.mc.idle.get())
+	sc.setLimits(t.r.mc.idle.get(), time.Now().Add(t.r.mc.handshake.get()))
+	if _, err := fmt.Fprintf(sc, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
+		t.id, t.src, MigrateUpgradeProtocol); err != nil {
+		conn.Close()
+		return fmt.Errorf("upgrade at the source: %w", err)
+	}
+	br := bufio.NewReaderSize(sc, 1<<20)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
-		return fmt.Errorf("upgrade at the source: %w", err)
+		if errors.Is(err, errSilentPeer) {
+			return fmt.Errorf("the source did not answer the upgrade: %w", err)
+		}
+		return errors.New("the source did not answer as a waggle server (no HTTP response)")
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		conn.Close()
-		var e errorBody
-		if json.Unmarshal(body, &e) == nil && e.ErrorCode != "" {
-			return fmt.Errorf("the source refused the migration: %d %s: %s", resp.StatusCode, e.ErrorCode, e.Message)
-		}
-		return fmt.Errorf("the source refused the migration: %s", resp.Status)
+		return upgradeRefused(resp.StatusCode, body)
 	}
-	_ = conn.SetDeadline(time.Time{})
-	t.p = newPeer(conn, br)
+	t.p = newPeer("source", sc, br)
 	return nil
+}
+
+// upgradeCodes are the error codes a waggle source may answer the upgrade
+// with, and what each means to a target, in our words.
+var upgradeCodes = map[string]string{
+	CodeNoSuchMigration:   reasonNoSuchMigration,
+	CodeInvalidTransition: "the source cannot migrate now: it is not running, or another target is proving itself for this migration",
+	CodeNoInstance:        "the source has no instance",
+	CodeNotUpgraded:       "the source did not take the upgrade",
+	CodeNotFound:          "the source has no migration endpoint",
+	"unauthorized":        "the source asked for a credential, which a migration stream does not need",
+	CodeInternal:          "the source failed",
+}
+
+// upgradeRefused says why the source answered the upgrade with status and
+// body: the code of an Error body when it is one we know, else only the
+// status number.
+func upgradeRefused(status int, body []byte) error {
+	var e struct {
+		ErrorCode string `json:"error_code"`
+	}
+	if json.Unmarshal(body, &e) == nil {
+		if words, ok := upgradeCodes[e.ErrorCode]; ok {
+			return fmt.Errorf("the source refused the upgrade: HTTP %d %s (%s)", status, e.ErrorCode, words)
+		}
+	}
+	return fmt.Errorf("the source did not answer as a waggle server (HTTP %d)", status)
 }
 
 func (t *target) migrate() error {
@@ -130,36 +192,16 @@ func (t *target) migrate() error {
 		return err
 	}
 	fp := t.r.failPoints
-
-	// Negotiate.
-	hello := migration.Hello{MigrationID: t.id, Protocols: migration.Supported, SpecVersions: versions.Names()}
-	t.offered = devices.ImportableVersions()
-	for kind, vs := range t.offered {
-		if fp[FailOldestDeviceVersions] {
-			vs = []uint32{slices.Min(vs)}
-			t.offered[kind] = vs
-		}
-		hello.Devices = append(hello.Devices, migration.DeviceVersions{Kind: kind, Versions: vs})
-	}
-	if err := t.p.sendNow(migration.TypeHello, hello.Encode()); err != nil {
+	if err := t.handshake(fp); err != nil {
 		return err
 	}
-	f, err := t.p.expect(migration.TypeWelcome)
-	if err != nil {
-		return err
-	}
-	w, err := migration.DecodeWelcome(f.Payload)
-	if err != nil {
-		return err
-	}
-	if _, ok := migration.Choose([]uint32{w.Protocol}); !ok {
-		return fmt.Errorf("the source chose protocol %d, which we do not speak", w.Protocol)
-	}
+	t.p.conn.setLimits(t.r.mc.idle.get(), time.Time{})
 
 	// Preamble: the VM is built from the spec the source sends, and only
 	// from it.
 	t.phase(PhasePreamble)
-	if f, err = t.p.expect(migration.TypePreamble); err != nil {
+	f, err := t.p.expect(migration.TypePreamble)
+	if err != nil {
 		return err
 	}
 	pre, err := migration.DecodePreamble(f.Payload)
@@ -389,7 +431,8 @@ func (t *target) sourceCompleted() bool {
 func (t *target) sourceOutbound() *api.MigrationProgress {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := api.NewClientWithResponses("http://" + t.src + "/v1")
+	hc := &http.Client{Timeout: 5 * time.Second}
+	c, err := api.NewClientWithResponses("http://"+t.src.String()+"/v1", api.WithHTTPClient(hc))
 	if err != nil {
 		return nil
 	}

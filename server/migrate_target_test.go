@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -14,7 +15,7 @@ func TestSourceCompleted(t *testing.T) {
 	core := newFakeCore()
 	srv, _ := start(t, core)
 	id := uuid.New()
-	tg := &target{id: id, src: strings.TrimPrefix(srv.URL, "http://")}
+	tg := &target{id: id, src: netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))}
 
 	require.False(t, tg.sourceCompleted(), "no outbound migration")
 	core.out = &MigrationProgress{MigrationID: id, Phase: PhaseHandoff}
@@ -24,6 +25,6 @@ func TestSourceCompleted(t *testing.T) {
 	core.out = &MigrationProgress{MigrationID: id, Phase: PhaseCompleted}
 	require.True(t, tg.sourceCompleted())
 
-	tg.src = "127.0.0.1:1"
+	tg.src = netip.MustParseAddrPort("127.0.0.1:1")
 	require.False(t, tg.sourceCompleted(), "an unreachable source")
 }

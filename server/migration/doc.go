@@ -9,9 +9,12 @@
 //
 // The conversation (T = target, S = source):
 //
-//	T->S Hello         protocols offered, spec versions and device state versions accepted, migration id
-//	S->T Welcome       the protocol chosen (the highest both speak)
-//	S->T Preamble      the spec, in a versioned envelope
+//	T->S Hello         migration id, a fresh nonce, protocols offered, spec versions and
+//	                   device state versions accepted
+//	S->T Welcome       the protocol chosen (the highest both speak), the source's nonce and
+//	                   its proof that it holds the migration secret
+//	T->S Proof         the target's proof, sent only if the source's proof holds
+//	S->T Preamble      the spec, in a versioned envelope, sent only if the target's proof holds
 //	T->S Ready         the target built its VM from that spec
 //	S->T RAM*, Zero*, RoundEnd   a pre-copy round while the VM runs
 //	T->S RoundAck      the target applied the round (the source waits, so that the pause
@@ -24,10 +27,17 @@
 //	S->T Commit        the hand-off: from here the source never runs the VM again; the target resumes it.
 //	                   It carries how long the VM has been paused, for the target's downtime figure.
 //
-// Either side may send Abort with a reason at any point before Commit; the
-// source then resumes its VM. Protocol versions and what each added:
+// Hello, Welcome and Proof are the handshake (secret.go says what the
+// proofs are). A migration is a capability: the source was armed with a
+// one-time secret for the migration's id, the target was given the same
+// secret, and neither sends it; each proves it holds it before a byte of
+// spec or RAM moves. Either side may send Abort, with a code and a reason,
+// at any point before Commit; the source then resumes its VM.
 //
-//	1 (2026-11-21): the conversation above.
+// Protocol versions and what each added:
+//
+//	1 (2026-11-27): the conversation above. (A draft of 2026-11-21, never
+//	released, had no nonces and no proofs; it is not spoken.)
 package migration
 
 // Protocol versions this package speaks, oldest first.

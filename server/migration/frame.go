@@ -26,13 +26,14 @@ const (
 	TypeCommit
 	TypeAbort
 	TypeRoundAck
+	TypeProof
 )
 
 var typeNames = map[Type]string{
 	TypeHello: "Hello", TypeWelcome: "Welcome", TypePreamble: "Preamble", TypeReady: "Ready",
 	TypeRAM: "RAM", TypeZero: "Zero", TypeRoundEnd: "RoundEnd", TypeDevice: "Device",
 	TypeMachine: "Machine", TypeStateDone: "StateDone", TypeImported: "Imported",
-	TypeCommit: "Commit", TypeAbort: "Abort", TypeRoundAck: "RoundAck",
+	TypeCommit: "Commit", TypeAbort: "Abort", TypeRoundAck: "RoundAck", TypeProof: "Proof",
 }
 
 func (t Type) String() string {
@@ -103,7 +104,7 @@ func ReadFrame(r io.Reader, buf []byte) (Frame, error) {
 	}
 	buf = buf[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return Frame{}, fmt.Errorf("%w: %s payload truncated: %v", ErrFrame, t, err)
+		return Frame{}, fmt.Errorf("%w: %s payload truncated: %w", ErrFrame, t, err)
 	}
 	return Frame{Type: t, Payload: buf}, nil
 }

@@ -1,9 +1,13 @@
 package migration
 
-// Hello opens the conversation: the target says who it is and what it
-// accepts.
+// Hello opens the conversation: the target says which migration it wants,
+// what it speaks and accepts, and brings a fresh nonce for the proofs of
+// the migration secret (see Prove).
 type Hello struct {
 	MigrationID [16]byte
+	// Nonce is the target's fresh random challenge: the source's proof in
+	// Welcome covers it, so that a proof cannot be replayed.
+	Nonce [NonceSize]byte
 	// Protocols the target speaks.
 	Protocols []uint32
 	// SpecVersions the target accepts, e.g. "vmm-server/v1".
@@ -24,10 +28,13 @@ const (
 	maxNameLen = 128
 )
 
-// Encode returns the payload.
+// Encode returns the payload: the migration id (16 bytes), the nonce
+// (NonceSize bytes), then the protocols, spec versions and device versions
+// as counted lists.
 func (h Hello) Encode() []byte {
 	var e enc
 	e.b = append(e.b, h.MigrationID[:]...)
+	e.b = append(e.b, h.Nonce[:]...)
 	e.u32(uint32(len(h.Protocols)))
 	for _, p := range h.Protocols {
 		e.u32(p)
@@ -52,6 +59,7 @@ func DecodeHello(p []byte) (Hello, error) {
 	d := dec{b: p, msg: TypeHello}
 	var h Hello
 	copy(h.MigrationID[:], d.take(16, "migration id"))
+	copy(h.Nonce[:], d.take(NonceSize, "nonce"))
 	for range d.count("protocols", 4, maxListLen) {
 		h.Protocols = append(h.Protocols, d.u32("protocol"))
 	}
@@ -66,23 +74,4 @@ func DecodeHello(p []byte) (Hello, error) {
 		h.Devices = append(h.Devices, dv)
 	}
 	return h, d.done()
-}
-
-// Welcome is the source's answer: the protocol it chose.
-type Welcome struct {
-	Protocol uint32
-}
-
-// Encode returns the payload.
-func (w Welcome) Encode() []byte {
-	var e enc
-	e.u32(w.Protocol)
-	return e.b
-}
-
-// DecodeWelcome parses a Welcome payload.
-func DecodeWelcome(p []byte) (Welcome, error) {
-	d := dec{b: p, msg: TypeWelcome}
-	w := Welcome{Protocol: d.u32("protocol")}
-	return w, d.done()
 }

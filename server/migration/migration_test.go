@@ -12,7 +12,7 @@ import (
 
 func TestFramesRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
-	h := Hello{MigrationID: [16]byte{1, 2, 3}, Protocols: []uint32{1, 7}, SpecVersions: []string{"vmm-server/v1"},
+	h := Hello{MigrationID: [16]byte{1, 2, 3}, Nonce: NewNonce(), Protocols: []uint32{1, 7}, SpecVersions: []string{"vmm-server/v1"},
 		Devices: []DeviceVersions{{Kind: "uart16550a", Versions: []uint32{1}}}}
 	require.NoError(t, WriteFrame(&buf, TypeHello, h.Encode()))
 	ram := RAM{GPA: 0x1000, Data: bytes.Repeat([]byte{7}, 2*PageSize)}
@@ -71,7 +71,7 @@ func TestBadPayloads(t *testing.T) {
 	misaligned := RAM{GPA: 0x1001, Data: make([]byte, PageSize)}.Encode()
 	partial := RAM{GPA: 0x1000, Data: make([]byte, 100)}.Encode()
 	overflow := Zero{GPA: 0xffff_ffff_ffff_f000, Pages: 2}.Encode()
-	hugeList := []byte{0: 0, 16: 0xff, 17: 0xff, 18: 0xff, 19: 0xff}
+	hugeList := []byte{0: 0, 48: 0xff, 49: 0xff, 50: 0xff, 51: 0xff}
 	_, err := DecodeRAM(misaligned)
 	require.ErrorIs(t, err, ErrFrame)
 	_, err = DecodeRAM(partial)
@@ -102,7 +102,8 @@ func FuzzDecode(f *testing.F) {
 		p []byte
 	}{
 		{TypeHello, Hello{Protocols: []uint32{1}, SpecVersions: []string{"vmm-server/v1"}}.Encode()},
-		{TypeWelcome, Welcome{Protocol: 1}.Encode()},
+		{TypeWelcome, Welcome{Protocol: 1, Nonce: [NonceSize]byte{1}, Proof: [ProofSize]byte{2}}.Encode()},
+		{TypeProof, Proof{Proof: [ProofSize]byte{3}}.Encode()},
 		{TypePreamble, Preamble{Envelope: []byte(`{"spec_version":"vmm-server/v1","spec":{}}`)}.Encode()},
 		{TypeReady, nil},
 		{TypeRAM, RAM{GPA: 4096, Data: make([]byte, PageSize)}.Encode()},
@@ -113,7 +114,7 @@ func FuzzDecode(f *testing.F) {
 		{TypeStateDone, nil},
 		{TypeImported, nil},
 		{TypeCommit, Commit{PausedFor: 5}.Encode()},
-		{TypeAbort, Abort{Reason: "no"}.Encode()},
+		{TypeAbort, Abort{Code: AbortFailed, Reason: "no"}.Encode()},
 		{TypeRoundAck, RoundAck{Round: 3}.Encode()},
 	}
 	for _, s := range seeds {
@@ -136,6 +137,11 @@ func FuzzDecode(f *testing.F) {
 			}
 		case TypeWelcome:
 			v, err := DecodeWelcome(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypeProof:
+			v, err := DecodeProof(p)
 			if err == nil {
 				again = v.Encode()
 			}

@@ -55,32 +55,6 @@ func DecodeMachine(p []byte) (Machine, error) {
 	return m, d.done()
 }
 
-// Abort ends a migration before the hand-off, saying why.
-type Abort struct {
-	Reason string
-}
-
-// MaxReason bounds an Abort's reason.
-const MaxReason = 4096
-
-// Encode returns the payload.
-func (a Abort) Encode() []byte {
-	var e enc
-	r := a.Reason
-	if len(r) > MaxReason {
-		r = r[:MaxReason]
-	}
-	e.str(r)
-	return e.b
-}
-
-// DecodeAbort parses an Abort payload.
-func DecodeAbort(p []byte) (Abort, error) {
-	d := dec{b: p, msg: TypeAbort}
-	a := Abort{Reason: d.str("reason", MaxReason)}
-	return a, d.done()
-}
-
 // Commit is the hand-off: the source will never run the VM again. It says
 // how long the VM has been paused, so that the target can report the whole
 // downtime without comparing clocks.

@@ -1,0 +1,270 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wagglevm/waggle/server/migration"
+)
+
+// streamConn is the connection of a migration stream, with its timeouts: no
+// single Read or Write (of at most writeChunk bytes) may wait for the peer
+// longer than the idle timeout, nor past the hard deadline while one is
+// set; and stop ends every wait at once, now and later.
+type streamConn struct {
+	net.Conn
+
+	mu sync.Mutex
+	// idle bounds each wait; until, if not zero, bounds them all. Guarded
+	// by mu, as is stopped.
+	idle  time.Duration
+	until time.Time
+	// stopped is why the stream was stopped; nil while it was not.
+	stopped error
+}
+
+// writeChunk is the most a Write hands the kernel under one deadline, so
+// that a slow but live reader is not taken for a silent one.
+const writeChunk = 64 << 10
+
+func newStreamConn(c net.Conn, idle time.Duration) *streamConn {
+	return &streamConn{Conn: c, idle: idle}
+}
+
+// setLimits changes the idle timeout and the hard deadline (zero: none).
+func (c *streamConn) setLimits(idle time.Duration, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.idle, c.until = idle, until
+}
+
+// stop makes every wait on the stream end now, and every later one fail,
+// with cause.
+func (c *streamConn) stop(cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped == nil {
+		c.stopped = cause
+	}
+	_ = c.Conn.SetDeadline(time.Now())
+}
+
+// lastWords lets the stream send for d more, even if it was stopped, so
+// that an Abort can tell the peer why the stream ends.
+func (c *streamConn) lastWords(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped, c.idle, c.until = nil, d, time.Now().Add(d)
+}
+
+// arm sets the deadline of the next wait; under mu, so that a stop is
+// never undone by it.
+func (c *streamConn) arm(read bool) (time.Duration, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped != nil {
+		return 0, c.stopped
+	}
+	d := time.Now().Add(c.idle)
+	if !c.until.IsZero() && c.until.Before(d) {
+		d = c.until
+	}
+	if read {
+		return c.idle, c.Conn.SetReadDeadline(d)
+	}
+	return c.idle, c.Conn.SetWriteDeadline(d)
+}
+
+// errSilentPeer is a peer that stalled the stream past a timeout.
+var errSilentPeer = errors.New("the peer stalled the stream")
+
+// explain turns a timeout into errSilentPeer, or into the stop's cause.
+func (c *streamConn) explain(err error, idle time.Duration, what string) error {
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped != nil {
+		return c.stopped
+	}
+	if !c.until.IsZero() && !time.Now().Before(c.until) {
+		return fmt.Errorf("%w: the handshake took too long", errSilentPeer)
+	}
+	return fmt.Errorf("%w: it %s for %v", errSilentPeer, what, idle)
+}
+
+func (c *streamConn) Read(p []byte) (int, error) {
+	idle, err := c.arm(true)
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	return n, c.explain(err, idle, "sent nothing")
+}
+
+func (c *streamConn) Write(p []byte) (int, error) {
+	var done int
+	for len(p) > 0 {
+		idle, err := c.arm(false)
+		if err != nil {
+			return done, err
+		}
+		n, err := c.Conn.Write(p[:min(len(p), writeChunk)])
+		done += n
+		p = p[n:]
+		if err != nil {
+			return done, c.explain(err, idle, "took nothing we sent")
+		}
+	}
+	return done, nil
+}
+
+// peer is one side's end of the migration stream.
+type peer struct {
+	// name is what the peer is: "source" or "target".
+	name string
+	conn *streamConn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	buf  []byte
+	// trusted says the peer has proved that it holds the migration secret:
+	// only then is the reason of its Abort shown, or ours sent.
+	trusted bool
+	// sent and received count frame bytes, for progress.
+	sent, received atomic.Uint64
+}
+
+// newPeer returns the peer of conn; r, when not nil, is a reader of conn
+// that may hold bytes already read.
+func newPeer(name string, conn *streamConn, r *bufio.Reader) *peer {
+	if r == nil {
+		r = bufio.NewReaderSize(conn, 1<<20)
+	}
+	return &peer{name: name, conn: conn, r: r, w: bufio.NewWriterSize(conn, 1<<20)}
+}
+
+// send queues a frame; flush sends what is queued.
+func (p *peer) send(t migration.Type, payload []byte) error {
+	if err := migration.WriteFrame(p.w, t, payload); err != nil {
+		return err
+	}
+	p.sent.Add(uint64(migration.HeaderSize + len(payload)))
+	return nil
+}
+
+func (p *peer) flush() error {
+	if err := p.w.Flush(); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	return nil
+}
+
+// sendRAM sends a RAM frame whose data is written from data itself: a
+// large block bypasses the buffer (one copy fewer per page), a small one
+// is buffered like any frame.
+func (p *peer) sendRAM(gpa uint64, data []byte) error {
+	var hdr [migration.HeaderSize + 12]byte
+	if _, err := p.w.Write(migration.AppendRAMFrameHeader(hdr[:0], gpa, len(data))); err != nil {
+		return fmt.Errorf("write RAM frame: %w", err)
+	}
+	if len(data) <= p.w.Available() {
+		_, _ = p.w.Write(data) // cannot fail: it fits the buffer
+	} else {
+		if err := p.flush(); err != nil {
+			return err
+		}
+		if _, err := p.conn.Write(data); err != nil {
+			return fmt.Errorf("write RAM frame: %w", err)
+		}
+	}
+	p.sent.Add(uint64(len(hdr) + len(data)))
+	return nil
+}
+
+// sendNow sends one frame at once.
+func (p *peer) sendNow(t migration.Type, payload []byte) error {
+	if err := p.send(t, payload); err != nil {
+		return err
+	}
+	return p.flush()
+}
+
+// errPeerAborted is the peer's Abort. Its reason is the peer's own text:
+// Error shows it only when the peer was trusted, and then sanitized.
+type errPeerAborted struct {
+	peer    string
+	code    migration.AbortCode
+	reason  string
+	trusted bool
+}
+
+func (e *errPeerAborted) Error() string {
+	switch e.code {
+	case migration.AbortNoSuchMigration:
+		return reasonNoSuchMigration
+	case migration.AbortSecretRefused:
+		return "the " + e.peer + " refused the migration secret"
+	case migration.AbortNoCommonProtocol:
+		return reasonNoProtocol
+	}
+	if e.trusted && e.reason != "" {
+		return "the " + e.peer + " aborted: " + sanitize(e.reason, maxShownReason)
+	}
+	return "the " + e.peer + " aborted the migration"
+}
+
+// recv reads the next frame. A peer's Abort becomes an *errPeerAborted;
+// the payload is valid until the next recv.
+func (p *peer) recv() (migration.Frame, error) {
+	f, err := migration.ReadFrame(p.r, p.buf)
+	if err != nil {
+		return f, fmt.Errorf("receive: %w", err)
+	}
+	if cap(f.Payload) > cap(p.buf) {
+		p.buf = f.Payload[:0]
+	}
+	p.received.Add(uint64(migration.HeaderSize + len(f.Payload)))
+	if f.Type == migration.TypeAbort {
+		a, err := migration.DecodeAbort(f.Payload)
+		if err != nil {
+			return f, err
+		}
+		return f, &errPeerAborted{peer: p.name, code: a.Code, reason: a.Reason, trusted: p.trusted}
+	}
+	return f, nil
+}
+
+// expect reads the next frame and checks its type.
+func (p *peer) expect(t migration.Type) (migration.Frame, error) {
+	f, err := p.recv()
+	if err != nil {
+		return f, err
+	}
+	if f.Type != t {
+		return f, fmt.Errorf("%w: expected %s, got %s", migration.ErrFrame, t, f.Type)
+	}
+	return f, nil
+}
+
+// abort tells the peer why the migration ends, best effort and within a
+// second. An untrusted peer learns only the code.
+func (p *peer) abort(err error) {
+	var pa *errPeerAborted
+	if errors.As(err, &pa) {
+		return // the peer knows
+	}
+	a := migration.Abort{Code: abortCode(err)}
+	if p.trusted {
+		a.Reason = err.Error()
+	}
+	p.conn.lastWords(time.Second)
+	_ = migration.WriteFrame(p.w, migration.TypeAbort, a.Encode())
+	_ = p.w.Flush()
+}
