@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/httpkit"
 	"github.com/wagglevm/waggle/internal/kvmtest"
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm"
@@ -36,7 +37,7 @@ func BenchmarkEnsureToFirstSerialByte(b *testing.B) {
 		if err != nil || r.JSON201 == nil {
 			b.Fatalf("ensure: %v %s", err, r.Body)
 		}
-		ws, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/v1/instance/serial", nil)
+		ws, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/v1/instance/serial", &websocket.DialOptions{HTTPHeader: httpkit.BearerHeader(p.token)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/internal/httpkit"
 	"github.com/wagglevm/waggle/internal/kvmtest"
 )
 
@@ -29,12 +30,24 @@ import (
 
 var waggleBin string
 
+// testToken is the bearer token of every server the tests start, kept in
+// testTokenFile; WAGGLE_TOKEN_FILE names it, so the CLI subprocesses send it.
+var testToken, testTokenFile string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "waggle-bin-")
 	if err != nil {
 		panic(err)
 	}
 	waggleBin = filepath.Join(dir, "waggle")
+	if testToken, err = httpkit.GenerateToken(); err != nil {
+		panic(err)
+	}
+	testTokenFile = filepath.Join(dir, "token")
+	if err := httpkit.WriteTokenFile(testTokenFile, testToken); err != nil {
+		panic(err)
+	}
+	os.Setenv("WAGGLE_TOKEN_FILE", testTokenFile)
 	out, err := exec.Command("go", "build", "-o", waggleBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build waggle: %v\n%s", err, out)
@@ -48,6 +61,7 @@ func TestMain(m *testing.M) {
 // serverProc is a `waggle server` subprocess.
 type serverProc struct {
 	addr   string
+	token  string // the bearer token the server takes
 	client *api.ClientWithResponses
 	cmd    *exec.Cmd
 	log    *syncBuffer
@@ -56,16 +70,16 @@ type serverProc struct {
 
 var listenLine = regexp.MustCompile(`waggle server listening"? addr=(\S+)`)
 
-// startServer starts `waggle server` on a free loopback port and waits until
-// it listens; the test's cleanup stops it.
+// startServer starts `waggle server` on a free loopback port, with the
+// tests' token, and waits until it listens; the test's cleanup stops it.
 func startServer(t testing.TB, env ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0")
+	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0", "-auth-token-file", testTokenFile)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &serverProc{cmd: cmd, log: &syncBuffer{}, exited: make(chan struct{})}
+	p := &serverProc{cmd: cmd, token: testToken, log: &syncBuffer{}, exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		p.stop()
@@ -89,7 +103,7 @@ func startServer(t testing.TB, env ...string) *serverProc {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the server did not start listening")
 	}
-	p.client, err = api.NewClientWithResponses("http://" + p.addr + "/v1")
+	p.client, err = api.NewClientWithResponses("http://"+p.addr+"/v1", api.WithRequestEditorFn(httpkit.BearerAuth(p.token)))
 	require.NoError(t, err)
 	return p
 }
@@ -222,7 +236,7 @@ func TestServerRunsAVMThroughItsLifecycle(t *testing.T) {
 	wsURL := "ws://" + p.addr + "/v1/instance/serial"
 	var consoles []*websocket.Conn
 	for range 2 {
-		ws, _, err := websocket.Dial(ctx, wsURL, nil)
+		ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: httpkit.BearerHeader(p.token)})
 		require.NoError(t, err)
 		defer ws.CloseNow()
 		consoles = append(consoles, ws)
