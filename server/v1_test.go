@@ -39,7 +39,7 @@ func start(t *testing.T, core Core) (*httptest.Server, *api.ClientWithResponses)
 const validSpecJSON = `{"board":{"cpus":2,"memory_mb":256,"chipset":"i440fx"},
  "components":{"com1":{"type":"serial_port","num":"com1"},
   "disk0":{"type":"virtio_disk","backend":"disk0-be","slot":0},
-  "disk0-be":{"type":"file_storage_backend","path":"/tmp/d.img"}}}`
+  "disk0-be":{"type":"file_storage_backend","path":"tmp/d.img"}}}`
 
 func ensureBody(spec string) string {
 	return `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"vm1"},"spec":` + spec + `}`
@@ -115,12 +115,12 @@ func TestBadInput(t *testing.T) {
 		{"unknown component type", withComponents(`"f":{"type":"floppy"}`), "", 400, CodeInvalidRequest, "body.spec.components.f"},
 		{"serial port missing num", withComponents(`"c":{"type":"serial_port"}`), "", 400, CodeInvalidRequest, "num"},
 		{"bad com port", withComponents(`"c":{"type":"serial_port","num":"com7"}`), "", 400, CodeInvalidRequest, "body.spec.components.c"},
-		{"slot out of range", withComponents(`"d":{"type":"virtio_disk","backend":"b","slot":9},"b":{"type":"file_storage_backend","path":"/b"}`), "", 400, CodeInvalidRequest, "slot"},
+		{"slot out of range", withComponents(`"d":{"type":"virtio_disk","backend":"b","slot":9},"b":{"type":"file_storage_backend","path":"b"}`), "", 400, CodeInvalidRequest, "slot"},
 		{"dangling backend", withComponents(`"d":{"type":"virtio_disk","backend":"nope","slot":0}`), "", 400, CodeInvalidSpec, "components.d.backend"},
-		{"unused backend", withComponents(`"b":{"type":"file_storage_backend","path":"/b"}`), "", 400, CodeInvalidSpec, "components.b"},
-		{"two devices on one backend", withComponents(`"d1":{"type":"virtio_disk","backend":"b","slot":0},"d2":{"type":"virtio_disk","backend":"b","slot":1},"b":{"type":"file_storage_backend","path":"/b"}`), "", 400, CodeInvalidSpec, "components.b"},
+		{"unused backend", withComponents(`"b":{"type":"file_storage_backend","path":"b"}`), "", 400, CodeInvalidSpec, "components.b"},
+		{"two devices on one backend", withComponents(`"d1":{"type":"virtio_disk","backend":"b","slot":0},"d2":{"type":"virtio_disk","backend":"b","slot":1},"b":{"type":"file_storage_backend","path":"b"}`), "", 400, CodeInvalidSpec, "components.b"},
 		{"two serial ports on com1", withComponents(`"a":{"type":"serial_port","num":"com1"},"b":{"type":"serial_port","num":"com1"}`), "", 400, CodeInvalidSpec, "components.b.num"},
-		{"two devices in one slot", withComponents(`"d1":{"type":"virtio_disk","backend":"b1","slot":0},"d2":{"type":"virtio_disk","backend":"b2","slot":0},"b1":{"type":"file_storage_backend","path":"/b1"},"b2":{"type":"file_storage_backend","path":"/b2"}`), "", 400, CodeInvalidSpec, "components.d2.slot"},
+		{"two devices in one slot", withComponents(`"d1":{"type":"virtio_disk","backend":"b1","slot":0},"d2":{"type":"virtio_disk","backend":"b2","slot":0},"b1":{"type":"file_storage_backend","path":"b1"},"b2":{"type":"file_storage_backend","path":"b2"}`), "", 400, CodeInvalidSpec, "components.d2.slot"},
 		{"neither spec nor migrate", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"vm1"}}`, "", 400, CodeInvalidRequest, "spec and migrate"},
 		{"both spec and migrate", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"vm1"},"spec":{` + board + `,"components":{}},"migrate":{"migration_id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a02","src_addr":"127.0.0.1:1"}}`, "", 400, CodeInvalidRequest, "spec and migrate"},
 		{"bad src_addr", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"vm1"},"migrate":{"migration_id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a02","src_addr":"no port"}}`, "", 400, CodeInvalidRequest, "src_addr"},

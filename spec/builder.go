@@ -1,9 +1,9 @@
 package spec
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -34,7 +34,9 @@ func (b *Builder) SetBoard(board Board) *Builder { b.board = board; return b }
 func (b *Builder) SetBoot(boot Boot) *Builder { b.boot = boot; return b }
 
 // Add adds a component under key k. A key used twice is a problem reported by
-// Build.
+// Build. What Build reports does not depend on the order of the calls to Add
+// (callers often add from a map): of two components under one key, the one
+// whose Go syntax representation sorts first is kept and checked.
 func (b *Builder) Add(k Key, c Component) *Builder {
 	switch {
 	case k.IsZero():
@@ -42,8 +44,11 @@ func (b *Builder) Add(k Key, c Component) *Builder {
 	case c == nil:
 		b.early = append(b.early, Problem{ComponentPath(k, ""), RuleRequired, "component is nil"})
 	default:
-		if _, dup := b.components[k]; dup {
+		if old, dup := b.components[k]; dup {
 			b.early = append(b.early, Problem{ComponentPath(k, ""), RuleDuplicateKey, "key is used by two components"})
+			if fmt.Sprintf("%#v", c) < fmt.Sprintf("%#v", old) {
+				b.components[k] = c
+			}
 			return b
 		}
 		b.components[k] = c
@@ -110,7 +115,11 @@ func checkFields(k Key, c Component, add addFunc) {
 // Build checks every rule and returns the Spec, or a *ValidationError listing
 // every problem.
 func (b *Builder) Build() (Spec, error) {
+	// The problems found while adding come first, sorted, so that the order
+	// of the calls to Add does not show; the rest follow the fixed order of
+	// the checks below, components in key order.
 	problems := slices.Clone(b.early)
+	slices.SortStableFunc(problems, compareProblems)
 	add := func(path string, rule Rule, format string, args ...any) {
 		problems = append(problems, Problem{path, rule, fmt.Sprintf(format, args...)})
 	}
@@ -209,20 +218,24 @@ func (b *Builder) checkBackendRef(dev, ref Key, users map[Key][]Key, add addFunc
 }
 
 func checkFileBackend(k Key, c FileStorageBackend, add addFunc) {
-	switch {
+	switch err := CheckStoragePath(c.Path); {
+	case err == nil:
 	case c.Path == "":
 		add(ComponentPath(k, "path"), RuleRequired, "path is empty")
-	case !filepath.IsAbs(c.Path):
-		add(ComponentPath(k, "path"), RuleInvalid, "path %q is not absolute", c.Path)
-	case strings.ContainsRune(c.Path, 0):
-		add(ComponentPath(k, "path"), RuleInvalid, "path contains a NUL byte")
-	case filepath.Clean(c.Path) != c.Path:
-		add(ComponentPath(k, "path"), RuleInvalid, "path %q is not clean; write %q", c.Path, filepath.Clean(c.Path))
+	case len(c.Path) > MaxStoragePathLen:
+		add(ComponentPath(k, "path"), RuleRange, "%v", err)
+	default:
+		add(ComponentPath(k, "path"), RuleInvalid, "%v", err)
 	}
 	bs := c.BlockSize
 	if bs < MinBlockSize || bs > MaxBlockSize || bs&(bs-1) != 0 {
 		add(ComponentPath(k, "block_size"), RuleInvalid, "must be a power of two from %d to %d, is %d", MinBlockSize, MaxBlockSize, bs)
 	}
+}
+
+// compareProblems orders problems by path, rule and detail.
+func compareProblems(a, b Problem) int {
+	return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Rule, b.Rule), cmp.Compare(a.Detail, b.Detail))
 }
 
 func joinKeys(ks []Key) string {

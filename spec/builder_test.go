@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -13,7 +14,7 @@ func validBuilder() *Builder {
 		SetBoot(Boot{Image: "ticker", Cmdline: "pace_ms=100"}).
 		Add(MustKey("com1"), SerialPort{Num: COM1}).
 		Add(MustKey("disk0"), VirtioDisk{Backend: MustKey("disk0-be"), Slot: 0}).
-		Add(MustKey("disk0-be"), FileStorageBackend{Path: "/var/lib/disk0.img", BlockSize: 512})
+		Add(MustKey("disk0-be"), FileStorageBackend{Path: "vm1/disk0.img", BlockSize: 512})
 }
 
 func TestBuildValid(t *testing.T) {
@@ -58,7 +59,7 @@ func TestBuildRules(t *testing.T) {
 			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("com1"), Slot: 1})
 		}, "components.disk1.backend", RuleWrongKind},
 		{"unused backend", func(b *Builder) {
-			b.Add(MustKey("spare"), FileStorageBackend{Path: "/spare.img", BlockSize: 512})
+			b.Add(MustKey("spare"), FileStorageBackend{Path: "spare.img", BlockSize: 512})
 		}, "components.spare", RuleUnusedBackend},
 		{"two devices on one backend", func(b *Builder) {
 			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("disk0-be"), Slot: 1})
@@ -68,20 +69,23 @@ func TestBuildRules(t *testing.T) {
 		}, "components.disk0.slot", RuleRange},
 		{"two devices in one slot", func(b *Builder) {
 			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("be1"), Slot: 0})
-			b.Add(MustKey("be1"), FileStorageBackend{Path: "/be1.img", BlockSize: 512})
+			b.Add(MustKey("be1"), FileStorageBackend{Path: "be1.img", BlockSize: 512})
 		}, "components.disk1.slot", RuleSlotConflict},
 		{"empty path", func(b *Builder) { b.components[MustKey("disk0-be")] = FileStorageBackend{BlockSize: 512} }, "components.disk0-be.path", RuleRequired},
-		{"relative path", func(b *Builder) {
-			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "disk.img", BlockSize: 512}
+		{"absolute path", func(b *Builder) {
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "/etc/shadow", BlockSize: 512}
 		}, "components.disk0-be.path", RuleInvalid},
-		{"unclean path", func(b *Builder) {
-			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "/a/../disk.img", BlockSize: 512}
+		{"dot-dot path", func(b *Builder) {
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "a/../../disk.img", BlockSize: 512}
 		}, "components.disk0-be.path", RuleInvalid},
+		{"long path", func(b *Builder) {
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: strings.Repeat("a", MaxStoragePathLen+1), BlockSize: 512}
+		}, "components.disk0-be.path", RuleRange},
 		{"block size not a power of two", func(b *Builder) {
-			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "/d.img", BlockSize: 1000}
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "d.img", BlockSize: 1000}
 		}, "components.disk0-be.block_size", RuleInvalid},
 		{"block size too small", func(b *Builder) {
-			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "/d.img", BlockSize: 256}
+			b.components[MustKey("disk0-be")] = FileStorageBackend{Path: "d.img", BlockSize: 256}
 		}, "components.disk0-be.block_size", RuleInvalid},
 		{"too many components", func(b *Builder) {
 			for i := range MaxComponents {
@@ -117,7 +121,7 @@ func TestReplace(t *testing.T) {
 	s, err := validBuilder().Build()
 	require.NoError(t, err)
 	b := s.ToBuilder()
-	require.NoError(t, b.Replace(MustKey("disk0-be"), FileStorageBackend{Path: "/other/disk0.img", BlockSize: 512}))
+	require.NoError(t, b.Replace(MustKey("disk0-be"), FileStorageBackend{Path: "other/disk0.img", BlockSize: 512}))
 	require.ErrorContains(t, b.Replace(MustKey("disk0-be"), SerialPort{Num: COM2}), "cannot replace")
 	require.ErrorContains(t, b.Replace(MustKey("nope"), SerialPort{Num: COM2}), "no such component")
 	s2, err := b.Build()
@@ -125,19 +129,79 @@ func TestReplace(t *testing.T) {
 	require.False(t, s.Equal(s2))
 	c, ok := s2.Component(MustKey("disk0-be"))
 	require.True(t, ok)
-	require.Equal(t, "/other/disk0.img", c.(FileStorageBackend).Path)
+	require.Equal(t, "other/disk0.img", c.(FileStorageBackend).Path)
 	// The original spec is untouched.
 	c, _ = s.Component(MustKey("disk0-be"))
-	require.Equal(t, "/var/lib/disk0.img", c.(FileStorageBackend).Path)
+	require.Equal(t, "vm1/disk0.img", c.(FileStorageBackend).Path)
 }
 
 func TestCheckComponent(t *testing.T) {
-	require.NoError(t, CheckComponent(MustKey("be"), FileStorageBackend{Path: "/d.img", BlockSize: 4096}))
-	err := CheckComponent(MustKey("be"), FileStorageBackend{Path: "d.img", BlockSize: 3})
+	require.NoError(t, CheckComponent(MustKey("be"), FileStorageBackend{Path: "d.img", BlockSize: 4096}))
+	err := CheckComponent(MustKey("be"), FileStorageBackend{Path: "/d.img", BlockSize: 3})
 	var ve *ValidationError
 	require.ErrorAs(t, err, &ve)
 	require.True(t, ve.Has("components.be.path", RuleInvalid))
 	require.True(t, ve.Has("components.be.block_size", RuleInvalid))
 	require.ErrorContains(t, CheckComponent(MustKey("c"), SerialPort{Num: 9}), "components.c.num")
 	require.ErrorContains(t, CheckComponent(MustKey("d"), VirtioDisk{Slot: 8}), "components.d.slot")
+}
+
+// TestBuildErrorOrderIsStable builds one spec with many problems 50 times,
+// adding its components in a different order each time (as callers that
+// add from a map do), and requires the same error every time.
+func TestBuildErrorOrderIsStable(t *testing.T) {
+	type add struct {
+		k Key
+		c Component
+	}
+	adds := []add{
+		{MustKey("com1"), SerialPort{Num: COM1}},
+		{MustKey("com1b"), SerialPort{Num: COM1}},
+		{MustKey("com9"), SerialPort{Num: 9}},
+		{MustKey("disk0"), VirtioDisk{Backend: MustKey("disk0-be"), Slot: 0}},
+		{MustKey("disk1"), VirtioDisk{Backend: MustKey("nothing"), Slot: 0}},
+		{MustKey("disk2"), VirtioDisk{Backend: MustKey("com1"), Slot: 9}},
+		{MustKey("disk3"), VirtioDisk{Backend: MustKey("disk0-be"), Slot: 3}},
+		{MustKey("disk0-be"), FileStorageBackend{Path: "/etc/shadow", BlockSize: 100}},
+		{MustKey("spare"), FileStorageBackend{Path: "a/../b", BlockSize: 512}},
+		{MustKey("spare2"), FileStorageBackend{BlockSize: 512}},
+		// One key twice, with different components.
+		{MustKey("twice"), SerialPort{Num: COM2}},
+		{MustKey("twice"), FileStorageBackend{Path: "twice.img", BlockSize: 512}},
+		{MustKey("x"), nil},
+		{MustKey("y"), nil},
+		{Key{}, SerialPort{Num: COM3}},
+		{MustKey("9b2f0c1e-0000-4000-8000-000000000001"), VirtioDisk{Slot: 1}},
+	}
+	build := func(order []int) error {
+		b := NewBuilder().SetBoard(Board{CPUs: 0, MemoryMiB: 1, Chipset: 7}).SetBoot(Boot{Image: "../x", Cmdline: "a\nb"})
+		for _, i := range order {
+			b.Add(adds[i].k, adds[i].c)
+		}
+		_, err := b.Build()
+		return err
+	}
+	order := make([]int, len(adds))
+	for i := range order {
+		order[i] = i
+	}
+	first := build(order)
+	require.Error(t, first)
+	var ve *ValidationError
+	require.ErrorAs(t, first, &ve)
+	require.Greater(t, len(ve.Problems), 15, "the spec breaks many rules: %v", first)
+	for i := range 50 {
+		// A different permutation each time (reversed, rotated, swapped).
+		perm := make([]int, len(order))
+		for j := range perm {
+			perm[j] = order[(j*7+i)%len(order)]
+		}
+		if i%2 == 1 {
+			for l, r := 0, len(perm)-1; l < r; l, r = l+1, r-1 {
+				perm[l], perm[r] = perm[r], perm[l]
+			}
+		}
+		got := build(perm)
+		require.Equal(t, first.Error(), got.Error(), "run %d, order %v", i, perm)
+	}
 }

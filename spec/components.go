@@ -103,7 +103,10 @@ const (
 
 // FileStorageBackend stores a disk's blocks in a host file.
 type FileStorageBackend struct {
-	// Path is the absolute path of the file on the host.
+	// Path names the file relative to the VMM server's storage root (see
+	// CheckStoragePath): "disks/boot.img", never "/var/lib/boot.img" or
+	// "../boot.img". Each server has its own root, so a migration target
+	// finds the file under its own.
 	Path string
 	// ReadOnly forbids the guest to write.
 	ReadOnly bool

@@ -16,7 +16,7 @@ func testSpec(t *testing.T, blockSize uint32) spec.Spec {
 		SetBoot(spec.Boot{Image: "disk", Cmdline: "slot=0"}).
 		Add(spec.MustKey("com1"), spec.SerialPort{Num: spec.COM1}).
 		Add(spec.MustKey("d"), spec.VirtioDisk{Backend: spec.MustKey("b"), Slot: 0}).
-		Add(spec.MustKey("b"), spec.FileStorageBackend{Path: "/d.img", BlockSize: blockSize}).
+		Add(spec.MustKey("b"), spec.FileStorageBackend{Path: "d.img", BlockSize: blockSize}).
 		Build()
 	require.NoError(t, err)
 	return s

@@ -23,9 +23,14 @@
 //	[[disk]]
 //	name = "data"                 # device "data", backend "data-backend"
 //	slot = 0                      # virtio-mmio slot
-//	path = "/var/lib/waggle/data.img"
+//	path = "vms/data.img"         # beneath the server's storage root
 //	readonly = false
 //	block_size = 512              # the default
+//
+// A disk's path names a file relative to the storage root of the server that
+// runs the VM (its --storage-root), never an absolute host path: segments of
+// letters, digits, '.', '_' and '-', none starting with '.', joined by '/'
+// (see spec.CheckStoragePath).
 //
 // Unknown keys are errors, so a typo never silently changes a VM.
 package vmconfig
@@ -141,6 +146,8 @@ func (f File) Spec() (spec.Spec, error) {
 		}
 		b.Add(spec.MustKey(s.Port), spec.SerialPort{Num: num})
 	}
+	// reported holds spec paths already reported in the file's own terms.
+	reported := map[string]bool{}
 	for i, d := range f.Disk {
 		dev, err1 := spec.ParseKey(d.Name)
 		be, err2 := spec.ParseKey(d.Name + BackendSuffix)
@@ -152,6 +159,10 @@ func (f File) Spec() (spec.Spec, error) {
 		if bs == 0 {
 			bs = 512
 		}
+		if err := spec.CheckStoragePath(d.Path); err != nil {
+			problems = append(problems, fmt.Sprintf("disk[%d].path: %v", i, err))
+			reported[spec.ComponentPath(be, "path")] = true
+		}
 		b.Add(dev, spec.VirtioDisk{Backend: be, Slot: d.Slot})
 		b.Add(be, spec.FileStorageBackend{Path: d.Path, ReadOnly: d.ReadOnly, BlockSize: bs})
 	}
@@ -160,7 +171,9 @@ func (f File) Spec() (spec.Spec, error) {
 		var ve *spec.ValidationError
 		if errors.As(err, &ve) {
 			for _, p := range ve.Problems {
-				problems = append(problems, p.String())
+				if !reported[p.Path] {
+					problems = append(problems, p.String())
+				}
 			}
 		} else {
 			problems = append(problems, err.Error())

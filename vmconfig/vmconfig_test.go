@@ -1,11 +1,15 @@
 package vmconfig
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/wagglevm/waggle/spec"
+	v1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
 )
 
 const full = `
@@ -26,7 +30,7 @@ port = "com1"
 [[disk]]
 name = "data"
 slot = 1
-path = "/var/lib/waggle/data.img"
+path = "vms/data.img"
 readonly = true
 `
 
@@ -43,7 +47,7 @@ func TestParseAndConvert(t *testing.T) {
 	require.Equal(t, spec.VirtioDisk{Backend: spec.MustKey("data-backend"), Slot: 1}, dev)
 	be, ok := s.Component(spec.MustKey("data-backend"))
 	require.True(t, ok)
-	require.Equal(t, spec.FileStorageBackend{Path: "/var/lib/waggle/data.img", ReadOnly: true, BlockSize: 512}, be)
+	require.Equal(t, spec.FileStorageBackend{Path: "vms/data.img", ReadOnly: true, BlockSize: 512}, be)
 	c, ok := s.Component(spec.MustKey("com1"))
 	require.True(t, ok)
 	require.Equal(t, spec.SerialPort{Num: spec.COM1}, c)
@@ -68,9 +72,11 @@ func TestBadConfigs(t *testing.T) {
 		{"same port twice", "[board]\ncpus = 1\nmemory_mb = 64\n[[serial]]\nport = \"com1\"\n[[serial]]\nport = \"com1\"\n", "duplicate_key"},
 		{"no cpus", "[board]\nmemory_mb = 64\n", "board.cpus"},
 		{"bad chipset", "[board]\ncpus = 1\nmemory_mb = 64\nchipset = \"q35\"\n", "board.chipset"},
-		{"relative disk path", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"d\"\npath = \"d.img\"\n", "components.d-backend.path"},
-		{"two disks in a slot", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"a\"\npath = \"/a\"\n[[disk]]\nname = \"b\"\npath = \"/b\"\n", "slot_conflict"},
-		{"bad disk name", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"-x\"\npath = \"/a\"\n", "disk[0].name"},
+		{"absolute disk path", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"d\"\npath = \"/etc/shadow\"\n", "disk[0].path: path \"/etc/shadow\" is absolute"},
+		{"dot-dot disk path", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"d\"\npath = \"a/../../x\"\n", "disk[0].path"},
+		{"no disk path", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"d\"\n", "disk[0].path: path is empty"},
+		{"two disks in a slot", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"a\"\npath = \"a\"\n[[disk]]\nname = \"b\"\npath = \"b\"\n", "slot_conflict"},
+		{"bad disk name", "[board]\ncpus = 1\nmemory_mb = 64\n[[disk]]\nname = \"-x\"\npath = \"a\"\n", "disk[0].name"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -93,4 +99,36 @@ func FuzzParse(f *testing.F) {
 		}
 		_, _ = cfg.Spec() // must not panic
 	})
+}
+
+// TestExamples: every config in examples/ converts into a valid spec, and
+// its JSON twin (the same name with .json), decoded as version 1 of the
+// contract, is the same spec. Disk paths in examples are storage paths.
+func TestExamples(t *testing.T) {
+	tomls, err := filepath.Glob("../examples/*.toml")
+	require.NoError(t, err)
+	require.NotEmpty(t, tomls)
+	sawDisk := false
+	for _, path := range tomls {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			f, err := Load(path)
+			require.NoError(t, err)
+			s, err := f.Spec()
+			require.NoError(t, err)
+			data, err := os.ReadFile(strings.TrimSuffix(path, ".toml") + ".json")
+			require.NoError(t, err, "each TOML example has its JSON twin")
+			w, err := v1.DecodeInstanceSpec(data)
+			require.NoError(t, err)
+			js, err := v1.ToSpec(w)
+			require.NoError(t, err)
+			require.True(t, s.Equal(js), "%s and its JSON twin describe different VMs", path)
+			for _, e := range s.Components() {
+				if b, ok := e.Component.(spec.FileStorageBackend); ok {
+					sawDisk = true
+					require.NoError(t, spec.CheckStoragePath(b.Path))
+				}
+			}
+		})
+	}
+	require.True(t, sawDisk, "an example shows a disk")
 }

@@ -2,6 +2,8 @@ package vmm
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -61,14 +63,41 @@ func newBareVCPU(tb testing.TB) *bareVCPU {
 	return bv
 }
 
-// run does one KVM_RUN, which exits on the next OUT.
+// run runs the vCPU to its next exit, which is the next OUT.
 func (bv *bareVCPU) run(tb testing.TB) {
-	if err := bv.cpu.Run(); err != nil {
+	if err := runToExit(bv.cpu.Run, func() uint32 { return bv.cpu.RunData().ExitReason }, kvm.KVM_EXIT_IO); err != nil {
 		tb.Fatal(err)
 	}
-	if r := bv.cpu.RunData().ExitReason; r != kvm.KVM_EXIT_IO {
-		tb.Fatalf("exit reason %d", r)
+}
+
+// maxInterruptedRuns bounds how often runToExit re-enters after a signal
+// before it gives up: enough for any burst of the Go runtime's preemption
+// signals, few enough that a vCPU that never exits fails the benchmark.
+const maxInterruptedRuns = 1 << 16
+
+// runToExit calls run (one KVM_RUN) until the vCPU exits with reason want.
+// As in the machine's own run loop, a KVM_RUN interrupted by a signal
+// (EINTR, or EAGAIN; the Go runtime preempts threads with SIGURG) is no
+// exit of the guest: the vCPU is simply entered again. So is an exit of
+// reason KVM_EXIT_INTR. Any other error or exit reason is returned.
+func runToExit(run func() error, reason func() uint32, want uint32) error {
+	for range maxInterruptedRuns {
+		if err := run(); err != nil {
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			return err
+		}
+		switch r := reason(); r {
+		case want:
+			return nil
+		case kvm.KVM_EXIT_INTR:
+			continue
+		default:
+			return fmt.Errorf("exit reason %d, want %d", r, want)
+		}
 	}
+	return fmt.Errorf("KVM_RUN interrupted %d times in a row", maxInterruptedRuns)
 }
 
 func (bv *bareVCPU) close() {

@@ -20,6 +20,11 @@ type Config struct {
 	// the Machine buffers between them and the vCPUs (and drops output a
 	// stalled writer cannot take, see SerialDropped).
 	Serial map[spec.SerialPortNumber]io.Writer
+	// StorageRoot is the absolute path of the directory that the paths of
+	// the spec's file storage backends are relative to (see
+	// OpenStorageFile). It is required when the spec has a disk; no file
+	// outside it is ever opened.
+	StorageRoot string
 	// Image, when set, is the boot image, used instead of looking up
 	// Spec.Boot().Image among the images of package guest.
 	Image []byte

@@ -17,20 +17,28 @@ import (
 // newGuestMachine builds a machine for one of package guest's images.
 func newGuestMachine(t testing.TB, s spec.Spec) (*Machine, *serialBuffer) {
 	t.Helper()
+	return newGuestMachineIn(t, s, "")
+}
+
+// newGuestMachineIn is newGuestMachine with disks beneath storageRoot.
+func newGuestMachineIn(t testing.TB, s spec.Spec, storageRoot string) (*Machine, *serialBuffer) {
+	t.Helper()
 	requireKVM(t)
 	out := &serialBuffer{}
 	m, err := New(Config{
-		Spec:       s,
-		Properties: Properties{ID: [16]byte{0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0x40, 0, 0x80}, Name: "guest-vm-1"},
-		Version:    "1.2.3",
-		Serial:     map[spec.SerialPortNumber]io.Writer{spec.COM1: out},
+		Spec:        s,
+		StorageRoot: storageRoot,
+		Properties:  Properties{ID: [16]byte{0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0x40, 0, 0x80}, Name: "guest-vm-1"},
+		Version:     "1.2.3",
+		Serial:      map[spec.SerialPortNumber]io.Writer{spec.COM1: out},
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m, out
 }
 
-// withDisk adds a virtio disk in slot 0 backed by path.
+// withDisk adds a virtio disk in slot 0 backed by path (relative to the
+// storage root).
 func withDisk(path string, readOnly bool) func(*spec.Builder) {
 	return func(b *spec.Builder) {
 		b.Add(spec.MustKey("disk0"), spec.VirtioDisk{Backend: spec.MustKey("disk0-file"), Slot: 0})
@@ -38,12 +46,17 @@ func withDisk(path string, readOnly bool) func(*spec.Builder) {
 	}
 }
 
-func diskFile(t testing.TB, size int64) string {
+// diskFile makes a sparse file of size bytes in a new storage root and
+// returns the root and the file's storage path.
+func diskFile(t testing.TB, size int64) (root, path string) {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.img")
+	root = t.TempDir()
+	path = "vm/disk.img"
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "vm"), 0o700))
+	p := filepath.Join(root, path)
 	require.NoError(t, os.WriteFile(p, nil, 0o600))
 	require.NoError(t, os.Truncate(p, size))
-	return p
+	return root, path
 }
 
 func TestTickerBoots(t *testing.T) {
@@ -166,10 +179,10 @@ func TestMemcheckMigrates(t *testing.T) {
 }
 
 func TestDiskMigrates(t *testing.T) {
-	path := diskFile(t, 1<<20)
+	root, path := diskFile(t, 1<<20)
 	s := testSpec(t, 1, 64, "disk", "mode=write sectors=64 pace_ms=20", withDisk(path, false))
-	src, srcOut := newGuestMachine(t, s)
-	dst, dstOut := newGuestMachine(t, s)
+	src, srcOut := newGuestMachineIn(t, s, root)
+	dst, dstOut := newGuestMachineIn(t, s, root)
 	require.NoError(t, src.Start())
 	srcOut.waitFor(t, "disk ok pass 2\n", 30*time.Second)
 	migrate(t, src, dst, 2)
@@ -182,7 +195,7 @@ func TestDiskMigrates(t *testing.T) {
 
 	// The data is on the file: a fresh VM verifies it.
 	require.NoError(t, dst.Close())
-	v, vOut := newGuestMachine(t, testSpec(t, 1, 64, "disk", "mode=verify sectors=64", withDisk(path, true)))
+	v, vOut := newGuestMachineIn(t, testSpec(t, 1, 64, "disk", "mode=verify sectors=64", withDisk(path, true)), root)
 	require.NoError(t, v.Start())
 	e := waitExit(t, v, 30*time.Second)
 	require.NoError(t, v.Close())
@@ -191,8 +204,8 @@ func TestDiskMigrates(t *testing.T) {
 }
 
 func TestReadOnlyDiskWrite(t *testing.T) {
-	path := diskFile(t, 64<<10)
-	m, out := newGuestMachine(t, testSpec(t, 1, 64, "disk", "mode=rotest start=0", withDisk(path, true)))
+	root, path := diskFile(t, 64<<10)
+	m, out := newGuestMachineIn(t, testSpec(t, 1, 64, "disk", "mode=rotest start=0", withDisk(path, true)), root)
 	require.NoError(t, m.Start())
 	e := waitExit(t, m, 30*time.Second)
 	require.NoError(t, m.Close())
@@ -200,19 +213,28 @@ func TestReadOnlyDiskWrite(t *testing.T) {
 	require.Contains(t, out.String(), "disk write status=1\n")
 }
 
+// TestDiskSpecErrors: New refuses a disk it cannot open beneath the storage
+// root, naming the backend's path, before it touches KVM (so it runs on
+// hosts without /dev/kvm).
 func TestDiskSpecErrors(t *testing.T) {
-	requireKVM(t)
 	for _, c := range []struct {
 		name string
-		path func(t *testing.T) string
+		disk func(t *testing.T) (root, path string)
 		want error
 	}{
-		{"missing", func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope.img") }, ErrDiskMissing},
-		{"too small", func(t *testing.T) string { return diskFile(t, 100) }, ErrDiskTooSmall},
-		{"empty", func(t *testing.T) string { return diskFile(t, 0) }, ErrDiskTooSmall},
+		{"missing", func(t *testing.T) (string, string) { return t.TempDir(), "nope.img" }, ErrDiskMissing},
+		{"too small", func(t *testing.T) (string, string) { return diskFile(t, 100) }, ErrDiskTooSmall},
+		{"empty", func(t *testing.T) (string, string) { return diskFile(t, 0) }, ErrDiskTooSmall},
+		{"no storage root", func(t *testing.T) (string, string) { _, p := diskFile(t, 1<<20); return "", p }, ErrNoStorageRoot},
+		{"escape", func(t *testing.T) (string, string) {
+			root := t.TempDir()
+			require.NoError(t, os.Symlink("/etc/passwd", filepath.Join(root, "passwd.img")))
+			return root, "passwd.img"
+		}, ErrStorageEscape},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := New(Config{Spec: testSpec(t, 1, 64, "disk", "", withDisk(c.path(t), false))})
+			root, path := c.disk(t)
+			_, err := New(Config{Spec: testSpec(t, 1, 64, "disk", "", withDisk(path, false)), StorageRoot: root})
 			require.ErrorIs(t, err, c.want)
 			var ce *ComponentError
 			require.ErrorAs(t, err, &ce)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -688,6 +687,3 @@ func (m *Machine) Stats() Stats {
 		Sleeps: m.sleeps.Load(), Resets: m.resets.Load(),
 	}
 }
-
-// openFile is os.OpenFile, replaceable in tests.
-var openFile = os.OpenFile

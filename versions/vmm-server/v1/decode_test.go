@@ -14,7 +14,7 @@ const goodSpec = `{"board":{"cpus":2,"memory_mb":256,"chipset":"i440fx"},
  "boot":{"image":"disk","cmdline":"slot=0"},
  "components":{"com1":{"type":"serial_port","num":"com1"},
   "disk0":{"type":"virtio_disk","backend":"disk0-be","slot":0},
-  "disk0-be":{"type":"file_storage_backend","path":"/tmp/d.img","readonly":false,"block_size":512}}}`
+  "disk0-be":{"type":"file_storage_backend","path":"tmp/d.img","readonly":false,"block_size":512}}}`
 
 func TestDecodeAndConvertGood(t *testing.T) {
 	w, err := DecodeInstanceSpec([]byte(goodSpec))
@@ -39,9 +39,9 @@ func TestBadInput(t *testing.T) {
 		{"unknown chipset", `{"board":{"cpus":1,"memory_mb":16,"chipset":"q35"},"components":{}}`, "board.chipset"},
 		{"unknown component type", `{"board":{"cpus":1,"memory_mb":16,"chipset":"i440fx"},"components":{"x":{"type":"floppy"}}}`, "components.x"},
 		{"unknown component field", `{"board":{"cpus":1,"memory_mb":16,"chipset":"i440fx"},"components":{"c":{"type":"serial_port","num":"com1","baud":9600}}}`, "components.c"},
-		{"missing slot", `{"board":{"cpus":1,"memory_mb":16,"chipset":"i440fx"},"components":{"d":{"type":"virtio_disk","backend":"b"},"b":{"type":"file_storage_backend","path":"/b"}}}`, "components.d"},
+		{"missing slot", `{"board":{"cpus":1,"memory_mb":16,"chipset":"i440fx"},"components":{"d":{"type":"virtio_disk","backend":"b"},"b":{"type":"file_storage_backend","path":"b"}}}`, "components.d"},
 		{"bad com port", `{"board":{"cpus":1,"memory_mb":16,"chipset":"i440fx"},"components":{"c":{"type":"serial_port","num":"com9"}}}`, "components.c"},
-		{"bad block size", `{"board":{"cpus":1,"memory_mb":16,"chipset":"i440fx"},"components":{"d":{"type":"virtio_disk","backend":"b","slot":0},"b":{"type":"file_storage_backend","path":"/b","block_size":8192}}}`, "components.b"},
+		{"bad block size", `{"board":{"cpus":1,"memory_mb":16,"chipset":"i440fx"},"components":{"d":{"type":"virtio_disk","backend":"b","slot":0},"b":{"type":"file_storage_backend","path":"b","block_size":8192}}}`, "components.b"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -61,8 +61,8 @@ func TestRuleViolations(t *testing.T) {
 		rule                   spec.Rule
 	}{
 		{"dangling backend", `"d":{"type":"virtio_disk","backend":"nope","slot":0}`, "components.d.backend", spec.RuleDanglingRef},
-		{"unused backend", `"b":{"type":"file_storage_backend","path":"/b"}`, "components.b", spec.RuleUnusedBackend},
-		{"two devices on one backend", `"d1":{"type":"virtio_disk","backend":"b","slot":0},"d2":{"type":"virtio_disk","backend":"b","slot":1},"b":{"type":"file_storage_backend","path":"/b"}`, "components.b", spec.RuleSharedBackend},
+		{"unused backend", `"b":{"type":"file_storage_backend","path":"b"}`, "components.b", spec.RuleUnusedBackend},
+		{"two devices on one backend", `"d1":{"type":"virtio_disk","backend":"b","slot":0},"d2":{"type":"virtio_disk","backend":"b","slot":1},"b":{"type":"file_storage_backend","path":"b"}`, "components.b", spec.RuleSharedBackend},
 		{"two serial ports on com1", `"a":{"type":"serial_port","num":"com1"},"b":{"type":"serial_port","num":"com1"}`, "components.b.num", spec.RuleSerialConflict},
 		{"bad key", `"-x":{"type":"serial_port","num":"com1"}`, "components.-x", spec.RuleInvalid},
 	}
@@ -80,13 +80,13 @@ func TestRuleViolations(t *testing.T) {
 
 func TestReplacementsToSpec(t *testing.T) {
 	var backend, serial, badPath api.Component
-	require.NoError(t, backend.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: "/other/disk.img"}))
+	require.NoError(t, backend.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: "other/disk.img"}))
 	require.NoError(t, serial.FromSerialPortComponent(api.SerialPortComponent{Num: api.SerialPortNumberCom1}))
-	require.NoError(t, badPath.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: "relative.img"}))
+	require.NoError(t, badPath.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: "/etc/shadow"}))
 
 	got, err := ReplacementsToSpec(map[string]api.Component{"disk0-be": backend})
 	require.NoError(t, err)
-	require.Equal(t, spec.FileStorageBackend{Path: "/other/disk.img", BlockSize: 512}, got[spec.MustKey("disk0-be")])
+	require.Equal(t, spec.FileStorageBackend{Path: "other/disk.img", BlockSize: 512}, got[spec.MustKey("disk0-be")])
 
 	cases := []struct {
 		name string

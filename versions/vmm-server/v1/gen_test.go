@@ -70,7 +70,7 @@ func randomWire(r *rand.Rand) api.InstanceSpec {
 	for i, slot := range slots {
 		be := randomKey(r, fmt.Sprintf("be%d-%s", i, randomName(r, "x")))
 		var fb api.FileStorageBackendComponent
-		fb.Path = fmt.Sprintf("/srv/disks/%d.img", r.IntN(1e6))
+		fb.Path = fmt.Sprintf("srv/disks/%d.img", r.IntN(1e6))
 		if r.IntN(2) == 0 {
 			fb.Readonly = ptr(r.IntN(2) == 0)
 		}
@@ -105,7 +105,7 @@ func randomHub(r *rand.Rand) spec.Spec {
 		if r.IntN(3) == 0 {
 			bs = spec.MinBlockSize << r.IntN(8) // 512 .. 65536
 		}
-		b.Add(be, spec.FileStorageBackend{Path: fmt.Sprintf("/d/%d", i), ReadOnly: r.IntN(2) == 0, BlockSize: bs})
+		b.Add(be, spec.FileStorageBackend{Path: fmt.Sprintf("d/%d", i), ReadOnly: r.IntN(2) == 0, BlockSize: bs})
 		b.Add(spec.MustKey(fmt.Sprintf("disk%d", slot)), spec.VirtioDisk{Backend: be, Slot: uint8(slot)})
 	}
 	s, err := b.Build()

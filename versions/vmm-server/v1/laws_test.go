@@ -84,9 +84,9 @@ func TestLaw3NamesEveryUnsupportedField(t *testing.T) {
 		SetBoard(spec.Board{CPUs: 1, MemoryMiB: 64, Chipset: spec.ChipsetI440FX}).
 		SetBoot(spec.Boot{Image: "disk"}).
 		Add(spec.MustKey("a"), spec.VirtioDisk{Backend: spec.MustKey("a-be"), Slot: 0}).
-		Add(spec.MustKey("a-be"), spec.FileStorageBackend{Path: "/a", BlockSize: 8192}).
+		Add(spec.MustKey("a-be"), spec.FileStorageBackend{Path: "a", BlockSize: 8192}).
 		Add(spec.MustKey("b"), spec.VirtioDisk{Backend: spec.MustKey("b-be"), Slot: 1}).
-		Add(spec.MustKey("b-be"), spec.FileStorageBackend{Path: "/b", BlockSize: 1024}).
+		Add(spec.MustKey("b-be"), spec.FileStorageBackend{Path: "b", BlockSize: 1024}).
 		Build()
 	require.NoError(t, err)
 	_, err = FromSpec(s)
