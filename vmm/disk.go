@@ -53,13 +53,7 @@ func (m *Machine) openDisks() (map[spec.Key]*diskBackend, error) {
 
 // buildDisk creates the virtio-mmio block device of disk k in its slot.
 func (m *Machine) buildDisk(k spec.Key, d spec.VirtioDisk, b *diskBackend) error {
-	cfg := devices.VirtioBlkConfig{
-		Path:      b.backend.Path,
-		File:      b.file,
-		ReadOnly:  b.backend.ReadOnly,
-		BlockSize: b.backend.BlockSize,
-		Serial:    k.String(),
-	}
+	cfg := devices.VirtioBlkConfigFromSpec(k, b.backend, b.file)
 	gsi := uint32(virtioGSIBase) + uint32(d.Slot)
 	// The device's file is among m.closers since openDisks; the device is
 	// not closed on its own.

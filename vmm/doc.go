@@ -25,7 +25,8 @@
 //	exit, _ := m.Wait(ctx)          // powered off with a status, stopped, failed, reset
 //
 // New checks everything the host must provide before any vCPU runs: the
-// boot image, the disk files (they must exist and hold at least one block),
+// boot image, the disk files (regular files beneath Config.StorageRoot, see
+// OpenStorageFile, holding at least one block),
 // the number of vCPUs (at most KVM_CAP_NR_VCPUS), and guest memory (it must
 // map and register). A failure is a *ComponentError whose Component names the
 // part of the spec ("board.cpus", "board.memory_mb", "boot.image",

@@ -174,10 +174,12 @@ func NewVirtioBlk(cfg VirtioBlkConfig) (*VirtioBlk, error) {
 }
 
 // VirtioBlkConfigFromSpec returns the configuration of a spec's VirtioDisk
-// with component key key, stored in backend. The key becomes the serial
-// number GET_ID reports (its first VIRTIO_BLK_ID_BYTES bytes).
-func VirtioBlkConfigFromSpec(key spec.Key, backend spec.FileStorageBackend) VirtioBlkConfig {
-	return VirtioBlkConfig{Path: backend.Path, ReadOnly: backend.ReadOnly, BlockSize: backend.BlockSize, Serial: key.String()}
+// with component key key, stored in backend, whose file the caller has
+// opened beneath its storage root (a backend's path is relative to that
+// root, so it is never opened as it is). The key becomes the serial number
+// GET_ID reports (its first VIRTIO_BLK_ID_BYTES bytes).
+func VirtioBlkConfigFromSpec(key spec.Key, backend spec.FileStorageBackend, file *os.File) VirtioBlkConfig {
+	return VirtioBlkConfig{Path: backend.Path, File: file, ReadOnly: backend.ReadOnly, BlockSize: backend.BlockSize, Serial: key.String()}
 }
 
 // NewVirtioBlkMMIO opens a block device and puts it behind a virtio-mmio

@@ -660,8 +660,34 @@ func TestNewVirtioBlkErrors(t *testing.T) {
 }
 
 func TestVirtioBlkConfigFromSpec(t *testing.T) {
-	cfg := VirtioBlkConfigFromSpec(spec.MustKey("boot-disk"), spec.FileStorageBackend{Path: "/d.img", ReadOnly: true, BlockSize: 4096})
-	require.Equal(t, VirtioBlkConfig{Path: "/d.img", ReadOnly: true, BlockSize: 4096, Serial: "boot-disk"}, cfg)
+	f, err := os.Open(tempDisk(t, 16*VirtioBlkSectorSize))
+	require.NoError(t, err)
+	defer f.Close()
+	cfg := VirtioBlkConfigFromSpec(spec.MustKey("boot-disk"), spec.FileStorageBackend{Path: "vm/d.img", ReadOnly: true, BlockSize: 4096}, f)
+	require.Equal(t, VirtioBlkConfig{Path: "vm/d.img", File: f, ReadOnly: true, BlockSize: 4096, Serial: "boot-disk"}, cfg)
+}
+
+// TestVirtioBlkTakesOpenFile: given a File, the device uses it and never
+// opens Path (a storage path, relative to a root the device does not know);
+// when it refuses the file, the file stays open for its owner.
+func TestVirtioBlkTakesOpenFile(t *testing.T) {
+	f, err := os.Open(tempDisk(t, 16*VirtioBlkSectorSize))
+	require.NoError(t, err)
+	r := newBlkRig(t, VirtioBlkConfig{Path: "no/such/file.img", File: f, ReadOnly: true})
+	require.Equal(t, uint64(16), r.blk.Capacity())
+	r.start()
+	data := wbuf(VirtioBlkSectorSize)
+	status, _ := r.do(rbuf(blkHeader(VIRTIO_BLK_T_IN, 5)), data, wbuf(1))
+	require.Equal(t, byte(VIRTIO_BLK_S_OK), status)
+	require.Equal(t, sectorPattern(5, 1), r.fill(data))
+
+	small, err := os.Open(tempDisk(t, 100))
+	require.NoError(t, err)
+	defer small.Close()
+	_, err = NewVirtioBlk(VirtioBlkConfig{Path: "small.img", File: small})
+	require.ErrorContains(t, err, "less than one block")
+	_, err = small.Stat()
+	require.NoError(t, err, "a refused file is left open for its owner")
 }
 
 // hookMem calls hook before each read of at least 512 bytes (a data buffer).
