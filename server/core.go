@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"io"
 	"maps"
 	"net"
@@ -91,10 +92,27 @@ type Instance struct {
 	FailureReason string
 }
 
+// Transition is one change of an instance's state, as the state monitor
+// reports it.
+type Transition struct {
+	// Gen is the generation the change made.
+	Gen   uint64
+	State State
+	// FailureReason says why, when State is Failed (and what ended the VM
+	// in some other states).
+	FailureReason string
+	// At is when the change happened.
+	At time.Time
+}
+
 // MigrateInit makes a new instance the target of a live migration.
 type MigrateInit struct {
 	MigrationID uuid.UUID
 	SrcAddr     string
+	// Secret is the migration's one-time secret, which the source was armed
+	// with; the two prove to each other inside the stream that they hold it.
+	// It is never logged or answered.
+	Secret string
 	// Replace amends the source's spec: each entry replaces the component
 	// of that key (a storage backend, by one of the same kind).
 	Replace map[spec.Key]spec.Component
@@ -102,7 +120,8 @@ type MigrateInit struct {
 
 // Equal reports whether two migration inits are the same.
 func (m MigrateInit) Equal(o MigrateInit) bool {
-	return m.MigrationID == o.MigrationID && m.SrcAddr == o.SrcAddr && maps.Equal(m.Replace, o.Replace)
+	return m.MigrationID == o.MigrationID && m.SrcAddr == o.SrcAddr &&
+		subtle.ConstantTimeCompare([]byte(m.Secret), []byte(o.Secret)) == 1 && maps.Equal(m.Replace, o.Replace)
 }
 
 // EnsureRequest creates the instance: exactly one of Spec and Migrate is set.
@@ -143,6 +162,24 @@ type SerialHistory struct {
 type SerialConn interface {
 	Output() <-chan []byte
 	io.WriteCloser
+}
+
+// MigrationArm arms a running instance as the source of one migration.
+type MigrationArm struct {
+	ID uuid.UUID
+	// Secret is the one-time secret to bind to ID; empty: the server makes
+	// one and answers it in ArmedMigration.
+	Secret string
+	// TTL is how long the arm holds; zero: DefaultArmTTL.
+	TTL time.Duration
+}
+
+// ArmedMigration is an armed migration.
+type ArmedMigration struct {
+	ID uuid.UUID
+	// Secret is set only when the server made it.
+	Secret    string
+	ExpiresAt time.Time
 }
 
 // MigrationPhase is where a migration is.
@@ -201,17 +238,20 @@ type Core interface {
 	// RequestState asks for a state change and returns without waiting.
 	RequestState(ctx context.Context, r Requested) error
 	// WaitGen blocks until the generation passes gen or ctx ends, and returns
-	// the instance and its migrations as they are then.
-	WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, error)
+	// the instance and its migrations as they are then, with the
+	// instance's transitions after gen, oldest first (the most recent ones
+	// only: a server keeps a few dozen; a first Gen above gen+1 says some
+	// were missed).
+	WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, []Transition, error)
 	// SerialHistory reads kept serial output.
 	SerialHistory(ctx context.Context, q SerialQuery) (SerialHistory, error)
 	// SerialAttach attaches a console.
 	SerialAttach(ctx context.Context) (SerialConn, error)
 	// MigrationStatus returns the migrations' progress.
 	MigrationStatus(ctx context.Context) (MigrationStatus, error)
-	// MigrateExpect arms the running instance as the source of the
-	// migration with this id.
-	MigrateExpect(ctx context.Context, id uuid.UUID) error
+	// MigrateExpect arms the running instance as the source of one
+	// migration, binding a one-time secret with an expiry to its id.
+	MigrateExpect(ctx context.Context, arm MigrationArm) (ArmedMigration, error)
 	// MigrateSource checks that a migration with this id is expected and
 	// returns the function that serves it over the upgraded connection; the
 	// connection is the caller's to close once serve returns. The caller

@@ -13,6 +13,13 @@ var (
 	ErrInstanceExists = errors.New("a different instance already exists")
 	// ErrNoSuchMigration: the source expects no migration with that id (404 no_such_migration).
 	ErrNoSuchMigration = errors.New("no such migration is expected")
+	// ErrTooManyConsoles: every console place is taken (429
+	// too_many_consoles); the client may try again once one is closed.
+	ErrTooManyConsoles = errors.New("too many serial consoles are attached; close one and try again")
+	// ErrEnsureInProgress: another ensure is still building its VM and the
+	// request gave up waiting for it (409 ensure_in_progress); asking again
+	// later gets the usual answer.
+	ErrEnsureInProgress = errors.New("another ensure is still building its VM; ask again")
 )
 
 // TransitionError is a request the instance cannot honour in its current
@@ -49,3 +56,20 @@ func (e *VMError) Error() string {
 }
 
 func (e *VMError) Unwrap() error { return e.Err }
+
+// CapacityError is a VM this host cannot back (409 insufficient_capacity):
+// Field is the spec field at fault ("board.memory_mb", "board.cpus"), Asked
+// what the spec asks and Max the most this host can give, in Unit.
+type CapacityError struct {
+	Field      string
+	Asked, Max uint64
+	Unit       string
+}
+
+func (e *CapacityError) Error() string {
+	unit := ""
+	if e.Unit != "" {
+		unit = " " + e.Unit
+	}
+	return fmt.Sprintf("%s: %d%s asked, this host can back at most %d%s", e.Field, e.Asked, unit, e.Max, unit)
+}

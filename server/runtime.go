@@ -6,22 +6,33 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
-
-	"github.com/google/uuid"
+	"time"
 
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm"
 )
 
-// Runtime is the Core of a real VMM server: one instance, run as a KVM
-// virtual machine by package vmm. It builds the VM when Ensure brings a
-// spec, and drives it through the lifecycle on state requests; COM1's output
-// is the instance's serial console.
+// Runtime is the Core of a real VMM server: one instance, run as a virtual
+// machine (a KVM one from package vmm, unless RuntimeOptions.NewVM says
+// otherwise). It builds the VM when Ensure brings a spec, and drives it
+// through the lifecycle on state requests; COM1's output is the instance's
+// serial console.
+//
+// Nothing slow happens under mu, which every GET takes: a VM is built
+// before it is installed and closed after it is detached.
 type Runtime struct {
-	log     *slog.Logger
-	version string
-	serial  *serialLog
+	log         *slog.Logger
+	version     string
+	newVM       NewVMFunc
+	capacity    func() (HostCapacity, error)
+	storageRoot string
+	serialKeep  int
+	maxConsoles int
+	failPoints  FailPoints       // set once at creation
+	mc          *migrationConfig // set once at creation
+	consoles    consoleCount
 
 	mu sync.Mutex
 	// changed is closed and replaced whenever inst changes; guarded by mu,
@@ -30,10 +41,22 @@ type Runtime struct {
 	req     *EnsureRequest // nil until Ensure
 	inst    Instance
 	spec    *spec.Spec
-	machine *vmm.Machine // nil before the VM is built and after it is released
-	mig     migrations
-
-	failPoints FailPoints // set once at creation
+	machine VM // nil before the VM is built and after it is released
+	// serial is the instance's console: each instance has its own.
+	serial *serialLog
+	mig    migrations
+	// history holds the instance's last maxHistory transitions, oldest
+	// first.
+	history []Transition
+	// building is closed when the ensure that is building a VM ends; nil
+	// while none is.
+	building chan struct{}
+	// closing counts VMs being closed off the lock; closed is closed and
+	// replaced whenever it drops to zero.
+	closing int
+	closed  chan struct{}
+	// shut says Close was called: nothing new is built.
+	shut bool
 }
 
 // RuntimeOptions configure a Runtime.
@@ -46,7 +69,29 @@ type RuntimeOptions struct {
 	SerialKeep int
 	// FailPoints make migrations fail on purpose, for tests.
 	FailPoints FailPoints
+	// NewVM builds the instance's VM (default: a KVM virtual machine,
+	// vmm.New).
+	NewVM NewVMFunc
+	// HostCapacity says what this host can give a VM; a spec asking more
+	// is refused with a *CapacityError (default ReadHostCapacity). An
+	// error means "unknown": nothing is refused then.
+	HostCapacity func() (HostCapacity, error)
+	// StorageRoot is the directory beneath which file backends are
+	// opened.
+	StorageRoot string
+	// MaxConsoles bounds the serial consoles attached at once (default
+	// DefaultMaxConsoles); one more gets ErrTooManyConsoles.
+	MaxConsoles int
+	// MigrationPeers are the networks a migration target may dial (the
+	// source's src_addr must be in one); nil: DefaultMigrationPeers.
+	MigrationPeers []netip.Prefix
 }
+
+// DefaultMaxConsoles is how many serial consoles may be attached at once.
+const DefaultMaxConsoles = 16
+
+// maxHistory is how many transitions the state monitor can report.
+const maxHistory = 32
 
 // NewRuntime returns a Runtime with no instance.
 func NewRuntime(o RuntimeOptions) *Runtime {
@@ -56,64 +101,157 @@ func NewRuntime(o RuntimeOptions) *Runtime {
 	if o.SerialKeep <= 0 {
 		o.SerialKeep = DefaultSerialKeep
 	}
-	return &Runtime{log: o.Log, version: o.Version, serial: newSerialLog(o.SerialKeep), changed: make(chan struct{}), failPoints: o.FailPoints}
+	if o.NewVM == nil {
+		o.NewVM = newKVMMachine
+	}
+	if o.HostCapacity == nil {
+		o.HostCapacity = ReadHostCapacity
+	}
+	if o.MaxConsoles <= 0 {
+		o.MaxConsoles = DefaultMaxConsoles
+	}
+	return &Runtime{
+		log: o.Log, version: o.Version, newVM: o.NewVM, capacity: o.HostCapacity, storageRoot: o.StorageRoot,
+		serialKeep: o.SerialKeep, maxConsoles: o.MaxConsoles, failPoints: o.FailPoints, mc: newMigrationConfig(o.MigrationPeers),
+		changed: make(chan struct{}), closed: make(chan struct{}), serial: newSerialLog(o.SerialKeep),
+	}
 }
 
 var _ Core = (*Runtime)(nil)
 
-// setStateLocked moves the instance to s, bumps the generation and wakes
-// every state monitor.
+// setStateLocked moves the instance to s, bumps the generation, records the
+// transition and wakes every state monitor.
 func (r *Runtime) setStateLocked(s State, reason string) {
 	r.log.Info("instance state", "from", r.inst.State, "to", s, "gen", r.inst.Gen+1, "reason", reason)
 	r.inst.State = s
 	r.inst.FailureReason = reason
 	r.inst.Gen++
+	if len(r.history) == maxHistory {
+		r.history = append(r.history[:0], r.history[1:]...)
+	}
+	r.history = append(r.history, Transition{Gen: r.inst.Gen, State: s, FailureReason: reason, At: time.Now()})
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
 
+// ended reports whether the instance is over (destroyed: stopped or migrated
+// away; failed), leaving the server free for a new one.
+func (r *Runtime) endedLocked() bool {
+	return r.inst.State == StateDestroyed || r.inst.State == StateFailed
+}
+
 // Ensure builds the VM from the request's spec and returns without running
-// it. Nothing is kept if the VM cannot be built.
+// it. Nothing is kept if the VM cannot be built. The VM is built outside
+// the lock: meanwhile the server answers as before, and another ensure
+// waits (as long as its ctx lets it) to be judged once this one is done.
 func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.req != nil {
-		if r.req.Equal(req) {
-			return r.inst, false, nil
-		}
-		// An instance that ended (destroyed: stopped or migrated away;
-		// failed) leaves the server free for a new one; generations keep
-		// growing across instances.
-		if r.inst.State != StateDestroyed && r.inst.State != StateFailed {
-			return Instance{}, false, ErrInstanceExists
-		}
-	}
-	if req.Migrate != nil {
-		return r.ensureMigrationTargetLocked(ctx, req)
-	}
-	m, err := r.buildMachine(req.Properties, *req.Spec, false)
+	src, err := r.checkMigrateInit(ctx, req.Migrate) // before anything is built or replaced
 	if err != nil {
 		return Instance{}, false, err
 	}
-	r.req, r.spec, r.machine = &req, req.Spec, m
-	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}
-	r.mig.in, r.mig.expect = nil, uuid.Nil
+	r.mu.Lock()
+	for {
+		var wait chan struct{}
+		if r.building != nil {
+			wait = r.building
+		} else {
+			if r.req != nil {
+				if r.req.Equal(req) {
+					inst := r.inst
+					r.mu.Unlock()
+					return inst, false, nil
+				}
+				// Generations keep growing across instances.
+				if !r.endedLocked() {
+					r.mu.Unlock()
+					return Instance{}, false, ErrInstanceExists
+				}
+			}
+			if r.shut {
+				r.mu.Unlock()
+				return Instance{}, false, errors.New("the server is shutting down")
+			}
+			if r.closing == 0 {
+				break
+			}
+			wait = r.closed // the previous VM is still being let go
+		}
+		r.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return Instance{}, false, fmt.Errorf("%w (%w)", ErrEnsureInProgress, context.Cause(ctx))
+		}
+		r.mu.Lock()
+	}
+	if req.Migrate != nil {
+		defer r.mu.Unlock()
+		r.newInstanceLocked(req, nil)
+		return r.ensureMigrationTargetLocked(ctx, req, src)
+	}
+
+	done := make(chan struct{})
+	r.building = done
+	r.mu.Unlock()
+	log := newSerialLog(r.serialKeep)
+	m, err := r.newMachine(req.Properties, *req.Spec, false, log)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.building = nil
+	close(done)
+	if err == nil && r.shut {
+		err = errors.New("the server is shutting down")
+		r.closeLater(m)
+	}
+	if err != nil {
+		return Instance{}, false, err
+	}
+	r.newInstanceLocked(req, log)
+	r.machine = m
 	r.setStateLocked(StateCreating, "")
-	r.serial.reopen()
-	r.serial.setInput(r.serialInput)
+	log.setInput(r.serialInput)
 	return r.inst, true, nil
 }
 
-// buildMachine makes the VM (for a migration target, incoming: RAM left
-// empty for the source's pages); a failure names the spec component at
-// fault.
-func (r *Runtime) buildMachine(p Properties, s spec.Spec, incoming bool) (*vmm.Machine, error) {
-	m, err := vmm.New(vmm.Config{
+// newInstanceLocked makes req the instance, with nothing of the one before
+// it: its own console (log, or a new one), no migrations, no history.
+func (r *Runtime) newInstanceLocked(req EnsureRequest, log *serialLog) {
+	if log == nil {
+		log = newSerialLog(r.serialKeep)
+	}
+	r.req, r.spec, r.machine = &req, req.Spec, nil
+	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}
+	r.serial = log
+	r.mig = migrations{}
+	r.history = nil
+}
+
+// buildMachine makes the VM of the instance now (for a migration target,
+// incoming: RAM left empty for the source's pages), its COM1 writing to the
+// instance's console; a failure names the spec component at fault. It
+// must be called without r.mu held: it is slow.
+func (r *Runtime) buildMachine(p Properties, s spec.Spec, incoming bool) (VM, error) {
+	r.mu.Lock()
+	log := r.serial
+	r.mu.Unlock()
+	return r.newMachine(p, s, incoming, log)
+}
+
+// newMachine checks that the host can back the spec and builds its VM,
+// with COM1 writing to log.
+func (r *Runtime) newMachine(p Properties, s spec.Spec, incoming bool, log *serialLog) (VM, error) {
+	if c, err := r.capacity(); err != nil {
+		r.log.Warn("host capacity unknown; the VM is not checked against it", "err", err)
+	} else if err := checkCapacity(s.Board(), c); err != nil {
+		return nil, err
+	}
+	m, err := r.newVM(vmm.Config{
 		Incoming:   incoming,
 		Spec:       s,
 		Properties: vmm.Properties{ID: p.ID, Name: p.Name},
 		Version:    r.version,
-		Serial:     serialSinks(s, r.serial),
+		Serial:     serialSinks(s, log),
 	})
 	if err != nil {
 		var ce *vmm.ComponentError
@@ -199,84 +337,14 @@ func (r *Runtime) RequestState(_ context.Context, req Requested) error {
 	return &TransitionError{State: r.inst.State, Requested: req.String()}
 }
 
-// decision is what a state change request does.
-type decision uint8
-
-const (
-	// refuse: 409 invalid_transition, naming the state.
-	refuse decision = iota
-	// alreadyDone: the request is met, or on its way; nothing changes.
-	alreadyDone
-	// honour: run goes to starting, stop to stopping, reboot to rebooting.
-	honour
-	// abortOutbound: a stop during an outbound migration ends the
-	// migration and the VM runs on here (the client asks again to stop).
-	abortOutbound
-)
-
-// decide is the lifecycle's rule book, one exhaustive switch over the
-// state: hasVM says the instance has a VM (a migration target waiting for
-// its source has none); migratingOut that an outbound migration can still
-// be aborted.
-func decide(s State, req Requested, hasVM, migratingOut bool) decision {
-	switch s {
-	case StateCreating:
-		if !hasVM {
-			return refuse
-		}
-		switch req {
-		case RequestRun, RequestStop:
-			return honour
-		case RequestReboot:
-			return refuse
-		}
-	case StateStarting:
-		switch req {
-		case RequestRun:
-			return alreadyDone
-		case RequestStop, RequestReboot:
-			return refuse
-		}
-	case StateRunning:
-		switch req {
-		case RequestRun:
-			return alreadyDone
-		case RequestStop, RequestReboot:
-			return honour
-		}
-	case StateRebooting:
-		switch req {
-		case RequestReboot:
-			return alreadyDone
-		case RequestRun, RequestStop:
-			return refuse
-		}
-	case StateStopping, StateStopped, StateDestroyed:
-		switch req {
-		case RequestStop:
-			return alreadyDone
-		case RequestRun, RequestReboot:
-			return refuse
-		}
-	case StateMigrating:
-		if req == RequestStop && migratingOut {
-			return abortOutbound
-		}
-		return refuse
-	case StateFailed:
-		return refuse
-	}
-	return refuse
-}
-
 // start runs the VM and then watches it until it ends.
-func (r *Runtime) start(m *vmm.Machine) {
+func (r *Runtime) start(m VM) {
 	if err := m.Start(); err != nil {
 		r.fail(m, fmt.Errorf("start: %w", err))
 		return
 	}
 	r.mu.Lock()
-	if r.inst.State == StateStarting {
+	if r.machine == m && r.inst.State == StateStarting {
 		r.setStateLocked(StateRunning, "")
 	}
 	r.mu.Unlock()
@@ -286,7 +354,7 @@ func (r *Runtime) start(m *vmm.Machine) {
 // watch waits for the VM to end and moves the instance accordingly: a guest
 // that powers off is stopped and destroyed; a guest that fails is failed,
 // with the reason.
-func (r *Runtime) watch(m *vmm.Machine) {
+func (r *Runtime) watch(m VM) {
 	exit, err := m.Wait(context.Background())
 	if err != nil {
 		r.fail(m, err)
@@ -319,13 +387,12 @@ func (r *Runtime) machineEndedLocked(exit vmm.Exit) {
 	case vmm.ExitPoweredOff, vmm.ExitReset, vmm.ExitStopped:
 		r.setStateLocked(StateStopping, exit.String())
 		r.setStateLocked(StateStopped, exit.String())
-		r.releaseLocked()
-		r.setStateLocked(StateDestroyed, exit.String())
+		r.retireLocked(StateDestroyed, exit.String())
 	}
 }
 
 // stop ends the VM: stopping -> stopped -> destroyed.
-func (r *Runtime) stop(m *vmm.Machine) {
+func (r *Runtime) stop(m VM) {
 	if err := m.Stop(); err != nil && !errors.Is(err, vmm.ErrNotNow) {
 		r.log.Warn("stop", "err", err)
 	}
@@ -335,11 +402,10 @@ func (r *Runtime) stop(m *vmm.Machine) {
 		return
 	}
 	r.setStateLocked(StateStopped, "")
-	r.releaseLocked()
-	r.setStateLocked(StateDestroyed, "")
+	r.retireLocked(StateDestroyed, "")
 }
 
-func (r *Runtime) reboot(m *vmm.Machine) {
+func (r *Runtime) reboot(m VM) {
 	if err := m.Reset(); err != nil {
 		r.fail(m, fmt.Errorf("reboot: %w", err))
 		return
@@ -352,7 +418,7 @@ func (r *Runtime) reboot(m *vmm.Machine) {
 }
 
 // fail puts the instance in Failed with err as the reason.
-func (r *Runtime) fail(m *vmm.Machine, err error) {
+func (r *Runtime) fail(m VM, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.machine != m {
@@ -362,53 +428,107 @@ func (r *Runtime) fail(m *vmm.Machine, err error) {
 	r.releaseLocked()
 }
 
-// releaseLocked stops and frees the VM.
-func (r *Runtime) releaseLocked() {
-	if r.machine == nil {
-		return
-	}
-	if err := r.machine.Close(); err != nil {
-		r.log.Warn("release vm", "err", err)
-	}
+// releaseLocked detaches the VM and its consoles, and closes the VM off
+// the lock.
+func (r *Runtime) releaseLocked() { r.retireLocked(0, "") }
+
+// retireLocked is releaseLocked, and then, once the VM is closed (so that
+// what the guest printed last is in the console's history), moves the
+// instance to state then with reason, unless the instance changed
+// meanwhile. A zero then moves nothing.
+func (r *Runtime) retireLocked(then State, reason string) {
+	m := r.machine
 	r.machine = nil
 	r.serial.closeAll()
+	gen := r.inst.Gen
+	r.closeLater(m, func() {
+		if then != 0 && r.inst.Gen == gen {
+			r.setStateLocked(then, reason)
+		}
+	})
 }
 
-// WaitGen blocks until the generation passes gen or ctx ends.
-func (r *Runtime) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, error) {
+// closeLater closes m, when not nil, in the background, then calls each
+// of after with r.mu held. A new VM is built only once it is done.
+func (r *Runtime) closeLater(m VM, after ...func()) {
+	r.closing++
+	go func() {
+		if m != nil {
+			if err := m.Close(); err != nil {
+				r.log.Warn("release vm", "err", err)
+			}
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, f := range after {
+			f()
+		}
+		if r.closing--; r.closing == 0 {
+			close(r.closed)
+			r.closed = make(chan struct{})
+		}
+	}()
+}
+
+// WaitGen blocks until the generation passes gen or ctx ends, and returns
+// the instance, its migrations and the transitions after gen that are still
+// kept (the last 32), oldest first.
+func (r *Runtime) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, []Transition, error) {
 	for {
 		r.mu.Lock()
 		if r.req == nil {
 			r.mu.Unlock()
-			return Instance{}, MigrationStatus{}, ErrNoInstance
+			return Instance{}, MigrationStatus{}, nil, ErrNoInstance
 		}
 		inst, mig, ch := r.inst, r.mig.statusLocked(), r.changed
+		var hist []Transition
+		for _, t := range r.history {
+			if t.Gen > gen {
+				hist = append(hist, t)
+			}
+		}
 		r.mu.Unlock()
 		if inst.Gen > gen {
-			return inst, mig, nil
+			return inst, mig, hist, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return inst, mig, nil
+			return inst, mig, hist, nil
 		}
 	}
 }
 
-// SerialHistory reads kept console output.
+// SerialHistory reads the instance's kept console output.
 func (r *Runtime) SerialHistory(_ context.Context, q SerialQuery) (SerialHistory, error) {
-	if _, err := r.Instance(context.Background()); err != nil {
+	r.mu.Lock()
+	log, err := r.serial, error(nil)
+	if r.req == nil {
+		err = ErrNoInstance
+	}
+	r.mu.Unlock()
+	if err != nil {
 		return SerialHistory{}, err
 	}
-	return r.serial.history(q), nil
+	return log.history(q), nil
 }
 
-// SerialAttach attaches a console.
-func (r *Runtime) SerialAttach(ctx context.Context) (SerialConn, error) {
-	if _, err := r.Instance(ctx); err != nil {
+// SerialAttach attaches a console to the instance, unless MaxConsoles are
+// attached already.
+func (r *Runtime) SerialAttach(context.Context) (SerialConn, error) {
+	r.mu.Lock()
+	log, err := r.serial, error(nil)
+	if r.req == nil {
+		err = ErrNoInstance
+	}
+	r.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
-	return r.serial.attach(), nil
+	if !r.consoles.take(r.maxConsoles) {
+		return nil, ErrTooManyConsoles
+	}
+	return &countedConsole{serialSub: log.attach(), n: &r.consoles}, nil
 }
 
 // MigrationStatus returns the migrations' progress.
@@ -421,9 +541,20 @@ func (r *Runtime) MigrationStatus(context.Context) (MigrationStatus, error) {
 	return r.mig.statusLocked(), nil
 }
 
-// Close stops and releases the VM, for server shutdown.
+// Close stops and releases the VM, for server shutdown, and waits until
+// every VM is closed. Nothing is built afterwards.
 func (r *Runtime) Close() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.shut = true
 	r.releaseLocked()
+	for r.closing > 0 || r.building != nil {
+		ch := r.closed
+		if r.building != nil {
+			ch = r.building
+		}
+		r.mu.Unlock()
+		<-ch
+		r.mu.Lock()
+	}
+	r.mu.Unlock()
 }

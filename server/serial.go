@@ -4,10 +4,16 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // DefaultSerialKeep is how many bytes of serial output a server keeps.
 const DefaultSerialKeep = 1 << 20
+
+// consoleWriteTimeout bounds one write to a console's client: a client
+// that takes no output for that long is cut off. A variable for tests.
+var consoleWriteTimeout = 10 * time.Second
 
 // subscriberQueue is how many chunks an attached console may fall behind
 // before it is cut off; the guest never waits for a reader.
@@ -85,7 +91,8 @@ func (l *serialLog) history(q SerialQuery) SerialHistory {
 	start = min(start, l.total)
 	end := min(l.total, start+uint64(q.MaxBytes))
 	return SerialHistory{
-		Data:  append([]byte(nil), kept[start-first:end-first]...),
+		// Never nil: no output yet is an empty string, not null.
+		Data:  append([]byte{}, kept[start-first:end-first]...),
 		Start: start, End: end,
 	}
 }
@@ -183,4 +190,36 @@ func (l *serialLog) setInput(f func(ctx context.Context, p []byte) error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.input = f
+}
+
+// consoleCount counts the consoles attached to a server.
+type consoleCount struct{ n atomic.Int32 }
+
+// take counts one more console, unless limit are attached already.
+func (c *consoleCount) take(limit int) bool {
+	for {
+		n := c.n.Load()
+		if int(n) >= limit {
+			return false
+		}
+		if c.n.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// attached returns how many consoles are attached.
+func (c *consoleCount) attached() int { return int(c.n.Load()) }
+
+// countedConsole is an attached console that gives its place back when it
+// is closed (once, however often Close is called).
+type countedConsole struct {
+	*serialSub
+	n    *consoleCount
+	once sync.Once
+}
+
+func (c *countedConsole) Close() error {
+	c.once.Do(func() { c.n.n.Add(-1) })
+	return c.serialSub.Close()
 }

@@ -1,0 +1,470 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
+)
+
+// rig is a Runtime over fake VMs behind the real handler on a loopback
+// HTTP server.
+type rig struct {
+	rt   *Runtime
+	vms  *fakeVMs
+	srv  *httptest.Server
+	c    *api.ClientWithResponses
+	addr string // host:port of the HTTP server
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newRig starts a rig whose guests behave as g; opt may change the
+// runtime's options.
+func newRig(t *testing.T, g fakeGuest, opt ...func(*RuntimeOptions)) *rig {
+	t.Helper()
+	vms := newFakeVMs(g)
+	o := RuntimeOptions{
+		Log: quietLog(), NewVM: vms.New,
+		HostCapacity: func() (HostCapacity, error) { return HostCapacity{CPUs: 8, MemoryMiB: 1 << 16}, nil },
+	}
+	for _, f := range opt {
+		f(&o)
+	}
+	rt := NewRuntime(o)
+	srv, c := start(t, rt)
+	t.Cleanup(rt.Close)
+	return &rig{rt: rt, vms: vms, srv: srv, c: c, addr: strings.TrimPrefix(srv.URL, "http://")}
+}
+
+// testSpec is a small VM with COM1.
+func testSpec(t *testing.T, cpus uint32, memMiB uint64) *spec.Spec {
+	t.Helper()
+	s, err := spec.NewBuilder().
+		SetBoard(spec.Board{CPUs: cpus, MemoryMiB: memMiB, Chipset: spec.ChipsetI440FX}).
+		Add(spec.MustKey("com1"), spec.SerialPort{Num: spec.COM1}).
+		SetBoot(spec.Boot{Image: "ticker"}).Build()
+	require.NoError(t, err)
+	return &s
+}
+
+func specRequest(t *testing.T, name string) EnsureRequest {
+	return EnsureRequest{Properties: Properties{ID: uuid.New(), Name: name}, Spec: testSpec(t, 1, 32)}
+}
+
+// ensure creates an instance from a new spec request and returns it with
+// its VM.
+func (g *rig) ensure(t *testing.T, name string) (EnsureRequest, *fakeVM) {
+	t.Helper()
+	req := specRequest(t, name)
+	inst, created, err := g.rt.Ensure(context.Background(), req)
+	require.NoError(t, err)
+	require.True(t, created)
+	require.Equal(t, StateCreating, inst.State)
+	return req, g.vms.last()
+}
+
+// run asks to run the instance and waits until it runs.
+func (g *rig) run(t *testing.T) {
+	t.Helper()
+	require.NoError(t, g.rt.RequestState(context.Background(), RequestRun))
+	waitState(t, g.rt, StateRunning)
+}
+
+// waitState waits (at most 10 s) on the state monitor until the instance is
+// in state want, and returns it.
+func waitState(t *testing.T, core Core, want State) Instance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var gen uint64
+	for {
+		inst, _, _, err := core.WaitGen(ctx, gen)
+		require.NoError(t, err)
+		if inst.State == want {
+			return inst
+		}
+		require.NoError(t, ctx.Err(), "waiting for %s; the instance is %s (%s)", want, inst.State, inst.FailureReason)
+		gen = inst.Gen
+	}
+}
+
+// historyText is the instance's whole kept console output.
+func historyText(t *testing.T, core Core) string {
+	t.Helper()
+	h, err := core.SerialHistory(context.Background(), SerialQuery{FromStart: u64(0), MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	return string(h.Data)
+}
+
+// waitOutput waits until the console history holds s.
+func waitOutput(t *testing.T, core Core, s string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		h, err := core.SerialHistory(context.Background(), SerialQuery{FromStart: u64(0), MaxBytes: 1 << 20})
+		return err == nil && strings.Contains(string(h.Data), s)
+	}, 10*time.Second, time.Millisecond, "console output %q", s)
+}
+
+// allowedNext is the State documentation's table: the states that may
+// follow each state.
+var allowedNext = map[State][]State{
+	StateCreating:  {StateStarting, StateStopping, StateMigrating},
+	StateStarting:  {StateRunning, StateFailed},
+	StateRunning:   {StateStopping, StateRebooting, StateMigrating, StateFailed},
+	StateRebooting: {StateRunning, StateStopping, StateFailed},
+	StateMigrating: {StateRunning, StateDestroyed, StateStopping, StateFailed},
+	StateStopping:  {StateStopped},
+	StateStopped:   {StateDestroyed},
+	StateFailed:    {},
+	StateDestroyed: {},
+}
+
+// watchAll follows the state monitor from gen 0 until the instance reaches
+// final, and returns every transition it saw; it fails the test if a
+// generation was skipped.
+func watchAll(t *testing.T, core Core, final State) []Transition {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var all []Transition
+	var gen uint64
+	for {
+		inst, _, hist, err := core.WaitGen(ctx, gen)
+		require.NoError(t, err)
+		require.NoError(t, ctx.Err(), "waiting for %s; seen %v", final, all)
+		for _, tr := range hist {
+			require.Equal(t, gen+1, tr.Gen, "transitions come one generation at a time: %v", hist)
+			gen = tr.Gen
+			all = append(all, tr)
+		}
+		require.Equal(t, inst.Gen, gen, "the history ends at the instance's generation")
+		if inst.State == final {
+			return all
+		}
+	}
+}
+
+func statesOf(ts []Transition) []State {
+	out := make([]State, len(ts))
+	for i, tr := range ts {
+		out[i] = tr.State
+	}
+	return out
+}
+
+// TestLifecycleTransitions drives an instance through its whole life and
+// checks, from the state monitor's history, that each change bumps the
+// generation by exactly one, that every change is one the State table
+// allows, and that stop shows stopping, stopped and destroyed.
+func TestLifecycleTransitions(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	g.ensure(t, "life")
+	done := make(chan []Transition, 1)
+	go func() { done <- watchAll(t, g.rt, StateDestroyed) }()
+
+	g.run(t)
+	require.NoError(t, g.rt.RequestState(context.Background(), RequestReboot))
+	waitState(t, g.rt, StateRunning)
+	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	all := <-done
+
+	require.Equal(t, []State{StateCreating, StateStarting, StateRunning, StateRebooting, StateRunning,
+		StateStopping, StateStopped, StateDestroyed}, statesOf(all))
+	for i := 1; i < len(all); i++ {
+		require.Contains(t, allowedNext[all[i-1].State], all[i].State, "%s -> %s", all[i-1].State, all[i].State)
+		require.False(t, all[i].At.Before(all[i-1].At), "times in order")
+	}
+	require.True(t, g.vms.last().closed(), "the VM is released once destroyed")
+
+	// The monitor's history is what a late watcher gets too.
+	_, _, hist, err := g.rt.WaitGen(context.Background(), 0)
+	require.NoError(t, err)
+	require.Equal(t, all, hist)
+	_, _, hist, err = g.rt.WaitGen(context.Background(), all[5].Gen)
+	require.NoError(t, err)
+	require.Equal(t, all[6:], hist, "only the transitions after the generation asked")
+}
+
+// TestHistoryKeepsTheLast32: a long life keeps the most recent transitions,
+// still one generation apart, ending at the instance's generation.
+func TestHistoryKeepsTheLast32(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	g.ensure(t, "reboots")
+	g.run(t)
+	for range 20 {
+		require.NoError(t, g.rt.RequestState(context.Background(), RequestReboot))
+		waitState(t, g.rt, StateRunning)
+	}
+	inst, _, hist, err := g.rt.WaitGen(context.Background(), 0)
+	require.NoError(t, err)
+	require.Len(t, hist, maxHistory)
+	require.Equal(t, inst.Gen, hist[len(hist)-1].Gen)
+	for i := 1; i < len(hist); i++ {
+		require.Equal(t, hist[i-1].Gen+1, hist[i].Gen)
+	}
+}
+
+// TestStateMonitorWakesOnChangeAndTimesOut: a monitor at the current
+// generation waits until its deadline and then answers the instance as it
+// is; a change wakes it at once.
+func TestStateMonitorWakesOnChangeAndTimesOut(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	g.ensure(t, "monitor")
+	inst, err := g.rt.Instance(context.Background())
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	got, _, hist, err := g.rt.WaitGen(ctx, inst.Gen)
+	cancel()
+	require.NoError(t, err)
+	require.Error(t, ctx.Err(), "it waited until the deadline")
+	require.Equal(t, inst, got)
+	require.Empty(t, hist)
+
+	woke := make(chan []Transition, 1)
+	go func() {
+		got, _, hist, err := g.rt.WaitGen(context.Background(), inst.Gen)
+		assert.NoError(t, err)
+		assert.Greater(t, got.Gen, inst.Gen)
+		woke <- hist
+	}()
+	require.NoError(t, g.rt.RequestState(context.Background(), RequestRun))
+	select {
+	case hist := <-woke:
+		require.NotEmpty(t, hist)
+		require.Equal(t, inst.Gen+1, hist[0].Gen)
+		require.Equal(t, StateStarting, hist[0].State)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the monitor did not wake on the change")
+	}
+
+	// An older generation answers at once.
+	got, _, hist, err = g.rt.WaitGen(context.Background(), 0)
+	require.NoError(t, err)
+	require.Greater(t, got.Gen, uint64(1))
+	require.NotEmpty(t, hist)
+}
+
+// TestEndedInstancesFreeTheServer: a failed instance (its guest crashed)
+// and a destroyed one (its guest powered off) each leave the server free
+// for a new ensure; a live one does not, unless the request is the same.
+func TestEndedInstancesFreeTheServer(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	req, vm := g.ensure(t, "first")
+
+	_, created, err := g.rt.Ensure(context.Background(), req)
+	require.NoError(t, err)
+	require.False(t, created, "the same request is harmless")
+	_, _, err = g.rt.Ensure(context.Background(), specRequest(t, "other"))
+	require.ErrorIs(t, err, ErrInstanceExists)
+
+	g.run(t)
+	_, _, err = g.rt.Ensure(context.Background(), specRequest(t, "other"))
+	require.ErrorIs(t, err, ErrInstanceExists)
+
+	vm.crash(errors.New("triple fault"))
+	inst := waitState(t, g.rt, StateFailed)
+	require.Contains(t, inst.FailureReason, "triple fault")
+	require.Eventually(t, vm.closed, 10*time.Second, time.Millisecond, "a failed VM is released")
+	for _, r := range []Requested{RequestRun, RequestStop, RequestReboot} {
+		var te *TransitionError
+		require.ErrorAs(t, g.rt.RequestState(context.Background(), r), &te, r.String())
+	}
+
+	_, vm = g.ensure(t, "second")
+	g.run(t)
+	vm.powerOff(0)
+	waitState(t, g.rt, StateDestroyed)
+	require.True(t, vm.closed())
+
+	_, vm = g.ensure(t, "third")
+	g.run(t)
+	require.Equal(t, 3, g.vms.count())
+}
+
+// TestNewInstanceHasOnlyItsOwnPast: after an instance lived (printed on its
+// console, migrated out and failed, was stopped), a new instance shows none
+// of it: an empty console history and console, no migrations, a history of
+// transitions that starts at its creation.
+func TestNewInstanceHasOnlyItsOwnPast(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	_, vm := g.ensure(t, "old")
+	g.run(t)
+	vm.step()
+	waitOutput(t, g.rt, "tick 1\n")
+	// A migration that fails leaves its trace on the old instance.
+	id, secret := armSource(t, g.rt)
+	conn := openMigrationStream(t, g.addr, id, secret)
+	conn.Close()
+	require.Eventually(t, func() bool {
+		st, err := g.rt.MigrationStatus(context.Background())
+		return err == nil && st.Out != nil && st.Out.Phase == PhaseFailed
+	}, 10*time.Second, time.Millisecond)
+	waitState(t, g.rt, StateRunning)
+	old, err := g.rt.Instance(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	waitState(t, g.rt, StateDestroyed)
+
+	_, _ = g.ensure(t, "new")
+	h, err := g.rt.SerialHistory(context.Background(), SerialQuery{MaxBytes: 1 << 20})
+	require.NoError(t, err)
+	require.Empty(t, h.Data, "no output of the old VM")
+	require.NotNil(t, h.Data)
+	require.Zero(t, h.Start)
+	require.Zero(t, h.End)
+
+	st, err := g.rt.MigrationStatus(context.Background())
+	require.NoError(t, err)
+	require.Nil(t, st.Out, "no migration of the old instance")
+	require.Nil(t, st.In)
+	inst, mig, hist, err := g.rt.WaitGen(context.Background(), 0)
+	require.NoError(t, err)
+	require.Nil(t, mig.Out)
+	require.Greater(t, inst.Gen, old.Gen, "generations keep growing across instances")
+	require.Equal(t, []State{StateCreating}, statesOf(hist), "only the new instance's transitions")
+
+	// Over HTTP too.
+	mr, err := g.c.InstanceMigrationStatusWithResponse(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, mr.StatusCode())
+	require.Nil(t, mr.JSON200.MigrationOut)
+
+	// The console of the new instance gets the new VM's output only.
+	c, err := g.rt.SerialAttach(context.Background())
+	require.NoError(t, err)
+	defer c.Close()
+	g.run(t)
+	select {
+	case b := <-c.Output():
+		require.Equal(t, "ticker ready\n", string(b))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no output")
+	}
+	require.Equal(t, "ticker ready\n", historyText(t, g.rt))
+}
+
+// TestEnsureBuildsOffTheLock: while a VM is being built (the fake's
+// constructor is held), the server answers; a second ensure waits for the
+// first and is then judged as usual; one that cannot wait gets
+// ErrEnsureInProgress.
+func TestEnsureBuildsOffTheLock(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	gate, entered := make(chan struct{}), make(chan struct{}, 4)
+	g.vms.mu.Lock()
+	g.vms.gate, g.vms.entered = gate, entered
+	g.vms.mu.Unlock()
+
+	req := specRequest(t, "slow")
+	first := make(chan error, 1)
+	go func() {
+		_, created, err := g.rt.Ensure(context.Background(), req)
+		if err == nil && !created {
+			err = errors.New("not created")
+		}
+		first <- err
+	}()
+	<-entered
+
+	// Reads answer meanwhile.
+	r, err := g.c.InstanceGetWithResponse(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, r.StatusCode())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	_, _, _, err = g.rt.WaitGen(ctx, 0)
+	cancel()
+	require.ErrorIs(t, err, ErrNoInstance)
+
+	// The same request waits for the first, then is "already there".
+	second := make(chan bool, 1)
+	go func() {
+		_, created, err := g.rt.Ensure(context.Background(), req)
+		assert.NoError(t, err)
+		second <- created
+	}()
+	// One that cannot wait is told the server is busy.
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
+	_, _, err = g.rt.Ensure(ctx, specRequest(t, "impatient"))
+	cancel()
+	require.ErrorIs(t, err, ErrEnsureInProgress)
+	require.Equal(t, http.StatusConflict, classify(err).Status)
+	require.Equal(t, CodeEnsureInProgress, classify(err).Code)
+
+	close(gate)
+	require.NoError(t, <-first)
+	require.False(t, <-second)
+	_, _, err = g.rt.Ensure(context.Background(), specRequest(t, "different"))
+	require.ErrorIs(t, err, ErrInstanceExists)
+	require.Equal(t, 1, g.vms.count())
+}
+
+// TestFailedBuildLeavesNothing: an ensure whose VM cannot be built leaves no
+// instance, and the next ensure is judged as on an empty server.
+func TestFailedBuildLeavesNothing(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	g.vms.mu.Lock()
+	g.vms.failNew = errors.New("no such disk")
+	g.vms.mu.Unlock()
+	_, _, err := g.rt.Ensure(context.Background(), specRequest(t, "broken"))
+	var vme *VMError
+	require.ErrorAs(t, err, &vme)
+	_, err = g.rt.Instance(context.Background())
+	require.ErrorIs(t, err, ErrNoInstance)
+
+	g.vms.mu.Lock()
+	g.vms.failNew = nil
+	g.vms.mu.Unlock()
+	g.ensure(t, "fine")
+}
+
+// TestReleaseOffTheLock: while a VM is being closed (slow: it unmaps RAM),
+// the server answers; a stopped instance is destroyed once its VM is
+// closed, and a new ensure after a failed one waits for the close.
+func TestReleaseOffTheLock(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	gate := make(chan struct{})
+	g.vms.mu.Lock()
+	g.vms.closeGate = gate
+	g.vms.mu.Unlock()
+	_, vm := g.ensure(t, "closing")
+	g.run(t)
+	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	waitState(t, g.rt, StateStopped)
+	r, err := g.c.InstanceGetWithResponse(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, r.StatusCode())
+	require.Equal(t, api.InstanceStateStopped, r.JSON200.State, "stopped until the VM is let go")
+	require.False(t, vm.closed())
+	close(gate)
+	waitState(t, g.rt, StateDestroyed)
+	require.True(t, vm.closed())
+
+	gate = make(chan struct{})
+	g.vms.mu.Lock()
+	g.vms.closeGate = gate
+	g.vms.mu.Unlock()
+	_, vm = g.ensure(t, "crashing")
+	g.run(t)
+	vm.crash(errors.New("emulation failure"))
+	waitState(t, g.rt, StateFailed)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	_, _, err = g.rt.Ensure(ctx, specRequest(t, "next"))
+	cancel()
+	require.ErrorIs(t, err, ErrEnsureInProgress, "the failed VM is still being let go")
+	require.Equal(t, 2, g.vms.count(), "nothing built meanwhile")
+	close(gate)
+	g.ensure(t, "next")
+}

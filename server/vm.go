@@ -1,0 +1,128 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm"
+)
+
+// VM is what the runtime and its migrations use of a virtual machine. In a
+// server it is a *vmm.Machine (see vmm for what each method does and in
+// which phase it is allowed); tests give the runtime a VM of their own
+// through RuntimeOptions.NewVM, so that the lifecycle, the consoles and
+// migration run without KVM.
+//
+// It is deliberately one interface, the runtime's one seam to the VMM,
+// rather than a set of small ones: every VM the runtime drives must do all
+// of it.
+type VM interface {
+	// Start runs a created (or migrated-in) VM.
+	Start() error
+	// Stop ends the VM for good (Exit reason vmm.ExitStopped).
+	Stop() error
+	// Pause and Resume park and unpark the vCPUs.
+	Pause() error
+	Resume() error
+	// Reset reboots the VM in place.
+	Reset() error
+	// Wait blocks until the VM has ended, or ctx ends.
+	Wait(ctx context.Context) (vmm.Exit, error)
+	// Exit reports how the VM ended, and false while it has not.
+	Exit() (vmm.Exit, bool)
+	// Close stops the VM if needed and releases all it holds (it may be
+	// slow: it unmaps the guest's RAM). The runtime never calls it with its
+	// lock held.
+	Close() error
+	// SerialInput queues bytes for the guest on a COM port.
+	SerialInput(ctx context.Context, num spec.SerialPortNumber, p []byte) error
+
+	// Regions lists guest RAM; ReadGuest and WriteGuest copy from and to
+	// it (WriteGuest marks the pages dirty).
+	Regions() []vmm.Region
+	ReadGuest(p []byte, gpa uint64) error
+	WriteGuest(p []byte, gpa uint64) error
+	// TouchedPages returns the pages ever touched: the others read as zero.
+	TouchedPages() ([]vmm.DirtyBitmap, error)
+	// EnableDirtyLog, CollectDirty and DisableDirtyLog track the pages
+	// written, by the guest or by WriteGuest, between collections.
+	EnableDirtyLog() error
+	CollectDirty() ([]vmm.DirtyBitmap, error)
+	DisableDirtyLog() error
+
+	// ExportStateVersions reads a paused VM's state apart from RAM, each
+	// device in the version given for its kind; ImportState writes it
+	// into a VM built from the same spec.
+	ExportStateVersions(versions map[string]uint32) (*vmm.State, error)
+	ImportState(s *vmm.State) error
+}
+
+var _ VM = (*vmm.Machine)(nil)
+
+// NewVMFunc builds a VM from a configuration, as vmm.New does.
+type NewVMFunc func(cfg vmm.Config) (VM, error)
+
+// newKVMMachine is the default NewVMFunc: a KVM virtual machine.
+func newKVMMachine(cfg vmm.Config) (VM, error) {
+	m, err := vmm.New(cfg)
+	if err != nil {
+		return nil, err // not a typed nil in an interface
+	}
+	return m, nil
+}
+
+// HostCapacity is what this host can give a VM.
+type HostCapacity struct {
+	// CPUs is how many CPUs this process may run on.
+	CPUs int
+	// MemoryMiB is the memory available for new allocations without
+	// swapping (the kernel's MemAvailable).
+	MemoryMiB uint64
+}
+
+// ReadHostCapacity reads this host's capacity: the CPUs in this process's
+// affinity mask and /proc/meminfo's MemAvailable.
+func ReadHostCapacity() (HostCapacity, error) {
+	c := HostCapacity{CPUs: runtime.NumCPU()}
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return c, fmt.Errorf("read host capacity: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "MemAvailable:   21453440 kB"
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || name != "MemAvailable" {
+			continue
+		}
+		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			return c, fmt.Errorf("read host capacity: MemAvailable: %w", err)
+		}
+		c.MemoryMiB = kb / 1024
+		return c, nil
+	}
+	if err := sc.Err(); err != nil {
+		return c, fmt.Errorf("read host capacity: %w", err)
+	}
+	return c, errors.New("read host capacity: /proc/meminfo has no MemAvailable")
+}
+
+// checkCapacity refuses a board this host cannot back.
+func checkCapacity(b spec.Board, c HostCapacity) error {
+	if c.CPUs > 0 && int(b.CPUs) > c.CPUs {
+		return &CapacityError{Field: "board.cpus", Asked: uint64(b.CPUs), Max: uint64(c.CPUs)}
+	}
+	if c.MemoryMiB > 0 && b.MemoryMiB > c.MemoryMiB {
+		return &CapacityError{Field: "board.memory_mb", Asked: b.MemoryMiB, Max: c.MemoryMiB, Unit: "MiB"}
+	}
+	return nil
+}
