@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Follows the README's documented flow with nothing but curl (and coreutils),
 # as a user of another language would: create, run, watch, read the console,
-# stop. Usage: curl-flow.sh host:port
+# stop. Every request carries the server's bearer token: from $2, else
+# $WAGGLE_TOKEN_FILE, else the file a server on this host writes at start
+# (waggle/tokens/localhost_PORT under $XDG_STATE_HOME or ~/.local/state).
+# Usage: curl-flow.sh host:port [token-file]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=http://$1/v1
+port=${1##*:}
+token_file=${2:-${WAGGLE_TOKEN_FILE:-${XDG_STATE_HOME:-$HOME/.local/state}/waggle/tokens/localhost_$port}}
 json='Content-Type: application/json'
 fail() { echo "curl flow FAILED: $*" >&2; exit 1; }
+[ -r "$token_file" ] || fail "no token file at $token_file (give it as the second argument)"
+auth="Authorization: Bearer $(cat "$token_file")"
+curl() { command curl -H "$auth" "$@"; }
+
+code=$(command curl -sS -o /dev/null -w '%{http_code}' "$base/instance")
+[ "$code" = 401 ] || fail "a request without the token answered $code, not 401"
 
 created=$(curl -sS -X PUT "$base/instance" -H "$json" -d '{
   "properties": {"id": "0c6a4a04-6a2f-4d6e-9f53-2b8b2f6a9a10", "name": "ticker"},

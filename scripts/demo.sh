@@ -48,7 +48,9 @@ for _ in $(seq 100); do
 done
 [ -n "$addr" ] || fail "the server did not say where it listens within 10 s"
 export WAGGLE_SERVER=$addr
-# The CLI finds the token the server wrote for this address; no -token-file needed.
+# The CLI finds the token the server wrote for this address; a token file named for another server
+# would not do.
+unset WAGGLE_TOKEN_FILE
 
 if [ ! -e /dev/kvm ]; then
 	fail "this machine has no /dev/kvm: waggle runs its VMs on KVM (enable virtualization, or nested virtualization in a VM)"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,6 +24,8 @@ import (
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/internal/httpkit"
+	specv1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
+	"github.com/wagglevm/waggle/vmconfig"
 )
 
 // These tests need no KVM: they run the CLI in the test process (run, as
@@ -651,4 +654,30 @@ func TestCLISendsTheServersToken(t *testing.T) {
 	res = cli(t, "vm", "get", "-server", f.addr, "-token-file", filepath.Join(t.TempDir(), "none"))
 	require.Equal(t, 1, res.code)
 	require.Contains(t, res.stderr, "token", "a -token-file that cannot be read is an error")
+}
+
+// TestExamplesAreValidAndAgree: each example config and spec is valid, and
+// a config and a spec of the same name describe the same VM.
+func TestExamplesAreValidAndAgree(t *testing.T) {
+	configs, err := filepath.Glob("../../examples/*.toml")
+	require.NoError(t, err)
+	require.NotEmpty(t, configs)
+	for _, path := range configs {
+		f, err := vmconfig.Load(path)
+		require.NoError(t, err, path)
+		s, err := f.Spec()
+		require.NoError(t, err, path)
+		fromConfig, err := specv1.FromSpec(s)
+		require.NoError(t, err, path)
+		data, err := os.ReadFile(strings.TrimSuffix(path, ".toml") + ".json")
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		require.NoError(t, err)
+		spec, err := specv1.DecodeInstanceSpec(data)
+		require.NoError(t, err, path)
+		_, err = specv1.ToSpec(spec)
+		require.NoError(t, err, path)
+		require.Empty(t, specDiff(fromConfig, spec), "%s and its .json differ", path)
+	}
 }

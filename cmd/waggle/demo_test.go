@@ -23,7 +23,7 @@ func runDemo(t *testing.T, env ...string) (stdout, stderr string, err error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "../../scripts/demo.sh")
 	cmd.Env = append(os.Environ(), append([]string{"WAGGLE_BIN=" + waggleBin, "TMPDIR=" + t.TempDir(),
-		"XDG_STATE_HOME=" + t.TempDir()}, env...)...)
+		"XDG_STATE_HOME=" + t.TempDir(), "WAGGLE_TOKEN_FILE=" + testTokenFile}, env...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err = cmd.Run()

@@ -39,10 +39,11 @@ var vmCommands = []vmCommand{
 	{"get", "show the VM's properties, state and generation (and where it went, once migrated)"},
 	{"spec", "show the VM's spec"},
 	{"run", "start the VM and show each state until it runs (done at once if it runs)"},
-	{"stop", "stop the VM and show each state until it is destroyed (done at once if it is)"},
+	{"stop", "stop the VM and show each state until it has stopped (then it is destroyed; done at once if it is)"},
 	{"reboot", "restart the guest (or wait for the reboot under way)"},
 	{"watch", "print the VM's state, then every change, until it ends"},
-	{"serial", "attach to the serial console (detach with Ctrl-]; it ends when the VM does); -history prints what the guest printed"},
+	{"serial", "attach to the serial console (detach with Ctrl-]; it ends when the VM does);\n" +
+		"-history prints what the guest printed, also after the VM ended"},
 	{"migrate", "live-migrate the VM to another server (-to host:port), with progress and a summary;\n" +
 		"-src-addr host:port is the source as the target reaches it (default: -server)"},
 }
