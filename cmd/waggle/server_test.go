@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wagglevm/waggle/internal/httpkit"
+)
+
+// These tests run `waggle server` in the test's process (no VM is made,
+// so they need no KVM) and look at its authentication, its token file,
+// its warning and its shutdown.
+
+// inProcServer is a runServer running in a goroutine.
+type inProcServer struct {
+	addr   string
+	stderr *syncBuffer
+	cancel context.CancelFunc
+	done   chan error // receives runServer's result
+}
+
+var listenAddr = regexp.MustCompile(`waggle server listening"? addr=(\S+)`)
+
+// runInProc starts runServer with args; it fails the test when the server
+// does not come up. The test's cleanup stops it.
+func runInProc(t *testing.T, args ...string) *inProcServer {
+	t.Helper()
+	p := startInProc(t, args...)
+	require.Eventually(t, func() bool {
+		if m := listenAddr.FindStringSubmatch(p.stderr.String()); m != nil {
+			p.addr = m[1]
+			return true
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("the server ended: %v\n%s", err, p.stderr.String())
+		default:
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "the server did not start listening")
+	return p
+}
+
+func startInProc(t *testing.T, args ...string) *inProcServer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &inProcServer{stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- runServer(ctx, args, p.stderr) }()
+	t.Cleanup(cancel)
+	return p
+}
+
+// stop cancels the server's context (as SIGTERM does) and returns its
+// result and how long it took to return.
+func (p *inProcServer) stop(t *testing.T) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	p.cancel()
+	select {
+	case err := <-p.done:
+		return err, time.Since(start)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not stop")
+		return nil, 0
+	}
+}
+
+func get(t *testing.T, addr, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/instance", nil)
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestServerGeneratesItsToken(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	p := runInProc(t, "-listen", "127.0.0.1:0")
+	path, err := httpkit.DefaultTokenPath(p.addr)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(path, state))
+	fi, err := os.Stat(path)
+	require.NoError(t, err, "the token is written for the port the listener got")
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	di, err := os.Stat(filepath.Dir(path))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), di.Mode().Perm())
+	token, err := httpkit.ReadTokenFile(path)
+	require.NoError(t, err)
+	require.Len(t, token, 43)
+
+	require.Equal(t, http.StatusUnauthorized, get(t, p.addr, ""))
+	require.Equal(t, http.StatusUnauthorized, get(t, p.addr, token[1:]))
+	require.Equal(t, http.StatusNotFound, get(t, p.addr, token), "with the token: no instance yet")
+	require.Contains(t, p.stderr.String(), path, "the log says where the token is")
+	require.NotContains(t, p.stderr.String(), token, "and never what it is")
+	require.NotContains(t, p.stderr.String(), "WARNING")
+
+	err, _ = p.stop(t)
+	require.NoError(t, err)
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist, "the generated token goes with its server")
+}
+
+func TestServerTokenFile(t *testing.T) {
+	state := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", state)
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), mode))
+		require.NoError(t, os.Chmod(p, mode))
+		return p
+	}
+	token := "file-token-0123456789abcdefghijklmnopqrstuvwxyz"
+	for _, c := range []struct {
+		name, content string
+		mode          os.FileMode
+		msg           string
+	}{
+		{"readable", token, 0o644, "chmod 600"},
+		{"short", "short-token", 0o600, "at least 32"},
+		{"missing", "", 0, "no such file"},
+	} {
+		path := filepath.Join(dir, c.name)
+		if c.mode != 0 {
+			path = write(c.name, c.content, c.mode)
+		}
+		p := startInProc(t, "-listen", "127.0.0.1:0", "-auth-token-file", path)
+		select {
+		case err := <-p.done:
+			require.ErrorContains(t, err, "--auth-token-file")
+			require.ErrorContains(t, err, c.msg)
+			require.NotContains(t, err.Error(), token)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the server started with a bad token file", c.name)
+		}
+	}
+
+	path := write("good", token+"\n", 0o600)
+	p := runInProc(t, "-listen", "127.0.0.1:0", "--auth-token-file", path)
+	require.Equal(t, http.StatusUnauthorized, get(t, p.addr, ""))
+	require.Equal(t, http.StatusNotFound, get(t, p.addr, token))
+	entries, _ := os.ReadDir(filepath.Join(state, "waggle", "tokens"))
+	require.Empty(t, entries, "a server given its token writes none")
+}
+
+// TestServerWarnsOffLoopback: a server that other hosts can reach, with
+// a token nobody chose, says so in a line a person will read.
+func TestServerWarnsOffLoopback(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	p := runInProc(t, "-listen", "0.0.0.0:0")
+	var warning string
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		if strings.HasPrefix(line, "WARNING: ") {
+			warning = line
+		}
+	}
+	require.NotEmpty(t, warning, p.stderr.String())
+	require.Contains(t, warning, "--auth-token-file")
+	err, _ := p.stop(t)
+	require.NoError(t, err)
+
+	path := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, httpkit.WriteTokenFile(path, "chosen-0123456789abcdefghijklmnopqrstuvwxyz"))
+	p = runInProc(t, "-listen", "0.0.0.0:0", "-auth-token-file", path)
+	require.NotContains(t, p.stderr.String(), "WARNING")
+}
+
+// TestServerStopsWithinItsGrace: a client that holds a request open (a
+// body that never ends, slower than any timeout) does not keep the server
+// from stopping within its grace period.
+func TestServerStopsWithinItsGrace(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	const grace = 300 * time.Millisecond
+	p := runInProc(t, "-listen", "127.0.0.1:0", "-shutdown-grace", grace.String(), "-body-timeout", "1m")
+	path, err := httpkit.DefaultTokenPath(p.addr)
+	require.NoError(t, err)
+	token, err := httpkit.ReadTokenFile(path)
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", p.addr)
+	require.NoError(t, err)
+	defer c.Close()
+	// The server asks for the body (100 Continue) when the handler reads
+	// it: from then on the request is surely in flight. The body never comes.
+	fmt.Fprintf(c, "PUT /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"+
+		"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n", token)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusContinue, resp.StatusCode)
+	_, err = c.Write([]byte("{"))
+	require.NoError(t, err)
+	err, took := p.stop(t)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, took, grace, "the request held the server until its grace ended")
+	require.Less(t, took, 10*grace, "the server stops within its grace period (and a little)")
+	require.Contains(t, p.stderr.String(), "shutting down")
+}
