@@ -1,0 +1,41 @@
+// Package corpus is the frozen record of what every version of waggle's
+// APIs wrote, and the replay that proves today's code still reads it.
+//
+// Layout, under the repository's corpus/ directory:
+//
+//	corpus/<api>/v<N>/<kind>/<name>.json   one wire object as version N wrote it
+//	corpus/<api>/v<N>/<kind>/<name>.after.json
+//	                                       an accepted difference: what today's code
+//	                                       writes instead, with its reason in MANIFEST
+//	corpus/MANIFEST                        the SHA-256 of every file (manifest.go)
+//	corpus/RELEASES                        every release and its commit (releases.go)
+//
+// Files come in two sorts. Synthesized files are written by Generate
+// (`go run ./cmd/corpusgen`): deterministic, so the same commit writes the
+// same bytes, with every optional field filled, every enum value, every
+// component kind and edge values. Captured files come from running servers
+// (a ticker, a disk guest with data, a migrated VM's payloads); capturing
+// needs KVM and goes through the CaptureHook (capture.go).
+//
+// Kinds (see kinds.go): JSON wire objects (spec, ensure-request,
+// state-change-request, migrate-expect-request, and one kind per response
+// body), migration envelopes, and the binary state the migration stream
+// carries: device payloads, machine state and stream frames, each stored as
+// JSON with its bytes in base64 (binary.go says the shapes).
+//
+// The release rule. A version of an API is released when its contract
+// (openapi/<api>/v<N>.yaml) is listed in openapi/LOCK. The corpus of a
+// version in development may be regenerated at will: Generate rewrites its
+// files and its MANIFEST lines. Once the version is released its files
+// never change: Generate refuses to touch them, and CheckManifest fails on
+// a changed, missing or unlisted file. The only way to accept a difference
+// is a reviewed <name>.after.json sibling whose reason is in MANIFEST.
+//
+// Replay (replay.go) decodes every file with today's code of its version:
+// specs and requests decode, convert to spec.Spec and re-encode to the same
+// bytes; specs cross into every other registered version both ways; response
+// bodies decode strictly with the generated client types; device payloads
+// import into today's devices and export again to the same bytes; machine
+// state and frames decode and re-encode byte for byte; envelopes are
+// accepted by the migration target's decoder.
+package corpus

@@ -1,0 +1,265 @@
+package corpus
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Generator synthesizes every file of one version's corpus.
+type Generator struct {
+	Version Version
+	// Synthesize returns the files by path relative to the version's
+	// directory; it must return the same bytes on every run.
+	Synthesize func() (fileSet, error)
+}
+
+// Generators lists the versions whose corpus this build synthesizes. A new
+// API version adds its line; a released version keeps its line (Generate
+// then leaves its files alone), so that the generator of its successor can
+// reuse the same synthesis.
+var Generators = []Generator{
+	{Version{API: "vmm-server", N: 1}, synthVMMServerV1},
+}
+
+// CapturedPrefix starts the name of a file captured from a running server
+// (see CaptureHook). Generate leaves such files in place.
+const CapturedPrefix = "captured-"
+
+// GenerateReport says what Generate did.
+type GenerateReport struct {
+	Written []Version // regenerated
+	Frozen  []Version // released, left alone
+	Files   int
+}
+
+// Generate regenerates the synthesized corpus of every version in
+// development under root (the repository) and rewrites MANIFEST. Released
+// versions (openapi/LOCK) are never touched: their files and MANIFEST lines
+// stay as they are.
+func Generate(root string) (GenerateReport, error) {
+	released, err := Released(root)
+	if err != nil {
+		return GenerateReport{}, err
+	}
+	return GenerateInto(filepath.Join(root, Dir), released, Generators)
+}
+
+// GenerateInto is Generate writing into the corpus directory dir, with the
+// released versions given.
+func GenerateInto(dir string, released map[Version]bool, gens []Generator) (GenerateReport, error) {
+	var rep GenerateReport
+	old := Manifest{}
+	name := path.Join(Dir, ManifestName)
+	if data, err := os.ReadFile(filepath.Join(dir, ManifestName)); err == nil {
+		if old, err = ParseManifest(name, data); err != nil {
+			return rep, fmt.Errorf("fix %s before regenerating: %w", name, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return rep, err
+	}
+	for _, g := range gens {
+		if released[g.Version] {
+			// The release rule: a released version's corpus never changes.
+			rep.Frozen = append(rep.Frozen, g.Version)
+			continue
+		}
+		set, err := g.Synthesize()
+		if err != nil {
+			return rep, fmt.Errorf("synthesize %s: %w", g.Version, err)
+		}
+		cx, err := crossings(registeredSpokes(), g.Version, specsWith(dir, g.Version, set))
+		if err != nil {
+			return rep, fmt.Errorf("cross %s: %w", g.Version, err)
+		}
+		for p, data := range cx {
+			set[p] = data
+		}
+		if err := writeVersion(filepath.Join(dir, filepath.FromSlash(g.Version.String())), set); err != nil {
+			return rep, fmt.Errorf("write %s: %w", g.Version, err)
+		}
+		rep.Written = append(rep.Written, g.Version)
+	}
+	m, err := rebuildManifest(dir, old, released)
+	if err != nil {
+		return rep, err
+	}
+	rep.Files = len(m.Entries)
+	return rep, os.WriteFile(filepath.Join(dir, ManifestName), m.Format(), 0o644)
+}
+
+// specsWith returns the spec files of a version: from set for v, from the
+// corpus directory for the others.
+func specsWith(dir string, v Version, set fileSet) func(Version) (map[string][]byte, error) {
+	return func(w Version) (map[string][]byte, error) {
+		if w != v {
+			return specFilesOnDisk(dir)(w)
+		}
+		out := map[string][]byte{}
+		for p, data := range set {
+			if name, ok := strings.CutPrefix(p, KindSpec+"/"); ok {
+				out[strings.TrimSuffix(name, ".json")] = data
+			}
+		}
+		return out, nil
+	}
+}
+
+// writeVersion replaces the synthesized files of one version directory
+// with set, leaving captured files.
+func writeVersion(vdir string, set fileSet) error {
+	err := filepath.WalkDir(vdir, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fs.SkipAll
+		}
+		if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), CapturedPrefix) {
+			return err
+		}
+		return os.Remove(p)
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range set.paths() {
+		full := filepath.Join(vdir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(full, set[p], 0o644); err != nil {
+			return err
+		}
+	}
+	return removeEmptyDirs(vdir)
+}
+
+func removeEmptyDirs(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			sub := filepath.Join(dir, e.Name())
+			if err := removeEmptyDirs(sub); err != nil {
+				return err
+			}
+			if left, _ := os.ReadDir(sub); len(left) == 0 {
+				os.Remove(sub)
+			}
+		}
+	}
+	return nil
+}
+
+// rebuildManifest keeps the lines of released versions as they were and
+// lists every file of the other versions with its hash now, sorted.
+func rebuildManifest(dir string, old Manifest, released map[Version]bool) (Manifest, error) {
+	var m Manifest
+	kept := map[string]bool{}
+	for _, e := range old.Entries {
+		if fp, err := ParseFilePath(e.Path); err == nil && released[fp.Version] {
+			m.Entries = append(m.Entries, ManifestEntry{SHA256: e.SHA256, Path: e.Path, Reason: e.Reason})
+			kept[e.Path] = true
+		}
+	}
+	files, err := ListFiles(filepath.Dir(dir))
+	if err != nil {
+		return m, err
+	}
+	for _, f := range files {
+		fp, err := ParseFilePath(f)
+		if err != nil {
+			return m, fmt.Errorf("%s/%s: %w", Dir, f, err)
+		}
+		if released[fp.Version] {
+			continue // never rewritten; CheckManifest reports it if unlisted
+		}
+		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f)))
+		if err != nil {
+			return m, err
+		}
+		e := ManifestEntry{SHA256: Sum(data), Path: f}
+		if prev, ok := old.Lookup(f); ok {
+			e.Reason = prev.Reason
+		}
+		m.Entries = append(m.Entries, e)
+	}
+	slices.SortStableFunc(m.Entries, func(a, b ManifestEntry) int { return strings.Compare(a.Path, b.Path) })
+	return m, nil
+}
+
+// treeEqual reports the first difference between two corpus trees, for
+// the determinism check.
+func treeEqual(a, b string) error {
+	read := func(dir string) (map[string][]byte, error) {
+		out := map[string][]byte{}
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			if strings.HasSuffix(rel, ".go") || strings.HasPrefix(rel, "testdata") || rel == ReleasesName {
+				return nil
+			}
+			data, err := os.ReadFile(p)
+			out[filepath.ToSlash(rel)] = data
+			return err
+		})
+		return out, err
+	}
+	ta, err := read(a)
+	if err != nil {
+		return err
+	}
+	tb, err := read(b)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range sortedKeys(ta) {
+		if bd, ok := tb[p]; !ok {
+			errs = append(errs, fmt.Errorf("%s: not written by the generator", p))
+		} else if !bytes.Equal(ta[p], bd) {
+			errs = append(errs, fmt.Errorf("%s: differs from what the generator writes", p))
+		}
+	}
+	for _, p := range sortedKeys(tb) {
+		if _, ok := ta[p]; !ok {
+			errs = append(errs, fmt.Errorf("%s: the generator writes it, the corpus lacks it", p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckFresh regenerates the corpus of root into a temporary directory and
+// compares it byte for byte with the committed one: the synthesized files
+// of versions in development must be what this commit's generator writes
+// (a second run is the determinism check), and MANIFEST must list them.
+func CheckFresh(root string) error {
+	released, err := Released(root)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "corpus-fresh-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	dst := filepath.Join(tmp, Dir)
+	if err := os.CopyFS(dst, os.DirFS(filepath.Join(root, Dir))); err != nil {
+		return fmt.Errorf("copy the corpus: %w", err)
+	}
+	if _, err := GenerateInto(dst, released, Generators); err != nil {
+		return err
+	}
+	if err := treeEqual(filepath.Join(root, Dir), dst); err != nil {
+		return fmt.Errorf("the corpus is not what 'go run ./cmd/corpusgen' writes on this commit:\n%w", err)
+	}
+	return nil
+}

@@ -1,0 +1,35 @@
+package corpus
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// root is the repository root, seen from this package's directory.
+const root = ".."
+
+// TestReplay replays the whole corpus with today's code.
+func TestReplay(t *testing.T) {
+	r := NewReplayer(root, t.TempDir())
+	sum, err := r.Replay()
+	require.NoError(t, err)
+	t.Log(sum)
+	for _, k := range sortedKeys(sum.ByKind) {
+		t.Logf("  %-24s %d", k, sum.ByKind[k])
+	}
+	require.NotZero(t, sum.Files)
+}
+
+// TestManifest checks the committed corpus against its MANIFEST.
+func TestManifest(t *testing.T) {
+	rep, err := CheckManifest(root)
+	require.NoError(t, err)
+	t.Logf("MANIFEST: %d files, %d after-files, %d of released versions", rep.Files, rep.AfterFiles, rep.Released)
+}
+
+// TestGeneratorIsDeterministicAndFresh regenerates the corpus into a
+// temporary directory and compares it byte for byte with the committed one.
+func TestGeneratorIsDeterministicAndFresh(t *testing.T) {
+	require.NoError(t, CheckFresh(root))
+}
