@@ -61,8 +61,8 @@ type ErrorBody struct {
 type Classifier func(error) *Error
 
 // Classify returns the *Error err is answered with: err itself when it is
-// (or wraps) an *Error; the generic answers for a body over its limit or
-// a body read that timed out; else what domain says; else 500 internal.
+// (or wraps) an *Error; 413 for a body over its limit; else what domain
+// says; else 500 internal.
 func Classify(err error, domain Classifier) *Error {
 	var e *Error
 	var mbe *http.MaxBytesError
@@ -72,8 +72,6 @@ func Classify(err error, domain Classifier) *Error {
 	case errors.As(err, &mbe):
 		return Errorf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
 			"request body is larger than %s", byteSize(mbe.Limit))
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return &Error{http.StatusRequestTimeout, CodeRequestTimeout, "request body: not received in time"}
 	}
 	if domain != nil {
 		if e := domain(err); e != nil {
@@ -81,6 +79,20 @@ func Classify(err error, domain Classifier) *Error {
 		}
 	}
 	return &Error{http.StatusInternalServerError, CodeInternal, err.Error()}
+}
+
+// BodyReadError returns the answer to a failure to read a request body:
+// 413 when it is over its limit, 408 when the client did not send it in
+// time (HandlerOptions.BodyReadTimeout), else 400.
+func BodyReadError(err error) *Error {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return Classify(err, nil)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &Error{http.StatusRequestTimeout, CodeRequestTimeout, "request body: not received in time"}
+	}
+	return &Error{http.StatusBadRequest, CodeInvalidRequest, "request body: " + err.Error()}
 }
 
 // WriteError answers e as the Error schema, with the request's id. A 401

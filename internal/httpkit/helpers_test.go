@@ -77,7 +77,7 @@ func testHandler(t testing.TB, opts HandlerOptions) http.Handler {
 	echo := func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
-			WriteError(w, r, Classify(err, nil))
+			WriteError(w, r, BodyReadError(err))
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")

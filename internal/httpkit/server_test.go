@@ -113,7 +113,7 @@ func TestBodyDeadlineIsClearedOnceRead(t *testing.T) {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
-				WriteError(w, r, Classify(err, nil))
+				WriteError(w, r, BodyReadError(err))
 				return
 			}
 			select { // the behaviour under test: answering after the deadline

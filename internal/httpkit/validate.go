@@ -135,10 +135,7 @@ func readBody(r *http.Request) *Error {
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		if e := Classify(err, nil); e.Status != http.StatusInternalServerError {
-			return e
-		}
-		return &Error{http.StatusBadRequest, CodeInvalidRequest, "request body: " + err.Error()}
+		return BodyReadError(err)
 	}
 	if len(body) == 0 {
 		r.Body, r.ContentLength = http.NoBody, 0
