@@ -84,6 +84,20 @@ func TestQEMUMemcheck(t *testing.T) {
 	require.Equal(t, 0, status)
 }
 
+// TestQEMUMemcheckZero: with zero_pages= the zeroing pass says so, and the
+// passes after it find the zeroed pages still zero (and the rest of the
+// region still following the patterns); the range is clamped to the region.
+func TestQEMUMemcheckZero(t *testing.T) {
+	t.Parallel()
+	out, status := qemuRun(t, qemuPC, "memcheck", "mem filled", "base_mib=8 span_mib=32 pace_ms=10 passes=4 zero_pages=16 zero_pass=2")
+	require.Equal(t, "mem filled 32 MiB\nmem ok 1\nmem zeroed 16 pages\nmem ok 2\nmem ok 3\nmem ok 4\n", out)
+	require.Equal(t, 0, status)
+
+	out, status = qemuRun(t, qemuPC, "memcheck", "mem filled", "base_mib=8 span_mib=4 pace_ms=10 passes=2 zero_pages=100000")
+	require.Equal(t, "mem filled 4 MiB\nmem zeroed 1024 pages\nmem ok 1\nmem ok 2\n", out)
+	require.Equal(t, 0, status)
+}
+
 func TestQEMUSMBIOS(t *testing.T) {
 	t.Parallel()
 	out, status := qemuRun(t, qemuPC, "smbios", "smbios ", "",
