@@ -627,6 +627,12 @@ type NotFound = Error
 // PayloadTooLarge Every failure's body.
 type PayloadTooLarge = Error
 
+// RequestTimeout Every failure's body.
+type RequestTimeout = Error
+
+// ServiceUnavailable Every failure's body.
+type ServiceUnavailable = Error
+
 // Unauthorized Every failure's body.
 type Unauthorized = Error
 
@@ -1997,6 +2003,8 @@ type InstanceGetResponse struct {
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceGetResponse401Headers
 }
@@ -2019,6 +2027,11 @@ func (r InstanceGetResponse) GetJSON404() *NotFound {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceGetResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceGetResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2066,6 +2079,8 @@ type InstanceEnsureResponse struct {
 	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
+	// JSON408 the response for an HTTP 408 `application/json` response
+	JSON408 *RequestTimeout
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -2074,6 +2089,8 @@ type InstanceEnsureResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceEnsureResponse401Headers
 }
@@ -2098,6 +2115,11 @@ func (r InstanceEnsureResponse) GetJSON401() *Unauthorized {
 	return r.JSON401
 }
 
+// GetJSON408 returns the response for an HTTP 408 `application/json` response
+func (r InstanceEnsureResponse) GetJSON408() *RequestTimeout {
+	return r.JSON408
+}
+
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r InstanceEnsureResponse) GetJSON409() *Conflict {
 	return r.JSON409
@@ -2116,6 +2138,11 @@ func (r InstanceEnsureResponse) GetJSON415() *UnsupportedMediaType {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceEnsureResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceEnsureResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2163,6 +2190,8 @@ type InstanceMigrateExpectResponse struct {
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON408 the response for an HTTP 408 `application/json` response
+	JSON408 *RequestTimeout
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -2171,6 +2200,8 @@ type InstanceMigrateExpectResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceMigrateExpectResponse401Headers
 }
@@ -2195,6 +2226,11 @@ func (r InstanceMigrateExpectResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
+// GetJSON408 returns the response for an HTTP 408 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON408() *RequestTimeout {
+	return r.JSON408
+}
+
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
 func (r InstanceMigrateExpectResponse) GetJSON409() *Conflict {
 	return r.JSON409
@@ -2213,6 +2249,11 @@ func (r InstanceMigrateExpectResponse) GetJSON415() *UnsupportedMediaType {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceMigrateExpectResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceMigrateExpectResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2255,6 +2296,8 @@ type InstanceMigrateStartResponse struct {
 	JSON409 *Conflict
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
@@ -2275,6 +2318,11 @@ func (r InstanceMigrateStartResponse) GetJSON409() *Conflict {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceMigrateStartResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceMigrateStartResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2322,6 +2370,8 @@ type InstanceMigrationStatusResponse struct {
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceMigrationStatusResponse401Headers
 }
@@ -2344,6 +2394,11 @@ func (r InstanceMigrationStatusResponse) GetJSON404() *NotFound {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceMigrationStatusResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceMigrationStatusResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2393,6 +2448,8 @@ type InstanceSerialResponse struct {
 	JSON429 *Error
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceSerialResponse401Headers
 }
@@ -2420,6 +2477,11 @@ func (r InstanceSerialResponse) GetJSON429() *Error {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceSerialResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceSerialResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2469,6 +2531,8 @@ type InstanceSerialHistoryGetResponse struct {
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceSerialHistoryGetResponse401Headers
 }
@@ -2496,6 +2560,11 @@ func (r InstanceSerialHistoryGetResponse) GetJSON404() *NotFound {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceSerialHistoryGetResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceSerialHistoryGetResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2545,6 +2614,8 @@ type InstanceSpecGetResponse struct {
 	JSON409 *Error
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceSpecGetResponse401Headers
 }
@@ -2572,6 +2643,11 @@ func (r InstanceSpecGetResponse) GetJSON409() *Error {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceSpecGetResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceSpecGetResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2617,6 +2693,8 @@ type InstanceStatePutResponse struct {
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON408 the response for an HTTP 408 `application/json` response
+	JSON408 *RequestTimeout
 	// JSON409 the response for an HTTP 409 `application/json` response
 	JSON409 *Conflict
 	// JSON413 the response for an HTTP 413 `application/json` response
@@ -2625,6 +2703,8 @@ type InstanceStatePutResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceStatePutResponse401Headers
 }
@@ -2642,6 +2722,11 @@ func (r InstanceStatePutResponse) GetJSON401() *Unauthorized {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r InstanceStatePutResponse) GetJSON404() *NotFound {
 	return r.JSON404
+}
+
+// GetJSON408 returns the response for an HTTP 408 `application/json` response
+func (r InstanceStatePutResponse) GetJSON408() *RequestTimeout {
+	return r.JSON408
 }
 
 // GetJSON409 returns the response for an HTTP 409 `application/json` response
@@ -2662,6 +2747,11 @@ func (r InstanceStatePutResponse) GetJSON415() *UnsupportedMediaType {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceStatePutResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceStatePutResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2711,6 +2801,8 @@ type InstanceStateMonitorResponse struct {
 	JSON404 *NotFound
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *InstanceStateMonitorResponse401Headers
 }
@@ -2738,6 +2830,11 @@ func (r InstanceStateMonitorResponse) GetJSON404() *NotFound {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r InstanceStateMonitorResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r InstanceStateMonitorResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3054,6 +3151,13 @@ func ParseInstanceGetResponse(rsp *http.Response) (*InstanceGetResponse, error) 
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -3114,6 +3218,13 @@ func ParseInstanceEnsureResponse(rsp *http.Response) (*InstanceEnsureResponse, e
 		}
 		response.JSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 408:
+		var dest RequestTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON408 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3141,6 +3252,13 @@ func ParseInstanceEnsureResponse(rsp *http.Response) (*InstanceEnsureResponse, e
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -3202,6 +3320,13 @@ func ParseInstanceMigrateExpectResponse(rsp *http.Response) (*InstanceMigrateExp
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 408:
+		var dest RequestTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON408 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3229,6 +3354,13 @@ func ParseInstanceMigrateExpectResponse(rsp *http.Response) (*InstanceMigrateExp
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -3293,6 +3425,13 @@ func ParseInstanceMigrateStartResponse(rsp *http.Response) (*InstanceMigrateStar
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	return response, nil
@@ -3339,6 +3478,13 @@ func ParseInstanceMigrationStatusResponse(rsp *http.Response) (*InstanceMigratio
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -3410,6 +3556,13 @@ func ParseInstanceSerialResponse(rsp *http.Response) (*InstanceSerialResponse, e
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -3476,6 +3629,13 @@ func ParseInstanceSerialHistoryGetResponse(rsp *http.Response) (*InstanceSerialH
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -3544,6 +3704,13 @@ func ParseInstanceSpecGetResponse(rsp *http.Response) (*InstanceSpecGetResponse,
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -3600,6 +3767,13 @@ func ParseInstanceStatePutResponse(rsp *http.Response) (*InstanceStatePutRespons
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 408:
+		var dest RequestTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON408 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
 		var dest Conflict
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3627,6 +3801,13 @@ func ParseInstanceStatePutResponse(rsp *http.Response) (*InstanceStatePutRespons
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -3694,6 +3875,13 @@ func ParseInstanceStateMonitorResponse(rsp *http.Response) (*InstanceStateMonito
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
 
 	}
 
@@ -4206,6 +4394,10 @@ type NotFoundJSONResponse Error
 
 type PayloadTooLargeJSONResponse Error
 
+type RequestTimeoutJSONResponse Error
+
+type ServiceUnavailableJSONResponse Error
+
 type UnauthorizedResponseHeaders struct {
 	WWWAuthenticate *string
 }
@@ -4283,6 +4475,20 @@ func (response InstanceGet500JSONResponse) VisitInstanceGetResponse(w http.Respo
 	return err
 }
 
+type InstanceGet503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceGet503JSONResponse) VisitInstanceGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceEnsureRequestObject struct {
 	Body *InstanceEnsureJSONRequestBody
 }
@@ -4350,6 +4556,20 @@ func (response InstanceEnsure401JSONResponse) VisitInstanceEnsureResponse(w http
 	return err
 }
 
+type InstanceEnsure408JSONResponse struct{ RequestTimeoutJSONResponse }
+
+func (response InstanceEnsure408JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(408)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceEnsure409JSONResponse struct{ ConflictJSONResponse }
 
 func (response InstanceEnsure409JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
@@ -4404,6 +4624,20 @@ func (response InstanceEnsure500JSONResponse) VisitInstanceEnsureResponse(w http
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceEnsure503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceEnsure503JSONResponse) VisitInstanceEnsureResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4475,6 +4709,20 @@ func (response InstanceMigrateExpect404JSONResponse) VisitInstanceMigrateExpectR
 	return err
 }
 
+type InstanceMigrateExpect408JSONResponse struct{ RequestTimeoutJSONResponse }
+
+func (response InstanceMigrateExpect408JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(408)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceMigrateExpect409JSONResponse struct{ ConflictJSONResponse }
 
 func (response InstanceMigrateExpect409JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
@@ -4529,6 +4777,20 @@ func (response InstanceMigrateExpect500JSONResponse) VisitInstanceMigrateExpectR
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrateExpect503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceMigrateExpect503JSONResponse) VisitInstanceMigrateExpectResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4605,6 +4867,20 @@ func (response InstanceMigrateStart500JSONResponse) VisitInstanceMigrateStartRes
 	return err
 }
 
+type InstanceMigrateStart503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceMigrateStart503JSONResponse) VisitInstanceMigrateStartResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceMigrationStatusRequestObject struct {
 }
 
@@ -4667,6 +4943,20 @@ func (response InstanceMigrationStatus500JSONResponse) VisitInstanceMigrationSta
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceMigrationStatus503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceMigrationStatus503JSONResponse) VisitInstanceMigrationStatusResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4759,6 +5049,20 @@ func (response InstanceSerial500JSONResponse) VisitInstanceSerialResponse(w http
 	return err
 }
 
+type InstanceSerial503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceSerial503JSONResponse) VisitInstanceSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceSerialHistoryGetRequestObject struct {
 	Params InstanceSerialHistoryGetParams
 }
@@ -4836,6 +5140,20 @@ func (response InstanceSerialHistoryGet500JSONResponse) VisitInstanceSerialHisto
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceSerialHistoryGet503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceSerialHistoryGet503JSONResponse) VisitInstanceSerialHistoryGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4920,6 +5238,20 @@ func (response InstanceSpecGet500JSONResponse) VisitInstanceSpecGetResponse(w ht
 	return err
 }
 
+type InstanceSpecGet503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceSpecGet503JSONResponse) VisitInstanceSpecGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceStatePutRequestObject struct {
 	Body *InstanceStatePutJSONRequestBody
 }
@@ -4981,6 +5313,20 @@ func (response InstanceStatePut404JSONResponse) VisitInstanceStatePutResponse(w 
 	return err
 }
 
+type InstanceStatePut408JSONResponse struct{ RequestTimeoutJSONResponse }
+
+func (response InstanceStatePut408JSONResponse) VisitInstanceStatePutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(408)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type InstanceStatePut409JSONResponse struct{ ConflictJSONResponse }
 
 func (response InstanceStatePut409JSONResponse) VisitInstanceStatePutResponse(w http.ResponseWriter) error {
@@ -5035,6 +5381,20 @@ func (response InstanceStatePut500JSONResponse) VisitInstanceStatePutResponse(w 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceStatePut503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceStatePut503JSONResponse) VisitInstanceStatePutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -5116,6 +5476,20 @@ func (response InstanceStateMonitor500JSONResponse) VisitInstanceStateMonitorRes
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceStateMonitor503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response InstanceStateMonitor503JSONResponse) VisitInstanceStateMonitorResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -5465,152 +5839,156 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3/k9s2sue/guK9Ks/kURpJ88WxpvaHsTfJ+l4mcdlOfPUirwSRkIQdEuAC4MhKau5vv+pukAQlSjNj",
-	"T3y3995uVTySSBBoNPrrp5t/RInOC62EcjYa/xEZYQutrMAPL3n6VvyzFNbBp0QrJxT+yYsikwl3UquT",
-	"f1it4DvxiedFJvBPY7SZJjoV0TiS6pZnMp0aP1Ic5cJavoTf5jrd9G0hkv5cc5P2k6K0Y6bKfC4My0vr",
-	"2Fww7lgmuHVsGMWRH2Uq02gcnS2GyYi/EM/np+m5uBhEd3Fkk5XIOczi34xYROPof5w0KzyhX+3JdzDD",
-	"6O7uLo5SYRMjC1hLNI7erwTzz2DSspxnC21ykTJt2NwIfmMZZ6bMBDuaba1sFrP6K1gTfL7Np0gM+Ftp",
-	"Ny2LpeGpSGfHfZjsK60WmUyegrzOcGUlriKkcMKV0o4ZMdfaMa6YVNZxlQjmVhyXaJ0uCpF+ZdomfuWW",
-	"raVbMbcSzcy0wc8rbR1Smb6eik/SOhtSuVnzLJ4ouLJcLGQihXLThBc8kW4zO+5PFEz+tXLCKJ7R9L6E",
-	"4DROi8zVlwwv/Uq0tMLcCsMWXGYiRUrRJDxz/aTd97pU6ResVelpRf7WcpVudmvFLZsLoVhiBHdfi5GM",
-	"AN4N5hED2yjNbJkAO0m1ZEezYP50Aqfw8zSXS8OJbehYLoBOnmxv+CbTPH2v9Y/cLMUXUA+k29RpPc1w",
-	"oJCA1TGAS2AheAWwPVdsyK7ly698HLvm4RoW40kiCmfZ0ay9Jk+yXxQv3Uob+bv4Em4rw2FCaq0ET4Vh",
-	"V/5XHG3MOJsLbmC2+kYomD2sRpqvwoI/6dbTPfe5gGjPgFzhkoBYsV8LqtcPHz70YE1COSAREqT9lKts",
-	"zTeWzV7io2ZwfzNvtymAONYZqZYwR9wJWxaFNk6k1yKV/D1e8wU7Ug83zWG8KT60Y29e0QN68MAxW3Pl",
-	"2M6D/u+wNOzKbHsuM9ybrsUhS9czITMo08nNO/l71waB+jR8KdicJzdCpc8sy/RSJjxjc7iNWfk7qDY2",
-	"3zhhL9n5cMTWK6FwWkt5KxRsqlBlHo1/Ox+O4rPBi4uPcQRWB3ekWU5HUVztNsj4pTBAq5dgMuGOpikq",
-	"QZ69MboQxkkw3xY8s6KLQDlPVlKJZ5YVRifCWm1szHKRa7NhXKUsWcnCCgcTK4IB/4j8D/dtzyt/2V0c",
-	"gUG3SzWYhTfy9ILdvnrzi70E2Z1rIxrZA/r/mWXwKzs6G7xgexV81EGvnH+SOVD14iyOcqnow7CLkLT0",
-	"aT7fnekPyEpvr65hC6/lyz3TZAlXyAGPm+jFWTjR4eDs2/PnF+FsL3ane0enCMXc+DcicLiEuN6lj/XN",
-	"ev4PkTjiGe0eyTIfwE6Ehf56zcCItH32ARiYz61QLm79hB9mTiY3wszYEomH9h1XTOSF27BE5znwWCaV",
-	"6GCwPIUfujlG5nwJXHtdZk6iORsOFrPCSOX4PBPs6t2r168v/RN3T1vOP/0o1NKtgOajszgquAPLKRpH",
-	"f/+N9f73x2/+rTlwlXiNI3z+HmbmuQBW5n7NeGmoQC3sCTsiyuBhS1YiuYmZzedS25il0t7ELDHcro63",
-	"5nhxiixRT7k936vef/Le74Pei4/Nn/1pr3MNW7xDC+pik1fNQT8kPwJB4SVYJM/OBotPwaAN/V5VkmJ3",
-	"2J+VYKm4lWT8e1EKBCXmipnTWcp4wY1j8w2boaCGx6YShsml4o6M+pwXBTxv/Ee0kJmYevE89WPuE1nf",
-	"y0y8o0tf0pXNbOPICiN5NgVdsW+Ad3jJG21ceOOtNE7qKWzuvht/xUv+Ku1Nc+NdfS42P/EcqIjEvIsj",
-	"rcTPi2j822EB3DWZu/jwPd3zOHzPIardfbyLo9rXeoS8+e5WmA06NaUBJsMYwY6kCM2ULqWMcsBzas8I",
-	"nuIXcP0lMtXVm9csuItl4FvCL3m/6+zX9s4fXdJxLZRja6PVMmYLbVghdJGJSxQLJBMXUgADO7bgZeY6",
-	"HxHaRp3irz4Q/sqYcQtqqWVyZnppUYnDt/+r58M3vdcpI0Otf69UCCjbrLs1vS6JcYgVHrf/MIqwjKNI",
-	"hP0HMwoXypkRyzLjhsHRZnOhBPexg3r9lTlmtO4wYHCsqfWm3CHWbmy+O5S3q+5NgYmAIQXzMCLjTt4K",
-	"5vT+ObGjWa/nv+jBF7PjsecTKwpuwINGEXcyiydKaSWAmY0DfxY16aw/67N3m3yuM5mA5ruxFMrJBE+Z",
-	"Ll3NJVoDi6iUcbUhh3heui0ixhPFDXDUorQi7U9UW/WAMfog5TPtbaufo5NDvx53q1g4qFplm11if6/N",
-	"XKZ0mEjHOs3WRjpxyZCNOvS8H36udSY4xoCcd4c+U6ihN7V9XrxHhDzyyJNReWe7fEUajkwKZPYtN4PV",
-	"Ew+Vb6fG61LFPwglKAKyR9b4oMkzy5b1pZdsafTaAncCW3LHBIpq67gTLFlxtRSHLdwXg8Hz4YsXo/Oz",
-	"52eDFy+Ggak76DLMX1exp8c7OXV4CmSkIz9wvSsQvJqZGsFtFzE+rDbt2CQF2y5ZYQSYvwy4FWQTEWFG",
-	"P886BfxSqPt4L9iXu+2pHrqvIlRAGnBhnQ8qPOTWd3jxNnMHU6jGo4V0cXo11HfKlkZc2esqzPaem6V4",
-	"rB54heFE2yY/p88OB6TjkYHIrSN6l0w6y2whEjgiwrKF0TmJY12apMPnoFsfTCdalHitpJPciSo/8sXb",
-	"dYjw1RTvJ/r3RufvCpE8Ba2RchxpuUu1L+ZNP8kHsSZce5gz4Yr7qRMks+5f/zgkADuadRN6doyhPw4G",
-	"S82Enj8navuunTMxO+6z7z7xxGUkVPWCzTB3hIp75jd+BvKL1Bpq6Id5AXs44z6j/r5TjIb91mn47lMh",
-	"EheQ9xG8d2Xy7kNOB5YOeU3afedXanXIcg6ExlpmWSW+W+qqLGXaJbetSMz9Qa+aTO/ocrA2XDa1ItEq",
-	"7YiB/U2vWabVEqfGTc5WOkttjLqE7rlkp4NBh1mzP9R1ejEYHA52bR2iFu0OnZ89Uu9xO33Nb/wZU2Id",
-	"JiIPCXR/CpV2K2G8Tf05TFBf8cwymcZsvZLJKuQzTDev+K2gbBbHrO9CmwfxiBFFxhMxbSfTu2lzT/A0",
-	"jAJss4x1vUwnPGvMP2/8p3KxEIaB6FlJ68kUsxuxIXfCBUEq+Lu+v/qCiPDMThSKO8ETcGhwUbbPfgYr",
-	"Z8sEtSznGzYX1WVpTHfNa0mG48JDgVzsiDw6NGcnirt6T8Fyjpnlm+PLkBd4jg8JJ0eiuEoY52wuFtoI",
-	"Ni9lloJ/A6r/1+vaiwmJfnHWwd2ffbKtSaY8TU03q3mGqv0/uFJYG7PZSls3LrRxsz4LMrip5JklUxKW",
-	"WwhhKquVZ5lei5Q5Ddqk16vZuIdXzS6B3qnAsALLtC4wCg3KA4ih14op4dba3NjjHe9udDFqOXenbefu",
-	"75OJPfn47+PfBr0XH/8Yxud394cUW+cwoFNN60NCpn1IHhuilqlQTi6ksCHMYVdUtG7dcTONEMyJT25P",
-	"9DjcNU7JOa7smvZrK257Phx1RZHTe10umV76wOczy95dv3z98ztmN9aJnP3yy+u/PkggKYwbdkTGVto4",
-	"FAUdz8Cwoc/MfLUgNEwfZ3uINT7DpsU4IsU9fIpC2jGeCsQagQYArnGUuYjrMxOI1lp8wvz67K8Yoa7D",
-	"axNVS0K3EiQfBUu54xisMqKO6IRjZlLdNINeeh+6cuuRtSwTjUk4URQYp9O7Fc6qMoAHI1l40V0czX3u",
-	"5/DFmvJ2f6Yeex8qIBtoKU466ggMamT1Y1AjQ+Y0uzhlyYobnjg4a2gTzNq8Nus/SOpvsR+RsLXg+/gQ",
-	"POWurOaHlUB9hhoLFJW07EaBCN60cyTe+IziaM2lk2o5XWjTgFKmpD86AzfhPH6VYv0FkRGvTmOmwQjD",
-	"ie4Ky68fs3i0X0j3TG29Kw+91e/jnxwoaU/vIG+5TgzI1p5lciGSTYIhQe5En2BXIOV6k3IwOA3ixUem",
-	"VMcxAfzwM/x1DO6q5zX4DjzXidp2XY8vm2GqcU2pFHzWpo6CVV81jw4fFVdIPgrYFnotjEgnSi8Wx7GH",
-	"JEq1jIPphGNXv29PIFzRzugMBmfaTFQ1TjP49kKOaK3kwFcwOl26uS5V2jgMxzFLhXVGg5Q6osMZM75w",
-	"dNYnasVV2qNF3TMzlpZwksFA6XhOuPp6ID/pifI4zcsKsFkvp55cv1oDKKhmyqCJFlLx7JKOesvXlrZe",
-	"uGnuiSeKo5MmMAiAlj7B+yqrndRRJdEqHiTeN/5PT2f8klZT/ekhWn6D6wgX/U3ziVB20XQOi0I4Bq8w",
-	"+vyZAYgaMuS0D2O3aIQZHDhqO9LR3yfSR8mOt/Vd20KkGe9eOfE2fPSe9Yh0JzZfbZgpld+LeiPuJ/IT",
-	"KBwYhiAjhdFL8IpAw4PZVR8Db4qhl4rztszKim+5BeOpyUn8i0X0VxKMxM0etzHYK9vIl501k8cfgEuM",
-	"yAWY7JYdccdybenXjFvHTkfH8UTpDM4SW0hj3aVH7pBr4xBKCyJCaSXIv8EbwYeX5H4npTFwA50CPPjS",
-	"ifxeZYtM877Bpd+hffaabj1tnCNuDN/grxUPPNwlf0od7tW1V97NZLoOYz2DK5OLx6Lwrqrw0oGwpvhU",
-	"SCPslLtOS1PVccOMF1ZYJhdM6Sp2UlqReoe09hRT7kTPyVx04hseGT/7MwOnh0MKAV0O7subFbedeA3k",
-	"9yC+KG0oGJVYagxx4oYIns8zRD/wfFoYkehig7ne0lbfomZFZQVe2rTiniTTyU0UR2Ab6MXCexiZIIC8",
-	"V3FdErdZgBeQj+Stn1V7ryo52wGG2Dhhp7YTkPUSfgPRTCYMiSaUGlazBTfsSCvGWWVAGZEIeSvS46fN",
-	"/6Z6rYBjp13u1rVMjPah8sDKTGWK8RpTqrixd5rtrreBZJ0/MEYU2nj84nqlM3C7/cPH7RAk7j0riwrl",
-	"URl/7KiJKNffefgMS7gxUthjVmSlrSJzExwexjHClrnwYQofY6IYYjUvuAXRb6CdYvJ/YSZBdMNp2KDU",
-	"f9NYpSSwn25THqpggwj+Hg1bwBE9rGH/FLlU8KWw00wsOhj/r9K4DcMrmHUyyyq6Pi1nF5V0epBkJFkG",
-	"chE8ho6z8PbqGqjbA/nE6CKWaiW600UHZ+a049n9B65Jqztky8XWnjuNPCtUa9/B4XDwpXhSeh7WGETr",
-	"OJR3LR6oyXpQn7yrldm2tR1yoFakYxnpvjE7OwVSDEffhuErvWBzbsXFWWkydnQ6Yga0RE41AuifayOO",
-	"++w1AVfErTATRXFmkWKsMEYsl8a6J5/eAVsALcOcp0DmnXD/cPRtK4Z7drofzPXvnfCsbbPrM2oPaiuf",
-	"SeU0Wvo1Zk3aoJpryzrlanMw6/dwk7HWqy3xokv3GSPcdXAMgW//1lj6j3JFCymSJnlGAflEK6sRZ6hL",
-	"V5QduMaUO94tHpGlYs9uPaESnYIoDpIbWx5AeCzh5i4+EKrL7ZxbnZUOJr+wwrF/lNaxgofOCIyHEAeY",
-	"7+xpJSrKoftn5SmLntCfOJ8tiYT7U82R6PdxL+u0cduPZaDhxfn5gP1y9fY9QxPt1c/XDGyIXaZBi/eh",
-	"QPKfMCn0UAxlx0IOYSdhJg+kx8Mgk/7gwLq7kZIhor/LCt9ZeIfcz8SSJxv25lWLxnVITOdDsvpH9M8p",
-	"/XPW/bwtV/nxNr8PXHn+vj92ddCv9IOteFEIJdJax9QpbXRvHu5ePk1QBsXVDNeDiKinjc08eQBhj4fa",
-	"VWjx2ENOdSW+wtAXziBAnn7o5bnUzGbaYUTaVNiIKjcJpK4yjpKywV3+YVUyc6jiiUzAA9jkgznk3ZBB",
-	"pvdUHW2v7BJmvpCfPKKIiNCALSidq5wwpizcYdjU83tt4geIvI5tPSTyKuL6JT+QUR4m/Tx3INqmU/qF",
-	"ZUkfuxL0ViSlkW7zDhbnuQFLkK/KfZUQtWjw9dC1g4DwdURP+AKGXo+XbtXD63rw66xOFGnVqppbG+0E",
-	"O8p1KtjgYjA4RtwQeRxrNFuw3nDNl8tMzNirH18TAsrDjrAycyHBXanMYdwtLArA5TSCY+VcQRXFUi10",
-	"VTLNqTUHgSkieg7LuVSOSyWM3c1tgyj+9fq6WoGvsGWmVOgc4N6UPKtKk2C+/0E+P1i/lt0KY8F/GlZx",
-	"8as3r8fbKZuJ8r0WMGmuqixNlcY4CoCrFTr1MMjuOGapwS1yK6PL5Yq0xkR5ReBH9qF5PcfVpfXFCLmm",
-	"0H79J8u1kk4b/1XLkq2xFvUEJooSpP2Jmqhvvgmq4qVW/W++YVQVBuKJ/EtyfwRTQqSWzbZaA1C9PMME",
-	"WYKMRrmyGeUeqGFAw2gTteYeYIv1Odv8iZk5YsaK//qsSRsBW4MTIymV6AteCdzmT4MHCU3U2WDI2l0B",
-	"kBiZ4EZhrToCVkRmfSxefEpE4eOUWy62dUbwfKKOZj98956dVPxx4kHDJ3+EfvDdCU57djwOWaHCn2lB",
-	"dfIrnaXtcJefv9UThc4lPRSRaUHnAhC1VqLbWZkKB7xiv8lYHGibzfVGQg2oqhvD4IWMBC04xZbNmiK1",
-	"GfWwwfI+oGQuuHJsoc1EYeiT55ZqAmY+GIc31Ff5Wj28dW+5HiPESios+EljbDXTbv1D+d65Tjcx46zg",
-	"hufCCeMzyzjadjch7/YaOGDHcTAm4b+PahhJq+3QmKVcLTOfKy8VRvq9MomZW2uvCYHoeEBav9ExnCgK",
-	"KvorKuu1fbukH8mI6Pf7x/E23x6pjh4YnOog4V5cVNiBBe4g/objRkIrZRvhjrGnT7vND+FFFwuBqada",
-	"+MGdPDOCp5tqhBbxgpZARML6Tt8JKdW+85EitFeY2/Lz6Cjdh7FA7lbF/jASIi0p+EpYuiraa/nGErps",
-	"IZ097mw84/eXzp9A+DwcwRCJ4fkfoY3HrUY1SHpsdFNwt4LfcuFWOp3CJR4xOovZdrMWoNOephfb7anY",
-	"EVfMf2JCpYWWyiHxE55lIq1lXnMZbgM8LOdqM/WSHvaREG6V6AeGQlnGb4SqliU+gaFv5RzU+JHbRSmx",
-	"0gpPU9qIqzeva13p98MPcsm4vWEIXxCmuuY47MVFTwAtXe1kKb3c+/U6iGzCc0E1YWQKdp6qe32zFBbg",
-	"mT0IuxKjyMLt+tSgBJS4zLdq6rOfxJpky0TlfMPA5eIG2DPjrlmADWJCt8JcMs6SDHiUgUB2iHktFcHN",
-	"YDQQw8Dff3v//g1r6dbG6wlk72Hv0Rf+wXhBGnq2FGrm4d6XVSwYjAav+dmawx1AMonYioKDXc5ueVaK",
-	"PntN9rUvYZZo6cAIGzYXmV6z0d/PT0HxeITk/3z380/VkuH4W9gXkVdQSTLvMpkIRYF1b7Ndv/mxN+oP",
-	"ojgqTebtPDs+OVmv1/1c/y6zjPe1WZ4I1fvl3cn1mx9PRv3BCRr90mWB1dcYdVEc+U2JxtEQq/ILoXgh",
-	"o3F02h/0T301KJrNtVomNF1XhMqrO7evavGSHN3Gf0YNtusZgz+EDjGY+rWl9DqNxjWM4weB4e6wx99o",
-	"MHhcgyB0rE8PoqqjiHDO0SC54Gd8cNa74KNF7yy9EL0Xi/PT3mj+7Xy0uOAv+HBQwX/HEXXHCHzxGkH0",
-	"4M5AdcXonuZADSz8Lo7OBsN949UkOmn1tsKbzu6/qW69dhdH50Tgwze0m9OhC1bmOTebaBz9INz2qWxo",
-	"H/sTCvZLczbBr+FLi/jqiiIf7+KoKO8pfqu9OIR/1MF4bwyAeFhrtuYbW1fHzXyrw/1uRqjTjuqStuO6",
-	"BAerguqqze16ze3yOHzCWjcVcSxo+jRRRrjSoK+ViAb3jRKeQga1kAbphMKpzh332VtReDAlV76gIOFZ",
-	"2BByxU2eCWsniirr6eyOBoNLFtortWuwkmhcNiebzJv6zqpdUMv26bOr5g5veHcD9ZjSWEUmDEt0qZwd",
-	"sxZwryrhQd+EHBO2MMKuan3sIUm+sLBTalAlYNMD4qVONw+XGYTKMjqfVtjehrWvGJ35sFUQesmv3vwS",
-	"APJpplqBqToE8QsaZLcK9ctEjp9cjamvm11VPW2qblbDVseo0flFgK2vGxhRR8hbnk1z+5fhYADP9A2E",
-	"goe2YfYYMq4C81UAuQrOBAHrO+r11rh3rq6vbkj7/qDD75kBg4K1EbNVk1VXk4HpE1I9qJhu5+ej5+lo",
-	"MUiGonc6P+O9s+Q87X0rLha9F3wwHyaj9FScLaJ91XIwkUFvThuLHTei29yeELVO8Ne+zJcNTTrbHdwF",
-	"wKPo9J+j3vP11UP+F1YrjaPhoA//fz4ejs4Gg11g+xew2t3do7VZu3r5rh1SdKYUd/+1lXotqBv7qXIR",
-	"UaCith+Rtn8kTYZfhyY1gPrJLR1y2ihc6K2eB9gjQefnzzeUXtx/U90AGW4Ynt5/w3Z3Vrzv/CGz62iM",
-	"+RTWGVlPLQMtbnUO2NcdoNtGu4uj3UgexQdQLnYZcHUFfVXYsL+SHpRrWxOM2Rwj5Hw7Shc3nfs+FdJs",
-	"4onykLcAO5n22Q/Y8mgl2Izum7GNLo0V2YIdcVDezuiMFRlX3k1ecYrIVwg6r6XAMMNmChOVCX6LsUSK",
-	"MKRhTiBHcxEb0AQGmMRGhJLsvhayj8KmdXfiOqo4UZgjkFQtQVMPzNMqTdYOrR9fVoHOrlBsbZvSVC3W",
-	"Q2MY8lbUoO1NEGSlh/oqZq42Tcc7lutb4cPtnNkySYS1izIDy18vKBpSgX7Koj9RVyZHs3XJpWqsPgLa",
-	"i1upSwvXHrLyWq0cPtfY+3yboNUs4XQweLQg7GxF8WfoyhCZHY0Go4vecNgbPX8/HIxHg/Fg8J9R/Jk0",
-	"+Cy75cGE2oKs79EbITDaByZFykrlZMZmzdJnX1mXPNLp/i+ifK5M/vDWKYHCCWobujVOV+5obwTrFYWE",
-	"sYB3W8uBE4G+vS+bQzAjXEp5F8Q4enQ028onjNtCdqIkaKmEF3wuM+k2TZ2QF78oaDHXG8YEEL1r2eyV",
-	"VkokpPJ+oZA15t4mauY/jhnF+nqVErgMiVmpmuFg2BQo1WOyuaB+U7yajV6AZuVmwxaG58LGE4X9MTi1",
-	"w5hvqBLKCJipT6gSAJSE/umoN5eOzeWyJ1QquWIFsR/LEEARk15DEU8/kMaeKGw5nfDCskIYejo+s89e",
-	"V1m6cTtSs4CFFUY7neisDjnHZMDUEWgqK0SwiY/0Vj+1CJWstLbCXlI7EHyg35nKoPjb9dUrpvHdBRiL",
-	"UKC1fScTSVlISzo6zCKSdLxslk357bdX13E1LZghxg6aoFgLj7/QWabXfXbls1SVpcPVRJFsw/AKJtW4",
-	"yX1GqxDCMCsz4VOGnC3EuurSw5ouJbjvAVd6CD+l/n0TlXatbXMV5rWqljOsauGSXpJZgD65TIOo0VlX",
-	"UukB6v2dhyDWKUqLfaQOtRttFSlJ+B2989qb2YJbt7VtqJzuAebffdzSzENSFVvtQdfSJdTVYdsarRj4",
-	"81XTn61lPlfgezhONP7tYyj+cTPDqo+gqZI+7HLcowGkVr2mov7evEVYzNnCcT+DP7fqnNlRla4IXFPy",
-	"kXzxOaFMEP8yURl3IMXremmtRMzkAhHh9/J7g1X/UqtvByoelk8Nv/32+dnpxbdbJUvPz55/rikY1qgM",
-	"6nqRVhFZVQwyCos2RufPB4O7x9uEVSHlPUahfRYUlP3rpVBCPj1YitCcpIecGQrO7j0p3ryw2yYDntEP",
-	"Yv5OJzfgfL79/hW7ODs/jxsU2OnxGM93t/kSt2wXMbc40Cxms3ci6dUj936l4cZseDrz1sXWFf8hNrO4",
-	"Qdy0XqzCLWbBKQ1Lqqg+cqDVElFBANK4Mnk8FCKsE/JNk0xVqEe1DEDuVz9fD2NEgAV9jl1VvFDH8m5E",
-	"4S6rBxxpg32ajptHtdou44Okgie0czwTFbRwSjJdedLNPlRVEaEQq3IQqOyPSDKy4aDqz+ed9qozgzaV",
-	"lgfBtuYbApDhWxMweY1vbcoymDOVU87FSqo0HPnb40uwJTO9ru4g09k6uhGsI5+1uvJF38OLap6Wamac",
-	"48lKIJAJLKxLDJvkOsBYnY1esA7QxiHBStD46LN0dUPkL9fVX8WNHL34grfn7NC19eKc/btF/H7JUgHf",
-	"4KZhvcpXeIHOd/uxOuyog1Ho/U9f7sfi2oMTHIJF0VEIBGUgkb3g7RTHJ0GzheW+d1l4OXAjROHhlXCQ",
-	"jEgQWtGSUOyIM7RAwE8rwWUiO4XyrlUfr42PBS8pHU2g0aZ/RWdUnkKoM8qRIkqTioJ5WolP7hhvFzJR",
-	"oHQG053SdJubWvVW3jdza83EpyQrU0F+GXVxYR9A1ioh4VPs3y7AU8K4WkYhy7p/BK6OqmJBGPcZlYk3",
-	"OWj4ljqf3UiQhOQMzfyiPC6uwm2TDILnZdlmouZiKZXts5cUDg365xipUJD6Nvaxr9fCAFVeuM390spX",
-	"4xH85aDrc3+92Jor3LSftGNOL6nnFyHbw92onaV/lsJsGm+p2eWo0zf64sKzrkazeRBcDjncK1hzcFUB",
-	"X+5bVLDwr7Sq99VKaAlovwE77Z0h/zTFS1vz840zo/HF+fnpxaEakY6XM3VM8+OXehlUyBmlP2T/4Jur",
-	"T6+Wf/mLrxccP69rHB8eG2/Xou4x7j0TYJcZ7Hf7/7JG/mJV87aSkDvFtS2pf7+S8XiRe31jjKF5AxGk",
-	"PkKRULAjrirhSitMXgPzVWjZqqPr2kjnBHYLO+6zqzAa6oN3PqVGmKaNcHUvjr2Qqtr4mwWd6WYTNTvU",
-	"jZD8BqU93uugyC1E8i8DNHxi1M/Tony2WhsGjSO/GEtRN5Dc927ZqnYIVQY3N/RWUFfDUl3Y2/Jr53U+",
-	"+3W2Lah5yxzvAp1X8HBRYcux0IXdDsdB/9J+hVvqN28XGrPhYHRWEep8OAJKng1eXHyld2A+cCEYqqti",
-	"DUc7SPwnMu478Kt47O7HP9QluZ2wB697KOXStE5DQVXBQGvPlyL/GHSUNSY/KFML67nCyU6Up91KK12a",
-	"zrKRbTDnbiVKWF3Eq0Zq7MregG+MtUprj/Gsgh0pwl0NA3/DsDXfYDdPjydtNcL031UtFo9DlCqsCq+h",
-	"vpMT1dl4kvF53fwoeJGK11k+f8HAbq8BCZj7oKHhP02B5R6VAAt+U34RrCBotojtCx8v8nYbRT4IHnDW",
-	"7TrWEF9u/fuRvzrA6r+T4p3BBHuzkwvBbmDIrtr4zrIPlT89LyH2Gns/arXsFTrL7LiWBNwyq7Wq8vGd",
-	"79NCCDuGAPwLt7GgJq5DhTMnc6FLN83BOiu4tcJ60DxGAv37jcAzDUK3bclEjj3Ijz6b+YDIrHnZYbvn",
-	"5ERR00kq7NnuMkl+f9BrstVjkoUtJrFsh6IWbM1dQm/uED5IMlHWiQL+VrRQC1/zzLebqGT2vfLk2u/L",
-	"A5KZreaZgmrYDFrNlby1Qih2NMBgsdJKHO9zJKnHwwOSnH+KI09vjNFUvOCbfaIbkcsskz4lvW/qDT91",
-	"O8Gng8FgcPBVynTBwWl/fCqzvw7f/UbNSragVsPz8WDQH44QboX3jBqzuG5CDFQ8cPN5ffNph039sd2R",
-	"9CkgzE0f3T2WW7vX6v/frvgHYGJClu0XkiT3qrLBPUK7nSNvN6v47SNspIdk4q9UCXhyO8Qt9uPt6zkS",
-	"NmsI3q2DZlG/OVv1bLpDVfiajXbEIbjZRxh2b/2x/SqkBh46F24tUHTisvodaIzo7uPd/wkAAP//",
+	"7H3/cxs3ku+/guK7Kku5IUVSX2xTtT/I3iTrd1Hisp341YVeEpwBSaxmgFkAFM2k9P72q+4GZjDkkJJs",
+	"x7mr292qWCQHM0Cj0V8/3fN7J9VFqZVQznZGv3eMsKVWVuCHFzx7I/65EtbBp1QrJxT+ycsylyl3UquT",
+	"f1it4DvxkRdlLvBPY7SZpDoTnVFHqluey2xi/J2STiGs5Qv4baazTc+WIu3NNDdZLy1XdsTUqpgJw4qV",
+	"dWwmGHcsF9w6NugkHX+Xicw6o87ZfJAO+XPxdHaanYuLfucu6dh0KQoOs/g3I+adUef/nNQrPKFf7cm3",
+	"MMPO3d1d0smETY0sYS2dUefdUjD/DCYtK3g+16YQGdOGzYzgN5ZxZla5YEfTrZVNE1Z9BWuCz7fFBIkB",
+	"fyvtJqtyYXgmsulxDyb7Uqt5LtMvQV5nuLISVxFTOOVKaceMmGntGFdMKuu4SgVzS45LtE6Xpci+Mm1T",
+	"v3LL1tItmVuKemba4Oeltg6pTF9PxEdpnQVKCmVXRkykmpRGL4ywdpqM1XSXFLQldjWfy1QK5SYpL3kq",
+	"3WZ63BsrWNIr5YRRPKdJf8420H0axA9fMrz0K1HYCnMrDJtzmYsM6UeT8Cz3o3bf6ZXKPmOtSk/CpjSW",
+	"q3S9h0tu2UwIxVIjuPta7GUEcHQ0jwSYSWlmVykwmVQLdjSN5k/ncgI/Twq5MDxwDRzWOdDJk+013+Sa",
+	"Z++0/oGbhfgM6oHMmzitJzneKCZgOBxwCSwEr4DDwBUbsGv54isf0rZ5uJrFeJqK0ll2NG2uyZPMq453",
+	"shB69TkiLizZ+TvtI9mIkahLhbwVGZOKwYg/g2aZzHAu3Bh5K8JM2NF0aymeUm+FuZWp+FnxWy5zPss/",
+	"h79gGwquNpNUKyVSGGMbJIt2EE6p05rB9Sy6nulSqEvmzIbxBZeK5dyJHQHW/bISa6nzzDJud2fDLZOO",
+	"8TzXa+C2thVOjy+RNeuvgHHTXFuRjRWfO+RfaRlXdi1Mj71rrs2rg58VX7mlNvI38TkSchXfJqb9UvBM",
+	"GHblf8W7jRhnM8ENzFDfCJw40FmaryI2f9SNp3uJ6aKD/gSIHi8J2Dbxa0FD8f37911Yk1AOSIQEaT7l",
+	"Kl/zjWXTF/ioKYyv5+02JRDHOiPVAuaIO2FXZamNE9m1yCR/h9d8xo5Ut5sUcL8JPrRlb17SA7rwwBFb",
+	"c+XYzoP+HDEMuzLdnssU96ZtcShcqpmQQZ/r9Oat/K1tg8AQNHwh2IynN0JlTyzL9UKmPGczGMas/A1F",
+	"2WzjhL1k54MhWy+Fwmkt5K1QsKlCrYrO6NfzwTA56z+/+JB0wH7mjqyh02EnCbsNdslCGKDVCzD+cUez",
+	"DO02nr82uhTGSXBE5jy3oo1ABU+XUoknlpVGp8JabWzCClFoONwqY+lSllY4mFgZ3fD3jv/hvu156S+7",
+	"SzrgmuxSDWbh3RU9Z7cvX/9sL8HeKLQRtb4ES/aJZfArOzrrP99vlHZa6FXwj7IAql6cJZ1CKvowaCMk",
+	"LX1SzHZn+j2y0pura9jCa/lizzRZyhVywOMmenEWT3TQP3t2/vQinu3F7nTv6BShmBv9SgSOl5BUu/Sh",
+	"Gqxn/xCpI57R7pEs8x48HljoL9cM3CHbY++BgfnMCuWSxk/4YepkeiPMlC2QeOipcMVEUTpQUEUBPJZL",
+	"JVoYrMjgh3aOkQVfANder3In0TGLb5aw0kjlwAxgV29fvnp16Z+4e9oK/vEHoRZuCTQfniWdkjuw9juj",
+	"zt9/Zd3//+Gbf6sPXBCvSQefv4eZeSGAlblfM14aG30W9oQdEWXwsKVLkd4kzBYzqW3CMmlvEpYabpfH",
+	"W3O8OEWWqKbcnO9V9z9597d+9/mH+s/epNu6hi3eoQW1scnL+qAfkh+RoPASrCPPzvrzj9FNa/q9DJJi",
+	"97Y/KcEyAdYcRgxIlAJBibkS5nSeMV5y49hsw6YoqOGxmYTbFFJxR45owcsSnjf6vTOXuZh48Tzx99wn",
+	"sr6TuXhLl76gK+vZJh0rjOT5BHTFvhu8xUtea+PigbfSOKknsLn7Bv6Cl/xV2pt64F11LjY/8gKtTyDm",
+	"XdLRSvw074x+PSyA2yZzlxwe0z6Pw2MOUe3uw13SqeIDj5A3394Ks0FHfGWAyTDatSMpYjOlTSmjHPCc",
+	"2jWCZ/gFXE8W79XrVywaxXJpSXwVvbazX9k7v7dJx7VQjq2NVouEzbVhpdBlLi5RLJBMnEsBDOzYnK9y",
+	"1/qI2DZqFX/VgfBXJmjhq6bJmeuFRSUO3/6/rvcmu68yRoZa716pEFG2Xndjem0S4xArPG7/4S7CMo4i",
+	"EfYfzChcKGdGLFY5NwyONpsJJbiPglXrD+aY0brFgMF7Taw35Q6xdm3z3aG8XbZvCkwEDCmYhxE5d+C4",
+	"Or1/Tuxo2u36L7rwxfR45PnEipIb7kSGIu5kmoyV0koAMxsn1YI06bQ37bG3m2Kmc5mC5ruxFJTMBc+Y",
+	"XrmKS7QGFlEZ42pDQZzZym0RMRkrboCj5isrMnDnGqoHjNEHKZ9Jd1v9HJ0c+vW4XcXCQdUq3+wS+ztt",
+	"ZjKjw0Q61mm2NtKJS4Zs1KLn/e1nWueCo6PqvDv0iUINvant8+I9IuSRR56M4J3t8hVpODIpkNm33AxW",
+	"TTxWvq0ar00Vfy+UoKjdHlnjA31PLFtUl16yhdFrC9wJbMkdEyiqreNOsHTJ1UIctnCf9/tPB8+fD8/P",
+	"np71nz8fRKZuv80wfxXipY93cqqQKkVB0A9c7woEr2YmRnDbRoz3y00zyk4B4ktWGgHmLwNuBdlERJjS",
+	"z9NWAb8Q6j7ei/blbnuqh8YFQkWkARfW+aDCQ4a+xYu3mTuaQrgfLaSN08OtvsVEw5W9DqHhd9wsxGP1",
+	"wEsMgdsm+Tl9dnhDOh45iNwqCn3JpLPMliKFIyIsmxtdkDjWK5O2+Bw09MF0okWJV0o6yZ0Imb7P3q5D",
+	"hA9TvJ/o3xldvC1F+iVojZTjSMtdqn02b/pJPog14drDnAlX3E+dKC17//pHMQHY0bSd0NNjDP1xMFgq",
+	"JvT8OVbbo3bOxPS4x779yFOXk1DVczbFLCgq7qnf+CnIL1JrqKEf5gXs4Yz7jPr7TjEa9lun4duPpUhd",
+	"RN5H8N6VKdoPOR1YOuQVafedX6nVIcs5EhprmedBfDfU1Wolsza5bUVq7g96VWR6S5eDteHyiRWpVllL",
+	"DOxves1yrRY4NW4KCuQnqEtozCU77fdbzJr9oa7Ti37/cLBr6xA1aHfo/OyReo/b6Wt+48+YEus4pX5I",
+	"oPtTqLRbCuNt6k9hguqKJ5bJLGHrpUyXMZ8hcGLJbwVlYDniF+baPIhHjChznopJExbSTpt7gqdxFGCb",
+	"Zazr5jrleW3+eeM/k/O5MAxEz1JaT6aE3YgNuRMuClJRwsePD18QEZ7YsUJxJ3gKDg0uyvbYT2DlbJmg",
+	"lhV8w2YiXJYlNGpWSTK8LzwUyMWOyKNDc3asuKv2FCznhFm+8ckozwu8wIfEkyNRHKAPBZuJuTaCzVYy",
+	"z8C/AdX/y3XlxcREvzhr4e5PPtnWpBOeZaad1TxDVf4fXCmsTdh0qa0bldq4aY9FObxM8tySKQnLLYUw",
+	"wWrF9J3ImNOgTbrdio27eNX0EuidCQwrsFzrEqPQoDyAGHqtmBJurc2NPd7x7oYXw4Zzd9p07v4+HtuT",
+	"D/8++rXfff7h90Fyfnd/SLFxDiM6VbQ+JGSah+SxIWqZCeXkXAobA3Z2RUVj6I6baYRgTnx0e6LH8a5x",
+	"Ss5RahT2aytuez4YtkWRs3tdLpld+sDnE8veXr949dNbZjfWiYL9/POrvz5IICmMG7ZExpbaOBQFLc/A",
+	"sKHPzHy1IDRMH2d7iDU+wabFOCLFPXyKQtoRngpEzYEGAK5xlLlIqjMTidZKfML8euyvGKGuwmtjVUlC",
+	"txQkHwXLuOMYrDKiiujE98yluqlveul96ODWI2tZJmqTcKwoME6ndyucFTKAByNZeNFd0pn53M/hizXl",
+	"7f5IPfYuVkA20lKcdNQRGNTI6segRgbMaXZxytIlNzx1cNbQJpg2eW3ae5DU32I/ImFjwffxIXjKbVnN",
+	"90uB+gw1FigqadmNAhG8aeZIvPHZSTprLp1Ui8lcmxpINSH90Rq4iefxixTrz4iMeHWaMA1GGE50V1h+",
+	"/ZjFo/1CGjOx1a48dKjfxz84UNKc3kHecq0YkK09y+VcpJsUQ4LciR5BBUHKdcerfv80ihcfmZU6Tgiq",
+	"ip/hr2NwVz2vwXfguY7Vtut6fFnfJtzXrJSCz9pUUbDwVf3o+FFJwKRSwLbUa2FENlZ6Pj9OPLhWqkUS",
+	"TSe+d/h9ewLxinbuzuDmTJuxCvepb769kCNaKznwAfqpV26mVyqrHYbjhGXCOqNBSh3R4UxYAEeJsVpy",
+	"lXVpUffMjGUrOMlgoLQ8J159dSM/6bHyiOPLAD2ullNNrhfWAAqqnjJoorlUPL+ko97wtaWtFm7qMclY",
+	"cXTSCDOMlj5BUoPVTuooSLTAg8T7xv/p6Yxf0mrCnx6i5Te4inDR3zSfDsoums5hUQjH4CVGnz8xAFFB",
+	"hpz2YewGjTCDA0dtRzr6cSJ7lOx4U43aFiL1/e6VE2/iR+9Zj8h2YvNhw8xK+b2oNuJ+In8BhQO3IchI",
+	"wKCDhgezqzoG3hRDLxXnbZmVgW+5BeOpzkn8D4voLyUYiZs9bmO0V7aWLztrJo8/ApcYUQgw2S074o4V",
+	"2tKvObeOnQ6Pk7HSOZwlNpfGukuP3CHXxiH8G0SE0kqQf4MDwYeX5H6nK2NgAJ0CPPjSieJeZYtM866u",
+	"sLhD++wVDT2tnSNuDN/gr4EHHu6Sf0kd7tW1V971ZNoOYzWDK1OIx6LwrkJ46UBYU3wspRF2wl2rpamq",
+	"uGHOSyssk3OmdIidrKzIvENaeYoZd6Lrod27+IZHxs/+yMDp4ZBCRJeD+/J6yW0rXgP5PYovShsLRiUW",
+	"GkOcuCGCF7Mc0Q+8mJRGpLrcYK53ZcO3qFlRWYGXNgnck+Y6vekkHbAN9HzuPYxcUFGHV3FtErdegBeQ",
+	"j+Stn1Rzr4KcbQFDbJywE9sKyHoBv4FoJhOGRBNKDavZnBt2pBXjLBhQoXrg+MvmfzO9VsCxkzZ361qm",
+	"RvtQeWRlhiICs1JJbe/U211tA8k6f2CMKLXx+MX1UufgdvuHj5ohSNx7tioDyiMYf+yojihX33n4DEu5",
+	"MVLYY1bmKxsic2O8PdzHCLsqhA9T+BgTxRDDvGAIot9AOyXk/8JMouiG07BBmf+mtkpJYH+5TXmogo0i",
+	"+Hs0bAlH9LCG/UPkUskXwk5yMW9h/L9K4zYMr2DWyTwPdP2ynF0G6fQgyUiyDOQieAwtZ+HN1TVQtwvy",
+	"idFFLNNKtKeLDs7Macfz+w9cnVZ3yJbzrT13GnlWqMa+g8Ph4EvxRel5WGMQrZNY3jV4oCLrQX3ytlJm",
+	"29Z2zIFakY5lpPtG7OwUSDEYPovDV3rOZtyKi7OVydnR6ZAZ0BIF1Qigf66NOO6xVwRcEbfCjBXFmUWG",
+	"scIEsVwaa/V8egdsAbQMC54BmXfC/YPhs0YM9+x0P5jr31vhWdtm1yfUHlRWPpPKabT0K8yatFEF4pZ1",
+	"ytXmYNbv4SZjpVcb4sXX2j3yDnctHEPg27/Vlv6jXNFSirROnlFAPtXKasQZ6pUrVy24xow73i4ekaUS",
+	"z25doVKdgSiOkhtbHkB8LGFwGx8I1eZ2zqzOVw4mP7fCsX+srGMlj50RuB9CHGC+0y8rUVEO3T8rT1n0",
+	"hP7A+WxJJNyfMEei34e9rNPEbT+WgQYX5+d99vPVm3cMTbSXP10zsCF2mQYt3ocCyX/EpNBDMZQtCzmE",
+	"nYSZPJAeD4NM+oMD625HSsaI/jYrfGfhLXI/Fwuebtjrlw0aVyExXQzI6h/SP6f0z1n787Zc5cfb/D5w",
+	"5fn7/tjVQb/S32zJy1IokVU6pkppo3vzcPfyywRlUFxNcT2IiPqysZkvHkDY46G2FVo89pBTXYmvMPSF",
+	"MwiQpx+6RSE1s7l2GJE2ARsRcpNA6pBxlJQNbvMPQ8nMoYonMgEPYJMP5pB3Qwa53lN1tL2yS5j5XH70",
+	"iCIiQg22oHSucsKYVekOw6ae3msTP0DktWzrIZEXiOuX/EBGeZj089yBaJtW6ReXJX1oS9Bbka6MdJu3",
+	"sDjPDViCfLXaVwlRiQZfD105CAhfR/SEL2DodvnKLbt4XRd+nVaJIq0aVXNro51gR4XOBOtf9PvHiBsi",
+	"j2ONZgvWG675YpGLKXv5wytCQHnYEVZmziW4K8Ecxt3CogBcTi04ls6VVFEs1VyHkmlOTWYITNGh57CC",
+	"S+W4VMLY3dw2iOJfrq/DCnyFLTMrhc4B7s2K56E0Ceb7H+Tzg/Vr2a0wFvynQYiLX71+NdpO2YyV7w+C",
+	"SXMVsjQhjXEUAVcDOvUwyO44YZnBLXJLo1eLJWmNsfKKwN/Zh+b1DFeXVRcj5JpC+9WfrNBKOm38Vw1L",
+	"tsJaVBMYK0qQ9sZqrL75JqqKl1r1vvmGUVUYiCfyL8n9EUwJkVk23WoNQPXyDBNkKTIa5cqmlHughgE1",
+	"o43VmnuALdbnbPMnZuaIGQP/9VidNgK2BidGUirRF7wSuM2fBg8SGquz/oA1uwIgMXLBjcJadQSsiNz6",
+	"WLz4mIoyNGZoutjWGcGLsTqafv/tO3YS+OPEg4ZPfo/94LsTnPb0eBSzQsCfaUF18kudZ81wl5+/1WOF",
+	"ziU9FJFpUecCELVWotsZTIUDXrHfZCwOtPXmeiOhAlRVLY7wQkaCFpxiy6Z1kdqUujFheR9QshBcOTbX",
+	"Zqww9MkLSzUBUx+MwwHVVb5WD4fuLddjhFjJhAU/aRQ1TQpNrCjfO9PZJmGcldzwQjhhfGYZ77bdF8u7",
+	"vQYO2HHciInw30cVjKTRQGvEMq4Wuc+VrxRG+r0ySZhba68Jgeh4QBq/0TEcKwoq+iuC9docLulHMiJ6",
+	"vd5xss23R6qlBwanOkgYi4uKuwbBCOJvOG4ktDK2Ee6YGk41GlYRXnQ+F5h6qoQfjOS5ETzbhDvgc1qa",
+	"W7GjcAi9fJQhpFcBRil0GrVsOd7TEYu2o5qF7w+Wad8PTBFyLM6THe9togX3AhkeGgfAnRC1Wc0Gjo+P",
+	"HFu+sYRUm0tnj1sbL3leobMsEIoPxzlGdfizhDDJ40ajJtxGbPRUcreE3wrhljqbwCUefTpN2HazIqDT",
+	"ngYaCdtp2EMzfECzH6R/a6eaxiIf1vRmpxWP58iooRzwCPOfmFBZqaVyyGQpz3ORVbK9vmxniqDRYH6E",
+	"5AsqDg4Oymx+I1QgufgIDo2VMzBXjtwuGoutrPD7TUxy9fpVZRN4XvE3uWTc3jCEaQgTrjmOu+fRE8Aa",
+	"CVwGfB/yBXUEF54LKhgjcMCVVMXsm8KwCLftweZBXeBRbdbhRqWudAJ8G7Ue+1GsSYaOVcE3DFxLbljY",
+	"mrAAG8W+boW5ZJylOZwfBorHIbZ3pQhWB3cDdQNn72/v3r1mDRui9u4iHXPYS/YFjnC/KN0+XQg19bD2",
+	"yxDzBuPIWzhszWEEkEwihqTk4H+wW56vRI+9Ij/Cl2pLtOjgDhs2E7les+Hfz09BwXok6P99+9OPYckg",
+	"5izsiygCJJTM2FymQlECwdum169/6A57/U7SWZnc27N2dHKyXq97hf5N5jnvabM4Ear789uT69c/nAx7",
+	"/RN0bqTLI+u2Nl47ScdvSmfUGWD3gVIoXsrOqHPa6/dOfdUrugeV+UGowbZInFfrbl915iU59HWcADX1",
+	"bgQA/D50/MGlqSzCV1lnVMFVvhcY1o+7cg77/cc1QsIAwulB9HinQ3juTj+94Ge8f9a94MN59yy7EN3n",
+	"8/PT7nD2bDacX/DnfNAPMOdRh7qARDGHCin14A5IVWXsniZINfz9Lumc9Qf77leR6KTRwwsHnd0/qGqL",
+	"eJd0zonAhwc0G0fiqNP7R7V0ekMvdVUU3Gw6o873wm0f6HrbEn+4wcSrjzW4fnxhEYIeiPnhLumUq3vq",
+	"AytHFxEyVb7C20sgWdaarfnGVgWEU9/XdL8nFqvqo6rq77iqUsLCqaqwdbukdbuCEJ+w1nXRIIv6Yo2V",
+	"EW5l0B1NRQ2NR+VAUZVKvoNgQ7lWpdd77I0oPd6UK19zkfI87v665KbIhbVjRc0H6NgP+/1LFpt0lfe0",
+	"lGh/10KBLMBqZOio1DAPe+yqHuF9k3YsI1MaC+2EYaleKWdHrIFtDFVO6L6R78bmRthlpco9asvXXrYK",
+	"HCqWrNtkvNDZ5uHihoBrRheTAH+uWfuKkbiIuylhIOHl65+jmgWaqVZgzQ9AcoPy2S3U/Txp5SdXlR1U",
+	"/cBC25/Q8GvQaKo1PL+Iyg+qHk/U6PWW55PC/mXQ78MzfY+l6KHNSgSMqofcRYixh/hVFNO/o3Z4tQfs",
+	"qhL0mrTvDsZEPDNg3LSyf7bK1qqCO7CaYqpHReVNCEPnaTac99OB6J7Oznj3LD3Pus/Exbz7nPdng3SY",
+	"nYqzeWdfQSFMpN+d0cZiU5LObWFPiFon+GtPFouaJq0dIe4ibFbn9J/D7tP11UP+Fxd0jTqDfg/+/3Q0",
+	"GJ71+7vY/89gtbu7RyvCZoH3XTPq6sxK3P3vtgcqQV2bXsGLRoGKhsKQDIVH0mTwdWhSYcy/uJFE/h5F",
+	"VL3B9ABTJmrz/uk21rP7B201BMZhz+8fVjVJhwGDBxhZ272acdz5QxbV0nL0T7YHyV5rmIRJo53DvpYN",
+	"7VbhXdLZDa9SoAUlcZvJWLU1CNUm+9sbgDpv6p4Rm2Hagm+HTpO6neLHUppNMlYehxgBWrMe+x77UC0F",
+	"m9K4KdvolbEin7MjDuaCMzpnZc6V9+mXnNIkAdbo9SKYgtjhYqxywW8xwEvhkCxO1BRooGJXoMjkk9gd",
+	"UpKl2YBbUiy7anNehXrHChM3kkpYaOqRQRxyl818x/FliD63xccra5imarFIHWPDt6JC0m+iyDc91JeW",
+	"c7Wp2xCyQt8KnwPhzK7SVFg7X+Xga+g5hW4CEmtV9sbqyhRoKGMEqrIzqfpB3Eq9snDtIbuy0V/jU83L",
+	"T7dCGh0sTvv9R4ve1v4gf4R2juHynWF/eNEdDLrDp+8G/dGwP+r3/7OTfCINPslSejChtuoI9miqGK3u",
+	"I7wiYyvlZM6m9dKnX1l7PTJC8C919wepuytTPLyDTqTiohKXdh3XlkLcG+B7SRFzrOPe1qvgKGH8wldP",
+	"IqYVLqX0G0JdPUiebaWVRk2xPlYS9GLKSz6TuXSbulzMC3wU7Zjyj+MeCOK2bPqyShaM2M8U0ccU7FhN",
+	"/ccRo1BoN6idy5iYQbkN+oO6Tq1unz8T1HaMh9noOehybjZsbnghbDJW2CaFU1eU2YYK4oyAmfq8OuGA",
+	"Sc2cDrsz6dhMLrpCZZIrVhLnshxxNAlpUlQq9APZCGOFncdTXlpWCkNPx2f22KuQrB01o1FzWFhptNOp",
+	"zquIfEImUxWgp+pSxBz5QHj4qUGodKm1FfaSusLgA/3OBBPmb9dXL5nG165gvEWBneAb2kjnkzxoFcTJ",
+	"ZJLHl/WyCebw5uo6CdOCGWJ8pA78Ncoy5jrP9brHrnyyMthWXI0VSVMMIWFulZvCJzZLIQyzMhc+c8zZ",
+	"XKxDsyZWN6vBfY+40ldyEALE99JpllzXV2F6M3QeYqGTT3ZJhgjGHWQWRcbO2vKBDzAo3nokapWptthO",
+	"7FDX2UatmoTfMQJReWxbqPumfo/V4T31GXcftmyBASmnrS6xa+lSau6xbf8GBv50ZfhovfZIBfUn6AoP",
+	"6OqMfv0Qaw7kg7huKGrLpQ/7R/coD6lVt+7JcG9GKC4HblQCPIE/tyrl2VFIBEWeOzl0vn0B4ZQQQTVW",
+	"OXegAKqKe61EwuQcawruPSp1tcPnmqg7xQZxAd7g2bOnZ6cXz7aK3p6ePf1UuzWucupXFUeNMsRQTjSM",
+	"y36G50/7/bvHG7ChFPceC9Y+iUoS/1clp2IWP1gHUx/Chxw3CnvvPWTeqLHbhgoe7/di9lanN+Bkv/nu",
+	"Jbs4Oz9Pagji6fEIRUO70ZQ0LCYxs3ijacKmb0Xare7c/YVuN2KD06m3abau+A+xmSY13KvxVh9uEZpA",
+	"uXFSgNVpBV2aioDLyJJgaHnsTFyk5jt2mVAlSoU0QO6XP10PEoQfRk22XaicqaKkN6J0l+EBR9pgk7Dj",
+	"+lGNnt/4IKngCc3s2VhF/cPwNUu0L/U+hJKcWP6F7A6aGEckVNmgH5pD+uBEaAuiTbAtQCau+YbQi/jK",
+	"DkQU4Gvu8pzeYTXnhs3EUqosvvOz40uwYHO9DiPIYLeOBoJN5vOBV77jwOAizNNSwZZzPF0KRNGBXXeJ",
+	"4aFCRwC/s+Fz1oKkOSSTqS6j80kWQk3kz7cQvoq7PHz+hV5ohnRtvLVp/24Rv1+yTMA3uGlYLPUV3t70",
+	"7X4A1db7y4hR6DVwf6rjjWSLDn8MckbPJpKxkTD3MrtVkp9ETUIW+97B4kXIjRClhwXDGTQiRahMQ7ix",
+	"I87Q7gHHcgU+HllHlAwP/ec2Ply+IIwAgZ3rviutqRKKMk8pcY3oYipm51mQvNwx3izAo1jyFKY7oenW",
+	"gxp1gt6ZdGvNxMc0X2WCHEnqPsTeg5hWQsKnxL8Vg2eEzbaMorpV3xNcHUE/QY73GLU3qIEB8C117LuR",
+	"IETJe5v6RXkMZqg3IPEFz8vzzVjNxEIq22MvKGIc9X0yUqEM9q9fSHydIcbwitJt7hd0voqU4EwHfbX7",
+	"6xzXXOGm/agdc3pBveqoIiPejcq7++dKmE3t3tW73Gl15j67YLKtQXIRxd9jDve62RxcVcSX+xYVLfwr",
+	"repdWAktAU0/fLXivhnyjxO8tDE/3/C1M7o4Pz+9OFTb1PJSsZZpfvhc34YKkDvZ9/k/+Obq48vFX/7i",
+	"61xHT6va3IenD5o11HtcCs8E2B0J+zT/d1bmf6aWehOE6049eUNh3K+fPP7nXmce44XeLAWFgdAy1AmI",
+	"k0u50grBCMC3ATgdmhivjXROYIO84x67iiO/PlDpE5aEUduI+OW1eyBylck5jZoxTsdqeqgBJ3krSnv8",
+	"3kFpXYr0fwzm9AujuL4samurm2fUK/WzsTFVz9R9L9QN5XKobbi5oZc3uwqh7OJ2rl8xa/b8s9463qg6",
+	"2Hml8Xb9QagUEKHMgF4JfTsYRS17ewGH1qtfqDVig/7wLBDqfDAESp71n198pde+PnAhGFsMEY6jnaKM",
+	"P9+laIEy44m9H5hSFbC34lG8xqPMVN1oEGVcQARXrjolSDDAKqvKjqioM65+jCc7Vp7sS630yrQWRm3j",
+	"endrreJaPB7aDrIrewPOPFb2rT3cN0RnMkQ+GwZejmFrvsHetx5a3Ggb678LDUmPY8AyrAqvoS6tY9Xa",
+	"ppXxWdUqLHrtkFd3Ps3DwFuokCKYIqJbw3/qcuQ92gQW/Hr1WXiPqDUpNvt8vLTcbav6INzGWbvDWqG9",
+	"ufVvwP/qWLt/oRX+m6AV7M1Opgm79eEB0cZ3fn6oxOt6mbTXMv1Bq0W31HluR5Xs4ZZZrVUASrS+7w7r",
+	"JzDUYehtz1gIllTR1KmvbpwUYEqW3FphfcUGBkv9+8fAA4+i201ZSAEMkFg9NvWBn2n9MtJmT9jwRn4q",
+	"SNvuAkvxjagXbKMHLItbwGK5GUVn2Jq7lN6sI3wwaKysEyX8rWihFr7muW8HE7TEvRLs2u/LA7LMjea2",
+	"gmovDZr4QcJbIRQ76mM8XWkljvc5zNSD5QHZ5z8kYEFvdNJUOeOb8aLPU8g8lx4rsG/qNT+1O/un/X6/",
+	"f/BV53TBwWl/+FI+ShWm/JWaCW2h7gbno36/Nxgi8g7HDGsbvmoSDlQ8MPi8Gnza4gB8aHYM/hL4+brP",
+	"9R4zs9kL+V8hhz0y/j3wP+ET98tXEpmhUnaPvG+CF5p9aH79ADzggb34KxW/ntwOkDv8/fa1E4r7sESv",
+	"zUIbrlcfy2o27dE8fINOM7ISDfaRlN2hPzTfclaDjGfCrQVKXVxWrwVh07n7cPdfAQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
