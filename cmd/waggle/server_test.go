@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -212,4 +213,57 @@ func TestServerStopsWithinItsGrace(t *testing.T) {
 	require.GreaterOrEqual(t, took, grace, "the request held the server until its grace ended")
 	require.Less(t, took, 10*grace, "the server stops within its grace period (and a little)")
 	require.Contains(t, p.stderr.String(), "shutting down")
+}
+
+// TestServerLimitsFromFlags: -body-timeout, -idle-timeout and -max-conns
+// reach the server: a slow body is answered 408, an idle keep-alive
+// connection is closed, and a connection over the limit is refused.
+func TestServerLimitsFromFlags(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	p := runInProc(t, "-listen", "127.0.0.1:0", "-body-timeout", "200ms", "-idle-timeout", "200ms", "-max-conns", "1")
+	path, err := httpkit.DefaultTokenPath(p.addr)
+	require.NoError(t, err)
+	token, err := httpkit.ReadTokenFile(path)
+	require.NoError(t, err)
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", p.addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		return c, bufio.NewReader(c)
+	}
+
+	c, br := dial()
+	fmt.Fprintf(c, "PUT /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", token)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
+	c.Close()
+
+	// The slot frees when the server sees the close: retry until it has.
+	var idleR *bufio.Reader
+	require.Eventually(t, func() bool {
+		c, br := dial()
+		fmt.Fprintf(c, "GET /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", token)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusNotFound {
+			c.Close()
+			return false
+		}
+		resp.Body.Close()
+		idleR = br
+		return true
+	}, 5*time.Second, 10*time.Millisecond)
+
+	// The one slot is taken: another connection is refused.
+	c, br = dial()
+	fmt.Fprintf(c, "GET /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", token)
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	}
+
+	// And the idle one is closed by the server.
+	_, err = idleR.ReadByte()
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed the idle connection: %v", err)
 }
