@@ -1,0 +1,104 @@
+package gate
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const repoRoot = "../.."
+
+// allDeclared declares the three breaking changes of breaking.yaml.
+const allDeclared = "# fixture API\n\n## v1\n\nThe first.\n\n## v2 (in development)\n\nProse about v2.\n\n" +
+	"- breaking `api-path-removed-without-deprecation` at `GET /old`: nobody called it.\n" +
+	"- breaking `request-property-became-required` at `PUT /items`: an item needs a color now.\n" +
+	"- breaking `response-required-property-removed` at `GET /items`: size moved elsewhere.\n"
+
+// contractRoot lays out a repository with fixture/v1 released and
+// fixture/v2 (rev) in development, and CHANGES.md.
+func contractRoot(t *testing.T, rev, changes string) string {
+	t.Helper()
+	r := t.TempDir()
+	dir := filepath.Join(r, "openapi", "fixture")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	copyFile := func(src, dst string) {
+		data, err := os.ReadFile(src)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(dst, data, 0o644))
+	}
+	copyFile("testdata/contract/base.yaml", filepath.Join(dir, "v1.yaml"))
+	copyFile("testdata/contract/"+rev+".yaml", filepath.Join(dir, "v2.yaml"))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "CHANGES.md"), []byte(changes), 0o644))
+	lock := strings.Repeat("0", 64) + "  openapi/fixture/v1.yaml\n"
+	require.NoError(t, os.WriteFile(filepath.Join(r, "openapi", "LOCK"), []byte(lock), 0o644))
+	return r
+}
+
+func TestContractDiff(t *testing.T) {
+	withoutOne := strings.Replace(allDeclared, "- breaking `request-property-became-required` at `PUT /items`: an item needs a color now.\n", "", 1)
+	cases := []struct {
+		name, rev, changes string
+		want               []string // empty: passes
+	}{
+		{"compatible, nothing declared", "compatible", "## v2\nno breaks\n", nil},
+		{"every break declared", "breaking", allDeclared, nil},
+		{"undeclared breaking change", "breaking", withoutOne,
+			[]string{"undeclared breaking change in v2: request-property-became-required PUT /items", "openapi/fixture/CHANGES.md"}},
+		{"nothing declared at all", "breaking", "## v2\n",
+			[]string{"api-path-removed-without-deprecation GET /old", "response-required-property-removed GET /items"}},
+		{"stale declaration", "compatible", allDeclared,
+			[]string{"openapi/fixture/CHANGES.md line 11: stale declaration", "api-path-removed-without-deprecation GET /old"}},
+		{"declaration of the wrong operation", "breaking", strings.Replace(allDeclared, "at `GET /old`", "at `DELETE /old`", 1),
+			[]string{"stale declaration", "DELETE /old", "undeclared breaking change in v2: api-path-removed-without-deprecation GET /old"}},
+		{"malformed entry", "breaking", allDeclared + "- breaking request-property-removed PUT /items: no backticks\n",
+			[]string{"openapi/fixture/CHANGES.md line 14: malformed declaration"}},
+		{"declaration without reason", "breaking", allDeclared + "- breaking `x-y` at `*`:\n",
+			[]string{"CHANGES.md line 14", "has no reason"}},
+		{"no entry for the version", "compatible", "## v1\n", []string{"no entry \"## v2\""}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := CheckContracts(contractRoot(t, c.rev, c.changes))
+			if c.want == nil {
+				require.NoError(t, err)
+				require.Len(t, rep.Diffed, 1)
+				require.Contains(t, rep.Diffed[0], "openapi/fixture/v2.yaml against openapi/fixture/v1.yaml")
+				return
+			}
+			require.Error(t, err)
+			for _, w := range c.want {
+				require.ErrorContains(t, err, w)
+			}
+		})
+	}
+}
+
+func TestParseChanges(t *testing.T) {
+	_, err := ParseChanges("C.md", []byte("- breaking `a-b` at `GET /x`: before any entry\n"))
+	require.ErrorContains(t, err, "C.md line 1: declaration outside a version's entry")
+	_, err = ParseChanges("C.md", []byte("## v2\n## v3\n## v2 again\n"))
+	require.ErrorContains(t, err, "C.md line 3: a second entry for v2 (the first is on line 1)")
+	_, err = ParseChanges("C.md", []byte("## v2\n- breaking `a-b` at `GET /x`: one\n- breaking `a-b` at `GET /x`: two\n"))
+	require.ErrorContains(t, err, "C.md line 3: a-b GET /x is declared twice (first on line 2)")
+	got, err := ParseChanges("C.md", []byte("## v4 (in development)\n- breaking `a-b` at `*`: components changed\n"))
+	require.NoError(t, err)
+	require.Equal(t, []Declaration{{Rule: "a-b", Reason: "components changed", Line: 2}}, got[4].Declarations)
+	require.Equal(t, "a-b *", got[4].Declarations[0].Key())
+}
+
+// TestTodaysContracts: the real CHANGES.md parses (v1, released first,
+// declares nothing), and with no release yet there is nothing to diff.
+func TestTodaysContracts(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "openapi", "vmm-server", "CHANGES.md"))
+	require.NoError(t, err)
+	entries, err := ParseChanges("openapi/vmm-server/CHANGES.md", data)
+	require.NoError(t, err)
+	require.NotNil(t, entries[1])
+	require.Empty(t, entries[1].Declarations)
+	rep, err := CheckContracts(repoRoot)
+	require.NoError(t, err)
+	t.Logf("diffed %v; nothing to diff for %v", rep.Diffed, rep.Undiffed)
+}
