@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/spec"
@@ -27,8 +29,10 @@ func Canonical(w api.InstanceSpec) api.InstanceSpec {
 		out.Boot.Cmdline = ptr("")
 	}
 	out.Components = make(map[string]api.Component, len(w.Components))
-	for name, c := range w.Components {
-		out.Components[canonicalKey(name)] = canonicalComponent(c)
+	// Sorted: where two names are one key (a UUID in two letter cases),
+	// the same one wins every time.
+	for _, name := range slices.Sorted(maps.Keys(w.Components)) {
+		out.Components[canonicalKey(name)] = canonicalComponent(w.Components[name])
 	}
 	return out
 }

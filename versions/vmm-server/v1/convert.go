@@ -3,6 +3,8 @@ package v1
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
@@ -67,7 +69,10 @@ func ToSpec(w api.InstanceSpec) (spec.Spec, error) {
 	}
 	b.SetBoot(boot)
 
-	for name, raw := range w.Components {
+	// Sorted, so that the same spec gives the same problems in the same
+	// order, whatever the map's iteration order.
+	for _, name := range slices.Sorted(maps.Keys(w.Components)) {
+		raw := w.Components[name]
 		key, err := spec.ParseKey(name)
 		if err != nil {
 			bad("components."+name, spec.RuleInvalid, "%v", err)
@@ -253,7 +258,8 @@ func ptr[T any](v T) *T { return &v }
 func ReplacementsToSpec(w map[string]api.Component) (map[spec.Key]spec.Component, error) {
 	out := make(map[spec.Key]spec.Component, len(w))
 	var problems []spec.Problem
-	for name, raw := range w {
+	for _, name := range slices.Sorted(maps.Keys(w)) {
+		raw := w[name]
 		path := "migrate.replace_components." + name
 		key, err := spec.ParseKey(name)
 		if err != nil {
