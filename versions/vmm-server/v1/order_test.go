@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
 )
 
 // TestProblemsComeInOneOrder: the same bad spec, or the same bad
@@ -33,4 +34,14 @@ func TestProblemsComeInOneOrder(t *testing.T) {
 		_, err = ReplacementsToSpec(replace)
 		require.Equal(t, firstReplace.Error(), err.Error())
 	}
+}
+
+// TestPathRuleIsTheHubs: the contract's pattern for a storage path is the
+// hub's rule, so the HTTP layer and the spec builder agree on every path.
+func TestPathRuleIsTheHubs(t *testing.T) {
+	all, err := schemas()
+	require.NoError(t, err)
+	path := all["FileStorageBackendComponent"].Value.Properties["path"].Value
+	require.Equal(t, spec.StoragePathPattern, path.Pattern)
+	require.Equal(t, uint64(spec.MaxStoragePathLen), *path.MaxLength)
 }
