@@ -163,9 +163,11 @@ func (cs *connSet) closeAll() {
 // kernel's queue, so its client learns at once that it must come back.
 type limitListener struct {
 	net.Listener
-	max   int
-	conns *connSet
-	log   *slog.Logger
+	max     int
+	conns   *connSet
+	log     *slog.Logger
+	refused int       // connections refused since the last log line; Accept's own
+	logged  time.Time // when the last line was logged; Accept's own
 }
 
 // tooMany is the whole answer to a connection over the limit.
@@ -186,7 +188,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if l.conns.add(lc, l.max) {
 			return lc, nil
 		}
-		l.log.Warn("connection refused: too many open", "remote", c.RemoteAddr().String(), "max", l.max)
+		// One line a second at most, whatever the flood.
+		if l.refused++; time.Since(l.logged) >= time.Second {
+			l.log.Warn("connections refused: too many open", "refused", l.refused, "max", l.max)
+			l.refused, l.logged = 0, time.Now()
+		}
 		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = c.Write(tooMany)
 		_ = c.Close()
