@@ -84,7 +84,7 @@ func prefixed(prefix string, err error, fallback string) string {
 // that sent a spec that `spec` is unsupported and `migrate` missing. The
 // branches with the fewest shape errors (a required property missing, a
 // property the branch does not have) are the ones the client meant; when
-// one stands out, only its errors are reported.
+// exactly one branch fits its shape, only its errors are reported.
 func closestBranches(multi openapi3.MultiError) openapi3.MultiError {
 	if len(multi) < 2 {
 		return multi
@@ -111,8 +111,8 @@ func closestBranches(multi openapi3.MultiError) openapi3.MultiError {
 			count++
 		}
 	}
-	if count != 1 {
-		return multi
+	if count != 1 || shape[best] > 0 {
+		return multi // no branch fits its shape: say what each lacks
 	}
 	return openapi3.MultiError{multi[best]}
 }
