@@ -6,10 +6,12 @@
 // On one commit it writes the same bytes every time. It never touches the
 // corpus of a released version (one whose contract openapi/LOCK lists).
 // Files captured from running servers (captured-*.json) are left in place;
-// capturing them needs KVM (see corpus.CaptureHook).
+// capturing them needs KVM (see corpus.CaptureHook; -capture runs it,
+// and fails while no capturer is built).
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -20,6 +22,7 @@ import (
 
 func main() {
 	root := flag.String("root", ".", "the repository root")
+	capture := flag.Bool("capture", false, "also capture files from running servers (needs KVM and a capturer: see corpus.CaptureHook)")
 	flag.Parse()
 	rep, err := corpus.Generate(*root)
 	if err != nil {
@@ -31,6 +34,16 @@ func main() {
 	}
 	for _, v := range rep.Written {
 		fmt.Printf("corpusgen: regenerated %s\n", v)
+	}
+	if *capture {
+		written, err := corpus.Capture(context.Background(), *root)
+		for _, w := range written {
+			fmt.Printf("corpusgen: captured %s\n", w)
+		}
+		if err != nil {
+			slog.Error("corpusgen: capture failed", "err", err)
+			os.Exit(1)
+		}
 	}
 	fmt.Printf("corpusgen: %s/%s lists %d files\n", corpus.Dir, corpus.ManifestName, rep.Files)
 }
