@@ -13,6 +13,8 @@ const (
 	codeInvalidTransition = "invalid_transition"
 	codeUnauthorized      = "unauthorized"
 	codeNotExpressible    = "not_expressible"
+	codeEnsureInProgress  = "ensure_in_progress"
+	codeTooManyConsoles   = "too_many_consoles"
 )
 
 // apiError is an error answer of a server, as the CLI shows it: what went
@@ -85,6 +87,10 @@ func apiErr(server string, status int, body []byte) *apiError {
 		e.Hint = "the CLI sends the token in -token-file, else the one the server wrote at start " +
 			"(waggle/tokens/HOST_PORT under $XDG_STATE_HOME or ~/.local/state); for a server started with " +
 			"--auth-token-file FILE, give the CLI `-token-file FILE`"
+	case codeEnsureInProgress:
+		e.Hint = "another create is still under way at that server; see how it went with `waggle vm get`"
+	case codeTooManyConsoles:
+		e.Hint = "detach another `waggle vm serial`, or read what the guest printed with `waggle vm serial -history`"
 	case codeNotExpressible:
 		e.Hint = "this CLI speaks API version 1; use a newer waggle to see this VM"
 	}
