@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
 	"github.com/wagglevm/waggle/spec"
@@ -218,12 +219,13 @@ func BenchmarkStateExportImport(b *testing.B) {
 	})
 	bv.close()
 	s := testSpec(b, 1, 64, "ticker", "pace_ms=10")
-	src, _ := newTestMachine(b, nil, 1, 64, func(c *Config) { c.Spec, c.Image = s, guestImage(b, "ticker") })
+	src, srcOut := newTestMachine(b, nil, 1, 64, func(c *Config) { c.Spec, c.Image = s, guestImage(b, "ticker") })
 	dst, _ := newTestMachine(b, nil, 1, 64, func(c *Config) { c.Spec, c.Image = s, guestImage(b, "ticker") })
 	if err := src.Start(); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	// The guest has booted and runs its loop: its state is a running one.
+	srcOut.waitFor(b, "tick 1\n", 20*time.Second)
 	if err := src.Pause(); err != nil {
 		b.Fatal(err)
 	}
@@ -291,12 +293,11 @@ func BenchmarkDirtyLogScan1GiB(b *testing.B) {
 	}
 	// tick reads the number of the tick the guest is dirtying (or last
 	// dirtied): it writes it first to the range's first page.
-	var word [8]byte
-	tick := func() uint64 {
-		if err := m.ReadGuest(word[:], dirtyBase); err != nil {
-			b.Fatal(err)
-		}
-		return binary.LittleEndian.Uint64(word[:])
+	// It fails nothing itself: it is checked inside Eventually's condition.
+	tick := func() (uint64, error) {
+		var word [8]byte
+		err := m.ReadGuest(word[:], dirtyBase)
+		return binary.LittleEndian.Uint64(word[:]), err
 	}
 	page := make([]byte, PageSize)
 	pages := 0
@@ -304,14 +305,14 @@ func BenchmarkDirtyLogScan1GiB(b *testing.B) {
 		// Tick n+1 begins after this read, hence after the last scan;
 		// once tick n+2 has begun, n+1 has dirtied every page.
 		b.StopTimer()
-		n := tick()
-		deadline := time.Now().Add(20 * time.Second)
-		for tick() < n+2 {
-			if time.Now().After(deadline) {
-				b.Fatalf("the guest is stuck at tick %d", tick())
-			}
-			time.Sleep(time.Millisecond)
+		n, err := tick()
+		if err != nil {
+			b.Fatal(err)
 		}
+		require.Eventually(b, func() bool {
+			now, err := tick()
+			return err == nil && now >= n+2
+		}, 20*time.Second, time.Millisecond, "the guest is stuck at tick %d", n)
 		b.StartTimer()
 		for i := range 16 {
 			if err := m.WriteGuest(page, 512<<20+uint64(i)<<20); err != nil {

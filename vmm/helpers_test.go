@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -88,16 +89,24 @@ func testSpec(t testing.TB, cpus uint32, memMiB uint64, image, cmdline string, e
 	return s
 }
 
-// serialBuffer collects serial output for tests.
+// serialBuffer collects serial output for tests, and wakes those who wait
+// for it at each write.
 type serialBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
+	// grew, when not nil, is closed by the next Write. Guarded by mu.
+	grew chan struct{}
 }
 
 func (s *serialBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.Write(p)
+	n, err := s.b.Write(p)
+	if s.grew != nil {
+		close(s.grew)
+		s.grew = nil
+	}
+	return n, err
 }
 
 func (s *serialBuffer) String() string {
@@ -106,16 +115,41 @@ func (s *serialBuffer) String() string {
 	return s.b.String()
 }
 
+// snapshot returns the output so far and a channel that the next write
+// closes.
+func (s *serialBuffer) snapshot() (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grew == nil {
+		s.grew = make(chan struct{})
+	}
+	return s.b.String(), s.grew
+}
+
+// await waits until ok holds for the output, looking again at each write,
+// and returns the output; it fails the test, saying it waited for what,
+// after timeout.
+func (s *serialBuffer) await(t testing.TB, timeout time.Duration, what string, ok func(out string) bool) string {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		out, grew := s.snapshot()
+		if ok(out) {
+			return out
+		}
+		select {
+		case <-grew:
+		case <-timer.C:
+			t.Fatalf("serial output lacks %s after %v; have %q", what, timeout, s.String())
+		}
+	}
+}
+
 // waitFor waits until the output contains want, failing after timeout.
 func (s *serialBuffer) waitFor(t testing.TB, want string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(s.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("serial output lacks %q after %v; have %q", want, timeout, s.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	s.await(t, timeout, fmt.Sprintf("%q", want), func(out string) bool { return strings.Contains(out, want) })
 }
 
 // newTestMachine builds a machine for a test-made image with COM1 going to
@@ -138,4 +172,18 @@ func newTestMachine(t testing.TB, code []byte, cpus uint32, memMiB uint64, mod .
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m, out
+}
+
+// TestSerialBufferAwait: await wakes at the write that completes what it
+// waits for, whenever it comes, and returns the output.
+func TestSerialBufferAwait(t *testing.T) {
+	s := &serialBuffer{}
+	go func() {
+		for _, part := range []string{"tick", " 1\n", "tick 2", "\n"} {
+			_, _ = s.Write([]byte(part))
+		}
+	}()
+	out := s.await(t, 10*time.Second, "two ticks", func(out string) bool { return strings.Count(out, "\n") == 2 })
+	require.Equal(t, "tick 1\ntick 2\n", out)
+	s.waitFor(t, "tick 2\n", time.Second)
 }

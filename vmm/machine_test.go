@@ -55,25 +55,45 @@ func TestInt3Fails(t *testing.T) {
 	require.NoError(t, m.Close())
 }
 
+// readCounter reads the test programs' counter at 0x7000.
 func readCounter(t *testing.T, m *Machine) uint32 {
 	t.Helper()
+	n, err := counter(m)
+	require.NoError(t, err)
+	return n
+}
+
+// counter reads the counter at 0x7000 without failing the test: for
+// conditions that Eventually and Never check on another goroutine.
+func counter(m *Machine) (uint32, error) {
 	var b [4]byte
-	require.NoError(t, m.ReadGuest(b[:], 0x7000))
-	return binary.LittleEndian.Uint32(b[:])
+	err := m.ReadGuest(b[:], 0x7000)
+	return binary.LittleEndian.Uint32(b[:]), err
+}
+
+// counterAbove is the condition "the counter is above n".
+func counterAbove(m *Machine, n uint32) func() bool {
+	return func() bool {
+		c, err := counter(m)
+		return err == nil && c > n
+	}
 }
 
 func TestPauseResume(t *testing.T) {
 	m, _ := newTestMachine(t, codeSpinner, 2, 64)
 	require.NoError(t, m.Start())
-	require.Eventually(t, func() bool { return readCounter(t, m) > 100 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, counterAbove(m, 100), 10*time.Second, time.Millisecond)
 	for range 3 {
 		require.NoError(t, m.Pause())
 		require.Equal(t, PhasePaused, m.Phase())
 		c := readCounter(t, m)
-		time.Sleep(20 * time.Millisecond)
-		require.Equal(t, c, readCounter(t, m), "the guest ran while paused")
+		// Not a wait for an event: the guest must not move for a while.
+		require.Never(t, func() bool {
+			now, err := counter(m)
+			return err != nil || now != c
+		}, 20*time.Millisecond, time.Millisecond, "the guest ran while paused")
 		require.NoError(t, m.Resume())
-		require.Eventually(t, func() bool { return readCounter(t, m) > c+50 }, 10*time.Second, time.Millisecond)
+		require.Eventually(t, counterAbove(m, c+50), 10*time.Second, time.Millisecond)
 	}
 	require.NoError(t, m.Stop())
 	e, ok := m.Exit()
@@ -92,7 +112,7 @@ func TestPauseInterruptsSleep(t *testing.T) {
 	require.Equal(t, uint32(1), readCounter(t, m))
 	require.NoError(t, m.Resume())
 	// Resuming completes the interrupted OUT; the guest loops into a new sleep.
-	require.Eventually(t, func() bool { return readCounter(t, m) == 2 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { c, err := counter(m); return err == nil && c == 2 }, 10*time.Second, time.Millisecond)
 }
 
 func TestLifecycleNotNow(t *testing.T) {
@@ -165,13 +185,13 @@ func TestGuestResetExits(t *testing.T) {
 func TestHostReset(t *testing.T) {
 	m, _ := newTestMachine(t, codeSpinner, 1, 64)
 	require.NoError(t, m.Start())
-	require.Eventually(t, func() bool { return readCounter(t, m) > 1000 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, counterAbove(m, 1000), 10*time.Second, time.Millisecond)
 	require.NoError(t, m.Pause())
 	require.NoError(t, m.Reset())
 	require.Equal(t, uint32(0), readCounter(t, m), "reset clears RAM")
 	require.Equal(t, PhasePaused, m.Phase())
 	require.NoError(t, m.Resume())
-	require.Eventually(t, func() bool { return readCounter(t, m) > 100 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, counterAbove(m, 100), 10*time.Second, time.Millisecond)
 	require.NoError(t, m.Reset())
 	require.Equal(t, PhaseRunning, m.Phase())
 }
@@ -223,7 +243,7 @@ func TestExportImportCounter(t *testing.T) {
 	src, _ := newTestMachine(t, codeSpinner, 2, 64)
 	dst, _ := newTestMachine(t, codeHello, 2, 64)
 	require.NoError(t, src.Start())
-	require.Eventually(t, func() bool { return readCounter(t, src) > 1000 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, counterAbove(src, 1000), 10*time.Second, time.Millisecond)
 	require.NoError(t, src.Pause())
 	st, err := src.ExportState()
 	require.NoError(t, err)
@@ -232,7 +252,7 @@ func TestExportImportCounter(t *testing.T) {
 	c := readCounter(t, src)
 	require.NoError(t, src.Stop())
 	require.NoError(t, dst.Start())
-	require.Eventually(t, func() bool { return readCounter(t, dst) > c+100 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, counterAbove(dst, c+100), 10*time.Second, time.Millisecond)
 }
 
 func copyAllRAM(t testing.TB, src, dst *Machine) {

@@ -47,22 +47,17 @@ func migrateAcrossZeroing(t *testing.T, copyRound func(t testing.TB, src, dst *M
 	return dstOut.String()
 }
 
-// waitForAny polls the serial output until it holds one of wants.
+// waitForAny waits until the serial output holds one of wants.
 func waitForAny(t *testing.T, s *serialBuffer, timeout time.Duration, wants ...string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		out := s.String()
+	s.await(t, timeout, fmt.Sprintf("all of %q", wants), func(out string) bool {
 		for _, w := range wants {
 			if strings.Contains(out, w) {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serial output lacks all of %q after %v; have %q", wants, timeout, out)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return false
+	})
 }
 
 // TestMemcheckZeroedPageMigrates: pages the guest zeroes after the first

@@ -38,7 +38,7 @@ func TestDirtyLog(t *testing.T) {
 
 	require.NoError(t, m.WriteGuest([]byte{1}, 0x300000))
 	require.NoError(t, m.Start())
-	require.Eventually(t, func() bool { return readCounter(t, m) > 100 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, counterAbove(m, 100), 10*time.Second, time.Millisecond)
 	require.NoError(t, m.Pause())
 	d, err = m.CollectDirty()
 	require.NoError(t, err)
