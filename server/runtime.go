@@ -247,11 +247,12 @@ func (r *Runtime) newMachine(p Properties, s spec.Spec, incoming bool, log *seri
 		return nil, err
 	}
 	m, err := r.newVM(vmm.Config{
-		Incoming:   incoming,
-		Spec:       s,
-		Properties: vmm.Properties{ID: p.ID, Name: p.Name},
-		Version:    r.version,
-		Serial:     serialSinks(s, log),
+		Incoming:    incoming,
+		Spec:        s,
+		Properties:  vmm.Properties{ID: p.ID, Name: p.Name},
+		Version:     r.version,
+		Serial:      serialSinks(s, log),
+		StorageRoot: r.storageRoot,
 	})
 	if err != nil {
 		var ce *vmm.ComponentError

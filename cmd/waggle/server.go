@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"time"
 
@@ -31,10 +33,25 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	grace := fs.Duration("shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, time requests and streams get to end before they are cut")
 	logJSON := fs.Bool("log-json", false, "write logs as JSON lines")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file")
+	migrationPeers := fs.String("migration-peers", "", "networks a migration target may dial as its source, CIDR,CIDR,...\n"+
+		"(default: loopback and the networks of this host's interface addresses)")
+	storageRoot := fs.String("storage-root", "", "directory the disk files of specs are relative to; nothing outside it is opened\n"+
+		"(default $XDG_DATA_HOME/waggle/storage, else ~/.local/share/waggle/storage; made 0700 when missing)")
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "least severe log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
+	}
+	var peers []netip.Prefix // nil: the default
+	if *migrationPeers != "" {
+		var err error
+		if peers, err = server.ParseMigrationPeers(*migrationPeers); err != nil {
+			return fmt.Errorf("--migration-peers: %w", err)
+		}
+	}
+	root, err := prepareStorageRoot(*storageRoot)
+	if err != nil {
+		return fmt.Errorf("--storage-root: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
@@ -92,7 +109,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 			"Give --auth-token-file to choose the token the clients of this server hold, or listen on 127.0.0.1.\n", addr, tokenPath)
 	}
 
-	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp})
+	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp, MigrationPeers: peers, StorageRoot: root})
 	h, err := server.NewHandler(rt, httpkit.HandlerOptions{Log: log, Auth: httpkit.BearerToken(token), BodyReadTimeout: *bodyTimeout})
 	if err != nil {
 		rt.Close()
@@ -143,4 +160,36 @@ func removeTokenFile(log *slog.Logger, path, token string) {
 	if err := os.Remove(path); err != nil {
 		log.Warn("remove the generated token file", "token_file", path, "err", err)
 	}
+}
+
+// prepareStorageRoot returns the absolute storage root: dir, or the
+// default beneath the user's data directory, made (mode 0700) when missing.
+// It must be a directory.
+func prepareStorageRoot(dir string) (string, error) {
+	if dir == "" {
+		data := os.Getenv("XDG_DATA_HOME")
+		if data == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", fmt.Errorf("no default: %w", err)
+			}
+			data = filepath.Join(home, ".local", "share")
+		}
+		dir = filepath.Join(data, "waggle", "storage")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", abs)
+	}
+	return abs, nil
 }
