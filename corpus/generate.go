@@ -263,3 +263,47 @@ func CheckFresh(root string) error {
 	}
 	return nil
 }
+
+// CheckCoverage checks that every contract under root has a corpus: a
+// Generator while it is in development, files once it is released; and
+// that every Generator's version has a contract.
+func CheckCoverage(root string) error {
+	released, err := Released(root)
+	if err != nil {
+		return err
+	}
+	docs, err := filepath.Glob(filepath.Join(root, "openapi", "*", "v*.yaml"))
+	if err != nil {
+		return err
+	}
+	gens := map[Version]bool{}
+	for _, g := range Generators {
+		gens[g.Version] = true
+	}
+	contracts := map[Version]bool{}
+	var errs []error
+	for _, d := range docs {
+		var v Version
+		api := filepath.Base(filepath.Dir(d))
+		if _, err := fmt.Sscanf(filepath.Base(d), "v%d.yaml", &v.N); err != nil {
+			continue
+		}
+		v.API = api
+		contracts[v] = true
+		switch {
+		case released[v]:
+			files, err := os.ReadDir(filepath.Join(root, Dir, filepath.FromSlash(v.String())))
+			if err != nil || len(files) == 0 {
+				errs = append(errs, fmt.Errorf("%s is released but has no corpus in %s/%s", v, Dir, v))
+			}
+		case !gens[v]:
+			errs = append(errs, fmt.Errorf("%s has a contract but no corpus generator: add it to corpus.Generators (and its replay handlers to corpus.NewReplayer)", v))
+		}
+	}
+	for _, g := range Generators {
+		if !contracts[g.Version] {
+			errs = append(errs, fmt.Errorf("corpus.Generators lists %s, which has no contract %s", g.Version, g.Version.ContractPath()))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,6 +1,8 @@
 package corpus
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -32,4 +34,15 @@ func TestManifest(t *testing.T) {
 // temporary directory and compares it byte for byte with the committed one.
 func TestGeneratorIsDeterministicAndFresh(t *testing.T) {
 	require.NoError(t, CheckFresh(root))
+}
+
+func TestCoverage(t *testing.T) {
+	require.NoError(t, CheckCoverage(root))
+	// A new contract without a generator fails.
+	r := copyRoot(t, "")
+	require.NoError(t, os.MkdirAll(filepath.Join(r, "openapi", "vmm-server"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(r, "openapi", "vmm-server", "v2.yaml"), []byte("openapi: 3.0.3\n"), 0o644))
+	err := CheckCoverage(r)
+	require.ErrorContains(t, err, "vmm-server/v2 has a contract but no corpus generator")
+	require.ErrorContains(t, err, "corpus.Generators lists vmm-server/v1, which has no contract")
 }
