@@ -17,11 +17,15 @@
 // (a ticker, a disk guest with data, a migrated VM's payloads); capturing
 // needs KVM and goes through the CaptureHook (capture.go).
 //
-// Kinds (see kinds.go): JSON wire objects (spec, ensure-request,
-// state-change-request, migrate-expect-request, and one kind per response
-// body), migration envelopes, and the binary state the migration stream
-// carries: device payloads, machine state and stream frames, each stored as
-// JSON with its bytes in base64 (binary.go says the shapes).
+// Kinds: JSON wire objects (spec, ensure-request, state-change-request,
+// migrate-expect-request, and one kind per response body, named after its
+// schema; synth_v1.go), migration envelopes, the binary state the migration
+// stream carries (device payloads, machine state, stream frames, and what
+// the build reads), each stored as JSON with its bytes in base64 (binary.go
+// says the shapes), and crossings between versions of an API (cross.go).
+//
+// A new version of an API adds a Generator (generate.go) and its replay
+// handlers (NewReplayer); CheckCoverage fails until it has both.
 //
 // The release rule. A version of an API is released when its contract
 // (openapi/<api>/v<N>.yaml) is listed in openapi/LOCK. The corpus of a
@@ -31,7 +35,7 @@
 // a changed, missing or unlisted file. The only way to accept a difference
 // is a reviewed <name>.after.json sibling whose reason is in MANIFEST.
 //
-// Replay (replay.go) decodes every file with today's code of its version:
+// Replay (replay.go, replay_v1.go, replay_state.go) decodes every file with today's code of its version:
 // specs and requests decode, convert to spec.Spec and re-encode to the same
 // bytes; specs cross into every other registered version both ways; response
 // bodies decode strictly with the generated client types; device payloads

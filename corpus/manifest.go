@@ -180,7 +180,7 @@ func CheckManifest(root string) (ManifestReport, error) {
 	var errs []error
 	for _, f := range files {
 		if _, ok := m.Lookup(f); !ok {
-			errs = append(errs, fmt.Errorf("%s/%s is not listed in %s: %s", Dir, f, name, fixHint(f, released)))
+			errs = append(errs, fmt.Errorf("%s/%s is not listed in %s: %s", Dir, f, name, unlistedHint(f, released)))
 		}
 	}
 	for _, e := range m.Entries {
@@ -212,6 +212,18 @@ func CheckManifest(root string) (ManifestReport, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// unlistedHint says what to do about a file MANIFEST does not list.
+func unlistedHint(p string, released map[Version]bool) string {
+	fp, err := ParseFilePath(p)
+	if err == nil && released[fp.Version] {
+		if fp.After {
+			return "list it with its reason: <sha256>  " + p + "  reason: <why>"
+		}
+		return fmt.Sprintf("%s is released and its corpus gains no files but reviewed after-files: remove it", fp.Version)
+	}
+	return fixHint(p, released)
 }
 
 // fixHint says what to do about a file that disagrees with MANIFEST.
