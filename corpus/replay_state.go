@@ -98,9 +98,24 @@ func sameJSON(v any, want []byte) error {
 		return err
 	}
 	if eq, err := jsonEqual(got, want); err != nil || !eq {
-		return fmt.Errorf("re-exports to\n\t%s\nwant\n\t%s", got, want)
+		return fmt.Errorf("re-exports to another value: %s", firstDifference(got, want))
 	}
 	return nil
+}
+
+// firstDifference shows where two texts part, with a little context, so
+// that a message about a large payload stays readable.
+func firstDifference(got, want []byte) string {
+	if len(got)+len(want) < 400 {
+		return fmt.Sprintf("\n\t%s\nwant\n\t%s", got, want)
+	}
+	i := 0
+	for i < len(got) && i < len(want) && got[i] == want[i] {
+		i++
+	}
+	from := max(i-40, 0)
+	return fmt.Sprintf("%d and %d bytes of JSON, first different at byte %d: ...%s... want ...%s...",
+		len(got), len(want), i, got[from:min(i+40, len(got))], want[from:min(i+40, len(want))])
 }
 
 // replayMachine decodes machine state with today's codec and encodes it
@@ -149,7 +164,11 @@ var frameCodecs = map[migration.Type]func([]byte) ([]byte, error){
 		if err != nil {
 			return nil, err
 		}
-		if _, err := vmm.UnmarshalState(m.Data); err != nil {
+		st, err := vmm.UnmarshalState(m.Data)
+		if err != nil {
+			return nil, err
+		}
+		if m.Data, err = st.MarshalBinary(); err != nil {
 			return nil, err
 		}
 		return m.Encode(), nil
