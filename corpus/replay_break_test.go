@@ -83,6 +83,19 @@ func TestReplayCatchesBreakage(t *testing.T) {
 		{"frame type unknown today", func(t *testing.T, r string, rep *Replayer) {
 			writeFile(t, r, "vmm-server/v1/frame/ready.json", `{"type":"Ready","frame":"YwAAAAAAAAA="}`)
 		}, []string{"frame/ready.json", "stream reader refuses it"}},
+		{"state change the contract lacks", func(t *testing.T, r string, rep *Replayer) {
+			writeFile(t, r, "vmm-server/v1/state-change-request/run.json", `{"requested":"pause"}`)
+		}, []string{"state-change-request/run.json", "requested"}},
+		{"expect request out of range", func(t *testing.T, r string, rep *Replayer) {
+			writeFile(t, r, "vmm-server/v1/migrate-expect-request/ttl-max.json", `{"migration_id":"7d2f0c1e-3b4a-4c5d-8e6f-9a0b1c2d3e4f","ttl_seconds":3601}`)
+		}, []string{"migrate-expect-request/ttl-max.json", "ttl_seconds"}},
+		{"serial history with data that is not base64", func(t *testing.T, r string, rep *Replayer) {
+			writeFile(t, r, "vmm-server/v1/serial-history/ticks.json", `{"data":"not base64!","start":0,"end":3}`)
+		}, []string{"serial-history/ticks.json"}},
+		{"ensure request whose replacement is a device", func(t *testing.T, r string, rep *Replayer) {
+			writeFile(t, r, "vmm-server/v1/ensure-request/target-replacements.json",
+				`{"migrate":{"migration_id":"7d2f0c1e-3b4a-4c5d-8e6f-9a0b1c2d3e4f","replace_components":{"com1":{"num":"com1","type":"serial_port"}},"secret":"3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","src_addr":"127.0.0.1:1"},"properties":{"id":"0c6a4a04-6a2f-4d6e-9f53-2b8b2f6a9a10","name":"x"}}`)
+		}, []string{"target-replacements.json", "replacements", "only storage backends"}},
 		{"no protocol in common with the release", func(t *testing.T, r string, rep *Replayer) {
 			writeFile(t, r, "vmm-server/v1/versions/importable.json", `{"protocols":[99],"spec_versions":["vmm-server/v1"],"devices":{"uart16550a":[1,2]},"machine_state":1}`)
 		}, []string{"importable.json", "no migration protocol in common"}},
@@ -180,4 +193,25 @@ func TestCrossingsOverTheRegistry(t *testing.T) {
 	_, err = rep.Replay()
 	require.ErrorContains(t, err, "no longer registered")
 	require.True(t, strings.Contains(err.Error(), "cross/from-v1-"))
+}
+
+// TestLossyCrossingFails: a version that reads back less than it wrote is
+// refused, not recorded.
+func TestLossyCrossingFails(t *testing.T) {
+	r := copyRoot(t, "")
+	v1, _ := versions.Lookup("vmm-server/v1")
+	lossy := fakeV2(func(spec.FileStorageBackend) bool { return false })
+	lossy.Decode = func(data []byte) (spec.Spec, error) {
+		s, err := v1.Decode(data)
+		if err != nil {
+			return s, err
+		}
+		b := spec.NewBuilder().SetBoard(s.Board()).SetBoot(spec.Boot{Image: s.Boot().Image})
+		for _, e := range s.Components() {
+			b.Add(e.Key, e.Component)
+		}
+		return b.Build() // forgets the command line
+	}
+	_, err := crossings([]versions.Spoke{lossy, v1}, Version{API: "vmm-server", N: 2}, specFilesOnDisk(filepath.Join(r, Dir)))
+	require.ErrorContains(t, err, "crossing into vmm-server/v2 and back loses information")
 }

@@ -46,3 +46,13 @@ func TestCoverage(t *testing.T) {
 	require.ErrorContains(t, err, "vmm-server/v2 has a contract but no corpus generator")
 	require.ErrorContains(t, err, "corpus.Generators lists vmm-server/v1, which has no contract")
 }
+
+// TestGeneratorTwice: two runs write the same bytes.
+func TestGeneratorTwice(t *testing.T) {
+	a, b := copyRoot(t, ""), copyRoot(t, "")
+	_, err := Generate(a)
+	require.NoError(t, err)
+	_, err = Generate(b)
+	require.NoError(t, err)
+	require.NoError(t, treeEqual(filepath.Join(a, Dir), filepath.Join(b, Dir)))
+}
