@@ -35,6 +35,23 @@
 // a changed, missing or unlisted file. The only way to accept a difference
 // is a reviewed <name>.after.json sibling whose reason is in MANIFEST.
 //
+// Releasing version N of an API, in one reviewed commit:
+//
+//  1. make sure `go run ./cmd/corpusgen` leaves the tree unchanged and
+//     `go run ./cmd/compat` passes (the corpus is fresh and replays);
+//  2. add the contract's line to openapi/LOCK: its SHA-256 and path
+//     (sha256sum openapi/<api>/v<N>.yaml);
+//  3. add a line to corpus/RELEASES naming the release, the commit whose
+//     code serves it (the parent of this commit, whose tree is the same but
+//     for these index lines) and the API versions it serves;
+//  4. commit LOCK, RELEASES and the corpus together; `make compat` then
+//     shows the version frozen.
+//
+// From then on the gate guarantees: the contract never changes (LOCK), the
+// corpus never changes (MANIFEST and its history), today's code still
+// decodes, converts and re-encodes every file of it, and each release's
+// waggle still builds from its commit (and, on KVM, migrates both ways).
+//
 // Replay (replay.go, replay_v1.go, replay_state.go) decodes every file with today's code of its version:
 // specs and requests decode, convert to spec.Spec and re-encode to the same
 // bytes; specs cross into every other registered version both ways; response
