@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/wagglevm/waggle/versions"
@@ -60,8 +61,12 @@ func (s Summary) String() string {
 	if s.Files > 0 {
 		per = float64(s.Elapsed) / float64(time.Second) * 1000 / float64(s.Files)
 	}
-	return fmt.Sprintf("replayed %d files of %d versions (%d crossings checked) in %v (%.3f s per 1,000 files)",
-		s.Files, len(s.Versions), s.Crossings, s.Elapsed.Round(time.Millisecond), per)
+	var names []string
+	for _, v := range sortedVersions(s.Versions) {
+		names = append(names, v.String())
+	}
+	return fmt.Sprintf("replayed %d files of %s (%d crossings between versions checked) in %v (%.3f s per 1,000 files)",
+		s.Files, strings.Join(names, ", "), s.Crossings, s.Elapsed.Round(time.Millisecond), per)
 }
 
 // Replay replays every file of the corpus. Every file must have a handler

@@ -157,3 +157,40 @@ func TestRunReportsEveryFailure(t *testing.T) {
 	require.ErrorContains(t, err, "spec/new.json is not listed")
 	require.ErrorContains(t, err, "replay: corpus/vmm-server/v1/spec/minimal.json")
 }
+
+// TestReleaseFlow walks the release steps of package corpus's doc in a
+// scratch repository: a development commit, then one commit adding the LOCK
+// line and the RELEASES line naming its parent. The gate passes on it (the
+// KVM checks aside), and an edit of the frozen corpus afterwards fails.
+func TestReleaseFlow(t *testing.T) {
+	files := repoFiles(t)
+	for p, c := range fakeWaggle("v1 server") {
+		files[p] = c
+	}
+	repo := newRepo(t)
+	dev := commitAll(t, repo, files, "v1 ready")
+	lock := files["openapi/LOCK"] + corpus.Sum([]byte(files["openapi/vmm-server/v1.yaml"])) + "  openapi/vmm-server/v1.yaml\n"
+	commitAll(t, repo, map[string]string{
+		"openapi/LOCK":    lock,
+		"corpus/RELEASES": files["corpus/RELEASES"] + "v0.1.0  " + dev + "  vmm-server/v1\n",
+	}, "release v1")
+
+	var out bytes.Buffer
+	err := Run(ctx, repo, Phases, &out)
+	t.Log("\n" + out.String())
+	if KVMAvailable() {
+		require.ErrorIs(t, err, ErrReleaseMigrationNotBuilt)
+	} else {
+		require.NoError(t, err)
+		require.Contains(t, out.String(), "1 releases in corpus/RELEASES, 1 built from their commits; skipped:")
+	}
+	require.Contains(t, out.String(), "vmm-server/v1 (released in")
+
+	rep, err := corpus.Generate(repo)
+	require.NoError(t, err)
+	require.Len(t, rep.Frozen, 1, "the generator leaves the released corpus alone")
+
+	require.NoError(t, os.WriteFile(filepath.Join(repo, specFile), []byte("{}"), 0o644))
+	err, _ = runPhase(t, repo, "manifest")
+	require.ErrorContains(t, err, "vmm-server/v1/spec/minimal.json changed")
+}
