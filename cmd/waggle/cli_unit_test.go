@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -679,5 +680,58 @@ func TestExamplesAreValidAndAgree(t *testing.T) {
 		_, err = specv1.ToSpec(spec)
 		require.NoError(t, err, path)
 		require.Empty(t, specDiff(fromConfig, spec), "%s and its .json differ", path)
+	}
+}
+
+// consoleServer is a fake server whose console prints a line and is then
+// closed by the server, the instance being in state after by then.
+func consoleServer(t *testing.T, after api.InstanceState) *fakeServer {
+	var st atomic.Value
+	st.Store(api.InstanceStateView{Gen: 3, State: api.InstanceStateRunning})
+	return newFake(t, map[string]http.HandlerFunc{
+		"GET /v1/instance/state-monitor": func(w http.ResponseWriter, r *http.Request) {
+			v := st.Load().(api.InstanceStateView)
+			var gen int64
+			fmt.Sscan(r.URL.Query().Get("gen"), &gen)
+			if r.URL.Query().Get("timeout_ms") != "0" && v.Gen <= gen {
+				<-r.Context().Done()
+				return
+			}
+			writeJSON(w, 200, v)
+		},
+		"GET /v1/instance/serial": func(w http.ResponseWriter, r *http.Request) {
+			ws, err := websocket.Accept(w, r, nil)
+			if !assert.NoError(t, err) {
+				return
+			}
+			_ = ws.Write(r.Context(), websocket.MessageBinary, []byte("tick 1\n"))
+			st.Store(api.InstanceStateView{Gen: 5, State: after})
+			ws.Close(websocket.StatusPolicyViolation, "console ended or reader fell behind")
+		},
+	})
+}
+
+// TestCLISerialSaysWhyTheConsoleEnded: when the server closes the console,
+// the CLI says whether the VM ended (and how), or else gives the server's
+// reason.
+func TestCLISerialSaysWhyTheConsoleEnded(t *testing.T) {
+	for _, tc := range []struct {
+		after api.InstanceState
+		want  string
+	}{
+		{api.InstanceStateStopped, "the VM has ended (stopped)"},
+		{api.InstanceStateDestroyed, "the VM has ended (destroyed)"},
+		{api.InstanceStateRunning, "the server closed the console: console ended or reader fell behind"},
+	} {
+		f := consoleServer(t, tc.after)
+		res := cli(t, "vm", "serial", "-server", f.addr)
+		require.Equal(t, 0, res.code, res.stderr)
+		require.Equal(t, "tick 1\n", res.stdout)
+		require.Contains(t, res.stderr, tc.want, tc.after)
+
+		f = consoleServer(t, tc.after)
+		res = cli(t, "vm", "serial", "-server", f.addr, "-until", "tick 2")
+		require.Equal(t, 1, res.code)
+		require.Contains(t, res.stderr, `did not see "tick 2": `+tc.want, tc.after)
 	}
 }

@@ -147,7 +147,7 @@ func (c *vmCmd) consoleEnded(cl *api.ClientWithResponses, err error) string {
 		if out := migratedOut(st); out != nil {
 			return "the VM has moved: " + movedText(*out) + "; its console goes on there"
 		}
-		if ended(st.State) {
+		if ended(st.State) || st.State == api.InstanceStateStopping || st.State == api.InstanceStateStopped {
 			if st.FailureReason != nil {
 				return fmt.Sprintf("the VM has ended (%s: %s)", st.State, *st.FailureReason)
 			}
