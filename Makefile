@@ -12,7 +12,7 @@ FUZZTIME ?= 20000x
 # `make fuzz-long` runs each target for a duration instead, before a release (not part of CI).
 FUZZLONG ?= 4m
 
-.PHONY: help build test deps unit fuzz fuzz-long check lint-openapi generate guests tools demo bench bench-migrate clean
+.PHONY: help build test deps unit compat fuzz fuzz-long check lint-openapi generate guests tools demo bench bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,7 +26,8 @@ $(REDOCLY): tools/package.json tools/package-lock.json
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: deps check ## everything CI runs: checks, unit and KVM tests, short fuzz runs; ends with the test count
+test: deps check ## everything CI runs: checks, the compatibility gate, unit and KVM tests, short fuzz runs; ends with the test count
+	@$(MAKE) --no-print-directory compat
 	@$(MAKE) --no-print-directory unit SUMMARY=0
 	@$(MAKE) --no-print-directory fuzz
 	@scripts/count-tests.sh .test-output.txt | tail -2
@@ -40,6 +41,9 @@ unit: ## go test over every package (KVM tests skip with the reason where /dev/k
 	scripts/count-tests.sh .test-output.txt >.test-summary.txt || status=1; \
 	if [ "$(SUMMARY)" != 0 ] || [ $$status != 0 ]; then cat .test-summary.txt; else grep -E '^(ok|FAIL)' .test-summary.txt; fi; \
 	rm -f .test-summary.txt; exit $$status
+
+compat: ## the compatibility gate: contracts locked, breaking changes declared, corpus complete, unchanged, fresh and replayed, releases built
+	$(GO) run ./cmd/compat
 
 fuzz: ## run every fuzz target for FUZZTIME
 	@scripts/fuzz-all.sh $(FUZZTIME)
