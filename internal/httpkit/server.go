@@ -28,8 +28,11 @@ type ServerOptions struct {
 	// request for this long (default DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	// MaxConns bounds the connections open at once, upgraded ones
-	// included; one more is answered 503 too_many_connections and closed
-	// (default DefaultMaxConns).
+	// included (default DefaultMaxConns). At the limit, a new connection
+	// takes the place of the one that has been quiet longest (no request
+	// yet, or idle between requests), so that silent connections cannot
+	// lock clients out; when every connection is busy, it is answered 503
+	// too_many_connections and closed.
 	MaxConns int
 	// Log receives the server's own errors (default slog.Default()).
 	Log *slog.Logger
@@ -66,6 +69,7 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		ReadHeaderTimeout: opts.ReadHeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ConnState:         s.conns.track,
 		ErrorLog:          slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
 	}
 	return s
@@ -101,24 +105,61 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // connSet holds the open connections a limitListener accepted.
 type connSet struct {
-	mu      sync.Mutex
-	conns   map[*limitConn]struct{} // guarded by mu
-	changed chan struct{}           // closed and replaced when conns shrinks; guarded by mu
+	mu sync.Mutex
+	// conns maps each open connection to the time it last became quiet
+	// (new, or idle between requests); the zero time while it is busy.
+	conns   map[*limitConn]time.Time // guarded by mu
+	changed chan struct{}            // closed and replaced when conns shrinks; guarded by mu
 }
 
 func newConnSet() *connSet {
-	return &connSet{conns: map[*limitConn]struct{}{}, changed: make(chan struct{})}
+	return &connSet{conns: map[*limitConn]time.Time{}, changed: make(chan struct{})}
 }
 
-// add adds c unless max are open already.
+// add adds c, a new connection. At max it first evicts the connection
+// that has been quiet longest; when none is quiet, c is refused.
 func (cs *connSet) add(c *limitConn, max int) bool {
 	cs.mu.Lock()
-	defer cs.mu.Unlock()
+	var victim *limitConn
 	if len(cs.conns) >= max {
-		return false
+		var since time.Time
+		for other, quiet := range cs.conns {
+			if !quiet.IsZero() && (victim == nil || quiet.Before(since)) {
+				victim, since = other, quiet
+			}
+		}
+		if victim == nil {
+			cs.mu.Unlock()
+			return false
+		}
+		delete(cs.conns, victim)
 	}
-	cs.conns[c] = struct{}{}
+	cs.conns[c] = time.Now()
+	cs.mu.Unlock()
+	if victim != nil {
+		_ = victim.Close() // outside the lock: Close removes it (again)
+	}
 	return true
+}
+
+// track follows the HTTP server's view of each connection: new and idle
+// ones are quiet, and may be evicted; active and hijacked ones are not.
+func (cs *connSet) track(nc net.Conn, state http.ConnState) {
+	c, ok := nc.(*limitConn)
+	if !ok {
+		return
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if _, open := cs.conns[c]; !open {
+		return
+	}
+	switch state {
+	case http.StateNew, http.StateIdle:
+		cs.conns[c] = time.Now()
+	case http.StateActive, http.StateHijacked:
+		cs.conns[c] = time.Time{}
+	}
 }
 
 func (cs *connSet) remove(c *limitConn) {

@@ -161,20 +161,30 @@ func TestSlowHeaderIsCut(t *testing.T) {
 	require.NoError(t, err, "the server closes a connection whose header does not end")
 }
 
+// TestConnectionLimit: with every place taken by a busy request, a
+// newcomer is answered 503 too_many_connections; once one frees, a
+// newcomer is served.
 func TestConnectionLimit(t *testing.T) {
-	h := testHandler(t, HandlerOptions{Auth: BearerToken(goodToken)})
+	release, entered := make(chan struct{}), make(chan struct{}, 2)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/busy" {
+			entered <- struct{}{}
+			<-release
+		}
+		w.WriteHeader(http.StatusOK)
+	})
 	_, addr := startServer(t, h, ServerOptions{MaxConns: 2})
-	var held []net.Conn
+	var busy []net.Conn
 	for range 2 {
 		c := dial(t, addr)
-		require.Equal(t, http.StatusOK, roundTrip(t, c, bufio.NewReader(c), "/v1/open").StatusCode)
-		held = append(held, c)
+		_, err := fmt.Fprintf(c, "GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
+		require.NoError(t, err)
+		busy = append(busy, c)
+		<-entered // being served, so never evicted
 	}
-	// A third is answered 503 (or, should the answer be lost to the
-	// close, dropped), never served.
 	for range 3 {
 		c := dial(t, addr)
-		_, err := fmt.Fprintf(c, "GET /v1/open HTTP/1.1\r\nHost: x\r\n\r\n")
+		_, err := fmt.Fprintf(c, "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
 		if err != nil {
 			continue
 		}
@@ -187,11 +197,15 @@ func TestConnectionLimit(t *testing.T) {
 		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, string(body))
 		require.Contains(t, string(body), CodeTooManyConnections)
 	}
-	// The held ones still work; once one closes, a newcomer is served.
-	require.Equal(t, http.StatusOK, roundTrip(t, held[1], bufio.NewReader(held[1]), "/v1/open").StatusCode)
-	held[0].Close()
+	close(release)
+	for _, c := range busy {
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err, "a busy request is never evicted")
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		c.Close()
+	}
 	assert.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/v1/open")
+		resp, err := http.Get("http://" + addr + "/ok")
 		if err != nil {
 			return false
 		}
@@ -200,11 +214,33 @@ func TestConnectionLimit(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 }
 
+// TestSilentConnectionsCannotLockClientsOut: connections that send nothing
+// fill every place; a client that then comes is served all the same, in
+// the place of the connection quiet longest.
+func TestSilentConnectionsCannotLockClientsOut(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	_, addr := startServer(t, h, ServerOptions{MaxConns: 8})
+	var silent []net.Conn
+	for range 8 {
+		silent = append(silent, dial(t, addr))
+	}
+	for range 20 {
+		c := dial(t, addr)
+		resp := roundTrip(t, c, bufio.NewReader(c), "/ok")
+		require.Equal(t, http.StatusOK, resp.StatusCode, "served despite the silent connections")
+		c.Close()
+	}
+	// The oldest silent connection made way for the first client.
+	_ = silent[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := silent[0].Read(make([]byte, 1))
+	require.True(t, closedByServer(err), "the oldest silent connection was closed: %v", err)
+}
+
 // TestShutdownIsBounded: upgraded connections (which http.Server.Shutdown
 // does not track) and long polls do not hold a shutdown past its context,
 // and a hijacked connection still counts against the limit until closed.
 func TestShutdownIsBounded(t *testing.T) {
-	hijacked := make(chan struct{}, 1)
+	hijacked, polling := make(chan struct{}, 1), make(chan struct{}, 2)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/upgrade":
@@ -218,6 +254,7 @@ func TestShutdownIsBounded(t *testing.T) {
 			hijacked <- struct{}{}
 			_, _ = io.Copy(io.Discard, conn) // a stream that never ends by itself
 		case "/poll":
+			polling <- struct{}{}
 			<-r.Context().Done()
 			w.WriteHeader(http.StatusOK)
 		}
@@ -241,8 +278,9 @@ func TestShutdownIsBounded(t *testing.T) {
 	poll := dial(t, addr)
 	_, err = fmt.Fprintf(poll, "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.NoError(t, err)
+	<-polling // busy, so not to be evicted
 
-	// Two open, one upgraded: a third is over the limit.
+	// Two open and busy, one upgraded: a third is over the limit.
 	third := dial(t, addr)
 	_, _ = fmt.Fprintf(third, "GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, err := http.ReadResponse(bufio.NewReader(third), nil); err == nil {
