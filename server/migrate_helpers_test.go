@@ -106,6 +106,16 @@ func (g *migRig) outbound(t *testing.T) *MigrationProgress {
 	return st.Out
 }
 
+// outboundNow is outbound for Eventually's conditions, which must fail
+// nothing: nil also when the status cannot be read.
+func (g *migRig) outboundNow() *MigrationProgress {
+	st, err := g.rt.MigrationStatus(context.Background())
+	if err != nil {
+		return nil
+	}
+	return st.Out
+}
+
 // armFree reports whether the source is armed for id, with no handshake
 // in progress.
 func (g *migRig) armFree(id uuid.UUID) bool {

@@ -281,7 +281,7 @@ func TestArmIsUsedOnce(t *testing.T) {
 	c.Close()
 	waitState(t, a.rt, StateRunning)
 	require.Eventually(t, func() bool {
-		out := a.outbound(t)
+		out := a.outboundNow()
 		return out != nil && out.Phase == PhaseFailed
 	}, 10*time.Second, time.Millisecond)
 
@@ -424,7 +424,7 @@ func TestStopEndsOutboundMigration(t *testing.T) {
 			proveAsTarget(t, c, br, id, secret)
 			play(t, c, br, vm)
 			require.Eventually(t, func() bool {
-				out := a.outbound(t)
+				out := a.outboundNow()
 				return out != nil && (name == "waiting for Ready" || out.BytesSent > 1<<20)
 			}, 10*time.Second, time.Millisecond)
 

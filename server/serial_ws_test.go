@@ -12,17 +12,24 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // openFDs counts this process's open file descriptors.
 func openFDs(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	n, err := countFDs()
 	if err != nil {
 		t.Skipf("cannot count open fds: %v", err)
 	}
-	return len(ents)
+	return n
+}
+
+// countFDs is openFDs for Eventually's conditions, which must fail nothing.
+func countFDs() (int, error) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	return len(ents), err
 }
 
 func consoleURL(g *rig) string { return "ws://" + g.addr + "/v1/instance/serial" }
@@ -206,10 +213,13 @@ func TestConsoleCyclesLeakNothing(t *testing.T) {
 		ws.CloseNow()
 	}
 	const slack = 8
-	require.Eventually(t, func() bool {
-		return g.rt.consoles.attached() == 0 && openFDs(t) <= before+slack
-	}, 30*time.Second, 10*time.Millisecond, "fds before %d, now %d; consoles attached %d",
-		before, openFDs(t), g.rt.consoles.attached())
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Zero(c, g.rt.consoles.attached(), "consoles attached")
+		n, err := countFDs()
+		if assert.NoError(c, err) {
+			assert.LessOrEqual(c, n, before+slack, "open fds, %d before", before)
+		}
+	}, 30*time.Second, 10*time.Millisecond)
 }
 
 // TestConsoleSlowReaderIsCutOff: a client that reads nothing while the

@@ -33,9 +33,9 @@ func BenchmarkEnsureToFirstSerialByte(b *testing.B) {
 			b.Fatal(err)
 		}
 		start := time.Now()
-		r, err := p.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "b"}, Spec: &w})
+		r, err := p.client.InstanceEnsureWithResponse(ctx, specEnsure(b, api.InstanceProperties{Id: uuid.New(), Name: "b"}, w))
 		if err != nil || r.JSON201 == nil {
-			b.Fatalf("ensure: %v %s", err, r.Body)
+			b.Fatalf("ensure: %v %s", err, body(r))
 		}
 		ws, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/v1/instance/serial", &websocket.DialOptions{HTTPHeader: httpkit.BearerHeader(p.token)})
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
@@ -62,25 +64,33 @@ func TestMain(m *testing.M) {
 type serverProc struct {
 	addr   string
 	token  string // the bearer token the server takes
+	root   string // the server's storage root: disk paths in specs are relative to it
 	client *api.ClientWithResponses
 	cmd    *exec.Cmd
 	log    *syncBuffer
-	exited chan struct{} // closed when the process has exited
+	exited chan struct{} // closed when the process has exited and its log is read
 }
 
 var listenLine = regexp.MustCompile(`waggle server listening"? addr=(\S+)`)
 
 // startServer starts `waggle server` on a free loopback port, with the
-// tests' token, and waits until it listens; the test's cleanup stops it.
+// tests' token and a storage root of its own, and waits until it listens;
+// the test's cleanup stops it.
 func startServer(t testing.TB, env ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0", "-auth-token-file", testTokenFile)
+	return startServerIn(t, t.TempDir(), env...)
+}
+
+// startServerIn is startServer with the storage root root, which other
+// servers of the test may share, as hosts share storage.
+func startServerIn(t testing.TB, root string, env ...string) *serverProc {
+	t.Helper()
+	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0", "-auth-token-file", testTokenFile, "-storage-root", root)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &serverProc{cmd: cmd, token: testToken, log: &syncBuffer{}, exited: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.exited) }()
+	p := &serverProc{cmd: cmd, token: testToken, root: root, log: &syncBuffer{}, exited: make(chan struct{})}
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
@@ -89,17 +99,27 @@ func startServer(t testing.TB, env ...string) *serverProc {
 	})
 	addrc := make(chan string, 1)
 	go func() {
+		// The log is read to its end before Wait, which closes the pipe.
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
 			p.log.WriteString(line + "\n")
 			if m := listenLine.FindStringSubmatch(line); m != nil {
-				addrc <- m[1]
+				select {
+				case addrc <- m[1]:
+				default:
+				}
 			}
 		}
+		_, _ = io.Copy(io.Discard, stderr) // a line over the limit: the server must not block on its log
+		_ = cmd.Wait()
+		close(p.exited)
 	}()
 	select {
 	case p.addr = <-addrc:
+	case <-p.exited:
+		t.Fatalf("the server exited before it listened: %v\n%s", cmd.ProcessState, p.log.String())
 	case <-time.After(20 * time.Second):
 		t.Fatal("the server did not start listening")
 	}
@@ -188,19 +208,81 @@ func waitState(t testing.TB, c *api.ClientWithResponses, gen int64, want api.Ins
 	return 0, nil
 }
 
+// serialHistory returns what the instance's guest printed, for conditions
+// that must not fail the test (Eventually runs them on another goroutine).
+func serialHistory(c *api.ClientWithResponses) (string, error) {
+	r, err := c.InstanceSerialHistoryGetWithResponse(context.Background(), &api.InstanceSerialHistoryGetParams{})
+	if err != nil {
+		return "", err
+	}
+	if r.JSON200 == nil {
+		return "", fmt.Errorf("serial history: HTTP %d: %s", r.StatusCode(), r.Body)
+	}
+	return string(r.JSON200.Data), nil
+}
+
+// serialCount is how many times text is in the serial history; -1 when it
+// cannot be read.
+func serialCount(c *api.ClientWithResponses, text string) int {
+	out, err := serialHistory(c)
+	if err != nil {
+		return -1
+	}
+	return strings.Count(out, text)
+}
+
 // serialUntil reads the serial history until it contains want.
 func serialUntil(t testing.TB, c *api.ClientWithResponses, want string) string {
 	t.Helper()
-	var last string
-	require.Eventually(t, func() bool {
-		r, err := c.InstanceSerialHistoryGetWithResponse(context.Background(), &api.InstanceSerialHistoryGetParams{})
-		if err != nil || r.JSON200 == nil {
-			return false
+	var last string // written only by the check that succeeds
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		out, err := serialHistory(c)
+		if !assert.NoError(ct, err) {
+			return
 		}
-		last = string(r.JSON200.Data)
-		return strings.Contains(last, want)
-	}, 30*time.Second, 20*time.Millisecond, "serial never showed %q", want)
+		if !strings.Contains(out, want) {
+			ct.Errorf("serial never showed %q; it ends with %q", want, tail(out, 2048))
+			return
+		}
+		last = out
+	}, 30*time.Second, 20*time.Millisecond)
 	return last
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// TestServerProcessHarness: the server every test here starts (the tests'
+// token, a storage root of its own) comes up without KVM, answers a client
+// that sends the token, refuses one that does not, and ends when stopped.
+func TestServerProcessHarness(t *testing.T) {
+	p := startServer(t)
+	fi, err := os.Stat(p.root)
+	require.NoError(t, err)
+	require.True(t, fi.IsDir())
+
+	g, err := p.client.InstanceGetWithResponse(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotFound, g.StatusCode(), string(g.Body))
+	require.Equal(t, "no_instance", g.JSON404.ErrorCode)
+
+	resp, err := http.Get("http://" + p.addr + "/v1/instance")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "a request without the token")
+
+	p.stop()
+	select {
+	case <-p.exited:
+	default:
+		t.Fatal("stop returned before the server exited")
+	}
+	require.NotContains(t, p.log.String(), p.token, "the token is never logged")
 }
 
 func TestServerRunsAVMThroughItsLifecycle(t *testing.T) {
@@ -210,17 +292,17 @@ func TestServerRunsAVMThroughItsLifecycle(t *testing.T) {
 	c := p.client
 
 	props := api.InstanceProperties{Id: uuid.New(), Name: "life"}
-	r, err := c.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: ptr(tickerSpec(t, "pace_ms=20"))})
+	r, err := c.InstanceEnsureWithResponse(ctx, specEnsure(t, props, tickerSpec(t, "pace_ms=20")))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 	require.Equal(t, api.InstanceStateCreating, r.JSON201.State)
 	gen := r.JSON201.Gen
 
 	// Ensure is idempotent for the identical request, 409 for another.
-	r, err = c.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: ptr(tickerSpec(t, "pace_ms=20"))})
+	r, err = c.InstanceEnsureWithResponse(ctx, specEnsure(t, props, tickerSpec(t, "pace_ms=20")))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, r.StatusCode())
-	r, err = c.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: ptr(tickerSpec(t, "pace_ms=21"))})
+	r, err = c.InstanceEnsureWithResponse(ctx, specEnsure(t, props, tickerSpec(t, "pace_ms=21")))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusConflict, r.StatusCode())
 	require.Equal(t, "instance_exists", r.JSON409.ErrorCode)
@@ -257,10 +339,8 @@ func TestServerRunsAVMThroughItsLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNoContent, s.StatusCode(), "reboot is allowed while running")
 	gen, _ = waitState(t, c, gen, api.InstanceStateRunning)
-	out := serialUntil(t, c, "ticker ready\n")
-	require.Eventually(t, func() bool {
-		return strings.Count(serialUntil(t, c, "ticker ready"), "ticker ready") == 2
-	}, 20*time.Second, 50*time.Millisecond, "the guest booted again after reboot: %s", out)
+	require.Eventually(t, func() bool { return serialCount(c, "ticker ready") == 2 }, 20*time.Second, 50*time.Millisecond,
+		"the guest booted again after reboot, on the same console")
 
 	s, err = c.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
 	require.NoError(t, err)
@@ -277,26 +357,33 @@ func TestServerRunsAVMThroughItsLifecycle(t *testing.T) {
 	require.Contains(t, s.JSON409.Message, "destroyed")
 }
 
+// TestServerRefusesAnUnbuildableSpecAndKeepsNothing: a spec the contract
+// takes but the host cannot build (its disk file is not beneath the
+// server's storage root) is refused with the component at fault, tells
+// nothing of the root, leaves no instance, and the server takes a good
+// spec afterwards.
 func TestServerRefusesAnUnbuildableSpecAndKeepsNothing(t *testing.T) {
 	kvmtest.Require(t)
 	p := startServer(t)
 	ctx := context.Background()
 	w, err := specDecode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"disk"},
 	 "components":{"d":{"type":"virtio_disk","backend":"b","slot":0},
-	  "b":{"type":"file_storage_backend","path":"/nonexistent/waggle/disk.img"}}}`)
+	  "b":{"type":"file_storage_backend","path":"nonexistent/disk.img"}}}`)
 	require.NoError(t, err)
-	r, err := c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "x"}, Spec: &w})
+	r, err := c(p).InstanceEnsureWithResponse(ctx, specEnsure(t, api.InstanceProperties{Id: uuid.New(), Name: "x"}, w))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusBadRequest, r.StatusCode(), string(r.Body))
 	require.Equal(t, "vm_error", r.JSON400.ErrorCode)
 	require.Contains(t, r.JSON400.Message, "vm: components.b.path: ")
+	require.Contains(t, r.JSON400.Message, `"nonexistent/disk.img"`)
+	require.NotContains(t, r.JSON400.Message, p.root, "the storage root is the server's own business")
 
 	g, err := c(p).InstanceGetWithResponse(ctx)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNotFound, g.StatusCode(), "a failed ensure leaves no instance behind")
 
 	// The server still takes a good spec afterwards.
-	r, err = c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "y"}, Spec: ptr(tickerSpec(t, ""))})
+	r, err = c(p).InstanceEnsureWithResponse(ctx, specEnsure(t, api.InstanceProperties{Id: uuid.New(), Name: "y"}, tickerSpec(t, "")))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 }
@@ -374,7 +461,7 @@ func TestGuestFailureShowsInTheInstance(t *testing.T) {
 	w, err := specDecode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"crash","cmdline":"delay_ms=10"},
 	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`)
 	require.NoError(t, err)
-	r, err := c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "crashy"}, Spec: &w})
+	r, err := c(p).InstanceEnsureWithResponse(ctx, specEnsure(t, api.InstanceProperties{Id: uuid.New(), Name: "crashy"}, w))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 	s, err := c(p).InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
@@ -399,7 +486,7 @@ func TestGuestFailureShowsInTheInstance(t *testing.T) {
 	w, err = specDecode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"pace_ms=20"},
 	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`)
 	require.NoError(t, err)
-	r, err = c(p).InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: api.InstanceProperties{Id: uuid.New(), Name: "next"}, Spec: &w})
+	r, err = c(p).InstanceEnsureWithResponse(ctx, specEnsure(t, api.InstanceProperties{Id: uuid.New(), Name: "next"}, w))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 	s, err = c(p).InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})

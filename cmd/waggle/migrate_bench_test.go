@@ -125,8 +125,8 @@ func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
 		b.Fatal(err)
 	}
 	props := api.InstanceProperties{Id: uuid.New(), Name: "bench"}
-	if r, err := a.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: &w}); err != nil || r.JSON201 == nil {
-		b.Fatalf("ensure: %v", err)
+	if r, err := a.client.InstanceEnsureWithResponse(ctx, specEnsure(b, props, w)); err != nil || r.JSON201 == nil {
+		b.Fatalf("ensure: %v %s", err, body(r))
 	}
 	if _, err := a.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun}); err != nil {
 		b.Fatal(err)
@@ -135,23 +135,30 @@ func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
 	// set) before the migration starts.
 	serialUntil(b, a.client, "tick 5\n")
 	id := uuid.New()
-	if _, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id}); err != nil {
-		b.Fatal(err)
+	armed, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+	if err != nil {
+		b.Fatalf("arm the source: %v", err)
+	}
+	if armed.JSON200 == nil || armed.JSON200.Secret == nil {
+		b.Fatalf("arm the source: HTTP %d, no secret: %s", armed.StatusCode(), armed.Body)
 	}
 	b.StartTimer()
-	r, err := dst.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-		Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
-	if err != nil || r.StatusCode() != http.StatusCreated {
+	r, err := dst.client.InstanceEnsureWithResponse(ctx, targetEnsure(b, props,
+		api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr, Secret: *armed.JSON200.Secret}))
+	if err != nil {
 		b.Fatalf("ensure target: %v", err)
+	}
+	if r.StatusCode() != http.StatusCreated {
+		b.Fatalf("ensure target: HTTP %d: %s", r.StatusCode(), r.Body)
 	}
 	// Wait with the state monitor's long poll, as a control plane would:
 	// polling the target during its downtime would steal CPU from it.
 	waitState(b, dst.client, r.JSON201.Gen, api.InstanceStateRunning)
 	var out, in api.MigrationProgress
-	if st, err := dst.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200.MigrationIn != nil {
+	if st, err := dst.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200 != nil && st.JSON200.MigrationIn != nil {
 		in = *st.JSON200.MigrationIn
 	}
-	if st, err := a.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200.MigrationOut != nil {
+	if st, err := a.client.InstanceMigrationStatusWithResponse(ctx); err == nil && st.JSON200 != nil && st.JSON200.MigrationOut != nil {
 		out = *st.JSON200.MigrationOut
 	}
 	b.StopTimer()
@@ -163,6 +170,14 @@ func migrateOnce(b *testing.B, mib int, cmdline string) migrationRow {
 	row.downtime = time.Duration(*in.DowntimeUs) * time.Microsecond // the whole downtime, from the target
 	row.throughput = float64(out.BytesSent) / row.total.Seconds()
 	return row
+}
+
+// body is r's body, or nothing when there is no r.
+func body(r *api.InstanceEnsureResponse) []byte {
+	if r == nil {
+		return nil
+	}
+	return r.Body
 }
 
 // qemuFigures is filled in where QEMU is installed (see qemu_bench_test.go).

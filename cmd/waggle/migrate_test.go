@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -28,6 +27,10 @@ import (
 )
 
 // Live migration between real `waggle server` processes on loopback.
+// Helpers named after a value (stateOf, tickCount, outboundPhase, ...)
+// fail nothing and serve as Eventually's conditions, which run on another
+// goroutine; those that take t (state, ticks, outbound, ...) fail the test
+// and serve everywhere else.
 
 // createRunning creates and runs a VM from spec JSON on p and waits until
 // the console shows ready.
@@ -37,7 +40,7 @@ func createRunning(t *testing.T, p *serverProc, specJSON, ready string) api.Inst
 	w, err := specDecode(specJSON)
 	require.NoError(t, err)
 	props := api.InstanceProperties{Id: uuid.New(), Name: "mig"}
-	r, err := p.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Spec: &w})
+	r, err := p.client.InstanceEnsureWithResponse(ctx, specEnsure(t, props, w))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 	s, err := p.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
@@ -45,6 +48,35 @@ func createRunning(t *testing.T, p *serverProc, specJSON, ready string) api.Inst
 	require.Equal(t, http.StatusNoContent, s.StatusCode(), string(s.Body))
 	serialUntil(t, p.client, ready)
 	return props
+}
+
+// arm arms src as the source of a new migration, with a secret the server
+// makes, and returns the migration's id and the secret.
+func arm(t *testing.T, src *serverProc) (uuid.UUID, string) {
+	t.Helper()
+	id := uuid.New()
+	e, err := src.client.InstanceMigrateExpectWithResponse(context.Background(), api.InstanceMigrateExpectRequest{MigrationId: id})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, e.StatusCode(), string(e.Body))
+	require.Equal(t, id, e.JSON200.MigrationId)
+	require.True(t, e.JSON200.ExpiresAt.After(time.Now()), "the arm expires in the future: %v", e.JSON200.ExpiresAt)
+	require.NotNil(t, e.JSON200.Secret, "a secret the server made is answered, once")
+	require.NoError(t, migration.CheckSecret(*e.JSON200.Secret))
+	return id, *e.JSON200.Secret
+}
+
+// ensureTarget creates dst's instance as the target of migration id from
+// srcAddr, with secret and the replacement components (nil: none).
+func ensureTarget(t *testing.T, dst *serverProc, props api.InstanceProperties, id uuid.UUID, srcAddr, secret string, replace map[string]api.Component) {
+	t.Helper()
+	m := api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: srcAddr, Secret: secret}
+	if replace != nil {
+		m.ReplaceComponents = &replace
+	}
+	r, err := dst.client.InstanceEnsureWithResponse(context.Background(), targetEnsure(t, props, m))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	require.Equal(t, api.InstanceStateMigrating, r.JSON201.State)
 }
 
 // startMigration arms src for a new migration and creates the target on
@@ -58,18 +90,8 @@ func startMigration(t *testing.T, src, dst *serverProc, srcAddr string, props ap
 // components (nil: none).
 func startMigrationReplacing(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties, replace map[string]api.Component) {
 	t.Helper()
-	ctx := context.Background()
-	id := uuid.New()
-	e, err := src.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusNoContent, e.StatusCode(), string(e.Body))
-	mig := &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: srcAddr}
-	if replace != nil {
-		mig.ReplaceComponents = &replace
-	}
-	r, err := dst.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props, Migrate: mig})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
+	id, secret := arm(t, src)
+	ensureTarget(t, dst, props, id, srcAddr, secret, replace)
 }
 
 // migrate moves the VM from src to dst (dialing srcAddr, which may be a
@@ -77,55 +99,89 @@ func startMigrationReplacing(t *testing.T, src, dst *serverProc, srcAddr string,
 // target's final progress.
 func migrate(t *testing.T, src, dst *serverProc, srcAddr string, props api.InstanceProperties) api.MigrationProgress {
 	t.Helper()
-	ctx := context.Background()
 	startMigration(t, src, dst, srcAddr, props)
-	var last api.MigrationProgress
+	var last api.MigrationProgress // written only by the check that succeeds
 	require.Eventually(t, func() bool {
-		st, err := dst.client.InstanceMigrationStatusWithResponse(ctx)
-		if err != nil || st.JSON200 == nil || st.JSON200.MigrationIn == nil {
+		in := inbound(dst)
+		if in == nil || in.Phase != api.MigrationPhaseCompleted && in.Phase != api.MigrationPhaseFailed {
 			return false
 		}
-		last = *st.JSON200.MigrationIn
-		return last.Phase == api.MigrationPhaseCompleted || last.Phase == api.MigrationPhaseFailed
+		last = *in
+		return true
 	}, 60*time.Second, 10*time.Millisecond)
 	return last
 }
 
-func state(t *testing.T, p *serverProc) api.Instance {
-	t.Helper()
+// stateOf returns p's instance.
+func stateOf(p *serverProc) (api.Instance, error) {
 	g, err := p.client.InstanceGetWithResponse(context.Background())
-	require.NoError(t, err)
-	require.NotNil(t, g.JSON200, string(g.Body))
-	return *g.JSON200
+	if err != nil {
+		return api.Instance{}, err
+	}
+	if g.JSON200 == nil {
+		return api.Instance{}, fmt.Errorf("get the instance: HTTP %d: %s", g.StatusCode(), g.Body)
+	}
+	return *g.JSON200, nil
 }
 
-func outbound(t *testing.T, p *serverProc) api.MigrationProgress {
+// inState reports whether p's instance is in state want.
+func inState(p *serverProc, want api.InstanceState) bool {
+	inst, err := stateOf(p)
+	return err == nil && inst.State == want
+}
+
+// state returns p's instance.
+func state(t *testing.T, p *serverProc) api.Instance {
 	t.Helper()
-	st, err := p.client.InstanceMigrationStatusWithResponse(context.Background())
+	inst, err := stateOf(p)
 	require.NoError(t, err)
-	require.NotNil(t, st.JSON200)
-	require.NotNil(t, st.JSON200.MigrationOut)
-	return *st.JSON200.MigrationOut
+	return inst
+}
+
+// migrationStatus returns p's migrations; nil when it cannot be read.
+func migrationStatus(p *serverProc) *api.MigrationStatus {
+	st, err := p.client.InstanceMigrationStatusWithResponse(context.Background())
+	if err != nil {
+		return nil
+	}
+	return st.JSON200
+}
+
+// inbound is p's inbound migration, nil when there is none (or it cannot
+// be read).
+func inbound(p *serverProc) *api.MigrationProgress {
+	if st := migrationStatus(p); st != nil {
+		return st.MigrationIn
+	}
+	return nil
 }
 
 // outboundPhase is the source's migration phase, "" before there is one.
 func outboundPhase(p *serverProc) api.MigrationPhase {
-	st, err := p.client.InstanceMigrationStatusWithResponse(context.Background())
-	if err != nil || st.JSON200 == nil || st.JSON200.MigrationOut == nil {
-		return ""
+	if st := migrationStatus(p); st != nil && st.MigrationOut != nil {
+		return st.MigrationOut.Phase
 	}
-	return st.JSON200.MigrationOut.Phase
+	return ""
+}
+
+// outbound returns p's outbound migration, which must exist.
+func outbound(t *testing.T, p *serverProc) api.MigrationProgress {
+	t.Helper()
+	st, err := p.client.InstanceMigrationStatusWithResponse(context.Background())
+	require.NoError(t, err)
+	require.NotNil(t, st.JSON200, string(st.Body))
+	require.NotNil(t, st.JSON200.MigrationOut)
+	return *st.JSON200.MigrationOut
 }
 
 var tickRE = regexp.MustCompile(`tick (\d+)\n`)
 
-// console returns the server's serial history, which spans every instance it has run.
+// console returns the serial history of p's instance.
 func console(t *testing.T, p *serverProc) string {
 	t.Helper()
-	r, err := p.client.InstanceSerialHistoryGetWithResponse(context.Background(), &api.InstanceSerialHistoryGetParams{})
+	out, err := serialHistory(p.client)
 	require.NoError(t, err)
-	require.NotNil(t, r.JSON200, "serial history: %s", r.Body)
-	return string(r.JSON200.Data)
+	return out
 }
 
 // tickNumbers returns the numbers of the complete tick lines in text.
@@ -144,12 +200,22 @@ func ticks(t *testing.T, p *serverProc) []int {
 	return tickNumbers(console(t, p))
 }
 
+// tickCount is how many tick lines p's guest printed; -1 when the console
+// cannot be read.
+func tickCount(p *serverProc) int {
+	out, err := serialHistory(p.client)
+	if err != nil {
+		return -1
+	}
+	return len(tickNumbers(out))
+}
+
 // awaitDestroyed waits until the migration's source has let its VM go: the
 // target runs once it has the hand-off, a moment before the source closes
 // its VM and flushes the VM's last console bytes.
 func awaitDestroyed(t *testing.T, p *serverProc) {
 	t.Helper()
-	require.Eventually(t, func() bool { return state(t, p).State == api.InstanceStateDestroyed }, 20*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return inState(p, api.InstanceStateDestroyed) }, 20*time.Second, 5*time.Millisecond)
 }
 
 // requireConsecutive checks that the ticks in text count up by one with no
@@ -177,7 +243,7 @@ func TestMigrateTickerABA(t *testing.T) {
 
 	last := migrate(t, a, b, a.addr, props)
 	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
-	require.Equal(t, api.InstanceStateDestroyed, state(t, a).State)
+	awaitDestroyed(t, a)
 	require.Equal(t, api.InstanceStateRunning, state(t, b).State)
 	out := outbound(t, a)
 	require.Equal(t, api.MigrationPhaseCompleted, out.Phase)
@@ -185,25 +251,21 @@ func TestMigrateTickerABA(t *testing.T) {
 	require.Positive(t, out.BytesSent)
 
 	// The guest's console continues on B byte for byte where A's ended.
-	awaitDestroyed(t, a)
 	onA := console(t, a)
-	serialUntil(t, b.client, "tick ")
-	require.Eventually(t, func() bool { return len(ticks(t, b)) >= 3 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return tickCount(b) >= 3 }, 10*time.Second, 10*time.Millisecond)
 	all := requireConsecutive(t, onA+console(t, b))
 	require.Greater(t, len(all), len(tickNumbers(onA))+2, "B went on ticking")
 
-	// And back: A takes the VM again as a new instance. A's console keeps
-	// what the first instance printed, then what the returning one prints.
+	// And back: A takes the VM again as a new instance, with a console of
+	// its own (the first instance's output is not in it), which goes on
+	// where B's ended.
 	last = migrate(t, b, a, b.addr, props)
 	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
 	awaitDestroyed(t, b)
 	onB := console(t, b)
-	require.Eventually(t, func() bool {
-		return len(ticks(t, a)) > len(tickNumbers(onA))+2
-	}, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return tickCount(a) >= 3 }, 10*time.Second, 10*time.Millisecond)
 	nowA := console(t, a)
-	require.True(t, strings.HasPrefix(nowA, onA), "A's console keeps the first instance's output")
-	all = requireConsecutive(t, onA+onB+nowA[len(onA):])
+	all = requireConsecutive(t, onA+onB+nowA)
 	require.Greater(t, len(all), len(tickNumbers(onA+onB))+2, "A went on ticking after the way back")
 }
 
@@ -215,12 +277,9 @@ func TestMigrateMemcheckSaysMemOK(t *testing.T) {
 	props := createRunning(t, a, spec, "mem ok 2\n")
 	last := migrate(t, a, b, a.addr, props)
 	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
-	out := serialUntil(t, b.client, "mem ok")
-	require.Eventually(t, func() bool {
-		out = serialUntil(t, b.client, "mem ok")
-		return strings.Count(out, "mem ok") >= 3
-	}, 20*time.Second, 20*time.Millisecond)
-	require.NotContains(t, out, "BAD")
+	require.Eventually(t, func() bool { return serialCount(b.client, "mem ok") >= 3 }, 20*time.Second, 20*time.Millisecond,
+		"the guest checks its memory three times on the target")
+	require.NotContains(t, console(t, b), "BAD")
 	require.Equal(t, api.InstanceStateRunning, state(t, b).State)
 }
 
@@ -231,36 +290,45 @@ func diskSpec(path string) string {
 	  "disk0-be":{"type":"file_storage_backend","path":%q}}}`, path)
 }
 
-func diskFile(t *testing.T) string {
+// diskPath is the storage path of the tests' disk file.
+const diskPath = "vm/disk.img"
+
+// diskFile makes a 1 MiB disk file at diskPath beneath the storage root
+// root and returns its storage path (the spec's, relative to the root).
+func diskFile(t *testing.T, root string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "disk.img")
-	require.NoError(t, os.WriteFile(path, make([]byte, 1<<20), 0o644))
-	return path
+	full := filepath.Join(root, filepath.FromSlash(diskPath))
+	require.NoError(t, os.MkdirAll(filepath.Dir(full), 0o700))
+	require.NoError(t, os.WriteFile(full, make([]byte, 1<<20), 0o600))
+	return diskPath
 }
 
+// TestMigrateDiskDataSurvives: two servers that share their storage root,
+// as hosts share storage, migrate a VM whose guest writes its disk and
+// checks it again and again; the checks pass on the target.
 func TestMigrateDiskDataSurvives(t *testing.T) {
 	kvmtest.Require(t)
-	a, b := startServer(t), startServer(t)
-	props := createRunning(t, a, diskSpec(diskFile(t)), "disk ok pass 2\n")
+	shared := t.TempDir()
+	a, b := startServerIn(t, shared), startServerIn(t, shared)
+	props := createRunning(t, a, diskSpec(diskFile(t, shared)), "disk ok pass 2\n")
 	last := migrate(t, a, b, a.addr, props)
 	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
-	require.Eventually(t, func() bool {
-		return strings.Count(serialUntil(t, b.client, "disk ok pass"), "disk ok pass") >= 2
-	}, 20*time.Second, 20*time.Millisecond)
-	require.NotContains(t, serialUntil(t, b.client, "disk ok"), "BAD")
+	require.Eventually(t, func() bool { return serialCount(b.client, "disk ok pass") >= 2 }, 20*time.Second, 20*time.Millisecond,
+		"the guest checks its disk twice on the target")
+	require.NotContains(t, console(t, b), "BAD")
 }
 
 // requireSourceUnharmed checks that a failed migration left the source
 // running with the failure and its reason shown, and that the guest runs on.
 func requireSourceUnharmed(t *testing.T, a *serverProc, reason string) {
 	t.Helper()
-	require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return inState(a, api.InstanceStateRunning) }, 20*time.Second, 10*time.Millisecond)
 	out := outbound(t, a)
 	require.Equal(t, api.MigrationPhaseFailed, out.Phase)
 	require.NotEmpty(t, deref(out.FailureReason), "the source says why")
 	require.Contains(t, deref(out.FailureReason), reason)
-	before := ticks(t, a)
-	require.Eventually(t, func() bool { return len(ticks(t, a)) > len(before)+1 }, 10*time.Second, 10*time.Millisecond, "the guest runs on")
+	before := len(ticks(t, a))
+	require.Eventually(t, func() bool { return tickCount(a) > before+1 }, 10*time.Second, 10*time.Millisecond, "the guest runs on")
 }
 
 func requireTargetFailed(t *testing.T, last api.MigrationProgress, reason string) {
@@ -275,9 +343,10 @@ func migrateAgain(t *testing.T, a *serverProc, props api.InstanceProperties) {
 	t.Helper()
 	c := startServer(t)
 	before := ticks(t, a)
+	require.NotEmpty(t, before)
 	last := migrate(t, a, c, a.addr, props)
 	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
-	require.Eventually(t, func() bool { return len(ticks(t, c)) > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return tickCount(c) > 0 }, 10*time.Second, 10*time.Millisecond)
 	require.Greater(t, ticks(t, c)[0], before[len(before)-1])
 }
 
@@ -310,17 +379,17 @@ func TestMigrationFailures(t *testing.T) {
 	})
 
 	t.Run("spec rejected", func(t *testing.T) {
+		// The target's storage root lacks the disk the source's spec
+		// names: it cannot build the VM.
 		a, b := startServer(t), startServer(t)
-		path := diskFile(t)
-		props := createRunning(t, a, diskSpec(path), "disk ok pass 1\n")
-		// The target cannot open the disk the spec names.
-		require.NoError(t, os.Rename(path, path+".away"))
+		props := createRunning(t, a, diskSpec(diskFile(t, a.root)), "disk ok pass 1\n")
 		last := migrate(t, a, b, a.addr, props)
 		requireTargetFailed(t, last, "components.disk0-be")
-		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
+		require.NotContains(t, deref(last.FailureReason), b.root, "the target tells nothing of its storage root")
+		require.Eventually(t, func() bool { return inState(a, api.InstanceStateRunning) }, 20*time.Second, 10*time.Millisecond)
 		require.Contains(t, deref(outbound(t, a).FailureReason), "components.disk0-be")
-		require.NoError(t, os.Rename(path+".away", path))
-		c := startServer(t)
+		// A target that shares the source's storage takes the VM.
+		c := startServerIn(t, a.root)
 		last = migrate(t, a, c, a.addr, props)
 		require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
 	})
@@ -348,9 +417,9 @@ func TestMigrationFailures(t *testing.T) {
 		require.Contains(t, s.JSON409.Message, "aborted")
 		requireSourceUnharmed(t, a, "stop was requested")
 		require.Eventually(t, func() bool {
-			st, err := b.client.InstanceMigrationStatusWithResponse(ctx)
-			return err == nil && st.JSON200.MigrationIn != nil && st.JSON200.MigrationIn.Phase == api.MigrationPhaseFailed
-		}, 20*time.Second, 10*time.Millisecond)
+			in := inbound(b)
+			return in != nil && in.Phase == api.MigrationPhaseFailed
+		}, 20*time.Second, 10*time.Millisecond, "the stalled target sees the source give up")
 		migrateAgain(t, a, props)
 	})
 
@@ -363,7 +432,7 @@ func TestMigrationFailures(t *testing.T) {
 		requireTargetFailed(t, last, "")
 		// What the guest asked for happens: it powered off, so the instance
 		// is stopped and destroyed, not resumed.
-		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateDestroyed }, 20*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return inState(a, api.InstanceStateDestroyed) }, 20*time.Second, 10*time.Millisecond)
 		out := outbound(t, a)
 		require.Equal(t, api.MigrationPhaseFailed, out.Phase)
 		require.Contains(t, deref(out.FailureReason), "the guest ended during the migration")
@@ -372,14 +441,34 @@ func TestMigrationFailures(t *testing.T) {
 	t.Run("stranger guessing the url", func(t *testing.T) {
 		a, b := startServer(t), startServer(t)
 		props := createRunning(t, a, tickerJSON, "tick 1\n")
-		// Not armed: the source refuses, and the target says why.
-		r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
-			Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: a.addr}})
-		require.NoError(t, err)
-		require.Equal(t, http.StatusCreated, r.StatusCode())
-		require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateFailed }, 10*time.Second, 10*time.Millisecond)
+		before := state(t, a)
+
+		// Not armed: the source refuses the upgrade, and the target says why.
+		ensureTarget(t, b, props, uuid.New(), a.addr, migration.NewSecret(), nil)
+		require.Eventually(t, func() bool { return inState(b, api.InstanceStateFailed) }, 10*time.Second, 10*time.Millisecond)
 		require.Contains(t, deref(state(t, b).FailureReason), "no_such_migration")
-		require.Equal(t, api.InstanceStateRunning, state(t, a).State)
+
+		// Armed, and the stranger has the id (the URL) but not the secret:
+		// the source proves itself, the stranger cannot, and nothing moves.
+		id, secret := arm(t, a)
+		c := startServer(t)
+		ensureTarget(t, c, props, id, a.addr, migration.NewSecret(), nil)
+		require.Eventually(t, func() bool { return inState(c, api.InstanceStateFailed) }, 10*time.Second, 10*time.Millisecond)
+		reason := deref(state(t, c).FailureReason)
+		require.Contains(t, reason, "did not prove that it holds the migration secret")
+		requireLogged(t, a, "the target refused the migration secret")
+		after := state(t, a)
+		require.Equal(t, api.InstanceStateRunning, after.State)
+		require.Equal(t, before.Gen, after.Gen, "the source never left running")
+		st := migrationStatus(a)
+		require.NotNil(t, st)
+		require.Nil(t, st.MigrationOut, "no migration began")
+
+		// The arm is still there for the target that holds the secret.
+		d := startServer(t)
+		ensureTarget(t, d, props, id, a.addr, secret, nil)
+		require.Eventually(t, func() bool { return inState(d, api.InstanceStateRunning) }, 30*time.Second, 10*time.Millisecond)
+		require.NotContains(t, a.log.String()+c.log.String()+d.log.String(), secret, "the secret is never logged")
 	})
 }
 
@@ -416,122 +505,6 @@ func cuttingProxy(t *testing.T, addr string, limit int64) string {
 	return ln.Addr().String()
 }
 
-// TestRogueSourceCannotHarmTheTarget: a source that sends a bad stream
-// ends the migration with a clear error on the target, which aborts and
-// says why.
-func TestRogueSourceCannotHarmTheTarget(t *testing.T) {
-	kvmtest.Require(t)
-	const goodEnv = `{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"components":{"com1":{"type":"serial_port","num":"com1"}}}}`
-	cases := []struct {
-		name, envelope string
-		afterReady     func(w io.Writer)
-		want           string
-	}{
-		{"pages outside guest RAM", goodEnv, func(w io.Writer) {
-			migration.WriteFrame(w, migration.TypeRAM, migration.RAM{GPA: 1 << 40, Data: make([]byte, migration.PageSize)}.Encode())
-		}, "outside guest RAM"},
-		{"spec fails validation", `{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":0,"memory_mb":64,"chipset":"i440fx"},"components":{}}}`,
-			nil, "board.cpus"},
-		{"unknown spec version", `{"spec_version":"vmm-server/v99","spec":{}}`, nil, "unknown spec_version"},
-		{"device of unknown kind", goodEnv, func(w io.Writer) {
-			migration.WriteFrame(w, migration.TypeDevice, migration.Device{Key: "com1", Kind: "floppy", Version: 1}.Encode())
-		}, `cannot import "floppy"`},
-		{"device of unknown version", goodEnv, func(w io.Writer) {
-			migration.WriteFrame(w, migration.TypeDevice, migration.Device{Key: "com1", Kind: "uart16550a", Version: 99}.Encode())
-		}, "version 99"},
-		{"unknown frame type", goodEnv, func(w io.Writer) { w.Write([]byte{77, 0, 0, 0, 0, 0, 0, 0}) }, "unknown type 77"},
-		{"oversized length", goodEnv, func(w io.Writer) { w.Write([]byte{5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}) }, "over the"},
-		{"truncated frame", goodEnv, func(w io.Writer) {
-			w.Write([]byte{5, 0, 0, 0, 0, 0, 0x10, 0})
-			w.(*net.TCPConn).CloseWrite()
-		}, "truncated"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			b := startServer(t)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			require.NoError(t, err)
-			defer ln.Close()
-			got := make(chan string, 1)
-			go func() {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer conn.Close()
-				br := bufio.NewReader(conn)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				fmt.Fprintf(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", server.MigrateUpgradeProtocol)
-				if _, err := migration.ReadFrame(br, nil); err != nil { // Hello
-					return
-				}
-				migration.WriteFrame(conn, migration.TypeWelcome, migration.Welcome{Protocol: 1}.Encode())
-				migration.WriteFrame(conn, migration.TypePreamble, migration.Preamble{Envelope: []byte(c.envelope)}.Encode())
-				f, err := migration.ReadFrame(br, nil)
-				if err == nil && f.Type == migration.TypeReady && c.afterReady != nil {
-					c.afterReady(conn)
-					f, err = migration.ReadFrame(br, nil)
-				}
-				if err == nil && f.Type == migration.TypeAbort {
-					a, _ := migration.DecodeAbort(f.Payload)
-					got <- a.Reason
-				}
-			}()
-			r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
-				Properties: api.InstanceProperties{Id: uuid.New(), Name: "x"},
-				Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: ln.Addr().String()}})
-			require.NoError(t, err)
-			require.Equal(t, http.StatusCreated, r.StatusCode())
-			select {
-			case reason := <-got:
-				require.Contains(t, reason, c.want, "the target's Abort says why")
-			case <-time.After(20 * time.Second):
-				t.Fatal("the target did not abort")
-			}
-			require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateFailed }, 10*time.Second, 10*time.Millisecond)
-			require.Contains(t, deref(state(t, b).FailureReason), c.want)
-			st, err := b.client.InstanceMigrationStatusWithResponse(context.Background())
-			require.NoError(t, err)
-			require.Equal(t, api.MigrationPhaseFailed, st.JSON200.MigrationIn.Phase)
-		})
-	}
-}
-
-// TestRogueTargetCannotHarmTheSource: garbage after the upgrade ends the
-// migration with a clear error and the source runs on.
-func TestRogueTargetCannotHarmTheSource(t *testing.T) {
-	kvmtest.Require(t)
-	a := startServer(t)
-	props := createRunning(t, a, tickerJSON, "tick 1\n")
-	for _, garbage := range [][]byte{
-		{1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}, // oversized length
-		{42, 0, 0, 0, 0, 0, 0, 0},            // unknown type
-		{1, 0, 0},                            // truncated header
-	} {
-		id := uuid.New()
-		_, err := a.client.InstanceMigrateExpectWithResponse(context.Background(), api.InstanceMigrateExpectRequest{MigrationId: id})
-		require.NoError(t, err)
-		c, err := net.Dial("tcp", a.addr)
-		require.NoError(t, err)
-		fmt.Fprintf(c, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", id, server.MigrateUpgradeProtocol)
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-		c.Write(garbage)
-		if len(garbage) < migration.HeaderSize {
-			c.(*net.TCPConn).CloseWrite()
-		}
-		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseFailed }, 10*time.Second, 10*time.Millisecond)
-		c.Close()
-		require.Eventually(t, func() bool { return state(t, a).State == api.InstanceStateRunning }, 10*time.Second, 10*time.Millisecond)
-	}
-	require.Contains(t, deref(outbound(t, a).FailureReason), "truncated")
-	migrateAgain(t, a, props)
-}
-
 // TestTargetWaitsForItsSpec: until the source sends the spec, a migration
 // target answers that it waits for it.
 func TestTargetWaitsForItsSpec(t *testing.T) {
@@ -540,12 +513,7 @@ func TestTargetWaitsForItsSpec(t *testing.T) {
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
 	require.NoError(t, err)
 	defer silent.Close()
-	r, err := b.client.InstanceEnsureWithResponse(context.Background(), api.InstanceEnsureRequest{
-		Properties: api.InstanceProperties{Id: uuid.New(), Name: "waiting"},
-		Migrate:    &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: silent.Addr().String()}})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusCreated, r.StatusCode())
-	require.Equal(t, api.InstanceStateMigrating, r.JSON201.State)
+	ensureTarget(t, b, api.InstanceProperties{Id: uuid.New(), Name: "waiting"}, uuid.New(), silent.Addr().String(), migration.NewSecret(), nil)
 	sp, err := b.client.InstanceSpecGetWithResponse(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, api.InstanceSpecStatusWaitingForMigrationSource, sp.JSON200.SpecStatus)
@@ -557,69 +525,54 @@ func TestTargetWaitsForItsSpec(t *testing.T) {
 }
 
 // TestMigrateWithAReplacedBackend: the target amends the source's spec with
-// its own disk file (same data, another path) and the guest's data checks
-// pass on it; a replacement that is not a backend, or names nothing, is
-// refused.
+// its own disk file (same data, another path beneath its own storage root)
+// and the guest's data checks pass on it; a replacement that is not a
+// backend, or names nothing, is refused.
 func TestMigrateWithAReplacedBackend(t *testing.T) {
 	kvmtest.Require(t)
 	a, b := startServer(t), startServer(t)
-	path := diskFile(t)
-	props := createRunning(t, a, diskSpec(path), "disk ok sectors=256\n")
+	props := createRunning(t, a, diskSpec(diskFile(t, a.root)), "disk ok sectors=256\n")
 	// The guest only reads from now on; the target's host has its own copy.
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(filepath.Join(a.root, filepath.FromSlash(diskPath)))
 	require.NoError(t, err)
-	other := filepath.Join(t.TempDir(), "copy.img")
-	require.NoError(t, os.WriteFile(other, data, 0o644))
+	const other = "copies/disk-b.img"
+	require.NoError(t, os.MkdirAll(filepath.Join(b.root, "copies"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(b.root, filepath.FromSlash(other)), data, 0o600))
 
 	ctx := context.Background()
 	var backend api.Component
-	require.NoError(t, backend.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Path: other}))
+	require.NoError(t, backend.FromFileStorageBackendComponent(api.FileStorageBackendComponent{Type: api.FileStorageBackendComponentTypeFileStorageBackend, Path: other}))
 	var serial api.Component
-	require.NoError(t, serial.FromSerialPortComponent(api.SerialPortComponent{Num: api.SerialPortNumberCom2}))
+	require.NoError(t, serial.FromSerialPortComponent(api.SerialPortComponent{Type: api.SerialPortComponentTypeSerialPort, Num: api.SerialPortNumberCom2}))
 
 	// Refused at once: a device cannot be replaced.
-	r, err := b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{Properties: props,
-		Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: a.addr,
-			ReplaceComponents: &map[string]api.Component{"com1": serial}}})
+	r, err := b.client.InstanceEnsureWithResponse(ctx, targetEnsure(t, props, api.InstanceMigrateInitiateRequest{
+		MigrationId: uuid.New(), SrcAddr: a.addr, Secret: migration.NewSecret(),
+		ReplaceComponents: &map[string]api.Component{"com1": serial}}))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusBadRequest, r.StatusCode(), string(r.Body))
 	require.Contains(t, r.JSON400.Message, "migrate.replace_components.com1")
 
 	startMigrationReplacing(t, a, b, a.addr, props, map[string]api.Component{"disk0-be": backend})
-	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return inState(b, api.InstanceStateRunning) }, 30*time.Second, 10*time.Millisecond)
 
 	sp, err := b.client.InstanceSpecGetWithResponse(ctx)
 	require.NoError(t, err)
+	require.NotNil(t, sp.JSON200, string(sp.Body))
 	be, err := sp.JSON200.Spec.Components["disk0-be"].AsFileStorageBackendComponent()
 	require.NoError(t, err)
 	require.Equal(t, other, be.Path, "the target runs on its own file")
-	require.Eventually(t, func() bool {
-		return strings.Count(serialUntil(t, b.client, "disk ok pass"), "disk ok pass") >= 2
-	}, 20*time.Second, 20*time.Millisecond)
-	require.NotContains(t, serialUntil(t, b.client, "disk ok"), "BAD")
+	require.Eventually(t, func() bool { return serialCount(b.client, "disk ok pass") >= 2 }, 20*time.Second, 20*time.Millisecond,
+		"the guest checks its disk twice on the target")
+	require.NotContains(t, console(t, b), "BAD")
 
 	// A replacement naming no component of the source's spec fails the
 	// migration, and the source runs on.
 	c := startServer(t)
 	startMigrationReplacing(t, b, c, b.addr, props, map[string]api.Component{"nothing": backend})
-	require.Eventually(t, func() bool { return state(t, c).State == api.InstanceStateFailed }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return inState(c, api.InstanceStateFailed) }, 20*time.Second, 10*time.Millisecond)
 	require.Contains(t, deref(state(t, c).FailureReason), "components.nothing")
-	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 20*time.Second, 10*time.Millisecond)
-}
-
-// upgradeToSource opens the migration stream of an armed source as a
-// target would, and returns it with its reader.
-func upgradeToSource(t *testing.T, a *serverProc, id uuid.UUID) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	c, err := net.Dial("tcp", a.addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	fmt.Fprintf(c, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", id, server.MigrateUpgradeProtocol)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	return c, br
+	require.Eventually(t, func() bool { return inState(b, api.InstanceStateRunning) }, 20*time.Second, 10*time.Millisecond)
 }
 
 // TestStartWithoutUpgradeKeepsTheArming: a plain GET of the start URL is
@@ -629,11 +582,7 @@ func TestStartWithoutUpgradeKeepsTheArming(t *testing.T) {
 	kvmtest.Require(t)
 	a, b := startServer(t), startServer(t)
 	props := createRunning(t, a, tickerJSON, "tick 1\n")
-	ctx := context.Background()
-	id := uuid.New()
-	e, err := a.client.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusNoContent, e.StatusCode(), string(e.Body))
+	id, secret := arm(t, a)
 
 	resp, err := http.Get(fmt.Sprintf("http://%s/v1/instance/migrate/%s/start", a.addr, id))
 	require.NoError(t, err)
@@ -643,73 +592,9 @@ func TestStartWithoutUpgradeKeepsTheArming(t *testing.T) {
 	require.Contains(t, string(body), `"not_upgraded"`)
 	require.Equal(t, api.InstanceStateRunning, state(t, a).State)
 
-	r, err := b.client.InstanceEnsureWithResponse(ctx, api.InstanceEnsureRequest{
-		Properties: props, Migrate: &api.InstanceMigrateInitiateRequest{MigrationId: id, SrcAddr: a.addr}})
-	require.NoError(t, err)
-	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
-	require.Eventually(t, func() bool { return state(t, b).State == api.InstanceStateRunning }, 30*time.Second, 10*time.Millisecond)
+	ensureTarget(t, b, props, id, a.addr, secret, nil)
+	require.Eventually(t, func() bool { return inState(b, api.InstanceStateRunning) }, 30*time.Second, 10*time.Millisecond)
 	require.Equal(t, api.MigrationPhaseCompleted, outbound(t, a).Phase)
-}
-
-// TestRoundsReportPagesLeft plays the target by hand and reads the source's
-// rounds: each RoundEnd says how many pages were already dirty again, and
-// the next round sends those (zero pages included) and those the guest
-// dirtied while the target acknowledged; the final one, sent while paused,
-// likewise. Then the "target" hangs up before
-// the hand-off, and the source runs on.
-func TestRoundsReportPagesLeft(t *testing.T) {
-	kvmtest.Require(t)
-	a := startServer(t)
-	// 32 MiB dirtied every 20 ms: the rounds do not converge, so the source
-	// goes round after round until its limit, then pauses.
-	createRunning(t, a, strings.Replace(tickerJSON, "dirty_kib=4096", "dirty_kib=32768", 1), "tick 2\n")
-	id := uuid.New()
-	_, err := a.client.InstanceMigrateExpectWithResponse(context.Background(), api.InstanceMigrateExpectRequest{MigrationId: id})
-	require.NoError(t, err)
-	c, br := upgradeToSource(t, a, id)
-
-	hello := migration.Hello{MigrationID: id, Protocols: migration.Supported, SpecVersions: []string{"vmm-server/v1"}}
-	for kind, vs := range devices.ImportableVersions() {
-		hello.Devices = append(hello.Devices, migration.DeviceVersions{Kind: kind, Versions: vs})
-	}
-	require.NoError(t, migration.WriteFrame(c, migration.TypeHello, hello.Encode()))
-	var ends []migration.RoundEnd
-	for done := false; !done; {
-		f, err := migration.ReadFrame(br, nil)
-		require.NoError(t, err)
-		switch f.Type {
-		case migration.TypePreamble:
-			require.NoError(t, migration.WriteFrame(c, migration.TypeReady, nil))
-			// Read slowly at first and answer each round late, so that
-			// every round outlasts the guest's 20 ms dirtying period.
-			time.Sleep(50 * time.Millisecond)
-		case migration.TypeRoundEnd:
-			end, err := migration.DecodeRoundEnd(f.Payload)
-			require.NoError(t, err)
-			ends = append(ends, end)
-			if end.Final {
-				done = true
-				continue
-			}
-			time.Sleep(30 * time.Millisecond)
-			require.NoError(t, migration.WriteFrame(c, migration.TypeRoundAck, migration.RoundAck{Round: end.Round}.Encode()))
-		}
-	}
-	c.Close()
-	t.Logf("rounds: %+v", ends)
-
-	require.Greater(t, len(ends), 3, "round 0, dirty rounds and the final round: %+v", ends)
-	require.Positive(t, ends[0].PagesSent, "round 0 sends the guest's pages")
-	require.Positive(t, ends[0].PagesLeft, "the guest dirtied pages during round 0, which lasted over 50 ms")
-	for i := 1; i < len(ends); i++ {
-		require.Equal(t, uint32(i), ends[i].Round)
-		require.GreaterOrEqual(t, ends[i].PagesSent, ends[i-1].PagesLeft, "rounds %+v", ends)
-		require.Equal(t, i == len(ends)-1, ends[i].Final, "only the last round is final: %+v", ends)
-	}
-	require.Zero(t, ends[len(ends)-1].PagesLeft)
-	requireSourceUnharmed(t, a, "")
-	out := outbound(t, a)
-	require.Equal(t, int64(len(ends)), int64(out.Rounds))
 }
 
 // TestMigrateToATargetThatReadsOnlyOlderDeviceState: a target that offers
@@ -728,7 +613,7 @@ func TestMigrateToATargetThatReadsOnlyOlderDeviceState(t *testing.T) {
 	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
 	requireLogged(t, old, fmt.Sprintf("com1=%s/v%d", devices.UARTStateKind, slices.Min(uart)))
 	awaitDestroyed(t, a)
-	require.Eventually(t, func() bool { return len(ticks(t, old)) >= 3 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return tickCount(old) >= 3 }, 10*time.Second, 10*time.Millisecond)
 	requireConsecutive(t, console(t, a)+console(t, old))
 
 	current := startServer(t)
@@ -736,7 +621,7 @@ func TestMigrateToATargetThatReadsOnlyOlderDeviceState(t *testing.T) {
 	require.Equal(t, api.MigrationPhaseCompleted, last.Phase, deref(last.FailureReason))
 	requireLogged(t, current, fmt.Sprintf("com1=%s/v%d", devices.UARTStateKind, slices.Max(uart)))
 	awaitDestroyed(t, old)
-	require.Eventually(t, func() bool { return len(ticks(t, current)) >= 3 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return tickCount(current) >= 3 }, 10*time.Second, 10*time.Millisecond)
 	requireConsecutive(t, console(t, a)+console(t, old)+console(t, current))
 }
 

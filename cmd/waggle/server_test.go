@@ -38,6 +38,7 @@ var listenAddr = regexp.MustCompile(`waggle server listening"? addr=(\S+)`)
 func runInProc(t *testing.T, args ...string) *inProcServer {
 	t.Helper()
 	p := startInProc(t, args...)
+	var ended *error // set by the check that saw the server end
 	require.Eventually(t, func() bool {
 		if m := listenAddr.FindStringSubmatch(p.stderr.String()); m != nil {
 			p.addr = m[1]
@@ -45,11 +46,15 @@ func runInProc(t *testing.T, args ...string) *inProcServer {
 		}
 		select {
 		case err := <-p.done:
-			t.Fatalf("the server ended: %v\n%s", err, p.stderr.String())
+			ended = &err
+			return true
 		default:
+			return false
 		}
-		return false
 	}, 10*time.Second, 5*time.Millisecond, "the server did not start listening")
+	if ended != nil {
+		t.Fatalf("the server ended: %v\n%s", *ended, p.stderr.String())
+	}
 	return p
 }
 
@@ -225,12 +230,23 @@ func TestServerLimitsFromFlags(t *testing.T) {
 	require.NoError(t, err)
 	token, err := httpkit.ReadTokenFile(path)
 	require.NoError(t, err)
-	dial := func() (net.Conn, *bufio.Reader) {
+	// tryDial fails nothing: it serves inside Eventually's condition too.
+	tryDial := func() (net.Conn, *bufio.Reader, error) {
 		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		return c, bufio.NewReader(c), nil
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, br, err := tryDial()
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
-		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
-		return c, bufio.NewReader(c)
+		return c, br
 	}
 
 	c, br := dial()
@@ -241,9 +257,13 @@ func TestServerLimitsFromFlags(t *testing.T) {
 	c.Close()
 
 	// The slot frees when the server sees the close: retry until it has.
+	var idle net.Conn
 	var idleR *bufio.Reader
 	require.Eventually(t, func() bool {
-		c, br := dial()
+		c, br, err := tryDial()
+		if err != nil {
+			return false
+		}
 		fmt.Fprintf(c, "GET /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", token)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil || resp.StatusCode != http.StatusNotFound {
@@ -251,9 +271,10 @@ func TestServerLimitsFromFlags(t *testing.T) {
 			return false
 		}
 		resp.Body.Close()
-		idleR = br
+		idle, idleR = c, br // only by the check that succeeds
 		return true
 	}, 5*time.Second, 10*time.Millisecond)
+	t.Cleanup(func() { idle.Close() })
 
 	// The one slot is taken: another connection is refused.
 	c, br = dial()
