@@ -151,8 +151,18 @@ func TestRogueTargetCannotHarmTheSource(t *testing.T) {
 			require.NotNil(t, st)
 			require.Nil(t, st.MigrationOut, "%s: no migration began", g.name)
 		}
-		// The arm was kept for the target that holds the secret.
+		// A stranger that upgrades and says nothing is cut off within the
+		// handshake's timeout, and changes nothing either.
 		c, br := upgradeToSource(t, a, id)
+		start := time.Now()
+		types, _ := readUntilEnd(br)
+		c.Close()
+		requireNothingOfTheVM(t, types)
+		require.Less(t, time.Since(start), server.HandshakeTimeout+5*time.Second, "the source hung up on a silent stranger")
+		require.Equal(t, before.Gen, state(t, a).Gen)
+
+		// The arm was kept for the target that holds the secret.
+		c, br = upgradeToSource(t, a, id)
 		proveToSource(t, c, br, id, secret)
 		f, err := migration.ReadFrame(br, nil)
 		require.NoError(t, err)

@@ -522,6 +522,10 @@ func TestTargetWaitsForItsSpec(t *testing.T) {
 	s, err := b.client.InstanceStatePutWithResponse(context.Background(), api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedRun})
 	require.NoError(t, err)
 	require.Equal(t, http.StatusConflict, s.StatusCode())
+	// A source that never answers is given up within the stream's timeouts.
+	require.Eventually(t, func() bool { return inState(b, api.InstanceStateFailed) },
+		server.HandshakeTimeout+5*time.Second, 50*time.Millisecond)
+	require.Contains(t, deref(state(t, b).FailureReason), "the source did not answer")
 }
 
 // TestMigrateWithAReplacedBackend: the target amends the source's spec with
