@@ -85,7 +85,14 @@ func startServer(t testing.TB, env ...string) *serverProc {
 // servers of the test may share, as hosts share storage.
 func startServerIn(t testing.TB, root string, env ...string) *serverProc {
 	t.Helper()
-	cmd := exec.Command(waggleBin, "server", "-listen", "127.0.0.1:0", "-auth-token-file", testTokenFile, "-storage-root", root)
+	return startServerFlags(t, root, nil, env...)
+}
+
+// startServerFlags is startServerIn with more flags for `waggle server`.
+func startServerFlags(t testing.TB, root string, flags []string, env ...string) *serverProc {
+	t.Helper()
+	args := append([]string{"server", "-listen", "127.0.0.1:0", "-auth-token-file", testTokenFile, "-storage-root", root}, flags...)
+	cmd := exec.Command(waggleBin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -451,10 +452,10 @@ func TestMigrationFailures(t *testing.T) {
 		// Armed, and the stranger has the id (the URL) but not the secret:
 		// the source proves itself, the stranger cannot, and nothing moves.
 		id, secret := arm(t, a)
-		c := startServer(t)
-		ensureTarget(t, c, props, id, a.addr, migration.NewSecret(), nil)
-		require.Eventually(t, func() bool { return inState(c, api.InstanceStateFailed) }, 10*time.Second, 10*time.Millisecond)
-		reason := deref(state(t, c).FailureReason)
+		stranger := startServer(t)
+		ensureTarget(t, stranger, props, id, a.addr, migration.NewSecret(), nil)
+		require.Eventually(t, func() bool { return inState(stranger, api.InstanceStateFailed) }, 10*time.Second, 10*time.Millisecond)
+		reason := deref(state(t, stranger).FailureReason)
 		require.Contains(t, reason, "did not prove that it holds the migration secret")
 		requireLogged(t, a, "the target refused the migration secret")
 		after := state(t, a)
@@ -465,10 +466,10 @@ func TestMigrationFailures(t *testing.T) {
 		require.Nil(t, st.MigrationOut, "no migration began")
 
 		// The arm is still there for the target that holds the secret.
-		d := startServer(t)
-		ensureTarget(t, d, props, id, a.addr, secret, nil)
-		require.Eventually(t, func() bool { return inState(d, api.InstanceStateRunning) }, 30*time.Second, 10*time.Millisecond)
-		require.NotContains(t, a.log.String()+c.log.String()+d.log.String(), secret, "the secret is never logged")
+		holder := startServer(t)
+		ensureTarget(t, holder, props, id, a.addr, secret, nil)
+		require.Eventually(t, func() bool { return inState(holder, api.InstanceStateRunning) }, 30*time.Second, 10*time.Millisecond)
+		require.NotContains(t, a.log.String()+stranger.log.String()+holder.log.String(), secret, "the secret is never logged")
 	})
 }
 
@@ -506,9 +507,8 @@ func cuttingProxy(t *testing.T, addr string, limit int64) string {
 }
 
 // TestTargetWaitsForItsSpec: until the source sends the spec, a migration
-// target answers that it waits for it.
+// target answers that it waits for it. (No KVM: nothing is built.)
 func TestTargetWaitsForItsSpec(t *testing.T) {
-	kvmtest.Require(t)
 	b := startServer(t)
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
 	require.NoError(t, err)
@@ -526,6 +526,61 @@ func TestTargetWaitsForItsSpec(t *testing.T) {
 	require.Eventually(t, func() bool { return inState(b, api.InstanceStateFailed) },
 		server.HandshakeTimeout+5*time.Second, 50*time.Millisecond)
 	require.Contains(t, deref(state(t, b).FailureReason), "the source did not answer")
+}
+
+// TestTargetEnsureIsCheckedFirst: a target's ensure whose source is not
+// among the server's --migration-peers, or whose secret is not of the
+// secrets' form, is refused with 400 naming the field, never echoing the
+// secret; nothing is dialed and no instance is left. Loopback is among the
+// default peers. (No KVM: a target builds nothing before its source has
+// proved itself.)
+func TestTargetEnsureIsCheckedFirst(t *testing.T) {
+	listen := func() (string, *atomic.Int32) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { ln.Close() })
+		var dialed atomic.Int32
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				dialed.Add(1)
+				c.Close()
+			}
+		}()
+		return ln.Addr().String(), &dialed
+	}
+	addr, dialed := listen()
+	p := startServerFlags(t, t.TempDir(), []string{"-migration-peers", "10.9.0.0/16"})
+	good := migration.NewSecret()
+	cases := []struct{ name, src, secret, field string }{
+		{"a source outside the peers", addr, good, "migrate.src_addr"},
+		{"a short secret", "10.9.1.1:12400", good[:30], "migrate.secret"},
+		{"a secret not in base64url", "10.9.1.1:12400", good[:42] + "!", "migrate.secret"},
+	}
+	for _, c := range cases {
+		m := api.InstanceMigrateInitiateRequest{MigrationId: uuid.New(), SrcAddr: c.src, Secret: c.secret}
+		r, err := p.client.InstanceEnsureWithResponse(context.Background(), targetEnsure(t, api.InstanceProperties{Id: uuid.New(), Name: "x"}, m))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusBadRequest, r.StatusCode(), "%s: %s", c.name, r.Body)
+		require.Equal(t, "invalid_request", r.JSON400.ErrorCode, c.name)
+		require.Contains(t, r.JSON400.Message, c.field, c.name)
+		require.NotContains(t, string(r.Body), c.secret, "%s: the secret is never echoed", c.name)
+		_, err = stateOf(p)
+		require.Error(t, err, "%s: no instance is left", c.name)
+	}
+	require.Zero(t, dialed.Load(), "a source outside the peers is never dialed")
+	require.NotContains(t, p.log.String(), good, "the secret is never logged")
+
+	// With the default peers, loopback is a source: the target dials it.
+	addr, dialed = listen()
+	q := startServer(t)
+	ensureTarget(t, q, api.InstanceProperties{Id: uuid.New(), Name: "x"}, uuid.New(), addr, good, nil)
+	require.Eventually(t, func() bool { return dialed.Load() > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return inState(q, api.InstanceStateFailed) }, 20*time.Second, 10*time.Millisecond)
+	require.NotContains(t, deref(state(t, q).FailureReason), good)
 }
 
 // TestMigrateWithAReplacedBackend: the target amends the source's spec with
