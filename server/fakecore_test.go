@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -92,22 +93,22 @@ func (f *fakeCore) RequestState(_ context.Context, r Requested) error {
 	return &TransitionError{State: f.inst.State, Requested: r.String()}
 }
 
-func (f *fakeCore) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, error) {
+func (f *fakeCore) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, []Transition, error) {
 	for {
 		f.mu.Lock()
 		if f.req == nil {
 			f.mu.Unlock()
-			return Instance{}, MigrationStatus{}, ErrNoInstance
+			return Instance{}, MigrationStatus{}, nil, ErrNoInstance
 		}
 		inst, ch := f.inst, f.changed
 		f.mu.Unlock()
 		if inst.Gen > gen {
-			return inst, MigrationStatus{}, nil
+			return inst, MigrationStatus{}, nil, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return inst, MigrationStatus{}, nil
+			return inst, MigrationStatus{}, nil, nil
 		}
 	}
 }
@@ -154,14 +155,14 @@ func (f *fakeCore) MigrationStatus(context.Context) (MigrationStatus, error) {
 	return MigrationStatus{Out: f.out}, nil
 }
 
-func (f *fakeCore) MigrateExpect(_ context.Context, id uuid.UUID) error {
+func (f *fakeCore) MigrateExpect(_ context.Context, arm MigrationArm) (ArmedMigration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.req == nil {
-		return ErrNoInstance
+		return ArmedMigration{}, ErrNoInstance
 	}
-	f.expect = id
-	return nil
+	f.expect = arm.ID
+	return ArmedMigration{ID: arm.ID, ExpiresAt: time.Now().Add(time.Minute)}, nil
 }
 
 // MigrateSource serves an expected migration by echoing the stream.

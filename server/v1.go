@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
@@ -129,26 +131,9 @@ func migrationToV1(m MigrationStatus) api.MigrationStatus {
 }
 
 func (s *v1Server) InstanceEnsure(ctx context.Context, req api.InstanceEnsureRequestObject) (api.InstanceEnsureResponseObject, error) {
-	body := req.Body
-	if (body.Spec == nil) == (body.Migrate == nil) {
-		return nil, &apiError{http.StatusBadRequest, CodeInvalidRequest, "body: give exactly one of spec and migrate"}
-	}
-	er := EnsureRequest{Properties: propertiesFromV1(body.Properties)}
-	if body.Spec != nil {
-		sp, err := specv1.ToSpec(*body.Spec)
-		if err != nil {
-			return nil, err
-		}
-		er.Spec = &sp
-	} else {
-		er.Migrate = &MigrateInit{MigrationID: body.Migrate.MigrationId, SrcAddr: body.Migrate.SrcAddr}
-		if rc := body.Migrate.ReplaceComponents; rc != nil {
-			replace, err := specv1.ReplacementsToSpec(*rc)
-			if err != nil {
-				return nil, err
-			}
-			er.Migrate.Replace = replace
-		}
+	er, err := ensureFromV1(*req.Body)
+	if err != nil {
+		return nil, err
 	}
 	inst, created, err := s.core.Ensure(ctx, er)
 	if err != nil {
@@ -158,6 +143,53 @@ func (s *v1Server) InstanceEnsure(ctx context.Context, req api.InstanceEnsureReq
 		return api.InstanceEnsure201JSONResponse(instanceToV1(inst)), nil
 	}
 	return api.InstanceEnsure200JSONResponse(instanceToV1(inst)), nil
+}
+
+// ensureFromV1 converts v1's ensure body, one of two shapes told apart by
+// which of `spec` and `migrate` it holds, into the domain request.
+func ensureFromV1(body api.InstanceEnsureRequest) (EnsureRequest, error) {
+	raw, err := body.MarshalJSON()
+	if err != nil {
+		return EnsureRequest{}, &apiError{http.StatusBadRequest, CodeInvalidRequest, "body: " + err.Error()}
+	}
+	var keys struct {
+		Spec    json.RawMessage `json:"spec"`
+		Migrate json.RawMessage `json:"migrate"`
+	}
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return EnsureRequest{}, &apiError{http.StatusBadRequest, CodeInvalidRequest, "body: " + err.Error()}
+	}
+	if (keys.Spec == nil) == (keys.Migrate == nil) {
+		return EnsureRequest{}, &apiError{http.StatusBadRequest, CodeInvalidRequest, "body: give exactly one of spec and migrate"}
+	}
+	if keys.Spec != nil {
+		fromSpec, err := body.AsInstanceEnsureFromSpec()
+		if err != nil {
+			return EnsureRequest{}, &apiError{http.StatusBadRequest, CodeInvalidRequest, "body: " + err.Error()}
+		}
+		sp, err := specv1.ToSpec(fromSpec.Spec)
+		if err != nil {
+			return EnsureRequest{}, err
+		}
+		return EnsureRequest{Properties: propertiesFromV1(fromSpec.Properties), Spec: &sp}, nil
+	}
+	target, err := body.AsInstanceEnsureAsMigrationTarget()
+	if err != nil {
+		return EnsureRequest{}, &apiError{http.StatusBadRequest, CodeInvalidRequest, "body: " + err.Error()}
+	}
+	m := target.Migrate
+	er := EnsureRequest{
+		Properties: propertiesFromV1(target.Properties),
+		Migrate:    &MigrateInit{MigrationID: m.MigrationId, SrcAddr: m.SrcAddr, Secret: m.Secret},
+	}
+	if m.ReplaceComponents != nil {
+		replace, err := specv1.ReplacementsToSpec(*m.ReplaceComponents)
+		if err != nil {
+			return EnsureRequest{}, err
+		}
+		er.Migrate.Replace = replace
+	}
+	return er, nil
 }
 
 func (s *v1Server) InstanceGet(ctx context.Context, _ api.InstanceGetRequestObject) (api.InstanceGetResponseObject, error) {
@@ -214,7 +246,7 @@ func (s *v1Server) InstanceStateMonitor(ctx context.Context, req api.InstanceSta
 	}
 	ctx, cancel := context.WithTimeout(ctx, msDuration(timeout))
 	defer cancel()
-	inst, mig, err := s.core.WaitGen(ctx, uint64(req.Params.Gen))
+	inst, mig, history, err := s.core.WaitGen(ctx, uint64(req.Params.Gen))
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +254,17 @@ func (s *v1Server) InstanceStateMonitor(ctx context.Context, req api.InstanceSta
 	if inst.State == StateFailed {
 		reason := inst.FailureReason
 		out.FailureReason = &reason
+	}
+	if len(history) > 0 {
+		h := make([]api.StateTransition, len(history))
+		for i, t := range history {
+			h[i] = api.StateTransition{Gen: int64(t.Gen), State: stateToV1[t.State], At: t.At.UTC()}
+			if t.State == StateFailed {
+				reason := t.FailureReason
+				h[i].FailureReason = &reason
+			}
+		}
+		out.History = &h
 	}
 	return api.InstanceStateMonitor200JSONResponse(out), nil
 }
@@ -259,10 +302,24 @@ func (s *v1Server) InstanceMigrationStatus(ctx context.Context, _ api.InstanceMi
 }
 
 func (s *v1Server) InstanceMigrateExpect(ctx context.Context, req api.InstanceMigrateExpectRequestObject) (api.InstanceMigrateExpectResponseObject, error) {
-	if err := s.core.MigrateExpect(ctx, uuid.UUID(req.Body.MigrationId)); err != nil {
+	arm := MigrationArm{ID: uuid.UUID(req.Body.MigrationId)}
+	if req.Body.Secret != nil {
+		arm.Secret = *req.Body.Secret
+	}
+	if req.Body.TtlSeconds != nil {
+		arm.TTL = time.Duration(*req.Body.TtlSeconds) * time.Second
+	}
+	armed, err := s.core.MigrateExpect(ctx, arm)
+	if err != nil {
 		return nil, err
 	}
-	return api.InstanceMigrateExpect204Response{}, nil
+	out := api.InstanceMigrateExpect200JSONResponse{MigrationId: armed.ID, ExpiresAt: armed.ExpiresAt.UTC()}
+	if armed.Secret != "" {
+		// Only a secret the server made is answered, and only here.
+		secret := armed.Secret
+		out.Secret = &secret
+	}
+	return out, nil
 }
 
 // upgraded is the response of an endpoint that took over the connection:
@@ -293,6 +350,8 @@ func (s *v1Server) InstanceSerial(ctx context.Context, _ api.InstanceSerialReque
 // serveSerial pumps guest output to the WebSocket and WebSocket input to the
 // guest until either side ends.
 func serveSerial(ctx context.Context, ws *websocket.Conn, conn SerialConn) {
+	// Every path lets the connection go (after a Close this does nothing).
+	defer ws.CloseNow()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -319,7 +378,11 @@ func serveSerial(ctx context.Context, ws *websocket.Conn, conn SerialConn) {
 				ws.Close(websocket.StatusPolicyViolation, "console ended or reader fell behind")
 				return
 			}
-			if err := ws.Write(ctx, websocket.MessageBinary, data); err != nil {
+			// A reader that cannot keep up is cut off.
+			wctx, wcancel := context.WithTimeout(ctx, consoleWriteTimeout)
+			err := ws.Write(wctx, websocket.MessageBinary, data)
+			wcancel()
+			if err != nil {
 				return
 			}
 		}
