@@ -276,15 +276,34 @@ func TestServerLimitsFromFlags(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	t.Cleanup(func() { idle.Close() })
 
-	// The one slot is taken: another connection is refused.
-	c, br = dial()
-	fmt.Fprintf(c, "GET /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", token)
-	if resp, err := http.ReadResponse(br, nil); err == nil {
-		require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
-	}
-
-	// And the idle one is closed by the server.
+	// The idle one is closed by the server (-idle-timeout).
 	_, err = idleR.ReadByte()
 	var ne net.Error
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed the idle connection: %v", err)
+
+	// -max-conns: with one place and a long idle timeout, a newcomer takes
+	// the place of an idle connection, which is closed at once (a second
+	// place would have left it open).
+	q := runInProc(t, "-listen", "127.0.0.1:0", "-idle-timeout", "1m", "-max-conns", "1")
+	qpath, err := httpkit.DefaultTokenPath(q.addr)
+	require.NoError(t, err)
+	qtoken, err := httpkit.ReadTokenFile(qpath)
+	require.NoError(t, err)
+	get := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", q.addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "GET /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", qtoken)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode)
+		resp.Body.Close()
+		return c, br
+	}
+	_, first := get()
+	get()
+	_, err = first.ReadByte()
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the idle connection made way: %v", err)
 }
