@@ -1,0 +1,139 @@
+package sledagent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// registryName is the registry's file in the agent's root.
+const registryName = "registry.json"
+
+// registryFile is the registry on disk: the agent's own format, not an API.
+type registryFile struct {
+	SledID uuid.UUID   `json:"sled_id"`
+	VMMs   []vmmRecord `json:"vmms"`
+	Saved  time.Time   `json:"saved"`
+}
+
+// vmmRecord is what the agent keeps of one VMM across its own restarts.
+type vmmRecord struct {
+	ID          uuid.UUID `json:"vmm_id"`
+	Properties  diskProps `json:"instance"`
+	CPUs        uint32    `json:"cpus"`
+	MemoryMiB   uint64    `json:"memory_mib"`
+	Fingerprint string    `json:"fingerprint"`
+	Pid         int       `json:"pid"`
+	Port        int       `json:"port"`
+	Addr        string    `json:"addr"`
+	TokenPath   string    `json:"token_path"`
+	Dir         string    `json:"dir"`
+	ServerGen   uint64    `json:"server_gen"`
+	State       diskState `json:"state"`
+}
+
+type diskProps struct {
+	ID          uuid.UUID `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+}
+
+type diskState struct {
+	State        VmmState          `json:"state"`
+	Gen          uint64            `json:"gen"`
+	TimeUpdated  time.Time         `json:"time_updated"`
+	Failure      *FailureReason    `json:"failure,omitempty"`
+	MigrationIn  *MigrationRuntime `json:"migration_in,omitempty"`
+	MigrationOut *MigrationRuntime `json:"migration_out,omitempty"`
+}
+
+func toDiskState(s SledVmmState) diskState {
+	return diskState{s.State, s.Gen, s.TimeUpdated, s.Failure, s.MigrationIn, s.MigrationOut}
+}
+
+func (d diskState) domain() SledVmmState {
+	return SledVmmState{d.State, d.Gen, d.TimeUpdated, d.Failure, d.MigrationIn, d.MigrationOut}
+}
+
+// loadRegistry reads the registry; a missing file is an empty registry.
+func loadRegistry(root string) (registryFile, error) {
+	var reg registryFile
+	data, err := os.ReadFile(filepath.Join(root, registryName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return reg, nil
+	}
+	if err != nil {
+		return reg, fmt.Errorf("read the registry: %w", err)
+	}
+	if err := json.Unmarshal(data, &reg); err != nil {
+		return reg, fmt.Errorf("read the registry %s: %w", filepath.Join(root, registryName), err)
+	}
+	return reg, nil
+}
+
+// saveRegistry writes the registry whole: to a temporary file, synced,
+// then renamed over the old one, so that a crash leaves either.
+func saveRegistry(root string, reg registryFile) error {
+	data, err := json.MarshalIndent(reg, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(root, registryName+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("save the registry: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save the registry: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save the registry: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save the registry: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(root, registryName)); err != nil {
+		return fmt.Errorf("save the registry: %w", err)
+	}
+	if d, err := os.Open(root); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// sledID reads the sled's id from root, or makes and keeps one.
+func sledID(root string) (uuid.UUID, error) {
+	path := filepath.Join(root, "sled-id")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		id, err := uuid.ParseBytes(trimSpace(data))
+		if err != nil {
+			return uuid.Nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return uuid.Nil, err
+	}
+	id := uuid.New()
+	if err := os.WriteFile(path, []byte(id.String()+"\n"), 0o600); err != nil {
+		return uuid.Nil, fmt.Errorf("keep the sled id: %w", err)
+	}
+	return id, nil
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

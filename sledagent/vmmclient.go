@@ -1,0 +1,53 @@
+package sledagent
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/wagglevm/waggle/spec"
+)
+
+// VMMClient drives one VMM server. Package sledagent/vmmclient implements
+// it over the generated client of the newest API version the server
+// speaks; unit tests give fakes. Refusals are *RefusedError; a server that
+// does not answer is an error wrapping ErrVMMUnavailable.
+type VMMClient interface {
+	// Ensure creates the server's instance, from a spec or as a migration
+	// target.
+	Ensure(ctx context.Context, p Properties, s *spec.Spec, m *MigrationTarget) error
+	// Observe answers the instance's state as soon as its generation is
+	// greater than gen, or after wait, whichever comes first.
+	Observe(ctx context.Context, gen uint64, wait time.Duration) (Observation, error)
+	// Request asks the instance to run, stop or reboot.
+	Request(ctx context.Context, r Requested) error
+	// Arm arms the instance as a migration source.
+	Arm(ctx context.Context, a MigrationArm) (MigrationArmed, error)
+	// Serial reads the serial console's history.
+	Serial(ctx context.Context, q SerialQuery) (SerialChunk, error)
+}
+
+// Observation is a VMM server's report of its instance.
+type Observation struct {
+	// Gen is the server's own generation (not the agent's).
+	Gen           uint64
+	State         VmmState
+	FailureReason string
+	MigrationIn   *MigrationProgress
+	MigrationOut  *MigrationProgress
+	// NoInstance: the server answers but has no instance (yet).
+	NoInstance bool
+}
+
+// MigrationProgress is a VMM server's report of one migration.
+type MigrationProgress struct {
+	ID uuid.UUID
+	// Phase is the server's phase name; "completed" and "failed" end it.
+	Phase string
+}
+
+// Dialer connects to a VMM server at addr with its token, choosing the
+// newest API version the server speaks. It fails wrapping
+// ErrVMMUnavailable when the server does not answer, and with a
+// *RefusedError when the token is not accepted.
+type Dialer func(ctx context.Context, addr, token string) (VMMClient, error)

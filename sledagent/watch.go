@@ -1,0 +1,177 @@
+package sledagent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// observeWait is how long one state-monitor poll waits on the VMM server.
+const observeWait = 20 * time.Second
+
+// startWatch starts v's watchers: one follows the server's state monitor,
+// one waits for its process to end.
+func (a *Agent) startWatch(v *vmm) {
+	a.wg.Add(2)
+	go a.watchState(v)
+	go a.watchProcess(v)
+}
+
+// watchState follows the VMM server's state monitor and applies each
+// observation, until the VMM is terminal, its process ends or the agent
+// closes.
+func (a *Agent) watchState(v *vmm) {
+	defer a.wg.Done()
+	failures := 0
+	for {
+		a.mu.Lock()
+		gen, terminal := v.rec.ServerGen, v.state.State.Terminal()
+		a.mu.Unlock()
+		if terminal || a.ctx.Err() != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(a.ctx, observeWait+10*time.Second)
+		o, err := v.client.Observe(ctx, gen, observeWait)
+		cancel()
+		if err == nil {
+			failures = 0
+			a.apply(v, o)
+			continue
+		}
+		if a.ctx.Err() != nil {
+			return
+		}
+		if failures == 0 || failures%50 == 0 {
+			a.log.Warn("the VMM's state monitor failed; retrying", "vmm_id", v.rec.ID, "err", err)
+		}
+		failures++
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-v.proc.Done():
+			return // watchProcess reports it
+		case <-time.After(DefaultBackoff.wait(failures)):
+		}
+	}
+}
+
+// watchProcess turns the end of a VMM's process into a failed VMM, unless
+// the VMM was terminal already or was unregistered.
+func (a *Agent) watchProcess(v *vmm) {
+	defer a.wg.Done()
+	select {
+	case <-a.ctx.Done():
+		return
+	case <-v.proc.Done():
+	}
+	a.mu.Lock()
+	if a.vmms[v.rec.ID] != v || v.state.State.Terminal() {
+		a.mu.Unlock()
+		return
+	}
+	status := v.proc.Status()
+	how := "unknown"
+	switch {
+	case v.proc.signal != 0:
+		how = "signal"
+	case strings.HasPrefix(status, "exited"):
+		how = "exit_code"
+	}
+	a.m.exits.WithLabelValues(how).Inc()
+	v.state = transition(v.state, StateFailed, &FailureReason{Kind: FailureProcessExited,
+		Message: fmt.Sprintf("the VMM process (pid %d) %s", v.proc.Pid, status)})
+	v.state.MigrationIn = failMigration(v.state.MigrationIn)
+	v.state.MigrationOut = failMigration(v.state.MigrationOut)
+	a.log.Warn("a VMM's process ended", "vmm_id", v.rec.ID, "pid", v.proc.Pid, "status", status)
+	a.saveLockedLog()
+	a.updateGaugeLocked()
+	a.mu.Unlock()
+	a.bell.notify(v.rec.ID)
+}
+
+// failMigration ends a migration that had not ended as failed.
+func failMigration(m *MigrationRuntime) *MigrationRuntime {
+	if m == nil || m.State == MigrationCompleted || m.State == MigrationFailed {
+		return m
+	}
+	out := *m
+	out.State, out.Gen, out.TimeUpdated = MigrationFailed, m.Gen+1, time.Now().UTC()
+	return &out
+}
+
+// apply folds a VMM server's observation into the VMM's state; any change
+// bumps the generation, is saved and rings the doorbell.
+func (a *Agent) apply(v *vmm, o Observation) {
+	a.mu.Lock()
+	if a.vmms[v.rec.ID] != v || v.state.State.Terminal() {
+		a.mu.Unlock()
+		return
+	}
+	v.rec.ServerGen = o.Gen
+	if o.NoInstance {
+		a.mu.Unlock()
+		return
+	}
+	prev := v.state
+	next := prev
+	next.State, next.Failure = o.State, nil
+	if o.State == StateFailed {
+		next.Failure = &FailureReason{Kind: FailureVMMFailed, Message: o.FailureReason}
+	}
+	next.MigrationIn = foldMigration(prev.MigrationIn, o.MigrationIn)
+	next.MigrationOut = foldMigration(prev.MigrationOut, o.MigrationOut)
+	if sameState(prev, next) {
+		a.saveLockedLog() // the server's generation moved
+		a.mu.Unlock()
+		return
+	}
+	next.Gen = prev.Gen + 1
+	next.TimeUpdated = time.Now().UTC()
+	v.state = next
+	a.saveLockedLog()
+	a.updateGaugeLocked()
+	a.mu.Unlock()
+	a.bell.notify(v.rec.ID)
+}
+
+// foldMigration updates the agent's record of one migration from the
+// server's progress; the migration's own generation grows when its state
+// does.
+func foldMigration(prev *MigrationRuntime, p *MigrationProgress) *MigrationRuntime {
+	if p == nil {
+		return prev
+	}
+	state := MigrationInProgress
+	switch p.Phase {
+	case "completed":
+		state = MigrationCompleted
+	case "failed":
+		state = MigrationFailed
+	}
+	if prev != nil && prev.ID == p.ID {
+		if prev.State == state {
+			return prev
+		}
+		return &MigrationRuntime{ID: p.ID, State: state, Gen: prev.Gen + 1, TimeUpdated: time.Now().UTC()}
+	}
+	gen := uint64(1)
+	if prev != nil {
+		gen = prev.Gen + 1
+	}
+	return &MigrationRuntime{ID: p.ID, State: state, Gen: gen, TimeUpdated: time.Now().UTC()}
+}
+
+// sameState says whether two states differ in nothing but time and
+// generation.
+func sameState(x, y SledVmmState) bool {
+	return x.State == y.State && equalPtr(x.Failure, y.Failure) &&
+		equalPtr(x.MigrationIn, y.MigrationIn) && equalPtr(x.MigrationOut, y.MigrationOut)
+}
+
+func equalPtr[T comparable](x, y *T) bool {
+	if x == nil || y == nil {
+		return x == y
+	}
+	return *x == *y
+}
