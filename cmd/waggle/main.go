@@ -29,6 +29,7 @@ const usage = `usage: waggle <command> [flags]
 
 commands:
   server    run a VMM server: one VM behind the versioned HTTP API
+  sled-agent run the VMM servers of this host behind the sled-agent API
   vm        drive a VMM server (create, get, spec, run, stop, reboot, watch, serial, migrate)
   version   print the version
 
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return serverHelp(args[1:], stdout)
 		}
 		err = runServer(ctx, args[1:], stderr)
+	case "sled-agent":
+		err = runSledAgent(ctx, args[1:], stderr)
 	case "vm":
 		err = runVM(ctx, args[1:], stdin, stdout, stderr)
 	case "version":
