@@ -27,6 +27,10 @@ type streamConn struct {
 	until time.Time
 	// stopped is why the stream was stopped; nil while it was not.
 	stopped error
+	// timedOut is the last wait's timeout, nil if none timed out. A
+	// reader may drop a Read's error (bufio.Reader.ReadLine does, after
+	// part of a line), so a caller can ask here why its read ended.
+	timedOut error
 }
 
 // writeChunk is the most a Write hands the kernel under one deadline, so
@@ -95,9 +99,19 @@ func (c *streamConn) explain(err error, idle time.Duration, what string) error {
 		return c.stopped
 	}
 	if !c.until.IsZero() && !time.Now().Before(c.until) {
-		return fmt.Errorf("%w: the handshake took too long", errSilentPeer)
+		c.timedOut = fmt.Errorf("%w: the handshake took too long", errSilentPeer)
+	} else {
+		c.timedOut = fmt.Errorf("%w: it %s for %v", errSilentPeer, what, idle)
 	}
-	return fmt.Errorf("%w: it %s for %v", errSilentPeer, what, idle)
+	return c.timedOut
+}
+
+// timeout returns the error of the last wait that timed out, nil if none
+// did.
+func (c *streamConn) timeout() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.timedOut
 }
 
 func (c *streamConn) Read(p []byte) (int, error) {

@@ -146,7 +146,7 @@ func (t *target) dial() error {
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
-		if errors.Is(err, errSilentPeer) {
+		if err := sc.timeout(); err != nil {
 			return fmt.Errorf("the source did not answer the upgrade: %w", err)
 		}
 		return errors.New("the source did not answer as a waggle server (no HTTP response)")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"net"
@@ -346,6 +347,53 @@ func TestSilentTargetDuringHandshake(t *testing.T) {
 	c, br = openStream(t, a.addr, id)
 	proveAsTarget(t, c, br, id, secret)
 	require.Equal(t, migration.TypePreamble, readFrame(t, c, br).Type, "the arm still serves")
+}
+
+// TestTricklingPeersAreCutOff: a peer that sends a byte now and then, never
+// silent for the idle timeout, still gets no longer than the handshake
+// timeout to prove itself, on either side.
+func TestTricklingPeersAreCutOff(t *testing.T) {
+	trickle := func(c net.Conn, data []byte, stop <-chan struct{}) {
+		tick := time.NewTicker(testIdle / 3)
+		defer tick.Stop()
+		for _, b := range data {
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+			if _, err := c.Write([]byte{b}); err != nil {
+				return
+			}
+		}
+	}
+	t.Run("target", func(t *testing.T) {
+		a := newMigRig(t)
+		a.running(t)
+		id, _ := a.arm(t)
+		before := a.instance(t)
+		c, br := openStream(t, a.addr, id)
+		stop := make(chan struct{})
+		defer close(stop)
+		go trickle(c, bytes.Repeat([]byte{byte(migration.TypeHello), 0, 0, 0, 0, 0, 0, 200}, 30), stop)
+		start := time.Now()
+		requireNothingOfTheVM(t, drain(t, c, br))
+		require.Less(t, time.Since(start), testHandshake+3*time.Second)
+		require.Eventually(t, func() bool { return a.armFree(id) }, 10*time.Second, time.Millisecond)
+		require.Equal(t, before.Gen, a.instance(t).Gen)
+	})
+	t.Run("source", func(t *testing.T) {
+		b := newMigRig(t)
+		stop := make(chan struct{})
+		defer close(stop)
+		addr, _ := fakeSource(t, func(c net.Conn, _ *bufio.Reader) {
+			trickle(c, []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: waggle-migrate\r\nX-Slow: "+strings.Repeat("x", 200)), stop)
+		})
+		start := time.Now()
+		b.ensureTarget(t, uuid.New(), addr, migration.NewSecret())
+		require.Contains(t, b.failure(t), "took too long")
+		require.Less(t, time.Since(start), testHandshake+3*time.Second)
+	})
 }
 
 // TestSilentTargetAfterTheProof: a proved target that sends 8 bytes of a

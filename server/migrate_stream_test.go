@@ -1,0 +1,103 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestStreamIdleTimeout: a wait for a silent peer ends after the idle
+// timeout; a slow peer that keeps sending is not silent, however long the
+// whole read takes; the hard deadline ends even a trickle.
+func TestStreamIdleTimeout(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	sc := newStreamConn(a, idle)
+
+	read := make(chan error, 1)
+	go func() {
+		_, err := sc.Read(make([]byte, 1))
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		require.ErrorIs(t, err, errSilentPeer)
+		require.Contains(t, err.Error(), "sent nothing for 200ms")
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read from a silent peer did not time out")
+	}
+	var err error
+
+	// A byte every 50 ms for 20 bytes (a second): never idle for 200 ms.
+	trickle := func(n int) {
+		tick := time.NewTicker(idle / 4)
+		defer tick.Stop()
+		for range n {
+			<-tick.C
+			if _, err := b.Write([]byte{1}); err != nil {
+				return
+			}
+		}
+	}
+	go trickle(20)
+	_, err = io.ReadFull(sc, make([]byte, 20))
+	require.NoError(t, err)
+
+	sc.setLimits(idle, time.Now().Add(2*idle))
+	go trickle(40)
+	_, err = io.ReadFull(sc, make([]byte, 40))
+	require.ErrorIs(t, err, errSilentPeer)
+	require.Contains(t, err.Error(), "took too long")
+}
+
+// TestStreamStop: stop ends a blocked read and a blocked write at once,
+// with its cause, and every later wait; lastWords lets one more frame out.
+func TestStreamStop(t *testing.T) {
+	cause := errors.New("stop was requested")
+	for _, write := range []bool{false, true} {
+		a, b := net.Pipe()
+		sc := newStreamConn(a, time.Minute)
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			if write {
+				_, err = sc.Write(make([]byte, 1<<20)) // nobody reads b
+			} else {
+				_, err = sc.Read(make([]byte, 1))
+			}
+			done <- err
+		}()
+		sc.stop(cause)
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, cause)
+		case <-time.After(10 * time.Second):
+			t.Fatal("stop did not end the wait")
+		}
+		_, err := sc.Read(make([]byte, 1))
+		require.ErrorIs(t, err, cause, "a stopped stream stays stopped")
+		_, err = sc.Write([]byte{1})
+		require.ErrorIs(t, err, cause)
+
+		sc.lastWords(time.Second)
+		go func() { _, _ = io.ReadFull(b, make([]byte, 3)) }()
+		_, err = sc.Write([]byte{1, 2, 3})
+		require.NoError(t, err, "the last words get out")
+		a.Close()
+		b.Close()
+	}
+}
+
+// TestSanitize: a peer's text is shown as printable ASCII, cut short.
+func TestSanitize(t *testing.T) {
+	require.Equal(t, "a?b?c", sanitize("a\x00b\nc", 100))
+	require.Equal(t, "??", sanitize("é", 100))
+	require.Equal(t, "abcdefg...", sanitize("abcdefghijklmnop", 10))
+	require.Equal(t, "plain words", sanitize("plain words", 100))
+}
