@@ -37,6 +37,16 @@ func (a *Agent) watchState(v *vmm) {
 		if err == nil {
 			failures = 0
 			a.apply(v, o)
+			if o.NoInstance {
+				// The server does not long-poll without an instance.
+				select {
+				case <-a.ctx.Done():
+					return
+				case <-v.proc.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
 			continue
 		}
 		if a.ctx.Err() != nil {
