@@ -99,7 +99,7 @@ func refusedAddr(t *testing.T) string {
 func TestCLIHelpExitsZeroOnStdout(t *testing.T) {
 	var lines [][]string
 	for _, h := range []string{"-h", "-help", "--help"} {
-		lines = append(lines, []string{h}, []string{"vm", h}, []string{"server", h}, []string{"version", h})
+		lines = append(lines, []string{h}, []string{"vm", h}, []string{"server", h}, []string{"sled-agent", h}, []string{"version", h})
 		for _, c := range vmCommands {
 			lines = append(lines, []string{"vm", c.name, h})
 		}
@@ -116,6 +116,7 @@ func TestCLIHelpExitsZeroOnStdout(t *testing.T) {
 	require.Contains(t, cli(t, "vm", "create", "-h").stdout, "-config")
 	require.Contains(t, cli(t, "vm", "migrate", "-h").stdout, "-src-addr")
 	require.Contains(t, cli(t, "server", "-h").stdout, "-listen")
+	require.Contains(t, cli(t, "sled-agent", "--help").stdout, "-vmm-ports")
 
 	for _, args := range [][]string{{"vm", "create", "--help"}, {"server", "-h"}, {"--help"}} {
 		cmd := exec.Command(waggleBin, args...)
@@ -148,6 +149,7 @@ func TestCLIMistakesExitNonZeroOnStderr(t *testing.T) {
 		{[]string{"vm", "migrate", "-to", "host:0"}, "-to"},
 		{[]string{"version", "extra"}, "unexpected arguments"},
 		{[]string{"server", "-bogus"}, "-bogus"},
+		{[]string{"sled-agent", "-bogus"}, "-bogus"},
 	} {
 		res := cli(t, tc.args...)
 		require.Equal(t, 2, res.code, "waggle %v: exit status\nstdout: %s\nstderr: %s", tc.args, res.stdout, res.stderr)

@@ -47,10 +47,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "server":
 		if helpAsked(args[1:]) {
-			return serverHelp(args[1:], stdout)
+			return daemonHelp("waggle server runs a VMM server: one VM behind the versioned HTTP API, at /v1.", runServer, args[1:], stdout, stderr)
 		}
 		err = runServer(ctx, args[1:], stderr)
 	case "sled-agent":
+		if helpAsked(args[1:]) {
+			return daemonHelp("waggle sled-agent runs the VMM servers of this host behind the sled-agent API.", runSledAgent, args[1:], stdout, stderr)
+		}
 		err = runSledAgent(ctx, args[1:], stderr)
 	case "vm":
 		err = runVM(ctx, args[1:], stdin, stdout, stderr)
@@ -94,16 +97,16 @@ func helpAsked(args []string) bool {
 	return false
 }
 
-// serverHelp prints `waggle server`'s flags on stdout. The server's flag
-// set prints them when it meets the help flag; it is handed stdout, and a
-// context that has ended, so that nothing would run should the flags
-// somehow parse.
-func serverHelp(args []string, stdout io.Writer) int {
+// daemonHelp prints the flags of a long-running command (server,
+// sled-agent) on stdout, after intro. The command's flag set prints them
+// when it meets the help flag; it is handed stdout, and a context that has
+// ended, so that nothing would run should the flags somehow parse.
+func daemonHelp(intro string, runCmd func(context.Context, []string, io.Writer) error, args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	fmt.Fprint(stdout, "waggle server runs a VMM server: one VM behind the versioned HTTP API, at /v1.\n\n")
-	if err := runServer(ctx, args, stdout); err != nil && !errors.Is(err, errUsage) && !errors.Is(err, errHelp) {
-		fmt.Fprintln(stdout, "waggle server:", err)
+	fmt.Fprint(stdout, intro+"\n\n")
+	if err := runCmd(ctx, args, stdout); err != nil && !errors.Is(err, errUsage) && !errors.Is(err, errHelp) {
+		fmt.Fprintln(stderr, "waggle:", err)
 		return 1
 	}
 	return 0
