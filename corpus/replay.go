@@ -41,8 +41,12 @@ func NewReplayer(root, tmp string) *Replayer {
 		Dir:       filepath.Join(root, Dir),
 		Spokes:    registeredSpokes(),
 		Importers: DeviceImporters(),
-		Handlers:  map[Version]map[string]Handler{{API: "vmm-server", N: 1}: vmmServerV1Handlers()},
-		TempDir:   tmp,
+		Handlers: map[Version]map[string]Handler{
+			{API: "vmm-server", N: 1}:             vmmServerV1Handlers(),
+			{API: "sled-agent", N: 1}:             sledAgentV1Handlers(),
+			{API: "control-plane-internal", N: 1}: controlPlaneInternalV1Handlers(),
+		},
+		TempDir: tmp,
 	}
 }
 
