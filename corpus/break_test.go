@@ -176,7 +176,7 @@ func TestGenerateLeavesReleasedVersionsAlone(t *testing.T) {
 	rep, err := Generate(r)
 	require.NoError(t, err)
 	require.Equal(t, []Version{{API: "vmm-server", N: 1}}, rep.Frozen)
-	require.Empty(t, rep.Written)
+	require.NotContains(t, rep.Written, Version{API: "vmm-server", N: 1}) // other contracts are still in development
 	data, err := os.ReadFile(corpusFile(r, someSpec))
 	require.NoError(t, err)
 	require.Equal(t, `{"edited":true}`, string(data))
