@@ -28,8 +28,12 @@ import (
 type migrations struct {
 	// arm is the outbound migration the source is armed for; nil: none.
 	arm *migrationArm
-	in  *MigrationProgress
-	out *MigrationProgress
+	// handedOff is the outbound migration handed off last, with its
+	// secret, kept for a while for a target that lost the hand-off and
+	// asks (proving itself again) whether it happened; nil: none.
+	handedOff *migrationArm
+	in        *MigrationProgress
+	out       *MigrationProgress
 	// abortOut aborts the outbound migration in progress, if any.
 	abortOut func(error)
 }
@@ -88,6 +92,9 @@ const (
 	// ResolveTimeout the lookup of a source named by host name.
 	DialTimeout    = 5 * time.Second
 	ResolveTimeout = 3 * time.Second
+	// OutcomeTTL is how long a source that handed a migration off answers
+	// a target that lost the hand-off.
+	OutcomeTTL = time.Minute
 )
 
 // migrationConfig is how this server migrates; set once at creation. Its
@@ -137,9 +144,14 @@ type FailPoints map[string]bool
 // The fail points.
 const (
 	// FailStallInPrecopy: after its first RAM frame the target stops
-	// reading until the source reports the migration failed (which its
-	// stream timeout makes it do within StreamIdleTimeout), or a minute.
+	// reading for twice the stream's idle timeout: time for a test to
+	// kill it, stop the source, or end its guest, and for the source to
+	// give up on it.
 	FailStallInPrecopy = "target-stall-in-precopy"
+	// FailDropCommit: the source hands the migration off but hangs up
+	// instead of sending Commit, so the target must ask it whether the
+	// hand-off happened.
+	FailDropCommit = "source-drop-commit"
 	// FailDeviceImport: the target cuts each device payload short, so its
 	// import of the VM's state fails in the device's own Restore.
 	FailDeviceImport = "target-fail-device-import"

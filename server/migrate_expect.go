@@ -53,6 +53,14 @@ func (r *Runtime) MigrateSource(_ context.Context, id uuid.UUID) (func(context.C
 	if r.req == nil {
 		return nil, ErrNoInstance
 	}
+	if h := r.mig.handedOff; h.live(time.Now()) && h.id == id {
+		if h.handshaking {
+			return nil, &TransitionError{State: r.inst.State, Requested: "migrate",
+				Note: "another target is proving itself for this migration; try again in a few seconds"}
+		}
+		h.handshaking = true
+		return func(_ context.Context, conn net.Conn) error { return r.serveOutcome(h, conn) }, nil
+	}
 	a := r.mig.arm
 	if !a.live(time.Now()) || a.id != id {
 		return nil, ErrNoSuchMigration
@@ -122,6 +130,27 @@ func (r *Runtime) beginOutbound(a *migrationArm, p *peer) (context.Context, *sou
 	ctx, cancel := context.WithCancelCause(context.Background())
 	r.mig.abortOut = cancel
 	stop := context.AfterFunc(ctx, func() { p.conn.stop(context.Cause(ctx)) })
-	src := &source{r: r, id: a.id, m: r.machine, spec: *r.spec, p: p, start: time.Now(), done: func() { stop(); cancel(nil) }}
+	src := &source{r: r, id: a.id, secret: a.secret, m: r.machine, spec: *r.spec, p: p, start: time.Now(),
+		done: func() { stop(); cancel(nil) }}
 	return ctx, src, nil
+}
+
+// serveOutcome answers a target that lost the hand-off of migration h and
+// asks again: once it has proved that it holds the secret (and we have),
+// it gets the Commit it missed.
+func (r *Runtime) serveOutcome(h *migrationArm, conn net.Conn) error {
+	defer r.endHandshake(h)
+	if conn == nil {
+		return errors.New("the connection could not be upgraded to the migration stream")
+	}
+	sc := newStreamConn(conn, r.mc.idle.get())
+	sc.setLimits(r.mc.idle.get(), time.Now().Add(r.mc.handshake.get()))
+	p := newPeer("target", sc, nil)
+	if _, err := sourceHandshake(p, h.id, h.secret); err != nil {
+		p.abort(err)
+		r.log.Warn("migration outcome asked without proof", "migration", h.id, "err", err)
+		return err
+	}
+	r.log.Info("telling the target again that the migration was handed off", "migration", h.id)
+	return p.sendNow(migration.TypeCommit, migration.Commit{}.Encode())
 }

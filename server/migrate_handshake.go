@@ -61,10 +61,10 @@ func sourceHandshake(p *peer, id uuid.UUID, secret string) (migration.Hello, err
 	return hello, nil
 }
 
-// handshake sends the target's Hello, checks the source's proof in its
+// handshake sends the target's Hello on p, checks the source's proof in its
 // Welcome and answers with the target's proof. From its success on, the
 // source is trusted.
-func (t *target) handshake(fp FailPoints) error {
+func (t *target) handshake(p *peer, fp FailPoints) error {
 	hello := migration.Hello{MigrationID: t.id, Nonce: migration.NewNonce(), Protocols: migration.Supported,
 		SpecVersions: versions.Names()}
 	t.offered = devices.ImportableVersions()
@@ -76,7 +76,6 @@ func (t *target) handshake(fp FailPoints) error {
 		}
 		hello.Devices = append(hello.Devices, migration.DeviceVersions{Kind: kind, Versions: vs})
 	}
-	p := t.p
 	if err := p.sendNow(migration.TypeHello, hello.Encode()); err != nil {
 		return err
 	}

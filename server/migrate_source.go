@@ -20,12 +20,14 @@ import (
 
 // source runs one outbound migration.
 type source struct {
-	r     *Runtime
-	id    uuid.UUID
-	m     VM
-	spec  spec.Spec
-	p     *peer
-	start time.Time
+	r  *Runtime
+	id uuid.UUID
+	// secret is the migration's, kept for a target that lost the hand-off.
+	secret string
+	m      VM
+	spec   spec.Spec
+	p      *peer
+	start  time.Time
 	// paused says the VM was paused by the migration (and must be resumed
 	// if it fails).
 	paused   bool
@@ -266,9 +268,9 @@ func (s *source) sendState(accepted []migration.DeviceVersions) error {
 }
 
 // handOff is the point of no return: once the target holds the whole VM,
-// the source records the migration as completed (so a target that loses the
-// connection now can ask, and run), never runs the VM again, and tells the
-// target to run it.
+// the source records the migration as completed (so that a target that
+// loses the connection now can ask again, prove itself, and run), never
+// runs the VM again, and tells the target to run it.
 func (s *source) handOff(ctx context.Context) error {
 	downtime := time.Since(s.pausedAt)
 	r := s.r
@@ -285,9 +287,16 @@ func (s *source) handOff(ctx context.Context) error {
 		out.BytesSent = s.p.sent.Load()
 	}
 	r.mig.abortOut = nil
+	r.mig.handedOff = &migrationArm{id: s.id, secret: s.secret, expires: time.Now().Add(OutcomeTTL)}
 	r.mu.Unlock()
 
-	err := s.p.sendNow(migration.TypeCommit, migration.Commit{PausedFor: time.Since(s.pausedAt)}.Encode())
+	var err error
+	if r.failPoints[FailDropCommit] {
+		err = errors.New("dropped on purpose")
+		s.p.conn.Close()
+	} else {
+		err = s.p.sendNow(migration.TypeCommit, migration.Commit{PausedFor: time.Since(s.pausedAt)}.Encode())
+	}
 	s.mark("commit")
 	r.log.Info("outbound migration completed", "migration", s.id, "downtime", downtime, "total", time.Since(s.start),
 		"bytes", s.p.sent.Load(), "downtime_breakdown", s.breakdown())
@@ -299,7 +308,7 @@ func (s *source) handOff(ctx context.Context) error {
 		r.setStateLocked(StateDestroyed, "migrated out")
 	}
 	if err != nil {
-		// The target can still learn the outcome from our migration status.
+		// The target can still ask us (serveOutcome).
 		r.log.Warn("migration: sending the hand-off failed", "err", err)
 	}
 	return nil

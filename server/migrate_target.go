@@ -16,7 +16,6 @@ import (
 
 	"github.com/google/uuid"
 
-	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/server/migration"
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/versions"
@@ -122,42 +121,53 @@ func (t *target) run() {
 	r.serial.closeAll()
 }
 
-// dial connects to the source and upgrades to the migration stream. What
+// dial connects to the source and upgrades to the migration stream, and
+// returns our end of it, under the handshake's timeout. What
 // the source answers, other than the upgrade, is told in our own words: a
 // failure reason never repeats a peer's bytes.
-func (t *target) dial() error {
+func (t *target) dial() (*peer, error) {
 	d := net.Dialer{Timeout: DialTimeout}
 	conn, err := d.Dial("tcp", t.src.String())
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Timeout() {
-			return fmt.Errorf("cannot connect to the source at %s: no answer within %v", t.src, DialTimeout)
+			return nil, fmt.Errorf("cannot connect to the source at %s: no answer within %v", t.src, DialTimeout)
 		}
-		return fmt.Errorf("cannot connect to the source at %s: %w", t.src, errors.Unwrap(err))
+		return nil, fmt.Errorf("cannot connect to the source at %s: %w", t.src, errors.Unwrap(err))
 	}
 	sc := newStreamConn(conn, t.r.mc.idle.get())
 	sc.setLimits(t.r.mc.idle.get(), time.Now().Add(t.r.mc.handshake.get()))
 	if _, err := fmt.Fprintf(sc, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
 		t.id, t.src, MigrateUpgradeProtocol); err != nil {
 		conn.Close()
-		return fmt.Errorf("upgrade at the source: %w", err)
+		return nil, fmt.Errorf("upgrade at the source: %w", err)
 	}
 	br := bufio.NewReaderSize(sc, 1<<20)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
 		if err := sc.timeout(); err != nil {
-			return fmt.Errorf("the source did not answer the upgrade: %w", err)
+			return nil, fmt.Errorf("the source did not answer the upgrade: %w", err)
 		}
-		return errors.New("the source did not answer as a waggle server (no HTTP response)")
+		return nil, errors.New("the source did not answer as a waggle server (no HTTP response)")
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		conn.Close()
-		return upgradeRefused(resp.StatusCode, body)
+		return nil, upgradeRefused(resp.StatusCode, body)
 	}
-	t.p = newPeer("source", sc, br)
-	return nil
+	return newPeer("source", sc, br), nil
+}
+
+// upgradeRefusal is a source that answered the upgrade with one of our
+// Error codes.
+type upgradeRefusal struct {
+	status int
+	code   string
+}
+
+func (e *upgradeRefusal) Error() string {
+	return fmt.Sprintf("the source refused the upgrade: HTTP %d %s (%s)", e.status, e.code, upgradeCodes[e.code])
 }
 
 // upgradeCodes are the error codes a waggle source may answer the upgrade
@@ -180,19 +190,21 @@ func upgradeRefused(status int, body []byte) error {
 		ErrorCode string `json:"error_code"`
 	}
 	if json.Unmarshal(body, &e) == nil {
-		if words, ok := upgradeCodes[e.ErrorCode]; ok {
-			return fmt.Errorf("the source refused the upgrade: HTTP %d %s (%s)", status, e.ErrorCode, words)
+		if _, ok := upgradeCodes[e.ErrorCode]; ok {
+			return &upgradeRefusal{status: status, code: e.ErrorCode}
 		}
 	}
 	return fmt.Errorf("the source did not answer as a waggle server (HTTP %d)", status)
 }
 
 func (t *target) migrate() error {
-	if err := t.dial(); err != nil {
+	p, err := t.dial()
+	if err != nil {
 		return err
 	}
+	t.p = p
 	fp := t.r.failPoints
-	if err := t.handshake(fp); err != nil {
+	if err := t.handshake(p, fp); err != nil {
 		return err
 	}
 	t.p.conn.setLimits(t.r.mc.idle.get(), time.Time{})
@@ -200,9 +212,16 @@ func (t *target) migrate() error {
 	// Preamble: the VM is built from the spec the source sends, and only
 	// from it.
 	t.phase(PhasePreamble)
-	f, err := t.p.expect(migration.TypePreamble)
+	f, err := t.p.recv()
 	if err != nil {
 		return err
+	}
+	switch f.Type {
+	case migration.TypePreamble:
+	case migration.TypeCommit:
+		return errors.New("the source handed this migration off already: its arm was used")
+	default:
+		return fmt.Errorf("%w: expected Preamble, got %s", migration.ErrFrame, f.Type)
 	}
 	pre, err := migration.DecodePreamble(f.Payload)
 	if err != nil {
@@ -251,7 +270,7 @@ func (t *target) migrate() error {
 	committedAt := time.Now()
 	if err != nil {
 		// The source decides at the hand-off; ask it what it decided.
-		if !t.sourceCompleted() {
+		if !t.handedOff() {
 			return fmt.Errorf("no hand-off from the source: %w", err)
 		}
 		t.r.log.Warn("migration: the hand-off was lost but the source completed; running", "err", err)
@@ -419,43 +438,50 @@ func checkRange(regions []vmm.Region, gpa, n uint64) error {
 	return fmt.Errorf("%w: pages at %#x (+%d bytes) are outside guest RAM", migration.ErrFrame, gpa, n)
 }
 
-// sourceCompleted asks the source, through its v1 API, whether it completed
-// the migration.
-func (t *target) sourceCompleted() bool {
-	out := t.sourceOutbound()
-	return out != nil && out.Phase == api.MigrationPhaseCompleted
+// handedOff asks the source again, on a new stream, whether it handed the
+// migration off: a source that did answers a target that proves itself
+// with the Commit it missed; one that did not has no such migration any
+// more (its arm was used up), and the VM runs there. A few tries, for a
+// connection cut.
+func (t *target) handedOff() bool {
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(time.Second)
+		}
+		done, final := t.askHandedOff()
+		if final {
+			return done
+		}
+	}
+	return false
 }
 
-// sourceOutbound asks the source for its outbound migration's progress;
-// nil when it cannot say, or its outbound migration is another.
-func (t *target) sourceOutbound() *api.MigrationProgress {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	hc := &http.Client{Timeout: 5 * time.Second}
-	c, err := api.NewClientWithResponses("http://"+t.src.String()+"/v1", api.WithHTTPClient(hc))
+// askHandedOff asks once; final says the answer is the source's, not a
+// failure to ask.
+func (t *target) askHandedOff() (done, final bool) {
+	p, err := t.dial()
 	if err != nil {
-		return nil
+		t.r.log.Warn("migration: asking the source for the hand-off", "migration", t.id, "err", err)
+		var ur *upgradeRefusal
+		return false, errors.As(err, &ur) && ur.code == CodeNoSuchMigration
 	}
-	r, err := c.InstanceMigrationStatusWithResponse(ctx)
-	if err != nil || r.JSON200 == nil {
-		return nil
+	defer p.conn.Close()
+	if err := t.handshake(p, nil); err != nil {
+		t.r.log.Warn("migration: asking the source for the hand-off", "migration", t.id, "err", err)
+		return false, false
 	}
-	out := r.JSON200.MigrationOut
-	if out == nil || uuid.UUID(out.MigrationId) != t.id {
-		return nil
+	f, err := p.recv()
+	if err != nil {
+		return false, false
 	}
-	return out
+	return f.Type == migration.TypeCommit, true
 }
 
 // stallUntilSourceGivesUp is the FailStallInPrecopy fail point: the target
-// stops reading the stream until the source reports the migration failed
-// (it was told to stop, its guest ended) or a minute has passed, so a test
-// can act on the source while the migration is certainly in progress.
+// stops reading the stream for twice the idle timeout, by when the source
+// has given up on it, so that a test can act on the source while the
+// migration is certainly in progress.
 func (t *target) stallUntilSourceGivesUp() {
 	t.r.log.Warn("migration: stalling on purpose", "failpoint", FailStallInPrecopy)
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if out := t.sourceOutbound(); out != nil && out.Phase == api.MigrationPhaseFailed {
-			return
-		}
-	}
+	time.Sleep(2 * t.r.mc.idle.get())
 }

@@ -4,27 +4,63 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wagglevm/waggle/server/migration"
 )
 
-// TestSourceCompleted: a target that lost the hand-off runs only if the
-// source's status says this very migration completed.
-func TestSourceCompleted(t *testing.T) {
-	core := newFakeCore()
-	srv, _ := start(t, core)
-	id := uuid.New()
-	tg := &target{id: id, src: netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))}
+// TestLostHandOffIsAskedAgain: a target that loses the source's Commit asks
+// the source again, on a new stream where both prove themselves once more,
+// and runs the VM only if the source says it handed the VM off.
+func TestLostHandOffIsAskedAgain(t *testing.T) {
+	a := newMigRig(t, func(o *RuntimeOptions) { o.FailPoints = FailPoints{FailDropCommit: true} })
+	b := newMigRig(t)
+	a.running(t)
+	id, secret := a.arm(t)
+	b.ensureTarget(t, id, a.addr, secret)
+	waitState(t, b.rt, StateRunning)
+	waitState(t, a.rt, StateDestroyed)
+	require.Contains(t, b.log.String(), "the hand-off was lost but the source completed")
 
-	require.False(t, tg.sourceCompleted(), "no outbound migration")
-	core.out = &MigrationProgress{MigrationID: id, Phase: PhaseHandoff}
-	require.False(t, tg.sourceCompleted(), "not completed yet")
-	core.out = &MigrationProgress{MigrationID: uuid.New(), Phase: PhaseCompleted}
-	require.False(t, tg.sourceCompleted(), "another migration")
-	core.out = &MigrationProgress{MigrationID: id, Phase: PhaseCompleted}
-	require.True(t, tg.sourceCompleted())
+	// A stranger asking gets no Commit.
+	c, br := openStream(t, a.addr, id)
+	hello := targetHello(id)
+	w := helloWelcome(t, c, br, hello)
+	sendFrame(t, c, migration.TypeProof, migration.Proof{Proof: migration.Prove(migration.NewSecret(), migration.RoleTarget, id, hello.Nonce, w.Nonce)}.Encode())
+	frames := drain(t, c, br)
+	require.NotEmpty(t, frames)
+	for _, f := range frames {
+		require.Equal(t, migration.TypeAbort, f.Type)
+	}
+	// The target that holds the secret does.
+	c, br = openStream(t, a.addr, id)
+	proveAsTarget(t, c, br, id, secret)
+	require.Equal(t, migration.TypeCommit, readFrame(t, c, br).Type)
 
-	tg.src = netip.MustParseAddrPort("127.0.0.1:1")
-	require.False(t, tg.sourceCompleted(), "an unreachable source")
+	// Once the answer's time is over, the migration is unknown.
+	a.rt.mu.Lock()
+	a.rt.mig.handedOff.expires = time.Now().Add(-time.Millisecond)
+	a.rt.mu.Unlock()
+	_, _, status := upgradeTo(t, a.addr, id)
+	require.Equal(t, 404, status)
+}
+
+// TestNoHandOffNoRun: a source whose migration failed before the hand-off
+// answers a target that asks that there is no such migration, at once.
+func TestNoHandOffNoRun(t *testing.T) {
+	a, b := newMigRig(t), newMigRig(t)
+	a.running(t)
+	id, secret := a.arm(t)
+	c, br := openStream(t, a.addr, id)
+	proveAsTarget(t, c, br, id, secret)
+	require.Equal(t, migration.TypePreamble, readFrame(t, c, br).Type)
+	c.Close()
+	waitState(t, a.rt, StateRunning)
+
+	tg := &target{r: b.rt, id: id, src: netip.MustParseAddrPort(strings.Replace(a.addr, "localhost", "127.0.0.1", 1)), secret: secret}
+	start := time.Now()
+	require.False(t, tg.handedOff())
+	require.Less(t, time.Since(start), time.Second, "a 404 is the source's answer: no retries")
 }

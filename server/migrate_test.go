@@ -33,10 +33,20 @@ func TestMigrateWithTheSecret(t *testing.T) {
 	require.Equal(t, vm.ticks(), b.vms.last().ticks(), "the guest's state came along")
 	require.Equal(t, PhaseCompleted, a.outbound(t).Phase)
 
-	// A second use of the same id and secret finds nothing armed.
+	// A second use of the same id and secret fails: the source says it
+	// handed the VM off already.
 	c := newMigRig(t)
 	c.ensureTarget(t, id, a.addr, secret)
 	reason := c.failure(t)
+	require.Contains(t, reason, "handed this migration off already")
+	require.Zero(t, c.vms.count(), "nothing was built")
+
+	// Once the source forgot the hand-off, nothing is armed.
+	a.rt.mu.Lock()
+	a.rt.mig.handedOff.expires = time.Now().Add(-time.Millisecond)
+	a.rt.mu.Unlock()
+	c.ensureTarget(t, id, a.addr, secret)
+	reason = c.failure(t)
 	require.Contains(t, reason, "HTTP 404 no_such_migration")
 	require.Contains(t, reason, reasonNoSuchMigration)
 	require.Zero(t, c.vms.count(), "nothing was built")
