@@ -31,8 +31,15 @@
 // proofs are). A migration is a capability: the source was armed with a
 // one-time secret for the migration's id, the target was given the same
 // secret, and neither sends it; each proves it holds it before a byte of
-// spec or RAM moves. Either side may send Abort, with a code and a reason,
-// at any point before Commit; the source then resumes its VM.
+// spec or RAM moves. A successful proof uses the arm up. Either side may
+// send Abort, with a code and a reason, at any point before Commit; the
+// source then resumes its VM. A peer that has not proved itself learns only
+// the code; its own reason is not shown.
+//
+// A target that loses the Commit opens a new stream for the same migration
+// and goes through the handshake again: a source that handed the migration
+// off answers with Commit where the Preamble would be (for a while); one
+// that did not has no such migration any more, and runs the VM.
 //
 // Protocol versions and what each added:
 //
