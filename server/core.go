@@ -252,10 +252,14 @@ type Core interface {
 	// MigrateExpect arms the running instance as the source of one
 	// migration, binding a one-time secret with an expiry to its id.
 	MigrateExpect(ctx context.Context, arm MigrationArm) (ArmedMigration, error)
-	// MigrateSource checks that a migration with this id is expected and
-	// returns the function that serves it over the upgraded connection; the
-	// connection is the caller's to close once serve returns. The caller
-	// must call serve exactly once: with a nil connection when the upgrade
-	// failed, which ends the migration and leaves the instance running.
+	// MigrateSource checks that a migration with this id is armed (not
+	// expired, no other target proving itself for it: else a
+	// *TransitionError) and returns the function that serves it over the
+	// upgraded connection; the connection is the caller's to close once
+	// serve returns. Nothing changes before serve has had the target prove
+	// that it holds the arm's secret: a failed proof leaves the instance
+	// running and the arm as it was. The caller must call serve exactly
+	// once: with a nil connection when the upgrade failed, which frees the
+	// arm for the next target.
 	MigrateSource(ctx context.Context, id uuid.UUID) (serve func(ctx context.Context, conn net.Conn) error, err error)
 }
