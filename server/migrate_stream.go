@@ -34,8 +34,11 @@ type streamConn struct {
 }
 
 // writeChunk is the most a Write hands the kernel under one deadline, so
-// that a slow but live reader is not taken for a silent one.
-const writeChunk = 64 << 10
+// that a slow but live reader is not taken for a silent one: a peer that
+// takes less than writeChunk bytes in the idle timeout (200 KB/s at the
+// default) is. It is the size of a peer's write buffer, so a flush is one
+// chunk.
+const writeChunk = 1 << 20
 
 func newStreamConn(c net.Conn, idle time.Duration) *streamConn {
 	return &streamConn{Conn: c, idle: idle}
