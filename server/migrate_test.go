@@ -743,3 +743,50 @@ func TestMigrateExpectRules(t *testing.T) {
 	assert.True(t, a.armFree(other), "and the arm is free again")
 	require.Equal(t, StateRunning, a.instance(t).State)
 }
+
+// TestSecretNeverAnswered: over HTTP, a secret the caller gave is never
+// answered; one the server made is answered once, by the arm; no answer
+// about either instance holds it.
+func TestSecretNeverAnswered(t *testing.T) {
+	a, b := newMigRig(t), newMigRig(t)
+	a.running(t)
+	ctx := context.Background()
+	given := migration.NewSecret()
+	id := uuid.New()
+	r, err := a.c.InstanceMigrateExpectWithBodyWithResponse(ctx, "application/json",
+		strings.NewReader(`{"migration_id":"`+id.String()+`","secret":"`+given+`","ttl_seconds":60}`))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, r.StatusCode(), string(r.Body))
+	require.NotContains(t, string(r.Body), given)
+	require.NotContains(t, string(r.Body), `"secret"`)
+
+	r, err = a.c.InstanceMigrateExpectWithBodyWithResponse(ctx, "application/json",
+		strings.NewReader(`{"migration_id":"`+id.String()+`"}`))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, r.StatusCode(), string(r.Body))
+	require.NotNil(t, r.JSON200.Secret)
+	made := *r.JSON200.Secret
+	require.NoError(t, migration.CheckSecret(made))
+
+	e, err := b.c.InstanceEnsureWithBodyWithResponse(ctx, "application/json", strings.NewReader(
+		`{"properties":{"id":"`+uuid.NewString()+`","name":"dst"},"migrate":{"migration_id":"`+id.String()+
+			`","src_addr":"`+a.addr+`","secret":"`+made+`"}}`))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusCreated, e.StatusCode(), string(e.Body))
+	require.NotContains(t, string(e.Body), made)
+	waitState(t, b.rt, StateRunning)
+	waitState(t, a.rt, StateDestroyed)
+
+	for _, g := range []*migRig{a, b} {
+		i, err := g.c.InstanceGetWithResponse(ctx)
+		require.NoError(t, err)
+		st, err := g.c.InstanceMigrationStatusWithResponse(ctx)
+		require.NoError(t, err)
+		for _, body := range [][]byte{i.Body, st.Body} {
+			require.NotContains(t, string(body), made)
+			require.NotContains(t, string(body), given)
+		}
+		require.NotContains(t, g.log.String(), made)
+		require.NotContains(t, g.log.String(), given)
+	}
+}
