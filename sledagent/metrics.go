@@ -50,6 +50,9 @@ func newMetrics() *metrics {
 	for _, r := range []string{"delivered", "failed", "unknown_vmm"} {
 		m.rings.WithLabelValues(r)
 	}
+	for _, h := range []string{"signal", "exit_code", "unknown"} {
+		m.exits.WithLabelValues(h)
+	}
 	return m
 }
 
