@@ -35,8 +35,18 @@ type Observation struct {
 	FailureReason string
 	MigrationIn   *MigrationProgress
 	MigrationOut  *MigrationProgress
+	// History lists the state changes after the asked generation, oldest
+	// first, the last being the current state; empty when the server
+	// reports none (then State is the only step).
+	History []Transition
 	// NoInstance: the server answers but has no instance (yet).
 	NoInstance bool
+}
+
+// Transition is one state change a VMM server reports.
+type Transition struct {
+	State         VmmState
+	FailureReason string
 }
 
 // MigrationProgress is a VMM server's report of one migration.

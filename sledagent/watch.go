@@ -110,8 +110,11 @@ func failMigration(m *MigrationRuntime) *MigrationRuntime {
 	return &out
 }
 
-// apply folds a VMM server's observation into the VMM's state; any change
-// bumps the generation, is saved and rings the doorbell.
+// apply folds a VMM server's observation into the VMM's state: each state
+// change the server reports (its history since the last observation, so
+// that a quick reboot is seen as two changes) bumps the generation once;
+// changes of its migrations ride on the last bump, or make one. A change
+// is saved and rings the doorbell.
 func (a *Agent) apply(v *vmm, o Observation) {
 	a.mu.Lock()
 	if a.vmms[v.rec.ID] != v || v.state.State.Terminal() {
@@ -123,26 +126,44 @@ func (a *Agent) apply(v *vmm, o Observation) {
 		a.mu.Unlock()
 		return
 	}
-	prev := v.state
-	next := prev
-	next.State, next.Failure = o.State, nil
-	if o.State == StateFailed {
-		next.Failure = &FailureReason{Kind: FailureVMMFailed, Message: o.FailureReason}
+	steps := o.History
+	if len(steps) == 0 || steps[len(steps)-1].State != o.State {
+		steps = append(steps, Transition{State: o.State, FailureReason: o.FailureReason})
 	}
-	next.MigrationIn = foldMigration(prev.MigrationIn, o.MigrationIn)
-	next.MigrationOut = foldMigration(prev.MigrationOut, o.MigrationOut)
-	if sameState(prev, next) {
-		a.saveLockedLog() // the server's generation moved
-		a.mu.Unlock()
-		return
+	cur, changed := v.state, false
+	now := time.Now().UTC()
+	for _, step := range steps {
+		if cur.State.Terminal() {
+			break
+		}
+		next := cur
+		next.State, next.Failure = step.State, nil
+		if step.State == StateFailed {
+			next.Failure = &FailureReason{Kind: FailureVMMFailed, Message: step.FailureReason}
+		}
+		if !sameState(cur, next) {
+			next.Gen, next.TimeUpdated = cur.Gen+1, now
+			cur, changed = next, true
+		}
 	}
-	next.Gen = prev.Gen + 1
-	next.TimeUpdated = time.Now().UTC()
-	v.state = next
-	a.saveLockedLog()
-	a.updateGaugeLocked()
+	in := foldMigration(cur.MigrationIn, o.MigrationIn)
+	out := foldMigration(cur.MigrationOut, o.MigrationOut)
+	if !equalPtr(in, cur.MigrationIn) || !equalPtr(out, cur.MigrationOut) {
+		cur.MigrationIn, cur.MigrationOut = in, out
+		if !changed {
+			cur.Gen, cur.TimeUpdated = cur.Gen+1, now
+			changed = true
+		}
+	}
+	if changed {
+		v.state = cur
+		a.updateGaugeLocked()
+	}
+	a.saveLockedLog() // the server's generation moved, at least
 	a.mu.Unlock()
-	a.bell.notify(v.rec.ID)
+	if changed {
+		a.bell.notify(v.rec.ID)
+	}
 }
 
 // foldMigration updates the agent's record of one migration from the

@@ -90,6 +90,15 @@ func (v *v1Client) Observe(ctx context.Context, gen uint64, wait time.Duration) 
 	if sv.FailureReason != nil {
 		o.FailureReason = *sv.FailureReason
 	}
+	if sv.History != nil {
+		for _, h := range *sv.History {
+			tr := sledagent.Transition{State: sledagent.VmmState(h.State)}
+			if h.FailureReason != nil {
+				tr.FailureReason = *h.FailureReason
+			}
+			o.History = append(o.History, tr)
+		}
+	}
 	o.MigrationIn = progressFromV1(sv.Migration.MigrationIn)
 	o.MigrationOut = progressFromV1(sv.Migration.MigrationOut)
 	return o, nil
