@@ -229,7 +229,6 @@ func abortCode(err error) migration.AbortCode {
 // own words.
 const (
 	reasonNoSuchMigration = "no such migration is expected (never armed, expired, or already used)"
-	reasonSecretRefused   = "the source refused the migration secret"
 	reasonNoProtocol      = "the source and the target speak no migration protocol in common"
 )
 
