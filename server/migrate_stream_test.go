@@ -14,7 +14,9 @@ import (
 // timeout; a slow peer that keeps sending is not silent, however long the
 // whole read takes; the hard deadline ends even a trickle.
 func TestStreamIdleTimeout(t *testing.T) {
-	const idle = 200 * time.Millisecond
+	// The trickle's step is far below the idle limit, so that a loaded
+	// machine delaying a step does not make the peer look silent.
+	const idle, step = time.Second, 20 * time.Millisecond
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -28,15 +30,15 @@ func TestStreamIdleTimeout(t *testing.T) {
 	select {
 	case err := <-read:
 		require.ErrorIs(t, err, errSilentPeer)
-		require.Contains(t, err.Error(), "sent nothing for 200ms")
-	case <-time.After(5 * time.Second):
+		require.Contains(t, err.Error(), "sent nothing for 1s")
+	case <-time.After(10 * time.Second):
 		t.Fatal("a read from a silent peer did not time out")
 	}
 	var err error
 
-	// A byte every 50 ms for 20 bytes (a second): never idle for 200 ms.
+	// A byte every step: never idle for the limit.
 	trickle := func(n int) {
-		tick := time.NewTicker(idle / 4)
+		tick := time.NewTicker(step)
 		defer tick.Stop()
 		for range n {
 			<-tick.C
@@ -49,9 +51,11 @@ func TestStreamIdleTimeout(t *testing.T) {
 	_, err = io.ReadFull(sc, make([]byte, 20))
 	require.NoError(t, err)
 
+	// With an overall deadline, a trickle that would take longer (200
+	// steps, 4 s) is cut at the deadline (2 s) although it is never idle.
 	sc.setLimits(idle, time.Now().Add(2*idle))
-	go trickle(40)
-	_, err = io.ReadFull(sc, make([]byte, 40))
+	go trickle(200)
+	_, err = io.ReadFull(sc, make([]byte, 200))
 	require.ErrorIs(t, err, errSilentPeer)
 	require.Contains(t, err.Error(), "took too long")
 }
