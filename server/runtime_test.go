@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,6 +100,17 @@ func waitState(t *testing.T, core Core, want State) Instance {
 		require.NoError(t, ctx.Err(), "waiting for %s; the instance is %s (%s)", want, inst.State, inst.FailureReason)
 		gen = inst.Gen
 	}
+}
+
+// gate returns a channel for holding a fake VM's New or Close, and a
+// function that opens it; the gate is opened at the end of the test too (so
+// that a failed test does not leave the runtime's Close waiting).
+func gate(t *testing.T) (chan struct{}, func()) {
+	ch := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(open)
+	return ch, open
 }
 
 // historyText is the instance's whole kept console output.
@@ -363,9 +375,10 @@ func TestNewInstanceHasOnlyItsOwnPast(t *testing.T) {
 // ErrEnsureInProgress.
 func TestEnsureBuildsOffTheLock(t *testing.T) {
 	g := newRig(t, fakeGuest{})
-	gate, entered := make(chan struct{}), make(chan struct{}, 4)
+	held, release := gate(t)
+	entered := make(chan struct{}, 4)
 	g.vms.mu.Lock()
-	g.vms.gate, g.vms.entered = gate, entered
+	g.vms.gate, g.vms.entered = held, entered
 	g.vms.mu.Unlock()
 
 	req := specRequest(t, "slow")
@@ -379,8 +392,11 @@ func TestEnsureBuildsOffTheLock(t *testing.T) {
 	}()
 	<-entered
 
-	// Reads answer meanwhile.
-	r, err := g.c.InstanceGetWithResponse(context.Background())
+	// Reads answer meanwhile (a read that waited for the build would time
+	// out here).
+	getCtx, getCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer getCancel()
+	r, err := g.c.InstanceGetWithResponse(getCtx)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusNotFound, r.StatusCode())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -403,7 +419,7 @@ func TestEnsureBuildsOffTheLock(t *testing.T) {
 	require.Equal(t, http.StatusConflict, classify(err).Status)
 	require.Equal(t, CodeEnsureInProgress, classify(err).Code)
 
-	close(gate)
+	release()
 	require.NoError(t, <-first)
 	require.False(t, <-second)
 	_, _, err = g.rt.Ensure(context.Background(), specRequest(t, "different"))
@@ -435,36 +451,93 @@ func TestFailedBuildLeavesNothing(t *testing.T) {
 // closed, and a new ensure after a failed one waits for the close.
 func TestReleaseOffTheLock(t *testing.T) {
 	g := newRig(t, fakeGuest{})
-	gate := make(chan struct{})
+	held, release := gate(t)
 	g.vms.mu.Lock()
-	g.vms.closeGate = gate
+	g.vms.closeGate = held
 	g.vms.mu.Unlock()
 	_, vm := g.ensure(t, "closing")
 	g.run(t)
 	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
-	waitState(t, g.rt, StateStopped)
-	r, err := g.c.InstanceGetWithResponse(context.Background())
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, r.StatusCode())
-	require.Equal(t, api.InstanceStateStopped, r.JSON200.State, "stopped until the VM is let go")
+	// Reads answer, each within a second, while the VM is being closed
+	// (one that waited for the close would time out).
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := g.c.InstanceGetWithResponse(ctx)
+		return err == nil && r.JSON200 != nil && r.JSON200.State == api.InstanceStateStopped
+	}, 10*time.Second, time.Millisecond, "stopped until the VM is let go")
 	require.False(t, vm.closed())
-	close(gate)
+	release()
 	waitState(t, g.rt, StateDestroyed)
 	require.True(t, vm.closed())
 
-	gate = make(chan struct{})
+	held, release = gate(t)
 	g.vms.mu.Lock()
-	g.vms.closeGate = gate
+	g.vms.closeGate = held
 	g.vms.mu.Unlock()
 	_, vm = g.ensure(t, "crashing")
 	g.run(t)
 	vm.crash(errors.New("emulation failure"))
 	waitState(t, g.rt, StateFailed)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	_, _, err = g.rt.Ensure(ctx, specRequest(t, "next"))
+	_, _, err := g.rt.Ensure(ctx, specRequest(t, "next"))
 	cancel()
 	require.ErrorIs(t, err, ErrEnsureInProgress, "the failed VM is still being let go")
 	require.Equal(t, 2, g.vms.count(), "nothing built meanwhile")
-	close(gate)
+	release()
 	g.ensure(t, "next")
+}
+
+// TestCapacity: a VM the host cannot back is refused with 409
+// insufficient_capacity, saying what fits, and nothing is built; a VM that
+// just fits is built; a host whose capacity is unknown refuses nothing.
+func TestCapacity(t *testing.T) {
+	host := HostCapacity{CPUs: 2, MemoryMiB: 100}
+	g := newRig(t, fakeGuest{}, func(o *RuntimeOptions) {
+		o.HostCapacity = func() (HostCapacity, error) { return host, nil }
+	})
+	ensure := func(cpus uint32, mem uint64) error {
+		_, _, err := g.rt.Ensure(context.Background(), EnsureRequest{
+			Properties: Properties{ID: uuid.New(), Name: "cap"}, Spec: testSpec(t, cpus, mem)})
+		return err
+	}
+	for _, c := range []struct {
+		cpus uint32
+		mem  uint64
+		msg  string
+	}{
+		{1, 101, "board.memory_mb: 101 MiB asked, this host can back at most 100 MiB"},
+		{1, 1 << 20, "board.memory_mb: 1048576 MiB asked, this host can back at most 100 MiB"},
+		{3, 64, "board.cpus: 3 asked, this host can back at most 2"},
+	} {
+		err := ensure(c.cpus, c.mem)
+		var ce *CapacityError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, c.msg, err.Error())
+		ae := classify(err)
+		require.Equal(t, http.StatusConflict, ae.Status)
+		require.Equal(t, CodeInsufficientCapacity, ae.Code)
+		require.Equal(t, c.msg, ae.Message)
+	}
+	require.Zero(t, g.vms.count(), "nothing was built")
+	_, err := g.rt.Instance(context.Background())
+	require.ErrorIs(t, err, ErrNoInstance)
+
+	// Over HTTP.
+	body := `{"properties":{"id":"` + uuid.NewString() + `","name":"big"},"spec":{"board":{"cpus":1,"memory_mb":4096,"chipset":"i440fx"},"components":{}}}`
+	r, err := g.c.InstanceEnsureWithBodyWithResponse(context.Background(), "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, r.StatusCode(), string(r.Body))
+	require.Contains(t, string(r.Body), `"error_code":"insufficient_capacity"`)
+	require.Contains(t, string(r.Body), "board.memory_mb: 4096 MiB asked, this host can back at most 100 MiB")
+
+	require.NoError(t, ensure(2, 100), "exactly what fits")
+	require.Equal(t, 1, g.vms.count())
+
+	g2 := newRig(t, fakeGuest{}, func(o *RuntimeOptions) {
+		o.HostCapacity = func() (HostCapacity, error) { return HostCapacity{}, errors.New("no /proc") }
+	})
+	_, _, err = g2.rt.Ensure(context.Background(), EnsureRequest{
+		Properties: Properties{ID: uuid.New(), Name: "unknown"}, Spec: testSpec(t, 4, 1024)})
+	require.NoError(t, err, "capacity unknown: nothing refused")
 }

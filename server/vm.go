@@ -1,14 +1,8 @@
 package server
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"runtime"
-	"strconv"
-	"strings"
 
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm"
@@ -87,33 +81,15 @@ type HostCapacity struct {
 	MemoryMiB uint64
 }
 
-// ReadHostCapacity reads this host's capacity: the CPUs in this process's
-// affinity mask and /proc/meminfo's MemAvailable.
+// ReadHostCapacity reads this host's capacity now (vmm.HostCapacity: the
+// CPUs in this process's affinity mask, and the memory it can still commit
+// within MemAvailable and its memory cgroups).
 func ReadHostCapacity() (HostCapacity, error) {
-	c := HostCapacity{CPUs: runtime.NumCPU()}
-	f, err := os.Open("/proc/meminfo")
+	cpus, mem, err := vmm.HostCapacity()
 	if err != nil {
-		return c, fmt.Errorf("read host capacity: %w", err)
+		return HostCapacity{}, fmt.Errorf("read host capacity: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "MemAvailable:   21453440 kB"
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != "MemAvailable" {
-			continue
-		}
-		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		if err != nil {
-			return c, fmt.Errorf("read host capacity: MemAvailable: %w", err)
-		}
-		c.MemoryMiB = kb / 1024
-		return c, nil
-	}
-	if err := sc.Err(); err != nil {
-		return c, fmt.Errorf("read host capacity: %w", err)
-	}
-	return c, errors.New("read host capacity: /proc/meminfo has no MemAvailable")
+	return HostCapacity{CPUs: cpus, MemoryMiB: mem >> 20}, nil
 }
 
 // checkCapacity refuses a board this host cannot back.
