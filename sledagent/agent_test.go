@@ -21,7 +21,7 @@ import (
 
 var bigSled = sledagent.Resources{CPUs: 64, MemoryMiB: 1 << 20}
 
-func ensureReq(t *testing.T, fp string) sledagent.EnsureRequest {
+func ensureReq(t testing.TB, fp string) sledagent.EnsureRequest {
 	s := tickerSpec(t)
 	return sledagent.EnsureRequest{Properties: sledagent.Properties{ID: uuid.New(), Name: "ticker"}, Spec: &s,
 		Resources: sledagent.ResourcesOf(s), Fingerprint: fp}

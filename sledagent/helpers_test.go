@@ -209,7 +209,7 @@ func (f *fakes) at(addr string) *fakeInstance {
 }
 
 // newAgent starts an agent over root with real VMM server processes.
-func newAgent(t *testing.T, root string, dial sledagent.Dialer, bell sledagent.Bell, capacity sledagent.Resources) *sledagent.Agent {
+func newAgent(t testing.TB, root string, dial sledagent.Dialer, bell sledagent.Bell, capacity sledagent.Resources) *sledagent.Agent {
 	t.Helper()
 	lo, hi := portRange(40)
 	a, err := sledagent.New(sledagent.Options{Root: root, Capacity: capacity, PortMin: lo, PortMax: hi,
@@ -221,7 +221,7 @@ func newAgent(t *testing.T, root string, dial sledagent.Dialer, bell sledagent.B
 
 // killVMMs kills every VMM process registered beneath root, at the end of
 // a test (they outlive agents by design).
-func killVMMs(t *testing.T, pids ...int) {
+func killVMMs(t testing.TB, pids ...int) {
 	t.Cleanup(func() {
 		for _, pid := range pids {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
@@ -231,7 +231,7 @@ func killVMMs(t *testing.T, pids ...int) {
 
 // serve puts the agent's API on a test server and returns its URL and
 // token.
-func serve(t *testing.T, a *sledagent.Agent) (string, string) {
+func serve(t testing.TB, a *sledagent.Agent) (string, string) {
 	t.Helper()
 	token, err := httpkit.GenerateToken()
 	require.NoError(t, err)
@@ -281,7 +281,7 @@ func alive(pid int) bool {
 }
 
 // tickerSpec is a small ticker VM.
-func tickerSpec(t *testing.T) spec.Spec {
+func tickerSpec(t testing.TB) spec.Spec {
 	t.Helper()
 	s, err := specFromJSON(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"interval_ms=20"},"components":{"com1":{"type":"serial_port","num":"com1"}}}`)
 	require.NoError(t, err)

@@ -24,7 +24,7 @@ import (
 // answers 202 at once and then, apart from the request, pulls the VMM's
 // state from the sled agent through the sled-agent v1 client.
 type controlPlane struct {
-	t     *testing.T
+	t     testing.TB
 	addr  string
 	token string
 	agent *sa.ClientWithResponses // set to pull state back
@@ -44,7 +44,7 @@ type ringArrival struct {
 	got time.Time
 }
 
-func newControlPlane(t *testing.T) *controlPlane {
+func newControlPlane(t testing.TB) *controlPlane {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
