@@ -161,6 +161,14 @@ func (f *fakeClient) Request(ctx context.Context, r sledagent.Requested) error {
 	return nil
 }
 
+func (f *fakeClient) Arm(ctx context.Context, a sledagent.MigrationArm) (sledagent.MigrationArmed, error) {
+	out := sledagent.MigrationArmed{MigrationID: a.MigrationID, ExpiresAt: time.Now().Add(5 * time.Minute)}
+	if a.Secret == "" {
+		out.Secret = "made-by-the-server-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	}
+	return out, nil
+}
+
 // set moves the fake instance to a state.
 func (fi *fakeInstance) set(s sledagent.VmmState, reason string) {
 	fi.mu.Lock()

@@ -3,8 +3,10 @@ package sledagent_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -210,4 +212,68 @@ func TestDoorbellControlPlaneDownThenUp(t *testing.T) {
 // serverGenSeen says whether the agent shows state st for the VMM.
 func serverGenSeen(a *sledagent.Agent, id uuid.UUID, st sledagent.VmmState) bool {
 	return stateOf(a, id).State == st
+}
+
+// Arming a migration source through the API: the secret the VMM server
+// made is answered once, the outbound migration is recorded pending (its
+// own generation 1) and the VMM's generation grows; a secret given is not
+// echoed.
+func TestHTTPArmMigrationSource(t *testing.T) {
+	f, bell := newFakes(), newBell()
+	root := t.TempDir()
+	a := newAgent(t, root, f.dial, bell, bigSled)
+	defer a.Close()
+	url, token := serve(t, a)
+	id := uuid.New()
+	status, body := call(t, "PUT", url+"/v1/vmms/"+id.String(), token, tickerEnsure)
+	require.Equal(t, 201, status, "%v", body)
+	killVMMs(t, pidOf(t, root, id))
+	before := stateOf(a, id).Gen
+	mid := uuid.New().String()
+	status, body = call(t, "PUT", url+"/v1/vmms/"+id.String()+"/state", token, `{"requested":"migrate_source","migration_id":"`+mid+`","ttl_seconds":60}`)
+	require.Equal(t, 200, status, "%v", body)
+	armed := body["migration"].(map[string]any)
+	require.Equal(t, mid, armed["migration_id"])
+	require.Equal(t, "made-by-the-server-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", armed["secret"])
+	out := body["state"].(map[string]any)["migration_out"].(map[string]any)
+	require.Equal(t, "pending", out["state"])
+	require.EqualValues(t, 1, out["gen"])
+	require.Greater(t, stateOf(a, id).Gen, before)
+	assert.Eventually(t, func() bool { return bell.count(id) >= 2 }, 10*time.Second, 5*time.Millisecond, "the arm rang")
+	given := "given-secret-BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+	status, body = call(t, "PUT", url+"/v1/vmms/"+id.String()+"/state", token, `{"requested":"migrate_source","migration_id":"`+mid+`","secret":"`+given+`"}`)
+	require.Equal(t, 200, status, "%v", body)
+	require.NotContains(t, fmt.Sprint(body), given, "a given secret is not answered back")
+	require.EqualValues(t, 2, body["state"].(map[string]any)["migration_out"].(map[string]any)["gen"], "re-arming bumps the migration's generation")
+	_, err := os.ReadFile(root + "/registry.json")
+	require.NoError(t, err)
+	reg, _ := os.ReadFile(root + "/registry.json")
+	require.NotContains(t, string(reg), given, "secrets are not written to the registry")
+}
+
+// With every port of its range taken, the agent refuses a VMM with
+// no_free_port, and leaves nothing behind.
+func TestNoFreePort(t *testing.T) {
+	f := newFakes()
+	root := t.TempDir()
+	lo, _ := portRange(1)
+	a, err := sledagent.New(sledagent.Options{Root: root, Capacity: bigSled, PortMin: lo, PortMax: lo,
+		VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: f.dial})
+	require.NoError(t, err)
+	defer a.Close()
+	id := uuid.New()
+	_, _, err = a.Ensure(context.Background(), id, ensureReq(t, "a"))
+	require.NoError(t, err)
+	killVMMs(t, pidOf(t, root, id))
+	_, _, err = a.Ensure(context.Background(), uuid.New(), ensureReq(t, "b"))
+	require.ErrorIs(t, err, sledagent.ErrNoFreePort)
+	require.EqualValues(t, 1, a.Inventory().CPUs.Reserved)
+	entries, _ := readDir(root + "/vmms")
+	require.Len(t, entries, 1)
+	require.NoError(t, a.Unregister(context.Background(), id, true))
+	_, _, err = a.Ensure(context.Background(), uuid.New(), ensureReq(t, "c"))
+	require.NoError(t, err, "the port is free again")
+	for _, v := range a.List() {
+		killVMMs(t, pidOf(t, root, v.ID))
+	}
 }
