@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -597,6 +598,15 @@ func (a *Agent) Serial(ctx context.Context, id uuid.UUID, q SerialQuery) (Serial
 		return SerialChunk{}, err
 	}
 	return v.client.Serial(ctx, q)
+}
+
+// Console attaches to the VMM's serial console through its server.
+func (a *Agent) Console(ctx context.Context, id uuid.UUID) (io.ReadWriteCloser, error) {
+	v, err := a.live(id)
+	if err != nil {
+		return nil, err
+	}
+	return v.client.Console(ctx)
 }
 
 // live returns a registered VMM whose server the agent can reach.

@@ -291,7 +291,7 @@ func alive(pid int) bool {
 // tickerSpec is a small ticker VM.
 func tickerSpec(t testing.TB) spec.Spec {
 	t.Helper()
-	s, err := specFromJSON(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"interval_ms=20"},"components":{"com1":{"type":"serial_port","num":"com1"}}}`)
+	s, err := specFromJSON(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"pace_ms=20"},"components":{"com1":{"type":"serial_port","num":"com1"}}}`)
 	require.NoError(t, err)
 	return s
 }

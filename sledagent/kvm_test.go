@@ -26,7 +26,7 @@ import (
 func tickerBody(name string) string {
 	return fmt.Sprintf(`{"instance":{"id":%q,"name":%q},
  "spec":{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":1,"memory_mb":32,"chipset":"i440fx"},
- "boot":{"image":"ticker","cmdline":"interval_ms=20"},"components":{"com1":{"type":"serial_port","num":"com1"}}}}}`,
+ "boot":{"image":"ticker","cmdline":"pace_ms=20"},"components":{"com1":{"type":"serial_port","num":"com1"}}}}}`,
 		uuid.New().String(), name)
 }
 

@@ -2,6 +2,7 @@ package sledagent
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,6 +26,10 @@ type VMMClient interface {
 	Arm(ctx context.Context, a MigrationArm) (MigrationArmed, error)
 	// Serial reads the serial console's history.
 	Serial(ctx context.Context, q SerialQuery) (SerialChunk, error)
+	// Console attaches to the serial console: reads are guest output
+	// (the kept bytes first), writes are guest input; it reads io.EOF when
+	// the console ends.
+	Console(ctx context.Context) (io.ReadWriteCloser, error)
 }
 
 // Observation is a VMM server's report of its instance.

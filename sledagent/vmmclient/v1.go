@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/coder/websocket"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/internal/httpkit"
@@ -16,7 +20,10 @@ import (
 
 // v1Client drives a VMM server through version 1 of its API.
 type v1Client struct {
-	c *api.ClientWithResponses
+	c     *api.ClientWithResponses
+	base  string // http://host:port/v1
+	hc    *http.Client
+	token string
 }
 
 func newV1(base string, hc *http.Client, token string) (sledagent.VMMClient, error) {
@@ -24,7 +31,7 @@ func newV1(base string, hc *http.Client, token string) (sledagent.VMMClient, err
 	if err != nil {
 		return nil, err
 	}
-	return &v1Client{c: c}, nil
+	return &v1Client{c: c, base: base, hc: hc, token: token}, nil
 }
 
 func (v *v1Client) Ensure(ctx context.Context, p sledagent.Properties, s *spec.Spec, m *sledagent.MigrationTarget) error {
@@ -171,4 +178,24 @@ func (v *v1Client) Serial(ctx context.Context, q sledagent.SerialQuery) (sledage
 		return sledagent.SerialChunk{}, fmt.Errorf("serial history: no body: %w", sledagent.ErrVMMUnavailable)
 	}
 	return sledagent.SerialChunk{Data: resp.JSON200.Data, Start: uint64(resp.JSON200.Start), End: uint64(resp.JSON200.End)}, nil
+}
+
+func (v *v1Client) Console(ctx context.Context) (io.ReadWriteCloser, error) {
+	u := "ws" + strings.TrimPrefix(v.base, "http") + "/instance/serial"
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: v.hc, HTTPHeader: httpkit.BearerHeader(v.token)})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			var body []byte
+			if resp.Body != nil {
+				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			}
+			return nil, answer(resp.StatusCode, body, "console")
+		}
+		return nil, transport("console", err)
+	}
+	c.SetReadLimit(4 << 20)
+	// The connection outlives the request that opened it: it ends when
+	// either side closes it.
+	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
 }

@@ -644,6 +644,19 @@ type ClientInterface interface {
 	// Corresponds with PUT /vmms/{vmm_id} (the `VmmRegister` operationId).
 	VmmRegister(ctx context.Context, vmmId VmmId, body VmmRegisterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// VmmSerial Attach to a VMM's serial console over a WebSocket
+	//
+	// Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
+	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
+	// passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
+	// output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
+	// input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
+	// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
+	// status and code.
+	//
+	// Corresponds with GET /vmms/{vmm_id}/serial (the `VmmSerial` operationId).
+	VmmSerial(ctx context.Context, vmmId VmmId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// VmmSerialHistoryGet Read a VMM's serial console output
 	//
 	// Passes the read through to the VMM's server (its `GET /instance/serial/history`): the most recent
@@ -801,6 +814,29 @@ func (c *Client) VmmRegisterWithBody(ctx context.Context, vmmId VmmId, contentTy
 // Corresponds with PUT /vmms/{vmm_id} (the `VmmRegister` operationId).
 func (c *Client) VmmRegister(ctx context.Context, vmmId VmmId, body VmmRegisterJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewVmmRegisterRequest(c.Server, vmmId, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// VmmSerial Attach to a VMM's serial console over a WebSocket
+//
+// Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
+// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
+// passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
+// output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
+// input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
+// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
+// status and code.
+//
+// Corresponds with GET /vmms/{vmm_id}/serial (the `VmmSerial` operationId).
+func (c *Client) VmmSerial(ctx context.Context, vmmId VmmId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewVmmSerialRequest(c.Server, vmmId)
 	if err != nil {
 		return nil, err
 	}
@@ -1092,6 +1128,40 @@ func NewVmmRegisterRequestWithBody(server string, vmmId VmmId, contentType strin
 	return req, nil
 }
 
+// NewVmmSerialRequest constructs an http.Request for the VmmSerial method
+func NewVmmSerialRequest(server string, vmmId VmmId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "vmm_id", vmmId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/vmms/%s/serial", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewVmmSerialHistoryGetRequest constructs an http.Request for the VmmSerialHistoryGet method
 func NewVmmSerialHistoryGetRequest(server string, vmmId VmmId, params *VmmSerialHistoryGetParams) (*http.Request, error) {
 	var err error
@@ -1370,6 +1440,21 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with PUT /vmms/{vmm_id} (the `VmmRegister` operationId).
 	VmmRegisterWithResponse(ctx context.Context, vmmId VmmId, body VmmRegisterJSONRequestBody, reqEditors ...RequestEditorFn) (*VmmRegisterResponse, error)
+
+	// VmmSerialWithResponse Attach to a VMM's serial console over a WebSocket
+	//
+	// Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
+	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
+	// passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
+	// output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
+	// input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
+	// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
+	// status and code.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /vmms/{vmm_id}/serial (the `VmmSerial` operationId).
+	VmmSerialWithResponse(ctx context.Context, vmmId VmmId, reqEditors ...RequestEditorFn) (*VmmSerialResponse, error)
 
 	// VmmSerialHistoryGetWithResponse Read a VMM's serial console output
 	//
@@ -1829,6 +1914,89 @@ func (r VmmRegisterResponse) ContentType() string {
 	return ""
 }
 
+// VmmSerialResponse401Headers the declared response headers of an HTTP 401 response for VmmSerial
+type VmmSerialResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type VmmSerialResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *InternalError
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *ServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *VmmSerialResponse401Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r VmmSerialResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r VmmSerialResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r VmmSerialResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r VmmSerialResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r VmmSerialResponse) GetJSON500() *InternalError {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r VmmSerialResponse) GetJSON503() *ServiceUnavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r VmmSerialResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r VmmSerialResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r VmmSerialResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r VmmSerialResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // VmmSerialHistoryGetResponse401Headers the declared response headers of an HTTP 401 response for VmmSerialHistoryGet
 type VmmSerialHistoryGetResponse401Headers struct {
 	WWWAuthenticate *string
@@ -2202,6 +2370,27 @@ func (c *ClientWithResponses) VmmRegisterWithResponse(ctx context.Context, vmmId
 		return nil, err
 	}
 	return ParseVmmRegisterResponse(rsp)
+}
+
+// VmmSerialWithResponse Attach to a VMM's serial console over a WebSocket
+//
+// Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
+// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
+// passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
+// output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
+// input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
+// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
+// status and code.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /vmms/{vmm_id}/serial (the `VmmSerial` operationId).
+func (c *ClientWithResponses) VmmSerialWithResponse(ctx context.Context, vmmId VmmId, reqEditors ...RequestEditorFn) (*VmmSerialResponse, error) {
+	rsp, err := c.VmmSerial(ctx, vmmId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseVmmSerialResponse(rsp)
 }
 
 // VmmSerialHistoryGetWithResponse Read a VMM's serial console output
@@ -2643,6 +2832,83 @@ func ParseVmmRegisterResponse(rsp *http.Response) (*VmmRegisterResponse, error) 
 	return response, nil
 }
 
+// ParseVmmSerialResponse parses an HTTP response from a VmmSerialWithResponse call
+func ParseVmmSerialResponse(rsp *http.Response) (*VmmSerialResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &VmmSerialResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 101:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers VmmSerialResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseVmmSerialHistoryGetResponse parses an HTTP response from a VmmSerialHistoryGetWithResponse call
 func ParseVmmSerialHistoryGetResponse(rsp *http.Response) (*VmmSerialHistoryGetResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -2903,6 +3169,9 @@ type ServerInterface interface {
 	// VmmRegister Register and ensure a VMM
 	// (PUT /vmms/{vmm_id})
 	VmmRegister(w http.ResponseWriter, r *http.Request, vmmId VmmId)
+	// VmmSerial Attach to a VMM's serial console over a WebSocket
+	// (GET /vmms/{vmm_id}/serial)
+	VmmSerial(w http.ResponseWriter, r *http.Request, vmmId VmmId)
 	// VmmSerialHistoryGet Read a VMM's serial console output
 	// (GET /vmms/{vmm_id}/serial/history)
 	VmmSerialHistoryGet(w http.ResponseWriter, r *http.Request, vmmId VmmId, params VmmSerialHistoryGetParams)
@@ -2945,6 +3214,12 @@ func (_ Unimplemented) VmmGet(w http.ResponseWriter, r *http.Request, vmmId VmmI
 // VmmRegister Register and ensure a VMM
 // (PUT /vmms/{vmm_id})
 func (_ Unimplemented) VmmRegister(w http.ResponseWriter, r *http.Request, vmmId VmmId) {
+	w.WriteHeader(http.StatusNotImplemented)
+}
+
+// VmmSerial Attach to a VMM's serial console over a WebSocket
+// (GET /vmms/{vmm_id}/serial)
+func (_ Unimplemented) VmmSerial(w http.ResponseWriter, r *http.Request, vmmId VmmId) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3088,6 +3363,32 @@ func (siw *ServerInterfaceWrapper) VmmRegister(w http.ResponseWriter, r *http.Re
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.VmmRegister(w, r, vmmId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// VmmSerial operation middleware
+func (siw *ServerInterfaceWrapper) VmmSerial(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "vmm_id" -------------
+	var vmmId VmmId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "vmm_id", chi.URLParam(r, "vmm_id"), &vmmId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: r.URL.RawPath == ""})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "vmm_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.VmmSerial(w, r, vmmId)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -3353,6 +3654,9 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	})
 	r.Group(func(r chi.Router) {
 		r.Get(options.BaseURL+"/vmms/{vmm_id}/serial/history", wrapper.VmmSerialHistoryGet)
+	})
+	r.Group(func(r chi.Router) {
+		r.Get(options.BaseURL+"/vmms/{vmm_id}/serial", wrapper.VmmSerial)
 	})
 
 	return r
@@ -3854,6 +4158,109 @@ func (response VmmRegister503JSONResponse) VisitVmmRegisterResponse(w http.Respo
 	return err
 }
 
+type VmmSerialRequestObject struct {
+	VmmId VmmId `json:"vmm_id"`
+}
+
+type VmmSerialResponseObject interface {
+	VisitVmmSerialResponse(w http.ResponseWriter) error
+}
+
+type VmmSerial101Response struct {
+}
+
+func (response VmmSerial101Response) VisitVmmSerialResponse(w http.ResponseWriter) error {
+	w.WriteHeader(101)
+	return nil
+}
+
+type VmmSerial400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response VmmSerial400JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmSerial401JSONResponse struct{ UnauthorizedJSONResponse }
+
+func (response VmmSerial401JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmSerial404JSONResponse struct{ NotFoundJSONResponse }
+
+func (response VmmSerial404JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmSerial409JSONResponse struct{ ConflictJSONResponse }
+
+func (response VmmSerial409JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmSerial500JSONResponse struct{ InternalErrorJSONResponse }
+
+func (response VmmSerial500JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmSerial503JSONResponse struct{ ServiceUnavailableJSONResponse }
+
+func (response VmmSerial503JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type VmmSerialHistoryGetRequestObject struct {
 	VmmId  VmmId `json:"vmm_id"`
 	Params VmmSerialHistoryGetParams
@@ -4202,6 +4609,9 @@ type StrictServerInterface interface {
 	// VmmRegister Register and ensure a VMM
 	// (PUT /vmms/{vmm_id})
 	VmmRegister(ctx context.Context, request VmmRegisterRequestObject) (VmmRegisterResponseObject, error)
+	// VmmSerial Attach to a VMM's serial console over a WebSocket
+	// (GET /vmms/{vmm_id}/serial)
+	VmmSerial(ctx context.Context, request VmmSerialRequestObject) (VmmSerialResponseObject, error)
 	// VmmSerialHistoryGet Read a VMM's serial console output
 	// (GET /vmms/{vmm_id}/serial/history)
 	VmmSerialHistoryGet(ctx context.Context, request VmmSerialHistoryGetRequestObject) (VmmSerialHistoryGetResponseObject, error)
@@ -4386,6 +4796,32 @@ func (sh *strictHandler) VmmRegister(w http.ResponseWriter, r *http.Request, vmm
 	}
 }
 
+// VmmSerial operation middleware
+func (sh *strictHandler) VmmSerial(w http.ResponseWriter, r *http.Request, vmmId VmmId) {
+	var request VmmSerialRequestObject
+
+	request.VmmId = vmmId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.VmmSerial(ctx, request.(VmmSerialRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "VmmSerial")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(VmmSerialResponseObject); ok {
+		if err := validResponse.VisitVmmSerialResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // VmmSerialHistoryGet operation middleware
 func (sh *strictHandler) VmmSerialHistoryGet(w http.ResponseWriter, r *http.Request, vmmId VmmId, params VmmSerialHistoryGetParams) {
 	var request VmmSerialHistoryGetRequestObject
@@ -4477,123 +4913,128 @@ func (sh *strictHandler) VmmStatePut(w http.ResponseWriter, r *http.Request, vmm
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H1tcxs3su5fQc3dKos5Q4qkKNmiaj8oPk7W98SJyy/JrWN6SXAGJLGaAbgARjST0n+/1Q1gBjMcUpSU",
-	"OHvv2XzYFckBBv2C7qcb3fBvUSLztRRMGB2Nf4vWVNGcGabw0895/jqFP1KmE8XXhksRjaMPK0Z+fvPm",
-	"mSY8jUmykpoJMt8Ss2IkkcIomZF1RgXrRXHEYcSamlUUR4LmLBpHt3k+5WkUR4r9s+CKpdHYqILFkU5W",
-	"LKfwwoVUOTXROCoKfNJs1zBSG8XFMrq7u4PBei2FZrjSb2n6jv2zYNrAJ1gEE/gnXa8znlBY+ek/NCz/",
-	"t4h9ofk6Y/inUlJNE5nC7Fzc0oynU+VmiqOcaU2X8NtcptueXrME/2d6y5TmUozJLc0KRrgmnhYyLwzJ",
-	"udawUEsi0wboHUejxSAZ0kv2fH6WnrOLfnQX0vwXxRbROPpfp5VITu2v+vQVrNPSvSsL9w5YRU4zYB1L",
-	"iVRkrhi90YQSVWSMnMwa9M1iUn4FRMHnQuhivZbKMPudJ3QWT4RUKOGf37whmqlbpp5pIjeCjL58IcDB",
-	"mOgiWRGqyew2nyJnZ53eRACVL6VYZDx5mnR0sVjwhDNhpgld04SbbU1GfnWCsVSTEXn59qMmVKRk0B+O",
-	"yBv+7RUSoDOWkhXVZFg9cXHuHiELxdhXllvimKPJhptVyWTHb1zuyQw2DfvCtdEgJ/gkpJkapnIuaAby",
-	"mbVyCJ4WcgpkTUGwodSNokJzg/Ile8Xbv0TxelG+FoYpQTNL2lPkaeepidB/SfDRryQHumTCkAXlltN+",
-	"DbNOD17wozTfyUKkTyBVyClsjeltnteoFRLZPVwMkuf0knVH87O0O2Lni+4LejHvPk9epJesvxjQ4dya",
-	"mCXXhoGRkYKYFdeoHF+BSz/ahTr1pIbwtL4gVB8hrQUAa09OZgHVVgnNdAGMdHx9S7eZpOkHKX+gasme",
-	"wF6wzVMj5TTDiUIO+y0Gj8CK8QlQdCrIAPb7V97qbeswpQrSJGFro8nJrE6S45jzcB94zmTxFFPqKTZu",
-	"pn0cGxMhDVEsYfyWpYQLAiP+DJalPMW1UKX4LfMrISezBimOU++ZuuUJ+yjoLeUZnWdPUS+wtUUwU4vL",
-	"eaadzSSpZNquVOgN+7oWDHyakZLkVGzBqQiWwDOgT6BK8PU0+HrWCY3+XhImwjqfgAWzTo98UFtCl5QL",
-	"klHDlHMOHwUtzEoq/it7isEswmnq/OaayDVTOI/z9JTMGVWwneQNE2OimUjJitGUKXLt5sHnx+Rb++Ck",
-	"6PfPEnwc/2Rfx4aGy3QW01Tb/xkIKqQclDmOLCGIcn/55ZcuEMSEAU6yXWh+nW3oVpOZpXMG46tl74Bo",
-	"FFgJ+N6wlNMP+MwTBFfhxxzmm+JLQxE6wby0L+jCC8dkQ8H8NV/059hmEMqsuZYZyqaNODQ55UpQTi89",
-	"OgXupSkiLJq9VaC4hkPEsqCZZs3F/CRgMVoWKmFELkr0B1JcB4N/ixCk7gj/F/TMmmRsYcgC1IttYGtr",
-	"mKCMqLgwFyOQCP3C8yKPxpf9/vPB5eXwfPR81L+8HMRRzoX9qV9GXgCKlkxFNvACQ5HuWUCAUuDdxD3+",
-	"+67BSEOzPQuo/KlcLJgCm/i7c+EuDF4/ueUErImtiD6XI+X8HywxsPQSNz9AM17dMrVFhFoo9kyjqu5q",
-	"RbgTdwwD0QZMN8lpsuKCdRWjKX4Bz9vA6PrtaxKMIhlEG/BL3tsNwYMt3SqFDQhgo6RYxqiLaybXGbsi",
-	"guYMJyULzrKUUEDeRWZaXxFu/7YsBE/9PnFPxhB+clEzqplc2iAPvvw/XYeiuq+9j2h5c0O8AWMrsmur",
-	"axP090w4P9UmjmX56xVZKrnRZL4lUjBgCENxJysqlixU5zlq1++8nV8LbahI2NuaLj1AOa3ZScEpLbiT",
-	"LXeTEoqBAxcJVYIau/a61tYma/LpO8UYMeyLuSIsX5st2ayYQAu95LdM9EiFfqh1fRa0aMJRo3L65Qcm",
-	"lmYVjc8HwxYN26tZjgBMcl05kPRMk/dvvn3903uit9qwnHz8+Po/a9JoT1f5zFfLplxJZXBPtLyDKU4z",
-	"Iop8bpU0IObiDMXqPw7iaE0NhK3ROPr7p+vuf9Pur/3u5efqz960+/mbv9yr6rh8XG2bSr8Wt0wYqR7q",
-	"2T44T4bcxL3o0xO7+pCsC32fPy8dLJqhXKrtNOfzh4yC1ew1K+VSj5LtbZ7vKnL0N7mxQBydIFWsFi37",
-	"vA3seDBYSVakLG1u7LNh9CA35ImKLRNrvHHrbJPqG760luha5datP0C014JQTDjmfhZiEUyLf/qy5orp",
-	"KTVtPoM5q61yktG1BrYsiJDEQARsSKEhAjU1FqXUsK4LSXfdk1/PXjGXTxwva80Sxcx9ilYy9L19vCmn",
-	"2tLikC8HxfOuEEDse+Og/wOhZSUgLoyE8EMWgJGsjd4V15KJ+wgNXNwfxnFP7XEMx6cBIPKcTYs1aEh6",
-	"QNvCBeGbSEa1ca43jf2phocSSSaTm2NV8LDQLV0xcrmx3INK8L7UwKYvCWmRwq6KWIUdk9EZwODB8AXQ",
-	"pmhiwEfKBZlTzS5Ghcp65DUGDwLAh/OiLCVzmtzEeKYhRcLiifAcUbnNBOY0ZbAvJ6LuoQbDFzUXNTrb",
-	"46Om3c//8Zc2yTeEeg/FyM8xma2ZSLlYzsgJmiUMs4OQhGpnUGJEEdpQCOc6mBSfrpVcKqY1ZtNBzTJm",
-	"WDqLycwmh2eWSibAHH+K3KvwkKscC8bXjwRFwYGBSCv63rlQTz/CmZYHF9bCO5jlwg9t08P7gkfvYOuz",
-	"3sKU7Q7II8uLUeCNBm1Ysu6L6y/4HoNst14uyBv+7WEgO+iPXpw/vwjfeXGvC9x1fG276T1Cq79x/Qgs",
-	"c03WnAUBukVpiRRaZgAXZWHWhWnBudTQdqs43xqmY7cVu0xAoJHWAK9ZMcUQRAgp6qE0DG7bPUy02L3r",
-	"uZZZYWDxC80M+UehDVmDxQNS0PTBfEDbDNY7+31DDdxt96/KcXbB1R+6nobmoHz8Gi3/WlUnY+nPef4Y",
-	"J3zt86zoaKgOQrsbxtY+ZmmkemzQP1WMutzbIUf4c55/Zwe8s8/fxU/y4+Joz1sDJ7VJ3FnFo2Y5yvuX",
-	"4jje7//Bvv6Bzv39miWvxC3L5PoxOkX0miVgUilGkikpqxNmtTP8IPfivrLnyl2b+D+9Hcxi0uv1OuhZ",
-	"cOyMcD0R6OjdkGea+IwBLDsmyYolN+BZlxSCZtJ42AoJZ1RFxrQN2ZmjFh5Y0TWbCIs7rDD0lT1U8NOA",
-	"Q8u2hKapJcG64fo+gdXu552tL2mJ9JAECltPl0zZKG6Y3407wgpZuid8XLPkWTndgyJ32v318yeLi7qf",
-	"vzm9/TSAIB4i+SNi99rK7EJb1e3nPH+wltWzurtmiqap2lspVBUUwGNM65jMVlKbMRYkXBEaxCYu3JOC",
-	"UCHB79kCiJTTrCGSIInjFPI+Q9GS6rL57AqHHRpeAbZjLVPNWdhUwd7YyFdUHREVNeRe1lOVfIitPELa",
-	"/Ir3KMQroQvFrnVpiT+gHB6oJ++clmgHSI07kQCT4wUL8WbGb4PY6wp3HxqxRIKFWiiZWzONi4+JlvBx",
-	"IkpyCDcV2gVcZNOBLXbhabph13iMB2oybiexVsnGT3pQFN8pmb8/aNOOksBmJXWQjuWazAueGctiiky/",
-	"qjHTVAZsLqlqiR+exlFvpw9um9AfHmDkIQtnuRgUBR7k0zhkCDmZ7Yhh1oFAkuoWWzURwfM7O2jW6ZFX",
-	"X2hiMpveByhrPSs6WacL4GdDHZaC/bSIxp/uVbuGstzFR47Y3el3ny3jHH78Ly5aAZSPNW1gO7alaGsl",
-	"E6b1lH3hEDCTE9zQtpzA/Ubsb8DFDdXkhmeZi87h4xJY40OdibCgWLEgPIfXuCi8Nr1i9kTWpc/dujr1",
-	"SH13jTYfOj0Qnu9A6YeeitQ5dUXWsMeEsViGC4dBy9TCzj67cRI4Du+jvO49lVvR9ZoJYHx1JkdOcM/z",
-	"JeajFQoKTwWtrXZ8i320ax25DUc695+dIRXVsvbs1h+4No9IgzTOmnd52J6bt8ep9cGgiqlNeW2dF+aG",
-	"5foICSDb6ZfX9vFBH/4ryaRK0W2by9b7ePE0F/yG3jgr7k7/73G+3vBhxWkddO2y86EZ3phsVjxZBb4c",
-	"d7s9MFhIdVQGWLF1RhM2rVeqt7PkIfj/mpQzxj4ar4FV9AXHBQXNsx9tuplMaEa0kYouGeZRmUi1hUQp",
-	"XyyYqlVxxuSGba32ofBoXqWYkHMQkvr1TgSjyYo4zujYH3kDL/2oGimCbZg2dYpOaqFfNbnulMnckIUX",
-	"oxa6H4mdH3eKEkdaJdP9kYbTsFoxW1vAYf3HDH6alalSz2ON3qMesw0vhrWgrZHK/vtkok8//8cY47Tf",
-	"BvH53RGxmqck3jkYsNSGvN1jKPbkxatgAj1MGd7WHCYi6JNEMWq4WMY2EY5/qUII95Vcr6u/QEUVm0uJ",
-	"j02EWzb8njJtlNyio5aqdGnjwGVUfpqbsuzQFV7LwhVneKgAaKA3EX4ei5TKl8wQ8PsT1Lqj9wT5RJ5r",
-	"wrAk4ZeWJv+nq552VFXCwL8dOMDdbV+9DyigJF5i7iJAnA8MsG0VmpG+8IPWpQg8k3juwk0TiO47cT1s",
-	"r3/hZlUi0KmdY2bhyYmrlxFlX0vH1nWkoTvZ8CzzsOZIU45EsvTYlN67csBTzIYx2VSzRIpUP4QLV2Ql",
-	"NySTYlkeea1kllpz6+a7Imf9frMq5eApytkFoIND5ygNU1Ex7ZAd8Npnm6IegaVquemFAdvpNbEqrnIb",
-	"FVgBALLJtgMaeLTYbBHC4zIsrWnYQ1x7Fyrkni3JUscVy41eYG5UIZwlKc1IFd87prTYDKvLheJm+x7o",
-	"sKyy1cHXBXiY3/YVeT/Tvny4TJIseObyH7ZBY9bt0sKsuvhcF36t6oCxXQLfU23PlTFrWxvLxUL64l9q",
-	"m7Vcy96GLpdYPMiFoVwwpaO7fUU+zqyrQjQxFZ44Q6QHvpicUOtsx/jVzL3CPjkrfcGaKQvPEfFIAa5s",
-	"IuRGEPAnsSUZ3Bt8hSSjlnrcpaQ0NuVc60wswb+29TkrplhMUsVdCiS3uq4YTTH/zbiySgBzcQ3RuodR",
-	"Aw+4vHyu377uTcREfPPNe7uZ3KZJpVRzlmW9b74JytY21CQrpi15wCp43B8HaTILFdx51Lpzn4iqlNCi",
-	"yweWE9rIDqsFkBLqz0TsD+4AaiJsyId1AOCCrHe0fIKVcjFHRw6fZWHsh3L76x65bqyEGwLbQYd9oxOB",
-	"4nmmS26Rk9nbn95/IKcQMp3+ZnOdd6fu1Gbmme/Gd3F4t2wju377umNVREismr2yCYa6MjhHR1MdHA5Z",
-	"lTArJYvlisy+f7WzBnxu1iPXVa7TNZHZrMZElMAB5tzWG6ZKxV1gIZgTZyEMz3Y7aUkhKo3lmHL6z1c/",
-	"vPrwqrEmbLgE1QvaBLgUoHI26G32TsyObJCYxTUdt7+IkxZb0wGGeDQDRMrCeNCHNPsQ09kxX7A56g9I",
-	"vf0BVSljVAk9ETCIiyVhmWaORqyk1hVtTlPLGctuSnzQnUT1yGvYVlVJL6beXHG0raigCErVRGBNB821",
-	"TVDPXA4DB5RP+SQKDN1b2+wMUGqT1WPs1az34tokDGhoTCgp27Ax6ehma7b3uuotBRuh0+zlxfkmwp8M",
-	"muDMrdEXLBfh4VfnUBOwXWQ5jyXX5kwnwttDjGithSk7iW6E3NiZA/HaxtSyRZCciPu6DDvxRISNsHY9",
-	"zafqWuYY3GlrmiUn1bYC3aoOLSZCGwC34MTiUotnCwkoxzK7rdfWpdJs+SjW6EjlS16wKyOhoMgII70p",
-	"v0L/QpxyEQ12YuPOTRaKoWhrDbzkxJpR+ND0PcpaVk0MvWGiEweaFjT72mUCrW49qXQMR/dKkkIpkB/a",
-	"JM+5sP+rnKAMtCei0TaG+x0m846c27iuU2sFjWFXmZVMUTA0y+TGakajARII2dN+E5OdJsCYtDe8odxc",
-	"c2+PXAvCMBduaXcUTUQZsC4KzaqC8r2978ClwlZjYdb0ZIFJVGyQClrhfXqba4Q/E+F4Py94qQyd2Nu8",
-	"W2RmyTyBVWzwamu852zFRdojP7KNsys53RK6XjOqiO/JK/ekvgIsn4GuEgMRMqyWFOIGcRQuer5FYf3t",
-	"w4e3jiA0sq9tTOJ6KjiCG/RlZM4yuSHDv5+f4fGcVcn//f6nH/2LSn+aAzMSk21tqJ7xhLkIxYHLN29/",
-	"6A57/SiOCpU5QKrHp6ebzaaXy195ltGeVMtTJrof35++efvD6bDXP7XVHiYL4GmFPqM4Ko/oowE8KtdM",
-	"0DWPxtFZr987izCFs0LgfcrDsvZla3VloAT1QnbcL27/oz8APGlxWrNIb6cxCfNQi4wudUzmW4AL6C7s",
-	"9oenESevqO7EGIrmBSb9WvurrOaEhsOdJHmH/zqNxlUB//c+xVTdoTHs9x/W+ecLCW032mAUtoYNyx6t",
-	"wcVOYaAdgHcuhGNsh4YddXF+fnYR1ulH5/M+u0zOaHeQPl90R2xIuy+Si3m3vxiwYXqWjObn1Fe5j4dH",
-	"twZWLQ172gO9uP1z2GA86g/2TVzy9LTWDHsXR+eWwYcH1a9XwFFn949qaXjGKLPIcwpqHX3PTIvyBtdo",
-	"GLrUvocg+gyDT/3hycEdwVrOUipsW/Mk+9oeWo5e6lrrD4ieqrCWoE++WiUaDJ/3+r1+bzAeDEE49UqS",
-	"Or2R7RWK+skFHdH+qHtBh4vuKL1g3cvF+Vl3OH8xHy4u6CUd9KurbgxPbsquySpTbnfOoL4vhucXYdYD",
-	"y/bOyi+CJGa9xi0a9ocX3cGgO3z+YdAfD87H/X5vMDz/77DgJDrmjgl7BHzctvEi2dtT2ziY+39xzwCB",
-	"rrmwRk2wW27zPNgsZRhm1Sdjben576RaMlPhCZtnyBjFlhejQz/fIz9h4Vu1cWDESZkYlyrMi3cQBMzZ",
-	"RFSwlqVXhIotsWC4irUu2+6QIYXIAG04nIs4UhXMn+Ld8CzTIaabCKzRtSFVmHGxgDyXtx6N+waBnX39",
-	"sVwpeuTq9qlPTb79F+DxelkRts+71Vv/VxHuTurw+ql/Fkxtq02J1NU6453jLbOjLjM2lzJjVER3d593",
-	"TM9of7Ub1yQUgFP+I/Q4uMXqsftlZBd2eFB5pQ0OuLx/QHl905+8IyttsZqwsxPj++Gbq7Nzhj6uTgg9",
-	"ECFVlZnNJFLDWn3S74Gh/u2J2j3RA/zQPh+EdapfbR/92eCONrxUy9ZomNe2l1aPnNrL/8DyrYuDBXSh",
-	"I7MBNTiJcRDulMWF4DsaUZE7etaENo8AMP+G0e8CUwk2XKoy/+3JfjJnglGX+HNpERdW4+Fwo0Edky+K",
-	"xYRx9JCuGsaV6J241JmLJVlaJr98OeDh4pqJOCkr/DplMQxW6JQlr41iV1TbZsUgvmUjqyJB8o6t7Uk3",
-	"oWIibPd9QrMy8eo9/bDfr98qh8UAhOurZoYMuVzTIgwSSsBQT71VWW8XdoeZrRrMaM+UXflay3paZSJ2",
-	"0y7UVDkXf9egzTEvsCnYr383a4I5WVkDVO0o5F2FQdxs38p0e7wld2GwzKe+vLXanNfEml6yLDPiKNbb",
-	"l28/VhkE2z5GpCAvf3ozgDiWZgVrlts+ye6XS3P/j+W9SOOKrzXDw+rRqL/44vvHQ7dQegU844RBeZpx",
-	"Ud7Zd0uzaa7/Ouhb55W765rKl9eLtxKZo03GY1T7qTokxYY6THVay15vuIhqVUv2iarMwZQlc5UAPjy2",
-	"/u0PkUJQUV6vzoiep8NFPxmw7tl8RLuj5DztvmAXi+4l7c8HyTA9Y6NFtK8cLuX6pt+dM3uJq1lFY/xK",
-	"n9o393i+rFi84BmbOqM5dZVp7vD8SGjgKjGis38Ou88318f8F4XlW9Ggj3jnucM79jKqo11+vbj7rn7u",
-	"DyHL3b9x2b8sLquclQuWwvbsTDGa2hzb0OK2/w9lNqhkFhSsHSG0/qD/54FpLN0NZVUe/LvmEouvvna8",
-	"++L+QY2LMx8T9Y4GRwD15pWmOO78GKJaLuH7k2OKd2WgXcL6PTH3Tvbr1Lrw01XVX98alb+lWjs4Dru+",
-	"rLUwcvdSSluyi0UYXt8ar5l1bMiRS23vLBVmImwzPvh9gFVB0RRt9JzPLHqDUKS6Cxn7g2cw4dROOLO9",
-	"+vb4EwA5+4IpbFePjdCh0yMzO48/y2XKld0gpAVas2xL5mzJhd4DSGsXFNg8w8Hk2P0t9BsqYG+SH6Uh",
-	"Ri4ZohxbLxYSuDdnVrInar2n/cm9+HvvT3KkBGJ1QqDqIFWBQPcRFRD+laj64CmxJBjplGLvCumXKT7a",
-	"nq7EU7JDxaYtd2i0LPPzU9GSvdsiSr/P/kG3119eLv/6V3eFwvh5ee1D/2g/VL+eY49Hckqgb3wryb9y",
-	"lvXPteQ0rYrJa9eVuMtKfrdcUYsrqIDPUXnZer1j45IMITeYvRBy01bTmdAs067+CAuYsQSqLCRUVCzt",
-	"LXthwSSzZxpgptF4cHuPsma+WMNVRDtgusdcwzNPTQeX133YauQwg1B18vrURtVDGUapu5eF2CbC9gbI",
-	"3X85wc9+suYpGQ1Hw07wIjLf+i7BS3Jiv+uUF4yMKkxb9k0cRrQXgGjP+4Boq7g49deFhORXmTEnWAAD",
-	"VQQf3rdUsgIXddFyD4mPmh4XfZe4PXjnYTKfA5nPLy1w98OrjpKjhr/wXPIhXoNB7msHz+o8eFqAeHxY",
-	"3qjEv7unx+B/VGo+oPuPzss7UE1rPQutkJqKtFncVgqHzFQhZjEgWbl2DVi2vwG7r2zJYrMa7oosZJbJ",
-	"DbH18v5GtArXl7XVJ2E9vKsCp8bWwGvD1p3eROy05FCVu2Ch0nbvIOqXZjcyfLNwq8/iMh8+EeU1eTOb",
-	"0Zq5PooTqTBHW6eS5PSG6bi6HM8he66xKL7jOErwPkcArhMxC1qPZuRkt1eocxUeIdirMkTjX/rAo4LM",
-	"H6UjuTRnroZnIuzSeztkljSh9GoLWUrb5rVp63065OPeFuZJOfJGa0zdjKk8PKWoizXodgst3GNTqGXX",
-	"T3NFjWaxs37fmd36Wt8DpHWrDdcTzgyDHpbWbGkj/CNym7WerPBS1oYfGPbH4Hce7SofkyT+nfObj+a+",
-	"a6O7558MAHC0BoML+/SqaUUBp9Z75uqKXLZt/mvXh/w7wfaHIINrfePLmSS4NNtm7Xus7UUca5aYhulr",
-	"5N6CVkIED2ET4afPgBJc6x3+auur8dzscznVnjKmvf/eVK/2L/lF7UkO9FfcaJYtgufxVO3u893/DQAA",
-	"//8=",
+	"7H1tc9s21uhfwfDuTKQ+lCzJsh3Lsx/cPGnXd5s2EyftnY2yIkRCEmoSYAHQstrxf7+DA4AEKUqW7STd",
+	"e5/2w64lEeB5w3k/yB9BzLOcM8KUDCZ/BDkWOCOKCPj0c5ZdJfqPhMhY0FxRzoJJ8H5F0M9v3ryQiCYh",
+	"ildcEobmG6RWBMWcKcFTlKeYkX4QBlSvyLFaBWHAcEaCSXCbZTOaBGEgyG8FFSQJJkoUJAxkvCIZ1i9c",
+	"cJFhFUyCooAn1SbXK6USlC2D+/t7vVjmnEkCkH6Lk3fkt4JIpT9pIAiDP3GepzTGGvKjX6UG/4+A3OEs",
+	"Twn8KQQXs5gnenfKbnFKk5mwO4VBRqTES/3bnCebvsxJDP8zuyVCUs4m6BanBUFUIocLmhcKZVRKDahB",
+	"kUil8Z0E48UwHuFzcjY/Tk7I6SC493H+myCLYBL8r6OKJUfmV3n0WsNp8N7mhX2HhiLDqSYdSRAXaC4I",
+	"vpEII1GkBHWiBn5RiMqvNFL6c8FkkedcKGK+c4hG4ZRxARz++c0bJIm4JeKFRHzN0PjuDmkKhkgW8Qph",
+	"iaLbbAaUjbr9KdNYvuJskdL4edyRxWJBY0qYmsU4xzFVmxqPHHSMkESiMXr19oNEmCVoOBiN0Rv67QUg",
+	"IFOSoBWWaFQ9cXpiH0ELQchX5ltsiSPRmqpVSWRLbwC3E+lDQ+6oVFLzSX9iXM0UERllONX8iVoppJ9m",
+	"fKbRmmnG+lxXAjNJFfAX7WTv4BzY61h5xRQRDKcGtefw0+xTY6H7EsGjX4kPeEmYQgtMDaUdDFG3r1/w",
+	"I1ff8YIlz0CV8Zk+GrPbLKthyziQe7QYxmf4nPTG8+OkNyYni95LfDrvncUvk3MyWAzxaG5UzJJKRbSS",
+	"4QypFZUgHF+BSj8aQK14YoVoUgcIxIdxowG0tkedyMPaCKGaLTQhLV3f4k3KcfKe8x+wWJJnkFfr5pni",
+	"fJbCRj6F3RHTj2iI4Qkt6JihoT7vX/mot8GhShHEcUxyJVEnqqNkKWYt3HuaEV48R5U6jJXdaRfFJohx",
+	"hQSJCb0lCaIM6RV/BskSmgAsWAh6SxwkqBM1ULGUuibilsbkA8O3mKZ4nj5HvLSuLbydWkzOC2l1Jko4",
+	"kQZSJtfk62owbdMU5yjDbKONCiOxfkbLkxYl/fXM+zrq+kp/JwpTZoyPR4Ko20fvxQbhJaYMpVgRYY3D",
+	"B4YLteKC/k6eozALf5s6valEPCcC9rGWHqM5wUIfJ35D2ARJwhK0IjghAl3afeD5CfrWPDgtBoPjGB6H",
+	"P8nX0aE+mFZjqur4v9CM8jHXwhwGBhHwcn/55ZeeRogwpSlJtl3zy3SNNxJFBs9Ir6/A3nKigWGlw/eG",
+	"JBS/h2eewbjKf8z0fjN4qc9Cy5hX5gU9/cIJWmOt/pov+nN0s2ZK1IQlAt60IQcqp4QE+PTKeaeaekkC",
+	"HhZO3wotuIrqiGWBU0mawPzENDCSFyImiC9K709zMfcW/xGAk7rF/F/AMkuUkoVCCy1eZK2PttQblBEV",
+	"Zep0rDmC72hWZMHkfDA4G56fj07GZ+PB+fkwDDLKzE+DMvLSTtGSiMAEXlpRJDsA8LwU/W5kH/+8MCiu",
+	"cLoDgMqe8sWCCK0TPzsV7v3g9aMFxyNNaFj0qVzJ57+SWGnQS7/5EZLx+paIDXiohSAvJIjqtlT4J3FL",
+	"MSCptOpGGY5XlJGeIDiBL/TzJjC6fHuFvFUo1dGG/iXrb4fg3pFu5cJaM2AtOFuGIIs54XlKLhDDGYFN",
+	"0YKSNEFYe95Fqlpf4R//tiwETdw5sU+GOvykrKZUU740QZ7+8v/0rBfVu3I2ouXNDfZ6hK3QrkHXxujv",
+	"CbN2qo0dy/LXC7QUfC3RfIM4I5ogBNgdrzBbEl+c5yBdn/k4XzGpMIvJ25osPUI4jdpJtFFaUMtbajdF",
+	"GAIHymIsGFYG9rrU1jZr0uk7QQhS5E5dIJLlaoPWK8JAQy/pLWF9VHk/2Jg+47RIREGiMnz3A2FLtQom",
+	"J8NRi4TtlCyLACS5LqyT9EKi6zffXv10jeRGKpKhDx+u/rvGjfZ0lct8tRzKFRcKzkTLO4igOEWsyOZG",
+	"SD1kTo+Bre7jMAxyrHTYGkyCf3+87P0L934f9M4/VX/2Z71P3/ztQVEH8AHaNpG+YreEKS4ea9neW0sG",
+	"1ISz6NIT2/IQ54V8yJ6XBhbUUMbFZpbR+WNWaWh2qpUS1IN4e5tl24Ic/IOvjSMORhALUouWXd5Gn3it",
+	"sOK0SEjSPNjHo+BRZsghFRoi1mhj4Wzj6hu6NJroUmTGrD+CtZcMYUg4Zm4XZDyYFvt0l1NB5AyrNptB",
+	"rNYWGUpxLjVZFohxpHQErFAhdQSqaiRKsCI9G5JumycHz042l08czmtJYkHUQ4JWEvTaPN7kUw200KfL",
+	"Xva8K5hG9lpZ1/+RrmXFIMoU1+EHL7SPZHT0NruWhD2EqGfivhjFHbaHERye1g4izcisyLWEJHukzQcI",
+	"3oRSLJU1vUnoqhrOlYhTHt8cKoL7mW7wCoHKDXD3CsF1KYFNW+LjwpmBChmBnaDxsXaDh6OXGjeBY6Vt",
+	"JF+gOZbkdFyItI+uIHhg2vmwVpQkaI7jmxBqGpzFJJwyRxGRmUxghhOiz+WU1S3UcPSyZqLGxzts1Kz3",
+	"6b/+1sb5BlMfwBjoOUFRTlhC2TJCHVBLEGZ7IQmWVqGE4EVIhXU414Wk+CwXfCmIlJBN12KWEkWSKESR",
+	"SQ5HBkvCtDr+GNhXQZGrXKuVr1upBQUWeiyt8HtnQz35BGNaFi6Mhrdulg0/pEkP7woenYGt73qrt2w3",
+	"QM6zPB171mjY5kvWbXH9Bd9DkG3hpQy9od/ud2SHg/HLk7NT/52nD5rAbcPXdpquwbX6B5VP8GUuUU6J",
+	"F6AbLy3mTPJUu4u8UHmhWvxcrHC7VpxvFJGhPYo9wnSgkdQcXrUigoATwTirh9J6cdvpIaxF713OJU8L",
+	"pYFfSKLQr4VUKNcaT6MCqk/vp3GLNLzR5w014LQ9DJWl7IKKLwpPQ3KAPw5GQ79W0UlJ8nOWPcUIX7o8",
+	"KxgaLL3Q7oaQ3MUsjVSPCfpngmCbe9tnCH/Osu/Mgnfm+fvwWXacHWx5a85JbRNbq3jSLgdZ/5Idh9v9",
+	"L2zrH2ncr3MSv2a3JOX5U2QKyZzEWqViiCQTVHYnRLUavpd7sV+ZunLPJP6PbodRiPr9fhcsC6yNEJVT",
+	"BobeLnkhkcsYaLBDFK9IfKMt6xLroBk1HjZMgh1FkRJpQnZisdUPrHBOpsz4HYYZ8sIUFdw22qClG4ST",
+	"xKBgzHD9nGhod9PO9Je0RHqAAtZHT5ZEWQuqiDuNW8zySbojfMxJ/KLc7lGRO+79/umj8Yt6n745uv04",
+	"1EG8juQPiN1rkBlAW8Xt5yx7tJTVs7rbagonidjZKVQ1FOjHiJQhilZcqgk0JFwg7MUmNtzjDGHGtd0z",
+	"DRAJxWmDJV4SxwrkQ4qiJdVl8tmVH7ZveeWwHaqZasbCpAp2xkauo+qAqKjB97KfqqRDaPjh4+Yg3iEQ",
+	"r5ksBLmUpSZ+D3x4pJy8s1IirUOqbEVCqxzHWB1vpvTWi70u4PSBEou51lALwTOjpgH4EEmuP05ZiQ6i",
+	"qvJ2tV9k0oEteuF5smFgPMQCNQm3lVireOM23cuK7wTPrvfqtIM4sF5x6aVjqUTzgqbKkBgD0S9qxFSV",
+	"AptzLFrih+dR1OnpvcfGt4d7CLlPwxkqek2Be+k08QmCOtEWG6KuDiSxbNFVU+Y9v3WCom4fvb7DsUpN",
+	"el+7ssaygpG1sqDtrC/DnJGfFsHk44Ni1xCW+/DAFdsn/f6TIZz1H/9JWasD5WJNE9hOTCtaLnhMpJyR",
+	"O6oDZtSBA23aCexvyPymqbjGEt3QNLXRuf641KRxoc6UGadYEC8816+xUXhte0FMRdamzy1c3Xqkvg2j",
+	"yYfO9oTnW670Y6sidUpdoFyfMaaML0OZ9UHL1MLWObuxHDjM3wd+PViVW+E8J0wTvqrJoQ6cebqEfLQA",
+	"RkFV0OhqS7fQRbvGkJtwpPtw7QywqMDacVp/oFI9IQ3SqDVv07A9N2/KqfXFWhQTk/LaWCtMFcnkARwA",
+	"suO7K/P4cKD/K9HEQuBNm8mWu2jxPBP8Bt9YLW6r/w8YX6f4oOO07nRtk/OxGd4QrVc0Xnm2HE67KRgs",
+	"uDgoAyxInuKYzOqd6u0keYz/f4nKHUMXjdecVbAFhwUFzdqPVL2UxzhFUnGBlwTyqIQl0rhECV0siKh1",
+	"cYbohmyM9AHzcFalmIByOiR18E4ZwfEKWcrI0JW8NS3dqhoqjKyJVHWMOrXQr9pcdstkrk/C03EL3k/0",
+	"nZ9WRQkDKeLZ7kjDSlitma0t4DD2I9I/RWWq1NFYgvWox2yj01EtaGuksv89ncqjT/81gTjtj2F4cn9A",
+	"rOYwCbcKAwZbn7Y7FMWOvHgVTICFKcPbmsEED7oTC4IVZcvQJMLhL1EwZr/ieV79pUVUkDnn8NiUWbD1",
+	"7wmRSvANGGouSpM28UxGZaepKtsObeM1L2xzhnMVtDfQnzK3j/GUypdE4PC7Cmrd0DuEXCLPDmEYlOBL",
+	"g5P703ZPW6wqZsDf1jmA021evctRAE68gtyF53E+MsA2XWiKu8YPXOeiphmHugtVTUd0V8V1v77+hapV",
+	"6YHOzB6RcU86tl+GlXMtXdPXkfjmZE3T1Lk1B6pyQJIkh6b03pULnqM2lEpnksScJfIxVLhAK75GKWfL",
+	"suS14mli1K3d7wIdDwbNrpS9VZTjU+0d7KujNFRFRbR9esBJnxmKeoIvVctNL5TWnU4Sq+Yqe1A1KbQD",
+	"2STbHgk8mG2mCeFpGZbWNOw+qr3zBXLHkSSJpYqhRt9TN6JgVpOUaqSK7y1RWnSGkeVCULW51ngYUpnu",
+	"4MtCW5g/djV5v5CufbhMkixoavMfZkAj6vVwoVY9eK6nf636gGFcAt5THc+VUrnpjaVswV3zLzbDWnZk",
+	"b42XS2gepExhyoiQwf2uJh+r1kXBmj4VVJx1pKdtMepgY2wn8FVkX2GejEpbkBNh3HPweDjTpmzK+Joh",
+	"bU9Cg7I2b/orQBmk1PldgnNlUs61ycTS+ZemP2dFBAlRIqhNgWRG1gXBCeS/CRVGCPReVOpo3blRQ+dw",
+	"Of5cvr3qT9mUffPNtTlM9tAknIs5SdP+N994bWtrrOIVkQY9TSr9uCsHSRT5Am4tat24T1nVSmi8y0e2",
+	"E5rIDroFABPsaiLmB1uAmjIT8kEfgDZBxjoaOmlIKZuDIdefeaHMh/L4yz66bEBCFdLHQfpzo1MG7Hkh",
+	"S2qhTvT2p+v36EiHTEd/mFzn/ZGt2kSO+HZ9D5b3yjGyy7dXXSMijEPX7IVJMNSFwRo6nEivOGREQq0E",
+	"L5YrFH3/egsGeC7qo8sq12mHyExWY8pKx0HvuakPTJWCu4BGMMvOgimabk/SooJVEksh5fTfr394/f51",
+	"AyYYuNSi540JUM60yJmgtzk7ER04IBGFNRk3v7BOi67paoI4b0YjyQvlnD7A2YWYVo+5hs3xYIjq4w8g",
+	"SinBgskp04soWyKSSmJxhE5qWeFmJbXcsZymhAdtJaqPrvSxqlp6IfVmm6NNRwUGp1RMGfR04EyaBHVk",
+	"cxiwoHzKJVH00p29zVYBJSZZPYFZzfosrknCaAkNEUblGDYkHe1uzfFe270l9EHoNmd5Yb8pc5VB5dXc",
+	"GnPBfOEXv7r7hoANkOU+Bl2TM50ypw8hojUappwkumF8bXb22GsGU8sRQdRhD00ZdsMp8wdhDTzNp+pS",
+	"ZgncbRuaRZ3qWGnZqooWUyaVdm61EQtLKY4WXHs5hthts7Y2lWbaR6FHhwvX8gJTGTHWggxupFPlF2Bf",
+	"kBUuJLWeWNu6yUIQYG1tgBd1jBrVH5q2RxjNKpHCN4R1Q0/SvGFfA6bG1cKTcEtwMK8oLoTQ/AOd5Cjn",
+	"z3+VG5SB9pQ1xsbgvOvNnCGnJq7r1kZBQ32q1IonwBicpnxtJKMxAKkR2TF+E6KtIcAQtQ+82VcX+VLg",
+	"BBLJVtFKntrMlLwhyZQ5hmP0C5lf8/iGKGRXGebbCeE+umSIQELdENCSZcrKqHdRSFJ1pe8coNekLkxL",
+	"F6ReOwvIxMKUlTdP73LkVIIPNWWWgfOClhLVDZ3ivAWOlBxg0AqnX20swJysKEv66EeytsopwxuE85xg",
+	"gdxgX3mw5YUOCFIt8EjpMFtDiwp2A84YAD3fAMf/8f79W4sQaOorE9jYwQwKHhIYRDQnKV+j0b9PjqHG",
+	"Z+T6f1//9KN7UWmUM02MWKUbE++nNCY2zLEe6pu3P/RG/UEQBoVIrVcrJ0dH6/W6n/HfaZriPhfLI8J6",
+	"H66P3rz94WjUHxyZlhGVej5u5cIGYVDW+YOhfpTnhOGcBpPguD/oHweQB1qB935E/d74ZWuLpicE9W54",
+	"OHRWiYBR0U6pcfaanX5b002QzFqkeClDNN9onwNsjtEh+mlwtldYdkOIZ7MCMoetQ1pGcnztY8tRzmu4",
+	"SoJJNQXwvctTVRdxjAaDx40Pum5EM9I2HPvzZaNy0Gt4utVdaBbAxQ3+GjPmYVadnpwcn/rN/sHJfEDO",
+	"42PcGyZni96YjHDvZXw67w0WQzJKjuPx/AS7VvnJ6OD5wmouYseMoWO3ew6mlMeD4a6NS5oe1SZq78Pg",
+	"xBB4/6L6HQ2w6vjhVS1T0xCqFlmGtVgH3xPVIrzeXRwKL6UbRAg+6cVHrgKz90SQloJM5SDXzNGu2YmW",
+	"+k1dal2V6bkCaxD66FpeguHorD/oD/rDyXCkmVNvR6njG5iBo2AQn+IxHox7p3i06I2TU9I7X5wc90bz",
+	"l/PR4hSf4+Ggui9H0fimHL2s0u3m5Azr52J0cuqnTqD377j8wsuE1hvlgtFgdNobDnujs/fDwWR4MhkM",
+	"+sPRyb/8rpXgkIsqTB35sGPjWLJzMLdR3ft/8cxoBO2EYg0b77TcZpl3WMpYzohPStpy/N9xsSSq8idM",
+	"siIlGOZmlPTtfB/9BN1z1cHRKzpldp0LP7neBSdgTqas8o1JcoEw2yDjUVcB23nbRTSoYKn2NqyzDM6o",
+	"KIgrBd7QNJW+Yzhl0Ohr4jI/bWO8+ozfOpfeTRlsnesPJaRgkasrrD426fZP7dTXe5NgBt9Cb+xfhbgt",
+	"98EdVr8VRGyqQwnY1cbrreEtU6w2vTbnPCWYBff3n7ZUz3h3yxyVyGeAFf4D5Ni7Cuup52VsANu/qLwX",
+	"BxacP7ygvAPqTz6RlbQYSdg6ieHD7ptt1rOKPqzKjM4RQVWrmklHYkVabdLn8KH+skTtlugRdmiXDYJm",
+	"1692jv5s5w43rFTL0Wio17aXVo8cmRsEtebLi71deL4hMwG1NhITL9wpOxS17WhERbZ+LRFu1hEgiQfR",
+	"7wLyESZcqsoH7RUDNCeMYJs9tLkVG1ZDhbkx5Q4ZHEFCRChYSNtSY/v8Ojb/ZmNJkpQZNNdTuL9DZ8o6",
+	"ZZtgt+yogTafsm+20TELYttsO4S3rHnVaYjekdyUyxFmU2ZG+GOcltlbZ+lHg0H9ajroKEBUXjTTbEDl",
+	"mhRBkFA6DPX8XZU6t2G3nx6ruRnt6bYL17BZT6tM2XbaBasq5+IuLDSJ6gVMFjv4t7MmkNjlNYeq3Qt5",
+	"V/kgdrdvebI5XJPbMJhnM9cjWx3OS2RUL1qWaXVg6+2rtx+qDIJNZHGGXv30ZqjjWJwWpNmz+yy9X4Jm",
+	"/x96hAHHFc0lgYr3eDxY3LkhdN8slFYBCqV6UZaklBG4ITQms0z+fTgwhiuz9z2VL653f8U8A30MdVjz",
+	"qaqywkQe5EqNVq9PbAS1tifzRNUnocqeu4r475/aQPdFOOC1pNfbO4KzZLQYxEPSO56PcW8cnyS9l+R0",
+	"0TvHg/kwHiXHZLwIdvXTJVTeDHpzYm6BVatgAl/JI/PmPs2WFYkXNCUzqzBntrXNVt8PdAtsK0dw/Nuo",
+	"d7a+POS/wO//CoYD8HXOrK9jbrM62NzXu8Pv640DOly5/8sn+4/1ySpDZQMlf747FQQnJr82Mj7b/4c8",
+	"G1Y88zreDmDaYDj48xxpqLD4vCo7B+x0ivGtvnas+/LhRY2bN58S8Y6HBzjpzTtRYd3JIUi13OL3J8cT",
+	"78ogu3Tpd8TbW5mvI2PCd6aNP5hSXNk5Ygt80B/pVew67757hU7HJydh1axzfGGuh4xelcsmyO4HVUb7",
+	"9wStyVzCPlGIomsS98qNez+7+drhcRRqR7/+8z/JJiq7fvw7H2GwdspyLE2aruwuUXy7Mmi9uQmaU4bF",
+	"xhWIvek4e++VME094Bm+kOD6TZm5haDq6638d7htoPE6ZKrd0HZ04V7Y4QKu3upWr7Zwli+eMsrywnj9",
+	"JQz+pVxxyqV9m8cXW+zUvl63nPqxORXnxBKWyD66tL48Trfb2tGcLLhF3hZnoYegVCcbokLXcmR3lSlX",
+	"tjbu3RQmp6xRf93h4pt7I5r5mqHRO3UZvV5TFUPHiiVahX8uuOIxT//K6X02ZXOpFI5XRgGUbQnevRyI",
+	"wzBAxYTPltnYpbyOVtXtIq1K7K3RAqY0gJMWXVBNMZiBBWhBc9LdeE3UNbmSjEtzYzNTTgnok6OVgtcy",
+	"ihs3bkQm7NS6oroJHm5HiPSGM7NhZHVHx2USyB3U3uw0CsQ93T6KzD6uk4XYI2qOm8Y1TTdoTpaUyb3H",
+	"zF7PYhKke7P6D18gssZMOxboR338+ZJAiGa6ZX0Edyb7S/IErf9KxbNvItl5e5xFxWOrZYJW+3uw8hi6",
+	"CykP8a+E1XuHibVB3ArFTgjx3Qweba+zQHl/X6t9yw1CLWB+em6oZ272CZLv01/x5vLu1fLvf7cXyEzO",
+	"yktvBgc70fXLiXa401YI5I0bpPtPNiV/rhuKk51GAfTjlzQFVdR2UEGp3u3duCKI8TU4jYyv2zraY5ym",
+	"0nZfwvgGNICWbdQCs6W5Y9RvFyemGKvVNCgPam6Rl8R1mdl5EBtV71DX+pnn1rHKy47MLIaf+qzuMXA5",
+	"2WqC3E+xbV+VZEao28e/t//dGLd7J6cJGo/Go673IjTfuBnpc9Qx33XL65XGVUBeTo3tD8dPdTh+MtDh",
+	"eJXUS9xlST76VUrfMlY7A1X60b9triQFAHXacguTS/k8LXVYJh28d+5H80yjeXZusg5ueTVPd9Dyl45K",
+	"Lj/VIJD92saWdRo8L7t1eE6xMYd0/8CE1f+omqKH95cuKFqnGtcmtlpdasySZlduyRwUiYLpsF8qntvx",
+	"UzPdFZmot62N9wIteJryNTLTQu4+yMqvLydLOv40kJ2BwcpMAElF8m5/yrYGErHIbLBQSbszEPV/MqBR",
+	"noj8ox6FZSJgyspLQiOTjo/sFJkO/LkZi/HD7QzfEBlWV4Naz55KGAnqWooiuM1WO65TFnmDlxHqbE9K",
+	"di/82qe5KIg1/p0jqHGmrgcI0MUZsc2HU2ZA72+hWeIE3KsBsuRmyHXdNvm5z8a9LdSzinuNwcC6GhOZ",
+	"X16ts9Wb9fU13FPrP+XMYxOixqjs8WBg1W4d1mvt0lpofXj8nfWix9VkWoaov0RhpjaR6l9J3bADo8FE",
+	"250nm8qnVLg+c3HmydS3Q8QP/IMp2jmCXKY+pxdNLar91PrEcF2Qy6H1/+wk2F/VgS+TsJM3rg+Ta5Nm",
+	"LplwN0yYa4hyEquG6msUDrxBanAe/BHqj5+0l2AHj+FXMxgCRf9P5VY7+i93/mt7/dq/Yxq0JznAXlEl",
+	"SbrwnoeWgPtP9/83AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -45,7 +45,7 @@ func NewHandler(a *sledagent.Agent) (http.Handler, error) {
 	bad := func(w http.ResponseWriter, r *http.Request, err error) {
 		httpkit.WriteError(w, r, &httpkit.Error{Status: http.StatusBadRequest, Code: httpkit.CodeInvalidRequest, Message: oapierr.Describe(err)})
 	}
-	strict := api.NewStrictHandlerWithOptions(&Server{a: a}, nil, api.StrictHTTPServerOptions{
+	strict := api.NewStrictHandlerWithOptions(&Server{a: a}, []api.StrictMiddlewareFunc{withRawHTTP}, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc:  bad,
 		ResponseErrorHandlerFunc: writeError,
 	})

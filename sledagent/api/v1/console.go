@@ -1,0 +1,113 @@
+package v1
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/coder/websocket"
+
+	api "github.com/wagglevm/waggle/gen/sled-agent/v1"
+	"github.com/wagglevm/waggle/internal/httpkit"
+)
+
+// CodeNotUpgraded: the console was asked without a WebSocket upgrade.
+const CodeNotUpgraded = "not_upgraded"
+
+// rawHTTP carries the connection's writer and request to the console
+// endpoint, which the strict interface otherwise hides.
+type rawHTTP struct {
+	w http.ResponseWriter
+	r *http.Request
+}
+
+type rawHTTPKey struct{}
+
+func withRawHTTP(f api.StrictHandlerFunc, operationID string) api.StrictHandlerFunc {
+	if operationID != "VmmSerial" {
+		return f
+	}
+	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+		return f(context.WithValue(ctx, rawHTTPKey{}, rawHTTP{w, r}), w, r, req)
+	}
+}
+
+// upgraded is the answer once the connection was taken over.
+type upgraded struct{}
+
+func (upgraded) VisitVmmSerialResponse(http.ResponseWriter) error { return nil }
+
+// VmmSerial passes the VMM server's console WebSocket through: it attaches
+// to the VMM's console first (so that a refusal answers its code), then
+// upgrades the client and pumps bytes both ways until either side ends.
+func (s *Server) VmmSerial(ctx context.Context, req api.VmmSerialRequestObject) (api.VmmSerialResponseObject, error) {
+	raw, _ := ctx.Value(rawHTTPKey{}).(rawHTTP)
+	if raw.r == nil || !isWebSocketUpgrade(raw.r) {
+		return nil, &httpkit.Error{Status: http.StatusBadRequest, Code: CodeNotUpgraded,
+			Message: "the console is a WebSocket: send Connection: Upgrade and Upgrade: websocket"}
+	}
+	conn, err := s.a.Console(ctx, req.VmmId)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ws, err := websocket.Accept(raw.w, raw.r, nil)
+	if err != nil {
+		return upgraded{}, nil // Accept has answered the client
+	}
+	pump(raw.r.Context(), ws, conn)
+	return upgraded{}, nil
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	hasUpgrade := false
+	for _, v := range r.Header.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				hasUpgrade = true
+			}
+		}
+	}
+	return hasUpgrade && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// pump copies the VMM's console output to the client and the client's
+// messages to the console, until either ends; it closes the client's
+// WebSocket normally when the console ended.
+func pump(ctx context.Context, ws *websocket.Conn, conn io.ReadWriteCloser) {
+	defer ws.CloseNow()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		defer cancel()
+		defer conn.Close()
+		for {
+			typ, data, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			if typ == websocket.MessageBinary || typ == websocket.MessageText {
+				if _, err := conn.Write(data); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() == nil {
+				ws.Close(websocket.StatusNormalClosure, "the VMM's console ended")
+			}
+			return
+		}
+	}
+}
