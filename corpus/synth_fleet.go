@@ -43,7 +43,7 @@ func synthSledAgentV1() (fileSet, error) {
 		SpecVersion: "vmm-server/v1",
 		Spec: map[string]any{
 			"board": map[string]any{"cpus": 2, "memory_mb": 256, "chipset": "i440fx"},
-			"boot":  map[string]any{"image": "ticker", "cmdline": "interval_ms=1000"},
+			"boot":  map[string]any{"image": "ticker", "cmdline": "pace_ms=1000"},
 			"components": map[string]any{
 				"com1": map[string]any{"type": "serial_port", "num": "com1"},
 			},
