@@ -50,6 +50,9 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "least severe log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
 		return errUsage
 	}
 	if fs.NArg() > 0 {

@@ -1,0 +1,72 @@
+package vmmclient
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wagglevm/waggle/internal/httpkit"
+	"github.com/wagglevm/waggle/sledagent"
+)
+
+// fakeServer answers like a VMM server that speaks the versions given and
+// holds token.
+func fakeServer(t *testing.T, token string, speaks ...string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range speaks {
+			if strings.HasPrefix(r.URL.Path, v+"/") {
+				if r.Header.Get("Authorization") != "Bearer "+token {
+					httpkit.WriteError(w, r, httpkit.Errorf(401, httpkit.CodeUnauthorized, "the bearer token is not valid"))
+					return
+				}
+				httpkit.WriteError(w, r, httpkit.Errorf(404, "no_instance", "no instance has been created"))
+				return
+			}
+		}
+		httpkit.WriteError(w, r, httpkit.Errorf(404, httpkit.CodeNotFound, "no such path: %s", r.URL.Path))
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+func TestDialFindsAVersion(t *testing.T) {
+	token := strings.Repeat("t", 43)
+	c, err := New(nil)(context.Background(), fakeServer(t, token, "/v1"), token)
+	require.NoError(t, err)
+	require.IsType(t, &v1Client{}, c)
+}
+
+func TestDialRefusals(t *testing.T) {
+	token := strings.Repeat("t", 43)
+	dial := New(nil)
+	_, err := dial(context.Background(), fakeServer(t, token, "/v1"), strings.Repeat("x", 43))
+	var re *sledagent.RefusedError
+	require.ErrorAs(t, err, &re, "a wrong token")
+	require.NotContains(t, err.Error(), token)
+
+	_, err = dial(context.Background(), fakeServer(t, token, "/v7"), token)
+	require.ErrorAs(t, err, &re, "no version in common")
+	require.Contains(t, re.Message, "no API version")
+
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	srv.Close()
+	_, err = dial(context.Background(), addr, token)
+	require.True(t, errors.Is(err, sledagent.ErrVMMUnavailable), "a server that does not answer: %v", err)
+}
+
+func TestAnswerClassifies(t *testing.T) {
+	require.NoError(t, answer(204, nil, "x"))
+	err := answer(409, []byte(`{"error_code":"invalid_transition","message":"cannot reboot","request_id":"r"}`), "x")
+	var re *sledagent.RefusedError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, "invalid_transition", re.Code)
+	require.Equal(t, 409, re.Status)
+	require.ErrorIs(t, answer(500, []byte(`{}`), "x"), sledagent.ErrVMMUnavailable)
+	require.ErrorIs(t, answer(502, []byte(`not json`), "x"), sledagent.ErrVMMUnavailable)
+}
