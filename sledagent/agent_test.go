@@ -3,8 +3,10 @@ package sledagent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,6 +55,9 @@ func TestKilledVMMProcessFails(t *testing.T) {
 	}
 	for _, id := range ids {
 		assert.Eventually(t, func() bool { return stateOf(a, id).State == sledagent.StateRunning }, 10*time.Second, 5*time.Millisecond)
+	}
+	for _, pid := range pids {
+		require.Equal(t, pid, sessionOf(t, pid), "each VMM process leads a session of its own, so that it outlives the agent")
 	}
 	before := stateOf(a, ids[0])
 	rings := bell.count(ids[0])
@@ -254,4 +259,16 @@ func TestEnsureIdempotent(t *testing.T) {
 	require.Equal(t, 1, f.at(v1.Addr).ensured)
 	require.EqualValues(t, 1, a.Inventory().CPUs.Reserved)
 	require.False(t, errors.Is(err, sledagent.ErrNoSuchVmm))
+}
+
+// sessionOf reads a process's session id from /proc.
+func sessionOf(t *testing.T, pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(t, err)
+	i := strings.LastIndexByte(string(data), ')')
+	fields := strings.Fields(string(data[i+2:]))
+	// state ppid pgrp session ...
+	sid, err := strconv.Atoi(fields[3])
+	require.NoError(t, err)
+	return sid
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -221,7 +222,12 @@ func serverGenSeen(a *sledagent.Agent, id uuid.UUID, st sledagent.VmmState) bool
 func TestHTTPArmMigrationSource(t *testing.T) {
 	f, bell := newFakes(), newBell()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, bell, bigSled)
+	var logs syncBuffer
+	lo, hi := portRange(10)
+	a, err := sledagent.New(sledagent.Options{Root: root, Capacity: bigSled, PortMin: lo, PortMax: hi,
+		VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: f.dial, Bell: bell,
+		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	require.NoError(t, err)
 	defer a.Close()
 	url, token := serve(t, a)
 	id := uuid.New()
@@ -245,10 +251,11 @@ func TestHTTPArmMigrationSource(t *testing.T) {
 	require.Equal(t, 200, status, "%v", body)
 	require.NotContains(t, fmt.Sprint(body), given, "a given secret is not answered back")
 	require.EqualValues(t, 2, body["state"].(map[string]any)["migration_out"].(map[string]any)["gen"], "re-arming bumps the migration's generation")
-	_, err := os.ReadFile(root + "/registry.json")
+	reg, err := os.ReadFile(root + "/registry.json")
 	require.NoError(t, err)
-	reg, _ := os.ReadFile(root + "/registry.json")
 	require.NotContains(t, string(reg), given, "secrets are not written to the registry")
+	require.NotContains(t, logs.String(), given, "secrets are not logged")
+	require.NotContains(t, logs.String(), "made-by-the-server", "secrets are not logged")
 }
 
 // With every port of its range taken, the agent refuses a VMM with
