@@ -272,3 +272,50 @@ func sessionOf(t *testing.T, pid int) int {
 	require.NoError(t, err)
 	return sid
 }
+
+// A destroyed VMM stays registered with its final state (its process
+// ending then is no news) until it is unregistered, which needs no force
+// and kills its process; the registry is never left half-written.
+func TestDestroyedStaysUntilUnregistered(t *testing.T) {
+	f, bell := newFakes(), newBell()
+	root := t.TempDir()
+	a := newAgent(t, root, f.dial, bell, bigSled)
+	defer a.Close()
+	ctx := context.Background()
+	id := uuid.New()
+	v, _, err := a.Ensure(ctx, id, ensureReq(t, "d"))
+	require.NoError(t, err)
+	pid := pidOf(t, root, id)
+	killVMMs(t, pid)
+	inst := f.at(v.Addr)
+	inst.set(sledagent.StateStopping, "")
+	inst.set(sledagent.StateDestroyed, "")
+	assert.Eventually(t, func() bool { return stateOf(a, id).State == sledagent.StateDestroyed }, 10*time.Second, 5*time.Millisecond)
+	final := stateOf(a, id)
+	require.Nil(t, final.Failure)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	assert.Eventually(t, func() bool { return !alive(pid) }, 10*time.Second, 5*time.Millisecond)
+	require.Never(t, func() bool { return stateOf(a, id) != final }, 300*time.Millisecond, 10*time.Millisecond,
+		"a terminal VMM keeps its final state")
+	require.Len(t, a.List(), 1)
+	leftovers, err := filepath.Glob(filepath.Join(root, "registry.json.tmp-*"))
+	require.NoError(t, err)
+	require.Empty(t, leftovers)
+	require.NoError(t, a.Unregister(ctx, id, false))
+	require.Empty(t, a.List())
+	_, err = os.Stat(filepath.Join(root, "vmms", id.String()))
+	require.True(t, os.IsNotExist(err), "its directory is removed")
+
+	// Another VMM destroyed while its process runs: unregistering kills it.
+	id2 := uuid.New()
+	v2, _, err := a.Ensure(ctx, id2, ensureReq(t, "e"))
+	require.NoError(t, err)
+	pid2 := pidOf(t, root, id2)
+	killVMMs(t, pid2)
+	f.at(v2.Addr).set(sledagent.StateDestroyed, "")
+	assert.Eventually(t, func() bool { return stateOf(a, id2).State == sledagent.StateDestroyed }, 10*time.Second, 5*time.Millisecond)
+	require.True(t, alive(pid2))
+	require.NoError(t, a.Unregister(ctx, id2, false))
+	assert.Eventually(t, func() bool { return !alive(pid2) }, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, a.Inventory().CPUs.Reserved)
+}
