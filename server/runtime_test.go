@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -145,26 +146,34 @@ var allowedNext = map[State][]State{
 }
 
 // watchAll follows the state monitor from gen 0 until the instance reaches
-// final, and returns every transition it saw; it fails the test if a
-// generation was skipped.
-func watchAll(t *testing.T, core Core, final State) []Transition {
-	t.Helper()
+// final (at most 10 s), and returns every transition it saw; it fails if a
+// generation was skipped. It fails nothing itself, so that it can run on
+// its own goroutine.
+func watchAll(core Core, final State) ([]Transition, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var all []Transition
 	var gen uint64
 	for {
 		inst, _, hist, err := core.WaitGen(ctx, gen)
-		require.NoError(t, err)
-		require.NoError(t, ctx.Err(), "waiting for %s; seen %v", final, all)
+		if err != nil {
+			return all, err
+		}
+		if ctx.Err() != nil {
+			return all, fmt.Errorf("waiting for %s; seen %v", final, statesOf(all))
+		}
 		for _, tr := range hist {
-			require.Equal(t, gen+1, tr.Gen, "transitions come one generation at a time: %v", hist)
+			if tr.Gen != gen+1 {
+				return all, fmt.Errorf("generation %d follows %d: %v", tr.Gen, gen, hist)
+			}
 			gen = tr.Gen
 			all = append(all, tr)
 		}
-		require.Equal(t, inst.Gen, gen, "the history ends at the instance's generation")
+		if inst.Gen != gen {
+			return all, fmt.Errorf("the history ends at %d, the instance is at %d", gen, inst.Gen)
+		}
 		if inst.State == final {
-			return all
+			return all, nil
 		}
 	}
 }
@@ -184,14 +193,23 @@ func statesOf(ts []Transition) []State {
 func TestLifecycleTransitions(t *testing.T) {
 	g := newRig(t, fakeGuest{})
 	g.ensure(t, "life")
-	done := make(chan []Transition, 1)
-	go func() { done <- watchAll(t, g.rt, StateDestroyed) }()
+	type result struct {
+		all []Transition
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		all, err := watchAll(g.rt, StateDestroyed)
+		done <- result{all, err}
+	}()
 
 	g.run(t)
 	require.NoError(t, g.rt.RequestState(context.Background(), RequestReboot))
 	waitState(t, g.rt, StateRunning)
 	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
-	all := <-done
+	res := <-done
+	require.NoError(t, res.err)
+	all := res.all
 
 	require.Equal(t, []State{StateCreating, StateStarting, StateRunning, StateRebooting, StateRunning,
 		StateStopping, StateStopped, StateDestroyed}, statesOf(all))
@@ -240,9 +258,10 @@ func TestStateMonitorWakesOnChangeAndTimesOut(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	got, _, hist, err := g.rt.WaitGen(ctx, inst.Gen)
+	waited := ctx.Err()
 	cancel()
 	require.NoError(t, err)
-	require.Error(t, ctx.Err(), "it waited until the deadline")
+	require.ErrorIs(t, waited, context.DeadlineExceeded, "it waited until the deadline")
 	require.Equal(t, inst, got)
 	require.Empty(t, hist)
 
@@ -540,4 +559,39 @@ func TestCapacity(t *testing.T) {
 	_, _, err = g2.rt.Ensure(context.Background(), EnsureRequest{
 		Properties: Properties{ID: uuid.New(), Name: "unknown"}, Spec: testSpec(t, 4, 1024)})
 	require.NoError(t, err, "capacity unknown: nothing refused")
+}
+
+// TestDecideEveryCase sweeps decide over every state, request, VM and
+// outbound migration: outside creating and migrating, neither the VM nor
+// an outbound migration changes a decision; a creating instance without a
+// VM (a migration target waiting for its source) refuses everything; a
+// migrating one refuses everything but a stop that can abort an outbound
+// migration.
+func TestDecideEveryCase(t *testing.T) {
+	reqs := []Requested{RequestRun, RequestStop, RequestReboot}
+	for s := range stateNames {
+		for _, req := range reqs {
+			base := decide(s, req, true, false)
+			for _, hasVM := range []bool{true, false} {
+				for _, out := range []bool{true, false} {
+					got := decide(s, req, hasVM, out)
+					switch {
+					case s == StateCreating && !hasVM:
+						require.Equal(t, refuse, got, "%s/%s without a VM", s, req)
+					case s == StateMigrating && req == RequestStop && out:
+						require.Equal(t, abortOutbound, got, "%s/%s", s, req)
+					case s == StateMigrating:
+						require.Equal(t, refuse, got, "%s/%s", s, req)
+					default:
+						require.Equal(t, base, got, "%s/%s vm=%v out=%v", s, req, hasVM, out)
+					}
+					if got == honour {
+						// What an honoured request leads to is allowed.
+						next := map[Requested]State{RequestRun: StateStarting, RequestStop: StateStopping, RequestReboot: StateRebooting}[req]
+						require.Contains(t, allowedNext[s], next, "%s/%s", s, req)
+					}
+				}
+			}
+		}
+	}
 }
