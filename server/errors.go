@@ -16,10 +16,11 @@ var (
 	// ErrTooManyConsoles: every console place is taken (429
 	// too_many_consoles); the client may try again once one is closed.
 	ErrTooManyConsoles = errors.New("too many serial consoles are attached; close one and try again")
-	// ErrEnsureInProgress: another ensure is still building its VM and the
-	// request gave up waiting for it (409 ensure_in_progress); asking again
-	// later gets the usual answer.
-	ErrEnsureInProgress = errors.New("another ensure is still building its VM; ask again")
+	// ErrEnsureInProgress: the server is still building a VM (for another
+	// ensure) or letting the previous instance's VM go, and the request gave
+	// up waiting (409 ensure_in_progress); asking again later gets the usual
+	// answer.
+	ErrEnsureInProgress = errors.New("the server is still building or releasing a VM; ask again shortly")
 )
 
 // TransitionError is a request the instance cannot honour in its current
