@@ -112,9 +112,14 @@ func (s *Server) VmmRegister(ctx context.Context, req api.VmmRegisterRequestObje
 func (s *Server) VmmStatePut(ctx context.Context, req api.VmmStatePutRequestObject) (api.VmmStatePutResponseObject, error) {
 	b := req.Body
 	if b.Requested != api.VmmStateRequestedMigrateSource {
-		for field, given := range map[string]bool{"migration_id": b.MigrationId != nil, "secret": b.Secret != nil, "ttl_seconds": b.TtlSeconds != nil} {
-			if given {
-				return nil, &sledagent.FieldError{Field: "body." + field, Problem: "goes only with requested migrate_source"}
+		// In the contract's order, so that the message names the same
+		// field every time.
+		for _, f := range []struct {
+			name  string
+			given bool
+		}{{"migration_id", b.MigrationId != nil}, {"secret", b.Secret != nil}, {"ttl_seconds", b.TtlSeconds != nil}} {
+			if f.given {
+				return nil, &sledagent.FieldError{Field: "body." + f.name, Problem: "goes only with requested migrate_source"}
 			}
 		}
 		st, err := s.a.Request(ctx, req.VmmId, sledagent.Requested(b.Requested))

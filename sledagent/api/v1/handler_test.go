@@ -1,12 +1,14 @@
 package v1
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	api "github.com/wagglevm/waggle/gen/sled-agent/v1"
@@ -81,4 +83,24 @@ func TestClassify(t *testing.T) {
 		require.Equal(t, c.status, e.Status, "%v", c.err)
 		require.Equal(t, c.code, e.Code, "%v", c.err)
 	}
+}
+
+// A request that gives several fields that go only with migrate_source is
+// refused naming the same field every time (the first in the contract's
+// order), so that the message is stable.
+func TestStatePutStrayFieldStable(t *testing.T) {
+	s := &Server{}
+	id := uuid.New()
+	secret := "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	ttl := int32(30)
+	body := api.VmmStatePutJSONRequestBody{Requested: api.VmmStateRequestedRun, MigrationId: &id, Secret: &secret, TtlSeconds: &ttl}
+	for range 64 {
+		_, err := s.VmmStatePut(context.Background(), api.VmmStatePutRequestObject{VmmId: id, Body: &body})
+		var fe *sledagent.FieldError
+		require.ErrorAs(t, err, &fe)
+		require.Equal(t, "body.migration_id", fe.Field)
+	}
+	body.MigrationId = nil
+	_, err := s.VmmStatePut(context.Background(), api.VmmStatePutRequestObject{VmmId: id, Body: &body})
+	require.ErrorContains(t, err, "body.secret")
 }
