@@ -29,7 +29,7 @@ import (
 //	             Destroyed (source after the hand-off), Stopping (the guest powered off
 //	             during an outbound migration), Failed
 //	Stopping  -> Stopped
-//	Stopped   -> Destroyed
+//	Stopped   -> Destroyed (once the VM is released)
 //	Failed, Destroyed: final; a new ensure may replace the instance then.
 type State uint8
 

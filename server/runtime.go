@@ -450,7 +450,8 @@ func (r *Runtime) retireLocked(then State, reason string) {
 }
 
 // closeLater closes m, when not nil, in the background, then calls each
-// of after with r.mu held. A new VM is built only once it is done.
+// of after with r.mu held. A new VM is built only once it is done. The
+// caller holds r.mu.
 func (r *Runtime) closeLater(m VM, after ...func()) {
 	r.closing++
 	go func() {
