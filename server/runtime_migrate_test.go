@@ -245,6 +245,14 @@ func TestMigrationServesOnlyTheArmedID(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, StateRunning, got.State)
 
+	// The failed target leaves its server free for a new instance.
+	after := specRequest(t, "after")
+	require.Eventually(t, func() bool {
+		_, _, err := dst.rt.Ensure(context.Background(), after)
+		return err == nil
+	}, 10*time.Second, time.Millisecond)
+	dst.run(t)
+
 	// The armed id still works.
 	dst2 := newRig(t, fakeGuest{})
 	ensureTarget(t, dst2.rt, src.addr, id, secret)
