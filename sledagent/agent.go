@@ -61,6 +61,7 @@ type Agent struct {
 	ctx    context.Context // ends at Close: stops watchers
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	lock   *os.File // holds root/lock until Close
 
 	mu       sync.Mutex
 	vmms     map[uuid.UUID]*vmm
@@ -126,14 +127,20 @@ func New(opts Options) (*Agent, error) {
 	if err := os.MkdirAll(filepath.Join(root, "vmms"), 0o700); err != nil {
 		return nil, fmt.Errorf("sled agent root: %w", err)
 	}
+	lock, err := lockRoot(root)
+	if err != nil {
+		return nil, err
+	}
 	id := opts.SledID
 	if id == uuid.Nil {
 		if id, err = sledID(root); err != nil {
+			lock.Close()
 			return nil, err
 		}
 	}
 	reg, err := loadRegistry(root)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	m := newMetrics()
@@ -141,7 +148,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{
 		opts: opts, log: opts.Log, sledID: id, m: m,
 		bell: newDoorbell(opts.Bell, opts.Backoff, opts.Log, m),
-		ctx:  ctx, cancel: cancel,
+		ctx:  ctx, cancel: cancel, lock: lock,
 		vmms: map[uuid.UUID]*vmm{}, starting: map[uuid.UUID]*pending{}, ports: map[int]bool{},
 	}
 	for _, rec := range reg.VMMs {
@@ -237,7 +244,9 @@ func (a *Agent) Close() error {
 	a.wg.Wait()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.saveLocked()
+	err := a.saveLocked()
+	a.lock.Close() // after the last save: the next agent may start now
+	return err
 }
 
 // transition returns s moved to state (with failure, for StateFailed),

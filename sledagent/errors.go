@@ -19,6 +19,8 @@ var (
 	// ErrVMMUnavailable: the VMM's server does not answer, or its process
 	// is gone.
 	ErrVMMUnavailable = errors.New("the VMM's server does not answer")
+	// ErrRootLocked: another sled agent runs over the same root.
+	ErrRootLocked = errors.New("another sled agent holds this root's lock (two agents over one root would each start and kill the other's VMMs)")
 	// ErrClosed: the agent is shutting down.
 	ErrClosed = errors.New("the sled agent is shutting down")
 )

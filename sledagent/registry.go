@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 )
 
 // registryName is the registry's file in the agent's root.
@@ -77,33 +78,45 @@ func loadRegistry(root string) (registryFile, error) {
 	return reg, nil
 }
 
-// saveRegistry writes the registry whole: to a temporary file, synced,
-// then renamed over the old one, so that a crash leaves either.
+// saveRegistry writes the registry whole, so that a crash leaves either
+// the old or the new one.
 func saveRegistry(root string, reg registryFile) error {
 	data, err := json.MarshalIndent(reg, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(root, registryName+".tmp-*")
-	if err != nil {
+	if err := writeFileAtomic(filepath.Join(root, registryName), data); err != nil {
 		return fmt.Errorf("save the registry: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path, synced,
+// then renames it over path and syncs the directory: a reader (or the
+// next agent after a crash) sees the old file or the new one, never a
+// part of either.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("save the registry: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("save the registry: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save the registry: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(root, registryName)); err != nil {
-		return fmt.Errorf("save the registry: %w", err)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
 	}
-	if d, err := os.Open(root); err == nil {
+	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
 		d.Close()
 	}
@@ -125,7 +138,7 @@ func sledID(root string) (uuid.UUID, error) {
 		return uuid.Nil, err
 	}
 	id := uuid.New()
-	if err := os.WriteFile(path, []byte(id.String()+"\n"), 0o600); err != nil {
+	if err := writeFileAtomic(path, []byte(id.String()+"\n")); err != nil {
 		return uuid.Nil, fmt.Errorf("keep the sled id: %w", err)
 	}
 	return id, nil
@@ -136,4 +149,26 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// lockName is the lock file in the agent's root: one agent per root.
+const lockName = "lock"
+
+// lockRoot takes an exclusive lock on root's lock file, without waiting;
+// the lock lasts as long as the returned file stays open (and ends with
+// the process, however it ends).
+func lockRoot(root string) (*os.File, error) {
+	path := filepath.Join(root, lockName)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sled agent root: open %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("sled agent root %s: %w", root, ErrRootLocked)
+		}
+		return nil, fmt.Errorf("sled agent root: lock %s: %w", path, err)
+	}
+	return f, nil
 }
