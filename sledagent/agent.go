@@ -572,7 +572,8 @@ func (a *Agent) Request(ctx context.Context, id uuid.UUID, r Requested) (SledVmm
 }
 
 // Arm arms the VMM as a migration source and records the outbound
-// migration as pending.
+// migration as pending, unless the agent has recorded that migration
+// already (a repeated arm, or progress observed meanwhile).
 func (a *Agent) Arm(ctx context.Context, id uuid.UUID, arm MigrationArm) (SledVmmState, MigrationArmed, error) {
 	v, err := a.live(id)
 	if err != nil {
@@ -583,7 +584,10 @@ func (a *Agent) Arm(ctx context.Context, id uuid.UUID, arm MigrationArm) (SledVm
 		return SledVmmState{}, MigrationArmed{}, err
 	}
 	a.mu.Lock()
-	if a.vmms[id] == v && !v.state.State.Terminal() {
+	// The watcher may have recorded this migration's progress already
+	// (the server moved on before the lock was ours): that is never
+	// moved back to pending.
+	if prev := v.state.MigrationOut; a.vmms[id] == v && !v.state.State.Terminal() && (prev == nil || prev.ID != arm.MigrationID) {
 		next := v.state
 		next.MigrationOut = &MigrationRuntime{ID: arm.MigrationID, State: MigrationPending, Gen: 1, TimeUpdated: time.Now().UTC()}
 		if prev := v.state.MigrationOut; prev != nil {

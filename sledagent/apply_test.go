@@ -1,6 +1,7 @@
 package sledagent
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -75,4 +76,37 @@ func TestFailMigration(t *testing.T) {
 	got := failMigration(&MigrationRuntime{State: MigrationInProgress, Gen: 2})
 	require.Equal(t, MigrationFailed, got.State)
 	require.EqualValues(t, 3, got.Gen)
+}
+
+// armClient is a VMM server that arms anything.
+type armClient struct{ VMMClient }
+
+func (armClient) Arm(ctx context.Context, m MigrationArm) (MigrationArmed, error) {
+	return MigrationArmed{MigrationID: m.MigrationID, ExpiresAt: time.Now().Add(time.Minute)}, nil
+}
+
+// Arm records a new outbound migration as pending, but never moves one
+// the agent already follows backwards (its progress was applied before
+// Arm took the lock), nor bumps the generation for it.
+func TestArmNeverMovesMigrationBack(t *testing.T) {
+	mig := uuid.New()
+	for _, st := range []MigrationState{MigrationInProgress, MigrationCompleted, MigrationFailed, MigrationPending} {
+		a, v := bareAgent(t, SledVmmState{State: StateRunning, Gen: 7,
+			MigrationOut: &MigrationRuntime{ID: mig, State: st, Gen: 2}})
+		v.client, v.proc = armClient{}, &Process{done: make(chan struct{})}
+		got, _, err := a.Arm(context.Background(), v.rec.ID, MigrationArm{MigrationID: mig})
+		require.NoError(t, err)
+		require.Equal(t, st, got.MigrationOut.State, "from %s", st)
+		require.EqualValues(t, 2, got.MigrationOut.Gen)
+		require.EqualValues(t, 7, got.Gen, "no change, no new generation")
+	}
+	// Another migration's record is replaced by the new one, pending.
+	a, v := bareAgent(t, SledVmmState{State: StateRunning, Gen: 7,
+		MigrationOut: &MigrationRuntime{ID: mig, State: MigrationFailed, Gen: 3}})
+	v.client, v.proc = armClient{}, &Process{done: make(chan struct{})}
+	next := uuid.New()
+	got, _, err := a.Arm(context.Background(), v.rec.ID, MigrationArm{MigrationID: next})
+	require.NoError(t, err)
+	require.Equal(t, MigrationRuntime{ID: next, State: MigrationPending, Gen: 4, TimeUpdated: got.MigrationOut.TimeUpdated}, *got.MigrationOut)
+	require.EqualValues(t, 8, got.Gen)
 }
