@@ -11,35 +11,64 @@ import (
 )
 
 // The machine-readable part of openapi/<api>/CHANGES.md. Each version has
-// one entry, headed "## v<N>" (anything may follow on the line). Inside it,
-// every breaking change oasdiff reports against the newest released
-// version must be declared on a line of its own:
+// one entry, headed "## v<N>" exactly (then the end of the line, or a space
+// and anything: "## v1 (in development)"; "## v1.5" is no entry). Inside
+// it, every breaking change oasdiff reports against the newest released
+// version must be declared on a line of its own, one line per change:
 //
-//	- breaking `<oasdiff rule id>` at `<METHOD> <path>`: <why, in words>
-//	- breaking `<oasdiff rule id>` at `*`: <why>      (a change of no operation)
+//	- breaking `<oasdiff rule id>` at `<METHOD> <path>` on `<arg>` `<arg>`...: <why, in words>
+//	- breaking `<oasdiff rule id>` at `*` on `<arg>`...: <why>   (a change of no operation)
 //
-// Everything else in the file is prose for people. A line that starts with
-// "- breaking" and does not follow the form is an error naming the file and
-// the line, as is a declaration outside an entry, one without a reason, a
-// version with two entries, or the same declaration twice.
+// The args are what oasdiff says changed, in its order (for
+// response-required-property-removed: the property and the status, as in
+// "removed the required property `size` from the response with the `200`
+// status"); a rule with no args has no "on". So two properties removed from
+// one response are two declarations, and one cannot cover the other. The
+// gate's message for an undeclared change gives the exact line to write.
+//
+// Everything else in the file is prose for people, but a list item ("-",
+// "*", "+" or "1." at any indentation) that mentions "breaking" must be a
+// declaration in the form above, at the start of its line: anything else is
+// an error naming the file and the line, as is a declaration outside an
+// entry, one without a reason, a version with two entries, or the same
+// declaration twice.
 
 // Declaration is one declared breaking change.
 type Declaration struct {
 	Rule   string
 	Method string // empty with Path "*": a change of no operation
 	Path   string
+	// Args are what oasdiff says changed (the backquoted words after
+	// "on"), in its order.
+	Args   []string
 	Reason string
 	Line   int
 }
 
 // Key identifies the reported change a declaration covers.
-func (d Declaration) Key() string { return changeKey(d.Rule, d.Method, d.Path) }
+func (d Declaration) Key() string { return changeKey(d.Rule, d.Method, d.Path, d.Args) }
 
-func changeKey(rule, method, path string) string {
+// changeKey is "<rule> <METHOD> <path>" (or "<rule> *"), then " on" and
+// each arg in backquotes.
+func changeKey(rule, method, path string, args []string) string {
 	if method == "" && path == "" {
 		path = "*"
 	}
-	return rule + " " + strings.TrimSpace(method+" "+path)
+	k := rule + " " + strings.TrimSpace(method+" "+path)
+	if len(args) > 0 {
+		k += " on " + quoteArgs(args)
+	}
+	return k
+}
+
+// quoteArgs writes args as a declaration does: each in backquotes,
+// separated by spaces.
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = "`" + a + "`"
+	}
+	return strings.Join(q, " ")
 }
 
 // ChangesEntry is one version's entry.
@@ -50,9 +79,13 @@ type ChangesEntry struct {
 }
 
 var (
-	entryHeading = regexp.MustCompile(`^## v([1-9][0-9]*)\b`)
-	declPrefix   = "- breaking"
-	declLine     = regexp.MustCompile("^- breaking `([a-z0-9-]+)` at `(?:([A-Z]+) (/[^`]*)|\\*)`: *(.*)$")
+	entryHeading = regexp.MustCompile(`^## v([1-9][0-9]*)(?:[ \t]|$)`)
+	declLine     = regexp.MustCompile("^- breaking `([a-z0-9-]+)` at `(?:([A-Z]+) (/[^`]*)|\\*)`((?: on(?: `[^`]*`)+)?): *(.*)$")
+	declArg      = regexp.MustCompile("`([^`]*)`")
+	// listItem is a Markdown list item's marker, at any indentation.
+	listItem = regexp.MustCompile(`^[ \t]*(?:[-*+]|[0-9]+[.)])(?:[ \t]|$)`)
+	// mentionsBreaking finds the word in any case.
+	mentionsBreaking = regexp.MustCompile(`(?i)breaking`)
 )
 
 // ParseChanges parses a CHANGES.md. name is the file's name in messages.
@@ -79,19 +112,22 @@ func ParseChanges(name string, data []byte) (map[int]*ChangesEntry, error) {
 			clear(seen)
 			continue
 		}
-		if !strings.HasPrefix(line, declPrefix) {
+		if !strings.HasPrefix(line, "- breaking") && !(isListItem(line) && mentionsBreaking.MatchString(line)) {
 			continue
 		}
 		m := declLine.FindStringSubmatch(line)
 		switch {
 		case m == nil:
-			bad(n, "malformed declaration %q; want \"- breaking `<rule-id>` at `<METHOD> <path>`: <reason>\" (or at `*`)", line)
+			bad(n, "malformed declaration %q: a list item that mentions breaking must be \"- breaking `<rule-id>` at `<METHOD> <path>` on `<arg>`...: <reason>\" (or at `*`; no \"on\" for a rule with no args) at the start of the line; say it in prose outside a list otherwise", line)
 		case cur == nil:
 			bad(n, "declaration outside a version's entry (\"## v<N>\")")
-		case strings.TrimSpace(m[4]) == "":
+		case strings.TrimSpace(m[5]) == "":
 			bad(n, "declaration of %s has no reason: say why the break is accepted", m[1])
 		default:
-			d := Declaration{Rule: m[1], Method: m[2], Path: m[3], Reason: strings.TrimSpace(m[4]), Line: n}
+			d := Declaration{Rule: m[1], Method: m[2], Path: m[3], Reason: strings.TrimSpace(m[5]), Line: n}
+			for _, a := range declArg.FindAllStringSubmatch(m[4], -1) {
+				d.Args = append(d.Args, a[1])
+			}
 			if first, dup := seen[d.Key()]; dup {
 				bad(n, "%s is declared twice (first on line %d)", d.Key(), first)
 				continue
@@ -104,4 +140,15 @@ func ParseChanges(name string, data []byte) (map[int]*ChangesEntry, error) {
 		errs = append(errs, fmt.Errorf("read %s: %w", name, err))
 	}
 	return out, errors.Join(errs...)
+}
+
+// isListItem reports whether line is a Markdown list item (a "-", "*" or
+// "+" marker, or a number and "." or ")", at any indentation), or a
+// marker directly followed by the word breaking ("-breaking").
+func isListItem(line string) bool {
+	if listItem.MatchString(line) {
+		return true
+	}
+	t := strings.TrimLeft(line, " \t")
+	return len(t) > 0 && strings.ContainsRune("-*+", rune(t[0])) && strings.HasPrefix(strings.ToLower(strings.TrimLeft(t[1:], " \t")), "breaking")
 }

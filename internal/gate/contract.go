@@ -21,10 +21,13 @@ import (
 // Change is one breaking change oasdiff reports.
 type Change struct {
 	Rule, Method, Path, Text string
+	// Args are what changed, as oasdiff's text names them (its args, in
+	// its order): a declaration names them too.
+	Args []string
 }
 
 // Key identifies the change, as a Declaration's Key does.
-func (c Change) Key() string { return changeKey(c.Rule, c.Method, c.Path) }
+func (c Change) Key() string { return changeKey(c.Rule, c.Method, c.Path, c.Args) }
 
 // BreakingChanges diffs two contract documents with oasdiff and returns
 // every breaking change it reports (level WARN and above, what `oasdiff
@@ -51,7 +54,11 @@ func BreakingChanges(base, revision string) ([]Change, error) {
 		if !c.IsBreaking() {
 			continue
 		}
-		out = append(out, Change{Rule: c.GetId(), Method: c.GetOperation(), Path: c.GetPath(), Text: c.GetUncolorizedText(loc)})
+		ch := Change{Rule: c.GetId(), Method: c.GetOperation(), Path: c.GetPath(), Text: c.GetUncolorizedText(loc)}
+		for _, a := range c.GetArgs() {
+			ch.Args = append(ch.Args, fmt.Sprint(a))
+		}
+		out = append(out, ch)
 	}
 	slices.SortFunc(out, func(a, b Change) int {
 		if a.Key() < b.Key() {
@@ -66,28 +73,43 @@ func BreakingChanges(base, revision string) ([]Change, error) {
 }
 
 // CheckDeclared fails unless every change is declared and every
-// declaration matches a change. changesFile names the CHANGES.md in
-// messages.
+// declaration matches a change: rule, operation and what changed (its
+// args). Each declaration covers one reported change; should oasdiff
+// report the same key more than once, each needs its own declaration, and
+// since a key may be declared once only, that fails. changesFile names the
+// CHANGES.md in messages.
 func CheckDeclared(changesFile string, version int, changes []Change, decls []Declaration) error {
 	declared := map[string]Declaration{}
 	for _, d := range decls {
 		declared[d.Key()] = d
 	}
-	reported := map[string]bool{}
+	reported := map[string]int{}
 	var errs []error
 	for _, c := range changes {
-		reported[c.Key()] = true
+		reported[c.Key()]++
+		if reported[c.Key()] == 2 {
+			errs = append(errs, fmt.Errorf("oasdiff reports %s more than once in v%d (%s): one declaration cannot cover them; tell the changes apart in the contract",
+				c.Key(), version, c.Text))
+		}
 		if _, ok := declared[c.Key()]; !ok {
-			errs = append(errs, fmt.Errorf("undeclared breaking change in v%d: %s (%s); declare it in %s under \"## v%d\" as: - breaking `%s` at `%s`: <why>",
-				version, c.Key(), c.Text, changesFile, version, c.Rule, declaredAt(c)))
+			errs = append(errs, fmt.Errorf("undeclared breaking change in v%d: %s (%s); declare it in %s under \"## v%d\" as: - breaking `%s` at `%s`%s: <why>",
+				version, c.Key(), c.Text, changesFile, version, c.Rule, declaredAt(c), declaredOn(c)))
 		}
 	}
 	for _, d := range decls {
-		if !reported[d.Key()] {
+		if reported[d.Key()] == 0 {
 			errs = append(errs, fmt.Errorf("%s line %d: stale declaration: oasdiff reports no %s in v%d; remove the line", changesFile, d.Line, d.Key(), version))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// declaredOn is the " on `<arg>`..." of a declaration of c, or "".
+func declaredOn(c Change) string {
+	if len(c.Args) == 0 {
+		return ""
+	}
+	return " on " + quoteArgs(c.Args)
 }
 
 func declaredAt(c Change) string {

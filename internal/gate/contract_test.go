@@ -14,8 +14,8 @@ const repoRoot = "../.."
 // allDeclared declares the three breaking changes of breaking.yaml.
 const allDeclared = "# fixture API\n\n## v1\n\nThe first.\n\n## v2 (in development)\n\nProse about v2.\n\n" +
 	"- breaking `api-path-removed-without-deprecation` at `GET /old`: nobody called it.\n" +
-	"- breaking `request-property-became-required` at `PUT /items`: an item needs a color now.\n" +
-	"- breaking `response-required-property-removed` at `GET /items`: size moved elsewhere.\n"
+	"- breaking `request-property-became-required` at `PUT /items` on `color`: an item needs a color now.\n" +
+	"- breaking `response-required-property-removed` at `GET /items` on `size` `200`: size moved elsewhere.\n"
 
 // contractRoot lays out a repository with fixture/v1 released and
 // fixture/v2 (rev) in development, and CHANGES.md.
@@ -38,7 +38,7 @@ func contractRoot(t *testing.T, rev, changes string) string {
 }
 
 func TestContractDiff(t *testing.T) {
-	withoutOne := strings.Replace(allDeclared, "- breaking `request-property-became-required` at `PUT /items`: an item needs a color now.\n", "", 1)
+	withoutOne := strings.Replace(allDeclared, "- breaking `request-property-became-required` at `PUT /items` on `color`: an item needs a color now.\n", "", 1)
 	cases := []struct {
 		name, rev, changes string
 		want               []string // empty: passes
@@ -101,4 +101,51 @@ func TestTodaysContracts(t *testing.T) {
 	rep, err := CheckContracts(repoRoot)
 	require.NoError(t, err)
 	t.Logf("diffed %v; nothing to diff for %v", rep.Diffed, rep.Undiffed)
+}
+
+// TestOneDeclarationPerChange: two properties removed from one response
+// are two changes under one rule on one operation; one declaration covers
+// only the one it names, so the other fails the gate.
+func TestOneDeclarationPerChange(t *testing.T) {
+	one := "## v2\n- breaking `response-required-property-removed` at `GET /items` on `size` `200`: size moved elsewhere.\n"
+	_, err := CheckContracts(contractRoot(t, "two-removals", one))
+	require.ErrorContains(t, err, "undeclared breaking change in v2: response-required-property-removed GET /items on `name` `200`")
+	require.NotContains(t, err.Error(), "on `size` `200` (")
+
+	// Declared without saying what changed: covers neither.
+	bare := "## v2\n- breaking `response-required-property-removed` at `GET /items`: two properties moved elsewhere.\n"
+	_, err = CheckContracts(contractRoot(t, "two-removals", bare))
+	require.ErrorContains(t, err, "on `name` `200`")
+	require.ErrorContains(t, err, "on `size` `200`")
+	require.ErrorContains(t, err, "CHANGES.md line 2: stale declaration")
+
+	both := one + "- breaking `response-required-property-removed` at `GET /items` on `name` `200`: name moved too.\n"
+	_, err = CheckContracts(contractRoot(t, "two-removals", both))
+	require.NoError(t, err)
+}
+
+// TestChangesHeadingsAndListItems: a heading is one version exactly, and
+// a list item that mentions breaking must be a declaration.
+func TestChangesHeadingsAndListItems(t *testing.T) {
+	got, err := ParseChanges("C.md", []byte("## v1.5\n## v1\n## v12 (in development)\n## v3\tdraft\n"))
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	require.Equal(t, 2, got[1].Line, "\"## v1.5\" is not the entry of v1")
+	require.NotNil(t, got[12])
+	require.NotNil(t, got[3])
+
+	for _, line := range []string{
+		"  - breaking `a-b` at `GET /x`: indented",
+		"* breaking `a-b` at `GET /x`: another marker",
+		"+ breaking `a-b` at `GET /x`: another marker",
+		"- Breaking `a-b` at `GET /x`: capital",
+		"- this is a breaking change of GET /x",
+		"-breaking `a-b` at `GET /x`: no space",
+		"1. breaking `a-b` at `GET /x`: ordered list",
+	} {
+		_, err := ParseChanges("C.md", []byte("## v2\n\nprose\n"+line+"\n"))
+		require.ErrorContains(t, err, "C.md line 4:", "line %q", line)
+	}
+	_, err = ParseChanges("C.md", []byte("## v2\nProse may say breaking anywhere outside a list item.\n- no break here\n"))
+	require.NoError(t, err)
 }
