@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -19,7 +20,10 @@ import (
 // name is the release's name (e.g. v0.1.0: letters, digits, '.', '-',
 // '_'), commit the full 40-hex-digit id of the commit its waggle is built
 // from, and the list the API versions that build serves. Blank lines and
-// lines starting with "#" are comments. Lines are only ever added.
+// lines starting with "#" are comments. A name or a commit is listed once,
+// a version once per line. Lines are only ever added, and each release's
+// commit descends from those of the lines above it (the gate's history
+// phase checks both against git).
 
 // Release is one line of RELEASES.
 type Release struct {
@@ -41,6 +45,7 @@ func ParseReleases(name string, data []byte) ([]Release, error) {
 	var out []Release
 	var errs []error
 	names := map[string]int{}
+	commits := map[string]Release{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -69,6 +74,11 @@ func ParseReleases(name string, data []byte) ([]Release, error) {
 			continue
 		}
 		names[r.Name] = n
+		if first, dup := commits[r.Commit]; dup {
+			bad("release %s: commit %s is already released as %s on line %d", r.Name, r.Commit, first.Name, first.Line)
+			continue
+		}
+		commits[r.Commit] = r
 		ok := true
 		for _, v := range strings.Split(f[2], ",") {
 			m := apiVersion.FindStringSubmatch(v)
@@ -79,7 +89,13 @@ func ParseReleases(name string, data []byte) ([]Release, error) {
 			}
 			var num int
 			fmt.Sscan(m[2], &num)
-			r.Versions = append(r.Versions, Version{API: m[1], N: num})
+			ver := Version{API: m[1], N: num}
+			if slices.Contains(r.Versions, ver) {
+				bad("release %s lists %s twice", r.Name, ver)
+				ok = false
+				break
+			}
+			r.Versions = append(r.Versions, ver)
 		}
 		if ok {
 			out = append(out, r)
