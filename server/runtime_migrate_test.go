@@ -144,7 +144,7 @@ func ticksIn(s string) []uint64 {
 // page every millisecond between two runtimes over real TCP. During the
 // pre-copy the guest dirties enough pages for a second round and zeroes
 // pages it wrote before (one sent in a pre-copy round, one in the final
-// copy). The target's RAM when it starts must equal the source's RAM at the
+// copy), and writes a page just before the pause. The target's RAM when it starts must equal the source's RAM at the
 // pause, page for page; no zero page is sent to the fresh target in the
 // first round; and the guest goes on counting where it stopped.
 func TestLiveMigrationMovesEveryPage(t *testing.T) {
@@ -157,6 +157,7 @@ func TestLiveMigrationMovesEveryPage(t *testing.T) {
 	const many = 400 // more than convergePages: a second pre-copy round
 	zeroedInPrecopy, zeroedAtPause := uint64(workBase+5), uint64(workBase+6)
 	extra := workBase + g.WorkPages + g.ZeroPages + 10
+	writtenAtPause := extra + many + 5
 	vm.mu.Lock()
 	vm.afterCollect = func(n int) {
 		vm.mu.Lock()
@@ -169,6 +170,8 @@ func TestLiveMigrationMovesEveryPage(t *testing.T) {
 			vm.guestWriteLocked(zeroedInPrecopy, func(p []byte) { clear(p) })
 		case 3: // round 1 has been sent
 			vm.guestWriteLocked(zeroedAtPause, func(p []byte) { clear(p) })
+		case 4: // the last count before the pause: this page is dirtied after it
+			vm.guestWriteLocked(writtenAtPause, func(p []byte) { patternOf(7777, p) })
 		}
 	}
 	vm.mu.Unlock()
@@ -200,6 +203,8 @@ func TestLiveMigrationMovesEveryPage(t *testing.T) {
 	require.NotContains(t, srcPages, zeroedInPrecopy, "the guest zeroed it")
 	require.NotContains(t, dstPages, zeroedInPrecopy, "zeroed in a pre-copy round: the target must not keep the old data")
 	require.NotContains(t, dstPages, zeroedAtPause, "zeroed before the pause: the target must not keep the old data")
+	require.Contains(t, srcPages, writtenAtPause)
+	require.Contains(t, dstPages, writtenAtPause, "written just before the pause: collected after it")
 	for p := range srcPages {
 		require.Contains(t, dstPages, p, "page %d was not sent", p)
 		require.Equal(t, srcPages[p], dstPages[p], "page %d differs", p)
