@@ -180,7 +180,7 @@ func (a *Agent) restore(rec vmmRecord) {
 	if v.state.State.Terminal() {
 		// Its process may still run (it is killed at unregister).
 		if pidAlive(rec.Pid) && cmdlineHas(rec.Pid, rec.TokenPath) {
-			if p, err := adopt(rec.Pid); err == nil {
+			if p, err := adopt(rec.Pid, rec.TokenPath); err == nil {
 				v.proc = p
 			}
 		}
@@ -215,7 +215,7 @@ func (a *Agent) tryAdopt(v *vmm) string {
 		_ = syscall.Kill(-rec.Pid, syscall.SIGKILL)
 		return "was running when the agent restarted but did not answer with its token, and was killed: " + err.Error()
 	}
-	p, err := adopt(rec.Pid)
+	p, err := adopt(rec.Pid, rec.TokenPath)
 	if err != nil {
 		return "was gone when the agent restarted"
 	}

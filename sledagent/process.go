@@ -22,6 +22,17 @@ type Process struct {
 	mu     sync.Mutex
 	status string
 	signal syscall.Signal // the signal that killed it, if one did and it was our child
+	// child: the agent started it; its pid stays its own until the
+	// agent reaps it, which waits for exited to be set under mu.
+	child  bool
+	exited bool
+	// pidfd refers to an adopted process (-1: none, or closed once it
+	// ended); under mu. Signals sent through it never reach another
+	// process that reused the pid.
+	pidfd int
+	// marks are arguments an adopted process's command line holds (its
+	// token file), checked before signalling it without a pidfd.
+	marks []string
 }
 
 // Done is closed when the process has ended.
@@ -37,17 +48,31 @@ func (p *Process) Status() string {
 
 func (p *Process) end(status string, sig syscall.Signal) {
 	p.mu.Lock()
-	p.status, p.signal = status, sig
+	p.status, p.signal, p.exited = status, sig, true
 	p.mu.Unlock()
 	close(p.done)
 }
 
-// Kill kills the process's whole session (it leads its own group) with
-// SIGKILL and waits until it has ended, or until wait passes.
+// Kill kills the process with SIGKILL and waits until it has ended, or
+// until wait passes. A process that has ended is not signalled at all: its
+// pid may belong to another process by now.
+//
+// A child of the agent is killed with its whole group (it leads its own
+// session): its pid cannot be reused before the agent reaps it, and the
+// agent reaps it only after it is marked exited, under the same lock as
+// the signal. An adopted process is signalled through its pidfd (its
+// group too, but only while the pidfd shows the leader still there; a VMM
+// server starts no processes of its own). Without a pidfd (an old kernel)
+// it is signalled by pid only while its command line is still the one it
+// was adopted with.
 func (p *Process) Kill(wait time.Duration) error {
-	err := syscall.Kill(-p.Pid, syscall.SIGKILL)
-	if err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("kill VMM process group %d: %w", p.Pid, err)
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.signalKill(); err != nil {
+		return err
 	}
 	select {
 	case <-p.done:
@@ -55,6 +80,32 @@ func (p *Process) Kill(wait time.Duration) error {
 	case <-time.After(wait):
 		return fmt.Errorf("VMM process %d did not end within %v of SIGKILL", p.Pid, wait)
 	}
+}
+
+func (p *Process) signalKill() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return nil
+	}
+	var err error
+	switch {
+	case p.child:
+		err = syscall.Kill(-p.Pid, syscall.SIGKILL)
+	case p.pidfd >= 0:
+		if unix.PidfdSendSignal(p.pidfd, 0, nil, 0) == nil {
+			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+		}
+		err = unix.PidfdSendSignal(p.pidfd, unix.SIGKILL, nil, 0)
+	case pidAlive(p.Pid) && len(p.marks) > 0 && cmdlineHas(p.Pid, p.marks...):
+		err = syscall.Kill(-p.Pid, syscall.SIGKILL)
+	default:
+		return nil // gone, or no longer ours
+	}
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill VMM process %d: %w", p.Pid, err)
+	}
+	return nil
 }
 
 // launch starts binary with args in a session of its own (so that it
@@ -72,8 +123,20 @@ func launch(binary string, args []string, logPath string) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", binary, err)
 	}
-	p := &Process{Pid: cmd.Process.Pid, done: make(chan struct{})}
+	p := &Process{Pid: cmd.Process.Pid, done: make(chan struct{}), child: true, pidfd: -1}
 	go func() {
+		// Wait for the end without reaping, mark it, then reap: Kill
+		// signals the group only while the pid is still this child's.
+		var info unix.Siginfo
+		for {
+			err := unix.Waitid(unix.P_PID, p.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		p.mu.Lock()
+		p.exited = true
+		p.mu.Unlock()
 		_ = cmd.Wait()
 		status, sig := describeExit(cmd.ProcessState)
 		p.end(status, sig)
@@ -95,9 +158,11 @@ func describeExit(ps *os.ProcessState) (string, syscall.Signal) {
 
 // adopt watches a process this agent did not start (a VMM server started
 // by an earlier run of the agent). Its exit status is not ours to read: a
-// pidfd says when it ends.
-func adopt(pid int) (*Process, error) {
-	p := &Process{Pid: pid, done: make(chan struct{})}
+// pidfd says when it ends, and is what Kill signals.
+// marks are arguments its command line holds (checked by the caller
+// already, and again before a signal when there is no pidfd).
+func adopt(pid int, marks ...string) (*Process, error) {
+	p := &Process{Pid: pid, done: make(chan struct{}), pidfd: -1, marks: marks}
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
@@ -112,8 +177,8 @@ func adopt(pid int) (*Process, error) {
 		}()
 		return p, nil
 	}
+	p.pidfd = fd
 	go func() {
-		defer unix.Close(fd)
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		for {
 			n, err := unix.Poll(fds, -1)
@@ -124,6 +189,10 @@ func adopt(pid int) (*Process, error) {
 				break
 			}
 		}
+		p.mu.Lock()
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+		p.mu.Unlock()
 		p.end("ended (it was not this agent's child: its exit status is unknown)", 0)
 	}()
 	return p, nil
