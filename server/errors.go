@@ -21,6 +21,9 @@ var (
 	// up waiting (409 ensure_in_progress); asking again later gets the usual
 	// answer.
 	ErrEnsureInProgress = errors.New("the server is still building or releasing a VM; ask again shortly")
+	// ErrShuttingDown: the server is stopping and takes no new instance
+	// (503 shutting_down).
+	ErrShuttingDown = errors.New("the server is shutting down")
 )
 
 // TransitionError is a request the instance cannot honour in its current

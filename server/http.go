@@ -39,6 +39,7 @@ const (
 	CodeInsufficientCapacity = "insufficient_capacity"
 	CodeTooManyConsoles      = "too_many_consoles"
 	CodeEnsureInProgress     = "ensure_in_progress"
+	CodeShuttingDown         = "shutting_down"
 )
 
 // apiError is an error with its HTTP status and code, as the handlers
@@ -86,6 +87,8 @@ func classifyDomain(err error) *httpkit.Error {
 		return &httpkit.Error{Status: http.StatusTooManyRequests, Code: CodeTooManyConsoles, Message: err.Error()}
 	case errors.Is(err, ErrEnsureInProgress):
 		return &httpkit.Error{Status: http.StatusConflict, Code: CodeEnsureInProgress, Message: err.Error()}
+	case errors.Is(err, ErrShuttingDown):
+		return &httpkit.Error{Status: http.StatusServiceUnavailable, Code: CodeShuttingDown, Message: err.Error()}
 	case errors.As(err, new(*FieldError)):
 		return &httpkit.Error{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Message: err.Error()}
 	}

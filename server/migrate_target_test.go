@@ -23,6 +23,13 @@ func TestLostHandOffIsAskedAgain(t *testing.T) {
 	waitState(t, b.rt, StateRunning)
 	waitState(t, a.rt, StateDestroyed)
 	require.Contains(t, b.log.String(), "the hand-off was lost but the source completed")
+	// The source serves one ask at a time: wait until it is done with the
+	// target's (its stream may still be closing when the target runs).
+	require.Eventually(t, func() bool {
+		a.rt.mu.Lock()
+		defer a.rt.mu.Unlock()
+		return a.rt.mig.handedOff != nil && !a.rt.mig.handedOff.handshaking
+	}, 10*time.Second, time.Millisecond)
 
 	// A stranger asking gets no Commit.
 	c, br := openStream(t, a.addr, id)

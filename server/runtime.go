@@ -169,7 +169,7 @@ func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool
 			}
 			if r.shut {
 				r.mu.Unlock()
-				return Instance{}, false, errors.New("the server is shutting down")
+				return Instance{}, false, ErrShuttingDown
 			}
 			if r.closing == 0 {
 				break
@@ -201,7 +201,7 @@ func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool
 	r.building = nil
 	close(done)
 	if err == nil && r.shut {
-		err = errors.New("the server is shutting down")
+		err = ErrShuttingDown
 		r.closeLater(m)
 	}
 	if err != nil {
