@@ -160,7 +160,8 @@ func (r *Replayer) checkCrossings(v Version) (int, error) {
 }
 
 // filesOfKind reads one kind's files of a version (path relative to the
-// version directory -> bytes).
+// version directory -> bytes). An after-file is no file of its own: its
+// bytes stand for its original's, as what today's code must produce.
 func filesOfKind(dir string, v Version, kind string) (fileSet, error) {
 	out := fileSet{}
 	kd := filepath.Join(dir, filepath.FromSlash(v.String()), kind)
@@ -172,8 +173,18 @@ func filesOfKind(dir string, v Version, kind string) (fileSet, error) {
 		return nil, err
 	}
 	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), AfterSuffix) {
+			continue // read with its original
+		}
 		data, err := os.ReadFile(filepath.Join(kd, e.Name()))
 		if err != nil {
+			return nil, err
+		}
+		after, err := os.ReadFile(filepath.Join(kd, strings.TrimSuffix(e.Name(), ".json")+AfterSuffix))
+		switch {
+		case err == nil:
+			data = after
+		case !errors.Is(err, os.ErrNotExist):
 			return nil, err
 		}
 		out[kind+"/"+e.Name()] = data

@@ -1,6 +1,7 @@
 package corpus
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -214,4 +215,45 @@ func TestLossyCrossingFails(t *testing.T) {
 	}
 	_, err := crossings([]versions.Spoke{lossy, v1}, Version{API: "vmm-server", N: 2}, specFilesOnDisk(filepath.Join(r, Dir)))
 	require.ErrorContains(t, err, "crossing into vmm-server/v2 and back loses information")
+}
+
+// TestCrossingAfterFile: a crossing record may have an accepted
+// difference: its after-file is what today's spokes must compute, and it
+// is no record of its own.
+func TestCrossingAfterFile(t *testing.T) {
+	r := copyRoot(t, "")
+	dir := filepath.Join(r, Dir)
+	v2 := Version{API: "vmm-server", N: 2}
+	v1, _ := versions.Lookup("vmm-server/v1")
+	then := []versions.Spoke{fakeV2(func(fb spec.FileStorageBackend) bool { return fb.BlockSize == 4096 }), v1}
+	now := []versions.Spoke{fakeV2(func(spec.FileStorageBackend) bool { return false }), v1}
+	recorded, err := crossings(then, v2, specFilesOnDisk(dir))
+	require.NoError(t, err)
+	today, err := crossings(now, v2, specFilesOnDisk(dir))
+	require.NoError(t, err)
+	for p, data := range recorded {
+		writeFile(t, r, v2.String()+"/"+p, string(data))
+	}
+	const rec = "cross/from-v1-disk-4096-readonly"
+	require.NotEqual(t, recorded[rec+".json"], today[rec+".json"])
+	rep := NewReplayer(r, t.TempDir())
+	rep.Spokes = now
+	rep.Handlers[v2] = map[string]Handler{}
+	_, err = rep.Replay()
+	require.ErrorContains(t, err, rec+".json: crossing changed")
+
+	for p, data := range today {
+		if !bytes.Equal(data, recorded[p]) {
+			writeFile(t, r, v2.String()+"/"+strings.TrimSuffix(p, ".json")+AfterSuffix, string(data))
+		}
+	}
+	sum, err := rep.Replay()
+	require.NoError(t, err)
+	require.Equal(t, len(today), sum.Crossings)
+
+	// The after-file must be what today computes, not anything.
+	writeFile(t, r, v2.String()+"/"+rec+AfterSuffix, string(recorded[rec+".json"]))
+	_, err = rep.Replay()
+	require.ErrorContains(t, err, rec+".json: crossing changed")
+	require.NotContains(t, err.Error(), "no longer registered")
 }
