@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -76,7 +75,7 @@ type vmm struct {
 	rec    vmmRecord    // persisted; State is kept in state
 	state  SledVmmState // under Agent.mu
 	proc   *Process     // nil once terminal after a restart without a process
-	client VMMClient
+	client VMMClient    // under Agent.mu; nil until an adopted server answers
 }
 
 // pending is a registration being started; a second identical request
@@ -198,29 +197,46 @@ func (a *Agent) restore(rec vmmRecord) {
 		Message: fmt.Sprintf("the VMM process (pid %d) %s", rec.Pid, why)})
 }
 
-// tryAdopt adopts v's process; it answers why not, or "".
+// tryAdopt adopts v's process; it answers why not, or "". The pid and
+// the token file on its command line prove the process is the VMM server
+// the registry recorded: it is adopted even when it does not answer now
+// (a slow or busy server, a refused connection), and the watcher keeps
+// dialling it with backoff. Only a definite refusal of its token (a
+// stranger's server on that port, or a token file replaced) kills it.
 func (a *Agent) tryAdopt(v *vmm) string {
 	rec := v.rec
 	if !pidAlive(rec.Pid) || !cmdlineHas(rec.Pid, rec.TokenPath) {
 		return "was gone when the agent restarted"
 	}
-	token, err := httpkit.ReadTokenFile(rec.TokenPath)
-	if err != nil {
-		return "was running when the agent restarted, but its token could not be read: " + err.Error()
-	}
-	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
-	defer cancel()
-	client, err := a.opts.Dial(ctx, rec.Addr, token)
-	if err != nil {
-		_ = syscall.Kill(-rec.Pid, syscall.SIGKILL)
-		return "was running when the agent restarted but did not answer with its token, and was killed: " + err.Error()
-	}
 	p, err := adopt(rec.Pid, rec.TokenPath)
 	if err != nil {
 		return "was gone when the agent restarted"
 	}
-	v.proc, v.client = p, client
+	client, err := a.dialVMM(v)
+	switch {
+	case err == nil:
+		v.proc, v.client = p, client
+	case errors.Is(err, ErrTokenRefused):
+		if kerr := p.Kill(10 * time.Second); kerr != nil {
+			a.log.Error("a VMM that refused its token could not be killed", "vmm_id", rec.ID, "pid", rec.Pid, "err", kerr)
+		}
+		return "was running when the agent restarted but did not answer with its token, and was killed: " + err.Error()
+	default:
+		a.log.Warn("an adopted VMM's server does not answer yet; retrying", "vmm_id", rec.ID, "pid", rec.Pid, "err", err)
+		v.proc = p
+	}
 	return ""
+}
+
+// dialVMM reaches v's server with the token its file holds.
+func (a *Agent) dialVMM(v *vmm) (VMMClient, error) {
+	token, err := httpkit.ReadTokenFile(v.rec.TokenPath)
+	if err != nil {
+		return nil, fmt.Errorf("read the VMM's token: %v: %w", err, ErrVMMUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Second)
+	defer cancel()
+	return a.opts.Dial(ctx, v.rec.Addr, token)
 }
 
 // SledID returns the sled's id.
@@ -561,11 +577,11 @@ func logTail(path string) string {
 
 // Request passes a state change to the VMM's server.
 func (a *Agent) Request(ctx context.Context, id uuid.UUID, r Requested) (SledVmmState, error) {
-	v, err := a.live(id)
+	_, client, err := a.live(id)
 	if err != nil {
 		return SledVmmState{}, err
 	}
-	if err := v.client.Request(ctx, r); err != nil {
+	if err := client.Request(ctx, r); err != nil {
 		return SledVmmState{}, err
 	}
 	return a.State(id)
@@ -575,11 +591,11 @@ func (a *Agent) Request(ctx context.Context, id uuid.UUID, r Requested) (SledVmm
 // migration as pending, unless the agent has recorded that migration
 // already (a repeated arm, or progress observed meanwhile).
 func (a *Agent) Arm(ctx context.Context, id uuid.UUID, arm MigrationArm) (SledVmmState, MigrationArmed, error) {
-	v, err := a.live(id)
+	v, client, err := a.live(id)
 	if err != nil {
 		return SledVmmState{}, MigrationArmed{}, err
 	}
-	armed, err := v.client.Arm(ctx, arm)
+	armed, err := client.Arm(ctx, arm)
 	if err != nil {
 		return SledVmmState{}, MigrationArmed{}, err
 	}
@@ -606,39 +622,43 @@ func (a *Agent) Arm(ctx context.Context, id uuid.UUID, arm MigrationArm) (SledVm
 
 // Serial reads the VMM's serial history from its server.
 func (a *Agent) Serial(ctx context.Context, id uuid.UUID, q SerialQuery) (SerialChunk, error) {
-	v, err := a.live(id)
+	_, client, err := a.live(id)
 	if err != nil {
 		return SerialChunk{}, err
 	}
-	return v.client.Serial(ctx, q)
+	return client.Serial(ctx, q)
 }
 
 // Console attaches to the VMM's serial console through its server.
 func (a *Agent) Console(ctx context.Context, id uuid.UUID) (io.ReadWriteCloser, error) {
-	v, err := a.live(id)
+	_, client, err := a.live(id)
 	if err != nil {
 		return nil, err
 	}
-	return v.client.Console(ctx)
+	return client.Console(ctx)
 }
 
-// live returns a registered VMM whose server the agent can reach.
-func (a *Agent) live(id uuid.UUID) (*vmm, error) {
+// live returns a registered VMM whose server the agent can reach, and its
+// client.
+func (a *Agent) live(id uuid.UUID) (*vmm, VMMClient, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	v, ok := a.vmms[id]
 	if !ok {
-		return nil, fmt.Errorf("VMM %s: %w", id, ErrNoSuchVmm)
+		return nil, nil, fmt.Errorf("VMM %s: %w", id, ErrNoSuchVmm)
 	}
-	if v.client == nil || v.proc == nil {
-		return nil, fmt.Errorf("VMM %s is %s and its process is gone: %w", id, v.state.State, ErrVMMUnavailable)
+	if v.proc == nil {
+		return nil, nil, fmt.Errorf("VMM %s is %s and its process is gone: %w", id, v.state.State, ErrVMMUnavailable)
 	}
 	select {
 	case <-v.proc.Done():
-		return nil, fmt.Errorf("VMM %s: its process %s: %w", id, v.proc.Status(), ErrVMMUnavailable)
+		return nil, nil, fmt.Errorf("VMM %s: its process %s: %w", id, v.proc.Status(), ErrVMMUnavailable)
 	default:
 	}
-	return v, nil
+	if v.client == nil {
+		return nil, nil, fmt.Errorf("VMM %s: its server has not answered since the agent restarted: %w", id, ErrVMMUnavailable)
+	}
+	return v, v.client, nil
 }
 
 // Unregister forgets a terminal VMM (or, with force, any VMM, killing its

@@ -21,6 +21,9 @@ var (
 	ErrVMMUnavailable = errors.New("the VMM's server does not answer")
 	// ErrRootLocked: another sled agent runs over the same root.
 	ErrRootLocked = errors.New("another sled agent holds this root's lock (two agents over one root would each start and kill the other's VMMs)")
+	// ErrTokenRefused: a VMM server refused the token the agent holds for
+	// it (401): whoever answers at its address is not that VMM's server.
+	ErrTokenRefused = errors.New("the VMM server does not accept the token the agent holds for it")
 	// ErrClosed: the agent is shutting down.
 	ErrClosed = errors.New("the sled agent is shutting down")
 )

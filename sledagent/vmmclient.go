@@ -63,6 +63,7 @@ type MigrationProgress struct {
 
 // Dialer connects to a VMM server at addr with its token, choosing the
 // newest API version the server speaks. It fails wrapping
-// ErrVMMUnavailable when the server does not answer, and with a
-// *RefusedError when the token is not accepted.
+// ErrVMMUnavailable when the server does not answer (or answers 5xx), and
+// wrapping ErrTokenRefused when it refuses the token (401): the agent
+// kills an adopted process only for the latter.
 type Dialer func(ctx context.Context, addr, token string) (VMMClient, error)

@@ -2,6 +2,7 @@ package sledagent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -26,14 +27,31 @@ func (a *Agent) watchState(v *vmm) {
 	failures := 0
 	for {
 		a.mu.Lock()
-		gen, terminal := v.rec.ServerGen, v.state.State.Terminal()
+		gen, terminal, client := v.rec.ServerGen, v.state.State.Terminal(), v.client
 		a.mu.Unlock()
 		if terminal || a.ctx.Err() != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(a.ctx, observeWait+10*time.Second)
-		o, err := v.client.Observe(ctx, gen, observeWait)
-		cancel()
+		var o Observation
+		var err error
+		if client == nil {
+			// Adopted while its server did not answer: dial it again.
+			if client, err = a.dialVMM(v); err == nil {
+				a.mu.Lock()
+				v.client = client
+				a.mu.Unlock()
+				a.log.Info("an adopted VMM's server answers", "vmm_id", v.rec.ID)
+				continue
+			}
+			if errors.Is(err, ErrTokenRefused) {
+				a.refusedToken(v, err)
+				return
+			}
+		} else {
+			ctx, cancel := context.WithTimeout(a.ctx, observeWait+10*time.Second)
+			o, err = client.Observe(ctx, gen, observeWait)
+			cancel()
+		}
 		if err == nil {
 			failures = 0
 			a.apply(v, o)
@@ -64,6 +82,26 @@ func (a *Agent) watchState(v *vmm) {
 		case <-time.After(DefaultBackoff.wait(failures)):
 		}
 	}
+}
+
+// refusedToken kills an adopted VMM whose server refused its token at
+// last, and fails it.
+func (a *Agent) refusedToken(v *vmm, err error) {
+	a.log.Warn("an adopted VMM's server refused its token; killing it", "vmm_id", v.rec.ID, "pid", v.proc.Pid, "err", err)
+	a.mu.Lock()
+	if a.vmms[v.rec.ID] == v && !v.state.State.Terminal() {
+		v.state = transition(v.state, StateFailed, &FailureReason{Kind: FailureProcessExited,
+			Message: fmt.Sprintf("the VMM process (pid %d) did not answer with its token after the agent restarted, and was killed: %v", v.proc.Pid, err)})
+		v.state.MigrationIn = failMigration(v.state.MigrationIn)
+		v.state.MigrationOut = failMigration(v.state.MigrationOut)
+		a.saveLockedLog()
+		a.updateGaugeLocked()
+	}
+	a.mu.Unlock()
+	if kerr := v.proc.Kill(10 * time.Second); kerr != nil {
+		a.log.Error("a VMM that refused its token could not be killed", "vmm_id", v.rec.ID, "err", kerr)
+	}
+	a.bell.notify(v.rec.ID)
 }
 
 // watchProcess turns the end of a VMM's process into a failed VMM, unless

@@ -90,8 +90,7 @@ func speaks(ctx context.Context, hc *http.Client, url, token string) (bool, erro
 	e := decodeError(resp.StatusCode, body)
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized:
-		return false, &sledagent.RefusedError{Status: http.StatusBadGateway, Code: "vmm_unavailable",
-			Message: "the VMM server does not accept the token the agent holds for it"}
+		return false, fmt.Errorf("probe %s: %w", url, sledagent.ErrTokenRefused)
 	case resp.StatusCode == http.StatusNotFound && e.Code == httpkit.CodeNotFound:
 		return false, nil
 	case resp.StatusCode >= 500:

@@ -45,9 +45,11 @@ func TestDialRefusals(t *testing.T) {
 	token := strings.Repeat("t", 43)
 	dial := New(nil)
 	_, err := dial(context.Background(), fakeServer(t, token, "/v1"), strings.Repeat("x", 43))
-	var re *sledagent.RefusedError
-	require.ErrorAs(t, err, &re, "a wrong token")
+	require.ErrorIs(t, err, sledagent.ErrTokenRefused, "a wrong token")
+	require.False(t, errors.Is(err, sledagent.ErrVMMUnavailable), "a refused token is definite, not a server that does not answer")
 	require.NotContains(t, err.Error(), token)
+
+	var re *sledagent.RefusedError
 
 	_, err = dial(context.Background(), fakeServer(t, token, "/v7"), token)
 	require.ErrorAs(t, err, &re, "no version in common")

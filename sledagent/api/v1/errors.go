@@ -65,7 +65,7 @@ func classifyDomain(err error) *httpkit.Error {
 		return e(http.StatusConflict, CodeVmmNotTerminal)
 	case errors.Is(err, sledagent.ErrNoFreePort):
 		return e(http.StatusConflict, CodeNoFreePort)
-	case errors.Is(err, sledagent.ErrVMMUnavailable), errors.Is(err, sledagent.ErrClosed):
+	case errors.Is(err, sledagent.ErrVMMUnavailable), errors.Is(err, sledagent.ErrClosed), errors.Is(err, sledagent.ErrTokenRefused):
 		return e(http.StatusServiceUnavailable, CodeVmmUnavailable)
 	}
 	return nil
