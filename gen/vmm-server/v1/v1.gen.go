@@ -365,8 +365,9 @@ type InstanceMigrateExpectRequest struct {
 	// MigrationId The id the target will present.
 	MigrationId openapi_types.UUID `json:"migration_id"`
 
-	// Secret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
-	// answered back, but once, by the arm that made it.
+	// Secret A migration's one-time secret: 43 to 128 characters of base64url. Make it from 32 or more bytes of a
+	// cryptographically secure random source, as the server does when it makes one: each side's proof could
+	// be used to guess a weak secret offline. It is never answered back, but once, by the arm that made it.
 	Secret *MigrationSecret `json:"secret,omitempty"`
 
 	// TtlSeconds How long the arm holds, in seconds; 300 when not given.
@@ -383,8 +384,9 @@ type InstanceMigrateInitiateRequest struct {
 	// at another path, say); the target amends the source's spec with them before building its VM.
 	ReplaceComponents *map[string]Component `json:"replace_components,omitempty"`
 
-	// Secret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
-	// answered back, but once, by the arm that made it.
+	// Secret A migration's one-time secret: 43 to 128 characters of base64url. Make it from 32 or more bytes of a
+	// cryptographically secure random source, as the server does when it makes one: each side's proof could
+	// be used to guess a weak secret offline. It is never answered back, but once, by the arm that made it.
 	Secret MigrationSecret `json:"secret"`
 
 	// SrcAddr The source server's address, `host:port`. The server dials only the peers it is allowed to
@@ -498,8 +500,9 @@ type MigrationArmed struct {
 	// MigrationId The migration's id.
 	MigrationId openapi_types.UUID `json:"migration_id"`
 
-	// Secret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
-	// answered back, but once, by the arm that made it.
+	// Secret A migration's one-time secret: 43 to 128 characters of base64url. Make it from 32 or more bytes of a
+	// cryptographically secure random source, as the server does when it makes one: each side's proof could
+	// be used to guess a weak secret offline. It is never answered back, but once, by the arm that made it.
 	Secret *MigrationSecret `json:"secret,omitempty"`
 }
 
@@ -536,8 +539,9 @@ type MigrationProgress struct {
 	TotalUs *int64 `json:"total_us,omitempty"`
 }
 
-// MigrationSecret A migration's one-time secret: 43 to 128 characters of base64url (32 random bytes or more). It is never
-// answered back, but once, by the arm that made it.
+// MigrationSecret A migration's one-time secret: 43 to 128 characters of base64url. Make it from 32 or more bytes of a
+// cryptographically secure random source, as the server does when it makes one: each side's proof could
+// be used to guess a weak secret offline. It is never answered back, but once, by the arm that made it.
 type MigrationSecret = string
 
 // MigrationStatus The migrations into and out of this instance, when there are any.
@@ -954,8 +958,9 @@ type ClientInterface interface {
 	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -967,8 +972,9 @@ type ClientInterface interface {
 	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1008,8 +1014,8 @@ type ClientInterface interface {
 	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
 	// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
 	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-	// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
-	// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+	// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
+	// payload. Inside it: the target offers protocol versions, spec versions and device state
 	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
 	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
@@ -1116,8 +1122,9 @@ func (c *Client) InstanceGet(ctx context.Context, reqEditors ...RequestEditorFn)
 // Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 // migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 // returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1139,8 +1146,9 @@ func (c *Client) InstanceEnsureWithBody(ctx context.Context, contentType string,
 // Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 // migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 // returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1210,8 +1218,8 @@ func (c *Client) InstanceMigrateExpect(ctx context.Context, body InstanceMigrate
 // Called by a migration target on its source, never by people. It carries no bearer token: the migration
 // is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
 // `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
-// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
+// payload. Inside it: the target offers protocol versions, spec versions and device state
 // versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 // migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
 // expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
@@ -1835,8 +1843,9 @@ type ClientWithResponsesInterface interface {
 	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1848,8 +1857,9 @@ type ClientWithResponsesInterface interface {
 	// Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 	// migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-	// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1889,8 +1899,8 @@ type ClientWithResponsesInterface interface {
 	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
 	// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
 	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-	// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
-	// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+	// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
+	// payload. Inside it: the target offers protocol versions, spec versions and device state
 	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
 	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
@@ -2886,8 +2896,9 @@ func (c *ClientWithResponses) InstanceGetWithResponse(ctx context.Context, reqEd
 // Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 // migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 // returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2905,8 +2916,9 @@ func (c *ClientWithResponses) InstanceEnsureWithBodyWithResponse(ctx context.Con
 // Creates the server's one instance, in one of two ways: from a `spec`, or as the target of a live
 // migration (`migrate`), which takes its spec from the source. Exactly one of the two is given. The request
 // returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200; a different request while an instance exists answers 409 `instance_exists`. An instance
-// that is failed or destroyed no longer counts: a new ensure replaces it, with a fresh console history.
+// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
+// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2964,8 +2976,8 @@ func (c *ClientWithResponses) InstanceMigrateExpectWithResponse(ctx context.Cont
 // Called by a migration target on its source, never by people. It carries no bearer token: the migration
 // is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
 // `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-// each a type byte, three reserved bytes and a 32-bit big-endian payload length, then the payload, with
-// size caps per frame type. Inside it: the target offers protocol versions, spec versions and device state
+// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
+// payload. Inside it: the target offers protocol versions, spec versions and device state
 // versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 // migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
 // expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
@@ -5839,158 +5851,160 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3/k9s2ku+/gtK7qoz2KI2k+eJYU/vDxJvN+l0mcdlO/OoirwSRkIQdEuAC0MhKat7fftXdAAlKlGbG",
-	"dpy7ut2tijUSCQKNRn/9dPO3TqqLUiuhnO2Mf+sYYUutrMA/vuHZa/HPtbAO/kq1ckLhR16WuUy5k1qd",
-	"/sNqBd+JD7woc4EfjdFmmupMdMYdqe54LrOp8SMlnUJYy5fw21xn274tRdqfa26yflqu7ZipdTEXhhVr",
-	"69hcMO5YLrh1bNhJOn6Uqcw64875YpiO+HPxbH6WXYjLQec+6dh0JQoOs/g3Ixadcef/nNYrPKVf7em3",
-	"MMPO/f190smETY0sYS2dceftSjD/DCYtK3i+0KYQGdOGzY3gt5ZxZta5YCeznZXNElZ9BWuCv++KKRID",
-	"PivtputyaXgmslm3D5N9odUil+nnIK8zXFmJq4gpnHKltGNGzLV2jCsmlXVcpYK5FcclWqfLUmRfmLap",
-	"X7llG+lWzK1EPTNt8O+Vtg6pTF9PxQdpnQVKCmXXRkylmpZGL42wdpZM1GyfFLQldr1YyFQK5aYpL3kq",
-	"3XbW7U8ULOmlcsIontOkP2UbaJwG8cOXDC/9QhS2wtwJwxZc5iJD+tEkPMv9oN1f9Vpln7BWpadhUxrL",
-	"VbrewxW3bC6EYqkR3H0p9jICODqaRwLMpDSz6xSYTKolO5lF86dzOYWfp4VcGh64Bg7rAujkyfaKb3PN",
-	"s7daf8/NUnwC9UDmTZ3W0xwHigkYDgdcAgvBK+AwcMWG7EZ+84UPads8XM1iPE1F6Sw7mTXX5EnmVcdb",
-	"WQi9/hQRF5bs/EiHSDZmJOpSIe9ExqRicMcfQbNMZjgXboy8E2Em7GS2sxRPqTfC3MlU/KT4HZc5n+ef",
-	"wl+wDQVX22mqlRIp3GMbJIt2EE6p05rB9Sy6nulSqCvmzJbxJZeK5dyJPQHW+7wSK+giOqR2tXZOquU0",
-	"0xs16+JBFnfCxPNk0jGe53pj4eb52m5Jm/CwGxN1Mmujx+wK+JiYOR7OTlSaaysyxhcOOV5axpXdCNPt",
-	"s7dNcvTZyXV8NypUK1QGEohkjYIZs1shShhGu5UwTK/dmHE3UfDwXBbSJTgPrQT751oKx3KtlsBKBb8V",
-	"lm34tt8lZfWT4mu30kb+Kj5Ffq/jYWLOWAmeCcOu/a842phxNhfcADX0rQAiIXWl+SJC/QfdeLqX5y4S",
-	"Q1+BAIqXBIcq8WtBM/bdu3c9WJNQDkiEBGk+5Trf8K1ls2/wUTO4v56325ZAHOuMVEuYI+6EXZelNk5k",
-	"NyKT/C1e8wk7Ug03LWC8KT60ZW9e0AN68MAx23Dl2N6D/hglAbsy253LDPembXEo+qqZkLuR6/T2jfy1",
-	"bYNANBi+FGzO01uhsq8sy/VSpjxnc7iNWfkrCtr51gl7xS6GI7aBIw7TWso7oWBThVoXnfEvF8NRcj54",
-	"fvk+6YB1zx3ZamejThJ2G6ympTBAq2/ANcEdzTK0Knn+yuhSGCfBTVrw3Io2AhU8XUklvrKsNDoV1mpj",
-	"E1aIQoMcURlLV7K0wsHEymjA3zr+h4e254W/7D7pgOO0TzWYhXem9ILdvXj1k70Ca6jQRtTaHOzsryyD",
-	"X9nJ+eD5YZO500Kvgn+QBVD18jzpFFLRH8M2QtLSp8V8f6bfISu9vr6BLbyR3xyYJku5Qg542kQvz+OJ",
-	"DgfnX188u4xne7k/3Xs6RSjmxr8QgeMlJNUuva9u1vN/iNQRz2j3RJZ5B+oDFvrzDQNnzfbZO2BgPrdC",
-	"eR0RfsI/Zk6mt8LM2BKJR5pPMVGUDpRkUQCP5VKJFgYrMvihnWNkwZfAtTfr3El0G+PBElYaqRwYKez6",
-	"zYuXL6/8E/dPW8E/fC/U0q2A5qPzpFNyB75IZ9z5+y+s9//f/+nf6gMXxGvSwecfYGZeCGBl7teMl8Ym",
-	"qYU9YSdEGTxs6UqktwmzxVxqm7BM2tuEpYbbVXdnjpdnyBLVlJvzve79J+/9Oug9f19/7E97rWvY4R1a",
-	"UBubvKgP+jH5EQkKL8E68vx8sPgQDVrT70WQFPvD/qgEywTYmhjPIFEKBCXmSpjTecZ4yY1j8y2boaCG",
-	"x2YShimk4o7c5IKjoQYfFzIXUy+ep37MQyLrrzIXb+jSb+jKerZJxwojeT4FXXFogDd4ySttXHzjnTRO",
-	"6ils7qEbf8ZL/iLtbX3jfXUutj/wAm1jIOZ90tFK/LjojH85LoDbJnOfHL+nfR7H7zlGtfv390mnil48",
-	"Qd58i8b0gst8bYDJMBa3JyliM6VNKaMc8JzaM4Jn+AVcjyY2u371kkV3sVxaEl9Fv+3sV/bOb23ScSOU",
-	"Yxuj1TJhC21YKXSZiysUCyQTF1IAAzu24OvctT4ito1axV91IPyVCeMWXbjY5Mz10qISh2//X8/7ur2X",
-	"GSNDrf+gVIgoW6+7Mb02iXGMFZ62/zCKsIyjSIT9BzMKFwru03Kdc8PgaLO5UIL7GF21/mCOGa1bDBgc",
-	"a2q9KXeMtWub7x7l7ap9U2AiYEjBPIzIuQO32unDc2Ins17Pf9GDL2bdsecTK0puuBMZirjTWTJRCpwv",
-	"67gBj5M06aw/67M322Kuc5mC5ru15OHlgmfgxFVcojWwiMoYV1ty++Zrt0PEZKK4AY5arK3I+hPVVD1g",
-	"jD5K+Ux7u+rn5PTYr912FQsHVat8u0/sv2ozlxkdJtKxTrONkU5cMWSjFj3vh59rnQuOjqrz7tBHCjX0",
-	"pnbPi/eIkEeeeDKCd7bPV6ThyKRAZt9xM1g18Vj5tmq8NlX8nVCCYooHZI0PQ35l2bK69Iotjd5Y4E5g",
-	"S+583MM67gRLV1wtxXEL9/lg8Gz4/Pno4vzZ+eD582Fk6g7aDPOXIZr7dCenCviCjHTkB272BYJXM1Mj",
-	"uG0jxrvVtpkDoPD1FSuNAPOXAbeCbCIizOjnWauAXwr1EO9F+3K/O9Vj9wVCRaQBF9b5oMJjbn2DF+8y",
-	"dzSFMB4tpI3Tw1DfYhrk2t6EwPVbbpbiqXrgBQbobZP8nP52OCAdjxxEbhUjv2LSWWZLkcIREZYtjC5I",
-	"HOu1SVt8Drr10XSiRYmXSjrJnQh5yE/ermOED1N8mOh/Nbp4U4r0c9AaKceRlvtU+2Te9JN8FGvCtcc5",
-	"E654mDpR0vjh9Y9jArCTWTuhfQSYg8FSMaHnz4navWvvTMy6ffbtB566nISqXrAZ5mhRcc/8xs9AfpFa",
-	"Qw39OC/gAGc8ZNQ/dIrRsN85Dd9+KEXqIvI+gfeuTdF+yOnA0iGvSHvo/EqtjlnOkdDYyDwP4ruhrtZr",
-	"mbXJbStS83DQqyLTG7ocrA2XT61ItcpaYmB/0xsMqOPUuCnYSueZTVCX0D1X7GwwaDFrDoe6zi4Hg+PB",
-	"rp1D1KDdsfNzQOo9badvMG8A61ViEyf8jwl0fwp9koJs6o9hguqKryyTWcI2K5muYj5DWMeK3wnKD3NE",
-	"Vyy0eRSPGFHmPBXTJmilnTYPBE/jKMAuy1jXy3XK89r888Z/JhcLYRhme6T1ZErYrdiSO+GiIBUll/z9",
-	"4Qsiwld2olDcCZ6CQ4OLsn32I1g5OyaoZQXfsrkIl2UJ3TWvJBmOCw8FcrET8ujQnJ0o7qo9Bcs5YZZv",
-	"u1cxL/ACHxJPjkRxAGYUbC4W2gg2X8s8A/8GVP/PN5UXExP98ryFuz/6ZFuTTnmWmXZW8wxV+X9wpbA2",
-	"YbOVtm5cauNmfRZlGDPJc0umJCy3FMIEqxXTiCJjToM26fUqNu7hVbMroHcmMKzAcq1LjEKD8gBi6I1i",
-	"SriNNre2u+fdjS5HDefurOnc/X0ysafv/338y6D3/P1vw+Ti/uGQYuMcRnSqaH1MyDQPyVND1DITysmF",
-	"FDaGE+2Lisate26mEYI58cEdiB7Hu8YpOUdpWNivnbjtxXDUFkXOHnS5ZHblA59fWfbm5puXP75hdmud",
-	"KNhPP738y6MEksK4YUtkbKWNQ1HQ8gwMG/rMzBcLQsP0cbbHWOMjbFqMI1Lcw6copB3jqUBMH2gA4BpH",
-	"mYukOjORaK3EJ8yvz/6CEeoqvDZRlSR0K0HyUbCMO47BKiOqiE48Zi7VbT3olfehg1uPrGWZqE3CiaLA",
-	"OJ3enXBWyAAejWThRfdJZ+5zP8cv1pS3+z312NtYAdlIS3HSUSdgUCOrd0GNDJnT7PKMpStueOrgrKFN",
-	"MGvy2qz/KKm/w35EwsaCH+JD8JTbsprvVgL1GWosUFTSslsFInjbzJF447OTdDZcIpZkoU0N85qS/mgN",
-	"3MTz+FmKzSdERrw6TZgGIwwnui8sv3zM4sl+Id0ztdWuPPZWv4+/c6CkOb2jvOVaMSA7e5bLhUi3KYYE",
-	"uRN9AjKClOtN1oPBWRQvPjFr1U0i8BJ86oK76nkNvgPPdaJ2XdfuVT1MGNeslYK/tamiYOGr+tHxo5KA",
-	"mKWAbak3wohsovRi0U089FeqZRJNJx47/L47gXhFe6MzGJxpM1FhnHrw3YWc0FrJgQ/AVL12c71WWe0w",
-	"dBOWCeuMBil1QoczqYBYYqJWXGU9WtQDM2PZGk4yGCgtz4lXXw3kJz1RHg99FYDR1XKqyfXDGkBB1VMG",
-	"TbSQiudXdNQbvra01cJNfU8yURydNEI0o6VPgNlgtZM6ChIt8CDxvvEfPZ3xS1pN+OghWn6DqwgXfab5",
-	"dFB20XSOi0I4Bi8w+vyRAYgKMuS0D2M3aIQZHDhqe9LR3yeyJ8mO19Vdu0KkHu9BOfE6fvSB9YhsLzYf",
-	"Nsysld+LaiMeJvJnUDgwDEFGAkIeNDyYXdUx8KYYeqk4b8usDHzLLRhPdU7if1hEfyXBSNwecBujvbK1",
-	"fNlbM3n8EbjEiEKAyW7ZCXes0JZ+zbl17GzUTSZK53CW2EIa6648codcG4fgdBARSitB/g3eCD68JPc7",
-	"XRsDN9ApwIMvnSgeVLbING/r+o97tM9e0q1ntXPEjeFb/DXwwONd8s+pw7269sq7nkzbYaxmcG0K8VQU",
-	"3nUILx0Ja4oPpTTCTrlrtTRVFTfMeWmFZXLBlA6xk7UVmXdIK08x4070PPB8H9/wxPjZ7xk4PR5SiOhy",
-	"dF9erbhtxWsgv0fxRWljwajEUmOIEzdE8GKeI/qBF9PSiFSXW8z1rm34FjUrKivw0qaBe9Jcp7edpAO2",
-	"gV4svIeRCyo58SquTeLWC/AC8om89aNq7lWQsy1giK0TdmpbAVnfwG8gmsmEIdGEUsNqtuCGnWjFOAsG",
-	"VKht6H7e/G+mNwo4dtrmbt3I1GgfKo+szFDiYNYqqe2derurbSBZ5w+MEaU2Hr+4Wekc3G7/8HEzBIl7",
-	"z9ZlQHkE44+d1BHl6jsPn2EpN0YK22VlvrYhMjfB4WEcI+y6ED5M4WNMFEMM84JbEP0G2ikh/xdmEkU3",
-	"nEaQv/+mtkpJYH++TXmsgo0i+Ac0bAlH9LiG/V3kUsmXwk5zsWhh/L9I47YMr2DWyTwPdP28nF0G6fQo",
-	"yUiyDOQieAwtZ+H19Q1QtwfyidFFLNNKtKeLjs7Macfzhw9cnVZ3yJaLnT13GnlWqMa+g8Ph4EvxWel5",
-	"XGMQrZNY3jV4oCLrUX3yplJmu9Z2zIFakY5lpPvG7PwMSDEcfR2Hr/SCzbkVl+drk7OTsxEzoCUKqhFA",
-	"/1wb0e2zlwRcEXfCTBTFmUWGscIEsVwaKwl9egdsAbQMC54BmffC/cPR140Y7vnZYTDXv7fCs3bNro+o",
-	"PaisfCaV02jpV5g1aaP6yB3rlKvt0azf403GSq82xIuvBHziCPctHEPg27/Vlv6TXNFSirROnlFAPtXK",
-	"asQZ6rUr1y24xow73i4ekaUSz249oVKdgSiOkhs7HkB8LOHmNj4Qqs3tnFudrx1MfmGFY/9YW8dKHjsj",
-	"MB5CHGC+s88rUVEOPTwrT1n0hH7H+exIJNyfMEei3/uDrNPEbT+VgYaXFxcD9tP167cMTbQXP94wsCH2",
-	"mQYt3scCyX/ApNBjMZQtCzmGnYSZPJIej4NM+oMD625HSsaI/jYrfG/hLXI/F0uebtmrFw0aVyExXQzJ",
-	"6h/RP2f0z3n783Zc5afb/D5w5fn74djVUb/SD7biZSmUyCodU6W00b15vHv5eYIyKK5muB5ERH3e2Mxn",
-	"DyAc8FDbCi2eesiprsRXGPrCGQTI0w+9opCa2Vw7jEibgI0IuUkgdcg4SsoGt/mHoWTmWMUTmYBHsMlH",
-	"c8j7IYNcH6g62l3ZFcx8IT94RBERoQZbUDpXOWHMunTHYVPPHrSJHyHyWrb1mMgLxPVLfiSjPE76ee5A",
-	"tE2r9IvLkt63JeitSNdGuu0bWJznBixBvl4fqoSoRIOvh64cBISvI3rCFzD0enztVj28rge/zqpEkVaN",
-	"qrmN0U6wk0Jngg0uB4Mu4obI49ig2YL1hhu+XOZixl58/5IQUB52hJWZCwnuSjCHcbewKACXUwuOlXMl",
-	"VRRLtdChZJpTCxwCU3ToOazgUjkulTB2P7cNovjnm5uwAl9hy8xaoXOAe7PmeShNgvn+B/n8EpsF3Alj",
-	"wX8ahrj49auX492UzUT57iWYNFchSxPSGCcRcDWgU4+D7LoJywxukVsZvV6uSGtMlFcEfmQfmtdzXF1W",
-	"XYyQawrtVx9ZoZV02vivGpZshbWoJjBRlCDtT9RE/elPUVW81Kr/pz8xqgoD8UT+Jbk/gikhMstmO60B",
-	"qF6eYYIsRUajXNmMcg/UMKBmtInacA+wxfqcXf7EzBwxY+C/PqvTRsDW4MRISiX6glcCt/nT4EFCE3U+",
-	"GLJmVwAkRi64UXV/BpFbH4sXH1JR+jjljottnRG8mKiT2XffvmWngT9OPWj49LfYD74/xWnPuuOYFQL+",
-	"TAuqk1/pPGuGu/z8rZ4o6iOBD0VkWtS5AEStleh2BlPhiFfsNxmLA229ud5IqABVVQMmvJCRoAWn2LJZ",
-	"XaQ2o/4cWN4HlCwEV44ttJkoDH3ywlJNwMwH4/CG6ipfq4e3HizXY4RYyYQFP2kctXQKLbYo3zvX2TZh",
-	"nJXc8EI4YXxmGUfb7drl3V4DB6wbt4ki/PdJBSNptPcas4yrZe5z5WuFkX6vTBLmNtprQiA6HpDGb3QM",
-	"J4qCiv6KYL02b5f0IxkR/X6/m+zy7Ylq6YHBqQ4S7sVFxT2N4A7ibzhuJLQythWuS+2wGu20CC+6WAhM",
-	"PVXCD+7kuRE824YR8Dktrbc8CaMmLjLPa7AoZz/fIAeEo0pD4CqMyAWvgqulEXdSr+1ERWb1zzdxHxqE",
-	"1eVbWEizQcz+JHxeH3OcCIhWuoGH7h5oGUYjVYTwDdQy7RumKQKvxam67sEuYzAWqJHQuwBGQuAoxZIJ",
-	"GhiC15ZvLYHlFtLZbmtnqsYyBVYDwMJiYIk/zojU7DY6WSEnYSeskrsV/FYIt9LZFC7xANhZwna7OQGd",
-	"DvTwSNheRyOa4SO6ISH9W5vzsJO9Rj9x16ljDX/2ehb5wxF13mMnXDH/FxMqK7VUDvk95XkuskrN1Jft",
-	"TRWUa2OeqG3hDKP64LdCBdKLD+BbWTkHy+nE7QPD2NoKv+/ELNevXlbmiecZP8gV4/aWIWJEmHBNN24z",
-	"SE8AwyhwGxzDkLqog8nwXLAGMBgI3EkF1b4/DYsg5B73HjQXSo1mSXBUdUsnwfeb67MfxIbE+UQVfMvA",
-	"y+WGha0JC7BRGO5OmCvGWZrDOWKgAx3CjNeKEH4wGmg+OIN/e/v2FWuYM7WjGam74w67r7WE8aLM/2wp",
-	"1Mwj7K9C+B3sNG9ssQ2HO4BkEuEsJQdXiN3xfC367CW5NL5qXKJxCSNs2VzkesNGf784A13vQan/982P",
-	"P4Qlg8S12BuqCOhUsqhzmQpFuQxvJt+8+r436g86SWdtcm9a2/Hp6Waz6Rf6V5nnvK/N8lSo3k9vTm9e",
-	"fX866g9O0c+SLo8M7dqO7iQdvymdcWeIjRBKoXgpO+POWX/QP/MFuOipVJYQARjbgoLewnCHCkWvKLZQ",
-	"hyzQaNgPRoALijEI8K4q4/Rl1hlXyJnvBGYY4valo8HgaT2ZMJZxdhTI3ukQtLwzSC/5OR+c9y75aNE7",
-	"zy5F7/ni4qw3mn89Hy0u+XM+HATE9bhDDUmi8EcF2np0M6aqSPdAP6YaiX+fdM4Hw0PjVSQ6bbQTw5vO",
-	"H76p6h95n3QuiMDHb2h22MS7zh6+q6UlHjrM66LgZtsZd74TbvdA19uW+MMNyr8+1uCF8qVFNHwg5vv7",
-	"pFOuHyhVrHxuBOtUqRNvuoFk2Wi24Vtb1TLOfAPYw05hrLJPqgLEblUwhSZLVWO7W127W8yIT9joun6R",
-	"RS26JsoItzboGaeiRumjcqAATyXfQbChXKsy/X32WpQe+sqVL/9IeR63yV1xU+TC2omiPgh07EeDwRWL",
-	"rcvKkVtJdAVqoUDGaHVnaO7UsFT77Lq+w7tJ7bBKMPWwiZ5hqV4rZ8esAbMMBVfoSXoDYmGEXVWq3API",
-	"fBloq8Chus26Y8c3Ots+XtwQhs7oYhqQ2DVrXzMSF3FjJ4xpvHj1U1Q+QTPVChyLIUhuUD77NcOfJq38",
-	"5KoKiKo1WehAFHqPDRv9vUYXl1ElRNVuqlPyVEwL++fhYADP862eogc2CyIwuB9SKCHUH8JoUWrhnrry",
-	"1Y64qyrha7K+PRqa8YyA4dvK9tmpnqvq/sBiiike1bY3kRSdZ9loMUiHonc2P+e98/Qi630tLhe953ww",
-	"H6aj7EycLzqH6hphIoPenDYVe6N07gp7StQ6xV/7sljWNGltTHEfQcQ6Z/8c9Z5trh/zv7iubNwZDvrw",
-	"/2fj4eh8MNgvQfgENru/f7ISbNaZ3zeDv86sxf3/blugEtK12RWceRSmaCSMyEh4Ik2GX4YmFdT9sxtI",
-	"5OtRYNcbS48wY6Je+B9vX3398E07XZPxtucP31Z1kocbho8wsHYbWuN9F49ZVEvn0z/YFiRbrWEOJo2u",
-	"Eoc6R7RbhPdJZz/KS8EWlMRt5mLVXSEUvRzusgCqvKl7xmyO2RO+G8FN6q6OH0pptslEeThkhKvN+uw7",
-	"bIe1EmxG983YVq+NFfmCnXAwFZzROStzrrw/v+KUrQnoSq8XwQzERhsTlQt+h3FmCoVkcQiGGhNjc6LI",
-	"3KNGxpKszAbqk0LqVS/4KuI8UZg/klRJQ1OPjOGQQm2mXbpXIQjeFqavLGGaqsVaeQxR34kK0L+NAvD0",
-	"UF/hztW27obICn0nfCqGM7tOU2HtYp2Dn6EXFLYJgLB12Z+oa1OgkYzRp8rGjCObcO0xm7LR5uNjTcuP",
-	"t0IajTTOBoMni97WNiW/h3aOUfud0WB02RsOe6Nnb4eD8WgwHgz+s5N8JA0+ylJ6NKF2yhkOaKoYNO+j",
-	"vCJja+Vkzmb10mdfWHs9MTrwL3X3O6m7a1M8vpFPpOKiSpt2HdeWyTwY3HtB0XIsJ9/Vq0xTmiQUcVIf",
-	"/PnWZwERceux+mwnuzVuivWJkqAXU17yucyl29ZVa17go2hH5EEc8/CN+GcvqhzCmP1E0XzMBE/UzP85",
-	"ZhQG7QW1cxUTMyi34WBYl8vVeYm5oO5nPMxGL0CXc7NlC8MLYZOJwm4tnJqzzLdUl2cEzNSn9wmOTGrm",
-	"bNSbS8fmctkTKpNcsZI4l+UI50nqFxf4H8hGmChsgJ7y0rJSGHo6PrPPXoac8bgZiVrAwkqjnU51XkXj",
-	"EzKZquA8Fbki9MkHwcNPDUKlK62tsFfUnAYf6HcmmDB/u7l+wTS+mwZjLQrsBN9XR1JO3JJVEOe0SR5H",
-	"72sgtMXr65skTAtmiLGROujXqA5Z6DzXmz679jnTYFtxNVEkTTF8hClebgqfXy2FMMzKXPgENmcLsQk9",
-	"o1jdMwf3PeJKX1BCQBTf0qdZ+V1fhVnW0ACJhYZC2RUZIhh3kFkUFTtvywk+wqB44wGxVcLcYlezY81v",
-	"GyVzUmHsxq1qj20H/N/U77E6fKBM5P79ji0wJOW006x2I11KPUZ27d/AwB+vDJ+s156ooP4AXeFxZZ3x",
-	"L+9jzYF8EJcvRd3B9HH/6AHlIbXq1a0hHswGxVXJjYKEr+DjTsE+OwlJoMhzJ4fOd1EguBQCuSYq5w4U",
-	"QFX4r5VImFxgacODR6UuuvhUE3Wv5iGuAxx+/fWz87PLr3dq756dP/tYuzUuthpUhU+NashQ1TSKq49G",
-	"F88Gg/unG7ChIvgBC9Z+FVVG/q9KTMUsfrQcpz6EjzluFPY+eMi8UWN3DRU83u/E/I1Ob8HJfv3XF+zy",
-	"/OIiqZGQZ90xioZ2oylpWExibnGgWcJmb0Taq0bu/UzDjdnwbOZtmp0r/kNsZ0mNOmu8XIhbhCVQXty/",
-	"LymcVtClqQiYjCwJhpbHz8S1ch4pYkKxKtXzALlf/HgzTBAFGfX6dqGAp4qS3orSXYUHnGiDvcq69aMa",
-	"rcfxQVLBE5qZs4mK2pjhi6VoX+p9CJVBsfwLmR00MU5IqLLhIPSo9MGJ0J1Em2BbgEzc8C2BKPHNIYgm",
-	"wHcB5jm96GvBDZuLlVRZPPLX3SuwYHO9CXeQwW4d3Qg2mc8FXvvGB8PLME9LdWPO8XQlEMwHdt0VhocK",
-	"HeEMz0fPWQuK5phMpvKQzkdZCDWRP91C+CLu8uj5Z3rrG9K18fKow7tF/H7FMgHf4KZhzdYXeInUt4fB",
-	"U+ykhVHoXXl/qOONZIsOf4y1Rs8mkrGRMPcyu1WSn0a9SpaHXgXjRQi9SA7NXziDRqQIk2kIN3bCGdo9",
-	"4Fiuwccj64gS4aEN3taHy5eEDyDMdd3+pTVVQlHmGSWtEeRMNfU8C5KXO8abdYAUS57BdKc03fqmRrmi",
-	"dybdRjPxIc3XmSBHkpogsXcgppWQ8FfiX87BM4KIW0ZR3ar9Cq6OUKggx/uMuizUoAD4lhoH3koQouS9",
-	"zfyiPA4zlD2Q+ILn5fl2ouZiKZXts28oYhy1nzJSoQz2b4FIfLkjxvCK0m0fFnS+mJWgTEd9tYfLLTdc",
-	"4ab9oB1zekkt86gwJN6Nyrv751qYbe3e1bvcaXXmPrlus61PcxHF32MO97rZHF1VxJeHFhUt/Aut6m1Y",
-	"CS0BTT9gp4Mz5B+meGljfr7vbGd8eXFxdnmsxKrl3WYt03z/qb4N1UF3su/yf/Dt9YcXyz//2Zfbjp9V",
-	"JcKPTx80S7kPuBSeCbBJE7aL/u+szP9ILfU6CNe9svaGwnhYP3nsz4POPMYLvVkKCgNhZagTECOXcqUV",
-	"ghGAbwNoOvRS3hjpnMA+fd0+u44jvz5Q6ROWhE/bivgNvwfgcZXJOYt6Qs4manasDyh5K0p77N5RaV2K",
-	"9H8M3vQzI7g+L2prp6lo1LL1k7ExVevWQ28dDlV7qG24uaU3XLsKnezirrJfMGv2/JNezd6oONh77/Nu",
-	"7UGoEhChxIDem303HEedg/sBh9av3+s1ZsPB6DwQ6mI4AkqeD55ffqG3zz5yIRhbDBGOk72CjD/epWiB",
-	"MeOJfRiYUtXRt+JRvMajzFTd7xBlXEADV646JUgwwCqrqo6otjQuwownO1Ge7Cut9Nq0FkftYnr3663i",
-	"kkAeuh+ya3sLzjwWGG481DdEZzJEPRsGXo5hG77FFrweVtzoXuu/C9Vg3RisDKvCa6hZ7ES1dotlfF51",
-	"LIvefuTVnU/zMPAWKqQIpohoaPhPXRV9QJvAgl+tPwnvEXVIxZ6jT5eW+91dH4XbOG93WCukN7eMp6ko",
-	"vzzW7l9ohf8maAV7u5dpwqaBeECwCBStjEdKvJ6XSQct0++1WvZKned2XMkebpnVWgWgROtr97B2AkMd",
-	"hl46jUVgSRVNnfkKx2kBpmTJrRXWV2tgsNS/Bg088Ci63ZSFFMDAV/qzmQ/8zOp3ojZb004U9aalYrTd",
-	"ZrQU34ha0jZa0bK4Ey2WmlF0hm24S+kFP8IHgybKOlHCZ0ULtfA1z31XmqAlHpRgN35fHpFlbvTYFVR3",
-	"adDEDxLeCqHYyQDj6Uor0T3kMFMrmEdkn3+XgAW9WEpT1YzvCYw+TyHzXHqswKGp1/zU7uyfDQaDwdE3",
-	"rtMFR6f9/nP5KFWY8hfqabSDuhtejAeD/nCEyDu8Z1Tb8FWvcqDikZsvqpvPWhyA983GxZ8DP1+32z5g",
-	"ZjZbMv8r5HBAxr8D/id84mH5SiIzVMkekPdN8EKzHc4v74EHPLAXf6XC19O7IXKHH+9QV6O4HUz09i60",
-	"4fr1saxm0x7Nwxf5NCMr0c0+krJ/6/fNl63VIOO5cBuBUheX1W9B2HTu39//VwAAAP//",
+	"7L39c9s4kjf+r6D0vapIc5QsyS+J5dofHM/L5m48k2+cTO7ZUVaCSEjCmgS4AGhFM+Xnb3+qGwAJSpQs",
+	"x57MXd3WVE1kiQSBRqNfP938vRXLLJeCCaNbo99biulcCs3wj9c0ecf+WTBt4K9YCsMEfqR5nvKYGi7F",
+	"0T+0FPAd+0yzPGX4USmpJrFMWGvU4uKOpjyZKDdS1MqY1nQBv81ksu7pnMW9maQq6cV5oUdEFNmMKZIV",
+	"2pAZI9SQlFFtyKAVtdwoE560Rq2T+SAe0nP2cnacnLKzfus+aul4yTIKs/g3xeatUev/O6pWeGR/1Uff",
+	"wQxb9/f3USthOlY8h7W0Rq33S0bcMwjXJKPpXKqMJUQqMlOM3mpCiSpSRtrTjZVNI1J+BWuCv++yCRID",
+	"PgtpJkW+UDRhybTTg8leSTFPefwc5DWKCs1xFSGFYyqENESxmZSGUEG40IaKmBGzpLhEbWSes+Qr0zZ2",
+	"K9dkxc2SmCWrZiYV/r2U2iCV7dcT9plro4GSTOhCsQkXk1zJhWJaT6OxmG6Twm6JLuZzHnMmzCSmOY25",
+	"WU87vbGAJb0RhilBUzvpp2yDHadGfP8lwUu/EoU1U3dMkTnlKUuQfnYSjuV+kuZ7WYjkCWsVcuI3pbZc",
+	"Ias9XFJNZowJEitGzddiL8WAo4N5RMBMQhJdxMBkXCxIexrM357LCfw8yfhCUc81cFjnQCdHtrd0nUqa",
+	"vJfyR6oW7AnUA5k3MVJOUhwoJKA/HHAJLASvgMNABRmQa/76Kx/SpnmYisVoHLPcaNKe1tfkSOZUx3ue",
+	"MVk8RcT5JRs30i6SjYgVdTHjdywhXBC448+gWcITnAtVit8xPxPSnm4sxVHqhqk7HrMPgt5RntJZ+hT+",
+	"gm3IqFhPYikEi+EeXSNZsINwSo2UBK4nwfVE5kxcEKPWhC4oFySlhm0JsO7zSiyvi+wh1cvCGC4Wk0Su",
+	"xLSDB5ndMRXOk3BDaJrKlYabZ4VeW21C/W6MRXvaRI/pBfCxZeZwOD0WcSo1SwidG+R4rgkVesVUp0fe",
+	"18nRI+3L8G5UqJqJBCSQlTUCZkxuGcthGGmWTBFZmBGhZizg4SnPuIlwHlIw8s+CM0NSKRbAShm9ZZqs",
+	"6LrXscrqg6CFWUrFf2NPkd9FOEydMzhuvRWDRDCWgLkzY1QBMeQtEyNcIVkymjBFLt04eP2IvLYXjot+",
+	"/zjGy/Hj1ziCP8naNJ3cN4G4egGCKlw6HL6oZVeC5u7Hjx+7sCImDJASCVd/ymW6omtNpnahU7i/mrdZ",
+	"50BEbRQXC5gj7pgu8lwqw5JrlnD6Hq95ws6Vw00yGG+CDw330O3MlX1AFx5o5SIleAdxd/wZegSmMd1c",
+	"7xS3pWldKB3LmViPJJXx7Q3/rWlvQHooumBkRuNbJpIXmqRywWOakhncRjT/DWXxbG2YviCngyFZgRSA",
+	"aS34HROwn0wUWWv06+lgGJ30z88+RS1wAKix5tzxsBX5jQbDasEU0Oo1eC+4mUmChidN3yo4SIaDJzWn",
+	"qWZNBMpovOSCvdAkVzJmWkulI5KxTIKoEQmJlzzXzMDE8mDA31vuh4e258pddh+1wLfaphrMwvlbck7u",
+	"rt5+0BdgMGVSsUrhgyn+QhP4lbRP+ue7repWA70y+plnQNWzk6iVcWH/GDQR0i59ks22Z/oDstK7y2vY",
+	"wmv+esc0SUwFcsDjJnp2Ek500D95dfryLJzt2fZ07+0p4gqk8a+WwOESonKXPpU3y9k/WGwsz0jzSJb5",
+	"CBoGFvrLNQF/TvfIR2BgOtNMODXif8I/pobHt0xNyQKJZ5WjICzLDejRLAMeS7lgDQyWJfBDM8fwjC6A",
+	"a6+L1HD0LMPBIpIrLgzYMeTy5urNmwv3xO3TltHPPzKxMEug+fAkauXUgLvSGrX+/ivp/t9P3/xbdeC8",
+	"ZI1a+PwdzEwzBqxM3Zrx0tBq1bAnpG0pg4ctXrL4NiI6m3GpI5JwfRuRWFG97GzM8ewYWaKccn2+l92/",
+	"0e5v/e75p+pjb9JtXMMG79gFNbHJVXXQ98mPQFA4CdbiJyf9+edg0Ip+V15SbA/7s2AkYWCOYsjDilIg",
+	"qGWuiBiZJoTmVBkyW5MpCmp4bMJhmIwLaqwnnVG05eDjnKds4sTzxI25S2R9z1N2Yy99ba+sZhu1NFOc",
+	"phPQFbsGuMFL3kplwhvvuDJcTmBzd934C17yLde31Y335blY/0QzNJKAmPdRSwr287w1+nW/AG6azH20",
+	"/57meey/Zx/V7j/dR60ywPEIefMd2ttzytNCAZNhuG5LUoQWSpNSRjngOLWrGE3wC7gerXBy+fYNCe4i",
+	"KddWfGW9prNfmjq/N0nHFROGrJQUi4jMpSI5k3nKLlAsWJk45wwY2JA5LVLT+IjQNmoUf+WBcFdGhGr0",
+	"8kJrM5ULjUocvv2vrnOHu2+89dx7UCoElK3WXZtek8TYxwqP238YhYEHAKcG9h/MKFwoeFiLIqWKwNEm",
+	"MyYYdWG8cv3eHFNSNhgwONZEO1NuH2tXNt89yttl86bARMCQgnkollIDnreRu+dE2tNu133RhS+mnZHj",
+	"E81yqqhhCYq4o2k0FgL8M22oAqfUatJpb9ojN+tsJlMeg+a71dYJTBlNwM8ruURKYBGRECrW1jOcFWaD",
+	"iNFYUAUcNS80S3pjUVc9YIwepHwm3U310z7a92unWcXCQZUiXW8T+3upZjyxh8nqWCPJSnHDLgiyUYOe",
+	"d8PPpEwZRV/WOE/oC4UaOlKb58W5NsgjjzwZ3jHb5iur4axJgcy+4WaQcuKh8m3UeE2q+AcmnL+9Q9a4",
+	"SOULTRblpRdkoeRKA3cCW1LjQiPaUMNIvKRiwfZbuOf9/svB+fnw9OTlSf/8fBCYuv0mw/yND/g+3skp",
+	"Y8IgI431A1fbAsGpmYliVDcR4+NyXU8T2Aj3BckVA/OXALeCbLJEmNqfp40CfsHEQ7wX7Mv95lT33ecJ",
+	"FZAGXFjj4gmH3HqDF28ydzAFP55dSBOn+6G+w0zJpb72se33VC3YY/XAFcbwdZ381P5tcEB7PFIQuWUY",
+	"/YJwo4nOWQxHhGkyVzKz4lgWKm7wOeytB9PJLoq9EdxwaphPVT55u/YR3k/xYaJ/r2R2k7P4OWiNlKNI",
+	"y22qPZk33SQPYk24dj9nwhUPUyfIKz+8/lFIANKeNhPaBYkpGCwlEzr+HIvNu7bOxLTTI999prFJrVCV",
+	"czLFNC4q7qnb+CnIL6vWUEMf5gXs4IyHjPqHTjEa9hun4bvPOYtNQN5H8N6lypoPuT2w9pCXpN11frkU",
+	"+yznQGiseJp68V1TV0XBkya5rVmsHg56lWS6sZeDtWHSiWaxFElDDOyvcoUxd5waVRlZyjTREeoSe88F",
+	"Oe73G8ya3aGu47N+f3+wa+MQ1Wi37/zskHqP2+lrTC3AegVbhZiAfQLdnUKXx7A29ZcwQXnFC014EpHV",
+	"ksfLkM8Q+bGkd8ymkCkCMOZSHcQjiuUpjdmkjmtpps0DwdMwCrDJMtp0UxnTtDL/nPGf8PmcKYIJIa4d",
+	"mSJyy9bWnTBBkMrmn9z9/gtLhBd6LFDcMRqDQ4OL0j3yM1g5GyaoJhldkxnzlyWRvWtWSjIcFx4K5CJt",
+	"69GhOTsW1JR7CpZzRDRddy5CXqAZPiScnBXFHruRkRmbS8XIrOBpAv4NqP5frksvJiT62UkDd3/xydYq",
+	"ntAkUc2s5hiq9P/gSqZ1RKZLqc0ol8pMeyRIQiacptqakrDcnDHlrVbMNLKEGAnapNst2biLV00vgN4J",
+	"w7ACSaXMMQoNygOIIVeCCGZWUt3qzpZ3Nzwb1py747pz9/fxWB99+vfRr/3u+affB9Hp/cMhxdo5DOhU",
+	"0nqfkKkfkseGqHnChOFzznSIONoWFbVbt9xMxRgx7LPZET0Od43avJzN1MJ+bcRtTwfDpihy8qDLxZML",
+	"F/h8ocnN9es3P98QvdaGZeTDhzffHiSQBMYNGyJjS6kMioKGZ2DY0GVmvloQGqaPs93HGl9g02Ic0cY9",
+	"XIqC6xGeCoT9gQYArjE2cxGVZyYQraX4hPn1yLcYoS7Da2NRSkKzZFY+MpJQQzFYpVgZ0QnHTLm4rQa9",
+	"cD60d+uRtTRhlUk4FjYwbk/vRjjLZwD3RrLwovuoNXO5n/0XS5u3+yP12PtQAelAS1Gro9pgUCOrd0CN",
+	"DIiR5OyYxEuqaGzgrKFNMK3z2rR3kNTfYD9LwtqCH+JD8JSbspoflwz1GWosUFRck1sBInhdz5E447MV",
+	"tVaUI9xkLlWFBJtY/dEYuAnn8QtnqydERpw6jYgEIwwnui0sv37M4tF+ob1nostdOfRWt49/cKCkPr29",
+	"vGUa4R8be5byOYvXMYYEqWE9i3UEKde1uJcqXtxWhehEAb4JPnXAXXW8Bt+B5zoWm65r56Iaxo+rCiHg",
+	"b6nKKJj/qnp0+KjIg2ptwDaXK6ZYMhZyPu9EDh3MxSIKphOO7X/fnEC4oq3RCQxOpBoLP041+OZC2nat",
+	"1oH32FVZmJksRFI5DJ2IJEwbJUFKte3hjEqsFhuLJRVJ1y7qgZmRpICTDAZKw3PC1ZcDuUmPhYNMX3js",
+	"dLmccnI9vwZQUNWUQRPNuaDphT3qNV+b63LhqronGguKTpoFPaOlbzG13mq36shLNM+DlveV++jojF/a",
+	"1fiPDprrNriMcNnPdj4tlF12OvtFIRyDK4w+f2EAooQMGenC2DUaYQYHjtqWdHT3seRRsuNdedemEKnG",
+	"e1BOvAsfvWM9LNmKzfsNU4Vwe1FuxMNEfgaFA8NYyIgH0YOGB7OrPAbOFEMvFeetieaeb6kG46nKSfwP",
+	"i+gvORiJ6x1uY7BXupIvW2u2Hn8ALlEsY2Cya9KmhmRS219Tqg05HnaisZApnCUy50qbC4fcsa6NQfw6",
+	"iAghBbP+Dd4IPjy37ndcKAU32FOAB58blj2obJFp3lclIvdon72xtx5XzhFViq7xV88Dh7vkz6nDnbp2",
+	"yruaTNNhLGdwqTL2WBTepQ8v7Qlrss85V0xPqGm0NEUZN0xprpkmfE6E9LGTQrPEOaSlp5hQw7oOm76N",
+	"b3hk/OyPDJzuDykEdNm7L2+XVDfiNZDfg/gi16FgFGwhMcSJG8JoNksR/UCzSa5YLPM15noL7b9FzYrK",
+	"Cry0ieeeOJXxbStqgW0g53PnYaTMVqU4FdckcasFOAH5SN76WdT3ysvZBjDE2jA90Y2ArNfwG4hma8JY",
+	"0YRSQ0syp4q0pSCUeAPKlz90njf/m8iVAI6dNLlb1zxW0oXKAyvTV0GoQkSVvVNtd7kNVta5A6NYLpXD",
+	"L66WMgW32z18VA9B4t6TIvcoD2/8kXYVUS6/c/AZElOlONMdkqeF9pG5MQ4P4yimi4y5MIWLMdkYop8X",
+	"3ILoN9BOkfV/YSZBdMNIRMm7byqr1Ars59uUQxVsEMHfoWFzOKL7NewfIpdyumB6krJ5A+N/y5VZE7yC",
+	"aMPT1NP1eTk799LpIMloZRnIRfAYGs7Cu8troG4X5BOxF5FECtacLto7MyMNTR8+cFVa3SBbzjf23Ejk",
+	"WSZq+w4Oh4Ev2bPSc7/GsLSOQnlX44GSrHv1yU2pzDat7ZADpbA6lljdNyInx0CKwfBVGL6SczKjmp2d",
+	"FCrtkWt6i2RBkh4P0T/HtIaXwXQsYrXOjVwomi95TNN0DQ8Az0yBfslI6ZXq0DBMJNPWzOO+sEcKNrJ5",
+	"Gs0TVwMg5ySWRZqMxYxZ08FIlKaaULJi9NatBjxYxG2TNxZRg4VGNv7NEoxhRogxk1gE6dJOYKOgxZrR",
+	"BNa5lYYYDF/VYssnx7tBZv/eCBvbNAe/oCai9D4IF0aiB1Ji6bgOSjs3rGYq1nuzkYebsqW+r4k9V8T4",
+	"yBHuGzjZgoL/Wnkgj3KRc87iKqlnEwWxFFoi/lEWJi8a8JYJNbRZbCNzR+4YdJmIZQIqIki6bHgmobiA",
+	"m5v4gIkmd3imZVoYmPxcM0P+UWhDcho6STAeQi9gvtPnlfQoHx+elaMsemh/4Hw2JCXuj5+jpd+nnaxT",
+	"x5M/loEGZ6enffLh8t17gqbj1c/XBGybbaZBS/xQgPtPmKw6FNvZsJB9mE6YyYH0OAzK6Q4OrLsZwRlW",
+	"GjR5B1sLb9BHKVvQeE3eXtVoXIbqZDaw3sjQ/nNs/zlpft6GC/94X8QF1Bx/PxxT2+vvusGWNM+ZYEmp",
+	"Y8pUO7pdh7u9zxMsQnE1xfUgUut5Y0bPHtjY4Tk3FYA89pDbehdX+egKehC4b3/oZhmXRKfSYKRcecyG",
+	"z5kCqX0mlNssdZPf6kt59lViWdN0D2Z6b257O5SRyh3VUJsru0BTjn92SCdLhAoEYtPMwjClitzsh3O9",
+	"fNBWP0DkNWzrPpHnieuWfCCjHCb9HHcgCqhR+oXlUp+agANo9HKzvoHFOW7AqujLYleFRikaXIl26bgg",
+	"rB5RHa6wotulhVl28bou/DotE1hS1Kr5VkoaRtqZTBjpn/X7HcQzWU9ohWYL1kGu6GKRsim5+vGNRWY5",
+	"OBRWjM45uFHeHMbdwmIFXE4lOJbG5LbSmYu59FXc1HbvsSCPln0OySgXhnLBlN7OuYMo/uX62q/AVf4S",
+	"VQj0CXBvCpr6kimY73/aWATHPgd3TGnw6wY+Xn/59s1oM5UEfgrzFSxU+OyRT6+0A0CtR83uB/91IpIo",
+	"3CKzVLJYLK3WGAunCNzILmUgZ7i6pLwYoeA25VB+JJkU3EjlvqpZsiUGpJzAWNjEbW8sxuKbb4JCfS5F",
+	"75tviK1Wq9oXWPeHuTYG0wN7FUxtTgS/CRhtLFbUAX+xbmiTPzFjaJnR81+PVOksYGtwYrhNcbpCXAu6",
+	"c6fBgZfG4qQ/IPVGBUiMlFElqtYSLNUuR8A+xyx38dMN118bxWg2Fu3pD9+9J0eeP44cmPno99A/vz/C",
+	"aU87o5AVQv9VSIPY2HoYzs1fy7GwLTDwoYiYC5opgKgFPxdhPhthqW1v3W0yFi3qanOdkVACvcreUXgh",
+	"sYIWfGJNplXx3NS2FsGyQ6BkxqgwZC7VWGBIlmba1ipMXZAQbyivcjWEeOvOMkJikTQJ0+AnjYJuVL47",
+	"mM1Dz2SyjgglOVU0Y4Ypl/HG0TYbjjm3V8EB64QdriwuvV3CW2qdyUYkoWKRuhx+ITCM4JRJRMxKOk0I",
+	"RMcDUvvNHsOxsMFOd4W3Xuu3c/ujNSJ6vV4n2uTbtmhoy0FtfSbci4sK2zHBHZa/4bhZoZWQNTMd28mr",
+	"1gnM4ljnc4YpsVL4wZ00VYwmaz8CPqeha5gjYdB/hqdpBWKl5Jdr5AB/VO0QuArFUkbLoG+u2B2XhR6L",
+	"wKz+5TpsoYNwv3QNC6n3ttmehMMbYO4VQ0VC1nDanR3dzuxIJSFc77dEul5vwoLqwhRiZ2eDNBgL1Ijv",
+	"qQAjIaDVxrgtZNEH1TVdawvim3OjO41NtWrLZFilAAsLAS/uOCOCtFNrwoWchE28cmqW8FvGzFImE7jE",
+	"AXOnEdlsRAV02tFbJCJbzZjsDA9o5IT0b+wrRNpbPYrChln7ehVttVtyhyNoGkjaVBD3F2EiySUXBvk9",
+	"pmnKklLNVJdtTRWUa22eqG3hDKP6oLdMeNKzz+BbaT4Dy6lttgFrpNDM7btllsu3b0rzxPGMG+SCUH1L",
+	"EMnClL+mE3ZItE8Aw8hzGxxDn1KpgtzwXLAGMBgI3GkLvV3LHBJA2x0e32sulBr1UuWgGtieBNcqr0d+",
+	"Yisrzscio2sCXi5VxG+NX4AOwnB3TF0QSuIUzhEBHWgQ/lwIizyE0UDzwRn86/v3b0nNnKkczUDd7XfY",
+	"XQ0ojBcgEqYLJqYO+X/h0wJgpzlji6wo3AEk4wizySkGl+9oWrAeeWNdGlfNztG4hBHWZMZSuSLDv58e",
+	"g653YNn/uPn5J79kkLga21plHjVrLeqUx0zYHIszk6/f/tgd9vqtqFWo1JnWenR0tFqtepn8jacp7Um1",
+	"OGKi++Hm6Prtj0fDXv8I/Sxu0sDQruzoVtRym9IatQbYoCFngua8NWod9/q9Y1cYjJ5KaQlZYGVTUNBZ",
+	"GGZXAeuFjS1UIQs0GraDEeCCYgwCvKvSOH2TtEYloucHhpmPsPPqsN9/XJsojGUc7wXYt1oW8t7qx2f0",
+	"hPZPumd0OO+eJGesez4/Pe4OZ69mw/kZPaeDvkeCj1q2UUoQ/ijBZAc3iSqLh3f0iaoqBO6j1kl/sGu8",
+	"kkRHtU5oeNPJwzeVrS/vo9apJfD+G+rNQfGu44fvaujmhw5zkWVUrVuj1g/MbB7oatsid7hB+VfHGrxQ",
+	"utCI0vfE/HQftfLigRLK0udGEFGZOnGmG0iWlSQrutZljeXU9a7d7RSGKrtdFkZ2ykIuNFnK2t/Nqt/N",
+	"Ikt8wkpWdZUkaB02FoqZQqFnHLOqegCVgw3wlPIdBBvKtRKB0CPvWO4guVS4spSYpmGH3yVVWcq0Hgvb",
+	"n8Ee+2G/39CY1p//CKSfKJOoSzRVMWkSGqSl77fk6D2U44yFNWDLp/lGVTXrtkcuG7r1NiBEwTrEloGK",
+	"xLIQRo8IHYvtebS9FcsTu7u+kC9ncaesMEMX1Vkmc8X0srQRHGLO1b02SjJbqFq1KHktk/XhcsyCBpXM",
+	"Jh56Xp2ZS2LlUNjJCoMlV28/BPUidqZSgMcyAJUAWm27SPppYtBNriz5KHux+ZZLvtnaoNbQbHh6FpR+",
+	"lP21WjmN2STTfxn0+/A819sqeGC9AgSzBj4343MIPj4X5CzubQfCysM3Zel/Rdb3e2M+jhEwLlwaVRvl",
+	"gmWhI5hiIcWDYv46dKT1MhnO+/GAdY9nJ7R7Ep8m3VfsbN49p/3ZIB4mx+xk3tpVyAkT6XdndlOxGUzr",
+	"LtNHllpH+GuPZ4uKJo2dOO4DTFxr8e3JXV+f//jP/xpm716a/zP7aXD78RX7j+Pl387i70+Ly35+c8L/",
+	"/+H6vQwL6UatQb8H/70cDYYn/f52zcUT2Oz+/tHatV5Yf1+PKhtVsPv/3UZGKf0ree6jBChx0foYWuvj",
+	"kTQZfB2alNj+Z7e8rBNpI8bOCjvAPgreD/Dlhturh2/a6CSNt50/fFvZXR9uGBxguW02+cb7Tg9ZVEOX",
+	"1z/ZyLRGYM1+iWptNHa1ymg2Ne+j1nb42EZxUBI32aFlOwlf5bO7rQSo8rruGZEZpmXoZmg4qtpYfs65",
+	"Wkdj4fCfAZA46ZEfsP/XkpGpvW9K1rJQmqVz0qZgKhglU5KnVDjrakltGsjDSZ1eBPsSO4uMRcroHVp8",
+	"NsaShLGdEtNFQjvSNnfm1nytwVxtrL7sj19am2OBiSluS4cc2qsdtB+xEaV6Pqdz4aPrTfH/0sS2U9UI",
+	"OsPY9x0rKxjWQWTfPtSV9FOxrto/kkzeMZfjoUQXccy0nhepw65hPMgjzYq8NxaXKkPrG8NapY0Zhkzh",
+	"2n02Za2vyZeall9uhdQ6hxz3+48WvY19Wf4I7RyWKbSG/eFZdzDoDl++H/RHw/6o3/9bK/pCGnyRpXQw",
+	"oTbqN3ZoqrBKwIWPWUIKYXhKptXSp19Zez0y7PAvdfcHqbtLlR3euShQcUFpUbOOa0qR7owaXtkwPNbP",
+	"b+pVIm3+xeODLWR3tnbpRUTyuuIEspE2G9XF+lhw0IsxzemMp9ysqzI9J/BRtCOkIQymuJcTTK/K5MSI",
+	"fLBpAkwxj8XU/TkiNr7a9WrnIiSmV26D/qCqD6wSHjNm271RPxs5B11O1ZrMFc2YjsYCYc+2Fz1CLEFL",
+	"KgYzdbgBi7i2auZ42J1xQ2Z80WUi4VSQ3HIuSREnVNXanZBr/roTlS93GAt3ZY+88dnnUT2mNYeV5Eoa",
+	"Gcu0jOtH1kYqw/y2jBdBVC6c7n+qUSZeSqmZvqhg3X4rvM3y1+vLKyLxBT0YXBFgGLjOQdxm17WdeZgd",
+	"twI4eGmFxW28u7yO/LRghhgMqcKHtfqXuUxTueqRS5d99cYUFWNhxSdGlTBZTFXmMrU5Y4ponjKXCqdk",
+	"zla+KxapugLhRgds6EpmLKTFNS2q17ZXV2G+1rd4Ir5lUnJhLQ8XsQpiZSdN2cUDLIgbB60tU+8a+7bt",
+	"a+9bKwrkAoM1Zlm5aBvlDXWFHuq/Bwph7j9tKP+B1UYb7XhX3MS2i8qmwesZ+Mu136MV2SM10p+gHBxC",
+	"rTX69VOoKpAPwgKtIMoq9ztED2gLLkW3an7xYF4prLuulTa8gI8bLQlI26eTAlfdenCuT4QFXiEkbCxS",
+	"akDil60NpGAR4XMsknjwqFTlG0+1SbeqJ8JKx8GrVy9Pjs9ebVQXvjx5+aWGalhO1i9Lu2r1nr5uaxjW",
+	"Vw1PX/b794+3WH3N8wMmq34R1H7+r0pxhSy+t7CnOoSHHDcb5955yJwVozctEzzeH9nsRsa34FW/+/6K",
+	"nJ2cnkYVpvK4495w1GglRTUTic00DjSNyPSGxd1y5O4vdrgRGRxPnRGzccV/svU0qlJMobUHhxqMPJth",
+	"dy+N8qcVdGnMPLojibxl5ZA4YTWgw5woX45rK4OA3Fc/Xw8ixFMG3cyNLwUqw6K3LDcX/gFtqbAbW6d6",
+	"VK25Oj6IC3hCPQc3FkGjNny7lt2Xah98jVEo/3wqB02MthWqZND3XThdNML3X5HK2xYgE1d0beGY+G4U",
+	"xCXgCxHT1L7tbE4VmbElF0k48qvOBZisqVz5O6yFro29EWwyl1W8dObm4MzPU9sKNGNovGQICwS77gLj",
+	"QZkMEIsnw3PSgMfZJ5NtoUnriyyEishPtxC+in88PH+mV98hXWtvxtq9W5bfL0jC4BvcNKz++gqvyfpu",
+	"NwyLtBsYxb4w8E/1tJFsweEPUdvo2QQyNhDmTmY3SvKjoBvLYtfLbpwIsW/TQ/MXzqBiMQJuasKNtClB",
+	"uwc8yQJ8PGsd2fy4b/S3dvHxhUUaWPR21eCmMTdiw8pTm6VGuLTtGkATL3mpIbReUWiDx1OY7sROt7qp",
+	"VvjonEmzkoR9jtMiYdaRtG2eyEcQ04Jx+Ctyrx+hiQWba2LDuGWDGVydxbOCHO8R20eiwgrAt7Y14i0H",
+	"IWq9t6lblEN0+gIKK77geWm6HosZW3Che+S1DREHDbYUFyiD3XsuIlc4iUG7LDfrhwWdK4u1oKi9vtrD",
+	"hZsrKnDTfpKGGLmwTQFtiUm4G6V398+CqXXl3lW73Gp05p5cAdrUiToLAu4hhzvdrPauKuDLXYsKFv6V",
+	"VvXer8QuAU0/YKedM6SfJ3hpbX6us25rdHZ6eny2r1ir4e1tDdP89FTfxlZUt5If0n/Q9eXnq8Vf/uIK",
+	"d0cvy2Ljw/MF9aLwHS6FYwJsQ4UNsf87K/M/U0u988J1q0C+pjAe1k8O7POgM4/xQmeWgsJAgBrqBETb",
+	"xVRIgegD4FsPv/bdoleKG8OwE2GnRy7DUK8LVLoMpUW6rVn4muMdQLvS5JwGXS+nYzHd1+nUeitCOhTg",
+	"Xmmds/h/DHL1mSFbzwvT2mibGjSlfTIYpmxOu+vVy77+D7UNVbf2Nd+mxDmbsG/uV0yTnT/p/fS12oWt",
+	"l19vVjH4egPmixXsy8PvBqOgN3LPA8961ZvLRmTQH554Qp0OsGHMSf/87Cu9X/fAhWBs0Uc42lulHX++",
+	"S9EAiMYT+zASpazIbwSgOI1nU1FVR0eUcR5XXLrqNkGCAVZe1ocEVaphOWc42bFwZF9KIQvVWGa1ifTd",
+	"rtwKiwup7+9ILvUtOPNYqrhyCGAfnUkQP60IeDmKrOgamww7tHGtP6/7zteVdULYM6wKr7HtcMeisR8u",
+	"obOyJ1vwfien7lyah4C3UEJDMEVkh4b/VfXVO7QJLPht8SSAR9ADFruqPl5abvevPQiocdLssJYAcKoJ",
+	"jWOWf31w3b/gCf9N4An6divThG0R8YBgOSlaGQdKvK6TSTst0x+lWHRzmaZ6VMoeqomWUnhkROOLBbEK",
+	"A0Mdyr5WG8vJojKaOnW1kpMMTMmcas20q/vAYKl70Rt44EF0uy4LbQADJFaPTF3gZ1q99bXefHcsbPdd",
+	"W9a22W7XxjeCpru1Zrsk7LWLRWs2OkNW1MT2FUbMBYPGQhuW27IOXKiGr2nq+tt4LfGgBLt2+3JAlrnW",
+	"RZjZCk6FJr6X8JoxQdp9jKcLKVhnl8Nsm8ockH3+QwIW9tVZ0tbfOCQG+jwZT1PusAK7pl7xU7Ozf9zv",
+	"9/t73ylvL9g77U/P5aOUYcpfbXekDZjd4HTU7/cGQ4Ta4T3DyoYvu7EDFffcfFrefNzgAHyqt2Z+DsB8",
+	"1VB8h5lZbzr9r5DDDhn/EfjfAhJ3y1crMn297Q55Xwcv1Bvr/PoJeMAhefFXW0J7dDdA7nDj7eqPFDaW",
+	"Cd5PhjZcrzqW5Wyao3n4qqJ6ZCW42UVStm/9sf46uQpVPGNmxVDq4rJ6DQib1v2n+/8XAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
