@@ -19,8 +19,16 @@ type Bell interface {
 }
 
 // ErrBellUnknownVmm is what a Bell answers when the control plane knows no
-// such VMM: ringing again would not help, so the ringer stops.
+// such VMM. The control plane stores a VMM before it registers it here, so
+// this is final, except in a race with that store's commit: the ringer
+// rings again, with backoff, UnknownVmmRings times in all before it stops.
 var ErrBellUnknownVmm = errors.New("the control plane knows no such VMM")
+
+// UnknownVmmRings bounds the rings of one change that the control plane
+// answers with ErrBellUnknownVmm: a few, so that a ring that raced the
+// control plane's own commit of the VMM is not lost, but not forever for
+// a VMM it disowned.
+const UnknownVmmRings = 8
 
 // Backoff bounds the waits between failed rings: Min doubled at each
 // failure up to Max, each wait drawn at random from its upper half.
@@ -118,28 +126,38 @@ func (d *doorbell) run(id uuid.UUID, st *ringState) {
 
 // ringUntilHeard rings, retrying with backoff while the control plane
 // does not answer, until it heard the ring (true) or the agent closes or
-// the control plane disowns the VMM (false).
+// the control plane disowned the VMM UnknownVmmRings times (false).
 func (d *doorbell) ringUntilHeard(id uuid.UUID) bool {
+	unknown := 0
 	for n := 0; ; n++ {
 		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
 		err := d.bell.Ring(ctx, id)
 		cancel()
+		var wait time.Duration
 		switch {
 		case err == nil:
 			d.m.rings.WithLabelValues("delivered").Inc()
 			return true
 		case errors.Is(err, ErrBellUnknownVmm):
 			d.m.rings.WithLabelValues("unknown_vmm").Inc()
-			d.log.Warn("the control plane knows no such VMM; no more rings for it", "vmm_id", id)
-			return false
+			unknown++
+			if unknown >= UnknownVmmRings {
+				d.log.Warn("the control plane knows no such VMM; no more rings for it", "vmm_id", id, "rings", unknown)
+				return false
+			}
+			wait = d.backoff.wait(n)
+			if unknown == 1 {
+				d.log.Info("the control plane knows no such VMM yet; ringing again", "vmm_id", id, "retry_in", wait)
+			}
+		default:
+			d.m.rings.WithLabelValues("failed").Inc()
+			wait = d.backoff.wait(n)
+			if n == 0 || n%20 == 0 {
+				d.log.Warn("the doorbell did not ring; retrying", "vmm_id", id, "err", err, "retry_in", wait, "attempt", n+1)
+			}
 		}
-		d.m.rings.WithLabelValues("failed").Inc()
 		if d.ctx.Err() != nil {
 			return false
-		}
-		wait := d.backoff.wait(n)
-		if n == 0 || n%20 == 0 {
-			d.log.Warn("the doorbell did not ring; retrying", "vmm_id", id, "err", err, "retry_in", wait, "attempt", n+1)
 		}
 		d.m.retries.Inc()
 		select {

@@ -135,7 +135,8 @@ func TestBackoffBoundedJittered(t *testing.T) {
 	require.Greater(t, len(seen), 10, "jittered")
 }
 
-// A VMM the control plane disowns gets no more rings.
+// A VMM the control plane disowns gets a bounded number of rings, then no
+// more.
 func TestDoorbellStopsForUnknownVmm(t *testing.T) {
 	var tries atomic.Int32
 	bell := bellFunc(func(ctx context.Context, id uuid.UUID) error { tries.Add(1); return ErrBellUnknownVmm })
@@ -144,7 +145,32 @@ func TestDoorbellStopsForUnknownVmm(t *testing.T) {
 	d.notify(id)
 	assert.Eventually(t, func() bool { d.mu.Lock(); defer d.mu.Unlock(); return len(d.rings) == 0 }, 5*time.Second, time.Millisecond)
 	d.close()
-	require.EqualValues(t, 1, tries.Load())
+	require.EqualValues(t, UnknownVmmRings, tries.Load())
+}
+
+// A ring that races the control plane's commit of the VMM (it answers 404
+// a few times, then knows the VMM) is heard in the end: the change is not
+// lost.
+func TestDoorbellRetriesUnknownVmmAFewTimes(t *testing.T) {
+	var tries atomic.Int32
+	heard := make(chan struct{})
+	bell := bellFunc(func(ctx context.Context, id uuid.UUID) error {
+		if tries.Add(1) <= 3 {
+			return ErrBellUnknownVmm
+		}
+		close(heard)
+		return nil
+	})
+	m := newMetrics()
+	d := newDoorbell(bell, Backoff{Min: time.Millisecond, Max: 4 * time.Millisecond}, quiet(), m)
+	defer d.close()
+	d.notify(uuid.New())
+	select {
+	case <-heard:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ring was dropped after the control plane answered 404")
+	}
+	require.EqualValues(t, 3, value(m.rings.WithLabelValues("unknown_vmm")))
 }
 
 type bellFunc func(ctx context.Context, id uuid.UUID) error

@@ -182,7 +182,8 @@ type ClientInterface interface {
 	//
 	// Tells the control plane that the VMM's state changed on the calling sled, without saying how: no body.
 	// The control plane answers 202 at once and reads the state from the sled agent afterwards. An unknown
-	// VMM answers 404 `no_such_vmm`.
+	// VMM answers 404 `no_such_vmm`; since the control plane stores a VMM before it registers it on a sled,
+	// that 404 is final but for a race with that commit, and the agent gives up after a few rings.
 	//
 	// Corresponds with POST /vmms/{vmm_id}/changed (the `VmmChanged` operationId).
 	VmmChanged(ctx context.Context, vmmId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -234,7 +235,8 @@ func (c *Client) SledRegister(ctx context.Context, sledId openapi_types.UUID, bo
 //
 // Tells the control plane that the VMM's state changed on the calling sled, without saying how: no body.
 // The control plane answers 202 at once and reads the state from the sled agent afterwards. An unknown
-// VMM answers 404 `no_such_vmm`.
+// VMM answers 404 `no_such_vmm`; since the control plane stores a VMM before it registers it on a sled,
+// that 404 is final but for a race with that commit, and the agent gives up after a few rings.
 //
 // Corresponds with POST /vmms/{vmm_id}/changed (the `VmmChanged` operationId).
 func (c *Client) VmmChanged(ctx context.Context, vmmId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -400,7 +402,8 @@ type ClientWithResponsesInterface interface {
 	//
 	// Tells the control plane that the VMM's state changed on the calling sled, without saying how: no body.
 	// The control plane answers 202 at once and reads the state from the sled agent afterwards. An unknown
-	// VMM answers 404 `no_such_vmm`.
+	// VMM answers 404 `no_such_vmm`; since the control plane stores a VMM before it registers it on a sled,
+	// that 404 is final but for a race with that commit, and the agent gives up after a few rings.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -612,7 +615,8 @@ func (c *ClientWithResponses) SledRegisterWithResponse(ctx context.Context, sled
 //
 // Tells the control plane that the VMM's state changed on the calling sled, without saying how: no body.
 // The control plane answers 202 at once and reads the state from the sled agent afterwards. An unknown
-// VMM answers 404 `no_such_vmm`.
+// VMM answers 404 `no_such_vmm`; since the control plane stores a VMM before it registers it on a sled,
+// that 404 is final but for a race with that commit, and the agent gives up after a few rings.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -1334,49 +1338,53 @@ func (sh *strictHandler) VmmChanged(w http.ResponseWriter, r *http.Request, vmmI
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"xFltb9s48v8qA/0XaJu//BgnbZxXaW8Pm0PTDdp0e0CctcfS2OKuROpIyoo38Hc/DCnZ8kPaLIJrkRex",
-	"ZJLz/Jvf0A9BpLJcSZLWBMOHQJPJlTTkHt5i/JH+U5Cx/BQpaUm6j5jnqYjQCiU7fxgl+R3dY5an5D5q",
-	"rfQ4UjEFw0DIBaYiHuvqpDDIyBic83c52gQWWTYW8RCksoDw+fPlP0BIeNMauL9eH2ZKZ0EYVAeMRRwM",
-	"g8GsF/XxjF5Pj+MTOu0GqzAwUUIZsgI/aZoFw+D/OhvjOv5b0/mZlQtWq1UYxGQiLXI2IxgGNwlBJQOE",
-	"gQxTFkwxvJzs2DB51WZ5l9KSlpj6E5/jIX/Olmvql+CWfifz2QCtUshTlAQzFGllvtelsvuDsv9UhYyf",
-	"YbJUY1NEyXiRZVtW2z0l/pSqNCAV/HZ1Bf1ZL3qNZ9QaTI/j1oBOZq03eDptvY7exGfUnfWwP/0Orvqg",
-	"gLVnlUJQmrVzzy6dX04axk1CmEhlxzP2V+W+a1ymCuMbpd6jntMzvDhV8XJslRqn7qCmI+tE5iWczW6F",
-	"BpughB5cibffuaAO6bEfbIwiyq2Bl5Nt0yrPVWB0IzJSxXMwqbbcVic95jkPSpoiEguKGZZ4x49wXSxi",
-	"D5BaiwXVmsDLyY4plac+kV6IiD5LXKBIcZo+J804DBnK5ThSUlLEe8xe1RrSC9KQoAGrFPB6aKwHlZM8",
-	"B6uXgHMUElK0tAdrrf8JjgkD08Is4eXkkCWTV3tqORd+lljYRGnxFz0H6YrmMbtOmxJqrgb1J0lWkyPs",
-	"Os33AbGm+ArI7H5VvuB6bJrBORYGCWFM2vGEL1++tC4Km5C07BbnhG1hF2mJSwOTt07ihPdv1LfLnB1i",
-	"rBZyzqo675siz5W2FF9RLPDGrXlGFNbHjTM+b+yENuPh7YF3XkCLBQ6hRGlhT9CPgU4OzmRXl4mLzSHj",
-	"HBKsNXFxWhMVjGPBR2B6rVVO2gomfDNMDe1q8vOC9NJRgUJzKrA2HL68sXHb2XuxB2MZgSDDKBGSWpow",
-	"di94/blLuIvrS2jsglQYa/ibjGXtJEgjaruyviRooSRpodRKzkPmjpCTylM6B4kZuUNhJiiNAS3MsEjt",
-	"QRHNCD8ciI6IQc3cYdXKENA4XF6D4QsDqZobQBm7t/9uVQ2sdRmDT7cDoivZQjPs3DY9u7F7S7279RFq",
-	"+gdF1uF/SvE7zDESdvk3A+5ciGCY+qnZjDQDOlMdsx/2KC/MvnveXX82zvEL/sS7mEij9az2uM+G4L3I",
-	"iiwYnp6cHJ+GQSakf+6tjWHSOSftw50pvRxnYrov7Mp958TN2SMm5CBcibe7ck8HTbln3e7r3tlZ/2Tw",
-	"etA9O+t9XYWdmDizt9R6LAYfaS6M1eiV/VtxuPAhwDlJ+8KAbpy0HwiMY03GHCoI0uRzcn2aT08Dwhou",
-	"vBAmiTJ2yAjikDnD+/ck5zYJhv3TvvNM/Xwc8szG00AwDH6//X00Mp27/x/edltndw+98GT106FawlyM",
-	"F6SNIw4Hq4mVa3nlGArqxU7xps6hJ9poYLLoOWWFpcwcAp3qDE/Kc00zcQ+lsIkqrLPcpGgS58mNQYvb",
-	"XuvszllzdNCSDO8vvcDTgXNM9bTJGdQal7w0apTf13rAVqnuZlod1x0fNk7fzzzGfIoKLezyE8vwGeJ7",
-	"PXfpwxHYbfmek3BZbRLHrPu2mz7ciRsvJdbmvpcJOVN1s8bINWvG3mAYlDifu04gpEUhmT98m8C9cGnq",
-	"dNlOZMMQzLGcpUS2DTeJMNwp69D32nBpIVFpbMCWijmoLyAzHElsVoSvLsY6nxo89vKnyv8OwmuXvwrd",
-	"o7DAWeFzNFZKTylNWSF0o2qZKEMjaSxagihBOae4PZIjeXR009jQPjqCyfWvn26gs8gy03nwtyGrTrVl",
-	"AhFTfnIjsB9JhAXDZMoyUBuVkU2EnNcyQpC0ID2SZYLOJXszljQlG9rv9rkDKhlR3aEkcGv2Fv12dfXC",
-	"gFd/plW2iyE20aqYJ/x6JCWVzFRqv1eNcaeop8omYHLCP0MwyqvvlrEMzrhlTgZQU30OxVDW8LWEVCwo",
-	"HEklN6DQhgsXA28ylOhywaUJWmeLd0AVYxcttJApU9vNnc4NUjlpNvm8cqMZybhwR6OXEGFhCJQkyJQm",
-	"966KZoP4MjQfHYGnTOtkA0kUG5hcVATavRyCp8IwKrrd48hVm/tIk/AgBV/X40g2C5I9UPHEDbg5Ls+P",
-	"gFLZZEPx69gPuj3YpvSVMY4hmo0RFe9bb3SHsnpuIXgMG8LkYUNTQqhYSggbkrKa1KkYs285yHuXauGO",
-	"Su7qZHOTAi+/cjlUX8ecNzuGVbkZSQ4VR5DzQthXWxcyIUy4fFQ85neYpqr0gneuH5xqB0l2OJJ7I3gI",
-	"hwfNEDY3aW34QKV3B2S45BmDUEM9ga474DkgRKkgaUfSakLGJAmFZMul2w/TpQOtX25url0tFcYF89KT",
-	"l4qTCo+hxuISppSqEvq/nxy7QiQX6X99+vVDJWmDAhnQPUY2XbZHPPWkIiJpqIHnV9fvW/12NwiDQqdV",
-	"DzDDTqcsy3am/hJpim2l5x2Src+fOlfX7zv9drfDmG+FTRsdYSuuTOGq28+L68sgDCpvBMOgx3tVThJz",
-	"EQyD43a3fex7eOLaXIeLw3Qe+B/nHb/L/V3Rdpf5uEb8Gqpc1RR5jLbiRk3KNfSJVbUD1xqaVErJ8ADk",
-	"jeSayDBoM/SZcD0OOJrMD55H8pIdvg0XshITYZoaH8aScZqPs6gth/oj5YSWU1y4i+sEdZaSMT5maxi6",
-	"5FF1w0ld585RY0bWjfG3j/GyFwZE7KiWrK7sg7COf+XmoMlarC6oOQCvSXhRuJW7887depp5q+Ll3xvy",
-	"17w36HXb/Pd62Osfd7u7hGl4Gyx6zJWarMxPL73T7QHDTSSrJ4/weyx/tc3h2BvuReN3lX538DgN5hDW",
-	"dIRidxU16HYfU2N9bqfxY43b0vv2lq0rLrfpzbc37VzC8rbe8be37d56u30nT9HxwEXQKgxOnuKT7V9o",
-	"3K4nqHrg8tTlQ5FlqJcN7KjHZE8HK0jgDMe5Szn+MrjjvYfJnQMnZQ6g0w35et9teGvS1KRn1WlQUSPG",
-	"CkYDj2k1KzC45JeJKoc1lWyP5NPp4YYZPs4JcWZJl6hjD11VlxpJ5sMb6jHY7uuHYOq3LHtXuegJIOV9",
-	"8ShGeac/H6K2Cri/H7NfCHV8fiBopUhT57/dyH3n4h58e9P6p70fXWGcq18ZrLYzv1FyiyzjimvMwC5p",
-	"mtPv7R3H01/R+ZTy3KWz6AX8TXXUY/hs6vHGDZ11Nxe6MSI3mmOwCh9JWbM3zOpCtrfSNljdrf4bAAD/",
-	"/w==",
+	"xFlpb9tI0v4rBb4DxPFLnT4Sy5+c7CzGizhjJPZkAcsjtciS2BOym9vdFKMx/N8XVU1S1OEkA2MzCAKL",
+	"VB91PvVU6SGIdJZrhcrZYPQQGLS5Vhb54Y2IP+B/CrSOniKtHCr+KPI8lZFwUqveH1YreodfRJanyB+N",
+	"0WYS6RiDUSDVUqQynpjqpDDI0FqxoO9y4RJYZtlExiNQ2oGA29vLf4BU8LpzzP8GQ5hrkwVhUB0wkXEw",
+	"Co7ng2gozvDV7Cg+wdN+8BgGNkowEyTATwbnwSj4v95auZ7/1vZ+JuGCx8fHMIjRRkbmpEYwCm4ShOoO",
+	"kBYykdLFGMPBdEuH6csu3XepHBolUn/icyzkz9kwTf0SeOkPUp8UMDqFPBUKYS5kWqnvZan0fq/dP3Wh",
+	"4meorPTEFlEyWWbZhtZuR4jPSpcWlIbfrq5gOB9Er8QZdo5nR3HnGE/mndfidNZ5Fb2Oz7A/H4jh7AeY",
+	"6r0Gkp5ECkEbko6fOZwPpi3lpiFMlXaTOdmrMt+1WKVaxDdavxNmgc+w4kzHq4nTepLyQW1D1oFMSyia",
+	"eYUBlwgFA7iSb35wQu2TY9fZIoowdxYOppuqVZarwOhGZqiL52BSrbmrTnrKch6UDEYolxgTLNGOv8N0",
+	"sYw9QBojl1hLAgfTLVUqS31Es5QR3iqxFDIVs/Q5YUZuyIRaTSKtFEa0x+5krUWzRAOJsOC0BloPrfWg",
+	"c1Tn4MwKxEJIBalwuANrnf8JjkkLs8Ku4GC6T5Ppyx2x2IS3ShQu0Ub+ic9BuqJ9zLbRZigMZYP+jIrE",
+	"JA9zpfkxINa+vgIyt5uVLygf22pQjIVBgiJGwzzh06dPnYvCJagcmYWNsHnZRVqKlYXpG75xSvvX4rtV",
+	"Tgaxzki1IFHZ+rbIc20cxlcYS3HDa57hhea4SUbnTfjStj+8PvDWX9ChC0dQCuVg56K/BzrJOdNtWabs",
+	"m33KMRI0krCfGqIi4ljSESK9NjpH4yQRvrlILW5L8vMSzYqpQGEoFEgacl/e2rhp7B3fg3WEQJCJKJEK",
+	"OwZFzC9o/TkH3MX1JbR2QSqts/RNRndtBUjLa9t3fUqEgxKVg9JotQiJO0KOOk/xHJTIkA+FucQ0BuFg",
+	"LorU7b2i7eGHPd6RMeg5H1atDEFYxuUGDF9YSPXCglAxv/13pypgncsYfLjtubq6WxqCnbu2Zdd6b4h3",
+	"3xyhZ39g5Bj/U4zfilxE0q3+osPZhAIsUT89n6MhQCeqY3fdHuWF3TXP2+tby4Zf0ifaRURaOM9qj4ak",
+	"iPgisyILRqcnJ0enYZBJ5Z8HjTJEOhdovLszbVaTTM52L7vi7/i6BVnEhuSEK/lm+97T4/a9Z/3+q8HZ",
+	"2fDk+NVx/+xs8HURtnzCam+I9ZQPPuBCWmeEF/Yv+eHCu0AsULkXFkzrpF1HiDg2aO2+hECDPiab03x4",
+	"WpDOUuKFME20dSNCEEbmTHx5h2rhkmA0PB2yZerno5B6NuoGglHw+93v47Ht3f//6K7fObt/GIQnjz/t",
+	"yyWRy8kSjWXisDebSLiOF46goF7MgrdlDj3RFhamywELKx1mdh/oVGd4Up4bnMsvUEqX6MKx5jYVNmFL",
+	"rhVa3g06Z/eszeFeTTLx5dJfeHrMhqme1jEjjBErWhq10u9rNWAjVbcjrfbrlg1bp+9GHmE+RoWRbvWR",
+	"7vAR4ms9Ven9Htgu+Z6TUFqtA8c2dZu7Dz5xbaXEudzXMqnmui7WIuJiTdgbjIJSLBZcCaRyQiriD98m",
+	"cC84TFmWzUC2BMHky3mK6Lpwk0hLlbJ2/aALlw4SncYWXKmJg/oEsqOxEu2M8NlFWOdDg9pe+lTZnyG8",
+	"NvnLkB+lA4oKH6Ox1maGaUoCCW5Vy0RbHCvrhEOIEqEWGHfHaqwOD29aG7qHhzC9/vXjDfSWWWZ7D34a",
+	"8tirtkwhIsqP3AL7lkQ6sESmHAG11Rm6RKpFfUcICpdoxqpMBJtkp8dStiRFh/0hVUCtIqwrlAIqzV6j",
+	"366uXljw4s+NzrYxxCVGF4uEXo+VwpKYSm33qjBuJfVMuwRsjuJzCFZ78XkZ3UERt8rRgjBYn4MxlDV8",
+	"rSCVSwzHSqs1KHThgn3gVYZScCxwmAjHungDVD5mbwkHmba13lTpuJHK0ZDK55UZ7VjFBR8t/A2RKCyC",
+	"VgiZNsjvKm/+aqiOHx7uMbV12pBKHBAHkc4yEpD+65JsHWkT+xB+CTOc08HSgbCfLWxEp9NjVUcorTiY",
+	"Xt9uB8x0v9VfjloYmomV10ZYsFor+lv5GqRd30FRRCFR6U4W9TrsduyxRs9MPytdNrF13D+GjTFIFy5U",
+	"2w1jxe1WyIgMMxF91vN5CGJOGnqIp0NCEDDHkl3E5EqkKRy89jSLcp3IfobKcVa/XMdVJTl9HisjIoz3",
+	"9jXeJTW5TrV15z4PKMeczi0fU9uAT/bxUfm+1fRQWT48BE+XG6ABhRhbmF5UzRO/HIFvg2Bc9PtHESMt",
+	"f8RpuFfMBovHqg3GFP1Vj7AubNzHsVWF0i5Zt3dr3wxgs52rlOHuwK6VqDh/s5EPJfF4Ifj6NYLpw5qi",
+	"hlAx1BDWBPVxWsNQTHlFCb4zUA23RAo3wwcOvjIYrEdx561Ir3J9rCh6OGN9CG2GG7v6q35+uTG/C2FK",
+	"aKvjCb0TaapLL+vWtIq12duThWO1M7EJYf9cIoT14LUL77H0FuQsFnmOwkA9sGgI0zkIiFKJyo2VMyio",
+	"hCkoFBlL8X6YrRiBfrm5uWboLSz7/9JzXdvkFkG2dWIFM0x1CcPfT444v5CD418ff31f3bQuGhngFxG5",
+	"dNUdU5OcygiVxVb5v7p+1xl2+0EYFCatKIMd9XplWXYz/adMU9HVZtFD1bn92Lu6ftcbdvs9oghOurRF",
+	"IDZCgRh/NSy/uL4MwqCyRjAKBrRX56hELoNRcNTtd4885UuYFfUon2zvgf5QqNK73I8WN0nJh4Yg1BjL",
+	"iVbksXAVlW4z9Ap1K/bATKLNvLUK92D1WDW8l/CHKqUNm+6Ruyp68G0HLdlqz9YYG4k0td6NZQNnwjhy",
+	"9QfMUTiKdY98iTBZitZ6nzXIdRkHo1YLw0QvF0Zk6Hjqc/cUjX9hQcbMzFX1C08Q1v6vzBy0Sa4zBbbn",
+	"JU3PVhS8crs9vm+a3zc6Xv21mVDTJgWDfpf+vRoNhkf9/ja/Ht0FywFR6zaJ983u4HSzH+UG9vG7Jz47",
+	"TeHjJuUna/CL1s9ww/7x010TuXBdt3lyedzvPyVGc26v9dsebxl8e8vGRJQ3vf72pq2ZPW0bHH172/aP",
+	"JLzv5Htk3DM3fAyDk++xyeYPerzrO0TdM2vneCiyTJhVCzsaUsfdQwUJFOFiwSFHXwb3tHd/L8DgpO0e",
+	"dLpBn+/bNbLh2G02X50GFZMmrCA08JhWEwkrVvQy0eWo7jy6Y/X93cS6kXi6hWC2VwoTe+iqqtRYEdN8",
+	"kkmeg5V0ifs6217T6XZrRzp7J4Rjxcah86WFuaTqMStcRXaJMtaEh8gA88Q1Fnv5F5KwvMgr2uqpKjOP",
+	"fVj6W5a9rfz4HUjqHfYkkPrIeD6ObqDMcDewfkFh4vM9xi5lmrKTt8PrByPQ8bc3NT9X/90w4DuSJ4cF",
+	"m+nZwoVllhEstOY6HDTtic7dPfnTj519SHmC1VsOAvqmOuqpImLr5pEHKXWYS9Ma+7QqePAYPhGydmdA",
+	"YwrV3Qjb4PH+8b8BAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
