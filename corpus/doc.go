@@ -9,13 +9,16 @@
 //	                                       writes instead, with its reason in MANIFEST
 //	corpus/MANIFEST                        the SHA-256 of every file (manifest.go)
 //	corpus/RELEASES                        every release and its commit (releases.go)
+//	corpus/CAPTURED                        the provenance of captured files: the commit and
+//	                                       command that captured each (capture.go)
 //
 // Files come in two sorts. Synthesized files are written by Generate
 // (`go run ./cmd/corpusgen`): deterministic, so the same commit writes the
 // same bytes, with every optional field filled, every enum value, every
 // component kind and edge values. Captured files come from running servers
 // (a ticker, a disk guest with data, a migrated VM's payloads); capturing
-// needs KVM and goes through the CaptureHook (capture.go).
+// needs KVM and goes through the CaptureHook (capture.go); only the capture
+// command writes them, their MANIFEST lines and their provenance.
 //
 // Kinds: JSON wire objects (spec, ensure-request, state-change-request,
 // migrate-expect-request, and one kind per response body, named after its

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -88,7 +89,7 @@ func GenerateInto(dir string, released map[Version]bool, gens []Generator) (Gene
 		}
 		rep.Written = append(rep.Written, g.Version)
 	}
-	m, err := rebuildManifest(dir, old, released)
+	m, err := rebuildManifest(dir, old, released, nil)
 	if err != nil {
 		return rep, err
 	}
@@ -160,8 +161,11 @@ func removeEmptyDirs(dir string) error {
 }
 
 // rebuildManifest keeps the lines of released versions as they were and
-// lists every file of the other versions with its hash now, sorted.
-func rebuildManifest(dir string, old Manifest, released map[Version]bool) (Manifest, error) {
+// lists every file of the other versions with its hash now, sorted. A
+// captured file is hashed only when captured is true for it (the capture
+// command just wrote it); otherwise its old line is kept as it was, or it
+// is left unlisted: Generate never vouches for a captured file.
+func rebuildManifest(dir string, old Manifest, released map[Version]bool, captured map[string]bool) (Manifest, error) {
 	var m Manifest
 	kept := map[string]bool{}
 	for _, e := range old.Entries {
@@ -181,6 +185,12 @@ func rebuildManifest(dir string, old Manifest, released map[Version]bool) (Manif
 		}
 		if released[fp.Version] {
 			continue // never rewritten; CheckManifest reports it if unlisted
+		}
+		if isCaptured(f) && !captured[f] {
+			if prev, ok := old.Lookup(f); ok {
+				m.Entries = append(m.Entries, prev)
+			}
+			continue // CheckManifest reports it if unlisted or changed
 		}
 		data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(f)))
 		if err != nil {
@@ -243,9 +253,14 @@ func treeEqual(a, b string) error {
 // compares it byte for byte with the committed one: the synthesized files
 // of versions in development must be what this commit's generator writes
 // (a second run is the determinism check), and MANIFEST must list them.
+// Captured files, which no generator writes, must have their provenance
+// (CheckCaptured).
 func CheckFresh(root string) error {
 	released, err := Released(root)
 	if err != nil {
+		return err
+	}
+	if err := CheckCaptured(root); err != nil {
 		return err
 	}
 	tmp, err := os.MkdirTemp("", "corpus-fresh-")
@@ -266,9 +281,13 @@ func CheckFresh(root string) error {
 	return nil
 }
 
+// versionDir is a version's corpus directory relative to Dir.
+var versionDir = regexp.MustCompile(`^([a-z][a-z0-9-]*)/v([1-9][0-9]*)$`)
+
 // CheckCoverage checks that every contract under root has a corpus: a
-// Generator while it is in development, files once it is released; and
-// that every Generator's version has a contract.
+// Generator while it is in development, files once it is released; that
+// every Generator's version has a contract; and that every corpus folder
+// corpus/<api>/v<N> is that of a version with a contract.
 func CheckCoverage(root string) error {
 	released, err := Released(root)
 	if err != nil {
@@ -305,6 +324,25 @@ func CheckCoverage(root string) error {
 	for _, g := range Generators {
 		if !contracts[g.Version] {
 			errs = append(errs, fmt.Errorf("corpus.Generators lists %s, which has no contract %s", g.Version, g.Version.ContractPath()))
+		}
+	}
+	dirs, err := filepath.Glob(filepath.Join(root, Dir, "*", "v*"))
+	if err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		rel, err := filepath.Rel(filepath.Join(root, Dir), d)
+		if err != nil {
+			return err
+		}
+		m := versionDir.FindStringSubmatch(filepath.ToSlash(rel))
+		if m == nil {
+			continue
+		}
+		v := Version{API: m[1]}
+		fmt.Sscan(m[2], &v.N)
+		if !contracts[v] {
+			errs = append(errs, fmt.Errorf("%s/%s is the corpus of a version with no contract (%s): remove it, or add the contract", Dir, v, v.ContractPath()))
 		}
 	}
 	return errors.Join(errs...)

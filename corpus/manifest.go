@@ -217,6 +217,9 @@ func CheckManifest(root string) (ManifestReport, error) {
 // unlistedHint says what to do about a file MANIFEST does not list.
 func unlistedHint(p string, released map[Version]bool) string {
 	fp, err := ParseFilePath(p)
+	if err == nil && !released[fp.Version] && isCaptured(p) {
+		return fmt.Sprintf("captured files are listed by %q only, with their provenance in %s/%s: capture it again, or remove it", CaptureCommand, Dir, CapturedName)
+	}
 	if err == nil && released[fp.Version] {
 		if fp.After {
 			return "list it with its reason: <sha256>  " + p + "  reason: <why>"

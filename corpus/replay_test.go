@@ -47,6 +47,17 @@ func TestCoverage(t *testing.T) {
 	require.ErrorContains(t, err, "corpus.Generators lists vmm-server/v1, which has no contract")
 }
 
+// TestCorpusFolderNeedsContract: a corpus/<api>/v<N> folder of a version
+// with no contract fails.
+func TestCorpusFolderNeedsContract(t *testing.T) {
+	r := copyRoot(t, "")
+	require.NoError(t, os.RemoveAll(filepath.Join(r, "openapi")))
+	require.NoError(t, os.CopyFS(filepath.Join(r, "openapi"), os.DirFS(filepath.Join(root, "openapi"))))
+	require.NoError(t, CheckCoverage(r))
+	writeFile(t, r, "vmm-server/v7/spec/minimal.json", "{}")
+	require.ErrorContains(t, CheckCoverage(r), "corpus/vmm-server/v7 is the corpus of a version with no contract (openapi/vmm-server/v7.yaml)")
+}
+
 // TestGeneratorTwice: two runs write the same bytes.
 func TestGeneratorTwice(t *testing.T) {
 	a, b := copyRoot(t, ""), copyRoot(t, "")

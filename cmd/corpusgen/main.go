@@ -5,9 +5,11 @@
 //
 // On one commit it writes the same bytes every time. It never touches the
 // corpus of a released version (one whose contract openapi/LOCK lists).
-// Files captured from running servers (captured-*.json) are left in place;
-// capturing them needs KVM (see corpus.CaptureHook; -capture runs it,
-// and fails while no capturer is built).
+// Files captured from running servers (captured-*.json) are left in place
+// and never re-hashed: their MANIFEST lines and their provenance
+// (corpus/CAPTURED) are written by the capture alone. Capturing needs KVM
+// (see corpus.CaptureHook; -capture runs it, and fails while no capturer
+// is built).
 package main
 
 import (
