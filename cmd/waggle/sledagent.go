@@ -34,6 +34,8 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("waggle sled-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", DefaultSledAgentListen, "address to serve the sled-agent API on")
+	advertise := fs.String("advertise", "", "host:port the control plane reaches this agent at, registered with it\n"+
+		"(default: the -listen address; required when -listen is a wildcard such as :12300 or 0.0.0.0:12300)")
 	tokenFile := fs.String("auth-token-file", "", "file holding the bearer token every request must carry (mode 0600, at least 32 characters);\n"+
 		"without it the agent makes a token and writes it where clients on this host find it")
 	root := fs.String("root", "", "the agent's directory: its registry and one directory per VMM (token, log, storage root)\n"+
@@ -100,6 +102,12 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("--control-plane: %w", err)
 		}
 	}
+	if cp != nil {
+		// Checked before listening: a wildcard is no address to register.
+		if _, err := advertiseAddr(*listen, *advertise); err != nil {
+			return err
+		}
+	}
 	var token string
 	if *tokenFile != "" {
 		if token, err = httpkit.ReadTokenFile(*tokenFile); err != nil {
@@ -141,7 +149,11 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if cp != nil {
-		go registerSled(ctx, log, cp, agent, addr)
+		public, err := advertiseAddr(addr, *advertise)
+		if err != nil {
+			return err
+		}
+		go registerSled(ctx, log, cp, agent, public)
 	}
 	srv := httpkit.NewServer(h, httpkit.ServerOptions{Log: log})
 	log.Info("waggle sled-agent listening", "addr", addr, "sled_id", agent.SledID(), "root", dir,
@@ -182,6 +194,43 @@ func registerSled(ctx context.Context, log *slog.Logger, cp *cpclient.Client, a 
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// advertiseAddr returns the address to register with the control plane:
+// advertise when given (a host and a port, the host not a wildcard), else
+// listen, unless listen's host is a wildcard (empty, 0.0.0.0, ::), which
+// no one can dial.
+func advertiseAddr(listen, advertise string) (string, error) {
+	if advertise != "" {
+		host, port, err := net.SplitHostPort(advertise)
+		if err != nil {
+			return "", fmt.Errorf("-advertise %q: not host:port: %w", advertise, err)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("-advertise %q: the port is not within 1-65535", advertise)
+		}
+		if wildcardHost(host) {
+			return "", fmt.Errorf("-advertise %q: a wildcard host is no address to reach the agent at", advertise)
+		}
+		return advertise, nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("-listen %q: not host:port: %w", listen, err)
+	}
+	if wildcardHost(host) {
+		return "", fmt.Errorf("-listen %q listens on every address, which the control plane cannot dial: give -advertise host:port", listen)
+	}
+	return listen, nil
+}
+
+// wildcardHost says whether host means every address of this host.
+func wildcardHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
 }
 
 // parsePortRange parses LOW-HIGH.
