@@ -68,10 +68,17 @@ type authKey struct{}
 
 // withAuth records in each request's context whether its credentials are
 // good. It refuses nothing itself: whether an operation needs them is the
-// contract's to say, and NewValidator asks Authenticated.
+// contract's to say, and NewValidator asks Authenticated. The connection
+// of a request without good credentials may be evicted by a newcomer when
+// the Server is at its connection limit, like a quiet one: a stranger
+// cannot lock clients out by keeping requests busy.
 func withAuth(a Auth, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey{}, a.check(r))))
+		ok := a.check(r)
+		if !ok {
+			markEvictable(r.Context())
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey{}, ok)))
 	})
 }
 

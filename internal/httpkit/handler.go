@@ -14,6 +14,7 @@ import (
 const (
 	DefaultMaxBodyBytes    = 1 << 20
 	DefaultBodyReadTimeout = 10 * time.Second
+	DefaultWriteTimeout    = 2 * time.Minute
 )
 
 // HandlerOptions configure the skeleton NewHandler builds.
@@ -31,6 +32,12 @@ type HandlerOptions struct {
 	// answers 408 request_timeout or loses its connection (default
 	// DefaultBodyReadTimeout).
 	BodyReadTimeout time.Duration
+	// WriteTimeout bounds the time an answer takes to be written, from
+	// the handler's start: a client that stops reading loses its
+	// connection (default DefaultWriteTimeout). It must exceed the longest
+	// long poll. A connection taken over by its handler (an upgrade) has
+	// its deadlines cleared.
+	WriteTimeout time.Duration
 }
 
 // Version is one API version for NewHandler to mount: Handler serves
@@ -57,6 +64,9 @@ func NewHandler(opts HandlerOptions, versions ...Version) (http.Handler, error) 
 	if opts.BodyReadTimeout <= 0 {
 		opts.BodyReadTimeout = DefaultBodyReadTimeout
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
 	r := chi.NewRouter()
 	seen := map[string]bool{}
 	for _, v := range versions {
@@ -78,6 +88,7 @@ func NewHandler(opts HandlerOptions, versions ...Version) (http.Handler, error) 
 	var h http.Handler = r
 	h = withBodyLimit(opts.MaxBodyBytes, opts.BodyReadTimeout, h)
 	h = withAuth(opts.Auth, h)
+	h = withWriteDeadline(opts.WriteTimeout, h)
 	h = withAccessLog(opts.Log, h)
 	return withRequestID(h), nil
 }

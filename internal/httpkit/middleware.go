@@ -1,13 +1,17 @@
 package httpkit
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 )
 
@@ -111,32 +115,92 @@ func withAccessLog(log *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
+// withWriteDeadline gives every answer timeout to be written: a client
+// that stops reading cannot hold its handler (and its connection's place)
+// for ever. The deadline outlives the handler, so that it also bounds the
+// server's flushing of the answer's end; a handler that takes the
+// connection over (Hijack) has it cleared (see statusRecorder.Hijack).
+func withWriteDeadline(timeout time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if timeout > 0 {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Hijack hands the connection over, with its read and write deadlines
+// cleared: the skeleton's deadlines are for HTTP requests and answers, not
+// for the protocol the connection switches to, which sets its own.
+func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		_ = c.Close()
+		return nil, nil, fmt.Errorf("clear deadlines of hijacked connection: %w", err)
+	}
+	return c, brw, nil
+}
+
+type bodyLimitKey struct{}
+
+// bodyLimit returns the body size limit the request ctx belongs to was
+// given by NewHandler, else DefaultMaxBodyBytes.
+func bodyLimit(ctx context.Context) int64 {
+	if n, ok := ctx.Value(bodyLimitKey{}).(int64); ok && n > 0 {
+		return n
+	}
+	return DefaultMaxBodyBytes
+}
+
 // withBodyLimit caps a request body at max bytes and gives the client
-// timeout to send it: the connection's read deadline is set before the
-// body is read and cleared once it has been read to its end, so that a
-// long poll or an upgraded connection, whose body is empty or read at
-// once, is not cut. A body nobody reads keeps the deadline, which bounds
-// the server's own discarding of it after the handler.
+// timeout to send it, from the first read of it to its end: the
+// connection's read deadline is set then and cleared once the body has
+// been read to its end, so that a long poll or an upgraded connection is
+// not cut. A body nobody reads is never waited for: every answer given
+// before the body was read to its end carries Connection: close, so that
+// the server closes the connection instead of draining the body (which a
+// slow client could make last, holding a connection's place). Whether an
+// operation takes a body at all, and the early refusal of a declared
+// length over max, are the validator's (see NewValidator).
+//
+// net/http reads up to 256 KiB of an unread body after the handler even
+// when it will close the connection; that is bounded here by drainGrace,
+// so that a slow body cannot hold the connection then either.
 func withBodyLimit(max int64, timeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > max {
-			WriteError(w, r, Errorf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
-				"request body is larger than %s", byteSize(max)))
-			return
-		}
+		r = r.WithContext(context.WithValue(r.Context(), bodyLimitKey{}, max))
 		if !HasBody(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rc := http.NewResponseController(w)
-		body := io.ReadCloser(http.MaxBytesReader(w, r.Body, max))
-		if timeout > 0 && rc.SetReadDeadline(time.Now().Add(timeout)) == nil {
-			body = &deadlineBody{ReadCloser: body, rc: rc}
-		}
+		body := &trackedBody{ReadCloser: http.MaxBytesReader(w, r.Body, max), timeout: timeout,
+			rc: http.NewResponseController(w)}
 		r.Body = body
-		next.ServeHTTP(w, r)
+		gw := &closeUnlessReadWriter{ResponseWriter: w, body: body}
+		next.ServeHTTP(gw, r)
+		if gw.hijacked || body.done.Load() {
+			return
+		}
+		if !gw.wrote {
+			gw.guard() // the server will answer for the handler
+		}
+		// Even a connection it will close, the server drains a little
+		// (so that unread bytes do not reset it before the client has the
+		// answer): what has arrived is read, but nothing is waited for.
+		grace := drainGrace
+		if timeout > 0 && timeout < grace {
+			grace = timeout
+		}
+		_ = body.rc.SetReadDeadline(time.Now().Add(grace))
 	})
 }
+
+// drainGrace bounds the time the server spends reading the unread rest of
+// a body after the answer, before it closes the connection.
+const drainGrace = 500 * time.Millisecond
 
 // HasBody reports whether r may carry body bytes: a body that is known to
 // be empty (no body, or Content-Length 0) is none.
@@ -144,19 +208,77 @@ func HasBody(r *http.Request) bool {
 	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
-// deadlineBody clears the connection's read deadline when the body has
-// been read to its end.
-type deadlineBody struct {
+// trackedBody arms the connection's read deadline at the body's first
+// read, clears it at the body's end, and remembers whether the end was
+// reached.
+type trackedBody struct {
 	io.ReadCloser
 	rc      *http.ResponseController
-	cleared bool
+	timeout time.Duration
+	armed   bool
+	done    atomic.Bool
 }
 
-func (b *deadlineBody) Read(p []byte) (int, error) {
+func (b *trackedBody) Read(p []byte) (int, error) {
+	if !b.armed {
+		b.armed = true
+		if b.timeout > 0 {
+			_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+		}
+	}
 	n, err := b.ReadCloser.Read(p)
-	if err == io.EOF && !b.cleared {
-		b.cleared = true
+	if err == io.EOF && !b.done.Load() {
+		b.done.Store(true)
 		_ = b.rc.SetReadDeadline(time.Time{})
 	}
 	return n, err
 }
+
+// closeUnlessReadWriter adds Connection: close to an answer given before
+// the request's body was read to its end.
+type closeUnlessReadWriter struct {
+	http.ResponseWriter
+	body     *trackedBody
+	wrote    bool
+	hijacked bool
+}
+
+func (c *closeUnlessReadWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(c.ResponseWriter).Hijack()
+	if err == nil {
+		c.hijacked = true
+	}
+	return conn, brw, err
+}
+
+func (c *closeUnlessReadWriter) guard() {
+	c.wrote = true
+	if !c.body.done.Load() {
+		c.ResponseWriter.Header().Set("Connection", "close")
+	}
+}
+
+func (c *closeUnlessReadWriter) WriteHeader(code int) {
+	if !c.wrote && code >= 200 {
+		c.guard()
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *closeUnlessReadWriter) Write(p []byte) (int, error) {
+	if !c.wrote {
+		c.guard()
+	}
+	return c.ResponseWriter.Write(p)
+}
+
+func (c *closeUnlessReadWriter) Flush() {
+	if !c.wrote {
+		c.guard()
+	}
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (c *closeUnlessReadWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

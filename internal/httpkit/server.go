@@ -31,8 +31,9 @@ type ServerOptions struct {
 	// included (default DefaultMaxConns). At the limit, a new connection
 	// takes the place of the one that has been quiet longest (no request
 	// yet, or idle between requests), so that silent connections cannot
-	// lock clients out; when every connection is busy, it is answered 503
-	// too_many_connections and closed.
+	// lock clients out; a connection busy with a request that has no good
+	// credentials counts as quiet. When every connection is busy, it is
+	// answered 503 too_many_connections and closed.
 	MaxConns int
 	// Log receives the server's own errors (default slog.Default()).
 	Log *slog.Logger
@@ -70,7 +71,13 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		IdleTimeout:       opts.IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ConnState:         s.conns.track,
-		ErrorLog:          slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if lc, ok := c.(*limitConn); ok {
+				return context.WithValue(ctx, connKey{}, lc)
+			}
+			return ctx
+		},
+		ErrorLog: slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
 	}
 	return s
 }
@@ -143,7 +150,8 @@ func (cs *connSet) add(c *limitConn, max int) bool {
 }
 
 // track follows the HTTP server's view of each connection: new and idle
-// ones are quiet, and may be evicted; active and hijacked ones are not.
+// ones are quiet, and may be evicted; active and hijacked ones are not
+// (but see markEvictable).
 func (cs *connSet) track(nc net.Conn, state http.ConnState) {
 	c, ok := nc.(*limitConn)
 	if !ok {
@@ -159,6 +167,24 @@ func (cs *connSet) track(nc net.Conn, state http.ConnState) {
 		cs.conns[c] = time.Now()
 	case http.StateActive, http.StateHijacked:
 		cs.conns[c] = time.Time{}
+	}
+}
+
+type connKey struct{}
+
+// markEvictable lets the connection of the request ctx belongs to be
+// evicted (see ServerOptions.MaxConns) for as long as that request lasts,
+// as if it were quiet. It does nothing outside a Server.
+func markEvictable(ctx context.Context) {
+	c, ok := ctx.Value(connKey{}).(*limitConn)
+	if !ok {
+		return
+	}
+	cs := c.set
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if _, open := cs.conns[c]; open {
+		cs.conns[c] = time.Now()
 	}
 }
 

@@ -30,9 +30,14 @@ import (
 //     document's) answers 401 unauthorized unless the request proved its
 //     credentials (see Authenticated), before anything about its
 //     parameters or body is looked at;
-//   - a body (one that is not empty) must have one well-formed
-//     Content-Type (else 415 unsupported_media_type), and a JSON body
-//     must be exactly one JSON value (else 400 invalid_request);
+//   - an operation that takes no body (none in the contract) ignores
+//     one: it is not read nor judged, its handler sees none, and the
+//     request cannot be upgraded (its Upgrade header is dropped);
+//   - for one that takes a body: a declared length over the limit
+//     answers 413 body_too_large; a body (one that is not empty) must
+//     have one well-formed Content-Type (else 415
+//     unsupported_media_type), and a JSON body must be exactly one JSON
+//     value (else 400 invalid_request);
 //   - parameters and body must match the contract (400 invalid_request
 //     naming the field, 415 for a content type the operation does not
 //     take).
@@ -92,11 +97,28 @@ func (v *validator) middleware(next http.Handler) http.Handler {
 			WriteError(w, r, e)
 			return
 		}
-		if e := readBody(r); e != nil {
-			WriteError(w, r, e)
-			return
+		if route.Operation.RequestBody == nil {
+			// The operation takes no body: whatever was sent is not read
+			// nor judged (the answer closes the connection; see
+			// withBodyLimit), and cannot become the start of an upgraded
+			// connection's stream either.
+			if HasBody(r) {
+				r.Header.Del("Upgrade")
+			}
+			r.Body, r.ContentLength = http.NoBody, 0
+			inner.Body, inner.ContentLength = http.NoBody, 0
+		} else {
+			if max := bodyLimit(r.Context()); r.ContentLength > max {
+				WriteError(w, r, Errorf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
+					"request body is larger than %s", byteSize(max)))
+				return
+			}
+			if e := readBody(r); e != nil {
+				WriteError(w, r, e)
+				return
+			}
+			inner.Body = r.Body
 		}
-		inner.Body = r.Body
 		in := &openapi3filter.RequestValidationInput{Request: &inner, PathParams: params, Route: route, Options: filterOptions}
 		if err := openapi3filter.ValidateRequest(r.Context(), in); err != nil {
 			WriteError(w, r, requestError(err))
@@ -133,9 +155,13 @@ func readBody(r *http.Request) *Error {
 		r.Body, r.ContentLength = http.NoBody, 0
 		return nil
 	}
-	body, err := io.ReadAll(r.Body)
+	max := bodyLimit(r.Context())
+	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil {
 		return BodyReadError(err)
+	}
+	if int64(len(body)) > max {
+		return Errorf(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "request body is larger than %s", byteSize(max))
 	}
 	if len(body) == 0 {
 		r.Body, r.ContentLength = http.NoBody, 0
