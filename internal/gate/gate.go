@@ -52,8 +52,11 @@ var Phases = []Phase{
 	{"releases", func(ctx context.Context, root, tmp string) (string, error) {
 		rep, err := CheckReleases(ctx, root, tmp)
 		s := fmt.Sprintf("%d releases in %s/%s, %d built from their commits", rep.Releases, corpus.Dir, corpus.ReleasesName, len(rep.Built))
+		if len(rep.Ran) > 0 {
+			s += "; ran without a VM: " + strings.Join(rep.Ran, "; ")
+		}
 		if rep.Skipped != "" {
-			s += "; skipped: " + rep.Skipped
+			s += "; SKIPPED: " + rep.Skipped
 		}
 		return s, err
 	}},
