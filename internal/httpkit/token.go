@@ -118,9 +118,10 @@ func WriteTokenFile(path, token string) error {
 // writes the token it generates, and where a client on the same host looks
 // for it: $XDG_STATE_HOME/waggle/tokens/<host>_<port>, with
 // ~/.local/state for an unset XDG_STATE_HOME. Every local name of the
-// host (an empty or unspecified host, a loopback address, "localhost")
+// host (an empty or unspecified host, 127.0.0.1, ::1, "localhost")
 // becomes "localhost", so a client that dials 127.0.0.1:12400 finds the
-// token of a server listening on 0.0.0.0:12400 or [::1]:12400.
+// token of a server listening on 0.0.0.0:12400 or [::1]:12400; any other
+// address (127.0.0.2 too) is named as it is.
 func DefaultTokenPath(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -148,7 +149,10 @@ func tokenHost(host string) string {
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
 		ip = ip.Unmap()
-		if ip.IsLoopback() || ip.IsUnspecified() {
+		// Only the usual loopback addresses are "localhost": two servers
+		// on 127.0.0.1:P and 127.0.0.2:P are different servers, and must
+		// not overwrite each other's token.
+		if ip == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || ip == netip.IPv6Loopback() || ip.IsUnspecified() {
 			return "localhost"
 		}
 		return strings.ReplaceAll(ip.String(), ":", "-")

@@ -19,6 +19,16 @@ func TestDefaultTokenPath(t *testing.T) {
 		require.NoError(t, err, addr)
 		require.Equal(t, local, p, "%s is this host", addr)
 	}
+	for addr, base := range map[string]string{
+		"127.0.0.2:12400":          "127.0.0.2_12400",
+		"127.1.2.3:12400":          "127.1.2.3_12400",
+		"[::ffff:127.0.0.2]:12400": "127.0.0.2_12400",
+		"[::ffff:127.0.0.1]:12400": "localhost_12400",
+	} {
+		p, err := DefaultTokenPath(addr)
+		require.NoError(t, err, addr)
+		require.Equal(t, base, filepath.Base(p), "%s has its own token file", addr)
+	}
 	p, err := DefaultTokenPath("10.1.2.3:80")
 	require.NoError(t, err)
 	require.Equal(t, filepath.Join(state, "waggle", "tokens", "10.1.2.3_80"), p)
