@@ -100,6 +100,12 @@ func readCaptured(dir string) (map[string]CapturedEntry, error) {
 	return ParseCaptured(path.Join(Dir, CapturedName), data)
 }
 
+// ReadCaptured reads corpus/CAPTURED under root (path relative to Dir ->
+// its record); a missing file records nothing.
+func ReadCaptured(root string) (map[string]CapturedEntry, error) {
+	return readCaptured(filepath.Join(root, Dir))
+}
+
 // isCaptured reports whether a corpus path names a captured file.
 func isCaptured(p string) bool { return strings.HasPrefix(path.Base(p), CapturedPrefix) }
 

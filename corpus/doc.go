@@ -50,10 +50,13 @@
 //  4. commit LOCK, RELEASES and the corpus together; `make compat` then
 //     shows the version frozen.
 //
-// From then on the gate guarantees: the contract never changes (LOCK), the
-// corpus never changes (MANIFEST and its history), today's code still
-// decodes, converts and re-encodes every file of it, and each release's
-// waggle still builds from its commit (and, on KVM, migrates both ways).
+// From then on the gate guarantees: the contract never changes (LOCK); the
+// corpus never changes and gains no files but after-files, each fixed once
+// committed (MANIFEST and its history); the RELEASES line stays as it was
+// (its history); today's code still decodes, converts and re-encodes every
+// file of it; and each release's waggle still builds from its commit, and
+// its server and CLI still work with HEAD's on the endpoints that need no
+// VM (and, on KVM, it migrates both ways).
 //
 // Replay (replay.go, replay_v1.go, replay_state.go) decodes every file with today's code of its version:
 // specs and requests decode, convert to spec.Spec and re-encode to the same

@@ -6,16 +6,24 @@
 //
 //	lock       released contracts unchanged, LOCK lines only added (internal/apicheck)
 //	contract   each contract in development diffed against the newest release of its API
-//	           with oasdiff; every breaking change declared in CHANGES.md, no stale
-//	           declaration (contract.go, changes.go)
+//	           with oasdiff; every breaking change declared in CHANGES.md, one declaration
+//	           per change (rule, operation and what changed), no stale declaration
+//	           (contract.go, changes.go)
 //	manifest   corpus/MANIFEST: no file changed, missing or unlisted; after-files differ
 //	           and carry a reason (package corpus)
-//	history    the corpus of a released version has the MANIFEST lines it was released
-//	           with (history.go)
-//	fresh      the corpus of versions in development is what the generator writes
+//	history    the corpus of a released version has exactly the MANIFEST lines it was
+//	           released with, after-files aside, and each after-file's line is as first
+//	           committed; every RELEASES line ever committed is kept, releases follow git
+//	           history; captured files name a commit of HEAD's history (history.go)
+//	fresh      every contract has a corpus and every corpus folder a contract; the corpus
+//	           of versions in development is what the generator writes; captured files
+//	           carry their provenance (corpus/CAPTURED)
 //	replay     every corpus file decodes, converts and re-encodes with today's code
-//	releases   corpus/RELEASES parses; each release's waggle builds from its commit;
-//	           migrating both ways and cross-driving the CLIs need KVM (releases.go)
+//	releases   corpus/RELEASES parses; each release's waggle builds from its commit, and
+//	           HEAD's from the work tree; without a VM, each release's server is driven by
+//	           HEAD's CLI and HEAD's by the release's (crossdrive.go); migrating both ways
+//	           needs KVM: skipped, saying so, without it, and failing with
+//	           ErrReleaseMigrationNotBuilt with it until written (releases.go)
 //
 // Every check has a test that breaks it on purpose and sees it fail.
 package gate

@@ -22,8 +22,8 @@ type HistoryReport struct {
 	Checked []string
 }
 
-// CheckCorpusHistory checks the released corpus and the releases against
-// git history:
+// CheckCorpusHistory checks the released corpus, the releases and the
+// captured files against git history:
 //
 //   - each released version's MANIFEST lines other than after-files are
 //     exactly those of the commit that released it (the first commit whose
@@ -33,7 +33,9 @@ type HistoryReport struct {
 //     commit that listed it wrote it (an accepted difference is reviewed
 //     once and never rewritten);
 //   - every corpus/RELEASES line ever committed is still there, unchanged,
-//     and each release's commit descends from those of the lines above it.
+//     and each release's commit descends from those of the lines above it;
+//   - every captured file's recorded commit (corpus/CAPTURED) is in
+//     HEAD's history.
 //
 // CheckManifest alone cannot see a file changed together with its
 // MANIFEST line; this can. It needs the whole git history: in a shallow
@@ -44,7 +46,11 @@ func CheckCorpusHistory(ctx context.Context, root string) (HistoryReport, error)
 	if err != nil {
 		return rep, err
 	}
-	if len(released) == 0 {
+	captured, err := corpus.ReadCaptured(root)
+	if err != nil {
+		return rep, err
+	}
+	if len(released) == 0 && len(captured) == 0 {
 		return rep, nil
 	}
 	const cannot = "cannot check that released corpus files never change: %w"
@@ -54,6 +60,10 @@ func CheckCorpusHistory(ctx context.Context, root string) (HistoryReport, error)
 	}
 	if shallow {
 		return rep, fmt.Errorf(cannot, errors.New("the checkout is a shallow clone; fetch the whole history (git fetch --unshallow)"))
+	}
+	capErr := checkCaptureCommits(ctx, root, captured)
+	if len(released) == 0 {
+		return rep, capErr
 	}
 	now, err := corpus.ReadManifest(root)
 	if err != nil {
@@ -113,7 +123,7 @@ func CheckCorpusHistory(ctx context.Context, root string) (HistoryReport, error)
 		errs = append(errs, checkAfterPins(ctx, root, v, rev, now, manifests))
 		rep.Checked = append(rep.Checked, fmt.Sprintf("%s (released in %.12s): %d lines", v, rev, lines))
 	}
-	errs = append(errs, checkReleasesHistory(ctx, root))
+	errs = append(errs, checkReleasesHistory(ctx, root), capErr)
 	return rep, errors.Join(errs...)
 }
 
@@ -268,4 +278,28 @@ func versionList(vs []corpus.Version) string {
 		s[i] = v.String()
 	}
 	return strings.Join(s, ",")
+}
+
+// checkCaptureCommits checks that the commit recorded for each captured
+// file is HEAD or one of its ancestors: a capture names the build it ran.
+func checkCaptureCommits(ctx context.Context, root string, captured map[string]corpus.CapturedEntry) error {
+	name := path.Join(corpus.Dir, corpus.CapturedName)
+	var errs []error
+	ok := map[string]bool{}
+	for _, p := range slices.Sorted(maps.Keys(captured)) {
+		e := captured[p]
+		if ok[e.Commit] {
+			continue
+		}
+		in, err := isAncestor(ctx, root, e.Commit, "HEAD")
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s line %d: %s was captured at commit %.12s, which this clone cannot place in HEAD's history: %w", name, e.Line, p, e.Commit, err))
+		case !in:
+			errs = append(errs, fmt.Errorf("%s line %d: %s was captured at commit %.12s, which is not in HEAD's history: capture it again from this branch", name, e.Line, p, e.Commit))
+		default:
+			ok[e.Commit] = true
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -135,3 +135,30 @@ func TestAfterFileLinesArePinned(t *testing.T) {
 		})
 	}
 }
+
+// TestCapturedFilesCommitInHistory: a captured file's recorded commit must
+// be in HEAD's history.
+func TestCapturedFilesCommitInHistory(t *testing.T) {
+	repo := newRepo(t)
+	head := commitAll(t, repo, repoFiles(t), "dev")
+	run(t, repo, "checkout", "-q", "-b", "side")
+	side := commitAll(t, repo, map[string]string{"README": "side\n"}, "side")
+	run(t, repo, "checkout", "-q", "main")
+	v1 := corpus.Version{API: "vmm-server", N: 1}
+	data := readFile(t, repo, specFile)
+	for commit, want := range map[string]string{
+		head:                    "",
+		side:                    "which is not in HEAD's history",
+		strings.Repeat("c", 40): "which this clone cannot place in HEAD's history",
+	} {
+		_, err := corpus.WriteCaptured(repo, v1, map[string][]byte{"spec/x.json": []byte(data)}, corpus.Provenance{Commit: commit, Command: "test"})
+		require.NoError(t, err)
+		err, out := runPhase(t, repo, "history")
+		if want == "" {
+			require.NoError(t, err, out)
+			continue
+		}
+		require.ErrorContains(t, err, "corpus/CAPTURED line 3: vmm-server/v1/spec/captured-x.json was captured at commit "+commit[:12])
+		require.ErrorContains(t, err, want)
+	}
+}
