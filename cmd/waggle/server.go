@@ -121,32 +121,38 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
-		closeRuntime(log, rt, *grace)
+		closeCtx, cancel := context.WithTimeout(context.Background(), *grace)
+		defer cancel()
+		closeRuntime(closeCtx, log, rt.Close)
 		return err
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "grace", *grace)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		if !errors.Is(err, context.DeadlineExceeded) {
-			closeRuntime(log, rt, *grace)
-			return err
-		}
-		log.Warn("grace period over: open connections were closed")
-	}
-	closeRuntime(log, rt, *grace)
-	return nil
+	return shutdown(shutdownCtx, log, srv, rt.Close)
 }
 
-// closeRuntime closes rt, giving it at most grace: the process is about
-// to exit, and its VM ends with it.
-func closeRuntime(log *slog.Logger, rt *server.Runtime, grace time.Duration) {
+// shutdown stops srv and then closes the runtime with closeRuntime, both
+// within ctx: one grace period bounds the whole shutdown, not one each.
+func shutdown(ctx context.Context, log *slog.Logger, srv interface{ Shutdown(context.Context) error }, closeRT func()) error {
+	err := srv.Shutdown(ctx)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("grace period over: open connections were closed")
+		err = nil
+	}
+	closeRuntime(ctx, log, closeRT)
+	return err
+}
+
+// closeRuntime closes the runtime with closeRT, giving it until ctx ends:
+// the process is about to exit, and its VM ends with it.
+func closeRuntime(ctx context.Context, log *slog.Logger, closeRT func()) {
 	done := make(chan struct{})
-	go func() { rt.Close(); close(done) }()
+	go func() { closeRT(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(grace):
+	case <-ctx.Done():
 		log.Warn("the runtime did not close within the grace period; exiting anyway")
 	}
 }

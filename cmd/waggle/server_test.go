@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -306,4 +307,40 @@ func TestServerLimitsFromFlags(t *testing.T) {
 	get()
 	_, err = first.ReadByte()
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the idle connection made way: %v", err)
+}
+
+// blockingServer is an HTTP server whose shutdown lasts until its context
+// ends, as one with a connection that never finishes does.
+type blockingServer struct{}
+
+func (blockingServer) Shutdown(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestShutdownIsBoundedByOneGrace: a server whose connections use up the
+// whole grace period and a runtime that does not close do not make the
+// shutdown last longer than that one grace period (and a little), not one
+// period each.
+func TestShutdownIsBoundedByOneGrace(t *testing.T) {
+	const grace = 400 * time.Millisecond
+	stuck := make(chan struct{})
+	defer close(stuck)
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	start := time.Now()
+	require.NoError(t, shutdown(ctx, log, blockingServer{}, func() { <-stuck }))
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, grace)
+	require.Less(t, took, grace+grace/2, "one grace period bounds the whole shutdown")
+	require.Contains(t, buf.String(), "did not close within the grace period")
+
+	// A runtime that closes at once ends the shutdown at once.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel2()
+	start = time.Now()
+	require.NoError(t, shutdown(ctx2, log, &http.Server{}, func() {}))
+	require.Less(t, time.Since(start), 5*time.Second)
 }
