@@ -65,9 +65,13 @@ type Agent struct {
 	mu       sync.Mutex
 	vmms     map[uuid.UUID]*vmm
 	starting map[uuid.UUID]*pending
-	reserved Resources
-	ports    map[int]bool
-	closed   bool
+	// unregistering holds the ids being unregistered: gone from vmms, but
+	// their process, directory and reservation not yet released; each
+	// channel is closed when that is done.
+	unregistering map[uuid.UUID]chan struct{}
+	reserved      Resources
+	ports         map[int]bool
+	closed        bool
 }
 
 // vmm is one registered VMM.
@@ -83,6 +87,7 @@ type vmm struct {
 type pending struct {
 	fingerprint string
 	done        chan struct{}
+	rec         *vmmRecord // once its process runs: saved, marked Starting
 }
 
 // New starts an agent over opts.Root: it loads the registry, adopts the VMM
@@ -149,10 +154,14 @@ func New(opts Options) (*Agent, error) {
 		bell: newDoorbell(opts.Bell, opts.Backoff, opts.Log, m),
 		ctx:  ctx, cancel: cancel, lock: lock,
 		vmms: map[uuid.UUID]*vmm{}, starting: map[uuid.UUID]*pending{}, ports: map[int]bool{},
+		unregistering: map[uuid.UUID]chan struct{}{},
 	}
 	for _, rec := range reg.VMMs {
-		a.restore(rec)
+		if !rec.Starting {
+			a.restore(rec)
+		}
 	}
+	a.sweepOrphans()
 	a.mu.Lock()
 	err = a.saveLocked()
 	a.updateGaugeLocked()
@@ -195,6 +204,44 @@ func (a *Agent) restore(rec vmmRecord) {
 	a.m.exits.WithLabelValues("unknown").Inc()
 	v.state = transition(v.state, StateFailed, &FailureReason{Kind: FailureProcessExited,
 		Message: fmt.Sprintf("the VMM process (pid %d) %s", rec.Pid, why)})
+}
+
+// sweepOrphans removes what a crash between the start of a VMM server and
+// the end of its ensure left behind: every directory beneath vmms/ that
+// no restored VMM owns, after killing any process whose command line holds
+// that directory's token file (pid and command line prove it is the
+// agent's, whatever the registry lost).
+func (a *Agent) sweepOrphans() {
+	dir := filepath.Join(a.opts.Root, "vmms")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		a.log.Error("the VMMs' directories could not be listed", "dir", dir, "err", err)
+		return
+	}
+	owned := map[string]bool{}
+	for _, v := range a.vmms {
+		owned[filepath.Clean(v.rec.Dir)] = true
+	}
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		if owned[path] {
+			continue
+		}
+		token := filepath.Join(path, "token")
+		for _, pid := range pidsWithArg(token) {
+			p, err := adopt(pid, token)
+			if err != nil {
+				continue // gone meanwhile
+			}
+			a.log.Warn("killing the VMM server of an ensure that never ended", "dir", path, "pid", pid)
+			if err := p.Kill(10 * time.Second); err != nil {
+				a.log.Error("an orphan VMM server could not be killed", "pid", pid, "err", err)
+			}
+		}
+		if err := os.RemoveAll(path); err != nil {
+			a.log.Error("an orphan VMM directory could not be removed", "dir", path, "err", err)
+		}
+	}
 }
 
 // tryAdopt adopts v's process; it answers why not, or "". The pid and
@@ -301,6 +348,18 @@ func (a *Agent) saveLocked() error {
 		rec.State = toDiskState(v.state)
 		reg.VMMs = append(reg.VMMs, rec)
 	}
+	starting := make([]uuid.UUID, 0, len(a.starting))
+	for id, p := range a.starting {
+		if p.rec != nil {
+			starting = append(starting, id)
+		}
+	}
+	slices.SortFunc(starting, compareUUID)
+	for _, id := range starting {
+		rec := *a.starting[id].rec
+		rec.Starting = true
+		reg.VMMs = append(reg.VMMs, rec)
+	}
 	return saveRegistry(a.opts.Root, reg)
 }
 
@@ -396,6 +455,17 @@ func (a *Agent) Ensure(ctx context.Context, id uuid.UUID, req EnsureRequest) (Vm
 			}
 			return v.view(), false, nil
 		}
+		if gone, ok := a.unregistering[id]; ok {
+			// Its directory, port and reservation are still being
+			// released: a new VMM of that id waits for the end.
+			a.mu.Unlock()
+			select {
+			case <-gone:
+				continue
+			case <-ctx.Done():
+				return Vmm{}, false, fmt.Errorf("VMM %s is being unregistered: %w", id, ctx.Err())
+			}
+		}
 		p, ok := a.starting[id]
 		if !ok {
 			break
@@ -427,28 +497,42 @@ func (a *Agent) Ensure(ctx context.Context, id uuid.UUID, req EnsureRequest) (Vm
 	a.starting[id] = p
 	a.mu.Unlock()
 
-	v, err := a.start(ctx, id, port, req)
+	v, err := a.start(ctx, id, port, req, p)
 
 	a.mu.Lock()
+	if err == nil && a.closed {
+		// The agent closed meanwhile, and its root may be another's
+		// now: the ensure fails whole (the caller retries on the next
+		// agent).
+		err = ErrClosed
+	}
+	if err == nil {
+		a.vmms[id] = v
+		delete(a.starting, id)
+		if serr := a.saveLocked(); serr != nil {
+			// Not written down, the VMM would be lost at the next
+			// restart: refuse it now rather than answer it exists.
+			delete(a.vmms, id)
+			err = serr
+		}
+	}
 	delete(a.starting, id)
 	close(p.done)
 	if err != nil {
+		a.mu.Unlock()
+		if v != nil {
+			a.discard(id, v.proc, v.rec.Dir)
+		}
+		a.mu.Lock()
 		a.reserved.CPUs -= need.CPUs
 		a.reserved.MemoryMiB -= need.MemoryMiB
 		delete(a.ports, port)
+		if !a.closed {
+			a.saveLockedLog() // without the starting record
+		}
 		a.mu.Unlock()
 		return Vmm{}, false, err
 	}
-	if a.closed {
-		// The agent closed meanwhile: the VMM runs on, and is not lost:
-		// it is written down for the next agent.
-		a.vmms[id] = v
-		a.saveLockedLog()
-		a.mu.Unlock()
-		return Vmm{}, false, ErrClosed
-	}
-	a.vmms[id] = v
-	a.saveLockedLog()
 	a.updateGaugeLocked()
 	view := v.view()
 	a.startWatch(v)
@@ -475,10 +559,24 @@ func (a *Agent) takePortLocked() (int, error) {
 	return 0, ErrNoFreePort
 }
 
-// start makes the VMM's directory and token, starts its server, waits for
-// it to answer and creates the instance. On failure it kills the process
-// and removes the directory.
-func (a *Agent) start(ctx context.Context, id uuid.UUID, port int, req EnsureRequest) (v *vmm, err error) {
+// discard kills a VMM the agent refuses after starting it and removes its
+// directory.
+func (a *Agent) discard(id uuid.UUID, proc *Process, dir string) {
+	if proc != nil {
+		if err := proc.Kill(10 * time.Second); err != nil {
+			a.log.Error("a refused VMM's process could not be killed", "vmm_id", id, "pid", proc.Pid, "err", err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		a.log.Error("a refused VMM's directory could not be removed", "vmm_id", id, "dir", dir, "err", err)
+	}
+}
+
+// start makes the VMM's directory and token, starts its server, records it
+// as starting (in p, and in the registry, so that a crash leaves no
+// orphan), waits for it to answer and creates the instance. On failure it
+// kills the process and removes the directory.
+func (a *Agent) start(ctx context.Context, id uuid.UUID, port int, req EnsureRequest, p *pending) (v *vmm, err error) {
 	dir := filepath.Join(a.opts.Root, "vmms", id.String())
 	storage := filepath.Join(dir, "storage")
 	if err := os.MkdirAll(storage, 0o700); err != nil {
@@ -486,16 +584,8 @@ func (a *Agent) start(ctx context.Context, id uuid.UUID, port int, req EnsureReq
 	}
 	var proc *Process
 	defer func() {
-		if err == nil {
-			return
-		}
-		if proc != nil {
-			if kerr := proc.Kill(10 * time.Second); kerr != nil {
-				a.log.Error("a refused VMM's process could not be killed", "vmm_id", id, "pid", proc.Pid, "err", kerr)
-			}
-		}
-		if rerr := os.RemoveAll(dir); rerr != nil {
-			a.log.Error("a refused VMM's directory could not be removed", "vmm_id", id, "dir", dir, "err", rerr)
+		if err != nil {
+			a.discard(id, proc, dir)
 		}
 	}()
 	token, err := httpkit.GenerateToken()
@@ -511,6 +601,20 @@ func (a *Agent) start(ctx context.Context, id uuid.UUID, port int, req EnsureReq
 	logPath := filepath.Join(dir, "server.log")
 	if proc, err = launch(a.opts.VMMBinary, args, logPath); err != nil {
 		return nil, err
+	}
+	rec := vmmRecord{ID: id, Properties: diskProps{req.Properties.ID, req.Properties.Name, req.Properties.Description},
+		CPUs: req.Resources.CPUs, MemoryMiB: req.Resources.MemoryMiB, Fingerprint: req.Fingerprint,
+		Pid: proc.Pid, Port: port, Addr: addr, TokenPath: tokenPath, Dir: dir}
+	a.mu.Lock()
+	if a.closed {
+		err = ErrClosed // the root may be another agent's now
+	} else {
+		p.rec = &rec
+		err = a.saveLocked()
+	}
+	a.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("record the starting VMM: %w", err)
 	}
 	client, err := a.waitReady(ctx, proc, addr, token, logPath)
 	if err != nil {
@@ -529,12 +633,7 @@ func (a *Agent) start(ctx context.Context, id uuid.UUID, port int, req EnsureReq
 		state.MigrationIn = &MigrationRuntime{ID: req.Migrate.MigrationID, State: MigrationPending, Gen: 1, TimeUpdated: now}
 	}
 	a.log.Info("VMM registered", "vmm_id", id, "pid", proc.Pid, "addr", addr)
-	return &vmm{
-		rec: vmmRecord{ID: id, Properties: diskProps{req.Properties.ID, req.Properties.Name, req.Properties.Description},
-			CPUs: req.Resources.CPUs, MemoryMiB: req.Resources.MemoryMiB, Fingerprint: req.Fingerprint,
-			Pid: proc.Pid, Port: port, Addr: addr, TokenPath: tokenPath, Dir: dir},
-		state: state, proc: proc, client: client,
-	}, nil
+	return &vmm{rec: rec, state: state, proc: proc, client: client}, nil
 }
 
 // waitReady dials the new server until it answers, it exits, or the start
@@ -675,8 +774,11 @@ func (a *Agent) Unregister(ctx context.Context, id uuid.UUID, force bool) error 
 		a.mu.Unlock()
 		return fmt.Errorf("VMM %s is %s: %w", id, v.state.State, ErrNotTerminal)
 	}
-	// Gone from the map first: the exit of its process is no news.
+	// Gone from the map first: the exit of its process is no news. An
+	// ensure of the same id waits until the cleanup is over.
 	delete(a.vmms, id)
+	gone := make(chan struct{})
+	a.unregistering[id] = gone
 	a.mu.Unlock()
 	var errs []error
 	if v.proc != nil {
@@ -691,6 +793,8 @@ func (a *Agent) Unregister(ctx context.Context, id uuid.UUID, force bool) error 
 	a.reserved.CPUs -= min(a.reserved.CPUs, v.rec.CPUs)
 	a.reserved.MemoryMiB -= min(a.reserved.MemoryMiB, v.rec.MemoryMiB)
 	delete(a.ports, v.rec.Port)
+	delete(a.unregistering, id)
+	close(gone)
 	a.saveLockedLog()
 	a.updateGaugeLocked()
 	a.mu.Unlock()

@@ -237,3 +237,23 @@ func cmdlineHas(pid int, want ...string) bool {
 	}
 	return true
 }
+
+// pidsWithArg returns the processes whose command line holds arg as one
+// of its arguments.
+func pidsWithArg(arg string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if pidAlive(pid) && cmdlineHas(pid, arg) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}

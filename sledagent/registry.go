@@ -37,6 +37,11 @@ type vmmRecord struct {
 	Dir         string    `json:"dir"`
 	ServerGen   uint64    `json:"server_gen"`
 	State       diskState `json:"state"`
+	// Starting marks a VMM whose server was started but whose ensure has
+	// not ended: if the agent stops meanwhile, the next one kills the
+	// process and removes its directory (the control plane was never told
+	// it exists).
+	Starting bool `json:"starting,omitempty"`
 }
 
 type diskProps struct {

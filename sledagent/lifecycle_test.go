@@ -1,0 +1,304 @@
+package sledagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/wagglevm/waggle/spec"
+)
+
+// stubClient is a VMM server that accepts everything and reports nothing:
+// the state monitor waits until it is cancelled. observe, when set,
+// answers the monitor instead.
+type stubClient struct {
+	mu      sync.Mutex
+	ensured int
+	observe func(ctx context.Context, gen uint64) (Observation, error)
+}
+
+func (c *stubClient) Ensure(ctx context.Context, p Properties, s *spec.Spec, m *MigrationTarget) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ensured++
+	return nil
+}
+
+func (c *stubClient) Observe(ctx context.Context, gen uint64, wait time.Duration) (Observation, error) {
+	if c.observe != nil {
+		return c.observe(ctx, gen)
+	}
+	<-ctx.Done()
+	return Observation{}, ctx.Err()
+}
+func (c *stubClient) Request(ctx context.Context, r Requested) error { return nil }
+func (c *stubClient) Arm(ctx context.Context, a MigrationArm) (MigrationArmed, error) {
+	return MigrationArmed{MigrationID: a.MigrationID}, nil
+}
+func (c *stubClient) Serial(ctx context.Context, q SerialQuery) (SerialChunk, error) {
+	return SerialChunk{}, nil
+}
+func (c *stubClient) Console(ctx context.Context) (io.ReadWriteCloser, error) {
+	return nil, errors.New("no console")
+}
+
+// stubVMMBinary writes a VMM "server" that ignores its arguments and
+// sleeps: a real process that keeps the agent's command line (the shell
+// waits for its sleep rather than becoming it), no HTTP.
+func stubVMMBinary(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "vmm")
+	require.NoError(t, os.WriteFile(path, []byte("#!/bin/sh\nsleep 600 &\nwait\n"), 0o700))
+	return path
+}
+
+// stubAgent is an agent over root whose VMM servers are stub processes
+// and whose Dial hands out client (a fresh stubClient when nil).
+func stubAgent(t *testing.T, root string, capacity Resources, client VMMClient) *Agent {
+	t.Helper()
+	a, err := New(Options{Root: root, Capacity: capacity, PortMin: 41000 + os.Getpid()%1000*20, PortMax: 41019 + os.Getpid()%1000*20,
+		VMMBinary: stubVMMBinary(t), VMMArgs: []string{"server"}, Log: quiet(),
+		Dial: func(ctx context.Context, addr, token string) (VMMClient, error) {
+			if client != nil {
+				return client, nil
+			}
+			return &stubClient{}, nil
+		}})
+	require.NoError(t, err)
+	return a
+}
+
+// killAll kills the stub processes of every VMM under a, at the end of a
+// test.
+func killAll(t *testing.T, a *Agent) {
+	a.mu.Lock()
+	var pids []int
+	for _, v := range a.vmms {
+		pids = append(pids, v.rec.Pid)
+	}
+	a.mu.Unlock()
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
+}
+
+func stubRequest(fp string) EnsureRequest {
+	s := spec.Spec{}
+	return EnsureRequest{Properties: Properties{ID: uuid.New(), Name: "stub"}, Spec: &s,
+		Resources: Resources{CPUs: 1, MemoryMiB: 64}, Fingerprint: fp}
+}
+
+// An ensure of an id that is being unregistered waits until the
+// unregistration has released its process, directory, port and
+// reservation: it neither sees a false insufficient_capacity nor starts a
+// server in the directory about to be removed. Its own context bounds the
+// wait.
+func TestEnsureWaitsForUnregister(t *testing.T) {
+	root := t.TempDir()
+	req := stubRequest("one")
+	a := stubAgent(t, root, req.Resources, nil) // room for exactly one
+	defer a.Close()
+	id := uuid.New()
+	_, _, err := a.Ensure(context.Background(), id, req)
+	require.NoError(t, err)
+	killAll(t, a)
+
+	// The old process will not end until the test says so.
+	a.mu.Lock()
+	v := a.vmms[id]
+	stuck := &Process{Pid: v.proc.Pid, done: make(chan struct{}), pidfd: -1}
+	v.proc = stuck
+	a.mu.Unlock()
+	unregistered := make(chan error, 1)
+	go func() { unregistered <- a.Unregister(context.Background(), id, true) }()
+	assert.Eventually(t, func() bool { _, err := a.Get(id); return errors.Is(err, ErrNoSuchVmm) }, 10*time.Second, time.Millisecond)
+
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, _, err = a.Ensure(short, id, req)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "an ensure while the id is unregistered waits, bounded by its context")
+
+	type result struct {
+		v   Vmm
+		err error
+	}
+	ensured := make(chan result, 1)
+	go func() {
+		v, _, err := a.Ensure(context.Background(), id, req)
+		ensured <- result{v, err}
+	}()
+	assert.Never(t, func() bool { return len(ensured) > 0 }, 200*time.Millisecond, 5*time.Millisecond, "the ensure did not wait")
+	close(stuck.done)
+	require.NoError(t, <-unregistered)
+	r := <-ensured
+	require.NoError(t, r.err, "no false insufficient_capacity once the reservation is released")
+	killAll(t, a)
+	_, err = os.Stat(filepath.Join(root, "vmms", id.String(), "token"))
+	require.NoError(t, err, "the new VMM's directory is its own, not removed by the old unregistration")
+	require.EqualValues(t, 1, a.Inventory().CPUs.Reserved)
+}
+
+// startStub starts a stub VMM server as an earlier agent would have, with
+// tokenPath on its command line; the channel is closed when it has ended.
+func startStub(t *testing.T, tokenPath string) (int, chan struct{}) {
+	cmd := exec.Command("/bin/sh", "-c", "sleep 600 & wait", "vmm", "server", "-auth-token-file", tokenPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	require.NoError(t, cmd.Start())
+	ended := make(chan struct{})
+	go func() {
+		var info unix.Siginfo
+		_ = unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		close(ended)
+	}()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-ended
+		_ = cmd.Wait()
+	})
+	return cmd.Process.Pid, ended
+}
+
+func waitClosed(t *testing.T, c chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+	}
+}
+
+// A VMM directory that no registry record owns (an agent crashed between
+// starting a server and saving its record) is swept by the next agent:
+// the server whose command line holds its token file is killed and the
+// directory removed. Registered VMMs' directories are left alone.
+func TestOrphanSweptAtStart(t *testing.T) {
+	root := t.TempDir()
+	a := stubAgent(t, root, Resources{CPUs: 4, MemoryMiB: 1024}, nil)
+	kept := uuid.New()
+	_, _, err := a.Ensure(context.Background(), kept, stubRequest("kept"))
+	require.NoError(t, err)
+	killAll(t, a)
+	require.NoError(t, a.Close())
+
+	orphan := filepath.Join(root, "vmms", uuid.New().String())
+	require.NoError(t, os.MkdirAll(filepath.Join(orphan, "storage"), 0o700))
+	token := filepath.Join(orphan, "token")
+	require.NoError(t, os.WriteFile(token, []byte("x"), 0o600))
+	pid, ended := startStub(t, token)
+	require.Eventually(t, func() bool { return cmdlineHas(pid, token) }, 10*time.Second, time.Millisecond)
+
+	b := stubAgent(t, root, Resources{CPUs: 4, MemoryMiB: 1024}, nil)
+	defer b.Close()
+	waitClosed(t, ended, "the orphan's server was not killed")
+	_, err = os.Stat(orphan)
+	require.ErrorIs(t, err, os.ErrNotExist, "the orphan's directory was not removed")
+	_, err = os.Stat(filepath.Join(root, "vmms", kept.String(), "token"))
+	require.NoError(t, err, "a registered VMM's directory is kept")
+	_, err = b.Get(kept)
+	require.NoError(t, err)
+}
+
+// While a new server is waited for, the registry holds a starting record
+// (pid, port, token file); an agent that stops then leaves no orphan: the
+// next one kills that server and removes its directory, and does not
+// register it.
+func TestStartingRecordSaved(t *testing.T) {
+	root := t.TempDir()
+	entered := make(chan struct{}, 1)
+	a, err := New(Options{Root: root, Capacity: Resources{CPUs: 4, MemoryMiB: 1024}, PortMin: 42000 + os.Getpid()%1000*20,
+		PortMax: 42019 + os.Getpid()%1000*20, VMMBinary: stubVMMBinary(t), Log: quiet(),
+		Dial: func(ctx context.Context, addr, token string) (VMMClient, error) {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			return nil, fmt.Errorf("%w", ErrVMMUnavailable)
+		}})
+	require.NoError(t, err)
+	id := uuid.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	ensured := make(chan error, 1)
+	go func() { _, _, err := a.Ensure(ctx, id, stubRequest("s")); ensured <- err }()
+	<-entered
+	reg, err := loadRegistry(root)
+	require.NoError(t, err)
+	require.Len(t, reg.VMMs, 1)
+	rec := reg.VMMs[0]
+	require.True(t, rec.Starting)
+	require.Equal(t, id, rec.ID)
+	require.NotZero(t, rec.Pid)
+	require.NotZero(t, rec.Port)
+	require.Equal(t, filepath.Join(root, "vmms", id.String(), "token"), rec.TokenPath)
+	require.Eventually(t, func() bool { return cmdlineHas(rec.Pid, rec.TokenPath) }, 10*time.Second, time.Millisecond)
+	t.Cleanup(func() { _ = syscall.Kill(-rec.Pid, syscall.SIGKILL) })
+
+	require.NoError(t, a.Close()) // as if it crashed: the record stays
+	b := stubAgent(t, root, Resources{CPUs: 4, MemoryMiB: 1024}, nil)
+	defer b.Close()
+	require.False(t, pidAlive(rec.Pid) && cmdlineHas(rec.Pid, rec.TokenPath), "the starting server was not killed")
+	_, err = os.Stat(filepath.Join(root, "vmms", id.String()))
+	require.ErrorIs(t, err, os.ErrNotExist)
+	_, err = b.Get(id)
+	require.ErrorIs(t, err, ErrNoSuchVmm)
+	require.Zero(t, b.Inventory().CPUs.Reserved)
+	cancel()
+	require.Error(t, <-ensured)
+}
+
+// A registry that cannot be saved fails the ensure (a VMM not written
+// down would be lost at the next restart): its process is killed, its
+// directory removed and its reservation released. Both saves count: the
+// starting record and the final one.
+func TestEnsureFailsWhenRegistryCannotBeSaved(t *testing.T) {
+	for _, when := range []string{"starting", "final"} {
+		t.Run(when, func(t *testing.T) {
+			root := t.TempDir()
+			regPath := filepath.Join(root, registryName)
+			block := func() {
+				// A non-empty directory where the registry is: the rename fails.
+				require.NoError(t, os.Remove(regPath))
+				require.NoError(t, os.MkdirAll(filepath.Join(regPath, "x"), 0o700))
+			}
+			client := &stubClient{}
+			a, err := New(Options{Root: root, Capacity: Resources{CPUs: 4, MemoryMiB: 1024}, PortMin: 43000 + os.Getpid()%1000*20,
+				PortMax: 43019 + os.Getpid()%1000*20, VMMBinary: stubVMMBinary(t), Log: quiet(),
+				Dial: func(ctx context.Context, addr, token string) (VMMClient, error) {
+					if when == "final" {
+						block()
+					}
+					return client, nil
+				}})
+			require.NoError(t, err)
+			if when == "starting" {
+				block()
+			}
+			id := uuid.New()
+			_, _, err = a.Ensure(context.Background(), id, stubRequest("s"))
+			require.ErrorContains(t, err, "registry")
+			token := filepath.Join(root, "vmms", id.String(), "token")
+			require.Empty(t, pidsWithArg(token), "the refused VMM's process runs on")
+			_, err = os.Stat(filepath.Join(root, "vmms", id.String()))
+			require.ErrorIs(t, err, os.ErrNotExist)
+			_, err = a.Get(id)
+			require.ErrorIs(t, err, ErrNoSuchVmm)
+			require.Zero(t, a.Inventory().CPUs.Reserved)
+			require.NoError(t, os.RemoveAll(regPath))
+			require.NoError(t, a.Close())
+		})
+	}
+}
