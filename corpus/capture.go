@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -51,6 +52,9 @@ type Provenance struct {
 	Command string
 }
 
+// sha256Hex is a lower-case SHA-256 in hex.
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
 // CapturedEntry is one line of corpus/CAPTURED.
 type CapturedEntry struct {
 	SHA256, Path string
@@ -73,7 +77,7 @@ func ParseCaptured(name string, data []byte) (map[string]CapturedEntry, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) < 6 || f[2] != "commit" || f[4] != "command" || len(f[0]) != 64 || !commitID.MatchString(f[3]) {
+		if len(f) < 6 || f[2] != "commit" || f[4] != "command" || !sha256Hex.MatchString(f[0]) || !commitID.MatchString(f[3]) {
 			errs = append(errs, fmt.Errorf("%s line %d: want \"<sha256>  <path>  commit <40 hex digits>  command <command line>\", got %q", name, n+1, line))
 			continue
 		}

@@ -46,3 +46,17 @@ func checkLineErrors(t *testing.T, prefix string, err error) {
 		}
 	}
 }
+
+func FuzzParseCaptured(f *testing.F) {
+	f.Add(strings.Repeat("a", 64) + "  vmm-server/v1/device/captured-x.json  commit " + strings.Repeat("c", 40) + "  command go run ./cmd/corpusgen -capture\n")
+	f.Add("# header\nabc x commit y command\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		got, err := ParseCaptured("C", []byte(data))
+		checkLineErrors(t, "C line ", err)
+		for p, e := range got {
+			if p != e.Path || len(e.SHA256) != 64 || len(e.Commit) != 40 || e.Command == "" || e.Line < 1 {
+				t.Fatalf("accepted a bad record %+v", e)
+			}
+		}
+	})
+}
