@@ -40,10 +40,11 @@ var Phases = []Phase{
 		return "released corpus as released: " + strings.Join(rep.Checked, "; "), err
 	}},
 	{"fresh", func(_ context.Context, root, _ string) (string, error) {
+		const covered = "every contract has a corpus and every corpus folder a contract"
 		if err := corpus.CheckCoverage(root); err != nil {
-			return "every contract has a corpus", err
+			return covered, err
 		}
-		return "every contract has a corpus; that of versions in development is what 'go run ./cmd/corpusgen' writes", corpus.CheckFresh(root)
+		return covered + "; captured files carry their provenance; the corpus of versions in development is what 'go run ./cmd/corpusgen' writes", corpus.CheckFresh(root)
 	}},
 	{"replay", func(_ context.Context, root, tmp string) (string, error) {
 		sum, err := corpus.NewReplayer(root, tmp).Replay()

@@ -157,7 +157,7 @@ func compareVersions(a, b corpus.Version) int {
 // wrote it. manifests caches parsed MANIFESTs by commit.
 func checkAfterPins(ctx context.Context, root string, v corpus.Version, rev string, now corpus.Manifest, manifests map[string]corpus.Manifest) error {
 	name := path.Join(corpus.Dir, corpus.ManifestName)
-	out, err := git(ctx, root, "rev-list", "--reverse", rev+"..HEAD", "--", name)
+	out, err := git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", rev+"..HEAD", "--", name)
 	if err != nil {
 		return fmt.Errorf("cannot check the after-files of %s against history: %w", v, err)
 	}
@@ -219,7 +219,7 @@ func checkReleasesHistory(ctx context.Context, root string) error {
 	for _, r := range cur {
 		byName[r.Name] = r
 	}
-	revs, err := git(ctx, root, "log", "--reverse", "--format=%H", "--", name)
+	revs, err := git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", "--", name)
 	if err != nil {
 		return fmt.Errorf(cannot, name, err)
 	}
@@ -228,7 +228,7 @@ func checkReleasesHistory(ctx context.Context, root string) error {
 	for _, rev := range strings.Fields(revs) {
 		old, err := git(ctx, root, "show", rev+":"+name)
 		if err != nil {
-			continue // the commit deleted the file; today's is read above
+			return fmt.Errorf(cannot, name, err)
 		}
 		rels, _ := corpus.ParseReleases(name+"@"+rev[:12], []byte(old))
 		for _, r := range rels {
