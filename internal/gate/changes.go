@@ -27,7 +27,8 @@ import (
 // gate's message for an undeclared change gives the exact line to write.
 //
 // Everything else in the file is prose for people, but a list item ("-",
-// "*", "+" or "1." at any indentation) that mentions "breaking" must be a
+// "*", "+" or "1." at any indentation, quoted or not) that mentions
+// "breaking" (in any case, "non-breaking" included) must be a
 // declaration in the form above, at the start of its line: anything else is
 // an error naming the file and the line, as is a declaration outside an
 // entry, one without a reason, a version with two entries, or the same
@@ -82,8 +83,9 @@ var (
 	entryHeading = regexp.MustCompile(`^## v([1-9][0-9]*)(?:[ \t]|$)`)
 	declLine     = regexp.MustCompile("^- breaking `([a-z0-9-]+)` at `(?:([A-Z]+) (/[^`]*)|\\*)`((?: on(?: `[^`]*`)+)?): *(.*)$")
 	declArg      = regexp.MustCompile("`([^`]*)`")
-	// listItem is a Markdown list item's marker, at any indentation.
-	listItem = regexp.MustCompile(`^[ \t]*(?:[-*+]|[0-9]+[.)])(?:[ \t]|$)`)
+	// listItem is a Markdown list item's marker, at any indentation,
+	// in a block quote or not.
+	listItem = regexp.MustCompile(`^[ \t>]*(?:[-*+]|[0-9]+[.)])(?:[ \t]|$)`)
 	// mentionsBreaking finds the word in any case.
 	mentionsBreaking = regexp.MustCompile(`(?i)breaking`)
 )
@@ -149,6 +151,6 @@ func isListItem(line string) bool {
 	if listItem.MatchString(line) {
 		return true
 	}
-	t := strings.TrimLeft(line, " \t")
+	t := strings.TrimLeft(line, " \t>")
 	return len(t) > 0 && strings.ContainsRune("-*+", rune(t[0])) && strings.HasPrefix(strings.ToLower(strings.TrimLeft(t[1:], " \t")), "breaking")
 }

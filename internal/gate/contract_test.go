@@ -142,6 +142,7 @@ func TestChangesHeadingsAndListItems(t *testing.T) {
 		"- this is a breaking change of GET /x",
 		"-breaking `a-b` at `GET /x`: no space",
 		"1. breaking `a-b` at `GET /x`: ordered list",
+		"> - breaking `a-b` at `GET /x`: quoted",
 	} {
 		_, err := ParseChanges("C.md", []byte("## v2\n\nprose\n"+line+"\n"))
 		require.ErrorContains(t, err, "C.md line 4:", "line %q", line)
