@@ -25,18 +25,23 @@ import (
 //   - migrate_target.go: the target's ensure and the inbound migration.
 
 // migrations is the instance's migration bookkeeping; guarded by Runtime.mu.
+// What became of the migrations handed off is not the instance's: it is
+// kept beside, in Runtime.outcomes, so that a new instance does not erase
+// it.
 type migrations struct {
 	// arm is the outbound migration the source is armed for; nil: none.
 	arm *migrationArm
-	// handedOff is the outbound migration handed off last, with its
-	// secret, kept for a while for a target that lost the hand-off and
-	// asks (proving itself again) whether it happened; nil: none.
-	handedOff *migrationArm
-	in        *MigrationProgress
-	out       *MigrationProgress
+	in  *MigrationProgress
+	out *MigrationProgress
 	// abortOut aborts the outbound migration in progress, if any.
 	abortOut func(error)
 }
+
+// maxHandshakes is how many targets may prove themselves at once for one
+// arm (or one outcome): a stranger who knows the id and holds streams open
+// in silence does not keep the real target out unless it holds them all,
+// and then every further one is refused like an id never armed.
+const maxHandshakes = 4
 
 // migrationArm is an armed source's capability: the one-time secret bound
 // to the migration id until expires. A successful proof uses it up (the
@@ -46,12 +51,52 @@ type migrationArm struct {
 	id      uuid.UUID
 	secret  string
 	expires time.Time
-	// handshaking says a target is proving itself now: only one at a time.
-	handshaking bool
+	// handshakes counts the targets proving themselves now (at most
+	// maxHandshakes); the first to prove itself wins the arm.
+	handshakes int
 }
 
 // live reports whether the arm exists and can still be used at now.
 func (a *migrationArm) live(now time.Time) bool { return a != nil && now.Before(a.expires) }
+
+// outcome is what became of an outbound migration once a target proved
+// itself for it: handed off, or failed before the hand-off (the VM ran on
+// here). It is kept, with the secret, until expires (OutcomeTTL) for a
+// target that lost the end of the stream and asks again, proving itself:
+// it learns the outcome only then. Guarded by Runtime.mu.
+type outcome struct {
+	id        uuid.UUID
+	secret    string
+	handedOff bool
+	expires   time.Time
+	// handshakes counts the askers proving themselves now.
+	handshakes int
+}
+
+// outcomes are the outcomes kept, by migration id. They outlive the
+// instance that migrated: a new ensure on the source does not erase them.
+type outcomes map[uuid.UUID]*outcome
+
+// liveLocked returns the outcome of migration id, nil if none is kept, and
+// forgets the expired ones.
+func (o outcomes) liveLocked(id uuid.UUID, now time.Time) *outcome {
+	for k, v := range o {
+		if !now.Before(v.expires) {
+			delete(o, k)
+		}
+	}
+	return o[id]
+}
+
+// recordOutcomeLocked keeps what became of migration id for ttl.
+func (r *Runtime) recordOutcomeLocked(id uuid.UUID, secret string, handedOff bool, ttl time.Duration) {
+	if r.outcomes == nil {
+		r.outcomes = outcomes{}
+	}
+	now := time.Now()
+	r.outcomes.liveLocked(id, now)
+	r.outcomes[id] = &outcome{id: id, secret: secret, handedOff: handedOff, expires: now.Add(ttl)}
+}
 
 func (m *migrations) statusLocked() MigrationStatus {
 	st := MigrationStatus{}
@@ -92,9 +137,17 @@ const (
 	// ResolveTimeout the lookup of a source named by host name.
 	DialTimeout    = 5 * time.Second
 	ResolveTimeout = 3 * time.Second
-	// OutcomeTTL is how long a source that handed a migration off answers
-	// a target that lost the hand-off.
+	// OutcomeTTL is how long a source that handed a migration off (or
+	// failed it after the proofs) answers a target that lost the end of the
+	// stream; a target that lost the hand-off asks it again, with backoff,
+	// until OutcomeTTL has passed since it told the source Imported.
 	OutcomeTTL = time.Minute
+	// RetryBackoff is the first wait of the target's retries (doubled at
+	// each, up to MaxRetryBackoff): of an upgrade that the source refused,
+	// UpgradeTries in all, and of the asks after a lost hand-off.
+	RetryBackoff    = 250 * time.Millisecond
+	MaxRetryBackoff = 5 * time.Second
+	UpgradeTries    = 5
 )
 
 // migrationConfig is how this server migrates; set once at creation. Its
@@ -103,8 +156,8 @@ type migrationConfig struct {
 	// peers are the networks a migration target may dial.
 	peers []netip.Prefix
 	// idle, handshake and build are StreamIdleTimeout, HandshakeTimeout
-	// and BuildTimeout.
-	idle, handshake, build durationVar
+	// and BuildTimeout; outcome is OutcomeTTL and retry RetryBackoff.
+	idle, handshake, build, outcome, retry durationVar
 }
 
 // newMigrationConfig returns the configuration with the default timeouts;
@@ -117,6 +170,8 @@ func newMigrationConfig(peers []netip.Prefix) *migrationConfig {
 	c.idle.set(StreamIdleTimeout)
 	c.handshake.set(HandshakeTimeout)
 	c.build.set(BuildTimeout)
+	c.outcome.set(OutcomeTTL)
+	c.retry.set(RetryBackoff)
 	return c
 }
 

@@ -35,44 +35,41 @@ func (r *Runtime) MigrateExpect(_ context.Context, arm MigrationArm) (ArmedMigra
 		return ArmedMigration{}, &TransitionError{State: r.inst.State, Requested: "migrate"}
 	}
 	out.ExpiresAt = time.Now().Add(ttl)
+	if o := r.outcomes.liveLocked(arm.ID, time.Now()); o != nil && !o.handedOff {
+		delete(r.outcomes, arm.ID) // armed again after it failed
+	}
 	r.mig.arm = &migrationArm{id: arm.ID, secret: secret, expires: out.ExpiresAt}
 	r.log.Info("armed as a migration source", "migration", arm.ID, "expires", out.ExpiresAt)
 	return out, nil
 }
 
-// MigrateSource checks that the source is armed for migration id and that
-// no other target is proving itself for it, and returns the function that
-// serves the stream. Nothing changes yet: serve first has the target
-// prove that it holds the arm's secret (and proves it holds it too), and
-// only then uses the arm up and starts the migration. A target that fails
-// the proof, stalls or hangs up leaves the instance running and the arm as
-// it was.
+// MigrateSource returns the function that serves the stream of migration
+// id: that of the arm, or, for a target that lost the end of the stream,
+// the outcome kept. It is the only operation a caller without credentials
+// may call, so before the proof it tells nothing: whether there is no
+// instance, no such arm, an arm of another id, an expired one, or too many
+// handshakes in progress, the refusal is the same ErrNoSuchMigration. Nothing
+// changes yet: serve first has the target prove that it holds the secret
+// (and proves it holds it too); only then is the instance's state checked,
+// the arm used up and the migration started. A target that fails the
+// proof, stalls or hangs up leaves the instance running and the arm as it
+// was.
 func (r *Runtime) MigrateSource(_ context.Context, id uuid.UUID) (func(context.Context, net.Conn) error, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.req == nil {
-		return nil, ErrNoInstance
-	}
-	if h := r.mig.handedOff; h.live(time.Now()) && h.id == id {
-		if h.handshaking {
-			return nil, &TransitionError{State: r.inst.State, Requested: "migrate",
-				Note: "another target is proving itself for this migration; try again in a few seconds"}
+	now := time.Now()
+	if o := r.outcomes.liveLocked(id, now); o != nil {
+		if o.handshakes >= maxHandshakes {
+			return nil, ErrNoSuchMigration
 		}
-		h.handshaking = true
-		return func(_ context.Context, conn net.Conn) error { return r.serveOutcome(h, conn) }, nil
+		o.handshakes++
+		return func(_ context.Context, conn net.Conn) error { return r.serveOutcome(o, conn) }, nil
 	}
 	a := r.mig.arm
-	if !a.live(time.Now()) || a.id != id {
+	if r.req == nil || !a.live(now) || a.id != id || a.handshakes >= maxHandshakes {
 		return nil, ErrNoSuchMigration
 	}
-	if r.inst.State != StateRunning || r.machine == nil {
-		return nil, &TransitionError{State: r.inst.State, Requested: "migrate"}
-	}
-	if a.handshaking {
-		return nil, &TransitionError{State: r.inst.State, Requested: "migrate",
-			Note: "another target is proving itself for this migration; try again in a few seconds"}
-	}
-	a.handshaking = true
+	a.handshakes++
 	return func(_ context.Context, conn net.Conn) error { return r.serveSource(a, conn) }, nil
 }
 
@@ -80,7 +77,7 @@ func (r *Runtime) MigrateSource(_ context.Context, id uuid.UUID) (func(context.C
 // by a: the handshake, then the migration.
 func (r *Runtime) serveSource(a *migrationArm, conn net.Conn) error {
 	if conn == nil {
-		r.endHandshake(a)
+		r.endHandshake(&a.handshakes)
 		return errors.New("the connection could not be upgraded to the migration stream")
 	}
 	sc := newStreamConn(conn, r.mc.idle.get())
@@ -89,7 +86,7 @@ func (r *Runtime) serveSource(a *migrationArm, conn net.Conn) error {
 	hello, err := sourceHandshake(p, a.id, a.secret)
 	if err != nil {
 		p.abort(err)
-		r.endHandshake(a)
+		r.endHandshake(&a.handshakes)
 		r.log.Warn("migration handshake failed; the instance runs on, still armed", "migration", a.id,
 			"remote", conn.RemoteAddr().String(), "err", err)
 		return err
@@ -104,22 +101,24 @@ func (r *Runtime) serveSource(a *migrationArm, conn net.Conn) error {
 	return src.run(ctx, hello)
 }
 
-// endHandshake frees the arm for the next target's handshake.
-func (r *Runtime) endHandshake(a *migrationArm) {
+// endHandshake counts one handshake of an arm or an outcome as over.
+func (r *Runtime) endHandshake(n *int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a.handshaking = false
+	*n--
 }
 
-// beginOutbound uses the arm up, if it is still the instance's and alive,
-// and starts the outbound migration: the instance is migrating until it
-// ends, and a stop (or the guest's end) aborts it through the context.
+// beginOutbound uses the arm up, if it is still the instance's and alive
+// (of the targets that prove themselves at once, the first wins), checks
+// the instance's state, and starts the outbound migration: the instance is
+// migrating until it ends, and a stop (or the guest's end) aborts it
+// through the context.
 func (r *Runtime) beginOutbound(a *migrationArm, p *peer) (context.Context, *source, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a.handshaking = false
+	a.handshakes--
 	if r.mig.arm != a || !a.live(time.Now()) {
-		return nil, nil, refusal(migration.AbortNoSuchMigration, "the arm of migration %s expired or was replaced during the handshake", a.id)
+		return nil, nil, refusal(migration.AbortNoSuchMigration, "the arm of migration %s expired, was used or was replaced during the handshake", a.id)
 	}
 	if r.inst.State != StateRunning || r.machine == nil {
 		return nil, nil, fmt.Errorf("the source cannot migrate an instance that is %s", r.inst.State)
@@ -135,22 +134,32 @@ func (r *Runtime) beginOutbound(a *migrationArm, p *peer) (context.Context, *sou
 	return ctx, src, nil
 }
 
-// serveOutcome answers a target that lost the hand-off of migration h and
-// asks again: once it has proved that it holds the secret (and we have),
-// it gets the Commit it missed.
-func (r *Runtime) serveOutcome(h *migrationArm, conn net.Conn) error {
-	defer r.endHandshake(h)
+// errNotHandedOff is what a source tells a target that asks, after the
+// proofs, about a migration that failed before the hand-off.
+var errNotHandedOff = errors.New("the migration failed at the source before the hand-off; the VM runs there")
+
+// serveOutcome answers a target that lost the end of the stream of
+// migration o and asks again: once it has proved that it holds the secret
+// (and we have), it gets the Commit it missed, or, if the migration failed
+// before the hand-off, an Abort that says so.
+func (r *Runtime) serveOutcome(o *outcome, conn net.Conn) error {
+	defer r.endHandshake(&o.handshakes)
 	if conn == nil {
 		return errors.New("the connection could not be upgraded to the migration stream")
 	}
 	sc := newStreamConn(conn, r.mc.idle.get())
 	sc.setLimits(r.mc.idle.get(), time.Now().Add(r.mc.handshake.get()))
 	p := newPeer("target", sc, nil)
-	if _, err := sourceHandshake(p, h.id, h.secret); err != nil {
+	if _, err := sourceHandshake(p, o.id, o.secret); err != nil {
 		p.abort(err)
-		r.log.Warn("migration outcome asked without proof", "migration", h.id, "err", err)
+		r.log.Warn("migration outcome asked without proof", "migration", o.id, "err", err)
 		return err
 	}
-	r.log.Info("telling the target again that the migration was handed off", "migration", h.id)
+	if !o.handedOff {
+		r.log.Info("telling the target again that the migration failed before the hand-off", "migration", o.id)
+		p.abort(errNotHandedOff)
+		return nil
+	}
+	r.log.Info("telling the target again that the migration was handed off", "migration", o.id)
 	return p.sendNow(migration.TypeCommit, migration.Commit{}.Encode())
 }

@@ -28,6 +28,7 @@ const (
 	testIdle      = 300 * time.Millisecond
 	testHandshake = 600 * time.Millisecond
 	testBuild     = 2 * time.Second
+	testRetry     = 20 * time.Millisecond
 )
 
 // lockedBuffer is a log sink that tests read while the server writes.
@@ -65,6 +66,7 @@ func newMigRig(t *testing.T, opt ...func(*RuntimeOptions)) *migRig {
 	g.rt.mc.idle.set(testIdle)
 	g.rt.mc.handshake.set(testHandshake)
 	g.rt.mc.build.set(testBuild)
+	g.rt.mc.retry.set(testRetry)
 	return &migRig{rig: g, log: log}
 }
 
@@ -122,7 +124,30 @@ func (g *migRig) armFree(id uuid.UUID) bool {
 	g.rt.mu.Lock()
 	defer g.rt.mu.Unlock()
 	a := g.rt.mig.arm
-	return a != nil && a.id == id && !a.handshaking
+	return a != nil && a.id == id && a.handshakes == 0
+}
+
+// outcome returns a copy of the outcome the source keeps of migration id,
+// and whether it keeps one.
+func (g *migRig) outcome(id uuid.UUID) (outcome, bool) {
+	g.rt.mu.Lock()
+	defer g.rt.mu.Unlock()
+	o := g.rt.outcomes.liveLocked(id, time.Now())
+	if o == nil {
+		return outcome{}, false
+	}
+	return *o, true
+}
+
+// expireOutcome makes the outcome kept of migration id expired, as time
+// would.
+func (g *migRig) expireOutcome(t *testing.T, id uuid.UUID) {
+	t.Helper()
+	g.rt.mu.Lock()
+	defer g.rt.mu.Unlock()
+	o := g.rt.outcomes[id]
+	require.NotNil(t, o)
+	o.expires = time.Now().Add(-time.Millisecond)
 }
 
 // expireArm makes the source's arm expired, as time would.
@@ -257,21 +282,18 @@ func proveAsTarget(t *testing.T, c net.Conn, br *bufio.Reader, id uuid.UUID, sec
 	sendFrame(t, c, migration.TypeProof, proof.Encode())
 }
 
-// fakeSource listens on loopback for one target, reads its upgrade request
-// and hands the connection to serve; it returns the address and a channel
-// that yields every frame the target sent after serve returned (until the
-// target hung up).
+// fakeSource listens on loopback for targets, reads each one's upgrade
+// request and hands the connection to serve (a target may dial again: each
+// stream is served so); it returns the address and a channel that yields
+// every frame the first stream to end carried after serve returned
+// (until the target hung up).
 func fakeSource(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (string, <-chan []migration.Frame) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
 	got := make(chan []migration.Frame, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
+	one := func(c net.Conn) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		if _, err := http.ReadRequest(br); err != nil {
@@ -288,7 +310,19 @@ func fakeSource(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (string,
 			f.Payload = bytes.Clone(f.Payload)
 			frames = append(frames, f)
 		}
-		got <- frames
+		select {
+		case got <- frames:
+		default:
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go one(c)
+		}
 	}()
 	return ln.Addr().String(), got
 }

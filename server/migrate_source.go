@@ -110,6 +110,9 @@ func (s *source) fail(err error) {
 		out.Phase, out.FailureReason, out.Total = PhaseFailed, sanitize(err.Error(), maxFailureReason), time.Since(s.start)
 	}
 	s.r.mig.abortOut = nil
+	// A target that lost the stream and asks is told, once it proved
+	// itself, that nothing was handed off.
+	s.r.recordOutcomeLocked(s.id, s.secret, false, s.r.mc.outcome.get())
 	if s.r.machine != s.m || s.r.inst.State != StateMigrating {
 		return
 	}
@@ -287,7 +290,7 @@ func (s *source) handOff(ctx context.Context) error {
 		out.BytesSent = s.p.sent.Load()
 	}
 	r.mig.abortOut = nil
-	r.mig.handedOff = &migrationArm{id: s.id, secret: s.secret, expires: time.Now().Add(OutcomeTTL)}
+	r.recordOutcomeLocked(s.id, s.secret, true, r.mc.outcome.get())
 	r.mu.Unlock()
 
 	var err error
@@ -308,7 +311,8 @@ func (s *source) handOff(ctx context.Context) error {
 		r.setStateLocked(StateDestroyed, "migrated out")
 	}
 	if err != nil {
-		// The target can still ask us (serveOutcome).
+		// The target can still ask us (serveOutcome), even once a new
+		// instance replaced this one: the outcome is kept beside it.
 		r.log.Warn("migration: sending the hand-off failed", "err", err)
 	}
 	return nil

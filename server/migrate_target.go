@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -110,7 +111,13 @@ func (t *target) run() {
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if t.m != nil && r.machine != t.m {
+	switch {
+	case errors.Is(err, errOutcomeUnknown) && t.m != nil:
+		// The source may have handed the VM off and let its own go:
+		// this one, paused, may be the only copy. It stays the
+		// instance's, failed, and goes only with it.
+		r.machine = t.m
+	case t.m != nil && r.machine != t.m:
 		r.closeLater(t.m) // off the lock: unmapping RAM is slow
 	}
 	reason := sanitize(err.Error(), maxFailureReason)
@@ -142,12 +149,19 @@ func (t *target) dial() (*peer, error) {
 		conn.Close()
 		return nil, fmt.Errorf("upgrade at the source: %w", err)
 	}
-	br := bufio.NewReaderSize(sc, 1<<20)
+	// Nothing the source says before its proof may cost us more than
+	// maxUpgradeAnswer bytes: the answer is read through a limit, lifted
+	// once the upgrade is taken (the handshake's frames have their own).
+	lr := &io.LimitedReader{R: sc, N: maxUpgradeAnswer}
+	br := bufio.NewReaderSize(lr, 1<<20)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
 		if err := sc.timeout(); err != nil {
 			return nil, fmt.Errorf("the source did not answer the upgrade: %w", err)
+		}
+		if lr.N <= 0 {
+			return nil, fmt.Errorf("the source did not answer as a waggle server (an answer to the upgrade longer than %d bytes)", maxUpgradeAnswer)
 		}
 		return nil, errors.New("the source did not answer as a waggle server (no HTTP response)")
 	}
@@ -156,7 +170,31 @@ func (t *target) dial() (*peer, error) {
 		conn.Close()
 		return nil, upgradeRefused(resp.StatusCode, body)
 	}
+	lr.N = math.MaxInt64
 	return newPeer("source", sc, br), nil
+}
+
+// maxUpgradeAnswer bounds the source's answer to the upgrade (status line,
+// headers and, on a refusal, the body read).
+const maxUpgradeAnswer = 16 << 10
+
+// dialRetrying is dial, tried again with backoff (UpgradeTries in all)
+// while the source refuses the upgrade: a source answers a target whose
+// arm is busy (other streams proving themselves) as it answers one with no
+// arm at all, and the busy streams end within the handshake timeout.
+func (t *target) dialRetrying() (*peer, error) {
+	wait := t.r.mc.retry.get()
+	for try := 1; ; try++ {
+		p, err := t.dial()
+		var ur *upgradeRefusal
+		if err == nil || try >= UpgradeTries || !errors.As(err, &ur) ||
+			(ur.code != CodeNoSuchMigration && ur.code != CodeInvalidTransition) {
+			return p, err
+		}
+		t.r.log.Info("migration: the source refused the upgrade; trying again", "migration", t.id, "try", try, "err", err)
+		time.Sleep(wait)
+		wait = min(2*wait, MaxRetryBackoff)
+	}
 }
 
 // upgradeRefusal is a source that answered the upgrade with one of our
@@ -174,7 +212,7 @@ func (e *upgradeRefusal) Error() string {
 // with, and what each means to a target, in our words.
 var upgradeCodes = map[string]string{
 	CodeNoSuchMigration:   reasonNoSuchMigration,
-	CodeInvalidTransition: "the source cannot migrate now: it is not running, or another target is proving itself for this migration",
+	CodeInvalidTransition: "the source cannot migrate now: it is not running, or other targets are proving themselves for this migration",
 	CodeNoInstance:        "the source has no instance",
 	CodeNotUpgraded:       "the source did not take the upgrade",
 	CodeNotFound:          "the source has no migration endpoint",
@@ -198,7 +236,7 @@ func upgradeRefused(status int, body []byte) error {
 }
 
 func (t *target) migrate() error {
-	p, err := t.dial()
+	p, err := t.dialRetrying()
 	if err != nil {
 		return err
 	}
@@ -256,21 +294,31 @@ func (t *target) migrate() error {
 	}
 	t.importTime = time.Since(received)
 	t.phase(PhaseHandoff)
-	if err := t.p.sendNow(migration.TypeImported, nil); err != nil {
-		return err
-	}
+	importedAt := time.Now()
 	var pausedFor time.Duration
-	f, err = t.p.expect(migration.TypeCommit)
+	err = t.p.sendNow(migration.TypeImported, nil) // if it fails, the source may have read it all the same
 	if err == nil {
-		var c migration.Commit
-		if c, err = migration.DecodeCommit(f.Payload); err == nil {
-			pausedFor = c.PausedFor
+		if f, err = t.p.expect(migration.TypeCommit); err == nil {
+			var c migration.Commit
+			if c, err = migration.DecodeCommit(f.Payload); err == nil {
+				pausedFor = c.PausedFor
+			}
 		}
 	}
 	committedAt := time.Now()
 	if err != nil {
+		var pa *errPeerAborted
+		if errors.As(err, &pa) && pa.trusted {
+			// The source, which proved itself, aborts only while the
+			// VM is still its own: there was no hand-off.
+			return err
+		}
 		// The source decides at the hand-off; ask it what it decided.
-		if !t.handedOff() {
+		done, askErr := t.handedOff(importedAt)
+		if askErr != nil {
+			return askErr
+		}
+		if !done {
 			return fmt.Errorf("no hand-off from the source: %w", err)
 		}
 		t.r.log.Warn("migration: the hand-off was lost but the source completed; running", "err", err)
@@ -438,32 +486,45 @@ func checkRange(regions []vmm.Region, gpa, n uint64) error {
 	return fmt.Errorf("%w: pages at %#x (+%d bytes) are outside guest RAM", migration.ErrFrame, gpa, n)
 }
 
+// errOutcomeUnknown: the target could not learn whether the source handed
+// the migration off; it keeps its VM, paused, since it may be the only
+// copy.
+var errOutcomeUnknown = errors.New("the outcome of the hand-off is unknown")
+
 // handedOff asks the source again, on a new stream, whether it handed the
 // migration off: a source that did answers a target that proves itself
-// with the Commit it missed; one that did not has no such migration any
-// more (its arm was used up), and the VM runs there. A few tries, for a
-// connection cut.
-func (t *target) handedOff() bool {
-	for try := range 3 {
-		if try > 0 {
-			time.Sleep(time.Second)
-		}
+// with the Commit it missed, one that did not with an Abort (the VM runs
+// there). Only an answer after the source's proof counts: a refusal of the
+// upgrade is no answer (the source answers a busy arm, an unknown id and
+// no instance alike). It asks again, with backoff, until the source's
+// answer's time (OutcomeTTL) since importedAt has passed; then the outcome
+// is unknown (errOutcomeUnknown).
+func (t *target) handedOff(importedAt time.Time) (bool, error) {
+	ttl := t.r.mc.outcome.get()
+	deadline := importedAt.Add(ttl)
+	wait := t.r.mc.retry.get()
+	for {
 		done, final := t.askHandedOff()
 		if final {
-			return done
+			return done, nil
 		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false, fmt.Errorf("%w: the source could not be asked within %v of the import; this VM is paused, not closed, and may be the only copy of the guest",
+				errOutcomeUnknown, ttl)
+		}
+		time.Sleep(min(wait, left))
+		wait = min(2*wait, MaxRetryBackoff)
 	}
-	return false
 }
 
-// askHandedOff asks once; final says the answer is the source's, not a
-// failure to ask.
+// askHandedOff asks once; final says the answer is the source's, given
+// after its proof, not a failure to ask.
 func (t *target) askHandedOff() (done, final bool) {
 	p, err := t.dial()
 	if err != nil {
 		t.r.log.Warn("migration: asking the source for the hand-off", "migration", t.id, "err", err)
-		var ur *upgradeRefusal
-		return false, errors.As(err, &ur) && ur.code == CodeNoSuchMigration
+		return false, false
 	}
 	defer p.conn.Close()
 	if err := t.handshake(p, nil); err != nil {
@@ -471,10 +532,17 @@ func (t *target) askHandedOff() (done, final bool) {
 		return false, false
 	}
 	f, err := p.recv()
-	if err != nil {
-		return false, false
+	var pa *errPeerAborted
+	switch {
+	case err == nil:
+		// A Commit, or the Preamble of an arm of this id made again
+		// (then the VM is the source's still).
+		return f.Type == migration.TypeCommit, true
+	case errors.As(err, &pa):
+		return false, true // the source proved itself: its Abort is its answer
 	}
-	return f.Type == migration.TypeCommit, true
+	t.r.log.Warn("migration: asking the source for the hand-off", "migration", t.id, "err", err)
+	return false, false
 }
 
 // stallUntilSourceGivesUp is the FailStallInPrecopy fail point: the target

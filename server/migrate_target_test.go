@@ -23,12 +23,11 @@ func TestLostHandOffIsAskedAgain(t *testing.T) {
 	waitState(t, b.rt, StateRunning)
 	waitState(t, a.rt, StateDestroyed)
 	require.Contains(t, b.log.String(), "the hand-off was lost but the source completed")
-	// The source serves one ask at a time: wait until it is done with the
-	// target's (its stream may still be closing when the target runs).
+	// Wait until the source is done with the target's ask (its stream may
+	// still be closing when the target runs).
 	require.Eventually(t, func() bool {
-		a.rt.mu.Lock()
-		defer a.rt.mu.Unlock()
-		return a.rt.mig.handedOff != nil && !a.rt.mig.handedOff.handshaking
+		o, ok := a.outcome(id)
+		return ok && o.handedOff && o.handshakes == 0
 	}, 10*time.Second, time.Millisecond)
 
 	// A stranger asking gets no Commit.
@@ -47,15 +46,14 @@ func TestLostHandOffIsAskedAgain(t *testing.T) {
 	require.Equal(t, migration.TypeCommit, readFrame(t, c, br).Type)
 
 	// Once the answer's time is over, the migration is unknown.
-	a.rt.mu.Lock()
-	a.rt.mig.handedOff.expires = time.Now().Add(-time.Millisecond)
-	a.rt.mu.Unlock()
+	a.expireOutcome(t, id)
 	_, _, status := upgradeTo(t, a.addr, id)
 	require.Equal(t, 404, status)
 }
 
 // TestNoHandOffNoRun: a source whose migration failed before the hand-off
-// answers a target that asks that there is no such migration, at once.
+// answers a target that asks, once both proved themselves, that nothing
+// was handed off, at once; a stranger asking learns nothing.
 func TestNoHandOffNoRun(t *testing.T) {
 	a, b := newMigRig(t), newMigRig(t)
 	a.running(t)
@@ -65,9 +63,27 @@ func TestNoHandOffNoRun(t *testing.T) {
 	require.Equal(t, migration.TypePreamble, readFrame(t, c, br).Type)
 	c.Close()
 	waitState(t, a.rt, StateRunning)
+	require.Eventually(t, func() bool {
+		o, ok := a.outcome(id)
+		return ok && !o.handedOff
+	}, 10*time.Second, time.Millisecond)
+
+	// A stranger gets an Abort that says only its code.
+	c, br = openStream(t, a.addr, id)
+	hello := targetHello(id)
+	w := helloWelcome(t, c, br, hello)
+	sendFrame(t, c, migration.TypeProof, migration.Proof{Proof: migration.Prove(migration.NewSecret(), migration.RoleTarget, id, hello.Nonce, w.Nonce)}.Encode())
+	frames := drain(t, c, br)
+	require.Len(t, frames, 1)
+	ab, err := migration.DecodeAbort(frames[0].Payload)
+	require.NoError(t, err)
+	require.Equal(t, migration.AbortSecretRefused, ab.Code)
+	require.Empty(t, ab.Reason)
 
 	tg := &target{r: b.rt, id: id, src: netip.MustParseAddrPort(strings.Replace(a.addr, "localhost", "127.0.0.1", 1)), secret: secret}
 	start := time.Now()
-	require.False(t, tg.handedOff())
-	require.Less(t, time.Since(start), time.Second, "a 404 is the source's answer: no retries")
+	done, err := tg.handedOff(time.Now())
+	require.NoError(t, err)
+	require.False(t, done)
+	require.Less(t, time.Since(start), time.Second, "the source's proved answer: no retries")
 }

@@ -42,9 +42,7 @@ func TestMigrateWithTheSecret(t *testing.T) {
 	require.Zero(t, c.vms.count(), "nothing was built")
 
 	// Once the source forgot the hand-off, nothing is armed.
-	a.rt.mu.Lock()
-	a.rt.mig.handedOff.expires = time.Now().Add(-time.Millisecond)
-	a.rt.mu.Unlock()
+	a.expireOutcome(t, id)
 	c.ensureTarget(t, id, a.addr, secret)
 	reason = c.failure(t)
 	require.Contains(t, reason, "HTTP 404 no_such_migration")
@@ -296,8 +294,16 @@ func TestArmIsUsedOnce(t *testing.T) {
 		return out != nil && out.Phase == PhaseFailed
 	}, 10*time.Second, time.Millisecond)
 
-	_, _, status := upgradeTo(t, a.addr, id)
-	require.Equal(t, http.StatusNotFound, status, "the arm was used up")
+	// The arm was used up: the id now only tells a target that proves
+	// itself that nothing was handed off.
+	c, br = openStream(t, a.addr, id)
+	proveAsTarget(t, c, br, id, secret)
+	f := readFrame(t, c, br)
+	require.Equal(t, migration.TypeAbort, f.Type, "the arm was used up")
+	ab, err := migration.DecodeAbort(f.Payload)
+	require.NoError(t, err)
+	require.Contains(t, ab.Reason, "before the hand-off")
+	require.False(t, a.armFree(id))
 
 	id2, secret2 := a.arm(t)
 	c, br = openStream(t, a.addr, id2)
@@ -317,20 +323,39 @@ func TestOtherMigrationID(t *testing.T) {
 	require.Equal(t, StateRunning, a.instance(t).State)
 }
 
-// TestOneHandshakeAtATime: while a target proves itself, another is turned
-// away (409); once it is done, the next may try.
-func TestOneHandshakeAtATime(t *testing.T) {
+// TestSeveralHandshakesAtOnce: up to maxHandshakes targets may prove
+// themselves at once for one arm; one more is refused exactly as an id
+// never armed is; once one is done, the next may try, and the one that
+// proves itself wins.
+func TestSeveralHandshakesAtOnce(t *testing.T) {
 	a := newMigRig(t)
 	a.running(t)
 	a.rt.mc.handshake.set(time.Minute)
 	a.rt.mc.idle.set(time.Minute)
-	id, _ := a.arm(t)
-	c, _ := openStream(t, a.addr, id)
-	_, _, status := upgradeTo(t, a.addr, id)
-	require.Equal(t, http.StatusConflict, status)
-	c.Close()
-	require.Eventually(t, func() bool { return a.armFree(id) }, 10*time.Second, time.Millisecond)
-	openStream(t, a.addr, id)
+	id, secret := a.arm(t)
+	var held []net.Conn
+	for range maxHandshakes {
+		c, _ := openStream(t, a.addr, id)
+		held = append(held, c)
+	}
+	status, body := refusalOf(t, a.addr, id)
+	require.Equal(t, http.StatusNotFound, status)
+	_, unarmed := refusalOf(t, a.addr, uuid.New())
+	require.Equal(t, unarmed, body, "a busy arm answers as no arm")
+
+	held[0].Close()
+	require.Eventually(t, func() bool {
+		a.rt.mu.Lock()
+		defer a.rt.mu.Unlock()
+		return a.rt.mig.arm != nil && a.rt.mig.arm.handshakes == maxHandshakes-1
+	}, 10*time.Second, time.Millisecond)
+	c, br := openStream(t, a.addr, id)
+	proveAsTarget(t, c, br, id, secret)
+	require.Equal(t, migration.TypePreamble, readFrame(t, c, br).Type)
+	a.rt.mu.Lock()
+	used := a.rt.mig.arm == nil
+	a.rt.mu.Unlock()
+	require.True(t, used, "the first to prove itself used the arm up")
 }
 
 // TestSilentTargetDuringHandshake: an armed source that gets 8 bytes of a
@@ -450,9 +475,9 @@ func TestSilentTargetWhileBuilding(t *testing.T) {
 	require.Contains(t, a.outbound(t).FailureReason, "sent nothing")
 }
 
-// TestStopEndsOutboundMigration: stop ends an outbound migration at once,
-// whatever it waits for: the target's Ready, or a write the target does
-// not read. The stream timeouts are long here, so only the stop can end
+// TestStopEndsOutboundMigration: stop ends an outbound migration at once
+// (and then the VM), whatever it waits for: the target's Ready, or a write
+// the target does not read. The stream timeouts are long here, so only the stop can end
 // it.
 func TestStopEndsOutboundMigration(t *testing.T) {
 	cases := map[string]func(t *testing.T, c net.Conn, br *bufio.Reader, vm *fakeVM){
@@ -487,10 +512,8 @@ func TestStopEndsOutboundMigration(t *testing.T) {
 			}, 10*time.Second, time.Millisecond)
 
 			start := time.Now()
-			err := a.rt.RequestState(context.Background(), RequestStop)
-			var te *TransitionError
-			require.ErrorAs(t, err, &te)
-			waitState(t, a.rt, StateRunning)
+			require.NoError(t, a.rt.RequestState(context.Background(), RequestStop))
+			waitState(t, a.rt, StateDestroyed)
 			require.Less(t, time.Since(start), 5*time.Second)
 			require.Contains(t, a.outbound(t).FailureReason, errStopRequested.Error())
 		})

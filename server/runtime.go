@@ -45,6 +45,10 @@ type Runtime struct {
 	// serial is the instance's console: each instance has its own.
 	serial *serialLog
 	mig    migrations
+	// outcomes are the outbound migrations' outcomes, kept beside the
+	// instance's bookkeeping so that a new instance does not erase them
+	// (migrate.go).
+	outcomes outcomes
 	// history holds the instance's last maxHistory transitions, oldest
 	// first.
 	history []Transition
@@ -219,6 +223,11 @@ func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool
 func (r *Runtime) newInstanceLocked(req EnsureRequest, log *serialLog) {
 	if log == nil {
 		log = newSerialLog(r.serialKeep)
+	}
+	if r.machine != nil {
+		// A failed inbound migration whose hand-off is unknown kept its
+		// VM (migrate_target.go): it goes with the instance.
+		r.closeLater(r.machine)
 	}
 	r.req, r.spec, r.machine = &req, req.Spec, nil
 	r.inst = Instance{Properties: req.Properties, Gen: r.inst.Gen}

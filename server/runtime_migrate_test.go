@@ -278,8 +278,13 @@ func TestArmedIDServesOnce(t *testing.T) {
 	waitOutbound(t, src.rt, PhaseFailed)
 	waitState(t, src.rt, StateRunning)
 
-	code, body, _ := upgradeMigration(t, src.addr, id)
-	require.Equal(t, http.StatusNotFound, code, "a used id is refused: %s", body)
+	// A used id serves only its outcome, to a target that proves itself:
+	// nothing was handed off.
+	conn = openMigrationStream(t, src.addr, id, secret)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	f, err := migration.ReadFrame(conn, nil)
+	require.NoError(t, err)
+	require.Equal(t, migration.TypeAbort, f.Type, "a used id starts nothing")
 
 	dst := newRig(t, fakeGuest{})
 	ensureTarget(t, dst.rt, src.addr, id, secret)

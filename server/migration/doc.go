@@ -36,10 +36,27 @@
 // source then resumes its VM. A peer that has not proved itself learns only
 // the code; its own reason is not shown.
 //
+// The secret must be random: 32 bytes from a cryptographically secure
+// generator (NewSecret makes such a one, and the server makes one when the
+// caller brings none). CheckSecret checks only its form, not how it was
+// made. Each proof is a keyed hash of public values (the id, the nonces),
+// so anyone who sees a proof, or makes a side send one, can test guesses
+// of the secret offline, as fast as it can hash: the source's proof goes
+// to any caller who knows the id, before that caller proved anything. A
+// secret from a small space (a word, a counter, a timestamp, a hash of
+// either) is found so; 256 random bits are not. The order of the proofs is
+// not the place to fix that: the target must check the source before it
+// sends its own proof, or a fake source would get the target's proof.
+//
 // A target that loses the Commit opens a new stream for the same migration
 // and goes through the handshake again: a source that handed the migration
-// off answers with Commit where the Preamble would be (for a while); one
-// that did not has no such migration any more, and runs the VM.
+// off answers, after the proofs, with Commit where the Preamble would be;
+// one whose migration failed before the hand-off answers with an Abort,
+// and runs the VM. The source keeps either answer for a while (a minute),
+// and the target asks, with backoff, until that while is over; a refusal
+// of the upgrade is no answer (it comes before any proof, and says the
+// same for every cause). A target that gets no answer keeps its VM paused:
+// it may be the only copy.
 //
 // Protocol versions and what each added:
 //

@@ -76,8 +76,10 @@ const (
 	MaxSecretLen = 128
 )
 
-// NewSecret returns a fresh secret: 32 random bytes in base64url without
-// padding (43 characters).
+// NewSecret returns a fresh secret: 32 random bytes from crypto/rand in
+// base64url without padding (43 characters). A secret must be made so, or
+// as randomly: a proof is an offline guessing oracle for a weak one (see
+// the package's doc).
 func NewSecret() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
