@@ -23,16 +23,18 @@ import (
 // response-required-property-removed: the property and the status, as in
 // "removed the required property `size` from the response with the `200`
 // status"); a rule with no args has no "on". So two properties removed from
-// one response are two declarations, and one cannot cover the other. The
-// gate's message for an undeclared change gives the exact line to write.
+// one response are two declarations, and one cannot cover the other. Each
+// declaration covers one change: should oasdiff report the same key twice
+// (one property in two media types of a response), it is declared twice,
+// each line with its own reason. The gate's message for an undeclared
+// change gives the exact line to write.
 //
 // Everything else in the file is prose for people, but a list item ("-",
 // "*", "+" or "1." at any indentation, quoted or not) that mentions
 // "breaking" (in any case, "non-breaking" included) must be a
 // declaration in the form above, at the start of its line: anything else is
 // an error naming the file and the line, as is a declaration outside an
-// entry, one without a reason, a version with two entries, or the same
-// declaration twice.
+// entry, one without a reason, or a version with two entries.
 
 // Declaration is one declared breaking change.
 type Declaration struct {
@@ -98,7 +100,6 @@ func ParseChanges(name string, data []byte) (map[int]*ChangesEntry, error) {
 	bad := func(n int, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s line %d: %s", name, n, fmt.Sprintf(format, args...)))
 	}
-	seen := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimRight(sc.Text(), " \t")
@@ -111,7 +112,6 @@ func ParseChanges(name string, data []byte) (map[int]*ChangesEntry, error) {
 			}
 			cur = &ChangesEntry{Version: v, Line: n}
 			out[v] = cur
-			clear(seen)
 			continue
 		}
 		if !strings.HasPrefix(line, "- breaking") && !(isListItem(line) && mentionsBreaking.MatchString(line)) {
@@ -130,11 +130,6 @@ func ParseChanges(name string, data []byte) (map[int]*ChangesEntry, error) {
 			for _, a := range declArg.FindAllStringSubmatch(m[4], -1) {
 				d.Args = append(d.Args, a[1])
 			}
-			if first, dup := seen[d.Key()]; dup {
-				bad(n, "%s is declared twice (first on line %d)", d.Key(), first)
-				continue
-			}
-			seen[d.Key()] = n
 			cur.Declarations = append(cur.Declarations, d)
 		}
 	}

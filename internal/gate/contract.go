@@ -74,31 +74,44 @@ func BreakingChanges(base, revision string) ([]Change, error) {
 
 // CheckDeclared fails unless every change is declared and every
 // declaration matches a change: rule, operation and what changed (its
-// args). Each declaration covers one reported change; should oasdiff
-// report the same key more than once, each needs its own declaration, and
-// since a key may be declared once only, that fails. changesFile names the
-// CHANGES.md in messages.
+// args). Each declaration covers one reported change: should oasdiff
+// report the same key n times (the same property of one response in two
+// media types, say), it needs n declarations, no fewer and no more.
+// changesFile names the CHANGES.md in messages.
 func CheckDeclared(changesFile string, version int, changes []Change, decls []Declaration) error {
-	declared := map[string]Declaration{}
+	declared := map[string][]Declaration{}
 	for _, d := range decls {
-		declared[d.Key()] = d
+		declared[d.Key()] = append(declared[d.Key()], d)
 	}
 	reported := map[string]int{}
-	var errs []error
 	for _, c := range changes {
 		reported[c.Key()]++
-		if reported[c.Key()] == 2 {
-			errs = append(errs, fmt.Errorf("oasdiff reports %s more than once in v%d (%s): one declaration cannot cover them; tell the changes apart in the contract",
-				c.Key(), version, c.Text))
-		}
-		if _, ok := declared[c.Key()]; !ok {
-			errs = append(errs, fmt.Errorf("undeclared breaking change in v%d: %s (%s); declare it in %s under \"## v%d\" as: - breaking `%s` at `%s`%s: <why>",
-				version, c.Key(), c.Text, changesFile, version, c.Rule, declaredAt(c), declaredOn(c)))
-		}
 	}
+	var errs []error
+	seen := map[string]int{}
+	for _, c := range changes {
+		k := c.Key()
+		seen[k]++
+		if seen[k] <= len(declared[k]) {
+			continue
+		}
+		times := ""
+		if reported[k] > 1 {
+			times = fmt.Sprintf(" (oasdiff reports it %d times and each needs its own line; %d declared)", reported[k], len(declared[k]))
+		}
+		errs = append(errs, fmt.Errorf("undeclared breaking change in v%d: %s (%s)%s; declare it in %s under \"## v%d\" as: - breaking `%s` at `%s`%s: <why>",
+			version, k, c.Text, times, changesFile, version, c.Rule, declaredAt(c), declaredOn(c)))
+	}
+	nth := map[string]int{}
 	for _, d := range decls {
-		if reported[d.Key()] == 0 {
-			errs = append(errs, fmt.Errorf("%s line %d: stale declaration: oasdiff reports no %s in v%d; remove the line", changesFile, d.Line, d.Key(), version))
+		k := d.Key()
+		nth[k]++
+		if n := nth[k]; n > reported[k] {
+			if reported[k] == 0 {
+				errs = append(errs, fmt.Errorf("%s line %d: stale declaration: oasdiff reports no %s in v%d; remove the line", changesFile, d.Line, k, version))
+			} else {
+				errs = append(errs, fmt.Errorf("%s line %d: stale declaration: oasdiff reports %s %d times in v%d, and this is declaration %d of it; remove the line", changesFile, d.Line, k, reported[k], version, n))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -81,9 +81,10 @@ func TestParseChanges(t *testing.T) {
 	require.ErrorContains(t, err, "C.md line 1: declaration outside a version's entry")
 	_, err = ParseChanges("C.md", []byte("## v2\n## v3\n## v2 again\n"))
 	require.ErrorContains(t, err, "C.md line 3: a second entry for v2 (the first is on line 1)")
-	_, err = ParseChanges("C.md", []byte("## v2\n- breaking `a-b` at `GET /x`: one\n- breaking `a-b` at `GET /x`: two\n"))
-	require.ErrorContains(t, err, "C.md line 3: a-b GET /x is declared twice (first on line 2)")
-	got, err := ParseChanges("C.md", []byte("## v4 (in development)\n- breaking `a-b` at `*`: components changed\n"))
+	got, err := ParseChanges("C.md", []byte("## v2\n- breaking `a-b` at `GET /x`: one\n- breaking `a-b` at `GET /x`: two\n"))
+	require.NoError(t, err, "a key may be declared as often as oasdiff reports it")
+	require.Len(t, got[2].Declarations, 2)
+	got, err = ParseChanges("C.md", []byte("## v4 (in development)\n- breaking `a-b` at `*`: components changed\n"))
 	require.NoError(t, err)
 	require.Equal(t, []Declaration{{Rule: "a-b", Reason: "components changed", Line: 2}}, got[4].Declarations)
 	require.Equal(t, "a-b *", got[4].Declarations[0].Key())
@@ -149,4 +150,20 @@ func TestChangesHeadingsAndListItems(t *testing.T) {
 	}
 	_, err = ParseChanges("C.md", []byte("## v2\nProse may say breaking anywhere outside a list item.\n- no break here\n"))
 	require.NoError(t, err)
+}
+
+// TestDeclarationsCounted: a key oasdiff reports n times needs n
+// declarations, no fewer and no more.
+func TestDeclarationsCounted(t *testing.T) {
+	c := Change{Rule: "response-required-property-removed", Method: "GET", Path: "/items", Args: []string{"size", "200"}, Text: "removed size"}
+	decl := func(line int) Declaration {
+		return Declaration{Rule: c.Rule, Method: c.Method, Path: c.Path, Args: c.Args, Reason: "why", Line: line}
+	}
+	require.NoError(t, CheckDeclared("C.md", 2, []Change{c}, []Declaration{decl(3)}))
+	require.NoError(t, CheckDeclared("C.md", 2, []Change{c, c}, []Declaration{decl(3), decl(4)}))
+	err := CheckDeclared("C.md", 2, []Change{c, c}, []Declaration{decl(3)})
+	require.ErrorContains(t, err, "undeclared breaking change in v2: response-required-property-removed GET /items on `size` `200` (removed size) (oasdiff reports it 2 times and each needs its own line; 1 declared)")
+	err = CheckDeclared("C.md", 2, []Change{c}, []Declaration{decl(3), decl(4)})
+	require.ErrorContains(t, err, "C.md line 4: stale declaration: oasdiff reports response-required-property-removed GET /items on `size` `200` 1 times in v2, and this is declaration 2 of it")
+	require.NotContains(t, err.Error(), "line 3")
 }
