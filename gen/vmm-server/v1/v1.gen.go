@@ -1018,8 +1018,10 @@ type ClientInterface interface {
 	// payload. Inside it: the target offers protocol versions, spec versions and device state
 	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
-	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
-	// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
+	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
+	// proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
+	// an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
+	// once for one arm; the first to prove itself wins.
 	//
 	// Corresponds with GET /instance/migrate/{migration_id}/start (the `InstanceMigrateStart` operationId).
 	InstanceMigrateStart(ctx context.Context, migrationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1222,8 +1224,10 @@ func (c *Client) InstanceMigrateExpect(ctx context.Context, body InstanceMigrate
 // payload. Inside it: the target offers protocol versions, spec versions and device state
 // versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 // migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
-// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
-// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
+// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
+// proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
+// an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
+// once for one arm; the first to prove itself wins.
 //
 // Corresponds with GET /instance/migrate/{migration_id}/start (the `InstanceMigrateStart` operationId).
 func (c *Client) InstanceMigrateStart(ctx context.Context, migrationId openapi_types.UUID, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1903,8 +1907,10 @@ type ClientWithResponsesInterface interface {
 	// payload. Inside it: the target offers protocol versions, spec versions and device state
 	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
-	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
-	// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
+	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
+	// proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
+	// an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
+	// once for one arm; the first to prove itself wins.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2302,8 +2308,6 @@ type InstanceMigrateStartResponse struct {
 	JSON400 *BadRequest
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
-	// JSON409 the response for an HTTP 409 `application/json` response
-	JSON409 *Conflict
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
@@ -2318,11 +2322,6 @@ func (r InstanceMigrateStartResponse) GetJSON400() *BadRequest {
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
 func (r InstanceMigrateStartResponse) GetJSON404() *NotFound {
 	return r.JSON404
-}
-
-// GetJSON409 returns the response for an HTTP 409 `application/json` response
-func (r InstanceMigrateStartResponse) GetJSON409() *Conflict {
-	return r.JSON409
 }
 
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
@@ -2980,8 +2979,10 @@ func (c *ClientWithResponses) InstanceMigrateExpectWithResponse(ctx context.Cont
 // payload. Inside it: the target offers protocol versions, spec versions and device state
 // versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
 // migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
-// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Only a
-// migration the source was armed for is served; any other id answers 404 `no_such_migration`.
+// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
+// proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
+// an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
+// once for one arm; the first to prove itself wins.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3422,13 +3423,6 @@ func ParseInstanceMigrateStartResponse(rsp *http.Response) (*InstanceMigrateStar
 			return nil, err
 		}
 		response.JSON404 = &dest
-
-	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Conflict
-		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
-			return nil, err
-		}
-		response.JSON409 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
@@ -4851,20 +4845,6 @@ func (response InstanceMigrateStart404JSONResponse) VisitInstanceMigrateStartRes
 	return err
 }
 
-type InstanceMigrateStart409JSONResponse struct{ ConflictJSONResponse }
-
-func (response InstanceMigrateStart409JSONResponse) VisitInstanceMigrateStartResponse(w http.ResponseWriter) error {
-
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(409)
-	_, err := buf.WriteTo(w)
-	return err
-}
-
 type InstanceMigrateStart500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response InstanceMigrateStart500JSONResponse) VisitInstanceMigrateStartResponse(w http.ResponseWriter) error {
@@ -5851,160 +5831,162 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L39c9s4kjf+r6D0vapIc5QsyS+J5dofHM/L5m48k2+cTO7ZUVaCSEjCmgS4AGhFM+Xnb3+qGwAJSpQs",
-	"x57MXd3WVE1kiQSBRqNfP938vRXLLJeCCaNbo99biulcCs3wj9c0ecf+WTBt4K9YCsMEfqR5nvKYGi7F",
-	"0T+0FPAd+0yzPGX4USmpJrFMWGvU4uKOpjyZKDdS1MqY1nQBv81ksu7pnMW9maQq6cV5oUdEFNmMKZIV",
-	"2pAZI9SQlFFtyKAVtdwoE560Rq2T+SAe0nP2cnacnLKzfus+aul4yTIKs/g3xeatUev/O6pWeGR/1Uff",
-	"wQxb9/f3USthOlY8h7W0Rq33S0bcMwjXJKPpXKqMJUQqMlOM3mpCiSpSRtrTjZVNI1J+BWuCv++yCRID",
-	"PgtpJkW+UDRhybTTg8leSTFPefwc5DWKCs1xFSGFYyqENESxmZSGUEG40IaKmBGzpLhEbWSes+Qr0zZ2",
-	"K9dkxc2SmCWrZiYV/r2U2iCV7dcT9plro4GSTOhCsQkXk1zJhWJaT6OxmG6Twm6JLuZzHnMmzCSmOY25",
-	"WU87vbGAJb0RhilBUzvpp2yDHadGfP8lwUu/EoU1U3dMkTnlKUuQfnYSjuV+kuZ7WYjkCWsVcuI3pbZc",
-	"Ias9XFJNZowJEitGzddiL8WAo4N5RMBMQhJdxMBkXCxIexrM357LCfw8yfhCUc81cFjnQCdHtrd0nUqa",
-	"vJfyR6oW7AnUA5k3MVJOUhwoJKA/HHAJLASvgMNABRmQa/76Kx/SpnmYisVoHLPcaNKe1tfkSOZUx3ue",
-	"MVk8RcT5JRs30i6SjYgVdTHjdywhXBC448+gWcITnAtVit8xPxPSnm4sxVHqhqk7HrMPgt5RntJZ+hT+",
-	"gm3IqFhPYikEi+EeXSNZsINwSo2UBK4nwfVE5kxcEKPWhC4oFySlhm0JsO7zSiyvi+wh1cvCGC4Wk0Su",
-	"xLSDB5ndMRXOk3BDaJrKlYabZ4VeW21C/W6MRXvaRI/pBfCxZeZwOD0WcSo1SwidG+R4rgkVesVUp0fe",
-	"18nRI+3L8G5UqJqJBCSQlTUCZkxuGcthGGmWTBFZmBGhZizg4SnPuIlwHlIw8s+CM0NSKRbAShm9ZZqs",
-	"6LrXscrqg6CFWUrFf2NPkd9FOEydMzhuvRWDRDCWgLkzY1QBMeQtEyNcIVkymjBFLt04eP2IvLYXjot+",
-	"/zjGy/Hj1ziCP8naNJ3cN4G4egGCKlw6HL6oZVeC5u7Hjx+7sCImDJASCVd/ymW6omtNpnahU7i/mrdZ",
-	"50BEbRQXC5gj7pgu8lwqw5JrlnD6Hq95ws6Vw00yGG+CDw330O3MlX1AFx5o5SIleAdxd/wZegSmMd1c",
-	"7xS3pWldKB3LmViPJJXx7Q3/rWlvQHooumBkRuNbJpIXmqRywWOakhncRjT/DWXxbG2YviCngyFZgRSA",
-	"aS34HROwn0wUWWv06+lgGJ30z88+RS1wAKix5tzxsBX5jQbDasEU0Oo1eC+4mUmChidN3yo4SIaDJzWn",
-	"qWZNBMpovOSCvdAkVzJmWkulI5KxTIKoEQmJlzzXzMDE8mDA31vuh4e258pddh+1wLfaphrMwvlbck7u",
-	"rt5+0BdgMGVSsUrhgyn+QhP4lbRP+ue7repWA70y+plnQNWzk6iVcWH/GDQR0i59ks22Z/oDstK7y2vY",
-	"wmv+esc0SUwFcsDjJnp2Ek500D95dfryLJzt2fZ07+0p4gqk8a+WwOESonKXPpU3y9k/WGwsz0jzSJb5",
-	"CBoGFvrLNQF/TvfIR2BgOtNMODXif8I/pobHt0xNyQKJZ5WjICzLDejRLAMeS7lgDQyWJfBDM8fwjC6A",
-	"a6+L1HD0LMPBIpIrLgzYMeTy5urNmwv3xO3TltHPPzKxMEug+fAkauXUgLvSGrX+/ivp/t9P3/xbdeC8",
-	"ZI1a+PwdzEwzBqxM3Zrx0tBq1bAnpG0pg4ctXrL4NiI6m3GpI5JwfRuRWFG97GzM8ewYWaKccn2+l92/",
-	"0e5v/e75p+pjb9JtXMMG79gFNbHJVXXQ98mPQFA4CdbiJyf9+edg0Ip+V15SbA/7s2AkYWCOYsjDilIg",
-	"qGWuiBiZJoTmVBkyW5MpCmp4bMJhmIwLaqwnnVG05eDjnKds4sTzxI25S2R9z1N2Yy99ba+sZhu1NFOc",
-	"phPQFbsGuMFL3kplwhvvuDJcTmBzd934C17yLde31Y335blY/0QzNJKAmPdRSwr287w1+nW/AG6azH20",
-	"/57meey/Zx/V7j/dR60ywPEIefMd2ttzytNCAZNhuG5LUoQWSpNSRjngOLWrGE3wC7gerXBy+fYNCe4i",
-	"KddWfGW9prNfmjq/N0nHFROGrJQUi4jMpSI5k3nKLlAsWJk45wwY2JA5LVLT+IjQNmoUf+WBcFdGhGr0",
-	"8kJrM5ULjUocvv2vrnOHu2+89dx7UCoElK3WXZtek8TYxwqP238YhYEHAKcG9h/MKFwoeFiLIqWKwNEm",
-	"MyYYdWG8cv3eHFNSNhgwONZEO1NuH2tXNt89yttl86bARMCQgnkollIDnreRu+dE2tNu133RhS+mnZHj",
-	"E81yqqhhCYq4o2k0FgL8M22oAqfUatJpb9ojN+tsJlMeg+a71dYJTBlNwM8ruURKYBGRECrW1jOcFWaD",
-	"iNFYUAUcNS80S3pjUVc9YIwepHwm3U310z7a92unWcXCQZUiXW8T+3upZjyxh8nqWCPJSnHDLgiyUYOe",
-	"d8PPpEwZRV/WOE/oC4UaOlKb58W5NsgjjzwZ3jHb5iur4axJgcy+4WaQcuKh8m3UeE2q+AcmnL+9Q9a4",
-	"SOULTRblpRdkoeRKA3cCW1LjQiPaUMNIvKRiwfZbuOf9/svB+fnw9OTlSf/8fBCYuv0mw/yND/g+3skp",
-	"Y8IgI431A1fbAsGpmYliVDcR4+NyXU8T2Aj3BckVA/OXALeCbLJEmNqfp40CfsHEQ7wX7Mv95lT33ecJ",
-	"FZAGXFjj4gmH3HqDF28ydzAFP55dSBOn+6G+w0zJpb72se33VC3YY/XAFcbwdZ381P5tcEB7PFIQuWUY",
-	"/YJwo4nOWQxHhGkyVzKz4lgWKm7wOeytB9PJLoq9EdxwaphPVT55u/YR3k/xYaJ/r2R2k7P4OWiNlKNI",
-	"y22qPZk33SQPYk24dj9nwhUPUyfIKz+8/lFIANKeNhPaBYkpGCwlEzr+HIvNu7bOxLTTI999prFJrVCV",
-	"czLFNC4q7qnb+CnIL6vWUEMf5gXs4IyHjPqHTjEa9hun4bvPOYtNQN5H8N6lypoPuT2w9pCXpN11frkU",
-	"+yznQGiseJp68V1TV0XBkya5rVmsHg56lWS6sZeDtWHSiWaxFElDDOyvcoUxd5waVRlZyjTREeoSe88F",
-	"Oe73G8ya3aGu47N+f3+wa+MQ1Wi37/zskHqP2+lrTC3AegVbhZiAfQLdnUKXx7A29ZcwQXnFC014EpHV",
-	"ksfLkM8Q+bGkd8ymkCkCMOZSHcQjiuUpjdmkjmtpps0DwdMwCrDJMtp0UxnTtDL/nPGf8PmcKYIJIa4d",
-	"mSJyy9bWnTBBkMrmn9z9/gtLhBd6LFDcMRqDQ4OL0j3yM1g5GyaoJhldkxnzlyWRvWtWSjIcFx4K5CJt",
-	"69GhOTsW1JR7CpZzRDRddy5CXqAZPiScnBXFHruRkRmbS8XIrOBpAv4NqP5frksvJiT62UkDd3/xydYq",
-	"ntAkUc2s5hiq9P/gSqZ1RKZLqc0ol8pMeyRIQiacptqakrDcnDHlrVbMNLKEGAnapNst2biLV00vgN4J",
-	"w7ACSaXMMQoNygOIIVeCCGZWUt3qzpZ3Nzwb1py747pz9/fxWB99+vfRr/3u+affB9Hp/cMhxdo5DOhU",
-	"0nqfkKkfkseGqHnChOFzznSIONoWFbVbt9xMxRgx7LPZET0Od43avJzN1MJ+bcRtTwfDpihy8qDLxZML",
-	"F/h8ocnN9es3P98QvdaGZeTDhzffHiSQBMYNGyJjS6kMioKGZ2DY0GVmvloQGqaPs93HGl9g02Ic0cY9",
-	"XIqC6xGeCoT9gQYArjE2cxGVZyYQraX4hPn1yLcYoS7Da2NRSkKzZFY+MpJQQzFYpVgZ0QnHTLm4rQa9",
-	"cD60d+uRtTRhlUk4FjYwbk/vRjjLZwD3RrLwovuoNXO5n/0XS5u3+yP12PtQAelAS1Gro9pgUCOrd0CN",
-	"DIiR5OyYxEuqaGzgrKFNMK3z2rR3kNTfYD9LwtqCH+JD8JSbspoflwz1GWosUFRck1sBInhdz5E447MV",
-	"tVaUI9xkLlWFBJtY/dEYuAnn8QtnqydERpw6jYgEIwwnui0sv37M4tF+ob1nostdOfRWt49/cKCkPr29",
-	"vGUa4R8be5byOYvXMYYEqWE9i3UEKde1uJcqXtxWhehEAb4JPnXAXXW8Bt+B5zoWm65r56Iaxo+rCiHg",
-	"b6nKKJj/qnp0+KjIg2ptwDaXK6ZYMhZyPu9EDh3MxSIKphOO7X/fnEC4oq3RCQxOpBoLP041+OZC2nat",
-	"1oH32FVZmJksRFI5DJ2IJEwbJUFKte3hjEqsFhuLJRVJ1y7qgZmRpICTDAZKw3PC1ZcDuUmPhYNMX3js",
-	"dLmccnI9vwZQUNWUQRPNuaDphT3qNV+b63LhqronGguKTpoFPaOlbzG13mq36shLNM+DlveV++jojF/a",
-	"1fiPDprrNriMcNnPdj4tlF12OvtFIRyDK4w+f2EAooQMGenC2DUaYQYHjtqWdHT3seRRsuNdedemEKnG",
-	"e1BOvAsfvWM9LNmKzfsNU4Vwe1FuxMNEfgaFA8NYyIgH0YOGB7OrPAbOFEMvFeetieaeb6kG46nKSfwP",
-	"i+gvORiJ6x1uY7BXupIvW2u2Hn8ALlEsY2Cya9KmhmRS219Tqg05HnaisZApnCUy50qbC4fcsa6NQfw6",
-	"iAghBbP+Dd4IPjy37ndcKAU32FOAB58blj2obJFp3lclIvdon72xtx5XzhFViq7xV88Dh7vkz6nDnbp2",
-	"yruaTNNhLGdwqTL2WBTepQ8v7Qlrss85V0xPqGm0NEUZN0xprpkmfE6E9LGTQrPEOaSlp5hQw7oOm76N",
-	"b3hk/OyPDJzuDykEdNm7L2+XVDfiNZDfg/gi16FgFGwhMcSJG8JoNksR/UCzSa5YLPM15noL7b9FzYrK",
-	"Cry0ieeeOJXxbStqgW0g53PnYaTMVqU4FdckcasFOAH5SN76WdT3ysvZBjDE2jA90Y2ArNfwG4hma8JY",
-	"0YRSQ0syp4q0pSCUeAPKlz90njf/m8iVAI6dNLlb1zxW0oXKAyvTV0GoQkSVvVNtd7kNVta5A6NYLpXD",
-	"L66WMgW32z18VA9B4t6TIvcoD2/8kXYVUS6/c/AZElOlONMdkqeF9pG5MQ4P4yimi4y5MIWLMdkYop8X",
-	"3ILoN9BOkfV/YSZBdMNIRMm7byqr1Ars59uUQxVsEMHfoWFzOKL7NewfIpdyumB6krJ5A+N/y5VZE7yC",
-	"aMPT1NP1eTk799LpIMloZRnIRfAYGs7Cu8troG4X5BOxF5FECtacLto7MyMNTR8+cFVa3SBbzjf23Ejk",
-	"WSZq+w4Oh4Ev2bPSc7/GsLSOQnlX44GSrHv1yU2pzDat7ZADpbA6lljdNyInx0CKwfBVGL6SczKjmp2d",
-	"FCrtkWt6i2RBkh4P0T/HtIaXwXQsYrXOjVwomi95TNN0DQ8Az0yBfslI6ZXq0DBMJNPWzOO+sEcKNrJ5",
-	"Gs0TVwMg5ySWRZqMxYxZ08FIlKaaULJi9NatBjxYxG2TNxZRg4VGNv7NEoxhRogxk1gE6dJOYKOgxZrR",
-	"BNa5lYYYDF/VYssnx7tBZv/eCBvbNAe/oCai9D4IF0aiB1Ji6bgOSjs3rGYq1nuzkYebsqW+r4k9V8T4",
-	"yBHuGzjZgoL/Wnkgj3KRc87iKqlnEwWxFFoi/lEWJi8a8JYJNbRZbCNzR+4YdJmIZQIqIki6bHgmobiA",
-	"m5v4gIkmd3imZVoYmPxcM0P+UWhDcho6STAeQi9gvtPnlfQoHx+elaMsemh/4Hw2JCXuj5+jpd+nnaxT",
-	"x5M/loEGZ6enffLh8t17gqbj1c/XBGybbaZBS/xQgPtPmKw6FNvZsJB9mE6YyYH0OAzK6Q4OrLsZwRlW",
-	"GjR5B1sLb9BHKVvQeE3eXtVoXIbqZDaw3sjQ/nNs/zlpft6GC/94X8QF1Bx/PxxT2+vvusGWNM+ZYEmp",
-	"Y8pUO7pdh7u9zxMsQnE1xfUgUut5Y0bPHtjY4Tk3FYA89pDbehdX+egKehC4b3/oZhmXRKfSYKRcecyG",
-	"z5kCqX0mlNssdZPf6kt59lViWdN0D2Z6b257O5SRyh3VUJsru0BTjn92SCdLhAoEYtPMwjClitzsh3O9",
-	"fNBWP0DkNWzrPpHnieuWfCCjHCb9HHcgCqhR+oXlUp+agANo9HKzvoHFOW7AqujLYleFRikaXIl26bgg",
-	"rB5RHa6wotulhVl28bou/DotE1hS1Kr5VkoaRtqZTBjpn/X7HcQzWU9ohWYL1kGu6GKRsim5+vGNRWY5",
-	"OBRWjM45uFHeHMbdwmIFXE4lOJbG5LbSmYu59FXc1HbvsSCPln0OySgXhnLBlN7OuYMo/uX62q/AVf4S",
-	"VQj0CXBvCpr6kimY73/aWATHPgd3TGnw6wY+Xn/59s1oM5UEfgrzFSxU+OyRT6+0A0CtR83uB/91IpIo",
-	"3CKzVLJYLK3WGAunCNzILmUgZ7i6pLwYoeA25VB+JJkU3EjlvqpZsiUGpJzAWNjEbW8sxuKbb4JCfS5F",
-	"75tviK1Wq9oXWPeHuTYG0wN7FUxtTgS/CRhtLFbUAX+xbmiTPzFjaJnR81+PVOksYGtwYrhNcbpCXAu6",
-	"c6fBgZfG4qQ/IPVGBUiMlFElqtYSLNUuR8A+xyx38dMN118bxWg2Fu3pD9+9J0eeP44cmPno99A/vz/C",
-	"aU87o5AVQv9VSIPY2HoYzs1fy7GwLTDwoYiYC5opgKgFPxdhPhthqW1v3W0yFi3qanOdkVACvcreUXgh",
-	"sYIWfGJNplXx3NS2FsGyQ6BkxqgwZC7VWGBIlmba1ipMXZAQbyivcjWEeOvOMkJikTQJ0+AnjYJuVL47",
-	"mM1Dz2SyjgglOVU0Y4Ypl/HG0TYbjjm3V8EB64QdriwuvV3CW2qdyUYkoWKRuhx+ITCM4JRJRMxKOk0I",
-	"RMcDUvvNHsOxsMFOd4W3Xuu3c/ujNSJ6vV4n2uTbtmhoy0FtfSbci4sK2zHBHZa/4bhZoZWQNTMd28mr",
-	"1gnM4ljnc4YpsVL4wZ00VYwmaz8CPqeha5gjYdB/hqdpBWKl5Jdr5AB/VO0QuArFUkbLoG+u2B2XhR6L",
-	"wKz+5TpsoYNwv3QNC6n3ttmehMMbYO4VQ0VC1nDanR3dzuxIJSFc77dEul5vwoLqwhRiZ2eDNBgL1Ijv",
-	"qQAjIaDVxrgtZNEH1TVdawvim3OjO41NtWrLZFilAAsLAS/uOCOCtFNrwoWchE28cmqW8FvGzFImE7jE",
-	"AXOnEdlsRAV02tFbJCJbzZjsDA9o5IT0b+wrRNpbPYrChln7ehVttVtyhyNoGkjaVBD3F2EiySUXBvk9",
-	"pmnKklLNVJdtTRWUa22eqG3hDKP6oLdMeNKzz+BbaT4Dy6lttgFrpNDM7btllsu3b0rzxPGMG+SCUH1L",
-	"EMnClL+mE3ZItE8Aw8hzGxxDn1KpgtzwXLAGMBgI3GkLvV3LHBJA2x0e32sulBr1UuWgGtieBNcqr0d+",
-	"Yisrzscio2sCXi5VxG+NX4AOwnB3TF0QSuIUzhEBHWgQ/lwIizyE0UDzwRn86/v3b0nNnKkczUDd7XfY",
-	"XQ0ojBcgEqYLJqYO+X/h0wJgpzlji6wo3AEk4wizySkGl+9oWrAeeWNdGlfNztG4hBHWZMZSuSLDv58e",
-	"g653YNn/uPn5J79kkLga21plHjVrLeqUx0zYHIszk6/f/tgd9vqtqFWo1JnWenR0tFqtepn8jacp7Um1",
-	"OGKi++Hm6Prtj0fDXv8I/Sxu0sDQruzoVtRym9IatQbYoCFngua8NWod9/q9Y1cYjJ5KaQlZYGVTUNBZ",
-	"GGZXAeuFjS1UIQs0GraDEeCCYgwCvKvSOH2TtEYloucHhpmPsPPqsN9/XJsojGUc7wXYt1oW8t7qx2f0",
-	"hPZPumd0OO+eJGesez4/Pe4OZ69mw/kZPaeDvkeCj1q2UUoQ/ijBZAc3iSqLh3f0iaoqBO6j1kl/sGu8",
-	"kkRHtU5oeNPJwzeVrS/vo9apJfD+G+rNQfGu44fvaujmhw5zkWVUrVuj1g/MbB7oatsid7hB+VfHGrxQ",
-	"utCI0vfE/HQftfLigRLK0udGEFGZOnGmG0iWlSQrutZljeXU9a7d7RSGKrtdFkZ2ykIuNFnK2t/Nqt/N",
-	"Ikt8wkpWdZUkaB02FoqZQqFnHLOqegCVgw3wlPIdBBvKtRKB0CPvWO4guVS4spSYpmGH3yVVWcq0Hgvb",
-	"n8Ee+2G/39CY1p//CKSfKJOoSzRVMWkSGqSl77fk6D2U44yFNWDLp/lGVTXrtkcuG7r1NiBEwTrEloGK",
-	"xLIQRo8IHYvtebS9FcsTu7u+kC9ncaesMEMX1Vkmc8X0srQRHGLO1b02SjJbqFq1KHktk/XhcsyCBpXM",
-	"Jh56Xp2ZS2LlUNjJCoMlV28/BPUidqZSgMcyAJUAWm27SPppYtBNriz5KHux+ZZLvtnaoNbQbHh6FpR+",
-	"lP21WjmN2STTfxn0+/A819sqeGC9AgSzBj4343MIPj4X5CzubQfCysM3Zel/Rdb3e2M+jhEwLlwaVRvl",
-	"gmWhI5hiIcWDYv46dKT1MhnO+/GAdY9nJ7R7Ep8m3VfsbN49p/3ZIB4mx+xk3tpVyAkT6XdndlOxGUzr",
-	"LtNHllpH+GuPZ4uKJo2dOO4DTFxr8e3JXV+f//jP/xpm716a/zP7aXD78RX7j+Pl387i70+Ly35+c8L/",
-	"/+H6vQwL6UatQb8H/70cDYYn/f52zcUT2Oz+/tHatV5Yf1+PKhtVsPv/3UZGKf0ree6jBChx0foYWuvj",
-	"kTQZfB2alNj+Z7e8rBNpI8bOCjvAPgreD/Dlhturh2/a6CSNt50/fFvZXR9uGBxguW02+cb7Tg9ZVEOX",
-	"1z/ZyLRGYM1+iWptNHa1ymg2Ne+j1nb42EZxUBI32aFlOwlf5bO7rQSo8rruGZEZpmXoZmg4qtpYfs65",
-	"Wkdj4fCfAZA46ZEfsP/XkpGpvW9K1rJQmqVz0qZgKhglU5KnVDjrakltGsjDSZ1eBPsSO4uMRcroHVp8",
-	"NsaShLGdEtNFQjvSNnfm1nytwVxtrL7sj19am2OBiSluS4cc2qsdtB+xEaV6Pqdz4aPrTfH/0sS2U9UI",
-	"OsPY9x0rKxjWQWTfPtSV9FOxrto/kkzeMZfjoUQXccy0nhepw65hPMgjzYq8NxaXKkPrG8NapY0Zhkzh",
-	"2n02Za2vyZeall9uhdQ6hxz3+48WvY19Wf4I7RyWKbSG/eFZdzDoDl++H/RHw/6o3/9bK/pCGnyRpXQw",
-	"oTbqN3ZoqrBKwIWPWUIKYXhKptXSp19Zez0y7PAvdfcHqbtLlR3euShQcUFpUbOOa0qR7owaXtkwPNbP",
-	"b+pVIm3+xeODLWR3tnbpRUTyuuIEspE2G9XF+lhw0IsxzemMp9ysqzI9J/BRtCOkIQymuJcTTK/K5MSI",
-	"fLBpAkwxj8XU/TkiNr7a9WrnIiSmV26D/qCqD6wSHjNm271RPxs5B11O1ZrMFc2YjsYCYc+2Fz1CLEFL",
-	"KgYzdbgBi7i2auZ42J1xQ2Z80WUi4VSQ3HIuSREnVNXanZBr/roTlS93GAt3ZY+88dnnUT2mNYeV5Eoa",
-	"Gcu0jOtH1kYqw/y2jBdBVC6c7n+qUSZeSqmZvqhg3X4rvM3y1+vLKyLxBT0YXBFgGLjOQdxm17WdeZgd",
-	"twI4eGmFxW28u7yO/LRghhgMqcKHtfqXuUxTueqRS5d99cYUFWNhxSdGlTBZTFXmMrU5Y4ponjKXCqdk",
-	"zla+KxapugLhRgds6EpmLKTFNS2q17ZXV2G+1rd4Ir5lUnJhLQ8XsQpiZSdN2cUDLIgbB60tU+8a+7bt",
-	"a+9bKwrkAoM1Zlm5aBvlDXWFHuq/Bwph7j9tKP+B1UYb7XhX3MS2i8qmwesZ+Mu136MV2SM10p+gHBxC",
-	"rTX69VOoKpAPwgKtIMoq9ztED2gLLkW3an7xYF4prLuulTa8gI8bLQlI26eTAlfdenCuT4QFXiEkbCxS",
-	"akDil60NpGAR4XMsknjwqFTlG0+1SbeqJ8JKx8GrVy9Pjs9ebVQXvjx5+aWGalhO1i9Lu2r1nr5uaxjW",
-	"Vw1PX/b794+3WH3N8wMmq34R1H7+r0pxhSy+t7CnOoSHHDcb5955yJwVozctEzzeH9nsRsa34FW/+/6K",
-	"nJ2cnkYVpvK4495w1GglRTUTic00DjSNyPSGxd1y5O4vdrgRGRxPnRGzccV/svU0qlJMobUHhxqMPJth",
-	"dy+N8qcVdGnMPLojibxl5ZA4YTWgw5woX45rK4OA3Fc/Xw8ixFMG3cyNLwUqw6K3LDcX/gFtqbAbW6d6",
-	"VK25Oj6IC3hCPQc3FkGjNny7lt2Xah98jVEo/3wqB02MthWqZND3XThdNML3X5HK2xYgE1d0beGY+G4U",
-	"xCXgCxHT1L7tbE4VmbElF0k48qvOBZisqVz5O6yFro29EWwyl1W8dObm4MzPU9sKNGNovGQICwS77gLj",
-	"QZkMEIsnw3PSgMfZJ5NtoUnriyyEishPtxC+in88PH+mV98hXWtvxtq9W5bfL0jC4BvcNKz++gqvyfpu",
-	"NwyLtBsYxb4w8E/1tJFsweEPUdvo2QQyNhDmTmY3SvKjoBvLYtfLbpwIsW/TQ/MXzqBiMQJuasKNtClB",
-	"uwc8yQJ8PGsd2fy4b/S3dvHxhUUaWPR21eCmMTdiw8pTm6VGuLTtGkATL3mpIbReUWiDx1OY7sROt7qp",
-	"VvjonEmzkoR9jtMiYdaRtG2eyEcQ04Jx+Ctyrx+hiQWba2LDuGWDGVydxbOCHO8R20eiwgrAt7Y14i0H",
-	"IWq9t6lblEN0+gIKK77geWm6HosZW3Che+S1DREHDbYUFyiD3XsuIlc4iUG7LDfrhwWdK4u1oKi9vtrD",
-	"hZsrKnDTfpKGGLmwTQFtiUm4G6V398+CqXXl3lW73Gp05p5cAdrUiToLAu4hhzvdrPauKuDLXYsKFv6V",
-	"VvXer8QuAU0/YKedM6SfJ3hpbX6us25rdHZ6eny2r1ir4e1tDdP89FTfxlZUt5If0n/Q9eXnq8Vf/uIK",
-	"d0cvy2Ljw/MF9aLwHS6FYwJsQ4UNsf87K/M/U0u988J1q0C+pjAe1k8O7POgM4/xQmeWgsJAgBrqBETb",
-	"xVRIgegD4FsPv/bdoleKG8OwE2GnRy7DUK8LVLoMpUW6rVn4muMdQLvS5JwGXS+nYzHd1+nUeitCOhTg",
-	"Xmmds/h/DHL1mSFbzwvT2mibGjSlfTIYpmxOu+vVy77+D7UNVbf2Nd+mxDmbsG/uV0yTnT/p/fS12oWt",
-	"l19vVjH4egPmixXsy8PvBqOgN3LPA8961ZvLRmTQH554Qp0OsGHMSf/87Cu9X/fAhWBs0Uc42lulHX++",
-	"S9EAiMYT+zASpazIbwSgOI1nU1FVR0eUcR5XXLrqNkGCAVZe1ocEVaphOWc42bFwZF9KIQvVWGa1ifTd",
-	"rtwKiwup7+9ILvUtOPNYqrhyCGAfnUkQP60IeDmKrOgamww7tHGtP6/7zteVdULYM6wKr7HtcMeisR8u",
-	"obOyJ1vwfien7lyah4C3UEJDMEVkh4b/VfXVO7QJLPht8SSAR9ADFruqPl5abvevPQiocdLssJYAcKoJ",
-	"jWOWf31w3b/gCf9N4An6divThG0R8YBgOSlaGQdKvK6TSTst0x+lWHRzmaZ6VMoeqomWUnhkROOLBbEK",
-	"A0Mdyr5WG8vJojKaOnW1kpMMTMmcas20q/vAYKl70Rt44EF0uy4LbQADJFaPTF3gZ1q99bXefHcsbPdd",
-	"W9a22W7XxjeCpru1Zrsk7LWLRWs2OkNW1MT2FUbMBYPGQhuW27IOXKiGr2nq+tt4LfGgBLt2+3JAlrnW",
-	"RZjZCk6FJr6X8JoxQdp9jKcLKVhnl8Nsm8ockH3+QwIW9tVZ0tbfOCQG+jwZT1PusAK7pl7xU7Ozf9zv",
-	"9/t73ylvL9g77U/P5aOUYcpfbXekDZjd4HTU7/cGQ4Ta4T3DyoYvu7EDFffcfFrefNzgAHyqt2Z+DsB8",
-	"1VB8h5lZbzr9r5DDDhn/EfjfAhJ3y1crMn297Q55Xwcv1Bvr/PoJeMAhefFXW0J7dDdA7nDj7eqPFDaW",
-	"Cd5PhjZcrzqW5Wyao3n4qqJ6ZCW42UVStm/9sf46uQpVPGNmxVDq4rJ6DQib1v2n+/8XAAD//w==",
+	"7H3/c9s4ku+/gtK7qkh7lCzJspPItT843pnZ3I1n8uLM5N6OshJEQhLWJMAFQCvaKb+//aobAAlKlCzH",
+	"nsxe3dZUTWSJBIFGo79+uvlrK5ZZLgUTRrfGv7YU07kUmuEfb2jynv29YNrAX7EUhgn8SPM85TE1XIqT",
+	"v2kp4Dv2mWZ5yvCjUlJNY5mw1rjFxR1NeTJVbqSolTGt6RJ+m8tk09M5i3tzSVXSi/NCj4kosjlTJCu0",
+	"IXNGqCEpo9qQQStquVGmPGmNW6PFIB7S1+zl/DQ5Y+f91n3U0vGKZRRm8W+KLVrj1v85qVZ4Yn/VJ9/A",
+	"DFv39/dRK2E6VjyHtbTGrQ8rRtwzCNcko+lCqowlRCoyV4zeakKJKlJG2rOtlc0iUn4Fa4K/77IpEgM+",
+	"C2mmRb5UNGHJrNODyV5JsUh5/BzkNYoKzXEVIYVjKoQ0RLG5lIZQQbjQhoqYEbOiuERtZJ6z5CvTNnYr",
+	"12TNzYqYFatmJhX+vZLaIJXt11P2mWujgZJM6EKxKRfTXMmlYlrPoomY7ZLCbokuFgsecybMNKY5jbnZ",
+	"zDq9iYAlvRWGKUFTO+mnbIMdp0Z8/yXBS78ShTVTd0yRBeUpS5B+dhKO5X6Q5ltZiOQJaxVy6jeltlwh",
+	"qz1cUU3mjAkSK0bN12IvxYCjg3lEwExCEl3EwGRcLEl7Fszfnssp/DzN+FJRzzVwWBdAJ0e2d3STSpp8",
+	"kPJ7qpbsCdQDmTc1Uk5THCgkoD8ccAksBK+Aw0AFGZBr/uYrH9KmeZiKxWgcs9xo0p7V1+RI5lTHB54x",
+	"WTxFxPklGzfSPpKNiRV1MeN3LCFcELjj96BZwhOcC1WK3zE/E9KebS3FUeqGqTses58EvaM8pfP0KfwF",
+	"25BRsZnGUggWwz26RrJgB+GUGikJXE+C64nMmbggRm0IXVIuSEoN2xFg3eeVWF4X2UOqV4UxXCyniVyL",
+	"WQcPMrtjKpwn4YbQNJVrDTfPC72x2oT63ZiI9qyJHrML4GPLzOFweiLiVGqWELowyPFcEyr0mqlOj3yo",
+	"k6NH2pfh3ahQNRMJSCArawTMmNwylsMw0qyYIrIwY0LNRMDDU55xE+E8pGDk7wVnhqRSLIGVMnrLNFnT",
+	"Ta9jldVPghZmJRX/B3uK/C7CYeqcwXHrrRgkgrEEzJ05owqIIW+ZGOMKyYrRhCly6cbB68fkjb1wUvT7",
+	"pzFejh+/xhH8Qdam6eS+CcTVCxBU4dLh8EUtuxI0dz9+/NiFFTFhgJRIuPpTLtM13Wgyswudwf3VvM0m",
+	"ByJqo7hYwhxxx3SR51IZllyzhNMPeM0Tdq4cbprBeFN8aLiHbmeu7AO68EArFynBO4i74/fQIzCN2fZ6",
+	"Z7gtTetC6VjOxHokqYxvb/g/mvYGpIeiS0bmNL5lInmhSSqXPKYpmcNtRPN/oCyebwzTF+RsMCRrkAIw",
+	"rSW/YwL2k4kia41/ORsMo1H/9fmnqAUOADXWnDsdtiK/0WBYLZkCWr0B7wU3M0nQ8KTpOwUHyXDwpBY0",
+	"1ayJQBmNV1ywF5rkSsZMa6l0RDKWSRA1IiHxiueaGZhYHgz4a8v98ND2XLnL7qMW+Fa7VINZOH9LLsjd",
+	"1buf9AUYTJlUrFL4YIq/0AR+Je1R//V+q7rVQK+MfuYZUPV8FLUyLuwfgyZC2qVPs/nuTL9DVnp/eQ1b",
+	"eM3f7JkmialADnjcRM9H4UQH/dGrs5fn4WzPd6d7b08RVyCNf7EEDpcQlbv0qbxZzv/GYmN5RppHssxH",
+	"0DCw0J+vCfhzukc+AgPTuWbCqRH/E/4xMzy+ZWpGlkg8qxwFYVluQI9mGfBYygVrYLAsgR+aOYZndAlc",
+	"e12khqNnGQ4WkVxxYcCOIZc3V2/fXrgn7p62jH7+nomlWQHNh6OolVMD7kpr3PrrL6T7/z/94d+qA+cl",
+	"a9TC5+9hZpoxYGXq1oyXhlarhj0hbUsZPGzxisW3EdHZnEsdkYTr24jEiupVZ2uO56fIEuWU6/O97P6F",
+	"dv/R777+VH3sTbuNa9jiHbugJja5qg76IfkRCAonwVp8NOovPgeDVvS78pJid9gfBSMJA3MUQx5WlAJB",
+	"LXNFxMg0ITSnypD5hsxQUMNjEw7DZFxQYz3pjKItBx8XPGVTJ56nbsx9IutbnrIbe+kbe2U126ilmeI0",
+	"nYKu2DfADV7yTioT3njHleFyCpu778af8ZI/cX1b3XhfnovNDzRDIwmIeR+1pGA/LlrjXw4L4KbJ3EeH",
+	"72mex+F7DlHt/tN91CoDHI+QN9+gvb2gPC0UMBmG63YkRWihNClllAOOU7uK0QS/gOvRCieX796S4C6S",
+	"cm3FV9ZrOvulqfNrk3RcM2HIWkmxjMhCKpIzmafsAsWClYkLzoCBDVnQIjWNjwhto0bxVx4Id2VEqEYv",
+	"L7Q2U7nUqMTh2//qOne4+9Zbz70HpUJA2Wrdtek1SYxDrPC4/YdRGHgAcGpg/8GMwoWCh7UsUqoIHG0y",
+	"Z4JRF8Yr1+/NMSVlgwGDY021M+UOsXZl892jvF01bwpMBAwpmIdiKTXgeRu5f06kPet23Rdd+GLWGTs+",
+	"0SynihqWoIg7mUUTIcA/04YqcEqtJp31Zj1ys8nmMuUxaL5bbZ3AlNEE/LySS6QEFhEJoWJjPcN5YbaI",
+	"GE0EVcBRi0KzpDcRddUDxuhRymfa3VY/7ZNDv3aaVSwcVCnSzS6xv5VqzhN7mKyONZKsFTfsgiAbNeh5",
+	"N/xcypRR9GWN84S+UKihI7V9XpxrgzzyyJPhHbNdvrIazpoUyOxbbgYpJx4q30aN16SKv2PC+dt7ZI2L",
+	"VL7QZFleekGWSq41cCewJTUuNKINNYzEKyqW7LCF+7rffzl4/Xp4Nno56r9+PQhM3X6TYf7WB3wf7+SU",
+	"MWGQkcb6getdgeDUzFQxqpuI8XG1qacJbIT7guSKgflLgFtBNlkizOzPs0YBv2TiId4L9uV+e6qH7vOE",
+	"CkgDLqxx8YRjbr3Bi7eZO5iCH88upInT/VDfYKbkUl/72PYHqpbssXrgCmP4uk5+av82OKA9HimI3DKM",
+	"fkG40UTnLIYjwjRZKJlZcSwLFTf4HPbWo+lkF8XeCm44NcynKp+8XYcI76f4MNG/VTK7yVn8HLRGylGk",
+	"5S7VnsybbpJHsSZce5gz4YqHqRPklR9e/zgkAGnPmgntgsQUDJaSCR1/TsT2XTtnYtbpkW8+09ikVqjK",
+	"BZlhGhcV98xt/Azkl1VrqKGP8wL2cMZDRv1DpxgN+63T8M3nnMUmIO8jeO9SZc2H3B5Ye8hL0u47v1yK",
+	"Q5ZzIDTWPE29+K6pq6LgSZPc1ixWDwe9SjLd2MvB2jDpVLNYiqQhBvZnucaYO06NqoysZJroCHWJveeC",
+	"nPb7DWbN/lDX6Xm/fzjYtXWIarQ7dH72SL3H7fQ1phZgvYKtQ0zAIYHuTqHLY1ib+kuYoLzihSY8ich6",
+	"xeNVyGeI/FjRO2ZTyBQBGAupjuIRxfKUxmxax7U00+aB4GkYBdhmGW26qYxpWpl/zvhP+GLBFMGEENeO",
+	"TBG5ZRvrTpggSGXzT+5+/4Ulwgs9ESjuGI3BocFF6R75EaycLRNUk4xuyJz5y5LI3jUvJRmOCw8FcpG2",
+	"9ejQnJ0Iaso9Bcs5IppuOhchL9AMHxJOzopij93IyJwtpGJkXvA0Af8GVP/P16UXExL9fNTA3V98srWK",
+	"pzRJVDOrOYYq/T+4kmkdkdlKajPOpTKzHgmSkAmnqbamJCw3Z0x5qxUzjSwhRoI26XZLNu7iVbMLoHfC",
+	"MKxAUilzjEKD8gBiyLUggpm1VLe6s+PdDc+HNefutO7c/XUy0Sef/n38S7/7+tOvg+js/uGQYu0cBnQq",
+	"aX1IyNQPyWND1DxhwvAFZzpEHO2KitqtO26mYowY9tnsiR6Hu0ZtXs5mamG/tuK2Z4NhUxQ5edDl4smF",
+	"C3y+0OTm+s3bH2+I3mjDMvLTT2//dJRAEhg3bIiMraQyKAoanoFhQ5eZ+WpBaJg+zvYQa3yBTYtxRBv3",
+	"cCkKrsd4KhD2BxoAuMbYzEVUnplAtJbiE+bXI3/CCHUZXpuIUhKaFbPykZGEGorBKsXKiE44ZsrFbTXo",
+	"hfOhvVuPrKUJq0zCibCBcXt6t8JZPgN4MJKFF91HrbnL/Ry+WNq83W+pxz6ECkgHWopaHdUGgxpZvQNq",
+	"ZECMJOenJF5RRWMDZw1tglmd12a9o6T+FvtZEtYW/BAfgqfclNX8uGKoz1BjgaLimtwKEMGbeo7EGZ+t",
+	"qLWmHOEmC6kqJNjU6o/GwE04j585Wz8hMuLUaUQkGGE40V1h+fVjFo/2C+09U13uyrG3un38jQMl9ekd",
+	"5C3TCP/Y2rOUL1i8iTEkSA3rWawjSLmuxb1U8eK2KkQnCvBN8KkD7qrjNfgOPNeJ2HZdOxfVMH5cVQgB",
+	"f0tVRsH8V9Wjw0dFHlRrA7a5XDPFkomQi0UncuhgLpZRMJ1wbP/79gTCFe2MTmBwItVE+HGqwbcX0rZr",
+	"tQ68x67KwsxlIZLKYehEJGHaKAlSqm0PZ1RitdhErKhIunZRD8yMJAWcZDBQGp4Trr4cyE16Ihxk+sJj",
+	"p8vllJPr+TWAgqqmDJpowQVNL+xRr/naXJcLV9U90URQdNIs6BktfYup9Va7VUdeonketLyv3EdHZ/zS",
+	"rsZ/dNBct8FlhMt+tvNpoeyy0zksCuEYXGH0+QsDECVkyEgXxq7RCDM4cNR2pKO7jyWPkh3vy7u2hUg1",
+	"3oNy4n346D3rYclObN5vmCqE24tyIx4m8jMoHBjGQkY8iB40PJhd5TFwphh6qThvTTT3fEs1GE9VTuJ/",
+	"WER/xcFI3OxxG4O90pV82Vmz9fgDcIliGQOTXZM2NSST2v6aUm3I6bATTYRM4SyRBVfaXDjkjnVtDOLX",
+	"QUQIKZj1b/BG8OG5db/jQim4wZ4CPPjcsOxBZYtM86EqEblH++ytvfW0co6oUnSDv3oeON4lf04d7tS1",
+	"U97VZJoOYzmDS5Wxx6LwLn146UBYk33OuWJ6Sk2jpSnKuGFKc8004QsipI+dFJolziEtPcWEGtZ12PRd",
+	"fMMj42e/ZeD0cEghoMvBfXm3oroRr4H8HsQXuQ4Fo2BLiSFO3BBGs3mK6AeaTXPFYplvMNdbaP8talZU",
+	"VuClTT33xKmMb1tRC2wDuVg4DyNltirFqbgmiVstwAnIR/LWj6K+V17ONoAhNobpqW4EZL2B30A0WxPG",
+	"iiaUGlqSBVWkLQWhxBtQvvyh87z530SuBXDstMnduuaxki5UHliZvgpCFSKq7J1qu8ttsLLOHRjFcqkc",
+	"fnG9kim43e7h43oIEveeFLlHeXjjj7SriHL5nYPPkJgqxZnukDwttI/MTXB4GEcxXWTMhSlcjMnGEP28",
+	"4BZEv4F2iqz/CzMJohtGIkrefVNZpVZgP9+mHKtggwj+Hg2bwxE9rGF/E7mU0yXT05QtGhj/T1yZDcEr",
+	"iDY8TT1dn5ezcy+djpKMVpaBXASPoeEsvL+8Bup2QT4RexFJpGDN6aKDMzPS0PThA1el1Q2y5WJrz41E",
+	"nmWitu/gcBj4kj0rPQ9rDEvrKJR3NR4oyXpQn9yUymzb2g45UAqrY4nVfWMyOgVSDIavwvCVXJA51ex8",
+	"VKi0R67pLZIFSXo6RP8c0xpeBtOJiNUmN3KpaL7iMU3TDTwAPDMF+iUjpVeqQ8MwkUxbM4/7wh4p2Njm",
+	"aTRPXA2AXJBYFmkyEXNmTQcjUZpqQsma0Vu3GvBgEbdN3lpEDRYa2fg3SzCGGSHGTGIRpEs7gY2CFmtG",
+	"E1jnThpiMHxViy2PTveDzP69ETa2bQ5+QU1E6X0QLoxED6TE0nEdlHZuWc1UbA5mI483ZUt9XxN7rojx",
+	"kSPcN3CyBQX/ufJAHuUi55zFVVLPJgpiKbRE/KMsTF404C0Tamiz2Ebmjtwx6DIRywRURJB02fJMQnEB",
+	"NzfxARNN7vBcy7QwMPmFZob8rdCG5DR0kmA8hF7AfGfPK+lRPj48K0dZ9NB+w/lsSUrcHz9HS79Pe1mn",
+	"jid/LAMNzs/O+uSny/cfCJqOVz9eE7BtdpkGLfFjAe4/YLLqWGxnw0IOYTphJkfS4zgopzs4sO5mBGdY",
+	"adDkHewsvEEfpWxJ4w15d1WjcRmqk9nAeiND+8+p/WfU/LwtF/7xvogLqDn+fjimdtDfdYOtaJ4zwZJS",
+	"x5SpdnS7jnd7nydYhOJqhutBpNbzxoyePbCxx3NuKgB57CG39S6u8tEV9CBw3/7QzTIuiU6lwUi58pgN",
+	"nzMFUvtMKLdZ6ia/1ZfyHKrEsqbpAcz0wdz2bigjlXuqobZXdoGmHP/skE6WCBUIxKaZhWFKFbk5DOd6",
+	"+aCtfoTIa9jWQyLPE9ct+UhGOU76Oe5AFFCj9AvLpT41AQfQ6OVmcwOLc9yAVdGXxb4KjVI0uBLt0nFB",
+	"WD2iOlxhRbdLC7Pq4nVd+HVWJrCkqFXzrZU0jLQzmTDSP+/3O4hnsp7QGs0WrINc0+UyZTNy9f1bi8xy",
+	"cCisGF1wcKO8OYy7hcUKuJxKcKyMyW2lMxcL6au4qe3eY0EeLfscklEuDOWCKb2bcwdR/PP1tV+Bq/wl",
+	"qhDoE+DeFDT1JVMw3/+0sQiOfQ7umNLg1w18vP7y3dvxdioJ/BTmK1io8Nkjn15pB4Baj5o9DP7rRCRR",
+	"uEVmpWSxXFmtMRFOEbiRXcpAznF1SXkxQsFtyqH8SDIpuJHKfVWzZEsMSDmBibCJ295ETMQf/hAU6nMp",
+	"en/4A7HValX7Auv+MNfGYHZkr4KZzYngNwGjTcSaOuAv1g1t8ydmDC0zev7rkSqdBWwNTgy3KU5XiGtB",
+	"d+40OPDSRIz6A1JvVIDESBlVomotwVLtcgTsc8xyFz/dcv21UYxmE9GefffNB3Li+ePEgZlPfg398/sT",
+	"nPasMw5ZIfRfhTSIja2H4dz8tZwI2wIDH4qIuaCZAoha8HMR5rMVltr11t0mY9GirjbXGQkl0KvsHYUX",
+	"EitowSfWZFYVz81saxEsOwRKZowKQxZSTQSGZGmmba3CzAUJ8YbyKldDiLfuLSMkFkmTMA1+0jjoRuW7",
+	"g9k89Fwmm4hQklNFM2aYchlvHG274ZhzexUcsE7Y4cri0tslvKXWmWxMEiqWqcvhFwLDCE6ZRMSspdOE",
+	"QHQ8ILXf7DGcCBvsdFd467V+O7c/WiOi1+t1om2+bYuGthzU1mfCvbiosB0T3GH5G46bFVoJ2TDTsZ28",
+	"ap3ALI51sWCYEiuFH9xJU8VosvEj4HMauoY5Egb9Z3iaViBWSn6+Rg7wR9UOgatQLGW0DPrmit1xWeiJ",
+	"CMzqn6/DFjoI90s3sJB6b5vdSTi8AeZeMVQkZA2n3dnT7cyOVBLC9X5LpOv1JiyoLkwhdvY2SIOxQI34",
+	"ngowEgJabYzbQhZ9UF3TjbYgvgU3utPYVKu2TIZVCrCwEPDijjMiSDu1JlzISdjEK6dmBb9lzKxkMoVL",
+	"HDB3FpHtRlRApz29RSKy04zJzvCIRk5I/8a+QqS906MobJh1qFfRTrsldziCpoGkTQVxfxEmklxyYZDf",
+	"Y5qmLCnVTHXZzlRBudbmidoWzjCqD3rLhCc9+wy+leZzsJzaZhewRgrN3L5bZrl897Y0TxzPuEEuCNW3",
+	"BJEsTPlrOmGHRPsEMIw8t8Ex9CmVKsgNzwVrAIOBwJ220Nu1zCEBtN3h8b3mQqlRL1UOqoHtSXCt8nrk",
+	"B7a24nwiMroh4OVSRfzW+AXoIAx3x9QFoSRO4RwR0IEG4c+FsMhDGA00H5zBP3/48I7UzJnK0QzU3WGH",
+	"3dWAwngBImG2ZGLmkP8XPi0Adpoztsiawh1AMo4wm5xicPmOpgXrkbfWpXHV7ByNSxhhQ+YslWsy/OvZ",
+	"Keh6B5b9j5sff/BLBomrsa1V5lGz1qJOecyEzbE4M/n63ffdYa/filqFSp1prccnJ+v1upfJf/A0pT2p",
+	"lidMdH+6Obl+9/3JsNc/QT+LmzQwtCs7uhW13Ka0xq0BNmjImaA5b41bp71+79QVBqOnUlpCFljZFBR0",
+	"FobZV8B6YWMLVcgCjYbdYAS4oBiDAO+qNE7fJq1xiej5jmHmI+y8Ouz3H9cmCmMZpwcB9q2Whby3+vE5",
+	"HdH+qHtOh4vuKDln3deLs9PucP5qPlyc09d00PdI8HHLNkoJwh8lmOzoJlFl8fCePlFVhcB91Br1B/vG",
+	"K0l0UuuEhjeNHr6pbH15H7XOLIEP31BvDop3nT58V0M3P3SYiyyjatMat75jZvtAV9sWucMNyr861uCF",
+	"0qVGlL4n5qf7qJUXD5RQlj43gojK1Ikz3UCyrCVZ040uayxnrnftfqcwVNntsjCyUxZyoclS1v5uV/1u",
+	"F1niE9ayqqskQeuwiVDMFAo945hV1QOoHGyAp5TvINhQrpUIhB55z3IHyaXClaXENA07/K6oylKm9UTY",
+	"/gz22A/7/YbGtP78RyD9RJlEXaGpikmT0CAtfb8VR++hHGcirAFbPs03qqpZtz1y2dCttwEhCtYhtgxU",
+	"JJaFMHpM6ETszqPtrVie2N31hXw5iztlhRm6qM4yWSimV6WN4BBzru61UZLZQtWqRckbmWyOl2MWNKhk",
+	"NvXQ8+rMXBIrh8JOVhgsuXr3U1AvYmcqBXgsA1AJoNV2i6SfJgbd5MqSj7IXm2+55JutDWoNzYZn50Hp",
+	"R9lfq5XTmE0z/cdBvw/Pc72tggfWK0Awa+BzMz6H4ONzQc7i3nYgrDx8U5b+V2T9cDDm4xgB48KlUbVV",
+	"LlgWOoIpFlI8KOavQ0daL5Phoh8PWPd0PqLdUXyWdF+x80X3Ne3PB/EwOWWjRWtfISdMpN+d203FZjCt",
+	"u0yfWGqd4K89ni0rmjR24rgPMHGt5Z9Gd339+vu//9cwe//S/L/5D4Pbj6/Yf5yu/nIef3tWXPbzmxH/",
+	"v8PNBxkW0o1bg34P/ns5HgxH/f5uzcUT2Oz+/tHatV5Yf1+PKhtVsPv/3UZGKf0ree6jBChx0foYWuvj",
+	"kTQZfB2alNj+Z7e8rBNpI8bOCjvCPgreD/Dlhturh2/a6iSNt71++Layuz7cMDjCcttu8o33nR2zqIYu",
+	"r7+zkWmNwJr9EtXaaOxrldFsat5Hrd3wsY3ioCRuskPLdhK+ymd/WwlQ5XXdMyZzTMvQ7dBwVLWx/Jxz",
+	"tYkmwuE/AyBx0iPfYf+vFSMze9+MbGShNEsXpE3BVDBKpiRPqXDW1YraNJCHkzq9CPYldhaZiJTRO7T4",
+	"bIwlCWM7JaaLhHakbe7Mrflag7naWH3ZH7+0NicCE1Pclg45tFc7aD9iI0r1fE7nwkfXm+L/pYltp6oR",
+	"dIax7ztWVjBsgsi+fagr6adiU7V/JJm8Yy7HQ4ku4phpvShSh13DeJBHmhV5byIuVYbWN4a1ShszDJnC",
+	"tYdsylpfky81Lb/cCql1Djnt9x8tehv7svwW2jksU2gN+8Pz7mDQHb78MOiPh/1xv/+XVvSFNPgiS+lo",
+	"Qm3Vb+zRVGGVgAsfs4QUwvCUzKqlz76y9npk2OFf6u43UneXKju+c1Gg4oLSomYd15Qi3Rs1vLJheKyf",
+	"39arRNr8i8cHW8jufOPSi4jkdcUJZCttNq6L9YngoBdjmtM5T7nZVGV6TuCjaEdIQxhMcS8nmF2VyYkx",
+	"+cmmCTDFPBEz9+eY2Phq16udi5CYXrkN+oOqPrBKeMyZbfdG/WzkAnQ5VRuyUDRjOpoIhD3bXvQIsQQt",
+	"qRjM1OEGLOLaqpnTYXfODZnzZZeJhFNBcsu5JEWcUFVrNyLX/E0nKl/uMBHuyh5567PP43pMawEryZU0",
+	"MpZpGdePrI1UhvltGS+CqFw43f9Uo0y8klIzfVHBuv1WeJvlz9eXV0TiC3owuCLAMHCdg7jNrms78zA7",
+	"bgVw8NIKi9t4f3kd+WnBDDEYUoUPa/UvC5mmct0jly776o0pKibCik+MKmGymKrMZWpzxhTRPGUuFU7J",
+	"gq19VyxSdQXCjQ7Y0JXMWEhLj7yxpoTdEbAUIpc/wG6n4JLpCpMz6o+aX8qzXlGDh8am6aiWAvOClX3r",
+	"k4SwgInwJiKsTACL+TedoKW3QoONWoh8Z2zZlWIYrQ61AJrBqoO7MrqBxeFrPDAKCLRB209lFwF62Ei7",
+	"/3DwwfBcc6GPsHVuHAi4BAlo7DB3qBFxrXyRCwwrmVXlTG4VYtRNj1BTP1Cyc/9py0wZWL251Th4zU1s",
+	"+71sm+b+qH25nv7nj/Q7aFxr/MunUEfhtoaVYUF4Vx72xB5QU1yKbtV148GEVljwXaupeAEft3ohkLbP",
+	"YwUxAus6ugYVFvGFWLSJSKkBVVP2VMCTxxdYnfEg51d1I081hnfKNsISy8GrVy9Hp+evtsoaX45efqmF",
+	"HNax9cuaslqhqS8YG4aFXcOzl/3+/eNNZV9s/YCtrF8ERaf/q3JrIYsfrCiqDuExx80G2PceMmc+6W2T",
+	"CI/3Rza/kfEtuPPvv70i56Ozs6gCc5523KuVGs2zqGabsbnGgWYRmd2wuFuO3P3ZDjcmg9OZs562rvhP",
+	"tplFVW4rNDPhUIN1aVWze1uVP6098iMIKo9FibxJ5yBAYRmiA7soXwdsS5KA3Fc/Xg8iBHIGbdSNr0Eq",
+	"47G3LDcX/gFtqbANXKd6VK2rOz6IC3hCPfk3EUGHOHytl92Xah98cVMo/3wOCW2bthWqZND37T9dGMQ3",
+	"fpHKG2ogE9d0Y3Gg+FIWBETgmxjT1L5mbUEVmbMVF0k48qvOBRgfqVz7O6xroI29EYwml868dHbu4NzP",
+	"U9vSN2NovGKJN2cu0BjJZACVHA1fkwYg0CGZbCtcWl+k8CsiP13hfxXHfPj6md65h3StvZJr/25Zfr8g",
+	"CYNvcNPQcPwK7+f6Zj/+i7QbGMW+qfB3dfGRbMHhD+Hi6FIFMjYQ5k5mN0ryk6ANzHLfW3acCLGv8UNr",
+	"Fs6gYjEifWrCjbQpQbsHXNgCnEtrHdnEvO8wuHGB+aWFOFjYeNVZpzEpY+PZM5seR5y2bVdAEy95qSG0",
+	"Xspoo9YzmO7UTre6qVZx6bxYs5aEfY7TImHWg7X9pchHENOCcfgr8t5XYlHu6EKhjHKdbXB1FkgLcrxH",
+	"bAOLCqQA39qejLcchKh1G2duUQ5K6is3rPiC56XpZiLmbAkuVOBQ+s5eiguUwe4FG5Gr2MRoYZabzcOC",
+	"ztXjWjTWQdfr4YrRNRW4aT9IcAKXthuhrW0Jd6N01v5eMLWpvLVql1uNvtmTS0+bWmBnQaQ/5HCnm9XB",
+	"VQV8uW9RwcK/0qo++JXYJaDpB+y0d4b08xQvrc3PtfRtjc/Pzk7PD1WJNbw2rmGan57q29hS7lbyXfo3",
+	"urn8fLX84x9dxfD4ZVnlfHyiol6NvselcEyA/a+wE/c/szL/PbXUey9cdyrzawrjYf3kUEYPOvMYqHRm",
+	"KSgMRMahTkCYX0yFFAh7AL71uG/fpnqtuDEMWyB2euQyjDG7CKlLjVqI3YaF71feg/ArTc5Z0G5zNhGz",
+	"Qy1WrbcipIMfHpTWOYv/x0Bmnxkr9rz4sK1+rUE33CejcMquuPve+ewLD1HbUHVr3y9uSoC1CRv2fsX8",
+	"3OsnvRi/VjSx89bt7fIJX+jAfJWEfWv53WAcNGXuecRbr3pl2pgM+sORJ9TZADvVjPqvz7/Si32PXAjG",
+	"Fn2Eo71TU/L7uxQNSGw8sQ9DYMpWAI3IF6fxbA6saiWJMs4DmktX3WZmMMDKy8KUoDw2rCMNJzsRjuwr",
+	"KWShGuu7tiHGuyVjYVUj9Y0lyaW+BWceayTXDnrsozMJArcVAS9HkTXdYHdjB3OuNQZ23/mCtk6It4ZV",
+	"4TW2Dy9ma3Yb8RI6L5vBBS+WcurO5ZcIeAslJgVzU3Zo+F9V2L1Hm8CC3xVPQpYEzWexnevjpeVu49yj",
+	"ECKjZoe1RJ5TTWgcs/zro/r+hYv4J8FF6NudTBP2Y8QDgnWsaGUcKfG6TibttUy/l2LZzWWa6nEpe6gm",
+	"WkrhIRmNbzTE8g8MdSj7Pm+sY4vKaOrMFWlOMzAlc6o1067gBIOl7g1z4IEH0e26LLQBDJBYPTJzgZ9Z",
+	"9brZetffibBtf2093XafXxvfCLr91rr8krDJL1bL2egMWVMT23cnMRcMmghtWG7rSXChGr6mqWus47XE",
+	"gxLs2u3LEUnjWvtiZktHFZr4XsJrxgRp9zGeLqRgnX0Os+1mc0Qy+TcJWNh3dklb+OMgIOjzZDxNuQMp",
+	"7Jt6xU/Nzv5pv9/vH3yZvb3g4LQ/PZePUoYpf7FtmbbwfYOzcb/fGwwR44f3DCsbvmwDD1Q8cPNZefNp",
+	"gwPwqd4T+jmQ+lUn8z1mZr3b9b9CDntk/Efgf4uE3C9frcj0hb575H0dvFDv6PPLJ+ABByHGX23t7snd",
+	"ALnDjbevMVPY0SZ4MRracL3qWJazaY7m4TuS6pGV4GYXSdm99fv6e+wqOPOcmTVDqYvL6jUAZlr3n+7/",
+	"OwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
