@@ -159,8 +159,22 @@ type serverProc struct {
 }
 
 // startServer starts bin's `waggle server` on a free loopback port and
-// waits until it accepts connections.
+// waits until it accepts connections. The port is free when chosen; should
+// another process take it before the server binds it, the server is
+// started again on another, twice at most.
 func startServer(ctx context.Context, bin, dir, storage, tokenFile string) (*serverProc, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := startServerOnce(ctx, bin, dir, storage, tokenFile)
+		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
+			return p, err
+		}
+	}
+}
+
+// errPortTaken says the server could not bind the port chosen for it.
+var errPortTaken = errors.New("the port was taken")
+
+func startServerOnce(ctx context.Context, bin, dir, storage, tokenFile string) (*serverProc, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -195,7 +209,12 @@ func startServer(ctx context.Context, bin, dir, storage, tokenFile string) (*ser
 		select {
 		case <-p.done:
 			cancel()
-			return nil, fmt.Errorf("%s server ended before it listened on %s (%v): %s", bin, addr, p.err, tail(p.stderr.Bytes(), 1000))
+			out := p.stderr.Bytes()
+			err := fmt.Errorf("%s server ended before it listened on %s (%v): %s", bin, addr, p.err, tail(out, 1000))
+			if bytes.Contains(out, []byte("address already in use")) {
+				err = fmt.Errorf("%w: %w", errPortTaken, err)
+			}
+			return nil, err
 		case <-deadline.C:
 			p.stop()
 			return nil, fmt.Errorf("%s server did not listen on %s within %v: %s", bin, addr, crossTimeout, tail(p.stderr.Bytes(), 1000))

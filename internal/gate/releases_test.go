@@ -21,7 +21,8 @@ func fakeWaggle(say string) map[string]string { return fakeWaggleMode(say, "good
 // fakeWaggleMode is fakeWaggle whose server misbehaves as mode says:
 // "good", "get-200" (answers GET /v1/instance with 200), "no-auth" (takes
 // any token), "ensure-500" (answers an ensure with 500), "no-listen"
-// (exits at once).
+// (exits at once), "busy" (says its port is taken), "busy-once" (says so
+// the first time in a storage root).
 func fakeWaggleMode(say, mode string) map[string]string {
 	return map[string]string{
 		"go.mod":              "module example.com/fakewaggle\n\ngo 1.26.0\n",
@@ -78,11 +79,19 @@ func serve(args []string) {
 	fs := flag.NewFlagSet("server", flag.ExitOnError)
 	listen := fs.String("listen", "", "")
 	tokenFile := fs.String("auth-token-file", "", "")
-	fs.String("storage-root", "", "")
+	storage := fs.String("storage-root", "", "")
 	fs.Parse(args)
 	if mode == "no-listen" {
 		fmt.Fprintln(os.Stderr, "fake: not listening")
 		os.Exit(1)
+	}
+	if mode == "busy" || mode == "busy-once" {
+		marker := *storage + "/busy"
+		if _, err := os.Stat(marker); mode == "busy" || err != nil {
+			os.WriteFile(marker, nil, 0o600)
+			fmt.Fprintln(os.Stderr, "listen tcp "+*listen+": bind: address already in use")
+			os.Exit(1)
+		}
 	}
 	token := readToken(*tokenFile)
 	http.HandleFunc("/v1/instance", func(w http.ResponseWriter, r *http.Request) {
@@ -281,4 +290,24 @@ func TestReleasesFileMalformed(t *testing.T) {
 	}, "bad")
 	_, err := CheckReleases(ctx, repo, t.TempDir())
 	require.ErrorContains(t, err, "corpus/RELEASES line 2")
+}
+
+// TestCrossDrivePortTaken: a server whose port was taken before it bound
+// it is started again on another port, and one that never gets a port
+// fails.
+func TestCrossDrivePortTaken(t *testing.T) {
+	build := func(mode string) string {
+		repo := newRepo(t)
+		c := commitAll(t, repo, fakeWaggleMode("x", mode), mode)
+		bin, err := BuildRelease(ctx, repo, corpus.Release{Name: mode, Commit: c}, t.TempDir())
+		require.NoError(t, err)
+		return bin
+	}
+	good, once, busy := build("good"), build("busy-once"), build("busy")
+	did, err := CrossDrive(ctx, once, good, t.TempDir())
+	require.NoError(t, err)
+	require.Len(t, did, 4)
+	_, err = CrossDrive(ctx, busy, good, t.TempDir())
+	require.ErrorIs(t, err, errPortTaken)
+	require.ErrorContains(t, err, "address already in use")
 }
