@@ -604,7 +604,7 @@ func (a *Agent) start(ctx context.Context, id uuid.UUID, port int, req EnsureReq
 	}
 	rec := vmmRecord{ID: id, Properties: diskProps{req.Properties.ID, req.Properties.Name, req.Properties.Description},
 		CPUs: req.Resources.CPUs, MemoryMiB: req.Resources.MemoryMiB, Fingerprint: req.Fingerprint,
-		Pid: proc.Pid, Port: port, Addr: addr, TokenPath: tokenPath, Dir: dir}
+		Pid: proc.Pid, Port: port, Addr: addr, TokenPath: tokenPath, Dir: dir, CheckBoard: req.Migrate != nil}
 	a.mu.Lock()
 	if a.closed {
 		err = ErrClosed // the root may be another agent's now

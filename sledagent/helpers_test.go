@@ -44,10 +44,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// portBase hands each agent of this test process a range of its own.
+// portBase hands each agent of this test process a range of its own,
+// below the kernel's ephemeral ports (32768 and up), which the machine's
+// outgoing connections take at random.
 var (
 	portMu   sync.Mutex
-	portNext = 20000 + (os.Getpid()%200)*100
+	portNext = 10000 + (os.Getpid()%190)*100
 )
 
 func portRange(n int) (int, int) {

@@ -28,6 +28,13 @@ type stubClient struct {
 	mu      sync.Mutex
 	ensured int
 	observe func(ctx context.Context, gen uint64) (Observation, error)
+	board   *Resources // what SpecBoard answers
+}
+
+func (c *stubClient) SpecBoard(ctx context.Context) (*Resources, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.board, nil
 }
 
 func (c *stubClient) Ensure(ctx context.Context, p Properties, s *spec.Spec, m *MigrationTarget) error {
@@ -64,11 +71,28 @@ func stubVMMBinary(t *testing.T) string {
 	return path
 }
 
+// stubPortNext hands each stub agent of this test process a few ports of
+// its own, between the external tests' ranges and the kernel's ephemeral
+// ports.
+var (
+	stubPortMu   sync.Mutex
+	stubPortNext = 30000 + (os.Getpid()%45)*60
+)
+
+func stubPorts() (int, int) {
+	stubPortMu.Lock()
+	defer stubPortMu.Unlock()
+	lo := stubPortNext
+	stubPortNext += 5
+	return lo, lo + 4
+}
+
 // stubAgent is an agent over root whose VMM servers are stub processes
 // and whose Dial hands out client (a fresh stubClient when nil).
 func stubAgent(t *testing.T, root string, capacity Resources, client VMMClient) *Agent {
 	t.Helper()
-	a, err := New(Options{Root: root, Capacity: capacity, PortMin: 41000 + os.Getpid()%1000*20, PortMax: 41019 + os.Getpid()%1000*20,
+	lo, hi := stubPorts()
+	a, err := New(Options{Root: root, Capacity: capacity, PortMin: lo, PortMax: hi,
 		VMMBinary: stubVMMBinary(t), VMMArgs: []string{"server"}, Log: quiet(),
 		Dial: func(ctx context.Context, addr, token string) (VMMClient, error) {
 			if client != nil {
@@ -219,8 +243,9 @@ func TestOrphanSweptAtStart(t *testing.T) {
 func TestStartingRecordSaved(t *testing.T) {
 	root := t.TempDir()
 	entered := make(chan struct{}, 1)
-	a, err := New(Options{Root: root, Capacity: Resources{CPUs: 4, MemoryMiB: 1024}, PortMin: 42000 + os.Getpid()%1000*20,
-		PortMax: 42019 + os.Getpid()%1000*20, VMMBinary: stubVMMBinary(t), Log: quiet(),
+	lo, hi := stubPorts()
+	a, err := New(Options{Root: root, Capacity: Resources{CPUs: 4, MemoryMiB: 1024}, PortMin: lo,
+		PortMax: hi, VMMBinary: stubVMMBinary(t), Log: quiet(),
 		Dial: func(ctx context.Context, addr, token string) (VMMClient, error) {
 			select {
 			case entered <- struct{}{}:
@@ -275,8 +300,9 @@ func TestEnsureFailsWhenRegistryCannotBeSaved(t *testing.T) {
 				require.NoError(t, os.MkdirAll(filepath.Join(regPath, "x"), 0o700))
 			}
 			client := &stubClient{}
-			a, err := New(Options{Root: root, Capacity: Resources{CPUs: 4, MemoryMiB: 1024}, PortMin: 43000 + os.Getpid()%1000*20,
-				PortMax: 43019 + os.Getpid()%1000*20, VMMBinary: stubVMMBinary(t), Log: quiet(),
+			lo, hi := stubPorts()
+			a, err := New(Options{Root: root, Capacity: Resources{CPUs: 4, MemoryMiB: 1024}, PortMin: lo,
+				PortMax: hi, VMMBinary: stubVMMBinary(t), Log: quiet(),
 				Dial: func(ctx context.Context, addr, token string) (VMMClient, error) {
 					if when == "final" {
 						block()
@@ -299,6 +325,77 @@ func TestEnsureFailsWhenRegistryCannotBeSaved(t *testing.T) {
 			require.Zero(t, a.Inventory().CPUs.Reserved)
 			require.NoError(t, os.RemoveAll(regPath))
 			require.NoError(t, a.Close())
+		})
+	}
+}
+
+// A migration target's reservation is checked against the spec that
+// arrives from the source, once its server knows it: a board larger than
+// the reservation fails the VMM (exceeds_reservation) and kills its
+// server; one within it is accepted (and not asked again).
+func TestTargetBoardCheckedAgainstReservation(t *testing.T) {
+	for _, c := range []struct {
+		board Resources
+		fails bool
+	}{
+		{Resources{CPUs: 32, MemoryMiB: 64}, true},
+		{Resources{CPUs: 1, MemoryMiB: 65}, true},
+		{Resources{CPUs: 1, MemoryMiB: 64}, false},
+		{Resources{CPUs: 1, MemoryMiB: 32}, false},
+	} {
+		t.Run(fmt.Sprint(c.board), func(t *testing.T) {
+			mig := uuid.New()
+			client := &stubClient{}
+			var once sync.Once
+			client.observe = func(ctx context.Context, gen uint64) (Observation, error) {
+				var o Observation
+				sent := false
+				once.Do(func() {
+					// The source sent its spec: the server knows it now.
+					client.mu.Lock()
+					b := c.board
+					client.board = &b
+					client.mu.Unlock()
+					o, sent = Observation{Gen: 2, State: StateMigrating, MigrationIn: &MigrationProgress{ID: mig, Phase: "sync"}}, true
+				})
+				if sent {
+					return o, nil
+				}
+				<-ctx.Done()
+				return Observation{}, ctx.Err()
+			}
+			root := t.TempDir()
+			a := stubAgent(t, root, Resources{CPUs: 64, MemoryMiB: 1 << 20}, client)
+			defer a.Close()
+			id := uuid.New()
+			req := EnsureRequest{Properties: Properties{ID: uuid.New(), Name: "target"},
+				Migrate:   &MigrationTarget{SrcAddr: "127.0.0.1:1", MigrationID: mig, Secret: "s"},
+				Resources: Resources{CPUs: 1, MemoryMiB: 64}, Fingerprint: "t"}
+			_, _, err := a.Ensure(context.Background(), id, req)
+			require.NoError(t, err)
+			killAll(t, a)
+			a.mu.Lock()
+			proc := a.vmms[id].proc
+			a.mu.Unlock()
+			if !c.fails {
+				assert.Eventually(t, func() bool {
+					a.mu.Lock()
+					defer a.mu.Unlock()
+					return !a.vmms[id].rec.CheckBoard
+				}, 10*time.Second, time.Millisecond, "a board within the reservation is accepted")
+				st, err := a.State(id)
+				require.NoError(t, err)
+				require.Equal(t, StateMigrating, st.State)
+				require.False(t, isClosed(proc.done))
+				return
+			}
+			assert.Eventually(t, func() bool { st, _ := a.State(id); return st.State == StateFailed }, 10*time.Second, time.Millisecond)
+			st, err := a.State(id)
+			require.NoError(t, err)
+			require.Equal(t, FailureExceedsReservation, st.Failure.Kind)
+			require.Contains(t, st.Failure.Message, fmt.Sprintf("%d CPUs and %d MiB", c.board.CPUs, c.board.MemoryMiB))
+			require.Equal(t, MigrationFailed, st.MigrationIn.State)
+			waitClosed(t, proc.done, "the server of a VMM that exceeds its reservation was not killed")
 		})
 	}
 }

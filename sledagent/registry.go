@@ -42,6 +42,9 @@ type vmmRecord struct {
 	// process and removes its directory (the control plane was never told
 	// it exists).
 	Starting bool `json:"starting,omitempty"`
+	// CheckBoard marks a migration target whose spec (from the source)
+	// has not yet been compared with its reservation.
+	CheckBoard bool `json:"check_board,omitempty"`
 }
 
 type diskProps struct {

@@ -43,6 +43,10 @@ const (
 	FailureProcessExited FailureKind = "vmm_process_exited"
 	// FailureVMMFailed: the VMM's server reported its VM failed.
 	FailureVMMFailed FailureKind = "vmm_failed"
+	// FailureExceedsReservation: a migration target's spec, as it came
+	// from the source, needs more CPUs or memory than the target
+	// reserved; the agent killed its server.
+	FailureExceedsReservation FailureKind = "exceeds_reservation"
 )
 
 // FailureReason is why a VMM failed, as data.

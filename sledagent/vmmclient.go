@@ -26,6 +26,10 @@ type VMMClient interface {
 	Arm(ctx context.Context, a MigrationArm) (MigrationArmed, error)
 	// Serial reads the serial console's history.
 	Serial(ctx context.Context, q SerialQuery) (SerialChunk, error)
+	// SpecBoard answers the resources of the instance's spec (its board's
+	// CPUs and memory), or nil while the server does not know its spec
+	// yet (a migration target before the source sent it; no instance).
+	SpecBoard(ctx context.Context) (*Resources, error)
 	// Console attaches to the serial console: reads are guest output
 	// (the kept bytes first), writes are guest input; it reads io.EOF when
 	// the console ends.

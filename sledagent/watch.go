@@ -55,6 +55,9 @@ func (a *Agent) watchState(v *vmm) {
 		if err == nil {
 			failures = 0
 			a.apply(v, o)
+			if !o.NoInstance && !a.checkBoard(v, client) {
+				return // failed: its spec exceeds its reservation
+			}
 			if o.NoInstance {
 				// The server does not long-poll without an instance.
 				select {
@@ -82,6 +85,51 @@ func (a *Agent) watchState(v *vmm) {
 		case <-time.After(DefaultBackoff.wait(failures)):
 		}
 	}
+}
+
+// checkBoard compares a migration target's spec, once its server knows
+// it, with what the target reserved; a board larger than the reservation
+// fails the VMM and kills its server (the sled would be overcommitted).
+// It answers false when it failed the VMM.
+func (a *Agent) checkBoard(v *vmm, client VMMClient) bool {
+	a.mu.Lock()
+	need, terminal := v.rec.CheckBoard, v.state.State.Terminal()
+	a.mu.Unlock()
+	if !need || terminal {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+	board, err := client.SpecBoard(ctx)
+	cancel()
+	if err != nil || board == nil {
+		return true // not known yet: the next observation asks again
+	}
+	a.mu.Lock()
+	if a.vmms[v.rec.ID] != v || v.state.State.Terminal() {
+		a.mu.Unlock()
+		return true
+	}
+	if board.CPUs <= v.rec.CPUs && board.MemoryMiB <= v.rec.MemoryMiB {
+		v.rec.CheckBoard = false
+		a.saveLockedLog()
+		a.mu.Unlock()
+		return true
+	}
+	v.state = transition(v.state, StateFailed, &FailureReason{Kind: FailureExceedsReservation,
+		Message: fmt.Sprintf("the spec from the migration source needs %d CPUs and %d MiB; the VMM reserved %d CPUs and %d MiB",
+			board.CPUs, board.MemoryMiB, v.rec.CPUs, v.rec.MemoryMiB)})
+	v.state.MigrationIn = failMigration(v.state.MigrationIn)
+	v.state.MigrationOut = failMigration(v.state.MigrationOut)
+	a.saveLockedLog()
+	a.updateGaugeLocked()
+	a.mu.Unlock()
+	a.log.Warn("a migration target's spec exceeds its reservation; killing it", "vmm_id", v.rec.ID,
+		"cpus", board.CPUs, "memory_mib", board.MemoryMiB, "reserved_cpus", v.rec.CPUs, "reserved_memory_mib", v.rec.MemoryMiB)
+	if err := v.proc.Kill(10 * time.Second); err != nil {
+		a.log.Error("a VMM that exceeds its reservation could not be killed", "vmm_id", v.rec.ID, "err", err)
+	}
+	a.bell.notify(v.rec.ID)
+	return false
 }
 
 // refusedToken kills an adopted VMM whose server refused its token at

@@ -180,6 +180,31 @@ func (v *v1Client) Serial(ctx context.Context, q sledagent.SerialQuery) (sledage
 	return sledagent.SerialChunk{Data: resp.JSON200.Data, Start: uint64(resp.JSON200.Start), End: uint64(resp.JSON200.End)}, nil
 }
 
+func (v *v1Client) SpecBoard(ctx context.Context) (*sledagent.Resources, error) {
+	resp, err := v.c.InstanceSpecGetWithResponse(ctx)
+	if err != nil {
+		return nil, transport("instance spec", err)
+	}
+	if resp.JSON404 != nil && resp.JSON404.ErrorCode == "no_instance" {
+		return nil, nil
+	}
+	if err := answer(resp.StatusCode(), resp.Body, "instance spec"); err != nil {
+		return nil, err
+	}
+	sv := resp.JSON200
+	if sv == nil {
+		return nil, fmt.Errorf("instance spec: no body: %w", sledagent.ErrVMMUnavailable)
+	}
+	if sv.SpecStatus != api.InstanceSpecStatusPresent || sv.Spec == nil {
+		return nil, nil
+	}
+	b := sv.Spec.Board
+	if b.Cpus < 0 || b.MemoryMb < 0 {
+		return nil, fmt.Errorf("instance spec: a negative board (%d CPUs, %d MiB): %w", b.Cpus, b.MemoryMb, sledagent.ErrVMMUnavailable)
+	}
+	return &sledagent.Resources{CPUs: uint32(b.Cpus), MemoryMiB: uint64(b.MemoryMb)}, nil
+}
+
 func (v *v1Client) Console(ctx context.Context) (io.ReadWriteCloser, error) {
 	u := "ws" + strings.TrimPrefix(v.base, "http") + "/instance/serial"
 	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: v.hc, HTTPHeader: httpkit.BearerHeader(v.token)})
