@@ -26,11 +26,18 @@ import (
 //	Running   -> Stopping (stop, or the guest powered off), Rebooting, Migrating (outbound), Failed
 //	Rebooting -> Running, Stopping (the guest powered off), Failed
 //	Migrating -> Running (target after the hand-off; source after a failed migration),
-//	             Destroyed (source after the hand-off), Stopping (the guest powered off
-//	             during an outbound migration), Failed
+//	             Destroyed (source after the hand-off), Stopping (stop, or the guest
+//	             powered off, during an outbound migration), Failed
 //	Stopping  -> Stopped
 //	Stopped   -> Destroyed (once the VM is released)
 //	Failed, Destroyed: final; a new ensure may replace the instance then.
+//
+// A stop during an outbound migration (before its hand-off) is honoured:
+// the migration is aborted (its failure reason says a stop was requested)
+// and the instance goes migrating -> stopping at once; once the aborted
+// migration has resumed the VM and let go of what it held, the VM is
+// stopped: stopping -> stopped -> destroyed, as any stop. After the
+// hand-off a stop is refused: the VM is no longer here.
 type State uint8
 
 // The lifecycle states.
@@ -157,11 +164,25 @@ type SerialHistory struct {
 }
 
 // SerialConn is one attached console: Output yields guest output (closed when
-// the console ends or the reader fell too far behind), Write sends input to
-// the guest, Close detaches.
+// the console ends or the reader fell too far behind), End says which of
+// the two closed it, Write sends input to the guest, Close detaches.
 type SerialConn interface {
 	Output() <-chan []byte
+	// End says why Output was closed; it is meaningful only once Output
+	// is closed.
+	End() ConsoleEnd
 	io.WriteCloser
+}
+
+// ConsoleEnd is why a console's output ended.
+type ConsoleEnd struct {
+	// Behind says the reader fell too far behind and was cut off; false:
+	// the instance's console ended (its VM stopped, failed or migrated
+	// away, or the server is shutting down).
+	Behind bool
+	// Reason says what happened, in a few words fit for a client ("the VM
+	// stopped").
+	Reason string
 }
 
 // MigrationArm arms a running instance as the source of one migration.

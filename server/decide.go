@@ -10,15 +10,17 @@ const (
 	alreadyDone
 	// honour: run goes to starting, stop to stopping, reboot to rebooting.
 	honour
-	// abortOutbound: a stop during an outbound migration ends the
-	// migration and the VM runs on here (the client asks again to stop).
-	abortOutbound
+	// abortAndStop: a stop during an outbound migration aborts the
+	// migration and stops the VM: migrating -> stopping at once, then
+	// stopped and destroyed once the aborted migration has resumed the VM
+	// and let go of what it held.
+	abortAndStop
 )
 
 // decide is the lifecycle's rule book, one exhaustive switch over the
 // state: hasVM says the instance has a VM (a migration target waiting for
 // its source has none); migratingOut that an outbound migration can still
-// be aborted.
+// be aborted (before its hand-off).
 func decide(s State, req Requested, hasVM, migratingOut bool) decision {
 	switch s {
 	case StateCreating:
@@ -60,8 +62,8 @@ func decide(s State, req Requested, hasVM, migratingOut bool) decision {
 			return refuse
 		}
 	case StateMigrating:
-		if req == RequestStop && migratingOut {
-			return abortOutbound
+		if req == RequestStop && migratingOut && hasVM {
+			return abortAndStop
 		}
 		return refuse
 	case StateFailed:

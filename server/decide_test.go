@@ -41,8 +41,11 @@ func TestDecide(t *testing.T) {
 		require.Equal(t, refuse, decide(StateCreating, req, false, false), req.String())
 		require.Equal(t, refuse, decide(StateMigrating, req, false, false), req.String())
 	}
-	// During an outbound migration, stop aborts it; run and reboot are refused.
-	require.Equal(t, abortOutbound, decide(StateMigrating, stop, true, true))
+	// During an outbound migration, stop aborts it and stops the VM; run
+	// and reboot are refused. Once the migration can no longer be aborted
+	// (it handed the VM off), stop is refused too.
+	require.Equal(t, abortAndStop, decide(StateMigrating, stop, true, true))
+	require.Equal(t, refuse, decide(StateMigrating, stop, true, false))
 	require.Equal(t, refuse, decide(StateMigrating, run, true, true))
 	require.Equal(t, refuse, decide(StateMigrating, reboot, true, true))
 }

@@ -130,6 +130,7 @@ type fakeSerialConn struct {
 }
 
 func (c *fakeSerialConn) Output() <-chan []byte { return c.out }
+func (c *fakeSerialConn) End() ConsoleEnd       { return ConsoleEnd{Reason: consoleVMStopped} }
 func (c *fakeSerialConn) Close() error          { return nil }
 func (c *fakeSerialConn) Write(p []byte) (int, error) {
 	c.f.mu.Lock()

@@ -144,6 +144,10 @@ type fakeVM struct {
 	// closes counts Close calls that released the VM.
 	closes int
 	input  []byte
+	// stopPhase and stopLogging are the phase and dirty logging when Stop
+	// last ended the VM.
+	stopPhase   vmm.Phase
+	stopLogging bool
 }
 
 var _ VM = (*fakeVM)(nil)
@@ -318,6 +322,7 @@ func (v *fakeVM) Stop() error {
 		defer v.mu.Unlock()
 		return v.notNow("stop")
 	}
+	v.stopPhase, v.stopLogging = v.phase, v.logging
 	done := v.endLocked(vmm.Exit{Reason: vmm.ExitStopped})
 	v.mu.Unlock()
 	waitClosed(done)

@@ -94,7 +94,8 @@ func (s *source) run(ctx context.Context, hello migration.Hello) error {
 }
 
 // fail ends a migration that did not reach the hand-off: the VM runs on,
-// here, with nothing lost.
+// here, with nothing lost; or, when a stop aborted the migration, the VM
+// is stopped now.
 func (s *source) fail(err error) {
 	var resumeErr error
 	if s.paused {
@@ -113,6 +114,12 @@ func (s *source) fail(err error) {
 	// A target that lost the stream and asks is told, once it proved
 	// itself, that nothing was handed off.
 	s.r.recordOutcomeLocked(s.id, s.secret, false, s.r.mc.outcome.get())
+	if s.r.machine == s.m && s.r.inst.State == StateStopping {
+		// A stop aborted the migration (RequestState): now that the VM is
+		// resumed and the migration has let go of it, stop it.
+		go s.r.stop(s.m)
+		return
+	}
 	if s.r.machine != s.m || s.r.inst.State != StateMigrating {
 		return
 	}
@@ -125,7 +132,7 @@ func (s *source) fail(err error) {
 	if resumeErr != nil {
 		// The VM is paused and cannot go on: say so rather than running.
 		s.r.setStateLocked(StateFailed, fmt.Sprintf("resume after the failed migration: %v", resumeErr))
-		s.r.releaseLocked()
+		s.r.releaseLocked(consoleVMFailed)
 		return
 	}
 	s.r.setStateLocked(StateRunning, "")
@@ -307,7 +314,7 @@ func (s *source) handOff(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.machine == s.m {
-		r.releaseLocked()
+		r.releaseLocked(consoleVMMigrated)
 		r.setStateLocked(StateDestroyed, "migrated out")
 	}
 	if err != nil {
@@ -456,4 +463,4 @@ func newestCommon(theirs, ours []uint32) uint32 {
 	return best
 }
 
-var errStopRequested = errors.New("a stop was requested during the migration")
+var errStopRequested = errors.New("stop was requested during the migration")

@@ -125,7 +125,7 @@ func (t *target) run() {
 		in.Phase, in.FailureReason, in.Total = PhaseFailed, reason, time.Since(t.start)
 	}
 	r.setStateLocked(StateFailed, "inbound migration failed: "+reason)
-	r.serial.closeAll()
+	r.serial.closeAll(consoleVMFailed)
 }
 
 // dial connects to the source and upgrades to the migration stream, and

@@ -144,15 +144,24 @@ func (r *Runtime) endedLocked() bool {
 	return r.inst.State == StateDestroyed || r.inst.State == StateFailed
 }
 
+// ensureWait bounds how long an ensure waits for another one's build, or
+// for the previous instance's VM to be let go, before it answers
+// ErrEnsureInProgress. A variable for tests.
+var ensureWait = 5 * time.Second
+
 // Ensure builds the VM from the request's spec and returns without running
 // it. Nothing is kept if the VM cannot be built. The VM is built outside
 // the lock: meanwhile the server answers as before, and another ensure
-// waits (as long as its ctx lets it) to be judged once this one is done.
+// waits (at most ensureWait, and as long as its ctx lets it) to be judged
+// once this one is done.
 func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool, error) {
 	src, err := r.checkMigrateInit(ctx, req.Migrate) // before anything is built or replaced
 	if err != nil {
 		return Instance{}, false, err
 	}
+	waitCtx, cancel := context.WithTimeoutCause(ctx, ensureWait,
+		fmt.Errorf("waited %v", ensureWait))
+	defer cancel()
 	r.mu.Lock()
 	for {
 		var wait chan struct{}
@@ -183,8 +192,8 @@ func (r *Runtime) Ensure(ctx context.Context, req EnsureRequest) (Instance, bool
 		r.mu.Unlock()
 		select {
 		case <-wait:
-		case <-ctx.Done():
-			return Instance{}, false, fmt.Errorf("%w (%w)", ErrEnsureInProgress, context.Cause(ctx))
+		case <-waitCtx.Done():
+			return Instance{}, false, fmt.Errorf("%w (%w)", ErrEnsureInProgress, context.Cause(waitCtx))
 		}
 		r.mu.Lock()
 	}
@@ -325,11 +334,13 @@ func (r *Runtime) RequestState(_ context.Context, req Requested) error {
 	switch decide(r.inst.State, req, r.machine != nil, r.mig.abortOut != nil) {
 	case alreadyDone:
 		return nil
-	case abortOutbound:
+	case abortAndStop:
+		// The source's failure path (source.fail) stops the VM once it
+		// has resumed it and let go of what the migration held.
 		r.mig.abortOut(errStopRequested)
 		r.mig.abortOut = nil
-		return &TransitionError{State: StateMigrating, Requested: req.String(),
-			Note: "the outbound migration was aborted and the instance runs on; ask again to stop it"}
+		r.setStateLocked(StateStopping, "")
+		return nil
 	case honour:
 		switch req {
 		case RequestRun:
@@ -393,11 +404,11 @@ func (r *Runtime) machineEndedLocked(exit vmm.Exit) {
 	switch exit.Reason {
 	case vmm.ExitFailed:
 		r.setStateLocked(StateFailed, exit.String())
-		r.releaseLocked()
+		r.releaseLocked(consoleVMFailed)
 	case vmm.ExitPoweredOff, vmm.ExitReset, vmm.ExitStopped:
 		r.setStateLocked(StateStopping, exit.String())
 		r.setStateLocked(StateStopped, exit.String())
-		r.retireLocked(StateDestroyed, exit.String())
+		r.retireLocked(StateDestroyed, exit.String(), consoleVMStopped)
 	}
 }
 
@@ -412,7 +423,7 @@ func (r *Runtime) stop(m VM) {
 		return
 	}
 	r.setStateLocked(StateStopped, "")
-	r.retireLocked(StateDestroyed, "")
+	r.retireLocked(StateDestroyed, "", consoleVMStopped)
 }
 
 func (r *Runtime) reboot(m VM) {
@@ -435,21 +446,21 @@ func (r *Runtime) fail(m VM, err error) {
 		return
 	}
 	r.setStateLocked(StateFailed, err.Error())
-	r.releaseLocked()
+	r.releaseLocked(consoleVMFailed)
 }
 
-// releaseLocked detaches the VM and its consoles, and closes the VM off
-// the lock.
-func (r *Runtime) releaseLocked() { r.retireLocked(0, "") }
+// releaseLocked detaches the VM and its consoles, telling them why
+// (console, one of the console* phrases), and closes the VM off the lock.
+func (r *Runtime) releaseLocked(console string) { r.retireLocked(0, "", console) }
 
 // retireLocked is releaseLocked, and then, once the VM is closed (so that
 // what the guest printed last is in the console's history), moves the
 // instance to state then with reason, unless the instance changed
 // meanwhile. A zero then moves nothing.
-func (r *Runtime) retireLocked(then State, reason string) {
+func (r *Runtime) retireLocked(then State, reason, console string) {
 	m := r.machine
 	r.machine = nil
-	r.serial.closeAll()
+	r.serial.closeAll(console)
 	gen := r.inst.Gen
 	r.closeLater(m, func() {
 		if then != 0 && r.inst.Gen == gen {
@@ -552,20 +563,35 @@ func (r *Runtime) MigrationStatus(context.Context) (MigrationStatus, error) {
 	return r.mig.statusLocked(), nil
 }
 
+// closeWait bounds how long Close waits for a VM being built or closed. A
+// variable for tests.
+var closeWait = 10 * time.Second
+
 // Close stops and releases the VM, for server shutdown, and waits until
-// every VM is closed. Nothing is built afterwards.
+// every VM is closed, or closeWait has passed: a VM build cannot be
+// interrupted, and one still under way is closed by its ensure when it
+// finishes. Nothing is built afterwards.
 func (r *Runtime) Close() {
+	timer := time.NewTimer(closeWait)
+	defer timer.Stop()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.shut = true
-	r.releaseLocked()
+	r.releaseLocked(consoleShuttingDown)
 	for r.closing > 0 || r.building != nil {
 		ch := r.closed
 		if r.building != nil {
 			ch = r.building
 		}
 		r.mu.Unlock()
-		<-ch
+		select {
+		case <-ch:
+		case <-timer.C:
+			r.mu.Lock()
+			r.log.Warn("shutdown: gave up waiting for VMs being built or released; each is closed when done",
+				"waited", closeWait, "building", r.building != nil, "closing", r.closing)
+			return
+		}
 		r.mu.Lock()
 	}
-	r.mu.Unlock()
 }

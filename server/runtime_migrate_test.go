@@ -13,7 +13,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/vmm"
 )
 
 // The helpers below are the only places that know how a migration is armed
@@ -330,29 +332,62 @@ func TestFailedMigrationLeavesTheSourceIntact(t *testing.T) {
 		"the failed target let its VM go")
 }
 
-// TestStopDuringOutboundMigrationAbortsIt: stop while a migration is in
-// progress ends the migration (the instance runs on, and says so); a
-// second stop stops it.
-func TestStopDuringOutboundMigrationAbortsIt(t *testing.T) {
-	src := newRig(t, fakeGuest{TickEvery: time.Millisecond})
-	_, vm := src.ensure(t, "abort")
-	src.run(t)
-	id, secret := armSource(t, src.rt)
-	_ = openMigrationStream(t, src.addr, id, secret) // a target that says nothing
-	waitState(t, src.rt, StateMigrating)
+// TestStopDuringOutboundMigrationStopsTheVM: stop while a migration is in
+// progress is honoured (204 over HTTP, not a 409 that did something): the
+// migration is aborted, saying a stop was requested, and the instance goes
+// migrating -> stopping -> stopped -> destroyed; the VM is stopped only
+// once the aborted migration has resumed it (when it had paused it) and
+// turned its dirty log off. A second stop meanwhile is no error either.
+// The stream's timeouts are long: only the stop ends the migration.
+func TestStopDuringOutboundMigrationStopsTheVM(t *testing.T) {
+	for _, paused := range []bool{false, true} {
+		t.Run(fmt.Sprintf("paused=%v", paused), func(t *testing.T) {
+			a := newMigRig(t)
+			vm := a.running(t)
+			a.rt.mc.idle.set(time.Minute)
+			a.rt.mc.build.set(time.Minute)
+			before := a.instance(t)
+			id, secret := a.arm(t)
+			c, br := openStream(t, a.addr, id)
+			proveAsTarget(t, c, br, id, secret)
+			require.Equal(t, migration.TypePreamble, readFrame(t, c, br).Type)
+			if paused {
+				// Play the target up to the point where the source has
+				// paused the VM and sent its state; then say nothing.
+				sendFrame(t, c, migration.TypeReady, nil)
+				for readFrame(t, c, br).Type != migration.TypeRoundEnd {
+				}
+				sendFrame(t, c, migration.TypeRoundAck, migration.RoundAck{Round: 0}.Encode())
+				for readFrame(t, c, br).Type != migration.TypeStateDone {
+				}
+				vm.mu.Lock()
+				phase := vm.phase
+				vm.mu.Unlock()
+				require.Equal(t, vmm.PhasePaused, phase, "the migration paused the VM")
+			}
+			require.Equal(t, StateMigrating, a.instance(t).State)
 
-	err := src.rt.RequestState(context.Background(), RequestStop)
-	var te *TransitionError
-	require.ErrorAs(t, err, &te)
-	require.Contains(t, te.Note, "aborted")
-	out := waitOutbound(t, src.rt, PhaseFailed)
-	require.Contains(t, out.FailureReason, "stop")
-	waitState(t, src.rt, StateRunning)
-	require.False(t, vm.closed())
+			r, err := a.c.InstanceStatePutWithResponse(context.Background(),
+				api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
+			require.NoError(t, err)
+			require.Equal(t, http.StatusNoContent, r.StatusCode(), string(r.Body))
+			require.NoError(t, a.rt.RequestState(context.Background(), RequestStop), "a second stop: under way")
 
-	require.NoError(t, src.rt.RequestState(context.Background(), RequestStop))
-	waitState(t, src.rt, StateDestroyed)
-	require.True(t, vm.closed())
+			all, err := watchFrom(a.rt, before.Gen, StateDestroyed)
+			require.NoError(t, err)
+			require.Equal(t, []State{StateMigrating, StateStopping, StateStopped, StateDestroyed}, statesOf(all))
+			out := a.outbound(t)
+			require.Equal(t, PhaseFailed, out.Phase)
+			require.Contains(t, out.FailureReason, "stop was requested")
+			require.True(t, vm.closed())
+			vm.mu.Lock()
+			exit, stopPhase, stopLogging := vm.exit, vm.stopPhase, vm.stopLogging
+			vm.mu.Unlock()
+			require.Equal(t, vmm.ExitStopped, exit.Reason, "the VM was stopped")
+			require.Equal(t, vmm.PhaseRunning, stopPhase, "the abort resumed the VM before it was stopped")
+			require.False(t, stopLogging, "the abort turned the dirty log off before the VM was stopped")
+		})
+	}
 }
 
 // TestGuestEndsDuringMigration: a guest that powers off while it is being

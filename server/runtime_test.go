@@ -149,11 +149,13 @@ var allowedNext = map[State][]State{
 // final (at most 10 s), and returns every transition it saw; it fails if a
 // generation was skipped. It fails nothing itself, so that it can run on
 // its own goroutine.
-func watchAll(core Core, final State) ([]Transition, error) {
+func watchAll(core Core, final State) ([]Transition, error) { return watchFrom(core, 0, final) }
+
+// watchFrom is watchAll from generation gen on.
+func watchFrom(core Core, gen uint64, final State) ([]Transition, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var all []Transition
-	var gen uint64
 	for {
 		inst, _, hist, err := core.WaitGen(ctx, gen)
 		if err != nil {
@@ -578,12 +580,15 @@ func TestDecideEveryCase(t *testing.T) {
 					switch {
 					case s == StateCreating && !hasVM:
 						require.Equal(t, refuse, got, "%s/%s without a VM", s, req)
-					case s == StateMigrating && req == RequestStop && out:
-						require.Equal(t, abortOutbound, got, "%s/%s", s, req)
+					case s == StateMigrating && req == RequestStop && out && hasVM:
+						require.Equal(t, abortAndStop, got, "%s/%s", s, req)
 					case s == StateMigrating:
 						require.Equal(t, refuse, got, "%s/%s", s, req)
 					default:
 						require.Equal(t, base, got, "%s/%s vm=%v out=%v", s, req, hasVM, out)
+					}
+					if got == abortAndStop {
+						require.Contains(t, allowedNext[s], StateStopping, "%s/%s", s, req)
 					}
 					if got == honour {
 						// What an honoured request leads to is allowed.
@@ -594,4 +599,117 @@ func TestDecideEveryCase(t *testing.T) {
 			}
 		}
 	}
+}
+
+// holdBuilds makes g's fake VMs wait in New until the returned function is
+// called (or the test ends); entered yields once per New that waits.
+func holdBuilds(t *testing.T, g *rig) (entered chan struct{}, release func()) {
+	held, release := gate(t)
+	entered = make(chan struct{}, 4)
+	g.vms.mu.Lock()
+	g.vms.gate, g.vms.entered = held, entered
+	g.vms.mu.Unlock()
+	return entered, release
+}
+
+// TestEnsureInProgressReachesHTTP: an ensure that arrives while another's
+// VM is being built waits at most ensureWait, even when its request has no
+// deadline, and answers 409 ensure_in_progress; once the build is done the
+// usual answers come back.
+func TestEnsureInProgressReachesHTTP(t *testing.T) {
+	old := ensureWait
+	ensureWait = 100 * time.Millisecond
+	defer func() { ensureWait = old }()
+
+	g := newRig(t, fakeGuest{})
+	entered, release := holdBuilds(t, g)
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := g.rt.Ensure(context.Background(), EnsureRequest{
+			Properties: Properties{ID: uuid.MustParse("5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01"), Name: "vm1"},
+			Spec:       testSpec(t, 1, 32)})
+		first <- err
+	}()
+	<-entered
+
+	// The client waits far longer than the server may: only the server's
+	// bound can answer in time.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, body := range []string{ensureBody(validSpecJSON), `{"properties":{"id":"` + uuid.NewString() +
+		`","name":"other"},"spec":` + validSpecJSON + `}`} {
+		start := time.Now()
+		r, err := g.c.InstanceEnsureWithBodyWithResponse(ctx, "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusConflict, r.StatusCode(), string(r.Body))
+		require.NotNil(t, r.JSON409)
+		require.Equal(t, CodeEnsureInProgress, r.JSON409.ErrorCode)
+		require.Less(t, time.Since(start), 10*time.Second)
+		require.GreaterOrEqual(t, time.Since(start), ensureWait, "it waited for the build first")
+	}
+
+	release()
+	require.NoError(t, <-first)
+	r, err := g.c.InstanceEnsureWithBodyWithResponse(ctx, "application/json", strings.NewReader(ensureBody(validSpecJSON)))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, r.StatusCode(), "a different instance now: %s", r.Body)
+	require.Equal(t, CodeInstanceExists, r.JSON409.ErrorCode)
+	require.Equal(t, 1, g.vms.count())
+}
+
+// TestEndedInstanceRetryIsStable: an ensure identical to the one that made
+// an instance that has since ended answers that ended instance, 200, the
+// same every time; a different one replaces it.
+func TestEndedInstanceRetryIsStable(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	req, _ := g.ensure(t, "ends")
+	g.run(t)
+	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	ended := waitState(t, g.rt, StateDestroyed)
+	for range 3 {
+		inst, created, err := g.rt.Ensure(context.Background(), req)
+		require.NoError(t, err)
+		require.False(t, created)
+		require.Equal(t, ended, inst)
+	}
+	_, vm := g.ensure(t, "next")
+	require.False(t, vm.closed())
+	_, _, err := g.rt.Ensure(context.Background(), req)
+	require.ErrorIs(t, err, ErrInstanceExists, "the old request is now a different one")
+}
+
+// TestCloseDoesNotWaitForeverForABuild: Close waits for a VM being built
+// at most closeWait; the build, once done, is closed rather than
+// installed.
+func TestCloseDoesNotWaitForeverForABuild(t *testing.T) {
+	old := closeWait
+	closeWait = 100 * time.Millisecond
+	defer func() { closeWait = old }()
+
+	g := newRig(t, fakeGuest{})
+	entered, release := holdBuilds(t, g)
+	built := make(chan error, 1)
+	go func() {
+		_, _, err := g.rt.Ensure(context.Background(), specRequest(t, "late"))
+		built <- err
+	}()
+	<-entered
+
+	closed := make(chan struct{})
+	go func() {
+		g.rt.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waits for the build")
+	}
+
+	release()
+	require.ErrorIs(t, <-built, ErrShuttingDown)
+	require.Eventually(t, func() bool { return g.vms.last() != nil && g.vms.last().closed() }, 10*time.Second,
+		time.Millisecond, "the late VM is closed")
+	_, err := g.rt.Instance(context.Background())
+	require.ErrorIs(t, err, ErrNoInstance, "nothing was installed")
 }

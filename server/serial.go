@@ -19,6 +19,17 @@ var consoleWriteTimeout = 10 * time.Second
 // before it is cut off; the guest never waits for a reader.
 const subscriberQueue = 256
 
+// Why an instance's consoles end: each is the close reason a console's
+// client is given.
+const (
+	consoleVMStopped    = "the VM stopped"
+	consoleVMFailed     = "the VM failed"
+	consoleVMMigrated   = "the VM migrated away"
+	consoleShuttingDown = "the server is shutting down; the VM stopped"
+	consoleBehind       = "reader fell behind"
+	consoleClosed       = "the console was closed"
+)
+
 // serialLog keeps the most recent output of a serial port and fans it out to
 // attached consoles. Write never blocks on a reader: a console whose queue is
 // full is disconnected (its channel closed).
@@ -34,8 +45,9 @@ type serialLog struct {
 	total uint64
 	subs  map[*serialSub]struct{}
 	// ended says the instance's VM is gone: a console attached now gets
-	// the kept bytes and is then closed.
-	ended bool
+	// the kept bytes and is then closed, for endReason.
+	ended     bool
+	endReason string
 }
 
 func newSerialLog(keep int) *serialLog {
@@ -62,7 +74,7 @@ func (l *serialLog) Write(p []byte) (int, error) {
 		select {
 		case s.out <- chunk:
 		default:
-			l.dropLocked(s)
+			l.dropLocked(s, ConsoleEnd{Behind: true, Reason: consoleBehind})
 		}
 	}
 	return len(p), nil
@@ -105,8 +117,9 @@ type serialSub struct {
 	// guest has not taken yet.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// closed is guarded by l.mu.
+	// closed and end (why it was closed) are guarded by l.mu.
 	closed bool
+	end    ConsoleEnd
 }
 
 // attach returns a console that first receives the kept bytes, then
@@ -121,29 +134,31 @@ func (l *serialLog) attach() *serialSub {
 	}
 	l.subs[s] = struct{}{}
 	if l.ended {
-		l.dropLocked(s)
+		l.dropLocked(s, ConsoleEnd{Reason: l.endReason})
 	}
 	return s
 }
 
-func (l *serialLog) dropLocked(s *serialSub) {
+// dropLocked disconnects s, for end; l.mu is held.
+func (l *serialLog) dropLocked(s *serialSub, end ConsoleEnd) {
 	if !s.closed {
-		s.closed = true
+		s.closed, s.end = true, end
 		delete(l.subs, s)
 		close(s.out)
 		s.cancel()
 	}
 }
 
-// closeAll disconnects every console and stops taking input: the VM is
-// gone. History stays readable.
-func (l *serialLog) closeAll() {
+// closeAll disconnects every console, telling each why (reason, one of
+// the console* phrases), and stops taking input: the VM is gone. History
+// stays readable.
+func (l *serialLog) closeAll(reason string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for s := range l.subs {
-		l.dropLocked(s)
+		l.dropLocked(s, ConsoleEnd{Reason: reason})
 	}
-	l.input, l.ended = nil, true
+	l.input, l.ended, l.endReason = nil, true, reason
 }
 
 // reopen is called when a new instance is created: consoles attached from
@@ -163,6 +178,13 @@ func (l *serialLog) subscribers() int {
 
 func (s *serialSub) Output() <-chan []byte { return s.out }
 
+// End says why Output was closed.
+func (s *serialSub) End() ConsoleEnd {
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	return s.end
+}
+
 var errNoSerialInput = errors.New("the instance has no running VM to take serial input")
 
 func (s *serialSub) Write(p []byte) (int, error) {
@@ -181,7 +203,7 @@ func (s *serialSub) Write(p []byte) (int, error) {
 func (s *serialSub) Close() error {
 	s.l.mu.Lock()
 	defer s.l.mu.Unlock()
-	s.l.dropLocked(s)
+	s.l.dropLocked(s, ConsoleEnd{Reason: consoleClosed})
 	return nil
 }
 

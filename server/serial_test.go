@@ -82,7 +82,7 @@ func TestSerialInputEndsWithItsConsole(t *testing.T) {
 func TestSerialAttachAfterTheVMIsGone(t *testing.T) {
 	l := newSerialLog(1 << 10)
 	fmt.Fprint(l, "tick 1\n")
-	l.closeAll()
+	l.closeAll(consoleVMStopped)
 	c := l.attach()
 	var got []byte
 	for b := range c.Output() {

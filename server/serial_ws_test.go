@@ -253,3 +253,137 @@ func TestConsoleSlowReaderIsCutOff(t *testing.T) {
 	require.Eventually(t, func() bool { return g.rt.consoles.attached() == 0 }, 20*time.Second, 5*time.Millisecond,
 		"the server let the console go")
 }
+
+// readToClose reads the console until the server closes it (within 20 s)
+// and returns what it printed and the close status and reason.
+func readToClose(t *testing.T, ws *websocket.Conn) (string, websocket.StatusCode, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out strings.Builder
+	for {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			var ce websocket.CloseError
+			require.ErrorAs(t, err, &ce, "the server closed the console with a close frame")
+			return out.String(), ce.Code, ce.Reason
+		}
+		out.Write(data)
+	}
+}
+
+// dialConsole attaches a console to g's instance over a real WebSocket and
+// waits until the instance's console counts it (when the instance's VM
+// is gone, a console is let go at once: use dialEndedConsole).
+func dialConsole(t *testing.T, g *rig) *websocket.Conn {
+	t.Helper()
+	g.rt.mu.Lock()
+	log := g.rt.serial
+	g.rt.mu.Unlock()
+	before := log.subscribers()
+	ws := dialEndedConsole(t, g)
+	require.Eventually(t, func() bool { return log.subscribers() == before+1 }, 10*time.Second, time.Millisecond)
+	return ws
+}
+
+// dialEndedConsole attaches a console to g's instance over a real
+// WebSocket.
+func dialEndedConsole(t *testing.T, g *rig) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, consoleURL(g), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { ws.CloseNow() })
+	ws.SetReadLimit(1 << 20)
+	return ws
+}
+
+// TestConsoleCloseSaysWhy: the console's WebSocket is closed as the
+// contract says: 1000, with what happened as the reason, when the
+// instance's console ends (the VM stopped, failed, or migrated away; also
+// for a console attached after the end); 1008 "reader fell behind" when a
+// reader fell too far behind.
+func TestConsoleCloseSaysWhy(t *testing.T) {
+	t.Run("stopped", func(t *testing.T) {
+		g := newRig(t, fakeGuest{})
+		g.ensure(t, "stops")
+		ws := dialConsole(t, g)
+		g.run(t)
+		require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+		out, code, reason := readToClose(t, ws)
+		require.Equal(t, "ticker ready\n", out)
+		require.Equal(t, websocket.StatusNormalClosure, code)
+		require.Equal(t, consoleVMStopped, reason)
+
+		// Attached after the end: the kept bytes, then the same close.
+		waitState(t, g.rt, StateDestroyed)
+		out, code, reason = readToClose(t, dialEndedConsole(t, g))
+		require.Equal(t, "ticker ready\n", out)
+		require.Equal(t, websocket.StatusNormalClosure, code)
+		require.Equal(t, consoleVMStopped, reason)
+	})
+	t.Run("guest powered off", func(t *testing.T) {
+		g := newRig(t, fakeGuest{})
+		_, vm := g.ensure(t, "powers off")
+		g.run(t)
+		ws := dialConsole(t, g)
+		vm.powerOff(0)
+		_, code, reason := readToClose(t, ws)
+		require.Equal(t, websocket.StatusNormalClosure, code)
+		require.Equal(t, consoleVMStopped, reason)
+	})
+	t.Run("failed", func(t *testing.T) {
+		g := newRig(t, fakeGuest{})
+		_, vm := g.ensure(t, "fails")
+		g.run(t)
+		ws := dialConsole(t, g)
+		vm.crash(fmt.Errorf("triple fault"))
+		_, code, reason := readToClose(t, ws)
+		require.Equal(t, websocket.StatusNormalClosure, code)
+		require.Equal(t, consoleVMFailed, reason)
+	})
+	t.Run("migrated away", func(t *testing.T) {
+		src, dst := newRig(t, fakeGuest{}), newRig(t, fakeGuest{})
+		src.ensure(t, "moves")
+		src.run(t)
+		ws := dialConsole(t, src)
+		migrate(t, src, dst)
+		waitState(t, src.rt, StateDestroyed)
+		_, code, reason := readToClose(t, ws)
+		require.Equal(t, websocket.StatusNormalClosure, code)
+		require.Equal(t, consoleVMMigrated, reason)
+	})
+	t.Run("reader fell behind", func(t *testing.T) {
+		g := newRig(t, fakeGuest{})
+		g.ensure(t, "chatty")
+		ws := dialConsole(t, g)
+		g.rt.mu.Lock()
+		log := g.rt.serial
+		g.rt.mu.Unlock()
+		// The client reads nothing while the guest prints far more than
+		// the socket buffers and the console's queue hold.
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for i := 0; log.subscribers() > 0; i++ {
+			require.Less(t, i, 100*subscriberQueue, "the reader was never cut off")
+			_, _ = log.Write(chunk)
+		}
+		out, code, reason := readToClose(t, ws)
+		require.NotEmpty(t, out)
+		require.Equal(t, websocket.StatusPolicyViolation, code)
+		require.Equal(t, consoleBehind, reason)
+	})
+}
+
+// TestConsoleCloseStatus: the status and reason of every end.
+func TestConsoleCloseStatus(t *testing.T) {
+	code, reason := consoleCloseStatus(ConsoleEnd{Behind: true, Reason: consoleBehind})
+	require.Equal(t, websocket.StatusPolicyViolation, code)
+	require.Equal(t, "reader fell behind", reason)
+	for _, r := range []string{consoleVMStopped, consoleVMFailed, consoleVMMigrated, consoleShuttingDown} {
+		code, reason = consoleCloseStatus(ConsoleEnd{Reason: r})
+		require.Equal(t, websocket.StatusNormalClosure, code)
+		require.Equal(t, r, reason)
+		require.LessOrEqual(t, len(reason), 123, "a close reason fits a control frame")
+	}
+}

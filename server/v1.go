@@ -375,7 +375,7 @@ func serveSerial(ctx context.Context, ws *websocket.Conn, conn SerialConn) {
 			return
 		case data, ok := <-conn.Output():
 			if !ok {
-				ws.Close(websocket.StatusPolicyViolation, "console ended or reader fell behind")
+				ws.Close(consoleCloseStatus(conn.End()))
 				return
 			}
 			// A reader that cannot keep up is cut off.
@@ -387,6 +387,17 @@ func serveSerial(ctx context.Context, ws *websocket.Conn, conn SerialConn) {
 			}
 		}
 	}
+}
+
+// consoleCloseStatus is the WebSocket close status and reason for a
+// console that ended for end, as the contract says: 1008 for a reader that
+// fell too far behind, 1000 when the instance's console ended (the VM
+// stopped, failed or migrated away), with what happened as the reason.
+func consoleCloseStatus(end ConsoleEnd) (websocket.StatusCode, string) {
+	if end.Behind {
+		return websocket.StatusPolicyViolation, end.Reason
+	}
+	return websocket.StatusNormalClosure, end.Reason
 }
 
 // MigrateUpgradeProtocol is the Upgrade token of the migration stream.

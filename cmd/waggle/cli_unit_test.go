@@ -708,7 +708,7 @@ func consoleServer(t *testing.T, after api.InstanceState) *fakeServer {
 			}
 			_ = ws.Write(r.Context(), websocket.MessageBinary, []byte("tick 1\n"))
 			st.Store(api.InstanceStateView{Gen: 5, State: after})
-			ws.Close(websocket.StatusPolicyViolation, "console ended or reader fell behind")
+			ws.Close(websocket.StatusPolicyViolation, "reader fell behind")
 		},
 	})
 }
@@ -723,7 +723,7 @@ func TestCLISerialSaysWhyTheConsoleEnded(t *testing.T) {
 	}{
 		{api.InstanceStateStopped, "the VM has ended (stopped)"},
 		{api.InstanceStateDestroyed, "the VM has ended (destroyed)"},
-		{api.InstanceStateRunning, "the server closed the console: console ended or reader fell behind"},
+		{api.InstanceStateRunning, "the server closed the console: reader fell behind"},
 	} {
 		f := consoleServer(t, tc.after)
 		res := cli(t, "vm", "serial", "-server", f.addr)

@@ -406,22 +406,39 @@ func TestMigrationFailures(t *testing.T) {
 	})
 
 	t.Run("source told to stop", func(t *testing.T) {
+		// Stop means stop: the migration is aborted and the VM stopped,
+		// migrating -> stopping -> stopped -> destroyed, answered 204.
 		a := startServer(t)
 		b := startServer(t, "WAGGLE_FAILPOINTS="+server.FailStallInPrecopy)
 		props := createRunning(t, a, tickerJSON, "tick 2\n")
 		ctx := context.Background()
 		startMigration(t, a, b, a.addr, props)
 		require.Eventually(t, func() bool { return outboundPhase(a) == api.MigrationPhaseRamPrecopy }, 10*time.Second, 5*time.Millisecond)
+		migrating := state(t, a)
+		require.Equal(t, api.InstanceStateMigrating, migrating.State)
 		s, err := a.client.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
 		require.NoError(t, err)
-		require.Equal(t, http.StatusConflict, s.StatusCode())
-		require.Contains(t, s.JSON409.Message, "aborted")
-		requireSourceUnharmed(t, a, "stop was requested")
+		require.Equal(t, http.StatusNoContent, s.StatusCode(), string(s.Body))
+		waitState(t, a.client, migrating.Gen, api.InstanceStateDestroyed)
+		// Every change since the migration, from the server's history.
+		zero := int32(0)
+		m, err := a.client.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: migrating.Gen, TimeoutMs: &zero})
+		require.NoError(t, err)
+		require.NotNil(t, m.JSON200, string(m.Body))
+		require.NotNil(t, m.JSON200.History)
+		var seen []api.InstanceState
+		for _, tr := range *m.JSON200.History {
+			seen = append(seen, tr.State)
+		}
+		require.Equal(t, []api.InstanceState{api.InstanceStateStopping, api.InstanceStateStopped, api.InstanceStateDestroyed}, seen)
+		out := outbound(t, a)
+		require.Equal(t, api.MigrationPhaseFailed, out.Phase)
+		require.Contains(t, deref(out.FailureReason), "stop was requested")
 		require.Eventually(t, func() bool {
 			in := inbound(b)
 			return in != nil && in.Phase == api.MigrationPhaseFailed
 		}, 20*time.Second, 10*time.Millisecond, "the stalled target sees the source give up")
-		migrateAgain(t, a, props)
+		require.Equal(t, api.InstanceStateFailed, state(t, b).State, "the target never ran the VM")
 	})
 
 	t.Run("guest powers off during the migration", func(t *testing.T) {
