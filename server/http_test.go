@@ -1,17 +1,21 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/stretchr/testify/require"
@@ -237,4 +241,210 @@ func doRaw(t *testing.T, req *http.Request) (*http.Response, api.Error) {
 		require.Equal(t, resp.Header.Get("X-Request-Id"), e.RequestId)
 	}
 	return resp, e
+}
+
+// startLimited serves the real handler over core on a loopback port with
+// httpkit's Server (so its connection limit applies) and returns the
+// address.
+func startLimited(t *testing.T, core Core, hopts httpkit.HandlerOptions, sopts httpkit.ServerOptions) string {
+	t.Helper()
+	hopts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	hopts.Auth = httpkit.BearerToken(testToken)
+	h, err := NewHandler(core, hopts)
+	require.NoError(t, err)
+	sopts.Log = hopts.Log
+	srv := httpkit.NewServer(h, sopts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// goodGet sends a GET /v1/instance with the token on a new connection and
+// returns its status (0 when the connection failed).
+func goodGet(addr string) int {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", testToken); err != nil {
+		return 0
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestStrangersSlowBodiesCannotLockClientsOut: strangers that send the
+// first byte of a body and then nothing, to the ensure (secured, 401) and
+// to the migration stream (open, takes no body), fill every place; a
+// client with the token is served all the same, and the strangers were
+// told at once, with Connection: close.
+func TestStrangersSlowBodiesCannotLockClientsOut(t *testing.T) {
+	addr := startLimited(t, newFakeCore(), httpkit.HandlerOptions{}, httpkit.ServerOptions{MaxConns: 4})
+	mig := "/v1/instance/migrate/5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01/start"
+	for _, raw := range []string{
+		"PUT /v1/instance HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+		"PUT /v1/instance HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+		"GET " + mig + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+		"GET " + mig + " HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: " + MigrateUpgradeProtocol + "\r\nContent-Length: 1000\r\n\r\n{",
+	} {
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = io.WriteString(c, raw)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err, "answered without waiting for the body: %q", raw)
+		resp.Body.Close()
+		require.Less(t, resp.StatusCode, 500, raw)
+		require.NotEqual(t, http.StatusSwitchingProtocols, resp.StatusCode, "a request with a body is not upgraded")
+		require.True(t, resp.Close, "Connection: close for %q", raw)
+	}
+	for range 4 {
+		require.Contains(t, []int{http.StatusOK, http.StatusNotFound}, goodGet(addr), "a client with the token is served")
+	}
+}
+
+// TestClientThatStopsReadingIsCut: a client with the token that asks for
+// large answers (serial history, 1 MiB each, pipelined) and reads none of
+// them does not hold its handler and its place for ever: the write
+// deadline cuts it, and the place is free again.
+func TestClientThatStopsReadingIsCut(t *testing.T) {
+	core := newFakeCore()
+	core.serial = bytes.Repeat([]byte("x"), 1<<20)
+	addr := startLimited(t, core, httpkit.HandlerOptions{WriteTimeout: 300 * time.Millisecond}, httpkit.ServerOptions{MaxConns: 1})
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	var pipelined strings.Builder
+	for range 64 { // 64 MiB: far more than the socket buffers hold
+		fmt.Fprintf(&pipelined, "GET /v1/instance/serial/history?max_bytes=1048576 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", testToken)
+	}
+	_, err = io.WriteString(c, pipelined.String())
+	require.NoError(t, err)
+	// c is never read. Its place frees once the write deadline passes.
+	require.Eventually(t, func() bool {
+		s := goodGet(addr)
+		return s == http.StatusOK || s == http.StatusNotFound
+	}, 10*time.Second, 20*time.Millisecond, "the reader that stopped still holds the only place")
+}
+
+// TestNoCredentialsNeverPass: a request without the token, or with a
+// wrong one, to any secured operation never succeeds, however it is
+// dressed: upgrade headers, encoded or doubled slashes, dot segments, a
+// trailing slash, other letter case, an absolute target, HEAD, several
+// Authorization headers. It is refused 401, 404 or 405 (503 when the
+// server is full). The operations come from the document; the instance
+// exists, so a request that got through would succeed.
+func TestNoCredentialsNeverPass(t *testing.T) {
+	core := newFakeCore()
+	srv := authServer(t, core)
+	addr := srv.Listener.Addr().String()
+	req, err := http.NewRequest(http.MethodPut, srv.URL+"/v1/instance", strings.NewReader(ensureBody(minimalSpecJSON)))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, _ := doRaw(t, req)
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+
+	doc, ops := v1Operations(t)
+	bodies := map[string]string{
+		"/instance":                ensureBody(minimalSpecJSON),
+		"/instance/state":          `{"requested":"run"}`,
+		"/instance/migrate/expect": `{"migration_id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01"}`,
+	}
+	creds := [][]string{
+		nil,
+		{"Bearer wrong"},
+		{"Bearer " + testToken + "x"},
+		{"bearer  " + strings.ToUpper(testToken)},
+		{"Basic " + testToken},
+		{"Bearer wrong", "Bearer " + testToken},
+		{"Bearer " + testToken, "Bearer wrong"},
+		{"Bearer " + testToken + ", Bearer wrong"},
+	}
+	extras := []string{
+		"",
+		"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+		"Connection: Upgrade\r\nUpgrade: " + MigrateUpgradeProtocol + "\r\n",
+		"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+		"Connection: close\r\n",
+		"X-Forwarded-For: 127.0.0.1\r\nX-Original-URL: /v1/instance/migrate/5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01/start\r\n",
+	}
+	checked := 0
+	for _, o := range ops {
+		reqs := doc.Security
+		if o.op.Security != nil {
+			reqs = *o.op.Security
+		}
+		if len(reqs) == 0 {
+			continue
+		}
+		p := pathParam.ReplaceAllString(o.path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
+		query := "?gen=0&timeout_ms=0&max_bytes=10"
+		targets := []string{
+			"/v1" + p, "/v1" + p + "/", "//v1" + p, "/v1/" + p, "/v1/." + p, "/v1/x/.." + p,
+			"/v1" + strings.Replace(p, "/", "%2F", 1), "/v1" + strings.ReplaceAll(p, "/", "%2F"),
+			"/v1" + strings.Replace(p, "i", "%69", 1), "/V1" + p, "/v1" + strings.ToUpper(p),
+			"http://x/v1" + p, "/v1" + p + "%00", "/v1" + p + ";",
+		}
+		methods := []string{o.method, strings.ToLower(o.method)}
+		if o.method == http.MethodGet {
+			methods = append(methods, http.MethodHead)
+		}
+		for _, target := range targets {
+			for _, method := range methods {
+				for _, cred := range creds {
+					for _, extra := range extras {
+						var raw strings.Builder
+						fmt.Fprintf(&raw, "%s %s%s HTTP/1.1\r\nHost: x\r\n%s", method, target, query, extra)
+						for _, a := range cred {
+							fmt.Fprintf(&raw, "Authorization: %s\r\n", a)
+						}
+						if body, ok := bodies[o.path]; ok {
+							fmt.Fprintf(&raw, "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+						} else {
+							raw.WriteString("\r\n")
+						}
+						status := statusOf(t, addr, raw.String(), method)
+						checked++
+						if status != http.StatusUnauthorized && status != http.StatusNotFound &&
+							status != http.StatusMethodNotAllowed && status != http.StatusServiceUnavailable {
+							t.Fatalf("%q answered %d", raw.String(), status)
+						}
+					}
+				}
+			}
+		}
+	}
+	require.Greater(t, checked, 1000)
+}
+
+// statusOf sends raw on a new connection and returns the answer's status.
+func statusOf(t *testing.T, addr, raw, method string) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = io.WriteString(c, raw)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	require.NoError(t, err, "an answer to %q", raw)
+	resp.Body.Close()
+	return resp.StatusCode
 }
