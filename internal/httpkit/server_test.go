@@ -87,8 +87,10 @@ func TestSlowBodyIsCut(t *testing.T) {
 }
 
 // TestUnreadSlowBodyIsCut: a body that no handler reads (an unauthorized
-// request) cannot hold the connection either: the server's own discarding
-// of it after the answer is bounded by the same deadline.
+// request) cannot hold the connection either: the answer comes at once
+// and closes the connection, and the server's own discarding of the body
+// after the answer is bounded (by drainGrace, or the body deadline when
+// shorter).
 func TestUnreadSlowBodyIsCut(t *testing.T) {
 	h := testHandler(t, HandlerOptions{Auth: BearerToken(goodToken), BodyReadTimeout: 200 * time.Millisecond})
 	_, addr := startServer(t, h, ServerOptions{})
