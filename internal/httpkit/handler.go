@@ -28,9 +28,9 @@ type HandlerOptions struct {
 	// body_too_large (default DefaultMaxBodyBytes).
 	MaxBodyBytes int64
 	// BodyReadTimeout bounds the time a client takes to send a request
-	// body, from the handler's start to the body's end; a slower body
-	// answers 408 request_timeout or loses its connection (default
-	// DefaultBodyReadTimeout).
+	// body, from its first read to its end; a slower body answers 408
+	// request_timeout or loses its connection (default
+	// DefaultBodyReadTimeout). A body nobody reads is not waited for.
 	BodyReadTimeout time.Duration
 	// WriteTimeout bounds the time an answer takes to be written, from
 	// the handler's start: a client that stops reading loses its
