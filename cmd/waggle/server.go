@@ -26,7 +26,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", DefaultListen, "address to serve the API on")
 	tokenFile := fs.String("auth-token-file", "", "file holding the bearer token every request must carry (mode 0600, at least 32 characters);\n"+
-		"without it the server makes a token and writes it where `waggle vm` on this host finds it")
+		"without it the server makes a token and writes it where waggle vm on this host finds it")
 	maxConns := fs.Int("max-conns", httpkit.DefaultMaxConns, "most connections open at once; one more is answered 503")
 	bodyTimeout := fs.Duration("body-timeout", httpkit.DefaultBodyReadTimeout, "time a client has to send a request body")
 	idleTimeout := fs.Duration("idle-timeout", httpkit.DefaultIdleTimeout, "time a keep-alive connection may stay idle")
