@@ -328,7 +328,7 @@ type Instance struct {
 	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
 	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
-	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// hand-off), stopping (a stop, or the guest powered off, during an outbound migration) or failed; stopping ->
 	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
 	// a new ensure may create another.
 	State InstanceState `json:"state"`
@@ -443,7 +443,7 @@ type InstanceSpecView struct {
 	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
 	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
-	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// hand-off), stopping (a stop, or the guest powered off, during an outbound migration) or failed; stopping ->
 	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
 	// a new ensure may create another.
 	State InstanceState `json:"state"`
@@ -453,7 +453,7 @@ type InstanceSpecView struct {
 // migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
 // off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 // failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
-// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+// hand-off), stopping (a stop, or the guest powered off, during an outbound migration) or failed; stopping ->
 // stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
 // a new ensure may create another.
 type InstanceState string
@@ -486,7 +486,7 @@ type InstanceStateView struct {
 	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
 	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
-	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// hand-off), stopping (a stop, or the guest powered off, during an outbound migration) or failed; stopping ->
 	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
 	// a new ensure may create another.
 	State InstanceState `json:"state"`
@@ -595,7 +595,7 @@ type StateTransition struct {
 	// migration target); starting -> running or failed; running -> stopping (stop, or the guest powered
 	// off), rebooting, migrating or failed; rebooting -> running, stopping (the guest powered off) or
 	// failed; migrating -> running (target, or a failed outbound migration), destroyed (source, after the
-	// hand-off), stopping (the guest powered off during an outbound migration) or failed; stopping ->
+	// hand-off), stopping (a stop, or the guest powered off, during an outbound migration) or failed; stopping ->
 	// stopped; stopped -> destroyed. failed and destroyed are final; once the instance is failed or destroyed,
 	// a new ensure may create another.
 	State InstanceState `json:"state"`
@@ -1040,9 +1040,10 @@ type ClientInterface interface {
 	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
 	// every other operation. Once upgraded, binary messages from the server are guest output of COM1,
 	// starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
-	// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
-	// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
-	// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+	// The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
+	// says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
+	// down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
+	// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 	//
 	// Corresponds with GET /instance/serial (the `InstanceSerial` operationId).
 	InstanceSerial(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1072,7 +1073,9 @@ type ClientInterface interface {
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
 	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1084,7 +1087,9 @@ type ClientInterface interface {
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
 	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1266,9 +1271,10 @@ func (c *Client) InstanceMigrationStatus(ctx context.Context, reqEditors ...Requ
 // `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
 // every other operation. Once upgraded, binary messages from the server are guest output of COM1,
 // starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
-// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
-// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
-// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+// The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
+// says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
+// down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
+// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 //
 // Corresponds with GET /instance/serial (the `InstanceSerial` operationId).
 func (c *Client) InstanceSerial(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1328,7 +1334,9 @@ func (c *Client) InstanceSpecGet(ctx context.Context, reqEditors ...RequestEdito
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
 // cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1350,7 +1358,9 @@ func (c *Client) InstanceStatePutWithBody(ctx context.Context, contentType strin
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
 // cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1933,9 +1943,10 @@ type ClientWithResponsesInterface interface {
 	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
 	// every other operation. Once upgraded, binary messages from the server are guest output of COM1,
 	// starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
-	// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
-	// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
-	// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+	// The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
+	// says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
+	// down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
+	// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1971,7 +1982,9 @@ type ClientWithResponsesInterface interface {
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
 	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1983,7 +1996,9 @@ type ClientWithResponsesInterface interface {
 	// Requests a state change and returns at once; follow it with the state monitor. A request the instance
 	// cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-	// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3017,9 +3032,10 @@ func (c *ClientWithResponses) InstanceMigrationStatusWithResponse(ctx context.Co
 // `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key`, with the bearer token as on
 // every other operation. Once upgraded, binary messages from the server are guest output of COM1,
 // starting with the bytes already kept; binary (or text) messages to the server are input for the guest.
-// The server closes the WebSocket when the instance's console ends (status 1000 when the VM stopped or
-// migrated away) or when a reader falls too far behind (status 1008); a slow reader never stalls the
-// guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+// The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
+// says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
+// down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
+// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3073,7 +3089,9 @@ func (c *ClientWithResponses) InstanceSpecGetWithResponse(ctx context.Context, r
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
 // cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3091,7 +3109,9 @@ func (c *ClientWithResponses) InstanceStatePutWithBodyWithResponse(ctx context.C
 // Requests a state change and returns at once; follow it with the state monitor. A request the instance
 // cannot honour in its current state answers 409 `invalid_transition` and names that state. Asking for
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
-// an outbound migration aborts the migration; the VM runs on here, and a second stop stops it.
+// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
+// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
+// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -5831,162 +5851,164 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3/c9s4ku+/gtK7qkh7lCzJspPItT843pnZ3I1n8uLM5N6OshJEQhLWJMAFQCvaKb+//aobAAlKlCzH",
-	"nsxe3dZUTWSJBIFGo79+uvlrK5ZZLgUTRrfGv7YU07kUmuEfb2jynv29YNrAX7EUhgn8SPM85TE1XIqT",
-	"v2kp4Dv2mWZ5yvCjUlJNY5mw1rjFxR1NeTJVbqSolTGt6RJ+m8tk09M5i3tzSVXSi/NCj4kosjlTJCu0",
-	"IXNGqCEpo9qQQStquVGmPGmNW6PFIB7S1+zl/DQ5Y+f91n3U0vGKZRRm8W+KLVrj1v85qVZ4Yn/VJ9/A",
-	"DFv39/dRK2E6VjyHtbTGrQ8rRtwzCNcko+lCqowlRCoyV4zeakKJKlJG2rOtlc0iUn4Fa4K/77IpEgM+",
-	"C2mmRb5UNGHJrNODyV5JsUh5/BzkNYoKzXEVIYVjKoQ0RLG5lIZQQbjQhoqYEbOiuERtZJ6z5CvTNnYr",
-	"12TNzYqYFatmJhX+vZLaIJXt11P2mWujgZJM6EKxKRfTXMmlYlrPoomY7ZLCbokuFgsecybMNKY5jbnZ",
-	"zDq9iYAlvRWGKUFTO+mnbIMdp0Z8/yXBS78ShTVTd0yRBeUpS5B+dhKO5X6Q5ltZiOQJaxVy6jeltlwh",
-	"qz1cUU3mjAkSK0bN12IvxYCjg3lEwExCEl3EwGRcLEl7Fszfnssp/DzN+FJRzzVwWBdAJ0e2d3STSpp8",
-	"kPJ7qpbsCdQDmTc1Uk5THCgkoD8ccAksBK+Aw0AFGZBr/uYrH9KmeZiKxWgcs9xo0p7V1+RI5lTHB54x",
-	"WTxFxPklGzfSPpKNiRV1MeN3LCFcELjj96BZwhOcC1WK3zE/E9KebS3FUeqGqTses58EvaM8pfP0KfwF",
-	"25BRsZnGUggWwz26RrJgB+GUGikJXE+C64nMmbggRm0IXVIuSEoN2xFg3eeVWF4X2UOqV4UxXCyniVyL",
-	"WQcPMrtjKpwn4YbQNJVrDTfPC72x2oT63ZiI9qyJHrML4GPLzOFweiLiVGqWELowyPFcEyr0mqlOj3yo",
-	"k6NH2pfh3ahQNRMJSCArawTMmNwylsMw0qyYIrIwY0LNRMDDU55xE+E8pGDk7wVnhqRSLIGVMnrLNFnT",
-	"Ta9jldVPghZmJRX/B3uK/C7CYeqcwXHrrRgkgrEEzJ05owqIIW+ZGOMKyYrRhCly6cbB68fkjb1wUvT7",
-	"pzFejh+/xhH8Qdam6eS+CcTVCxBU4dLh8EUtuxI0dz9+/NiFFTFhgJRIuPpTLtM13Wgyswudwf3VvM0m",
-	"ByJqo7hYwhxxx3SR51IZllyzhNMPeM0Tdq4cbprBeFN8aLiHbmeu7AO68EArFynBO4i74/fQIzCN2fZ6",
-	"Z7gtTetC6VjOxHokqYxvb/g/mvYGpIeiS0bmNL5lInmhSSqXPKYpmcNtRPN/oCyebwzTF+RsMCRrkAIw",
-	"rSW/YwL2k4kia41/ORsMo1H/9fmnqAUOADXWnDsdtiK/0WBYLZkCWr0B7wU3M0nQ8KTpOwUHyXDwpBY0",
-	"1ayJQBmNV1ywF5rkSsZMa6l0RDKWSRA1IiHxiueaGZhYHgz4a8v98ND2XLnL7qMW+Fa7VINZOH9LLsjd",
-	"1buf9AUYTJlUrFL4YIq/0AR+Je1R//V+q7rVQK+MfuYZUPV8FLUyLuwfgyZC2qVPs/nuTL9DVnp/eQ1b",
-	"eM3f7JkmialADnjcRM9H4UQH/dGrs5fn4WzPd6d7b08RVyCNf7EEDpcQlbv0qbxZzv/GYmN5RppHssxH",
-	"0DCw0J+vCfhzukc+AgPTuWbCqRH/E/4xMzy+ZWpGlkg8qxwFYVluQI9mGfBYygVrYLAsgR+aOYZndAlc",
-	"e12khqNnGQ4WkVxxYcCOIZc3V2/fXrgn7p62jH7+nomlWQHNh6OolVMD7kpr3PrrL6T7/z/94d+qA+cl",
-	"a9TC5+9hZpoxYGXq1oyXhlarhj0hbUsZPGzxisW3EdHZnEsdkYTr24jEiupVZ2uO56fIEuWU6/O97P6F",
-	"dv/R777+VH3sTbuNa9jiHbugJja5qg76IfkRCAonwVp8NOovPgeDVvS78pJid9gfBSMJA3MUQx5WlAJB",
-	"LXNFxMg0ITSnypD5hsxQUMNjEw7DZFxQYz3pjKItBx8XPGVTJ56nbsx9IutbnrIbe+kbe2U126ilmeI0",
-	"nYKu2DfADV7yTioT3njHleFyCpu778af8ZI/cX1b3XhfnovNDzRDIwmIeR+1pGA/LlrjXw4L4KbJ3EeH",
-	"72mex+F7DlHt/tN91CoDHI+QN9+gvb2gPC0UMBmG63YkRWihNClllAOOU7uK0QS/gOvRCieX796S4C6S",
-	"cm3FV9ZrOvulqfNrk3RcM2HIWkmxjMhCKpIzmafsAsWClYkLzoCBDVnQIjWNjwhto0bxVx4Id2VEqEYv",
-	"L7Q2U7nUqMTh2//qOne4+9Zbz70HpUJA2Wrdtek1SYxDrPC4/YdRGHgAcGpg/8GMwoWCh7UsUqoIHG0y",
-	"Z4JRF8Yr1+/NMSVlgwGDY021M+UOsXZl892jvF01bwpMBAwpmIdiKTXgeRu5f06kPet23Rdd+GLWGTs+",
-	"0SynihqWoIg7mUUTIcA/04YqcEqtJp31Zj1ys8nmMuUxaL5bbZ3AlNEE/LySS6QEFhEJoWJjPcN5YbaI",
-	"GE0EVcBRi0KzpDcRddUDxuhRymfa3VY/7ZNDv3aaVSwcVCnSzS6xv5VqzhN7mKyONZKsFTfsgiAbNeh5",
-	"N/xcypRR9GWN84S+UKihI7V9XpxrgzzyyJPhHbNdvrIazpoUyOxbbgYpJx4q30aN16SKv2PC+dt7ZI2L",
-	"VL7QZFleekGWSq41cCewJTUuNKINNYzEKyqW7LCF+7rffzl4/Xp4Nno56r9+PQhM3X6TYf7WB3wf7+SU",
-	"MWGQkcb6getdgeDUzFQxqpuI8XG1qacJbIT7guSKgflLgFtBNlkizOzPs0YBv2TiId4L9uV+e6qH7vOE",
-	"CkgDLqxx8YRjbr3Bi7eZO5iCH88upInT/VDfYKbkUl/72PYHqpbssXrgCmP4uk5+av82OKA9HimI3DKM",
-	"fkG40UTnLIYjwjRZKJlZcSwLFTf4HPbWo+lkF8XeCm44NcynKp+8XYcI76f4MNG/VTK7yVn8HLRGylGk",
-	"5S7VnsybbpJHsSZce5gz4YqHqRPklR9e/zgkAGnPmgntgsQUDJaSCR1/TsT2XTtnYtbpkW8+09ikVqjK",
-	"BZlhGhcV98xt/Azkl1VrqKGP8wL2cMZDRv1DpxgN+63T8M3nnMUmIO8jeO9SZc2H3B5Ye8hL0u47v1yK",
-	"Q5ZzIDTWPE29+K6pq6LgSZPc1ixWDwe9SjLd2MvB2jDpVLNYiqQhBvZnucaYO06NqoysZJroCHWJveeC",
-	"nPb7DWbN/lDX6Xm/fzjYtXWIarQ7dH72SL3H7fQ1phZgvYKtQ0zAIYHuTqHLY1ib+kuYoLzihSY8ich6",
-	"xeNVyGeI/FjRO2ZTyBQBGAupjuIRxfKUxmxax7U00+aB4GkYBdhmGW26qYxpWpl/zvhP+GLBFMGEENeO",
-	"TBG5ZRvrTpggSGXzT+5+/4Ulwgs9ESjuGI3BocFF6R75EaycLRNUk4xuyJz5y5LI3jUvJRmOCw8FcpG2",
-	"9ejQnJ0Iaso9Bcs5IppuOhchL9AMHxJOzopij93IyJwtpGJkXvA0Af8GVP/P16UXExL9fNTA3V98srWK",
-	"pzRJVDOrOYYq/T+4kmkdkdlKajPOpTKzHgmSkAmnqbamJCw3Z0x5qxUzjSwhRoI26XZLNu7iVbMLoHfC",
-	"MKxAUilzjEKD8gBiyLUggpm1VLe6s+PdDc+HNefutO7c/XUy0Sef/n38S7/7+tOvg+js/uGQYu0cBnQq",
-	"aX1IyNQPyWND1DxhwvAFZzpEHO2KitqtO26mYowY9tnsiR6Hu0ZtXs5mamG/tuK2Z4NhUxQ5edDl4smF",
-	"C3y+0OTm+s3bH2+I3mjDMvLTT2//dJRAEhg3bIiMraQyKAoanoFhQ5eZ+WpBaJg+zvYQa3yBTYtxRBv3",
-	"cCkKrsd4KhD2BxoAuMbYzEVUnplAtJbiE+bXI3/CCHUZXpuIUhKaFbPykZGEGorBKsXKiE44ZsrFbTXo",
-	"hfOhvVuPrKUJq0zCibCBcXt6t8JZPgN4MJKFF91HrbnL/Ry+WNq83W+pxz6ECkgHWopaHdUGgxpZvQNq",
-	"ZECMJOenJF5RRWMDZw1tglmd12a9o6T+FvtZEtYW/BAfgqfclNX8uGKoz1BjgaLimtwKEMGbeo7EGZ+t",
-	"qLWmHOEmC6kqJNjU6o/GwE04j585Wz8hMuLUaUQkGGE40V1h+fVjFo/2C+09U13uyrG3un38jQMl9ekd",
-	"5C3TCP/Y2rOUL1i8iTEkSA3rWawjSLmuxb1U8eK2KkQnCvBN8KkD7qrjNfgOPNeJ2HZdOxfVMH5cVQgB",
-	"f0tVRsH8V9Wjw0dFHlRrA7a5XDPFkomQi0UncuhgLpZRMJ1wbP/79gTCFe2MTmBwItVE+HGqwbcX0rZr",
-	"tQ68x67KwsxlIZLKYehEJGHaKAlSqm0PZ1RitdhErKhIunZRD8yMJAWcZDBQGp4Trr4cyE16Ihxk+sJj",
-	"p8vllJPr+TWAgqqmDJpowQVNL+xRr/naXJcLV9U90URQdNIs6BktfYup9Va7VUdeonketLyv3EdHZ/zS",
-	"rsZ/dNBct8FlhMt+tvNpoeyy0zksCuEYXGH0+QsDECVkyEgXxq7RCDM4cNR2pKO7jyWPkh3vy7u2hUg1",
-	"3oNy4n346D3rYclObN5vmCqE24tyIx4m8jMoHBjGQkY8iB40PJhd5TFwphh6qThvTTT3fEs1GE9VTuJ/",
-	"WER/xcFI3OxxG4O90pV82Vmz9fgDcIliGQOTXZM2NSST2v6aUm3I6bATTYRM4SyRBVfaXDjkjnVtDOLX",
-	"QUQIKZj1b/BG8OG5db/jQim4wZ4CPPjcsOxBZYtM86EqEblH++ytvfW0co6oUnSDv3oeON4lf04d7tS1",
-	"U97VZJoOYzmDS5Wxx6LwLn146UBYk33OuWJ6Sk2jpSnKuGFKc8004QsipI+dFJolziEtPcWEGtZ12PRd",
-	"fMMj42e/ZeD0cEghoMvBfXm3oroRr4H8HsQXuQ4Fo2BLiSFO3BBGs3mK6AeaTXPFYplvMNdbaP8talZU",
-	"VuClTT33xKmMb1tRC2wDuVg4DyNltirFqbgmiVstwAnIR/LWj6K+V17ONoAhNobpqW4EZL2B30A0WxPG",
-	"iiaUGlqSBVWkLQWhxBtQvvyh87z530SuBXDstMnduuaxki5UHliZvgpCFSKq7J1qu8ttsLLOHRjFcqkc",
-	"fnG9kim43e7h43oIEveeFLlHeXjjj7SriHL5nYPPkJgqxZnukDwttI/MTXB4GEcxXWTMhSlcjMnGEP28",
-	"4BZEv4F2iqz/CzMJohtGIkrefVNZpVZgP9+mHKtggwj+Hg2bwxE9rGF/E7mU0yXT05QtGhj/T1yZDcEr",
-	"iDY8TT1dn5ezcy+djpKMVpaBXASPoeEsvL+8Bup2QT4RexFJpGDN6aKDMzPS0PThA1el1Q2y5WJrz41E",
-	"nmWitu/gcBj4kj0rPQ9rDEvrKJR3NR4oyXpQn9yUymzb2g45UAqrY4nVfWMyOgVSDIavwvCVXJA51ex8",
-	"VKi0R67pLZIFSXo6RP8c0xpeBtOJiNUmN3KpaL7iMU3TDTwAPDMF+iUjpVeqQ8MwkUxbM4/7wh4p2Njm",
-	"aTRPXA2AXJBYFmkyEXNmTQcjUZpqQsma0Vu3GvBgEbdN3lpEDRYa2fg3SzCGGSHGTGIRpEs7gY2CFmtG",
-	"E1jnThpiMHxViy2PTveDzP69ETa2bQ5+QU1E6X0QLoxED6TE0nEdlHZuWc1UbA5mI483ZUt9XxN7rojx",
-	"kSPcN3CyBQX/ufJAHuUi55zFVVLPJgpiKbRE/KMsTF404C0Tamiz2Ebmjtwx6DIRywRURJB02fJMQnEB",
-	"NzfxARNN7vBcy7QwMPmFZob8rdCG5DR0kmA8hF7AfGfPK+lRPj48K0dZ9NB+w/lsSUrcHz9HS79Pe1mn",
-	"jid/LAMNzs/O+uSny/cfCJqOVz9eE7BtdpkGLfFjAe4/YLLqWGxnw0IOYTphJkfS4zgopzs4sO5mBGdY",
-	"adDkHewsvEEfpWxJ4w15d1WjcRmqk9nAeiND+8+p/WfU/LwtF/7xvogLqDn+fjimdtDfdYOtaJ4zwZJS",
-	"x5SpdnS7jnd7nydYhOJqhutBpNbzxoyePbCxx3NuKgB57CG39S6u8tEV9CBw3/7QzTIuiU6lwUi58pgN",
-	"nzMFUvtMKLdZ6ia/1ZfyHKrEsqbpAcz0wdz2bigjlXuqobZXdoGmHP/skE6WCBUIxKaZhWFKFbk5DOd6",
-	"+aCtfoTIa9jWQyLPE9ct+UhGOU76Oe5AFFCj9AvLpT41AQfQ6OVmcwOLc9yAVdGXxb4KjVI0uBLt0nFB",
-	"WD2iOlxhRbdLC7Pq4nVd+HVWJrCkqFXzrZU0jLQzmTDSP+/3O4hnsp7QGs0WrINc0+UyZTNy9f1bi8xy",
-	"cCisGF1wcKO8OYy7hcUKuJxKcKyMyW2lMxcL6au4qe3eY0EeLfscklEuDOWCKb2bcwdR/PP1tV+Bq/wl",
-	"qhDoE+DeFDT1JVMw3/+0sQiOfQ7umNLg1w18vP7y3dvxdioJ/BTmK1io8Nkjn15pB4Baj5o9DP7rRCRR",
-	"uEVmpWSxXFmtMRFOEbiRXcpAznF1SXkxQsFtyqH8SDIpuJHKfVWzZEsMSDmBibCJ295ETMQf/hAU6nMp",
-	"en/4A7HValX7Auv+MNfGYHZkr4KZzYngNwGjTcSaOuAv1g1t8ydmDC0zev7rkSqdBWwNTgy3KU5XiGtB",
-	"d+40OPDSRIz6A1JvVIDESBlVomotwVLtcgTsc8xyFz/dcv21UYxmE9GefffNB3Li+ePEgZlPfg398/sT",
-	"nPasMw5ZIfRfhTSIja2H4dz8tZwI2wIDH4qIuaCZAoha8HMR5rMVltr11t0mY9GirjbXGQkl0KvsHYUX",
-	"EitowSfWZFYVz81saxEsOwRKZowKQxZSTQSGZGmmba3CzAUJ8YbyKldDiLfuLSMkFkmTMA1+0jjoRuW7",
-	"g9k89Fwmm4hQklNFM2aYchlvHG274ZhzexUcsE7Y4cri0tslvKXWmWxMEiqWqcvhFwLDCE6ZRMSspdOE",
-	"QHQ8ILXf7DGcCBvsdFd467V+O7c/WiOi1+t1om2+bYuGthzU1mfCvbiosB0T3GH5G46bFVoJ2TDTsZ28",
-	"ap3ALI51sWCYEiuFH9xJU8VosvEj4HMauoY5Egb9Z3iaViBWSn6+Rg7wR9UOgatQLGW0DPrmit1xWeiJ",
-	"CMzqn6/DFjoI90s3sJB6b5vdSTi8AeZeMVQkZA2n3dnT7cyOVBLC9X5LpOv1JiyoLkwhdvY2SIOxQI34",
-	"ngowEgJabYzbQhZ9UF3TjbYgvgU3utPYVKu2TIZVCrCwEPDijjMiSDu1JlzISdjEK6dmBb9lzKxkMoVL",
-	"HDB3FpHtRlRApz29RSKy04zJzvCIRk5I/8a+QqS906MobJh1qFfRTrsldziCpoGkTQVxfxEmklxyYZDf",
-	"Y5qmLCnVTHXZzlRBudbmidoWzjCqD3rLhCc9+wy+leZzsJzaZhewRgrN3L5bZrl897Y0TxzPuEEuCNW3",
-	"BJEsTPlrOmGHRPsEMIw8t8Ex9CmVKsgNzwVrAIOBwJ220Nu1zCEBtN3h8b3mQqlRL1UOqoHtSXCt8nrk",
-	"B7a24nwiMroh4OVSRfzW+AXoIAx3x9QFoSRO4RwR0IEG4c+FsMhDGA00H5zBP3/48I7UzJnK0QzU3WGH",
-	"3dWAwngBImG2ZGLmkP8XPi0Adpoztsiawh1AMo4wm5xicPmOpgXrkbfWpXHV7ByNSxhhQ+YslWsy/OvZ",
-	"Keh6B5b9j5sff/BLBomrsa1V5lGz1qJOecyEzbE4M/n63ffdYa/filqFSp1prccnJ+v1upfJf/A0pT2p",
-	"lidMdH+6Obl+9/3JsNc/QT+LmzQwtCs7uhW13Ka0xq0BNmjImaA5b41bp71+79QVBqOnUlpCFljZFBR0",
-	"FobZV8B6YWMLVcgCjYbdYAS4oBiDAO+qNE7fJq1xiej5jmHmI+y8Ouz3H9cmCmMZpwcB9q2Whby3+vE5",
-	"HdH+qHtOh4vuKDln3deLs9PucP5qPlyc09d00PdI8HHLNkoJwh8lmOzoJlFl8fCePlFVhcB91Br1B/vG",
-	"K0l0UuuEhjeNHr6pbH15H7XOLIEP31BvDop3nT58V0M3P3SYiyyjatMat75jZvtAV9sWucMNyr861uCF",
-	"0qVGlL4n5qf7qJUXD5RQlj43gojK1Ikz3UCyrCVZ040uayxnrnftfqcwVNntsjCyUxZyoclS1v5uV/1u",
-	"F1niE9ayqqskQeuwiVDMFAo945hV1QOoHGyAp5TvINhQrpUIhB55z3IHyaXClaXENA07/K6oylKm9UTY",
-	"/gz22A/7/YbGtP78RyD9RJlEXaGpikmT0CAtfb8VR++hHGcirAFbPs03qqpZtz1y2dCttwEhCtYhtgxU",
-	"JJaFMHpM6ETszqPtrVie2N31hXw5iztlhRm6qM4yWSimV6WN4BBzru61UZLZQtWqRckbmWyOl2MWNKhk",
-	"NvXQ8+rMXBIrh8JOVhgsuXr3U1AvYmcqBXgsA1AJoNV2i6SfJgbd5MqSj7IXm2+55JutDWoNzYZn50Hp",
-	"R9lfq5XTmE0z/cdBvw/Pc72tggfWK0Awa+BzMz6H4ONzQc7i3nYgrDx8U5b+V2T9cDDm4xgB48KlUbVV",
-	"LlgWOoIpFlI8KOavQ0daL5Phoh8PWPd0PqLdUXyWdF+x80X3Ne3PB/EwOWWjRWtfISdMpN+d203FZjCt",
-	"u0yfWGqd4K89ni0rmjR24rgPMHGt5Z9Gd339+vu//9cwe//S/L/5D4Pbj6/Yf5yu/nIef3tWXPbzmxH/",
-	"v8PNBxkW0o1bg34P/ns5HgxH/f5uzcUT2Oz+/tHatV5Yf1+PKhtVsPv/3UZGKf0ree6jBChx0foYWuvj",
-	"kTQZfB2alNj+Z7e8rBNpI8bOCjvCPgreD/Dlhturh2/a6iSNt71++Layuz7cMDjCcttu8o33nR2zqIYu",
-	"r7+zkWmNwJr9EtXaaOxrldFsat5Hrd3wsY3ioCRuskPLdhK+ymd/WwlQ5XXdMyZzTMvQ7dBwVLWx/Jxz",
-	"tYkmwuE/AyBx0iPfYf+vFSMze9+MbGShNEsXpE3BVDBKpiRPqXDW1YraNJCHkzq9CPYldhaZiJTRO7T4",
-	"bIwlCWM7JaaLhHakbe7Mrflag7naWH3ZH7+0NicCE1Pclg45tFc7aD9iI0r1fE7nwkfXm+L/pYltp6oR",
-	"dIax7ztWVjBsgsi+fagr6adiU7V/JJm8Yy7HQ4ku4phpvShSh13DeJBHmhV5byIuVYbWN4a1ShszDJnC",
-	"tYdsylpfky81Lb/cCql1Djnt9x8tehv7svwW2jksU2gN+8Pz7mDQHb78MOiPh/1xv/+XVvSFNPgiS+lo",
-	"Qm3Vb+zRVGGVgAsfs4QUwvCUzKqlz76y9npk2OFf6u43UneXKju+c1Gg4oLSomYd15Qi3Rs1vLJheKyf",
-	"39arRNr8i8cHW8jufOPSi4jkdcUJZCttNq6L9YngoBdjmtM5T7nZVGV6TuCjaEdIQxhMcS8nmF2VyYkx",
-	"+cmmCTDFPBEz9+eY2Phq16udi5CYXrkN+oOqPrBKeMyZbfdG/WzkAnQ5VRuyUDRjOpoIhD3bXvQIsQQt",
-	"qRjM1OEGLOLaqpnTYXfODZnzZZeJhFNBcsu5JEWcUFVrNyLX/E0nKl/uMBHuyh5567PP43pMawEryZU0",
-	"MpZpGdePrI1UhvltGS+CqFw43f9Uo0y8klIzfVHBuv1WeJvlz9eXV0TiC3owuCLAMHCdg7jNrms78zA7",
-	"bgVw8NIKi9t4f3kd+WnBDDEYUoUPa/UvC5mmct0jly776o0pKibCik+MKmGymKrMZWpzxhTRPGUuFU7J",
-	"gq19VyxSdQXCjQ7Y0JXMWEhLj7yxpoTdEbAUIpc/wG6n4JLpCpMz6o+aX8qzXlGDh8am6aiWAvOClX3r",
-	"k4SwgInwJiKsTACL+TedoKW3QoONWoh8Z2zZlWIYrQ61AJrBqoO7MrqBxeFrPDAKCLRB209lFwF62Ei7",
-	"/3DwwfBcc6GPsHVuHAi4BAlo7DB3qBFxrXyRCwwrmVXlTG4VYtRNj1BTP1Cyc/9py0wZWL251Th4zU1s",
-	"+71sm+b+qH25nv7nj/Q7aFxr/MunUEfhtoaVYUF4Vx72xB5QU1yKbtV148GEVljwXaupeAEft3ohkLbP",
-	"YwUxAus6ugYVFvGFWLSJSKkBVVP2VMCTxxdYnfEg51d1I081hnfKNsISy8GrVy9Hp+evtsoaX45efqmF",
-	"HNax9cuaslqhqS8YG4aFXcOzl/3+/eNNZV9s/YCtrF8ERaf/q3JrIYsfrCiqDuExx80G2PceMmc+6W2T",
-	"CI/3Rza/kfEtuPPvv70i56Ozs6gCc5523KuVGs2zqGabsbnGgWYRmd2wuFuO3P3ZDjcmg9OZs562rvhP",
-	"tplFVW4rNDPhUIN1aVWze1uVP6098iMIKo9FibxJ5yBAYRmiA7soXwdsS5KA3Fc/Xg8iBHIGbdSNr0Eq",
-	"47G3LDcX/gFtqbANXKd6VK2rOz6IC3hCPfk3EUGHOHytl92Xah98cVMo/3wOCW2bthWqZND37T9dGMQ3",
-	"fpHKG2ogE9d0Y3Gg+FIWBETgmxjT1L5mbUEVmbMVF0k48qvOBRgfqVz7O6xroI29EYwml868dHbu4NzP",
-	"U9vSN2NovGKJN2cu0BjJZACVHA1fkwYg0CGZbCtcWl+k8CsiP13hfxXHfPj6md65h3StvZJr/25Zfr8g",
-	"CYNvcNPQcPwK7+f6Zj/+i7QbGMW+qfB3dfGRbMHhD+Hi6FIFMjYQ5k5mN0ryk6ANzHLfW3acCLGv8UNr",
-	"Fs6gYjEifWrCjbQpQbsHXNgCnEtrHdnEvO8wuHGB+aWFOFjYeNVZpzEpY+PZM5seR5y2bVdAEy95qSG0",
-	"Xspoo9YzmO7UTre6qVZx6bxYs5aEfY7TImHWg7X9pchHENOCcfgr8t5XYlHu6EKhjHKdbXB1FkgLcrxH",
-	"bAOLCqQA39qejLcchKh1G2duUQ5K6is3rPiC56XpZiLmbAkuVOBQ+s5eiguUwe4FG5Gr2MRoYZabzcOC",
-	"ztXjWjTWQdfr4YrRNRW4aT9IcAKXthuhrW0Jd6N01v5eMLWpvLVql1uNvtmTS0+bWmBnQaQ/5HCnm9XB",
-	"VQV8uW9RwcK/0qo++JXYJaDpB+y0d4b08xQvrc3PtfRtjc/Pzk7PD1WJNbw2rmGan57q29hS7lbyXfo3",
-	"urn8fLX84x9dxfD4ZVnlfHyiol6NvselcEyA/a+wE/c/szL/PbXUey9cdyrzawrjYf3kUEYPOvMYqHRm",
-	"KSgMRMahTkCYX0yFFAh7AL71uG/fpnqtuDEMWyB2euQyjDG7CKlLjVqI3YaF71feg/ArTc5Z0G5zNhGz",
-	"Qy1WrbcipIMfHpTWOYv/x0Bmnxkr9rz4sK1+rUE33CejcMquuPve+ewLD1HbUHVr3y9uSoC1CRv2fsX8",
-	"3OsnvRi/VjSx89bt7fIJX+jAfJWEfWv53WAcNGXuecRbr3pl2pgM+sORJ9TZADvVjPqvz7/Si32PXAjG",
-	"Fn2Eo71TU/L7uxQNSGw8sQ9DYMpWAI3IF6fxbA6saiWJMs4DmktX3WZmMMDKy8KUoDw2rCMNJzsRjuwr",
-	"KWShGuu7tiHGuyVjYVUj9Y0lyaW+BWceayTXDnrsozMJArcVAS9HkTXdYHdjB3OuNQZ23/mCtk6It4ZV",
-	"4TW2Dy9ma3Yb8RI6L5vBBS+WcurO5ZcIeAslJgVzU3Zo+F9V2L1Hm8CC3xVPQpYEzWexnevjpeVu49yj",
-	"ECKjZoe1RJ5TTWgcs/zro/r+hYv4J8FF6NudTBP2Y8QDgnWsaGUcKfG6TibttUy/l2LZzWWa6nEpe6gm",
-	"WkrhIRmNbzTE8g8MdSj7Pm+sY4vKaOrMFWlOMzAlc6o1067gBIOl7g1z4IEH0e26LLQBDJBYPTJzgZ9Z",
-	"9brZetffibBtf2093XafXxvfCLr91rr8krDJL1bL2egMWVMT23cnMRcMmghtWG7rSXChGr6mqWus47XE",
-	"gxLs2u3LEUnjWvtiZktHFZr4XsJrxgRp9zGeLqRgnX0Os+1mc0Qy+TcJWNh3dklb+OMgIOjzZDxNuQMp",
-	"7Jt6xU/Nzv5pv9/vH3yZvb3g4LQ/PZePUoYpf7FtmbbwfYOzcb/fGwwR44f3DCsbvmwDD1Q8cPNZefNp",
-	"gwPwqd4T+jmQ+lUn8z1mZr3b9b9CDntk/Efgf4uE3C9frcj0hb575H0dvFDv6PPLJ+ABByHGX23t7snd",
-	"ALnDjbevMVPY0SZ4MRracL3qWJazaY7m4TuS6pGV4GYXSdm99fv6e+wqOPOcmTVDqYvL6jUAZlr3n+7/",
-	"OwAA//8=",
+	"7H3/c9s4ku+/guK7qkh7lCzJspPItT842ZnZ3I1n8pLM5N6OshJEQhLWJMAFQCvaKb+//aobAAlKlCwn",
+	"mcxe3VZ+iCyRINBo9NdPN3+NEpkXUjBhdDT5NVJMF1John+8oOkb9veSaQN/JVIYJvAjLYqMJ9RwKc7+",
+	"pqWA79hHmhcZw49KSTVLZMqiScTFHc14OlNupDjKmdZ0Bb8tZLrt64Il/YWkKu0nRaknRJT5gimSl9qQ",
+	"BSPUkIxRbcgwiiM3yoyn0SQaL4fJiD5nTxfn6QW7HET3caSTNcspzOLfFFtGk+j/nNUrPLO/6rNvYIbR",
+	"/f19HKVMJ4oXsJZoEr1bM+KeQbgmOc2WUuUsJVKRhWL0VhNKVJkx0pnvrGwek+orWBP8fZfPkBjwWUgz",
+	"K4uVoilL590+TPalFMuMJ1+CvEZRoTmuIqRwQoWQhii2kNIQKggX2lCRMGLWFJeojSwKln5l2iZu5Zps",
+	"uFkTs2b1zKTCv9dSG6Sy/XrGPnJtNFCSCV0qNuNiVii5UkzreTwV831S2C3R5XLJE86EmSW0oAk323m3",
+	"PxWwpFfCMCVoZif9Odtgx2kQ339J8NKvRGHN1B1TZEl5xlKkn52EY7kfpPlWliL9jLUKOfOb0liukPUe",
+	"rqkmC8YESRSj5muxl2LA0cE8YmAmIYkuE2AyLlakMw/mb8/lDH6e5XylqOcaOKxLoJMj22u6zSRN30n5",
+	"PVUr9hnUA5k3M1LOMhwoJKA/HHAJLASvgMNABRmSG/7iKx/StnmYmsVokrDCaNKZN9fkSOZUxzueM1l+",
+	"jojzSzZupEMkmxAr6hLG71hKuCBwx+9Bs5SnOBeqFL9jfiakM99ZiqPUW6bueMJ+EvSO8owuss/hL9iG",
+	"nIrtLJFCsATu0Q2SBTsIp9RISeB6ElxPZMHEFTFqS+iKckEyatieAOt9WYnldZE9pHpdGsPFapbKjZh3",
+	"8SCzO6bCeRJuCM0yudFw86LUW6tNqN+NqejM2+gxvwI+tswcDqenIsmkZimhS4MczzWhQm+Y6vbJuyY5",
+	"+qRzHd6NClUzkYIEsrJGwIzJLWMFDCPNmikiSzMh1EwFPDzjOTcxzkMKRv5ecmZIJsUKWCmnt0yTDd32",
+	"u1ZZ/SRoadZS8X+wz5HfZThMkzM4br0Vg0QwloK5s2BUATHkLRMTXCFZM5oyRa7dOHj9hLywF07LweA8",
+	"wcvx49c4gj/IxjSd3DeBuHoCgipcOhy+OLIrQXP3/fv3PVgREwZIiYRrPuU629CtJnO70DncX8/bbAsg",
+	"ojaKixXMEXdMl0UhlWHpDUs5fYfXfMbOVcPNchhvhg8N99DtzEv7gB480MpFSvAO4u74PfQITGO+u945",
+	"bkvbulA6VjOxHkkmk9u3/B9tewPSQ9EVIwua3DKRPtEkkyue0Iws4Dai+T9QFi+2hukrcjEckQ1IAZjW",
+	"it8xAfvJRJlHk18uhqN4PHh++SGOwAGgxppz56Mo9hsNhtWKKaDVC/BecDPTFA1Pmr1WcJAMB09qSTPN",
+	"2giU02TNBXuiSaFkwrSWSsckZ7kEUSNSkqx5oZmBiRXBgL9G7oeHtuelu+w+jsC32qcazML5W3JJ7l6+",
+	"/klfgcGUS8VqhQ+m+BNN4FfSGQ+eH7aqoxZ65fQjz4Gql+M4yrmwfwzbCGmXPssX+zP9DlnpzfUNbOEN",
+	"f3FgmiShAjngcRO9HIcTHQ7Gzy6eXoazvdyf7r09RVyBNP7FEjhcQlzt0ofqZrn4G0uM5RlpHsky70HD",
+	"wEJ/viHgz+k+eQ8MTBeaCadG/E/4x9zw5JapOVkh8axyFITlhQE9mufAYxkXrIXB8hR+aOcYntMVcO1N",
+	"mRmOnmU4WEwKxYUBO4Zcv3356tWVe+L+acvpx++ZWJk10Hw0jqOCGnBXokn0119I7/9/+MO/1QfOS9Y4",
+	"wucfYGaaM2Bl6taMl4ZWq4Y9IR1LGTxsyZoltzHR+YJLHZOU69uYJIrqdXdnjpfnyBLVlJvzve79hfb+",
+	"Meg9/1B/7M96rWvY4R27oDY2eVkf9GPyIxAUToJFfDweLD8Gg9b0e+klxf6wPwpGUgbmKIY8rCgFglrm",
+	"iomRWUpoQZUhiy2Zo6CGx6Ychsm5oMZ60jlFWw4+LnnGZk48z9yYh0TWtzxjb+2lL+yV9WzjSDPFaTYD",
+	"XXFogLd4yWupTHjjHVeGyxls7qEbf8ZL/sT1bX3jfXUutj/QHI0kIOZ9HEnBflxGk1+OC+C2ydzHx+9p",
+	"n8fxe45R7f7DfRxVAY5HyJtv0N5eUp6VCpgMw3V7kiK0UNqUMsoBx6k9xWiKX8D1aIWT69evSHAXybi2",
+	"4ivvt539ytT5tU06bpgwZKOkWMVkKRUpmCwydoViwcrEJWfAwIYsaZmZ1keEtlGr+KsOhLsyJlSjlxda",
+	"m5lcaVTi8O1/9Zw73Hvlref+g1IhoGy97sb02iTGMVZ43P7DKAw8ADg1sP9gRuFCwcNalRlVBI42WTDB",
+	"qAvjVev35piSssWAwbFm2plyx1i7tvnuUd6u2zcFJgKGFMxDsYwa8LyNPDwn0pn3eu6LHnwx704cn2hW",
+	"UEUNS1HEnc3jqRDgn2lDFTilVpPO+/M+ebvNFzLjCWi+W22dwIzRFPy8ikukBBYRKaFiaz3DRWl2iBhP",
+	"BVXAUctSs7Q/FU3VA8boScpn1ttVP52zY79221UsHFQpsu0+sb+VasFTe5isjjWSbBQ37IogG7XoeTf8",
+	"QsqMUfRljfOEPlGooSO1e16ca4M88siT4R2zfb6yGs6aFMjsO24GqSYeKt9Wjdemir9jwvnbB2SNi1Q+",
+	"0WRVXXpFVkpuNHAnsCU1LjSiDTWMJGsqVuy4hft8MHg6fP58dDF+Oh48fz4MTN1Bm2H+ygd8H+/kVDFh",
+	"kJHG+oGbfYHg1MxMMarbiPF+vW2mCWyE+4oUioH5S4BbQTZZIsztz/NWAb9i4iHeC/blfneqx+7zhApI",
+	"Ay6scfGEU259ixfvMncwBT+eXUgbp/uhvsFMybW+8bHtd1St2GP1wEuM4esm+an92+CA9nhkIHKrMPoV",
+	"4UYTXbAEjgjTZKlkbsWxLFXS4nPYW0+mk10UeyW44dQwn6r87O06Rng/xYeJ/q2S+duCJV+C1kg5irTc",
+	"p9pn86ab5EmsCdce50y44mHqBHnlh9c/CQlAOvN2QrsgMQWDpWJCx59TsXvX3pmYd/vkm480MZkVqnJJ",
+	"5pjGRcU9dxs/B/ll1Rpq6NO8gAOc8ZBR/9ApRsN+5zR887FgiQnI+wjeu1Z5+yG3B9Ye8oq0h84vl+KY",
+	"5RwIjQ3PMi++G+qqLHnaJrc1S9TDQa+KTG/t5WBtmGymWSJF2hID+7PcYMwdp0ZVTtYyS3WMusTec0XO",
+	"B4MWs+ZwqOv8cjA4HuzaOUQN2h07Pwek3uN2+gZTC7BewTYhJuCYQHen0OUxrE39KUxQXfFEE57GZLPm",
+	"yTrkM0R+rOkdsylkigCMpVQn8YhiRUYTNmviWtpp80DwNIwC7LKMNr1MJjSrzT9n/Kd8uWSKYEKIa0em",
+	"mNyyrXUnTBCksvknd7//whLhiZ4KFHeMJuDQ4KJ0n/wIVs6OCapJTrdkwfxlaWzvWlSSDMeFhwK5SMd6",
+	"dGjOTgU11Z6C5RwTTbfdq5AXaI4PCSdnRbHHbuRkwZZSMbIoeZaCfwOq/+ebyosJiX45buHuTz7ZWiUz",
+	"mqaqndUcQ1X+H1zJtI7JfC21mRRSmXmfBEnIlNNMW1MSllswprzViplGlhIjQZv0ehUb9/Cq+RXQO2UY",
+	"ViCZlAVGoUF5ADHkRhDBzEaqW93d8+5Gl6OGc3fedO7+Op3qsw//Pvll0Hv+4ddhfHH/cEixcQ4DOlW0",
+	"PiZkmofksSFqnjJh+JIzHSKO9kVF49Y9N1MxRgz7aA5Ej8NdozYvZzO1sF87cduL4agtipw+6HLx9MoF",
+	"Pp9o8vbmxasf3xK91Ybl5KefXv3pJIEkMG7YEhlbS2VQFLQ8A8OGLjPz1YLQMH2c7THW+ASbFuOINu7h",
+	"UhRcT/BUIOwPNABwjbGZi7g6M4ForcQnzK9P/oQR6iq8NhWVJDRrZuUjIyk1FINVilURnXDMjIvbetAr",
+	"50N7tx5ZSxNWm4RTYQPj9vTuhLN8BvBoJAsvuo+jhcv9HL9Y2rzdb6nH3oUKSAdailod1QGDGlm9C2pk",
+	"SIwkl+ckWVNFEwNnDW2CeZPX5v2TpP4O+1kSNhb8EB+Cp9yW1Xy/ZqjPUGOBouKa3AoQwdtmjsQZn1Ec",
+	"bShHuMlSqhoJNrP6ozVwE87jZ842nxEZceo0JhKMMJzovrD8+jGLR/uF9p6Zrnbl1FvdPv7GgZLm9I7y",
+	"lmmFf+zsWcaXLNkmGBKkhvUt1hGkXM/iXup4cUeVohsH+Cb41AV31fEafAee61Tsuq7dq3oYP64qhYC/",
+	"paqiYP6r+tHho2IPqrUB20JumGLpVMjlshs7dDAXqziYTji2/313AuGK9kYnMDiRair8OPXguwvp2LVa",
+	"B95jV2VpFrIUae0wdGOSMm2UBCnVsYczrrBabCrWVKQ9u6h6ZpQcJgFMMiZpCacajJWWZ4aUqAZ1C5gK",
+	"B5++8jjqamnVRPt+PaCs6umDVlpyQbMre+wbfjfXFRFUfU88FRQdNguARqvf4mu9BW9Vk5dunh/tOVDu",
+	"o6M5fmlX4z86mK7b7CraZT/b+UQox+x0jotFOBIvMRL9icGICj5kpAtpN2iE2Rw4dnuS0t3H0kfJkTfV",
+	"XbsCpR7vQZnxJnz0gfWwdC9O7zdMlcLtRbURDxP5CygfGMbCRzygHrQ9mGDVMXBmGXqsOG9NNPd8SzUY",
+	"UnV+4n9YdH/NwWDcHnAhg73StazZW7P1/gOgiWI5A/Ndkw41JJfa/ppRbcj5qBtPhczgLJElV9pcORSP",
+	"dXMMYtlBRAgpmPV18Ebw57l1xZNSKbjBngI8+Nyw/EHFi0zzri4XuUdb7ZW99bx2lKhSdIu/eh443T3/",
+	"kvrcqW6nyOvJtB3GagbXKmePReRd+1DTkRAn+1hwxfSMmlarU1QxxIwWmmnCl0RIH0cpNUudc1p5jSk1",
+	"rOdw6vtYh0fG0n7LIOrx8EJAl6P78npNdSt2A/k9iDVyHQpGwVYSw524IYzmiwyREDSfFYolsthi3rfU",
+	"/lvUrKiswGObee5JMpncRnEEdoJcLp23kTFboeJUXJvErRfgBOQjeetH0dwrL2dbgBFbw/RMt4KzXsBv",
+	"IJqtDWNFE0oNLcmSKtKRglDijSlfCtH9srngVG4EcOyszfW64YmSLmwemFu+IkKVIq7tnXq7q22wss4d",
+	"GMUKqRyWcbOWGbjg7uGTZjgS956UhUd8eEOQdOrocvWdg9KQhCrFme6SIiu1j9JNcXgYRzFd5syFLFy8",
+	"ycYT/bzgFkTCgXaKrS8MMwkiHUYiYt59U1uoVmB/uU05VcEG0fwDGraAI3pcw/4mcqmgK6ZnGVu2MP6f",
+	"uDJbglcQbXiWebp+Wc4uvHQ6STJaWQZyETyGlrPw5voGqNsD+UTsRSSVgrWnjo7OzEhDs4cPXJ1iN8iW",
+	"y509NxJ5lonGvoPDYeBL9kXpeVxjWFrHobxr8EBF1qP65G2lzHat7ZADpbA6lljdNyHjcyDFcPQsDGXJ",
+	"JVlQzS7Hpcr65IbeIlmQpOcj9NUxxeFlMJ2KRG0LI1eKFmue0CzbwgPAM1OgX3JSeag6NAxTybQ187gv",
+	"8pGCTWzORvPU1QPIJUlkmaVTsWDWdDASpakmlGwYvXWrARcWMdzklUXXYNGRjYWzFOOZMeLNJBZEuhQU",
+	"2ChoseY0hXXupSSGo2eNOPP4/DDg7N9bIWS75uAn1EdU3gfhwkj0QCpcHddBmeeO1UzF9mhm8nRTttL3",
+	"DbHnChofOcJ9CydbgPCfaw/kUS5ywVlSJ/hs0iCRQkvEQsrSFGUL9jKlhraLbWTu2B2DHhOJTEFFBAmY",
+	"Hc8kFBdwcxsfMNHmDi+0zEoDk19qZsjfSm1IQUMnCcZDGAbMd/5lJT3Kx4dn5SiLHtpvOJ8dSYn74+do",
+	"6ffhIOs0seWPZaDh5cXFgPx0/eYdQdPx5Y83BGybfaZBS/xUsPsPmLg6FefZspBj+E6YyYn0OA3W6Q4O",
+	"rLsdzRlWHbR5B3sLb9FHGVvRZEtev2zQuArVyXxovZGR/e/c/jduf96OC/94X8QF1Bx/PxxTO+rvusHW",
+	"tCiYYGmlY6q0O7pdp7u9XyZYhOJqjutB1NaXjRl98cDGAc+5rRjksYfc1r64KkhX3IMgfvtDL8+5JDqT",
+	"BqPmyuM3fP4USO2zotxmrNv8Vl/Wc6wqy5qmR/DTR/Pc+6GMTB6ojNpd2RWacvyjQz1ZItSAEJtyFoYp",
+	"VRbmOLTr6YO2+gkir2Vbj4k8T1y35BMZ5TTp57gDEUGt0i8snfrQBiJAo5eb7VtYnOMGrJC+Lg9Va1Si",
+	"wZVrV44LQuwR4eGKLHo9Wpp1D6/rwa/zKpMjRaOyb6OkYaSTy5SRweVg0EVsk/WENmi2YE3khq5WGZuT",
+	"l9+/sigtB43C6tElBzfKm8O4W1i4gMupBcfamMJWPXOxlL6im9pOPhbwEdnnkJxyYSgXTOn9/DuI4p9v",
+	"bvwKXBUwUaVAnwD3pqSZL5+C+f6njUVw7Hlwx5QGv27o4/XXr19NdlNJ4KcwX81Chc8e+fRKJwDXegTt",
+	"cSBgNyapwi0yayXL1dpqjalwisCN7FIGcoGrS6uLERZuUw7VR5JLwY1U7quGJVvhQaoJTIVN4vanYir+",
+	"8IegaJ9L0f/DH4itXKtbGVj3h7mWBvMT+xbMbU4EvwkYbSo21IGAsYZolz8xY2iZ0fNfn9TpLGBrcGK4",
+	"TXe6olwLwHOnwQGZpmI8GJJm0wIkRsaoEnWbCZZplyNgHxNWuPjpjuuvjWI0n4rO/Ltv3pEzzx9nDth8",
+	"9mvon9+f4bTn3UnICqH/KqRBnGwzDOfmr+VU2HYY+FBEzwWNFUDUgp+LkJ+dsNS+t+42GQsYdb25zkio",
+	"QF9VHym8kFhBCz6xJvO6kG5u24xgCSJQMmdUGLKUaiowJEtzbesW5i5IiDdUV7l6Qrz1YEkhsaialGnw",
+	"kyZBZyrfKcxmyxcy3caEkoIqmjPDlMt+42i7zcec26vggHXDblcWo96poC6NLmUTklKxylw+vxQYRnDK",
+	"JCZmI50mBKLjAWn8Zo/hVNhgp7vCW6/N27n90RoR/X6/G+/ybUe0tOigtlYT7sVFha2Z4A7L33DcrNBK",
+	"yZaZru3q1egKZjGtyyXDlFgl/OBOmilG060fAZ/T0kHMkTDoRcOzrAa0UvLzDXKAP6p2CFyFYhmjVdC3",
+	"UOyOy1JPRWBW/3wTttNB6F+2hYU0+9zsT8LhDTD3iqEiIRuY7e6Bzmd2pIoQrg9cKl3fN2EBdmEKsXuw",
+	"WRqMBWrE91eAkRDcamPcFr7og+qabrUF9C250d3WBluNZTKsWICFheAXd5wRTdptNORCTsKGXgU1a/gt",
+	"Z2Yt0xlc4kC685jsNqUCOh3oMxKTvcZMdoYnNHVC+rf2GCKdvX5FYfOsY32L9lovucMRNBAkHSqI+4sw",
+	"kRaSC4P8ntAsY2mlZurL9qYKyrUxT9S2cIZRfdBbJjzp2UfwrTRfgOXUMfvgNVJq5vbdMsv161eVeeJ4",
+	"xg1yRai+JYhkYcpf0w27JdongGHkuQ2OoU+p1EFueC5YAxgMBO60Rd+ufQ4JYO4Om+81F0qNZtlyUBls",
+	"T4Jrm9cnP7CNFedTkdMtAS+XKuK3xi9AB2G4O6auCCVJBueIgA40CIUuhUUhwmig+eAM/vndu9ekYc7U",
+	"jmag7o477K4eFMYLEAnzFRNzVwVw5dMCYKc5Y4tsKNwBJOMIsykoBpfvaFayPnllXRpX2c7RuIQRtmTB",
+	"Mrkho79enIOud8DZ/3j74w9+ySBxNba4yj2C1lrUGU+YsDkWZybfvP6+N+oPojgqVeZMaz05O9tsNv1c",
+	"/oNnGe1LtTpjovfT27Ob19+fjfqDM/SzuMkCQ7u2o6M4cpsSTaIhNmsomKAFjybReX/QP3dFwuipVJaQ",
+	"BVm2BQWdhWEOFbNe2dhCHbJAo2E/GAEuKMYgwLuqjNNXaTSpED3fMcx8hF1YR4PB41pGYSzj/CjYPoos",
+	"/D0aJJd0TAfj3iUdLXvj9JL1ni8vznujxbPFaHlJn9PhwKPCJ5FtmhKEPyow2ckNo6pC4gM9o+pqgfs4",
+	"Gg+Gh8arSHTW6IqGN40fvqlqg3kfRxeWwMdvaDYKxbvOH76rpbMfOsxlnlO1jSbRd8zsHuh622J3uEH5",
+	"18cavFC60ojY98T8cB9HRflAOWXlcyOIqEqdONMNJMtGkg3d6qrecu762B52CkOV3amKJLtVUReaLFUd",
+	"8G4F8G7BJT5hI+saSxK0EZsKxUyp0DNOWF1JgMrBBngq+Q6CDeVahUDokzescPBcKlyJSkKzsNvvmqo8",
+	"Y1pPhe3VYI/9aDBoaVLrz38M0k9USdQ1mqqYNAkN0sr3W3P0HqpxpsIasNXTfNOqhnXbJ9ctnXtbEKJg",
+	"HWL7QEUSWQqjJ4ROxf48Ot6K5andXV/UV7CkW1WboYvqLJOlYnpd2QgOMedqYFslmS1arduVvJDp9nQ5",
+	"ZkGDSuYzD0Ovz8w1sXIo7GqFwZKXr38KakfsTKUAj2UIKgG02n7B9OeJQTe5qvyj6svm2y/5xmvDRnOz",
+	"0cVlUAZS9dqKCpqwWa7/OBwM4Hmuz1XwwGY1CGYNfG7G5xB8fC7IWdzbboS1h2+qNgA1Wd8djfk4RsC4",
+	"cGVU7ZQOVkWPYIqFFA8K+5vQkehpOloOkiHrnS/GtDdOLtLeM3a57D2ng8UwGaXnbLyMDhV1wkQGvYXd",
+	"VGwME93l+sxS6wx/7fN8VdOktSvHfYCJi1Z/Gt8N9PPv//5fo/zNU/P/Fj8Mb98/Y/9xvv7LZfLtRXk9",
+	"KN6O+f8dbd/JsKhuEg0Hffj3dDIcjQeD/fqLz2Cz+/tHa9dmkf19M6psVMnu/3cbGZX0r+W5jxKgxEXr",
+	"Y2Stj0fSZPh1aFJh+7+45WWdSBsxdlbYCfZR8K6ATzfcnj18005Xabzt+cO3VZ324YbhCZbbbsNvvO/i",
+	"lEW1dHz9nY1MawQ27Je40VLjUNuMdlPzPo72w8c2ioOSuM0OrVpL+Iqfwy0mQJU3dc+ELDAtQ3dDw3Hd",
+	"0vJjwdU2ngqH/wyAxGmffIe9wNaMzO19c7KVpdIsW5IOBVPBKJmRIqPCWVdratNAHk7q9CLYl9hlZCoy",
+	"Ru/Q4rMxljSM7VSYLhLakbbRM7fmawPmamP1Va/8ytqcCkxMcVs65NBenaAViY0oNfM53SsfXW+L/1cm",
+	"tp2qRtAZxr7vWFXBsA0i+/ahrryfim3dCpLk8o65HA8lukwSpvWyzBx2DeNBHmlWFv2puFY5Wt8Y1qps",
+	"zDBkCtcesykbPU4+1bT8dCuk0UXkfDB4tOht7dHyW2jnsEwhGg1Gl73hsDd6+m44mIwGk8HgL1H8iTT4",
+	"JEvpZELt1G8c0FRhlYALH7OUlMLwjMzrpc+/svZ6ZNjhX+ruN1J31yo/vYtRoOKC0qJ2HdeWIj0YNXxp",
+	"w/BYS7+rV4m0+RePD7aQ3cXWpRcRyeuKE8hO2mzSFOtTwUEvJrSgC55xs63L9JzAR9GOkIYwmOJeVDB/",
+	"WSUnJuQnmybAFPNUzN2fE2Ljqz2vdq5CYnrlNhwM6/rAOuGxYLb1G/WzkUvQ5VRtyVLRnOl4KhD2bPvS",
+	"I8QStKRiMFOHG7CIa6tmzke9BTdkwVc9JlJOBSks55IMcUJ1rd2Y3PAX3bh60cNUuCv75JXPPk+aMa0l",
+	"rKRQ0shEZlVcP7Y2UhXmt2W8CKJy4XT/U4MyyVpKzfRVDev2W+Ftlj/fXL8kEl/Wg8EVAYaB6yLEbXZd",
+	"25mH2XErgIMXWFjcxpvrm9hPC2aIwZA6fNiof1nKLJObPrl22VdvTFExFVZ8YlQJk8VU5S5TWzCmiOYZ",
+	"c6lwSpZs4ztkkbpDEG50wIauZMZCWvrkhTUl7I6ApRC7/AF2PgWXTNeYnPFg3P6Cns2aGjw0Nk1HtRSY",
+	"F6ztW58khAVMhTcRYWUCWMy/9QQtvTUabNRC5LsTy64Uw2hNqAXQDFYd3JXTLSwOX+mBUUCgDdp+Kr8K",
+	"0MNG2v2Hgw+G54YLfYKt89aBgCuQgMZuc8eaEjfKF7nAsJJZ187kTiFG0/QINfUDJTv3H3bMlKHVmztN",
+	"hDfcJLb3y65p7o/ap+vpf/5Iv4PGRZNfPoQ6Crc1rAwLwrvyuCf2gJriUvTqDhwPJrTCgu9GTcUT+LjT",
+	"C4F0fB4riBFY19E1q7CIL8SiTUVGDaiaqqcCnjy+xOqMBzm/rhv5XGN4r2wjLLEcPnv2dHx++WynrPHp",
+	"+OmnWshhHdugqilrFJr6grFRWNg1ung6GNw/3lT2xdYP2Mr6SVB0+r8qtxay+NGKovoQnnLcbID94CFz",
+	"5pPeNYnweL9ni7cyuQV3/s23L8nl+OIirsGc5133mqVW8yxu2GZsoXGgeUzmb1nSq0bu/WyHm5Dh+dxZ",
+	"TztX/CfbzuM6txWamXCowbq0qtm9ucqf1j75EQSVx6LE3qRzEKCwDNGBXZSvA7YlSUDulz/eDGMEcgYt",
+	"1Y2vQarisbesMFf+AR2psCVct35Uo8M7PogLeEIz+TcVQbc4fMWX3Zd6H3xxUyj/fA4JbBtHJytZyXAw",
+	"GDiaOuMDrLapcOCnLenMXZDENVaB7fHwFVuGUH/hDOuU0A3denRzs5cE18QDxWwJtO11i5PGKaT4yscs",
+	"s+9zW1JFFmzNRbo37Wf4Fjp7Pcsyd9m8ewVGTyY3brCpsD6JNnbQOo167ezr4aWnj7Yld8bQZM1Sb0Zd",
+	"oRGUywCiOR49Jy0ApGO6wFbWRJ9kaNSb+/mGxlcJCIyef6H3/iFdG68FO7xb9pxdkZTBN7hpaLB+hXeE",
+	"fXMYd0Y6LYxi35b4u4YWkGyB0Alh6ujKBbI9UCJOV7RqkLOg/czq0Jt+nBywrxJEKxrOoGIJIowaQpV0",
+	"KEF7C1znEpxaa5VZQIDvcrh1CYGVhVZYuHrd0ac1GWTj6HOblkd8uG2TQFMv8akhtFlCaaPlc5juzE63",
+	"vqlR6em8Z7ORhH1MsjJl1nO2fa3IexBjgnH4K/ZeX2rR9ei6oUPpOurg6iyAF/RHn9jGGTU4Ar61fSFv",
+	"OYhn667O3aKcFPcVI1Z8wfOybDsVC7YC1y1wZH1LMcUFinH3ko/YVYpilDIvzPZhQefqgC0K7KjL93Cl",
+	"6oYK3LQfJDifK9sR0dbUhLtROYl/L5na1l5ivctRq0/42SWvbW248yDDEHK4swnU0VUFfHloUcHCv9Kq",
+	"3vmV2CWgyQnsdHCG9OMML23Mz7UVjiaXFxfnl8eq01peXdcyzQ+f61PZEvIo/S77G91ef3y5+uMfXaXy",
+	"5GlVXX16gqRZBX/AlXFMgH23sBv4P7My/z211BsvXPc6AjQUxsP6yaGbHgwiYIDUWbOgMBCRhzoB4YUJ",
+	"FVIg3AL41uPNfavsjeLGMGy92O2T6zC27SKzLiVroX1bFr7j+QCysDI550HLz/lUzI+1ebVekpAO9nhU",
+	"Whcs+R8D1f3CGLUvi0vb6RkbdOT9bPRP1Zn30HunfcEjahuqbpmqgu/ubbVB0+CvmBd8/lkv528Ua+y9",
+	"+Xu3bMMXWDBfnWHfnH43nASNofseadevX9s2IcPBaOwJdTHEDjnjwfPLr/Ry4RMXgjFNH1np7NWy/P4u",
+	"RQsCHE/sw9CbqgVBK+LGaTybe6tbWKKM80DqylW3GSEM7PKqICYoyw3rV8PJToUj+1oKWarWurJdaPN+",
+	"qVpYTUl9Q0tyrW/BmcfazI2DPPuoUIqAcUXAy1FkQ7fYYdnBqxvNid13vpCuG+K8YVV4je3/i1mi/QbA",
+	"pLOoLf2qwXCd8Aohsgh6X1KeuSzfNLJzoLru/joVrt1wM5EbWR8ErtdOl05aOibXFYG+oRMmAn334WaP",
+	"YYlb1Ey6gB7NWPUe4ZXsk+uqqWmVIqzR9bXTZDv/WLQPrCrY16O6ErbzdflZeJ2gpS82yX28LthvR3wS",
+	"7mbc7o5XeH6qCU0SVnx9rOS/0Cb/JGgTfbuXv8Mul3hGsDoYbagT5XnPSdyDdvf3Uqx6hcwyPalOINVE",
+	"Syk80KX1nZFYVIOBHGXfmI7VgXUYee5KX2c5GMoF1ZppJ9EwEuze4ceVNkHOoCnpbXgG5HGfzF1Ya16/",
+	"0LfZS3kqbDNlW6W4G/G20Zugh3KjdzIJWydjDaKNPZENNYl9OxVzoa6p0IYVtkoHF6rha5q5dkVejj4o",
+	"wW7cvpyQim80hWa2IFeh4PX6SzMmSGeAWQohBeseCgfYHkEnpOh/k3CMfSuatOVUDliDHl3Os4w76Meh",
+	"qdf81B7KOB8MBoNjoYxLe8HRaX/4Uh5YFYT9xTa72kFNDi8mg0F/OELkJN4zqj2Uqrk+UPHIzRfVzect",
+	"7s2HZqftL1H/UPeHP2BEN3uI/yugckDGvwf+t/jSw/LVikxfPn1A3jchIc0+Sb98AB5wwGz81VZEn90N",
+	"kTvceIfaXYV9goJXzyHyql8fy2o27bFKfAtVM24U3OziRPu3ft98U2ANEl8ws2EodXFZ/RYYUnT/4f6/",
+	"AwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
