@@ -118,7 +118,7 @@ func synthSledAgentV1() (fileSet, error) {
 		}
 	}
 	for _, c := range []string{"invalid_request", "invalid_spec", "unsupported_spec_version", "unauthorized", "no_such_vmm",
-		"vmm_exists", "vmm_not_terminal", "insufficient_capacity", "no_free_port", "invalid_transition", "vmm_unavailable", "vm_error"} {
+		"vmm_exists", "vmm_not_terminal", "insufficient_capacity", "no_free_port", "vmm_refused", "vmm_unavailable", "not_upgraded"} {
 		e := sa.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: "req-000001"}
 		if err := set.addJSON(KindError, c, e); err != nil {
 			return nil, err

@@ -49,7 +49,7 @@ func TestConsoleRefusals(t *testing.T) {
 	require.Equal(t, 404, resp.StatusCode)
 	_, resp, err = dialConsole(ctx, url, token, id)
 	require.Error(t, err)
-	require.Equal(t, 404, resp.StatusCode, "the VMM server's refusal (no instance) passed through")
+	require.Equal(t, 409, resp.StatusCode, "the VMM server's refusal (no instance) is vmm_refused, not the 404 of an unknown VMM")
 }
 
 // On KVM: the console through the agent shows the ticker's ticks.

@@ -38,8 +38,9 @@ func (e *CapacityError) Error() string {
 		e.Need.CPUs, e.Need.MemoryMiB, e.Free.CPUs, e.Free.MemoryMiB)
 }
 
-// RefusedError is a VMM server's refusal (a 4xx), passed through with its
-// status and code.
+// RefusedError is a VMM server's refusal (a 4xx) with its status, code
+// and message. The API answers it with a code of the agent's own and
+// names the server's in the message.
 type RefusedError struct {
 	Status  int
 	Code    string
@@ -47,7 +48,7 @@ type RefusedError struct {
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("the VMM server refused: %s (%s)", e.Message, e.Code)
+	return fmt.Sprintf("the VMM server refused (%d %s): %s", e.Status, e.Code, e.Message)
 }
 
 // FieldError is a request the agent refuses, naming the field at fault.

@@ -148,9 +148,9 @@ func TestHTTPBadInput(t *testing.T) {
 	}
 }
 
-// A spec the VMM server refuses, through the API: the server's 4xx code
-// (vm_error: without KVM every build fails; with KVM the disk file is
-// missing), and no process, directory or reservation left.
+// A spec the VMM server refuses, through the API: 409 vmm_refused naming
+// the server's code (vm_error: without KVM every build fails; with KVM the
+// disk file is missing), and no process, directory or reservation left.
 func TestHTTPRefusedSpec(t *testing.T) {
 	root := t.TempDir()
 	a := newAgent(t, root, vmmclient.New(nil), nil, sledagent.Resources{CPUs: 4, MemoryMiB: 1024})
@@ -161,8 +161,9 @@ func TestHTTPRefusedSpec(t *testing.T) {
  "components":{"d":{"type":"virtio_disk","backend":"b","slot":0},"b":{"type":"file_storage_backend","path":"none.img"}}}}}`
 	before := procsUnder(t, root)
 	status, resp := call(t, "PUT", url+"/v1/vmms/"+uuid.New().String(), token, body)
-	require.Equal(t, 400, status, "%v", resp)
-	require.Equal(t, "vm_error", resp["error_code"])
+	require.Equal(t, 409, status, "%v", resp)
+	require.Equal(t, "vmm_refused", resp["error_code"], "the agent's code, not the VMM server's")
+	require.Contains(t, resp["message"], "vm_error", "the VMM server's code is named in the message")
 	require.Equal(t, before, procsUnder(t, root))
 	entries, _ := readDir(root + "/vmms")
 	require.Empty(t, entries)

@@ -110,8 +110,8 @@ func TestAgentProcess(t *testing.T) {
  "spec":{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},
  "components":{"d":{"type":"virtio_disk","backend":"b","slot":0},"b":{"type":"file_storage_backend","path":"none.img"}}}}}`
 	status, resp := call(t, "PUT", p.url+"/v1/vmms/"+uuid.New().String(), p.token, body)
-	require.Equal(t, 400, status, "%v", resp)
-	require.Equal(t, "vm_error", resp["error_code"])
+	require.Equal(t, 409, status, "%v", resp)
+	require.Equal(t, "vmm_refused", resp["error_code"])
 	require.Zero(t, procsUnder(t, filepath.Join(root, "agent", "vmms")), "no VMM process left")
 	entries, err := os.ReadDir(filepath.Join(root, "agent", "vmms"))
 	require.NoError(t, err)

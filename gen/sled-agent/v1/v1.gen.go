@@ -405,6 +405,9 @@ type VmmStateRequested string
 // VmmId defines model for VmmId.
 type VmmId = openapi_types.UUID
 
+// BadGateway Every failure's body.
+type BadGateway = Error
+
 // BadRequest Every failure's body.
 type BadRequest = Error
 
@@ -631,7 +634,9 @@ type ClientInterface interface {
 	// (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 	// identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 	// `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-	// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+	// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+	// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+	// process and no reservation.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -646,7 +651,9 @@ type ClientInterface interface {
 	// (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 	// identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 	// `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-	// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+	// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+	// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+	// process and no reservation.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -660,8 +667,8 @@ type ClientInterface interface {
 	// passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
 	// output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
 	// input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
-	// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
-	// status and code.
+	// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers 409
+	// `vmm_refused`, naming the server's reason.
 	//
 	// Corresponds with GET /vmms/{vmm_id}/serial (the `VmmSerial` operationId).
 	VmmSerial(ctx context.Context, vmmId VmmId, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -791,7 +798,9 @@ func (c *Client) VmmGet(ctx context.Context, vmmId VmmId, reqEditors ...RequestE
 // (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 // identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 // `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+// process and no reservation.
 //
 // Takes any type of body and a specified content type.
 //
@@ -816,7 +825,9 @@ func (c *Client) VmmRegisterWithBody(ctx context.Context, vmmId VmmId, contentTy
 // (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 // identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 // `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+// process and no reservation.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -840,8 +851,8 @@ func (c *Client) VmmRegister(ctx context.Context, vmmId VmmId, body VmmRegisterJ
 // passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
 // output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
 // input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
-// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
-// status and code.
+// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers 409
+// `vmm_refused`, naming the server's reason.
 //
 // Corresponds with GET /vmms/{vmm_id}/serial (the `VmmSerial` operationId).
 func (c *Client) VmmSerial(ctx context.Context, vmmId VmmId, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1428,7 +1439,9 @@ type ClientWithResponsesInterface interface {
 	// (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 	// identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 	// `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-	// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+	// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+	// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+	// process and no reservation.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1443,7 +1456,9 @@ type ClientWithResponsesInterface interface {
 	// (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 	// identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 	// `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-	// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+	// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+	// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+	// process and no reservation.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1457,8 +1472,8 @@ type ClientWithResponsesInterface interface {
 	// passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
 	// output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
 	// input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
-	// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
-	// status and code.
+	// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers 409
+	// `vmm_refused`, naming the server's reason.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1746,6 +1761,8 @@ type VmmGetResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Vmm
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
@@ -1761,6 +1778,11 @@ type VmmGetResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r VmmGetResponse) GetJSON200() *Vmm {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r VmmGetResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -1838,6 +1860,8 @@ type VmmRegisterResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *BadGateway
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -1887,6 +1911,11 @@ func (r VmmRegisterResponse) GetJSON415() *UnsupportedMediaType {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r VmmRegisterResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r VmmRegisterResponse) GetJSON502() *BadGateway {
+	return r.JSON502
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -1941,6 +1970,8 @@ type VmmSerialResponse struct {
 	JSON409 *Conflict
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *BadGateway
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -1970,6 +2001,11 @@ func (r VmmSerialResponse) GetJSON409() *Conflict {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r VmmSerialResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r VmmSerialResponse) GetJSON502() *BadGateway {
+	return r.JSON502
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -2022,8 +2058,12 @@ type VmmSerialHistoryGetResponse struct {
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
 	JSON404 *NotFound
+	// JSON409 the response for an HTTP 409 `application/json` response
+	JSON409 *Conflict
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *BadGateway
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -2050,9 +2090,19 @@ func (r VmmSerialHistoryGetResponse) GetJSON404() *NotFound {
 	return r.JSON404
 }
 
+// GetJSON409 returns the response for an HTTP 409 `application/json` response
+func (r VmmSerialHistoryGetResponse) GetJSON409() *Conflict {
+	return r.JSON409
+}
+
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r VmmSerialHistoryGetResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r VmmSerialHistoryGetResponse) GetJSON502() *BadGateway {
+	return r.JSON502
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -2099,6 +2149,8 @@ type VmmStateGetResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SledVmmState
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON404 the response for an HTTP 404 `application/json` response
@@ -2114,6 +2166,11 @@ type VmmStateGetResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r VmmStateGetResponse) GetJSON200() *SledVmmState {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r VmmStateGetResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -2191,6 +2248,8 @@ type VmmStatePutResponse struct {
 	JSON415 *UnsupportedMediaType
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *BadGateway
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -2240,6 +2299,11 @@ func (r VmmStatePutResponse) GetJSON415() *UnsupportedMediaType {
 // GetJSON500 returns the response for an HTTP 500 `application/json` response
 func (r VmmStatePutResponse) GetJSON500() *InternalError {
 	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r VmmStatePutResponse) GetJSON502() *BadGateway {
+	return r.JSON502
 }
 
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
@@ -2347,7 +2411,9 @@ func (c *ClientWithResponses) VmmGetWithResponse(ctx context.Context, vmmId VmmI
 // (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 // identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 // `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+// process and no reservation.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2368,7 +2434,9 @@ func (c *ClientWithResponses) VmmRegisterWithBodyWithResponse(ctx context.Contex
 // (`migrate`), which takes its spec from the source VMM. Exactly one of the two is given. Repeating an
 // identical request answers 200 with the VMM as it is; another request for a registered id answers 409
 // `vmm_exists`. A VMM the sled cannot hold answers 409 `insufficient_capacity`; a spec the VMM server
-// refuses answers that server's 4xx code. A refused request leaves no process and no reservation.
+// refuses (this host cannot build the VM) answers 409 `vmm_refused`, naming the server's reason. An id
+// being unregistered is waited for until its unregistration has ended. A refused request leaves no
+// process and no reservation.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -2388,8 +2456,8 @@ func (c *ClientWithResponses) VmmRegisterWithResponse(ctx context.Context, vmmId
 // passes it through to the VMM server's console: binary messages from the agent are the guest's COM1
 // output, starting with the bytes the VMM server still keeps; binary (or text) messages to the agent are
 // input for the guest. The agent closes the WebSocket (status 1000) when the VMM's console ends. A
-// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers its
-// status and code.
+// refusal of the VMM server before the upgrade (no instance yet, every console slot taken) answers 409
+// `vmm_refused`, naming the server's reason.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -2693,6 +2761,13 @@ func ParseVmmGetResponse(rsp *http.Response) (*VmmGetResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2816,6 +2891,13 @@ func ParseVmmRegisterResponse(rsp *http.Response) (*VmmRegisterResponse, error) 
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2893,6 +2975,13 @@ func ParseVmmSerialResponse(rsp *http.Response) (*VmmSerialResponse, error) {
 		}
 		response.JSON500 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -2960,12 +3049,26 @@ func ParseVmmSerialHistoryGetResponse(rsp *http.Response) (*VmmSerialHistoryGetR
 		}
 		response.JSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Conflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON409 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
 		var dest InternalError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
@@ -3012,6 +3115,13 @@ func ParseVmmStateGetResponse(rsp *http.Response) (*VmmStateGetResponse, error) 
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
@@ -3135,6 +3245,13 @@ func ParseVmmStatePutResponse(rsp *http.Response) (*VmmStatePutResponse, error) 
 			return nil, err
 		}
 		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
@@ -3671,6 +3788,8 @@ func HandlerWithOptions(si ServerInterface, options ChiServerOptions) http.Handl
 	return r
 }
 
+type BadGatewayJSONResponse Error
+
 type BadRequestJSONResponse Error
 
 type ConflictJSONResponse Error
@@ -3954,6 +4073,20 @@ func (response VmmGet200JSONResponse) VisitVmmGetResponse(w http.ResponseWriter)
 	return err
 }
 
+type VmmGet400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response VmmGet400JSONResponse) VisitVmmGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type VmmGet401JSONResponse struct{ UnauthorizedJSONResponse }
 
 func (response VmmGet401JSONResponse) VisitVmmGetResponse(w http.ResponseWriter) error {
@@ -4153,6 +4286,20 @@ func (response VmmRegister500JSONResponse) VisitVmmRegisterResponse(w http.Respo
 	return err
 }
 
+type VmmRegister502JSONResponse struct{ BadGatewayJSONResponse }
+
+func (response VmmRegister502JSONResponse) VisitVmmRegisterResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type VmmRegister503JSONResponse struct{ ServiceUnavailableJSONResponse }
 
 func (response VmmRegister503JSONResponse) VisitVmmRegisterResponse(w http.ResponseWriter) error {
@@ -4256,6 +4403,20 @@ func (response VmmSerial500JSONResponse) VisitVmmSerialResponse(w http.ResponseW
 	return err
 }
 
+type VmmSerial502JSONResponse struct{ BadGatewayJSONResponse }
+
+func (response VmmSerial502JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type VmmSerial503JSONResponse struct{ ServiceUnavailableJSONResponse }
 
 func (response VmmSerial503JSONResponse) VisitVmmSerialResponse(w http.ResponseWriter) error {
@@ -4338,6 +4499,20 @@ func (response VmmSerialHistoryGet404JSONResponse) VisitVmmSerialHistoryGetRespo
 	return err
 }
 
+type VmmSerialHistoryGet409JSONResponse struct{ ConflictJSONResponse }
+
+func (response VmmSerialHistoryGet409JSONResponse) VisitVmmSerialHistoryGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type VmmSerialHistoryGet500JSONResponse struct{ InternalErrorJSONResponse }
 
 func (response VmmSerialHistoryGet500JSONResponse) VisitVmmSerialHistoryGetResponse(w http.ResponseWriter) error {
@@ -4348,6 +4523,20 @@ func (response VmmSerialHistoryGet500JSONResponse) VisitVmmSerialHistoryGetRespo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmSerialHistoryGet502JSONResponse struct{ BadGatewayJSONResponse }
+
+func (response VmmSerialHistoryGet502JSONResponse) VisitVmmSerialHistoryGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4384,6 +4573,20 @@ func (response VmmStateGet200JSONResponse) VisitVmmStateGetResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmStateGet400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response VmmStateGet400JSONResponse) VisitVmmStateGetResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4583,6 +4786,20 @@ func (response VmmStatePut500JSONResponse) VisitVmmStatePutResponse(w http.Respo
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type VmmStatePut502JSONResponse struct{ BadGatewayJSONResponse }
+
+func (response VmmStatePut502JSONResponse) VisitVmmStatePutResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(502)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -4922,130 +5139,135 @@ func (sh *strictHandler) VmmStatePut(w http.ResponseWriter, r *http.Request, vmm
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H1tc9s21uhfwfDuTKw+lCzJshPLsx/cPGk3d5smEyftnY2yIkRCEtYkoAVAy2rH//0ODl4IUpQs20m6",
-	"9z7Nh9aWCPC84bwf+Pco5cWKM8KUjMa/RysscEEUEfDbL0XxOtM/ZESmgq4U5SwaRx+WBP3y5s0ziWgW",
-	"o3TJJWFotkFqSVDKmRI8R6scM9KL4ojqFSusllEcMVyQaBzdFMWUZlEcCfLvkgqSRWMlShJHMl2SAusX",
-	"zrkosIrGUVnCk2qz0iulEpQtoru7O71YrjiTBCD9Hmfvyb9LIpX+TQNBGPyIV6ucplhDfvwvqcH/PSK3",
-	"uFjlBH4UgotpyjO9O2U3OKfZVNid4qggUuKF/m7Gs01PrkgK/5neECEpZ2N0g/OSICqRwwXNSoUKKqUG",
-	"1KBIpNL4jqPRfJAO8Tl5PjvJTslZP7oLcf6LIPNoHP2v44olx+ZbefxKw2nw3uaFfYeGosC5Jh3JEBdo",
-	"Jgi+lggjUeYEHSUN/JIY+Y80Uvr3kslyteJCEfOZQzSJJ4wL4PAvb94gScQNEc8k4muGRre3SFMwRrJM",
-	"lwhLlNwUU6Bs0ulNmMbyJWfznKZP444s53OaUsLUNMUrnFK1qfHIQccIySQaoZfvPkqEWYYG/eEIvaHf",
-	"XwACMicZWmKJhtUTZ6f2ETQXhHxjvqWWOBKtqVp6Ilt6A7hHiT405JZKJTWf9G+Mq6kioqAM55o/SSuF",
-	"9NOMTzVaU83YkOtKYCapAv6ineztnwN7HStfM0UEw7lB7Sn8NPvUWOg+RPDoN+IDXhCm0BxTQ2kHQ9Lp",
-	"6Rf8zNUPvGTZE1BlfKqPxvSmKGrYMg7kHs4H6XN8Trqj2UnWHZHTefcFPpt1n6cvsnPSnw/wcGZUzIJK",
-	"RbSS4QypJZUgHN+ASj8bQK14YoVoVgcIxIdxowG0tkdHSYC1EUI1nWtCWrq+w5uc4+wD5z9hsSBPIK/W",
-	"zVPF+TSHjUIKuyOmH9EQwxNa0DFDA33ev/FRb4NDeRHEaUpWSqKjpI6SpZi1cB9oQXj5FFXqMFZ2p10U",
-	"GyPGFRIkJfSGZIgypFf8ESTLaAawYCHoDXGQoKOkgYql1BURNzQlHxm+wTTHs/wp4qV1bRns1GJynkmr",
-	"M1HGiTSQMrkm31aDaZumOEcFZhttVBhJ9TNanrQo6Y+nwcdJJ1T6O1GYMGN8AhIknR76IDYILzBlKMeK",
-	"CGscPjJcqiUX9DfyFIVZhtvU6U0l4isiYB9r6TGaESz0ceLXhI2RJCxDS4IzItCl3QeeH6PvzYOTst8/",
-	"SeFx+JF8Gx0agmk1pqqO/zPNqBBzLcxxZBABL/fXX3/taoQIU5qSZNs1v8zXeCNRYvBM9PoK7C0nGhjm",
-	"Hb43JKP4AzzzBMZV/mOh95vCS0MWWsa8NC/o6heO0Rpr9dd80R+jmzVTkiYsCfCmDTlQOR4S4NNL551q",
-	"6mUZeFg4fye04CqqI5Y5ziVpAvOWaWAkL0VKEJ97709zcRUs/j0CJ3WL+b+CZZYoJ3OF5lq8yFofbak3",
-	"8BEVZepspDmCb2lRFtH4vN9/Pjg/H56Ono/65+eDOCooM1/1feSlnaIFEZEJvLSiyHYAEHgp+t3IPv5l",
-	"YVBc4XwHAJU95fM5EVonfnEq3IXB6ycLTkCa2LDos1/JZ/8iqdKge7/5AZLx6oaIDXiopSDPJIjqtlSE",
-	"J3FLMSCptOpGBU6XlJGuIDiDD/TzJjC6fPcaBatQrqMN/U3R2w7BgyPdyoW1ZsBacLaIQRZXhK9ycoEY",
-	"LghsiuaU5BnC2vMuc9X6ivD4t2UhaObOiX0y1uEnZTWlmvOFCfL0h/+na72o7mtnI1re3GBvQNgK7Rp0",
-	"bYz+kTBrp9rYsfDfXqCF4GuJZhvEGdEEIcDudInZgoTiPAPp+sLH+TWTCrOUvKvJ0gOE06idTBulObW8",
-	"pXZThCFwoCzFgmFlYK9LbW2zJp1+EIQgRW7VBSLFSm3QekkYaOgFvSGshyrvBxvTZ5wWiShIVIFvfyJs",
-	"oZbR+HQwbJGwnZJlEYAk14V1kp5JdPXm+9dvr5DcSEUK9PHj6/+ucaM9XeUyXy2HcsmFgjPR8g4iKM4R",
-	"K4uZEdIAmbMTYKv7dRBHK6x02BqNo39+uuz+A3d/63fPP1c/9qbdz9/95V5RB/AB2jaRfs1uCFNcPNSy",
-	"fbCWDKgJZ9GlJ7blIV2V8j577g0sqKGCi820oLOHrNLQ7FQrHtSDeHtTFNuCHP2Nr40jDkYQC1KLll3e",
-	"Rp94rbDSvMxI1jzYJ8PoQWbIIRUbItZoY+Fs4+obujCa6FIUxqw/gLWXDGFIOBZuF2Q8mBb7dLuigsgp",
-	"Vm02g1itLQqU45XUZJkjxpHSEbBCpdQRqKqRKMOKdG1Ium2eHDw72eyfOJzXkqSCqPsEzRP0yjze5FMN",
-	"tDiky172vC+ZRvZKWdf/ga5lxSDKFNfhBy+1j2R09Da7FoTdh2hg4r4axR22hxEcntYOIi3ItFxpCcn2",
-	"SFsIELwJ5Vgqa3qz2FU1nCuR5jy9PlQE9zPd4BUDlRvg7hWCKy+BTVsS4sKZgQoZgR2j0Yl2gwfDFxo3",
-	"gVOlbSSfoxmW5GxUiryHXkPwwLTzYa0oydAMp9cx1DQ4S0k8YY4iojCZwAJnRJ/LCatbqMHwRc1EjU52",
-	"2Khp9/N//aWN8w2m3oMx0HOMkhVhGWWLBB2BWoIwOwhJsLQKJQYvQiqsw7kOJMWnK8EXgkgJ2XQtZjlR",
-	"JEtilJjkcGKwJEyr40+RfRUUufxarXzdSi0osDBgaYXfexvqyUcYU1+4MBreulk2/JAmPbwreHQGtr7r",
-	"jd6y3QA5z/JsFFijQZsvWbfF9Rf8CEG2hZcy9IZ+v9+RHfRHL06fn4XvPLvXBG4bvrbTdAWu1d+ofIQv",
-	"c4lWlAQBuvHSUs4kz7W7yEu1KlWLn4sVbteKs40iMrZHsUuYDjSymsOrlkQQcCIYZ/VQWi9uOz2Etei9",
-	"y5nkeak08HNJFPpXKRVaaY2nUQHVp/fTuCUa3uTLhhpw2u6HylJ2TsVXhachOcAfB6OhX6vo5CT7pSge",
-	"Y4QvXZ4VDA2WQWh3TcjKxSyNVI8J+qeCYJt722cIfymKH8yC9+b5u/hJdpwdbHlrzkltE1ureNQuB1l/",
-	"z47D7f5XtvUPNO5XK5K+Yjck56vHyBSSK5JqlYohksyQ705IajX8IPdiPzJ15a5J/B/fDJIY9Xq9DlgW",
-	"WJsgKicMDL1d8kwilzHQYMcoXZL0WlvWBdZBM2o8bJgEO4oyJ9KE7MRiqx9Y4hWZMON3GGbIC1NUcNto",
-	"g5ZvEM4yg4Ixw/VzoqHdTTvTX9IS6QEKWB896YmyFlQRdxq3mBWSdEf4uCLpM7/dgyJ33P3t8yfjF3U/",
-	"f3d882mgg3gdyR8Qu9cgM4C2itsvRfFgKatndbfVFM4ysbNTqGoo0I8RKWOULLlUY2hIuEA4iE1suMcZ",
-	"woxru2caIDKK8wZLgiSOFcj7FEVLqsvksys/bN/yymE7VDPVjIVJFeyMjVxH1QFRUYPvvp/K0yE2/Ahx",
-	"cxDvEIhXTJaCXEqviT8AHx4oJ++tlEjrkCpbkdAqxzFWx5s5vQlirws4faDEUq411FzwwqhpAD5Gkutf",
-	"J8yjg6iqvF3tF9l04FuWmowp7LbE0laMszgwtppRWBBz6Gcci8w33hRjhCcs+KzgwnrbXDjnFar2LtUP",
-	"WXnpW2eOkrrB7l1TliUTlpDblJBMTs06wDsxihaQN6VXKtE1zXMNruQIG9E3mlGUTBpo4PUV/lmbNnza",
-	"iTCcOcTuNsVlK51YSaTbdK8A/iB4cbVXkx8kd+sll0ESmko0K2mujGBhEI6LmgipSm0D83tfmKLOOu1V",
-	"FqEXsIeQ+/S6oWLQCrmXTuOQIOgo2WJD0tFir0/RloaesOD5Lb2RdHro1S1OVW6KGtqBN/4EuBZWFrR3",
-	"YU8uyDBn5O08Gn+6V+wawnIXH7hiW7/dfTaEs17z3ylrdRtdhG3C+bFpwFsJnhIpp+SWKpIl6Cg4yfY7",
-	"ZL7TVFzj6nDbXxeaNC7AmzCjnQQJkhL6NTb3UNteEFOHtnrHwqVXtOkZdBTwb8KsJjaHJPCAUIoLsq18",
-	"TZPFTkVY6fZnEiVeQyegrUFBXYSBDlAg0Hmdek5lm64mc22pANnSLQRb0ytbodBDq1p1nl+glX4jU8YX",
-	"pczGED41tKUxrq0sHRavgeTdW1Vd4tWKMC1CVU0VHQG36ALqCQJEDqq6xtZaasYuW2EcMWOdOvfXPgGL",
-	"CqwdeucnKtUj0liNXoFtGrbXVkw5vL5YH6rMpCw31ouiihTyAA4A2fHta/P4oK//eTSxEHjT5nLJXbR4",
-	"mgv1Bl9be2S7N+5xnpwKh47hutO8Tc6HZuhjtF7SdBmoA9BbpuAz5+KgDL4gqxynZFqfNGgnyUPit0vk",
-	"d4xdNqUWbIBVOyyoa9bupOrmPMU5kooLvCCQBycsk8alzeh8TkStCzdG12RjpA+Yp1WpSxEC5Z7JCt4J",
-	"IzhdIksZGbuWBU1Lt6qGCiNrIlUdo6Na6F5tLjs+GR+S8GzUgvcjY5/HVcHiSIp0ujtStBJWa0ZsCxiN",
-	"JUz0V4lPdTsaa150GjH38GxYC7obpYh/Tiby+PN/jSHO/n0Qn94dEGs7TOKtwo7BNqTtDkWxo65RBYNg",
-	"YXx6omb6wV4fpYJgRdkiNoUM+EmUjNmP+GpV/aRFVJAZ5/DYhFmw9fcZkUrwDTgQXHiTNg5MRuVxUOXb",
-	"Rm3jPC9tc41zerRf05swt4/x+fxLEgjYXAW8bv4dQi4Ra4doDErwocHJ/Wi73y1WFTPgZ+8y+FfvchSA",
-	"Ey8h9xT4zg9MkJguQsVd4w6uc1HTjEPdjKqmS72rYr5fX/+qA1TnS0/NHolxT45svxPzc0kd05eTheZk",
-	"TfPcuTUHqnJAkmSHpmTf+wVPURtK5VNJUs4y+RAqXKAlX6Ocs4UvWS55nhl1a/e7QCf9frOraG8V7ORM",
-	"ewf76mANVVERbZ8ecNJnhtoe4UvVagtzpXWnk8SqOc4eVE0K7UA2ybZHAg9mm2kieVyGrDWNvo9q70OB",
-	"3HEkSWapYqjRC9SNKJnVJF6NVJkKS5QWnWFkuRRUba40HoZUprv7stQW5vddTfrPpGv/9nHWnOY2f2VS",
-	"Tkm3i0u17MJzXf1t1ccN4y7wnup4LpVamd5myubcNW9jM2xnRy7XeLGA5k/KFKaMCBnd7WrSsmodEk51",
-	"RwQ6BnTMqm2xDirB2I7ho8S+wjyZeFuwIsK45+DxcKZN2YTxNUPansQGZW3e9EeAMkip87sE58qUDGqT",
-	"pd75l6a/akkEiVEmqE3mFEbWBcEZ1C8IFUYI9F5UIlpl+wfO4XL8uXz3ujdhE/bdd1fmMNlDk3EuZiTP",
-	"e999F7QdrrFKl0Qa9DSp9OOunCdREgq4tah14z5hVSuo8S4f2A5qIjvo9gBMsKtpmS9sPlKH4zrkgz4O",
-	"bYKMdYx9CpKyGRhy/TsvlfnFH3/ZQ5cNSKhC+jjIcO53woA9z6SnFjpK3r29+oCOdch0/LvJVd8d26pb",
-	"4ohv13dhedePAV6+e90xIsI4dD1fmFRJXRisocOZDIp7RiTUUvBysUTJj6+2YIDnkh66rHLVdgjQ5Gcm",
-	"zDsOes9NfeDNC+4cGvksO0umaL49CY1KVkksheTZf7/66dWHVw2YYGBWi14w5kE50yJngt7m7Ety4IBL",
-	"Etdk3HzDjlp0TUcTxHkzGkleKuf0Ac4uxLR6zDXcjvoDVB9fAVHKCRZMTpheRNkCkVwSiyN0wssKNyup",
-	"fkc/DQsP2kpiD73Wx6pqyYYkom1uNx0xGJxSMWHQk4MLaQoMic1hwAL/lEui6KU7e9OtAspMsWEMs7b1",
-	"WWqThNESGiOM/Bg9pE/tbs3xbNt9J/RB6DRnsWG/CXOVXRXUTBtz3XweFi87+4a4DZB+H4Ouyf5OmNOH",
-	"ENEaDeMnwa4ZX5udA/aawWI/4omO2H1Top14wsJBZgNP86m6lFkCd9qGntFRday0bFVFpwmTSju32ojF",
-	"XoqTOddejiF226y0TaWZ9t9GshOmalKsBRncSKfKL8C+ICtcSGo9sbZ1r7kgwNraADY6MmpU/9K0PcJo",
-	"VokUviasEweSFgxrGzA1rhaejFuCg3lFaSmE5h/oJEe5cH7Pb+AD7QlrjP3BedebOUNOTVzXqY3yxvpU",
-	"qSXPgDE4z/naSEZjgFUjsmN8KkZbQ5wxah9YtK8uVwuBM0iJW0UreW4zU/KaZBPmGI7Rr2R2xdNropBd",
-	"ZZhvJ7x76JIhAqUBQ0BLlgnzUe+8lKSaKth5AYImdWla8iD1ejSHTCxMyQX3IbhsP5XgQ02YZeCspF6i",
-	"OrFTnDfAEc8BBq2MPuuNZmRJWdZDP5O1VU4F3iC8WhEskBvM9AdbXuiAINcCj5QOszW0qGTX4IwB0LMN",
-	"cPxvHz68swiBpn5tAhs7WEPBQwKDiGYk52s0/OfpCRQsjVz/76u3P7sXeaNcaGKkKt+YeD+nKbFhjvVQ",
-	"37z7qTvs9aM4KkVuvVo5Pj5er9e9gv9G8xz3uFgcE9b9eHX85t1Px8Ne/9i0/Kg88HErFzaKI9+nEQ30",
-	"o3xFGF7RaByd9Pq9kwjyQEvw3o9pONuwaG2xDYSgPs0Ah84qETAq2ik1zl6zU3NrOg2SWfMcL2SMZhvt",
-	"c4DNMTpEPw3O9hLLTgzxbFFC5rB1yM5ITqh9bGHNeQ2vs2hcTXH86PJU1UUqw37/YeOfrpvUjCQORuF8",
-	"4NAP6g3OtrpDzQK4eCNcY8Z0zKqz09OTs3BYIzqd9cl5eoK7g+z5vDsiQ9x9kZ7Nuv35gAyzk3Q0O8Vu",
-	"1GE8PHg+tJpr2TEj6tjtnoMp81F/sGtjT9Pj2kT0XRydGgLvX1S/YwNWndy/qmXqHULVsiiwFuvoR6Ja",
-	"hDe4S0XhhXSDJNFnvfjYVWD2ngjSUpCpHOSaOdo1+9JSv6lLrasyPVVgDUKfXMtSNBg+7/V7/d5gPBhq",
-	"5tTbier4RmZgLOqnZ3iE+6PuGR7Ou6PsjHTP56cn3eHsxWw4P8PneNCv7jtSNL32o7NVut2cnEH9XAxP",
-	"z8LUCfRunvgPgkxovdExGvaHZ93BoDt8/mHQHw9Ox/1+bzA8/UfYdRQdctGIqYgfdmwcS3YOVjeqe/8v",
-	"nhmNoJ0wrWETnJaboggOi4/ljPjkpC3H/wMXC6Iqf8IkK3KCpW1LCux8D72F7sfq4FSNRhBBizC53gEn",
-	"YEYmrPKNSXaBMNsg41FXAdt520VCqGS59jasswzOqCiJKwVe0zyXoWM4YdCobeKyMG1jvPqC3ziX3k2J",
-	"bJ3rjx5SsMjVFWSfmnT7u3bq671lcIeChd7YvwpxW+6DO8j+XRKxqQ4lYFe7HsEaXp9item1Gec5wSy6",
-	"u/u8pXpGu1seqUQhA6zwHyDHwVVmjz0vIwPY/kX+XiNYcH7/An+H1x98IitpMZKwdRLj+90322xpFX1c",
-	"lRl9W1/VamjSkViRVpv0JXyoPy1RuyV6gB3aZYOgWfmbnaM/2rnDDSvVcjQa6rXtpdUjx+YGSK35VuXe",
-	"fsLQkJmAWhuJcRDu+F5LbTsaUZGtX0uEm3UESOJB9DuHfIQJl6ryQXvFAM0II9hmD21uxYbVUGFu3FIA",
-	"GRxBYkQoWEjbUmM7Fo9s/s3GkiTzGTTXHbm/Q2fCjnzDY8d31ECbj+97bjTdgdg2GyjhLWte9Uyi92Rl",
-	"yuUIswkzVzCkOPfZW2fph/1+/WpB0+5H5UUzzQZUrkkRBAneYajn76rUuQ27w/RYzc1oT7dduNbTelpl",
-	"wrbTLlhVORd34aRJVM9hMtzBv501gcQurzlU7V7I+8oHsbt9z7PN4ZrchsG8mLpu3+pwXiKjetHCp9WB",
-	"rTcv332sMgg2kcUZevn2zUDHsTgvSbP7+El634Nm/w/dzoDjkq4kgYr3aNSf37pLBEKz4K0CFEr1oiLL",
-	"KSNww2tKpoX866BvDFdh7+vyL653f6W8AH0MdVjzW1VlhYlKyJUarV6fuIlqbU/miapPQvmeu4r4Hx7b",
-	"QPdVOBA019fbO6Ln2XDeTwekezIb4e4oPc26L8jZvHuO+7NBOsxOyGge7eqny6i87ndnxNziq5bRGD6S",
-	"x+bNPVosKhLPaU6mVmFObWubrb4f6BbYVo7o5N/D7vP15SH/orD/Kxr0wdd5bn0dcxvZwea+3ud+V28c",
-	"0OHK3Z8+2X+sT1YZKhsohfP5uSA4M/m1ofHZ/j/k2aDiWdDxdgDT+oP+H+dIQ4Ul5JXvHLBzNsa3+tax",
-	"7ov7FzVuTn1MxDsaHOCkN++0hXWnhyDVcgvjHxxPvPdBtnfpd8TbW5mvY2PCd6aNP5pSnO8csQU+6I8M",
-	"KnZH7394ic5Gp6dx1axzcmGu90xe+mVjZPeDKqP9eYzWZCZhnyRGyRVJu37j7i9uPnpwksTa0a9//Xey",
-	"SXzXT3hnJ8zrTdgKS5Om890lim9XBq03N0YzyrDYuAJxMN1o7y0TpqkHPMNnEly/CTO3SFR9vZX/DrdF",
-	"NF6HTLUb2o4u3AuPuICr0zrVqy2c/sUTRtmqNF6/hyG8VC3NubRvC/hii53a1+v4+SWbU3FOLGGZ7KFL",
-	"68vjfLutHc3InFvkbXEWegi8OtkQFbuWI7urzLmytfHgpjc5YY366w4X39z70czXDIzeqcvo1ZqqFDpW",
-	"LNEq/FeCK57y/M+c3hdTNpdK4XRpFIBvSwjuVUEchgEqJnyxzMYu5XW8rG6HaVVi74wWMKUBnLXogmqK",
-	"wQwsQAuak+7Ga5KOyZUUXJobt5lySkCfHK0UgpZR3LgxJTFhp9YV1U3+cLtFojecmg0TqzuOXCaB3ELt",
-	"zU6jQNzT6aHE7OM6WYg9oua4aVzzfINmZEGZ3HvM7PU6JkG6N6t//wUwa8y0Y4F+1sefLwiEaKZbNkRw",
-	"Z7Lfkydq/SsjT75JZuftfxaVgK2WCVrt78EqYOgupALEvxFWHxwm1gZxKxQ7IcS3U3i0vc4C5f19rfYt",
-	"N0C1gPn5qaGeuZkpyn7M/4U3l7cvF3/9q70AaPzcX1rUP9iJrl8utcOdtkIgr90g3X+yKflj3VCc7TQK",
-	"oB+/pimooraDCkr1bu/GFU+Mr8FpZHzd1tGe4hzukaDSjm9AA6hvoxaYLcwgddguTkwxVqtpUB7U/BUA",
-	"SVyXmZ0HsVH1DnWtn3lqHctfVmVmMcLUZ3Ujg8vJVrPwYYpt+6orM0LdPhS+/Xd/3O5HK5qh0XA07AQv",
-	"QrONm5E+R0fms46/HmtUBeR+amx/OH6mw/HTvg7Hq6Re5i67CtGvUvqWsdoZqNKP4W2BnhQA1FnLLVou",
-	"5fO41KFPOgTv3I/mc43m83OTdXDLq3m6g5a/cFRy+akGgezHNras0+Bp2a3Dc4qNOaS7eyas/kfVFAO8",
-	"v3ZB0TrVuDax1epSY5Y1u3I9c1AiSqbDfqn4yo6fmumuxES9bW28F2jO85yvkZkWcvd5Vn69nyw5CqeB",
-	"7AwMVmYCSCqy6vQmbGsgEYvCBguVtDsDUf+TD43yRBIe9ST2iYAJ85e8JiYdn9gpMh34czMWE4bbBb4m",
-	"Mq6udrWePZUwEtSxFEVwG7F2XCcsCQYvE3S0PSnZuQhrn+aiJ9b4O1VQ48xJdccSkrggtvlwwgzovS00",
-	"PU7AvRogC26GXNdtk5/7bNy7Uj2puNcYDKyrMVGE5dU6W4NZ31DDPbb+42cemxA1RmVP+n2rduuwXmmX",
-	"1kIbwhPurBc9rCbTMkT9NQoztYnU8Erxhh0Y9sfa7jzaVD6mwvWFizOPpr4dIr7nD95o5whymfqcXjS1",
-	"qPZT6xPDdUH2Q+v/2UmwP6sDXydhJ69dHybXJs1cMuFumDDXEK1Iqhqqr1E4CAapwXkIR6g/fdZegh08",
-	"hm/NYAgU/T/7rXb0X+78a4m92t+hjdqTHNLeUUXyefA8tATcfb77vwEAAP//",
+	"7H1tc9s21uhfwfDuTKw+lCzJshPLsx/cbNrN3abJxEl7Z6OsCJGQxDUJaAHQsrbj/34H5wAkSFGybCdp",
+	"753mQ2tLBIjzgvN+jn8LYpGvBGdcq2D8W7CikuZMMwm//ZLnrxPzQ8JULNOVTgUPxsGHJSO/vHnzTJE0",
+	"CUm8FIpxMtsQvWQkFlxLkZFVRjnrBWGQmhUrqpdBGHCas2Ac3OT5NE2CMJDsP0UqWRKMtSxYGKh4yXJq",
+	"XjgXMqc6GAdFAU/qzcqsVFqmfBHc3d2ZxWoluGJw0u9p8iPVbE035jdzCMa1+ZGuVlkaU3Py438rc/zf",
+	"AnZL81XG4EcphZzGInHnKji9oWlGZxkLwiBnStGF+W4lxYyRpdar8fHxYPi81+/1e4PxYHja7x/fDI5T",
+	"rjTlMRsDFn5584YoJm+YJIlginChCY1jttLwtRbXjMNPdMG4JkuRJYrMhSSptmhhShscjYPRfBAP6Tl7",
+	"PjtJTtlZP7jz8fQXyebBOPhfxxUZj/FbdfzKwIa42kU/e0bK1ZpJloRkVmg8rPKOx25XLNaKHEUNDEWd",
+	"MUk1kWxeKJbUQZvwbdhCIiRRK0avDUrI5bvX5IZJlQofGYlMb5jqTbiB9HuavEdsPIGuKb+hWZpMLV5r",
+	"dJ2JZNNTKxbDf6b2OGNyQ7OCkVQRx6OAmjxVyjDgt6GRfYc5RU4zcyVYYjA4k4BBSmSRMXIUNeCLQlJ+",
+	"ZIAyvxdcFauVkJrhZw7QKJzwiAs9LVYLSROWRB2L+ZeCz7M0fhreVTGfp3HKuJ7GdEXjVG9q2Hd3hTOW",
+	"KDIiL999VITyhAz6wxF5k35/AYyhMpaQJVVkWD1xdmofIXPJ2DemSGyRo8g61cvyygtZHRcvC7tNlVaG",
+	"AuY3g2jNZJ5ymgHmWzFknuZiasCaGpJFndDtXLu17tql2r7MfhAh0iyWJ9xIXbzOuNDsoKkuVEgMoQCb",
+	"klEluKP9a66Z5DRDXDyFAXCfGs3dhwQe/UaEQ9EypymSxp0h6vTMC34W+gdR8OQJoHIxVUW8nN7keQ1a",
+	"LoAzhvNB/Jyes+5odpJ0R+x03n1Bz2bd5/GL5Jz15wM6nKG0WaRKG1lMQCimCrjpG2DpZzyo5WeqSZrU",
+	"DwRMyAUxYBKj0MlR5EGNXKunc4NIi9d3dJMJmnwQ4icqF+wJ6DVieqqFmGawkY9hdyfNI+bE8IS5LpST",
+	"gREQ31g2tJ2j0m5oBRhdWgfJYswquw9pzkTxFNnrINZ2p10YG4O6lyxm6Y2RJZyYFb8HypI0QdNDGgPA",
+	"nYQcRQ1QLKaumLxJY/bRs9e+juW3JXcriw7Mpm8qwYwS1EKQnPKN0UKcxeYZw0+GlczHU+/jXaqjAUJI",
+	"Uq0mfCVFzJQyzLsQnJVL8dVGFC0LrVO+IIlY8zZzsEc+yA2hC5pyklHNpFUoHzkt9FLI9L/sKUK28Lep",
+	"0yhVRKyYhH2sOUHJjFFprqCxScdEMZ6QJaMJk+TS7gPPj8n3+OCk6PdPYngcfmTfRu76x7RSVleIf2aI",
+	"60NuLkAYICDg/Pz6669dAxDj2mCSbXtsl9mabhSJEM7IrK+OveVbAcFKe/ENS1L6AZ55AuEq8zM3+03h",
+	"pT4JLWFe4gu65oVjsqZGZDZf9PvIc0OUqHmWCGjTBhyIqfIkQKeXzgQ22EuS1OxCs3fSMK5OjSM7p5li",
+	"zcO85eYwShQyZkTMSxPTUHHlLf4tAEt4i/i/gjZXJGNzDY4YZ2sjDpTZoHS0U67PRoYi9DbNizwYn/f7",
+	"zwfn58PT0fNR//x8EAZ5yvGrfumQG0NqwWSA/rgRLsmOA3iWjXk3sY9/2TNooWm24wCVJBPzOZNGjn5x",
+	"LNz5MY1P9jgeakIk0edypZj9m8XaHL20tR/AGa9umNyAVVtI9kwBq25zhX8TtwSDcQVmGSM5jZcpZ13J",
+	"aAIfmOfRkTBuureKZMalMd/kve3IjHelW6mwNgRYS8EXIfDiiolVxi5I5aTMU5YlhBprvch06yv8698W",
+	"nEoTd0/skyGhCiwKT6hmYoGepPnw/3St5dV97XREy5sb5PUQW4FdO10boX9k3OqpNnIsym8vyEKKtSKz",
+	"DRGcGYQwIHe8pHzBfHaeAXd94ev82ga03tV46QHMiWInMUppnlrauigZoeBspDymklONZ69zbW2zJp5+",
+	"kIwRzW71BWH5Sm/Iesk4SOhFesN4j1QWE0XVh4aOIilwVE5vf2J8oZfB+HQwbOGwnZxlAYDY54U1rJ4p",
+	"cvXm+9dvr4jaKM1y8vHj67/VqNEexXQB0ZZLuRRSw51oeQeTKc0IL/IZMqkHzNkJkNX9OgiDFdXG1Q3G",
+	"wb8+XXb/Sbv/7XfPP1c/9qbdz9/95V5Wh+PDadtY+jW/YVwL+VDN9sFqMsAm3EUXA9nmh3hVqPv0ealg",
+	"QQzlQm6meTp7yCpzmp1ipTzqQbS9yfNtRg7+LtZovIMSpJLVPGwXHDI33gisOCsSljQv9skweJAackCF",
+	"iMQabuw526j6Jl2gJLqUOar1B5D2khMK8crc7ULQgmnRT7erVDI1pbpNZ7hAucxJRlfKoGVOuCDaeM2a",
+	"2AhYDUUJ1axr3dht9eTOs5PM5ROH01qxWDJ9H6OVCL3Cx5t0qh0t9PGylzzvC26AvdLW9H+gaVkRKOVa",
+	"GPdDFMZGQhm9Ta4F4/cB6qm4r4ZxB+1hCIenjYGY5mxarAyHJHu4zT8QvIlkVGmrepPQJbucKRFnIr4+",
+	"lAX3Ex3hCgHLjePuZYKrkgObusSHRXA8FUGGHZPRiTGDB8MXBjZJY210pJiTGVXsbFTIrEdeg/PAmZ8o",
+	"IjMaX2O2SPCYhRPuMCJzjB7mNGHmXk54XUMNhi9qKmp0skNHTbuf/+cvbZRvEPUeiAGfYxKtGE9SvojI",
+	"EYglcLM9l4QqK1BCsCKUpsad60AmZbqSYiGZUhCyN2yWMc2SKCQRBpQjhJJxI44/BfZVkPss1xrh61Ya",
+	"RoGFHkkr+N5bV089QpmW2RGU8NbMsu6HIjbP1u48OgVb3/XGbNmugJxleTbytNGgzZas6+L6C34EJ9ue",
+	"N+XkTfr9fkN20B+9OH1+5r/z7F4VuK342m7TFZhWf0/VI2yZS7JKmeego5UWC65EZsxFUehVoVvsXKpp",
+	"u1ScbTRTob2KXcaNo5HUDF69ZJKBEcEFr7vSZnHb7WG8Re5dzpTICm0OP1dMk38XSpOVkXgGFBB9Zj8D",
+	"W2TOG31ZVwNu2/2nspidp/KrnqfBOUAfd0bEXyvrZCz5Jc8fo4QvXWwWFE0t837N2Mr5LI1QDzr9U0zc",
+	"3acIf8nzH3DBe3z+LnySHucHa96acVLbxOY3HrXLQdq/JMfhev8r6/oHKverFYtf8RuWidVjeIqoFYuN",
+	"SKXgSSakLG6IaiUAXuzFVWNAaL+LyYLjm0EUkl6v1wHNAmsjkqoJB0VvlzxTxEUMzLFDEi9ZfG0064Ia",
+	"p5k0HkYiYe65yJhCl51ZaM0DS7piE452BxJDXWBSwW1jFFq2ITRJEARUw/V7Yk67G3dYdtTi6QEI1Fw9",
+	"VSJlLVPN3G3cIpaP0h3u44rFz8rtHuS50+5/P39Cu6j7+bvjm08D48QbT/4A3712MjxoK7v9kucP5rJ6",
+	"VHdbTNEkkTsLyKp6BPMYUyok0VIoPYaqhwtCPd/EunuCE8qF0XtYZZGkNGuQxAviWIa8T1C0hLownl3Z",
+	"YfuWVwbboZKppiwwVLDTN3KFdgd4RQ26l2V2JR5CpIcPmzvxDoZ4xVUh2aUqJfEHoMMD+eS95RJlDVJt",
+	"MxJQMGYJa/zNLL3xfK8LuH0gxGJhJNRcihzFNBw+JEpgpVkJDlajWWvX2EU2HPiWxxgxhd2WVNkscxJ6",
+	"ytYQikqGl34mqEzK6p58TOiEe5/lQlprW0hnvEKm34X6ISqvysqgo6iusHvXKU+iCY/YbcxYoqa4DuCO",
+	"UNAC8JiuTRW5TrPMHFcJQpH1UTLKgis8Dby+gj9pk4ZPuxFImUP0bpNdtsKJFUe6Tfcy4A9S5Fd7JflB",
+	"fLdeCuUFoVNFZkWaaWQsCsxxUWMhXYltIH7vC2PUaae9wsK3AvYgcp9cRyx6lZR78TT2EUKOoi0yRB3D",
+	"9uYWbUnoCfee35IbUadHXt3SWGeY1DAGPNoTYFpYXoigAgFuLvCw4OztPBh/upftGsxyFx64Ylu+3X1G",
+	"xFmr+R8pbzUbnYeN7vwYq/xsGcWU3aaaJRE58m6yK7HA7wwW17S63PbXhUGNc/BcHa1kXlDCvMbGHmrb",
+	"S4Z5aCt37LnMijY5Q448+k24lcR4STwLiMQ0Z9vCF4ssdgrCSrY/UyQqJXQE0hoE1IXv6AAGPJnXqcdU",
+	"tvGKkWuLBYiWbgHYGl7ZcoUemtWq0/yCrMwbuUZbNOXWhyhDQ1sS49ry0mH+GnDevVnVJV2tGDcsVOVU",
+	"yRFQK11APkECy2HBJ+hai82wXhjq6kDvNS4AiupYO+TOT6nSjwhjNWoFtnHYnlvBdHh9sblUCYYsN9aK",
+	"SjXL1QEUALTT29f4+KBv/pVgUinpps3kUrtw8TQT6g29tvrIVm/cYzw5EQ5lyXWjeRudD43Qh2S9TOOl",
+	"Jw5AbmHCZy7kQRF8yVYZjdm03oDSjpKH+G+XpNwxdNGUmrMBWu0wp66Zu1O6m4mYZkRpIemCQRyc8USh",
+	"SZuk8zmTtcrdkFyzDXIfEM+IUhciBMw9U9V5J5zReEksZlToShYMLt2qGiicrZnSdYiOaq57tbnqlMF4",
+	"H4Vnoxa4H+n7PC4LFgZKxtPdnqLlsHrHSovDiJowMl9FZajb4djQotPwuYdnw5rT3UhF/GsyUcef/2cM",
+	"fvZvg/D07gBf20ESbiV2EFoftzsExY68hte1Yx4owxM11Q/6+iiWjOqUL0JMZMBPsuDcfiRWq+onw6KS",
+	"zYSAxybcHtt8nzClpdiAASFkqdLGnsqoLA7b3VOpdCgEh9+d0WPsmt6Eu33Q5itfEoHD5jLgdfXvAHKB",
+	"WNuDgyDBhwiT+9FWzFuoKmLAz6XJUL56l6EAlHgJsSfPdn5ggASrCLVwhTu0TkWDMwF5s1Q3TepdGfP9",
+	"8vpX46A6W3qKe0RonhzZeidetjV1sC4n8dXJOs0yZ9YcKMoBSJYcGpJ9Xy54itjQOpsqFgueqIdg4YIs",
+	"xZpkgi/KlCU0qYG4tftdkJN+v1lVtDcLdnJmrIN9ebCGqKiQtk8OOO7DXsdH2FK13MJcG9npOLEqjrMX",
+	"1aDCGJBNtO3hwIPJhkUkj4uQtYbR92Htvc+QO64kSyxWEBs9T9zIgltJUoqRKlJhkdIiM5CXC5nqzZWB",
+	"A1GF1d2XhdEwv+0q7H+mXPl36WfN08zGrzDkFHW7tNDLLjzXNd9WddzQIgPvqa7nUusV1janfC5c8TbF",
+	"jj7bibumiwUUf6Zc05QzqYK7XUVaVqxDwKluiEDFgPFZjS42TiUo2zF8FNlX4JNRqQtWTKJ5DhaP4NiB",
+	"INacGH0SIshGvZmPsKnUcKmzu6QQGlMGtYbj0vhXWF+1ZJKFtqMU4nih63ZLIH/BUolMYPZKofPBmVED",
+	"Z3A5+ly+e92b8An/7rsrvEz20iRCyBnLst5333llh2uq4yVTCJ5BlXncpfMUiXwGj8Z+h4ZV7hNelYKi",
+	"dfnAclD07KDaAyChLqeFX9h4pHHHjcsHdRxGBaF2DMsQZMpnoMjN76LQ+Et5/VWPXDZOkmpiroPy28En",
+	"HMjzTJXYIkfRu7dXH8ixcZmOf8NY9d2xzbpFDvl2fReWd8vWwct3rzvIIlxA1fMFhkrqzGAVHU2Ul9xD",
+	"ltBLKYrFkkQ/vto6AzwX9chlFau2jYMYn5nw0nAwe27qTXIl486hkM+Ss+A6zbYb5EnBK45NIXj2t1c/",
+	"vfrwqnEm6Mo1rOe1eaSCG5ZDp7fZ+xId2OAShTUex2/4UYus6RiEOGvGACkK7Yw+gNm5mFaOuYLbUX9A",
+	"6u0rwEoZo5KrCTeLUr4gLFPMwgiV8KqCzXJquWPZcgsP2kxij7w216oqyYYgoi1ux4oYCkaphD6nhaS5",
+	"wgRDZGMYsKB8ygVRzNKdtelWACVMoYtGSZwJZdiC6TG099YbszEkY/g1JJSUsxYgmGr3bvZ621o8aa5F",
+	"p9nYDftNuMvzai+D2mgSF3M/ldnZ1xGOhyz3QeAxFjzhVbt+qly/vuslu+Zi3bFdoGU7Oe5my2AwSqCu",
+	"WVJyECW/stmViK+ZJnZRJ5zwOsdgQ3TZaUqO+H3Nqi5Iavuv8RTNh2D9hDvGtVTqtDVrk6Pqphp29fJY",
+	"Shtz2ajFsIQqmgtjN3V293jb6BxWFDfip9CoE1NzN8Ayddqh1tdNlJE8a8ykTfhcMtZpNo6TI5TM5pem",
+	"OpMorBXR9JpxB7RrISdHo/75eKtx0GiLataDRdgY3VCQrlVjYZaJNciHFLsWuagSLxumQ2QhsBgsqLMi",
+	"LWENJ9wqFcs5KhO6PG2v16vjoqXF3dgNW23u9nkXv6JG/20FVUBC09iWAmJrodFdDkd+xyM5Ou0Pt/HU",
+	"OlEDX1UbqbE1PqMmiB8+NeOCnPZPxhOe6u0WT9hLkYc1eXZqXd1w8cr+b+DunOmlSOCyAMnxtjZ6mxvi",
+	"xmuSC8lWe6/ZtbWXFaSf7ds3ymh0e+uSyDHNMqCdFmSe3pIj9KrXNNVGgmJYvMbgnQtjYp3iFtwYk5ec",
+	"MMgGVSpfGTV1A3gs8cahcLTMMZAZW6Y86ZGf2dqqgpxuCF2tGJXEtcGWglNdgJIwsoBoyahWhHJS8Gsw",
+	"fYFPZxug098/fHhnGRj04mt0I20bUwr2KJgfZMbMVRv+6/QE0sN4b/731duf3YtKEygnDJNvGF3J0phZ",
+	"p9L6A2/e/dQd9vpBGBQysz6EGh8fr9frXi7+m2YZ7Qm5OGa8+/Hq+M27n46Hvf4xFljpzPMoKochCIOy",
+	"KiYYmEfFinG6SoNxcNLr904CiLotwVc6Tv1OkkVrQbO1AvRW74jBmpOvQHDjAuDdbNbFbvUCQuhwntGF",
+	"CslsYyw80PAoX83TIKiW1AiBpViTvIA4bWtLI9rOVjLDdBKbxnQ22uskGFc9Mz+6qGA1zWjY7z+s2dbV",
+	"7mID6GDkd2MOy7bIwdlWLS4ugFkq/hpsisJVZ6enJ2d+a0xwOuuz8/iEdgfJ83l3xIa0+yI+m3X78wEb",
+	"JifxaHZKXWPJeHhwN27VRbSjI9eR2z0HcwBG/cGujUucHtf6z+/C4BQRvH9RfQoKrDq5f1XLXAIIDBR5",
+	"Tg1bBz8y3cK83ngcTRfKte0En83iY5fv2nsjWEv6q3JH4kJKw/DWIWnvNGrJltW51uX0nsqwCNAnVyAW",
+	"NCZqBfXirTq8AbbnBf34jI5of9Q9o8N5d5Scse75/PSkO5y9mA3nZ/ScDvrV0DGdxtdlo3KV3MCbM6jf",
+	"i+HpmR+ogkrZk/IDL+5cLysNhv3hWXcw6A6ffxj0x4PTcb/fGwxP/+nXeAWHjILB+oPDro0jyc429kYu",
+	"9f/FO2MAtCZnDRrvttzkuXdZSs8Z2SdjbRmVH4RcMF1FszA0lDGqbBGYp+d75C3UmlYXpyrrgniF9FMZ",
+	"HTACZmzCK7eBJReE8g1BZ6Nyj8/bZkORgmfG2rCOBNg5sigN1+s0y5Rvzk04lMWjF+wHydDjycWNdXfK",
+	"npyte/2xPClo5GoO4Kcm3v5hHJ56JR9Yyvb0qP8qwG1yFQYB/qdgclNdSoCuNozCKt4yoG2DmTMhMkZ5",
+	"cHf3eUv0jHYXmKaK+ASwzH8AH3tz5x57X0Z4sP2LyslTsOD8/gXlWLbf+UZW3IKcsHUTw/vNN1vaagV9",
+	"WCV1yyLKqrATg79Us1ad9CVsqD81UbsmeoAe2jNs8o999X5ve5A2FFvLbWpI5LaXVo8c4+RWIyxXxd6C",
+	"T1/3oftr9MrY85DKYlijbhqOlC0wUIQ2Ez3VNCkMYqCHVeV32lM6ZMY4oza8a2MhHdQnUALQGCMBERXJ",
+	"QsJSUKq25smWlB7ZkKh1P1lSBjVd+er+EqoJPyorUjtlyRPUYZWF6Y2qSOD0ZoUrvGUtqqJW8p6tsJ6B",
+	"UD7hOCMjplkZXnfGwbDfrw+YxHrMVF2QRtASsFzjIvArShtjwv1waJXbsJ66H2ysWSbtwcsLVxtcj525",
+	"6KAiR3uDe51t68eFZULCaZ7azHyjKhFCNGky4TNmnvAVu8HtmkJJrUEEZlsMkdxDNjmypIownrAEkxkY",
+	"d3MoLGM9Fe9C9F/U7MB24+l9ZTrZ7b4XyQNmEVvvXeRTVxJeCYhLghqDLMrcC7DWzct3H6vAh42TCk5e",
+	"vn0zMO43zQrWLFF/kroqj2b/DyXxAOMyXSkGZRGjUX9+6yZN+NqsVGaQTTeL8iRLOcxWpjGb5uqvgz7q",
+	"29wOdStfXC8RjEUOOgGS9fhblYqHtluIfqMyqrdlBbXaOHyiKqbRZWFmhfwPj62y/CoU8Dow6jVAwfNk",
+	"OO/HA9Y9mY1odxSfJt0X7GzePaf92SAeJidsNA92FV0mqbrud2cMJ4DrZTCGj9QxvrmX5osKxfM0Y1Mr",
+	"tKe2/tGWaBxozdh6n+DkP8Pu8/XlIf8Cv0gwGPTBRHtuTTQcWXewlVJvhrirV5cYL+vuT1PyD2tKVsrS",
+	"+nf+EIdMMppgWHCIduP/hzQbVDTzyiIPIFp/0P/97H9I/fq0KstLbE4Q7btv7aK/uH9RYyTvYxz10eAA",
+	"R6E5LBnWnR4CVMuozif4NMODUO/+2sIXc4Pel+GE0hPZEVnYivEdo9bfGSD/iHUFZUWSzShC3a1XfnD0",
+	"/oeX5Gx0ehpWRWAnFzg2NnpZLhsTux9kKu3PY7JmMwX7RCGJrljcLTfu/uL67gcnUWj8k/rX/2CbqKwm",
+	"82fBQh/ohK+owoBkWbWkBWnLWhsDcExmKady41LdXtesnYcnsVgMjMlnCqzFCcfpJFW9eOV2wBSS5h+1",
+	"wJoHKGe7cC+EnCu71Z3q1fac5YsnPOWrAp2V8gz+sD4on8G3eXTBLCgx5mGn7Iuz0SNn9zKeqB65tC4I",
+	"zbbbJciMzYUF3laaQD67XpXQUnWABRIt3tRBTku7v4CTZpoxqwEKsTr3Xq1THUONlEVnhZmVFFrEIvsz",
+	"rvl7Sq5LrWm8RGlSFoF4w3+IgIqQim5fLLqzSxIeL6sRRq0S8R2KFMyo0KRFsFSlLNhVA3WS7qo0XhN1",
+	"MF6UG39fshg6mVCimGtoJIxX10wbY30idHuN4InKahQYwRKZDae4YWQF0ZGLprBbSFnalinwuzo9EuE+",
+	"rjiK2fuOd9fAmmUbMmOLlKu9N9POgMK48t5kyP1TitaUG8OG/GxkiVgwcBGxpNsHcGeOpERP0PoXkp48",
+	"7mjniEoLikdWSwSjQ/ZA5RF0F1Ae4N8Iqg8OEqvQhGWKnSekt1N4tD09BVUR+/pBWsaUtRzz81NdTRwf",
+	"FiQ/Zv+mm8vbl4u//tVOqRo/Lydr9Q824usT0HaY85YJoI4Tuj3/1D6/p91Mk52KB2Tw11Q3lWd6UK6v",
+	"3vbQmHXGxRqsXC7Wba0dMc1goEqqbB8T1D6X/QSS8gUWhfp9Ewzz5EYVgICyxaiKMdeji70cNnKwQyWY",
+	"Z56aYiyntmFTkh/erUaTuLhzNRTCDyNuz3zDWQLt0xG2/8qW2/1olSZkNBwNO96LyGzjhgWckyP8rFPO",
+	"iRtVQYeyfXJ/yOFs3O/3Tvv9fwZVkJUlbuqbD36VOrGENQZHFWL1x2aWqIBDnbWMk3NhrceFR8vAivfO",
+	"/WA+N2A+P8fIilteNZYetPyFw5KLwTUQZD+2znAdB0+L4B0eN2005N3d02r4Z7p3f7rXQ9XXzvVaW5/W",
+	"uh1bLX3Kq+xfoyGtRyJZ8Cg0BrZY2dZt7IyMdpTRizW/IHMBfQDYaedm4VbuRtmVdeR30tn+Maqxe05p",
+	"tur0JnyrmZfK3Pow1QVxOqX+51IaWZvIlw5RWAY7JrwckBxhliKyHZhHQkLOrRFSyOk1U2E1Ftk6HNAx",
+	"ELOOxSiBSd7Gnp7wyGtajsjRdpdx58JPS2N9O2/8XThIP2esmk9GFM2ZLSWdcDx6bwvMEiagXu0gC4EN",
+	"4uu2rul9avFdoZ+U82w01dYln8z9zHedrF6fvC8UH5sWK/uFmydqtJmf9PtWUtfPemUsbXta/zz+zmbR",
+	"w1JVLQMIvka+qtbN7Y/jb6iOYX9sVNWjtetjEn9fOGf1aOzbBvx7/liUsacgXmvu6UVTihrTtt5tX2fk",
+	"cuDDH9uh+jNp8ocJPaprV4grjBbEmS5uoAtO/VqxWDekZSOf4s0tAHvDn1jw6bMxLGyfP3yLnUFQPvG5",
+	"3GpHAe7OP2jaq/018KA9XKPsSDiWzb3nobji7vPd/w0AAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

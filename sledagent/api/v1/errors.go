@@ -20,7 +20,29 @@ const (
 	CodeInsufficientCapacity   = "insufficient_capacity"
 	CodeNoFreePort             = "no_free_port"
 	CodeVmmUnavailable         = "vmm_unavailable"
+	// CodeVmmRefused: the VMM's server refused the request (its state does
+	// not allow it, this host cannot build the VM, no console slot is
+	// free...); the message carries the server's own code and message.
+	CodeVmmRefused = "vmm_refused"
 )
+
+// AgentCodes lists every error code version 1 answers: the agent's own
+// and the skeleton's. The set is closed (the contract lists it); the VMM
+// servers' codes are never answered as codes.
+var AgentCodes = []string{
+	httpkit.CodeInvalidRequest, CodeInvalidSpec, CodeUnsupportedSpecVersion, CodeNotUpgraded, httpkit.CodeUnauthorized,
+	CodeNoSuchVmm, CodeVmmExists, CodeVmmNotTerminal, CodeInsufficientCapacity, CodeNoFreePort, CodeVmmRefused,
+	CodeVmmUnavailable, httpkit.CodeNotFound, httpkit.CodeMethodNotAllowed, httpkit.CodeBodyTooLarge,
+	httpkit.CodeUnsupportedMedia, httpkit.CodeRequestTimeout, httpkit.CodeTooManyConnections, httpkit.CodeInternal,
+}
+
+// protocolCodes are VMM server refusals that no caller of the agent can
+// cause: the agent and its VMM server disagree (a path, a method, a body),
+// or the server no longer takes the agent's token. They answer 502.
+var protocolCodes = map[string]bool{
+	httpkit.CodeNotFound: true, httpkit.CodeMethodNotAllowed: true, httpkit.CodeUnsupportedMedia: true,
+	httpkit.CodeBodyTooLarge: true, httpkit.CodeRequestTimeout: true, httpkit.CodeUnauthorized: true,
+}
 
 // classify maps the agent's domain errors to statuses and codes.
 func classify(err error) *httpkit.Error {
@@ -47,16 +69,14 @@ func classifyDomain(err error) *httpkit.Error {
 	case errors.As(err, &ce):
 		return e(http.StatusConflict, CodeInsufficientCapacity)
 	case errors.As(err, &re):
-		switch re.Status {
-		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict:
-			return &httpkit.Error{Status: re.Status, Code: re.Code, Message: err.Error()}
-		case http.StatusTooManyRequests, http.StatusUnprocessableEntity:
-			return &httpkit.Error{Status: http.StatusConflict, Code: re.Code, Message: err.Error()}
+		// The VMM server's codes are its own contract, not the agent's:
+		// they are named in the message, never answered as codes.
+		if re.Status >= 400 && re.Status < 500 && re.Status != http.StatusUnauthorized && !protocolCodes[re.Code] {
+			return e(http.StatusConflict, CodeVmmRefused)
 		}
-		if re.Status >= 400 && re.Status < 500 {
-			return &httpkit.Error{Status: http.StatusBadRequest, Code: re.Code, Message: err.Error()}
-		}
-		return e(http.StatusServiceUnavailable, CodeVmmUnavailable)
+		return e(http.StatusBadGateway, CodeVmmUnavailable)
+	case errors.Is(err, sledagent.ErrTokenRefused):
+		return e(http.StatusBadGateway, CodeVmmUnavailable)
 	case errors.Is(err, sledagent.ErrNoSuchVmm):
 		return e(http.StatusNotFound, CodeNoSuchVmm)
 	case errors.Is(err, sledagent.ErrVmmExists):
@@ -65,7 +85,7 @@ func classifyDomain(err error) *httpkit.Error {
 		return e(http.StatusConflict, CodeVmmNotTerminal)
 	case errors.Is(err, sledagent.ErrNoFreePort):
 		return e(http.StatusConflict, CodeNoFreePort)
-	case errors.Is(err, sledagent.ErrVMMUnavailable), errors.Is(err, sledagent.ErrClosed), errors.Is(err, sledagent.ErrTokenRefused):
+	case errors.Is(err, sledagent.ErrVMMUnavailable), errors.Is(err, sledagent.ErrClosed):
 		return e(http.StatusServiceUnavailable, CodeVmmUnavailable)
 	}
 	return nil

@@ -69,11 +69,19 @@ func TestClassify(t *testing.T) {
 		{&sledagent.CapacityError{}, 409, CodeInsufficientCapacity},
 		{fmt.Errorf("x: %w", sledagent.ErrVMMUnavailable), 503, CodeVmmUnavailable},
 		{sledagent.ErrClosed, 503, CodeVmmUnavailable},
+		{fmt.Errorf("probe: %w", sledagent.ErrTokenRefused), 502, CodeVmmUnavailable},
 		{&sledagent.FieldError{Field: "f", Problem: "p"}, 400, "invalid_request"},
-		{&sledagent.RefusedError{Status: 400, Code: "vm_error"}, 400, "vm_error"},
-		{&sledagent.RefusedError{Status: 409, Code: "invalid_transition"}, 409, "invalid_transition"},
-		{&sledagent.RefusedError{Status: 429, Code: "too_many_consoles"}, 409, "too_many_consoles"},
-		{&sledagent.RefusedError{Status: 502, Code: "vmm_unavailable"}, 503, CodeVmmUnavailable},
+		// The VMM server's refusals answer the agent's codes, whatever the
+		// server's: its own are in the message.
+		{&sledagent.RefusedError{Status: 400, Code: "vm_error"}, 409, CodeVmmRefused},
+		{&sledagent.RefusedError{Status: 409, Code: "invalid_transition"}, 409, CodeVmmRefused},
+		{&sledagent.RefusedError{Status: 404, Code: "no_instance"}, 409, CodeVmmRefused},
+		{&sledagent.RefusedError{Status: 429, Code: "too_many_consoles"}, 409, CodeVmmRefused},
+		{&sledagent.RefusedError{Status: 422, Code: "anything_new"}, 409, CodeVmmRefused},
+		{&sledagent.RefusedError{Status: 401, Code: "unauthorized"}, 502, CodeVmmUnavailable},
+		{&sledagent.RefusedError{Status: 404, Code: "not_found"}, 502, CodeVmmUnavailable},
+		{&sledagent.RefusedError{Status: 405, Code: "method_not_allowed"}, 502, CodeVmmUnavailable},
+		{&sledagent.RefusedError{Status: 502, Code: "vmm_unavailable"}, 502, CodeVmmUnavailable},
 		{&unsupportedVersion{"x/v9"}, 400, CodeUnsupportedSpecVersion},
 		{&invalidSpec{errors.New("bad")}, 400, CodeInvalidSpec},
 		{errors.New("anything else"), http.StatusInternalServerError, "internal"},
@@ -82,6 +90,11 @@ func TestClassify(t *testing.T) {
 		e := classify(c.err)
 		require.Equal(t, c.status, e.Status, "%v", c.err)
 		require.Equal(t, c.code, e.Code, "%v", c.err)
+		require.Contains(t, AgentCodes, e.Code, "every code answered is one the contract lists")
+		var re *sledagent.RefusedError
+		if errors.As(c.err, &re) {
+			require.Contains(t, e.Message, re.Code, "the VMM server's code is named in the message")
+		}
 	}
 }
 
