@@ -46,3 +46,19 @@ func TestSledIDKept(t *testing.T) {
 		require.False(t, strings.Contains(e.Name(), ".tmp"), "left behind: %s", e.Name())
 	}
 }
+
+// The sled id is never written in place: a dangling sled-id link (a file
+// half made, or planted) is replaced by a whole file, and nothing is
+// written where the link pointed.
+func TestSledIDReplacedWhole(t *testing.T) {
+	root := t.TempDir()
+	elsewhere := filepath.Join(t.TempDir(), "planted")
+	require.NoError(t, os.Symlink(elsewhere, filepath.Join(root, "sled-id")))
+	a := newAgent(t, root, newFakes().dial, nil, bigSled)
+	require.NoError(t, a.Close())
+	fi, err := os.Lstat(filepath.Join(root, "sled-id"))
+	require.NoError(t, err)
+	require.True(t, fi.Mode().IsRegular(), "sled-id is a file of its own: %v", fi.Mode())
+	_, err = os.Stat(elsewhere)
+	require.ErrorIs(t, err, os.ErrNotExist, "written through the link")
+}
