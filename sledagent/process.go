@@ -60,11 +60,11 @@ func (p *Process) end(status string, sig syscall.Signal) {
 // A child of the agent is killed with its whole group (it leads its own
 // session): its pid cannot be reused before the agent reaps it, and the
 // agent reaps it only after it is marked exited, under the same lock as
-// the signal. An adopted process is signalled through its pidfd (its
-// group too, but only while the pidfd shows the leader still there; a VMM
-// server starts no processes of its own). Without a pidfd (an old kernel)
-// it is signalled by pid only while its command line is still the one it
-// was adopted with.
+// the signal. An adopted process is someone else's to reap, so only it is
+// signalled, through its pidfd, which never reaches a process that reused
+// its pid (a VMM server starts no processes of its own). Without a pidfd
+// (an old kernel) its group is signalled by pid only while its command
+// line is still the one it was adopted with.
 func (p *Process) Kill(wait time.Duration) error {
 	select {
 	case <-p.done:
@@ -93,9 +93,6 @@ func (p *Process) signalKill() error {
 	case p.child:
 		err = syscall.Kill(-p.Pid, syscall.SIGKILL)
 	case p.pidfd >= 0:
-		if unix.PidfdSendSignal(p.pidfd, 0, nil, 0) == nil {
-			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
-		}
 		err = unix.PidfdSendSignal(p.pidfd, unix.SIGKILL, nil, 0)
 	case pidAlive(p.Pid) && len(p.marks) > 0 && cmdlineHas(p.Pid, p.marks...):
 		err = syscall.Kill(-p.Pid, syscall.SIGKILL)
