@@ -513,12 +513,13 @@ func (a *Agent) Ensure(ctx context.Context, id uuid.UUID, req EnsureRequest) (Vm
 			// Not written down, the VMM would be lost at the next
 			// restart: refuse it now rather than answer it exists.
 			delete(a.vmms, id)
+			a.starting[id] = p
 			err = serr
 		}
 	}
-	delete(a.starting, id)
-	close(p.done)
 	if err != nil {
+		// A request waiting for this one (p.done) goes on only once the
+		// directory, port and reservation are released.
 		a.mu.Unlock()
 		if v != nil {
 			a.discard(id, v.proc, v.rec.Dir)
@@ -527,12 +528,15 @@ func (a *Agent) Ensure(ctx context.Context, id uuid.UUID, req EnsureRequest) (Vm
 		a.reserved.CPUs -= need.CPUs
 		a.reserved.MemoryMiB -= need.MemoryMiB
 		delete(a.ports, port)
+		delete(a.starting, id)
+		close(p.done)
 		if !a.closed {
 			a.saveLockedLog() // without the starting record
 		}
 		a.mu.Unlock()
 		return Vmm{}, false, err
 	}
+	close(p.done)
 	a.updateGaugeLocked()
 	view := v.view()
 	a.startWatch(v)
