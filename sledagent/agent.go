@@ -218,13 +218,18 @@ func (a *Agent) sweepOrphans() {
 		a.log.Error("the VMMs' directories could not be listed", "dir", dir, "err", err)
 		return
 	}
+	// Owned by name (vmms/<id>), not by the recorded path: a root that
+	// was moved keeps its VMMs' directories.
 	owned := map[string]bool{}
-	for _, v := range a.vmms {
-		owned[filepath.Clean(v.rec.Dir)] = true
+	for id, v := range a.vmms {
+		owned[id.String()] = true
+		if filepath.Dir(filepath.Clean(v.rec.Dir)) == dir {
+			owned[filepath.Base(v.rec.Dir)] = true
+		}
 	}
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
-		if owned[path] {
+		if owned[e.Name()] {
 			continue
 		}
 		token := filepath.Join(path, "token")
