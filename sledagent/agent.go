@@ -90,10 +90,14 @@ type pending struct {
 	rec         *vmmRecord // once its process runs: saved, marked Starting
 }
 
-// New starts an agent over opts.Root: it loads the registry, adopts the VMM
-// servers still running (alive, and answering with their token), and marks
-// those that vanished failed. Every registered VMM's doorbell rings once,
-// so that nothing that changed while no agent ran is lost.
+// New starts an agent over opts.Root, which it locks (a second agent over
+// the same root fails with ErrRootLocked): it loads the registry, adopts
+// the VMM servers still running (their pid and command line match the
+// record; one that does not answer yet is dialled again by its watcher;
+// one that refuses its token is killed), marks those that vanished failed,
+// and kills and removes what an ensure cut short by a crash left behind.
+// Every registered VMM's doorbell rings once, so that nothing that changed
+// while no agent ran is lost.
 func New(opts Options) (*Agent, error) {
 	if opts.Dial == nil {
 		return nil, errors.New("sled agent: no Dial")
