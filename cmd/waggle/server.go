@@ -71,12 +71,9 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 
-	var token string
-	if *tokenFile != "" {
-		var err error
-		if token, err = httpkit.ReadTokenFile(*tokenFile); err != nil {
-			return fmt.Errorf("--auth-token-file: %w", err)
-		}
+	token, err := readAuthToken(*tokenFile)
+	if err != nil {
+		return err
 	}
 	fp := server.ParseFailPoints(os.Getenv("WAGGLE_FAILPOINTS"))
 	if len(fp) > 0 {
@@ -88,26 +85,11 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer ln.Close()
 	addr := ln.Addr().String()
-	tokenPath := *tokenFile
-	if token == "" {
-		// The path comes from the bound address, so that a listener on
-		// port 0 writes where a client of its real port looks.
-		if tokenPath, err = httpkit.DefaultTokenPath(addr); err != nil {
-			return fmt.Errorf("no --auth-token-file, and no place for a generated token: %w", err)
-		}
-		if token, err = httpkit.GenerateToken(); err != nil {
-			return err
-		}
-		if err := httpkit.WriteTokenFile(tokenPath, token); err != nil {
-			return fmt.Errorf("no --auth-token-file, and the generated token could not be saved: %w", err)
-		}
-		defer removeTokenFile(log, tokenPath, token)
-		log.Info("generated an auth token", "token_file", tokenPath)
+	token, tokenPath, dropToken, err := servingToken(log, stderr, ln, *tokenFile, token)
+	if err != nil {
+		return err
 	}
-	if !httpkit.IsLoopback(ln.Addr()) && *tokenFile == "" {
-		fmt.Fprintf(stderr, "WARNING: listening on %s, which other hosts can reach, with a generated token (in %s). "+
-			"Give --auth-token-file to choose the token the clients of this server hold, or listen on 127.0.0.1.\n", addr, tokenPath)
-	}
+	defer dropToken()
 
 	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp, MigrationPeers: peers, StorageRoot: root})
 	h, err := server.NewHandler(rt, httpkit.HandlerOptions{Log: log, Auth: httpkit.BearerToken(token), BodyReadTimeout: *bodyTimeout})
@@ -154,17 +136,6 @@ func closeRuntime(ctx context.Context, log *slog.Logger, closeRT func()) {
 	case <-done:
 	case <-ctx.Done():
 		log.Warn("the runtime did not close within the grace period; exiting anyway")
-	}
-}
-
-// removeTokenFile removes the token this server generated, unless the file
-// now holds another (a later server on the same address wrote it).
-func removeTokenFile(log *slog.Logger, path, token string) {
-	if got, err := httpkit.ReadTokenFile(path); err != nil || got != token {
-		return
-	}
-	if err := os.Remove(path); err != nil {
-		log.Warn("remove the generated token file", "token_file", path, "err", err)
 	}
 }
 

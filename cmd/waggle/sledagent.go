@@ -108,11 +108,9 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	var token string
-	if *tokenFile != "" {
-		if token, err = httpkit.ReadTokenFile(*tokenFile); err != nil {
-			return fmt.Errorf("--auth-token-file: %w", err)
-		}
+	token, err := readAuthToken(*tokenFile)
+	if err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -120,19 +118,11 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer ln.Close()
 	addr := ln.Addr().String()
-	tokenPath := *tokenFile
-	if token == "" {
-		if tokenPath, err = httpkit.DefaultTokenPath(addr); err != nil {
-			return fmt.Errorf("no --auth-token-file, and no place for a generated token: %w", err)
-		}
-		if token, err = httpkit.GenerateToken(); err != nil {
-			return err
-		}
-		if err := httpkit.WriteTokenFile(tokenPath, token); err != nil {
-			return fmt.Errorf("no --auth-token-file, and the generated token could not be saved: %w", err)
-		}
-		defer removeTokenFile(log, tokenPath, token)
+	token, tokenPath, dropToken, err := servingToken(log, stderr, ln, *tokenFile, token)
+	if err != nil {
+		return err
 	}
+	defer dropToken()
 
 	aopts := sledagent.Options{Root: dir, SledID: id, Capacity: capacity, PortMin: portMin, PortMax: portMax,
 		Host: *vmmHost, Dial: vmmclient.New(nil), Log: log}
