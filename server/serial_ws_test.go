@@ -387,3 +387,19 @@ func TestConsoleCloseStatus(t *testing.T) {
 		require.LessOrEqual(t, len(reason), 123, "a close reason fits a control frame")
 	}
 }
+
+// TestConsoleTakesAnyOrigin: a client that sends an Origin of another host
+// (as some non-browser tools do) still gets the console; the bearer token,
+// not the Origin, is what keeps strangers out.
+func TestConsoleTakesAnyOrigin(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	g.ensure(t, "origin")
+	g.run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, consoleURL(g), &websocket.DialOptions{
+		HTTPHeader: http.Header{"Origin": []string{"https://elsewhere.example"}}})
+	require.NoError(t, err)
+	defer ws.CloseNow()
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+}
