@@ -236,6 +236,12 @@ func (c *contractChecker) check(raw string, authed bool, resp *http.Response, bo
 	if status >= 500 && status != http.StatusServiceUnavailable {
 		return "a 5xx"
 	}
+	// The only 503s are the server's own refusals, said in the Error
+	// schema: every connection busy, or the server stopping.
+	if status == http.StatusServiceUnavailable &&
+		!strings.Contains(string(body), `"too_many_connections"`) && !strings.Contains(string(body), `"shutting_down"`) {
+		return "a 503 that is not too_many_connections or shutting_down"
+	}
 	req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
 	if err != nil {
 		// net/http refuses what it cannot parse, before the handler.

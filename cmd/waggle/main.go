@@ -28,10 +28,10 @@ func main() {
 const usage = `usage: waggle <command> [flags]
 
 commands:
-  server    run a VMM server: one VM behind the versioned HTTP API
-  sled-agent run the VMM servers of this host behind the sled-agent API
-  vm        drive a VMM server (create, get, spec, run, stop, reboot, watch, serial, migrate)
-  version   print the version
+  server      run a VMM server: one VM behind the versioned HTTP API
+  sled-agent  run the VMM servers of this host behind the sled-agent API
+  vm          drive a VMM server (create, get, spec, run, stop, reboot, watch, serial, migrate)
+  version     print the version
 
 ` + "`waggle <command> -h` shows a command's flags; `waggle vm -h` lists the vm commands.\n"
 
