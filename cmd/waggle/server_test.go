@@ -290,21 +290,38 @@ func TestServerLimitsFromFlags(t *testing.T) {
 	require.NoError(t, err)
 	qtoken, err := httpkit.ReadTokenFile(qpath)
 	require.NoError(t, err)
-	get := func() (net.Conn, *bufio.Reader) {
+	// tryGet fails nothing: it serves inside Eventually's condition too.
+	tryGet := func() (net.Conn, *bufio.Reader, int) {
 		c, err := net.Dial("tcp", q.addr)
-		require.NoError(t, err)
-		t.Cleanup(func() { c.Close() })
-		require.NoError(t, c.SetDeadline(time.Now().Add(10*time.Second)))
+		if err != nil {
+			return nil, nil, 0
+		}
+		if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			c.Close()
+			return nil, nil, 0
+		}
 		br := bufio.NewReader(c)
 		fmt.Fprintf(c, "GET /v1/instance HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", qtoken)
 		resp, err := http.ReadResponse(br, nil)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusNotFound, resp.StatusCode)
+		if err != nil {
+			c.Close()
+			return nil, nil, 0
+		}
 		resp.Body.Close()
-		return c, br
+		return c, br, resp.StatusCode
 	}
-	_, first := get()
-	get()
+	c1, first, status := tryGet()
+	require.Equal(t, http.StatusNotFound, status)
+	t.Cleanup(func() { c1.Close() })
+	// The first connection turns idle a moment after its answer: until
+	// then a newcomer finds the one place busy (503) and tries again.
+	require.Eventually(t, func() bool {
+		c, _, status := tryGet()
+		if c != nil {
+			defer c.Close()
+		}
+		return status == http.StatusNotFound
+	}, 5*time.Second, 10*time.Millisecond)
 	_, err = first.ReadByte()
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the idle connection made way: %v", err)
 }
