@@ -235,19 +235,19 @@ func lostHandOff(t *testing.T, a, b *migRig, asks int32) (*flakyProxy, *fakeVM) 
 	require.Eventually(t, func() bool { return a.outboundNow() != nil }, 10*time.Second, time.Millisecond)
 	p.down.Store(true)
 	waitState(t, a.rt, StateDestroyed)
-	require.Eventually(t, func() bool { return p.refused.Load() >= asks }, 10*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return p.refused.Load() >= asks }, 30*time.Second, time.Millisecond,
 		"the target asks again and again")
 	require.Equal(t, vm.ticks(), b.vms.last().ticks())
 	return p, b.vms.last()
 }
 
 // TestHandOffSurvivesAnOutage: a target that lost the Commit, with its
-// source unreachable for a while (8 asks: more than 2.5 s at the tests'
-// backoff), asks until the source answers, and runs.
+// source unreachable for a while (6 asks, where the target once gave up
+// after 3), asks until the source answers, and runs.
 func TestHandOffSurvivesAnOutage(t *testing.T) {
 	a := newMigRig(t, func(o *RuntimeOptions) { o.FailPoints = FailPoints{FailDropCommit: true} })
 	b := newMigRig(t)
-	p, vm := lostHandOff(t, a, b, 8)
+	p, vm := lostHandOff(t, a, b, 6)
 	require.Equal(t, StateMigrating, b.instance(t).State, "still asking")
 	require.False(t, vm.closed())
 	p.down.Store(false)
