@@ -139,20 +139,29 @@ func closeRuntime(ctx context.Context, log *slog.Logger, closeRT func()) {
 	}
 }
 
+// defaultDataDir is waggle's directory name beneath the user's data
+// directory ($XDG_DATA_HOME, else ~/.local/share).
+func defaultDataDir(name string) (string, error) {
+	data := os.Getenv("XDG_DATA_HOME")
+	if data == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("no default: %w", err)
+		}
+		data = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(data, "waggle", name), nil
+}
+
 // prepareStorageRoot returns the absolute storage root: dir, or the
 // default beneath the user's data directory, made (mode 0700) when missing.
 // It must be a directory.
 func prepareStorageRoot(dir string) (string, error) {
 	if dir == "" {
-		data := os.Getenv("XDG_DATA_HOME")
-		if data == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", fmt.Errorf("no default: %w", err)
-			}
-			data = filepath.Join(home, ".local", "share")
+		var err error
+		if dir, err = defaultDataDir("storage"); err != nil {
+			return "", err
 		}
-		dir = filepath.Join(data, "waggle", "storage")
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {

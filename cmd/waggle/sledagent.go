@@ -258,15 +258,10 @@ func sledCapacity(cpus int, memMiB uint64) (sledagent.Resources, error) {
 // sledAgentRoot returns the agent's absolute root, made 0700.
 func sledAgentRoot(dir string) (string, error) {
 	if dir == "" {
-		data := os.Getenv("XDG_DATA_HOME")
-		if data == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return "", fmt.Errorf("no default: %w", err)
-			}
-			data = filepath.Join(home, ".local", "share")
+		var err error
+		if dir, err = defaultDataDir("sled-agent"); err != nil {
+			return "", err
 		}
-		dir = filepath.Join(data, "waggle", "sled-agent")
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {

@@ -104,21 +104,22 @@ func checkLockHashes(root string, entries []LockEntry) error {
 // it: a line once committed must still be there.
 func checkLockHistory(root string, now []LockEntry) error {
 	const cannot = "%s: cannot check that lock lines are only ever added: %w"
-	shallow, err := git(root, "rev-parse", "--is-shallow-repository")
+	ctx := context.Background()
+	shallow, err := IsShallow(ctx, root)
 	if err != nil {
 		return fmt.Errorf(cannot, LockPath, err)
 	}
-	if strings.TrimSpace(shallow) != "false" {
+	if shallow {
 		return fmt.Errorf(cannot, LockPath, errors.New("the checkout is a shallow clone; fetch the whole history (git fetch --unshallow)"))
 	}
 	// Commits that added or modified the file; in each of them it exists.
-	revs, err := git(root, "log", "--format=%H", "--diff-filter=AM", "--", LockPath)
+	revs, err := Git(ctx, root, "log", "--format=%H", "--diff-filter=AM", "--", LockPath)
 	if err != nil {
 		return fmt.Errorf(cannot, LockPath, err)
 	}
 	var errs []error
 	for _, rev := range strings.Fields(revs) {
-		old, err := git(root, "show", rev+":"+LockPath)
+		old, err := Git(ctx, root, "show", rev+":"+LockPath)
 		if err != nil {
 			return fmt.Errorf(cannot, LockPath, err)
 		}
@@ -136,9 +137,10 @@ func checkLockHistory(root string, now []LockEntry) error {
 	return errors.Join(errs...)
 }
 
-// git runs git in dir; a failure carries what git said.
-func git(dir string, args ...string) (string, error) {
-	cmd := exec.Command("git", args...)
+// Git runs git in dir and returns its standard output; a failure carries
+// what git said. The gate's history checks use it too.
+func Git(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -147,6 +149,16 @@ func git(dir string, args ...string) (string, error) {
 		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
+}
+
+// IsShallow reports whether the checkout at dir is a shallow clone, whose
+// history a check of what was ever committed cannot trust.
+func IsShallow(ctx context.Context, dir string) (bool, error) {
+	out, err := Git(ctx, dir, "rev-parse", "--is-shallow-repository")
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(out) != "false", nil
 }
 
 var docName = regexp.MustCompile(`^openapi/([a-z][a-z0-9-]*)/v([1-9][0-9]*)\.yaml$`)

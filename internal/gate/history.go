@@ -54,7 +54,7 @@ func CheckCorpusHistory(ctx context.Context, root string) (HistoryReport, error)
 		return rep, nil
 	}
 	const cannot = "cannot check that released corpus files never change: %w"
-	shallow, err := isShallow(ctx, root)
+	shallow, err := apicheck.IsShallow(ctx, root)
 	if err != nil {
 		return rep, fmt.Errorf(cannot, err)
 	}
@@ -69,7 +69,7 @@ func CheckCorpusHistory(ctx context.Context, root string) (HistoryReport, error)
 	if err != nil {
 		return rep, err
 	}
-	revs, err := git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", "--", apicheck.LockPath)
+	revs, err := apicheck.Git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", "--", apicheck.LockPath)
 	if err != nil {
 		return rep, fmt.Errorf(cannot, err)
 	}
@@ -84,7 +84,7 @@ func CheckCorpusHistory(ctx context.Context, root string) (HistoryReport, error)
 			continue // its LOCK line is not committed yet: this is the release commit
 		}
 		name := path.Join(corpus.Dir, corpus.ManifestName)
-		old, err := git(ctx, root, "show", rev+":"+name)
+		old, err := apicheck.Git(ctx, root, "show", rev+":"+name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s was released in commit %.12s without a %s: %w", v, rev, name, err))
 			continue
@@ -130,7 +130,7 @@ func CheckCorpusHistory(ctx context.Context, root string) (HistoryReport, error)
 // releaseCommit returns the first of revs whose LOCK lists v's contract.
 func releaseCommit(ctx context.Context, root string, revs []string, v corpus.Version) (string, error) {
 	for _, rev := range revs {
-		data, err := git(ctx, root, "show", rev+":"+apicheck.LockPath)
+		data, err := apicheck.Git(ctx, root, "show", rev+":"+apicheck.LockPath)
 		if err != nil {
 			return "", err
 		}
@@ -157,7 +157,7 @@ func compareVersions(a, b corpus.Version) int {
 // wrote it. manifests caches parsed MANIFESTs by commit.
 func checkAfterPins(ctx context.Context, root string, v corpus.Version, rev string, now corpus.Manifest, manifests map[string]corpus.Manifest) error {
 	name := path.Join(corpus.Dir, corpus.ManifestName)
-	out, err := git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", rev+"..HEAD", "--", name)
+	out, err := apicheck.Git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", rev+"..HEAD", "--", name)
 	if err != nil {
 		return fmt.Errorf("cannot check the after-files of %s against history: %w", v, err)
 	}
@@ -170,7 +170,7 @@ func checkAfterPins(ctx context.Context, root string, v corpus.Version, rev stri
 	for _, c := range append([]string{rev}, strings.Fields(out)...) {
 		m, ok := manifests[c]
 		if !ok {
-			data, err := git(ctx, root, "show", c+":"+name)
+			data, err := apicheck.Git(ctx, root, "show", c+":"+name)
 			if err != nil {
 				return fmt.Errorf("cannot check the after-files of %s against history: %w", v, err)
 			}
@@ -219,14 +219,14 @@ func checkReleasesHistory(ctx context.Context, root string) error {
 	for _, r := range cur {
 		byName[r.Name] = r
 	}
-	revs, err := git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", "--", name)
+	revs, err := apicheck.Git(ctx, root, "log", "--reverse", "--format=%H", "--diff-filter=AM", "--", name)
 	if err != nil {
 		return fmt.Errorf(cannot, name, err)
 	}
 	var errs []error
 	reported := map[string]bool{}
 	for _, rev := range strings.Fields(revs) {
-		old, err := git(ctx, root, "show", rev+":"+name)
+		old, err := apicheck.Git(ctx, root, "show", rev+":"+name)
 		if err != nil {
 			return fmt.Errorf(cannot, name, err)
 		}
@@ -261,7 +261,7 @@ func checkReleasesHistory(ctx context.Context, root string) error {
 // isAncestor reports whether commit a is an ancestor of commit b (or b
 // itself), through git merge-base --is-ancestor.
 func isAncestor(ctx context.Context, root, a, b string) (bool, error) {
-	_, err := git(ctx, root, "merge-base", "--is-ancestor", a, b)
+	_, err := apicheck.Git(ctx, root, "merge-base", "--is-ancestor", a, b)
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

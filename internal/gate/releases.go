@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/wagglevm/waggle/corpus"
+	"github.com/wagglevm/waggle/internal/apicheck"
 )
 
 // MissingCommitError says a release's commit is not in the clone the gate
@@ -38,8 +39,8 @@ func (e *MissingCommitError) Unwrap() error { return e.Err }
 // repository repo, into dir, and returns the binary's path. The source is
 // taken with git archive, so the work tree is not touched.
 func BuildRelease(ctx context.Context, repo string, rel corpus.Release, dir string) (string, error) {
-	if _, err := git(ctx, repo, "cat-file", "-e", rel.Commit+"^{commit}"); err != nil {
-		shallow, serr := isShallow(ctx, repo)
+	if _, err := apicheck.Git(ctx, repo, "cat-file", "-e", rel.Commit+"^{commit}"); err != nil {
+		shallow, serr := apicheck.IsShallow(ctx, repo)
 		if serr != nil {
 			return "", fmt.Errorf("release %s: %w", rel.Name, errors.Join(err, serr))
 		}
