@@ -27,8 +27,10 @@ type SledClient interface {
 	// VmmState reads a VMM's address (its server's host:port) and state
 	// (ErrVmmGone, ErrSledUnreachable).
 	VmmState(ctx context.Context, id uuid.UUID) (addr string, st model.SledVmmState, err error)
-	// Unregister tells the agent to forget a terminal VMM; forgetting one
-	// it does not know is no error.
+	// Unregister tells the agent to forget a VMM the control plane holds
+	// terminal, with force (DELETE ?force=true): a VMM that the control
+	// plane failed (its sled was lost, then came back) must not run on.
+	// Forgetting one the agent does not know is no error.
 	Unregister(ctx context.Context, id uuid.UUID) error
 }
 
