@@ -52,18 +52,18 @@ func (d *flakyDial) dial(ctx context.Context, addr, token string) (sledagent.VMM
 func TestAdoptionSurvivesTransientDialFailures(t *testing.T) {
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, nil, bigSled)
+	a := newAgent(t, root, f.Dial, nil, bigSled)
 	id := uuid.New()
 	v, _, err := a.Ensure(context.Background(), id, ensureReq(t, id.String()))
 	require.NoError(t, err)
 	pid := pidOf(t, root, id)
 	killVMMs(t, pid)
-	f.at(v.Addr).set(sledagent.StateRunning, "")
+	f.At(v.Addr).Set(sledagent.StateRunning, "")
 	assert.Eventually(t, func() bool { return stateOf(a, id).State == sledagent.StateRunning }, 10*time.Second, 5*time.Millisecond)
 	gen := stateOf(a, id).Gen
 	require.NoError(t, a.Close())
 
-	flaky := &flakyDial{left: map[string]int{}, n: 4, next: f.dial}
+	flaky := &flakyDial{left: map[string]int{}, n: 4, next: f.Dial}
 	bell := newBell()
 	a2 := newAgent(t, root, flaky.dial, bell, bigSled)
 	defer a2.Close()
@@ -72,7 +72,7 @@ func TestAdoptionSurvivesTransientDialFailures(t *testing.T) {
 	require.Equal(t, gen, st.Gen)
 	require.True(t, alive(pid), "a server that did not answer at once was killed")
 	// The watcher reaches the server once it answers, and follows it.
-	f.at(v.Addr).set(sledagent.StateRebooting, "")
+	f.At(v.Addr).Set(sledagent.StateRebooting, "")
 	assert.Eventually(t, func() bool { return stateOf(a2, id).State == sledagent.StateRebooting }, 20*time.Second, 5*time.Millisecond)
 	require.True(t, alive(pid))
 	flaky.mu.Lock()
@@ -88,7 +88,7 @@ func TestAdoptionSurvivesTransientDialFailures(t *testing.T) {
 func TestAdoptedNotAnsweringYet(t *testing.T) {
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, nil, bigSled)
+	a := newAgent(t, root, f.Dial, nil, bigSled)
 	id := uuid.New()
 	_, _, err := a.Ensure(context.Background(), id, ensureReq(t, id.String()))
 	require.NoError(t, err)
@@ -96,7 +96,7 @@ func TestAdoptedNotAnsweringYet(t *testing.T) {
 	killVMMs(t, pid)
 	require.NoError(t, a.Close())
 
-	never := &flakyDial{left: map[string]int{}, n: 1 << 30, next: f.dial}
+	never := &flakyDial{left: map[string]int{}, n: 1 << 30, next: f.Dial}
 	a2 := newAgent(t, root, never.dial, nil, bigSled)
 	defer a2.Close()
 	_, err = a2.Request(context.Background(), id, sledagent.RequestRun)

@@ -40,7 +40,7 @@ func stateOf(a *sledagent.Agent, id uuid.UUID) sledagent.SledVmmState {
 func TestKilledVMMProcessFails(t *testing.T) {
 	f, bell := newFakes(), newBell()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, bell, bigSled)
+	a := newAgent(t, root, f.Dial, bell, bigSled)
 	defer a.Close()
 	ctx := context.Background()
 	ids := []uuid.UUID{uuid.New(), uuid.New()}
@@ -51,7 +51,7 @@ func TestKilledVMMProcessFails(t *testing.T) {
 		require.True(t, created)
 		pids = append(pids, pidOf(t, root, id))
 		killVMMs(t, pids[len(pids)-1])
-		f.at(v.Addr).set(sledagent.StateRunning, "")
+		f.At(v.Addr).Set(sledagent.StateRunning, "")
 	}
 	for _, id := range ids {
 		assert.Eventually(t, func() bool { return stateOf(a, id).State == sledagent.StateRunning }, 10*time.Second, 5*time.Millisecond)
@@ -87,7 +87,7 @@ func TestKilledVMMProcessFails(t *testing.T) {
 func TestAdoptionAfterAgentRestart(t *testing.T) {
 	f, bell := newFakes(), newBell()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, bell, bigSled)
+	a := newAgent(t, root, f.Dial, bell, bigSled)
 	ctx := context.Background()
 	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New()}
 	addrs := map[uuid.UUID]string{}
@@ -97,7 +97,7 @@ func TestAdoptionAfterAgentRestart(t *testing.T) {
 		require.NoError(t, err)
 		addrs[id], pids[id] = v.Addr, pidOf(t, root, id)
 		killVMMs(t, pids[id])
-		f.at(v.Addr).set(sledagent.StateRunning, "")
+		f.At(v.Addr).Set(sledagent.StateRunning, "")
 		assert.Eventually(t, func() bool { return stateOf(a, id).State == sledagent.StateRunning }, 10*time.Second, 5*time.Millisecond)
 	}
 	genBefore := stateOf(a, ids[0]).Gen
@@ -116,7 +116,7 @@ func TestAdoptionAfterAgentRestart(t *testing.T) {
 	require.NoError(t, httpkit.WriteTokenFile(tokenPath, other))
 
 	bell2 := newBell()
-	a2 := newAgent(t, root, f.dial, bell2, bigSled)
+	a2 := newAgent(t, root, f.Dial, bell2, bigSled)
 	defer a2.Close()
 	st := stateOf(a2, ids[0])
 	require.Equal(t, sledagent.StateRunning, st.State, "adopted with its state")
@@ -133,7 +133,7 @@ func TestAdoptionAfterAgentRestart(t *testing.T) {
 		assert.Eventually(t, func() bool { return bell2.count(id) >= 1 }, 10*time.Second, 5*time.Millisecond, "rang after restart: %s", id)
 	}
 	// The adopted VMM is watched: its changes and its death are seen.
-	f.at(addrs[ids[0]]).set(sledagent.StateRebooting, "")
+	f.At(addrs[ids[0]]).Set(sledagent.StateRebooting, "")
 	assert.Eventually(t, func() bool { return stateOf(a2, ids[0]).State == sledagent.StateRebooting }, 10*time.Second, 5*time.Millisecond)
 	require.NoError(t, syscall.Kill(pids[ids[0]], syscall.SIGKILL))
 	assert.Eventually(t, func() bool { return stateOf(a2, ids[0]).State == sledagent.StateFailed }, 10*time.Second, 5*time.Millisecond)
@@ -203,7 +203,7 @@ func atoi(s string) int {
 func TestCapacity(t *testing.T) {
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, nil, sledagent.Resources{CPUs: 2, MemoryMiB: 200})
+	a := newAgent(t, root, f.Dial, nil, sledagent.Resources{CPUs: 2, MemoryMiB: 200})
 	defer a.Close()
 	ctx := context.Background()
 	first := uuid.New()
@@ -240,7 +240,7 @@ func TestCapacity(t *testing.T) {
 func TestEnsureIdempotent(t *testing.T) {
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, nil, bigSled)
+	a := newAgent(t, root, f.Dial, nil, bigSled)
 	defer a.Close()
 	ctx := context.Background()
 	id := uuid.New()
@@ -256,7 +256,7 @@ func TestEnsureIdempotent(t *testing.T) {
 	_, _, err = a.Ensure(ctx, id, ensureReq(t, "other"))
 	require.ErrorIs(t, err, sledagent.ErrVmmExists)
 	require.Equal(t, pid, pidOf(t, root, id))
-	require.Equal(t, 1, f.at(v1.Addr).ensured)
+	require.Equal(t, 1, f.At(v1.Addr).Ensured())
 	require.EqualValues(t, 1, a.Inventory().CPUs.Reserved)
 	require.False(t, errors.Is(err, sledagent.ErrNoSuchVmm))
 }
@@ -279,7 +279,7 @@ func sessionOf(t *testing.T, pid int) int {
 func TestDestroyedStaysUntilUnregistered(t *testing.T) {
 	f, bell := newFakes(), newBell()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, bell, bigSled)
+	a := newAgent(t, root, f.Dial, bell, bigSled)
 	defer a.Close()
 	ctx := context.Background()
 	id := uuid.New()
@@ -287,9 +287,9 @@ func TestDestroyedStaysUntilUnregistered(t *testing.T) {
 	require.NoError(t, err)
 	pid := pidOf(t, root, id)
 	killVMMs(t, pid)
-	inst := f.at(v.Addr)
-	inst.set(sledagent.StateStopping, "")
-	inst.set(sledagent.StateDestroyed, "")
+	inst := f.At(v.Addr)
+	inst.Set(sledagent.StateStopping, "")
+	inst.Set(sledagent.StateDestroyed, "")
 	assert.Eventually(t, func() bool { return stateOf(a, id).State == sledagent.StateDestroyed }, 10*time.Second, 5*time.Millisecond)
 	final := stateOf(a, id)
 	require.Nil(t, final.Failure)
@@ -312,7 +312,7 @@ func TestDestroyedStaysUntilUnregistered(t *testing.T) {
 	require.NoError(t, err)
 	pid2 := pidOf(t, root, id2)
 	killVMMs(t, pid2)
-	f.at(v2.Addr).set(sledagent.StateDestroyed, "")
+	f.At(v2.Addr).Set(sledagent.StateDestroyed, "")
 	assert.Eventually(t, func() bool { return stateOf(a, id2).State == sledagent.StateDestroyed }, 10*time.Second, 5*time.Millisecond)
 	require.True(t, alive(pid2))
 	require.NoError(t, a.Unregister(ctx, id2, false))

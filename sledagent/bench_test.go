@@ -150,7 +150,7 @@ func doorbellLatencies(tb testing.TB, n int) (arrive, pull []time.Duration) {
 	root, err := os.MkdirTemp("", "sledagent-bench-")
 	require.NoError(tb, err)
 	defer os.RemoveAll(root)
-	a := newAgent(tb, root, f.dial, cp.bell(), bigSled)
+	a := newAgent(tb, root, f.Dial, cp.bell(), bigSled)
 	defer a.Close()
 	url, token := serve(tb, a)
 	cp.agent = agentClient(tb, url, token)
@@ -158,7 +158,7 @@ func doorbellLatencies(tb testing.TB, n int) (arrive, pull []time.Duration) {
 	v, _, err := a.Ensure(context.Background(), id, ensureReq(tb, "bench"))
 	require.NoError(tb, err)
 	defer a.Unregister(context.Background(), id, true)
-	inst := f.at(v.Addr)
+	inst := f.At(v.Addr)
 	// Wait for the registration's own ring and pull.
 	waitPulled(tb, cp, id, int64(stateOf(a, id).Gen))
 	drain(cp.arrived)
@@ -166,7 +166,7 @@ func doorbellLatencies(tb testing.TB, n int) (arrive, pull []time.Duration) {
 	for i := range n {
 		want := int64(stateOf(a, id).Gen) + 1
 		start := time.Now()
-		inst.set(states[i%2], "")
+		inst.Set(states[i%2], "")
 		var rang time.Time
 		for {
 			arr := <-cp.arrived

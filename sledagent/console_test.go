@@ -27,7 +27,7 @@ func dialConsole(ctx context.Context, url, token string, id uuid.UUID) (*websock
 func TestConsoleRefusals(t *testing.T) {
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, nil, bigSled)
+	a := newAgent(t, root, f.Dial, nil, bigSled)
 	defer a.Close()
 	url, token := serve(t, a)
 	id := uuid.New()

@@ -96,7 +96,7 @@ func (c *contractCheck) do(op, method, path, contentType, body string, auth bool
 func TestEveryAnswerIsInTheContract(t *testing.T) {
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, nil, sledagent.Resources{CPUs: 2, MemoryMiB: 1024})
+	a := newAgent(t, root, f.Dial, nil, sledagent.Resources{CPUs: 2, MemoryMiB: 1024})
 	defer a.Close()
 	url, token := serve(t, a)
 	c := newContractCheck(t, url, token)

@@ -3,11 +3,9 @@ package sledagent_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -20,7 +18,7 @@ import (
 	"github.com/wagglevm/waggle/internal/httpkit"
 	"github.com/wagglevm/waggle/sledagent"
 	"github.com/wagglevm/waggle/sledagent/api"
-	"github.com/wagglevm/waggle/sledagent/vmmclient"
+	"github.com/wagglevm/waggle/sledagent/sledtest"
 	"github.com/wagglevm/waggle/spec"
 )
 
@@ -29,18 +27,14 @@ import (
 var waggleBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sledagent-test-")
+	bin, cleanup, err := sledtest.BuildWaggle()
 	if err != nil {
-		panic(err)
-	}
-	waggleBin = filepath.Join(dir, "waggle")
-	out, err := exec.Command("go", "build", "-o", waggleBin, "github.com/wagglevm/waggle/cmd/waggle").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build waggle: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	waggleBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
@@ -106,117 +100,8 @@ func (b *bellRecorder) count(id uuid.UUID) int {
 	return b.rings[id]
 }
 
-// fakeInstance stands in for the VM of a real VMM server process (there is
-// no KVM here): the process, its port, its token and the token check are
-// real; the instance's ensure and state are played by the test.
-type fakeInstance struct {
-	mu       sync.Mutex
-	gen      uint64
-	obs      sledagent.Observation
-	changed  chan struct{}
-	ensured  int
-	requests []sledagent.Requested
-}
-
-type fakeClient struct {
-	sledagent.VMMClient // the real client, for what is not faked
-	inst                *fakeInstance
-}
-
-func (f *fakeClient) Ensure(ctx context.Context, p sledagent.Properties, s *spec.Spec, m *sledagent.MigrationTarget) error {
-	f.inst.mu.Lock()
-	defer f.inst.mu.Unlock()
-	f.inst.ensured++
-	f.inst.gen = 1
-	f.inst.obs = sledagent.Observation{Gen: 1, State: sledagent.StateCreating}
-	return nil
-}
-
-func (f *fakeClient) Observe(ctx context.Context, gen uint64, wait time.Duration) (sledagent.Observation, error) {
-	for {
-		f.inst.mu.Lock()
-		obs, ch := f.inst.obs, f.inst.changed
-		f.inst.mu.Unlock()
-		if obs.Gen > gen {
-			return obs, nil
-		}
-		// A real call, so that a dead process fails the watch as it would.
-		if _, err := f.VMMClient.Serial(ctx, sledagent.SerialQuery{}); err != nil && isUnavailable(err) {
-			return sledagent.Observation{}, err
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return sledagent.Observation{}, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func (f *fakeClient) Request(ctx context.Context, r sledagent.Requested) error {
-	f.inst.mu.Lock()
-	f.inst.requests = append(f.inst.requests, r)
-	f.inst.mu.Unlock()
-	next := map[sledagent.Requested]sledagent.VmmState{sledagent.RequestRun: sledagent.StateRunning,
-		sledagent.RequestStop: sledagent.StateStopped, sledagent.RequestReboot: sledagent.StateRunning}[r]
-	f.inst.set(next, "")
-	return nil
-}
-
-func (f *fakeClient) Arm(ctx context.Context, a sledagent.MigrationArm) (sledagent.MigrationArmed, error) {
-	out := sledagent.MigrationArmed{MigrationID: a.MigrationID, ExpiresAt: time.Now().Add(5 * time.Minute)}
-	if a.Secret == "" {
-		out.Secret = "made-by-the-server-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-	}
-	return out, nil
-}
-
-// set moves the fake instance to a state.
-func (fi *fakeInstance) set(s sledagent.VmmState, reason string) {
-	fi.mu.Lock()
-	defer fi.mu.Unlock()
-	fi.gen++
-	fi.obs = sledagent.Observation{Gen: fi.gen, State: s, FailureReason: reason}
-	if fi.changed != nil {
-		close(fi.changed)
-	}
-	fi.changed = make(chan struct{})
-}
-
-func isUnavailable(err error) bool {
-	return err != nil && errors.Is(err, sledagent.ErrVMMUnavailable)
-}
-
-// fakes dials real VMM server processes (the token check is real) and
-// hands out clients whose instance is fake.
-type fakes struct {
-	mu   sync.Mutex
-	byAd map[string]*fakeInstance
-	real sledagent.Dialer
-}
-
-func newFakes() *fakes { return &fakes{byAd: map[string]*fakeInstance{}, real: vmmclient.New(nil)} }
-
-func (f *fakes) dial(ctx context.Context, addr, token string) (sledagent.VMMClient, error) {
-	c, err := f.real(ctx, addr, token)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	inst, ok := f.byAd[addr]
-	if !ok {
-		inst = &fakeInstance{changed: make(chan struct{})}
-		f.byAd[addr] = inst
-	}
-	return &fakeClient{VMMClient: c, inst: inst}, nil
-}
-
-func (f *fakes) at(addr string) *fakeInstance {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.byAd[addr]
-}
+// newFakes dials real VMM server processes and plays their instances.
+func newFakes() *sledtest.Fakes { return sledtest.NewFakes() }
 
 // newAgent starts an agent over root with real VMM server processes.
 func newAgent(t testing.TB, root string, dial sledagent.Dialer, bell sledagent.Bell, capacity sledagent.Resources) *sledagent.Agent {

@@ -53,7 +53,7 @@ func call(t *testing.T, method, url, token, body string) (int, map[string]any) {
 func TestHTTPBadInput(t *testing.T) {
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, nil, sledagent.Resources{CPUs: 4, MemoryMiB: 1024})
+	a := newAgent(t, root, f.Dial, nil, sledagent.Resources{CPUs: 4, MemoryMiB: 1024})
 	defer a.Close()
 	url, token := serve(t, a)
 	v1 := url + "/v1"
@@ -179,7 +179,7 @@ func TestDoorbellControlPlaneDownThenUp(t *testing.T) {
 	cp := newControlPlane(t) // down: nothing listens
 	f := newFakes()
 	root := t.TempDir()
-	a := newAgent(t, root, f.dial, cp.bell(), bigSled)
+	a := newAgent(t, root, f.Dial, cp.bell(), bigSled)
 	defer a.Close()
 	url, token := serve(t, a)
 	cp.agent = agentClient(t, url, token)
@@ -191,11 +191,11 @@ func TestDoorbellControlPlaneDownThenUp(t *testing.T) {
 		require.NoError(t, err)
 		killVMMs(t, pidOf(t, root, id))
 		ids = append(ids, id)
-		inst := f.at(v.Addr)
+		inst := f.At(v.Addr)
 		for i := range 30 { // thirty changes while the control plane is down
 			st := []sledagent.VmmState{sledagent.StateRunning, sledagent.StateRebooting}[i%2]
-			inst.set(st, "")
-			want := inst.obs.Gen
+			inst.Set(st, "")
+			want := inst.Gen()
 			assert.Eventually(t, func() bool { return serverGenSeen(a, id, st) }, 10*time.Second, time.Millisecond, "gen %d", want)
 		}
 	}
@@ -226,7 +226,7 @@ func TestHTTPArmMigrationSource(t *testing.T) {
 	var logs syncBuffer
 	lo, hi := portRange(10)
 	a, err := sledagent.New(sledagent.Options{Root: root, Capacity: bigSled, PortMin: lo, PortMax: hi,
-		VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: f.dial, Bell: bell,
+		VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: f.Dial, Bell: bell,
 		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	require.NoError(t, err)
 	defer a.Close()
@@ -267,7 +267,7 @@ func TestNoFreePort(t *testing.T) {
 	root := t.TempDir()
 	lo, _ := portRange(1)
 	a, err := sledagent.New(sledagent.Options{Root: root, Capacity: bigSled, PortMin: lo, PortMax: lo,
-		VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: f.dial})
+		VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: f.Dial})
 	require.NoError(t, err)
 	defer a.Close()
 	id := uuid.New()

@@ -17,10 +17,10 @@ import (
 // once the first closes, the root is free again.
 func TestOneAgentPerRoot(t *testing.T) {
 	root := t.TempDir()
-	a := newAgent(t, root, newFakes().dial, nil, bigSled)
+	a := newAgent(t, root, newFakes().Dial, nil, bigSled)
 	lo, hi := portRange(4)
 	opts := sledagent.Options{Root: root, Capacity: bigSled, PortMin: lo, PortMax: hi, VMMBinary: waggleBin,
-		Dial: newFakes().dial, Backoff: sledagent.Backoff{Min: time.Millisecond, Max: 20 * time.Millisecond}}
+		Dial: newFakes().Dial, Backoff: sledagent.Backoff{Min: time.Millisecond, Max: 20 * time.Millisecond}}
 	_, err := sledagent.New(opts)
 	require.ErrorIs(t, err, sledagent.ErrRootLocked)
 	require.ErrorContains(t, err, root)
@@ -35,7 +35,7 @@ func TestOneAgentPerRoot(t *testing.T) {
 // no temporary file is left, and the file holds the id and a newline.
 func TestSledIDKept(t *testing.T) {
 	root := t.TempDir()
-	a := newAgent(t, root, newFakes().dial, nil, bigSled)
+	a := newAgent(t, root, newFakes().Dial, nil, bigSled)
 	require.NoError(t, a.Close())
 	data, err := os.ReadFile(filepath.Join(root, "sled-id"))
 	require.NoError(t, err)
@@ -54,7 +54,7 @@ func TestSledIDReplacedWhole(t *testing.T) {
 	root := t.TempDir()
 	elsewhere := filepath.Join(t.TempDir(), "planted")
 	require.NoError(t, os.Symlink(elsewhere, filepath.Join(root, "sled-id")))
-	a := newAgent(t, root, newFakes().dial, nil, bigSled)
+	a := newAgent(t, root, newFakes().Dial, nil, bigSled)
 	require.NoError(t, a.Close())
 	fi, err := os.Lstat(filepath.Join(root, "sled-id"))
 	require.NoError(t, err)
