@@ -39,9 +39,9 @@ type Instance struct {
 	ID          uuid.UUID
 	Name        string
 	Description string
-	// SpecVersion names the vmm-server API version whose spec Spec is,
-	// e.g. "v1"; Spec holds that version's JSON, as the user gave it (the
-	// versioned envelope).
+	// SpecVersion names the version of the spec in Spec, as the versioned
+	// envelope does (e.g. "vmm-server/v1"); Spec holds that version's JSON
+	// as the user gave it.
 	SpecVersion string
 	Spec        []byte
 	Resources   Resources // what a VMM of this instance reserves on its sled
