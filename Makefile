@@ -32,7 +32,7 @@ test: deps check ## everything CI runs: checks, the compatibility gate, unit and
 	@$(MAKE) --no-print-directory fuzz
 	@scripts/count-tests.sh .test-output.txt | tail -2
 
-deps: ## install the Debian packages the tests use where missing (curl, binutils), with apt-get
+deps: ## install the Debian packages the tests use where missing (curl, binutils, postgresql), with apt-get
 	@scripts/deps.sh
 
 unit: ## go test over every package (KVM tests skip with the reason where /dev/kvm is missing)
