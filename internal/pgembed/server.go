@@ -306,6 +306,9 @@ func (s *Server) LogFile() string { return filepath.Join(s.dataDir, logName) }
 // database Start created, as the superuser, over the unix socket.
 func (s *Server) URL() string { return s.DatabaseURL(s.database) }
 
+// ConnString is URL: the connection string of the database Start created.
+func (s *Server) ConnString() string { return s.URL() }
+
 // DatabaseURL is the connection string of database name on this server.
 func (s *Server) DatabaseURL(name string) string {
 	q := url.Values{"host": {s.sockDir}, "port": {strconv.Itoa(port)}, "sslmode": {"disable"}}
