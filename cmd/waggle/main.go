@@ -2,6 +2,8 @@
 // commands that drive it.
 //
 //	waggle server [-listen 127.0.0.1:12400]     run a VMM server
+//	waggle sled-agent [-listen 127.0.0.1:12300] run the VMM servers of a host
+//	waggle control-plane [-listen 127.0.0.1:12200] keep the fleet's records, hear the doorbell
 //	waggle vm <command> [flags]                 drive a VMM server (see waggle vm -h)
 package main
 
@@ -30,6 +32,8 @@ const usage = `usage: waggle <command> [flags]
 commands:
   server      run a VMM server: one VM behind the versioned HTTP API
   sled-agent  run the VMM servers of this host behind the sled-agent API
+  control-plane
+              keep the fleet's instances and VMMs in PostgreSQL; hear the sled agents' doorbell
   vm          drive a VMM server (create, get, spec, run, stop, reboot, watch, serial, migrate)
   version     print the version
 
@@ -55,6 +59,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return daemonHelp("waggle sled-agent runs the VMM servers of this host behind the sled-agent API.", runSledAgent, args[1:], stdout, stderr)
 		}
 		err = runSledAgent(ctx, args[1:], stderr)
+	case "control-plane":
+		if helpAsked(args[1:]) {
+			return daemonHelp("waggle control-plane keeps the fleet's instances and VMMs in PostgreSQL and hears the sled agents' doorbell.", runControlPlane, args[1:], stdout, stderr)
+		}
+		err = runControlPlane(ctx, args[1:], stderr)
 	case "vm":
 		err = runVM(ctx, args[1:], stdin, stdout, stderr)
 	case "version":
