@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -32,9 +33,15 @@ type Runtime interface {
 	RegisterSled(ctx context.Context, s model.Sled) error
 }
 
+// RuntimeTimeout bounds each call into the runtime: a database that hangs
+// answers 503 unavailable after it, rather than holding the agent's
+// request.
+const RuntimeTimeout = 5 * time.Second
+
 // Server implements version 1 of the contract over a Runtime.
 type Server struct {
-	rt Runtime
+	rt      Runtime
+	timeout time.Duration
 }
 
 var _ api.StrictServerInterface = (*Server)(nil)
@@ -60,7 +67,7 @@ func NewHandler(rt Runtime, log *slog.Logger) (http.Handler, error) {
 	bad := func(w http.ResponseWriter, r *http.Request, err error) {
 		httpkit.WriteError(w, r, &httpkit.Error{Status: http.StatusBadRequest, Code: httpkit.CodeInvalidRequest, Message: oapierr.Describe(err)})
 	}
-	strict := api.NewStrictHandlerWithOptions(&Server{rt: rt}, nil, api.StrictHTTPServerOptions{
+	strict := api.NewStrictHandlerWithOptions(&Server{rt: rt, timeout: RuntimeTimeout}, nil, api.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc:  bad,
 		ResponseErrorHandlerFunc: errorWriter(log),
 	})
@@ -72,7 +79,7 @@ func NewHandler(rt Runtime, log *slog.Logger) (http.Handler, error) {
 // VmmChanged is the doorbell: it queues a pull of the VMM's state and
 // answers 202, never waiting for the pull.
 func (s *Server) VmmChanged(ctx context.Context, req api.VmmChangedRequestObject) (api.VmmChangedResponseObject, error) {
-	err := s.rt.Ring(ctx, req.VmmId)
+	err := s.bounded(ctx, func(ctx context.Context) error { return s.rt.Ring(ctx, req.VmmId) })
 	switch {
 	case err == nil:
 		return api.VmmChanged202Response{}, nil
@@ -88,8 +95,23 @@ func (s *Server) SledRegister(ctx context.Context, req api.SledRegisterRequestOb
 	if err != nil {
 		return nil, err
 	}
-	if err := s.rt.RegisterSled(ctx, sled); err != nil {
+	if err := s.bounded(ctx, func(ctx context.Context) error { return s.rt.RegisterSled(ctx, sled) }); err != nil {
 		return nil, fmt.Errorf("register sled %s: %w", req.SledId, err)
 	}
 	return api.SledRegister204Response{}, nil
+}
+
+// bounded runs f under the runtime timeout. When that timeout (not the
+// client's going away) ends it, the error is controlplane.ErrUnavailable.
+func (s *Server) bounded(ctx context.Context, f func(context.Context) error) error {
+	if s.timeout <= 0 {
+		return f(ctx)
+	}
+	inner, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	err := f(inner)
+	if err != nil && ctx.Err() == nil && errors.Is(inner.Err(), context.DeadlineExceeded) && !errors.Is(err, controlplane.ErrUnavailable) {
+		return fmt.Errorf("no answer within %s: %w: %w", s.timeout, controlplane.ErrUnavailable, err)
+	}
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -157,4 +158,36 @@ func TestContractListsEveryCode(t *testing.T) {
 			require.True(t, slices.Contains(Codes, m[1]), "response %s names %s, which is never answered", name, m[1])
 		}
 	}
+}
+
+// blockingRuntime answers only when its context ends.
+type blockingRuntime struct{}
+
+func (blockingRuntime) Ring(ctx context.Context, _ uuid.UUID) error {
+	<-ctx.Done()
+	return fmt.Errorf("query: %w", ctx.Err())
+}
+
+func (blockingRuntime) RegisterSled(ctx context.Context, _ model.Sled) error {
+	<-ctx.Done()
+	return fmt.Errorf("insert: %w", ctx.Err())
+}
+
+// A runtime that hangs (a database that does not answer) is cut off after
+// the timeout and answered 503, not left holding the agent's request; a
+// client that went away is not the runtime's unavailability.
+func TestRuntimeTimeout(t *testing.T) {
+	s := &Server{rt: blockingRuntime{}, timeout: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := s.VmmChanged(ctx, api.VmmChangedRequestObject{VmmId: uuid.New()})
+	require.Equal(t, http.StatusServiceUnavailable, classify(err).Status, "%v", err)
+	body := api.SledRegistration{Address: "h:1", ApiVersions: []string{"v1"}, Capacity: api.SledCapacity{Cpus: 1, MemoryMib: 1}}
+	_, err = s.SledRegister(ctx, api.SledRegisterRequestObject{SledId: uuid.New(), Body: &body})
+	require.Equal(t, http.StatusServiceUnavailable, classify(err).Status, "%v", err)
+
+	gone, stop := context.WithCancel(context.Background())
+	stop()
+	_, err = s.VmmChanged(gone, api.VmmChangedRequestObject{VmmId: uuid.New()})
+	require.Equal(t, http.StatusInternalServerError, classify(err).Status, "%v", err)
 }
