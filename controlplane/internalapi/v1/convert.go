@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"regexp"
 	"strconv"
 
@@ -75,6 +76,9 @@ func checkAddress(addr string) error {
 	n, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || n == 0 || n > math.MaxUint16 {
 		return fmt.Errorf("%q: the port is not from 1 to 65535", addr)
+	}
+	if u, err := url.Parse("http://" + addr); err != nil || u.Host != addr || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("%q is not the host:port of a URL", addr)
 	}
 	return nil
 }
