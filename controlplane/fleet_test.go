@@ -184,15 +184,22 @@ func portRange(n int) (int, int) {
 
 // addSled starts a sled agent that rings the fleet's control plane, and
 // registers its sled as the real command does.
-func (f *fleet) addSled() *sled {
+func (f *fleet) addSled() *sled { return f.addSledDialing(nil) }
+
+// addSledDialing is addSled with the VMM servers reached by dial: nil plays
+// their instances (sledtest), vmmclient.New(nil) runs real VMs on KVM.
+func (f *fleet) addSledDialing(dial sledagent.Dialer) *sled {
 	t := f.t
 	ctx := context.Background()
 	s := &sled{root: t.TempDir(), fakes: sledtest.NewFakes()}
+	if dial == nil {
+		dial = s.fakes.Dial
+	}
 	bell, err := cpclient.New("http://"+f.cpAddr, func() (string, error) { return f.cpToken, nil })
 	require.NoError(t, err)
 	lo, hi := portRange(20)
 	s.agent, err = sledagent.New(sledagent.Options{Root: s.root, Capacity: sledagent.Resources{CPUs: 8, MemoryMiB: 4096},
-		PortMin: lo, PortMax: hi, VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: s.fakes.Dial, Bell: bell,
+		PortMin: lo, PortMax: hi, VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: dial, Bell: bell,
 		Backoff: sledagent.Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}, Log: quiet()})
 	require.NoError(t, err)
 	s.id = s.agent.SledID()

@@ -35,7 +35,8 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	sledTokenFile := fs.String("sled-agent-token-file", "", "file holding the bearer token the fleet's sled agents accept\n"+
 		"(default: for each sled, the token its agent generated on this host, found by the sled's address)")
 	dataDir := fs.String("data-dir", "", "the control plane's directory; the embedded PostgreSQL lives in its postgres/\n"+
-		"(default $XDG_DATA_HOME/waggle/control-plane, else ~/.local/share/waggle/control-plane; made 0700)")
+		"(default $XDG_DATA_HOME/waggle/control-plane, else ~/.local/share/waggle/control-plane, and for root\n"+
+		"/var/lib/waggle/control-plane)")
 	dbURL := fs.String("database-url", "", "PostgreSQL to keep the records in, e.g. postgres://waggle@db.example:5432/waggle\n"+
 		"(default $DATABASE_URL; when neither is set, an embedded PostgreSQL started from this host's binaries)")
 	watchEvery := fs.Duration("watch-interval", 30*time.Second, "how often the instance watcher checks every VMM on every sled")
@@ -176,8 +177,21 @@ func sledTokenSource(file string) (sledclient.TokenFunc, error) {
 	}, nil
 }
 
-// controlPlaneDir returns the control plane's absolute directory, made 0700.
+// controlPlaneDir returns the control plane's absolute directory, made
+// when missing. PostgreSQL refuses to run as root, so under root the
+// embedded one runs as another account, which must be able to pass through
+// this directory to its postgres/: for root the directory is made 0711 (no
+// one else may list it) and the default is /var/lib/waggle/control-plane
+// rather than one beneath root's home (0700 on Debian). For anyone else it
+// is made 0700.
 func controlPlaneDir(dir string) (string, error) {
+	mode := os.FileMode(0o700)
+	if os.Geteuid() == 0 {
+		mode = 0o711
+		if dir == "" && os.Getenv("XDG_DATA_HOME") == "" {
+			dir = "/var/lib/waggle/control-plane"
+		}
+	}
 	if dir == "" {
 		var err error
 		if dir, err = defaultDataDir("control-plane"); err != nil {
@@ -188,5 +202,11 @@ func controlPlaneDir(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return abs, os.MkdirAll(abs, 0o700)
+	if err := os.MkdirAll(filepath.Dir(abs), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(abs, mode); err != nil && !os.IsExist(err) {
+		return "", err
+	}
+	return abs, nil
 }

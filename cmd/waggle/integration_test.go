@@ -92,16 +92,30 @@ func startServerIn(t testing.TB, root string, env ...string) *serverProc {
 func startServerFlags(t testing.TB, root string, flags []string, env ...string) *serverProc {
 	t.Helper()
 	args := append([]string{"server", "-listen", "127.0.0.1:0", "-auth-token-file", testTokenFile, "-storage-root", root}, flags...)
-	cmd := exec.Command(waggleBin, args...)
+	p := &serverProc{token: testToken, root: root}
+	p.cmd, p.log, p.exited, p.addr = startDaemon(t, args, env, listenLine)
+	var err error
+	p.client, err = api.NewClientWithResponses("http://"+p.addr+"/v1", api.WithRequestEditorFn(httpkit.BearerAuth(p.token)))
+	require.NoError(t, err)
+	return p
+}
+
+// startDaemon starts `waggle <args>` and waits until its log shows the
+// address it listens on (the first group of listening); the test's cleanup
+// interrupts it, and prints its log when the test failed. exited is closed
+// once the process has exited and its log is read.
+func startDaemon(t testing.TB, args, env []string, listening *regexp.Regexp) (cmd *exec.Cmd, log *syncBuffer, exited chan struct{}, addr string) {
+	t.Helper()
+	cmd = exec.Command(waggleBin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	p := &serverProc{cmd: cmd, token: testToken, root: root, log: &syncBuffer{}, exited: make(chan struct{})}
+	log, exited = &syncBuffer{}, make(chan struct{})
 	t.Cleanup(func() {
-		p.stop()
+		stopProc(cmd, exited)
 		if t.Failed() {
-			t.Logf("server log:\n%s", p.log.String())
+			t.Logf("waggle %s log:\n%s", args[0], log.String())
 		}
 	})
 	addrc := make(chan string, 1)
@@ -111,41 +125,43 @@ func startServerFlags(t testing.TB, root string, flags []string, env ...string) 
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
-			p.log.WriteString(line + "\n")
-			if m := listenLine.FindStringSubmatch(line); m != nil {
+			log.WriteString(line + "\n")
+			if m := listening.FindStringSubmatch(line); m != nil {
 				select {
 				case addrc <- m[1]:
 				default:
 				}
 			}
 		}
-		_, _ = io.Copy(io.Discard, stderr) // a line over the limit: the server must not block on its log
+		_, _ = io.Copy(io.Discard, stderr) // a line over the limit: the process must not block on its log
 		_ = cmd.Wait()
-		close(p.exited)
+		close(exited)
 	}()
 	select {
-	case p.addr = <-addrc:
-	case <-p.exited:
-		t.Fatalf("the server exited before it listened: %v\n%s", cmd.ProcessState, p.log.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("the server did not start listening")
+	case addr = <-addrc:
+	case <-exited:
+		t.Fatalf("waggle %s exited before it listened: %v\n%s", args[0], cmd.ProcessState, log.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("waggle %s did not start listening", args[0])
 	}
-	p.client, err = api.NewClientWithResponses("http://"+p.addr+"/v1", api.WithRequestEditorFn(httpkit.BearerAuth(p.token)))
-	require.NoError(t, err)
-	return p
+	return cmd, log, exited, addr
+}
+
+// stopProc interrupts a process and waits for it to exit, killing it
+// after 10 s; it may be called more than once.
+func stopProc(cmd *exec.Cmd, exited chan struct{}) {
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
 }
 
 // stop interrupts the server and waits for it to exit; it may be called
 // more than once.
-func (p *serverProc) stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
+func (p *serverProc) stop() { stopProc(p.cmd, p.exited) }
 
 // syncBuffer is a bytes.Buffer safe for one writer and other readers: a
 // subprocess's output, read by the test as it comes.
