@@ -89,20 +89,8 @@ func newRig(t *testing.T, opts func(*controlplane.Options)) *rig {
 	store, err := db.Open(ctx, pgtest.Database(t), db.WithLogger(quiet()))
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
-	r := &rig{store: store, sled: &scriptedSled{started: make(chan struct{}, 100)}, vmm: uuid.New(), inst: uuid.New()}
-	sledID := uuid.New()
-	now := time.Now().UTC()
-	require.NoError(t, store.RegisterSled(ctx, model.Sled{ID: sledID, Address: "127.0.0.1:9", APIVersions: []string{"v1"},
-		Capacity: model.Resources{CPUs: 4, MemoryMiB: 1024}, State: model.SledActive, TimeCreated: now, LastContact: now}))
-	require.NoError(t, store.CreateInstance(ctx, model.Instance{ID: r.inst, Name: "rig", SpecVersion: "vmm-server/v1", Spec: []byte(tickerSpec),
-		Resources: model.Resources{CPUs: 1, MemoryMiB: 64}, TimeCreated: now,
-		Runtime: model.InstanceRuntime{State: model.InstanceNoVmm, Gen: 1, TimeUpdated: now}}))
-	require.NoError(t, store.CreateVmm(ctx, model.Vmm{ID: r.vmm, InstanceID: r.inst, SledID: sledID, Resources: model.Resources{CPUs: 1, MemoryMiB: 64},
-		TimeCreated: now, Runtime: model.VmmRuntime{State: model.VmmCreating, Gen: 1, TimeUpdated: now}}))
-	res, err := store.UpdateInstanceRuntime(ctx, r.inst, model.InstanceRuntime{State: model.InstanceVmm, Gen: 2, TimeUpdated: now,
-		ActiveVmm: uuid.NullUUID{UUID: r.vmm, Valid: true}})
-	require.NoError(t, err)
-	require.Equal(t, model.WriteUpdated, res)
+	r := &rig{store: store, sled: &scriptedSled{started: make(chan struct{}, 100)}}
+	r.vmm, r.inst = seedRunningVmm(t, store)
 	r.sled.set(model.VmmRunning, 2)
 
 	o := cpOptions(store, func(model.Sled) (controlplane.SledClient, error) { return r.sled, nil })
@@ -116,6 +104,27 @@ func newRig(t *testing.T, opts func(*controlplane.Options)) *rig {
 	go func() { defer close(done); _ = r.cp.Run(runCtx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return r
+}
+
+// seedRunningVmm stores an active sled, an instance and its active VMM
+// (created at generation 1), and returns the VMM's id and the instance's.
+func seedRunningVmm(t *testing.T, store *db.DB) (uuid.UUID, uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	vmm, inst, sledID := uuid.New(), uuid.New(), uuid.New()
+	now := time.Now().UTC()
+	require.NoError(t, store.RegisterSled(ctx, model.Sled{ID: sledID, Address: "127.0.0.1:9", APIVersions: []string{"v1"},
+		Capacity: model.Resources{CPUs: 4, MemoryMiB: 1024}, State: model.SledActive, TimeCreated: now, LastContact: now}))
+	require.NoError(t, store.CreateInstance(ctx, model.Instance{ID: inst, Name: "rig", SpecVersion: "vmm-server/v1", Spec: []byte(tickerSpec),
+		Resources: model.Resources{CPUs: 1, MemoryMiB: 64}, TimeCreated: now,
+		Runtime: model.InstanceRuntime{State: model.InstanceNoVmm, Gen: 1, TimeUpdated: now}}))
+	require.NoError(t, store.CreateVmm(ctx, model.Vmm{ID: vmm, InstanceID: inst, SledID: sledID, Resources: model.Resources{CPUs: 1, MemoryMiB: 64},
+		TimeCreated: now, Runtime: model.VmmRuntime{State: model.VmmCreating, Gen: 1, TimeUpdated: now}}))
+	res, err := store.UpdateInstanceRuntime(ctx, inst, model.InstanceRuntime{State: model.InstanceVmm, Gen: 2, TimeUpdated: now,
+		ActiveVmm: uuid.NullUUID{UUID: vmm, Valid: true}})
+	require.NoError(t, err)
+	require.Equal(t, model.WriteUpdated, res)
+	return vmm, inst
 }
 
 func (r *rig) stored(t *testing.T) model.Vmm {
