@@ -94,6 +94,9 @@ type ControlPlane struct {
 	mu     sync.Mutex
 	queued map[uuid.UUID]*ringState
 	ready  chan uuid.UUID
+
+	touchMu sync.Mutex
+	touched map[uuid.UUID]time.Time // guarded by touchMu: when each sled's contact was last written
 }
 
 // ringState is one VMM's place in the doorbell's queue.
@@ -109,7 +112,7 @@ func New(o Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	return &ControlPlane{o: o, log: o.Logger, metrics: newMetrics(),
-		queued: map[uuid.UUID]*ringState{}, ready: make(chan uuid.UUID, o.QueueLimit)}, nil
+		queued: map[uuid.UUID]*ringState{}, ready: make(chan uuid.UUID, o.QueueLimit), touched: map[uuid.UUID]time.Time{}}, nil
 }
 
 // Run works the doorbell's queue and runs the instance watcher until ctx

@@ -162,9 +162,7 @@ func (c *ControlPlane) sync(ctx context.Context, id uuid.UUID) (Outcome, error) 
 	case err != nil:
 		return OutcomeError, fmt.Errorf("pull VMM %s from sled %s: %w", id, sled.ID, err)
 	}
-	if err := c.o.Store.TouchSled(ctx, sled.ID, now); err != nil {
-		c.log.Warn("could not note the sled's contact", "sled", sled.ID, "err", err)
-	}
+	c.touch(ctx, sled.ID, now)
 	applied, err := c.o.Store.ApplySledVmmState(ctx, id, addr, st, now)
 	if err != nil {
 		return OutcomeError, fmt.Errorf("store the state of VMM %s: %w", id, err)
@@ -225,4 +223,26 @@ func (c *ControlPlane) retire(ctx context.Context, client SledClient, v model.Vm
 	}
 	c.log.Info("VMM retired", "vmm", v.ID, "sled", v.SledID, "state", v.Runtime.State.String())
 	return nil
+}
+
+// touchEvery spaces the writes of a sled's last contact: every answer
+// counts as contact, but one write a second says as much as a thousand.
+const touchEvery = time.Second
+
+// touch notes that a sled answered at now, writing it at most once per
+// touchEvery for each sled.
+func (c *ControlPlane) touch(ctx context.Context, sled uuid.UUID, now time.Time) {
+	c.touchMu.Lock()
+	last, ok := c.touched[sled]
+	due := !ok || now.Sub(last) >= touchEvery
+	if due {
+		c.touched[sled] = now
+	}
+	c.touchMu.Unlock()
+	if !due {
+		return
+	}
+	if err := c.o.Store.TouchSled(ctx, sled, now); err != nil {
+		c.log.Warn("could not note the sled's contact", "sled", sled, "err", err)
+	}
 }

@@ -52,7 +52,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // HTTP and running real VMM server processes, whose instances are played:
 // there is no KVM here).
 type fleet struct {
-	t       *testing.T
+	t       testing.TB
 	dbURL   string
 	store   *db.DB
 	cpAddr  string // the internal API's address, kept across restarts
@@ -83,7 +83,7 @@ func cpOptions(store controlplane.Store, dial controlplane.SledDialer) controlpl
 		CallTimeout: 2 * time.Second, RetryBackoff: 5 * time.Millisecond, SledLostAfter: time.Hour}
 }
 
-func newFleet(t *testing.T, sleds int) *fleet {
+func newFleet(t testing.TB, sleds int) *fleet {
 	t.Helper()
 	ctx := context.Background()
 	f := &fleet{t: t, dbURL: pgtest.Database(t)}
@@ -274,7 +274,7 @@ func (f *fleet) start(in model.Instance, s *sled) uuid.UUID {
 }
 
 // addrOf is the address of VMM id's server on s.
-func (s *sled) addrOf(t *testing.T, id uuid.UUID) string {
+func (s *sled) addrOf(t testing.TB, id uuid.UUID) string {
 	v, err := s.agent.Get(id)
 	require.NoError(t, err)
 	return v.Addr
@@ -308,7 +308,7 @@ func inState(name string) func(model.Vmm) bool {
 }
 
 // pidOf reads a VMM's pid from its agent's registry on disk.
-func (s *sled) pidOf(t *testing.T, id uuid.UUID) int {
+func (s *sled) pidOf(t testing.TB, id uuid.UUID) int {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(s.root, "registry.json"))
 	require.NoError(t, err)

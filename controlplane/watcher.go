@@ -138,9 +138,7 @@ func (c *ControlPlane) sledAnswers(ctx context.Context, s model.Sled) bool {
 	if err != nil {
 		return false
 	}
-	if err := c.o.Store.TouchSled(ctx, s.ID, c.o.Now()); err != nil {
-		c.log.Warn("could not note the sled's contact", "sled", s.ID, "err", err)
-	}
+	c.touch(ctx, s.ID, c.o.Now())
 	return true
 }
 
