@@ -101,3 +101,29 @@ func TestUnavailableWhileTheDatabaseIsDownThenRecovers(t *testing.T) {
 		}
 	}, 30*time.Second, 50*time.Millisecond)
 }
+
+// Two control planes starting at once on a fresh database: goose's lock
+// table lets one migrate while the other waits; both open.
+func TestConcurrentOpensMigrateOnce(t *testing.T) {
+	ctx := ctxT(t)
+	url := pgtest.Database(t)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			d, err := Open(ctx, url)
+			if err == nil {
+				d.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		require.NoError(t, <-errs)
+	}
+	d, err := Open(ctx, url)
+	require.NoError(t, err)
+	defer d.Close()
+	var applied int
+	require.NoError(t, d.Pool().QueryRow(ctx, "SELECT count(*) FROM goose_db_version WHERE version_id = $1", SchemaVersion()).Scan(&applied))
+	require.Equal(t, 1, applied)
+}

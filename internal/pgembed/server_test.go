@@ -205,3 +205,18 @@ func TestUnreachableDirIsNamedWhenRoot(t *testing.T) {
 	require.Contains(t, err.Error(), "does not let it reach")
 	require.False(t, errors.Is(err, ErrNoBinaries))
 }
+
+// A server that will not start: the error names pg_ctl and carries the
+// server log's own words.
+func TestStartFailureNamesTheProgramAndItsLog(t *testing.T) {
+	needBinaries(t)
+	ctx := testCtx(t)
+	dir := filepath.Join(testDir(t), "data")
+	_, err := Start(ctx, Options{Dir: dir, Settings: map[string]string{"shared_buffers": "lots"}})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "pg_ctl start -D "+dir)
+	require.Contains(t, err.Error(), `invalid value for parameter "shared_buffers"`)
+	// The cluster was made; a start with sound settings works.
+	s := startT(t, ctx, dir)
+	require.Equal(t, 1, queryInt(t, ctx, s.URL(), "SELECT 1"))
+}

@@ -49,6 +49,10 @@ import (
 // by the pid of the test binary that made it.
 const dirPrefix = "waggle-pgtest-"
 
+// sweepRoot is where the shared servers' directories are made and their
+// orphans looked for; tests of this package point it elsewhere.
+var sweepRoot = os.TempDir()
+
 // settings trade durability for speed: a test's database dies with it.
 var settings = map[string]string{
 	"fsync":              "off",
@@ -164,7 +168,7 @@ func newDatabase(testName string) (*pgxpool.Pool, *pgembed.Server, string, error
 // shared server in a directory of its own.
 func startLocked(ctx context.Context) error {
 	sweepOrphans(ctx)
-	d, err := os.MkdirTemp("", dirPrefix+strconv.Itoa(os.Getpid())+"-")
+	d, err := os.MkdirTemp(sweepRoot, dirPrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return err
 	}
@@ -195,7 +199,7 @@ func startLocked(ctx context.Context) error {
 // sweepOrphans stops the servers of test binaries that are gone and
 // removes their directories.
 func sweepOrphans(ctx context.Context) {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	dirs, _ := filepath.Glob(filepath.Join(sweepRoot, dirPrefix+"*"))
 	for _, d := range dirs {
 		rest := strings.TrimPrefix(filepath.Base(d), dirPrefix)
 		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])

@@ -2,12 +2,18 @@ package pgtest
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wagglevm/waggle/internal/pgembed"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -66,4 +72,46 @@ func TestDBName(t *testing.T) {
 	long := dbName("TestA/Very Long-Name"+strings.Repeat("x", 100), 12345)
 	require.LessOrEqual(t, len(long), 63)
 	require.Regexp(t, `^t_[a-z0-9_]+_12345$`, long)
+}
+
+// A server left behind by a test binary that is gone is stopped and its
+// directory removed by the next one's sweep; a live one's is left alone.
+func TestSweepStopsOrphansOfDeadBinaries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if !pgembed.Available() {
+		t.Skipf("skipped: %v", pgembed.ErrNoBinaries)
+	}
+	// A root of its own: other test binaries sweep the shared one, and
+	// would take this test's orphan.
+	root, err := os.MkdirTemp("", "pgtest-sweep-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(root) })
+	require.NoError(t, os.Chmod(root, 0o755))
+	old := sweepRoot
+	sweepRoot = root
+	t.Cleanup(func() { sweepRoot = old })
+
+	dead := exec.Command("true")
+	require.NoError(t, dead.Run())
+	deadPid := dead.Process.Pid
+	orphan, err := os.MkdirTemp(root, dirPrefix+strconv.Itoa(deadPid)+"-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(orphan) })
+	require.NoError(t, os.Chmod(orphan, 0o755))
+	srv, err := pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(orphan, "data")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	// A directory of a live process (this one's parent) stays.
+	alive, err := os.MkdirTemp(root, dirPrefix+strconv.Itoa(os.Getppid())+"-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(alive) })
+
+	sweepOrphans(ctx)
+	_, err = os.Stat(orphan)
+	require.True(t, os.IsNotExist(err), "the orphan's directory is still there")
+	_, err = pgx.Connect(ctx, srv.URL())
+	require.Error(t, err, "the orphan's server still answers")
+	_, err = os.Stat(alive)
+	require.NoError(t, err)
 }
