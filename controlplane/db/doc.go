@@ -20,7 +20,9 @@
 // deadlocks).
 //
 // Conversions between rows and controlplane/model types happen here and
-// nowhere else; a row that does not convert is an error naming its table,
+// nowhere else. Times come back in UTC, to the microsecond (PostgreSQL's
+// precision); an instance's spec, kept as JSONB, comes back as the same
+// JSON value, not necessarily the same bytes; a row that does not convert is an error naming its table,
 // row and column. Errors wrap controlplane.ErrUnavailable when the database
 // cannot be reached, ErrConflict when an invariant refuses a write, and
 // ErrNotFound for a missing record. Database passwords are never logged or
