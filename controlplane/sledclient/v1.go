@@ -76,11 +76,14 @@ func (s *v1) VmmState(ctx context.Context, id uuid.UUID) (string, model.SledVmmS
 	return addr, st, nil
 }
 
-// Unregister tells the agent to forget a terminal VMM (DELETE
-// /v1/vmms/{id}, without force); one it does not know is no error.
+// Unregister tells the agent to forget a VMM the control plane holds
+// terminal (DELETE /v1/vmms/{id}?force=true: one the control plane failed
+// while its sled was silent must not run on); one it does not know is no
+// error.
 func (s *v1) Unregister(ctx context.Context, id uuid.UUID) error {
+	force := true
 	cl, a, err := s.c.do(ctx, fmt.Sprintf("unregister VMM %s", id), func(ctx context.Context, e editor) (*http.Response, error) {
-		return s.api.VmmUnregister(ctx, id, &api.VmmUnregisterParams{}, e)
+		return s.api.VmmUnregister(ctx, id, &api.VmmUnregisterParams{Force: &force}, e)
 	})
 	if err != nil {
 		return err

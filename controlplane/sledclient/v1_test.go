@@ -241,7 +241,7 @@ func TestPing(t *testing.T) {
 	}
 }
 
-// Unregister asks without force; a VMM the agent does not know is no
+// Unregister asks with force (the control plane holds the VMM terminal); a VMM the agent does not know is no
 // error, one it will not forget is.
 func TestUnregister(t *testing.T) {
 	id := uuid.New()
@@ -250,7 +250,7 @@ func TestUnregister(t *testing.T) {
 	reqs := agent.requests()
 	require.Equal(t, http.MethodDelete, reqs[0].Method)
 	require.Equal(t, "/v1/vmms/"+id.String(), reqs[0].URL.Path)
-	require.Empty(t, reqs[0].URL.RawQuery, "never force")
+	require.Equal(t, "force=true", reqs[0].URL.RawQuery, "a VMM the control plane holds terminal must not run on")
 	require.Equal(t, "Bearer "+testToken, reqs[0].Header.Get("Authorization"))
 
 	gone := newAgent(t, jsonAnswer(404, `{"error_code":"no_such_vmm","message":"x","request_id":"r"}`))
