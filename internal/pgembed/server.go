@@ -224,6 +224,16 @@ func (s *Server) start(ctx context.Context, timeout time.Duration, settings map[
 			}
 			continue
 		}
+		if ctx.Err() != nil {
+			// pg_ctl was stopped with its context, and the server may come
+			// up all the same: leave none behind. (Only then: a start that
+			// lost a race for the directory must not stop the winner.)
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if _, up := s.running(cctx); up {
+				_, _ = s.run(cctx, s.bins.PgCtl, "stop", "-D", s.dataDir, "-m", "immediate", "-w", "-t", "20")
+			}
+			cancel()
+		}
 		return fmt.Errorf("pgembed: %s start -D %s: %w\n%s\nserver log %s:\n%s", s.bins.PgCtl, s.dataDir, err,
 			tail(out, 10), logFile, tail(log, 20))
 	}
@@ -267,15 +277,15 @@ func (s *Server) ensureDatabase(ctx context.Context, name string) error {
 }
 
 // Stop stops the server (pg_ctl stop -m fast, then -m immediate when the
-// fast stop did not finish within ctx's time or 30 seconds). Stopping a
-// stopped server does nothing.
+// fast stop did not finish within ctx's time or 30 seconds) and removes the
+// socket directory Start made, if any. Stopping a stopped server does
+// nothing.
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
 		return nil
 	}
-	defer s.removeSocketDir()
 	fast, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	out, err := s.run(fast, s.bins.PgCtl, "stop", "-D", s.dataDir, "-m", "fast", "-w", "-t", "30")
@@ -289,6 +299,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		}
 	}
 	s.stopped = true
+	s.removeSocketDir()
 	s.logger.Info("postgres stopped", "dir", s.dataDir)
 	return nil
 }
