@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wagglevm/waggle/controlplane/model"
 	"github.com/wagglevm/waggle/sledagent"
 )
 
@@ -16,7 +15,8 @@ import (
 // the new state at the agent's generation. The path: the agent's watcher
 // sees the change, bumps its generation and rings; the control plane
 // answers 202, pulls the state from the agent and stores it. Reported: p50
-// and p99 in ms, beside the aim of a p99 under 20 ms.
+// and p99 in ms, beside the aim of a p99 under 20 ms. The row is polled
+// every 250 µs, which adds up to that much to each figure.
 func BenchmarkDoorbellToRow(b *testing.B) {
 	f := newFleet(b, 1)
 	s := f.sleds[0]
@@ -43,6 +43,9 @@ func BenchmarkDoorbellToRow(b *testing.B) {
 			if time.Since(start) > 10*time.Second {
 				b.Fatalf("change %d never reached the row", i)
 			}
+			// Poll gently: a loop of back-to-back queries would take a
+			// core from the path it measures.
+			time.Sleep(250 * time.Microsecond)
 		}
 		lat = append(lat, time.Since(start))
 	}
@@ -53,5 +56,4 @@ func BenchmarkDoorbellToRow(b *testing.B) {
 	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
 	b.ReportMetric(20, "p99-aim-ms")
 	b.ReportMetric(float64(len(lat)), "changes")
-	_ = model.VmmRunning
 }
