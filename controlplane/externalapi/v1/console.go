@@ -1,0 +1,124 @@
+package v1
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/coder/websocket"
+
+	api "github.com/wagglevm/waggle/gen/control-plane/v1"
+	"github.com/wagglevm/waggle/internal/httpkit"
+)
+
+// rawHTTP carries the connection's writer and request to the console
+// endpoint, which the strict interface otherwise hides.
+type rawHTTP struct {
+	w http.ResponseWriter
+	r *http.Request
+}
+
+type rawHTTPKey struct{}
+
+func withRawHTTP(f api.StrictHandlerFunc, operationID string) api.StrictHandlerFunc {
+	if operationID != "InstanceSerial" {
+		return f
+	}
+	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+		return f(context.WithValue(ctx, rawHTTPKey{}, rawHTTP{w, r}), w, r, req)
+	}
+}
+
+// upgraded is the answer once the connection was taken over.
+type upgraded struct{}
+
+func (upgraded) VisitInstanceSerialResponse(http.ResponseWriter) error { return nil }
+
+// InstanceSerial passes the console of the instance's active VMM through:
+// it opens the console first (so that a refusal answers its code), then
+// upgrades the client and pumps bytes both ways until either side ends.
+// The console lives as long as the request: Operations.OpenSerial gets the
+// request's context, not the operations' timeout.
+func (s *Server) InstanceSerial(ctx context.Context, req api.InstanceSerialRequestObject) (api.InstanceSerialResponseObject, error) {
+	raw, _ := ctx.Value(rawHTTPKey{}).(rawHTTP)
+	if raw.r == nil || !isWebSocketUpgrade(raw.r) {
+		return nil, &httpkit.Error{Status: http.StatusBadRequest, Code: CodeNotUpgraded,
+			Message: "the console is a WebSocket: send Connection: Upgrade and Upgrade: websocket"}
+	}
+	ref, err := ParseRef(req.Instance)
+	if err != nil {
+		return nil, err
+	}
+	var from *uint64
+	if p := req.Params.FromStart; p != nil {
+		if *p < 0 {
+			return nil, &fieldError{Field: "query from_start", Problem: "must be 0 or more"}
+		}
+		n := uint64(*p)
+		from = &n
+	}
+	conn, err := s.ops.OpenSerial(ctx, ref, from)
+	if err != nil {
+		return nil, &opError{op: "attach to the console of", ref: ref, err: err}
+	}
+	defer conn.Close()
+	ws, err := websocket.Accept(raw.w, raw.r, nil)
+	if err != nil {
+		return upgraded{}, nil // Accept has answered the client
+	}
+	pump(raw.r.Context(), ws, conn)
+	return upgraded{}, nil
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	hasUpgrade := false
+	for _, v := range r.Header.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				hasUpgrade = true
+			}
+		}
+	}
+	return hasUpgrade && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// pump copies the console's output to the client and the client's messages
+// to the console until either ends; it closes the client's WebSocket
+// normally when the console ended.
+func pump(ctx context.Context, ws *websocket.Conn, conn io.ReadWriteCloser) {
+	defer ws.CloseNow()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		defer cancel()
+		defer conn.Close()
+		for {
+			typ, data, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			if typ == websocket.MessageBinary || typ == websocket.MessageText {
+				if _, err := conn.Write(data); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() == nil {
+				ws.Close(websocket.StatusNormalClosure, "the instance's console ended")
+			}
+			return
+		}
+	}
+}
