@@ -14,6 +14,7 @@ import (
 
 	"github.com/wagglevm/waggle/controlplane"
 	"github.com/wagglevm/waggle/controlplane/db"
+	"github.com/wagglevm/waggle/controlplane/externalapi"
 	"github.com/wagglevm/waggle/controlplane/internalapi"
 	"github.com/wagglevm/waggle/controlplane/sledclient"
 	"github.com/wagglevm/waggle/internal/httpkit"
@@ -32,6 +33,9 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	listen := fs.String("listen", DefaultControlPlaneListen, "address to serve the internal API (the sled agents' doorbell) on")
 	tokenFile := fs.String("auth-token-file", "", "file holding the bearer token the sled agents send (mode 0600, at least 32 characters);\n"+
 		"without it the control plane makes one and writes it where agents on this host find it")
+	apiListen := fs.String("api-listen", DefaultAPIListen, "address to serve the external API (`waggle instance`, `waggle sled`) on")
+	apiTokenFile := fs.String("api-token-file", "", "file holding the bearer token users of the external API send (mode 0600, at least 32\n"+
+		"characters); without it the control plane makes one and writes it where the CLI on this host finds it")
 	sledTokenFile := fs.String("sled-agent-token-file", "", "file holding the bearer token the fleet's sled agents accept\n"+
 		"(default: for each sled, the token its agent generated on this host, found by the sled's address)")
 	dataDir := fs.String("data-dir", "", "the control plane's directory; the embedded PostgreSQL lives in its postgres/\n"+
@@ -77,6 +81,12 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	token, err := readAuthToken(*tokenFile)
 	if err != nil {
 		return err
+	}
+	apiToken := ""
+	if *apiTokenFile != "" {
+		if apiToken, err = httpkit.ReadTokenFile(*apiTokenFile); err != nil {
+			return fmt.Errorf("--api-token-file: %w", err)
+		}
 	}
 
 	url := *dbURL
@@ -130,6 +140,27 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	srv := httpkit.NewServer(h, httpkit.ServerOptions{Log: log})
 	log.Info("waggle control-plane listening", "addr", ln.Addr().String(), "token_file", tokenPath)
 
+	ops, ok := any(cp).(controlplane.Operations)
+	if !ok {
+		return errors.New("this build's control plane serves no external API (it does not implement controlplane.Operations)")
+	}
+	apiLn, err := net.Listen("tcp", *apiListen)
+	if err != nil {
+		return fmt.Errorf("listen for the external API (-api-listen): %w", err)
+	}
+	defer apiLn.Close()
+	apiToken, apiTokenPath, dropAPIToken, err := servingToken(log, stderr, apiLn, *apiTokenFile, apiToken)
+	if err != nil {
+		return fmt.Errorf("the external API's token: %w", err)
+	}
+	defer dropAPIToken()
+	apiH, err := externalapi.NewHandler(ops, httpkit.HandlerOptions{Log: log, Auth: httpkit.BearerToken(apiToken)})
+	if err != nil {
+		return err
+	}
+	apiSrv := httpkit.NewServer(apiH, httpkit.ServerOptions{Log: log})
+	log.Info("waggle control-plane external API listening", "addr", apiLn.Addr().String(), "token_file", apiTokenPath)
+
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	ran := make(chan struct{})
@@ -137,8 +168,9 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 		defer close(ran)
 		_ = cp.Run(runCtx)
 	}()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- apiSrv.Serve(apiLn) }()
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -146,8 +178,10 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	log.Info("shutting down", "grace", *grace)
 	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
-	if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) && err == nil {
-		err = serr
+	for _, s := range []*httpkit.Server{apiSrv, srv} {
+		if serr := s.Shutdown(sctx); serr != nil && !errors.Is(serr, context.DeadlineExceeded) && err == nil {
+			err = serr
+		}
 	}
 	stopRun()
 	<-ran

@@ -37,7 +37,7 @@ func TestControlPlaneProcessHearsASledAgent(t *testing.T) {
 	require.NoError(t, httpkit.WriteTokenFile(tokenFile, token)) // makes base 0700
 	require.NoError(t, os.Chmod(base, 0o711))
 
-	cpArgs := []string{"control-plane", "-listen", "127.0.0.1:0", "-auth-token-file", tokenFile,
+	cpArgs := []string{"control-plane", "-listen", "127.0.0.1:0", "-api-listen", "127.0.0.1:0", "-auth-token-file", tokenFile,
 		"-data-dir", filepath.Join(base, "cp"), "-sled-agent-token-file", testTokenFile}
 	cp, cpLog, cpExited, cpAddr := startDaemon(t, cpArgs, []string{"DATABASE_URL="}, cpListening)
 	_, _, _, sledAddr := startDaemon(t, []string{"sled-agent", "-listen", "127.0.0.1:0", "-auth-token-file", testTokenFile,

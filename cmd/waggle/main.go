@@ -5,6 +5,8 @@
 //	waggle sled-agent [-listen 127.0.0.1:12300] run the VMM servers of a host
 //	waggle control-plane [-listen 127.0.0.1:12200] keep the fleet's records, hear the doorbell
 //	waggle vm <command> [flags]                 drive a VMM server (see waggle vm -h)
+//	waggle instance <command> [flags]           drive the fleet's instances (see waggle instance -h)
+//	waggle sled list                            list the fleet's sleds
 package main
 
 import (
@@ -35,9 +37,12 @@ commands:
   control-plane
               keep the fleet's instances and VMMs in PostgreSQL; hear the sled agents' doorbell
   vm          drive a VMM server (create, get, spec, run, stop, reboot, watch, serial, migrate)
+  instance    drive the fleet's instances through the control plane (create, list, get, start, stop,
+              reboot, migrate, delete, serial)
+  sled        list the fleet's sleds (list)
   version     print the version
 
-` + "`waggle <command> -h` shows a command's flags; `waggle vm -h` lists the vm commands.\n"
+` + "`waggle <command> -h` shows a command's flags; `waggle vm -h`, `waggle instance -h` list their commands.\n"
 
 // run executes one command line and returns the exit status: 0 when it
 // did its job or printed the help asked for (on stdout), 2 for a command
@@ -66,6 +71,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runControlPlane(ctx, args[1:], stderr)
 	case "vm":
 		err = runVM(ctx, args[1:], stdin, stdout, stderr)
+	case "instance":
+		err = runInstance(ctx, args[1:], stdin, stdout, stderr)
+	case "sled":
+		err = runSled(ctx, args[1:], stdout, stderr)
 	case "version":
 		switch {
 		case helpAsked(args[1:]):
