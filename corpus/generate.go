@@ -29,6 +29,7 @@ var Generators = []Generator{
 	{Version{API: "vmm-server", N: 1}, synthVMMServerV1},
 	{Version{API: "sled-agent", N: 1}, synthSledAgentV1},
 	{Version{API: "control-plane-internal", N: 1}, synthControlPlaneInternalV1},
+	{Version{API: "control-plane", N: 1}, synthControlPlaneV1},
 }
 
 // CapturedPrefix starts the name of a file captured from a running server

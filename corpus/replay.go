@@ -45,6 +45,7 @@ func NewReplayer(root, tmp string) *Replayer {
 			{API: "vmm-server", N: 1}:             vmmServerV1Handlers(),
 			{API: "sled-agent", N: 1}:             sledAgentV1Handlers(),
 			{API: "control-plane-internal", N: 1}: controlPlaneInternalV1Handlers(),
+			{API: "control-plane", N: 1}:          controlPlaneV1Handlers(),
 		},
 		TempDir: tmp,
 	}
