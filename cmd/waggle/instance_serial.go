@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 
 	"github.com/coder/websocket"
 	"golang.org/x/term"
@@ -21,7 +20,6 @@ import (
 func (c *cpCmd) serial(ctx context.Context, args []string, stdin io.Reader) error {
 	until := c.fs.String("until", "", "detach once the guest has printed this text")
 	timeout := c.fs.Duration("timeout", 0, "detach after this long (0: never)")
-	from := c.fs.Int64("from", -1, "start at this absolute offset of the output (default: what the VMM server keeps)")
 	if err := c.parse(args, 1, "NAME"); err != nil {
 		return err
 	}
@@ -40,9 +38,6 @@ func (c *cpCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 		opts.HTTPHeader = httpkit.BearerHeader(tok)
 	}
 	u := c.ep.wsURL("/instances/" + url.PathEscape(ref) + "/serial")
-	if *from >= 0 {
-		u += "?from_start=" + strconv.FormatInt(*from, 10)
-	}
 	ws, resp, err := websocket.Dial(ctx, u, &opts)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {

@@ -51,15 +51,7 @@ func (s *Server) InstanceSerial(ctx context.Context, req api.InstanceSerialReque
 	if err != nil {
 		return nil, err
 	}
-	var from *uint64
-	if p := req.Params.FromStart; p != nil {
-		if *p < 0 {
-			return nil, &fieldError{Field: "query from_start", Problem: "must be 0 or more"}
-		}
-		n := uint64(*p)
-		from = &n
-	}
-	conn, err := s.ops.OpenSerial(ctx, ref, from)
+	conn, err := s.ops.OpenSerial(ctx, ref, nil)
 	if err != nil {
 		return nil, &opError{op: "attach to the console of", ref: ref, err: err}
 	}

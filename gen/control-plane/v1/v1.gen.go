@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -578,12 +577,6 @@ type Unauthorized = Error
 // UnsupportedMediaType Every failure's body.
 type UnsupportedMediaType = Error
 
-// InstanceSerialParams defines parameters for InstanceSerial.
-type InstanceSerialParams struct {
-	// FromStart Absolute offset of the first byte of output wanted; by default, what the VMM server keeps.
-	FromStart *int64 `form:"from_start,omitempty" json:"from_start,omitempty"`
-}
-
 // InstanceCreateJSONRequestBody defines body for InstanceCreate for application/json ContentType.
 type InstanceCreateJSONRequestBody = InstanceCreate
 
@@ -755,14 +748,14 @@ type ClientInterface interface {
 	// Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
 	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
 	// passes it through to the console of the instance's active VMM, through its sled agent: binary messages
-	// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps
-	// (or at `from_start`); binary (or text) messages to the control plane are input for the guest. The
+	// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps;
+	// binary (or text) messages to the control plane are input for the guest. The
 	// control plane closes the WebSocket (status 1000) when the console ends, as when the VMM stops or
 	// migrates away: attach again to follow the instance. An instance that does not run answers 409
 	// `invalid_state`; a sled agent that does not answer 503 `sled_unavailable`.
 	//
 	// Corresponds with GET /instances/{instance}/serial (the `InstanceSerial` operationId).
-	InstanceSerial(ctx context.Context, instance InstanceRef, params *InstanceSerialParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	InstanceSerial(ctx context.Context, instance InstanceRef, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InstanceStart Start an instance
 	//
@@ -970,15 +963,15 @@ func (c *Client) InstanceReboot(ctx context.Context, instance InstanceRef, reqEd
 // Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
 // `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
 // passes it through to the console of the instance's active VMM, through its sled agent: binary messages
-// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps
-// (or at `from_start`); binary (or text) messages to the control plane are input for the guest. The
+// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps;
+// binary (or text) messages to the control plane are input for the guest. The
 // control plane closes the WebSocket (status 1000) when the console ends, as when the VMM stops or
 // migrates away: attach again to follow the instance. An instance that does not run answers 409
 // `invalid_state`; a sled agent that does not answer 503 `sled_unavailable`.
 //
 // Corresponds with GET /instances/{instance}/serial (the `InstanceSerial` operationId).
-func (c *Client) InstanceSerial(ctx context.Context, instance InstanceRef, params *InstanceSerialParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInstanceSerialRequest(c.Server, instance, params)
+func (c *Client) InstanceSerial(ctx context.Context, instance InstanceRef, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInstanceSerialRequest(c.Server, instance)
 	if err != nil {
 		return nil, err
 	}
@@ -1280,7 +1273,7 @@ func NewInstanceRebootRequest(server string, instance InstanceRef) (*http.Reques
 }
 
 // NewInstanceSerialRequest constructs an http.Request for the InstanceSerial method
-func NewInstanceSerialRequest(server string, instance InstanceRef, params *InstanceSerialParams) (*http.Request, error) {
+func NewInstanceSerialRequest(server string, instance InstanceRef) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -1303,33 +1296,6 @@ func NewInstanceSerialRequest(server string, instance InstanceRef, params *Insta
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
-	}
-
-	if params != nil {
-		// queryValues collects non-styled parameters (passthrough, JSON)
-		// that are safe to round-trip through url.Values.Encode().
-		queryValues := queryURL.Query()
-		// rawQueryFragments collects pre-encoded query fragments from
-		// styled parameters, preserving literal commas as delimiters
-		// per the OpenAPI spec (e.g. "color=blue,black,brown").
-		var rawQueryFragments []string
-
-		if params.FromStart != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from_start", *params.FromStart, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
-				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
-			}
-
-		}
-
-		if encoded := queryValues.Encode(); encoded != "" {
-			rawQueryFragments = append(rawQueryFragments, encoded)
-		}
-		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -1612,8 +1578,8 @@ type ClientWithResponsesInterface interface {
 	// Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
 	// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
 	// passes it through to the console of the instance's active VMM, through its sled agent: binary messages
-	// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps
-	// (or at `from_start`); binary (or text) messages to the control plane are input for the guest. The
+	// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps;
+	// binary (or text) messages to the control plane are input for the guest. The
 	// control plane closes the WebSocket (status 1000) when the console ends, as when the VMM stops or
 	// migrates away: attach again to follow the instance. An instance that does not run answers 409
 	// `invalid_state`; a sled agent that does not answer 503 `sled_unavailable`.
@@ -1621,7 +1587,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /instances/{instance}/serial (the `InstanceSerial` operationId).
-	InstanceSerialWithResponse(ctx context.Context, instance InstanceRef, params *InstanceSerialParams, reqEditors ...RequestEditorFn) (*InstanceSerialResponse, error)
+	InstanceSerialWithResponse(ctx context.Context, instance InstanceRef, reqEditors ...RequestEditorFn) (*InstanceSerialResponse, error)
 
 	// InstanceStartWithResponse Start an instance
 	//
@@ -2775,8 +2741,8 @@ func (c *ClientWithResponses) InstanceRebootWithResponse(ctx context.Context, in
 // Upgrades the connection to a WebSocket (RFC 6455, version 13; send `Connection: Upgrade`,
 // `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key` and the bearer token) and
 // passes it through to the console of the instance's active VMM, through its sled agent: binary messages
-// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps
-// (or at `from_start`); binary (or text) messages to the control plane are input for the guest. The
+// from the control plane are the guest's COM1 output, starting with the bytes the VMM server still keeps;
+// binary (or text) messages to the control plane are input for the guest. The
 // control plane closes the WebSocket (status 1000) when the console ends, as when the VMM stops or
 // migrates away: attach again to follow the instance. An instance that does not run answers 409
 // `invalid_state`; a sled agent that does not answer 503 `sled_unavailable`.
@@ -2784,8 +2750,8 @@ func (c *ClientWithResponses) InstanceRebootWithResponse(ctx context.Context, in
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /instances/{instance}/serial (the `InstanceSerial` operationId).
-func (c *ClientWithResponses) InstanceSerialWithResponse(ctx context.Context, instance InstanceRef, params *InstanceSerialParams, reqEditors ...RequestEditorFn) (*InstanceSerialResponse, error) {
-	rsp, err := c.InstanceSerial(ctx, instance, params, reqEditors...)
+func (c *ClientWithResponses) InstanceSerialWithResponse(ctx context.Context, instance InstanceRef, reqEditors ...RequestEditorFn) (*InstanceSerialResponse, error) {
+	rsp, err := c.InstanceSerial(ctx, instance, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -3746,7 +3712,7 @@ type ServerInterface interface {
 	InstanceReboot(w http.ResponseWriter, r *http.Request, instance InstanceRef)
 	// InstanceSerial Attach to an instance's serial console over a WebSocket
 	// (GET /instances/{instance}/serial)
-	InstanceSerial(w http.ResponseWriter, r *http.Request, instance InstanceRef, params InstanceSerialParams)
+	InstanceSerial(w http.ResponseWriter, r *http.Request, instance InstanceRef)
 	// InstanceStart Start an instance
 	// (POST /instances/{instance}/start)
 	InstanceStart(w http.ResponseWriter, r *http.Request, instance InstanceRef)
@@ -3803,7 +3769,7 @@ func (_ Unimplemented) InstanceReboot(w http.ResponseWriter, r *http.Request, in
 
 // InstanceSerial Attach to an instance's serial console over a WebSocket
 // (GET /instances/{instance}/serial)
-func (_ Unimplemented) InstanceSerial(w http.ResponseWriter, r *http.Request, instance InstanceRef, params InstanceSerialParams) {
+func (_ Unimplemented) InstanceSerial(w http.ResponseWriter, r *http.Request, instance InstanceRef) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3987,24 +3953,8 @@ func (siw *ServerInterfaceWrapper) InstanceSerial(w http.ResponseWriter, r *http
 		return
 	}
 
-	// Parameter object where we will unmarshal all parameters from the context
-	var params InstanceSerialParams
-
-	// ------------- Optional query parameter "from_start" -------------
-
-	err = runtime.BindQueryParameterWithOptions("form", true, false, "from_start", r.URL.Query(), &params.FromStart, runtime.BindQueryParameterOptions{Type: "integer", Format: "int64"})
-	if err != nil {
-		var requiredError *runtime.RequiredParameterError
-		if errors.As(err, &requiredError) {
-			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "from_start"})
-		} else {
-			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "from_start", Err: err})
-		}
-		return
-	}
-
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.InstanceSerial(w, r, instance, params)
+		siw.Handler.InstanceSerial(w, r, instance)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4955,7 +4905,6 @@ func (response InstanceReboot503JSONResponse) VisitInstanceRebootResponse(w http
 
 type InstanceSerialRequestObject struct {
 	Instance InstanceRef `json:"instance"`
-	Params   InstanceSerialParams
 }
 
 type InstanceSerialResponseObject interface {
@@ -5679,11 +5628,10 @@ func (sh *strictHandler) InstanceReboot(w http.ResponseWriter, r *http.Request, 
 }
 
 // InstanceSerial operation middleware
-func (sh *strictHandler) InstanceSerial(w http.ResponseWriter, r *http.Request, instance InstanceRef, params InstanceSerialParams) {
+func (sh *strictHandler) InstanceSerial(w http.ResponseWriter, r *http.Request, instance InstanceRef) {
 	var request InstanceSerialRequestObject
 
 	request.Instance = instance
-	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.InstanceSerial(ctx, request.(InstanceSerialRequestObject))
@@ -5812,135 +5760,134 @@ func (sh *strictHandler) SledList(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H0Nc9u2suhfwfCdGdsdSpZk2YnlefMmzfm4ebduM3WavmmUK0LkSuI1CbAEaEXN+L+/2QXAL9GyFKfJ",
-	"6Z2c05nIFAAuFov93tVHL5RpJgUIrbzJRy/jOU9BQ05/vRJKcxHCz7DAPyNQYR5nOpbCm3hvVsBiO+BI",
-	"sThix5z98surv7NYsOe9Mf1/OGILmacnTOYs1ooJnkKfvaB/WayYgDvImZnnMyWZXgHTa8lCLoTUbA5T",
-	"EUqxKBRE/anwfC/Gd2dcrzzfw1W8ieeg8Hwvh9+LOIfIm+i8AN9T4QpSjsCn/MMPIJZ65U0uznwvjYX7",
-	"c+jjehpyXPm/3r3o/cZ7fwx6l++rj7333/3N8z29yfB9SuexWHr39/f4QpVJoYDw9T2PfobfC1Aa/wql",
-	"0CDoI8+yJA45Yu70vxWi76MHH3iaJUAf81zms1BGZjd3PImjWW5X8r0UlOJL/G4uo00fdz1haaE0U5rn",
-	"mq1jvWKcJYCbYFxEbCWTiEmRbBjv/eGzQe+SHvcshkDpWRx5E2+8GIYjfgnP5mfROVwMvPs6yv6W47l7",
-	"/+u0opFT8606/QeCbFCwTRb2HXjAKU+QACBCCpjnwG8V4ywvEmDHQWurgc/KRyqDEP8WUs+KbJnzCKLg",
-	"BEng3vdeSrFI4vBpWDY0M5sXatPAMRdSryBnMoOc1mJSlITOdBzeQo47K0QEOVvzzRVb81gjnbNYMy0Z",
-	"iIjQrfMN40seiy+M9tCiRxnKwCu1SAA04wohxGsn1+w4QEKaxWJWKDCor6GkcRaaawj8qcAhxWIRhzEI",
-	"PQt5xsNY01CFS6kEz+iKXmjxyRTfKLZecaJVESlkDvj9mm/sYb4SePV4Yrb2lBM16zQO0z1kNPQLnQNu",
-	"IJcJyxIugC14nEBE1G5gQRQhL0zk0qFn41ty0vXbE/URoB+l/qcsRPQE1Ag5U0W4mtUYZYUiISvqXnFF",
-	"IMR0XYlJG4L/Apj7UTIEsgTGZ4ovOcKBdOUTQHYIsn+k39a2DL8wz3Bu42+kTSRhZCgLxGfJTV7zTSJ5",
-	"9EbKH3i+hCfgGdnzTEs5S2ihOpbdoeIQvIE0As+bCzZk1/H3X5hHdMGht2iXhyFkWrHjoLm14IRI0wq7",
-	"N3EKsngKN3Y713alhzA3YagU5BBCfAcR8ZI4ha+BuiiOCBae5/EdOEjYcdDaisXUDeR3cQi/CH7H44TP",
-	"k6eQWVFbpY6p7fOzWpTmt8D0KlblHoRcX1XyiSVcw9fhjhZCLtQa8IKvJ8QbI675nCvSEfmab9hxUNt1",
-	"cOITseKlZnwJQjO5wCdTUdNI315fs0iCYrUXHAc4Z9Zay0huYn5SspSLDUIpIESwFWoCYiqOAyR//HJW",
-	"+5LkXROPlq38InihVzKP/4DoaYddLdM87VjVlBQBEKFqNQee44WWtyAmTKEusgKOsuWFXYfGT9j3ZuC0",
-	"GAzOQhpOH+HLsPo6mJa3620GdKTMwZcYwOvke2ZDpHL/+uuvPdwYCI0YhW075UWyRiEbmP0GOL8Cf0uj",
-	"p4NTRZbJXEN0DVHM39CYJxxgudwsxfVm9NL6UdoDemle0MMXTtiaC822XvR1pAQeTtCGJaCz6docMb0S",
-	"EjqnF6GO7+BtmhL6oijGZXjyOkcK1jHaTwueKOiCBi+yRhUyL4TVT5zCIuQaDzSrLUPL56DUNim80oYr",
-	"KMjvID9SLFhJpScIf+AziQsi86mxlRzM5lis8T01I3J0MdoyCH0Plb0ih1kO3JLFrjP4pxn9sxl873tx",
-	"1G1nv72+JhMbYUBzimskrCKOvA4YiMM9tBLtLbaolGK/BbW9WLv28jZNb2icsYqdGf7OozUdTG6x9+Vr",
-	"5Py/IdT4mtIAOIA8/nEH+YZZrB8pIthtgqjfxy32gIbJPAGW8nAVC+jlwCN6gOONMfPi9StWm8WSWGki",
-	"xLRFFBfjDvSV97z96l+RptdIZutciqVPJmQGMkvgipRvQ+yLGJKIcc0WvEjaZDgeXF50vLPOJDodN5GV",
-	"mO6q+2Qcik4WnMilMgbtCtj/61mtr/fKSZYWSMPR821XSZMmagdS4acBdReBNK/LYYTy62rDON4jEjYN",
-	"HoK3gQvfGmrb1HMbi+iBw1vxLAMB0YQFd2k6y3IZglIz+BBriAJ2rMu7a1gOsyOYGYGgrLlit3GSQHSC",
-	"5gkuYwCpprvJJTMyzy3AJz4L4EOI4n+WAw4lFh2wY87SeGnVA41qu56K9UoqYCqDkDQGiFgqczD6f8n7",
-	"zDJmaQRoKQVYcOh7IVkiBdoNt0KulYXnmjZANz2RSje3j9NQwap0MYiI3lHjwsVOyIuw5LNCrMk8s+9D",
-	"G5CYf8ojMDoeosSOwlmFQCjMhg3fNbpuU9EsNcFb0n0VQN1PcWKciyCKFOlz+zA936uOBkduY9wOQWQ5",
-	"jod4wM+1fXm+ZwGu0fi+zMLRW51V7MMQWtePKLp6V9dd+xcIq1l2scwcQplHR4oty2FXeI/IH6mQVw2J",
-	"YSxzJI/5hkk0JjUDYtfhioslIAMiikOB0JBDsdAXY7OrOMUDuRwMng0vL0fn42fjweXlkNy35qthCXss",
-	"NCwhNy4l6+c4jEe8qPx8HUoFKTCzO6PB7JKElarT1q3aiPxnjlQIH/QVgzTTG7ZegSAiXcZ3IFonez78",
-	"EzSOZeOcd02tUcQOTaUREbiynOFIsZvr71/9dMPURmlIyd2/l+pRMrDHoHNHfl1OuHfxgf0m/ohjjUNf",
-	"FnloDn3XxJ/LgagiZRA+NuEmg/Af4g4SmcHeapUDz+pWvqfjFGZhDlxDp1QC0ZRuKF/s8AbGI66hZ70n",
-	"W2inlxRZtOMl5dVlCVfa3um9X9GlI9JpNW+MRWz9VBzeGqTbQktrA138zeH1JU05lFGUBpKWFrmM72Ie",
-	"fzoX+BRK/0SazbXZAmmjDyDohuJSDTq01hVakzVytBuZS5kAF1t0YUmCIH38FKODj9FCUvM5OzW30juW",
-	"qDhIYWIpxgxsHm5ckzb74J/wyJePWug3OGbrprhFdqHjh9hEIA+0s93a6uE9dhjVxgSrWeSaRZCANj77",
-	"iBS9+cZEfj3fizWk6hBUpfzDKzNnOMD/lfvmec43DyJI7cSQERNwsBEBqCtLq1c/cumNyk2Rhx22OK4m",
-	"73DVq9bFR2LcMBOMNNqHmUGEmEuZ7iFB7x/FQXywKYWgV4aFNSPL8y/Doh1E9AAeysUO8HGQNJjtJULL",
-	"fZYy1M5GbX2HxwW5VQL8DpQxRewZSAEne8Hozv/TYLSz94CRGJSW+8G0n/ZQHe8cllw8Rao3cd3eV+sk",
-	"W0hrwbvrQv9oBeCDGv2RST7xWSHi3wtgPJVi2SBdVeddEzbEq3lxhppNzkMNuUJab+RTBL3AnwqSibFY",
-	"duRh4IIgovLLoEdW6t9/vGEJn0NiJIy1mhrTT8osGRwyFTnwSDGumMuxUSwHSouxaTNcs+Cj28p9wGLB",
-	"uAmUVmk26TxeFrJQxtjdOyOG9/54f/yuzISxn96f/J+/dZFYU2N9zEgwKiRXrFCIYTTLYz1hAZ15LJYB",
-	"O0ZN0ypZJJXzQijyFli8Bz4L8kII+jgVgdIyy+xz+ky+FCHxvpCVmvINm4NBu3HC2EPHVXOYS+mWtffA",
-	"/FG6ZWKtjBPCPLkyX1VGWFCG9bteZyJFzZdGoHQuN7S6e9z0SDh8eFYHMx/ttumh2bT7SFpwuRevtKTo",
-	"c+nFKN/b6YtoMaWto/xJAFNxVB0j3o+Kd/Rr4GfmFlD+1izL5ZIc9D5ln9F2K6i6IPm5bpQdIKpevv7F",
-	"eC5TSGXeIZLCrOhQae5o3rHM2UoqzfAv43HhJIGPFHO5Lyef7LgYdDkuDJizNJ5vA3VN3+G9vo6//5yv",
-	"bXFtQkkDlC6+e2MV2IPUbbq+eBx4pR0VPOCu75JOG7xO1o9morZIeUV4e8X4XFEYGLWldaxgPzf5g1ES",
-	"vuT7KyNl4tRjThEEn4d678CL8zw/ZiX8J47b16OAEypNSEP2QKCMvvJdTIA0efy0Qf67tyJvXgZZU5Ef",
-	"nV+0tfi9VJNYH6aPHOjIMBdcQ3akPptTw7pa6yRSeTAM9g93XpRn3u0l5uaiRdJYco4HlzCYN9WhMmZ9",
-	"44HM6n8bSVJ/Yk2g+iMjuToZeEV0XYeQg4PZJAlOagKdBYVYxyQ9SHdCnJWClyx1RCKLyMOcA5sDaluF",
-	"wAckWqUwuYtVXMF4oWkhmrbmyk64YgExn0qCG0WjCG/x5YKGuYy+DEkEqScHncegrhgXU2EyMmRuEnQT",
-	"KW9P+g4KVgFB6qNdGMHWkKex4ElT6lfyvUQCSm0TYagCCrTODrxDdiCrJsmO+CGJjiezzaVFp8b9xp6I",
-	"Vbc74qNNPfPhYHOn6W1Xt3TSrWFY9JRKjjnaDvQ84Gx6MEB9k3yCi4lMdmskUxbugfkKlIfQTFXYKxOB",
-	"Z/HsDnIVS6Eedj/0TJrDi9evmBtMJG0eUxRQNZh9e3t2ls+gv+yz4G7Yhm7YJXcrUVCLmJeSwClXB3ng",
-	"dyU87C/Kke3PQik0D/UO+7gZWiRZsQKeR2yRy9Q6CfcTUC7Ueli0YS85n0B0SNQg1mwR50qzHJax0pAf",
-	"EjC4S7vI4z/k2mTTvb2+ptTzlUwiZYxVZHpoHm8A36jj9us+r1JLp+3uWetyVPK4JLzaudi9bQnpBqU8",
-	"xC0+0RGLNNuhF9PjhxywLkm6dLgait9PS0PGdrir1cDz0N4fFvfk0dy+RniDlLlBLtNgwgLjdQtI3Q9s",
-	"XoGKE2RPaJHZPASbv0CVGOpqKmKT6aWIzIwk8K3lweYQyhSU8+cZe3ztVEGX92XugGqZ4WYOHr9Uulvi",
-	"1iMmhwqLt9cmNYOcNyiPIsdgJyzAbxzVBrX8IPuIHQd3adozuSKnd8PAZ/1+/8RqGhmEAYvVVNDls1OO",
-	"FCu9NRmEPgtXEN46H4XSrDXY0AutmBcJqD5DagW7Wxyw4hlMhXE3Ge1ZXZms2Eq+mLqkKDJb6LNXFBTS",
-	"tZWcvGxKKHMSrSthY1jdWDY1YB33izbLjahz6FvnsQZlmfcWRdeR/4CgySA8KpfrH+pgq/xrp3fvhr3L",
-	"9+8GvcvusrPWLaxDtiNWVibodUhxm6TjfHGtJEiSb7VMSHMXH0/WqYz1qZjDQuYu1wo1YutNazq/DK02",
-	"Fn5YOf6zXWKtvJ1O/VFBWOSx3tzgzTAkaTKbXxR4zl10QinPjsLbqXbwwdYroUZ2HPR6PIt7NKO3iBPL",
-	"BskeF4RMGwOH6KTMa6Z4KsFQkc5K68zk+sZiIV0ys9VxbBXlmi+XlAYZC81jAbnyHs/fP1IE6cJCRQru",
-	"kXXmTmqe9eO316ry8t4Kuab0SZ/xjOe6YvrEs63HuyBdK2VSlMxAucR/vuSq5jz3GZ6wz8zp+rX4XGTd",
-	"rPZ15UJGGqDBVndGQx7zBHeoZALI3WKFvMmxiGF/Kqbiu+9elfvCRQiY/nffsVq0gZzuxL9REmtlK6rs",
-	"HyYQsUaTxpS/kp8eTc6pqDvx++ylpXE6b6VlThzqijmCNxvP6FNJ2m7/OK/EAP4Ru1KQOIWpMGxcmKAC",
-	"bmLSKD8zWXqKjQYjxrWJ35f1hDgcd0DJhGSAEyaQgUzFcfCvf7xhp4SX0490ieLoPjhhaiXXTd8fs05B",
-	"EJEqrWTkLhVjaZj89JrKfp+Saccq5vKIKS9z30h6Z8rHWkGyYLeAW8BXEPrqFr+z56eibtCTgUzeTM24",
-	"Kf2xjr16THjCeInO9SpOkCBNPJfSrx2Gx4NLU1tZK7+0lFYrbUCh8t13zGh77bqPYM/ijsBcgS4eNBVd",
-	"TAhPqNxCrFey0E4CmHiV3ZAt5Ki2NGTNwg06uQR4LtRU4CQkSEgU2J1S9reqdmhDKuWKJenRQKuKTFjw",
-	"scol9l02p8+qTGK8Ra80XqxqYGAcx5TlbaID3KqTRJg8VaZCM7Dr0fjaIMq7NAG+rSztqTBp2szwyggU",
-	"VcAzzsJEKoiYAj1hW6XPSOdzGW184ga2CN94JM3K7VpqWeipkAsUp0tydDUqp9nxeDAw99kplA0Fq8yG",
-	"jQBh3C7OtsmZzryfClsPSrwCV3Q8cVuPr2quqHqwWQ/cQthJu8R7KirILR+mS83VrU19QArk7FeY38jw",
-	"FjSzU00mcI3gasWfZYEoomU8YUJWbN/WvHJdK3o9aReS0ryTdjmpXY0uFIWtWwEwUzkzFVsuILfrhWVx",
-	"FqiquJUG1KqzccjlpLxsW/W6BugtJtKaZhiWZVP1yPfjFex28Xo9uF1cd8VzKxJIEiPqK441KYUX0Rpp",
-	"a1UC1lSU0go5e1n2g/fC0QNiuV6Sj2PKN+aF6Pf7nUXocbiy8MV6KlC0C3Nxuora7fbwVKryY12VHZJ0",
-	"98sTaEUam8WIlklT4rkNCJM4bZ6mIll+0qimdydYz+SXFRDNt9iaHlwhBb2S0QyJjI7A3IdWES/dmM76",
-	"LYqDN+tYkQA6CyDZ8fngzN6+sqiSHk46Vdx2aedW/WRVRvDAiltln2x31ac5ZFt8j+sY/jIVDfpwMimV",
-	"uS376aiD6a7T9+mNlLIx/vDBWbMhTxKqMtNyKhbxB3aM6odTlceDS+XjYdLVk4U+uWKcnZvpQuo++xHW",
-	"VoAgwfAsA47E0jKnr0iyIO1OhUZtURnlhkoMaL7TOv/jzZvXRP+UADIVr4yvzJb9xEaTV5qyFfDWjv7r",
-	"/IySS4y+9X9vfvrRvomZbBTSzuEDD3WyMaZZEocgFNSsiuvXP/RG/YHne0WeWEtETU5P1+t1P5V/xEnC",
-	"+zJfnoLo/XJzev36h9NRf3BqXJY6qdkljcPwfK+0xb0hjpYZCJ7F3sQ76w/6Zx4Z2CsyyE4byYtL0F15",
-	"QkbJgGYu47zAC4867q6MxpKzvYq8STMHs9UfZjQYHFZIWoP8XRtmzpYmBRnZX5bHAk+e2jWgiIZQUmio",
-	"nt8/Ml5ybxBe8DEfjHsXfLTojaML6F0uzs96o/nz+WhxwS/5cFB116k1gKglYZjEiWEzZWF0flHLK3b/",
-	"ziXPTQX0Ks4UkHN3PB4sPnj+9jLlKhRvxElplMQCqOlPCLNU/e/hYIDgxamtgzbw3futVkahTIdEiEXq",
-	"TcxflQVPht4MGZ8xi5vuHa/hSKt53GuOhKZH3RsNRhe94bA3evZmOJgMzyeDQX8wHPzWDud2jxyOBr95",
-	"9+/3Lt5tENkDNby1bN573xsPhg8tWpLoaaNk/d73zg297p7U7N9Cs84en9XREIHOoUhTnm+8iYdba6bn",
-	"UXbgUjWzoO99L5Oq40qblHDV0BTIzcAbGrE9c4gq3fg4+FgnB5/G3wcnW+7RLWdq2z86cS9rqijUnamy",
-	"lAZbXY8ET2OTnIiCA5LIWBOUDkhW6Bz3AkDaQVNTPOmzXynTkJSsgOm8gFa5IzFu4fLRfMbROHr9080b",
-	"VnHK08oLcWpXWsvCAWKbKYQ8z2OrzQtYV6/gIrJ2NslBOompoNQNF+g/5i6nz0SD1K0qYeamYp9kqm+9",
-	"POSeWEhSJ2Njik5Ft5/BiKJurvzSpT5Y4f29jDaHseRPYcJtTvo/lEPm2rjcD2Zj9lTum65tu1RLgg4/",
-	"TYJ+6tHV5efwm/x8qvys+ew/qwClkbW6GjqnSxhGo/Bs3hvz80VvDBdR73n4bN674OeLMZxFo3A4b+Vm",
-	"7X24JjVvO4PKbbQehqAUu3elSpzF4a2pCqmGu+yVe78cZiPQXYPe74m94d7YG/5Wa9hx2LWNHlNAaiVf",
-	"V7trqyqhkdMsKcAqL3voIbXmi5+q74wHzx+f1Gp6RdMuH59W9izECcM9NKR2WzKad77Ppjra13xlZe7l",
-	"Vo1ktzJ373udOojh3pRduMXHb0z1RJOwzOBms5g++4kizzWFsPInvr2+ZsdVuYDMywjlCZrfqL04I/Cq",
-	"XpdVufDb/RIn5M4p02rIC132PSXtTRrvlYU7ViaasUt9+bvBwZZQHB0oFL80d4wc3Huwx5Tnt7NGFPZQ",
-	"9jca7Mv+aiP35n62LLOT5dlYI53niis2h2UhvjALGz8+qWwp+SnM62vyEUP/j/MRf7ebp84VTL85kxFS",
-	"pYK3CpLYcQQ5tRy0CX7KtsAoqxlMYhCVBZ3Y0G7ZZsnVFFc+3LJI0mfxAtnJrkv/L3i6I6nZvaJMOPWG",
-	"o2f9QX/QH06Go3OjFtItWQzDZ/wSeuP5WdQbw/mi95xfzHvPwufRJQwWQz6a17o6Tbzz+QAuwzPeG0bP",
-	"kJmMeO95eDHvDRZDGEVn4Xh+zjuu/9YlamncZ9807qdq3BWn/YwK96h/PhgcwDOreu7dquK/N6v8mpzv",
-	"X6D3YXv1/u3vul9aDTmt93cn72O3AyitiuWfsv5DnrpOBS6Vd1Z9a4cIGwGwoFZkb5OjZE09K+vlpyKX",
-	"MnVZnq6lIZXZs+Pg431wYjxbxiVgA2ksKnLrhyN4rvCZy0uoeuiV3H4q1lz1G2lAW7HJXRrjFeMukGwC",
-	"0sqFHxvR46kYD8atUPRVIybI2iFB87YqrFh7k1OBCT9lJkpHQHSXiLoui4E+ya9mqiDEhhBJjLik+zed",
-	"x0nQer53x5MCJ1CfA1m2WmhOt8dsLW43pdmewXvGz0LUiHuj+XjRG/ML6D2PBmFvCKPFGR/Pz8MLa+ge",
-	"xvEcZvbybf27q/FVzdceerz1X8wMnh/zdZh06x2DH/V5XO7t87j8vEq/Szb8a2n93zwdf1LY6g56He1h",
-	"jFyq2Nhh/o9TW3/5JSVwDqp6bOTidraFE86msaZN1OWpEUUNUWiDZfvKwl3S5mdXjPoXY59lEe1e3BPH",
-	"ksH2Kczw+d7M8PnnZYYG7m8ekD+Lvxja/3RP6qkxJB/MhPnFZFMqlwBl07yIfdWSLo9//udLdjE+P/er",
-	"5PizK9NuPnhZTpswux6lj9nPE7aGuaJ1Ap8FNxD2yoV7b1250/As8Blvf/2fsAlKf0q9hzzVOU1FxpWi",
-	"FHmmV7kslitnLdRyB1sszJaBEQdzk5oFMBM2jwXPNy6fUE1FWbDQ+r0MW6NM7PJIsZc/XQ+ZLHRWUIlC",
-	"vU8QbWDjfNS1Lr9Kx0liMtKn4ljmjGsW4PtMjCk4uXLg4JcaPuiTErDabltQxSIrdJl8RvCRxUM/r1X/",
-	"PYZEKgtT7bRN1hgbDgaDk1pg3+IUBNVTqOob2o6WmWKUOG/EoUn3mzCuNQ9XNuNPSxfVb7rq9zaitvJS",
-	"r2yXFpsh2JxsMxfOB2dsO8Vwl8y5Mddmy8JuORjnSiYFdcJZKCgFpqmrxdPGJ4YeqL8/RFdsvmG2maJv",
-	"fiipRQ9ECX33y2e/F5BvKldXRReNnzX4bFW071tCdmg4ckt9WMc6pNxJS34V5WS51DKUyTcJ8NkkwAtz",
-	"fUifZA8WLzFpKovKo/iiHqOyTegX01Zrumrds8+yOKSihqbrwHctzlVbGrg87qmoErlzKiixBcE2VijJ",
-	"j2RLqKhqlL1gnfHDio81G4FRGHEqHo0j4sLm59sarprWjO4Udlu35RMb5hXOjlRZHeVcYqbBiKt3foAJ",
-	"WkbzF9O7n5ibQd1DvlJixvngM+nl5pciv6nlfxJTNg2Pn6CVa5l9YX6J2llH7QSxNEiAGz1auQYqtR86",
-	"uGonlLqmi8T53K/oUHdSxZZStNS5ZtLFJ/oAbkyDqr8cJyKo92BEOPKvZ/1Txss3JvOnMRmZ7cdjWinR",
-	"j9a9ON4wMRZIbC0mMrSlrZyreqSXaRI+A1RFyx/ygIyKiUyvQJvTp6hBrjat1csf2XKNIepNHNH86UyE",
-	"QIozSRA7ja9G40ayR+tVWsT1TAp6XP0ETb/7F6Ut4nb+oPRjnbffPyVnw7T5QcWjEc56YeW4Cw/aVmdl",
-	"TOurq1YWoM+kV22PsGGiJmPcGlaIrW8/r2Y26o8p/+G+6sLXOqdavSaeVdWrrzwr2+W03FS9jvjt9fVW",
-	"qaNt91y6B47v0nRmH564xJ2vGw2sdyTcNxpou/PtFQy0TVo+cyxw2D8zh/l5RCA1S/yWxrIjjcVx6Vof",
-	"aCfHKH/fyjDX7WyPik2b+GB/YarWwa7VEW1Stfg6UsymwZGYq3dApPw9NMunYmeXsth57GLN5GIBuSr/",
-	"tt3HLNXb3+S3zfBcH7xOUeeaxj014c9i710j2W9AuX7PJsPRGSWkNXtEvvPuht77ZvtFm+120cyauzg/",
-	"P7uwPRf3Tf1rdlZ8oAry/Dev2RJxV9KeZQplS7adLGGA//3muvlNhgcUW5Zn8tCNN936/tJFloZcaveQ",
-	"OrHf11tcETHVm1u9e4+M2HipDamZEm9KQHxfrtWlprk+UY1fnLHsP65++6VrqmMazrde3h/bxaNscNRv",
-	"qnMPLEcb3+rP6uYZaXP//wMAAP//",
+	"7H0Nbxu3suhfIfYdwHaxkiVZdmIZDw9pzjm9ebdugzpNHxrlStTuSOL1LrlnSVlRA//3hxmS+6W1LMVp",
+	"cnqRcwpEXpHc4XA43zP6GEQqzZQEaXQw+hhkPOcpGMjpr1dSGy4j+AXm+GcMOspFZoSSwSh4swQm3IAj",
+	"zUTMjjn79ddXf2dCsuedIf2/P2BzlacnTOVMGM0kT6HLXtC/TGgm4Q5yZueFTCtmlsDMWrGIS6kMm8FY",
+	"RkrOVxri7lgGYSDw3Rk3yyAMcJVgFHgogjDI4V8rkUMcjEy+gjDQ0RJSjsCn/MOPIBdmGYwuzsIgFdL/",
+	"2Q9xPQM5rvxf7150fuedP3qdy/flx8777/4WhIHZZPg+bXIhF8H9/T2+UGdKaiB8fc/jX+BfK9AG/4qU",
+	"NCDpI8+yREQcMXf63xrR9zGADzzNEqCPea7ySaRiu5s7noh4kruVwiAFrfkCv5upeNPFXY9YutKGacNz",
+	"w9bCLBlnCeAmGJcxW6okZkomG8Y7f4Ss17mkxx2HIdBmIuJgFAzn/WjAL+HZ7Cw+h4tecF9F2d9yPPfg",
+	"f52WNHJqv9Wn/0CQLQq2ycK9Aw845QkSAMRIAbMc+K1mnOWrBNjxtLHVaciKRzqDCP+WykxW2SLnMcTT",
+	"EySB+zB4qeQ8EdHTsGxpZjJb6U0Nx1wqs4ScqQxyWospWRA6MyK6hRx3tpIx5GzNN1dszYVBOmfCMKMY",
+	"yJjQbfIN4wsu5BdGe+TQoy1l4JWaJwCGcY0Q4rVTa3Y8RUKaCDlZabCor6CkdhaGG5iGY4lDVvO5iARI",
+	"M4l4xiNhaKjGpXSCZ3RFL3T4ZJpvNFsvOdGqjDUyB/x+zTfuMF9JvHo8sVt7yonadWqH6R8yGvqFzgE3",
+	"kKuEZQmXwOZcJBATtVtYEEXICxO18OjZhI6cTPX2xF0E6Cdl/qlWMn4CaqSa6FW0nFQYZYkiqUrqXnJN",
+	"IAi6rsSkLcF/Acz9pBgCWQATMs0XHOFAugoJIDcE2T/Sb2Nbll/YZzi39jfSJpIwMpQ54rPgJq/5JlE8",
+	"fqPUjzxfwBPwjOx5YpSaJLRQFcv+UHEI3kAagefNJeuza/H9F+YRbXCYLdrlUQSZ0ex4Wt/a9IRI0wm7",
+	"NyIFtXoKN/Y7N26lhzA3YqgU5BCBuIOYeIlI4WugLhYxwcLzXNyBh4QdTxtbcZi6gfxORPCr5HdcJHyW",
+	"PIXMVpVVqpjaPj+nRRl+C8wshS72INX6qpRPLOEGvg53dBByqdeAF3w9It4Yc8NnXJOOyNd8w46nlV1P",
+	"T0IiVrzUjC9AGqbm+GQsKxrp2+trFivQrPKC4ynOmTTWspKbmJ9SLOVyg1BKiBBsjZqAHMvjKZI/fjmp",
+	"fEnyro5Hx1Z+lXxllioXf0D8tMMul6mfttAVJUUCxKhazYDneKHVLcgR06iLLIGjbHnh1qHxI/a9HThe",
+	"9XpnEQ2nj/BlWH0VTMfbzTYDOtL24AsM4HUKA7shUrl/++23Dm4MpEGMwrad8iJZo5Cd2v1OcX4J/pZG",
+	"TwenV1mmcgPxNcSCv6ExTzjAYrlJiutN6KXVo3QH9NK+oIMvHLE1l4ZtvejrSAk8nGkTlimdTdvmiOkV",
+	"kNA5vYiMuIO3aUroi2OBy/DkdY4UbATaT3OeaGiDBi+yQRUyX0mnn3iFRao1HmhWWYaWz0HrbVJ4ZSxX",
+	"0JDfQX6k2XSptBkh/NOQKVwQmU+FreRgN8eEwfdUjMjBxWDLIAwDVPZWOUxy4I4sdp3BP+3oX+zg+zAQ",
+	"cbud/fb6mkxshAHNKW6QsFYiDlpgIA730Eq0N+FQqeR+Cxp3sXbt5W2a3tA4axV7M/xdQGt6mPxi74vX",
+	"qNl/Q2TwNYUBcAB5/OMO8g1zWD/SRLDbBFG9j1vsAQ2TWQIs5dFSSOjkwGN6gOOtMfPi9StWmcUSoQ0R",
+	"YtogiothC/qKe9589W9I02sks3Wu5CIkEzIDlSVwRcq3Jfa5gCRm3LA5XyVNMhz2Li9a3lllEq2Om9hJ",
+	"TH/VQzIOZSsLTtRCW4N2Cez/dZzW13nlJUsDpP7g+barpE4TlQMp8VODuo1A6tflMEL5bblhHO8RCZsa",
+	"D8HbwGXoDLVt6rkVMn7g8JY8y0BCPGLTuzSdZLmKQOsJfBAG4ik7NsXdtSyHuRHMjkBQ1lyzW5EkEJ+g",
+	"eYLLWEDK6X5ywYzscwfwScim8CFC8T/JAYcSi56yY85SsXDqgUG13Yzleqk0MJ1BRBoDxCxVOVj9v+B9",
+	"dhm7NAK0UBIcOPS9VCxREu2GW6nW2sFzTRugm54oberbx2moYJW6GMRE76hx4WIn5EVY8MlKrsk8c+9D",
+	"G5CYf8pjsDoeosSNwlkriVDYDVu+a3XduqJZaIK3pPtqgKqf4sQ6F0GuUqTP7cMMwqA8Ghy5jXE3BJHl",
+	"OR7iAT9X9hWEgQO4QuP7MgtPb1VWsQ9DaFw/oujyXW137QeQTrNsY5k5RCqPjzRbFMOu8B6RP1Ijr+oT",
+	"w1jkSB6zDVNoTBoGxK6jJZcLQAZEFIcCoSaHhDQXQ7srkeKBXPZ6z/qXl4Pz4bNh7/KyT+5b+1W/gF1I",
+	"AwvIrUvJ+TkO4xEvSj9fi1JBCszkzmowuyRhqeo0dasmIv+ZIxXCB3PFIM3Mhq2XIIlIF+IOZONkz/t/",
+	"gsaxqJ3zrqkVitihqdQiAleOMxxpdnP9/aufb5jeaAMpufv3Uj0KBvYYdP7Ir4sJ9z4+sN/En3Csdeir",
+	"VR7ZQ9818ZdiIKpIGUSPTbjJIPqHvINEZbC3WuXBc7pVGBiRwiTKgRtolUog69IN5YsbXsN4zA10nPdk",
+	"C+30klUW73hJcXVZwrVxd3rvV7TpiHRa9RvjEFs9FY+3Guk20NLYQBt/83h9SVMOZRSFgWSUQy7ju5jH",
+	"n84FPoXSP5Fmc2O3QNroAwi6obhUjQ6ddYXWZIUc3UZmSiXA5RZdOJIgSB8/xfjgY3SQVHzOXs0t9Y4F",
+	"Kg5K2liKNQPrhysq0mYf/BMe+eJRC/0Gx2zdFL/ILnT8KGwE8kA726+tH95ji1FtTbCKRW5YDAkY67OP",
+	"SdGbbWzkNwgDYSDVh6Aq5R9e2Tn9Hv6v2DfPc755EEF6J4asmICDjQhAXVk5vfqRS29Vboo87LDFcTV1",
+	"h6teNS4+EuOG2WCk1T7sDCLEXKl0Dwl6/ygOxMGmFIJeGhbOjCzOvwiLthDRA3goFjvAx0HSYLKXCC32",
+	"WchQNxu19R0eF+RWCfA70NYUcWegJJzsBaM//0+D0c3eA0ZiUEbtB9N+2kN5vDNYcPkUqV7HdXNfjZNs",
+	"IK0B764L/ZMTgA9q9Ec2+SRkKyn+tQLGUyUXNdLVVd41Yn28mhdnqNnkPDKQa6T1Wj7FtDMNx5JkopCL",
+	"ljwMXBBkXHw57ZCV+vefbljCZ5BYCeOsptr0kyJLBoeMZQ481oxr5nNsNMuB0mJc2gw3bPrRb+V+yoRk",
+	"3AZKyzSbdCYWK7XS1tjdOyOGd/54f/yuyIRxn96f/J+/tZFYXWN9zEiwKiTXbKURw2iWCzNiUzpzIRdT",
+	"doyaplOySCrnK6nJW+DwPg3ZNF9JSR/HcqqNyjL3nD6TL0UqvC9kpaZ8w2Zg0W6dMO7QcdUcZkr5Zd09",
+	"sH8UbhlhtHVC2CdX9qvSCJsWYf2219lIUf2lMWiTqw2t7h/XPRIeH4HTwexHt216aDftP5IWXOwlKCwp",
+	"+lx4MYr3tvoiGkxp6yh/lsC0iMtjxPtR8o5uBfzM3gLK35pkuVqQgz6k7DPabglVGyS/VI2yA0TVy9e/",
+	"Ws9lCqnKW0RSlK1aVJo7mnescrZU2jD8y3pcOEngI8187svJJzsuem2OCwvmJBWzbaCu6Tu819fi+8/5",
+	"2gbXJpTUQGnjuzdOgT1I3abri8eBV9pTwQPu+jbptMHr5PxoNmqLlLeKbq8Yn2kKA6O2tBYa9nOTPxgl",
+	"4Qu+vzJSJE495hRB8Hlk9g68eM/zY1bCf+K4fT0KOKHUhAxkDwTK6KvQxwRIk8dPG+S/eyvy9mWQ1RX5",
+	"wflFU4vfSzUR5jB95EBHhr3gBrIj/dmcGs7VWiWR0oNhsX+486I483YvMbcXLVbWkvM8uIDBvqkKlTXr",
+	"aw9UVv3bSpLqE2cCVR9ZydXKwEuiazuEHDzMNklwVBHobLqSa0HSg3QnxFkheMlSRySymDzMObAZoLa1",
+	"kviARKuSNnexjCtYLzQtRNPWXLsJV2xKzKeU4FbRWEW3+HJJw3xGX4YkgtSTg8kF6CvG5VjajAyV2wTd",
+	"RKnbk66HgpVAkProFkawDeSpkDypS/1SvhdIQKltIwxlQIHW2YF3yA5k1STZET8k0fFktrm0bNW437gT",
+	"cep2S3y0rmc+HGxuNb3d6o5O2jUMh55CybFH24KeB5xNDwaob5JPcDGRye6MZMrCPTBfgfIQ6qkKe2Ui",
+	"8ExM7iDXQkn9sPuhY9McXrx+xfxgImn7mKKAusbsm9tzs0IG3UWXTe/6Tej6bXK3FAWViHkhCbxydZAH",
+	"flfCw/6iHNn+JFLS8MjssI/roUWSFUvgeczmuUqdk3A/AeVDrYdFG/aS8wnEh0QNhGFzkWvDclgIbSA/",
+	"JGBwl7aRx3+otc2me3t9TannS5XE2hqryPTQPN4AvtGI5us+r1JLp+3vWeNylPK4ILzKubi9bQnpGqU8",
+	"xC0+0RGLNNuiF9PjhxywPkm6cLhait9PS0PGdrir1cLz0N4fFvfk0dy+RniDtL1BPtNgxKbW6zYldX/q",
+	"8gq0SJA9oUXm8hBc/gJVYuirsRQ200sTmVlJEDrLg80gUilo78+z9vjaq4I+78veAd0ww+0cPH6lTbvE",
+	"rUZMDhUWb69tagY5b1AexZ7BjtgUv/FUO63kB7lH7Hh6l6Ydmytyetefhqzb7Z44TSODaMqEHku6fG7K",
+	"kWaFtyaDKGTREqJb76PQhjUGW3qhFfNVArrLkFrB7RYHLHkGY2ndTVZ71lc2K7aUL7YuKY7tFrrsFQWF",
+	"TGUlLy/rEsqeRONKuBhWO5ZtDVjL/aLNcivqPPrWuTCgHfPeougq8h8QNBlER8Vy3UMdbKV/7fTuXb9z",
+	"+f5dr3PZXnbWuIVVyHbEyooEvRYp7pJ0vC+ukQRJ8q2SCWnv4uPJOqWxPpYzmKvc51qhRuy8aXXnl6XV",
+	"2sIPK8d/tkuskbfTqj9qiFa5MJsbvBmWJG1m84sVnnMbnVDKs6fwZqodfHD1SqiRHU87HZ6JDs3ozEXi",
+	"2CDZ45KQ6WLgEJ8Uec0UTyUYStJZGpPZXF8h58onMzsdx1VRrvliQWmQQhouJOQ6eDx//0gTpHMHFSm4",
+	"R86ZO6p41o/fXuvSy3sr1ZrSJ0PGM56bkukTz3Ye7xXpWilTsmAG2if+8wXXFed5yPCEQ2ZPN6zE52Ln",
+	"ZnWvKxay0gANtqozGnLBE9yhVgkgdxMaeZNnEf3uWI7ld9+9KvaFixAw3e++Y5VoAzndiX+jJDbaVVS5",
+	"P2wgYo0mjS1/JT89mpxjWXXid9lLR+N03tqonDjUFfMEbzee0aeCtP3+cV6BAfxD+FIQkcJYWjYubVAB",
+	"NzGqlZ/ZLD3NBr0B48bG74t6QhyOO6BkQjLACRPIQMbyePrDP96wU8LL6Ue6RCK+n54wvVTruu+POacg",
+	"yFgXVjJyl5Kx1Ex+ek1pv4/JtGMlc3nElFd5aCW9N+WF0ZDM2S3gFvAVhL6qxe/t+bGsGvRkIJM30zBu",
+	"S3+cY68aEx4xXqBzvRQJEqSN51L6tcfwsHdpaysr5ZeO0iqlDShUvvuOWW2vWfcx3bO4Y2qvQBsPGss2",
+	"JoQnVGxBmKVaGS8BbLzKbcgVcpRb6rN64QadXAI8l3oscRISJCQa3E4p+1uXO3QhlWLFgvRooFNFRmz6",
+	"scwlDn02Z8jKTGK8Ra8MXqxy4NQ6jinL20YHuFMniTB5qm2F5tStR+Mrgyjv0gb4trK0x9KmaTPLK2PQ",
+	"VAHPOIsSpSFmGsyIbZU+I53PVLwJiRu4InzrkbQrN2up1cqMpZqjOF2Qo6tWOc2Oh72evc9eoawpWEU2",
+	"bAwI43ZxtkvO9Ob9WLp6UOIVuKLnidt6fFlzRdWD9XrgBsJOmiXeY1lC7vgwXWqub13qA1IgZ7/B7EZF",
+	"t2CYm2ozgSsEVyn+LApEES3DEZOqZPuu5pWbStHrSbOQlOadNMtJ3Wp0oShs3QiA2cqZsdxyAfldzx2L",
+	"c0CVxa00oFKdjUMuR8Vl26rXtUBvMZHGNMuwHJuqRr4fr2B3i1frwd3ipi2eW5JAklhRX3KsUSG8iNZI",
+	"WysTsMaykFbI2YuyH7wXnh4Qy9WSfBxTvDFfyW6321qELqKlg0+YsUTRLu3FaStqd9vDUynLj01ZdkjS",
+	"PSxOoBFprBcjOiZNiecuIEzitH6ammT5Sa2a3p9gNZNflUDU3+JqenCFFMxSxRMkMjoCex8aRbx0Y1rr",
+	"tygOXq9jRQJoLYBkx+e9M3f7iqJKejhqVXGbpZ1b9ZNlGcEDK26VfbLdVZ/2kF3xPa5j+ctY1ujDy6RU",
+	"5a7sp6UOpr1OP6Q3UsrG8MMHb81GPEmoysyosZyLD+wY1Q+vKg97lzrEw6Srp1bm5Ipxdm6nS2W67CdY",
+	"OwGCBMOzDDgSS8OcviLJgrQ7lga1RW2VGyoxoPle6/yPN29eE/1TAshYvrK+Mlf2I6wmrw1lK+CtHfzX",
+	"+Rkll1h96//e/PyTexOz2SikncMHHplkY02zREQgNVSsiuvXP3YG3V4QBqs8cZaIHp2ertfrbqr+EEnC",
+	"uypfnILs/Hpzev36x9NBt3dqXZYmqdgltcMIwqCwxYM+jlYZSJ6JYBScdXvds4AM7CUZZKe15MUFmLY8",
+	"IatkQD2XcbbCC4867q6MxoKzvYqDUT0Hs9EfZtDrHVZIWoH8XRNmzhY2BRnZX5YLiSdP7RpQREOkKDRU",
+	"ze8fWC950Isu+JD3hp0LPph3hvEFdC7n52edwez5bDC/4Je83yu761QaQFSSMGziRL+esjA4v6jkFft/",
+	"Z4rntgJ6KTIN5NwdDnvzD0G4vUyxCsUbcVIaJ0ICNf2JYJLq/93v9RA8kbo6aAvffdhoZRSptE+EuEqD",
+	"kf2rtODJ0Jsg47Nmcd29E9QcaRWPe8WRUPeoB4Pe4KLT73cGz970e6P++ajX6/b6vd+b4dz2kf1B7/fg",
+	"/v3exbs1InughreSzXsfBsNe/6FFCxI9rZWs34fBuaXX3ZPq/Vto1tnjs1oaItA5rNKU55tgFODW6ul5",
+	"lB240PUs6PswyJRuudI2JVzXNAVyM/CaRuzOHOJSNz6efqySQ0jj76cnW+7RLWdq0z868i+rqyjUnam0",
+	"lHpbXY8kT4VNTkTBAUlsrQlKByQrdIZ7ASDtoK4pnnTZb5RpSErWlJl8BY1yR2Lc0uejhYyjcfT655s3",
+	"rOSUp6UX4tSttFYrD4hrphDxPBdOm5ewLl/BZezsbJKDdBJjSakbPtB/zH1On40G6VtdwMxtxT7J1NB5",
+	"ecg9MVekTgprio5lu5/BiqJ2rvzSpz444f29ijeHseRPYcJNTvo/lEPmxrrcD2Zj7lTu665tt1RDgvY/",
+	"TYJ+6tFV5Wf/m/x8qvys+Ow/qwClkZW6GjqnS+jHg+hs1hny83lnCBdx53n0bNa54OfzIZzFg6g/a+Rm",
+	"7X24NjVvO4PKb7QahqAUu3eFSpyJ6NZWhZTDffbKfVgMcxHotkHv98Ref2/s9X+vNOw47NrGjykglZKv",
+	"q921VaXQyGmWkuCUlz30kErzxU/Vd4a9549PajS9ommXj08rehbihP4eGlKzLRnNO99nUy3ta76yMvdy",
+	"q0ayXZm7D4NWHcRyb8ou3OLjN7Z6ok5YdnC9WUyX/UyR54pCWPoT315fs+OyXEDlRYTyBM1v1F68EXhV",
+	"rcsqXfjNfokjcucUaTXkhS76npL2pqz3ysEttI1m7FJf/m5xsCUUBwcKxS/NHWMP9x7sMeX57aQWhT2U",
+	"/Q16+7K/ysi9uZ8ry2xleS7WSOe55JrNYLGSX5iFDR+fVLSU/BTm9TX5iKX/x/lIuNvNU+UKtt+czQgp",
+	"U8EbBUnsOIacWg66BD/tWmAU1Qw2MYjKgk5caLdos+RriksfblEkGTIxR3ay69L/AE93JNW7VxQJp0F/",
+	"8Kzb6/a6/VF/cG7VQrol8370jF9CZzg7iztDOJ93nvOLWedZ9Dy+hN68zwezSlenUXA+68FldMY7/fgZ",
+	"MpMB7zyPLmad3rwPg/gsGs7Oecv137pEDY377JvG/VSNu+S0n1HhHnTPe70DeGZZz71bVfz3ZpVfk/P9",
+	"AGYftlft3/6u/aXlkNNqf3fyPrY7gNKyWP4p6z/kqWtV4FJ159S3ZoiwFgCbVorsXXKUqqhnRb38WOZK",
+	"pT7L07c0pDJ7djz9eD89sZ4t6xJwgTQWr3LnhyN4rvCZz0soe+gV3H4s11x3a2lAW7HJXRrjFeM+kGwD",
+	"0tqHH2vR47Ec9oaNUPRVLSbImiFB+7YyrFh5k1eBCT9FJkpLQHSXiLouioE+ya9mqyDkhhBJjLig+zet",
+	"x0nQBmFwx5MVTqA+B6potVCf7o7ZWdx+Sr09Q/CMn0WoEXcGs+G8M+QX0Hke96JOHwbzMz6cnUcXztA9",
+	"jON5zOzl2/p3V+PLmq899Hjnv5hYPD/m67Dp1jsGP+rzuNzb53H5eZV+n2z419L6v3k6/qSw1R10WtrD",
+	"WLlUsrHD/B+nrv7yS0rgHHT52MrF7WwLL5xtY02XqMtTK4pqotAFy/aVhbukzS++GPUvxj6LItq9uCeO",
+	"JYPtU5jh872Z4fPPywwt3N88IH8Wf7G0/+me1FNrSD6YCfOrzabUPgHKpXkR+6okXR7/8s+X7GJ4fh6W",
+	"yfFnV7bd/PRlMW3E3HqUPuY+j9gaZprWmYZsegNRp1i489aXO/XPpiHjza//EzbTwp9S7SFPdU5jmXGt",
+	"KUWemWWuVoultxYquYMNFubKwIiD+Un1ApgRmwnJ843PJ9RjWRQsNH4vw9UoE7s80uzlz9d9plYmW1GJ",
+	"QrVPEG1g433UlS6/2ogksRnpV2Pp3nyMlg18MCcFDJWNNQAQMluZIs+MQCHjhn5Jq/rTC4nS7vWVg7UJ",
+	"Yqzf6/VOKjF8hz6QVDqhy28IcqMyzShH3ko+m9k3YtwYHi1dcp9RPoBf98rvbS9tpaBeuYYsLhmwPtkl",
+	"KZz3zth2NuEu8XJjb0hDvPQtL2oIzrUwEWUNutMoEZnlyqhIJd9432fjfS8sNZEmxR4s22HK1tQUR/FF",
+	"fSVFg8wvpqdVtLSqT5tlIqJ0/rrRHPrm3rrJB30G81iWKcw5lVK4UlgXJVPkQXHFQ1QvyV6w1shZea3r",
+	"LbAogDaWj0bQcGH7w2U1J0VjRnvytqtYCokr8RJnR7qoC/LOINtaw1f6PsATXHj/L6ZxPjErgfpmfKWU",
+	"hPPeZ9JI7W8kflNI/ySmbFv9PkEfNSr7wvwSlZWWqgFiaZAAtxqk9q1DKi3+r5qplL7dIHE+//sx1JdT",
+	"s4WSDe2mnm7widbvjW3N9JfjRAT1HowIR/717F7K9fjGZP40JqOy/XhMIxn40YoPzxtG9kdKhTMgyMRU",
+	"rmas7A5eJAiEDFAVLX7CAjIqo7Fd8lw2m6bWsMY2FS9+Xsq3RKi2LwzZetmaAoAUZ8P/Dfa4o2UhmWfV",
+	"+iTiejb5WpQ/vtJt/y1lh7idP6X8WM/p90/JVrANblDxqAVyXjg57gNjrslXEc356qqVA+gz6VXbI1yA",
+	"pM4Yt4at5Na3n1czG3SHFPm/L/vPNc6pUqmIZ1V2qSvOyvX3LDZVraB9e329VeTnGh0X7objuzSduIcn",
+	"PmXl68bBqr349o2Dub50e4XBXHuSzxwF63fP7GF+HhFIbQK/JXDsSODwXLrSAdnLMcpcdzLM9/nao1bR",
+	"hfzdbytVerc1eoGNyuZWR5q5BDASc9Xef5S5hmb5WO7sz2VTta28VPM55Lr42/XdclTvfo3etYHzHeBa",
+	"RZ1vl/bUVDeHvXe1NLceZbk9G/UHZ5SKVe+O+C646wfv640HXZ7XRT1f7OL8/OzCdRvcN+mt3lPwgfq/",
+	"89+DejPAXelqjikUzch2soQe/ve772M36h9QZlicyUM33vap+0uXF1pyqdxD6kF+X23uRMRUbev07j0y",
+	"Yuuvt6Rmi5sp9e59sVabmuY7JNV+a8Wxf1H+6knbVM80fAyjuD+uf0XR2qdbV+ceWI42vtWZ1M+z0ub+",
+	"/wcAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
