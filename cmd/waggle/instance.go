@@ -48,7 +48,8 @@ const cpCommonFlags = `
 common flags:
   -server ADDR        the control plane's external API: host:port, http://host:port, or a host (port 12220)
                       (default $WAGGLE_CONTROL_PLANE or 127.0.0.1:12220)
-  -token-file FILE    its bearer token (default: the file the control plane wrote at start)
+  -token-file FILE    its bearer token (default $WAGGLE_CONTROL_PLANE_TOKEN_FILE, else the file the
+                      control plane wrote at start)
   -o text|json        output for people (default) or for programs (the API's JSON)
 `
 
@@ -87,10 +88,11 @@ func newCPCmd(group, name, summary string, stdout, stderr io.Writer) *cpCmd {
 	}
 	return &cpCmd{
 		group: group, name: name, summary: summary, fs: fs,
-		server:    fs.String("server", def, "the control plane's external API: host:port, http://host:port, or a host (port 12220)"),
-		tokenFile: fs.String("token-file", os.Getenv("WAGGLE_TOKEN_FILE"), "its bearer token (default $WAGGLE_TOKEN_FILE, else the file the control plane wrote)"),
-		output:    fs.String("o", "text", "output: text or json"),
-		stdout:    stdout, stderr: stderr,
+		server: fs.String("server", def, "the control plane's external API: host:port, http://host:port, or a host (port 12220)"),
+		tokenFile: fs.String("token-file", os.Getenv("WAGGLE_CONTROL_PLANE_TOKEN_FILE"),
+			"its bearer token (default $WAGGLE_CONTROL_PLANE_TOKEN_FILE, else the file the control plane wrote)"),
+		output: fs.String("o", "text", "output: text or json"),
+		stdout: stdout, stderr: stderr,
 	}
 }
 

@@ -24,7 +24,7 @@ func TestControlPlaneProcessExternalAPI(t *testing.T) {
 	}
 	fastSagaPolls(t)
 	t.Setenv("XDG_STATE_HOME", t.TempDir()) // the daemon writes its token there, the CLI reads it
-	t.Setenv("WAGGLE_TOKEN_FILE", "")
+	t.Setenv("WAGGLE_CONTROL_PLANE_TOKEN_FILE", "")
 	base, err := os.MkdirTemp("", "waggle-cp-api-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(base) })
