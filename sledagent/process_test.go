@@ -47,7 +47,10 @@ func startAgentProc(t *testing.T, root, addr string, cp *controlPlane, extra ...
 	}
 	lo, hi := portRange(40)
 	args := []string{"sled-agent", "-listen", addr, "-auth-token-file", tokenPath, "-root", filepath.Join(root, "agent"),
-		"-vmm-ports", strconv.Itoa(lo) + "-" + strconv.Itoa(hi), "-cpus", "32", "-memory-mib", "65536"}
+		"-vmm-ports", strconv.Itoa(lo) + "-" + strconv.Itoa(hi), "-cpus", "32", "-memory-mib", "65536",
+		// Generous: twenty VMM servers starting beside twenty running VMs
+		// take seconds each on a slow host (nested, or emulated).
+		"-vmm-start-timeout", "90s"}
 	if cp != nil {
 		cpToken := filepath.Join(root, "cp-token")
 		if _, err := os.Stat(cpToken); err != nil {
@@ -130,6 +133,7 @@ func TestAgentProcessBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"sled-agent", "-vmm-ports", "9-2"},
 		{"sled-agent", "-sled-id", "nope"},
+		{"sled-agent", "-vmm-start-timeout", "0s"},
 		{"sled-agent", "-control-plane", "http://127.0.0.1:1"},
 		{"sled-agent", "stray"},
 	} {

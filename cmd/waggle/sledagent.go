@@ -47,6 +47,7 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	vmmHost := fs.String("vmm-host", "127.0.0.1", "the address the VMM servers listen on (migration targets on other sleds dial it)")
 	cpURL := fs.String("control-plane", "", "the control plane's internal API, e.g. http://10.0.0.1:12200 (empty: no doorbell)")
 	cpToken := fs.String("control-plane-token-file", "", "file holding the bearer token for the control plane")
+	startTimeout := fs.Duration("vmm-start-timeout", 15*time.Second, "how long a new VMM server gets to answer before its registration fails")
 	grace := fs.Duration("shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, time requests get to end (the VMMs run on)")
 	logJSON := fs.Bool("log-json", false, "write logs as JSON lines")
 	var level slog.Level
@@ -60,6 +61,9 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "waggle sled-agent: unexpected arguments: %v\n", fs.Args())
 		return errUsage
+	}
+	if *startTimeout <= 0 {
+		return fmt.Errorf("--vmm-start-timeout: %s is not a positive duration", *startTimeout)
 	}
 	portMin, portMax, err := parsePortRange(*ports)
 	if err != nil {
@@ -125,7 +129,7 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	defer dropToken()
 
 	aopts := sledagent.Options{Root: dir, SledID: id, Capacity: capacity, PortMin: portMin, PortMax: portMax,
-		Host: *vmmHost, Dial: vmmclient.New(nil), Log: log}
+		Host: *vmmHost, Dial: vmmclient.New(nil), StartTimeout: *startTimeout, Log: log}
 	if cp != nil {
 		aopts.Bell = cp
 	}
