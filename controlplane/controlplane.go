@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wagglevm/waggle/controlplane/model"
+	"github.com/wagglevm/waggle/controlplane/saga"
 )
 
 // Options configure a ControlPlane. Zero values take the defaults named.
@@ -45,6 +46,12 @@ type Options struct {
 
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+
+	// Saga configures the saga executor; its Log (the Store), Kinds (the
+	// instance sagas) and Logger are set by New. SagaWait bounds each wait
+	// of a saga for a VMM to run, stop or hand off (default 60 s).
+	Saga     saga.Options
+	SagaWait time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -75,6 +82,7 @@ func (o *Options) setDefaults() error {
 	def(&o.RetryBackoff, 100*time.Millisecond)
 	def(&o.WatchInterval, 30*time.Second)
 	def(&o.SledLostAfter, 5*time.Minute)
+	def(&o.SagaWait, 60*time.Second)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -97,6 +105,8 @@ type ControlPlane struct {
 
 	touchMu sync.Mutex
 	touched map[uuid.UUID]time.Time // guarded by touchMu: when each sled's contact was last written
+
+	sagas *saga.Executor // runs the instance sagas (ops_*.go)
 }
 
 // ringState is one VMM's place in the doorbell's queue.
@@ -111,8 +121,12 @@ func New(o Options) (*ControlPlane, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &ControlPlane{o: o, log: o.Logger, metrics: newMetrics(),
-		queued: map[uuid.UUID]*ringState{}, ready: make(chan uuid.UUID, o.QueueLimit), touched: map[uuid.UUID]time.Time{}}, nil
+	c := &ControlPlane{o: o, log: o.Logger, metrics: newMetrics(),
+		queued: map[uuid.UUID]*ringState{}, ready: make(chan uuid.UUID, o.QueueLimit), touched: map[uuid.UUID]time.Time{}}
+	if err := c.newSagas(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Run works the doorbell's queue and runs the instance watcher until ctx
@@ -126,6 +140,13 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 			c.work(ctx)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := c.sagas.Run(ctx); err != nil {
+			c.log.Error("the saga executor stopped", "err", err)
+		}
+	}()
 	if c.o.WatchInterval > 0 {
 		wg.Add(1)
 		go func() {

@@ -22,13 +22,14 @@ import (
 // runtime over real PostgreSQL): VmmState answers what the test set, and
 // may block until released.
 type scriptedSled struct {
-	mu      sync.Mutex
-	state   model.SledVmmState
-	err     error
-	pulls   int
-	gate    chan struct{} // non-nil: each VmmState waits for a receive
-	started chan struct{} // a pull began (buffered)
-	forgot  []uuid.UUID
+	controlplane.SledClient // what the runtime's tests do not play (nil)
+	mu                      sync.Mutex
+	state                   model.SledVmmState
+	err                     error
+	pulls                   int
+	gate                    chan struct{} // non-nil: each VmmState waits for a receive
+	started                 chan struct{} // a pull began (buffered)
+	forgot                  []uuid.UUID
 }
 
 func (s *scriptedSled) Ping(ctx context.Context) error { return nil }

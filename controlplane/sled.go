@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"io"
 
 	"github.com/google/uuid"
 
@@ -32,6 +33,50 @@ type SledClient interface {
 	// plane failed (its sled was lost, then came back) must not run on.
 	// Forgetting one the agent does not know is no error.
 	Unregister(ctx context.Context, id uuid.UUID) error
+	// Register registers a VMM and ensures it on the sled (PUT /vmms/{id}):
+	// from its instance's spec, or as a migration target. Repeating an
+	// identical registration is no error. ErrInvalidSpec when the agent or
+	// its VMM server refuses the spec, ErrNoCapacity when the sled lacks
+	// room.
+	Register(ctx context.Context, id uuid.UUID, r VmmRegistration) error
+	// Request asks a VMM to run, stop or reboot (ErrVmmGone).
+	Request(ctx context.Context, id uuid.UUID, what VmmRequest) error
+	// ArmMigrationSource arms a running VMM as the source of migration
+	// with the given one-time secret (ErrVmmGone).
+	ArmMigrationSource(ctx context.Context, id, migration uuid.UUID, secret string) error
+	// Serial attaches to a VMM's serial console (a WebSocket through the
+	// agent): reads are the guest's output, writes its input.
+	Serial(ctx context.Context, id uuid.UUID) (io.ReadWriteCloser, error)
+}
+
+// VmmRequest is a state change asked of a VMM.
+type VmmRequest string
+
+// The state changes a VMM may be asked for.
+const (
+	RequestRun    VmmRequest = "run"
+	RequestStop   VmmRequest = "stop"
+	RequestReboot VmmRequest = "reboot"
+)
+
+// VmmRegistration is what registers a VMM on its sled: its instance, and
+// either the instance's spec or Migrate.
+type VmmRegistration struct {
+	InstanceID  uuid.UUID
+	Name        string
+	Description string
+	SpecVersion string // with Spec: the envelope's version
+	Spec        []byte // the spec, JSON; nil with Migrate
+	Migrate     *MigrationTarget
+}
+
+// MigrationTarget makes a VMM the target of a live migration. Secret is
+// never logged.
+type MigrationTarget struct {
+	SourceAddr  string // the source VMM server's host:port
+	MigrationID uuid.UUID
+	Secret      string
+	Resources   model.Resources
 }
 
 // SledDialer returns the client of a sled's agent (its address and the

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wagglevm/waggle/controlplane/model"
+	"github.com/wagglevm/waggle/controlplane/saga"
 )
 
 // ErrNotFound is the error of a store read for a record that does not
@@ -98,4 +99,22 @@ type Store interface {
 
 	// Reserved sums what the VMMs of a sled hold (their reservations).
 	Reserved(ctx context.Context, sled uuid.UUID) (model.Resources, error)
+
+	// Instances lists the instances not destroyed, by name.
+	Instances(ctx context.Context) ([]model.Instance, error)
+	// InstanceByName reads the instance not destroyed with that name
+	// (ErrNotFound).
+	InstanceByName(ctx context.Context, name string) (model.Instance, error)
+	// LockInstance takes an instance's updater lock for a saga, in one
+	// statement that applies only when no saga, or that one, holds it
+	// (ErrInstanceBusy, ErrNotFound).
+	LockInstance(ctx context.Context, id, saga uuid.UUID) error
+	// UnlockInstance releases the updater lock that saga holds on the
+	// instance; one it does not hold is left as it is.
+	UnlockInstance(ctx context.Context, id, saga uuid.UUID) error
+
+	// The saga log (saga.Log: create, read, claim, renew, save), where
+	// CreateSaga with lock takes the instance's updater lock in the same
+	// transaction (ErrInstanceBusy).
+	saga.Log
 }

@@ -98,9 +98,13 @@ func (f *client) Request(ctx context.Context, r sledagent.Requested) error {
 	f.inst.mu.Lock()
 	f.inst.requests = append(f.inst.requests, r)
 	f.inst.mu.Unlock()
-	next := map[sledagent.Requested]sledagent.VmmState{sledagent.RequestRun: sledagent.StateRunning,
-		sledagent.RequestStop: sledagent.StateStopped, sledagent.RequestReboot: sledagent.StateRunning}[r]
-	f.inst.Set(next, "")
+	// As the real VMM server: a stop passes through stopping and stopped
+	// and ends destroyed (its VM is gone); a reboot passes through
+	// rebooting. Each is one observation with its history.
+	steps := map[sledagent.Requested][]sledagent.VmmState{sledagent.RequestRun: {sledagent.StateRunning},
+		sledagent.RequestStop:   {sledagent.StateStopping, sledagent.StateStopped, sledagent.StateDestroyed},
+		sledagent.RequestReboot: {sledagent.StateRebooting, sledagent.StateRunning}}[r]
+	f.inst.play(steps, nil, nil)
 	return nil
 }
 

@@ -1,0 +1,146 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/wagglevm/waggle/controlplane/model"
+	"github.com/wagglevm/waggle/controlplane/saga"
+)
+
+// migrateKind is the instance migrate saga:
+//
+//	lock              take the updater lock; the instance runs on its source VMM, running, not migrating
+//	reserve_target    create the target VMM (creating) on the sled asked for, or the least reserved other
+//	                  active sled with room, reserving
+//	create_migration  store the migration and point the instance at the target and the migration
+//	arm_source        arm the source VMM for the migration with its one-time secret
+//	register_target   register the target on its sled as the migration's target (the source's address, the
+//	                  migration id, the secret, the instance's resources)
+//	wait_handoff      wait (SagaWait) until the doorbell hands the instance to the target, or the migration fails
+//	unlock            release the lock
+//
+// The source's agent is armed before the target is registered, as the
+// sled-agent API asks. Undos: unregister (force) the target and mark it
+// saga_unwound, drop the migration from the instance, release and retire
+// the target, unlock; the source runs on. An undo never takes down a
+// target that became the active VMM (a hand-off that came late).
+func (c *ControlPlane) migrateKind() saga.Kind {
+	p := func(s *saga.Ctx) sagaParams { p, _ := params(s); return p }
+	return saga.Kind{Name: KindInstanceMigrate, Steps: []saga.Step{
+		c.lockStep(func(ctx context.Context, in model.Instance, p sagaParams) error {
+			if in.Runtime.Migration.Valid && in.Runtime.Migration.UUID == p.Migration {
+				return nil // this saga's own migration
+			}
+			return c.migratable(ctx, in, p.Source)
+		}),
+		{Name: "reserve_target",
+			Do: func(ctx context.Context, s *saga.Ctx) error {
+				in, err := c.o.Store.Instance(ctx, s.InstanceID)
+				if err != nil {
+					return err
+				}
+				src, err := c.o.Store.Vmm(ctx, p(s).Source)
+				if err != nil {
+					return err
+				}
+				if p(s).Sled.Valid && p(s).Sled.UUID == src.SledID {
+					return fmt.Errorf("%w: sled %s", ErrSameSled, src.SledID)
+				}
+				return c.reserve(ctx, p(s).Vmm, in, p(s).Sled, src.SledID)
+			},
+			Undo: func(ctx context.Context, s *saga.Ctx) error { return c.unwindVmm(ctx, s.InstanceID, p(s).Vmm, true) }},
+		{Name: "create_migration",
+			Do: func(ctx context.Context, s *saga.Ctx) error {
+				if _, err := c.o.Store.Migration(ctx, p(s).Migration); err == nil {
+					return nil
+				} else if !errors.Is(err, ErrNotFound) {
+					return err
+				}
+				return c.o.Store.CreateMigration(ctx, model.Migration{ID: p(s).Migration, InstanceID: s.InstanceID,
+					SourceVmm: p(s).Source, TargetVmm: p(s).Vmm, TimeCreated: c.o.Now().UTC()})
+			},
+			Undo: func(ctx context.Context, s *saga.Ctx) error {
+				return c.updateInstance(ctx, s.InstanceID, func(r model.InstanceRuntime) (model.InstanceRuntime, bool, error) {
+					if !r.Migration.Valid || r.Migration.UUID != p(s).Migration {
+						return r, false, nil
+					}
+					r.TargetVmm, r.Migration = uuid.NullUUID{}, uuid.NullUUID{}
+					return r, true, nil
+				})
+			}},
+		{Name: "arm_source",
+			Do: func(ctx context.Context, s *saga.Ctx) error {
+				return c.onSled(ctx, p(s).Source, func(ctx context.Context, cl SledClient) error {
+					return cl.ArmMigrationSource(ctx, p(s).Source, p(s).Migration, p(s).Secret)
+				})
+			}},
+		{Name: "register_target",
+			Do: func(ctx context.Context, s *saga.Ctx) error {
+				in, err := c.o.Store.Instance(ctx, s.InstanceID)
+				if err != nil {
+					return err
+				}
+				src, err := c.o.Store.Vmm(ctx, p(s).Source)
+				if err != nil {
+					return err
+				}
+				if src.Address == "" {
+					return fmt.Errorf("the source VMM %s has no address stored yet", src.ID)
+				}
+				return c.onSled(ctx, p(s).Vmm, func(ctx context.Context, cl SledClient) error {
+					return cl.Register(ctx, p(s).Vmm, VmmRegistration{InstanceID: in.ID, Name: in.Name, Description: in.Description,
+						Migrate: &MigrationTarget{SourceAddr: src.Address, MigrationID: p(s).Migration, Secret: p(s).Secret,
+							Resources: in.Resources}})
+				})
+			},
+			Undo: func(ctx context.Context, s *saga.Ctx) error { return c.unwindVmm(ctx, s.InstanceID, p(s).Vmm, false) }},
+		{Name: "wait_handoff",
+			Do: func(ctx context.Context, s *saga.Ctx) error {
+				return c.waitFor(ctx, fmt.Sprintf("migration %s to hand off", p(s).Migration), func(ctx context.Context) (bool, error) {
+					in, err := c.o.Store.Instance(ctx, s.InstanceID)
+					if err != nil {
+						return false, err
+					}
+					r := in.Runtime
+					switch {
+					case r.ActiveVmm.Valid && r.ActiveVmm.UUID == p(s).Vmm:
+						return true, nil
+					case !r.Migration.Valid || r.Migration.UUID != p(s).Migration:
+						return false, fmt.Errorf("the migration failed: the instance no longer migrates to VMM %s", p(s).Vmm)
+					}
+					t, err := c.o.Store.Vmm(ctx, p(s).Vmm)
+					if err != nil {
+						return false, err
+					}
+					if t.Runtime.State.IsTerminal() {
+						return false, fmt.Errorf("the migration failed: the target VMM is %s", t.Runtime.State)
+					}
+					return false, nil
+				})
+			}},
+		c.unlockStep(),
+	}}
+}
+
+// migratable says whether an instance may migrate away from VMM source.
+func (c *ControlPlane) migratable(ctx context.Context, in model.Instance, source uuid.UUID) error {
+	r := in.Runtime
+	switch {
+	case !r.ActiveVmm.Valid || r.ActiveVmm.UUID != source:
+		return fmt.Errorf("%w: instance %s does not run (on VMM %s)", ErrInvalidState, in.Name, source)
+	case r.Migration.Valid:
+		return fmt.Errorf("%w: instance %s migrates already", ErrInvalidState, in.Name)
+	}
+	v, err := c.o.Store.Vmm(ctx, source)
+	if err != nil {
+		return err
+	}
+	if v.Runtime.State != model.VmmRunning {
+		return fmt.Errorf("%w: instance %s's VMM is %s, not running", ErrInvalidState, in.Name, v.Runtime.State)
+	}
+	return nil
+}
