@@ -21,9 +21,10 @@
 //	replay     every corpus file decodes, converts and re-encodes with today's code
 //	releases   corpus/RELEASES parses; each release's waggle builds from its commit, and
 //	           HEAD's from the work tree; without a VM, each release's server is driven by
-//	           HEAD's CLI and HEAD's by the release's (crossdrive.go); migrating both ways
-//	           needs KVM: skipped, saying so, without it, and failing with
-//	           ErrReleaseMigrationNotBuilt with it until written (releases.go)
+//	           HEAD's CLI and HEAD's by the release's (crossdrive.go); on KVM a running
+//	           ticker migrates from each release into HEAD by HEAD's CLI and back by the
+//	           release's, its guest counting on (migrate.go); without KVM that is
+//	           skipped, saying so (releases.go)
 //
 // Every check has a test that breaks it on purpose and sees it fail.
 package gate

@@ -46,16 +46,23 @@ func BuildRelease(ctx context.Context, repo string, rel corpus.Release, dir stri
 		}
 		return "", &MissingCommitError{Release: rel.Name, Commit: rel.Commit, Shallow: shallow, Err: err}
 	}
+	bin := filepath.Join(dir, "waggle")
+	cached, key := cachedRelease(ctx, rel.Commit)
+	if cached != "" {
+		if err := copyFile(cached, bin); err == nil {
+			return bin, nil
+		}
+	}
 	src := filepath.Join(dir, "src")
 	if err := extractCommit(ctx, repo, rel.Commit, src); err != nil {
 		return "", fmt.Errorf("release %s: %w", rel.Name, err)
 	}
-	bin := filepath.Join(dir, "waggle")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/waggle")
 	cmd.Dir = src
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("release %s: build waggle from %.12s: %w\n%s", rel.Name, rel.Commit, err, tail(out, 2000))
 	}
+	keepRelease(key, bin)
 	return bin, nil
 }
 
@@ -145,17 +152,12 @@ func KVMAvailable() bool {
 type ReleaseReport struct {
 	Releases int
 	Built    []string
-	// Ran lists the checks without a VM that ran, in words.
+	// Ran lists the checks that ran, in words: those without a VM, then,
+	// on KVM, each way a running VM migrated, with its figures.
 	Ran []string
 	// Skipped says which checks did not run and why.
 	Skipped string
 }
-
-// ErrReleaseMigrationNotBuilt says the checks that need KVM (migrating
-// from each release into HEAD and back, crossing device payloads between
-// running builds) are not written yet. On a machine with KVM a release
-// that cannot be checked fails the gate instead of passing unchecked.
-var ErrReleaseMigrationNotBuilt = errors.New("migrating a running VM between a released build and HEAD, both ways, is not built yet (issue 10); it needs KVM to be written and proved")
 
 // BuildHead builds the waggle binary of the work tree at root into dir
 // and returns its path.
@@ -176,10 +178,10 @@ func BuildHead(ctx context.Context, root, dir string) (string, error) {
 // from its commit into tmp, and HEAD's from the work tree. Then, for each
 // release that serves vmm-server/v1, it runs the checks that need no VM
 // both ways (CrossDrive): the release's server driven by HEAD's CLI, and
-// HEAD's server driven by the release's CLI. The checks that need KVM
-// (migration both ways) are skipped, saying why, where /dev/kvm is
-// missing; where it is present they fail with ErrReleaseMigrationNotBuilt
-// until they are written.
+// HEAD's server driven by the release's CLI. Where /dev/kvm exists, a
+// running ticker then migrates from each such release into HEAD and back
+// (MigrateBothWays); a way that fails is a *ReleaseMigrationError. Where
+// it is missing, the migration is skipped, saying why.
 func CheckReleases(ctx context.Context, root, tmp string) (ReleaseReport, error) {
 	var rep ReleaseReport
 	rels, err := corpus.ReadReleases(root)
@@ -240,8 +242,22 @@ func CheckReleases(ctx context.Context, root, tmp string) (ReleaseReport, error)
 	if !KVMAvailable() {
 		skipped = append(skipped, "migrating a running VM between each release and HEAD, both ways (needs /dev/kvm, which this machine lacks)")
 	} else {
-		errs = append(errs, fmt.Errorf("%w: this machine has /dev/kvm, so the gate fails rather than pass %d releases with their migration unchecked (the checks without a VM ran: %d)",
-			ErrReleaseMigrationNotBuilt, len(rels), len(rep.Ran)))
+		for _, r := range rels {
+			if bins[r.Name] == "" || head == "" || !slices.Contains(r.Versions, v1) {
+				continue // said above
+			}
+			dir, err := os.MkdirTemp(tmp, "migrate-")
+			if err != nil {
+				return rep, err
+			}
+			ways, err := MigrateBothWays(ctx, r.Name, bins[r.Name], head, dir)
+			for _, w := range ways {
+				rep.Ran = append(rep.Ran, "migrated a running ticker "+w.String())
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	rep.Skipped = strings.Join(skipped, "; ")
 	return rep, errors.Join(errs...)

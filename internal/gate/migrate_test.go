@@ -1,0 +1,85 @@
+package gate
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/wagglevm/waggle/internal/kvmtest"
+)
+
+// releaseCommitEnv pins the commit TestReleaseMigratesBothWays releases
+// (default: HEAD~10 of this repository), so that its binary can be built
+// and cached (ReleaseCacheEnv) before a slow run.
+const releaseCommitEnv = "WAGGLE_GATE_TEST_RELEASE"
+
+// TestReleaseMigratesBothWays releases a recent commit of this repository
+// in a scratch clone and runs CheckReleases there on KVM: the checks
+// without a VM run both ways, and a running ticker migrates from the
+// release into HEAD and back, its guest counting on each time.
+func TestReleaseMigratesBothWays(t *testing.T) {
+	kvmtest.Require(t)
+	rev := os.Getenv(releaseCommitEnv)
+	if rev == "" {
+		rev = "HEAD~10"
+	}
+	commit := run(t, repoRoot, "rev-parse", rev+"^{commit}")
+	head := run(t, repoRoot, "rev-parse", "HEAD")
+	clone := filepath.Join(t.TempDir(), "waggle")
+	run(t, repoRoot, "clone", "-q", "--shared", "--no-checkout", ".", clone)
+	run(t, clone, "checkout", "-q", "--detach", head)
+	rels := filepath.Join(clone, "corpus", "RELEASES")
+	old, err := os.ReadFile(rels)
+	require.NoError(t, err)
+	line := "v0.0.0-gatetest  " + commit + "  vmm-server/v1\n"
+	require.NoError(t, os.WriteFile(rels, append(old, line...), 0o644))
+
+	start := time.Now()
+	rep, err := CheckReleases(ctx, clone, t.TempDir())
+	t.Logf("CheckReleases took %v: %+v", time.Since(start).Round(time.Second), rep)
+	require.NoError(t, err)
+	require.Equal(t, []string{"v0.0.0-gatetest"}, rep.Built)
+	require.Empty(t, rep.Skipped)
+	var ways []string
+	for _, r := range rep.Ran {
+		if strings.HasPrefix(r, "migrated a running ticker ") {
+			ways = append(ways, r)
+		}
+	}
+	require.Len(t, ways, 2, "both ways ran: %v", rep.Ran)
+	require.Contains(t, ways[0], "migrated a running ticker v0.0.0-gatetest -> HEAD by HEAD's CLI: ticks ")
+	require.Contains(t, ways[1], "migrated a running ticker HEAD -> v0.0.0-gatetest by v0.0.0-gatetest's CLI: ticks ")
+	for _, w := range ways {
+		require.Contains(t, w, "downtime ", "the CLI's summary gave the downtime")
+	}
+}
+
+// TestMigrationFigures: the summary of `waggle vm migrate`, as JSON or as
+// text, gives the total time and the downtime.
+func TestMigrationFigures(t *testing.T) {
+	total, down := migrationFigures([]byte(`{"migration_id":"x","total_us":1500000,"downtime_us":2500}`))
+	require.Equal(t, 1500*time.Millisecond, total)
+	require.Equal(t, 2500*time.Microsecond, down)
+	total, down = migrationFigures([]byte("migrated vm from a to b\n  total      1.2s\n  downtime   35.5ms\n  sent       3.0 MiB in 2 rounds\n"))
+	require.Equal(t, 1200*time.Millisecond, total)
+	require.Equal(t, 35500*time.Microsecond, down)
+	total, down = migrationFigures([]byte("nothing here"))
+	require.Zero(t, total)
+	require.Zero(t, down)
+}
+
+// TestTickNums reads only complete tick lines.
+func TestTickNums(t *testing.T) {
+	require.Equal(t, []int{1, 2, 3}, tickNums([]byte("ticker ready\ntick 1\ntick 2\ntick 3\ntick 4")))
+	require.Empty(t, tickNums([]byte("ticker ready\n")))
+}
+
+// TestMigrationWayString says the figures a report shows.
+func TestMigrationWayString(t *testing.T) {
+	w := MigrationWay{What: "r -> HEAD by HEAD's CLI", LastBefore: 7, FirstAfter: 8, SeenAfter: 12, Total: 1234 * time.Millisecond, Downtime: 42 * time.Millisecond}
+	require.Equal(t, "r -> HEAD by HEAD's CLI: ticks 7 on the source, 8..12 on the target, total 1.234s, downtime 42ms", w.String())
+}
