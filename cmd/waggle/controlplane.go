@@ -140,10 +140,6 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	srv := httpkit.NewServer(h, httpkit.ServerOptions{Log: log})
 	log.Info("waggle control-plane listening", "addr", ln.Addr().String(), "token_file", tokenPath)
 
-	ops, ok := any(cp).(controlplane.Operations)
-	if !ok {
-		return errors.New("this build's control plane serves no external API (it does not implement controlplane.Operations)")
-	}
 	apiLn, err := net.Listen("tcp", *apiListen)
 	if err != nil {
 		return fmt.Errorf("listen for the external API (-api-listen): %w", err)
@@ -154,7 +150,7 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 		return fmt.Errorf("the external API's token: %w", err)
 	}
 	defer dropAPIToken()
-	apiH, err := externalapi.NewHandler(ops, httpkit.HandlerOptions{Log: log, Auth: httpkit.BearerToken(apiToken)})
+	apiH, err := externalapi.NewHandler(cp, httpkit.HandlerOptions{Log: log, Auth: httpkit.BearerToken(apiToken)})
 	if err != nil {
 		return err
 	}
