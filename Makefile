@@ -12,7 +12,7 @@ FUZZTIME ?= 20000x
 # `make fuzz-long` runs each target for a duration instead, before a release (not part of CI).
 FUZZLONG ?= 4m
 
-.PHONY: help build test deps unit compat fuzz fuzz-long check lint-openapi generate guests tools demo bench bench-migrate clean
+.PHONY: help build test deps unit compat fuzz fuzz-long check lint-openapi generate guests tools demo demo-server bench bench-migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -73,7 +73,10 @@ generate: ## regenerate gen/ from openapi/ with the pinned oapi-codegen
 guests: ## rebuild the guest images in vmm/guest/
 	vmm/guest/build.sh vmm/guest
 
-demo: build ## start a server on loopback, boot the ticker from examples/, show its console, stop it
+demo: build ## the whole stack from nothing: control plane (embedded PostgreSQL), two sled agents, an instance created, started, migrated while it ticks, stopped, deleted
+	scripts/demo-fleet.sh
+
+demo-server: build ## one VMM server on loopback: boot the ticker from examples/, show its console, stop it
 	scripts/demo.sh
 
 bench-migrate: ## live-migration benchmark: 256 MiB and 1 GiB guests, idle and dirtying, beside loopback TCP and QEMU
