@@ -91,13 +91,18 @@ func (c *ControlPlane) migrateKind() saga.Kind {
 				if src.Address == "" {
 					return fmt.Errorf("the source VMM %s has no address stored yet", src.ID)
 				}
-				return c.onSled(ctx, p(s).Vmm, func(ctx context.Context, cl SledClient) error {
+				return c.onSledWithin(ctx, c.o.SagaWait, p(s).Vmm, func(ctx context.Context, cl SledClient) error {
 					return cl.Register(ctx, p(s).Vmm, VmmRegistration{InstanceID: in.ID, Name: in.Name, Description: in.Description,
 						Migrate: &MigrationTarget{SourceAddr: src.Address, MigrationID: p(s).Migration, Secret: p(s).Secret,
 							Resources: in.Resources}})
 				})
 			},
-			Undo: func(ctx context.Context, s *saga.Ctx) error { return c.unwindVmm(ctx, s.InstanceID, p(s).Vmm, false) }},
+			Undo: func(ctx context.Context, s *saga.Ctx) error {
+				if done, err := c.handedOff(ctx, p(s)); err != nil || done {
+					return err
+				}
+				return c.unwindVmm(ctx, s.InstanceID, p(s).Vmm, false)
+			}},
 		{Name: "wait_handoff",
 			Do: func(ctx context.Context, s *saga.Ctx) error {
 				return c.waitFor(ctx, fmt.Sprintf("migration %s to hand off", p(s).Migration), func(ctx context.Context) (bool, error) {
@@ -120,7 +125,7 @@ func (c *ControlPlane) migrateKind() saga.Kind {
 						return false, fmt.Errorf("the migration failed: the target VMM is %s", t.Runtime.State)
 					}
 					return false, nil
-				})
+				}, p(s).Vmm, p(s).Source)
 			}},
 		c.unlockStep(),
 	}}
@@ -143,4 +148,45 @@ func (c *ControlPlane) migratable(ctx context.Context, in model.Instance, source
 		return fmt.Errorf("%w: instance %s's VMM is %s, not running", ErrInvalidState, in.Name, v.Runtime.State)
 	}
 	return nil
+}
+
+// handedOff asks the agents of a migration's target and source whether
+// the migration completed (the target has the VM, whatever the database
+// has heard yet); if so it stores what they say at once, so that the
+// hand-off is recorded, and the undo leaves the target running. An agent
+// that does not answer says nothing: the target is then taken down, and
+// the source runs on.
+func (c *ControlPlane) handedOff(ctx context.Context, p sagaParams) (bool, error) {
+	for _, side := range []struct {
+		id uuid.UUID
+		in bool
+	}{{p.Vmm, true}, {p.Source, false}} {
+		var st model.SledVmmState
+		err := c.onSled(ctx, side.id, func(ctx context.Context, cl SledClient) error {
+			var err error
+			_, st, err = cl.VmmState(ctx, side.id)
+			return err
+		})
+		if errors.Is(err, ErrNotFound) {
+			continue // never stored: never registered
+		}
+		if err != nil {
+			c.log.Warn("saga undo: could not ask whether the migration completed", "vmm", side.id, "err", err)
+			continue
+		}
+		m := st.MigrationOut
+		if side.in {
+			m = st.MigrationIn
+		}
+		if m != nil && m.ID == p.Migration && m.State == model.MigrationCompleted {
+			c.log.Warn("saga undo: the migration completed; the target keeps the instance", "migration", p.Migration, "target", p.Vmm)
+			for _, id := range []uuid.UUID{p.Vmm, p.Source} {
+				if _, err := c.Sync(ctx, id); err != nil {
+					return true, fmt.Errorf("store the hand-off of migration %s: %w", p.Migration, err)
+				}
+			}
+			return true, nil
+		}
+	}
+	return false, nil
 }

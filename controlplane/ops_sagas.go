@@ -122,13 +122,29 @@ func (c *ControlPlane) updateInstance(ctx context.Context, id uuid.UUID, f func(
 	return fmt.Errorf("update instance %s: other writers kept winning", id)
 }
 
-// waitFor polls done until it says so, fails, or SagaWait passes.
-func (c *ControlPlane) waitFor(ctx context.Context, what string, done func(ctx context.Context) (bool, error)) error {
+// pullEvery spaces the pulls a waiting saga makes itself, in case a ring
+// was lost (a control plane restarting, say).
+const pullEvery = 500 * time.Millisecond
+
+// waitFor polls done until it says so, fails, or SagaWait passes. Every
+// pullEvery it also pulls the VMMs pull from their agents (as the doorbell
+// does when rung), so that a lost ring does not hold the saga until the
+// instance watcher's round.
+func (c *ControlPlane) waitFor(ctx context.Context, what string, done func(ctx context.Context) (bool, error), pull ...uuid.UUID) error {
 	ctx, cancel := context.WithTimeout(ctx, c.o.SagaWait)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	lastPull := time.Now()
 	for {
+		if time.Since(lastPull) >= pullEvery {
+			lastPull = time.Now()
+			for _, id := range pull {
+				if _, err := c.Sync(ctx, id); err != nil && ctx.Err() == nil {
+					c.log.Debug("saga wait: pull failed", "vmm", id, "err", err)
+				}
+			}
+		}
 		ok, err := done(ctx)
 		if err != nil {
 			return err
@@ -281,11 +297,4 @@ func (c *ControlPlane) unwindVmm(ctx context.Context, instance, id uuid.UUID, re
 		}
 	}
 	return nil
-}
-
-// call bounds a sled agent call by CallTimeout.
-func (c *ControlPlane) call(ctx context.Context, f func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, c.o.CallTimeout)
-	defer cancel()
-	return f(ctx)
 }

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -62,7 +63,7 @@ func (c *ControlPlane) startKind() saga.Kind {
 				if err != nil {
 					return err
 				}
-				return c.onSled(ctx, vmmOf(s), func(ctx context.Context, cl SledClient) error {
+				return c.onSledWithin(ctx, c.o.SagaWait, vmmOf(s), func(ctx context.Context, cl SledClient) error {
 					return cl.Register(ctx, vmmOf(s), VmmRegistration{InstanceID: in.ID, Name: in.Name,
 						Description: in.Description, SpecVersion: in.SpecVersion, Spec: in.Spec})
 				})
@@ -86,7 +87,7 @@ func (c *ControlPlane) startKind() saga.Kind {
 						return false, fmt.Errorf("the VMM ended before it ran: %s", v.Runtime.State)
 					}
 					return v.Runtime.State == model.VmmRunning, nil
-				})
+				}, id)
 			}},
 		c.unlockStep(),
 	}}
@@ -114,6 +115,12 @@ func (c *ControlPlane) unpoint(ctx context.Context, instance, id uuid.UUID) erro
 
 // onSled calls f with the agent of VMM id's sled, bounded by CallTimeout.
 func (c *ControlPlane) onSled(ctx context.Context, id uuid.UUID, f func(ctx context.Context, cl SledClient) error) error {
+	return c.onSledWithin(ctx, c.o.CallTimeout, id, f)
+}
+
+// onSledWithin calls f with the agent of VMM id's sled, bounded by d (a
+// registration starts a VMM server process, and takes longer than a call).
+func (c *ControlPlane) onSledWithin(ctx context.Context, d time.Duration, id uuid.UUID, f func(ctx context.Context, cl SledClient) error) error {
 	v, err := c.o.Store.Vmm(ctx, id)
 	if err != nil {
 		return err
@@ -122,5 +129,7 @@ func (c *ControlPlane) onSled(ctx context.Context, id uuid.UUID, f func(ctx cont
 	if err != nil {
 		return err
 	}
-	return c.call(ctx, func(ctx context.Context) error { return f(ctx, cl) })
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return f(ctx, cl)
 }

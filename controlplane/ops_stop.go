@@ -13,7 +13,8 @@ import (
 //
 //	lock          take the updater lock; the instance runs on the VMM it had when asked
 //	request_stop  ask the VMM to stop (one its sled forgot is left to the doorbell and the watcher)
-//	wait_stopped  wait (SagaWait) until the instance has no VMM: the VMM ended and the doorbell retired it
+//	wait_stopped  wait (SagaWait) until the instance has no VMM and the VMM is retired: it ended, its final
+//	              state is stored and its sled told to forget it
 //	unlock        release the lock
 //
 // Nothing is undone but the lock: a VMM asked to stop may stop still.
@@ -46,8 +47,12 @@ func (c *ControlPlane) stopKind() saga.Kind {
 			}
 			return c.waitFor(ctx, fmt.Sprintf("VMM %s to stop", p.Vmm), func(ctx context.Context) (bool, error) {
 				active, err := c.isActive(ctx, s.InstanceID, p.Vmm)
-				return !active, err
-			})
+				if err != nil || active {
+					return false, err
+				}
+				v, err := c.o.Store.Vmm(ctx, p.Vmm)
+				return err == nil && v.TimeRetired != nil, err
+			}, p.Vmm)
 		}},
 		c.unlockStep(),
 	}}
@@ -109,7 +114,7 @@ func (c *ControlPlane) rebootKind() saga.Kind {
 					return false, fmt.Errorf("the VMM ended while it rebooted: %s", v.Runtime.State)
 				}
 				return v.Runtime.Gen > from && v.Runtime.State == model.VmmRunning, nil
-			})
+			}, p.Vmm)
 		}},
 		c.unlockStep(),
 	}}

@@ -175,20 +175,23 @@ func (f *sagaFleet) sledOf(id uuid.UUID) *sled {
 
 // playMigrations plays the VMM servers' side of every migration: once a
 // target is registered (its migration in pending) and its source armed
-// for the same migration, the target runs with the migration completed
-// and the source ends destroyed, as real servers would after the stream.
+// for the same migration, both move to migrating with the migration in
+// progress; once both agents have seen that, the target runs with the
+// migration completed and the source ends destroyed, as real servers do
+// after the stream, unless the target is gone meanwhile (a saga undid it):
+// then the migration fails and the source runs on.
 func (f *sagaFleet) playMigrations(ctx context.Context) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	type side struct {
+		s *sled
+		v sledagent.Vmm
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		}
-		type side struct {
-			s *sled
-			v sledagent.Vmm
 		}
 		targets, sources := map[uuid.UUID]side{}, map[uuid.UUID]side{}
 		f.fleet.mu.Lock()
@@ -196,27 +199,47 @@ func (f *sagaFleet) playMigrations(ctx context.Context) {
 		f.fleet.mu.Unlock()
 		for _, s := range sleds {
 			for _, v := range s.agent.List() {
-				if m := v.State.MigrationIn; m != nil && m.State == sledagent.MigrationPending && !v.State.State.Terminal() {
+				if m := v.State.MigrationIn; open(m) && !v.State.State.Terminal() {
 					targets[m.ID] = side{s, v}
 				}
-				if m := v.State.MigrationOut; m != nil && m.State == sledagent.MigrationPending && !v.State.State.Terminal() {
+				if m := v.State.MigrationOut; open(m) && !v.State.State.Terminal() {
 					sources[m.ID] = side{s, v}
 				}
 			}
 		}
-		for id, tg := range targets {
-			src, ok := sources[id]
+		for id, src := range sources {
+			si := src.s.fakes.At(src.v.Addr)
+			tg, ok := targets[id]
+			if si == nil {
+				continue
+			}
 			if !ok {
+				if src.v.State.MigrationOut.State == sledagent.MigrationInProgress {
+					// The target went away mid-stream: the source keeps the VM.
+					si.SetMigration(sledagent.StateRunning, nil, &sledagent.MigrationProgress{ID: id, Phase: "failed"})
+				}
 				continue
 			}
-			ti, si := tg.s.fakes.At(tg.v.Addr), src.s.fakes.At(src.v.Addr)
-			if ti == nil || si == nil {
+			ti := tg.s.fakes.At(tg.v.Addr)
+			if ti == nil {
 				continue
 			}
-			ti.SetMigration(sledagent.StateRunning, &sledagent.MigrationProgress{ID: id, Phase: "completed"}, nil)
-			si.SetMigration(sledagent.StateDestroyed, nil, &sledagent.MigrationProgress{ID: id, Phase: "completed"})
+			inP, outP := tg.v.State.MigrationIn.State, src.v.State.MigrationOut.State
+			switch {
+			case inP == sledagent.MigrationPending && outP == sledagent.MigrationPending:
+				ti.SetMigration(sledagent.StateMigrating, &sledagent.MigrationProgress{ID: id, Phase: "in_progress"}, nil)
+				si.SetMigration(sledagent.StateMigrating, nil, &sledagent.MigrationProgress{ID: id, Phase: "in_progress"})
+			case inP == sledagent.MigrationInProgress && outP == sledagent.MigrationInProgress:
+				ti.SetMigration(sledagent.StateRunning, &sledagent.MigrationProgress{ID: id, Phase: "completed"}, nil)
+				si.SetMigration(sledagent.StateDestroyed, nil, &sledagent.MigrationProgress{ID: id, Phase: "completed"})
+			}
 		}
 	}
+}
+
+// open says whether a migration is under way.
+func open(m *sledagent.MigrationRuntime) bool {
+	return m != nil && (m.State == sledagent.MigrationPending || m.State == sledagent.MigrationInProgress)
 }
 
 // requireNoLeaks checks, against the database and every sled agent, that
