@@ -8,8 +8,8 @@
 // Files captured from running servers (captured-*.json) are left in place
 // and never re-hashed: their MANIFEST lines and their provenance
 // (corpus/CAPTURED) are written by the capture alone. Capturing needs KVM
-// (see corpus.CaptureHook; -capture runs it, and fails while no capturer
-// is built).
+// (-capture installs corpus.ServerCapture as corpus.CaptureHook: it runs
+// real waggle servers of this build, -waggle or built from -root).
 package main
 
 import (
@@ -18,13 +18,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/wagglevm/waggle/corpus"
 )
 
 func main() {
 	root := flag.String("root", ".", "the repository root")
-	capture := flag.Bool("capture", false, "also capture files from running servers (needs KVM and a capturer: see corpus.CaptureHook)")
+	capture := flag.Bool("capture", false, "also capture files from running servers of this build (needs KVM: see corpus.ServerCapture)")
+	waggle := flag.String("waggle", "", "with -capture: a waggle binary of this build (default: build one from -root)")
+	wait := flag.Duration("capture-wait", 3*time.Minute, "with -capture: how long to wait at most for each guest and server")
 	flag.Parse()
 	rep, err := corpus.Generate(*root)
 	if err != nil {
@@ -38,6 +41,7 @@ func main() {
 		fmt.Printf("corpusgen: regenerated %s\n", v)
 	}
 	if *capture {
+		corpus.CaptureHook = corpus.ServerCapture{Root: *root, Waggle: *waggle, Wait: *wait}.Hook()
 		written, err := corpus.Capture(context.Background(), *root)
 		for _, w := range written {
 			fmt.Printf("corpusgen: captured %s\n", w)

@@ -1,0 +1,378 @@
+package corpus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wagglevm/waggle/server/migration"
+)
+
+// ServerCapture captures the files of vmm-server/v1 from real `waggle
+// server` processes of this build (it needs KVM): a running ticker (its
+// instance, its state monitor with history, its serial history), a disk
+// guest that has written and verified its data, and the migration of
+// each into a second server through a recording proxy, whose stream gives
+// the device payloads (UART, virtio-blk), the machine state (vCPUs,
+// irqchip, PIT, clock) and every kind of frame as the target saw it. The
+// servers are driven by this build's CLI and read over plain HTTP, so each
+// body is kept as the server wrote it; nothing imports the server's code.
+// cmd/corpusgen installs its Hook as CaptureHook.
+type ServerCapture struct {
+	// Root is the repository root; Waggle, if empty, is built from it.
+	Root string
+	// Waggle is a waggle binary of this build ("" builds one).
+	Waggle string
+	// Wait bounds each wait for a guest or a server (default 3 minutes,
+	// generous for nested emulation).
+	Wait time.Duration
+	// Log says what the capture does (default: slog.Default()).
+	Log *slog.Logger
+}
+
+// capturedV1 is the version the capturer knows how to capture.
+var capturedV1 = Version{API: "vmm-server", N: 1}
+
+// Hook returns the capture function for CaptureHook. Versions other than
+// vmm-server/v1 get no captured files.
+func (c ServerCapture) Hook() func(ctx context.Context, v Version) (map[string][]byte, error) {
+	return func(ctx context.Context, v Version) (map[string][]byte, error) {
+		if v != capturedV1 {
+			return nil, nil
+		}
+		return c.captureV1(ctx)
+	}
+}
+
+func (c ServerCapture) log() *slog.Logger {
+	if c.Log != nil {
+		return c.Log
+	}
+	return slog.Default()
+}
+
+func (c ServerCapture) wait() time.Duration {
+	if c.Wait > 0 {
+		return c.Wait
+	}
+	return 3 * time.Minute
+}
+
+// capturedTicker is the ticker the capture runs: two vCPUs (so that the
+// machine state has more than one), a fast pace, and RAM it dirties.
+const capturedTicker = `{"board":{"chipset":"i440fx","cpus":2,"memory_mb":32},"boot":{"cmdline":"pace_ms=50 dirty_kib=512 dirty_base_mib=8","image":"ticker"},` +
+	`"components":{"com1":{"num":"com1","type":"serial_port"}}}`
+
+// capturedDiskPath and capturedDiskBytes are the disk guest's file, under
+// the storage root its two servers share, and its size.
+const (
+	capturedDiskPath  = "capture/disk.img"
+	capturedDiskBytes = 1 << 20
+)
+
+// capturedDisk is the disk guest: it writes 128 sectors at slot 2 and
+// verifies them again every 100 ms.
+var capturedDisk = fmt.Sprintf(`{"board":{"chipset":"i440fx","cpus":1,"memory_mb":32},"boot":{"cmdline":"slot=2 sectors=128 seed=7 pace_ms=100","image":"disk"},`+
+	`"components":{"com1":{"num":"com1","type":"serial_port"},"disk0":{"backend":"disk0-be","slot":2,"type":"virtio_disk"},`+
+	`"disk0-be":{"block_size":512,"path":%q,"readonly":false,"type":"file_storage_backend"}}}`, capturedDiskPath)
+
+func (c ServerCapture) captureV1(ctx context.Context) (map[string][]byte, error) {
+	dir, err := os.MkdirTemp("", "corpus-capture-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := c.Waggle
+	if bin == "" {
+		bin = filepath.Join(dir, "waggle")
+		c.log().Info("capture: building waggle", "root", c.Root)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/waggle")
+		cmd.Dir = c.Root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build this build's waggle: %w\n%s", err, out)
+		}
+	}
+	out := map[string][]byte{}
+	if err := c.captureTicker(ctx, bin, dir, out); err != nil {
+		return nil, fmt.Errorf("the ticker: %w", err)
+	}
+	if err := c.captureDisk(ctx, bin, dir, out); err != nil {
+		return nil, fmt.Errorf("the disk guest: %w", err)
+	}
+	return out, nil
+}
+
+// pair starts two servers named a and b under dir; both share the storage
+// root storage (the disk file is where both look for it, as on shared
+// storage).
+func (c ServerCapture) pair(ctx context.Context, bin, dir, a, b, storage string) (*capServer, *capServer, error) {
+	sa, err := startCapServer(ctx, bin, dir, a, storage, c.wait())
+	if err != nil {
+		return nil, nil, err
+	}
+	sb, err := startCapServer(ctx, bin, dir, b, storage, c.wait())
+	if err != nil {
+		sa.stop()
+		return nil, nil, err
+	}
+	return sa, sb, nil
+}
+
+// startGuest creates and runs the VM of spec on s with the CLI, and waits
+// until its console shows ready.
+func (c ServerCapture) startGuest(ctx context.Context, bin, dir string, s *capServer, name, spec, ready string) error {
+	p := filepath.Join(dir, name+".json")
+	if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
+		return err
+	}
+	if _, err := s.vm(ctx, bin, dir, c.wait(), "create", "-spec", p, "-name", name); err != nil {
+		return err
+	}
+	if _, err := s.vm(ctx, bin, dir, c.wait(), "run"); err != nil {
+		return err
+	}
+	_, err := s.awaitSerial(ctx, ready, c.wait())
+	return err
+}
+
+// keep records a response body of the server under kind/name.
+func keep(ctx context.Context, out map[string][]byte, s *capServer, kind, name, path string) error {
+	body, err := s.get(ctx, path)
+	if err != nil {
+		return err
+	}
+	out[kind+"/"+name+".json"] = body
+	return nil
+}
+
+func (c ServerCapture) captureTicker(ctx context.Context, bin, dir string, out map[string][]byte) error {
+	a, b, err := c.pair(ctx, bin, dir, "ticker-a", "ticker-b", filepath.Join(dir, "ticker-storage"))
+	if err != nil {
+		return err
+	}
+	defer a.stop()
+	defer b.stop()
+	c.log().Info("capture: a ticker", "server", a.addr)
+	if err := c.startGuest(ctx, bin, dir, a, "ticker", capturedTicker, "tick 5\n"); err != nil {
+		return err
+	}
+	for _, k := range []struct{ kind, name, path string }{
+		{KindInstance, "ticker-running", "/instance"},
+		{KindSpecView, "ticker-running", "/instance/spec"},
+		{KindStateView, "ticker-running-history", "/instance/state-monitor?gen=0"},
+		{KindSerialHistory, "ticker", "/instance/serial/history"},
+		{KindSerialHistory, "ticker-most-recent-16", "/instance/serial/history?most_recent=16"},
+		{KindSerialHistory, "ticker-from-start-13", "/instance/serial/history?from_start=13&max_bytes=20"},
+		{KindMigrationStatus, "ticker-none", "/instance/migration-status"},
+	} {
+		if err := keep(ctx, out, a, k.kind, k.name, k.path); err != nil {
+			return err
+		}
+	}
+	if err := c.migrate(ctx, bin, dir, a, b, "ticker", capturedTicker, out); err != nil {
+		return err
+	}
+	if _, err := b.awaitSerial(ctx, "tick", c.wait()); err != nil {
+		return fmt.Errorf("after the migration: %w", err)
+	}
+	for _, k := range []struct {
+		s          *capServer
+		kind, name string
+		path       string
+	}{
+		{a, KindInstance, "ticker-migrated-out", "/instance"},
+		{a, KindStateView, "ticker-migrated-out-history", "/instance/state-monitor?gen=0"},
+		{a, KindMigrationStatus, "ticker-source", "/instance/migration-status"},
+		{b, KindInstance, "ticker-migrated-in", "/instance"},
+		{b, KindStateView, "ticker-migrated-in-history", "/instance/state-monitor?gen=0"},
+		{b, KindMigrationStatus, "ticker-target", "/instance/migration-status"},
+		{b, KindSerialHistory, "ticker-migrated-in", "/instance/serial/history"},
+	} {
+		if err := keep(ctx, out, k.s, k.kind, k.name, k.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c ServerCapture) captureDisk(ctx context.Context, bin, dir string, out map[string][]byte) error {
+	storage := filepath.Join(dir, "disk-storage")
+	a, b, err := c.pair(ctx, bin, dir, "disk-a", "disk-b", storage)
+	if err != nil {
+		return err
+	}
+	defer a.stop()
+	defer b.stop()
+	disk := filepath.Join(storage, filepath.FromSlash(capturedDiskPath))
+	if err := os.MkdirAll(filepath.Dir(disk), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(disk, make([]byte, capturedDiskBytes), 0o600); err != nil {
+		return err
+	}
+	c.log().Info("capture: a disk guest", "server", a.addr)
+	if err := c.startGuest(ctx, bin, dir, a, "disk", capturedDisk, "disk ok pass 2\n"); err != nil {
+		return err
+	}
+	for _, k := range []struct{ kind, name, path string }{
+		{KindInstance, "disk-running", "/instance"},
+		{KindSpecView, "disk-running", "/instance/spec"},
+		{KindSerialHistory, "disk", "/instance/serial/history"},
+	} {
+		if err := keep(ctx, out, a, k.kind, k.name, k.path); err != nil {
+			return err
+		}
+	}
+	if err := c.migrate(ctx, bin, dir, a, b, "disk", capturedDisk, out); err != nil {
+		return err
+	}
+	// The data came along: the guest verifies it again on the target.
+	text, err := b.awaitSerial(ctx, "disk ok pass", c.wait())
+	if err != nil {
+		return fmt.Errorf("after the migration: %w", err)
+	}
+	if strings.Contains(text, "BAD") {
+		return fmt.Errorf("the disk guest found bad data after the migration: %q", tailString(text, 300))
+	}
+	return keep(ctx, out, b, KindSerialHistory, "disk-migrated-in", "/instance/serial/history")
+}
+
+// migrate moves name's VM from a to b with the CLI, the target dialing the
+// source through a recording proxy, and records the stream: each kind of
+// frame (the first of each, and the last RoundEnd), each device's payload
+// and the machine state, named after name.
+func (c ServerCapture) migrate(ctx context.Context, bin, dir string, a, b *capServer, name, spec string, out map[string][]byte) error {
+	proxy, err := newStreamProxy(a.addr)
+	if err != nil {
+		return err
+	}
+	c.log().Info("capture: migrating", "vm", name, "from", a.addr, "to", b.addr, "through", proxy.Addr())
+	if _, err := a.vm(ctx, bin, dir, 2*c.wait(), "migrate", "-to", b.addr, "-to-token-file", b.token, "-src-addr", proxy.Addr(), "-o", "json"); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.wait())
+	defer cancel()
+	up, down, err := proxy.recorded(rctx)
+	if err != nil {
+		return err
+	}
+	fromTarget, rawUp, err := streamFrames(up, true)
+	if err != nil {
+		return err
+	}
+	fromSource, rawDown, err := streamFrames(down, false)
+	if err != nil {
+		return err
+	}
+	return recordStream(out, name, spec, append(fromTarget, fromSource...), append(rawUp, rawDown...))
+}
+
+// recordStream turns a migration's frames into corpus files: one frame
+// file per type (RAM frames aside: a page of a ticker says nothing a
+// synthesized one does not, and a megabyte each), the last RoundEnd too,
+// a device file per Device frame and a machine file for the Machine frame.
+func recordStream(out map[string][]byte, name, spec string, frames []migration.Frame, raw [][]byte) error {
+	var ws struct {
+		Components map[string]struct {
+			Type      string `json:"type"`
+			Num       string `json:"num"`
+			Slot      *uint8 `json:"slot"`
+			BlockSize uint32 `json:"block_size"`
+			ReadOnly  bool   `json:"readonly"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal([]byte(spec), &ws); err != nil {
+		return err
+	}
+	seen := map[migration.Type]bool{}
+	add := func(kind, n string, v any) error {
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		out[kind+"/"+n+".json"] = data
+		return nil
+	}
+	var lastEnd []byte
+	for i, f := range frames {
+		fname := name + "-" + frameFileName(f.Type)
+		switch f.Type {
+		case migration.TypeRAM:
+			continue
+		case migration.TypeRoundEnd:
+			if re, err := migration.DecodeRoundEnd(f.Payload); err == nil && re.Final {
+				lastEnd = raw[i]
+			}
+		case migration.TypeDevice:
+			d, err := migration.DecodeDevice(f.Payload)
+			if err != nil {
+				return err
+			}
+			fname = name + "-device-" + d.Key
+			cfg := DeviceConfig{}
+			comp, ok := ws.Components[d.Key]
+			switch {
+			case !ok:
+				return fmt.Errorf("the stream carries device %q, which the spec does not have", d.Key)
+			case comp.Type == "serial_port":
+				cfg.Port = comp.Num
+			case comp.Type == "virtio_disk":
+				cfg.Slot, cfg.DiskBytes, cfg.BlockSize = comp.Slot, capturedDiskBytes, 512
+				if be, ok := ws.Components["disk0-be"]; ok {
+					cfg.BlockSize, cfg.ReadOnly = be.BlockSize, be.ReadOnly
+				}
+			}
+			if err := add(KindDevice, name+"-"+d.Key, DeviceFile{Kind: d.Kind, Version: d.Version, Data: d.Data, Device: cfg}); err != nil {
+				return err
+			}
+		case migration.TypeMachine:
+			m, err := migration.DecodeMachine(f.Payload)
+			if err != nil {
+				return err
+			}
+			if err := add(KindMachine, name, MachineFile{Version: m.Version, Data: m.Data}); err != nil {
+				return err
+			}
+		}
+		if f.Type != migration.TypeDevice && seen[f.Type] {
+			continue
+		}
+		seen[f.Type] = true
+		if err := add(KindFrame, fname, FrameFile{Type: f.Type.String(), Frame: raw[i]}); err != nil {
+			return err
+		}
+	}
+	if lastEnd != nil {
+		if err := add(KindFrame, name+"-round-end-final", FrameFile{Type: migration.TypeRoundEnd.String(), Frame: lastEnd}); err != nil {
+			return err
+		}
+	}
+	for _, t := range []migration.Type{migration.TypeHello, migration.TypeWelcome, migration.TypeProof, migration.TypeMachine} {
+		if !seen[t] {
+			return fmt.Errorf("the stream of %s carried no %s frame", name, t)
+		}
+	}
+	return nil
+}
+
+// frameFileName is a frame type's name in a file name: "RoundEnd" ->
+// "round-end".
+func frameFileName(t migration.Type) string {
+	var b strings.Builder
+	for i, r := range t.String() {
+		if r >= 'A' && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
