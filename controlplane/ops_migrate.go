@@ -20,7 +20,8 @@ import (
 //	arm_source        arm the source VMM for the migration with its one-time secret
 //	register_target   register the target on its sled as the migration's target (the source's address, the
 //	                  migration id, the secret, the instance's resources)
-//	wait_handoff      wait (SagaWait) until the doorbell hands the instance to the target, or the migration fails
+//	wait_handoff      wait (SagaWait) until the doorbell hands the instance to the target and retires the source,
+//	                  or the migration fails
 //	unlock            release the lock
 //
 // The source's agent is armed before the target is registered, as the
@@ -113,7 +114,9 @@ func (c *ControlPlane) migrateKind() saga.Kind {
 					r := in.Runtime
 					switch {
 					case r.ActiveVmm.Valid && r.ActiveVmm.UUID == p(s).Vmm:
-						return true, nil
+						// Handed off: done once the source, ended, is retired.
+						src, err := c.o.Store.Vmm(ctx, p(s).Source)
+						return err == nil && src.TimeRetired != nil, err
 					case !r.Migration.Valid || r.Migration.UUID != p(s).Migration:
 						return false, fmt.Errorf("the migration failed: the instance no longer migrates to VMM %s", p(s).Vmm)
 					}
@@ -150,43 +153,59 @@ func (c *ControlPlane) migratable(ctx context.Context, in model.Instance, source
 	return nil
 }
 
-// handedOff asks the agents of a migration's target and source whether
-// the migration completed (the target has the VM, whatever the database
-// has heard yet); if so it stores what they say at once, so that the
-// hand-off is recorded, and the undo leaves the target running. An agent
-// that does not answer says nothing: the target is then taken down, and
-// the source runs on.
+// handedOff asks the agents of a migration's target and source where the
+// migration stands, before an undo takes the target down. Completed on
+// either side: the target has the VM, whatever the database has heard
+// yet; it stores what the agents say at once (the hand-off) and answers
+// true, and the undo keeps the target. In progress: the stream is not
+// interrupted; it waits (SagaWait) for its end. Pending, failed, or an
+// agent that does not answer: false, and the target is taken down (the
+// source runs on).
 func (c *ControlPlane) handedOff(ctx context.Context, p sagaParams) (bool, error) {
-	for _, side := range []struct {
-		id uuid.UUID
-		in bool
-	}{{p.Vmm, true}, {p.Source, false}} {
-		var st model.SledVmmState
-		err := c.onSled(ctx, side.id, func(ctx context.Context, cl SledClient) error {
-			var err error
-			_, st, err = cl.VmmState(ctx, side.id)
-			return err
-		})
-		if errors.Is(err, ErrNotFound) {
-			continue // never stored: never registered
-		}
-		if err != nil {
-			c.log.Warn("saga undo: could not ask whether the migration completed", "vmm", side.id, "err", err)
-			continue
-		}
-		m := st.MigrationOut
-		if side.in {
-			m = st.MigrationIn
-		}
-		if m != nil && m.ID == p.Migration && m.State == model.MigrationCompleted {
-			c.log.Warn("saga undo: the migration completed; the target keeps the instance", "migration", p.Migration, "target", p.Vmm)
-			for _, id := range []uuid.UUID{p.Vmm, p.Source} {
-				if _, err := c.Sync(ctx, id); err != nil {
-					return true, fmt.Errorf("store the hand-off of migration %s: %w", p.Migration, err)
+	completed := false
+	err := c.waitFor(ctx, fmt.Sprintf("migration %s to end before its undo", p.Migration), func(ctx context.Context) (bool, error) {
+		inProgress := false
+		for _, side := range []struct {
+			id uuid.UUID
+			in bool
+		}{{p.Vmm, true}, {p.Source, false}} {
+			var st model.SledVmmState
+			err := c.onSled(ctx, side.id, func(ctx context.Context, cl SledClient) error {
+				var err error
+				_, st, err = cl.VmmState(ctx, side.id)
+				return err
+			})
+			if err != nil {
+				if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrVmmGone) {
+					c.log.Warn("saga undo: could not ask where the migration stands", "vmm", side.id, "err", err)
 				}
+				continue
 			}
-			return true, nil
+			m := st.MigrationOut
+			if side.in {
+				m = st.MigrationIn
+			}
+			if m == nil || m.ID != p.Migration {
+				continue
+			}
+			switch m.State {
+			case model.MigrationCompleted:
+				completed = true
+				return true, nil
+			case model.MigrationInProgress:
+				inProgress = true
+			}
+		}
+		return !inProgress, nil
+	})
+	if err != nil || !completed {
+		return false, err
+	}
+	c.log.Warn("saga undo: the migration completed; the target keeps the instance", "migration", p.Migration, "target", p.Vmm)
+	for _, id := range []uuid.UUID{p.Vmm, p.Source} {
+		if _, err := c.Sync(ctx, id); err != nil {
+			return true, fmt.Errorf("store the hand-off of migration %s: %w", p.Migration, err)
 		}
 	}
-	return false, nil
+	return true, nil
 }

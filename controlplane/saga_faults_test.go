@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -13,6 +14,7 @@ import (
 	"github.com/wagglevm/waggle/controlplane"
 	"github.com/wagglevm/waggle/controlplane/model"
 	"github.com/wagglevm/waggle/controlplane/saga"
+	"github.com/wagglevm/waggle/sledagent"
 )
 
 // fault is one injected fault: a failure of the step (before its Do, or
@@ -126,15 +128,21 @@ func TestMigrateFaultAtEveryStep(t *testing.T) {
 			f.restartWith(nil)
 			in := f.create(fmt.Sprintf("migrate-%s-%s", step, fl.name))
 			source := f.run(in.ID).ActiveVmm
+			// Failed before the wait, with the VMM servers holding the
+			// migration where it is (the test of a migration that
+			// completes as the saga fails is below).
+			paused := step == "wait_handoff" && fl.phase == saga.BeforeDo
+			f.paused.Store(paused)
 			f.inject(controlplane.KindInstanceMigrate, step, fl, func() (controlplane.SagaView, error) {
 				return f.ops().MigrateInstance(ctx, in.ID.String(), uuid.NullUUID{})
 			})
+			f.paused.Store(false)
 			v := f.get(in.ID)
 			require.Equal(t, model.VisibleRunning, v.State, "%s at %s", fl.name, step)
 			if fl.crash {
 				require.NotEqual(t, source.SledID, v.ActiveVmm.SledID, "resumed, the migration moved nothing")
 			}
-			if !fl.crash && (step == "lock" || step == "reserve_target" || step == "create_migration" || step == "arm_source") {
+			if !fl.crash && (step == "lock" || step == "reserve_target" || step == "create_migration" || step == "arm_source" || paused) {
 				require.Equal(t, source.ID, v.ActiveVmm.ID, "the source stopped running after a failure at %s", step)
 			}
 			f.halt(in.ID)
@@ -194,4 +202,57 @@ func TestStopRebootDeleteFaultAtEveryStep(t *testing.T) {
 	}
 	f.restartWith(nil)
 	f.requireNoLeaks()
+}
+
+// A migration that completes on the VMM servers just as its saga fails:
+// whether the doorbell stores the hand-off first or the undo's own
+// question to the agents finds it, the undo keeps the target, which has
+// the VM; the instance runs on it, and nothing leaks.
+func TestMigrateUndoKeepsACompletedTarget(t *testing.T) {
+	f := newSagaFleet(t, 2)
+	ctx := context.Background()
+	in := f.create("late-handoff")
+	source := f.run(in.ID).ActiveVmm
+	f.paused.Store(true)
+	var once sync.Once
+	f.restartWith(func(kind, step string, phase saga.Phase) error {
+		var err error
+		if kind == controlplane.KindInstanceMigrate && step == "wait_handoff" && phase == saga.BeforeDo {
+			once.Do(func() {
+				err = errors.New("injected failure")
+				f.completeMigrationBehindTheDoorbell(in.ID)
+			})
+		}
+		return err
+	})
+	sv, err := f.ops().MigrateInstance(ctx, in.ID.String(), uuid.NullUUID{})
+	require.NoError(t, err)
+	got := f.waitSaga(sv.ID)
+	require.Equal(t, controlplane.SagaUnwound, got.State)
+	v := f.get(in.ID)
+	require.Equal(t, model.VisibleRunning, v.State)
+	require.NotEqual(t, source.ID, v.ActiveVmm.ID, "the undo took down the VMM that had the VM")
+	f.requireNoLeaks()
+}
+
+// completeMigrationBehindTheDoorbell completes the instance's migration
+// on both played VMM servers and waits until the target's agent holds it
+// completed (the doorbell may or may not have stored it yet).
+func (f *sagaFleet) completeMigrationBehindTheDoorbell(instance uuid.UUID) {
+	t := f.t
+	ctx := context.Background()
+	in, err := f.store.Instance(ctx, instance)
+	require.NoError(t, err)
+	src, err := f.store.Vmm(ctx, in.Runtime.ActiveVmm.UUID)
+	require.NoError(t, err)
+	dst, err := f.store.Vmm(ctx, in.Runtime.TargetVmm.UUID)
+	require.NoError(t, err)
+	mig := in.Runtime.Migration.UUID
+	ss, ds := f.sledOf(src.SledID), f.sledOf(dst.SledID)
+	ds.fakes.At(ds.addrOf(t, dst.ID)).SetMigration(sledagent.StateRunning, &sledagent.MigrationProgress{ID: mig, Phase: "completed"}, nil)
+	ss.fakes.At(ss.addrOf(t, src.ID)).SetMigration(sledagent.StateDestroyed, nil, &sledagent.MigrationProgress{ID: mig, Phase: "completed"})
+	require.Eventually(t, func() bool {
+		st, err := ds.agent.State(dst.ID)
+		return err == nil && st.MigrationIn != nil && st.MigrationIn.State == sledagent.MigrationCompleted
+	}, 10*time.Second, 5*time.Millisecond)
 }

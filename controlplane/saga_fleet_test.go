@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"log/slog"
 	"net/http"
+	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +35,7 @@ type sagaFleet struct {
 
 	mu      sync.Mutex
 	crashed chan struct{} // closed when the injector has crashed the executor; guarded by mu
+	paused  atomic.Bool   // migrations are not played on while set
 }
 
 func newSagaFleet(t *testing.T, sleds int) *sagaFleet {
@@ -70,10 +74,20 @@ func (f *sagaFleet) restartWith(inject saga.InjectFunc) {
 		return err == nil
 	}, 10*time.Second, 20*time.Millisecond, "the control plane's address stays taken")
 	o := cpOptions(f.store, f.dialer())
+	o.Logger = sagaLogger()
 	o.SagaWait = 20 * time.Second
 	o.Saga = saga.Options{Owner: f.owner, Poll: 20 * time.Millisecond, UndoAttempts: 3, UndoBackoff: 5 * time.Millisecond,
-		Inject: wrapped, Logger: quiet()}
+		Inject: wrapped, Logger: o.Logger}
 	f.startWith(ln, o)
+}
+
+// sagaLogger logs the control plane's words to stderr when
+// WAGGLE_TEST_LOG is set (to debug a failing case), and nowhere otherwise.
+func sagaLogger() *slog.Logger {
+	if os.Getenv("WAGGLE_TEST_LOG") == "" {
+		return quiet()
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // startWith runs a control plane with options o and serves its internal
@@ -177,9 +191,10 @@ func (f *sagaFleet) sledOf(id uuid.UUID) *sled {
 // target is registered (its migration in pending) and its source armed
 // for the same migration, both move to migrating with the migration in
 // progress; once both agents have seen that, the target runs with the
-// migration completed and the source ends destroyed, as real servers do
-// after the stream, unless the target is gone meanwhile (a saga undid it):
-// then the migration fails and the source runs on.
+// migration completed, and once its agent has seen that, the source ends
+// destroyed, as real servers do after the stream. A target gone in the
+// middle (a saga undid it) fails the migration, and the source runs on.
+// While paused, migrations stay where they are.
 func (f *sagaFleet) playMigrations(ctx context.Context) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -226,12 +241,27 @@ func (f *sagaFleet) playMigrations(ctx context.Context) {
 			}
 			inP, outP := tg.v.State.MigrationIn.State, src.v.State.MigrationOut.State
 			switch {
+			case f.paused.Load():
 			case inP == sledagent.MigrationPending && outP == sledagent.MigrationPending:
 				ti.SetMigration(sledagent.StateMigrating, &sledagent.MigrationProgress{ID: id, Phase: "in_progress"}, nil)
 				si.SetMigration(sledagent.StateMigrating, nil, &sledagent.MigrationProgress{ID: id, Phase: "in_progress"})
 			case inP == sledagent.MigrationInProgress && outP == sledagent.MigrationInProgress:
+				// The target takes the VM first; the source lets it go
+				// once the target has it (below).
 				ti.SetMigration(sledagent.StateRunning, &sledagent.MigrationProgress{ID: id, Phase: "completed"}, nil)
-				si.SetMigration(sledagent.StateDestroyed, nil, &sledagent.MigrationProgress{ID: id, Phase: "completed"})
+			}
+		}
+		for _, s := range sleds {
+			for _, v := range s.agent.List() {
+				m := v.State.MigrationIn
+				if m == nil || m.State != sledagent.MigrationCompleted || v.State.State.Terminal() {
+					continue
+				}
+				if src, ok := sources[m.ID]; ok {
+					if si := src.s.fakes.At(src.v.Addr); si != nil {
+						si.SetMigration(sledagent.StateDestroyed, nil, &sledagent.MigrationProgress{ID: m.ID, Phase: "completed"})
+					}
+				}
 			}
 		}
 	}
