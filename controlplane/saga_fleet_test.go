@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -283,6 +283,8 @@ func (f *sagaFleet) requireNoLeaks() {
 	t.Helper()
 	ctx := context.Background()
 	pool := f.store.Pool()
+	cp := f.controlPlane()
+	require.NotNil(t, cp)
 	assert.EventuallyWithT(t, func(c *assert.CollectT) {
 		count := func(what, q string) {
 			var n int
@@ -330,7 +332,7 @@ func (f *sagaFleet) requireNoLeaks() {
 			return
 		}
 		for _, in := range ins {
-			v, err := f.ops().GetInstance(ctx, in.ID.String())
+			v, err := cp.GetInstance(ctx, in.ID.String())
 			if !assert.NoError(c, err) {
 				continue
 			}
