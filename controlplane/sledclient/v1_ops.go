@@ -66,9 +66,9 @@ func (s *v1) Register(ctx context.Context, id uuid.UUID, r controlplane.VmmRegis
 		return nil
 	case a.status == http.StatusBadRequest && (code == "invalid_spec" || code == "unsupported_spec_version"),
 		a.status == http.StatusConflict && code == "vmm_refused":
-		return fmt.Errorf("%w: %w", controlplane.ErrInvalidSpec, cl.failed(a))
+		return redact(fmt.Errorf("%w: %w", controlplane.ErrInvalidSpec, cl.failed(a)), secret)
 	case a.status == http.StatusConflict && code == "insufficient_capacity":
-		return fmt.Errorf("%w: %w", controlplane.ErrNoCapacity, cl.failed(a))
+		return redact(fmt.Errorf("%w: %w", controlplane.ErrNoCapacity, cl.failed(a)), secret)
 	}
 	return redact(cl.failed(a), secret)
 }
