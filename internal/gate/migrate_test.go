@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/wagglevm/waggle/corpus"
 	"github.com/wagglevm/waggle/internal/kvmtest"
 )
 
@@ -32,6 +33,15 @@ func TestReleaseMigratesBothWays(t *testing.T) {
 	clone := filepath.Join(t.TempDir(), "waggle")
 	run(t, repoRoot, "clone", "-q", "--shared", "--no-checkout", ".", clone)
 	run(t, clone, "checkout", "-q", "--detach", head)
+	// Released in the scratch clone only: its LOCK line and its RELEASES
+	// line, as the release commit would add them.
+	contract, err := os.ReadFile(filepath.Join(clone, "openapi", "vmm-server", "v1.yaml"))
+	require.NoError(t, err)
+	lock := filepath.Join(clone, "openapi", "LOCK")
+	lockData, err := os.ReadFile(lock)
+	require.NoError(t, err)
+	lockData = append(lockData, corpus.Sum(contract)+"  openapi/vmm-server/v1.yaml\n"...)
+	require.NoError(t, os.WriteFile(lock, lockData, 0o644))
 	rels := filepath.Join(clone, "corpus", "RELEASES")
 	old, err := os.ReadFile(rels)
 	require.NoError(t, err)
