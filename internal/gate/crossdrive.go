@@ -161,10 +161,11 @@ type serverProc struct {
 // startServer starts bin's `waggle server` on a free loopback port and
 // waits until it accepts connections. The port is free when chosen; should
 // another process take it before the server binds it, the server is
-// started again on another, twice at most.
-func startServer(ctx context.Context, bin, dir, storage, tokenFile string) (*serverProc, error) {
+// started again on another, twice at most. env is added to the server's
+// environment.
+func startServer(ctx context.Context, bin, dir, storage, tokenFile string, env ...string) (*serverProc, error) {
 	for attempt := 1; ; attempt++ {
-		p, err := startServerOnce(ctx, bin, dir, storage, tokenFile)
+		p, err := startServerOnce(ctx, bin, dir, storage, tokenFile, env)
 		if err == nil || attempt == 3 || !errors.Is(err, errPortTaken) {
 			return p, err
 		}
@@ -174,7 +175,7 @@ func startServer(ctx context.Context, bin, dir, storage, tokenFile string) (*ser
 // errPortTaken says the server could not bind the port chosen for it.
 var errPortTaken = errors.New("the port was taken")
 
-func startServerOnce(ctx context.Context, bin, dir, storage, tokenFile string) (*serverProc, error) {
+func startServerOnce(ctx context.Context, bin, dir, storage, tokenFile string, env []string) (*serverProc, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -183,7 +184,7 @@ func startServerOnce(ctx context.Context, bin, dir, storage, tokenFile string) (
 	ln.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	cmd := exec.CommandContext(ctx, bin, "server", "-listen", addr, "-auth-token-file", tokenFile, "-storage-root", storage)
-	cmd.Env = isolatedEnv(dir)
+	cmd.Env = append(isolatedEnv(dir), env...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
 	p := &serverProc{cmd: cmd, addr: addr, stderr: &lockedBuffer{}, done: make(chan struct{}), cancel: cancel}

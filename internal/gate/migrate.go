@@ -125,6 +125,10 @@ func MigrateBothWays(ctx context.Context, release, relBin, headBin, dir string) 
 	return append(ways, w), nil
 }
 
+// peerFailPoints sets WAGGLE_FAILPOINTS of a peer ("release" or "head"):
+// tests make a server misbehave on purpose and see the check fail.
+var peerFailPoints = map[string]string{}
+
 // peer is a server of the migration check, with its token file.
 type peer struct {
 	*serverProc
@@ -141,7 +145,11 @@ func startPeer(ctx context.Context, name, bin, dir string) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := startServer(ctx, bin, pdir, storage, token)
+	var env []string
+	if fp := peerFailPoints[name]; fp != "" {
+		env = append(env, "WAGGLE_FAILPOINTS="+fp)
+	}
+	p, err := startServer(ctx, bin, pdir, storage, token, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -202,35 +210,44 @@ func migrateOnce(ctx context.Context, cliBin, dir string, src, dst *peer, what s
 	if err != nil {
 		return w, err
 	}
-	got := tickNums(before)
-	if len(got) == 0 {
-		return w, fmt.Errorf("the source's console shows no tick: %q", tail(before, 300))
-	}
-	w.LastBefore = got[len(got)-1]
 	after, err := awaitTicks(ctx, cliBin, dir, dst, 3)
 	if err != nil {
 		return w, fmt.Errorf("on the target: %w", err)
 	}
+	w.LastBefore, w.FirstAfter, w.SeenAfter, err = countsOn(before, after)
+	if err != nil {
+		return w, err
+	}
+	return w, nil
+}
+
+// countsOn checks that the guest counted on across a migration: the
+// source's console (before) shows ticks, the target's (after) shows no new
+// boot, the ticks of both joined count up by one with none lost or
+// repeated, and the target printed at least three past the source's last.
+// It returns the source's last tick, the first after it and the last seen.
+func countsOn(before, after []byte) (last, first, seen int, err error) {
+	got := tickNums(before)
+	if len(got) == 0 {
+		return 0, 0, 0, fmt.Errorf("the source's console shows no tick: %q", tail(before, 300))
+	}
+	last = got[len(got)-1]
 	if bytes.Contains(after, []byte("ticker ready")) {
-		return w, fmt.Errorf("the target's guest booted again (its console says \"ticker ready\"): %q", tail(after, 300))
+		return last, 0, 0, fmt.Errorf("the target's guest booted again (its console says \"ticker ready\"): %q", tail(after, 300))
 	}
 	// A line the guest had begun on the source ends on the target: join
 	// the consoles before reading the numbers.
 	all := tickNums(append(bytes.Clone(before), after...))
 	for i := 1; i < len(all); i++ {
 		if all[i] != all[i-1]+1 {
-			return w, fmt.Errorf("the ticks across the migration do not count up by one (%d then %d): source %q, target %q",
+			return last, 0, 0, fmt.Errorf("the ticks across the migration do not count up by one (%d then %d): source %q, target %q",
 				all[i-1], all[i], tail(before, 200), tail(after, 200))
 		}
 	}
-	if all[len(all)-1] < w.LastBefore+3 {
-		return w, fmt.Errorf("the guest did not count on past tick %d on the target: %v", w.LastBefore, all)
+	if all[len(all)-1] < last+3 {
+		return last, 0, 0, fmt.Errorf("the guest did not count on past tick %d on the target: %v", last, all[max(0, len(all)-6):])
 	}
-	// The ticks count up by one across both consoles, so the first the
-	// target printed (or finished, when the source had begun its line) is
-	// the next one.
-	w.FirstAfter, w.SeenAfter = w.LastBefore+1, all[len(all)-1]
-	return w, nil
+	return last, last + 1, all[len(all)-1], nil
 }
 
 // migrationFigures reads the total time and downtime from the summary of

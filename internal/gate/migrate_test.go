@@ -93,3 +93,42 @@ func TestMigrationWayString(t *testing.T) {
 	w := MigrationWay{What: "r -> HEAD by HEAD's CLI", LastBefore: 7, FirstAfter: 8, SeenAfter: 12, Total: 1234 * time.Millisecond, Downtime: 42 * time.Millisecond}
 	require.Equal(t, "r -> HEAD by HEAD's CLI: ticks 7 on the source, 8..12 on the target, total 1.234s, downtime 42ms", w.String())
 }
+
+// TestCountsOn: the guest's own output proves the migration, and each way
+// a migration can lose the guest is seen.
+func TestCountsOn(t *testing.T) {
+	src := []byte("ticker ready\ntick 1\ntick 2\ntick 3\ntick ")
+	last, first, seen, err := countsOn(src, []byte("4\ntick 5\ntick 6\ntick 7\n"))
+	require.NoError(t, err, "a line begun on the source ends on the target")
+	require.Equal(t, []int{3, 4, 7}, []int{last, first, seen})
+	_, _, _, err = countsOn(src[:len(src)-5], []byte("tick 4\ntick 5\ntick 6\n"))
+	require.NoError(t, err)
+
+	for _, c := range []struct{ name, before, after, want string }{
+		{"booted again", "tick 1\ntick 2\n", "ticker ready\ntick 1\ntick 2\ntick 3\n", "booted again"},
+		{"a tick lost", "tick 1\ntick 2\n", "tick 4\ntick 5\ntick 6\n", "do not count up by one (2 then 4)"},
+		{"a tick repeated", "tick 1\ntick 2\n", "tick 2\ntick 3\ntick 4\ntick 5\n", "do not count up by one (2 then 2)"},
+		{"stopped on the target", "tick 1\ntick 2\n", "tick 3\n", "did not count on past tick 2"},
+		{"no tick on the source", "ticker ready\n", "tick 1\ntick 2\ntick 3\n", "the source's console shows no tick"},
+	} {
+		_, _, _, err := countsOn([]byte(c.before), []byte(c.after))
+		require.ErrorContains(t, err, c.want, c.name)
+	}
+}
+
+// TestReleaseThatCannotMigrateIn: HEAD's server, as the target, fails
+// every device import (a fail point): the way in fails, names itself, and
+// the way back is not tried; no server outlives the check.
+func TestReleaseThatCannotMigrateIn(t *testing.T) {
+	kvmtest.Require(t)
+	bin, err := BuildHead(ctx, repoRoot, t.TempDir())
+	require.NoError(t, err)
+	peerFailPoints["head"] = "target-fail-device-import"
+	t.Cleanup(func() { delete(peerFailPoints, "head") })
+	ways, err := MigrateBothWays(ctx, "r", bin, bin, t.TempDir())
+	var me *ReleaseMigrationError
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, "r -> HEAD by HEAD's CLI", me.Way)
+	require.ErrorContains(t, err, "waggle vm migrate")
+	require.Empty(t, ways)
+}
