@@ -157,12 +157,12 @@ func CheckCaptured(root string) error {
 }
 
 // CaptureHook captures files for version v from running servers. It is nil
-// in this build: no capturer is written yet, because none could be run
-// where this was built (no /dev/kvm). cmd/corpusgen -capture calls it.
+// until a program installs a capturer: cmd/corpusgen -capture installs
+// ServerCapture's Hook (capture_servers.go), which needs KVM.
 var CaptureHook func(ctx context.Context, v Version) (map[string][]byte, error)
 
 // ErrNoCapturer says no CaptureHook is installed.
-var ErrNoCapturer = errors.New("no capturer is built yet: capturing files from running servers needs KVM (see corpus/capture.go)")
+var ErrNoCapturer = errors.New("no capturer installed: set CaptureHook (go run ./cmd/corpusgen -capture installs ServerCapture, which needs KVM)")
 
 // Capture runs CaptureHook for every version in development and writes
 // what it returns.
