@@ -30,7 +30,7 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT "$base/instance/state" -H 
 gen=1
 for _ in $(seq 20); do
 	state=$(curl -sS "$base/instance/state-monitor?gen=$gen&timeout_ms=5000")
-	gen=$(echo "$state" | grep -o '"gen":[0-9]*' | cut -d: -f2)
+	gen=$(echo "$state" | grep -o '"gen":[0-9]*' | cut -d: -f2 | sort -n | tail -n 1) # the newest: history entries carry theirs too
 	echo "$state" | grep -q '"state":"running"' && break
 done
 echo "$state" | grep -q '"state":"running"' || fail "never running: $state"
@@ -50,7 +50,7 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT "$base/instance/state" -H 
 [ "$code" = 204 ] || fail "stop answered $code"
 for _ in $(seq 20); do
 	state=$(curl -sS "$base/instance/state-monitor?gen=$gen&timeout_ms=5000")
-	gen=$(echo "$state" | grep -o '"gen":[0-9]*' | cut -d: -f2)
+	gen=$(echo "$state" | grep -o '"gen":[0-9]*' | cut -d: -f2 | sort -n | tail -n 1) # the newest: history entries carry theirs too
 	echo "$state" | grep -q '"state":"destroyed"' && break
 done
 echo "$state" | grep -q '"state":"destroyed"' || fail "never destroyed: $state"

@@ -457,7 +457,8 @@ func TestCLIDrivesAVM(t *testing.T) {
 
 	out, err = runCLI(t, p, "stop")
 	require.NoError(t, err)
-	require.Contains(t, out, "destroyed")
+	require.Contains(t, out, "stopped") // destroyed follows on its own, maybe after the CLI is done
+	require.Eventually(t, func() bool { return inState(p, api.InstanceStateDestroyed) }, 10*time.Second, 10*time.Millisecond)
 
 	_, err = runCLI(t, p, "run")
 	require.ErrorContains(t, err, "invalid_transition")
