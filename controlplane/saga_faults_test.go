@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -260,4 +261,38 @@ func (f *sagaFleet) completeMigrationBehindTheDoorbell(instance uuid.UUID) {
 		st, err := ds.agent.State(dst.ID)
 		return err == nil && st.MigrationIn != nil && st.MigrationIn.State == sledagent.MigrationCompleted
 	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// A migration target killed (SIGKILL) before the stream: the agent fails
+// it, the doorbell drops the migration, the saga unwinds, and the source
+// runs on; nothing leaks.
+func TestMigrateTargetKilledSourceRunsOn(t *testing.T) {
+	f := newSagaFleet(t, 2)
+	ctx := context.Background()
+	in := f.create("target-killed")
+	source := f.run(in.ID).ActiveVmm
+	f.paused.Store(true) // the servers hold the migration pending
+	sv, err := f.ops().MigrateInstance(ctx, in.ID.String(), uuid.NullUUID{})
+	require.NoError(t, err)
+	var target model.Vmm
+	require.Eventually(t, func() bool {
+		cur, err := f.store.Instance(ctx, in.ID)
+		if err != nil || !cur.Runtime.TargetVmm.Valid {
+			return false
+		}
+		target, err = f.store.Vmm(ctx, cur.Runtime.TargetVmm.UUID)
+		if err != nil {
+			return false
+		}
+		_, err = f.sledOf(target.SledID).agent.Get(target.ID)
+		return err == nil
+	}, 20*time.Second, 5*time.Millisecond, "the target was never registered")
+	require.NoError(t, syscall.Kill(f.sledOf(target.SledID).pidOf(t, target.ID), syscall.SIGKILL))
+	got := f.waitSaga(sv.ID)
+	require.Equal(t, controlplane.SagaUnwound, got.State)
+	require.Contains(t, got.Error, "step wait_handoff: the migration failed")
+	v := f.get(in.ID)
+	require.Equal(t, model.VisibleRunning, v.State)
+	require.Equal(t, source.ID, v.ActiveVmm.ID)
+	f.requireNoLeaks()
 }
