@@ -66,7 +66,7 @@ mkdir -p "$CACHE"
 # Debian's linux-image-amd64 depends on now (bookworm: 6.1).
 KVER=${KVM_EMU_KVER:-}
 if [ -z "$KVER" ]; then
-	KVER=$(ls -d "$CACHE"/kernel-*-amd64 2>/dev/null | sed 's|.*/kernel-||' | sort -V | tail -n 1)
+	KVER=$( (ls -d "$CACHE"/kernel-*-amd64 2>/dev/null || true) | sed 's|.*/kernel-||' | sort -V | tail -n 1)
 fi
 if [ -z "$KVER" ]; then
 	KVER=$(apt-cache depends linux-image-amd64 2>/dev/null |
