@@ -19,9 +19,13 @@ import (
 
 var _ Operations = (*ControlPlane)(nil)
 
-// instanceName is what an instance's name may be: what the sled agent
-// accepts (the VM's SMBIOS serial number).
-var instanceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+// instanceName is what an instance's name may be, as the external API's
+// contract says: a DNS label (1 to 63 lowercase letters, digits and '-',
+// starting with a letter, not ending with '-'), which the sled agent also
+// accepts (it becomes the VM's SMBIOS serial number). A name that reads as
+// a UUID is refused apart (checkName), since a reference to an instance is
+// its id or its name.
+var instanceName = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // maxDescription bounds an instance's description, as the sled agent does.
 const maxDescription = 512
@@ -66,7 +70,10 @@ func (c *ControlPlane) validate(req InstanceCreate) (model.Instance, error) {
 		return fmt.Errorf("%w: %s: %s", ErrInvalidSpec, field, fmt.Sprintf(format, args...))
 	}
 	if !instanceName.MatchString(req.Name) {
-		return model.Instance{}, bad("name", "%q is not 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", req.Name)
+		return model.Instance{}, bad("name", "%q is not 1 to 63 lowercase letters, digits or '-', starting with a letter and not ending with '-'", req.Name)
+	}
+	if _, err := uuid.Parse(req.Name); err == nil {
+		return model.Instance{}, bad("name", "%q reads as a UUID, which would name an instance by id", req.Name)
 	}
 	if len(req.Description) > maxDescription {
 		return model.Instance{}, bad("description", "%d bytes, more than %d", len(req.Description), maxDescription)

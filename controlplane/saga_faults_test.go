@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -99,7 +100,7 @@ func TestStartFaultAtEveryStep(t *testing.T) {
 	for _, step := range startSteps {
 		for _, fl := range faults {
 			t.Logf("start: %s at %s", fl.name, step)
-			in := f.create(fmt.Sprintf("start-%s-%s", step, fl.name))
+			in := f.create(strings.ReplaceAll(fmt.Sprintf("start-%s-%s", step, fl.name), "_", "-"))
 			f.inject(controlplane.KindInstanceStart, step, fl, func() (controlplane.SagaView, error) {
 				return f.ops().StartInstance(ctx, in.ID.String())
 			})
@@ -127,7 +128,7 @@ func TestMigrateFaultAtEveryStep(t *testing.T) {
 		for _, fl := range faults {
 			t.Logf("migrate: %s at %s", fl.name, step)
 			f.restartWith(nil)
-			in := f.create(fmt.Sprintf("migrate-%s-%s", step, fl.name))
+			in := f.create(strings.ReplaceAll(fmt.Sprintf("migrate-%s-%s", step, fl.name), "_", "-"))
 			source := f.run(in.ID).ActiveVmm
 			// Failed before the wait, with the VMM servers holding the
 			// migration where it is (the test of a migration that
@@ -163,7 +164,7 @@ func TestStopRebootDeleteFaultAtEveryStep(t *testing.T) {
 		for _, step := range stopSteps {
 			t.Logf("stop: %s at %s", fl.name, step)
 			f.restartWith(nil)
-			in := f.create(fmt.Sprintf("stop-%s-%s", step, fl.name))
+			in := f.create(strings.ReplaceAll(fmt.Sprintf("stop-%s-%s", step, fl.name), "_", "-"))
 			f.run(in.ID)
 			f.inject(controlplane.KindInstanceStop, step, fl, func() (controlplane.SagaView, error) {
 				return f.ops().StopInstance(ctx, in.ID.String())
@@ -184,7 +185,7 @@ func TestStopRebootDeleteFaultAtEveryStep(t *testing.T) {
 		for _, step := range rebootSteps {
 			t.Logf("reboot: %s at %s", fl.name, step)
 			f.restartWith(nil)
-			in := f.create(fmt.Sprintf("reboot-%s-%s", step, fl.name))
+			in := f.create(strings.ReplaceAll(fmt.Sprintf("reboot-%s-%s", step, fl.name), "_", "-"))
 			f.run(in.ID)
 			f.inject(controlplane.KindInstanceReboot, step, fl, func() (controlplane.SagaView, error) {
 				return f.ops().RebootInstance(ctx, in.ID.String())
@@ -194,7 +195,7 @@ func TestStopRebootDeleteFaultAtEveryStep(t *testing.T) {
 		}
 		for _, step := range deleteSteps {
 			t.Logf("delete: %s at %s", fl.name, step)
-			in := f.create(fmt.Sprintf("delete-%s-%s", step, fl.name))
+			in := f.create(strings.ReplaceAll(fmt.Sprintf("delete-%s-%s", step, fl.name), "_", "-"))
 			f.inject(controlplane.KindInstanceDelete, step, fl, func() (controlplane.SagaView, error) {
 				return f.ops().DeleteInstance(ctx, in.ID.String())
 			})

@@ -122,6 +122,10 @@ func TestBadRequests(t *testing.T) {
 	for _, c := range []struct{ name, version, spec, field string }{
 		{"", "vmm-server/v1", tickerSpec, "name"},
 		{"-dash", "vmm-server/v1", tickerSpec, "name"},
+		{"Upper", "vmm-server/v1", tickerSpec, "name"},
+		{"under_score", "vmm-server/v1", tickerSpec, "name"},
+		{"dash-", "vmm-server/v1", tickerSpec, "name"},
+		{"abcdefab-cdef-4abc-8def-abcdefabcdef", "vmm-server/v1", tickerSpec, "name"},
 		{"ok", "vmm-server/v9", tickerSpec, "spec_version"},
 		{"ok", "vmm-server/v1", `{"board":{"cpus":0,"memory_mb":64,"chipset":"i440fx"}}`, "spec"},
 		{"ok", "vmm-server/v1", `not json`, "spec"},
