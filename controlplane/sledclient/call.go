@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -20,10 +21,11 @@ import (
 
 // conn is what every version's client needs to reach one agent.
 type conn struct {
-	sled  uuid.UUID
-	addr  string
-	hc    *http.Client
-	token TokenFunc
+	sled    uuid.UUID
+	addr    string
+	hc      *http.Client
+	token   TokenFunc
+	timeout time.Duration // bounds each call (with the caller's context)
 }
 
 // baseURL is the agent's API in one version.
@@ -61,6 +63,10 @@ func (c conn) do(ctx context.Context, what string, send func(context.Context, ed
 		return cl, answer{}, fmt.Errorf("%s: the token of the sled agent at %s is empty", what, c.addr)
 	}
 	cl.tok = tok
+	// The client's timeout bounds the call, and so does the caller's
+	// context, whichever ends first.
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	resp, err := send(ctx, httpkit.BearerAuth(tok))
 	if err != nil {
 		return cl, answer{}, cl.unreachable(ctx, err)

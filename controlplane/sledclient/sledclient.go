@@ -26,7 +26,8 @@ import (
 )
 
 // DefaultTimeout bounds each call to an agent, from its request to the end
-// of its answer, unless WithTimeout says otherwise.
+// of its answer, unless WithTimeout says otherwise; a registration is bounded
+// by its caller's context alone, since it waits for a VMM server to start.
 const DefaultTimeout = 10 * time.Second
 
 // maxAnswer bounds an agent's answer body; a larger one is a bad answer.
@@ -130,8 +131,7 @@ func New(token TokenFunc, opts ...Option) controlplane.SledDialer {
 		o.transport = http.DefaultTransport.(*http.Transport).Clone()
 	}
 	hc := &http.Client{
-		Transport: o.transport,
-		Timeout:   o.timeout,
+		Transport: o.transport, // no Timeout: each call is bounded by its context (conn.do)
 		// An agent never redirects; a redirect is answered as it is, a
 		// status this package refuses.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -147,7 +147,7 @@ func New(token TokenFunc, opts ...Option) controlplane.SledDialer {
 		if token == nil {
 			return nil, fmt.Errorf("dial sled %s: no token source", s.ID)
 		}
-		c, err := v.dial(conn{sled: s.ID, addr: s.Address, hc: hc, token: token})
+		c, err := v.dial(conn{sled: s.ID, addr: s.Address, hc: hc, token: token, timeout: o.timeout})
 		if err != nil {
 			return nil, fmt.Errorf("dial sled %s in sled-agent API %s: %w", s.ID, v.name, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
@@ -50,7 +51,13 @@ func (s *v1) Register(ctx context.Context, id uuid.UUID, r controlplane.VmmRegis
 	default:
 		return fmt.Errorf("%s: exactly one of a spec and a migration is required", what)
 	}
-	cl, a, err := s.c.do(ctx, what, func(ctx context.Context, e editor) (*http.Response, error) {
+	// The agent answers once the VMM's server has started, which may take
+	// longer than a read: the caller's deadline alone bounds it.
+	c := s.c
+	if dl, ok := ctx.Deadline(); ok {
+		c.timeout = time.Until(dl)
+	}
+	cl, a, err := c.do(ctx, what, func(ctx context.Context, e editor) (*http.Response, error) {
 		return s.api.VmmRegister(ctx, id, body, e)
 	})
 	if err != nil {
@@ -142,7 +149,7 @@ func (s *v1) Serial(ctx context.Context, id uuid.UUID) (io.ReadWriteCloser, erro
 		return nil, fmt.Errorf("%s: the token of the sled agent at %s: unavailable", what, s.c.addr)
 	}
 	cl := call{conn: s.c, what: what, tok: tok}
-	dctx, cancel := context.WithTimeout(ctx, s.c.hc.Timeout)
+	dctx, cancel := context.WithTimeout(ctx, s.c.timeout)
 	defer cancel()
 	h := http.Header{}
 	h.Set("Authorization", "Bearer "+tok)

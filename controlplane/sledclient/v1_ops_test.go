@@ -1,6 +1,9 @@
 package sledclient
 
 import (
+	"context"
+	"time"
+
 	"encoding/json"
 	"io"
 	"net/http"
@@ -150,4 +153,27 @@ func TestSerial(t *testing.T) {
 	require.ErrorContains(t, err, "vmm_refused")
 	noToken(t, err)
 	require.False(t, strings.Contains(err.Error(), testToken))
+}
+
+// A registration waits for the VMM's server to start, which may take longer
+// than the client's timeout for reads: the caller's deadline bounds it. A
+// read from the same slow agent still ends at the client's timeout.
+func TestRegisterWaitsAsLongAsItsCaller(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	slow := newAgent(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(3 * timeout) // the VMM server starting
+		jsonAnswer(http.StatusCreated, `{}`)(w, r)
+	})
+	c := dialSled(t, uuid.New(), slow.addr(), WithTimeout(timeout))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, c.Register(ctx, uuid.New(), controlplane.VmmRegistration{InstanceID: uuid.New(), Name: "vm",
+		SpecVersion: "vmm-server/v1", Spec: []byte(`{"board":{"cpus":1}}`)}))
+	require.ErrorIs(t, c.Ping(ctx), controlplane.ErrSledUnreachable)
+
+	short, cancelShort := context.WithTimeout(context.Background(), timeout)
+	defer cancelShort()
+	err := c.Register(short, uuid.New(), controlplane.VmmRegistration{InstanceID: uuid.New(), Name: "vm",
+		SpecVersion: "vmm-server/v1", Spec: []byte(`{"board":{"cpus":1}}`)})
+	require.ErrorIs(t, err, controlplane.ErrSledUnreachable, "the caller's deadline passed")
 }
