@@ -44,12 +44,12 @@ step() {
 # listening LOG WHAT: waits for a process's `msg="WHAT listening" addr=HOST:PORT` and prints the address.
 listening() {
 	local a
-	for _ in $(seq 300); do
+	for _ in $(seq 1200); do
 		a=$(sed -n "s/.*$2 listening.* addr=\([^ ]*\).*/\1/p" "$1" | head -n 1)
 		[ -n "$a" ] && { echo "$a"; return; }
 		sleep 0.1
 	done
-	fail "$2 did not say where it listens within 30 s"
+	fail "$2 did not say where it listens within 120 s (the first start of the control plane makes its PostgreSQL cluster)"
 }
 [ -e /dev/kvm ] || fail "this machine has no /dev/kvm: waggle runs its VMs on KVM (enable virtualization, or nested virtualization in a VM)"
 
