@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -310,20 +309,7 @@ func inState(name string) func(model.Vmm) bool {
 // pidOf reads a VMM's pid from its agent's registry on disk.
 func (s *sled) pidOf(t testing.TB, id uuid.UUID) int {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(s.root, "registry.json"))
+	pid, err := sledtest.RegistryPid(s.root, id)
 	require.NoError(t, err)
-	var reg struct {
-		VMMs []struct {
-			ID  uuid.UUID `json:"vmm_id"`
-			Pid int       `json:"pid"`
-		} `json:"vmms"`
-	}
-	require.NoError(t, json.Unmarshal(data, &reg))
-	for _, v := range reg.VMMs {
-		if v.ID == id {
-			return v.Pid
-		}
-	}
-	t.Fatalf("VMM %s is not in the registry", id)
-	return 0
+	return pid
 }

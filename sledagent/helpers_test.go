@@ -2,11 +2,9 @@ package sledagent_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -140,22 +138,9 @@ func serve(t testing.TB, a *sledagent.Agent) (string, string) {
 // pidOf reads a VMM's pid from the agent's registry on disk.
 func pidOf(t *testing.T, root string, id uuid.UUID) int {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(root, "registry.json"))
+	pid, err := sledtest.RegistryPid(root, id)
 	require.NoError(t, err)
-	var reg struct {
-		VMMs []struct {
-			ID  uuid.UUID `json:"vmm_id"`
-			Pid int       `json:"pid"`
-		} `json:"vmms"`
-	}
-	require.NoError(t, json.Unmarshal(data, &reg))
-	for _, v := range reg.VMMs {
-		if v.ID == id {
-			return v.Pid
-		}
-	}
-	t.Fatalf("VMM %s is not in the registry", id)
-	return 0
+	return pid
 }
 
 // alive says whether pid runs (not a zombie).

@@ -2,10 +2,7 @@ package v1
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net/http"
-	"strings"
 
 	"github.com/coder/websocket"
 
@@ -43,7 +40,7 @@ func (upgraded) VisitInstanceSerialResponse(http.ResponseWriter) error { return 
 // request's context, not the operations' timeout.
 func (s *Server) InstanceSerial(ctx context.Context, req api.InstanceSerialRequestObject) (api.InstanceSerialResponseObject, error) {
 	raw, _ := ctx.Value(rawHTTPKey{}).(rawHTTP)
-	if raw.r == nil || !isWebSocketUpgrade(raw.r) {
+	if raw.r == nil || !httpkit.IsWebSocketUpgrade(raw.r) {
 		return nil, &httpkit.Error{Status: http.StatusBadRequest, Code: CodeNotUpgraded,
 			Message: "the console is a WebSocket: send Connection: Upgrade and Upgrade: websocket"}
 	}
@@ -60,57 +57,6 @@ func (s *Server) InstanceSerial(ctx context.Context, req api.InstanceSerialReque
 	if err != nil {
 		return upgraded{}, nil // Accept has answered the client
 	}
-	pump(raw.r.Context(), ws, conn)
+	httpkit.PumpConsole(raw.r.Context(), ws, conn, "the instance's console ended")
 	return upgraded{}, nil
-}
-
-func isWebSocketUpgrade(r *http.Request) bool {
-	hasUpgrade := false
-	for _, v := range r.Header.Values("Connection") {
-		for _, tok := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
-				hasUpgrade = true
-			}
-		}
-	}
-	return hasUpgrade && strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
-}
-
-// pump copies the console's output to the client and the client's messages
-// to the console until either ends; it closes the client's WebSocket
-// normally when the console ended.
-func pump(ctx context.Context, ws *websocket.Conn, conn io.ReadWriteCloser) {
-	defer ws.CloseNow()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		defer cancel()
-		defer conn.Close()
-		for {
-			typ, data, err := ws.Read(ctx)
-			if err != nil {
-				return
-			}
-			if typ == websocket.MessageBinary || typ == websocket.MessageText {
-				if _, err := conn.Write(data); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := conn.Read(buf)
-		if n > 0 {
-			if werr := ws.Write(ctx, websocket.MessageBinary, buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) || ctx.Err() == nil {
-				ws.Close(websocket.StatusNormalClosure, "the instance's console ended")
-			}
-			return
-		}
-	}
 }
