@@ -38,7 +38,7 @@ type sagaFleet struct {
 	paused  atomic.Bool   // migrations are not played on while set
 }
 
-func newSagaFleet(t *testing.T, sleds int) *sagaFleet {
+func newSagaFleet(t testing.TB, sleds int) *sagaFleet {
 	t.Helper()
 	f := &sagaFleet{fleet: newFleet(t, sleds), owner: uuid.New()}
 	f.restartWith(nil)
