@@ -3,13 +3,18 @@ package controlplane_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/wagglevm/waggle/controlplane"
 	"github.com/wagglevm/waggle/sledagent"
 )
 
@@ -117,4 +122,76 @@ func serverStartFloor(b *testing.B) time.Duration {
 	}
 	slices.Sort(took)
 	return took[len(took)/2]
+}
+
+// BenchmarkFleetHundred drives a hundred instances through their lives on
+// two sleds, a phase at a time, each phase's sagas all asked at once:
+// create, start, migrate to the other sled, stop, delete. Real PostgreSQL,
+// real sled agents and a real VMM server process per VMM; the instances
+// are played where there is no KVM. Reported: instances per minute over
+// the whole, each phase's seconds, and the database's growth per instance
+// (its size with the hundred running and migrated, less its size before).
+func BenchmarkFleetHundred(b *testing.B) {
+	n := fleetBenchInstances()
+	f := newSagaFleetSized(b, 2, n)
+	ctx := context.Background()
+	ops := f.ops()
+	dbSize := func() float64 {
+		var size int64
+		if err := f.store.Pool().QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&size); err != nil {
+			b.Fatal(err)
+		}
+		return float64(size)
+	}
+	before := dbSize()
+	b.ResetTimer()
+	begin := time.Now()
+	ids := make([]uuid.UUID, n)
+	for i := range n {
+		ids[i] = f.create(fmt.Sprintf("fleet-%03d", i)).ID
+	}
+	created := time.Since(begin)
+	phase := func(name string, op func(ref string) (controlplane.SagaView, error)) time.Duration {
+		t0 := time.Now()
+		sagas := make([]uuid.UUID, n)
+		for i, id := range ids {
+			sv, err := op(id.String())
+			if err != nil {
+				b.Fatalf("%s %s: %v", name, id, err)
+			}
+			sagas[i] = sv.ID
+		}
+		for _, s := range sagas {
+			if v := f.waitSaga(s); v.State != controlplane.SagaDone {
+				b.Fatalf("%s saga %s: %s: %s", name, s, v.State, v.Error)
+			}
+		}
+		return time.Since(t0)
+	}
+	started := phase("start", func(r string) (controlplane.SagaView, error) { return ops.StartInstance(ctx, r) })
+	migrated := phase("migrate", func(r string) (controlplane.SagaView, error) {
+		return ops.MigrateInstance(ctx, r, uuid.NullUUID{})
+	})
+	perInstance := (dbSize() - before) / float64(n)
+	stopped := phase("stop", func(r string) (controlplane.SagaView, error) { return ops.StopInstance(ctx, r) })
+	deleted := phase("delete", func(r string) (controlplane.SagaView, error) { return ops.DeleteInstance(ctx, r) })
+	total := time.Since(begin)
+	b.StopTimer()
+	b.ReportMetric(float64(n)/total.Minutes(), "instances/min")
+	for _, p := range []struct {
+		name string
+		d    time.Duration
+	}{{"create", created}, {"start", started}, {"migrate", migrated}, {"stop", stopped}, {"delete", deleted}} {
+		b.ReportMetric(p.d.Seconds(), p.name+"-s")
+	}
+	b.ReportMetric(perInstance/1024, "db-KiB/instance")
+}
+
+// fleetBenchInstances is how many instances BenchmarkFleetHundred drives:
+// a hundred, or WAGGLE_BENCH_INSTANCES.
+func fleetBenchInstances() int {
+	if v, err := strconv.Atoi(os.Getenv("WAGGLE_BENCH_INSTANCES")); err == nil && v > 0 {
+		return v
+	}
+	return 100
 }

@@ -57,6 +57,8 @@ type fleet struct {
 	cpAddr  string // the internal API's address, kept across restarts
 	cpToken string
 
+	perSled int // VMMs each sled has room and ports for (0: 8)
+
 	mu    sync.Mutex
 	cp    *controlplane.ControlPlane // the running control plane; guarded by mu
 	stop  func()                     // stops it; guarded by mu
@@ -82,10 +84,14 @@ func cpOptions(store controlplane.Store, dial controlplane.SledDialer) controlpl
 		CallTimeout: 2 * time.Second, RetryBackoff: 5 * time.Millisecond, SledLostAfter: time.Hour}
 }
 
-func newFleet(t testing.TB, sleds int) *fleet {
+func newFleet(t testing.TB, sleds int) *fleet { return newFleetSized(t, sleds, 0) }
+
+// newFleetSized is newFleet with sleds that have room (CPUs, memory and
+// ports) for perSled one-CPU, 64 MiB VMMs (0: 8).
+func newFleetSized(t testing.TB, sleds, perSled int) *fleet {
 	t.Helper()
 	ctx := context.Background()
-	f := &fleet{t: t, dbURL: pgtest.Database(t)}
+	f := &fleet{t: t, dbURL: pgtest.Database(t), perSled: perSled}
 	store, err := db.Open(ctx, f.dbURL, db.WithLogger(quiet()))
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
@@ -196,8 +202,12 @@ func (f *fleet) addSledDialing(dial sledagent.Dialer) *sled {
 	}
 	bell, err := cpclient.New("http://"+f.cpAddr, func() (string, error) { return f.cpToken, nil })
 	require.NoError(t, err)
-	lo, hi := portRange(20)
-	s.agent, err = sledagent.New(sledagent.Options{Root: s.root, Capacity: sledagent.Resources{CPUs: 8, MemoryMiB: 4096},
+	room, ports := 8, 20
+	if f.perSled > 0 {
+		room, ports = f.perSled, 2*f.perSled+10 // a VMM and, while it migrates in, its target
+	}
+	lo, hi := portRange(ports)
+	s.agent, err = sledagent.New(sledagent.Options{Root: s.root, Capacity: sledagent.Resources{CPUs: uint32(room), MemoryMiB: uint64(room) * 512},
 		PortMin: lo, PortMax: hi, VMMBinary: waggleBin, VMMArgs: []string{"server"}, Dial: dial, Bell: bell,
 		Backoff: sledagent.Backoff{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}, Log: quiet()})
 	require.NoError(t, err)

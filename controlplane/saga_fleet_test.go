@@ -38,9 +38,13 @@ type sagaFleet struct {
 	paused  atomic.Bool   // migrations are not played on while set
 }
 
-func newSagaFleet(t testing.TB, sleds int) *sagaFleet {
+func newSagaFleet(t testing.TB, sleds int) *sagaFleet { return newSagaFleetSized(t, sleds, 0) }
+
+// newSagaFleetSized is newSagaFleet with sleds that have room for perSled
+// VMMs (newFleetSized).
+func newSagaFleetSized(t testing.TB, sleds, perSled int) *sagaFleet {
 	t.Helper()
-	f := &sagaFleet{fleet: newFleet(t, sleds), owner: uuid.New()}
+	f := &sagaFleet{fleet: newFleetSized(t, sleds, perSled), owner: uuid.New()}
 	f.restartWith(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -209,6 +213,7 @@ func (f *sagaFleet) playMigrations(ctx context.Context) {
 		case <-tick.C:
 		}
 		targets, sources := map[uuid.UUID]side{}, map[uuid.UUID]side{}
+		handedIn := map[uuid.UUID]bool{} // migrations whose target has the VM
 		f.fleet.mu.Lock()
 		sleds := append([]*sled(nil), f.sleds...)
 		f.fleet.mu.Unlock()
@@ -216,6 +221,9 @@ func (f *sagaFleet) playMigrations(ctx context.Context) {
 			for _, v := range s.agent.List() {
 				if m := v.State.MigrationIn; open(m) && !v.State.State.Terminal() {
 					targets[m.ID] = side{s, v}
+				}
+				if m := v.State.MigrationIn; m != nil && m.State == sledagent.MigrationCompleted {
+					handedIn[m.ID] = true
 				}
 				if m := v.State.MigrationOut; open(m) && !v.State.State.Terminal() {
 					sources[m.ID] = side{s, v}
@@ -229,7 +237,9 @@ func (f *sagaFleet) playMigrations(ctx context.Context) {
 				continue
 			}
 			if !ok {
-				if src.v.State.MigrationOut.State == sledagent.MigrationInProgress {
+				// A target that took the VM is not gone: the loop below lets
+				// the source go (failing it here raced that, under load).
+				if src.v.State.MigrationOut.State == sledagent.MigrationInProgress && !handedIn[id] {
 					// The target went away mid-stream: the source keeps the VM.
 					si.SetMigration(sledagent.StateRunning, nil, &sledagent.MigrationProgress{ID: id, Phase: "failed"})
 				}
