@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -46,9 +45,7 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	watchEvery := fs.Duration("watch-interval", 30*time.Second, "how often the instance watcher checks every VMM on every sled")
 	lostAfter := fs.Duration("sled-lost-after", 5*time.Minute, "how long a sled may stay silent before it is marked lost and its VMMs failed")
 	grace := fs.Duration("shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, time requests get to end")
-	logJSON := fs.Bool("log-json", false, "write logs as JSON lines")
-	var level slog.Level
-	fs.TextVar(&level, "log-level", slog.LevelInfo, "least severe log level: debug, info, warn or error")
+	newLogger := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
@@ -65,12 +62,7 @@ func runControlPlane(ctx context.Context, args []string, stderr io.Writer) error
 	if *lostAfter <= *watchEvery {
 		return fmt.Errorf("--sled-lost-after: %s must be longer than --watch-interval (%s), or every sled that misses one round is lost", *lostAfter, *watchEvery)
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
-	if *logJSON {
-		handler = slog.NewJSONHandler(stderr, opts)
-	}
-	log := slog.New(handler)
+	log := newLogger(stderr)
 	if ctx.Err() != nil {
 		return nil // stopped before it started
 	}

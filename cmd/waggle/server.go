@@ -31,14 +31,12 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	bodyTimeout := fs.Duration("body-timeout", httpkit.DefaultBodyReadTimeout, "time a client has to send a request body")
 	idleTimeout := fs.Duration("idle-timeout", httpkit.DefaultIdleTimeout, "time a keep-alive connection may stay idle")
 	grace := fs.Duration("shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, time requests and streams get to end before they are cut")
-	logJSON := fs.Bool("log-json", false, "write logs as JSON lines")
+	newLogger := logFlags(fs)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the server's whole run to this file")
 	migrationPeers := fs.String("migration-peers", "", "networks a migration target may dial as its source, CIDR,CIDR,...\n"+
 		"(default: loopback and the networks of this host's interface addresses)")
 	storageRoot := fs.String("storage-root", "", "directory the disk files of specs are relative to; nothing outside it is opened\n"+
 		"(default $XDG_DATA_HOME/waggle/storage, else ~/.local/share/waggle/storage; made 0700 when missing)")
-	var level slog.Level
-	fs.TextVar(&level, "log-level", slog.LevelInfo, "least severe log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -53,12 +51,7 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--storage-root: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
-	if *logJSON {
-		handler = slog.NewJSONHandler(stderr, opts)
-	}
-	log := slog.New(handler)
+	log := newLogger(stderr)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {

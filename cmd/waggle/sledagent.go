@@ -49,9 +49,7 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	cpToken := fs.String("control-plane-token-file", "", "file holding the bearer token for the control plane")
 	startTimeout := fs.Duration("vmm-start-timeout", 15*time.Second, "how long a new VMM server gets to answer before its registration fails")
 	grace := fs.Duration("shutdown-grace", 5*time.Second, "on SIGTERM or SIGINT, time requests get to end (the VMMs run on)")
-	logJSON := fs.Bool("log-json", false, "write logs as JSON lines")
-	var level slog.Level
-	fs.TextVar(&level, "log-level", slog.LevelInfo, "least severe log level: debug, info, warn or error")
+	newLogger := logFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errHelp
@@ -83,12 +81,7 @@ func runSledAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--root: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
-	if *logJSON {
-		handler = slog.NewJSONHandler(stderr, opts)
-	}
-	log := slog.New(handler)
+	log := newLogger(stderr)
 	if ctx.Err() != nil {
 		return nil // stopped before it started
 	}
