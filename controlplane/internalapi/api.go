@@ -46,25 +46,7 @@ func NewHandler(rt Runtime, opts httpkit.HandlerOptions, metrics http.Handler) (
 	}
 	mounts := []httpkit.Version{{Prefix: "/v1", Handler: h1}}
 	if metrics != nil {
-		mounts = append(mounts, httpkit.Version{Prefix: "/metrics", Handler: guarded(metrics)})
+		mounts = append(mounts, httpkit.Version{Prefix: "/metrics", Handler: httpkit.GuardMetrics(metrics)})
 	}
 	return httpkit.NewHandler(opts, mounts...)
-}
-
-// guarded serves h to authenticated GETs and HEADs only.
-func guarded(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !httpkit.Authenticated(r.Context()) {
-			httpkit.WriteError(w, r, httpkit.Errorf(http.StatusUnauthorized, httpkit.CodeUnauthorized,
-				"this path needs a bearer token: send header Authorization: Bearer <token>"))
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			httpkit.WriteError(w, r, httpkit.Errorf(http.StatusMethodNotAllowed, httpkit.CodeMethodNotAllowed,
-				"%s is not allowed on /metrics; allowed: GET, HEAD", r.Method))
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }

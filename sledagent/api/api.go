@@ -23,22 +23,7 @@ func NewHandler(a *sledagent.Agent, opts httpkit.HandlerOptions) (http.Handler, 
 	if err != nil {
 		return nil, err
 	}
-	metrics := a.MetricsHandler()
-	guarded := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !httpkit.Authenticated(r.Context()) {
-			httpkit.WriteError(w, r, httpkit.Errorf(http.StatusUnauthorized, httpkit.CodeUnauthorized,
-				"this path needs a bearer token: send header Authorization: Bearer <token>"))
-			return
-		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			httpkit.WriteError(w, r, httpkit.Errorf(http.StatusMethodNotAllowed, httpkit.CodeMethodNotAllowed,
-				"%s is not allowed on /metrics; allowed: GET, HEAD", r.Method))
-			return
-		}
-		metrics.ServeHTTP(w, r)
-	})
 	return httpkit.NewHandler(opts,
 		httpkit.Version{Prefix: "/v1", Handler: h1},
-		httpkit.Version{Prefix: "/metrics", Handler: guarded})
+		httpkit.Version{Prefix: "/metrics", Handler: httpkit.GuardMetrics(a.MetricsHandler())})
 }
