@@ -1,17 +1,15 @@
 package v1
 
 import (
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/wagglevm/waggle/internal/apicheck"
+
 	api "github.com/wagglevm/waggle/gen/control-plane/v1"
 )
-
-var quotedCode = regexp.MustCompile("`([a-z][a-z0-9_]*)`")
 
 // The contract's error paragraph lists every code this package answers,
 // and every code the paragraph or a response of the contract names is one
@@ -19,25 +17,20 @@ var quotedCode = regexp.MustCompile("`([a-z][a-z0-9_]*)`")
 func TestContractListsEveryCode(t *testing.T) {
 	doc, err := api.GetSwagger()
 	require.NoError(t, err)
-	desc := doc.Info.Description
-	i := strings.Index(desc, "**Errors.**")
-	require.GreaterOrEqual(t, i, 0)
-	para := desc[i:]
-	if j := strings.Index(para, "\n\n"); j >= 0 {
-		para = para[:j]
-	}
+	para := apicheck.ErrorParagraph(doc)
+	require.NotEmpty(t, para, "the contract has no error paragraph")
 	for _, c := range Codes {
 		require.Contains(t, para, "`"+c+"`", "the contract does not list %s", c)
 	}
-	for _, m := range quotedCode.FindAllStringSubmatch(para, -1) {
-		if m[1] == "error_code" || m[1] == "message" || m[1] == "request_id" {
+	for _, c := range apicheck.QuotedCodes(para) {
+		if c == "error_code" || c == "message" || c == "request_id" {
 			continue
 		}
-		require.True(t, slices.Contains(Codes, m[1]), "the error paragraph names %s, which is never answered", m[1])
+		require.True(t, slices.Contains(Codes, c), "the error paragraph names %s, which is never answered", c)
 	}
-	for name, r := range doc.Components.Responses {
-		for _, m := range quotedCode.FindAllStringSubmatch(*r.Value.Description, -1) {
-			require.True(t, slices.Contains(Codes, m[1]), "response %s names %s, which is never answered", name, m[1])
+	for name, codes := range apicheck.ResponseCodes(doc) {
+		for _, c := range codes {
+			require.True(t, slices.Contains(Codes, c), "response %s names %s, which is never answered", name, c)
 		}
 	}
 }

@@ -5,14 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/wagglevm/waggle/internal/apicheck"
 
 	"github.com/wagglevm/waggle/controlplane"
 	"github.com/wagglevm/waggle/controlplane/model"
@@ -122,8 +122,6 @@ func TestSledFromV1(t *testing.T) {
 	require.ErrorContains(t, err, "sled_id")
 }
 
-var quotedCode = regexp.MustCompile("`([a-z][a-z0-9_]*)`")
-
 // notInContractYet are codes the control plane answers that the v1
 // contract does not list yet (the contract is not the control plane's to
 // edit from here); each must be added to its error paragraph and then
@@ -136,13 +134,8 @@ var notInContractYet = []string{}
 func TestContractListsEveryCode(t *testing.T) {
 	doc, err := api.GetSwagger()
 	require.NoError(t, err)
-	desc := doc.Info.Description
-	i := strings.Index(desc, "**Errors.**")
-	require.GreaterOrEqual(t, i, 0)
-	para := desc[i:]
-	if j := strings.Index(para, "\n\n"); j >= 0 {
-		para = para[:j]
-	}
+	para := apicheck.ErrorParagraph(doc)
+	require.NotEmpty(t, para, "the contract has no error paragraph")
 	for _, c := range Codes {
 		if slices.Contains(notInContractYet, c) {
 			require.NotContains(t, para, "`"+c+"`", "the contract lists %s now: drop it from notInContractYet", c)
@@ -150,15 +143,15 @@ func TestContractListsEveryCode(t *testing.T) {
 		}
 		require.Contains(t, para, "`"+c+"`", "the contract does not list %s", c)
 	}
-	for _, m := range quotedCode.FindAllStringSubmatch(para, -1) {
-		if m[1] == "error_code" || m[1] == "message" || m[1] == "request_id" {
+	for _, c := range apicheck.QuotedCodes(para) {
+		if c == "error_code" || c == "message" || c == "request_id" {
 			continue
 		}
-		require.True(t, slices.Contains(Codes, m[1]), "the error paragraph names %s, which is never answered", m[1])
+		require.True(t, slices.Contains(Codes, c), "the error paragraph names %s, which is never answered", c)
 	}
-	for name, r := range doc.Components.Responses {
-		for _, m := range quotedCode.FindAllStringSubmatch(*r.Value.Description, -1) {
-			require.True(t, slices.Contains(Codes, m[1]), "response %s names %s, which is never answered", name, m[1])
+	for name, codes := range apicheck.ResponseCodes(doc) {
+		for _, c := range codes {
+			require.True(t, slices.Contains(Codes, c), "response %s names %s, which is never answered", name, c)
 		}
 	}
 }
