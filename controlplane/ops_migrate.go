@@ -114,9 +114,7 @@ func (c *ControlPlane) migrateKind() saga.Kind {
 					r := in.Runtime
 					switch {
 					case r.ActiveVmm.Valid && r.ActiveVmm.UUID == p(s).Vmm:
-						// Handed off: done once the source, ended, is retired.
-						src, err := c.o.Store.Vmm(ctx, p(s).Source)
-						return err == nil && src.TimeRetired != nil, err
+						return c.handOffSettled(ctx, p(s))
 					case !r.Migration.Valid || r.Migration.UUID != p(s).Migration:
 						return false, fmt.Errorf("the migration failed: the instance no longer migrates to VMM %s", p(s).Vmm)
 					}
@@ -132,6 +130,29 @@ func (c *ControlPlane) migrateKind() saga.Kind {
 			}},
 		c.unlockStep(),
 	}}
+}
+
+// handOffSettled says whether a migration that handed its instance to the
+// target is over as users see it: the source, ended, is retired, and the
+// target's own report has been stored (the source's report of the hand-off
+// can come first, and until the target's arrives the instance would show
+// the target as it was registered, starting). Whatever the target is once
+// reported, running or not, is the instance's life from then on; the saga
+// does not fail for it.
+func (c *ControlPlane) handOffSettled(ctx context.Context, p sagaParams) (bool, error) {
+	src, err := c.o.Store.Vmm(ctx, p.Source)
+	if err != nil || src.TimeRetired == nil {
+		return false, err
+	}
+	t, err := c.o.Store.Vmm(ctx, p.Vmm)
+	if err != nil {
+		return false, err
+	}
+	switch t.Runtime.State.Name() {
+	case "creating", "starting", "migrating":
+		return false, nil
+	}
+	return true, nil
 }
 
 // migratable says whether an instance may migrate away from VMM source.
