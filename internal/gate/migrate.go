@@ -15,49 +15,90 @@ import (
 	"time"
 )
 
-// The check of a release that needs KVM: a running VM migrates live from
+// The check of a release that needs KVM: running VMs migrate live from
 // the release's `waggle server` into HEAD's and back, each way driven by
-// the other build's `waggle vm migrate`, and the guest's own output proves
-// it went on: the ticker's tick numbers live in guest RAM (vmm/guest/ABI.md),
-// so the target's console continues the source's count with the next
-// number, none lost, none repeated, and no second "ticker ready" (a guest
-// that booted again would count from 1).
+// the other build's `waggle vm migrate`, and each guest's own output proves
+// it went on. Every guest keeps a count in its RAM and prints it on a line
+// (vmm/guest/ABI.md): the ticker its ticks, memcheck its verified passes
+// over a memory pattern, disk its verified passes over the sectors it
+// wrote. So the target's console continues the source's count with the
+// next number, none lost, none repeated; it never shows the line the guest
+// prints once at boot (a guest that booted again would show it and count
+// from 1), nor the line the guest prints when it finds its memory or its
+// disk not as it left them.
 
-// migrateTickerSpec is the guest every release migrates: the ticker, small
-// so that a migration under nested emulation takes seconds, dirtying 1 MiB
-// per tick so that pre-copy has pages to send again.
-const migrateTickerSpec = `{"board":{"chipset":"i440fx","cpus":1,"memory_mb":32},"boot":{"cmdline":"pace_ms=50 dirty_kib=1024 dirty_base_mib=8","image":"ticker"},` +
-	`"components":{"com1":{"num":"com1","type":"serial_port"}}}`
+// migrationGuest is a guest the release check migrates, and how its
+// console proves that it went on.
+type migrationGuest struct {
+	// name is the guest's image name, which the report shows.
+	name string
+	// spec is its vmm-server v1 InstanceSpec. Each is small, so that a
+	// migration under nested emulation takes seconds.
+	spec string
+	// count matches a line with the guest's count, the number in group 1;
+	// unit names what it counts in the report.
+	count *regexp.Regexp
+	unit  string
+	// booted is what the guest prints once, at boot; bad what it prints
+	// when its memory or disk is not as it left it ("" if it cannot).
+	booted, bad string
+	// disk is the path beneath the shared storage root of the disk file
+	// the spec names ("" for none); the check makes it.
+	disk string
+}
+
+// migrationGuests are the guests every release migrates: the ticker (a
+// UART's state and a dirtying guest: pre-copy has pages to send again),
+// memcheck (every page of its region checked on the target) and disk (a
+// virtio-blk device in use, its queue state carried across).
+var migrationGuests = []migrationGuest{
+	{name: "ticker", unit: "ticks",
+		spec: `{"board":{"chipset":"i440fx","cpus":1,"memory_mb":32},"boot":{"cmdline":"pace_ms=50 dirty_kib=1024 dirty_base_mib=8","image":"ticker"},` +
+			`"components":{"com1":{"num":"com1","type":"serial_port"}}}`,
+		count: regexp.MustCompile(`tick (\d+)\n`), booted: "ticker ready"},
+	{name: "memcheck", unit: "passes",
+		spec: `{"board":{"chipset":"i440fx","cpus":1,"memory_mb":32},"boot":{"cmdline":"base_mib=4 span_mib=8 pace_ms=100","image":"memcheck"},` +
+			`"components":{"com1":{"num":"com1","type":"serial_port"}}}`,
+		count: regexp.MustCompile(`mem ok (\d+)\n`), booted: "mem filled", bad: "mem BAD"},
+	{name: "disk", unit: "passes", disk: "compat-gate/disk.img",
+		spec: `{"board":{"chipset":"i440fx","cpus":1,"memory_mb":32},"boot":{"cmdline":"sectors=256 pace_ms=100","image":"disk"},` +
+			`"components":{"com1":{"num":"com1","type":"serial_port"},"disk0":{"backend":"disk0-be","slot":0,"type":"virtio_disk"},` +
+			`"disk0-be":{"path":"compat-gate/disk.img","type":"file_storage_backend"}}}`,
+		count: regexp.MustCompile(`disk ok pass (\d+)\n`), booted: "disk ok sectors=", bad: "disk BAD"},
+}
 
 // Bounds of the migration check. They are generous because the gate also
 // runs under nested software emulation, where a migration of the small
-// ticker takes seconds instead of milliseconds.
+// guests takes seconds instead of milliseconds.
 var (
 	// MigrateCommandTimeout bounds each CLI command but the migration.
 	MigrateCommandTimeout = 60 * time.Second
 	// MigrateTimeout bounds one `waggle vm migrate`.
 	MigrateTimeout = 5 * time.Minute
-	// MigrateTickWait bounds each wait for the guest's ticks.
+	// MigrateTickWait bounds each wait for the guest's count.
 	MigrateTickWait = 3 * time.Minute
 )
 
-// MigrationWay is one direction of a release's migration check, with its
-// figures.
+// MigrationWay is one direction of a release's migration check of one
+// guest, with its figures.
 type MigrationWay struct {
-	// What says the way: "<release> -> HEAD by HEAD's CLI", ...
-	What string
-	// LastBefore is the last tick the source printed; FirstAfter the first
-	// the target printed, which must be LastBefore+1; SeenAfter the last the
-	// target had printed when the check ended.
+	// Guest is the guest's image name; What says the way: "<release> ->
+	// HEAD by HEAD's CLI", ...
+	Guest, What string
+	// Unit names what the guest counts ("ticks", "passes").
+	Unit string
+	// LastBefore is the last count the source printed; FirstAfter the
+	// first the target printed, which must be LastBefore+1; SeenAfter the
+	// last the target had printed when the check ended.
 	LastBefore, FirstAfter, SeenAfter int
 	// Total and Downtime are what the CLI's summary said (zero if it said
 	// nothing).
 	Total, Downtime time.Duration
 }
 
-// String says the way and its figures in words.
+// String says the guest, the way and its figures in words.
 func (w MigrationWay) String() string {
-	s := fmt.Sprintf("%s: ticks %d on the source, %d..%d on the target", w.What, w.LastBefore, w.FirstAfter, w.SeenAfter)
+	s := fmt.Sprintf("%s %s: %s %d on the source, %d..%d on the target", w.Guest, w.What, w.Unit, w.LastBefore, w.FirstAfter, w.SeenAfter)
 	if w.Total > 0 {
 		s += fmt.Sprintf(", total %v", w.Total.Round(time.Millisecond))
 	}
@@ -67,62 +108,100 @@ func (w MigrationWay) String() string {
 	return s
 }
 
-// ReleaseMigrationError says a running VM did not migrate between a
+// ReleaseMigrationError says a running guest did not migrate between a
 // release and HEAD in one direction, and why.
 type ReleaseMigrationError struct {
-	Release, Way string
-	Err          error
+	Release, Guest, Way string
+	Err                 error
 }
 
 func (e *ReleaseMigrationError) Error() string {
-	return fmt.Sprintf("release %s: migrating a running ticker %s: %v", e.Release, e.Way, e.Err)
+	return fmt.Sprintf("release %s: migrating a running %s %s: %v", e.Release, e.Guest, e.Way, e.Err)
 }
 
 func (e *ReleaseMigrationError) Unwrap() error { return e.Err }
 
-// MigrateBothWays starts relBin's `waggle server` and headBin's (each with
-// its own storage root and token file under dir, on loopback), creates and
-// runs a ticker on the release's server with HEAD's CLI, migrates it into
-// HEAD's server with HEAD's CLI, and back into the release's server with
-// the release's CLI, checking after each way that the VM runs on the
-// target and its guest counts on. It returns the ways that passed; a way
-// that fails is a *ReleaseMigrationError, and the way back is not tried
-// after a failed way there. Every process it starts has ended when it
-// returns.
+// MigrateBothWays checks each of migrationGuests in turn with
+// migrateGuestBothWays, in its own directory under dir, and returns every
+// way that passed and the errors of those that failed (each a
+// *ReleaseMigrationError). A guest that fails does not stop the next.
 func MigrateBothWays(ctx context.Context, release, relBin, headBin, dir string) ([]MigrationWay, error) {
-	rel, err := startPeer(ctx, "release", relBin, dir)
+	var ways []MigrationWay
+	var errs []error
+	for _, g := range migrationGuests {
+		gdir := filepath.Join(dir, g.name)
+		if err := os.MkdirAll(gdir, 0o755); err != nil {
+			return ways, err
+		}
+		w, err := migrateGuestBothWays(ctx, g, release, relBin, headBin, gdir)
+		ways = append(ways, w...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return ways, errors.Join(errs...)
+}
+
+// migrateGuestBothWays starts relBin's `waggle server` and headBin's (each
+// with its own token file under dir, on loopback, sharing one storage
+// root as hosts share storage), creates and runs guest g on the release's
+// server with HEAD's CLI, migrates it into HEAD's server with HEAD's CLI,
+// and back into the release's server with the release's CLI, checking
+// after each way that the VM runs on the target and its guest counts on.
+// It returns the ways that passed; a way that fails is a
+// *ReleaseMigrationError, and the way back is not tried after a failed way
+// there. Every process it starts has ended when it returns.
+func migrateGuestBothWays(ctx context.Context, g migrationGuest, release, relBin, headBin, dir string) ([]MigrationWay, error) {
+	fail := func(way string, err error) error {
+		return &ReleaseMigrationError{Release: release, Guest: g.name, Way: way, Err: err}
+	}
+	storage := filepath.Join(dir, "storage")
+	if g.disk != "" {
+		if err := makeDisk(filepath.Join(storage, filepath.FromSlash(g.disk))); err != nil {
+			return nil, fail("(making its disk)", err)
+		}
+	}
+	rel, err := startPeer(ctx, "release", relBin, dir, storage)
 	if err != nil {
-		return nil, &ReleaseMigrationError{Release: release, Way: "(starting its server)", Err: err}
+		return nil, fail("(starting its server)", err)
 	}
 	defer rel.stop()
-	head, err := startPeer(ctx, "head", headBin, dir)
+	head, err := startPeer(ctx, "head", headBin, dir, storage)
 	if err != nil {
-		return nil, &ReleaseMigrationError{Release: release, Way: "(starting HEAD's server)", Err: err}
+		return nil, fail("(starting HEAD's server)", err)
 	}
 	defer head.stop()
-	spec := filepath.Join(dir, "ticker.json")
-	if err := os.WriteFile(spec, []byte(migrateTickerSpec), 0o644); err != nil {
+	spec := filepath.Join(dir, g.name+".json")
+	if err := os.WriteFile(spec, []byte(g.spec), 0o644); err != nil {
 		return nil, err
 	}
 
 	there := release + " -> HEAD by HEAD's CLI"
-	if err := createTicker(ctx, headBin, dir, rel, spec); err != nil {
-		return nil, &ReleaseMigrationError{Release: release, Way: there, Err: fmt.Errorf("before migrating: %w", err)}
+	if err := createGuest(ctx, g, headBin, dir, rel, spec); err != nil {
+		return nil, fail(there, fmt.Errorf("before migrating: %w", err))
 	}
 	var ways []MigrationWay
-	w, err := migrateOnce(ctx, headBin, dir, rel, head, there)
+	w, err := migrateOnce(ctx, g, headBin, dir, rel, head, there)
 	if err != nil {
-		return ways, &ReleaseMigrationError{Release: release, Way: there, Err: err}
+		return ways, fail(there, err)
 	}
 	ways = append(ways, w)
 	back := "HEAD -> " + release + " by " + release + "'s CLI"
 	// The release's server keeps what its first instance printed apart
 	// from the second's: the way back's source history is HEAD's.
-	w, err = migrateOnce(ctx, relBin, dir, head, rel, back)
+	w, err = migrateOnce(ctx, g, relBin, dir, head, rel, back)
 	if err != nil {
-		return ways, &ReleaseMigrationError{Release: release, Way: back, Err: err}
+		return ways, fail(back, err)
 	}
 	return append(ways, w), nil
+}
+
+// makeDisk makes the disk guest's 1 MiB disk file at path.
+func makeDisk(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(path, make([]byte, 1<<20), 0o600)
 }
 
 // peerFailPoints sets WAGGLE_FAILPOINTS of a peer ("release" or "head"):
@@ -135,10 +214,14 @@ type peer struct {
 	name, token string
 }
 
-func startPeer(ctx context.Context, name, bin, dir string) (*peer, error) {
+// startPeer starts bin's server as peer name, its files in dir/name and
+// its storage root storage.
+func startPeer(ctx context.Context, name, bin, dir, storage string) (*peer, error) {
 	pdir := filepath.Join(dir, name)
-	storage := filepath.Join(pdir, "storage")
 	if err := os.MkdirAll(storage, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(pdir, 0o700); err != nil {
 		return nil, err
 	}
 	token, err := writeToken(filepath.Join(pdir, "token"))
@@ -177,24 +260,25 @@ func vm(ctx context.Context, cliBin, dir string, limit time.Duration, p *peer, c
 	return stdout.Bytes(), nil
 }
 
-// createTicker creates and runs the ticker on p with cliBin's CLI.
-func createTicker(ctx context.Context, cliBin, dir string, p *peer, spec string) error {
-	if _, err := vm(ctx, cliBin, dir, MigrateCommandTimeout, p, "create", "-spec", spec, "-name", "compat-ticker"); err != nil {
+// createGuest creates and runs g on p with cliBin's CLI, and waits for
+// its first three counts.
+func createGuest(ctx context.Context, g migrationGuest, cliBin, dir string, p *peer, spec string) error {
+	if _, err := vm(ctx, cliBin, dir, MigrateCommandTimeout, p, "create", "-spec", spec, "-name", "compat-"+g.name); err != nil {
 		return err
 	}
 	if _, err := vm(ctx, cliBin, dir, MigrateCommandTimeout, p, "run"); err != nil {
 		return err
 	}
-	_, err := awaitTicks(ctx, cliBin, dir, p, 3)
+	_, err := awaitCounts(ctx, g, cliBin, dir, p, 3)
 	return err
 }
 
 // migrateOnce migrates the VM from src to dst with cliBin's CLI and checks
-// that it runs on dst and its guest goes on counting where it stopped on
-// src. The source's console is read after the source has let its VM go
+// that it runs on dst and its guest g goes on counting where it stopped
+// on src. The source's console is read after the source has let its VM go
 // (its last bytes are flushed then).
-func migrateOnce(ctx context.Context, cliBin, dir string, src, dst *peer, what string) (MigrationWay, error) {
-	w := MigrationWay{What: what}
+func migrateOnce(ctx context.Context, g migrationGuest, cliBin, dir string, src, dst *peer, what string) (MigrationWay, error) {
+	w := MigrationWay{Guest: g.name, What: what, Unit: g.unit}
 	out, err := vm(ctx, cliBin, dir, MigrateTimeout, src, "migrate", "-to", dst.addr, "-to-token-file", dst.token, "-o", "json")
 	if err != nil {
 		return w, err
@@ -210,42 +294,49 @@ func migrateOnce(ctx context.Context, cliBin, dir string, src, dst *peer, what s
 	if err != nil {
 		return w, err
 	}
-	after, err := awaitTicks(ctx, cliBin, dir, dst, 3)
+	after, err := awaitCounts(ctx, g, cliBin, dir, dst, 3)
 	if err != nil {
 		return w, fmt.Errorf("on the target: %w", err)
 	}
-	w.LastBefore, w.FirstAfter, w.SeenAfter, err = countsOn(before, after)
+	w.LastBefore, w.FirstAfter, w.SeenAfter, err = countsOn(g, before, after)
 	if err != nil {
 		return w, err
 	}
 	return w, nil
 }
 
-// countsOn checks that the guest counted on across a migration: the
-// source's console (before) shows ticks, the target's (after) shows no new
-// boot, the ticks of both joined count up by one with none lost or
-// repeated, and the target printed at least three past the source's last.
-// It returns the source's last tick, the first after it and the last seen.
-func countsOn(before, after []byte) (last, first, seen int, err error) {
-	got := tickNums(before)
+// countsOn checks that guest g counted on across a migration: the
+// source's console (before) shows counts and the target's (after) no new
+// boot, neither says the guest found its state bad, the counts of both
+// joined go up by one with none lost or repeated, and the target printed
+// at least three past the source's last. It returns the source's last
+// count, the first after it and the last seen.
+func countsOn(g migrationGuest, before, after []byte) (last, first, seen int, err error) {
+	got := g.counts(before)
 	if len(got) == 0 {
-		return 0, 0, 0, fmt.Errorf("the source's console shows no tick: %q", tail(before, 300))
+		return 0, 0, 0, fmt.Errorf("the source's console shows no %s: %q", g.unit, tail(before, 300))
 	}
 	last = got[len(got)-1]
-	if bytes.Contains(after, []byte("ticker ready")) {
-		return last, 0, 0, fmt.Errorf("the target's guest booted again (its console says \"ticker ready\"): %q", tail(after, 300))
+	if bytes.Contains(after, []byte(g.booted)) {
+		return last, 0, 0, fmt.Errorf("the target's guest booted again (its console says %q): %q", g.booted, tail(after, 300))
 	}
 	// A line the guest had begun on the source ends on the target: join
-	// the consoles before reading the numbers.
-	all := tickNums(append(bytes.Clone(before), after...))
+	// the consoles before reading them.
+	joined := append(bytes.Clone(before), after...)
+	if g.bad != "" {
+		if i := bytes.Index(joined, []byte(g.bad)); i >= 0 {
+			return last, 0, 0, fmt.Errorf("the guest found its state bad: %q", tail(joined[i:], 200))
+		}
+	}
+	all := g.counts(joined)
 	for i := 1; i < len(all); i++ {
 		if all[i] != all[i-1]+1 {
-			return last, 0, 0, fmt.Errorf("the ticks across the migration do not count up by one (%d then %d): source %q, target %q",
-				all[i-1], all[i], tail(before, 200), tail(after, 200))
+			return last, 0, 0, fmt.Errorf("the %s across the migration do not count up by one (%d then %d): source %q, target %q",
+				g.unit, all[i-1], all[i], tail(before, 200), tail(after, 200))
 		}
 	}
 	if all[len(all)-1] < last+3 {
-		return last, 0, 0, fmt.Errorf("the guest did not count on past tick %d on the target: %v", last, all[max(0, len(all)-6):])
+		return last, 0, 0, fmt.Errorf("the guest did not count on past %d on the target: %v", last, all[max(0, len(all)-6):])
 	}
 	return last, last + 1, all[len(all)-1], nil
 }
@@ -305,20 +396,24 @@ func awaitState(ctx context.Context, cliBin, dir string, p *peer, want string) e
 	}
 }
 
-// awaitTicks waits until p's console shows at least n ticks and returns
-// the console.
-func awaitTicks(ctx context.Context, cliBin, dir string, p *peer, n int) ([]byte, error) {
+// awaitCounts waits until p's console shows at least n of guest g's
+// counts and returns the console. A console that says the guest found its
+// state bad ends the wait at once.
+func awaitCounts(ctx context.Context, g migrationGuest, cliBin, dir string, p *peer, n int) ([]byte, error) {
 	deadline := time.Now().Add(MigrateTickWait)
 	for {
 		out, err := history(ctx, cliBin, dir, p)
 		if err != nil {
 			return nil, err
 		}
-		if len(tickNums(out)) >= n {
+		if g.bad != "" && bytes.Contains(out, []byte(g.bad)) {
+			return nil, fmt.Errorf("the guest found its state bad: %q", tail(out, 300))
+		}
+		if len(g.counts(out)) >= n {
 			return out, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the guest printed fewer than %d ticks within %v: %q", n, MigrateTickWait, tail(out, 300))
+			return nil, fmt.Errorf("the guest printed fewer than %d %s within %v: %q", n, g.unit, MigrateTickWait, tail(out, 300))
 		}
 		if err := pause(ctx, 200*time.Millisecond); err != nil {
 			return nil, err
@@ -331,12 +426,10 @@ func history(ctx context.Context, cliBin, dir string, p *peer) ([]byte, error) {
 	return vm(ctx, cliBin, dir, MigrateCommandTimeout, p, "serial", "-history")
 }
 
-var tickLine = regexp.MustCompile(`tick (\d+)\n`)
-
-// tickNums returns the numbers of the complete tick lines in text.
-func tickNums(text []byte) []int {
+// counts returns the numbers of g's complete count lines in text.
+func (g migrationGuest) counts(text []byte) []int {
 	var out []int
-	for _, m := range tickLine.FindAllSubmatch(text, -1) {
+	for _, m := range g.count.FindAllSubmatch(text, -1) {
 		n, _ := strconv.Atoi(string(m[1]))
 		out = append(out, n)
 	}

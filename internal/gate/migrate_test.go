@@ -56,13 +56,15 @@ func TestReleaseMigratesBothWays(t *testing.T) {
 	require.Empty(t, rep.Skipped)
 	var ways []string
 	for _, r := range rep.Ran {
-		if strings.HasPrefix(r, "migrated a running ticker ") {
+		if strings.HasPrefix(r, "migrated a running ") {
 			ways = append(ways, r)
 		}
 	}
-	require.Len(t, ways, 2, "both ways ran: %v", rep.Ran)
-	require.Contains(t, ways[0], "migrated a running ticker v0.0.0-gatetest -> HEAD by HEAD's CLI: ticks ")
-	require.Contains(t, ways[1], "migrated a running ticker HEAD -> v0.0.0-gatetest by v0.0.0-gatetest's CLI: ticks ")
+	require.Len(t, ways, 2*len(migrationGuests), "both ways ran for every guest: %v", rep.Ran)
+	for i, g := range migrationGuests {
+		require.Contains(t, ways[2*i], "migrated a running "+g.name+" v0.0.0-gatetest -> HEAD by HEAD's CLI: "+g.unit+" ")
+		require.Contains(t, ways[2*i+1], "migrated a running "+g.name+" HEAD -> v0.0.0-gatetest by v0.0.0-gatetest's CLI: "+g.unit+" ")
+	}
 	for _, w := range ways {
 		require.Contains(t, w, "downtime ", "the CLI's summary gave the downtime")
 	}
@@ -82,43 +84,71 @@ func TestMigrationFigures(t *testing.T) {
 	require.Zero(t, down)
 }
 
-// TestTickNums reads only complete tick lines.
-func TestTickNums(t *testing.T) {
-	require.Equal(t, []int{1, 2, 3}, tickNums([]byte("ticker ready\ntick 1\ntick 2\ntick 3\ntick 4")))
-	require.Empty(t, tickNums([]byte("ticker ready\n")))
+// guest is the migration guest with the image name.
+func guest(t *testing.T, name string) migrationGuest {
+	for _, g := range migrationGuests {
+		if g.name == name {
+			return g
+		}
+	}
+	t.Fatalf("no migration guest %s", name)
+	return migrationGuest{}
+}
+
+// TestCounts reads only complete count lines, each guest its own.
+func TestCounts(t *testing.T) {
+	require.Equal(t, []int{1, 2, 3}, guest(t, "ticker").counts([]byte("ticker ready\ntick 1\ntick 2\ntick 3\ntick 4")))
+	require.Empty(t, guest(t, "ticker").counts([]byte("ticker ready\n")))
+	require.Equal(t, []int{1, 2}, guest(t, "memcheck").counts([]byte("mem filled 8 MiB\nmem ok 1\nmem ok 2\nmem ok 3")))
+	require.Equal(t, []int{1, 2}, guest(t, "disk").counts([]byte("disk ok sectors=256\ndisk ok pass 1\ndisk ok pass 2\n")))
 }
 
 // TestMigrationWayString says the figures a report shows.
 func TestMigrationWayString(t *testing.T) {
-	w := MigrationWay{What: "r -> HEAD by HEAD's CLI", LastBefore: 7, FirstAfter: 8, SeenAfter: 12, Total: 1234 * time.Millisecond, Downtime: 42 * time.Millisecond}
-	require.Equal(t, "r -> HEAD by HEAD's CLI: ticks 7 on the source, 8..12 on the target, total 1.234s, downtime 42ms", w.String())
+	w := MigrationWay{Guest: "ticker", What: "r -> HEAD by HEAD's CLI", Unit: "ticks", LastBefore: 7, FirstAfter: 8, SeenAfter: 12,
+		Total: 1234 * time.Millisecond, Downtime: 42 * time.Millisecond}
+	require.Equal(t, "ticker r -> HEAD by HEAD's CLI: ticks 7 on the source, 8..12 on the target, total 1.234s, downtime 42ms", w.String())
 }
 
 // TestCountsOn: the guest's own output proves the migration, and each way
 // a migration can lose the guest is seen.
 func TestCountsOn(t *testing.T) {
+	ticker, memcheck, disk := guest(t, "ticker"), guest(t, "memcheck"), guest(t, "disk")
 	src := []byte("ticker ready\ntick 1\ntick 2\ntick 3\ntick ")
-	last, first, seen, err := countsOn(src, []byte("4\ntick 5\ntick 6\ntick 7\n"))
+	last, first, seen, err := countsOn(ticker, src, []byte("4\ntick 5\ntick 6\ntick 7\n"))
 	require.NoError(t, err, "a line begun on the source ends on the target")
 	require.Equal(t, []int{3, 4, 7}, []int{last, first, seen})
-	_, _, _, err = countsOn(src[:len(src)-5], []byte("tick 4\ntick 5\ntick 6\n"))
+	_, _, _, err = countsOn(ticker, src[:len(src)-5], []byte("tick 4\ntick 5\ntick 6\n"))
+	require.NoError(t, err)
+	last, first, seen, err = countsOn(memcheck, []byte("mem filled 8 MiB\nmem ok 1\nmem ok 2\n"), []byte("mem ok 3\nmem ok 4\nmem ok 5\n"))
+	require.NoError(t, err)
+	require.Equal(t, []int{2, 3, 5}, []int{last, first, seen})
+	_, _, _, err = countsOn(disk, []byte("disk ok sectors=256\ndisk ok pass 1\n"), []byte("disk ok pass 2\ndisk ok pass 3\ndisk ok pass 4\n"))
 	require.NoError(t, err)
 
-	for _, c := range []struct{ name, before, after, want string }{
-		{"booted again", "tick 1\ntick 2\n", "ticker ready\ntick 1\ntick 2\ntick 3\n", "booted again"},
-		{"a tick lost", "tick 1\ntick 2\n", "tick 4\ntick 5\ntick 6\n", "do not count up by one (2 then 4)"},
-		{"a tick repeated", "tick 1\ntick 2\n", "tick 2\ntick 3\ntick 4\ntick 5\n", "do not count up by one (2 then 2)"},
-		{"stopped on the target", "tick 1\ntick 2\n", "tick 3\n", "did not count on past tick 2"},
-		{"no tick on the source", "ticker ready\n", "tick 1\ntick 2\ntick 3\n", "the source's console shows no tick"},
+	for _, c := range []struct {
+		name                string
+		g                   migrationGuest
+		before, after, want string
+	}{
+		{"booted again", ticker, "tick 1\ntick 2\n", "ticker ready\ntick 1\ntick 2\ntick 3\n", "booted again"},
+		{"a tick lost", ticker, "tick 1\ntick 2\n", "tick 4\ntick 5\ntick 6\n", "do not count up by one (2 then 4)"},
+		{"a tick repeated", ticker, "tick 1\ntick 2\n", "tick 2\ntick 3\ntick 4\ntick 5\n", "do not count up by one (2 then 2)"},
+		{"stopped on the target", ticker, "tick 1\ntick 2\n", "tick 3\n", "did not count on past 2"},
+		{"no tick on the source", ticker, "ticker ready\n", "tick 1\ntick 2\ntick 3\n", "the source's console shows no ticks"},
+		{"memory lost", memcheck, "mem ok 1\nmem ok 2\n", "mem BAD at 0x400000 pass 3\n", "found its state bad: \"mem BAD at 0x400000"},
+		{"memcheck booted again", memcheck, "mem ok 1\n", "mem filled 8 MiB\nmem ok 1\nmem ok 2\n", "booted again"},
+		{"disk data lost", disk, "disk ok pass 1\n", "disk ok pass 2\ndisk BAD sector 17\n", "found its state bad: \"disk BAD sector 17"},
+		{"disk booted again", disk, "disk ok pass 1\n", "disk ok sectors=256\ndisk ok pass 1\n", "booted again"},
 	} {
-		_, _, _, err := countsOn([]byte(c.before), []byte(c.after))
+		_, _, _, err := countsOn(c.g, []byte(c.before), []byte(c.after))
 		require.ErrorContains(t, err, c.want, c.name)
 	}
 }
 
 // TestReleaseThatCannotMigrateIn: HEAD's server, as the target, fails
-// every device import (a fail point): the way in fails, names itself, and
-// the way back is not tried; no server outlives the check.
+// every device import (a fail point): each guest's way in fails and names
+// itself, and no way back is tried; no server outlives the check.
 func TestReleaseThatCannotMigrateIn(t *testing.T) {
 	kvmtest.Require(t)
 	bin, err := BuildHead(ctx, repoRoot, t.TempDir())
@@ -129,6 +159,10 @@ func TestReleaseThatCannotMigrateIn(t *testing.T) {
 	var me *ReleaseMigrationError
 	require.ErrorAs(t, err, &me)
 	require.Equal(t, "r -> HEAD by HEAD's CLI", me.Way)
+	require.Equal(t, "ticker", me.Guest)
+	for _, g := range migrationGuests {
+		require.ErrorContains(t, err, "migrating a running "+g.name+" r -> HEAD by HEAD's CLI", "every guest was tried, and failed its way in")
+	}
 	require.ErrorContains(t, err, "waggle vm migrate")
 	require.Empty(t, ways)
 }

@@ -179,9 +179,10 @@ func BuildHead(ctx context.Context, root, dir string) (string, error) {
 // release that serves vmm-server/v1, it runs the checks that need no VM
 // both ways (CrossDrive): the release's server driven by HEAD's CLI, and
 // HEAD's server driven by the release's CLI. Where /dev/kvm exists, a
-// running ticker then migrates from each such release into HEAD and back
-// (MigrateBothWays); a way that fails is a *ReleaseMigrationError. Where
-// it is missing, the migration is skipped, saying why.
+// running ticker, memcheck and disk guest then migrate from each such
+// release into HEAD and back (MigrateBothWays); a way that fails is a
+// *ReleaseMigrationError. Where it is missing, the migration is skipped,
+// saying why.
 func CheckReleases(ctx context.Context, root, tmp string) (ReleaseReport, error) {
 	var rep ReleaseReport
 	rels, err := corpus.ReadReleases(root)
@@ -252,7 +253,7 @@ func CheckReleases(ctx context.Context, root, tmp string) (ReleaseReport, error)
 			}
 			ways, err := MigrateBothWays(ctx, r.Name, bins[r.Name], head, dir)
 			for _, w := range ways {
-				rep.Ran = append(rep.Ran, "migrated a running ticker "+w.String())
+				rep.Ran = append(rep.Ran, "migrated a running "+w.String())
 			}
 			if err != nil {
 				errs = append(errs, err)
