@@ -130,9 +130,10 @@ const pullEvery = 500 * time.Millisecond
 // pullEvery it also pulls the VMMs pull from their agents (as the doorbell
 // does when rung), so that a lost ring does not hold the saga until the
 // instance watcher's round.
-func (c *ControlPlane) waitFor(ctx context.Context, what string, done func(ctx context.Context) (bool, error), pull ...uuid.UUID) error {
-	ctx, cancel := context.WithTimeout(ctx, c.o.SagaWait)
+func (c *ControlPlane) waitFor(parent context.Context, what string, done func(ctx context.Context) (bool, error), pull ...uuid.UUID) error {
+	ctx, cancel := context.WithTimeout(parent, c.o.SagaWait)
 	defer cancel()
+	timedOut := func() error { return fmt.Errorf("waited %s for %s: it did not happen", c.o.SagaWait, what) }
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	lastPull := time.Now()
@@ -146,6 +147,9 @@ func (c *ControlPlane) waitFor(ctx context.Context, what string, done func(ctx c
 			}
 		}
 		ok, err := done(ctx)
+		if err != nil && ctx.Err() != nil && parent.Err() == nil {
+			return timedOut() // the wait's own deadline cut a read short: not the read's failure
+		}
 		if err != nil {
 			return err
 		}
@@ -154,7 +158,7 @@ func (c *ControlPlane) waitFor(ctx context.Context, what string, done func(ctx c
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waited %s for %s: it did not happen", c.o.SagaWait, what)
+			return timedOut()
 		case <-tick.C:
 		}
 	}
@@ -247,7 +251,10 @@ func (c *ControlPlane) isActive(ctx context.Context, instance, id uuid.UUID) (bo
 // unwindVmm ends a VMM a saga created: stored saga_unwound (releasing its
 // reservation) unless terminal already, then unregistered from its sled
 // with force; with retire, also retired. A VMM never stored, or retired,
-// needs nothing; one that is its instance's active VMM is left alone.
+// needs nothing; one that is its instance's active VMM is left alone. A
+// sled whose agent does not answer is no failure of the undo: the VMM
+// stays stored terminal and unretired, for the watcher to unregister and
+// retire when the agent is back.
 func (c *ControlPlane) unwindVmm(ctx context.Context, instance, id uuid.UUID, retire bool) error {
 	v, err := c.o.Store.Vmm(ctx, id)
 	if errors.Is(err, ErrNotFound) {
@@ -288,6 +295,16 @@ func (c *ControlPlane) unwindVmm(ctx context.Context, instance, id uuid.UUID, re
 	callCtx, cancel := context.WithTimeout(ctx, c.o.CallTimeout)
 	err = client.Unregister(callCtx, id)
 	cancel()
+	if errors.Is(err, ErrSledUnreachable) {
+		// A dead agent cannot forget the VMM, and waiting for it would
+		// hold the saga (and the instance's lock) for as long as the sled
+		// is down. The VMM is stored terminal, its room released; it is
+		// left unretired, so the instance watcher unregisters and retires
+		// it once its sled answers again.
+		c.log.Warn("saga undo: the VMM's sled agent does not answer; the VMM is left for the watcher to unregister",
+			"vmm", id, "sled", v.SledID, "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("unregister VMM %s from sled %s: %w", id, v.SledID, err)
 	}
