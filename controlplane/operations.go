@@ -91,12 +91,15 @@ type StepView struct {
 
 // SagaView is a saga's progress.
 type SagaView struct {
-	ID          uuid.UUID
-	Kind        string // instance_create, instance_start, instance_stop, instance_reboot, instance_migrate, instance_delete
-	InstanceID  uuid.UUID
-	State       SagaState
-	Steps       []StepView
-	Error       string // why it unwound (or stuck); empty otherwise
+	ID         uuid.UUID
+	Kind       string // instance_create, instance_start, instance_stop, instance_reboot, instance_migrate, instance_delete
+	InstanceID uuid.UUID
+	State      SagaState
+	Steps      []StepView
+	Error      string // why it unwound (or stuck); empty otherwise
+	// ErrorCode is Error's stable code (of the failure that made it
+	// unwind, for one stuck too); empty when it did not fail.
+	ErrorCode   SagaErrorCode
 	TimeCreated time.Time
 	TimeUpdated time.Time
 }

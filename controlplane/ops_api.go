@@ -274,6 +274,9 @@ func (c *ControlPlane) Saga(ctx context.Context, id uuid.UUID) (SagaView, error)
 func (c *ControlPlane) sagaView(r saga.Record) SagaView {
 	v := SagaView{ID: r.ID, Kind: r.Kind, InstanceID: r.InstanceID.UUID, State: SagaState(r.State), Error: r.Error,
 		TimeCreated: r.TimeCreated, TimeUpdated: r.TimeUpdated}
+	if r.State == saga.Unwound || r.State == saga.Stuck || r.Error != "" {
+		v.ErrorCode = storedErrorCode(r)
+	}
 	k, _ := c.sagas.Kind(r.Kind)
 	for i, st := range r.Steps {
 		name := fmt.Sprintf("step_%d", i)

@@ -116,14 +116,14 @@ func (c *ControlPlane) migrateKind() saga.Kind {
 					case r.ActiveVmm.Valid && r.ActiveVmm.UUID == p(s).Vmm:
 						return c.handOffSettled(ctx, p(s))
 					case !r.Migration.Valid || r.Migration.UUID != p(s).Migration:
-						return false, fmt.Errorf("the migration failed: the instance no longer migrates to VMM %s", p(s).Vmm)
+						return false, fmt.Errorf("%w: the instance no longer migrates to VMM %s", errMigrationFailed, p(s).Vmm)
 					}
 					t, err := c.o.Store.Vmm(ctx, p(s).Vmm)
 					if err != nil {
 						return false, err
 					}
 					if t.Runtime.State.IsTerminal() {
-						return false, fmt.Errorf("the migration failed: the target VMM is %s", t.Runtime.State)
+						return false, fmt.Errorf("%w: the target VMM is %s", errMigrationFailed, t.Runtime.State)
 					}
 					return false, nil
 				}, p(s).Vmm, p(s).Source)

@@ -43,7 +43,9 @@ type sagaParams struct {
 func (c *ControlPlane) newSagas() error {
 	o := c.o.Saga
 	o.Log = c.o.Store
-	o.Kinds = []saga.Kind{c.startKind(), c.stopKind(), c.rebootKind(), c.migrateKind(), c.deleteKind()}
+	for _, k := range []saga.Kind{c.startKind(), c.stopKind(), c.rebootKind(), c.migrateKind(), c.deleteKind()} {
+		o.Kinds = append(o.Kinds, withErrorCodes(k))
+	}
 	if o.Logger == nil {
 		o.Logger = c.log
 	}
@@ -133,7 +135,7 @@ const pullEvery = 500 * time.Millisecond
 func (c *ControlPlane) waitFor(parent context.Context, what string, done func(ctx context.Context) (bool, error), pull ...uuid.UUID) error {
 	ctx, cancel := context.WithTimeout(parent, c.o.SagaWait)
 	defer cancel()
-	timedOut := func() error { return fmt.Errorf("waited %s for %s: it did not happen", c.o.SagaWait, what) }
+	timedOut := func() error { return fmt.Errorf("waited %s for %s: %w", c.o.SagaWait, what, errWaitTimedOut) }
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	lastPull := time.Now()

@@ -84,7 +84,7 @@ func (c *ControlPlane) startKind() saga.Kind {
 						return false, err
 					}
 					if v.Runtime.State.IsTerminal() {
-						return false, fmt.Errorf("the VMM ended before it ran: %s", v.Runtime.State)
+						return false, fmt.Errorf("%w before it ran: %s", errVmmEnded, v.Runtime.State)
 					}
 					return v.Runtime.State == model.VmmRunning, nil
 				}, id)

@@ -111,7 +111,7 @@ func (c *ControlPlane) rebootKind() saga.Kind {
 					return false, err
 				}
 				if v.Runtime.State.IsTerminal() {
-					return false, fmt.Errorf("the VMM ended while it rebooted: %s", v.Runtime.State)
+					return false, fmt.Errorf("%w while it rebooted: %s", errVmmEnded, v.Runtime.State)
 				}
 				return v.Runtime.Gen > from && v.Runtime.State == model.VmmRunning, nil
 			}, p.Vmm)

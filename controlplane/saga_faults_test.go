@@ -87,6 +87,7 @@ func (f *sagaFleet) inject(kind, step string, fl fault, begin func() (controlpla
 	} else {
 		require.Equal(t, controlplane.SagaUnwound, got.State, "%s at %s/%s", fl.name, kind, step)
 		require.Contains(t, got.Error, "step "+step+": injected failure")
+		require.Equal(t, controlplane.SagaCodeInternal, got.ErrorCode, "an injected failure is no domain error")
 	}
 	f.requireNoLeaks()
 	return got
@@ -292,6 +293,7 @@ func TestMigrateTargetKilledSourceRunsOn(t *testing.T) {
 	got := f.waitSaga(sv.ID)
 	require.Equal(t, controlplane.SagaUnwound, got.State)
 	require.Contains(t, got.Error, "step wait_handoff: the migration failed")
+	require.Equal(t, controlplane.SagaCodeMigrationFailed, got.ErrorCode)
 	v := f.get(in.ID)
 	require.Equal(t, model.VisibleRunning, v.State)
 	require.Equal(t, source.ID, v.ActiveVmm.ID)

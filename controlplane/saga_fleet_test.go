@@ -199,6 +199,7 @@ func (f *sagaFleet) run(id uuid.UUID) controlplane.InstanceView {
 	require.NoError(f.t, err)
 	got := f.waitSaga(sv.ID)
 	require.Equal(f.t, controlplane.SagaDone, got.State, "start: %s", got.Error)
+	require.Empty(f.t, got.ErrorCode, "a saga done has no error code")
 	return f.get(id)
 }
 

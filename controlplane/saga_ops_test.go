@@ -230,6 +230,7 @@ func TestStartRefusedBySledUnwinds(t *testing.T) {
 	require.Contains(t, got.Error, "step register")
 	require.Contains(t, got.Error, controlplane.ErrInvalidSpec.Error())
 	require.Contains(t, got.Error, "vmm_refused")
+	require.Equal(t, controlplane.SagaCodeInvalidSpec, got.ErrorCode)
 	require.Equal(t, model.VisibleStopped, f.get(in.ID).State)
 	f.requireNoLeaks()
 }

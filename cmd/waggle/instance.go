@@ -551,11 +551,16 @@ func (c *cpCmd) follow(ctx context.Context, cl *cpapi.ClientWithResponses, s cpa
 	}
 }
 
+// sagaError is why a saga failed, for people, with its code for scripts.
 func sagaError(s cpapi.Saga) string {
-	if s.Error == nil || *s.Error == "" {
-		return "no reason given"
+	why := "no reason given"
+	if s.Error != nil && *s.Error != "" {
+		why = *s.Error
 	}
-	return *s.Error
+	if s.ErrorCode != nil {
+		why += " (error_code " + string(*s.ErrorCode) + ")"
+	}
+	return why
 }
 
 // cpErr turns an error answer of the control plane at server into an

@@ -137,6 +137,8 @@ func TestInstanceActionUnwound(t *testing.T) {
 	reason := "register the VMM: the sled refused it"
 	unwound := sagaOf(cpapi.SagaKindInstanceStart, cpapi.SagaStateUnwound, "undone", "failed")
 	unwound.Error = &reason
+	code := cpapi.SagaErrorCodeInvalidSpec
+	unwound.ErrorCode = &code
 	f := newFake(t, map[string]http.HandlerFunc{
 		"POST /v1/instances/ticker/start": func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, 202, sagaOf(cpapi.SagaKindInstanceStart, cpapi.SagaStateRunning, "done", "pending"))
@@ -147,7 +149,7 @@ func TestInstanceActionUnwound(t *testing.T) {
 	res := cli(t, "instance", "start", "-server", f.addr, "ticker")
 	require.Equal(t, 1, res.code)
 	require.Contains(t, res.stderr, "failed and was undone")
-	require.Contains(t, res.stderr, reason)
+	require.Contains(t, res.stderr, reason+" (error_code invalid_spec)")
 	require.Contains(t, res.stdout, "failed  reserve")
 	require.Contains(t, res.stdout, "undone  pick_sled")
 	require.Contains(t, res.stdout, "start ticker: unwound")

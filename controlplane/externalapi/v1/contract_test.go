@@ -51,4 +51,5 @@ func TestEnumsMirrorTheDomain(t *testing.T) {
 	require.ElementsMatch(t, vmmStateNames(), enum("VmmState"))
 	require.ElementsMatch(t, visibleStates(), enum("InstanceState"))
 	require.ElementsMatch(t, failureKinds(), doc.Components.Schemas["FailureReason"].Value.Properties["kind"].Value.Enum)
+	require.ElementsMatch(t, sagaErrorCodes(), enum("SagaErrorCode"))
 }

@@ -149,6 +149,13 @@ func SagaToV1(s controlplane.SagaView) api.Saga {
 		e := errText(errString(s.Error))
 		out.Error = &e
 	}
+	if s.ErrorCode != "" {
+		c := api.SagaErrorCode(s.ErrorCode)
+		if !c.Valid() {
+			c = api.SagaErrorCodeInternal // a code newer than this version's contract
+		}
+		out.ErrorCode = &c
+	}
 	return out
 }
 

@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"github.com/wagglevm/waggle/controlplane"
 	"github.com/wagglevm/waggle/controlplane/model"
 )
 
@@ -19,6 +20,14 @@ func failureKinds() []any {
 	var out []any
 	for _, k := range model.FailureKinds {
 		out = append(out, string(k))
+	}
+	return out
+}
+
+func sagaErrorCodes() []string {
+	var out []string
+	for _, c := range controlplane.SagaErrorCodes {
+		out = append(out, string(c))
 	}
 	return out
 }

@@ -119,6 +119,51 @@ func (e MigrationState) Valid() bool {
 	}
 }
 
+// Defines values for SagaErrorCode.
+const (
+	SagaErrorCodeInstanceBusy         SagaErrorCode = "instance_busy"
+	SagaErrorCodeInsufficientCapacity SagaErrorCode = "insufficient_capacity"
+	SagaErrorCodeInternal             SagaErrorCode = "internal"
+	SagaErrorCodeInvalidSpec          SagaErrorCode = "invalid_spec"
+	SagaErrorCodeInvalidState         SagaErrorCode = "invalid_state"
+	SagaErrorCodeMigrationFailed      SagaErrorCode = "migration_failed"
+	SagaErrorCodeSameSled             SagaErrorCode = "same_sled"
+	SagaErrorCodeSledUnavailable      SagaErrorCode = "sled_unavailable"
+	SagaErrorCodeTimeout              SagaErrorCode = "timeout"
+	SagaErrorCodeUnavailable          SagaErrorCode = "unavailable"
+	SagaErrorCodeVmmFailed            SagaErrorCode = "vmm_failed"
+)
+
+// Valid indicates whether the value is a known member of the SagaErrorCode enum.
+func (e SagaErrorCode) Valid() bool {
+	switch e {
+	case SagaErrorCodeInstanceBusy:
+		return true
+	case SagaErrorCodeInsufficientCapacity:
+		return true
+	case SagaErrorCodeInternal:
+		return true
+	case SagaErrorCodeInvalidSpec:
+		return true
+	case SagaErrorCodeInvalidState:
+		return true
+	case SagaErrorCodeMigrationFailed:
+		return true
+	case SagaErrorCodeSameSled:
+		return true
+	case SagaErrorCodeSledUnavailable:
+		return true
+	case SagaErrorCodeTimeout:
+		return true
+	case SagaErrorCodeUnavailable:
+		return true
+	case SagaErrorCodeVmmFailed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SagaKind.
 const (
 	SagaKindInstanceCreate  SagaKind = "instance_create"
@@ -447,6 +492,18 @@ type Saga struct {
 	// Error Why it unwound, or is stuck; absent otherwise.
 	Error *string `json:"error,omitempty"`
 
+	// ErrorCode Why a saga unwound (for one `stuck`, why it began to unwind), for programs: the code of the error that
+	// failed its step, the same code as an error answer's for the same cause. `invalid_spec` (the sled's
+	// agent or its VMM server refused the instance's spec), `insufficient_capacity` (no sled, or not the one
+	// named, had room), `same_sled` (a migration to the sled the instance runs on), `invalid_state` (the
+	// instance or its VMM was no longer in a state that allows the saga), `instance_busy` (another saga held
+	// the instance), `sled_unavailable` (a sled agent did not answer), `unavailable` (the control plane's
+	// database was away), `vmm_failed` (the VMM ended while the saga waited for it to run), `migration_failed`
+	// (the migration failed before its hand-off), `timeout` (what the saga waited for did not happen in
+	// time), `internal` (anything else; `error` says what). New codes may appear in later versions; a client
+	// treats an unknown code as `internal`.
+	ErrorCode *SagaErrorCode `json:"error_code,omitempty"`
+
 	// Id The saga's id.
 	Id openapi_types.UUID `json:"id"`
 
@@ -470,6 +527,18 @@ type Saga struct {
 	// TimeUpdated When its state or a step's last changed.
 	TimeUpdated time.Time `json:"time_updated"`
 }
+
+// SagaErrorCode Why a saga unwound (for one `stuck`, why it began to unwind), for programs: the code of the error that
+// failed its step, the same code as an error answer's for the same cause. `invalid_spec` (the sled's
+// agent or its VMM server refused the instance's spec), `insufficient_capacity` (no sled, or not the one
+// named, had room), `same_sled` (a migration to the sled the instance runs on), `invalid_state` (the
+// instance or its VMM was no longer in a state that allows the saga), `instance_busy` (another saga held
+// the instance), `sled_unavailable` (a sled agent did not answer), `unavailable` (the control plane's
+// database was away), `vmm_failed` (the VMM ended while the saga waited for it to run), `migration_failed`
+// (the migration failed before its hand-off), `timeout` (what the saga waited for did not happen in
+// time), `internal` (anything else; `error` says what). New codes may appear in later versions; a client
+// treats an unknown code as `internal`.
+type SagaErrorCode string
 
 // SagaKind What a saga does.
 type SagaKind string
@@ -5760,134 +5829,139 @@ func (sh *strictHandler) SledList(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H0Nbxu3suhfIfYdwHaxkiVZdmIZDw9pzjm9ebdugzpNHxrlStTuSOL1LrlnSVlRA//3hxmS+6W1LMVp",
-	"cnqRcwpEXpHc4XA43zP6GEQqzZQEaXQw+hhkPOcpGMjpr1dSGy4j+AXm+GcMOspFZoSSwSh4swQm3IAj",
-	"zUTMjjn79ddXf2dCsuedIf2/P2BzlacnTOVMGM0kT6HLXtC/TGgm4Q5yZueFTCtmlsDMWrGIS6kMm8FY",
-	"RkrOVxri7lgGYSDw3Rk3yyAMcJVgFHgogjDI4V8rkUMcjEy+gjDQ0RJSjsCn/MOPIBdmGYwuzsIgFdL/",
-	"2Q9xPQM5rvxf7150fuedP3qdy/flx8777/4WhIHZZPg+bXIhF8H9/T2+UGdKaiB8fc/jX+BfK9AG/4qU",
-	"NCDpI8+yREQcMXf63xrR9zGADzzNEqCPea7ySaRiu5s7noh4kruVwiAFrfkCv5upeNPFXY9YutKGacNz",
-	"w9bCLBlnCeAmGJcxW6okZkomG8Y7f4Ss17mkxx2HIdBmIuJgFAzn/WjAL+HZ7Cw+h4tecF9F2d9yPPfg",
-	"f52WNHJqv9Wn/0CQLQq2ycK9Aw845QkSAMRIAbMc+K1mnOWrBNjxtLHVaciKRzqDCP+WykxW2SLnMcTT",
-	"EySB+zB4qeQ8EdHTsGxpZjJb6U0Nx1wqs4ScqQxyWospWRA6MyK6hRx3tpIx5GzNN1dszYVBOmfCMKMY",
-	"yJjQbfIN4wsu5BdGe+TQoy1l4JWaJwCGcY0Q4rVTa3Y8RUKaCDlZabCor6CkdhaGG5iGY4lDVvO5iARI",
-	"M4l4xiNhaKjGpXSCZ3RFL3T4ZJpvNFsvOdGqjDUyB/x+zTfuMF9JvHo8sVt7yonadWqH6R8yGvqFzgE3",
-	"kKuEZQmXwOZcJBATtVtYEEXICxO18OjZhI6cTPX2xF0E6Cdl/qlWMn4CaqSa6FW0nFQYZYkiqUrqXnJN",
-	"IAi6rsSkLcF/Acz9pBgCWQATMs0XHOFAugoJIDcE2T/Sb2Nbll/YZzi39jfSJpIwMpQ54rPgJq/5JlE8",
-	"fqPUjzxfwBPwjOx5YpSaJLRQFcv+UHEI3kAagefNJeuza/H9F+YRbXCYLdrlUQSZ0ex4Wt/a9IRI0wm7",
-	"NyIFtXoKN/Y7N26lhzA3YqgU5BCBuIOYeIlI4WugLhYxwcLzXNyBh4QdTxtbcZi6gfxORPCr5HdcJHyW",
-	"PIXMVpVVqpjaPj+nRRl+C8wshS72INX6qpRPLOEGvg53dBByqdeAF3w9It4Yc8NnXJOOyNd8w46nlV1P",
-	"T0IiVrzUjC9AGqbm+GQsKxrp2+trFivQrPKC4ynOmTTWspKbmJ9SLOVyg1BKiBBsjZqAHMvjKZI/fjmp",
-	"fEnyro5Hx1Z+lXxllioXf0D8tMMul6mfttAVJUUCxKhazYDneKHVLcgR06iLLIGjbHnh1qHxI/a9HThe",
-	"9XpnEQ2nj/BlWH0VTMfbzTYDOtL24AsM4HUKA7shUrl/++23Dm4MpEGMwrad8iJZo5Cd2v1OcX4J/pZG",
-	"TwenV1mmcgPxNcSCv6ExTzjAYrlJiutN6KXVo3QH9NK+oIMvHLE1l4ZtvejrSAk8nGkTlimdTdvmiOkV",
-	"kNA5vYiMuIO3aUroi2OBy/DkdY4UbATaT3OeaGiDBi+yQRUyX0mnn3iFRao1HmhWWYaWz0HrbVJ4ZSxX",
-	"0JDfQX6k2XSptBkh/NOQKVwQmU+FreRgN8eEwfdUjMjBxWDLIAwDVPZWOUxy4I4sdp3BP+3oX+zg+zAQ",
-	"cbud/fb6mkxshAHNKW6QsFYiDlpgIA730Eq0N+FQqeR+Cxp3sXbt5W2a3tA4axV7M/xdQGt6mPxi74vX",
-	"qNl/Q2TwNYUBcAB5/OMO8g1zWD/SRLDbBFG9j1vsAQ2TWQIs5dFSSOjkwGN6gOOtMfPi9StWmcUSoQ0R",
-	"YtogiothC/qKe9589W9I02sks3Wu5CIkEzIDlSVwRcq3Jfa5gCRm3LA5XyVNMhz2Li9a3lllEq2Om9hJ",
-	"TH/VQzIOZSsLTtRCW4N2Cez/dZzW13nlJUsDpP7g+barpE4TlQMp8VODuo1A6tflMEL5bblhHO8RCZsa",
-	"D8HbwGXoDLVt6rkVMn7g8JY8y0BCPGLTuzSdZLmKQOsJfBAG4ik7NsXdtSyHuRHMjkBQ1lyzW5EkEJ+g",
-	"eYLLWEDK6X5ywYzscwfwScim8CFC8T/JAYcSi56yY85SsXDqgUG13Yzleqk0MJ1BRBoDxCxVOVj9v+B9",
-	"dhm7NAK0UBIcOPS9VCxREu2GW6nW2sFzTRugm54oberbx2moYJW6GMRE76hx4WIn5EVY8MlKrsk8c+9D",
-	"G5CYf8pjsDoeosSNwlkriVDYDVu+a3XduqJZaIK3pPtqgKqf4sQ6F0GuUqTP7cMMwqA8Ghy5jXE3BJHl",
-	"OR7iAT9X9hWEgQO4QuP7MgtPb1VWsQ9DaFw/oujyXW137QeQTrNsY5k5RCqPjzRbFMOu8B6RP1Ijr+oT",
-	"w1jkSB6zDVNoTBoGxK6jJZcLQAZEFIcCoSaHhDQXQ7srkeKBXPZ6z/qXl4Pz4bNh7/KyT+5b+1W/gF1I",
-	"AwvIrUvJ+TkO4xEvSj9fi1JBCszkzmowuyRhqeo0dasmIv+ZIxXCB3PFIM3Mhq2XIIlIF+IOZONkz/t/",
-	"gsaxqJ3zrqkVitihqdQiAleOMxxpdnP9/aufb5jeaAMpufv3Uj0KBvYYdP7Ir4sJ9z4+sN/En3Csdeir",
-	"VR7ZQ9818ZdiIKpIGUSPTbjJIPqHvINEZbC3WuXBc7pVGBiRwiTKgRtolUog69IN5YsbXsN4zA10nPdk",
-	"C+30klUW73hJcXVZwrVxd3rvV7TpiHRa9RvjEFs9FY+3Guk20NLYQBt/83h9SVMOZRSFgWSUQy7ju5jH",
-	"n84FPoXSP5Fmc2O3QNroAwi6obhUjQ6ddYXWZIUc3UZmSiXA5RZdOJIgSB8/xfjgY3SQVHzOXs0t9Y4F",
-	"Kg5K2liKNQPrhysq0mYf/BMe+eJRC/0Gx2zdFL/ILnT8KGwE8kA726+tH95ji1FtTbCKRW5YDAkY67OP",
-	"SdGbbWzkNwgDYSDVh6Aq5R9e2Tn9Hv6v2DfPc755EEF6J4asmICDjQhAXVk5vfqRS29Vboo87LDFcTV1",
-	"h6teNS4+EuOG2WCk1T7sDCLEXKl0Dwl6/ygOxMGmFIJeGhbOjCzOvwiLthDRA3goFjvAx0HSYLKXCC32",
-	"WchQNxu19R0eF+RWCfA70NYUcWegJJzsBaM//0+D0c3eA0ZiUEbtB9N+2kN5vDNYcPkUqV7HdXNfjZNs",
-	"IK0B764L/ZMTgA9q9Ec2+SRkKyn+tQLGUyUXNdLVVd41Yn28mhdnqNnkPDKQa6T1Wj7FtDMNx5JkopCL",
-	"ljwMXBBkXHw57ZCV+vefbljCZ5BYCeOsptr0kyJLBoeMZQ481oxr5nNsNMuB0mJc2gw3bPrRb+V+yoRk",
-	"3AZKyzSbdCYWK7XS1tjdOyOGd/54f/yuyIRxn96f/J+/tZFYXWN9zEiwKiTXbKURw2iWCzNiUzpzIRdT",
-	"doyaplOySCrnK6nJW+DwPg3ZNF9JSR/HcqqNyjL3nD6TL0UqvC9kpaZ8w2Zg0W6dMO7QcdUcZkr5Zd09",
-	"sH8UbhlhtHVC2CdX9qvSCJsWYf2219lIUf2lMWiTqw2t7h/XPRIeH4HTwexHt216aDftP5IWXOwlKCwp",
-	"+lx4MYr3tvoiGkxp6yh/lsC0iMtjxPtR8o5uBfzM3gLK35pkuVqQgz6k7DPabglVGyS/VI2yA0TVy9e/",
-	"Ws9lCqnKW0RSlK1aVJo7mnescrZU2jD8y3pcOEngI8187svJJzsuem2OCwvmJBWzbaCu6Tu819fi+8/5",
-	"2gbXJpTUQGnjuzdOgT1I3abri8eBV9pTwQPu+jbptMHr5PxoNmqLlLeKbq8Yn2kKA6O2tBYa9nOTPxgl",
-	"4Qu+vzJSJE495hRB8Hlk9g68eM/zY1bCf+K4fT0KOKHUhAxkDwTK6KvQxwRIk8dPG+S/eyvy9mWQ1RX5",
-	"wflFU4vfSzUR5jB95EBHhr3gBrIj/dmcGs7VWiWR0oNhsX+486I483YvMbcXLVbWkvM8uIDBvqkKlTXr",
-	"aw9UVv3bSpLqE2cCVR9ZydXKwEuiazuEHDzMNklwVBHobLqSa0HSg3QnxFkheMlSRySymDzMObAZoLa1",
-	"kviARKuSNnexjCtYLzQtRNPWXLsJV2xKzKeU4FbRWEW3+HJJw3xGX4YkgtSTg8kF6CvG5VjajAyV2wTd",
-	"RKnbk66HgpVAkProFkawDeSpkDypS/1SvhdIQKltIwxlQIHW2YF3yA5k1STZET8k0fFktrm0bNW437gT",
-	"cep2S3y0rmc+HGxuNb3d6o5O2jUMh55CybFH24KeB5xNDwaob5JPcDGRye6MZMrCPTBfgfIQ6qkKe2Ui",
-	"8ExM7iDXQkn9sPuhY9McXrx+xfxgImn7mKKAusbsm9tzs0IG3UWXTe/6Tej6bXK3FAWViHkhCbxydZAH",
-	"flfCw/6iHNn+JFLS8MjssI/roUWSFUvgeczmuUqdk3A/AeVDrYdFG/aS8wnEh0QNhGFzkWvDclgIbSA/",
-	"JGBwl7aRx3+otc2me3t9TannS5XE2hqryPTQPN4AvtGI5us+r1JLp+3vWeNylPK4ILzKubi9bQnpGqU8",
-	"xC0+0RGLNNuiF9PjhxywPkm6cLhait9PS0PGdrir1cLz0N4fFvfk0dy+RniDtL1BPtNgxKbW6zYldX/q",
-	"8gq0SJA9oUXm8hBc/gJVYuirsRQ200sTmVlJEDrLg80gUilo78+z9vjaq4I+78veAd0ww+0cPH6lTbvE",
-	"rUZMDhUWb69tagY5b1AexZ7BjtgUv/FUO63kB7lH7Hh6l6Ydmytyetefhqzb7Z44TSODaMqEHku6fG7K",
-	"kWaFtyaDKGTREqJb76PQhjUGW3qhFfNVArrLkFrB7RYHLHkGY2ndTVZ71lc2K7aUL7YuKY7tFrrsFQWF",
-	"TGUlLy/rEsqeRONKuBhWO5ZtDVjL/aLNcivqPPrWuTCgHfPeougq8h8QNBlER8Vy3UMdbKV/7fTuXb9z",
-	"+f5dr3PZXnbWuIVVyHbEyooEvRYp7pJ0vC+ukQRJ8q2SCWnv4uPJOqWxPpYzmKvc51qhRuy8aXXnl6XV",
-	"2sIPK8d/tkuskbfTqj9qiFa5MJsbvBmWJG1m84sVnnMbnVDKs6fwZqodfHD1SqiRHU87HZ6JDs3ozEXi",
-	"2CDZ45KQ6WLgEJ8Uec0UTyUYStJZGpPZXF8h58onMzsdx1VRrvliQWmQQhouJOQ6eDx//0gTpHMHFSm4",
-	"R86ZO6p41o/fXuvSy3sr1ZrSJ0PGM56bkukTz3Ye7xXpWilTsmAG2if+8wXXFed5yPCEQ2ZPN6zE52Ln",
-	"ZnWvKxay0gANtqozGnLBE9yhVgkgdxMaeZNnEf3uWI7ld9+9KvaFixAw3e++Y5VoAzndiX+jJDbaVVS5",
-	"P2wgYo0mjS1/JT89mpxjWXXid9lLR+N03tqonDjUFfMEbzee0aeCtP3+cV6BAfxD+FIQkcJYWjYubVAB",
-	"NzGqlZ/ZLD3NBr0B48bG74t6QhyOO6BkQjLACRPIQMbyePrDP96wU8LL6Ue6RCK+n54wvVTruu+POacg",
-	"yFgXVjJyl5Kx1Ex+ek1pv4/JtGMlc3nElFd5aCW9N+WF0ZDM2S3gFvAVhL6qxe/t+bGsGvRkIJM30zBu",
-	"S3+cY68aEx4xXqBzvRQJEqSN51L6tcfwsHdpaysr5ZeO0iqlDShUvvuOWW2vWfcx3bO4Y2qvQBsPGss2",
-	"JoQnVGxBmKVaGS8BbLzKbcgVcpRb6rN64QadXAI8l3oscRISJCQa3E4p+1uXO3QhlWLFgvRooFNFRmz6",
-	"scwlDn02Z8jKTGK8Ra8MXqxy4NQ6jinL20YHuFMniTB5qm2F5tStR+Mrgyjv0gb4trK0x9KmaTPLK2PQ",
-	"VAHPOIsSpSFmGsyIbZU+I53PVLwJiRu4InzrkbQrN2up1cqMpZqjOF2Qo6tWOc2Oh72evc9eoawpWEU2",
-	"bAwI43ZxtkvO9Ob9WLp6UOIVuKLnidt6fFlzRdWD9XrgBsJOmiXeY1lC7vgwXWqub13qA1IgZ7/B7EZF",
-	"t2CYm2ozgSsEVyn+LApEES3DEZOqZPuu5pWbStHrSbOQlOadNMtJ3Wp0oShs3QiA2cqZsdxyAfldzx2L",
-	"c0CVxa00oFKdjUMuR8Vl26rXtUBvMZHGNMuwHJuqRr4fr2B3i1frwd3ipi2eW5JAklhRX3KsUSG8iNZI",
-	"WysTsMaykFbI2YuyH7wXnh4Qy9WSfBxTvDFfyW6321qELqKlg0+YsUTRLu3FaStqd9vDUynLj01ZdkjS",
-	"PSxOoBFprBcjOiZNiecuIEzitH6ammT5Sa2a3p9gNZNflUDU3+JqenCFFMxSxRMkMjoCex8aRbx0Y1rr",
-	"tygOXq9jRQJoLYBkx+e9M3f7iqJKejhqVXGbpZ1b9ZNlGcEDK26VfbLdVZ/2kF3xPa5j+ctY1ujDy6RU",
-	"5a7sp6UOpr1OP6Q3UsrG8MMHb81GPEmoysyosZyLD+wY1Q+vKg97lzrEw6Srp1bm5Ipxdm6nS2W67CdY",
-	"OwGCBMOzDDgSS8OcviLJgrQ7lga1RW2VGyoxoPle6/yPN29eE/1TAshYvrK+Mlf2I6wmrw1lK+CtHfzX",
-	"+Rkll1h96//e/PyTexOz2SikncMHHplkY02zREQgNVSsiuvXP3YG3V4QBqs8cZaIHp2ertfrbqr+EEnC",
-	"uypfnILs/Hpzev36x9NBt3dqXZYmqdgltcMIwqCwxYM+jlYZSJ6JYBScdXvds4AM7CUZZKe15MUFmLY8",
-	"IatkQD2XcbbCC4867q6MxoKzvYqDUT0Hs9EfZtDrHVZIWoH8XRNmzhY2BRnZX5YLiSdP7RpQREOkKDRU",
-	"ze8fWC950Isu+JD3hp0LPph3hvEFdC7n52edwez5bDC/4Je83yu761QaQFSSMGziRL+esjA4v6jkFft/",
-	"Z4rntgJ6KTIN5NwdDnvzD0G4vUyxCsUbcVIaJ0ICNf2JYJLq/93v9RA8kbo6aAvffdhoZRSptE+EuEqD",
-	"kf2rtODJ0Jsg47Nmcd29E9QcaRWPe8WRUPeoB4Pe4KLT73cGz970e6P++ajX6/b6vd+b4dz2kf1B7/fg",
-	"/v3exbs1InughreSzXsfBsNe/6FFCxI9rZWs34fBuaXX3ZPq/Vto1tnjs1oaItA5rNKU55tgFODW6ul5",
-	"lB240PUs6PswyJRuudI2JVzXNAVyM/CaRuzOHOJSNz6efqySQ0jj76cnW+7RLWdq0z868i+rqyjUnam0",
-	"lHpbXY8kT4VNTkTBAUlsrQlKByQrdIZ7ASDtoK4pnnTZb5RpSErWlJl8BY1yR2Lc0uejhYyjcfT655s3",
-	"rOSUp6UX4tSttFYrD4hrphDxPBdOm5ewLl/BZezsbJKDdBJjSakbPtB/zH1On40G6VtdwMxtxT7J1NB5",
-	"ecg9MVekTgprio5lu5/BiqJ2rvzSpz444f29ijeHseRPYcJNTvo/lEPmxrrcD2Zj7lTu665tt1RDgvY/",
-	"TYJ+6tFV5Wf/m/x8qvys+Ow/qwClkZW6GjqnS+jHg+hs1hny83lnCBdx53n0bNa54OfzIZzFg6g/a+Rm",
-	"7X24NjVvO4PKb7QahqAUu3eFSpyJ6NZWhZTDffbKfVgMcxHotkHv98Ref2/s9X+vNOw47NrGjykglZKv",
-	"q921VaXQyGmWkuCUlz30kErzxU/Vd4a9549PajS9ommXj08rehbihP4eGlKzLRnNO99nUy3ta76yMvdy",
-	"q0ayXZm7D4NWHcRyb8ou3OLjN7Z6ok5YdnC9WUyX/UyR54pCWPoT315fs+OyXEDlRYTyBM1v1F68EXhV",
-	"rcsqXfjNfokjcucUaTXkhS76npL2pqz3ysEttI1m7FJf/m5xsCUUBwcKxS/NHWMP9x7sMeX57aQWhT2U",
-	"/Q16+7K/ysi9uZ8ry2xleS7WSOe55JrNYLGSX5iFDR+fVLSU/BTm9TX5iKX/x/lIuNvNU+UKtt+czQgp",
-	"U8EbBUnsOIacWg66BD/tWmAU1Qw2MYjKgk5caLdos+RriksfblEkGTIxR3ay69L/AE93JNW7VxQJp0F/",
-	"8Kzb6/a6/VF/cG7VQrol8370jF9CZzg7iztDOJ93nvOLWedZ9Dy+hN68zwezSlenUXA+68FldMY7/fgZ",
-	"MpMB7zyPLmad3rwPg/gsGs7Oecv137pEDY377JvG/VSNu+S0n1HhHnTPe70DeGZZz71bVfz3ZpVfk/P9",
-	"AGYftlft3/6u/aXlkNNqf3fyPrY7gNKyWP4p6z/kqWtV4FJ159S3ZoiwFgCbVorsXXKUqqhnRb38WOZK",
-	"pT7L07c0pDJ7djz9eD89sZ4t6xJwgTQWr3LnhyN4rvCZz0soe+gV3H4s11x3a2lAW7HJXRrjFeM+kGwD",
-	"0tqHH2vR47Ec9oaNUPRVLSbImiFB+7YyrFh5k1eBCT9FJkpLQHSXiLouioE+ya9mqyDkhhBJjLig+zet",
-	"x0nQBmFwx5MVTqA+B6potVCf7o7ZWdx+Sr09Q/CMn0WoEXcGs+G8M+QX0Hke96JOHwbzMz6cnUcXztA9",
-	"jON5zOzl2/p3V+PLmq899Hjnv5hYPD/m67Dp1jsGP+rzuNzb53H5eZV+n2z419L6v3k6/qSw1R10WtrD",
-	"WLlUsrHD/B+nrv7yS0rgHHT52MrF7WwLL5xtY02XqMtTK4pqotAFy/aVhbukzS++GPUvxj6LItq9uCeO",
-	"JYPtU5jh872Z4fPPywwt3N88IH8Wf7G0/+me1FNrSD6YCfOrzabUPgHKpXkR+6okXR7/8s+X7GJ4fh6W",
-	"yfFnV7bd/PRlMW3E3HqUPuY+j9gaZprWmYZsegNRp1i489aXO/XPpiHjza//EzbTwp9S7SFPdU5jmXGt",
-	"KUWemWWuVoultxYquYMNFubKwIiD+Un1ApgRmwnJ843PJ9RjWRQsNH4vw9UoE7s80uzlz9d9plYmW1GJ",
-	"QrVPEG1g433UlS6/2ogksRnpV2Pp3nyMlg18MCcFDJWNNQAQMluZIs+MQCHjhn5Jq/rTC4nS7vWVg7UJ",
-	"Yqzf6/VOKjF8hz6QVDqhy28IcqMyzShH3ko+m9k3YtwYHi1dcp9RPoBf98rvbS9tpaBeuYYsLhmwPtkl",
-	"KZz3zth2NuEu8XJjb0hDvPQtL2oIzrUwEWUNutMoEZnlyqhIJd9432fjfS8sNZEmxR4s22HK1tQUR/FF",
-	"fSVFg8wvpqdVtLSqT5tlIqJ0/rrRHPrm3rrJB30G81iWKcw5lVK4UlgXJVPkQXHFQ1QvyV6w1shZea3r",
-	"LbAogDaWj0bQcGH7w2U1J0VjRnvytqtYCokr8RJnR7qoC/LOINtaw1f6PsATXHj/L6ZxPjErgfpmfKWU",
-	"hPPeZ9JI7W8kflNI/ySmbFv9PkEfNSr7wvwSlZWWqgFiaZAAtxqk9q1DKi3+r5qplL7dIHE+//sx1JdT",
-	"s4WSDe2mnm7widbvjW3N9JfjRAT1HowIR/717F7K9fjGZP40JqOy/XhMIxn40YoPzxtG9kdKhTMgyMRU",
-	"rmas7A5eJAiEDFAVLX7CAjIqo7Fd8lw2m6bWsMY2FS9+Xsq3RKi2LwzZetmaAoAUZ8P/Dfa4o2UhmWfV",
-	"+iTiejb5WpQ/vtJt/y1lh7idP6X8WM/p90/JVrANblDxqAVyXjg57gNjrslXEc356qqVA+gz6VXbI1yA",
-	"pM4Yt4at5Na3n1czG3SHFPm/L/vPNc6pUqmIZ1V2qSvOyvX3LDZVraB9e329VeTnGh0X7objuzSduIcn",
-	"PmXl68bBqr349o2Dub50e4XBXHuSzxwF63fP7GF+HhFIbQK/JXDsSODwXLrSAdnLMcpcdzLM9/nao1bR",
-	"hfzdbytVerc1eoGNyuZWR5q5BDASc9Xef5S5hmb5WO7sz2VTta28VPM55Lr42/XdclTvfo3etYHzHeBa",
-	"RZ1vl/bUVDeHvXe1NLceZbk9G/UHZ5SKVe+O+C646wfv640HXZ7XRT1f7OL8/OzCdRvcN+mt3lPwgfq/",
-	"89+DejPAXelqjikUzch2soQe/ve772M36h9QZlicyUM33vap+0uXF1pyqdxD6kF+X23uRMRUbev07j0y",
-	"Yuuvt6Rmi5sp9e59sVabmuY7JNV+a8Wxf1H+6knbVM80fAyjuD+uf0XR2qdbV+ceWI42vtWZ1M+z0ub+",
-	"/wcAAP//",
+	"7H2Pc9s20ui/guG7GVsdSpZk2YnlefMmzd31y/vqNlOn6ZtG+SSIhCR+JgEdAVlRM/7f3+wuQIIUJUtx",
+	"mly/yV1nYkkACOwu9vcuPwaRypZKCml0MPwYLHnOM2FEjp9eSW24jMQvYgYfY6GjPFmaRMlgGLxZCJbY",
+	"ASeaJTE75ezXX1/9nSWSPW8P8P+9PpupPGsxlbPEaCZ5JjrsBf7LEs2kuBc5o3kh04qZhWBmrVjEpVSG",
+	"TcVIRkrOVlrEnZEMwiCBZy+5WQRhAKsEw8DtIgiDXPxrleQiDoYmX4kw0NFCZBw2n/EPPwo5N4tgeHke",
+	"Blki3cdeCOsZkcPK//XuRft33v6j2756X/7Zfv/d34IwMJslPE+bPJHz4OHhAR6ol0pqgfD6nse/iH+t",
+	"hDbwKVLSCIl/8uUyTSIOkDv7bw3g+xiIDzxbpgL/zHOVjyMV02nueZrE49yuFAaZ0JrP4bepijcdOPWQ",
+	"ZSttmDY8N2ydmAXjLBVwCMZlzBYqjZmS6Ybx9h8h67av8Ou2hZDQZpzEwTAYzHpRn1+JZ9Pz+EJcdoMH",
+	"H2R/ywHvwf86K2nkjH7VZ/+ALRMItsnCPgMQnPEUCEDEQAHTXPA7zTjLV6lgp5PaUSchK77SSxHBZ6nM",
+	"eLWc5zwW8aQFJPAQBi+VnKVJ9DQoE82Mpyu9qcCYS2UWImdqKXJciylZEDozSXQncjjZSsYiZ2u+uWZr",
+	"nhigc5YYZhQTMkZwm3zD+Jwn8guDPbLg0UQZcKVmqRCGcQ07hGun1ux0AoQ0TuR4pQWB3gNJBReGGzEJ",
+	"RxKGrGazJEqENOOIL3mUGByqYSmdAo6u8YEWnkzzjWbrBUdalbEG5gC/r/nGIvOVhKvHUzraUzBK61SQ",
+	"6b5kOPQL4QEOkKuULVMuBZvxJBUxUjvtBUAEvDBVcweeTWjJyfi3J+7Ahn5S5p9qJeMngEaqsV5Fi7HH",
+	"KEsQSVVS94Jr3EKC1xWZNBH8F4DcT4rBJovNhEzzOYd9AF2FuCE7BNg/0G/tWMQv6DuYW/kMtAkkDAxl",
+	"BvAsuMlrvkkVj98o9SPP5+IJcAb2PDZKjVNcyIeyQyoMgRuIIwDfXLIeu0m+/8I8omkfZot2eRSJpdHs",
+	"dFI92qSFpGmF3ZskE2r1FG7sTm7sSrsgN2SgFOQiEsm9iJGXJJn4GqCLkxj3wvM8uRduJ+x0UjuKhdSt",
+	"yO+TSPwq+T1PUj5Nn0JmK28VH1Lb+LNalOF3gplFooszSLW+LuUTS7kRX4c72h1yqdcCLvh6iLwx5oZP",
+	"uUYdka/5hp1OvFNPWiESK1xqxudCGqZm8M1Iehrp25sbFiuhmfeA0wnMGdfWIsmNzE8plnG5gV1KEcG2",
+	"NWgCciRPJ0D+8OPY+xHlXRWOlq38KvnKLFSe/CHipyG7XKaK7UR7SooUIgbVaip4Dhda3Qk5ZBp0kYXg",
+	"IFte2HVw/JB9TwNHq273PMLh+Kf4Mqze36bl7WabAZ1oQnwBAbhOYUAHQpX7t99+a8PBhDQAUbFtp7xI",
+	"1yBkJ3TeCcwvt7+l0SPi9Gq5VLkR8Y2IE/4GxzwBgcVy4wzWG+NDfVRaBL2kB7ThgUO25tKwrQd9HSkB",
+	"yJnU9zJB3DQdDplesRPE04vIJPfibZYh+OI4gWV4+joHCjYJ2E8znmrRtBu4yAZUyHwlrX7iFBap1oDQ",
+	"pbcMLp8LrbdJ4ZUhrqBFfi/yE80mC6XNEPY/CZmCBYH5eGwlF3Q4lhh4jmdE9i/7WwZhGICyt8rFOBfc",
+	"ksU+HPyTRv9Cgx/CIImb7ey3NzdoYsMewJziBghrlcRBwx6Qw+1aCc+WWFAqediCxl6sfWd5m2W3OI6s",
+	"YmeGvwtwTbcnt9j74jFq+t8iMvCYwgA4gjz+cS/yDbNQP9FIsNsE4d/HLfYAhsk0FSzj0SKRop0LHuMX",
+	"MJ6MmRevXzFvFksTbZAQsxpRXA4awFfc8/qjfwOaXgOZrXMl5yGakEuhlqm4RuWbiH2WiDRm3LAZX6V1",
+	"Mhx0ry4bnukziUbHTWwlprvqIRqHspEFp2quyaBdCPb/2lbra79ykqW2pV7/+barpEoTHkJK+FR23UQg",
+	"1etyHKH8ttgwDvcIhU2Fh8Bt4DK0hto29dwlMt6BvAVfLoUU8ZBN7rNsvMxVJLQeiw+JEfGEnZri7hLL",
+	"YXYEoxGwlTXX7C5JUxG3wDyBZWgj5XQ3uWBG9L3dcCtkE/EhAvE/zgUMRRY9YaecZcncqgcG1HYzkuuF",
+	"0oLppYhQYxAxy1QuSP8veB8tQ0vDhuZKCrsd/F0qlioJdsOdVGtt93ODB8CbniptqseHaaBglbqYiJHe",
+	"QeOCxVroRZjz8Uqu0TyzzwMbEJl/xmNBOh6AxI6CWSsJu6ADE98lXbeqaBaa4B3qvloI30/RIueikKsM",
+	"6HMbmUEYlKiBkdsQt0MAWI7jARzgb+9cQRjYDXs0fiizcPTms4pDGELt+iFFl89qums/CGk1yyaWmYtI",
+	"5fGJZvNi2DXcI/RHauBVPWQY8xzIY7phCoxJwwSy62jB5VwAA0KKA4FQkUOJNJcDOlWSAUKuut1nvaur",
+	"/sXg2aB7ddVD9y391Cv2nkgj5iInl5L1cxzHI16Ufr4GpQIVmPE9aTD7JGGp6tR1qzog/5kDFYoP5pqJ",
+	"bGk2bL0QEol0ntwLWcPsRe9P0DjmFTzvm+pRxB5NpRIRuLac4USz25vvX/18y/RGG5Ghu/8g1aNgYI/t",
+	"zqH8ppjw4OIDh038CcaSQ1+t8oiQvm/iL8VAUJGWInpswu1SRP+Q9yJVS3GwWuW2Z3WrMDBJJsZRLrgR",
+	"jVJJyKp0A/lih1cgHnMj2tZ7sgV2fMhqGe95SHF1Wcq1sXf64Ec06YiIreqNsYD1seLgViHdGlhqB2ji",
+	"bw6uL3HKsYyiMJCMssBlfB/z+NO5wKdQ+ifSbG7oCKiN7gDQLcalKnRorSuwJj1ytAeZKpUKLrfowpIE",
+	"7vRxLMZHo9HuxPM5OzW31DvmoDgoSbEUMgOryE08aXMI/BGOfP6ohX4LY7ZuiltkHzh+TCgCeaSd7dbW",
+	"u8/YYFSTCeZZ5IbFIhWGfPYxKnrTDUV+gzBIjMj0MaDK+IdXNKfXhf8V5+Z5zjc7AaT3QojEhDjaiBCg",
+	"KyurVz9y6UnlxsjDHlscVlP3sOp17eIDMW4YBSNJ+6AZSIi5UtkBEvThURgkR5tSsPXSsLBmZIH/Iiza",
+	"QEQ74FAsdoSPA6XB+CARWpyzkKF2NmjrezwuwK1Swe+FJlPE4kBJ0Tpojw7/n7ZHO/uAPSKDMuqwPR2m",
+	"PZTonYo5l0+R6lVY189Vw2QNaLX97rvQP1kBuFOjP6Hkk5CtZPKvlWA8U3JeIV3t864h68HVvDwHzSbn",
+	"kRG5Blqv5FNM2pNwJFEmJnLekIcBCwoZFz9O2mil/v2nW5byqUhJwlirqTK9VWTJwJCRzAWPNeOauRwb",
+	"zXKBaTE2bYYbNvnojvIwYYlknAKlZZpNNk3mK7XSZOwenBHD23+8P31XZMLYv963/s/fmkisqrE+ZiSQ",
+	"Csk1W2mAMJjliRmyCeI8kfMJOwVN0ypZKJXzldToLbBwn4Rskq+kxD9HcqKNWi7t9/g3+lKkgvuCVmrG",
+	"N2wqCOzkhLFIh1VzMVXKLWvvAX0o3DKJ0eSEoG+u6afSCJsUYf2mx1GkqPrQWGiTqw2u7r6ueiQcPAKr",
+	"g9Gf9tj4JR3a/YlacHGWoLCk8O/Ci1E8t9EXUWNKW6j8WQqmk7hEI9yPknd0vO0v6RZg/tZ4mas5OuhD",
+	"zD7D45a7atrJL75RdoSoevn6V/JcZiJTeYNIiparBpXmHuedqpwtlDYMPpHHhaMEPtHM5b60Ptlx0W1y",
+	"XNA2x1ky3d7UDf4G9/om+f5zPrbGtREkla008d1bq8AepW7j9QV0wJV2VLDDXd8knTZwnawfjaK2QHmr",
+	"6O6a8anGMDBoS+tEi8Pc5NXAwGPKOAYoXsLgPQ4QOOPhekyRc/WYPwVOziNzcMzGOa0fO9N/wrhDnREw",
+	"oVSijFjuiLHhT6ELJ6ARAH9tgHUfbAPQw8SyagP0Ly7rBsBBWk1ijlNljvSBEG8wYnmiP5s/xHppfRIp",
+	"nR8E/eP9HlU6brxjnO6pvWfsFBifkgKE6Sq6m4Qg2Ap4gpK0kusEXfHolIZrzTM9tKGkWDgTAS+bVWds",
+	"UlxiicWmc4C6gzNAz5F2AkULTjRFC4phfKVFp5YvWoYoTvRI2sQQSjyuhFFQb6rofiDCliJqURpkQ44j",
+	"KhBeIhp5N5QUIwlaWhyyBY/RKmtV0iFrURhV5q1UrCYbjm1tZV3ikcq0Fv84awynuEgM6ntEjKgM8jR1",
+	"oRlAZ2srwZOdukxXRPdCpPFI+pvCg9SzZeA8Xny8SINCJFE0xh/cEE4cySK5B07A13zj4kxbgS8hYzB4",
+	"F0kqSq/MmmPsrMy3zVcIuALMbp2RPK0aM5bqpmKmcgr1L7iM22o2g/kuY4udYr5q0/PccSkOwxI5kjCL",
+	"gGuzOwGuG7MAnV+kWlyzCdLxpEyFbXXYT2KNlK5RO4TVOKIQE4jYvch1oqS+ZpxFKRDiSBq443gtbPio",
+	"uCnlo6sqo381iI9s0zUGpyyt4hiP9nzeY7Ok6+SAwSz/UyVGVkeI5U+U4Fek6zbpe4Vkag6DWQ4VK3JV",
+	"lQe2uyV+6O+f/JaVL9TS/0yqsv+N9fH4X5FqvnPHO9Rk8hrZPVMW9NCzWODKAP8kY4ekSGFZIBECq2cx",
+	"htBywaYCSGsl4Qu0HZSk5OwycEphNlwIp8E9owlb1LghSwoYOxAuDnP3ZAmCDG5JLkyeCCBHOZKUcqZy",
+	"qkBIlbprddwuWLkJtI/twrBtI/IskTyt0mhpwBRAALOEQqhlxBTX2QN3sTxSF0XTBeCDJgtgZlsNlY0u",
+	"hTcWI9af0JAAUjWkd2fTNPoW7eqWTppNKAue4lIRahvAs8ObvjMD5zb9BB86SgMr4rHM4MiELBQk1Vys",
+	"g1Kt+DIZO0a527/aJjn14vWrgqsiSdPXqBHoikpaP56dFTLRmXfY5L5X312vybAoFVYvJajQVwvue0yI",
+	"cV9G1+EGByinY5DIPDJ7HIDV3AnUaBeC5zGb5SqzUZDD1GiXS3JcOPUgayQV8TFh0cSwWZJrw3IxT7QR",
+	"+TER0fusiTz+Q60pXfjtzQ3W1ixUGmurgOUUDNkIeKJJ6o/7vFY7Ytvds9rlKK0GT+wXeLFn2zIlKpSy",
+	"i1t8YqQJaLbB8Mevd0WYnPJdRJSI4g+zJYGxHR9Lov3sOvtucY9a9fY1ghuk6QY5K2DIJhRWmKBdMbGJ",
+	"UzpJgT2BymnVe5ughcqovh5JawRoJDOSBKF1rbCpiFQmtAtYkMNx7QxWl9hKd0DX/Iw0B9CvtGmWuH5I",
+	"+Fhh8faGcs/QWkHDyTHYIZvAL45qJ14CpP2KnYKR0CYr7uy+NwlZp9NpWU0D7b9EgwnDjZtyolnhjl6K",
+	"KGTRQkR3zgmrDasNJnrBFfNVKnSHAbUKe1oYsOBLMPnQn042vr6uae228DKO6Qgd9gqj3sZbycnLqoQi",
+	"TNSuhA3SN0OZilwb7hcelpOoc+Bb54kR2jLvLYr2gb9D0CxFdFIs1zk2glAGEM7u3/XaV+/fddtXzXW1",
+	"tVvo72xPMkCRgdwgxW0Wogs21LK8Ub55qd50Fx/PRiy9kSNZGJUs5xI0YmuEVr37RKuVhXcrx3+2z7+W",
+	"mNioP2oRrfLEbG7hZhBJUunGixXguYlOsKbDUXg9l1h8sAWZoJGdTtptvkzaOKM9S1LLBq1rBYOblOQj",
+	"4lZRuIEJI7iHknQWxiypmCGRM+WqNayOY8vE13w+xzzvRBqeSJHr4PECpRONO3W+J1RwT2y0auiFDk/f",
+	"3ugyjAUGOuaHh4wveW5Kpo8824b0VqhrZUzJghloV9nE51x70cGQAYZDRtgNvQSE2MaR7OOKhUgagMHm",
+	"+7hEnvAUTqhVKoC7JRp4k2MRvc5IjuR3370qzgWL4GY6333HvHAqRhWRf4MkNtqWjNoPFGldg0lD9f0Y",
+	"iASTcyT9KGWHvbQ0jvjWRuXIoa6ZI3g6+BL/KkjbnR/mFRCAD4mrdUsyMZLExiVFTeEQw0p9LfmsNOt3",
+	"+4wbSlAqCqZhOJwAs6XRAEdIAAMZydPJD/94w84QLmcf8RIl8cOkxfRCravBDWajHkLGurCSgbuUjKVi",
+	"8uNjSvt9hKZd6bHaa8r7WcGE/kkZ4JhUvLNY9BaSUmCtftQpRDpjdwKOC9tBUPvegUbbH21pjOwYxqkM",
+	"0kYq/PyYIeMF5Mmh59yP6Pt0yBh0r6jO3PNUWqL0yrxA/nz3HSPFsF4DNzmw0G1Ct6WJXY1kE78CZBZH",
+	"SMxCrYwTFhS7tweyRW3lkXqsWsSGuEkFz6UeSZjknIX2pOig1+UJbXi5WLGgUhxotZYhm3ws0R26zPaQ",
+	"lVUVcOFeGbiDPl1gEA0rXihSyq3m6WiFqtUndj0c7w1CaqNkh62KlZGkkhX2xoYC0ImfoVdTaREzLcyQ",
+	"bbWBgCsxVfEmRMZhG5JQiIVWrveVUCszkmoGkncuWuFWVGDQ7dLVd7pnRRcrKgNiQeGKeqMKm6juPAEj",
+	"aWvjka3Aio59bqv8Zf0pVlJXeyPUANaqt7sYyXLnlmWTy1zf2TQwoEDOfhPTWxXdCcPsVOuHLwnOK4Qv",
+	"iuUBLIMhk8qLLiyc0CkbALTqRfU4r1Uvrber4YXCFJ5aMgBVEY7klrfInXpmuaHdVFnojwO8ThUw5GpY",
+	"XLat3gW06S0mUptGDMuyKT/q8Xg3D7t4NUqDi5um3JaSBNKUtIKSYw0LOYe0hopdmYw6koVgAyFQlEDC",
+	"vXD0AFD225PAmOKJ+Up2Op3GhhxJtLD7S8xIghYg9wW/8HhNETCqB3IRMMJALeuiWphtmTQW4djkGJS8",
+	"VWxqFPv1UBphcHc8zXuKF1DLhFmoeAxEhiig+1BraIA3prGWFXOCqjX9QACNxeDs9KJ7vh0Fu+ieDxu1",
+	"4XqZ+1YteVlStWPFrRJ4tr8CvhaqurD8ZSQr9OFkUqZyWwLZUBPY3LMkxCdi+trgwwdn+EY8TTGIa9RI",
+	"zpIP7BTUD6dVD7pXOgRk4tVTK9O6Zpxd0HSpzGeMl1kF9T/evHmN9I/JcCP5itxqtgQyIaVfG8zcglvb",
+	"/6+Lc0y0I9Xs/97+/JN9EqPMPFTkxQcemXRDVlyaREJq4RkgN69/bPc73SAMVnlqjRY9PDtbr9edTP2R",
+	"pCnvqHx+JmT719uzm9c/nvU73TPybprUM2EqyAjCoDDbgx6MVksh+TIJhsF5p9s5D9AWX6DtdlZJ5J4L",
+	"05QzSUqGqOZ1T1dw4UEd3pfdXXC2V3EwrOaj13pl9bvd44rqvZ2/q++ZszmVYwD7W+aJBMxj6xoQ0SJS",
+	"GEXya5365FAPutElH/DuoH3J+7P2IL4U7avZxXm7P30+7c8u+RXvdctOY14zHC8hjZLIetX0rf7FpVdj",
+	"4f6dKp5TN4hFstQC/cCDQXf2IQi3lylWwdAkTMriNJECG6BFYpzp/93rdmF7SWZ7QtD+HsJaW7dIZT0k",
+	"xFUWDOlTaeyjTTgGxkcWdNUTFFR8bp5z3vM5VJ3vQb/bv2z3eu3+sze97rB3Mex2O91e9/d6fkrzyF6/",
+	"+3vw8P7gRgYVItvRz8CrbHgIg0G3t2vRgkTPKu07HsLgguh1/6RqLyucdf74rIbmMIiHVZbxfBMMAzha",
+	"NVUZM6XnuloR8hAGS6UbrjSVx+iKpoAeCV7RiC3ORVzqxqeTjz45hDj+YdLa8qRu+V3rrtShe1hVRcFO",
+	"daWl1N3qACd5llCiNggOkcZkTWBqNFqhUziLEKgdVDXFVof9hlnXqGRNmMlXolb6jYxbutzckHEwjl7/",
+	"fPuGlZzyrHRYnNmV1mrlNmIby0Q8zxOrzUuxLh/BZWztbJSDiImRpNwpmxNwyl1+MwWO9J0u9sypewnK",
+	"1NA6hNCTMVOoTiZkio5ks0uCRFEzV37psiSs8P5exZvjWPKnMOE6J/0fyiFzQ975o9mYxcpD1Qtul6pJ",
+	"0N6nSdBPRZ0vP3vf5OdT5afn3v+sAhRHejWGiKcr0Yv70fm0PeAXs/ZAXMbt59GzafuSX8wG4jzuR71p",
+	"Ldn0YORSrvF2spU7qB+xwJzhd4VKvEyiO5d85oa7RJeHsBhmg9VNg94fCL3ewdDr/e41Lzru2saPKSBe",
+	"+ev1/jrTUmjkOEtJYZWXA/QQrxHtp+o7g+7zxyfVGgDitKvHpxX9W2FC7wANqd6iEeddHHKohlZeX1mZ",
+	"e7lVL96szD2EQaMOQtwbExG3+PgtVZJVCYsGVxtnddjPGKT2FMLSn/j25oadlqVTKi+CmS0wv0F7cUbg",
+	"tV+jWrrw61nMQ3TnFBk46IUuekCj9qbIe2X3nWgKfOxTX/5OMNgSiv0jheKX5o6x2/cB7DHj+d24ErA9",
+	"lv31u4eyP2/kwdzPlqg3sjwblqTkcq7ZVMxX8guzsMHjk4r2up/CvL4mHyH6f5yPhPvdPD5XoN6blDxS",
+	"1rbUijPZaSxybL9qcwG1bQdUVHZRDhGWSLZsFLhoOef6K5Q+3KJgPGTJDNjJvkv/g3i6I6nayafITQ16",
+	"/Wedbqfb6Q17/QtSC/GWzHrRM34l2oPpedweiItZ+zm/nLafRc/jK9Gd9Xh/6nW4GwYX0664is55uxc/",
+	"A2bS5+3n0eW03Z31RD8+jwbTC95w/bcuUU3jPv+mcT9V4y457WdUuPudi273CJ5Z9rbYryr+e7PKr8n5",
+	"fhDmELbnv8viXfNDyyFn/rsu0PvY7ADKysYhT1l/l6euUYHL1L1V3+ohwkoAbOI1HLF5VMpTz4reISOZ",
+	"K5W5hFDX3hVbjrDTyceHSYs8W+QSsIE0Fq9y64fD/VwzW0+18pi7kgW3H8k1151KxtBWbHKfxnjNuAsk",
+	"U0Bau/BjJXo8koPuoBaKvt5fY0dPK8OK3pOcCozwKTJRGgKi+0TUTVE39El+NSqYkBsEJDLigu7fNKIT",
+	"dxuEwT1PVzABe76oou1MdbpFs7W43ZRqq5rgGT+PQCNu96eDWXvAL0X7edyN2j3Rn53zwfQiurSG7nEc",
+	"z0HmIN/Wv7saX5aHHaDHW//FmOD8mK+DMrP3DH7U53F1sM/j6vMq/S4v8a+l9X/zdPxJYat70W5olUVy",
+	"qWRjx/k/zmyp5peUwLnQ5dckF7ezLZxwpibDsqxVhzNWRKENlh0qC/dJm19c3epfjH0W9bYHcU8Yiwbb",
+	"pzDD5wczw+eflxnSvr95QP4s/kK0/+me1DMyJHdmwvxK2ZTaJUDZNC9kX17S5ekv/3zJLgcXF2GZR39+",
+	"Ta/emLwspg2ZXQ/Tx+zfQ7YWU43rTEI2uRVRu1i4/dZVRvXOJyHj9Z//U2wmhT/Ff58GlkSN5JJrjdn0",
+	"zCxytZovnLXg5Q7WWJitGEMO5iZVa2WGbJpInm9cPqEeyaK2ofbuIFvOjOzyRLOXP9/0mFqZ5QqrGfye",
+	"aXiAjfNRe606tEnSlBLSr0fSPvkULBvxwbSKPXgHq20gkcuVKfLMcCto3OBbBf3X0KRK28d7iKUEMdbr",
+	"drstL4ZvwSckVlno8hfcuVFLzVQ+klbyUWbfkHFjeLSwyX1GuQB+1St/sL20lYJ6zSqNOaqTbZLCRfe8",
+	"oaXHPvFySzekJl56xItqgnOdmAizBi02SkAuc2VUpNJvvO+z8b4XRE2oSbGdFT5MUflNgYov6ispmgV/",
+	"MT3N09J8nzZbJhGm81eN5tC96EDX+aDLYB7JMoU5x1IKWzVro2QKPSi2zghLK9kL1hg5K691tR0gBtBG",
+	"8tEIGixML3GsOClqM5qTt21xU4hciZcwO9FFCZFzBlEXDlcUvIMn2PD+X0zjfGJWArbY+EopCRfdz6SR",
+	"0vtivymkfxJTprbnT9BHjVp+YX4JykpD1QCyNJEKThqkdl1GvNedXNdTKV3rVeR87l1a2KNYs7mSNe2m",
+	"mm7widbvLXVx+stxItz1AYwIRv717F7M9fjGZP40JqOWh/GYWjLwoxUfjjcM6YXNiTUg0MRUtmasfFNC",
+	"kSAQMgGqaPE6H7HEMhpq+2mz2TS2yTZUlly8aq/oMem1csX2kk13HiiOwv819rinByuaZ359EnI9Sr5O",
+	"yhdRdZrfK28Bt/e18o/133//lGwF6oUDikclkPPCynEXGLP9wIpozldXreyGPpNetT3CBkiqjHFr2Epu",
+	"/fp5NbN+Z4CR/4eyVV0NT16lIuCqbGhX4Mr2Oi4O5VfQvr252Sry85uXYp7efZaN7Zctl7LydeNgftu+",
+	"Q+NgtoXdQWEw28nkM0fBep1zQubnEYHYUfBbAseeBA7Hpb1u8E6OYea6lWGuJdgBtYo25G/fM+e1eau1",
+	"DRuWfbBONLMJYCjm/DaBmLkGZjl1xd3ZyotStUleqtlM5Lr4bFt0WarHJyxcxzjXLK5R1LnOak9NdbPQ",
+	"e1dJc+tiltuzYa9/jqlY1UaK74L7XvC+2qPQ5nldVvPFLi8uzi9tY8JDk96q7Qd31P9d/B5U+wbuS1ez",
+	"TKHoW7aXJXThv99dy7th74gywwInu248tbT7S5cXErl49xDfx/Dg94FCYvI7QL17D4yY/PVEalTcjKl3",
+	"74u1mtQ010yp8t4py/6T8g1QTVMd03AxjOL+2P4VRRegTlWd27EcHnyriambR9Lm4f8HAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
