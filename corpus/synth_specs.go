@@ -107,10 +107,10 @@ func printable(n int) string {
 }
 
 // longPath returns a valid storage path of exactly n bytes: segments of
-// 63 letters joined by '/'.
+// the longest length a segment may have, joined by '/'.
 func longPath(n int) string {
-	seg := strings.Repeat("p", 63)
-	s := strings.Repeat(seg+"/", n/64+1)[:n]
+	seg := strings.Repeat("p", spec.MaxStorageSegmentLen)
+	s := strings.Repeat(seg+"/", n/(spec.MaxStorageSegmentLen+1)+1)[:n]
 	if strings.HasSuffix(s, "/") {
 		s = s[:n-1] + "p"
 	}

@@ -35,6 +35,9 @@ const (
 var (
 	instanceID  = uuid.MustParse("0c6a4a04-6a2f-4d6e-9f53-2b8b2f6a9a10")
 	migrationID = uuid.MustParse("7d2f0c1e-3b4a-4c5d-8e6f-9a0b1c2d3e4f")
+	// earlierMigrationID is the migration that brought a VM in before it
+	// migrates out again (migrationID).
+	earlierMigrationID = uuid.MustParse("1c9e8d7b-6a5f-4e3d-9c2b-1a0f9e8d7c6b")
 	someTime    = time.Date(2026, 11, 27, 10, 30, 0, 123456789, time.UTC)
 	secret      = "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 	longSecret  = strings.Repeat("s", 128)
@@ -219,13 +222,22 @@ var phases = []api.MigrationPhase{
 	api.MigrationPhaseCompleted, api.MigrationPhaseFailed,
 }
 
+// migrationFailure is the failure reason of the failed migrations in the
+// corpus: one that failed late (after pre-copy, with RAM sent), as its
+// figures say.
+const migrationFailure = "device state: the target refused com1's payload"
+
+// progress is a migration in phase ph, with figures a server could report
+// in it.
 func progress(ph api.MigrationPhase) api.MigrationProgress {
 	p := api.MigrationProgress{MigrationId: migrationID, Phase: ph, BytesSent: 1 << 20, PagesLeft: 17, Rounds: 3}
 	switch ph {
+	case api.MigrationPhaseNegotiate, api.MigrationPhasePreamble:
+		p.BytesSent, p.PagesLeft, p.Rounds = 0, 0, 0
 	case api.MigrationPhaseCompleted:
 		p.DowntimeUs, p.TotalUs, p.PagesLeft = ptr(int64(640)), ptr(int64(1_250_000)), 0
 	case api.MigrationPhaseFailed:
-		p.FailureReason, p.TotalUs = ptr("the source aborted: secret refused"), ptr(int64(20_000))
+		p.FailureReason, p.TotalUs, p.PagesLeft = ptr(migrationFailure), ptr(int64(1_100_000)), 0
 	}
 	return p
 }
@@ -241,31 +253,52 @@ func addStateViews(set fileSet) error {
 			return err
 		}
 	}
+	earlier := progress(api.MigrationPhaseCompleted)
+	earlier.MigrationId = earlierMigrationID
 	max := api.MigrationProgress{MigrationId: migrationID, Phase: api.MigrationPhaseCompleted, BytesSent: maxInt,
 		PagesLeft: maxInt, Rounds: 1<<31 - 1, DowntimeUs: ptr(int64(maxInt)), TotalUs: ptr(int64(maxInt))}
 	for name, ms := range map[string]api.MigrationStatus{
 		"none": {},
-		"both": {MigrationIn: ptr(progress(api.MigrationPhaseCompleted)), MigrationOut: ptr(progress(api.MigrationPhaseRamPrecopy))},
+		"both": {MigrationIn: &earlier, MigrationOut: ptr(progress(api.MigrationPhaseRamPrecopy))},
 		"max":  {MigrationOut: &max},
 	} {
 		if err := set.addJSON(KindMigrationStatus, name, ms); err != nil {
 			return err
 		}
 	}
-	var history []api.StateTransition
-	for i, st := range states {
-		tr := api.StateTransition{At: someTime.Add(time.Duration(i) * time.Second), Gen: int64(i + 1), State: st}
-		if st == api.InstanceStateFailed {
-			tr.FailureReason = ptr("guest triple-faulted")
+	// Histories a server could write: each starts at creation (gen 1),
+	// follows the lifecycle (server/core.go), and ends at the view's state
+	// and gen; together they show every state.
+	history := func(failure string, sts ...api.InstanceState) *[]api.StateTransition {
+		var h []api.StateTransition
+		for i, st := range sts {
+			tr := api.StateTransition{At: someTime.Add(time.Duration(i) * time.Second), Gen: int64(i + 1), State: st}
+			if st == api.InstanceStateFailed {
+				tr.FailureReason = ptr(failure)
+			}
+			h = append(h, tr)
 		}
-		history = append(history, tr)
+		return &h
 	}
+	const failedIn = "inbound migration failed: " + migrationFailure
 	views := map[string]api.InstanceStateView{
 		"running-no-history": {Gen: 3, State: api.InstanceStateRunning},
-		"every-state-in-history": {Gen: int64(len(states)), State: api.InstanceStateDestroyed, History: &history,
+		// Started, rebooted, a migration out that failed (the VM ran on),
+		// then stopped.
+		"lifecycle-in-history": {Gen: 10, State: api.InstanceStateDestroyed, History: history("",
+			api.InstanceStateCreating, api.InstanceStateStarting, api.InstanceStateRunning, api.InstanceStateRebooting,
+			api.InstanceStateRunning, api.InstanceStateMigrating, api.InstanceStateRunning, api.InstanceStateStopping,
+			api.InstanceStateStopped, api.InstanceStateDestroyed),
+			Migration: api.MigrationStatus{MigrationOut: ptr(progress(api.MigrationPhaseFailed))}},
+		// Started, then migrated out.
+		"migrated-out": {Gen: 5, State: api.InstanceStateDestroyed, History: history("",
+			api.InstanceStateCreating, api.InstanceStateStarting, api.InstanceStateRunning, api.InstanceStateMigrating,
+			api.InstanceStateDestroyed),
 			Migration: api.MigrationStatus{MigrationOut: ptr(progress(api.MigrationPhaseCompleted))}},
-		"failed-migrating-in": {Gen: 4, State: api.InstanceStateFailed, FailureReason: ptr("migration failed"),
-			History: &[]api.StateTransition{history[7]}, Migration: api.MigrationStatus{MigrationIn: ptr(progress(api.MigrationPhaseFailed))}},
+		// A migration target whose migration failed.
+		"failed-migrating-in": {Gen: 3, State: api.InstanceStateFailed, FailureReason: ptr(failedIn),
+			History:   history(failedIn, api.InstanceStateCreating, api.InstanceStateMigrating, api.InstanceStateFailed),
+			Migration: api.MigrationStatus{MigrationIn: ptr(progress(api.MigrationPhaseFailed))}},
 	}
 	for name, v := range views {
 		if err := set.addJSON(KindStateView, name, v); err != nil {

@@ -220,6 +220,11 @@ const (
 	PhaseFailed      MigrationPhase = "failed"
 )
 
+// migrationPhases lists every MigrationPhase, in order: each API version
+// names every one (TestV1MigrationPhasesComplete).
+var migrationPhases = []MigrationPhase{PhaseNegotiate, PhasePreamble, PhaseRAMPrecopy, PhasePause, PhaseRAMFinal,
+	PhaseDeviceState, PhaseClock, PhaseHandoff, PhaseCompleted, PhaseFailed}
+
 // MigrationProgress is one migration's progress.
 type MigrationProgress struct {
 	MigrationID uuid.UUID

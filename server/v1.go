@@ -104,13 +104,24 @@ func instanceToV1(i Instance) api.Instance {
 	return out
 }
 
+// phaseToV1 names every MigrationPhase in v1, whose enum is closed: a
+// phase added later must be given one of v1's names here
+// (TestV1MigrationPhasesComplete), never leak out unnamed.
+var phaseToV1 = map[MigrationPhase]api.MigrationPhase{
+	PhaseNegotiate: api.MigrationPhaseNegotiate, PhasePreamble: api.MigrationPhasePreamble,
+	PhaseRAMPrecopy: api.MigrationPhaseRamPrecopy, PhasePause: api.MigrationPhasePause,
+	PhaseRAMFinal: api.MigrationPhaseRamFinal, PhaseDeviceState: api.MigrationPhaseDeviceState,
+	PhaseClock: api.MigrationPhaseClock, PhaseHandoff: api.MigrationPhaseHandoff,
+	PhaseCompleted: api.MigrationPhaseCompleted, PhaseFailed: api.MigrationPhaseFailed,
+}
+
 func migrationToV1(m MigrationStatus) api.MigrationStatus {
 	conv := func(p *MigrationProgress) *api.MigrationProgress {
 		if p == nil {
 			return nil
 		}
 		out := &api.MigrationProgress{
-			MigrationId: p.MigrationID, Phase: api.MigrationPhase(p.Phase),
+			MigrationId: p.MigrationID, Phase: phaseToV1[p.Phase],
 			BytesSent: int64(p.BytesSent), PagesLeft: int64(p.PagesLeft), Rounds: int32(p.Rounds),
 		}
 		if p.FailureReason != "" {

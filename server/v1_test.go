@@ -344,6 +344,17 @@ func TestMigrateStartUpgrade(t *testing.T) {
 	require.Equal(t, "ping", string(echo))
 }
 
+// TestV1MigrationPhasesComplete: every migration phase has its v1 name,
+// one of the values v1's closed enum allows.
+func TestV1MigrationPhasesComplete(t *testing.T) {
+	require.Len(t, phaseToV1, len(migrationPhases))
+	for _, ph := range migrationPhases {
+		v, ok := phaseToV1[ph]
+		require.True(t, ok, "phase %s has no v1 name", ph)
+		require.True(t, v.Valid(), "phase %s: %q is not in v1's enum", ph, v)
+	}
+}
+
 func TestV1StatesComplete(t *testing.T) {
 	for s := range stateNames {
 		v, ok := stateToV1[s]

@@ -11,7 +11,8 @@ import (
 func TestCheckStoragePath(t *testing.T) {
 	for _, p := range []string{
 		"disk.img", "a", "_", "-x", "vm1/disk0.img", "a/b/c/d.e.f", "x..y", "a/b..", "A-Z_0.9",
-		strings.Repeat("a", MaxStoragePathLen),
+		strings.Repeat("a", MaxStorageSegmentLen),
+		strings.Repeat(strings.Repeat("a", MaxStorageSegmentLen)+"/", 16)[:MaxStoragePathLen],
 	} {
 		require.NoError(t, CheckStoragePath(p), "%q", p)
 	}
@@ -32,7 +33,9 @@ func TestCheckStoragePath(t *testing.T) {
 		{"a\\b", "byte"},
 		{"proc/self/root:x", "byte"},
 		{"d\u00e9j\u00e0", "byte"},
-		{strings.Repeat("a", MaxStoragePathLen+1), "at most 4096"},
+		{strings.Repeat("a", MaxStoragePathLen+1), "at most 4095"},
+		{strings.Repeat("a", MaxStorageSegmentLen+1), "of 256 bytes, at most 255"},
+		{"vm/" + strings.Repeat("a", MaxStorageSegmentLen+1) + "/disk.img", "of 256 bytes, at most 255"},
 	} {
 		err := CheckStoragePath(tc.path)
 		require.Error(t, err, "%q", tc.path)

@@ -266,7 +266,7 @@ type Boot struct {
 	// Cmdline The image's Multiboot command line, printable ASCII; empty when not given.
 	Cmdline *string `json:"cmdline,omitempty"`
 
-	// Image The name of a guest image the server ships (ticker, memcheck, smbios, disk, crash).
+	// Image The name of a guest image the server ships, for example `ticker`, `memcheck` or `disk`.
 	Image string `json:"image"`
 }
 
@@ -295,9 +295,9 @@ type FileStorageBackendComponent struct {
 	// BlockSize A storage backend's logical block size in bytes; 512 when not given.
 	BlockSize *BlockSize `json:"block_size,omitempty"`
 
-	// Path The file's path relative to the server's storage root (`--storage-root`): names separated by `/`,
-	// none starting with `.`. Symbolic links that lead out of the root, and anything but a regular file,
-	// are refused.
+	// Path The file's path relative to the server's storage root (`--storage-root`): names of at most 255 bytes
+	// separated by `/`, none starting with `.`. Symbolic links that lead out of the root, and anything but a
+	// regular file, are refused.
 	Path string `json:"path"`
 
 	// Readonly Forbids the guest to write; false when not given.
@@ -416,7 +416,8 @@ type InstanceSpec struct {
 	// Boot What the VM boots. When absent, the VM boots the `ticker` guest with an empty command line.
 	Boot *Boot `json:"boot,omitempty"`
 
-	// Components The components, keyed by a name (or a UUID) of 1 to 63 characters from `[A-Za-z0-9._-]`.
+	// Components The components, keyed by a name of 1 to 63 characters from `[A-Za-z0-9._-]` starting with a letter or
+	// a digit, or by a UUID (in either case; the server answers it in lower case).
 	Components map[string]Component `json:"components"`
 }
 
@@ -603,7 +604,7 @@ type StateTransition struct {
 
 // VirtioDiskComponent A virtio block device in a virtio-mmio slot, storing its data in the backend it names.
 type VirtioDiskComponent struct {
-	// Backend The name of the storage backend component.
+	// Backend The key of the storage backend component.
 	Backend string `json:"backend"`
 
 	// Slot The virtio-mmio slot; it fixes the device's address and interrupt.
@@ -624,6 +625,9 @@ type Conflict = Error
 
 // InternalError Every failure's body.
 type InternalError = Error
+
+// NoSuchMigration Every failure's body.
+type NoSuchMigration = Error
 
 // NotFound Every failure's body.
 type NotFound = Error
@@ -1012,7 +1016,8 @@ type ClientInterface interface {
 	// InstanceMigrateStart Start sending the instance to a migration target
 	//
 	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
-	// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+	// is a capability, and the stream's handshake proves it (see Transport in the API's description for what
+	// that does not protect). The request sends `Connection: Upgrade` and
 	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
 	// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
 	// payload. Inside it: the target offers protocol versions, spec versions and device state
@@ -1043,7 +1048,8 @@ type ClientInterface interface {
 	// The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
 	// says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
 	// down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
-	// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+	// never stalls the guest. A server attaches a bounded number of consoles at once (16 unless configured
+	// otherwise); one more answers 429 `too_many_consoles`.
 	//
 	// Corresponds with GET /instance/serial (the `InstanceSerial` operationId).
 	InstanceSerial(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1061,9 +1067,10 @@ type ClientInterface interface {
 
 	// InstanceSpecGet Get the instance's spec
 	//
-	// Answers the spec the VM was built from, in canonical form (every default written out). A migration
-	// target that has not yet received its spec from the source answers `spec_status`
-	// `waiting_for_migration_source` and no `spec`.
+	// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
+	// lower case). A migration target that has not yet received its spec from the source answers
+	// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
+	// failed before the spec arrived.
 	//
 	// Corresponds with GET /instance/spec (the `InstanceSpecGet` operationId).
 	InstanceSpecGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1075,7 +1082,8 @@ type ClientInterface interface {
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+	// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+	// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 	//
 	// Takes any type of body and a specified content type.
 	//
@@ -1089,7 +1097,8 @@ type ClientInterface interface {
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+	// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+	// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1223,7 +1232,8 @@ func (c *Client) InstanceMigrateExpect(ctx context.Context, body InstanceMigrate
 // InstanceMigrateStart Start sending the instance to a migration target
 //
 // Called by a migration target on its source, never by people. It carries no bearer token: the migration
-// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+// is a capability, and the stream's handshake proves it (see Transport in the API's description for what
+// that does not protect). The request sends `Connection: Upgrade` and
 // `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
 // each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
 // payload. Inside it: the target offers protocol versions, spec versions and device state
@@ -1274,7 +1284,8 @@ func (c *Client) InstanceMigrationStatus(ctx context.Context, reqEditors ...Requ
 // The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
 // says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
 // down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
-// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+// never stalls the guest. A server attaches a bounded number of consoles at once (16 unless configured
+// otherwise); one more answers 429 `too_many_consoles`.
 //
 // Corresponds with GET /instance/serial (the `InstanceSerial` operationId).
 func (c *Client) InstanceSerial(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1312,9 +1323,10 @@ func (c *Client) InstanceSerialHistoryGet(ctx context.Context, params *InstanceS
 
 // InstanceSpecGet Get the instance's spec
 //
-// Answers the spec the VM was built from, in canonical form (every default written out). A migration
-// target that has not yet received its spec from the source answers `spec_status`
-// `waiting_for_migration_source` and no `spec`.
+// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
+// lower case). A migration target that has not yet received its spec from the source answers
+// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
+// failed before the spec arrived.
 //
 // Corresponds with GET /instance/spec (the `InstanceSpecGet` operationId).
 func (c *Client) InstanceSpecGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1336,7 +1348,8 @@ func (c *Client) InstanceSpecGet(ctx context.Context, reqEditors ...RequestEdito
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 // an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 // during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 //
 // Takes any type of body and a specified content type.
 //
@@ -1360,7 +1373,8 @@ func (c *Client) InstanceStatePutWithBody(ctx context.Context, contentType strin
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 // an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 // during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -1911,7 +1925,8 @@ type ClientWithResponsesInterface interface {
 	// InstanceMigrateStartWithResponse Start sending the instance to a migration target
 	//
 	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
-	// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+	// is a capability, and the stream's handshake proves it (see Transport in the API's description for what
+	// that does not protect). The request sends `Connection: Upgrade` and
 	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
 	// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
 	// payload. Inside it: the target offers protocol versions, spec versions and device state
@@ -1946,7 +1961,8 @@ type ClientWithResponsesInterface interface {
 	// The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
 	// says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
 	// down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
-	// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+	// never stalls the guest. A server attaches a bounded number of consoles at once (16 unless configured
+	// otherwise); one more answers 429 `too_many_consoles`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1968,9 +1984,10 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceSpecGetWithResponse Get the instance's spec
 	//
-	// Answers the spec the VM was built from, in canonical form (every default written out). A migration
-	// target that has not yet received its spec from the source answers `spec_status`
-	// `waiting_for_migration_source` and no `spec`.
+	// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
+	// lower case). A migration target that has not yet received its spec from the source answers
+	// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
+	// failed before the spec arrived.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -1984,7 +2001,8 @@ type ClientWithResponsesInterface interface {
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+	// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+	// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -1998,7 +2016,8 @@ type ClientWithResponsesInterface interface {
 	// what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 	// an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 	// during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-	// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+	// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+	// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -2322,7 +2341,7 @@ type InstanceMigrateStartResponse struct {
 	// JSON400 the response for an HTTP 400 `application/json` response
 	JSON400 *BadRequest
 	// JSON404 the response for an HTTP 404 `application/json` response
-	JSON404 *NotFound
+	JSON404 *NoSuchMigration
 	// JSON500 the response for an HTTP 500 `application/json` response
 	JSON500 *InternalError
 	// JSON503 the response for an HTTP 503 `application/json` response
@@ -2335,7 +2354,7 @@ func (r InstanceMigrateStartResponse) GetJSON400() *BadRequest {
 }
 
 // GetJSON404 returns the response for an HTTP 404 `application/json` response
-func (r InstanceMigrateStartResponse) GetJSON404() *NotFound {
+func (r InstanceMigrateStartResponse) GetJSON404() *NoSuchMigration {
 	return r.JSON404
 }
 
@@ -2988,7 +3007,8 @@ func (c *ClientWithResponses) InstanceMigrateExpectWithResponse(ctx context.Cont
 // InstanceMigrateStartWithResponse Start sending the instance to a migration target
 //
 // Called by a migration target on its source, never by people. It carries no bearer token: the migration
-// is a capability, and the stream proves it. The request sends `Connection: Upgrade` and
+// is a capability, and the stream's handshake proves it (see Transport in the API's description for what
+// that does not protect). The request sends `Connection: Upgrade` and
 // `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
 // each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
 // payload. Inside it: the target offers protocol versions, spec versions and device state
@@ -3035,7 +3055,8 @@ func (c *ClientWithResponses) InstanceMigrationStatusWithResponse(ctx context.Co
 // The server closes the WebSocket when the instance's console ends, with status 1000 and a reason that
 // says why (`the VM stopped`, `the VM failed`, `the VM migrated away`, or that the server is shutting
 // down), or when a reader falls too far behind, with status 1008 (`reader fell behind`); a slow reader
-// never stalls the guest. At most 16 consoles are attached at once; one more answers 429 `too_many_consoles`.
+// never stalls the guest. A server attaches a bounded number of consoles at once (16 unless configured
+// otherwise); one more answers 429 `too_many_consoles`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3069,9 +3090,10 @@ func (c *ClientWithResponses) InstanceSerialHistoryGetWithResponse(ctx context.C
 
 // InstanceSpecGetWithResponse Get the instance's spec
 //
-// Answers the spec the VM was built from, in canonical form (every default written out). A migration
-// target that has not yet received its spec from the source answers `spec_status`
-// `waiting_for_migration_source` and no `spec`.
+// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
+// lower case). A migration target that has not yet received its spec from the source answers
+// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
+// failed before the spec arrived.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -3091,7 +3113,8 @@ func (c *ClientWithResponses) InstanceSpecGetWithResponse(ctx context.Context, r
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 // an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 // during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3111,7 +3134,8 @@ func (c *ClientWithResponses) InstanceStatePutWithBodyWithResponse(ctx context.C
 // what is already done or under way (run while running, stop while stopping) is harmless. A stop during
 // an outbound migration (before the hand-off) ends the migration, which fails with "stop was requested
 // during the migration", and stops the VM: migrating -> stopping at once, then stopped and destroyed once
-// the migration has let the VM go. After the hand-off the VM is no longer here and a stop answers 409.
+// the migration has let the VM go. After the hand-off the VM is no longer here: a stop answers 409 until
+// the instance is destroyed, moments later, and then is harmless like any stop of a destroyed instance.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -3438,7 +3462,7 @@ func ParseInstanceMigrateStartResponse(rsp *http.Response) (*InstanceMigrateStar
 		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
-		var dest NotFound
+		var dest NoSuchMigration
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -4416,6 +4440,8 @@ type ConflictJSONResponse Error
 
 type InternalErrorJSONResponse Error
 
+type NoSuchMigrationJSONResponse Error
+
 type NotFoundJSONResponse Error
 
 type PayloadTooLargeJSONResponse Error
@@ -4851,7 +4877,7 @@ func (response InstanceMigrateStart400JSONResponse) VisitInstanceMigrateStartRes
 	return err
 }
 
-type InstanceMigrateStart404JSONResponse struct{ NotFoundJSONResponse }
+type InstanceMigrateStart404JSONResponse struct{ NoSuchMigrationJSONResponse }
 
 func (response InstanceMigrateStart404JSONResponse) VisitInstanceMigrateStartResponse(w http.ResponseWriter) error {
 
@@ -5851,164 +5877,172 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3/c9s4ku+/guK7qkh7lCzJspPItT842ZnZ3I1n8pLM5N6OshJEQhLWJMAFQCvaKb+//aobAAlKlCwn",
-	"mcxe3VZ+iCyRINBo9NdPN3+NEpkXUjBhdDT5NVJMF1John+8oOkb9veSaQN/JVIYJvAjLYqMJ9RwKc7+",
-	"pqWA79hHmhcZw49KSTVLZMqiScTFHc14OlNupDjKmdZ0Bb8tZLrt64Il/YWkKu0nRaknRJT5gimSl9qQ",
-	"BSPUkIxRbcgwiiM3yoyn0SQaL4fJiD5nTxfn6QW7HET3caSTNcspzOLfFFtGk+j/nNUrPLO/6rNvYIbR",
-	"/f19HKVMJ4oXsJZoEr1bM+KeQbgmOc2WUuUsJVKRhWL0VhNKVJkx0pnvrGwek+orWBP8fZfPkBjwWUgz",
-	"K4uVoilL590+TPalFMuMJ1+CvEZRoTmuIqRwQoWQhii2kNIQKggX2lCRMGLWFJeojSwKln5l2iZu5Zps",
-	"uFkTs2b1zKTCv9dSG6Sy/XrGPnJtNFCSCV0qNuNiVii5UkzreTwV831S2C3R5XLJE86EmSW0oAk323m3",
-	"PxWwpFfCMCVoZif9Odtgx2kQ339J8NKvRGHN1B1TZEl5xlKkn52EY7kfpPlWliL9jLUKOfOb0liukPUe",
-	"rqkmC8YESRSj5muxl2LA0cE8YmAmIYkuE2AyLlakMw/mb8/lDH6e5XylqOcaOKxLoJMj22u6zSRN30n5",
-	"PVUr9hnUA5k3M1LOMhwoJKA/HHAJLASvgMNABRmSG/7iKx/StnmYmsVokrDCaNKZN9fkSOZUxzueM1l+",
-	"jojzSzZupEMkmxAr6hLG71hKuCBwx+9Bs5SnOBeqFL9jfiakM99ZiqPUW6bueMJ+EvSO8owuss/hL9iG",
-	"nIrtLJFCsATu0Q2SBTsIp9RISeB6ElxPZMHEFTFqS+iKckEyatieAOt9WYnldZE9pHpdGsPFapbKjZh3",
-	"8SCzO6bCeRJuCM0yudFw86LUW6tNqN+NqejM2+gxvwI+tswcDqenIsmkZimhS4MczzWhQm+Y6vbJuyY5",
-	"+qRzHd6NClUzkYIEsrJGwIzJLWMFDCPNmikiSzMh1EwFPDzjOTcxzkMKRv5ecmZIJsUKWCmnt0yTDd32",
-	"u1ZZ/SRoadZS8X+wz5HfZThMkzM4br0Vg0QwloK5s2BUATHkLRMTXCFZM5oyRa7dOHj9hLywF07LweA8",
-	"wcvx49c4gj/IxjSd3DeBuHoCgipcOhy+OLIrQXP3/fv3PVgREwZIiYRrPuU629CtJnO70DncX8/bbAsg",
-	"ojaKixXMEXdMl0UhlWHpDUs5fYfXfMbOVcPNchhvhg8N99DtzEv7gB480MpFSvAO4u74PfQITGO+u945",
-	"bkvbulA6VjOxHkkmk9u3/B9tewPSQ9EVIwua3DKRPtEkkyue0Iws4Dai+T9QFi+2hukrcjEckQ1IAZjW",
-	"it8xAfvJRJlHk18uhqN4PHh++SGOwAGgxppz56Mo9hsNhtWKKaDVC/BecDPTFA1Pmr1WcJAMB09qSTPN",
-	"2giU02TNBXuiSaFkwrSWSsckZ7kEUSNSkqx5oZmBiRXBgL9G7oeHtuelu+w+jsC32qcazML5W3JJ7l6+",
-	"/klfgcGUS8VqhQ+m+BNN4FfSGQ+eH7aqoxZ65fQjz4Gql+M4yrmwfwzbCGmXPssX+zP9DlnpzfUNbOEN",
-	"f3FgmiShAjngcRO9HIcTHQ7Gzy6eXoazvdyf7r09RVyBNP7FEjhcQlzt0ofqZrn4G0uM5RlpHsky70HD",
-	"wEJ/viHgz+k+eQ8MTBeaCadG/E/4x9zw5JapOVkh8axyFITlhQE9mufAYxkXrIXB8hR+aOcYntMVcO1N",
-	"mRmOnmU4WEwKxYUBO4Zcv3356tWVe+L+acvpx++ZWJk10Hw0jqOCGnBXokn0119I7/9/+MO/1QfOS9Y4",
-	"wucfYGaaM2Bl6taMl4ZWq4Y9IR1LGTxsyZoltzHR+YJLHZOU69uYJIrqdXdnjpfnyBLVlJvzve79hfb+",
-	"Meg9/1B/7M96rWvY4R27oDY2eVkf9GPyIxAUToJFfDweLD8Gg9b0e+klxf6wPwpGUgbmKIY8rCgFglrm",
-	"iomRWUpoQZUhiy2Zo6CGx6Ychsm5oMZ60jlFWw4+LnnGZk48z9yYh0TWtzxjb+2lL+yV9WzjSDPFaTYD",
-	"XXFogLd4yWupTHjjHVeGyxls7qEbf8ZL/sT1bX3jfXUutj/QHI0kIOZ9HEnBflxGk1+OC+C2ydzHx+9p",
-	"n8fxe45R7f7DfRxVAY5HyJtv0N5eUp6VCpgMw3V7kiK0UNqUMsoBx6k9xWiKX8D1aIWT69evSHAXybi2",
-	"4ivvt539ytT5tU06bpgwZKOkWMVkKRUpmCwydoViwcrEJWfAwIYsaZmZ1keEtlGr+KsOhLsyJlSjlxda",
-	"m5lcaVTi8O1/9Zw73Hvlref+g1IhoGy97sb02iTGMVZ43P7DKAw8ADg1sP9gRuFCwcNalRlVBI42WTDB",
-	"qAvjVev35piSssWAwbFm2plyx1i7tvnuUd6u2zcFJgKGFMxDsYwa8LyNPDwn0pn3eu6LHnwx704cn2hW",
-	"UEUNS1HEnc3jqRDgn2lDFTilVpPO+/M+ebvNFzLjCWi+W22dwIzRFPy8ikukBBYRKaFiaz3DRWl2iBhP",
-	"BVXAUctSs7Q/FU3VA8boScpn1ttVP52zY79221UsHFQpsu0+sb+VasFTe5isjjWSbBQ37IogG7XoeTf8",
-	"QsqMUfRljfOEPlGooSO1e16ca4M88siT4R2zfb6yGs6aFMjsO24GqSYeKt9Wjdemir9jwvnbB2SNi1Q+",
-	"0WRVXXpFVkpuNHAnsCU1LjSiDTWMJGsqVuy4hft8MHg6fP58dDF+Oh48fz4MTN1Bm2H+ygd8H+/kVDFh",
-	"kJHG+oGbfYHg1MxMMarbiPF+vW2mCWyE+4oUioH5S4BbQTZZIsztz/NWAb9i4iHeC/blfneqx+7zhApI",
-	"Ay6scfGEU259ixfvMncwBT+eXUgbp/uhvsFMybW+8bHtd1St2GP1wEuM4esm+an92+CA9nhkIHKrMPoV",
-	"4UYTXbAEjgjTZKlkbsWxLFXS4nPYW0+mk10UeyW44dQwn6r87O06Rng/xYeJ/q2S+duCJV+C1kg5irTc",
-	"p9pn86ab5EmsCdce50y44mHqBHnlh9c/CQlAOvN2QrsgMQWDpWJCx59TsXvX3pmYd/vkm480MZkVqnJJ",
-	"5pjGRcU9dxs/B/ll1Rpq6NO8gAOc8ZBR/9ApRsN+5zR887FgiQnI+wjeu1Z5+yG3B9Ye8oq0h84vl+KY",
-	"5RwIjQ3PMi++G+qqLHnaJrc1S9TDQa+KTG/t5WBtmGymWSJF2hID+7PcYMwdp0ZVTtYyS3WMusTec0XO",
-	"B4MWs+ZwqOv8cjA4HuzaOUQN2h07Pwek3uN2+gZTC7BewTYhJuCYQHen0OUxrE39KUxQXfFEE57GZLPm",
-	"yTrkM0R+rOkdsylkigCMpVQn8YhiRUYTNmviWtpp80DwNIwC7LKMNr1MJjSrzT9n/Kd8uWSKYEKIa0em",
-	"mNyyrXUnTBCksvknd7//whLhiZ4KFHeMJuDQ4KJ0n/wIVs6OCapJTrdkwfxlaWzvWlSSDMeFhwK5SMd6",
-	"dGjOTgU11Z6C5RwTTbfdq5AXaI4PCSdnRbHHbuRkwZZSMbIoeZaCfwOq/+ebyosJiX45buHuTz7ZWiUz",
-	"mqaqndUcQ1X+H1zJtI7JfC21mRRSmXmfBEnIlNNMW1MSllswprzViplGlhIjQZv0ehUb9/Cq+RXQO2UY",
-	"ViCZlAVGoUF5ADHkRhDBzEaqW93d8+5Gl6OGc3fedO7+Op3qsw//Pvll0Hv+4ddhfHH/cEixcQ4DOlW0",
-	"PiZkmofksSFqnjJh+JIzHSKO9kVF49Y9N1MxRgz7aA5Ej8NdozYvZzO1sF87cduL4agtipw+6HLx9MoF",
-	"Pp9o8vbmxasf3xK91Ybl5KefXv3pJIEkMG7YEhlbS2VQFLQ8A8OGLjPz1YLQMH2c7THW+ASbFuOINu7h",
-	"UhRcT/BUIOwPNABwjbGZi7g6M4ForcQnzK9P/oQR6iq8NhWVJDRrZuUjIyk1FINVilURnXDMjIvbetAr",
-	"50N7tx5ZSxNWm4RTYQPj9vTuhLN8BvBoJAsvuo+jhcv9HL9Y2rzdb6nH3oUKSAdailod1QGDGlm9C2pk",
-	"SIwkl+ckWVNFEwNnDW2CeZPX5v2TpP4O+1kSNhb8EB+Cp9yW1Xy/ZqjPUGOBouKa3AoQwdtmjsQZn1Ec",
-	"bShHuMlSqhoJNrP6ozVwE87jZ842nxEZceo0JhKMMJzovrD8+jGLR/uF9p6Zrnbl1FvdPv7GgZLm9I7y",
-	"lmmFf+zsWcaXLNkmGBKkhvUt1hGkXM/iXup4cUeVohsH+Cb41AV31fEafAee61Tsuq7dq3oYP64qhYC/",
-	"paqiYP6r+tHho2IPqrUB20JumGLpVMjlshs7dDAXqziYTji2/313AuGK9kYnMDiRair8OPXguwvp2LVa",
-	"B95jV2VpFrIUae0wdGOSMm2UBCnVsYczrrBabCrWVKQ9u6h6ZpQcJgFMMiZpCacajJWWZ4aUqAZ1C5gK",
-	"B5++8jjqamnVRPt+PaCs6umDVlpyQbMre+wbfjfXFRFUfU88FRQdNguARqvf4mu9BW9Vk5dunh/tOVDu",
-	"o6M5fmlX4z86mK7b7CraZT/b+UQox+x0jotFOBIvMRL9icGICj5kpAtpN2iE2Rw4dnuS0t3H0kfJkTfV",
-	"XbsCpR7vQZnxJnz0gfWwdC9O7zdMlcLtRbURDxP5CygfGMbCRzygHrQ9mGDVMXBmGXqsOG9NNPd8SzUY",
-	"UnV+4n9YdH/NwWDcHnAhg73StazZW7P1/gOgiWI5A/Ndkw41JJfa/ppRbcj5qBtPhczgLJElV9pcORSP",
-	"dXMMYtlBRAgpmPV18Ebw57l1xZNSKbjBngI8+Nyw/EHFi0zzri4XuUdb7ZW99bx2lKhSdIu/eh443T3/",
-	"kvrcqW6nyOvJtB3GagbXKmePReRd+1DTkRAn+1hwxfSMmlarU1QxxIwWmmnCl0RIH0cpNUudc1p5jSk1",
-	"rOdw6vtYh0fG0n7LIOrx8EJAl6P78npNdSt2A/k9iDVyHQpGwVYSw524IYzmiwyREDSfFYolsthi3rfU",
-	"/lvUrKiswGObee5JMpncRnEEdoJcLp23kTFboeJUXJvErRfgBOQjeetH0dwrL2dbgBFbw/RMt4KzXsBv",
-	"IJqtDWNFE0oNLcmSKtKRglDijSlfCtH9srngVG4EcOyszfW64YmSLmwemFu+IkKVIq7tnXq7q22wss4d",
-	"GMUKqRyWcbOWGbjg7uGTZjgS956UhUd8eEOQdOrocvWdg9KQhCrFme6SIiu1j9JNcXgYRzFd5syFLFy8",
-	"ycYT/bzgFkTCgXaKrS8MMwkiHUYiYt59U1uoVmB/uU05VcEG0fwDGraAI3pcw/4mcqmgK6ZnGVu2MP6f",
-	"uDJbglcQbXiWebp+Wc4uvHQ6STJaWQZyETyGlrPw5voGqNsD+UTsRSSVgrWnjo7OzEhDs4cPXJ1iN8iW",
-	"y509NxJ5lonGvoPDYeBL9kXpeVxjWFrHobxr8EBF1qP65G2lzHat7ZADpbA6lljdNyHjcyDFcPQsDGXJ",
-	"JVlQzS7Hpcr65IbeIlmQpOcj9NUxxeFlMJ2KRG0LI1eKFmue0CzbwgPAM1OgX3JSeag6NAxTybQ187gv",
-	"8pGCTWzORvPU1QPIJUlkmaVTsWDWdDASpakmlGwYvXWrARcWMdzklUXXYNGRjYWzFOOZMeLNJBZEuhQU",
-	"2ChoseY0hXXupSSGo2eNOPP4/DDg7N9bIWS75uAn1EdU3gfhwkj0QCpcHddBmeeO1UzF9mhm8nRTttL3",
-	"DbHnChofOcJ9CydbgPCfaw/kUS5ywVlSJ/hs0iCRQkvEQsrSFGUL9jKlhraLbWTu2B2DHhOJTEFFBAmY",
-	"Hc8kFBdwcxsfMNHmDi+0zEoDk19qZsjfSm1IQUMnCcZDGAbMd/5lJT3Kx4dn5SiLHtpvOJ8dSYn74+do",
-	"6ffhIOs0seWPZaDh5cXFgPx0/eYdQdPx5Y83BGybfaZBS/xUsPsPmLg6FefZspBj+E6YyYn0OA3W6Q4O",
-	"rLsdzRlWHbR5B3sLb9FHGVvRZEtev2zQuArVyXxovZGR/e/c/jduf96OC/94X8QF1Bx/PxxTO+rvusHW",
-	"tCiYYGmlY6q0O7pdp7u9XyZYhOJqjutB1NaXjRl98cDGAc+5rRjksYfc1r64KkhX3IMgfvtDL8+5JDqT",
-	"BqPmyuM3fP4USO2zotxmrNv8Vl/Wc6wqy5qmR/DTR/Pc+6GMTB6ojNpd2RWacvyjQz1ZItSAEJtyFoYp",
-	"VRbmOLTr6YO2+gkir2Vbj4k8T1y35BMZ5TTp57gDEUGt0i8snfrQBiJAo5eb7VtYnOMGrJC+Lg9Va1Si",
-	"wZVrV44LQuwR4eGKLHo9Wpp1D6/rwa/zKpMjRaOyb6OkYaSTy5SRweVg0EVsk/WENmi2YE3khq5WGZuT",
-	"l9+/sigtB43C6tElBzfKm8O4W1i4gMupBcfamMJWPXOxlL6im9pOPhbwEdnnkJxyYSgXTOn9/DuI4p9v",
-	"bvwKXBUwUaVAnwD3pqSZL5+C+f6njUVw7Hlwx5QGv27o4/XXr19NdlNJ4KcwX81Chc8e+fRKJwDXegTt",
-	"cSBgNyapwi0yayXL1dpqjalwisCN7FIGcoGrS6uLERZuUw7VR5JLwY1U7quGJVvhQaoJTIVN4vanYir+",
-	"8IegaJ9L0f/DH4itXKtbGVj3h7mWBvMT+xbMbU4EvwkYbSo21IGAsYZolz8xY2iZ0fNfn9TpLGBrcGK4",
-	"TXe6olwLwHOnwQGZpmI8GJJm0wIkRsaoEnWbCZZplyNgHxNWuPjpjuuvjWI0n4rO/Ltv3pEzzx9nDth8",
-	"9mvon9+f4bTn3UnICqH/KqRBnGwzDOfmr+VU2HYY+FBEzwWNFUDUgp+LkJ+dsNS+t+42GQsYdb25zkio",
-	"QF9VHym8kFhBCz6xJvO6kG5u24xgCSJQMmdUGLKUaiowJEtzbesW5i5IiDdUV7l6Qrz1YEkhsaialGnw",
-	"kyZBZyrfKcxmyxcy3caEkoIqmjPDlMt+42i7zcec26vggHXDblcWo96poC6NLmUTklKxylw+vxQYRnDK",
-	"JCZmI50mBKLjAWn8Zo/hVNhgp7vCW6/N27n90RoR/X6/G+/ybUe0tOigtlYT7sVFha2Z4A7L33DcrNBK",
-	"yZaZru3q1egKZjGtyyXDlFgl/OBOmilG060fAZ/T0kHMkTDoRcOzrAa0UvLzDXKAP6p2CFyFYhmjVdC3",
-	"UOyOy1JPRWBW/3wTttNB6F+2hYU0+9zsT8LhDTD3iqEiIRuY7e6Bzmd2pIoQrg9cKl3fN2EBdmEKsXuw",
-	"WRqMBWrE91eAkRDcamPcFr7og+qabrUF9C250d3WBluNZTKsWICFheAXd5wRTdptNORCTsKGXgU1a/gt",
-	"Z2Yt0xlc4kC685jsNqUCOh3oMxKTvcZMdoYnNHVC+rf2GCKdvX5FYfOsY32L9lovucMRNBAkHSqI+4sw",
-	"kRaSC4P8ntAsY2mlZurL9qYKyrUxT9S2cIZRfdBbJjzp2UfwrTRfgOXUMfvgNVJq5vbdMsv161eVeeJ4",
-	"xg1yRai+JYhkYcpf0w27JdongGHkuQ2OoU+p1EFueC5YAxgMBO60Rd+ufQ4JYO4Om+81F0qNZtlyUBls",
-	"T4Jrm9cnP7CNFedTkdMtAS+XKuK3xi9AB2G4O6auCCVJBueIgA40CIUuhUUhwmig+eAM/vndu9ekYc7U",
-	"jmag7o477K4eFMYLEAnzFRNzVwVw5dMCYKc5Y4tsKNwBJOMIsykoBpfvaFayPnllXRpX2c7RuIQRtmTB",
-	"Mrkho79enIOud8DZ/3j74w9+ySBxNba4yj2C1lrUGU+YsDkWZybfvP6+N+oPojgqVeZMaz05O9tsNv1c",
-	"/oNnGe1LtTpjovfT27Ob19+fjfqDM/SzuMkCQ7u2o6M4cpsSTaIhNmsomKAFjybReX/QP3dFwuipVJaQ",
-	"BVm2BQWdhWEOFbNe2dhCHbJAo2E/GAEuKMYgwLuqjNNXaTSpED3fMcx8hF1YR4PB41pGYSzj/CjYPoos",
-	"/D0aJJd0TAfj3iUdLXvj9JL1ni8vznujxbPFaHlJn9PhwKPCJ5FtmhKEPyow2ckNo6pC4gM9o+pqgfs4",
-	"Gg+Gh8arSHTW6IqGN40fvqlqg3kfRxeWwMdvaDYKxbvOH76rpbMfOsxlnlO1jSbRd8zsHuh622J3uEH5",
-	"18cavFC60ojY98T8cB9HRflAOWXlcyOIqEqdONMNJMtGkg3d6qrecu762B52CkOV3amKJLtVUReaLFUd",
-	"8G4F8G7BJT5hI+saSxK0EZsKxUyp0DNOWF1JgMrBBngq+Q6CDeVahUDokzescPBcKlyJSkKzsNvvmqo8",
-	"Y1pPhe3VYI/9aDBoaVLrz38M0k9USdQ1mqqYNAkN0sr3W3P0HqpxpsIasNXTfNOqhnXbJ9ctnXtbEKJg",
-	"HWL7QEUSWQqjJ4ROxf48Ot6K5andXV/UV7CkW1WboYvqLJOlYnpd2QgOMedqYFslmS1arduVvJDp9nQ5",
-	"ZkGDSuYzD0Ovz8w1sXIo7GqFwZKXr38KakfsTKUAj2UIKgG02n7B9OeJQTe5qvyj6svm2y/5xmvDRnOz",
-	"0cVlUAZS9dqKCpqwWa7/OBwM4Hmuz1XwwGY1CGYNfG7G5xB8fC7IWdzbboS1h2+qNgA1Wd8djfk4RsC4",
-	"cGVU7ZQOVkWPYIqFFA8K+5vQkehpOloOkiHrnS/GtDdOLtLeM3a57D2ng8UwGaXnbLyMDhV1wkQGvYXd",
-	"VGwME93l+sxS6wx/7fN8VdOktSvHfYCJi1Z/Gt8N9PPv//5fo/zNU/P/Fj8Mb98/Y/9xvv7LZfLtRXk9",
-	"KN6O+f8dbd/JsKhuEg0Hffj3dDIcjQeD/fqLz2Cz+/tHa9dmkf19M6psVMnu/3cbGZX0r+W5jxKgxEXr",
-	"Y2Stj0fSZPh1aFJh+7+45WWdSBsxdlbYCfZR8K6ATzfcnj18005Xabzt+cO3VZ324YbhCZbbbsNvvO/i",
-	"lEW1dHz9nY1MawQ27Je40VLjUNuMdlPzPo72w8c2ioOSuM0OrVpL+Iqfwy0mQJU3dc+ELDAtQ3dDw3Hd",
-	"0vJjwdU2ngqH/wyAxGmffIe9wNaMzO19c7KVpdIsW5IOBVPBKJmRIqPCWVdratNAHk7q9CLYl9hlZCoy",
-	"Ru/Q4rMxljSM7VSYLhLakbbRM7fmawPmamP1Va/8ytqcCkxMcVs65NBenaAViY0oNfM53SsfXW+L/1cm",
-	"tp2qRtAZxr7vWFXBsA0i+/ahrryfim3dCpLk8o65HA8lukwSpvWyzBx2DeNBHmlWFv2puFY5Wt8Y1qps",
-	"zDBkCtcesykbPU4+1bT8dCuk0UXkfDB4tOht7dHyW2jnsEwhGg1Gl73hsDd6+m44mIwGk8HgL1H8iTT4",
-	"JEvpZELt1G8c0FRhlYALH7OUlMLwjMzrpc+/svZ6ZNjhX+ruN1J31yo/vYtRoOKC0qJ2HdeWIj0YNXxp",
-	"w/BYS7+rV4m0+RePD7aQ3cXWpRcRyeuKE8hO2mzSFOtTwUEvJrSgC55xs63L9JzAR9GOkIYwmOJeVDB/",
-	"WSUnJuQnmybAFPNUzN2fE2Ljqz2vdq5CYnrlNhwM6/rAOuGxYLb1G/WzkUvQ5VRtyVLRnOl4KhD2bPvS",
-	"I8QStKRiMFOHG7CIa6tmzke9BTdkwVc9JlJOBSks55IMcUJ1rd2Y3PAX3bh60cNUuCv75JXPPk+aMa0l",
-	"rKRQ0shEZlVcP7Y2UhXmt2W8CKJy4XT/U4MyyVpKzfRVDev2W+Ftlj/fXL8kEl/Wg8EVAYaB6yLEbXZd",
-	"25mH2XErgIMXWFjcxpvrm9hPC2aIwZA6fNiof1nKLJObPrl22VdvTFExFVZ8YlQJk8VU5S5TWzCmiOYZ",
-	"c6lwSpZs4ztkkbpDEG50wIauZMZCWvrkhTUl7I6ApRC7/AF2PgWXTNeYnPFg3P6Cns2aGjw0Nk1HtRSY",
-	"F6ztW58khAVMhTcRYWUCWMy/9QQtvTUabNRC5LsTy64Uw2hNqAXQDFYd3JXTLSwOX+mBUUCgDdp+Kr8K",
-	"0MNG2v2Hgw+G54YLfYKt89aBgCuQgMZuc8eaEjfKF7nAsJJZ187kTiFG0/QINfUDJTv3H3bMlKHVmztN",
-	"hDfcJLb3y65p7o/ap+vpf/5Iv4PGRZNfPoQ6Crc1rAwLwrvyuCf2gJriUvTqDhwPJrTCgu9GTcUT+LjT",
-	"C4F0fB4riBFY19E1q7CIL8SiTUVGDaiaqqcCnjy+xOqMBzm/rhv5XGN4r2wjLLEcPnv2dHx++WynrPHp",
-	"+OmnWshhHdugqilrFJr6grFRWNg1ung6GNw/3lT2xdYP2Mr6SVB0+r8qtxay+NGKovoQnnLcbID94CFz",
-	"5pPeNYnweL9ni7cyuQV3/s23L8nl+OIirsGc5133mqVW8yxu2GZsoXGgeUzmb1nSq0bu/WyHm5Dh+dxZ",
-	"TztX/CfbzuM6txWamXCowbq0qtm9ucqf1j75EQSVx6LE3qRzEKCwDNGBXZSvA7YlSUDulz/eDGMEcgYt",
-	"1Y2vQarisbesMFf+AR2psCVct35Uo8M7PogLeEIz+TcVQbc4fMWX3Zd6H3xxUyj/fA4JbBtHJytZyXAw",
-	"GDiaOuMDrLapcOCnLenMXZDENVaB7fHwFVuGUH/hDOuU0A3denRzs5cE18QDxWwJtO11i5PGKaT4yscs",
-	"s+9zW1JFFmzNRbo37Wf4Fjp7Pcsyd9m8ewVGTyY3brCpsD6JNnbQOo167ezr4aWnj7Yld8bQZM1Sb0Zd",
-	"oRGUywCiOR49Jy0ApGO6wFbWRJ9kaNSb+/mGxlcJCIyef6H3/iFdG68FO7xb9pxdkZTBN7hpaLB+hXeE",
-	"fXMYd0Y6LYxi35b4u4YWkGyB0Alh6ujKBbI9UCJOV7RqkLOg/czq0Jt+nBywrxJEKxrOoGIJIowaQpV0",
-	"KEF7C1znEpxaa5VZQIDvcrh1CYGVhVZYuHrd0ac1GWTj6HOblkd8uG2TQFMv8akhtFlCaaPlc5juzE63",
-	"vqlR6em8Z7ORhH1MsjJl1nO2fa3IexBjgnH4K/ZeX2rR9ei6oUPpOurg6iyAF/RHn9jGGTU4Ar61fSFv",
-	"OYhn667O3aKcFPcVI1Z8wfOybDsVC7YC1y1wZH1LMcUFinH3ko/YVYpilDIvzPZhQefqgC0K7KjL93Cl",
-	"6oYK3LQfJDifK9sR0dbUhLtROYl/L5na1l5ivctRq0/42SWvbW248yDDEHK4swnU0VUFfHloUcHCv9Kq",
-	"3vmV2CWgyQnsdHCG9OMML23Mz7UVjiaXFxfnl8eq01peXdcyzQ+f61PZEvIo/S77G91ef3y5+uMfXaXy",
-	"5GlVXX16gqRZBX/AlXFMgH23sBv4P7My/z211BsvXPc6AjQUxsP6yaGbHgwiYIDUWbOgMBCRhzoB4YUJ",
-	"FVIg3AL41uPNfavsjeLGMGy92O2T6zC27SKzLiVroX1bFr7j+QCysDI550HLz/lUzI+1ebVekpAO9nhU",
-	"Whcs+R8D1f3CGLUvi0vb6RkbdOT9bPRP1Zn30HunfcEjahuqbpmqgu/ubbVB0+CvmBd8/lkv528Ua+y9",
-	"+Xu3bMMXWDBfnWHfnH43nASNofseadevX9s2IcPBaOwJdTHEDjnjwfPLr/Ry4RMXgjFNH1np7NWy/P4u",
-	"RQsCHE/sw9CbqgVBK+LGaTybe6tbWKKM80DqylW3GSEM7PKqICYoyw3rV8PJToUj+1oKWarWurJdaPN+",
-	"qVpYTUl9Q0tyrW/BmcfazI2DPPuoUIqAcUXAy1FkQ7fYYdnBqxvNid13vpCuG+K8YVV4je3/i1mi/QbA",
-	"pLOoLf2qwXCd8Aohsgh6X1KeuSzfNLJzoLru/joVrt1wM5EbWR8ErtdOl05aOibXFYG+oRMmAn334WaP",
-	"YYlb1Ey6gB7NWPUe4ZXsk+uqqWmVIqzR9bXTZDv/WLQPrCrY16O6ErbzdflZeJ2gpS82yX28LthvR3wS",
-	"7mbc7o5XeH6qCU0SVnx9rOS/0Cb/JGgTfbuXv8Mul3hGsDoYbagT5XnPSdyDdvf3Uqx6hcwyPalOINVE",
-	"Syk80KX1nZFYVIOBHGXfmI7VgXUYee5KX2c5GMoF1ZppJ9EwEuze4ceVNkHOoCnpbXgG5HGfzF1Ya16/",
-	"0LfZS3kqbDNlW6W4G/G20Zugh3KjdzIJWydjDaKNPZENNYl9OxVzoa6p0IYVtkoHF6rha5q5dkVejj4o",
-	"wW7cvpyQim80hWa2IFeh4PX6SzMmSGeAWQohBeseCgfYHkEnpOh/k3CMfSuatOVUDliDHl3Os4w76Meh",
-	"qdf81B7KOB8MBoNjoYxLe8HRaX/4Uh5YFYT9xTa72kFNDi8mg0F/OELkJN4zqj2Uqrk+UPHIzRfVzect",
-	"7s2HZqftL1H/UPeHP2BEN3uI/yugckDGvwf+t/jSw/LVikxfPn1A3jchIc0+Sb98AB5wwGz81VZEn90N",
-	"kTvceIfaXYV9goJXzyHyql8fy2o27bFKfAtVM24U3OziRPu3ft98U2ANEl8ws2EodXFZ/RYYUnT/4f6/",
-	"AwAA//8=",
+	"7H3/k9s2ku+/gsd3VZZylEbSfLGtqf1h7E2yvsskfraT3NvIK0IkJGGHBLgAOLKSmvvbr7oBkKBEaWZs",
+	"x7mr2/IPHkkkCDQa/fXTzd+iVBalFEwYHU1/ixTTpRSa4YcXNHvD/lExbeBTKoVhAv+kZZnzlBouxcnf",
+	"tRTwHftAizJn+KdSUs1TmbFoGnFxS3OezZUbKY4KpjVdwW8LmW2HumTpcCGpyoZpWekpEVWxYIoUlTZk",
+	"wQg1JGdUGzKO4siNMudZNI3OluN0Qp+zp4vT7JxdjKK7ONLpmhUUZvEvii2jafR/T5oVnthf9cnXMMPo",
+	"7u4ujjKmU8VLWEs0jd6tGXHPIFyTguZLqQqWEanIQjF6owklqsoZ6SU7K0tiUn8Fa4LPt8UciQF/C2nm",
+	"VblSNGNZ0h/CZF9Kscx5+jnIaxQVmuMqQgqnVAhpiGILKQ2hgnChDRUpI2ZNcYnayLJk2RembepWrsmG",
+	"mzUxa9bMTCr8vJbaIJXt13P2gWujgZJM6EqxORfzUsmVYlon8Uwk+6SwW6Kr5ZKnnAkzT2lJU262SX84",
+	"E7CkV8IwJWhuJ/0p22DHaRHff0nw0i9EYc3ULVNkSXnOMqSfnYRjue/l2ypdX/OVovamj16ykHNdpet5",
+	"UY8Vrl1IAr+S+lfgNfahZKn5YszmSGGfqsn+lHrJ3iKSfkw2a2oY3GmQY6mWYgp3e1aM/VAzQVURw7Fi",
+	"H0qurJioNPwvWIyMLCUpqNiSNRWZXtMbpkGgSZEyx4HfS/ONrET2aTvhp7a7B/WhWlNNFowJkipGv9gW",
+	"KAbb3iKdVPVGmDUXK7sJ/ncrKHf3xEnPJdDJ8fFrus0lzd5J+R1VK/YJ1AMlNDdSznMcKCSgl1ZwCSwE",
+	"rwC2oIKMyTV/8YWlZtc8TMPoNE1ZaTTpJe01OZI5Xf6OF0xWn6Jz/JKNG+kQyeDQgO5JGb9lGeGCwB1/",
+	"BM0ynuFcqFL8lvmZkF6ysxRHqbdM3fKU/SjoLeU5XeSfwl+wDSAC5qkUgqVwj26RLNhBOKW1yAiuJ7Jk",
+	"4pIYtSV0RbkgOTVsT6MMPq/c9MaBPaR6XRnDxWqeyQ1KSakICMlwnoQbQvNcbjTcvKj01qp36ndjJnpJ",
+	"Fz2SS+Bjy8zhcHom0lyCQKVLgxzPNaFCb5jqD8m7NjmGpHcV3o0WjmYiAwlkZY1AsX7DWAnDSLNmisjK",
+	"TAk1MwEPz3nBTYzzkIKRf1ScGZJLsQJWKlB8b+h22Ley+0dBK7OWiv/KPkV+V+Ewbc7guPVOXQnGMrA/",
+	"F4wqIIa8YWKKKyRrRjOmyJUbB6+fkhf2wlk1Gp2meDn++SWO4PeyNU0n900grp6AoAqXDocvjuxK0P/4",
+	"+eefB7AiJgyQEgnXfspVvqFbTRK70ATub+ZttiUQURvFxQrmiDumq7KUyrDsmmWcvsNrPmHn6uHmBYw3",
+	"x4eGe+h25qV9wAAeaOUiJXgHcXf8EXoEppHsrjfBbelaF0rHeibWRcxlevOW/9q1NyA9FF0xsqDpDRPZ",
+	"E01yueIpzckCbiOa/4qyeLE1TF+S8/GEbEAKwLRW/JYJ2E8mqiKa/nI+nsRno+cX7+MIPDJqrH19Ooli",
+	"v9Fg6a6YAlq9AHcSNzPL0BOg+WsFB8lwcG2XNNesi0AFTddcsCealEqmTGupdEwKVkgQNSIj6ZqXmhmY",
+	"WBkM+Fvkfrhve166y+7iCJzdfarBLJwDLJfk9uXrH/UlGEyFVKxR+OAbPdEEfiW9s9Hzw25O1EGvgn7g",
+	"BVD14iyOCi7sh3EXIe3S58Vif6bfIiu9ubqGLbzmLw5Mk6RUIAc8bqIXZ+FEx6OzZ+dPL8LZXuxP986e",
+	"IjDEo+kvlsDhEuJ6l97XN8vF31lqLM9I80iW+Rk0DCz0p2sCDrYekp+BgelCM+HUiP8JPySGpzdMJWSF",
+	"xLPKURBWlAb0aFEAj+VcsA4GKzL4oZtjeEFXwLXXVW44uvrhYDEpFRcG7Bhy9fblq1eX7on7p62gH75j",
+	"YmXWQPPJWRyV1ID/GE2jv/1CBv/5/qt/aQ6cl6xxhM8/wMy0YMDK1K0ZLw2tVg17EpMl2BNWzNZkiklS",
+	"sCJds/QmAQWSZFzfJDvzvDhFtqin3Z7z1eCvdPDraPD8ffPncD7oXMcO/9hFdbHKy+awH5MhgbBwUizi",
+	"Z2ej5Ydg0IaGL7202B/2B8FIxsAkxTiUFadAVMtgMTEyzwgtqTJksSUJCmt4bMZhmIILamx4o6Boz8Gf",
+	"S56zuRPRczfmIbH1Dc/ZW3vpC3tlM9s40kxxms9BXxwa4C1e8loqE954y5Xhcg67eujGn/CSP3N909x4",
+	"V5+N7fe0QEMJiHkXR1KwH5bR9JfjQrhrMnfx8Xu653H8nmNUu3t/F0d11OkRMudrtLmXlOeVAibDGOqe",
+	"tAitlC7FjLLAcepAMZrhF3A9WuLk6vUrEtxFcq6tCCuGXee/Nnd+65KQGyYM2SgpVvaYl0yWObtE0WDl",
+	"4pIzYGBDlrTKTecjQvuoUwTWB8JdGROq0dMLLc5crjQqcvj2PwbOJR688hb08F6pEFC2WXdrel0S4xgr",
+	"PG7/YRQGXgCcGth/MKVwoeBlraqcKgJHmyyYYNTFVuv1e5NMSdlhxOBYc+3MuWOs3dh9dyhv192bAhMB",
+	"YwrmoVhODXjfRh6eE+klg4H7YgBfJP2p4xPQIYYUYFJMzs+t0TgTmpVUUcMyFHwnSUwEOG7aUAXeqlWx",
+	"yTAZkrfbYiFznoJKvNHWO8wZzcABrFlHSuAbkREqttZlXFSG0JkISRsTqoDNlpVm2XAm2vrobPT8/EEa",
+	"aT7Y0Um/jeLJ+dld7+T+a/rdehhOshT5dn83vpFqwTN72qwiNpJsFDfskiCfdRgDbviFlDmj6PAa5y59",
+	"pNRDb2v3QDn/B5nokUfHe2/7jGdVoLU78DTs+CKknnionTtVYpeu/pYJ1gTQO4SRC2c+0WRVX3pJVkpu",
+	"NDAqsCg1Ln6iDTWMpGsqVuy4Gfx8NHo6fv58cn729Gz0/Pk4sIdHXdb7Kx8VfrwnVAeOQYga6yxu9iWG",
+	"00NzGyXvkv/bdnLH5iUuSakY2MgEuBWElyVCYn9OOjXAion7eC/Yl7vdqR67zxMqIA34ucYFHR5y61u8",
+	"eJe5gyn48exCujjdD/U15reudJ2leUfVij1WUbzEQL9uk5/azwYHtMcjB5lcx9ovCTea6JKlcESYJksl",
+	"CyuvZaXSDsfE3vpgOtlFsVeCG04N8wnmT96uY4T3U7yf6N8oWbwtWfo5aI2Uo0jLfap9Mm+6ST6INeHa",
+	"45wJV9xPnQANcP/6pyEBSC/pJrSLJFOwaJrEnOXPmdi9a+9MJP0h+foDTU1uhapckgST76jEE7fxCcgv",
+	"q9ZQWz/MTTjAGfdZ/fedYrT8d07D15iiDMj7CN67UkX3IbcH1h7ymrSHzi+X4phpHQiNDc9zL75b6qqq",
+	"eNYltzVL1f2RsZpMb+3lYG2YfK5ZKkXWESj7i9xgYB6nRlVB1jLPdIy6xN5zSU5How6z5nA87PRiNDoe",
+	"Eds5RC3aHTs/B6Te43b6GvMPsF7BNiGS45hAd6fQJTus0f0xTFBf8UQTnsVks+bpOuQzxOus6S2zeWaK",
+	"sJmlVA/iEcXKnKZs3kYjddPmnghrGCbYZRltBrlMad6Yf84RyPhyyRTBrBHXjkwxuWFb61mYIJJlk1Tu",
+	"fv+FJcIT8EhA3DGagseDi9JD8gNYOTsmqCYF3ZIF85dlsb1rUUsyHBceCuQiPevyoTk7E9TUewqWc0w0",
+	"3fYvQ16gBT4knJwVxR5xU5AFW0rFyKLieQa+Dqj+n65rjyYk+sVZB3d/9MnWKp3TLFPdrOYYqnYQ4Uqm",
+	"dUyStdRmWkplkiEJMpUZp7m2piQst2RMeasV05EsI0aCNhkMajYe4FXJJdA7Yxh3ILmUJYaqQXkAMeRG",
+	"EMHMRqob3d/z9CYXk5ajd9p29P42m+mT9/86/WU0eP7+t3F8fnd/zLF1DgM61bQ+JmTah+SxcWyeMWH4",
+	"kjMd4sT2RUXr1j03UzFGDPtgDoSYw12jNnln07mwXzuB3fPxpCvUnN3rcvHs0kVGn2jy9vrFqx/eEr3V",
+	"hhXkxx9f/flBAklgYLEjdLaWyqAo6HgGxhVd+uaLRalh+jjbY6zxETYtBhptDMTlMbie4qlAsKaFScEp",
+	"w/RGXJ+ZQLTW4hPmNyR/xhB2HX+biVoSmjWz8pGRjBqK0SwFjGKDO+GYORc3zaCXzof2bj2yliasMQln",
+	"wkbO7endiXf5NOHRUBdedBdHC5cgOn6xtMm931OPvQsVkA60FK111JgYSS5OSbqmiqYGzhfaAUmbv5Kd",
+	"QBklOQOuJFLNBOibFTdon+PgcHhIjwvCOCqelGp3CvyJro8y7CAIXntR/6EqZYe37f60qHkfk4Mb3pVX",
+	"/XnNcM44W9CCXJMbAfJ9287QOMs2iqMN5Qh4WUrVYNHmVjl1RoXCefzE2eYTwi5OV8eIFLQT3ZfEXz4g",
+	"8min094z1/WuPPRWt4+/cxSmPb2jvGU6ASg7e5bzJUu3KcYbqWFDi7aE4zWwyJvmvPVUJfpxgLCCv/pw",
+	"1hyvwXfgFs/Erl/cv2yG8eOqSgj4LFUdYvNfNY8OHxV7nLWNBpdwWFk2E3K57McOMM7FKg6mE47tf9+d",
+	"QLiivdEJDI6yxY/TDL67kJ5dq40OeDizrMxCViJrvJF+TDKmjZIgAnv2cMY1WozNxJqKbGAX1cyMksMk",
+	"gEnGJKvgVIMl1PHMkBL1oG4BM+EQ9ZceWl8vrZ7o0K8HNGEzfVB5Sy5ofmmPfcup57omgmruiUFMgzdo",
+	"MfHoUliEr3cPrOj10s3zoz0Hyv3paI5f2tX4Px1Q2G12HUqzf9v5RCjH7HSOi0U4Ei8xzP2RkY4awGSk",
+	"i5e3aIS5JDh2e5LS3ceyR8mRN/VduwKlGe9emfEmfPSB9bBsLwngN0xVwu1FvRH3E/kzKB8YxgJYfI0F",
+	"mBVg39XHwNl86A7jvDXR3PMt1WClNcmP/2GpgzUHa3R7wD8N9ko3smZvzTa0ENhHihUMfANNej6ViaBT",
+	"qg05nfTjmZA5nCWy5EqbS4cjsj6UQTQ9iAghBbOOFN4oBQoH3IZKKbjBngI8+Nyw4l7Fi0zzrqkgukNb",
+	"7ZW99bTxwqhSdIu/hvUjD/P9P6c+d6rbKfJmMl2HsZ7BlSrYYzGBVz6OdSR+aks/9JyaTqtT1AHKnJaa",
+	"acKXREgfpMFiEd6Oo2bUsIFDyu8jLR4ZqPs9I7THYxcBXY7uy+s11Z3IEeT3VgFRKBgFW0mMpeKGMFos",
+	"csRh0GJeKpbKcotJ5Ur7b1GzorICd3DuuSfNZXoTxRHYCXK5dN5GzmyNjFNxXRK3WYATkI/krR9Ee6+8",
+	"nO2AZWwN03PdCQ17Ab+BaLY2jBVNKDW0JEuqSE8KQok3pnwxRv/zJpozuRHAsfMu1+uap0q6mHxgbvma",
+	"DFWJuLF3mu2ut8HKOndgFCulcmjKzVrm4N+7h0/bsU7ce1KVHm/iDUHSa0LX9XcOyENSqhRnuk/KvNI+",
+	"BDjD4WEcxXRVMBcPccEsG6z084JbEIcH2im2TjfMJAijGImYffdNY6Fagf35NuWhCjZIFRzQsCUc0eMa",
+	"9neRSyVdMT3P2bKD8f/MldkSvIJow/Pc0/XzcnbppdODJKOVZSAXwWPoOAtvrq6BugOQT8ReRDIpWHde",
+	"6ujMjDQ0v//ANfl7g2y53NlzI5FnmWjtOzgcBr5kn5WexzWGpXUcyrsWD9RkPapP3tbKbNfaDjlQCqtj",
+	"idV9U3J2CqQYT56FMTO5JAuq2cVZpfIhuaY3SBYk6ekEfXXMn3gZTGciVdvSyJWi5ZqnNM+38ADwzBTo",
+	"l4LUHqoODcNMMm3NPO7LjKRgU5sQ0jxzFQlySVJZ5dlMLJg1HYxEaaoJJRtGb9xqwIVFFDl5ZaE7rInO",
+	"sQyDpTEC2ySWZLr8FtgoaLEWNIN17uU7xpNnrSD22elhZNu/duLTds3Bj6jQqL0PwoWR6IHUAD6ug0LT",
+	"HauZiu3RtOfDTdla37fEniupfOQIdx2cbOHJf2k8kEe5yCVnaZM9tBmJVAotEYkpK1NWHcjPjBraLbaR",
+	"uWN3DAZMpDIDFRFkd3Y8k1BcwM1dfMBElzu80DKvDEx+qZkhf6+0ISUNnSQYDzEeMN/k80p6lI/3z8pR",
+	"Fj2033E+O5IS98fP0dLv/UHWaSPbH8tA44vz8xH58erNO4Km48sfrgnYNvtMg5b4Q6H232NW7KEg0o6F",
+	"HAOPwkweSI+HYUbdwYF1d0NFw5qHLu9gb+Ed+ihnK5puyeuXLRrXoTpZjK03MrH/ndr/zrqft+PCP94X",
+	"cQE1x9/3x9SO+rtusDUtSyZYVuuYOqePbtfD3d7PEyxCcZXgehAS9nljRp89sHHAc+4qRXnsIbeVN64O",
+	"05UWYQmB/WFQFFwSnUuDUXPlwSE+OQuk9ilXbtPhXX6rLyrqOm03bFtrqWPY7N8lhx5HsLbuie1S4BJN",
+	"Pv7BQa8ssRpUis17C8OUqkpzHF/29F6b/gGisWP7j4lGvwluyQ9kqIdJScdFCEvqlJJhgdf7LiQDGsfc",
+	"bN/C4hzXYC33VXWopqQWIa6wvHZwEOePMBNX9TEY0MqsB3jdAH5N6oyPFK0axI2ShpFeITNGRhejUR8B",
+	"VtZj2qB5g9WbG7pa5SwhL797ZaFiDp+Fda5LDu6WN5txt7B6ApfTsODamNLWZ3OxlL72nNomUBZ1Etnn",
+	"kIJyYSgXTOl9EACI7J+ur/0KXL0yUZVA3wH3pqK5L/KC+f67jVlw7M5wy5QG/2/s4/pXr19Nd1NO4M8w",
+	"X11Dhc8y+TRML0D4ehjvcTRiPyaZwi0yayWr1dpql5lwCsON7FILcoGry+qLEZtuUxP1n6SQghup3Fct",
+	"i7cGpdQTmAmb7B3OxEx89VXQXoBLMfzqK2Lr65qmC9ZNYq75QvLADguJzZ3gNwGjzcSGOiQyVjrt8idm",
+	"Fi0zev4bkibtBWwNzo4DZbjyYYsCdKfBQTBm4mw0Ju32CkiMnFElmoYYLNcul8A+pKz0jZraIQJtFKPF",
+	"TPSSb79+R048f5w4dPXJb6Eff3eC007605AVQj9XSINg3Xa4zs1fy5mwjTvwoQjhC1pAgKgFfxhxRzvh",
+	"q32v3m0yllnqZnOdMVHDVeoWZHghsYIWfGdNkqbcL7ENUbBQEihZMCoMWUo1Exi6pYW2xROJCybiDfVV",
+	"ruoRbz1Y+EgstCdjGvypadDUzDeZs1n1hcy2MaGkpIoWzAJ2sNIJRtvtW+fcYwUHrB82SrNA+V4NiWk1",
+	"uJuSjIpV7vL+lcBwg1MmMTEb6TQhEB0PSOs3ewxnwgZF3RXeym3fzu2P1tgYDof9eJdve6KjmQi1FaVw",
+	"Ly4qbCIFd1j+huNmhVZGtsz0bUO4VkM5C6xdLhmmzmrhB3fSXDGabf0I+JyO5nOOhEHXHJ7nDaqWkp+u",
+	"kQP8UbVD4CoUyxmtg8OlYrdcVnomAvP7p+uw8Q/iD/MtLKTdkWd/Eg6XgDlaDCkJ2QKO9w80zbMj1YRw",
+	"LQQz6VoGCovyC1ON/YN99mAsUCO+EwSMhAhbGwu36DEffNd0qy2qcMmN7ne2Amsts+nsFoJk3HFGSGu/",
+	"1ToMOQlbj5XUrPvYXsCsZTaHSxxSOInJbvssoNOBjigx2WshZWf4gPZTSP/Obkikt9dZKUTZHeuwtNck",
+	"yh2OoPck6VFB3CfCRFZKLgzye0rznGW1mmku25sqKNfWPFHbwhlG9UFvmPCkZx/AB9N8AZZTz+yD3Eil",
+	"mdt3yyxXr1/V5onjGTfIJaH6hiDihSl/TT9stGmfAIaR5zY4hj710gTD4blgDWDQELiz3YEiwNq7AgGv",
+	"uVBqtIurg/plexJcx8Uh+Z5trDifiYJuCXjDVBG/NX4BOgjX3TJ1SShJczhHBHSgQTx2JSxaEUYDzQdn",
+	"8C/v3r0mLXOmcUgDdXfcsXdFqTBegFxIVkwkrhTh0qcPwE5zxhbZULgDSMYRjlNSDELf0rxiQ/LKujSu",
+	"/p6jcQkjbMmC5XJDJn87PwVd79C7//b2h+/9kkHiamzGVXgYr1vcG9+XNQsWZ3W4z9sBpZKwrD9xdf0x",
+	"obmW3nW1eh6O5hPdHGCeJVPbBcx7B/4Q224uLthp26ZagO2Z7aeyD7P9Pwn8nvxnEqOJtetvFDSzZtdM",
+	"tFsTIH7XG8F2n93qMbaDMaKvvgpR9LpEpV3mcOKBI07GwzEKfWaTEbWxN20pUR2HFh6aS7BdM+FsfCyC",
+	"VwVQiTMd12fcJjs88GfXSCQ9m9x1LZO4SPMqY1mfpEpqX7uE9RSE2l3egqVjDZ+9wUolb5kmC2nWBHHi",
+	"jdlo8xwIQNfWULYZDfhoD9dSoZUFnLFFDYF+NjibBDvKuAPBFZEbMSRvKuFIqm3c089zKytiVAXujq8P",
+	"QdNL8Vs4PjkXN7aGccHWXGTk3XdvrQuY85QJmzx0ft316+8Gk+EoiqNK5c4X1NOTk81mMyzkrzzP6VCq",
+	"1QkTgx/fnly//u5kMhydYGCAmzzwDBvHL4ojJ0WiaTTGHiglE7Tk0TQ6HY6Gp660Hl3r2nS36OGuaLcz",
+	"ic2hEvBLGzRrYnFo5e5H2bhxIbhhhFOyG/sqi6Y1VO1bhim9sOP0ZDR6XDc2DNKdHi1RiSJbNBKN0gt6",
+	"Rkdngws6WQ7Osgs2eL48Px1MFs8Wk+UFfU7HI19LMY1sC6IgrlejJB/ci60uvz/Qjq2psbmLo7PR+NB4",
+	"NYlOWg0H8aaz+2+qO8zexdG5JfDxG9pNkfGu0/vv6miaiRGeqiio2kbT6FtmdjVQs22x00YgWBo9FMWR",
+	"oSuNdS6emO/v4qis7ilCrqUqouPqnKDzNeDkbyTZ0K2uq5QT17P7cBQjtDF7dWlxvy6FRBu7rp7frZvf",
+	"LVPGJ2xkU5lMgg59M6GYqRSGclLW1N+gNWMjkrVBApoYFXENrRmSN6x0uHMqXGFXSvOws/maqiJnWs+E",
+	"7XZij/1kNOpoyO3PfwzqWtTogDX6VpgNDD2oOlix5uju1uPMhPW46qf5fnAtd2xIrjq6lHdAn8Gdwc6c",
+	"iqSyEkZPCZ2J/Xn0vNvFM7u7vhS2ZGm/rtHEmIozpZeK6XWt8BwU1FWOd0oyW+rddAF6IbPtw+WYRcMq",
+	"Wcx9fUVzZq6IlUNhwziM7r18/WNQcWVnKgW42GNQCWCG7bcZ+DQx6CZXF03VLQ99VzPf03Dc6hs4Ob8I",
+	"iqfqNnZRSVM2L/SfxqMRPM+1kAse2K6hwnSYTzr65JgPKAfJuDvb6LMJSZm6eUZD1ndHg5SOETDhUXsB",
+	"OwW3dakw+A4hxYN2GG1MVPQ0myxH6ZgNThdndHCWnmeDZ+xiOXhOR4txOslO2dkyOlQKDRMZDRZ2U7Hf",
+	"UnRb6BNLrRP8dciLVUOTzl42dwHYM1r9+ex2pJ9/94//mBRvnpr/v/h+fPPzM/Zvp+u/XqTfnFdXo/Lt",
+	"Gf9/k+07GZaiTqPxaAj/nk7Hk7PRaL+w6BPY7O7u0dq13Zrirp0GMapid/+7jYxa+jfy3Ie1UOKi9TGx",
+	"1scjaTL+MjSpi1Y+u+Vlox42xeGssAfYR8F7UT7ecHt2/007Ddvxtuf331a/VQRuGD/ActvtpY/3nT9k",
+	"UR3NlP9gI9MagS37JW41ojnUbKbb1LyLo/18hw07oiTuskPrhiy+lO1wYxZQ5W3dMyULzCPS3VxG3HSL",
+	"/VBytY1nwgGbA4R8NiTfYou9NSOJvS8BB1Zpli9Jj4KpYJTMSZlT4awrfDOFi+IEZi/Yl+jXzkTO6C1a",
+	"fDYomLUjGQ6sSEI70vZQ59Z8beG3bXKpfg1FbW3OBGZSua2Jc+59L2jgYyM37QRk/9KngzpjEd7E9m49",
+	"o+kakzW3rC7N2e7FFFxTDCq2TYdVUshb5pKSlOgqTZnWyyp3oEwMYHoIZVUOZ+JKFWh9Yxy2tjHDGD9c",
+	"e8ymbHUG+ljT8uOtkFbvndPR6NGit7Oz0e+hncP6m2gymlwMxuPB5Om78Wg6GU1Ho79G8UfS4KMspQcT",
+	"aqcw6YCm6nx/DqmE4TlJmqUnX1h7PTLs8E919zupuytVPLz3V6Digpq5bh3XldM/GDV8afNG2CRiV68S",
+	"aROGHvhuseiLrcuHI0TdR+938rzTtlifCQ56MaUlXfCcm21Tf2oF/hPdvGbJx465IT3NGKnD516TXL1+",
+	"9US3ehwvpcIslAMg1AGWUknDUtNvRWjci0WSl3WKbkp+tMkyBFrMROI+TokN2g68LrsMd8hrzPFo3FTT",
+	"Nmm/BbNdGKnXaXIJBgJVWxffjmcCiwTseyQwOg+qVzGYqUPPNCF7Sk4ngwU3ZMFXAyYyTgUp7XEgOcLq",
+	"msrUM3LNX/Tj+sUsM+GuHJJXHoMxbQfKlrASIJdMZV5nt2JreNXJLlv0jpBDl1TyP7Uok66l1ExfNkUQ",
+	"fk+9IfSX66uXROLbzjBiI8DacA29uMWYaDvzECNipXrwwhmLXnpzdR37acEMMcLSxCRb1WJLmedyMyRX",
+	"DoPgLTQqZmL3TWD4hjDEK5SMKaJ5zhwghJIl2/hmdaRp1oUbHfC2KzCzwK4heWHtE7sjYH7ELouGDYnB",
+	"z9MNMu1sdNb9Qq2Od5xhdnzvHWe4gJkI33EmgMUOv9isP7XsSjE21wYcAc1g1cFdBd3C4vAVPBhaBNqg",
+	"QamKywBrb6Tdf5AmYM1uuNAPMKDeOsh8DZXR2PjxWAPxVrEvFxirMuvGQ90pW2rbM6H6v6fA7e79ju0z",
+	"tsp4p+H3hpvUtmHatff9Uft45f8gPd5+Y+Afo/EcTjSa/vI+1H+4u2E5ZRA6lse9vHtUIJdi0LStuTdZ",
+	"FnZJaBUiPYE/dxqIkJ7PkQXxB+uWug4vFv6IwMyZyKkBjVM3IsEDyJdY0nTvAWiKrT7V0N6rdQrrksfP",
+	"nj09O714tlML/PTs6cda32Hx56guxGxVZ/sqy0lYDTk5fzoa3T3eDPcdCu6xw/WToFL7f1XeLmTxo2V4",
+	"zSF8yHGzwfuDh8xZUXrXMsLj/TNbvJXpDTOk9+abl+Ti7Pw8bpDNp333drROKy1umWhsoXGgJCbJW5YO",
+	"6pEHP9nhpmR8mjgjaueKf2fbJG7yZqEJC4caLFerod0L5/xpHZIfQFB5YFbsLTuHhwtrdx3yS/nieVvH",
+	"B+R++cP1OEZUc9DHzaxroIaL9d6w0lz6B/SkwiaN/eZRrZcy4IO4gCe0E4szESBP8M18dl+affAVgaH8",
+	"8/kpMHEcnaxkJePRaORo6mwQgwa4QwJuSS9xARjXjQi2x2O5bO1O84WzrzNCN3Trof7tBixcE4+atH0D",
+	"LHIDJ41TyPDVuXluX8O4pB7VsTftZ/jySHs9y3N3WdK/BNsnlxs32ExYf0cbO2iTor2qaW0MTddo46N4",
+	"Z1nwAjAPtfO2FemNL0glcjiGqRRLvqps1y7grA3XrH+JtlMhA3zz2eQ56UDvHdMdtnwt+ij7pGGGT7dP",
+	"vkhwYvL8M73eE+naevvf+CLYQtgSu9mZP5eXJGPwDW4a2rlf4FWAXx8GbZJeB6PYl6L+oWEOJFsgpMIa",
+	"D/QAA10QKB2nWzo1zknQ42l16GVe7ozaN4ai8Q2usWIpop1aQpj0mgO8qMAXtlacBSf4PqVbl5xYWZiH",
+	"rfVo2mZ1JqZsTD+xEAEsrrC9SGjmNQQ1hLbrlG3kPoHpzu10m5ta5dTO6TYbSdgHROtZh9s2jyM/g9gT",
+	"tuFn7J3FzCLuUCqhH+raVuHqLPod9M2Q2O40DVADvrWdXW84iHPr5SZuUU7q+3IrB+1UjOb5diYWbAUe",
+	"X+D/+r59igsU++6VPbErx8aIaVGa7f2CzhXbW0TaUU/x/nLwDRW4ad9L8FlXtu2oLUgLd6P2Lf9RMbVt",
+	"nMtml6NOV/KT68q7GukXQbYj5HBnQ6ijqwr48tCigoV/oVW98yuxS0ATFdjp4Azphzle2pqfawweTS/O",
+	"z08vjpV2dryhsmOa7z/VB7N9GqLs2/zvdHv14eXqT39y7QCmT+sWBg9P1rRbTRxwfRwTYHM77Of/31mZ",
+	"/5Fa6o0XrnttN1oK43795JBW9wYdMK7qrF9QGIgORJ2AUMeUCikQ+gF864s1fLP7jeLGMOxveumbO9+w",
+	"LWLAw9bN5Go/pu8SxzY+vmXhS94P4B+bwsQkaLmbkORYl2XrbwlZgzPho397NwwHVqeWhC93izwdXnDR",
+	"6AqclC3AyY4qhJKl/2OQyZ8Zkvd5YXg7vZ+DztqfDHaqO2wfeoO9L0hGhUbVDVN1WsC99zpo/v0F06Cf",
+	"4mnsFFPtvCl+v6zKF0AxXz2F1bPkdjwNuscPPbBw2Lz8cUrGo8mZJ9T5GDtdnY2eX3yh15Q/cCEYZvXB",
+	"nt5erdkf77V0AN7xxN6PNKpbiXQCjN74+iDaakWL0tHjxl284NLlqjDWzOuCtaBsPqwvDyc7E47saylk",
+	"pTrrPneR3PulpGG1M/WNacmVvgHJjbXTG4fw9oGqDPHxioAjpciGbrFTukOTt5qMu+98oWs/hLVjfAWu",
+	"sX28MX+138ib9AIFUTcKb1JxISIYMf6gVlz+cRbZOVDddHGeCdc2vJ23jqziguu1U9fTjs7nTcWub8yG",
+	"KUrfRbzdK1ziFrXTQaCQc1a/kXwlh+Sqbk5cJy+bYoLGLwOfy2btZNnaVASa2OeEncib/uOkkIV9Lwc1",
+	"WGZns5Yi3AyS8xsLqMLxEZTQrKSugjmmlIFvXlefhIMKeoBjV+3HK539/uUPwjOddYcW6joJqglNU1Z+",
+	"eQzqP1E8/01QPPpmL3eJbXHteVHudQsPVRwDJ9oP+hDfSbEalDLP9bQ+7VQTLaXwAKLON9hisRIGpdCc",
+	"cmXCTQg9cTXw80InM1FSrZl2ohOj4O6NolxpE+RL2irFvVtmQ7dDkrgQXdK8f7zdfH0mbPd1W668G+23",
+	"kaig6Xqr2ToJe61jMbKNo5ENNal9Vx5zYbuZ0IaVtvoJF6rha5q7/mZeYN8rwa7dvjwAjdDqIs9sZb5C",
+	"Ce8VpWZMkN4IMzRCCtY/FNqwTcUegFL4XUJL9h2N0papOWwReqcFz3Pu0C+Hpt7wU3dY5nQ0Go2OhWUu",
+	"7AVHp/3+c7l6dUD5F9sdbweNOj6fjkbD8QQRqXjPpHGF6rdxABWP3Hxe33za4Ue9b7fm/xx1Jc0LJQ5Y",
+	"6+2XDvwzOHRAxv8M/G9xu4flqxWZvo/CAXnfhsO0G6b98h54wAHe8VdbaX5yO0bucOMd6nsXNgwLXoSJ",
+	"4LNhcyzr2XTHXfGdeO0YWHCzi3nt3/pd+72lDfh+wcyGsbo8f9iBxIru3t/9VwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
