@@ -2,6 +2,7 @@ package corpus
 
 import (
 	"github.com/google/uuid"
+	"sync"
 
 	cp "github.com/wagglevm/waggle/gen/control-plane/v1"
 )
@@ -157,7 +158,7 @@ func synthControlPlaneV1() (fileSet, error) {
 // controlPlaneV1Handlers replays control-plane/v1's kinds with today's
 // contract and generated types.
 func controlPlaneV1Handlers() map[string]Handler {
-	doc := cp.GetSwagger
+	doc := sync.OnceValues(cp.GetSwagger) // parsed once per replay, not once per file
 	return map[string]Handler{
 		KindInstanceCreate:  contractObject[cp.InstanceCreate](doc, "InstanceCreate"),
 		KindInstanceMigrate: contractObject[cp.InstanceMigrate](doc, "InstanceMigrate"),

@@ -3,6 +3,7 @@ package corpus
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/google/uuid"
@@ -148,7 +149,7 @@ func synthControlPlaneInternalV1() (fileSet, error) {
 // sledAgentV1Handlers replays sled-agent/v1's kinds with today's contract
 // and generated types.
 func sledAgentV1Handlers() map[string]Handler {
-	doc := sa.GetSwagger
+	doc := sync.OnceValues(sa.GetSwagger) // parsed once per replay, not once per file
 	return map[string]Handler{
 		KindVmmEnsureRequest:       contractObject[sa.VmmEnsureRequest](doc, "VmmEnsureRequest"),
 		KindVmmStateChangeRequest:  contractObject[sa.VmmStateChangeRequest](doc, "VmmStateChangeRequest"),
@@ -164,7 +165,7 @@ func sledAgentV1Handlers() map[string]Handler {
 
 // controlPlaneInternalV1Handlers replays control-plane-internal/v1's kinds.
 func controlPlaneInternalV1Handlers() map[string]Handler {
-	doc := cpi.GetSwagger
+	doc := sync.OnceValues(cpi.GetSwagger)
 	return map[string]Handler{
 		KindSledRegistration: contractObject[cpi.SledRegistration](doc, "SledRegistration"),
 		KindError:            contractObject[cpi.Error](doc, "Error"),
