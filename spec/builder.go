@@ -17,6 +17,8 @@ const MaxComponents = 64
 type Builder struct {
 	board      Board
 	boot       Boot
+	smbios     SMBIOS
+	hasSMBIOS  bool
 	components map[Key]Component
 	// early holds problems found while adding (such as duplicate keys).
 	early []Problem
@@ -32,6 +34,12 @@ func (b *Builder) SetBoard(board Board) *Builder { b.board = board; return b }
 
 // SetBoot sets the boot settings.
 func (b *Builder) SetBoot(boot Boot) *Builder { b.boot = boot; return b }
+
+// SetSMBIOS sets an explicit SMBIOS type 1 table.
+func (b *Builder) SetSMBIOS(t SMBIOS) *Builder { b.smbios, b.hasSMBIOS = t, true; return b }
+
+// ClearSMBIOS removes the explicit SMBIOS table: the VMM derives one.
+func (b *Builder) ClearSMBIOS() *Builder { b.smbios, b.hasSMBIOS = SMBIOS{}, false; return b }
 
 // Add adds a component under key k. A key used twice is a problem reported by
 // Build. What Build reports does not depend on the order of the calls to Add
@@ -145,6 +153,9 @@ func (b *Builder) Build() (Spec, error) {
 			break
 		}
 	}
+	if b.hasSMBIOS {
+		checkSMBIOS(b.smbios, add)
+	}
 	if len(b.components) > MaxComponents {
 		add("components", RuleTooMany, "has %d components, at most %d", len(b.components), MaxComponents)
 	}
@@ -153,6 +164,7 @@ func (b *Builder) Build() (Spec, error) {
 	comPorts := map[SerialPortNumber]Key{}
 	slots := map[uint8]Key{}
 	users := map[Key][]Key{} // backend key -> devices using it
+	pvpanic := map[int]Key{} // the one pvpanic device, at index 0
 	for _, k := range keys {
 		checkFields(k, b.components[k], add)
 		switch c := b.components[k].(type) {
@@ -175,6 +187,12 @@ func (b *Builder) Build() (Spec, error) {
 			}
 			b.checkBackendRef(k, c.Backend, users, add)
 		case FileStorageBackend:
+		case PVPanic:
+			if other, taken := pvpanic[0]; taken {
+				add(ComponentPath(k, ""), RulePVPanicConflict, "a VM has one pvpanic device, and %s is already one", other)
+			} else {
+				pvpanic[0] = k
+			}
 		default:
 			add(ComponentPath(k, ""), RuleInvalid, "unknown component type %T", c)
 		}
@@ -196,7 +214,7 @@ func (b *Builder) Build() (Spec, error) {
 	if len(problems) > 0 {
 		return Spec{}, &ValidationError{Problems: problems}
 	}
-	return Spec{board: b.board, boot: b.boot, components: maps.Clone(b.components)}, nil
+	return Spec{board: b.board, boot: b.boot, smbios: b.smbios, hasSMBIOS: b.hasSMBIOS, components: maps.Clone(b.components)}, nil
 }
 
 func (b *Builder) checkBackendRef(dev, ref Key, users map[Key][]Key, add addFunc) {

@@ -205,3 +205,47 @@ func TestBuildErrorOrderIsStable(t *testing.T) {
 		require.Equal(t, first.Error(), got.Error(), "run %d, order %v", i, perm)
 	}
 }
+
+// TestSMBIOSAndPVPanicRules: an explicit SMBIOS table's strings are
+// bounded printable ASCII, each problem naming its field; a VM has one
+// pvpanic device; the table survives ToBuilder and counts in Equal.
+func TestSMBIOSAndPVPanicRules(t *testing.T) {
+	base := func() *Builder {
+		return NewBuilder().SetBoard(Board{CPUs: 1, MemoryMiB: 64, Chipset: ChipsetI440FX}).SetBoot(Boot{Image: "smbios"})
+	}
+	table := SMBIOS{Manufacturer: "Acme", Product: "Rocket", Version: "1", SerialNumber: "RS-1", SKU: "r1", Family: "rockets"}
+	s, err := base().SetSMBIOS(table).Add(MustKey("panic"), PVPanic{}).Build()
+	require.NoError(t, err)
+	got, ok := s.SMBIOS()
+	require.True(t, ok)
+	require.Equal(t, table, got)
+	again, err := s.ToBuilder().Build()
+	require.NoError(t, err)
+	require.True(t, s.Equal(again))
+	derived, err := s.ToBuilder().ClearSMBIOS().Build()
+	require.NoError(t, err)
+	_, ok = derived.SMBIOS()
+	require.False(t, ok)
+	require.False(t, s.Equal(derived), "an explicit table is part of the spec")
+	empty, err := base().SetSMBIOS(SMBIOS{}).Build()
+	require.NoError(t, err)
+	_, ok = empty.SMBIOS()
+	require.True(t, ok, "an explicit table of empty strings is still explicit")
+	require.False(t, empty.Equal(base().mustBuild(t)), "an empty explicit table is not the derived one")
+
+	_, err = base().SetSMBIOS(SMBIOS{Product: strings.Repeat("p", MaxSMBIOSStringLen+1), Family: "tab\there"}).Build()
+	var ve *ValidationError
+	require.ErrorAs(t, err, &ve)
+	require.True(t, ve.Has("smbios.product", RuleRange), "%v", err)
+	require.True(t, ve.Has("smbios.family", RuleInvalid), "%v", err)
+
+	_, err = base().Add(MustKey("p1"), PVPanic{}).Add(MustKey("p2"), PVPanic{}).Build()
+	require.ErrorAs(t, err, &ve)
+	require.True(t, ve.Has("components.p2", RulePVPanicConflict), "%v", err)
+}
+
+func (b *Builder) mustBuild(t *testing.T) Spec {
+	s, err := b.Build()
+	require.NoError(t, err)
+	return s
+}

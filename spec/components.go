@@ -11,6 +11,7 @@ const (
 	KindSerialPort Kind = iota + 1
 	KindVirtioDisk
 	KindFileStorageBackend
+	KindPVPanic
 )
 
 // String returns the kind's name as the contracts spell it.
@@ -22,6 +23,8 @@ func (k Kind) String() string {
 		return "virtio_disk"
 	case KindFileStorageBackend:
 		return "file_storage_backend"
+	case KindPVPanic:
+		return "pvpanic"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -30,7 +33,7 @@ func (k Kind) String() string {
 func (k Kind) IsBackend() bool { return k == KindFileStorageBackend }
 
 // Component is one device or backend of a VM. The set of implementations is
-// closed: SerialPort, VirtioDisk and FileStorageBackend.
+// closed: SerialPort, VirtioDisk, FileStorageBackend and PVPanic.
 type Component interface {
 	// Kind says which of the component types this is.
 	Kind() Kind
@@ -118,3 +121,15 @@ type FileStorageBackend struct {
 // Kind returns KindFileStorageBackend.
 func (FileStorageBackend) Kind() Kind { return KindFileStorageBackend }
 func (FileStorageBackend) component() {}
+
+// PVPanicPort is the I/O port of the pvpanic device, as QEMU places it.
+const PVPanicPort = 0x505
+
+// PVPanic is the pvpanic ISA device at PVPanicPort: a guest that writes its
+// "panicked" bit there tells the VMM that it panicked, and the instance
+// fails with the reason guest_panicked. A VM has at most one.
+type PVPanic struct{}
+
+// Kind returns KindPVPanic.
+func (PVPanic) Kind() Kind { return KindPVPanic }
+func (PVPanic) component() {}

@@ -22,6 +22,8 @@ const (
 	RuleSerialConflict Rule = "serial_port_conflict"
 	RuleSlotConflict   Rule = "slot_conflict"
 	RuleTooMany        Rule = "too_many_components"
+	// RulePVPanicConflict: a second pvpanic device (it has one fixed port).
+	RulePVPanicConflict Rule = "pvpanic_conflict"
 )
 
 // Problem is one broken rule. Path names the field the way the contracts do,

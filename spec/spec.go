@@ -53,6 +53,8 @@ type Boot struct {
 type Spec struct {
 	board      Board
 	boot       Boot
+	smbios     SMBIOS
+	hasSMBIOS  bool
 	components map[Key]Component
 }
 
@@ -67,6 +69,10 @@ func (s Spec) Board() Board { return s.board }
 
 // Boot returns the boot settings.
 func (s Spec) Boot() Boot { return s.boot }
+
+// SMBIOS returns the spec's explicit SMBIOS type 1 table, and false when
+// it sets none (the VMM then derives one from the instance).
+func (s Spec) SMBIOS() (SMBIOS, bool) { return s.smbios, s.hasSMBIOS }
 
 // Len returns the number of components.
 func (s Spec) Len() int { return len(s.components) }
@@ -89,14 +95,15 @@ func (s Spec) Components() []Entry {
 
 // Equal reports whether s and o describe the same VM.
 func (s Spec) Equal(o Spec) bool {
-	return s.board == o.board && s.boot == o.boot && maps.Equal(s.components, o.components)
+	return s.board == o.board && s.boot == o.boot && s.hasSMBIOS == o.hasSMBIOS && s.smbios == o.smbios &&
+		maps.Equal(s.components, o.components)
 }
 
 // ToBuilder returns a Builder preloaded with s, to derive an amended spec
 // (for example a migration target replacing a host-local backend).
 func (s Spec) ToBuilder() *Builder {
 	b := NewBuilder()
-	b.board, b.boot = s.board, s.boot
+	b.board, b.boot, b.smbios, b.hasSMBIOS = s.board, s.boot, s.smbios, s.hasSMBIOS
 	maps.Copy(b.components, s.components)
 	return b
 }

@@ -215,6 +215,9 @@ func FromSpec(s spec.Spec) (api.InstanceSpec, error) {
 	default:
 		unsupported("board.chipset", "chipset %s has no version 1 name", board.Chipset)
 	}
+	if t, ok := s.SMBIOS(); ok {
+		unsupported("smbios", "an explicit SMBIOS table (%s); version 1 derives it from the instance", t)
+	}
 	w.Components = make(map[string]api.Component, s.Len())
 	for _, e := range s.Components() {
 		var c api.Component
@@ -233,6 +236,9 @@ func FromSpec(s spec.Spec) (api.InstanceSpec, error) {
 			err = c.FromFileStorageBackendComponent(api.FileStorageBackendComponent{
 				Path: v.Path, Readonly: ptr(v.ReadOnly), BlockSize: &bs,
 			})
+		case spec.PVPanic:
+			unsupported(spec.ComponentPath(e.Key, ""), "a pvpanic device; version 1 has none")
+			continue
 		default:
 			unsupported(spec.ComponentPath(e.Key, ""), "component kind %s has no version 1 type", e.Component.Kind())
 			continue

@@ -108,6 +108,14 @@ func randomHub(r *rand.Rand) spec.Spec {
 		b.Add(be, spec.FileStorageBackend{Path: fmt.Sprintf("d/%d", i), ReadOnly: r.IntN(2) == 0, BlockSize: bs})
 		b.Add(spec.MustKey(fmt.Sprintf("disk%d", slot)), spec.VirtioDisk{Backend: be, Slot: uint8(slot)})
 	}
+	// What version 1 cannot express, now and then: an explicit SMBIOS
+	// table, a pvpanic device.
+	if r.IntN(8) == 0 {
+		b.SetSMBIOS(spec.SMBIOS{Manufacturer: randomName(r, "m"), Product: randomName(r, "p"), SerialNumber: randomName(r, "s")})
+	}
+	if r.IntN(8) == 0 {
+		b.Add(spec.MustKey("panic0"), spec.PVPanic{})
+	}
 	s, err := b.Build()
 	must(err)
 	return s

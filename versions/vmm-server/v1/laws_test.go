@@ -66,7 +66,7 @@ func TestLaw2And3HubWireHub(t *testing.T) {
 			require.ErrorAs(t, err, &ue)
 			for _, p := range ue.Problems {
 				require.Equal(t, RuleUnsupported, p.Rule)
-				require.Regexp(t, `^components\.[^.]+\.block_size$`, p.Path)
+				require.Regexp(t, `^(components\.[^.]+\.block_size|components\.panic0|smbios)$`, p.Path)
 			}
 			continue
 		}
@@ -92,6 +92,18 @@ func TestLaw3NamesEveryUnsupportedField(t *testing.T) {
 	_, err = FromSpec(s)
 	require.ErrorContains(t, err, "components.a-be.block_size")
 	require.ErrorContains(t, err, "components.b-be.block_size")
+
+	// An explicit SMBIOS table and a pvpanic device: version 1 has neither.
+	s, err = s.ToBuilder().SetSMBIOS(spec.SMBIOS{Manufacturer: "Acme"}).Add(spec.MustKey("crash"), spec.PVPanic{}).Build()
+	require.NoError(t, err)
+	_, err = FromSpec(s)
+	var ue *UnsupportedError
+	require.ErrorAs(t, err, &ue)
+	var paths []string
+	for _, p := range ue.Problems {
+		paths = append(paths, p.Path)
+	}
+	require.ElementsMatch(t, []string{"components.a-be.block_size", "components.b-be.block_size", "smbios", "components.crash"}, paths)
 }
 
 // FuzzWireHubWire: whatever bytes decode as a valid version 1 spec obey law 1.
