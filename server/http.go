@@ -103,14 +103,3 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 // RequestID returns the id of the request ctx belongs to.
 func RequestID(ctx context.Context) string { return httpkit.RequestID(ctx) }
 
-// NewHandler returns the server's HTTP handler: every supported API version
-// mounted at its path, over one core, on the shared skeleton (request ids,
-// access log, body limits, authentication by opts.Auth; the zero Auth
-// accepts no credentials).
-func NewHandler(core Core, opts httpkit.HandlerOptions) (http.Handler, error) {
-	v1, err := newV1Handler(core)
-	if err != nil {
-		return nil, err
-	}
-	return httpkit.NewHandler(opts, httpkit.Version{Prefix: "/v1", Handler: v1})
-}

@@ -144,8 +144,8 @@ func (t *target) dial() (*peer, error) {
 	}
 	sc := newStreamConn(conn, t.r.mc.idle.get())
 	sc.setLimits(t.r.mc.idle.get(), time.Now().Add(t.r.mc.handshake.get()))
-	if _, err := fmt.Fprintf(sc, "GET /v1/instance/migrate/%s/start HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
-		t.id, t.src, MigrateUpgradeProtocol); err != nil {
+	if _, err := fmt.Fprintf(sc, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n",
+		sourceStreamPath(t.id), t.src, MigrateUpgradeProtocol); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("upgrade at the source: %w", err)
 	}
