@@ -102,4 +102,3 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // RequestID returns the id of the request ctx belongs to.
 func RequestID(ctx context.Context) string { return httpkit.RequestID(ctx) }
-
