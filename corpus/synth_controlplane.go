@@ -50,6 +50,7 @@ func synthControlPlaneV1() (fileSet, error) {
 		return out
 	}
 	why := "register the VMM: the sled agent refused it (vmm_refused)"
+	stuck := "undo register_vmm: the sled agent at 127.0.0.1:12400 does not answer"
 	sagas := map[string]cp.Saga{
 		"running": {Id: sagaID, Kind: cp.SagaKindInstanceStart, InstanceId: instanceID, State: cp.SagaStateRunning,
 			Steps: steps(cp.SagaStepStateDone, cp.SagaStepStatePending), TimeCreated: someTime, TimeUpdated: someTime},
@@ -58,9 +59,11 @@ func synthControlPlaneV1() (fileSet, error) {
 		"unwinding": {Id: sagaID, Kind: cp.SagaKindInstanceMigrate, InstanceId: instanceID, State: cp.SagaStateUnwinding,
 			Steps: steps(cp.SagaStepStateDone, cp.SagaStepStateFailed), TimeCreated: someTime, TimeUpdated: someTime},
 		"unwound": {Id: sagaID, Kind: cp.SagaKindInstanceMigrate, InstanceId: instanceID, State: cp.SagaStateUnwound,
-			Steps: steps(cp.SagaStepStateUndone, cp.SagaStepStateFailed), Error: &why, TimeCreated: someTime, TimeUpdated: someTime},
+			Steps: steps(cp.SagaStepStateUndone, cp.SagaStepStateFailed), Error: &why, ErrorCode: ptr(cp.SagaErrorCodeInvalidSpec),
+			TimeCreated: someTime, TimeUpdated: someTime},
 		"stuck": {Id: sagaID, Kind: cp.SagaKindInstanceDelete, InstanceId: instanceID, State: cp.SagaStateStuck,
-			Steps: steps(cp.SagaStepStateFailed), Error: &why, TimeCreated: someTime, TimeUpdated: someTime},
+			Steps: steps(cp.SagaStepStateFailed), Error: &stuck, ErrorCode: ptr(cp.SagaErrorCodeSledUnavailable),
+			TimeCreated: someTime, TimeUpdated: someTime},
 		"no-steps": {Id: sagaID, Kind: cp.SagaKindInstanceCreate, InstanceId: instanceID, State: cp.SagaStateRunning,
 			Steps: []cp.SagaStep{}, TimeCreated: someTime, TimeUpdated: someTime},
 	}
