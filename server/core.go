@@ -95,9 +95,42 @@ type Instance struct {
 	State      State
 	// Gen grows by one at every change of State.
 	Gen uint64
-	// FailureReason says why, in state Failed.
+	// FailureReason says why, in state Failed, in words.
 	FailureReason string
+	// FailureKind says why, in state Failed, as data; empty in every
+	// other state.
+	FailureKind FailureKind
 }
+
+// FailureKind is why an instance failed, as data a client can act on (the
+// message beside it, FailureReason, is for people). The kinds are stable,
+// in snake case, as the contracts spell them.
+type FailureKind string
+
+// The failure kinds.
+const (
+	// FailureGuestPanicked: the guest reported a panic through its
+	// pvpanic device.
+	FailureGuestPanicked FailureKind = "guest_panicked"
+	// FailureGuestTripleFault: the guest triple-faulted (KVM's shutdown
+	// exit).
+	FailureGuestTripleFault FailureKind = "guest_triple_fault"
+	// FailureGuestError: the guest did something the VMM cannot handle
+	// (an exit it does not handle, an instruction KVM cannot emulate).
+	FailureGuestError FailureKind = "guest_error"
+	// FailureMigrationFailed: an inbound migration failed on the target,
+	// or the source could not resume its VM after an outbound migration
+	// failed.
+	FailureMigrationFailed FailureKind = "migration_failed"
+	// FailureHostError: the VMM or KVM failed (the VM did not start, an
+	// ioctl failed, a reset could not be done), or anything else.
+	FailureHostError FailureKind = "host_error"
+)
+
+// failureKinds lists every FailureKind: each API version that reports
+// kinds names every one.
+var failureKinds = []FailureKind{FailureGuestPanicked, FailureGuestTripleFault, FailureGuestError,
+	FailureMigrationFailed, FailureHostError}
 
 // Transition is one change of an instance's state, as the state monitor
 // reports it.
@@ -108,6 +141,9 @@ type Transition struct {
 	// FailureReason says why, when State is Failed (and what ended the VM
 	// in some other states).
 	FailureReason string
+	// FailureKind says why as data, when State is Failed; empty in every
+	// other state.
+	FailureKind FailureKind
 	// At is when the change happened.
 	At time.Time
 }

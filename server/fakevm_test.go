@@ -48,8 +48,9 @@ type fakeVMs struct {
 	// value each time New starts waiting at it.
 	gate    chan struct{}
 	entered chan struct{}
-	// failNew makes New fail.
-	failNew error
+	// failNew makes New fail; failStart, failReset and failResume make
+	// every VM's Start, Reset and Resume fail.
+	failNew, failStart, failReset, failResume error
 	// closeGate, when set, holds every Close until it is closed.
 	closeGate chan struct{}
 }
@@ -258,7 +259,17 @@ func (v *fakeVM) endLocked(e vmm.Exit) chan struct{} {
 	return v.parkGuestLocked()
 }
 
+// hookErr reads one of f's fail* hooks.
+func (f *fakeVMs) hookErr(hook *error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return *hook
+}
+
 func (v *fakeVM) Start() error {
+	if err := v.f.hookErr(&v.f.failStart); err != nil {
+		return err
+	}
 	v.mu.Lock()
 	if v.phase != vmm.PhaseCreated {
 		defer v.mu.Unlock()
@@ -294,6 +305,9 @@ func (v *fakeVM) Pause() error {
 }
 
 func (v *fakeVM) Resume() error {
+	if err := v.f.hookErr(&v.f.failResume); err != nil {
+		return err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.phase != vmm.PhasePaused {
@@ -305,6 +319,9 @@ func (v *fakeVM) Resume() error {
 }
 
 func (v *fakeVM) Reset() error {
+	if err := v.f.hookErr(&v.f.failReset); err != nil {
+		return err
+	}
 	v.mu.Lock()
 	if v.phase != vmm.PhaseRunning && v.phase != vmm.PhasePaused {
 		defer v.mu.Unlock()

@@ -131,7 +131,7 @@ func (s *source) fail(err error) {
 	}
 	if resumeErr != nil {
 		// The VM is paused and cannot go on: say so rather than running.
-		s.r.setStateLocked(StateFailed, fmt.Sprintf("resume after the failed migration: %v", resumeErr))
+		s.r.failLocked(FailureMigrationFailed, fmt.Sprintf("resume after the failed migration: %v", resumeErr))
 		s.r.releaseLocked(consoleVMFailed)
 		return
 	}

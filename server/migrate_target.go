@@ -124,7 +124,7 @@ func (t *target) run() {
 	if in := r.mig.in; in != nil && in.MigrationID == t.id {
 		in.Phase, in.FailureReason, in.Total = PhaseFailed, reason, time.Since(t.start)
 	}
-	r.setStateLocked(StateFailed, "inbound migration failed: "+reason)
+	r.failLocked(FailureMigrationFailed, "inbound migration failed: "+reason)
 	r.serial.closeAll(consoleVMFailed)
 }
 

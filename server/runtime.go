@@ -123,17 +123,39 @@ func NewRuntime(o RuntimeOptions) *Runtime {
 
 var _ Core = (*Runtime)(nil)
 
-// setStateLocked moves the instance to s, bumps the generation, records the
-// transition and wakes every state monitor.
+// setStateLocked moves the instance to s, which is not StateFailed
+// (failLocked says why as well), with reason.
 func (r *Runtime) setStateLocked(s State, reason string) {
-	r.log.Info("instance state", "from", r.inst.State, "to", s, "gen", r.inst.Gen+1, "reason", reason)
+	if s == StateFailed {
+		// A bug here: every failure has its kind (failLocked).
+		r.log.Error("instance failed without a failure kind; reported as host_error", "reason", reason)
+		r.transitionLocked(s, FailureHostError, reason)
+		return
+	}
+	r.transitionLocked(s, "", reason)
+}
+
+// failLocked moves the instance to StateFailed, saying why as a kind and
+// in words.
+func (r *Runtime) failLocked(kind FailureKind, reason string) {
+	r.transitionLocked(StateFailed, kind, reason)
+}
+
+// transitionLocked moves the instance to s, bumps the generation, records
+// the transition and wakes every state monitor. kind is set in state
+// Failed only.
+func (r *Runtime) transitionLocked(s State, kind FailureKind, reason string) {
+	r.log.Info("instance state", "from", r.inst.State, "to", s, "gen", r.inst.Gen+1, "reason", reason,
+		"failure_kind", string(kind))
 	r.inst.State = s
 	r.inst.FailureReason = reason
+	r.inst.FailureKind = kind
 	r.inst.Gen++
 	if len(r.history) == maxHistory {
 		r.history = append(r.history[:0], r.history[1:]...)
 	}
-	r.history = append(r.history, Transition{Gen: r.inst.Gen, State: s, FailureReason: reason, At: time.Now()})
+	r.history = append(r.history, Transition{Gen: r.inst.Gen, State: s, FailureReason: reason, FailureKind: kind,
+		At: time.Now()})
 	close(r.changed)
 	r.changed = make(chan struct{})
 }
@@ -361,7 +383,7 @@ func (r *Runtime) RequestState(_ context.Context, req Requested) error {
 // start runs the VM and then watches it until it ends.
 func (r *Runtime) start(m VM) {
 	if err := m.Start(); err != nil {
-		r.fail(m, fmt.Errorf("start: %w", err))
+		r.fail(m, FailureHostError, fmt.Errorf("start: %w", err))
 		return
 	}
 	r.mu.Lock()
@@ -378,7 +400,7 @@ func (r *Runtime) start(m VM) {
 func (r *Runtime) watch(m VM) {
 	exit, err := m.Wait(context.Background())
 	if err != nil {
-		r.fail(m, err)
+		r.fail(m, FailureHostError, err)
 		return
 	}
 	r.mu.Lock()
@@ -403,7 +425,7 @@ func (r *Runtime) watch(m VM) {
 func (r *Runtime) machineEndedLocked(exit vmm.Exit) {
 	switch exit.Reason {
 	case vmm.ExitFailed:
-		r.setStateLocked(StateFailed, exit.String())
+		r.failLocked(exitFailureKind(exit), exit.String())
 		r.releaseLocked(consoleVMFailed)
 	case vmm.ExitPoweredOff, vmm.ExitReset, vmm.ExitStopped:
 		r.setStateLocked(StateStopping, exit.String())
@@ -428,7 +450,7 @@ func (r *Runtime) stop(m VM) {
 
 func (r *Runtime) reboot(m VM) {
 	if err := m.Reset(); err != nil {
-		r.fail(m, fmt.Errorf("reboot: %w", err))
+		r.fail(m, FailureHostError, fmt.Errorf("reboot: %w", err))
 		return
 	}
 	r.mu.Lock()
@@ -438,14 +460,27 @@ func (r *Runtime) reboot(m VM) {
 	}
 }
 
-// fail puts the instance in Failed with err as the reason.
-func (r *Runtime) fail(m VM, err error) {
+// exitFailureKind says why a VM that ended with vmm.ExitFailed failed: the
+// guest's doing (a triple fault, something the VMM cannot handle) or the
+// host's (anything else, such as a failed KVM ioctl or VM entry).
+func exitFailureKind(e vmm.Exit) FailureKind {
+	switch {
+	case errors.Is(e.Err, vmm.ErrTripleFault):
+		return FailureGuestTripleFault
+	case errors.Is(e.Err, vmm.ErrEmulation), errors.Is(e.Err, vmm.ErrUnhandledExit):
+		return FailureGuestError
+	}
+	return FailureHostError
+}
+
+// fail puts m's instance in Failed with kind and err as the reason.
+func (r *Runtime) fail(m VM, kind FailureKind, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.machine != m {
 		return
 	}
-	r.setStateLocked(StateFailed, err.Error())
+	r.failLocked(kind, err.Error())
 	r.releaseLocked(consoleVMFailed)
 }
 

@@ -33,10 +33,10 @@
 // "components.<key>.path").
 //
 // At run time a guest cannot crash the process: a triple fault
-// (KVM_EXIT_SHUTDOWN), an emulation failure (KVM_EXIT_INTERNAL_ERROR) or a
-// failed VM entry ends the machine with Exit{Reason: ExitFailed} and the
-// reason in Exit.Err (errors.Is ErrTripleFault, ErrEmulation,
-// ErrEntryFailed). A guest write to a read-only disk gets the device's I/O
+// (KVM_EXIT_SHUTDOWN), an emulation failure (KVM_EXIT_INTERNAL_ERROR), an
+// exit the VMM does not handle or a failed VM entry ends the machine with
+// Exit{Reason: ExitFailed} and the reason in Exit.Err (errors.Is
+// ErrTripleFault, ErrEmulation, ErrUnhandledExit, ErrEntryFailed). A guest write to a read-only disk gets the device's I/O
 // error status.
 //
 // # Lifecycle

@@ -79,4 +79,21 @@ var (
 	// ErrEntryFailed: the hardware refused to enter the guest
 	// (KVM_EXIT_FAIL_ENTRY).
 	ErrEntryFailed = errors.New("VM entry failed (KVM_EXIT_FAIL_ENTRY)")
+	// ErrUnhandledExit: the guest made KVM exit for something the VMM
+	// does not handle (an unknown exit reason or system event). The
+	// error that matches it says which, in its own words.
+	ErrUnhandledExit = errors.New("unhandled KVM exit")
 )
+
+// unhandledExitError is an exit the VMM does not handle: its text is the
+// message alone, and errors.Is matches ErrUnhandledExit.
+type unhandledExitError struct{ msg string }
+
+func (e *unhandledExitError) Error() string { return e.msg }
+
+// Is makes errors.Is(err, ErrUnhandledExit) true.
+func (e *unhandledExitError) Is(target error) bool { return target == ErrUnhandledExit }
+
+func unhandledExit(format string, args ...any) error {
+	return &unhandledExitError{msg: fmt.Sprintf(format, args...)}
+}

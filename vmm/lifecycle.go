@@ -173,8 +173,9 @@ type Exit struct {
 	Reason ExitReason
 	// Status is the guest's exit status (ExitPoweredOff only).
 	Status uint32
-	// Err is the failure (ExitFailed only); it wraps ErrTripleFault,
-	// ErrEmulation, ErrEntryFailed or a *kvm.Error.
+	// Err is the failure (ExitFailed only). The guest's doing wraps
+	// ErrTripleFault, ErrEmulation or ErrUnhandledExit; the host's
+	// wraps ErrEntryFailed, a *kvm.Error or another error.
 	Err error
 }
 

@@ -251,10 +251,10 @@ func (v *vcpu) handleExit() sessionResult {
 		case kvm.KVM_SYSTEM_EVENT_RESET:
 			return sessionResult{event: evReset}
 		default:
-			return v.fail(fmt.Errorf("guest system event %d", se.Type))
+			return v.fail(unhandledExit("guest system event %d", se.Type))
 		}
 	default:
-		return v.fail(fmt.Errorf("unexpected KVM exit reason %d%s", reason, v.where()))
+		return v.fail(unhandledExit("unexpected KVM exit reason %d%s", reason, v.where()))
 	}
 	return sessionResult{}
 }
