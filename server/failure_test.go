@@ -45,6 +45,7 @@ func TestFailureKindOfAGuestThatEnds(t *testing.T) {
 		err  error
 		kind FailureKind
 	}{
+		{"pvpanic", vmm.ErrGuestPanicked, FailureGuestPanicked},
 		{"triple fault", fmt.Errorf("vCPU 0: %w at rip 0x1234", vmm.ErrTripleFault), FailureGuestTripleFault},
 		{"emulation", fmt.Errorf("vCPU 1: %w: suberror 1 (emulation failure)", vmm.ErrEmulation), FailureGuestError},
 		{"unhandled exit", fmt.Errorf("vCPU 0: %w", vmm.ErrUnhandledExit), FailureGuestError},

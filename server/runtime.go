@@ -461,10 +461,12 @@ func (r *Runtime) reboot(m VM) {
 }
 
 // exitFailureKind says why a VM that ended with vmm.ExitFailed failed: the
-// guest's doing (a triple fault, something the VMM cannot handle) or the
+// guest's doing (a panic, a triple fault, something the VMM cannot handle) or the
 // host's (anything else, such as a failed KVM ioctl or VM entry).
 func exitFailureKind(e vmm.Exit) FailureKind {
 	switch {
+	case errors.Is(e.Err, vmm.ErrGuestPanicked):
+		return FailureGuestPanicked
 	case errors.Is(e.Err, vmm.ErrTripleFault):
 		return FailureGuestTripleFault
 	case errors.Is(e.Err, vmm.ErrEmulation), errors.Is(e.Err, vmm.ErrUnhandledExit):

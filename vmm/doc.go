@@ -34,9 +34,11 @@
 //
 // At run time a guest cannot crash the process: a triple fault
 // (KVM_EXIT_SHUTDOWN), an emulation failure (KVM_EXIT_INTERNAL_ERROR), an
-// exit the VMM does not handle or a failed VM entry ends the machine with
-// Exit{Reason: ExitFailed} and the reason in Exit.Err (errors.Is
-// ErrTripleFault, ErrEmulation, ErrUnhandledExit, ErrEntryFailed). A guest write to a read-only disk gets the device's I/O
+// exit the VMM does not handle, a failed VM entry or a panic the guest
+// reports on its pvpanic device (port 0x505, when the spec has one) ends
+// the machine with Exit{Reason: ExitFailed} and the reason in Exit.Err
+// (errors.Is ErrTripleFault, ErrEmulation, ErrUnhandledExit,
+// ErrEntryFailed, ErrGuestPanicked). A guest write to a read-only disk gets the device's I/O
 // error status.
 //
 // # Lifecycle

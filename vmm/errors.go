@@ -79,6 +79,8 @@ var (
 	// ErrEntryFailed: the hardware refused to enter the guest
 	// (KVM_EXIT_FAIL_ENTRY).
 	ErrEntryFailed = errors.New("VM entry failed (KVM_EXIT_FAIL_ENTRY)")
+	// ErrGuestPanicked: the guest wrote "panicked" to its pvpanic device.
+	ErrGuestPanicked = errors.New("the guest reported a panic (pvpanic)")
 	// ErrUnhandledExit: the guest made KVM exit for something the VMM
 	// does not handle (an unknown exit reason or system event). The
 	// error that matches it says which, in its own words.

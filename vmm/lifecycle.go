@@ -174,7 +174,7 @@ type Exit struct {
 	// Status is the guest's exit status (ExitPoweredOff only).
 	Status uint32
 	// Err is the failure (ExitFailed only). The guest's doing wraps
-	// ErrTripleFault, ErrEmulation or ErrUnhandledExit; the host's
+	// ErrGuestPanicked, ErrTripleFault, ErrEmulation or ErrUnhandledExit; the host's
 	// wraps ErrEntryFailed, a *kvm.Error or another error.
 	Err error
 }

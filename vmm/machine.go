@@ -59,6 +59,10 @@ type Machine struct {
 	sleeps atomic.Uint64
 	resets atomic.Uint64
 
+	// panicked says the guest wrote "panicked" to its pvpanic device: the
+	// vCPU that did ends the session as a failure (ErrGuestPanicked).
+	panicked atomic.Bool
+
 	mu sync.Mutex
 	// phase is the lifecycle phase; guarded by mu.
 	phase Phase
@@ -271,7 +275,8 @@ func (m *Machine) buildVCPUs(n int) error {
 	})
 }
 
-// buildDevices creates a UART per serial port and a block device per disk.
+// buildDevices creates a UART per serial port, a block device per disk and
+// the pvpanic device.
 func (m *Machine) buildDevices(disks map[spec.Key]*diskBackend) error {
 	for _, e := range m.cfg.Spec.Components() {
 		switch c := e.Component.(type) {
@@ -295,6 +300,10 @@ func (m *Machine) buildDevices(disks map[spec.Key]*diskBackend) error {
 			}
 		case spec.FileStorageBackend:
 			// Opened in openDisks, used by its disk.
+		case spec.PVPanic:
+			// No state to migrate: not among m.devs.
+			p := devices.NewPVPanic(func() { m.panicked.Store(true) }, slog.Default())
+			m.ports.add(spec.PVPanicPort, devices.PVPanicPorts, p)
 		default:
 			return &ComponentError{spec.ComponentPath(e.Key, ""), fmt.Errorf("unsupported component %T", c)}
 		}

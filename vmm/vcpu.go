@@ -304,6 +304,11 @@ func (v *vcpu) portOut(port uint16, data []byte) sessionResult {
 		}
 	default:
 		v.m.ports.write(port, data)
+		if v.m.panicked.Load() {
+			// The write reached the pvpanic device: the guest
+			// panicked.
+			return sessionResult{event: evFailed, err: ErrGuestPanicked}
+		}
 	}
 	return sessionResult{}
 }

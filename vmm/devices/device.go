@@ -1,7 +1,9 @@
-// Package devices holds the emulated devices of a waggle VM: the 16550 UART,
-// the SMBIOS tables and the virtio-mmio block device. (The power, reset and
-// paravirtual-sleep ports act on the whole machine and live in package vmm.) Devices know guest memory and interrupt lines only through the
-// small interfaces below, so each can be tested without KVM.
+// Package devices holds the emulated devices of a waggle VM: the 16550
+// UART, the pvpanic device, the SMBIOS tables and the virtio-mmio block
+// device. (The power, reset and paravirtual-sleep ports act on the whole
+// machine and live in package vmm.) Devices know guest memory and
+// interrupt lines only through the small
+// interfaces below, so each can be tested without KVM.
 //
 // What is here, and how the VMM wires it:
 //
@@ -13,6 +15,9 @@
 //     SetModemLines sets the modem input lines (CTS, DSR, RI, DCD) the
 //     host presents (nothing in the VMM calls it yet). Its state
 //     (uart_state.go) has versions 1 and 2.
+//   - pvpanic (pvpanic.go): NewPVPanic(onPanic, log) is a PortIO device on
+//     PVPanicPorts port at spec.PVPanicPort; a guest write of the
+//     panicked bit calls onPanic. It has no state to migrate.
 //   - SMBIOS (smbios.go): BuildSMBIOS(info, SMBIOSRegionStart) returns the
 //     32-bit 2.8 entry point and the structure table with their addresses;
 //     WriteTo puts them into guest memory.
