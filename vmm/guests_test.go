@@ -85,6 +85,21 @@ func TestSMBIOSGuest(t *testing.T) {
 	require.Contains(t, out.String(), "smbios manufacturer=waggle product=waggle VM version=1.2.3 serial=guest-vm-1\n")
 }
 
+// TestPanicGuest: the panic guest, given a pvpanic device, ends its VM as
+// failed with ErrGuestPanicked right after its last tick.
+func TestPanicGuest(t *testing.T) {
+	m, out := newGuestMachine(t, testSpec(t, 1, 64, "panic", "pace_ms=10 panic_after=3", func(b *spec.Builder) {
+		b.Add(spec.MustKey("pvpanic"), spec.PVPanic{})
+	}))
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 60*time.Second)
+	require.NoError(t, m.Close())
+	require.Equal(t, ExitFailed, e.Reason, out.String())
+	require.ErrorIs(t, e.Err, ErrGuestPanicked)
+	require.Equal(t, "failed: the guest reported a panic (pvpanic)", e.String())
+	require.Equal(t, "panic ready\ntick 1\ntick 2\ntick 3\npanicking\n", out.String())
+}
+
 // migrate moves src's VM into dst the way a live migration does: RAM
 // copied while src runs, dirty pages copied again in rounds, then src
 // paused, the last dirty pages and the machine state copied, src stopped and

@@ -6,7 +6,8 @@
 // Each image makes one VMM behaviour observable on the serial port: ticker
 // (a steady heartbeat with optional memory dirtying), memcheck (memory
 // patterns rewritten every pass), smbios (the SMBIOS type 1 strings the VMM
-// provides) and disk (a virtio-mmio block device). ABI.md in this directory is
+// provides), disk (a virtio-mmio block device), crash (a triple fault) and
+// panic (a panic reported on the pvpanic device). ABI.md in this directory is
 // the contract between the images and the VMM; the assembly sources and
 // build.sh are here too, and the built .bin files are embedded. `make guests`
 // rebuilds them and `make check` verifies the committed images are fresh.

@@ -12,7 +12,7 @@ import (
 )
 
 // wantImages is every guest image ABI.md describes.
-var wantImages = []string{"crash", "disk", "memcheck", "smbios", "ticker"}
+var wantImages = []string{"crash", "disk", "memcheck", "panic", "smbios", "ticker"}
 
 func TestNames(t *testing.T) {
 	require.Equal(t, wantImages, Names())
@@ -23,7 +23,7 @@ func TestImageUnknown(t *testing.T) {
 		_, err := Image(name)
 		require.Error(t, err, name)
 		require.Contains(t, err.Error(), "guest image \""+name+"\"")
-		require.Contains(t, err.Error(), "disk, memcheck, smbios, ticker")
+		require.Contains(t, err.Error(), "disk, memcheck, panic, smbios, ticker")
 	}
 }
 

@@ -107,6 +107,18 @@ func TestQEMUSMBIOS(t *testing.T) {
 	require.Equal(t, 0, status)
 }
 
+// TestQEMUPanic: the panic guest ticks, says it panics after panic_after
+// ticks and writes "panicked" to QEMU's own pvpanic device, which ends QEMU
+// (-action panic=exit-failure: exit code 1, which qemuRun reads as status
+// 0; without the device the guest would sleep until the timeout).
+func TestQEMUPanic(t *testing.T) {
+	t.Parallel()
+	out, status := qemuRun(t, qemuPC, "panic", "panic ready", "pace_ms=20 panic_after=3",
+		"-device", "pvpanic", "-action", "panic=exit-failure")
+	require.Equal(t, "panic ready\ntick 1\ntick 2\ntick 3\npanicking\n", out)
+	require.Equal(t, 0, status)
+}
+
 func TestQEMUDiskAbsent(t *testing.T) {
 	t.Parallel()
 	// The pc machine has no virtio-mmio: the guest must say so and fail.
