@@ -297,8 +297,10 @@ type Core interface {
 	// Spec returns the instance and its spec; nil while a migration target
 	// waits for its source.
 	Spec(ctx context.Context) (Instance, *spec.Spec, error)
-	// RequestState asks for a state change and returns without waiting.
-	RequestState(ctx context.Context, r Requested) error
+	// RequestState asks for a state change and returns without waiting,
+	// with the generation at which the request took effect (the current
+	// one for a request already done or under way).
+	RequestState(ctx context.Context, r Requested) (uint64, error)
 	// WaitGen blocks until the generation passes gen or ctx ends, and returns
 	// the instance and its migrations as they are then, with the
 	// instance's transitions after gen, oldest first (the most recent ones

@@ -71,7 +71,7 @@ func TestFailureKindOfTheHost(t *testing.T) {
 		g.vms.mu.Lock()
 		g.vms.failStart = errors.New("no vCPU thread")
 		g.vms.mu.Unlock()
-		require.NoError(t, g.rt.RequestState(context.Background(), RequestRun))
+		require.NoError(t, request(g.rt, RequestRun))
 		requireFailed(t, g.rt, FailureHostError, "start: no vCPU thread")
 	})
 	t.Run("reboot", func(t *testing.T) {
@@ -81,7 +81,7 @@ func TestFailureKindOfTheHost(t *testing.T) {
 		g.vms.mu.Lock()
 		g.vms.failReset = errors.New("restore the irqchip: bad address")
 		g.vms.mu.Unlock()
-		require.NoError(t, g.rt.RequestState(context.Background(), RequestReboot))
+		require.NoError(t, request(g.rt, RequestReboot))
 		requireFailed(t, g.rt, FailureHostError, "reboot: restore the irqchip: bad address")
 	})
 }

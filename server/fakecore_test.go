@@ -71,16 +71,16 @@ func (f *fakeCore) Spec(context.Context) (Instance, *spec.Spec, error) {
 	return f.inst, f.req.Spec, nil
 }
 
-func (f *fakeCore) RequestState(_ context.Context, r Requested) error {
+func (f *fakeCore) RequestState(_ context.Context, r Requested) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.req == nil {
-		return ErrNoInstance
+		return 0, ErrNoInstance
 	}
 	// The real rule book, with transitions that end at once.
 	switch decide(f.inst.State, r, true, false) {
 	case alreadyDone:
-		return nil
+		return f.inst.Gen, nil
 	case honour:
 		switch r {
 		case RequestRun, RequestReboot:
@@ -88,9 +88,9 @@ func (f *fakeCore) RequestState(_ context.Context, r Requested) error {
 		case RequestStop:
 			f.setStateLocked(StateStopped)
 		}
-		return nil
+		return f.inst.Gen, nil
 	}
-	return &TransitionError{State: f.inst.State, Requested: r.String()}
+	return 0, &TransitionError{State: f.inst.State, Requested: r.String()}
 }
 
 func (f *fakeCore) WaitGen(ctx context.Context, gen uint64) (Instance, MigrationStatus, []Transition, error) {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -88,7 +87,7 @@ func TestUpgradeRefusalsTellNothing(t *testing.T) {
 	s := newMigRig(t)
 	s.running(t)
 	sid, ssecret := s.arm(t)
-	require.NoError(t, s.rt.RequestState(context.Background(), RequestStop))
+	require.NoError(t, request(s.rt, RequestStop))
 	waitState(t, s.rt, StateDestroyed)
 	ask("stopped", s.addr, uuid.New())
 

@@ -456,7 +456,7 @@ func TestSilentTargetAfterTheProof(t *testing.T) {
 		require.Equal(t, PhaseFailed, out.Phase)
 		require.Contains(t, out.FailureReason, "sent nothing")
 	}
-	require.NoError(t, a.rt.RequestState(context.Background(), RequestReboot))
+	require.NoError(t, request(a.rt, RequestReboot))
 	waitState(t, a.rt, StateRunning)
 }
 
@@ -512,7 +512,7 @@ func TestStopEndsOutboundMigration(t *testing.T) {
 			}, 10*time.Second, time.Millisecond)
 
 			start := time.Now()
-			require.NoError(t, a.rt.RequestState(context.Background(), RequestStop))
+			require.NoError(t, request(a.rt, RequestStop))
 			waitState(t, a.rt, StateDestroyed)
 			require.Less(t, time.Since(start), 5*time.Second)
 			require.Contains(t, a.outbound(t).FailureReason, errStopRequested.Error())

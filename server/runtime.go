@@ -346,23 +346,25 @@ func (r *Runtime) Spec(context.Context) (Instance, *spec.Spec, error) {
 }
 
 // RequestState carries out what decide says of the request in the
-// instance's current state.
-func (r *Runtime) RequestState(_ context.Context, req Requested) error {
+// instance's current state, and returns the generation at which it took
+// effect: that of the state it moved the instance to, or, for a request
+// already done or under way, the current one.
+func (r *Runtime) RequestState(_ context.Context, req Requested) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.req == nil {
-		return ErrNoInstance
+		return 0, ErrNoInstance
 	}
 	switch decide(r.inst.State, req, r.machine != nil, r.mig.abortOut != nil) {
 	case alreadyDone:
-		return nil
+		return r.inst.Gen, nil
 	case abortAndStop:
 		// The source's failure path (source.fail) stops the VM once it
 		// has resumed it and let go of what the migration held.
 		r.mig.abortOut(errStopRequested)
 		r.mig.abortOut = nil
 		r.setStateLocked(StateStopping, "")
-		return nil
+		return r.inst.Gen, nil
 	case honour:
 		switch req {
 		case RequestRun:
@@ -375,9 +377,9 @@ func (r *Runtime) RequestState(_ context.Context, req Requested) error {
 			r.setStateLocked(StateRebooting, "")
 			go r.reboot(r.machine)
 		}
-		return nil
+		return r.inst.Gen, nil
 	}
-	return &TransitionError{State: r.inst.State, Requested: req.String()}
+	return 0, &TransitionError{State: r.inst.State, Requested: req.String()}
 }
 
 // start runs the VM and then watches it until it ends.

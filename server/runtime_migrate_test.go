@@ -371,7 +371,7 @@ func TestStopDuringOutboundMigrationStopsTheVM(t *testing.T) {
 				api.InstanceStateChangeRequest{Requested: api.InstanceStateRequestedStop})
 			require.NoError(t, err)
 			require.Equal(t, http.StatusNoContent, r.StatusCode(), string(r.Body))
-			require.NoError(t, a.rt.RequestState(context.Background(), RequestStop), "a second stop: under way")
+			require.NoError(t, request(a.rt, RequestStop), "a second stop: under way")
 
 			all, err := watchFrom(a.rt, before.Gen, StateDestroyed)
 			require.NoError(t, err)

@@ -81,7 +81,7 @@ func (g *rig) ensure(t *testing.T, name string) (EnsureRequest, *fakeVM) {
 // run asks to run the instance and waits until it runs.
 func (g *rig) run(t *testing.T) {
 	t.Helper()
-	require.NoError(t, g.rt.RequestState(context.Background(), RequestRun))
+	require.NoError(t, request(g.rt, RequestRun))
 	waitState(t, g.rt, StateRunning)
 }
 
@@ -206,9 +206,9 @@ func TestLifecycleTransitions(t *testing.T) {
 	}()
 
 	g.run(t)
-	require.NoError(t, g.rt.RequestState(context.Background(), RequestReboot))
+	require.NoError(t, request(g.rt, RequestReboot))
 	waitState(t, g.rt, StateRunning)
-	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	require.NoError(t, request(g.rt, RequestStop))
 	res := <-done
 	require.NoError(t, res.err)
 	all := res.all
@@ -237,7 +237,7 @@ func TestHistoryKeepsTheLast32(t *testing.T) {
 	g.ensure(t, "reboots")
 	g.run(t)
 	for range 20 {
-		require.NoError(t, g.rt.RequestState(context.Background(), RequestReboot))
+		require.NoError(t, request(g.rt, RequestReboot))
 		waitState(t, g.rt, StateRunning)
 	}
 	inst, _, hist, err := g.rt.WaitGen(context.Background(), 0)
@@ -274,7 +274,7 @@ func TestStateMonitorWakesOnChangeAndTimesOut(t *testing.T) {
 		assert.Greater(t, got.Gen, inst.Gen)
 		woke <- hist
 	}()
-	require.NoError(t, g.rt.RequestState(context.Background(), RequestRun))
+	require.NoError(t, request(g.rt, RequestRun))
 	select {
 	case hist := <-woke:
 		require.NotEmpty(t, hist)
@@ -314,7 +314,7 @@ func TestEndedInstancesFreeTheServer(t *testing.T) {
 	require.Eventually(t, vm.closed, 10*time.Second, time.Millisecond, "a failed VM is released")
 	for _, r := range []Requested{RequestRun, RequestStop, RequestReboot} {
 		var te *TransitionError
-		require.ErrorAs(t, g.rt.RequestState(context.Background(), r), &te, r.String())
+		require.ErrorAs(t, request(g.rt, r), &te, r.String())
 	}
 
 	_, vm = g.ensure(t, "second")
@@ -349,7 +349,7 @@ func TestNewInstanceHasOnlyItsOwnPast(t *testing.T) {
 	waitState(t, g.rt, StateRunning)
 	old, err := g.rt.Instance(context.Background())
 	require.NoError(t, err)
-	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	require.NoError(t, request(g.rt, RequestStop))
 	waitState(t, g.rt, StateDestroyed)
 
 	_, _ = g.ensure(t, "new")
@@ -478,7 +478,7 @@ func TestReleaseOffTheLock(t *testing.T) {
 	g.vms.mu.Unlock()
 	_, vm := g.ensure(t, "closing")
 	g.run(t)
-	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	require.NoError(t, request(g.rt, RequestStop))
 	// Reads answer, each within a second, while the VM is being closed
 	// (one that waited for the close would time out).
 	require.Eventually(t, func() bool {
@@ -664,7 +664,7 @@ func TestEndedInstanceRetryIsStable(t *testing.T) {
 	g := newRig(t, fakeGuest{})
 	req, _ := g.ensure(t, "ends")
 	g.run(t)
-	require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+	require.NoError(t, request(g.rt, RequestStop))
 	ended := waitState(t, g.rt, StateDestroyed)
 	for range 3 {
 		inst, created, err := g.rt.Ensure(context.Background(), req)
@@ -712,4 +712,43 @@ func TestCloseDoesNotWaitForeverForABuild(t *testing.T) {
 		time.Millisecond, "the late VM is closed")
 	_, err := g.rt.Instance(context.Background())
 	require.ErrorIs(t, err, ErrNoInstance, "nothing was installed")
+}
+
+// request asks rt for a state change, as RequestState without the
+// generation.
+func request(rt *Runtime, r Requested) error {
+	_, err := rt.RequestState(context.Background(), r)
+	return err
+}
+
+// TestRequestStateAnswersItsGeneration: a request that moves the instance
+// answers the generation of the state it moved it to (seen in the history
+// at that generation); one already under way answers the current
+// generation; one refused answers none.
+func TestRequestStateAnswersItsGeneration(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	g.ensure(t, "gen")
+	ctx := context.Background()
+	gen, err := g.rt.RequestState(ctx, RequestRun)
+	require.NoError(t, err)
+	inst, _, history, err := g.rt.WaitGen(ctx, gen-1)
+	require.NoError(t, err)
+	require.NotEmpty(t, history)
+	require.Equal(t, gen, history[0].Gen)
+	require.Equal(t, StateStarting, history[0].State, "the run took effect at the generation it answered")
+	running := waitState(t, g.rt, StateRunning)
+
+	again, err := g.rt.RequestState(ctx, RequestRun)
+	require.NoError(t, err)
+	require.Equal(t, running.Gen, again, "a run while running is done already, at the current generation")
+	require.GreaterOrEqual(t, inst.Gen, gen)
+
+	stop, err := g.rt.RequestState(ctx, RequestStop)
+	require.NoError(t, err)
+	require.Greater(t, stop, running.Gen)
+	waitState(t, g.rt, StateDestroyed)
+	refused, err := g.rt.RequestState(ctx, RequestReboot)
+	var te *TransitionError
+	require.ErrorAs(t, err, &te)
+	require.Zero(t, refused)
 }

@@ -310,7 +310,7 @@ func TestConsoleCloseSaysWhy(t *testing.T) {
 		g.ensure(t, "stops")
 		ws := dialConsole(t, g)
 		g.run(t)
-		require.NoError(t, g.rt.RequestState(context.Background(), RequestStop))
+		require.NoError(t, request(g.rt, RequestStop))
 		out, code, reason := readToClose(t, ws)
 		require.Equal(t, "ticker ready\n", out)
 		require.Equal(t, websocket.StatusNormalClosure, code)

@@ -231,7 +231,7 @@ func (s *v1Server) InstanceStatePut(ctx context.Context, req api.InstanceStatePu
 	default:
 		return nil, &apiError{http.StatusBadRequest, CodeInvalidRequest, fmt.Sprintf("body.requested: unknown request %q", req.Body.Requested)}
 	}
-	if err := s.core.RequestState(ctx, r); err != nil {
+	if _, err := s.core.RequestState(ctx, r); err != nil {
 		return nil, err
 	}
 	return api.InstanceStatePut204Response{}, nil
