@@ -16,6 +16,7 @@ import (
 	"github.com/wagglevm/waggle/internal/strictjson"
 	"github.com/wagglevm/waggle/spec"
 	v1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
+	v2 "github.com/wagglevm/waggle/versions/vmm-server/v2"
 )
 
 // Spoke is one wire version of the spec.
@@ -32,6 +33,23 @@ type Spoke struct {
 
 // spokes lists every version, newest first.
 var spokes = []Spoke{
+	{
+		Name: v2.Version,
+		Encode: func(s spec.Spec) ([]byte, error) {
+			w, err := v2.FromSpec(s)
+			if err != nil {
+				return nil, err
+			}
+			return v2.CanonicalJSON(w)
+		},
+		Decode: func(data []byte) (spec.Spec, error) {
+			w, err := v2.DecodeInstanceSpec(data)
+			if err != nil {
+				return spec.Spec{}, err
+			}
+			return v2.ToSpec(w)
+		},
+	},
 	{
 		Name: v1.Version,
 		Encode: func(s spec.Spec) ([]byte, error) {
