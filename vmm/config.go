@@ -43,8 +43,9 @@ type Properties struct {
 	// ID is the instance UUID (RFC 4122 byte order): the SMBIOS system
 	// UUID.
 	ID [16]byte
-	// Name is the instance name: the SMBIOS serial number (the UUID's
-	// string form when Name is empty).
+	// Name is the instance name: the serial number of the SMBIOS table
+	// the VMM derives (the UUID's string form when Name is empty; see
+	// DerivedSMBIOS).
 	Name string
 }
 

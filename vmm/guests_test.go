@@ -85,6 +85,19 @@ func TestSMBIOSGuest(t *testing.T) {
 	require.Contains(t, out.String(), "smbios manufacturer=waggle product=waggle VM version=1.2.3 serial=guest-vm-1\n")
 }
 
+// TestSMBIOSGuestExplicit: a spec's explicit table is what the guest
+// reads, an empty string (the manufacturer here) as no string at all.
+func TestSMBIOSGuestExplicit(t *testing.T) {
+	m, out := newGuestMachine(t, testSpec(t, 1, 64, "smbios", "", func(b *spec.Builder) {
+		b.SetSMBIOS(spec.SMBIOS{Product: "Rocket 9", Version: "7", SerialNumber: "abc-123", SKU: "sku-1", Family: "fam"})
+	}))
+	require.NoError(t, m.Start())
+	e := waitExit(t, m, 60*time.Second)
+	require.NoError(t, m.Close())
+	require.Equal(t, Exit{Reason: ExitPoweredOff}, e, out.String())
+	require.Equal(t, "smbios manufacturer= product=Rocket 9 version=7 serial=abc-123\n", out.String())
+}
+
 // TestPanicGuest: the panic guest, given a pvpanic device, ends its VM as
 // failed with ErrGuestPanicked right after its last tick.
 func TestPanicGuest(t *testing.T) {

@@ -214,22 +214,47 @@ func vcpuLimit(sys *kvm.System) uint32 {
 	return 4
 }
 
+// buildSMBIOS builds the SMBIOS tables: type 1 from the spec's explicit
+// table when it has one, else the one DerivedSMBIOS makes.
 func (m *Machine) buildSMBIOS() error {
-	serial := m.cfg.Properties.Name
-	if serial == "" {
-		serial = uuidString(m.cfg.Properties.ID)
+	t, explicit := m.cfg.Spec.SMBIOS()
+	component := "smbios"
+	if !explicit {
+		t, component = DerivedSMBIOS(m.cfg.Properties, m.cfg.Version), "properties"
 	}
-	t, err := devices.BuildSMBIOS(devices.SystemInfo{
+	tabs, err := devices.BuildSMBIOS(devices.SystemInfo{
 		BIOSVersion:  m.cfg.Version,
-		Version:      m.cfg.Version,
-		SerialNumber: serial,
+		Manufacturer: t.Manufacturer,
+		Product:      t.Product,
+		Version:      t.Version,
+		SerialNumber: t.SerialNumber,
+		SKU:          t.SKU,
+		Family:       t.Family,
 		UUID:         m.cfg.Properties.ID,
 	}, smbiosAddr)
 	if err != nil {
-		return &ComponentError{"properties", err}
+		return &ComponentError{component, err}
 	}
-	m.smbios = t
+	m.smbios = tabs
 	return nil
+}
+
+// DerivedSMBIOS is the SMBIOS type 1 table the VMM shows a guest whose spec
+// sets none: manufacturer "waggle", product "waggle VM", the VMM's
+// version, the instance's name as serial number (its id when it has no
+// name), no SKU and no family. A spec whose explicit table equals it shows
+// the guest what a spec without one would.
+func DerivedSMBIOS(props Properties, version string) spec.SMBIOS {
+	serial := props.Name
+	if serial == "" {
+		serial = uuidString(props.ID)
+	}
+	return spec.SMBIOS{
+		Manufacturer: devices.SMBIOSManufacturer,
+		Product:      devices.SMBIOSProduct,
+		Version:      version,
+		SerialNumber: serial,
+	}
 }
 
 // buildVCPUs creates the vCPUs, starts their threads and gives them CPUID.

@@ -39,7 +39,8 @@ const SMBIOSWakeUpPowerSwitch = 0x06
 // SMBIOSMaxStringLen bounds every string in the tables.
 const SMBIOSMaxStringLen = 64
 
-// Fixed strings the guest ABI promises.
+// Fixed strings: the type 0 vendor always; the type 1 manufacturer and
+// product of a table the VMM derives (a spec may set its own).
 const (
 	SMBIOSVendor       = "waggle"
 	SMBIOSManufacturer = "waggle"
@@ -54,6 +55,10 @@ type SystemInfo struct {
 	BIOSVersion string
 	// BIOSReleaseDate is the type 0 release date, "MM/DD/YYYY" or empty.
 	BIOSReleaseDate string
+	// Manufacturer and Product are the type 1 manufacturer and product
+	// name.
+	Manufacturer string
+	Product      string
 	// Version is the type 1 system version.
 	Version string
 	// SerialNumber is the type 1 serial number.
@@ -102,7 +107,7 @@ func BuildSMBIOS(info SystemInfo, addr uint64) (*SMBIOSTables, error) {
 	}
 	for _, f := range []struct{ name, v string }{
 		{"BIOS version", info.BIOSVersion}, {"BIOS release date", info.BIOSReleaseDate},
-		{"version", info.Version}, {"serial number", info.SerialNumber},
+		{"manufacturer", info.Manufacturer}, {"product", info.Product}, {"version", info.Version}, {"serial number", info.SerialNumber},
 		{"SKU", info.SKU}, {"family", info.Family},
 	} {
 		if err := checkSMBIOSString(f.v); err != nil {
@@ -235,8 +240,8 @@ func (tb *smbiosTableBuilder) biosInformation(info SystemInfo) {
 func (tb *smbiosTableBuilder) systemInformation(info SystemInfo) {
 	var ss smbiosStrings
 	f := make([]byte, 0x1B)
-	f[0x04] = ss.add(SMBIOSManufacturer)
-	f[0x05] = ss.add(SMBIOSProduct)
+	f[0x04] = ss.add(info.Manufacturer)
+	f[0x05] = ss.add(info.Product)
 	f[0x06] = ss.add(info.Version)
 	f[0x07] = ss.add(info.SerialNumber)
 	u := info.UUID

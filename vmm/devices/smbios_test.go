@@ -118,6 +118,8 @@ func (p *parsedSMBIOS) byType(typ uint8) *parsedStruct {
 var testSystemInfo = SystemInfo{
 	BIOSVersion:     "0.1.0",
 	BIOSReleaseDate: "11/21/2026",
+	Manufacturer:    "waggle",
+	Product:         "waggle VM",
 	Version:         "v3",
 	SerialNumber:    "inst-0042",
 	UUID:            [16]byte{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef},
@@ -184,8 +186,21 @@ func TestBuildSMBIOSEmptyStrings(t *testing.T) {
 	p, err := parseSMBIOS(tabs.EntryPoint, tabs.Table)
 	require.NoError(t, err)
 	sys := p.byType(1)
-	require.Equal(t, []string{"waggle", "waggle VM"}, sys.strs)
-	require.Zero(t, sys.formatted[6], "empty version has no string")
+	require.Empty(t, sys.strs, "no string of type 1 is set")
+	for _, off := range []int{4, 5, 6, 7, 0x19, 0x1A} {
+		require.Zero(t, sys.formatted[off], "an empty string is string number 0 (offset %#x)", off)
+	}
+	require.Equal(t, []string{SMBIOSVendor}, p.byType(0).strs, "the BIOS vendor is always there")
+
+	// Some set, some not: the set ones are numbered in table order.
+	tabs, err = BuildSMBIOS(SystemInfo{Product: "rocket", SerialNumber: "abc", Family: "fam"}, SMBIOSRegionStart)
+	require.NoError(t, err)
+	p, err = parseSMBIOS(tabs.EntryPoint, tabs.Table)
+	require.NoError(t, err)
+	sys = p.byType(1)
+	require.Equal(t, []string{"rocket", "abc", "fam"}, sys.strs)
+	require.Equal(t, []byte{0, 1, 0, 2}, sys.formatted[4:8])
+	require.Equal(t, []byte{0, 3}, sys.formatted[0x19:0x1B])
 }
 
 func TestBuildSMBIOSRejects(t *testing.T) {
@@ -200,6 +215,8 @@ func TestBuildSMBIOSRejects(t *testing.T) {
 		{"does not fit", testSystemInfo, 0xFFFF0},
 		{"NUL", SystemInfo{SerialNumber: "a\x00b"}, SMBIOSRegionStart},
 		{"control", SystemInfo{Version: "a\nb"}, SMBIOSRegionStart},
+		{"manufacturer", SystemInfo{Manufacturer: "a\x7fb"}, SMBIOSRegionStart},
+		{"product", SystemInfo{Product: strings.Repeat("p", SMBIOSMaxStringLen+1)}, SMBIOSRegionStart},
 		{"non-ASCII", SystemInfo{Family: "caf\xc3\xa9"}, SMBIOSRegionStart},
 		{"too long", SystemInfo{SKU: strings.Repeat("x", SMBIOSMaxStringLen+1)}, SMBIOSRegionStart},
 		{"date", SystemInfo{BIOSReleaseDate: "2026-11-21"}, SMBIOSRegionStart},
@@ -219,7 +236,10 @@ func FuzzBuildSMBIOS(f *testing.F) {
 	f.Add("", "", "", "", "", "", []byte{}, uint16(0xFFF))
 	f.Add("\x00", "1/1/1", " ", "\xff", strings.Repeat("y", 64), "\t", []byte{1}, uint16(0xFF0))
 	f.Fuzz(func(t *testing.T, bv, date, ver, serial, sku, fam string, uuid []byte, para uint16) {
-		info := SystemInfo{BIOSVersion: bv, BIOSReleaseDate: date, Version: ver, SerialNumber: serial, SKU: sku, Family: fam}
+		// The fuzzed strings serve twice, so the seed corpus keeps its
+		// shape: manufacturer and product take the SKU's and family's.
+		info := SystemInfo{BIOSVersion: bv, BIOSReleaseDate: date, Manufacturer: sku, Product: fam, Version: ver,
+			SerialNumber: serial, SKU: sku, Family: fam}
 		copy(info.UUID[:], uuid)
 		addr := SMBIOSRegionStart + uint64(para%0x1000)*16
 		tabs, err := BuildSMBIOS(info, addr)
@@ -231,7 +251,7 @@ func FuzzBuildSMBIOS(f *testing.F) {
 		p, err := parseSMBIOS(tabs.EntryPoint, tabs.Table)
 		require.NoError(t, err)
 		sys := p.byType(1)
-		for off, want := range map[int]string{6: ver, 7: serial, 0x19: sku, 0x1A: fam} {
+		for off, want := range map[int]string{4: sku, 5: fam, 6: ver, 7: serial, 0x19: sku, 0x1A: fam} {
 			got, err := sys.str(off)
 			require.NoError(t, err)
 			require.Equal(t, want, got)
