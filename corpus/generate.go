@@ -27,6 +27,7 @@ type Generator struct {
 // reuse the same synthesis.
 var Generators = []Generator{
 	{Version{API: "vmm-server", N: 1}, synthVMMServerV1},
+	{Version{API: "vmm-server", N: 2}, synthVMMServerV2},
 	{Version{API: "sled-agent", N: 1}, synthSledAgentV1},
 	{Version{API: "control-plane-internal", N: 1}, synthControlPlaneInternalV1},
 	{Version{API: "control-plane", N: 1}, synthControlPlaneV1},

@@ -43,6 +43,7 @@ func NewReplayer(root, tmp string) *Replayer {
 		Importers: DeviceImporters(),
 		Handlers: map[Version]map[string]Handler{
 			{API: "vmm-server", N: 1}:             vmmServerV1Handlers(),
+			{API: "vmm-server", N: 2}:             vmmServerV2Handlers(),
 			{API: "sled-agent", N: 1}:             sledAgentV1Handlers(),
 			{API: "control-plane-internal", N: 1}: controlPlaneInternalV1Handlers(),
 			{API: "control-plane", N: 1}:          controlPlaneV1Handlers(),

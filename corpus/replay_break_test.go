@@ -149,6 +149,7 @@ func fakeV2(refuse func(spec.FileStorageBackend) bool) versions.Spoke {
 func TestCrossingsOverTheRegistry(t *testing.T) {
 	r := copyRoot(t, "")
 	dir := filepath.Join(r, Dir)
+	withoutV2Corpus(t, r)
 	v2 := Version{API: "vmm-server", N: 2}
 	v1, _ := versions.Lookup("vmm-server/v1")
 	only4096 := func(fb spec.FileStorageBackend) bool { return fb.BlockSize == 4096 }
@@ -196,6 +197,13 @@ func TestCrossingsOverTheRegistry(t *testing.T) {
 	require.True(t, strings.Contains(err.Error(), "cross/from-v1-"))
 }
 
+// withoutV2Corpus removes the real vmm-server/v2 corpus from the copy r, so
+// that a test can stand a fake version 2 in its place.
+func withoutV2Corpus(t *testing.T, r string) {
+	t.Helper()
+	require.NoError(t, os.RemoveAll(filepath.Join(r, Dir, "vmm-server", "v2")))
+}
+
 // TestLossyCrossingFails: a version that reads back less than it wrote is
 // refused, not recorded.
 func TestLossyCrossingFails(t *testing.T) {
@@ -223,6 +231,7 @@ func TestLossyCrossingFails(t *testing.T) {
 func TestCrossingAfterFile(t *testing.T) {
 	r := copyRoot(t, "")
 	dir := filepath.Join(r, Dir)
+	withoutV2Corpus(t, r)
 	v2 := Version{API: "vmm-server", N: 2}
 	v1, _ := versions.Lookup("vmm-server/v1")
 	then := []versions.Spoke{fakeV2(func(fb spec.FileStorageBackend) bool { return fb.BlockSize == 4096 }), v1}

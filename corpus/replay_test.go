@@ -41,9 +41,9 @@ func TestCoverage(t *testing.T) {
 	// A new contract without a generator fails.
 	r := copyRoot(t, "")
 	require.NoError(t, os.MkdirAll(filepath.Join(r, "openapi", "vmm-server"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(r, "openapi", "vmm-server", "v2.yaml"), []byte("openapi: 3.0.3\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(r, "openapi", "vmm-server", "v3.yaml"), []byte("openapi: 3.0.3\n"), 0o644))
 	err := CheckCoverage(r)
-	require.ErrorContains(t, err, "vmm-server/v2 has a contract but no corpus generator")
+	require.ErrorContains(t, err, "vmm-server/v3 has a contract but no corpus generator")
 	require.ErrorContains(t, err, "corpus.Generators lists vmm-server/v1, which has no contract")
 }
 

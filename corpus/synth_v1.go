@@ -38,9 +38,9 @@ var (
 	// earlierMigrationID is the migration that brought a VM in before it
 	// migrates out again (migrationID).
 	earlierMigrationID = uuid.MustParse("1c9e8d7b-6a5f-4e3d-9c2b-1a0f9e8d7c6b")
-	someTime    = time.Date(2026, 11, 27, 10, 30, 0, 123456789, time.UTC)
-	secret      = "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-	longSecret  = strings.Repeat("s", 128)
+	someTime           = time.Date(2026, 11, 27, 10, 30, 0, 123456789, time.UTC)
+	secret             = "3q2-7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	longSecret         = strings.Repeat("s", 128)
 )
 
 // synthVMMServerV1 writes every synthesized file of vmm-server/v1.
