@@ -20,7 +20,6 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/stretchr/testify/require"
 
-	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/internal/httpkit"
 )
 
@@ -69,6 +68,13 @@ func FuzzHTTPHandler(f *testing.F) {
 		{"GET", "/v1/../v1/instance", "", "TOKEN", "", "", ""},
 		{"GET", "/v1/instance%2fspec", "", "TOKEN", "", "", ""},
 		{"GET", "/v2/instance", "", "", "", "", ""},
+		{"GET", "/v2/instance", "", "TOKEN", "", "", ""},
+		{"PUT", "/v2/instance", "application/json", "TOKEN", "", "", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"f"},"init":{"method":"spec","spec":` + minimalSpecJSON + `}}`},
+		{"PUT", "/v2/instance", "application/json", "TOKEN", "", "", `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"f"},"init":{"method":"nope"}}`},
+		{"PUT", "/v2/instance/state", "application/json", "TOKEN", "", "", `{"requested":"run"}`},
+		{"GET", "/v2/instance/spec", "", "TOKEN", "", "", ""},
+		{"GET", "/v2/instance/state-monitor?gen=0", "", "TOKEN", "", "", ""},
+		{"GET", "/v2/instance/migrate/5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01/start", "", "", "", MigrateUpgradeProtocol, ""},
 		{"POST", "/", "application/json", "", "", "", "{}"},
 		{"GET", "/v1/instance", "application/json", "TOKEN", "", "", "{}{}"},
 		{"GET", "/v1/instance", ";;", "TOKEN", "", "", "{}"},
@@ -199,33 +205,46 @@ var knownCodes = map[string]bool{
 
 // contractChecker judges answers by the embedded v1 contract.
 type contractChecker struct {
+	versions map[string]checkedVersion // by prefix: "/v1", ...
+}
+
+// checkedVersion is one version's contract and its router.
+type checkedVersion struct {
 	doc    *openapi3.T
 	router routers.Router
 }
 
 func newContractChecker(t testing.TB) *contractChecker {
-	doc, err := api.GetSwagger()
-	require.NoError(t, err)
-	doc.Servers = nil
-	router, err := legacy.NewRouter(doc)
-	require.NoError(t, err)
-	return &contractChecker{doc: doc, router: router}
+	c := &contractChecker{versions: map[string]checkedVersion{}}
+	for prefix, load := range contracts {
+		doc, err := load()
+		require.NoError(t, err)
+		doc.Servers = nil
+		router, err := legacy.NewRouter(doc)
+		require.NoError(t, err)
+		c.versions[prefix] = checkedVersion{doc, router}
+	}
+	return c
 }
 
-// operation returns the contract's operation for req, nil for none.
-func (c *contractChecker) operation(req *http.Request) *openapi3.Operation {
-	if !strings.HasPrefix(req.URL.Path, "/v1/") {
-		return nil
+// operation returns the contract's operation for req and its document;
+// nil for none.
+func (c *contractChecker) operation(req *http.Request) (*openapi3.Operation, *openapi3.T) {
+	for prefix, v := range c.versions {
+		if !strings.HasPrefix(req.URL.Path, prefix+"/") {
+			continue
+		}
+		probe := *req
+		u := *req.URL
+		u.Path, u.RawPath = strings.TrimPrefix(u.Path, prefix), ""
+		probe.URL = &u
+		route, _, err := v.router.FindRoute(&probe)
+		if err != nil {
+			return nil, nil
+		}
+		return route.Operation, v.doc
 	}
-	probe := *req
-	u := *req.URL
-	u.Path, u.RawPath = strings.TrimPrefix(u.Path, "/v1"), ""
-	probe.URL = &u
-	route, _, err := c.router.FindRoute(&probe)
-	if err != nil {
-		return nil
-	}
-	return route.Operation
+	return nil, nil
 }
 
 // check returns what is wrong with the answer resp (body) to the raw
@@ -253,7 +272,7 @@ func (c *contractChecker) check(raw string, authed bool, resp *http.Response, bo
 	if req.Method == http.MethodOptions && req.RequestURI == "*" {
 		return "" // net/http's own answer
 	}
-	op := c.operation(req)
+	op, doc := c.operation(req)
 	if op == nil {
 		if status != http.StatusNotFound && status != http.StatusMethodNotAllowed {
 			return fmt.Sprintf("no operation matches, yet %d", status)
@@ -262,7 +281,7 @@ func (c *contractChecker) check(raw string, authed bool, resp *http.Response, bo
 		if op.Responses.Status(status) == nil {
 			return fmt.Sprintf("%s does not declare %d", op.OperationID, status)
 		}
-		reqs := c.doc.Security
+		reqs := doc.Security
 		if op.Security != nil {
 			reqs = *op.Security
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
+	apiv2 "github.com/wagglevm/waggle/gen/vmm-server/v2"
 	"github.com/wagglevm/waggle/internal/httpkit"
 )
 
@@ -51,26 +52,49 @@ func authServer(t *testing.T, core Core) *httptest.Server {
 	return srv
 }
 
-// v1Operation is one operation of the v1 contract.
-type v1Operation struct {
+// apiOperation is one operation of one version's contract.
+type apiOperation struct {
+	prefix       string // where its version is mounted: "/v1", ...
+	doc          *openapi3.T
 	method, path string
 	op           *openapi3.Operation
 }
 
-// v1Operations lists the operations of the v1 contract, in a fixed order.
-func v1Operations(t *testing.T) (*openapi3.T, []v1Operation) {
+// contracts are the documents of the versions the server mounts, by
+// prefix (TestEveryVersionHasItsContract keeps it in step with
+// apiVersions).
+var contracts = map[string]func() (*openapi3.T, error){"/v1": api.GetSwagger, "/v2": apiv2.GetSwagger}
+
+// apiOperations lists the operations of every version the server serves,
+// in a fixed order.
+func apiOperations(t *testing.T) []apiOperation {
 	t.Helper()
-	doc, err := api.GetSwagger()
-	require.NoError(t, err)
-	var ops []v1Operation
-	for path, item := range doc.Paths.Map() {
-		for method, op := range item.Operations() {
-			ops = append(ops, v1Operation{method, path, op})
+	var ops []apiOperation
+	for _, v := range apiVersions {
+		load, ok := contracts[v.prefix]
+		require.True(t, ok, "no contract for %s", v.prefix)
+		doc, err := load()
+		require.NoError(t, err)
+		for path, item := range doc.Paths.Map() {
+			for method, op := range item.Operations() {
+				ops = append(ops, apiOperation{v.prefix, doc, method, path, op})
+			}
 		}
 	}
-	sort.Slice(ops, func(i, j int) bool { return ops[i].path+ops[i].method < ops[j].path+ops[j].method })
+	sort.Slice(ops, func(i, j int) bool {
+		return ops[i].prefix+ops[i].path+ops[i].method < ops[j].prefix+ops[j].path+ops[j].method
+	})
 	require.NotEmpty(t, ops)
-	return doc, ops
+	return ops
+}
+
+// TestEveryVersionHasItsContract: the tests that walk every operation know
+// the contract of every version the server mounts.
+func TestEveryVersionHasItsContract(t *testing.T) {
+	require.Len(t, contracts, len(apiVersions))
+	for _, v := range apiVersions {
+		require.Contains(t, contracts, v.prefix)
+	}
 }
 
 // minimalSpecJSON is a spec with nothing that refers to host files.
@@ -87,21 +111,21 @@ var pathParam = regexp.MustCompile(`\{[^}]+\}`)
 func TestEveryOperationNeedsTheToken(t *testing.T) {
 	core := newFakeCore()
 	srv := authServer(t, core)
-	doc, ops := v1Operations(t)
+	ops := apiOperations(t)
 	var open []string
 	for _, o := range ops {
-		reqs := doc.Security
+		reqs := o.doc.Security
 		if o.op.Security != nil {
 			reqs = *o.op.Security
 		}
 		if len(reqs) == 0 {
-			open = append(open, o.method+" "+o.path)
+			open = append(open, o.method+" "+o.prefix+o.path)
 			continue
 		}
-		require.NotNil(t, o.op.Responses.Status(http.StatusUnauthorized), "%s %s declares its 401", o.method, o.path)
-		url := srv.URL + "/v1" + pathParam.ReplaceAllString(o.path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
+		require.NotNil(t, o.op.Responses.Status(http.StatusUnauthorized), "%s %s%s declares its 401", o.method, o.prefix, o.path)
+		url := srv.URL + o.prefix + pathParam.ReplaceAllString(o.path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
 		for _, cred := range []string{"", "Bearer wrong", "Bearer " + testToken + "x", "Bearer " + testToken[1:], "Basic " + testToken, "Bearer"} {
-			t.Run(o.method+" "+o.path+" "+cred, func(t *testing.T) {
+			t.Run(o.method+" "+o.prefix+o.path+" "+cred, func(t *testing.T) {
 				for _, body := range []string{"", `{"not": "valid"} trailing`} {
 					req, err := http.NewRequest(o.method, url+"?gen=-1&max_bytes=0", strings.NewReader(body))
 					require.NoError(t, err)
@@ -124,17 +148,24 @@ func TestEveryOperationNeedsTheToken(t *testing.T) {
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
-		require.NotEqual(t, http.StatusUnauthorized, resp.StatusCode, "%s %s with the token", o.method, o.path)
+		require.NotEqual(t, http.StatusUnauthorized, resp.StatusCode, "%s %s%s with the token", o.method, o.prefix, o.path)
 	}
-	require.Equal(t, []string{"GET /instance/migrate/{migration_id}/start"}, open, "only the migration stream goes without a bearer token")
+	var want []string
+	for _, v := range apiVersions {
+		want = append(want, "GET "+v.prefix+"/instance/migrate/{migration_id}/start")
+	}
+	require.Equal(t, want, open, "only the migration stream goes without a bearer token, in every version")
 
-	// The open one answers without a token (and learns what a stranger
+	// The open ones answer without a token (and learn what a stranger
 	// learns: the migration is not expected).
-	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/instance/migrate/5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01/start", nil)
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", MigrateUpgradeProtocol)
-	resp, e := doRaw(t, req)
-	require.NotEqual(t, http.StatusUnauthorized, resp.StatusCode, e.Message)
+	for _, v := range apiVersions {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+v.prefix+"/instance/migrate/5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01/start", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", MigrateUpgradeProtocol)
+		resp, e := doRaw(t, req)
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, e.Message)
+		require.Equal(t, CodeNoSuchMigration, e.ErrorCode, v.prefix)
+	}
 }
 
 // TestNoTokenLearnsNothing: whether an instance exists or not, a request
@@ -171,20 +202,20 @@ func TestNoTokenLearnsNothing(t *testing.T) {
 // contract has on the path.
 func TestMethodNotAllowedAllow(t *testing.T) {
 	srv, _ := start(t, newFakeCore())
-	doc, _ := v1Operations(t)
-	for path, item := range doc.Paths.Map() {
+	for _, o := range apiOperations(t) {
+		path, item := o.path, o.doc.Paths.Value(o.path)
 		var want []string
 		for m := range item.Operations() {
 			want = append(want, m)
 		}
-		url := srv.URL + "/v1" + pathParam.ReplaceAllString(path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
+		url := srv.URL + o.prefix + pathParam.ReplaceAllString(path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
 		for _, m := range []string{http.MethodDelete, http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodGet} {
 			if item.GetOperation(m) != nil {
 				continue
 			}
 			req, _ := http.NewRequest(m, url, nil)
 			resp, e := doRaw(t, req)
-			require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s", m, path)
+			require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s %s%s", m, o.prefix, path)
 			require.Equal(t, CodeMethodNotAllowed, e.ErrorCode)
 			got := strings.Split(resp.Header.Get("Allow"), ", ")
 			require.ElementsMatch(t, want, got, "Allow of %s", path)
@@ -361,7 +392,7 @@ func TestNoCredentialsNeverPass(t *testing.T) {
 	resp, _ := doRaw(t, req)
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
 
-	doc, ops := v1Operations(t)
+	ops := apiOperations(t)
 	bodies := map[string]string{
 		"/instance":                ensureBody(minimalSpecJSON),
 		"/instance/state":          `{"requested":"run"}`,
@@ -387,20 +418,21 @@ func TestNoCredentialsNeverPass(t *testing.T) {
 	}
 	checked := 0
 	for _, o := range ops {
-		reqs := doc.Security
+		reqs := o.doc.Security
 		if o.op.Security != nil {
 			reqs = *o.op.Security
 		}
 		if len(reqs) == 0 {
 			continue
 		}
+		v := o.prefix
 		p := pathParam.ReplaceAllString(o.path, "5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01")
 		query := "?gen=0&timeout_ms=0&max_bytes=10"
 		targets := []string{
-			"/v1" + p, "/v1" + p + "/", "//v1" + p, "/v1/" + p, "/v1/." + p, "/v1/x/.." + p,
-			"/v1" + strings.Replace(p, "/", "%2F", 1), "/v1" + strings.ReplaceAll(p, "/", "%2F"),
-			"/v1" + strings.Replace(p, "i", "%69", 1), "/V1" + p, "/v1" + strings.ToUpper(p),
-			"http://x/v1" + p, "/v1" + p + "%00", "/v1" + p + ";",
+			v + p, v + p + "/", "/" + v + p, v + "/" + p, v + "/." + p, v + "/x/.." + p,
+			v + strings.Replace(p, "/", "%2F", 1), v + strings.ReplaceAll(p, "/", "%2F"),
+			v + strings.Replace(p, "i", "%69", 1), strings.ToUpper(v) + p, v + strings.ToUpper(p),
+			"http://x" + v + p, v + p + "%00", v + p + ";",
 		}
 		methods := []string{o.method, strings.ToLower(o.method)}
 		if o.method == http.MethodGet {

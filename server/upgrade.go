@@ -14,7 +14,7 @@ import (
 
 // The endpoints that take over their connection, the same in every
 // version: the serial console (a WebSocket) and the migration stream. A
-// version's handler lets them reach the raw connection (withRawHTTP) and
+// version's handler lets them reach the raw connection (withRawHTTPFor) and
 // calls attachConsole or startMigrationStream.
 
 // rawHTTP carries the connection's writer and request to the upgrade
@@ -26,8 +26,24 @@ type rawHTTP struct {
 
 type rawHTTPKey struct{}
 
+// strictFunc is the type of the generated strict handlers' functions: each
+// version's package names its own, with this one underlying type.
+type strictFunc = func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error)
+
+// withRawHTTPFor is every version's strict middleware for operation op:
+// the upgrade operations (InstanceSerial, InstanceMigrateStart) find their
+// raw connection in ctx; the others pass through.
+func withRawHTTPFor(op string, f strictFunc) strictFunc {
+	if op != "InstanceSerial" && op != "InstanceMigrateStart" {
+		return f
+	}
+	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+		return f(context.WithValue(ctx, rawHTTPKey{}, rawHTTP{w, r}), w, r, req)
+	}
+}
+
 // attachConsole serves the console WebSocket of the request in ctx (its
-// raw connection, see withRawHTTP): every version's serial endpoint. A
+// raw connection, see withRawHTTPFor): every version's serial endpoint. A
 // refusal before the upgrade is an error for the Error schema; once the
 // WebSocket is accepted, nothing is left to answer.
 func attachConsole(ctx context.Context, core Core) error {

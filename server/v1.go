@@ -34,7 +34,9 @@ func newV1Handler(core Core) (http.Handler, error) {
 		return nil, err
 	}
 	strict := api.NewStrictHandlerWithOptions(&v1Server{core: core},
-		[]api.StrictMiddlewareFunc{withRawHTTP},
+		[]api.StrictMiddlewareFunc{func(f api.StrictHandlerFunc, op string) api.StrictHandlerFunc {
+			return api.StrictHandlerFunc(withRawHTTPFor(op, f))
+		}},
 		api.StrictHTTPServerOptions{
 			RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 				writeError(w, r, &apiError{http.StatusBadRequest, CodeInvalidRequest, oapierr.Describe(err)})
@@ -49,15 +51,6 @@ func newV1Handler(core Core) (http.Handler, error) {
 			writeError(w, r, &apiError{http.StatusBadRequest, CodeInvalidRequest, oapierr.Describe(err)})
 		},
 	}), nil
-}
-
-func withRawHTTP(f api.StrictHandlerFunc, operationID string) api.StrictHandlerFunc {
-	if operationID != "InstanceSerial" && operationID != "InstanceMigrateStart" {
-		return f
-	}
-	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
-		return f(context.WithValue(ctx, rawHTTPKey{}, rawHTTP{w, r}), w, r, req)
-	}
 }
 
 func propertiesFromV1(p api.InstanceProperties) Properties {

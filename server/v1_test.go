@@ -352,6 +352,7 @@ func TestV1MigrationPhasesComplete(t *testing.T) {
 		v, ok := phaseToV1[ph]
 		require.True(t, ok, "phase %s has no v1 name", ph)
 		require.True(t, v.Valid(), "phase %s: %q is not in v1's enum", ph, v)
+		require.Equal(t, string(ph), string(v), "v1 names each phase as the core does")
 	}
 }
 

@@ -19,6 +19,7 @@ type apiVersion struct {
 // apiVersions lists the versions this server serves, oldest first.
 var apiVersions = []apiVersion{
 	{prefix: "/v1", newHandler: newV1Handler},
+	{prefix: "/v2", newHandler: newV2Handler},
 }
 
 // NewHandler returns the server's HTTP handler: every version in
