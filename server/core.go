@@ -297,6 +297,10 @@ type Core interface {
 	// Spec returns the instance and its spec; nil while a migration target
 	// waits for its source.
 	Spec(ctx context.Context) (Instance, *spec.Spec, error)
+	// DerivedSMBIOS is the SMBIOS table this server shows an instance with
+	// properties p whose spec sets none: a version that cannot carry an
+	// explicit table may still answer a spec whose table equals it.
+	DerivedSMBIOS(p Properties) spec.SMBIOS
 	// RequestState asks for a state change and returns without waiting,
 	// with the generation at which the request took effect (the current
 	// one for a request already done or under way).

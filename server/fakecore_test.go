@@ -71,6 +71,10 @@ func (f *fakeCore) Spec(context.Context) (Instance, *spec.Spec, error) {
 	return f.inst, f.req.Spec, nil
 }
 
+func (f *fakeCore) DerivedSMBIOS(p Properties) spec.SMBIOS {
+	return spec.SMBIOS{Manufacturer: "fake", SerialNumber: p.Name}
+}
+
 func (f *fakeCore) RequestState(_ context.Context, r Requested) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -345,6 +345,12 @@ func (r *Runtime) Spec(context.Context) (Instance, *spec.Spec, error) {
 	return r.inst, r.spec, nil
 }
 
+// DerivedSMBIOS is the table the VMM derives for an instance with
+// properties p and no explicit table (vmm.DerivedSMBIOS).
+func (r *Runtime) DerivedSMBIOS(p Properties) spec.SMBIOS {
+	return vmm.DerivedSMBIOS(vmm.Properties{ID: p.ID, Name: p.Name}, r.version)
+}
+
 // RequestState carries out what decide says of the request in the
 // instance's current state, and returns the generation at which it took
 // effect: that of the state it moved the instance to, or, for a request

@@ -201,6 +201,15 @@ func (s *v1Server) InstanceSpecGet(ctx context.Context, _ api.InstanceSpecGetReq
 		SpecStatus: api.InstanceSpecStatusWaitingForMigrationSource,
 	}
 	if sp != nil {
+		// An explicit SMBIOS table that is the one this server derives
+		// anyway says nothing v1 cannot: v1 answers the spec without it.
+		if t, ok := sp.SMBIOS(); ok && t == s.core.DerivedSMBIOS(inst.Properties) {
+			plain, err := sp.ToBuilder().ClearSMBIOS().Build()
+			if err != nil {
+				return nil, err
+			}
+			sp = &plain
+		}
 		w, err := specv1.FromSpec(*sp)
 		if err != nil {
 			// The instance's spec uses what v1 cannot say: tell the client

@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	apiv2 "github.com/wagglevm/waggle/gen/vmm-server/v2"
+	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm"
 )
 
@@ -167,5 +169,46 @@ func TestFailureThroughEitherVersion(t *testing.T) {
 		} else {
 			require.Nil(t, tr.Failure, "a %s transition has no failure", tr.State)
 		}
+	}
+}
+
+// TestV1AnswersATableItWouldDerive: an explicit SMBIOS table equal to the
+// one the server derives for the instance loses nothing in v1, which
+// answers the spec without it; a table that differs by one string is
+// refused by name.
+func TestV1AnswersATableItWouldDerive(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		edit   func(*spec.SMBIOS)
+		status int
+	}{
+		{"the derived table", func(*spec.SMBIOS) {}, http.StatusOK},
+		{"another product", func(t *spec.SMBIOS) { t.Product += "x" }, http.StatusConflict},
+		{"a family", func(t *spec.SMBIOS) { t.Family = "f" }, http.StatusConflict},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := newRig(t, fakeGuest{})
+			srv, _ := start(t, g.rt)
+			table := g.rt.DerivedSMBIOS(Properties{ID: uuid.MustParse("5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01"), Name: "both"})
+			c.edit(&table)
+			raw, err := json.Marshal(map[string]string{"manufacturer": table.Manufacturer, "product": table.Product,
+				"version": table.Version, "serial_number": table.SerialNumber, "sku": table.SKU, "family": table.Family})
+			require.NoError(t, err)
+			sp := `{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"smbios":` + string(raw) + `,"components":{}}`
+			require.Equal(t, http.StatusCreated, call(t, srv.URL, http.MethodPut, "/v2/instance", v2Ensure(sp), nil))
+			var view api.InstanceSpecView
+			var e api.Error
+			if c.status == http.StatusOK {
+				require.Equal(t, c.status, call(t, srv.URL, http.MethodGet, "/v1/instance/spec", "", &view))
+				require.NotNil(t, view.Spec)
+			} else {
+				require.Equal(t, c.status, call(t, srv.URL, http.MethodGet, "/v1/instance/spec", "", &e))
+				require.Equal(t, CodeNotExpressible, e.ErrorCode)
+				require.Contains(t, e.Message, "smbios")
+			}
+			var v2view apiv2.InstanceSpecView
+			require.Equal(t, http.StatusOK, call(t, srv.URL, http.MethodGet, "/v2/instance/spec", "", &v2view))
+			require.NotNil(t, v2view.Spec.Smbios, "v2 answers the table it was given")
+		})
 	}
 }
