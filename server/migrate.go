@@ -214,6 +214,10 @@ const (
 	// version of each device kind, as a build from before the newer ones
 	// would, so the source must write that version.
 	FailOldestDeviceVersions = "target-offers-oldest-device-versions"
+	// FailOldestSpecVersion: the target accepts only the oldest spec
+	// version, as a build from before the newer ones would, so the source
+	// must send the spec in it or fail before any RAM moves.
+	FailOldestSpecVersion = "target-accepts-oldest-spec-version"
 )
 
 // ParseFailPoints parses a comma-separated list.

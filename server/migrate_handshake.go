@@ -67,6 +67,9 @@ func sourceHandshake(p *peer, id uuid.UUID, secret string) (migration.Hello, err
 func (t *target) handshake(p *peer, fp FailPoints) error {
 	hello := migration.Hello{MigrationID: t.id, Nonce: migration.NewNonce(), Protocols: migration.Supported,
 		SpecVersions: versions.Names()}
+	if fp[FailOldestSpecVersion] {
+		hello.SpecVersions = hello.SpecVersions[len(hello.SpecVersions)-1:]
+	}
 	t.offered = devices.ImportableVersions()
 	for _, kind := range slices.Sorted(maps.Keys(t.offered)) {
 		vs := t.offered[kind]

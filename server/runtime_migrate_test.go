@@ -15,6 +15,7 @@ import (
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm"
 )
 
@@ -449,4 +450,50 @@ func TestTargetRefusesWhatTheHostCannotBack(t *testing.T) {
 	waitOutbound(t, src.rt, PhaseFailed)
 	waitState(t, src.rt, StateRunning)
 	require.Zero(t, dst.vms.count(), "nothing was built")
+}
+
+// TestMigrationNewestSpecVersionFirst: the source sends the spec in the
+// newest version the target accepts that can express it. A target that
+// accepts only the oldest version (as a released v1 build does) gets a
+// spec v1 can say in v1, and the VM moves; a spec v1 cannot say (a
+// pvpanic device) ends the migration before any RAM is sent, naming the
+// field, and the source runs on.
+func TestMigrationNewestSpecVersionFirst(t *testing.T) {
+	oldTarget := func(o *RuntimeOptions) { o.FailPoints = FailPoints{FailOldestSpecVersion: true} }
+
+	src, dst := newRig(t, fakeGuest{}), newRig(t, fakeGuest{}, oldTarget)
+	src.ensure(t, "fits")
+	src.run(t)
+	migrate(t, src, dst)
+	st, err := dst.rt.MigrationStatus(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PhaseCompleted, st.In.Phase, st.In.FailureReason)
+	waitState(t, dst.rt, StateRunning)
+
+	src, dst = newRig(t, fakeGuest{}), newRig(t, fakeGuest{}, oldTarget)
+	withPanic, err := testSpec(t, 1, 32).ToBuilder().Add(spec.MustKey("panic0"), spec.PVPanic{}).Build()
+	require.NoError(t, err)
+	_, _, err = src.rt.Ensure(context.Background(), EnsureRequest{Properties: Properties{ID: uuid.New(), Name: "panics"}, Spec: &withPanic})
+	require.NoError(t, err)
+	src.run(t)
+	migrate(t, src, dst)
+	st, err = dst.rt.MigrationStatus(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PhaseFailed, st.In.Phase)
+	out := waitOutbound(t, src.rt, PhaseFailed)
+	require.Contains(t, out.FailureReason, "components.panic0", "the source names what the target's version cannot say")
+	require.Contains(t, out.FailureReason, "preamble")
+	require.Less(t, out.BytesSent, uint64(4096), "no page of RAM was sent, only the handshake")
+	require.Zero(t, out.Rounds)
+	waitState(t, src.rt, StateRunning)
+
+	// A target that accepts v2 takes the same VM.
+	dst = newRig(t, fakeGuest{})
+	migrate(t, src, dst)
+	st, err = dst.rt.MigrationStatus(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, PhaseCompleted, st.In.Phase, st.In.FailureReason)
+	_, got, err := dst.rt.Spec(context.Background())
+	require.NoError(t, err)
+	require.True(t, withPanic.Equal(*got), "the target's spec is the source's, pvpanic and all")
 }
