@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -270,21 +269,9 @@ func (s *v1Server) InstanceStateMonitor(ctx context.Context, req api.InstanceSta
 }
 
 func (s *v1Server) InstanceSerialHistoryGet(ctx context.Context, req api.InstanceSerialHistoryGetRequestObject) (api.InstanceSerialHistoryGetResponseObject, error) {
-	p := req.Params
-	if p.FromStart != nil && p.MostRecent != nil {
-		return nil, &apiError{http.StatusBadRequest, CodeInvalidRequest, "query parameters from_start and most_recent: give at most one"}
-	}
-	q := SerialQuery{MaxBytes: 65536}
-	if p.MaxBytes != nil {
-		q.MaxBytes = int(*p.MaxBytes)
-	}
-	if p.FromStart != nil {
-		v := uint64(*p.FromStart)
-		q.FromStart = &v
-	}
-	if p.MostRecent != nil {
-		v := uint64(*p.MostRecent)
-		q.MostRecent = &v
+	q, err := serialQuery(req.Params.FromStart, req.Params.MostRecent, req.Params.MaxBytes)
+	if err != nil {
+		return nil, err
 	}
 	h, err := s.core.SerialHistory(ctx, q)
 	if err != nil {
@@ -302,14 +289,7 @@ func (s *v1Server) InstanceMigrationStatus(ctx context.Context, _ api.InstanceMi
 }
 
 func (s *v1Server) InstanceMigrateExpect(ctx context.Context, req api.InstanceMigrateExpectRequestObject) (api.InstanceMigrateExpectResponseObject, error) {
-	arm := MigrationArm{ID: uuid.UUID(req.Body.MigrationId)}
-	if req.Body.Secret != nil {
-		arm.Secret = *req.Body.Secret
-	}
-	if req.Body.TtlSeconds != nil {
-		arm.TTL = time.Duration(*req.Body.TtlSeconds) * time.Second
-	}
-	armed, err := s.core.MigrateExpect(ctx, arm)
+	armed, err := s.core.MigrateExpect(ctx, armRequest(req.Body.MigrationId, req.Body.Secret, req.Body.TtlSeconds))
 	if err != nil {
 		return nil, err
 	}

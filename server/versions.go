@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -45,4 +46,39 @@ func NewHandler(core Core, opts httpkit.HandlerOptions) (http.Handler, error) {
 // released builds included, serves that one.
 func sourceStreamPath(migration uuid.UUID) string {
 	return apiVersions[0].prefix + "/instance/migrate/" + migration.String() + "/start"
+}
+
+// serialQuery is every version's serial history query: at most one of
+// fromStart and mostRecent, and at most maxBytes (64 KiB when not given).
+func serialQuery(fromStart, mostRecent *int64, maxBytes *int32) (SerialQuery, error) {
+	if fromStart != nil && mostRecent != nil {
+		return SerialQuery{}, &apiError{http.StatusBadRequest, CodeInvalidRequest, "query parameters from_start and most_recent: give at most one"}
+	}
+	q := SerialQuery{MaxBytes: 65536}
+	if maxBytes != nil {
+		q.MaxBytes = int(*maxBytes)
+	}
+	if fromStart != nil {
+		v := uint64(*fromStart)
+		q.FromStart = &v
+	}
+	if mostRecent != nil {
+		v := uint64(*mostRecent)
+		q.MostRecent = &v
+	}
+	return q, nil
+}
+
+// armRequest is every version's arm request: a migration id, the secret
+// when the client gives one (else the server makes it), and the arm's
+// lifetime in seconds when given.
+func armRequest(id uuid.UUID, secret *string, ttlSeconds *int32) MigrationArm {
+	arm := MigrationArm{ID: id}
+	if secret != nil {
+		arm.Secret = *secret
+	}
+	if ttlSeconds != nil {
+		arm.TTL = time.Duration(*ttlSeconds) * time.Second
+	}
+	return arm
 }
