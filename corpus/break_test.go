@@ -28,7 +28,13 @@ func copyRoot(t *testing.T, lock string) string {
 	return dst
 }
 
-const someSpec = "vmm-server/v1/spec/disk-4096-readonly.json"
+// someSpec is a spec file of the version in development (vmm-server/v2):
+// the generator rewrites it. releasedSpec is one of a released version
+// (vmm-server/v1, which openapi/LOCK and lockV1 list): it never changes.
+const (
+	someSpec     = "vmm-server/v2/spec/disk-4096-readonly.json"
+	releasedSpec = "vmm-server/v1/spec/disk-4096-readonly.json"
+)
 
 func corpusFile(r, p string) string { return filepath.Join(r, Dir, filepath.FromSlash(p)) }
 
@@ -54,8 +60,8 @@ func TestManifestCatchesBrokenCorpus(t *testing.T) {
 			require.NoError(t, os.WriteFile(corpusFile(r, someSpec), []byte(`{"edited":true}`), 0o644))
 		}, []string{"line", someSpec, "changed", "go run ./cmd/corpusgen"}},
 		{"edited file of a released version", lockV1, func(t *testing.T, r string) {
-			require.NoError(t, os.WriteFile(corpusFile(r, someSpec), []byte(`{"edited":true}`), 0o644))
-		}, []string{someSpec, "changed", "is released", "disk-4096-readonly.after.json"}},
+			require.NoError(t, os.WriteFile(corpusFile(r, releasedSpec), []byte(`{"edited":true}`), 0o644))
+		}, []string{releasedSpec, "changed", "is released", "disk-4096-readonly.after.json"}},
 		{"removed MANIFEST line", "", func(t *testing.T, r string) {
 			editManifest(t, r, func(s string) string {
 				var keep []string
@@ -77,15 +83,15 @@ func TestManifestCatchesBrokenCorpus(t *testing.T) {
 			require.NoError(t, os.Remove(corpusFile(r, someSpec)))
 		}, []string{someSpec, "is missing"}},
 		{"after-file equal to its original", lockV1, func(t *testing.T, r string) {
-			addAfter(t, r, someSpec, nil, "a reason")
+			addAfter(t, r, releasedSpec, nil, "a reason")
 		}, []string{"disk-4096-readonly.after.json", "is identical to"}},
 		{"after-file without reason", lockV1, func(t *testing.T, r string) {
-			addAfter(t, r, someSpec, []byte(`{}`), "")
+			addAfter(t, r, releasedSpec, []byte(`{}`), "")
 		}, []string{"MANIFEST line", "disk-4096-readonly.after.json", "without a reason"}},
 		{"after-file of an unlisted original", lockV1, func(t *testing.T, r string) {
-			addAfter(t, r, someSpec, []byte(`{}`), "why")
+			addAfter(t, r, releasedSpec, []byte(`{}`), "why")
 			editManifest(t, r, func(s string) string {
-				return strings.Replace(s, "  "+someSpec+"\n", "  vmm-server/v1/spec/gone.json\n", 1)
+				return strings.Replace(s, "  "+releasedSpec+"\n", "  vmm-server/v1/spec/gone.json\n", 1)
 			})
 		}, []string{"replaces", "which is not listed"}},
 		{"malformed line", "", func(t *testing.T, r string) {
@@ -147,20 +153,22 @@ func addAfter(t *testing.T, r, p string, data []byte, reason string) string {
 // then compares with the after-file.
 func TestAcceptedDifference(t *testing.T) {
 	r := copyRoot(t, lockV1)
-	orig, err := os.ReadFile(corpusFile(r, someSpec))
+	orig, err := os.ReadFile(corpusFile(r, releasedSpec))
 	require.NoError(t, err)
 	// Pretend version 1 once wrote the spec with white space; today's
 	// code writes the canonical form, which goes into the after-file.
 	spaced := []byte(strings.ReplaceAll(string(orig), ",", ", "))
-	require.NoError(t, os.WriteFile(corpusFile(r, someSpec), spaced, 0o644))
-	editManifest(t, r, func(s string) string { return strings.Replace(s, Sum(orig), Sum(spaced), 1) })
+	require.NoError(t, os.WriteFile(corpusFile(r, releasedSpec), spaced, 0o644))
+	editManifest(t, r, func(s string) string {
+		return strings.Replace(s, Sum(orig)+"  "+releasedSpec, Sum(spaced)+"  "+releasedSpec, 1)
+	})
 
 	rep := NewReplayer(r, t.TempDir())
 	_, err = rep.Replay()
-	require.ErrorContains(t, err, someSpec)
+	require.ErrorContains(t, err, releasedSpec)
 	require.ErrorContains(t, err, "re-encodes to")
 
-	addAfter(t, r, someSpec, orig, "canonical form has no white space")
+	addAfter(t, r, releasedSpec, orig, "canonical form has no white space")
 	_, err = CheckManifest(r)
 	require.NoError(t, err)
 	_, err = rep.Replay()
@@ -172,14 +180,18 @@ func TestAcceptedDifference(t *testing.T) {
 // visible to CheckManifest.
 func TestGenerateLeavesReleasedVersionsAlone(t *testing.T) {
 	r := copyRoot(t, lockV1)
-	require.NoError(t, os.WriteFile(corpusFile(r, someSpec), []byte(`{"edited":true}`), 0o644))
+	// Another valid spec: the generator of v2 reads v1's specs to record
+	// the crossings, and a spec that does not decode stops it, loudly.
+	other, err := os.ReadFile(corpusFile(r, "vmm-server/v1/spec/minimal.json"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(corpusFile(r, releasedSpec), other, 0o644))
 	rep, err := Generate(r)
 	require.NoError(t, err)
 	require.Equal(t, []Version{{API: "vmm-server", N: 1}}, rep.Frozen)
 	require.NotContains(t, rep.Written, Version{API: "vmm-server", N: 1}) // other contracts are still in development
-	data, err := os.ReadFile(corpusFile(r, someSpec))
+	data, err := os.ReadFile(corpusFile(r, releasedSpec))
 	require.NoError(t, err)
-	require.Equal(t, `{"edited":true}`, string(data))
+	require.Equal(t, string(other), string(data))
 	_, err = CheckManifest(r)
 	require.ErrorContains(t, err, "changed")
 
@@ -204,7 +216,9 @@ func TestCheckFreshCatchesStaleCorpus(t *testing.T) {
 	require.NoError(t, err)
 	edited := []byte(`{"edited":true}`)
 	require.NoError(t, os.WriteFile(corpusFile(r, someSpec), edited, 0o644))
-	editManifest(t, r, func(s string) string { return strings.Replace(s, Sum(orig), Sum(edited), 1) })
+	editManifest(t, r, func(s string) string {
+		return strings.Replace(s, Sum(orig)+"  "+someSpec, Sum(edited)+"  "+someSpec, 1)
+	})
 	_, err = CheckManifest(r)
 	require.NoError(t, err)
 	err = CheckFresh(r)

@@ -16,11 +16,12 @@ import (
 func TestCapturedFilesPipeline(t *testing.T) {
 	r := copyRoot(t, "")
 	v1 := Version{API: "vmm-server", N: 1}
-	data, err := os.ReadFile(corpusFile(r, "vmm-server/v1/device/uart-v2-configured-rx.json"))
+	v2 := Version{API: "vmm-server", N: 2} // in development
+	data, err := os.ReadFile(corpusFile(r, "vmm-server/v2/device/uart-v2-configured-rx.json"))
 	require.NoError(t, err)
-	written, err := WriteCaptured(r, v1, map[string][]byte{"device/uart-after-migration.json": data}, testProvenance)
+	written, err := WriteCaptured(r, v2, map[string][]byte{"device/uart-after-migration.json": data}, testProvenance)
 	require.NoError(t, err)
-	require.Equal(t, []string{"vmm-server/v1/device/captured-uart-after-migration.json"}, written)
+	require.Equal(t, []string{"vmm-server/v2/device/captured-uart-after-migration.json"}, written)
 	_, err = CheckManifest(r)
 	require.NoError(t, err)
 	_, err = Generate(r)
@@ -31,7 +32,8 @@ func TestCapturedFilesPipeline(t *testing.T) {
 	require.NoError(t, err)
 	sum, err := NewReplayer(r, t.TempDir()).Replay()
 	require.NoError(t, err)
-	require.Equal(t, 1, sum.ByKind[KindDevice]-countFiles(t, filepath.Join(root, Dir, "vmm-server/v1/device")))
+	require.Equal(t, 1, sum.ByKind[KindDevice]-countFiles(t, filepath.Join(root, Dir, "vmm-server/v1/device"))-
+		countFiles(t, filepath.Join(root, Dir, "vmm-server/v2/device")))
 
 	_, err = WriteCaptured(copyRoot(t, lockV1), v1, map[string][]byte{"device/x.json": data}, testProvenance)
 	require.ErrorContains(t, err, "is released")
@@ -53,13 +55,13 @@ var testProvenance = Provenance{Commit: strings.Repeat("c", 40), Command: "go te
 // command that captured it (corpus/CAPTURED); corpusgen never re-hashes
 // it, so a hand edit shows; a captured file nothing captured fails.
 func TestCapturedFilesNeedProvenance(t *testing.T) {
-	v1 := Version{API: "vmm-server", N: 1}
-	captured := "vmm-server/v1/device/captured-uart-after-migration.json"
+	v2 := Version{API: "vmm-server", N: 2} // in development: a released version takes no captures
+	captured := "vmm-server/v2/device/captured-uart-after-migration.json"
 	setup := func(t *testing.T) (string, []byte) {
 		r := copyRoot(t, "")
-		data, err := os.ReadFile(corpusFile(r, "vmm-server/v1/device/uart-v2-configured-rx.json"))
+		data, err := os.ReadFile(corpusFile(r, "vmm-server/v2/device/uart-v2-configured-rx.json"))
 		require.NoError(t, err)
-		_, err = WriteCaptured(r, v1, map[string][]byte{"device/uart-after-migration.json": data}, testProvenance)
+		_, err = WriteCaptured(r, v2, map[string][]byte{"device/uart-after-migration.json": data}, testProvenance)
 		require.NoError(t, err)
 		_, err = CheckManifest(r)
 		require.NoError(t, err)
@@ -92,8 +94,8 @@ func TestCapturedFilesNeedProvenance(t *testing.T) {
 	})
 	t.Run("placed by hand", func(t *testing.T) {
 		r := copyRoot(t, "")
-		p := "vmm-server/v1/device/captured-by-hand.json"
-		data, err := os.ReadFile(corpusFile(r, "vmm-server/v1/device/uart-v2-configured-rx.json"))
+		p := "vmm-server/v2/device/captured-by-hand.json"
+		data, err := os.ReadFile(corpusFile(r, "vmm-server/v2/device/uart-v2-configured-rx.json"))
 		require.NoError(t, err)
 		writeFile(t, r, p, string(data))
 		_, err = Generate(r)

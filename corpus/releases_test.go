@@ -9,10 +9,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestTodaysReleases: RELEASES parses, and each release serves only
+// released versions (ReadReleases checks them against openapi/LOCK).
 func TestTodaysReleases(t *testing.T) {
 	rels, err := ReadReleases(root)
 	require.NoError(t, err)
-	require.Empty(t, rels, "no release yet: RELEASES holds only its header")
+	require.NotEmpty(t, rels)
+	require.Equal(t, "v0.1.0", rels[0].Name)
+	require.Equal(t, []Version{{"vmm-server", 1}}, rels[0].Versions)
 }
 
 func TestParseReleases(t *testing.T) {
@@ -42,7 +46,7 @@ func TestParseReleases(t *testing.T) {
 // TestReleaseOfAnUnreleasedVersion: a release may only serve versions that
 // openapi/LOCK lists.
 func TestReleaseOfAnUnreleasedVersion(t *testing.T) {
-	r := copyRoot(t, "")
+	r := copyRoot(t, "# nothing released\n")
 	line := "v0.1.0  " + strings.Repeat("0", 40) + "  vmm-server/v1\n"
 	require.NoError(t, os.WriteFile(filepath.Join(r, Dir, ReleasesName), []byte(line), 0o644))
 	_, err := ReadReleases(r)
