@@ -3,6 +3,7 @@ package gate
 import (
 	"bytes"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,7 +41,38 @@ func repoFiles(t *testing.T) map[string]string {
 		})
 		require.NoError(t, err)
 	}
+	// The copy's history is the test's own, so it starts with nothing
+	// released and nothing captured: this repository's LOCK, RELEASES and
+	// CAPTURED lines name commits the copy does not have.
+	for _, p := range []string{"openapi/LOCK", "corpus/RELEASES"} {
+		files[p] = commentsOnly(files[p])
+	}
+	delete(files, "corpus/"+corpus.CapturedName)
+	var manifest []string
+	for _, line := range strings.SplitAfter(files["corpus/MANIFEST"], "\n") {
+		if strings.Contains(line, "/"+corpus.CapturedPrefix) {
+			continue
+		}
+		manifest = append(manifest, line)
+	}
+	files["corpus/MANIFEST"] = strings.Join(manifest, "")
+	for p := range files {
+		if strings.HasPrefix(path.Base(p), corpus.CapturedPrefix) {
+			delete(files, p)
+		}
+	}
 	return files
+}
+
+// commentsOnly keeps the comment lines of a ledger file.
+func commentsOnly(text string) string {
+	var out strings.Builder
+	for _, line := range strings.SplitAfter(text, "\n") {
+		if strings.HasPrefix(line, "#") {
+			out.WriteString(line)
+		}
+	}
+	return out.String()
 }
 
 // releasedRepo is a git repository holding this repository's contracts and
