@@ -32,6 +32,7 @@ type version struct {
 
 // versions lists the versions the agent drives, newest first.
 var versions = []version{
+	{prefix: "/v2", probe: "/instance", client: newV2},
 	{prefix: "/v1", probe: "/instance", client: newV1},
 }
 

@@ -2,6 +2,7 @@ package vmmclient
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -34,11 +35,38 @@ func fakeServer(t *testing.T, token string, speaks ...string) string {
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
+// TestDialFindsAVersion: the newest version the server speaks is the one
+// driven: v2 where it is served (today's servers), v1 where only v1 is (a
+// v0.1.0 server).
 func TestDialFindsAVersion(t *testing.T) {
 	token := strings.Repeat("t", 43)
 	c, err := New(nil)(context.Background(), fakeServer(t, token, "/v1"), token)
 	require.NoError(t, err)
 	require.IsType(t, &v1Client{}, c)
+	c, err = New(nil)(context.Background(), fakeServer(t, token, "/v1", "/v2"), token)
+	require.NoError(t, err)
+	require.IsType(t, &v2Client{}, c)
+}
+
+// TestReplacementsToV2: replacements written as v1 components are checked
+// by v1's rules and passed on as the same v2 components; a version the
+// agent does not know is refused, naming it.
+func TestReplacementsToV2(t *testing.T) {
+	raw := map[string]json.RawMessage{"disk0-be": json.RawMessage(`{"type":"file_storage_backend","path":"disks/b.img"}`)}
+	got, err := replacementsToV2("vmm-server/v1", raw)
+	require.NoError(t, err)
+	be, err := got["disk0-be"].AsFileStorageBackendComponent()
+	require.NoError(t, err)
+	require.Equal(t, "disks/b.img", be.Path)
+
+	_, err = replacementsToV2("vmm-server/v1", map[string]json.RawMessage{"com1": json.RawMessage(`{"type":"serial_port","num":"com1"}`)})
+	var re *sledagent.RefusedError
+	require.ErrorAs(t, err, &re, "only backends may be replaced")
+	require.Equal(t, "not_expressible", re.Code)
+
+	_, err = replacementsToV2("vmm-server/v9", raw)
+	require.ErrorAs(t, err, &re)
+	require.Contains(t, re.Message, "vmm-server/v9")
 }
 
 func TestDialRefusals(t *testing.T) {
