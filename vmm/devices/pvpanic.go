@@ -26,12 +26,13 @@ const PVPanicPorts = 1
 // device's panic handler, which ends the VM (the VMM makes it a failure
 // the server reports as guest_panicked); a write with only
 // PVPanicCrashLoaded set is logged (the first one only: a guest cannot
-// flood the log) and otherwise ignored, as is any other bit. An access wider than a byte reaches the register with its low byte
-// only: the bytes above it fall on ports nothing claims (reads see 0xff).
+// flood the log) and otherwise ignored, as is any other bit. An access
+// wider than a byte reaches the register with its low byte only: the bytes
+// above it fall on ports nothing claims (reads see 0xff).
 //
 // It has no guest-visible state: nothing the guest writes is kept, so it
-// is not a Stateful device and a migration carries no payload for it. Safe for
-// concurrent use when its handler is.
+// is not a Stateful device and a migration carries no payload for it. Safe
+// for concurrent use when its handler is.
 type PVPanic struct {
 	onPanic func()
 	log     *slog.Logger
