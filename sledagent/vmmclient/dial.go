@@ -13,7 +13,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/wagglevm/waggle/internal/httpkit"
 	"github.com/wagglevm/waggle/sledagent"
@@ -129,4 +132,26 @@ func transport(what string, err error) error {
 		return err
 	}
 	return fmt.Errorf("%s: %v: %w", what, err, sledagent.ErrVMMUnavailable)
+}
+
+// dialConsole attaches to the serial console WebSocket of the VMM server
+// version at base (http://host:port/v<N>): the same in every version.
+func dialConsole(ctx context.Context, hc *http.Client, base, token string) (io.ReadWriteCloser, error) {
+	u := "ws" + strings.TrimPrefix(base, "http") + "/instance/serial"
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: httpkit.BearerHeader(token)})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			var body []byte
+			if resp.Body != nil {
+				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			}
+			return nil, answer(resp.StatusCode, body, "console")
+		}
+		return nil, transport("console", err)
+	}
+	c.SetReadLimit(4 << 20)
+	// The connection outlives the request that opened it: it ends when
+	// either side closes it.
+	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
 }

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
-
-	"github.com/coder/websocket"
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/internal/httpkit"
@@ -206,21 +203,5 @@ func (v *v1Client) SpecBoard(ctx context.Context) (*sledagent.Resources, error) 
 }
 
 func (v *v1Client) Console(ctx context.Context) (io.ReadWriteCloser, error) {
-	u := "ws" + strings.TrimPrefix(v.base, "http") + "/instance/serial"
-	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: v.hc, HTTPHeader: httpkit.BearerHeader(v.token)})
-	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			var body []byte
-			if resp.Body != nil {
-				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
-			}
-			return nil, answer(resp.StatusCode, body, "console")
-		}
-		return nil, transport("console", err)
-	}
-	c.SetReadLimit(4 << 20)
-	// The connection outlives the request that opened it: it ends when
-	// either side closes it.
-	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+	return dialConsole(ctx, v.hc, v.base, v.token)
 }

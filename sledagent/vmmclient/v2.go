@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
-
-	"github.com/coder/websocket"
 
 	apiv1 "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	api "github.com/wagglevm/waggle/gen/vmm-server/v2"
@@ -83,22 +80,22 @@ func replacementsToV2(version string, replace map[string]json.RawMessage) (map[s
 		return nil, refuse("the VMM server speaks %s; the replacements are %s", specv2.Version, version)
 	}
 	rc := map[string]api.Component{}
+	v1 := map[string]apiv1.Component{}
 	for k, raw := range replace {
 		var c api.Component
 		if err := json.Unmarshal(raw, &c); err != nil {
 			return nil, fmt.Errorf("replacement %s: %w", k, err)
 		}
 		rc[k] = c
-	}
-	if version == specv1.Version {
-		v1 := map[string]apiv1.Component{}
-		for k, raw := range replace {
-			var c apiv1.Component
-			if err := json.Unmarshal(raw, &c); err != nil {
+		if version == specv1.Version {
+			var c1 apiv1.Component
+			if err := json.Unmarshal(raw, &c1); err != nil {
 				return nil, fmt.Errorf("replacement %s: %w", k, err)
 			}
-			v1[k] = c
+			v1[k] = c1
 		}
+	}
+	if version == specv1.Version {
 		if _, err := specv1.ReplacementsToSpec(v1); err != nil {
 			return nil, refuse("the replacements: %v", err)
 		}
@@ -235,21 +232,5 @@ func (v *v2Client) SpecBoard(ctx context.Context) (*sledagent.Resources, error) 
 }
 
 func (v *v2Client) Console(ctx context.Context) (io.ReadWriteCloser, error) {
-	u := "ws" + strings.TrimPrefix(v.base, "http") + "/instance/serial"
-	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: v.hc, HTTPHeader: httpkit.BearerHeader(v.token)})
-	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			var body []byte
-			if resp.Body != nil {
-				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
-			}
-			return nil, answer(resp.StatusCode, body, "console")
-		}
-		return nil, transport("console", err)
-	}
-	c.SetReadLimit(4 << 20)
-	// The connection outlives the request that opened it: it ends when
-	// either side closes it.
-	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+	return dialConsole(ctx, v.hc, v.base, v.token)
 }
