@@ -202,16 +202,9 @@ func (s *v2Server) InstanceSpecGet(ctx context.Context, _ api.InstanceSpecGetReq
 }
 
 func (s *v2Server) InstanceStatePut(ctx context.Context, req api.InstanceStatePutRequestObject) (api.InstanceStatePutResponseObject, error) {
-	var r Requested
-	switch req.Body.Requested {
-	case api.InstanceStateRequestedRun:
-		r = RequestRun
-	case api.InstanceStateRequestedStop:
-		r = RequestStop
-	case api.InstanceStateRequestedReboot:
-		r = RequestReboot
-	default:
-		return nil, &apiError{http.StatusBadRequest, CodeInvalidRequest, fmt.Sprintf("body.requested: unknown request %q", req.Body.Requested)}
+	r, err := requested(string(req.Body.Requested))
+	if err != nil {
+		return nil, err
 	}
 	gen, err := s.core.RequestState(ctx, r)
 	if err != nil {
@@ -221,11 +214,7 @@ func (s *v2Server) InstanceStatePut(ctx context.Context, req api.InstanceStatePu
 }
 
 func (s *v2Server) InstanceStateMonitor(ctx context.Context, req api.InstanceStateMonitorRequestObject) (api.InstanceStateMonitorResponseObject, error) {
-	timeout := int32(30000)
-	if req.Params.TimeoutMs != nil {
-		timeout = *req.Params.TimeoutMs
-	}
-	ctx, cancel := context.WithTimeout(ctx, msDuration(timeout))
+	ctx, cancel := context.WithTimeout(ctx, monitorWait(req.Params.TimeoutMs))
 	defer cancel()
 	inst, mig, history, err := s.core.WaitGen(ctx, uint64(req.Params.Gen))
 	if err != nil {

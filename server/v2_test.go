@@ -212,3 +212,15 @@ func TestV1AnswersATableItWouldDerive(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestedFromTheWire: every version's request names map to the core's
+// requests; anything else is refused naming the field.
+func TestRequestedFromTheWire(t *testing.T) {
+	for wire, want := range map[string]Requested{"run": RequestRun, "stop": RequestStop, "reboot": RequestReboot} {
+		got, err := requested(wire)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	_, err := requested("explode")
+	require.ErrorContains(t, err, `body.requested: unknown request "explode"`)
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -81,4 +82,24 @@ func armRequest(id uuid.UUID, secret *string, ttlSeconds *int32) MigrationArm {
 		arm.TTL = time.Duration(*ttlSeconds) * time.Second
 	}
 	return arm
+}
+
+// requested is every version's state change request ("run", "stop",
+// "reboot"; the contracts' enums spell them as Requested.String does).
+func requested(wire string) (Requested, error) {
+	for _, r := range []Requested{RequestRun, RequestStop, RequestReboot} {
+		if r.String() == wire {
+			return r, nil
+		}
+	}
+	return 0, &apiError{http.StatusBadRequest, CodeInvalidRequest, fmt.Sprintf("body.requested: unknown request %q", wire)}
+}
+
+// monitorWait is how long every version's state monitor waits: timeout_ms
+// when given, else 30 s.
+func monitorWait(timeoutMs *int32) time.Duration {
+	if timeoutMs != nil {
+		return msDuration(*timeoutMs)
+	}
+	return msDuration(30000)
 }
