@@ -228,13 +228,31 @@ var v2States = []api.InstanceState{
 	api.InstanceStateDestroyed,
 }
 
-// v2Failures is one failure of every kind, with a message a server could write.
+// v2Failures is one failure of every kind, with the message a server
+// writes for it (a failed VM's exit, "failed: <the vCPU's error>", or the
+// inbound migration's end).
 var v2Failures = []api.InstanceFailure{
-	{Kind: api.FailureKindGuestPanicked, Message: "the guest reported a panic through its pvpanic device (panic)"},
-	{Kind: api.FailureKindGuestTripleFault, Message: "vCPU 0 hit a triple fault"},
-	{Kind: api.FailureKindGuestError, Message: "vCPU 0: unhandled exit (reason 17)"},
+	{Kind: api.FailureKindGuestPanicked, Message: "failed: the guest reported a panic (pvpanic)"},
+	{Kind: api.FailureKindGuestTripleFault, Message: "failed: vCPU 0: guest triple fault (KVM_EXIT_SHUTDOWN) at rip 0x100b2c"},
+	{Kind: api.FailureKindGuestError, Message: "failed: vCPU 0: unexpected KVM exit reason 17 at rip 0x100b2c"},
 	{Kind: api.FailureKindMigrationFailed, Message: "inbound migration failed: " + migrationFailure},
-	{Kind: api.FailureKindHostError, Message: "disk0-be: read vms/a/disk0.img: input/output error"},
+	{Kind: api.FailureKindHostError, Message: "failed: vCPU 0: VM entry failed (KVM_EXIT_FAIL_ENTRY): hardware reason 0x80000021 on host CPU 1"},
+}
+
+// v2SourceFailure is the other way an instance fails with
+// migration_failed: a source that could not resume its VM after its
+// outbound migration failed.
+var v2SourceFailure = api.InstanceFailure{Kind: api.FailureKindMigrationFailed,
+	Message: "resume after the failed migration: vCPU 0: KVM_RUN: input/output error"}
+
+// v2FailedGen is the generation at which an instance fails in v2's files:
+// creating, starting, running, failed; a migration target fails at 3
+// (creating, migrating, failed).
+func v2FailedGen(f api.InstanceFailure) int64 {
+	if f.Kind == api.FailureKindMigrationFailed {
+		return 3
+	}
+	return 4
 }
 
 func addV2Instances(set fileSet) error {
@@ -248,12 +266,19 @@ func addV2Instances(set fileSet) error {
 		}
 	}
 	for _, f := range v2Failures {
-		inst := api.Instance{Gen: 4, Properties: v2PropertiesView(""), State: api.InstanceStateFailed, Failure: ptr(f)}
+		inst := api.Instance{Gen: v2FailedGen(f), Properties: v2PropertiesView(""), State: api.InstanceStateFailed, Failure: ptr(f)}
 		if err := set.addJSON(KindInstance, "failed-"+strings.ReplaceAll(string(f.Kind), "_", "-"), inst); err != nil {
 			return err
 		}
 	}
-	long := api.InstanceFailure{Kind: api.FailureKindHostError, Message: strings.Repeat("m", 4096)}
+	// Running, migrating, failed: a source that could not resume.
+	if err := set.addJSON(KindInstance, "failed-migration-failed-source", api.Instance{Gen: 5, Properties: v2PropertiesView(""),
+		State: api.InstanceStateFailed, Failure: &v2SourceFailure}); err != nil {
+		return err
+	}
+	// The longest message a server writes: a longer account cut to 4096
+	// characters, ending in "...".
+	long := api.InstanceFailure{Kind: api.FailureKindHostError, Message: "failed: " + strings.Repeat("m", 4096-len("failed: ")-3) + "..."}
 	if err := set.addJSON(KindInstance, "failed-longest-message", api.Instance{Gen: 3, Properties: v2PropertiesView(""),
 		State: api.InstanceStateFailed, Failure: &long}); err != nil {
 		return err
@@ -277,7 +302,7 @@ func addV2SpecViews(set fileSet) error {
 		return err
 	}
 	views := map[string]api.InstanceSpecView{
-		"present":                      {Gen: 2, Properties: v2PropertiesView("a VM with everything v2 can say"), Spec: &w, SpecStatus: api.InstanceSpecStatusPresent, State: api.InstanceStateRunning},
+		"present":                      {Gen: 3, Properties: v2PropertiesView("a VM with everything v2 can say"), Spec: &w, SpecStatus: api.InstanceSpecStatusPresent, State: api.InstanceStateRunning},
 		"waiting-for-migration-source": {Gen: 1, Properties: v2PropertiesView(""), SpecStatus: api.InstanceSpecStatusWaitingForMigrationSource, State: api.InstanceStateMigrating},
 	}
 	for name, v := range views {
@@ -371,6 +396,12 @@ func addV2StateViews(set fileSet) error {
 		views[name] = api.InstanceStateView{Gen: 4, State: api.InstanceStateFailed, Failure: ptr(f),
 			History: history(ptr(f), api.InstanceStateCreating, api.InstanceStateStarting, api.InstanceStateRunning, api.InstanceStateFailed)}
 	}
+	// A source whose outbound migration failed and which could not resume
+	// its VM.
+	views["failed-migration-failed-source"] = api.InstanceStateView{Gen: 5, State: api.InstanceStateFailed, Failure: &v2SourceFailure,
+		History: history(&v2SourceFailure, api.InstanceStateCreating, api.InstanceStateStarting, api.InstanceStateRunning,
+			api.InstanceStateMigrating, api.InstanceStateFailed),
+		Migration: api.MigrationStatus{MigrationOut: ptr(v2Progress(api.MigrationPhaseFailed))}}
 	for name, v := range views {
 		if err := set.addJSON(KindStateView, name, v); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -81,9 +82,16 @@ var failureKindToV2 = map[FailureKind]api.FailureKind{
 	FailureHostError: api.FailureKindHostError,
 }
 
+// maxFailureMessageV2 is the most characters v2's InstanceFailure.message
+// holds (its maxLength).
+const maxFailureMessageV2 = 4096
+
 // failureToV2 is a failed state's reason as v2 reports it; nil in any
 // other state. A kind the map lacks (none today) is reported as a host
-// error rather than leak a value outside v2's enum.
+// error rather than leak a value outside v2's enum (a kind added later
+// gets its v2 kind in the map, as the contract's FailureKind says). The
+// message is cut to the contract's bound: a failure's text can quote a
+// path of 4095 bytes.
 func failureToV2(s State, kind FailureKind, message string) *api.InstanceFailure {
 	if s != StateFailed {
 		return nil
@@ -92,7 +100,24 @@ func failureToV2(s State, kind FailureKind, message string) *api.InstanceFailure
 	if !ok {
 		k = api.FailureKindHostError
 	}
-	return &api.InstanceFailure{Kind: k, Message: message}
+	return &api.InstanceFailure{Kind: k, Message: cutMessage(message, maxFailureMessageV2)}
+}
+
+// cutMessage returns msg when it has at most max characters, else its first
+// max-3 characters followed by "...". It counts characters (runes), as JSON
+// Schema's maxLength does, and never splits one.
+func cutMessage(msg string, max int) string {
+	if utf8.RuneCountInString(msg) <= max {
+		return msg
+	}
+	n := 0
+	for i := range msg {
+		if n == max-3 {
+			return msg[:i] + "..."
+		}
+		n++
+	}
+	return msg
 }
 
 func instanceToV2(i Instance) api.Instance {

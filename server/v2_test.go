@@ -2,9 +2,11 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -223,4 +225,44 @@ func TestRequestedFromTheWire(t *testing.T) {
 	}
 	_, err := requested("explode")
 	require.ErrorContains(t, err, `body.requested: unknown request "explode"`)
+}
+
+// TestV2FailureMessageIsBounded: a failure whose account is longer than
+// v2's InstanceFailure.message allows (4096 characters; a reason can quote
+// a path of 4095 bytes) is answered cut to the bound, ending in "...",
+// without splitting a character, on the instance, the state view and its
+// history; v1's failure_reason, which has no bound, keeps it whole.
+func TestV2FailureMessageIsBounded(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	srv, _ := start(t, g.rt)
+	_, vm := g.ensure(t, "long")
+	g.run(t)
+	vm.crash(fmt.Errorf("%w: %s", vmm.ErrTripleFault, strings.Repeat("é", 5000)))
+	failed := waitState(t, g.rt, StateFailed)
+	require.Greater(t, utf8.RuneCountInString(failed.FailureReason), maxFailureMessageV2)
+
+	bounded := func(f *apiv2.InstanceFailure) {
+		t.Helper()
+		require.NotNil(t, f)
+		require.Equal(t, maxFailureMessageV2, utf8.RuneCountInString(f.Message))
+		require.True(t, utf8.ValidString(f.Message))
+		require.True(t, strings.HasSuffix(f.Message, "..."))
+		require.True(t, strings.HasPrefix(failed.FailureReason, strings.TrimSuffix(f.Message, "...")))
+	}
+	var inst apiv2.Instance
+	require.Equal(t, http.StatusOK, call(t, srv.URL, http.MethodGet, "/v2/instance", "", &inst))
+	bounded(inst.Failure)
+	var sv apiv2.InstanceStateView
+	require.Equal(t, http.StatusOK, call(t, srv.URL, http.MethodGet, "/v2/instance/state-monitor?gen=0", "", &sv))
+	bounded(sv.Failure)
+	require.NotNil(t, sv.History)
+	last := (*sv.History)[len(*sv.History)-1]
+	bounded(last.Failure)
+	var v1inst api.Instance
+	require.Equal(t, http.StatusOK, call(t, srv.URL, http.MethodGet, "/v1/instance", "", &v1inst))
+	require.Equal(t, failed.FailureReason, *v1inst.FailureReason)
+
+	require.Equal(t, "short", cutMessage("short", maxFailureMessageV2))
+	exact := strings.Repeat("x", maxFailureMessageV2)
+	require.Equal(t, exact, cutMessage(exact, maxFailureMessageV2), "a message at the bound is kept whole")
 }

@@ -381,11 +381,14 @@ type Error struct {
 }
 
 // FailureKind What made the instance fail. `guest_panicked`: the guest reported a panic through its pvpanic device;
-// `guest_triple_fault`: a vCPU hit a triple fault (the guest reset itself in a way that ends it);
-// `guest_error`: the guest did what the VMM cannot go on from (an unhandled exit, a bad device access);
-// `migration_failed`: an inbound migration failed, so this target never ran the VM; `host_error`: the
-// host failed the VM (the VMM, KVM or a backend's file). New kinds may appear in later versions of the
-// server; a client treats an unknown kind as a failure like any other, and shows its message.
+// `guest_triple_fault`: a vCPU hit a triple fault (KVM's shutdown exit); `guest_error`: the guest did
+// what the VMM cannot go on from (an exit the VMM does not handle, an instruction KVM cannot emulate);
+// `migration_failed`: a migration failed and left no VM to run here (a target whose inbound migration
+// failed, so it never ran the VM; or a source that could not resume its VM after its outbound migration
+// failed); `host_error`: the host failed the VM (it could not be started or reset, or a KVM call or
+// the VM's entry failed). Through this version a server answers only these kinds: a cause that a later
+// version of the API names with a new kind is answered here as `guest_error` when the guest caused it,
+// else as `host_error`, with a message that says what happened.
 type FailureKind string
 
 // FileStorageBackendComponent Stores a disk's blocks in a regular file beneath the server's storage root.
@@ -445,14 +448,17 @@ type InstanceEnsureRequest struct {
 // InstanceFailure Why the instance failed; present only in state `failed`.
 type InstanceFailure struct {
 	// Kind What made the instance fail. `guest_panicked`: the guest reported a panic through its pvpanic device;
-	// `guest_triple_fault`: a vCPU hit a triple fault (the guest reset itself in a way that ends it);
-	// `guest_error`: the guest did what the VMM cannot go on from (an unhandled exit, a bad device access);
-	// `migration_failed`: an inbound migration failed, so this target never ran the VM; `host_error`: the
-	// host failed the VM (the VMM, KVM or a backend's file). New kinds may appear in later versions of the
-	// server; a client treats an unknown kind as a failure like any other, and shows its message.
+	// `guest_triple_fault`: a vCPU hit a triple fault (KVM's shutdown exit); `guest_error`: the guest did
+	// what the VMM cannot go on from (an exit the VMM does not handle, an instruction KVM cannot emulate);
+	// `migration_failed`: a migration failed and left no VM to run here (a target whose inbound migration
+	// failed, so it never ran the VM; or a source that could not resume its VM after its outbound migration
+	// failed); `host_error`: the host failed the VM (it could not be started or reset, or a KVM call or
+	// the VM's entry failed). Through this version a server answers only these kinds: a cause that a later
+	// version of the API names with a new kind is answered here as `guest_error` when the guest caused it,
+	// else as `host_error`, with a message that says what happened.
 	Kind FailureKind `json:"kind"`
 
-	// Message What happened, for people.
+	// Message What happened, for people; a longer account is cut to 4096 characters, ending in `...`.
 	Message string `json:"message"`
 }
 
@@ -524,7 +530,7 @@ type InstanceProperties struct {
 	// Id The instance's id; the VM's SMBIOS system UUID.
 	Id openapi_types.UUID `json:"id"`
 
-	// Name A short name; the VM's SMBIOS serial number unless the spec's `smbios` gives one.
+	// Name A short name; the VM's SMBIOS serial number, unless the spec has an explicit `smbios` table.
 	Name string `json:"name"`
 }
 
@@ -536,7 +542,7 @@ type InstancePropertiesView struct {
 	// Id The instance's id; the VM's SMBIOS system UUID.
 	Id openapi_types.UUID `json:"id"`
 
-	// Name A short name; the VM's SMBIOS serial number unless the spec's `smbios` gives one.
+	// Name A short name; the VM's SMBIOS serial number, unless the spec has an explicit `smbios` table.
 	Name string `json:"name"`
 }
 
@@ -555,9 +561,11 @@ type InstanceSpec struct {
 	Components map[string]Component `json:"components"`
 
 	// Smbios An explicit SMBIOS type 1 (System Information) table, which the guest sees and which travels with the
-	// VM through migrations. Without it, the server derives the table from the instance (its id and name).
-	// Each string is at most 64 bytes of printable ASCII; an absent string is an empty one (the table does not
-	// give it), and the server answers every string, empty ones as "".
+	// VM through migrations. Without it, the server derives the table itself: its own manufacturer, product
+	// and version strings, and the instance's name as the serial number (so a derived table may differ on
+	// another server). Either way the table's UUID is the instance's id. Each string is at most 64 bytes of
+	// printable ASCII; an absent string is an empty one (the table does not give it), and the server answers
+	// every string, empty ones as "".
 	Smbios *Smbios `json:"smbios,omitempty"`
 }
 
@@ -700,8 +708,10 @@ type MigrationStatus struct {
 	MigrationOut *MigrationProgress `json:"migration_out,omitempty"`
 }
 
-// PVPanicComponent The pvpanic ISA device at I/O port 0x505: a guest that writes its "panicked" bit there fails the
-// instance with the kind `guest_panicked`. A VM has at most one.
+// PVPanicComponent The pvpanic ISA device at I/O port 0x505, as QEMU's: a read shows the events it supports (bit 0
+// panicked, bit 1 crash loaded); a guest that writes the panicked bit fails the instance with the kind
+// `guest_panicked`; a crash-loaded event alone is ignored and the guest runs on. It keeps no state, so a
+// migration carries no payload for it. A VM has at most one.
 type PVPanicComponent struct {
 	// Type The `type` of a pvpanic component.
 	Type PVPanicComponentType `json:"type"`
@@ -738,9 +748,11 @@ type SerialPortComponentType string
 type SerialPortNumber string
 
 // Smbios An explicit SMBIOS type 1 (System Information) table, which the guest sees and which travels with the
-// VM through migrations. Without it, the server derives the table from the instance (its id and name).
-// Each string is at most 64 bytes of printable ASCII; an absent string is an empty one (the table does not
-// give it), and the server answers every string, empty ones as "".
+// VM through migrations. Without it, the server derives the table itself: its own manufacturer, product
+// and version strings, and the instance's name as the serial number (so a derived table may differ on
+// another server). Either way the table's UUID is the instance's id. Each string is at most 64 bytes of
+// printable ASCII; an absent string is an empty one (the table does not give it), and the server answers
+// every string, empty ones as "".
 type Smbios struct {
 	// Family The product family.
 	Family *string `json:"family,omitempty"`
@@ -1245,8 +1257,9 @@ type ClientInterface interface {
 	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 	// leave it out and the server makes one and answers it, this once. The target is then created with the
-	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+	// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+	// proof uses the arm up.
 	// Arming again replaces the previous arm.
 	//
 	// Takes any type of body and a specified content type.
@@ -1259,8 +1272,9 @@ type ClientInterface interface {
 	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 	// leave it out and the server makes one and answers it, this once. The target is then created with the
-	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+	// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+	// proof uses the arm up.
 	// Arming again replaces the previous arm.
 	//
 	// Takes a body of the `application/json` content type.
@@ -1322,10 +1336,12 @@ type ClientInterface interface {
 
 	// InstanceSpecGet Get the instance's spec
 	//
-	// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
-	// lower case). A migration target that has not yet received its spec from the source answers
-	// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
-	// failed before the spec arrived.
+	// Answers the spec the VM was built from, in canonical form (every default written out, every string of
+	// an explicit `smbios` table too; a UUID key in lower case). A migration target that has not yet received
+	// its spec from the source answers `spec_status` `waiting_for_migration_source` and no `spec`, and keeps
+	// answering so if its migration failed before the spec arrived. This version expresses every spec a server
+	// of its release can hold; a later server may hold a spec that uses what only a later version of the API
+	// can say, and answers it here with 409 `not_expressible`, naming the field.
 	//
 	// Corresponds with GET /instance/spec (the `InstanceSpecGet` operationId).
 	InstanceSpecGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1445,8 +1461,9 @@ func (c *Client) InstanceEnsure(ctx context.Context, body InstanceEnsureJSONRequ
 // Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 // to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 // leave it out and the server makes one and answers it, this once. The target is then created with the
-// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+// proof uses the arm up.
 // Arming again replaces the previous arm.
 //
 // Takes any type of body and a specified content type.
@@ -1469,8 +1486,9 @@ func (c *Client) InstanceMigrateExpectWithBody(ctx context.Context, contentType 
 // Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 // to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 // leave it out and the server makes one and answers it, this once. The target is then created with the
-// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+// proof uses the arm up.
 // Arming again replaces the previous arm.
 //
 // Takes a body of the `application/json` content type.
@@ -1582,10 +1600,12 @@ func (c *Client) InstanceSerialHistoryGet(ctx context.Context, params *InstanceS
 
 // InstanceSpecGet Get the instance's spec
 //
-// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
-// lower case). A migration target that has not yet received its spec from the source answers
-// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
-// failed before the spec arrived.
+// Answers the spec the VM was built from, in canonical form (every default written out, every string of
+// an explicit `smbios` table too; a UUID key in lower case). A migration target that has not yet received
+// its spec from the source answers `spec_status` `waiting_for_migration_source` and no `spec`, and keeps
+// answering so if its migration failed before the spec arrived. This version expresses every spec a server
+// of its release can hold; a later server may hold a spec that uses what only a later version of the API
+// can say, and answers it here with 409 `not_expressible`, naming the field.
 //
 // Corresponds with GET /instance/spec (the `InstanceSpecGet` operationId).
 func (c *Client) InstanceSpecGet(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2162,8 +2182,9 @@ type ClientWithResponsesInterface interface {
 	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 	// leave it out and the server makes one and answers it, this once. The target is then created with the
-	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+	// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+	// proof uses the arm up.
 	// Arming again replaces the previous arm.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -2176,8 +2197,9 @@ type ClientWithResponsesInterface interface {
 	// Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 	// to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 	// leave it out and the server makes one and answers it, this once. The target is then created with the
-	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-	// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+	// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+	// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+	// proof uses the arm up.
 	// Arming again replaces the previous arm.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
@@ -2247,10 +2269,12 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceSpecGetWithResponse Get the instance's spec
 	//
-	// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
-	// lower case). A migration target that has not yet received its spec from the source answers
-	// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
-	// failed before the spec arrived.
+	// Answers the spec the VM was built from, in canonical form (every default written out, every string of
+	// an explicit `smbios` table too; a UUID key in lower case). A migration target that has not yet received
+	// its spec from the source answers `spec_status` `waiting_for_migration_source` and no `spec`, and keeps
+	// answering so if its migration failed before the spec arrived. This version expresses every spec a server
+	// of its release can hold; a later server may hold a spec that uses what only a later version of the API
+	// can say, and answers it here with 409 `not_expressible`, naming the field.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3243,8 +3267,9 @@ func (c *ClientWithResponses) InstanceEnsureWithResponse(ctx context.Context, bo
 // Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 // to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 // leave it out and the server makes one and answers it, this once. The target is then created with the
-// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+// proof uses the arm up.
 // Arming again replaces the previous arm.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -3263,8 +3288,9 @@ func (c *ClientWithResponses) InstanceMigrateExpectWithBodyWithResponse(ctx cont
 // Arms the running instance as the source of one live migration: binds a one-time secret, with an expiry,
 // to the migration id. Give the `secret` yourself (a control plane that hands it to the target does), or
 // leave it out and the server makes one and answers it, this once. The target is then created with the
-// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration stream the two servers each
-// prove that they hold the secret before any of the VM moves, and a successful proof uses the arm up.
+// same id and secret (`init.method` `migration_target` in the ensure request); inside the migration
+// stream the two servers each prove that they hold the secret before any of the VM moves, and a successful
+// proof uses the arm up.
 // Arming again replaces the previous arm.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
@@ -3364,10 +3390,12 @@ func (c *ClientWithResponses) InstanceSerialHistoryGetWithResponse(ctx context.C
 
 // InstanceSpecGetWithResponse Get the instance's spec
 //
-// Answers the spec the VM was built from, in canonical form (every default written out; a UUID key in
-// lower case). A migration target that has not yet received its spec from the source answers
-// `spec_status` `waiting_for_migration_source` and no `spec`, and keeps answering so if its migration
-// failed before the spec arrived.
+// Answers the spec the VM was built from, in canonical form (every default written out, every string of
+// an explicit `smbios` table too; a UUID key in lower case). A migration target that has not yet received
+// its spec from the source answers `spec_status` `waiting_for_migration_source` and no `spec`, and keeps
+// answering so if its migration failed before the spec arrived. This version expresses every spec a server
+// of its release can hold; a later server may hold a spec that uses what only a later version of the API
+// can say, and answers it here with 409 `not_expressible`, naming the field.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6165,191 +6193,199 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L1vdxs3ki/8VfDw2XNMZZsUSVGyTZ19oXiSjHeixNdykr0bekSwGyQx6gY4ACiak6P97PdUFdCNJpsU",
-	"ZTvOvWfm5EUsqRsNFApVv/qL31qpLpZaCeVsa/Rbywi71MoK/OFrnr0Vf18J6+CnVCsnFP6TL5e5TLmT",
-	"Wp3+zWoFvxMfeLHMBf7TGG1uU52J1qgl1T3PZXZr/EhJqxDW8jn8baqzTVcq6bp2KdLuVHOTddPlyo6Y",
-	"WhVTYVixso5NBeOO5YJbx/qtpOWHupVZa9QazvrpgL8Uz6dn2bm46LUekpZNF6LgMJV/M2LWGrX+/9Nq",
-	"maf0V3v6DUyz9fDwkLQyYVMjl7Cg1qj1biGY/waTlhU8n2lTiIxpw6ZG8DvLODOrXLD2ZGt5k4SVv4I1",
-	"wc/3xS1SBP6ttLtdLeeGZyKbnHRhsq+0muUy/Rw0doYrK3EVMZlTrpR2zIip1o5xxaSyjqtUMLfguETr",
-	"9HIpsi9M29Sv3LK1dAvmFqKamTb480Jbh1SmX9+KD9I6C5QUyq6MuJXqdmn03AhrJ8lYTXZJQVtiV7OZ",
-	"TKVQ7jblS55Kt5mcdMcKlvRaOWEUz2nSn7INNE6N+OGXDB/9QhS2wtwLw2Zc5iJD+tEkPMv9oG9W6eJa",
-	"zg2nlz56yUrf2lW6uC3KseK1K83gr6z8K/Ca+LAUqftizOZJQV+1bHdK7cnOIiYnCVsvuBPwpkOO5Var",
-	"EbwdWDEJQ40VN0UCx0p8WEpDYmJl4f9KJMjIWrOCqw1bcJXZBb8TFgSaVqnwHPiDdt/qlco+bSfC1Lb3",
-	"oDxUC27ZVAjFUiP4F9sCI2Dba6TTptwIt5BqTpsQ/k6CcntPvPScAZ08H7/hm1zz7J3W33MzF59APdBE",
-	"t07r2xwHigkYpBU8AgvBJ4AtuGJ9di2//sJSs2kermJ0nqZi6SxrT+pr8iTzCv2dLIRefYrOCUt2fqR9",
-	"JINDA7onFfJeZEwqBm/8ETTLZIZz4cbIexFmwtqTraV4St0Icy9T8ZPi91zmfJp/Cn/BNoAIuE21UiKF",
-	"d2yNZNEOwiktRUb0PNNLoS6ZMxvG51wqlnMndjRK5/PKzQAO6JDaxco5qea3mV6jlNSGgZCM58mkYzzP",
-	"9drCy9OV3ZB652E3xqo9aaLH5BL4mJg5Hs6OVZprEKh85pDjpWVc2bUwJ132rk6OLmtfxW8jwrFCZSCB",
-	"SNYoFOt3QixhGO0WwjC9ciPG3VjBx3NZSJfgPLQS7O8rKRzLtZoDKxUovtd80z0h2f2T4iu30Eb+Q3yK",
-	"/F7Fw9Q5Q+LWe3WlhMgAf04FN0AMfSfUCFfIFoJnwrArPw4+P2Jf04PjVa93luLj+M8vcQR/0LVpernv",
-	"InH1DARVvHQ4fEmLVoJGyC+//NKBFQnlgJRIuPpXrvI131g2oYVO4P1q3m6zBCJaZ6Sawxxxx+xqudTG",
-	"iexaZJK/w2c+YefK4W4LGO8WPxrvod+ZV/SBDnyQ5CJn+Abzb/wRegSmMdle7wS3pWldKB3LmZCdmOv0",
-	"7kb+o2lvQHoYPhdsytM7obJnluV6LlOesym8xqz8B8ri6cYJmzDOlnoNB3LG3FqzmdEFO+8PmNPs4vz8",
-	"7OISf1qDnICJz+W9ULDjQq2K1ujX8/4g6fcGw2TQG75Ihr2XF8mL/stB0r84ezFMzgbPL14kOM77pAVG",
-	"HXcE0c8GrSTwCoDluTBA7q/BIkV+yDI0Jnj+xsBZdBJM5BnPrWiiccHThVTimWVLo1NhrTY2YYUoNEgr",
-	"lbF0IZdWOJj5Mhrwt5b/w2M7/Mo/9pC0wF7eJTzMwtvQesbuX735yV4C5iq0ERVmAPPqmWXwV9Ye9l7u",
-	"t5RaDfQq+AdZANkvhkmrkIp+6DcRkpZ+W0x3Z/odcuPbq2vggmv59Z5pspQrZKKnTfRiGE+03xu+OH9+",
-	"Ec/2Yne6D3QQAcu3Rr8SgeMlJOUuvS9f1tO/idQRz2j3RJb5BZQULPTnawY2uu2yX4DD+dQK5TVR+BP+",
-	"MHEyvRNmwuZIPNKvioli6UAVFwXwWC6VaGCwIoM/NHOMLPgcuPZ6lTuJ3oJ4sIQtjVQOoBC7unn1+vWl",
-	"/+LucSz4h++FmrsF0HwwTFpL7sAEbY1af/2Vdf7n/Vf/Vh24IJyTFn5/DzPzQgArc79mfDQGvhb2JGEz",
-	"gCQkqUsyJWxSiCJdiPRuAjpokkl7N9ma58UZskU57fqcrzr/zTv/6HVevq/+2b3tNK5ji39oUU2s8qo6",
-	"7IdkSCQsvJhryeGwN/sQDVrR8FWQFrvD/qgEywSgWnRlkURGUYsMljCn84zxJTeOTTdsgvIePptJGKaQ",
-	"ijvykBQcISH8cyZzceul/K0fc5/Y+lbm4oYe/ZqerGabtJb3S65kuu/lNz+/gT/Hb1hhJM9vQUnte+sG",
-	"H3mjjYtfvJfGSX0LfLDvxZ/xkT9Je1e9+FCeps0PvEB0BuR/SFpaiR9nrdGvh8V202QeksPvNM/j8DuH",
-	"6PzYuztkfnj/kLRK39gTxNo3aBnMuMxXBvgY3b07AinGUk3wAcWNPwwdI3iGv4Dn0V5gV29es+gtlktL",
-	"UrLoNomYEpT91iSE10I5tjZazUmSLIVe5uISpQ+J3pkUcEYcm/FV7ho/EaO4Rilbnjn/ZMK4RXs0xsW5",
-	"nlvECvDb/+p4w73zOuD87qOCJ6Jste7a9JqE0re0X3+RKttDpIJnou6thT3usglK5ls8xHcim4zwIRLX",
-	"RhCSBIAHf2duYfRqvmDSWeYPvpdNl2PlR3JGLnNxi5SejBhHHMMWYGAy+hvtAmvHH7LCwaginwFNOdhq",
-	"ZAaiFSjdSfUB8svH88xkhq4/LxKvmXeezzXTiuBomyu2UguuslxkTHwAW5GzKc+CbOUpQD78TOm+uiVf",
-	"LKxCMammeqWyyAlJf02Y1WTeOm7mwnlT1XgY9PP1JZsAFornPVaIjryr1yOFtp99wv7y8zXIeh7hbxDY",
-	"J132g1izOwkkKfiG8eVScMOCGc3uhbHkdJjRV4gvLxlnaQ6YizkjuAMOZSt1p/Ra4WjAyTyceZbLO8G4",
-	"2jC0shNkZ7tA14CzzLNkd6wizVbnoVbS2mWF8pfBpb5NZbAgSzI1KslDAvJpQg5GEbBm0CUg5MCqscR5",
-	"RsxXOTdIcTYVSnAf5igPebCOjNYNxgCOdWu9ZXVIaFcm2APilkWz5IGJgFEC8zAi507eCzCt9s6JtSed",
-	"jv9FB34xORl5YQhYzLECmG9wfk72G7DJkhsOBx0AxOkkYUorAWLcOKnmBFUn3UmX3WyKqc5lCtDyztIJ",
-	"zQXPmF65Uj5q7YhruNqQ92a6coyPVUzahHEDsnS2siIjbopw3bD38vwoZHfb2cJ2v/WSwfnwoX36+DMn",
-	"zXgW1JVW+WZ3N77VZiozG0kep9naSCcuGfJZA6j2w0+1zgVH35PznouPxALo+NjWGt4VgUzUqB8eGa+R",
-	"8QhKEn7H07DlFmDlxGOU2wgtm47zd0KJKpbVoHG9onpm2bx89JLNDYii6QbdfKAgELBYx51g6YKruThs",
-	"Tr7s9Z73X74cnA+fD3svX/Yju7LXZAW/DgGap3sUSlULSMGR32a9KzG84H2MJ8JEvK6Huc2FeuytiMoP",
-	"2x8+5mvVQn+WYo3uLOc9ese8foMPb7NrNI0wHi2miXfDUN9g8DhKbnjCbrzC2JmtA6AQwLaCVRNKAqYD",
-	"BDKRSroJs3xjd7cN/nYsGV7Ds59I/8NUxNkcIt+3FZc9ycux2UWNIrtkS8BsyjGQlEAyOoATj5h2qXXn",
-	"oelBqReh2EdR/wLQjwL8VWH+7o4WuXgMb+O8qm8douBrv+H1yfxZr+sUkjaEands80K4hQY8iZiUM7sU",
-	"KWtPMOmEAjOceNRDSRS9ubwXYxXHvivoRM9R6FumC+Yw0AE4DYfGzyBO0CuTetB2yC+wPfIxfF2mJLyj",
-	"V5IWfPuYN2/guV3znKh0vIHeMOTxL2zPHg3nQw887fxc44bAFiixjnN4dvc4tiyQPXyYizDe7onyZBp9",
-	"9FqvSzpX277P/C2feGaZzEp2K1mLkr4W/F5QsgLH3KuZNjVlvFrJrBlyLXOeitt6XlszmR/xscdun+2D",
-	"al0n1ynPK+DiIWwmZzNhGIYepfUUT9id2BAmdpEvkyKd/v3wCyLCM8DScO4ETwGr46Jsl/0IMnILPJEF",
-	"NxXhsSyhtzywCePCR4FcrE3GCgKxseKuZA/AfAmoqJPLmK14gR+JJ0cyIWi9gk3FTBvBpiuZZ4DSQWz8",
-	"fF1i8ZjoF8MGuWhFah6PepRMd0OPw4smveVZZppZzTNUadrAk8LahMzo0VIbN+myKNydSZ5bUkSw3KUQ",
-	"JuAtjGmDia3HCqyiko07+NTkEuidCXJI5FovMVgBtgsQA+xjJdxamzt7smOjDC4GNRPlrG6i/HU8tqfv",
-	"/330a6/z8v1v/eT84XGvsz/SWwcyIlhJ9Mf0VPNRb4b5XiuhJFIMgAQ5BCp5RDwVo/wdRdGE8HcE82cA",
-	"bZHm/BwiEaZVyUHrJ3kUskVNs28DcaTHNin6+NE7s7X+sB9b39vdA2II8Q2m1H0ciL4yxdZm8FjAkCYr",
-	"GaNhdx7VMjKLRdha5nnAmUepkY8WSM7lt1akWmW2GeDlWs1xatwUbKHzjOwE/84lO+v1Gmz//cHXs4te",
-	"73D4dZuxYtod4qu6qnxqPFNmQjk5k8LGKce7W1l7dcdNYoRgTnxwR4Uaz/uDpqBi9qhTQGaX3nX6zLKb",
-	"669f/3jD7MY6UbCffnr9p6M4RiHibIhgLLRxqPIbvoHxoBCoX6lcWH8MliJ9ZtnEFlOp7QRXC3pJfLGg",
-	"JawRl3Qch6BF/9m4JCnFgU9qxGwv1MRt8iBGQ00YpwygtZHOCcX0yp18Fj6Tjq25/Re7fUl2q3PJIeb7",
-	"CBiAEUnyI/tIibQjxGdYe0JZ37DtmGqRlOgtAvklkIfZdtmfMORTBurGqsTkbiEIqQuWcccxImCAo8lB",
-	"Ho+ZS3VXDXrp/ZDBNYpnwDLxgacuR0g/VhRpIhy5FTMIKUsHwwX40EPSmvpklcMPa0o0+j0tqnexKWQj",
-	"e4mX1lIfk8DOWLrghqcO5AEimEmd2yZbwQbOcgE8yrQZK7B85tKhfwQHh/PG2lIxIdEESrn1B2dX9EjF",
-	"ckxOg4dOnmDc4Kl6jDg39NT2yaD9rFH/sUNx47hrygn7ZSFwjeHEg1VDkbtNHZF7oNRKWmsuMd93pk2V",
-	"in9LIO0gRoR5fIRO2BKUMMsECyVoortS/Y9xWz8Z29M7t7bcmWNf9Xv5O/vK69M7yF+uMQd3a99yORPp",
-	"JsU4D3eiS15MOJIdSj6uzmjbrNRJEiWZw79O4Hx6foPfgQ0Z+y0J1Z9cVsOEcc1KKfhZm9K9HH5VfTr+",
-	"VBJKzSgKh9mnIhsrPZudJL5mTqp5Ek0nHjv8fXsC8Yp2RmcwOMqjME41+PZC2rRW8uiGML9eua0MgpOE",
-	"ZcI6o0FstumAJmXCvBhjvkKHFlXNjLP9JIBJJixbwckGbNbwzZgS5aB+AWPliwovQ3VhubRyot2wHtCe",
-	"1fRBTc6k4vklHf1tl3gggqneSUC0K7FmVBaIDjHynAfnVj3LIPAjnQPj/+lpjr+k1YR/+lopv9mVVwX/",
-	"XSYdlNM5LBrhSLzC8OJHGs9lDrfTPk5ZoxHG8OHY7UhL/57IniRH3pZvbQuUarxHZUZYMNUXP3XFytc1",
-	"iawWng2E+GS9sLWux+KHW2RpgOElZXbCyYEFzUp57ipZ63G2+QwqFYahlOJQOAvgCvNxwsH2yBfd0zhv",
-	"y6wMJ5FbwKpVGP0PDUIvJCDszR7vb0R5W8nCnRWQ4z7CfEYUAkwky9ohxQXrgrh17GxwkoyVzuGss5k0",
-	"1l36PG2yGR0WPIIIU2A/oXMZX9QKhRcSdWUMvECnFAWTdKJ4HCLC8++qIu8HxJ+v6dWzyhjlxvBNLRhz",
-	"vCPrc+INDy080Kgm03S0yhlcmUJkHyEfMEp0wGVI1bn2lrtGZKxKn1zOl1ZYJmdM6eA/xHpeWXcdZtyJ",
-	"ji9m3E0zfWIY7Pd0Sh7y/yUxXQ7uy5sFt40BdOT3Wo13LOaUmGsniQOWRvBimmMSKi9ul0akernBZKOV",
-	"Db9FzY/KFEzc28A9aa7Tu1bSAhyjZzNvEeWCypi9Cm6Sn9UCvLh7Im/9qOp7FaRmQ7rexgl7axtT77+G",
-	"v4GgJYxFogmlhtVsxg1ra8U4C2Av1MuefN4EpEyvFXDsbZN5eC1To70beisjFkt4Vyqp8Fi13eU2kKzz",
-	"B4byfWmc9ULnYqzCx0f1SCLuPVstQx5iAKqsXQWGy9/53AqWcmOksCdsma9sCLCNcXgYxwi7KoT38fgA",
-	"HwUWwrww7ZgbSjpJyJEAM4lcQ05jWaX/TYWgSWB/vk3x6vKWmgw0nbDNFsn3Jc4s4YjWEme+jFxa8rmw",
-	"t7mYNTD+n6RxG4ZPMOtknge6fl7OXgbpdJRkJFkGchEsmoaz8PbqGqjbAfnE6CGWeX/obijm4Mycdjx/",
-	"/MBV+TUO2XK2tedOI88KVdt3MIgwsV18Vnoe1hhE6ySWdzUeKMl6UJ/clMpsGzvHHKgV6VhGum/EhmdA",
-	"iv7gRewH1DM25VZcDFcm77JrfodkQZKeDdCXgNkJQQbzsUrNZun03PDlQqY8zzfwAbAcDeiXgpUWdC0O",
-	"kWlhy9AAVYJrJUaUbmFl5is+9YylepVnYzUVBB2cRmlqGWdrwe/8asDExio99ppSOkXlcRQZOoATTHjW",
-	"GBPx2SOAUVxZhyHdTjZBf/Ci5qYfnu3PeP73xrzlbTj4ERWwpS3BpHIa7YkysVvaKNKzhZq52hwM9x4P",
-	"ZUt9XxN7vuvFE0d4aODknUKpp1MpFL68vrkqi0cce336IwMtxXofznvno7LkETcdc8RJf41boUxi3GJT",
-	"6TwVQfxbUlk7+alUo7FdqNNlV6DwFtyWKf0g6xqiC8cknG/TZX+W+fsjqHpcTnkgZGMaeagrbEKHVJH3",
-	"58qMfJIfZilFWiVYUXQt1cpqLLPQK7dcNfgmMu5485J8ETzJso5Qqc5Az0chyS3zMpb58HLTYRZNhVxX",
-	"U6vzlYPJz6xw7G8r69iSx5YujAdrm8B8J59XXaOSe3xWnrJoZv+O89niTdyfMEeiXxOnNhVzPpWB+hfn",
-	"5z3209Xbdwzx/6sfr/Ho7zIN8vKx1aU/YIT32AqRhoUcqgyBmRxJj+MOrz84KPIaD3Bc5rv/EEcLbwAV",
-	"uZjzdMPevKrRuPQH66JPJuWA/ndG/xs2f68M6D3NRyE+LHOZShfi8ZiN2WftG4r9v1bE0Ohax7rXODnW",
-	"G47CB5v9Hwy/F3nVQG+swHDxpZWVDu6yX6RbgP4NjW0CoBEGQ/2UKjXNRYVDS93RBl0jyUmveIGRz28Q",
-	"8CBBMDfSa42LYQWydnoF8NDQIH4xNC3QSlCghF5BoKW0G6s59mpyJ5VLciswG4p2DEZdytEsQLdxa9xq",
-	"UmMzXsh8j9dwaXS2Sh2jZ7YTII5uZVBwtZrx1K2M2JecSrseP/jRX/OTPrwizFj42C/4M6j2HLB3lQKk",
-	"Rz7+Q3er5uFv/vLTp47tq1oPk8k/9JEfaUKK237bpzugfLjD68PHAz0HnZx+sKrqxRsWZZo0+tqO93V+",
-	"QX//Z3dK7/F6NjVdeKpupx4Tvs2RR/dYFkx/6BSF1Mzm2mFE1oS0+ZAsBDsSUoAkHd4mn2NouNHE0Xdi",
-	"U4LTQ/WWv0uGV9KCtTVPbJsCl2iuyw9eExGxqnx9ysNSThizWrrD6bDPH/XHHIGIGrb/ECIKm+CXfCRD",
-	"HQeOPBdhwUYjOIpbmbxvEkfo2JBucwOL81yDrdKuVvvqxEtJ4Pu2laAAa3cxF9JXcnc6fOUWHXyuA3+d",
-	"lNkEoNIjfb022gnWLnQmWO+i1zvB0hPydq3RqsHORms+n+diwl59/5qKaHzlCnU5kNTCgXQ67hZWRONy",
-	"KhZcOLek9mdSzXRo7cZJP1LiZIu+wwoOKEUqYexuUhpI3p+vr8MKfC8vZlYK/T64Nyueh+4kMN+/kL9Z",
-	"YvNDr0nYIERYr968Hm2nM4yVL/HDhDQVMhhCiH+90FbE1aNsodesHeXuHyr2ixNExiozuHMBHzZF0n3o",
-	"V09xzVmtTYcPHZf/ZIVW0mnjf4Xaf6y8/VvmTlYuTEov6rKrsmUTZTYGMvUx3Do5ve9PTthUWInurYTp",
-	"0IYXGSGQbjRWcSvrQMQwYZ/PF8aWlhnBfaZJnQz0ZHesxuqrr7xyst2vvmJXIdOk/AjSf73YALlBTo/I",
-	"2b4yYgJfmPx2J1WWhCjFwyTxnD2B3+MjVJBFfSajGlV2z/OVR/YT/zo+HxWkPq1jh6fx5Vh9UscOPOX1",
-	"Zh1ApqgjI0Clr75i1Oyn6lNJbkvh+1VOjmxKOSHrBH8TrWKs1tx6udNukDmYiUQCJsgUYLPyDEXGDzxI",
-	"7dKo5s1LOG9NjNWw12f1jpS4KbngRlU9REVufWxffEjFMvS2rrvsLRC8GKv25Ltv3rHTwEWn9IQ4/S32",
-	"qz+c4rQnJ6P4IMd+Z6Ud1ovUw2d+/lYDT+Hi4aNoW0VdM5GH6TwFtHfAy+43GXs+2WpzA48Ey6t0KuKD",
-	"jJRnl712lk2q3kMT6iGLZh1QshBcOeDrscJQKi/sJXJYje/Lpzz3l9ZnYxcmRunDGZwgA5Jhpy8/GZdT",
-	"nW2wxyQ3vBCUFIwdKWC07Vb/3l1tQDyexL3lscaaBsQ02tqdACOWcTXPfZ7gSqH73wOEBHtaZj5lXCs8",
-	"ILW/BSFKQUr/RHBY1F+X9EcCkN1u9yTZ5tu2aui/yqm9FbyLi4r7bsMbxN9w3EgRZWwjwPre6cFPZaSz",
-	"mcBUlsrTDOIkB1m7CSPgdxr69XsSRo2GZZ5XNaSc/XyNHBCOKg2BqzAiF7wM1i6NuJd6ZSuH9zOL3ZKq",
-	"XslYFpFvYCH1Jsa7k/B5jOhuwBCP0rWK65M99wzQSJVCosZRmfa3LCiqJIhTf072Xk0AYwE0CJ0vYSSs",
-	"Jw19oPAE+2C410pwGqSzJ43d02vLrJrhx0m1/jhjUc5Jrds6chJ2a19ytzhJQjXhLTzi62InCdvuOA50",
-	"2tNENmE7Xbdphkd07Eb6NzaQZu2dZtSxw+hQU+qdvtr+cETXdVDjL/qJCZUttVRUIJTyHGBCUDPVYztT",
-	"BWRUmydCJTjDqD74nVCB9OLDEk6JnAIabrvdxHi2ssKGZmXALFdvXpd4x/OMH+SScXvHMEO2Qgon8d0k",
-	"ZcuwktvgGIZUiCo4Dd/VCnSNtIjJ6x03o8pyXw4fNBdKjXoTrKjPFJ0Ef0kFIR0U52P1BKhzqDcZjAaa",
-	"D87gn9+9exPAKGm6yskQqbvDPhffPAjGizIJJ3OhJr7w/jKE850YKw+V2ZrDG0Ayiem7S45BYYR/Xfaa",
-	"zFTfDFCiwQAjbNhU5HrNBn89P8MmccQ//3nz4w9hySBxLeLKIpQK+cW9DVfZZNHiSIeHPBqg1CTuMTjx",
-	"TQYTxnOrgzuC9DwczWe2OsAym4wI0AaLLxxi6l7r41Z00wwV8QzJJ7xbyvP/TeDvk/+ZJAixtm3IgmcE",
-	"u0I/utAnEWuEgglD++xXj243dPd/9VVc6W+XqLSXOZx44IjTfrePQl9QckAJ9kY1JWqTGOEhXILtGitv",
-	"t2GzMlMAlbAFUDjj5BcPPuxtkMja5N73LaKlSvNVJrITlhptQ9MP7B7AOO3yBpAOAZ+dwZZGg1011W5B",
-	"TQ8r2Eh5B1jkZgkoU4YB/EiHa2YQZQFnbFBDoO/ESAcnQqR3/kBIw/RaddnblfIktRTCCvPc6BVzZmUd",
-	"a4duCAi9jLyH45NLdUd9aqZiAWbIu+9vyKzPZSp8iri31a/ffN8ZdHutpLUyubfv7ej0dL1edwv9D5nn",
-	"vKvN/FSozk83p9dvvj8ddHun6OyRLo+s/cqYb0XO4NYAG8QsheJL2Rq1zrq97plvgYbukhK6U2Z5U+DS",
-	"Q2K3r1XXZd1SrGVuhYQSsja7LZwL7ejrrDUqM8C/w444tSu6Br3e0zrXo8f17GBtbKtFRaytXnrBh7w3",
-	"7FzwwawzzC5E5+Xs/KwzmL6YDmYX/CXv90LZ5qhFvZYjJ21ZTnF03/qyP9qe1vVVEflD0hr2+vvGK0l0",
-	"WrucAV8aPv5SeRvPQ9I6JwIffqF+gRS+dfb4Ww0XjKC7blUU3Gxao9Z3wm2rnri5GKkhkCiVAmolLcfn",
-	"FktqAzHfPySt5aqBaeOmGKU4xTT1Mjlnu4FZN7SRQFPs0eZTY3WgM9EnNJ9i0UUGY2WEWxl0yaWiqutF",
-	"BEOe5RKEgPZF5VsGVLvsrVj62jSufDl6yvP4ArgFN0UurB0r6kRJR33Q6zXcWxbOfAIqWpUZegu0pzCZ",
-	"I7aaKiefRBO3HGesyMoqvxZ63tdMsC67arjMraE8CkwYvMDEsFSvlLMjxsdqdx7tYGrJjHYx9I1aivSk",
-	"7EKEfhQPn2dG2EWp5Hw5BsnxZiFGrfeqNsRf62xzvAij6K3RxW2owayOyxUjERQ3xUcv7as3P0WV3DRT",
-	"rcCs7oMaAOgVN+ELnV+ozLOq9iwrq8s7GkIb9nAJQ7920cHg/CKqsC777reWPBW3hf2Pfq8H4tP3vI/k",
-	"Z73QGlMTQgJISFQIXv4oMQLzcLF9ennrSUh8omtPtloOfryEf6gl1Lmyl1m1Fe8OuqIjr2JlLWy1oSob",
-	"aIGNcXCXdmayneTcep4NZr20Lzpn0yHvDNPzrPNCXMw6L3lv2k8H2ZkYzlr7OofBDHudKX6bGuu27gt7",
-	"SrQ4xb92ZTGv9qSxaelDVL3Rmv9peN+zL7//+38NirfP3f+e/tC/++WF+M+zxX9fpN+er656y5uh/F+D",
-	"zTsdN2watfq9Lvz3fNQfDHu91ufd0ydr6XoTzYd6bMyZlXj45wYrpSqplEPwi6H4RhQzIBTzRJr0vwxN",
-	"yirZz47gyG1CIRuP5o7AWdGFtB8PAF88/tLWJXn42svHXytvcoUX+kcgwO37C/G982MW1XCB1R8MVglM",
-	"1sBQUoOHBAp3W8E1Q9aHpLUbMCG/JUriJjxbNhULtfP7m4sBLqgrpRGbYmiNbwdDkup6nQ9LaTbJWPlK",
-	"pajkLeuy77CX+kKwCb03AQvY4DUEbQ64wxmds2XOlYdqeBuodwNFIR8Aq4ihxyoXHJPfGHkVs7orxFcf",
-	"sBiUUnqfJCxcK8ii6FR59WeUMUhRVQqNev9Auw72d4F6MAzqweqTyxBmavRx4CIpyIHuAsHTBQaB7kVZ",
-	"grvZ8VX41pIYkww31bBC3wsfqubMrvDChdkq98UX6BgNpRKrZXesrkyBCB/9uyWOjWMH8Owh3Fprevex",
-	"8HW3dd2x4KTWVu6s13uyRG5s2vd7KO24zrY16A0uOv1+Z/D8Xb83GvRGvd5/fzRA+ygAdTShtgqQ9yiw",
-	"xquM2Uo5mbNJtfTJF1ZqT/Rq/EsL/k5a8MoUx7e1jDRfVBvfrPqacgX2eiNfUTwKG1xtq1umKRAZCtyo",
-	"5my6KbNMXrsyKrAVPx7VxfpYSVCXKV/yqcyl20Qp2ijwn9nqxuvgk5aOta0QrHTLB01y9eb1M1u7yGmm",
-	"DUa3fGJD6cRZGu1E6k5qXiB/x+vkVRn6G7GfKAiHCRxjNfE/jhg5g30DXzG5jHcoKNJ+r1/1wKjCiVOR",
-	"6gKve/E6Tc8AN3Cz8X7zZKywGJCu9ESvP2hkIwTeTIQ5VVUogLOzQWcqHZvKeUeoTHLFlnQcWI4pmFUH",
-	"iiG7ll+fJOUduWPln+yy1yG3Y1RPApvBSoBcOtV5GTVLCI+VQTRqvoPpqT5YFf5Uo0y60NoKe1kVO4Y9",
-	"Dfjoz9dXryhZi7xCCkCIb4stKXfFewXj3BOS6tHdv5TT9vbqOilr4lRGXpzK5VmrCp/pPNfrLrvyuQ0B",
-	"uHE1VtuXsuNl7ZgHsRTCMCtz4RNNOJuJdejDyqqW17jREW/7QnJKAuyyrwmf0I4A/Eh8dA4vpAHzz1bJ",
-	"a8PesPlu84br5jHqvnPdPC4AU9/KlSlgsf13zJ+MiF05+v/qiUxAM1h19FbBN7A4vA0Z3ZdAG8SZpriM",
-	"yrGcpv0Pd22tpbJHAKgbX1VVpuBYbMp/6Ja0WlMPqdCF5haV4bpVnlzHM7H6f6SQ/eH9FvbpkzLeuvBp",
-	"LV1KLSS3zYBw1D5e+R+lx29W6aJEK3+QxvM5xa3Rr+9j/Ye7G7dNiNzT+rDx94gKlFp1qvZ5jwbh4t5G",
-	"tYLjZ7bh+rV23O41WEhorfpOc5QUi0m8Y5VzBxqnbIiGB1DOsHT50QNQFVV/KtDeqWmO+4/0X7x4Pjy7",
-	"eLHV8+P58PnHou+4yUOvbLhQ68ISuikM4q4Hg/Pnvd7D02F46ET0CA63z6KOLP9UYcGYxQ+W21eH8Jjj",
-	"RjGFvYfMoyi7jYzweP8ipjc6vROOtd9++4pdDM/Pkyq9++zEX1TfiNKSGkQTU4sDTRI2uRFppxy58zMN",
-	"N2L9s4kHUVtP/EVsJkkVm4shLBxqQK6kof3d/+G0dtmPIKhCwlcSkJ3Ps4t7dPiMMhPKMqnUG8j96sfr",
-	"fjJW9R60blEmgHgX8J1YusvwgbY22Hz6pPpU7VI+/JBU8IV68HKsooyWNNfB71HtQygaj+VfiIEBxPF0",
-	"IsnK+r1ez9PUYxCHALzMe29PvAPGd0WE7Qk5YtR1pvqFx9cZ42u+CWUh9UZr0rKQjUn9gSh4jJPGKWQA",
-	"JnmeWwQ4Mx6yRXam/YK1J+F5kef+scnJJWCfXK/9YGNF9o51NGgVBi6LErhzPF0gxkfxLrLoIvWQwhew",
-	"FWv3L0Ij7VSrmZyvqHsocNZaWnFyidip0FHe9HDwkjVkBR7SHVTh3PoofFIxw6fjky/inBi8fKLHKbpB",
-	"uLVD1+hGrlGrfxFtIWwJbXYWzuUlywT8BjcNcW79wtxRazjrpwP+UjyfnmXn4qJ3vIPJq4FdffbN/mRQ",
-	"OHA7jHLS/cPdHEi2SEhFjS/IAox0QaR0vG5p1DinUS/H+b5L0f0ZvRNi6astNN75m2IyVU0Is3Z1gKcr",
-	"sIUJxVECROixvvExizmlklANSdXssjFeRa7+CaUhYNEG9RzjWdAQ3DFeb2VBDv0JTPeWplu9VOu44Y1u",
-	"t9ZMfMAsQDK4qYkt1vEzRSVLSTAWM8rkQ6mEdqhvT4mro6x60DddRl3oqmQQ+C11pb+TIM7Jyp34RXmp",
-	"H0rzfMqoETzPN2M1FXOw+CL7N/QPNlKh2PdXtia+Ywd6TIul2zwu6Hw/Fkp4O2gpPt4xZM0VbtoPGmzW",
-	"ObVAp+LFeDdK2/LvK2E2lXFZ7XKr0ZT85NYjTXfEFFG0I+ZwjyHMwVVFfLlvUdHCv9Cq3oWV0BIQogI7",
-	"7Z0h/3CLj9bm56/Xao0uzs/PLg6VAfd7wxfnzy8euRjn/afaYNTKp5V9l/+Nb64+vJr/x3/4jjGj52WX",
-	"m+ODNfVuRHtMH88E2MQWb8X7v1mZ/5Fa6m0QrjudmWoK43H95BPAHnU6oF/Vo19QGJiBiDoBMylTrrTC",
-	"jBDg21AEEq6Mi26vuQwXU9yJDeaWx9dOsKtdn76PJ5N/fCNc2T90bwplVfA4iVr/T9jk0I0PZG8pzSjT",
-	"k7QF6WIaDlCn1Uxu9ZMOfe5DLLekFRX2ZAcVwlKk/88kPn/mTMHPmR34sH0HRXTLxyfnQJW3fewRWWWZ",
-	"Oio0bu6EKcMCkrg2uojkC4ZBP8XS2CrSqtkZTeVaobBKhKosrMpl94NRdPNNN+QbdqvL/0es3xsMA6HO",
-	"+9jRcth7efEFbJN3xy8E3azB2dPeqWH7462Whnx6n+L7WAJS2XamMe/obag74vWWCiAdQ2568BcQRJsL",
-	"5SvdG2+mrzLZq4se9N1YidlMpM6XcsZfktQMtDxioco0GjJ4uOmNLASATi599Ay939ItqJKr1t8hsmqi",
-	"tv9RfX1T3etCK70yjWWvY7WV1b5bShtXe/PQKJ9d2TvQMCEwTLeykj8tw8YKhoG9Z9iab8aqbVbKZ9bX",
-	"LmXxvwuFvidxij/6geAZuvcE42y7F5+wdqTIyotVqpBhnOmM5QzUkhP3ftyiOXBb3RExVv6alXp8vUUK",
-	"Fp63HlaMGm6KqSqWQ6NYDKWGW1fqd6toLC6oh60AOOT+bPx8zea6y67KyxLKIGtVWFHZj2AbUnRRL2ul",
-	"CpgQQ9+Jb26p7mthhS7o7jPusMyQoqsq3oyqGQWOj8kT1UrKYqBD4AH45s3qk/K1ojtT8M6OpyvH3fte",
-	"frdk6eGnzc5fzrJHD5TVKtyW17Fc+pJXH+SOBA53nvkliS9G0utfiVH/nIlR9m4nHIw3CtDRNv4mrWN1",
-	"ccerpr1m2fdazTtLned2VAombpnVWoWcrGbVKy2bo58PEaoKujpEJSa+XcFtYSdjteTWCuulPAYWKD0I",
-	"3U9RCKqm/kJrojXfdNnEez0nLMd6r23VbseKLq6hY7YdQCHnXnRfTe2eGhZfU4N14+SaZGvuUqzrEsJ7",
-	"QsfKOrGkojVcqIVf89x3CQy65VFhe+335YgEj9oFPIKaKBhqQu2VuhVCsXYPFb7SSpzs8xZRT78jEj9+",
-	"F28d3eisqbrQp2uhwV/IPJc+oWjf1Ct+avZ0nfV6vd4hT9cFPXBw2u8/l/Vc+uh/pR6TWwm+/fNRr9ft",
-	"DzDJF98ZVNZledEaUPHAy+fly2cNpun7+q1Gn6OCp7pZa4/iq9/X9C9/2x4Z/wvwP6VC75evJDJDy4s9",
-	"8r6eYVTvV/jre+ABX0OAf6WmAKf3A+QOP96+tpNxvz60WMOdXyuFZ9Qfy3I2za5svFW57laMXvZuxN1X",
-	"v69XQFf1DFPh1kKUnRS6DcltrYf3D/8nAAD//w==",
+	"7H19k9s2kvdXwaPnqizlKI2kebGtqf1j4k2yc5tJfB7HuWcjrwSRkIQdEtAS4Mja1Nxnf6q7ARKUKI3G",
+	"dpy72q38EQ9FgHhpdP/6Fb+2Yp2ttBLKmtbo11YuzEorI/CPr3nyRvy9EMbCX7FWVij8J1+tUhlzK7U6",
+	"+ZvRCp6JDzxbpQL/mec6n8Q6Ea1RS6p7nspkkrueolYmjOEL+G2mk01PKml7ZiXi3kzzPOnFq8KMmCqy",
+	"mchZVhjLZoJxy1LBjWWDVtRyXU1k0hq1zuaDeMhfiuez0+RcXPRbD1HLxEuRcRjKv+Vi3hq1/u9JNc0T",
+	"+tWcfAPDbD08PEStRJg4lyuYUGvUersUzH2DScMyns51nomE6ZzNcsHvDOMsL1LB2tOt6U0jVj6COcHf",
+	"99kEVwT+rbSdFKtFzhORTDs9GOwrreapjD/HGtucKyNxFuEyx1wpbVkuZlpbxhWTyliuYsHskuMUjdWr",
+	"lUi+8NrGbuaGraVdMrsU1ch0jn8vtbG4yvR4Ij5IYw2spFCmyMVEqskq14tcGDONxmq6uxS0JaaYz2Us",
+	"hbKTmK94LO1m2umNFUzpWlmRK57SoD9lG6if2uL7hwxf/UIrbER+L3I25zIVCa4fDcKR3A/6toiXN3KR",
+	"c2r00VNWemKKeDnJyr7CuSvN4FdW/gq0Jj6sRGy/GLG5paCvGrY7pPZ0ZxLTTsTWS24FtLRIsdxoNYLW",
+	"nhQj39VY8TyL4FiJDyuZE5soDPxfiQgJWWuWcbVhS64Ss+R3wgBD0yoWjgJ/0PZbXajk03bCD217D8pD",
+	"teSGzYRQLM4F/2JbkAvY9trS6bzcCLuUakGb4H8nRrm9J457zmGdHB2/5ptU8+St1t/zfCE+YfVAEk2s",
+	"1pMUOwoX0HMreAUmgm8AWXDFBuxGfv2FuWbTOGxF6DyOxcoa1p7W5+SWzAn0tzITuvgUmeOnbF1P+5YM",
+	"Dg3InljIe5EwqRi0+D3WLJEJjoXnubwXfiSsPd2ailupW5Hfy1j8pPg9lymfpZ9CX7ANwAImsVZKxNDG",
+	"1JYs2EE4pSXLCN5neiXUJbP5hvEFl4ql3IodidL9vHzTgwM6pGZZWCvVYpLoNXJJnTNgkuE4mbSMp6le",
+	"G2g8K8yGxDv3uzFW7WnTekwvgY6JmMPuzFjFqQaGyucWKV4axpVZi7zTY2/ry9Fj7auwNSIcI1QCHIh4",
+	"jUK2fifECrrRdilypgs7YtyOFXw8lZm0EY5DK8H+XkhhWarVAkgpQ/a95pteh3j3T4oXdqlz+Q/xKfy7",
+	"CLupU4bErXfiSgmRAP6cCZ7DYug7oUY4Q7YUPBE5u3L94Psj9jW9OC76/dMYX8d/fokj+IOuDdPxfRuw",
+	"q2fAqMKpw+GLWjQTVEJ+/vnnLsxIKAtLiQtX/8pVuuYbw6Y00Sm0r8ZtNytYRGNzqRYwRtwxU6xWOrci",
+	"uRGJ5G/xnU/YubK7SQb9TfCj4R66nXlFH+jCB4kvcoYtmGvxe8gRGMZ0e75T3JameSF3LEdCemKq47tb",
+	"+Y+mvQHukfOFYDMe3wmVPDMs1QsZ85TNoBkz8h/Ii2cbK0zEOFvpNRzIObNrzea5ztj5YMisZhfn56cX",
+	"l/jXGvgEDHwh74WCHReqyFqjX84Hw2jQH55Fw/7Zi+is//IiejF4OYwGF6cvzqLT4fOLFxH28z5qgVLH",
+	"LUH002Er8rQCYHkhcljur0EjRXpIElQmePo6h7NoJajIc54a0bTGGY+XUolnhq1yHQtjdG4ilolMA7dS",
+	"CYuXcmWEhZGvgg5/bbkfHtvhV+61h6gF+vLuwsMonA6t5+z+1eufzCVgrkznosIMoF49Mwx+Ze2z/sv9",
+	"mlKrYb0y/kFmsOwXZ1Erk4r+GDQtJE19ks12R/odUuObqxugghv59Z5hspgrJKKnDfTiLBzooH/24vz5",
+	"RTjai93hPtBBBCzfGv1CCxxOISp36X3ZWM/+JmJLNKPtE0nmZxBSMNF3Nwx0dNNjPwOF85kRykki/xP+",
+	"MbUyvhP5lC1w8Ui+KiaylQVRnGVAY6lUooHAsgR+aKYYmfEFUO1NkVqJ1oKws4itcqksQCF2dfvq+vrS",
+	"fXH3OGb8w/dCLewS1nx4FrVW3IIK2hq1/voL6/73+6/+rTpwnjlHLfz+HmLmmQBS5m7O+GoIfA3sScTm",
+	"AEmIU5fLFLFpJrJ4KeK7KcigaSLN3XRrnBenSBblsOtjvur+hXf/0e++fF/9szfpNs5ji35oUk2k8qo6",
+	"7Id4SMAsHJtrybOz/vxD0Gm1hq88t9jt9kclWCIA1aIpizgysloksIhZnSaMr3hu2WzDpsjv4bOJhG4y",
+	"qbglC0nGERLCP+cyFRPH5Seuz31s61uZilt69Wt6sxpt1Frdr7iS8b7Gr9+9hp/DFkbkkqcTEFL7Wt3i",
+	"K691bsOG9zK3Uk+ADvY1fIev/FGau6rhQ3maNj/wDNEZLP9D1NJK/DhvjX45zLabBvMQHW7TPI7DbQ6t",
+	"82Ntd5b54f1D1CptY09ga9+gZjDnMi1yoGM09+4wpBBLNcEHZDfuMHRzwRN8AO+jvsCuXl+zoBVLpSEu",
+	"mfWaWEwJyn5tYsJroSxb51otiJOshF6l4hK5D7HeuRRwRiyb8yK1jZ8IUVwjly3PnHszYtygPhri4lQv",
+	"DGIFePpfXae4d689zu89yniCla3mXRteE1P6lvbrz1IlexYp44moW2thj3tsipx5gof4TiTTEb5E7DoX",
+	"hCQB4MHvzC5zXSyWTFrD3MF3vOlyrFxPNperVExwpacjxhHHsCUomIx+o11g7T+/u3lmGKinoJky8UHa",
+	"zqUfEFnfw9EkMhmrdSV1b5izkS8004pQZ5tTP+UriRaElpdcJamIvCU9L0jV/PO7shuRFaCNdmAqpQVr",
+	"QuZYnEhlfnQ2WpSxYm4B/Ly7AbibF4qh8azNmeX5Qli2XmoDqz7ThUqqPsaKOomY0aB9k4KbO/D07uYS",
+	"uD1nRhe5t/nHukgTZ5kxRSZwG97dOA0b/tCF3fMZWFhAZLV1RYjm5uLgSluG35kJOMtIAjqHrwob0bho",
+	"3dKU6Zz0b9xLoaxjHiIBNd+RC2rD9yI3sHa8NHqhNcAwrdINfN4IdidVYmCpY14YN2tONoKx8h24Ywgs",
+	"hE64s1QoscYOWGlpEAltBjd1qiLsU1EWfi1h0kZjJVJDDYLVivwn3Hl0BgpQYJEel3y1EkokvbEKxH39",
+	"YLWi1u75KB96P8M23YFaXY6jETkckhpP4/zQizCMMxCwwPlB1UMWx1kuFkXKcwa4gc2EEtz5fkrO51XG",
+	"XOsGDQn7mhinbh6SZJVe+oBgbtnMjmEgoKnBOHKRcivvBRzAvWNi7Wm36x504cG0M3L0AwDVsgwOw/D8",
+	"nJTasTJixXMOpA+o6mQaMaWVOw9SLYgkpr1pj91usplOZQx4+84QcaSCJ3AcS6GhNUgMBUxjQyatWWEZ",
+	"H6twaSPGcxAwc6BHoqYA7J71X54fBXcn3S3A+2s/Gp6fPbRPHn+n0wzyQYbDQd3djW91PpOJCY6T1Wyd",
+	"SysuGdJZg6bhup9pnQqOBjnrzDkfCZDQGrQtSp19BomoUWg+0l8j4RG+JqUGT8OWrYSVAw+hfyPebjrO",
+	"3wklKgdfAwxx0vuZYYvy1Uu2yPXaAKECiXLr7LvGcitYvORqIQ7r2C/7/eeDly+H52fPz/ovXw4CZbvf",
+	"ZBq49l6rp5tZSvwB8MmSMWu9yzEcAn2MJvxAHACCsS2EeqxVsMoP2x8+5mvVRN9JsUYbn3VmzmOa3+LL",
+	"2+QaDMP3R5Npol3f1TfoUQ8iPp6wG6/QoWjqqNB79Y1g1YAiD3TXfMOmUkk7RfG3u23w27HLcA3vfuL6",
+	"H15FHM2h5fu2orInmX42u1BaJJdsBRBJWYI0UrkDOHUYcne17hxeP8j1Amj/qCrkkUhdEeLkCEE/oy4U",
+	"Hrq4QEZ91n95ARwi57EVuYmYUAkIJ6nYtNfrbdtb0Dj7iAaDk6oGemj5rx211GfyJ72uLy8Ml5zfO9aO",
+	"TNilBniO8J8zsxIxa08xjIdcXZwI3KFx5NupvBdjFUYTVLiL3qNgAhkvmUXXEYBr7Bo/gyADgTnJ6EOW",
+	"lu2ejzkUZZDHW2oSteDbx7S8hfd2DR60SsebPBq6PL7B9ujRFHHohacdvhvcENgCAPxBVNTuHocaG5KH",
+	"cxwSQNw9jm6ZRh8915tynatt32dQKN94ZphMSnIrSYvC6Jb8XlD4B8dotrnOa5K8KGTSjNdWKY/FpB4p",
+	"2LzMj3gtQkPa9kE1tpvqmKcV6nH4N5HzucgZOnOlcSsesTuxIUBtA+sw+Y5de/+AFuEZAHE4d4LHAPRx",
+	"UqbHfgQGu4W8DMv4BlRW91oSUSuHiny/8FFYLlDRQdNBFDdWoGk68gDAGIF861yGZMUz/Eg4OOIJXmRm",
+	"bCbmOhdsVsiUuCgq6CWQDxf94qyBLxoR54/7kUqiu6XXoWEeT3iS5M2k5giq1IvgTWFMREruaKVzOwVt",
+	"vTTLJ5KnlWLOVgL0dAJrGCUgEmb1WIFKVZJxF9+aXsJ6J4JMPKnWK3T/gOKDBoq1YkrYtc7vTGdHwRle",
+	"DGv6zWldv/nreGxO3v/76Jd+9+X7XwfR+cPjdnx3pLcOZLBg5aI/Jqeaj3qzjuCkEnIixQCFgBgKLUhE",
+	"U6GKsCMomtSDHcb8GRBfIDk/B0uEYVV80LhBHgWLUdLs20Ds6bFNCj5+9M5szd/vx9b3dveACEJ8g0GK",
+	"H4fAr/JsazN4yGBIkpWE0bA7j0oZmYQsbC3T1IPUo8TIRzMka9OJEbFWiWkGeIBIcWg8z9hSpwkpGa7N",
+	"JTvt9xsMB/vd2acX/f5hh/Y2YYVrd4iu6qLyqR5imQhl5VwKEwZx725lremOjSUXglnxwR7lvD0fDJvc",
+	"tMmjFgWZXLLSlnt78/X1j7fMbIwVGfvpp+s/HkUxChFng09oqXOLIr/hG+hhc6EPEStUKow7ByBfl9y4",
+	"SN1UxtKyqclmUpspQzfTF/MIw3RxdscRC1oGPhvBRCVnqBvPpWVtskQGXU0Zp/CqdS6tFYrpwnY+C8lJ",
+	"y9bc/IvyfifKqxPMITr8CHCAnl8yTTtnkDQjRG2Y40PR9UABGNISlZgugP4lvIfR9tgf0TVYOkTHqkTq",
+	"dikIvwuWcMvRyZADcZPNPewzlequ6vTSmTa9tRWPg2HiA49tikB/rMgjSehyyw3hQ8MOeiDwpYeoNXNB",
+	"QYdf1hTQ9VvqWW9DBckEWhQvdagBBtudBqYcwjXTOrVNt/wXnKUCaBTdeKAPLSR5+LBzOHqsLRUTEhWj",
+	"mBt3hna5kFQsxSBAeKnzBJUHT9Rji3NLb22fDNrP2uo/dihuLbdNsXc/LwXOsTz70rA7BfrKpo7THXxq",
+	"Ra01lxhXPdd5lfIwIeh2EDnCOD5CPGzxTBhlhAkpNNBdBv/7WMKfjPipzcSUO3NsU7eXv7H5vT68g/Rl",
+	"G2Odt/YtlXMRb2J0HXEremTbhCPZpSDv6oy280J1oiCYH/7VgfPp6A2egYwKrZmE9TuXVTe+37xQCv7W",
+	"eWmx9o+qT4efinxKHzn2MMpXJGOl5/NO5HITpVpEwXDCvv3v2wMIZ7TTO4POkR/5fqrOtyfSprm6mAQX",
+	"ybAbBNGJWCKMzTWwzTYd0KhMTBBjteQq6dKkqpFxtn8JYJARSwo42YAQGr4ZrkTZqZvAWLnkzUufxVlO",
+	"rRxoL4wyqYYPYnIuFU8v6ehvG8r9IuRVmwhYuxJrRumXaCYje7o3edUDFzw90jnI3T/dmuNDmo3/p8tJ",
+	"c5td2Vrw32UcQzmcw6wRjsQr9Fh+pEpdxspb7VyftTXCsAA4djvc0rUTyZP4yJuy1TZDqfp7lGf4CVMe",
+	"91NnrFz+mEhqHl+/EJ8sF7bm9ZhLcmtZGhB5uTI7HmpPgnmhHHWVpPU42XwGkQrdUOi2T1AGcAUotzzY",
+	"Dvmi0RrHbZiR/iRyA1i18sz/rn7tpQSEvdljEw5W3lS8cGcGZM4PMF8uMgHakmFtHzWD+VfcWHY67ERj",
+	"pVM462wuc2MvXTx8GXKVC2RhSitBJmdsqBUyL1zUIs+hAZ1SZEzSiuxxiAjvv62S6R8Qf15T09NKL+V5",
+	"zjc1F83x5q3PiTcctHBAoxpM09EqR3CVZyL5CP6AvqMDhkTKgjYTbhuRsSotdSlfGWGYnDOlvVXRBc/V",
+	"lPSEW9F1SaO74bxPdI79lqbKQ1bBKFyXg/vyeslNo08e6b2WSx+yOSUW2kqigFUueDZLMdiXZ5NVLmK9",
+	"2mD8UmH8U5T8KExBxZ146olTHd+1ohbgGD2fO40oFZQu7kRwE/+sJuDY3RNp60dV3yvPNRsiADdWmIlp",
+	"THH4Gn4DRksYi1gTcg2j2ZznrI1xox7s+bzkzueNaUr0WgHFTprUwxsZ59oZp+sxyRSQW6iowmPVdpfb",
+	"QLzOHRiKq6Z+1kudirHyHx/V/Yu496xY+dBGD1RZu3IXl898dGrM81wK02GrtDDe7TbG7jFGmYKHycbj",
+	"3H7kbvDjwvBunlMcS0SGBBhJYBqyGtNX3ZMKQRPD/nyb4sTlhIo5NJ2wzdaS74vFWcERrcXifBm+tOIL",
+	"YSapmDcQ/h9lbjcM32DGyjT16/p5KXvludNRnJF4GfBF0GgazsKbqxtY3S7wJ0YvsUQr0eygOTgyqy1P",
+	"Hz9wVdSNRbKcb+251UizQtX2HRQiCw/FZ13PwxKD1joK+V2NBsplPShPbkthto2dQwrUimQsI9k3Ymen",
+	"sBSD4YvQDqjnbMaNuDgr8rTHbvgdLgsu6ekQbQkYs+B5MB+rON+srF7kfLWUMU/TDXwANMcc5EvGSg26",
+	"5pLAVAvvJaCMe63EiIIwjExcZq2eU4LBWM0EQQerkZsaxtla8Ds3G1CxMRuSXVOUqKgsjiJBA3CEMdQa",
+	"3SMupgQwii3zXaTdiTEYDF/UzPRnp/uDqP+9MRR6Gw5+RKZxqUswqaxGfaKMFZcmcPpsoWauNgedwMdD",
+	"2VLe19ieqy7yxB4eGih5JyHt6avkE4yub698AiS37PrkRwZSivU/nPfPkQb/85ubn55h2kgueMLMUq+J",
+	"MMU9ehCkZS4p3rD2TFrWHyuflhExeDBgcc7NkqWaJ5gr4xNWkZQwmJ169M2wFYiSPdGzmIhSpkSVyVXQ",
+	"MX6pS1+iETKeOv1HLpTOncknSMMqFBwlPAhUAUNpr6oaXTf+OdkPb6yo0A5GgkrbY1cgt9Gj5dQ2YNkN",
+	"TpJjQvG3t3d//P37I4jjuGh7Tw+NAfY+DbUJ5FIC558qbfhJ5qSVFHEVPUb+wlgrozEBRRd2VTSYWBJu",
+	"efOUXM0EYsldoWKdAFwJnKxbWnIouqBxE08STXl/VzOj08LC4OdGWPa3wli24qHCDv3B3KYw3unnRR0o",
+	"qx8flVtZtBb8huPZok3cHz9GWr8mSm3K/X0qAQ0uzs/77KerN28ZqjGvfrxBDrZLNEjLxyYj/4A+62Nz",
+	"ZxomcihnBkZy5Hocd3jdwUHO3XiAw6zw/Yc4mHgDNkrFgscb9vpVbY1Ls7bOBqQZD+l/p/S/s+bvlX7J",
+	"p5laylgBF2GAoaYD1r6laIZrRQSNHgKMIggjf53+K5zP3P2Q83uRVvUWxwr0L5daWUGJHvtZ2iXACF8H",
+	"yeMykct74aPgZynmjYp0PiojMjOuijmPbZGLPAKMlhSxHSsYgk+6pIUJbJ+B1RR90BUWrAIqWBvEkxtA",
+	"wnxW+KaKDoaPhDHZnR77hnzNa76pRvzMkC9amu1vy6THvkGAiQPECFUn3i7OSlA7VjtFMLiv1BG29NU4",
+	"QBy3q/Uqk4gXWIPMdqplqDvCx8onXuXo5ip7M7A+49a41SRw5zyT6R4zrdsMRu9sR5wcXaMj3OE99mCi",
+	"z/DFj/6aG/ThGWGIyMd+wXELtYcVvN2mxI//0F3R3P3tn3/61L7d2Tq8TO6lj/xIEzTfNpQ/3eLn/EtO",
+	"cj/uWTtoVXadVZlLTpMro9XRuHm8cfkLOlg+uxdgj5m5qZrIU1EIFU9x9bucOoWp3fRDN8ukZibVFl3g",
+	"uc9e8NFZsCM+5krS4W0y8vpKMk0UfSc2JYw+lDP7m4TURS2YW/PAtlfgEu0j8oOTmbRYVdoEBb4pK/K8",
+	"WNnDUcnPHzWAHYHdGrb/EHbzm+CmfCRBHQfjHBVh3kwjjAtr9LxvYkdoSZJ2cwuTc1SDNQCvin25/iUn",
+	"cAUJS2sg5l9jHKrLxu92eWGXXXyvC79Oy/ANEOmBwF7n2grWznQiWP+i3+9gBhCZF9eof2HJrjVfLFIx",
+	"Za++v6ZcJpdARJUzpEpMaWPC3cKsdpxORYJLa1dU10+qufY1CznJRwpabdF3WMYBpUglcrMbBQic993N",
+	"jZ+BK1LnrQNExgVPfdkdRtVNeuwtmpSqAhxD79K+en092o4fGSuXaYkRgMqHjPiYCipmEmQAs6Ves3aQ",
+	"QnEo5zKMyBmrJMed80i2KXTB4U09wzkntfozzgBS/pNlWkmrc/cIpf9YOU29DFatLCUUz9VjV35BAZji",
+	"PxkhUrdepjTLXb2+ZjNhJBoWWRvtmhgRa8YYKOjyxgp4bNj05H6AKai+HjUSjl/qUa2ku19zPz+uPKvM",
+	"YOfQrIVhQLhkY+XfgyH0xmqsvvrKyTHT++orduWjgMoPuFolGxgYsPQROUKKXEzhA9Nf76RKIu9BephG",
+	"7hBM4Tm+Qil0VOslSElm9zwtnLoydc3x/Sr/+Kl1YKgKzFilEkNEYByXvgoMaygCA/vGk4SauRobYQEZ",
+	"7He7PVX+AHrfKRVDqaU8B3rHejJuIG0jalPvPKEsDOxQUBAVAN1XXzGqtVWViSVrtnDlYqdH1oSdkraH",
+	"TwIWN1Zrbhx3bDdwRgxQIzboOR8chvKkB8okvEjVCulkOD5cKj1n/QGrF4R1pZF4rqoSviI1LuRDfIjF",
+	"ypeWr3tyjM0Fz8aqPf3um7fsxBPwCb0hTn4N3S0PJzjsaWcUspvQHYGVn3Sa1L2qbvxGAznj5OGjqAEG",
+	"RWvx+LjDPtvyMu46X9wmY8k1U22uO2UlkZcGYnyRkYjvsWtr2LQq/TWlEs6ofMJKZoIrC0cKFFm9yHlm",
+	"LpGd1Y5c+ZY7eNh0bxE0RlHlCRzeXIyCaxj8tRikAs90ssESrzznmaBYcax9Ar1t37ThvBg5MPFOeLUD",
+	"JuRThxhdXbuSY8QSrhapCx8tFHqFHIyJsKRs4jIJ4OQrUf/Ns3oy8Ls3vAGo3lzSjwRze71eJ9qm27Zq",
+	"KH/MqboctMVJhWXvoQXRNxw3EpcJ2wjboSssaldgUM7xfC4wwqnyGnDDeApcfuN7wO80XJfhljCo8y3T",
+	"tEo45uzdDVKAP6rURUTlu1LBSx/+Khf3UhdmrAL97d1NWKocE2fSDUykXkN8dxAuvBWtIuj5U7qWnt/Z",
+	"c80H9VTJQarElmh3yYmiBJMwIqyz92YQ6AsYui88iwXMeHxXFlTDE+xYdcWl59KaTuPlBbVpVndRhO4W",
+	"d5wxbatTu+wAKQmxAMCCTuRTTyfwikuinkZsu+A/rNOeGs4R2yl6TyM8omA+rn9j/XbW3qkFH9q1DtWE",
+	"3ylr7w5HcFsOFuRzfzGhkpWWilLIYp4CQvFipnptZ6iA32rjREAHZxjFB78Tyi+9+LCCUyJngNnbdjdf",
+	"ghVGuH0nYgEA4TGBrwNInVwybu6orFyFGzrh1UD0haAQIR5DHyFTxSzAdzWiNmlQc6gXvA3KELjaCV5y",
+	"Ideol1sLKprRSXB3xPTYD2JN7HysEBGtVoLnzG/NFpr1G4wOyRTOEQMZaNEGWihKfIHeQPLBGfzT27ev",
+	"PWQmSVeZQgJxd9gy5MpUQX9BgOl0IdTUVWm49FEeVoyVA/RszaEFuTGZ1WzFMVYAkWePXZMy7WpxOphu",
+	"LJaCSPWaDf96fop+UqKf/7j98Qc/ZeC4BiFt5jPI3OTe+JukkmByJMNLFytXbBqW+Jy6Gp8R46nR3mhC",
+	"ch6O5jNTHWCZTEeEpb1e6g8xFY92fkC66Ilyu87Icr2b4fV/pvD79L+nEUKsbU034wnBrrGqlylFs71X",
+	"tGif3ezROIjuk6++CstCmBUK7VUKJx4o4mTQGyDTFxQzUoK9UU2ImihEeAiXYLvGymmXCNnzDFYJi035",
+	"M07me29q3waJrE3uElehXao4LRKRdFica+NhPJaaYJx2eQNIh4DPTmerXN8Lw2baLhmmKFawkcJRSNMj",
+	"oEyBJ/AnHa55jigLKGODEgItPLm0cCJEfOcOhMyZXqsee1Mot6SGXIJ+nBtdMJsXxrK2L52B0CuX93B8",
+	"UqnuqKjRTCxBM3n7/S0ZH1IZC5c54CwKN6+/7w57/VbUKvLUWSHM6ORkvV73Mv0Pmaa8p/PFiVDdn25P",
+	"bl5/fzLs9U/QJCVtGtgkKpNDKzBZt4ZYTWglFF/J1qh12uv3Tl2xPTTqlNCdEg6aHMEOEtt9ReEu60pq",
+	"LaDPxxmRottr4VhoR6+T1qhMDPgOyyfVbsgb9vtPuzgC7cKnB7OnWy1Kc2714wt+xvtn3Qs+nHfPkgvR",
+	"fTk/P+0OZy9mw/kFf8kHfZ/NO2pRqfPAlFxm2Rx9bURZiW/PzRFVxYGHqHXWH+zrr1yik9rdKNjo7PFG",
+	"5WVYD1HrnBb4cIP6/W3Y6vTxVg33+6BRscgynm9ao9Z3wm6LnrCMHYkh4CiVAGpFLcsXBjOt/WK+f4ha",
+	"q6KBaMMKKiU7xeidMmZru1Rez9ccQVXs0UplY3WgjNUnVCpjwT0iY5ULW+RoOIxFle6NCIbs3yUIAemL",
+	"wrd0UPfYG7FyKYtcuYIFMU/D+xeXPM9SYQx5kb32O+z3G64N9Gc+wnCoMnBzifoUBseEWlNlipSo4pb9",
+	"jBVpWeXX/JUTNRWsx64a7lJsyJoDFcaVzcOieWbE+FjtjqPtVS2Z0C56h/ZKxJ2yZBXaURx8nufCLEsh",
+	"57J0iI83MzEq8lhVAf9aJ5vjWRj5mHOdTXxqbnVcrhixoPBOCrQlv3r9U5DgTyPVCtTqAYgBgF5huUdf",
+	"Joiyf6sk4DLhvrwixd+C4O9AGdTuGRmeXwSJ9+W1F60Vj8UkM38Y9PvAPt2VEwH/rOffY6iHD6jxgR/e",
+	"FxEEmmB4Nt5eUF465APJ6NahreKWH8/hH2pxlrYsfFdtxduDBnNHPOiSK7WFrZplZbU10DEO7tLOSLZj",
+	"31vPk+G8Hw9E93R2xrtn8XnSfSEu5t2XvD8bxMPkVJzNW/vKzMEI+90ZfptKOLfuM3NCa3GCv/Zktqj2",
+	"pLE87kOQ1NNa/PHsvm9efv/3/xpmb57b/zf7YXD38wvxH6fLv1zE354XV/3V7Zn8z+HmrQ6re41ag34P",
+	"/ns+GgzP+v3W593TJ0vpernWh7oHz+aFePjnBiulKKmEg7eLIftGFDMkFPPENRl8mTUpk6c/O4Ijswl5",
+	"ihyaOwJnBfdBfzwAfPF4o607KrHZy8eblRcpQ4PBEQhw+/pQbHd+zKQa7o/7ncEqgckaGIpq8JBA4W7d",
+	"wGbI+hC1dh0mZLdETtyEZ8sKdL6kwv5KdIAL6kJpxGboAufbzpCout3qw0rmm2isXAJbkAmZ9Nh3WLV/",
+	"KdiU2k1BA86NSOeszQF32FynbJVy5aAaXsbrzECBywfAKmLosUoFxxg9RlbFpG4KcUkpLASlFC4pCQvX",
+	"8vTIO1XevBtEYJIvl5yyzj7QroP9XaDuFYO6S71z6d1MteUZK2eXwFmSlwPtBeh1RmNFmZm92bFVuDqk",
+	"lRsZ4H2m70XpHzVFHAtj5kWKLiU9J8uoT6EpVr2xusozhPho4C2BbOg8gHcPAddaicSPxa+7hQ6PRSe1",
+	"IoSn/f6TWXJjicffQmqH+detYX940R0MusPnbwf90bA/6vf/8tEI7aMQ1NELtZWYvkeCNV4lzgplZcqm",
+	"1dSnX1iqPdGs8S8x+BuJwas8O74IaiD6gpoJzbKvKVhgrznyFTmksPDZtrxlmjyRPvGRchFnmzLC5dqG",
+	"mVf1a363+Lo0GJ6y4jOZSrsJQsmR4T8z1Y3z3igtLQWflHZ5L0quXl8/M7WL1OY6R/eWi2worTirXFsR",
+	"207NDOTuWJ6+Kn1/I/YTeeEwgmOspu7PESNrsCv3LKaX4Q55STroD6raKJU/cSZineHNQk6m6TkAB55v",
+	"nOE8GisKpqJsidmGirDkQuCdUxj6VfkCODsddmfSsplcdIVKJFdlrluKkaJVZZIzdiO/7kTlHdVj5d7s",
+	"sWsf3DGqx6rNYSawXDrWaek2iwiQlV40KsqEUbTOW+V/qq1MvNTaCHNZJcH6PfUA6U83V68oRozMQgpQ",
+	"iCuiLil4xZkFw+AT4urB3dsUevfm6iYqcyVVQmacyuZZqxYw12mq1z125YIbPHLjaqyIJ6M9DGMxeJ65",
+	"QIiVEDkzMhUu0oSzuVj7qr2sKpCOGx3Qtisw4DMZvyaAQjsC8CNy7jm8+wj0P1PFzJ31z5rc81SQUvjw",
+	"OqoQgG73Ckx7HzxMYKw8HoWZKSAxf2F7eeIwewR2oDMicuVoAKxHMsGawayDVhnf4N1vcPDQfglrg0Az",
+	"zy6D/DarHXajFBy2lsocAaBuXZpaGYNj8AqHQ7cU1oq9SIU2NLusNNettPU6ngnF/yMFDh7eb2GfAQnj",
+	"rbvF1tLGVFp0Ww/wR+3jhf9Rcvy2iJclWvmdJJ4LfW6Nfnkfyj/c3bCcRmCf1oe1v0dEoNSqW5VVfNQL",
+	"F9a8qiWiPzO7FxiydlgR2KtIqK66CoQUuzunANmUW5A4ZaE8PIByjintjx6AKtn+U4H2Tq57WJdm8OLF",
+	"87PTixdbtWCenz3/WPQdFv/ol4U4atV5fJWNYVgNY3j+vN9/eDoM9xWqHsHh5llQqeefyi8YkvjBMgzV",
+	"ITzmuJFTYe8hcyjKbCMjPN4/i9mtju+EZe03375iF2fn51EZkzQ47YyQNTSjtKgG0cTMYEfTiE1vRdwt",
+	"e+6+o+5GbHA6dSBq640/i42/5xKjPgMIC4cakCtJaPI3lKe1x34ERuUjviKP7FygXVi7xYWU5T7PlXLn",
+	"Yblf/XgziMaqXpvYLssIEGcDvhMre+k/0NY51ifvVJ+q3f+IH5IKvlD3Xo5VENISp9rbPap9KK8HDfif",
+	"d4IJDDLHARJnZYN+v+/W1GEQiwC8jLlvT50FxlXLhO3xQWJUjah64PB1wviab3z2Sr0An6Q7c2GhqG4U",
+	"eY9x0FQCA8AkT1ODAGfOfbjIzrBfsPbUvy/S1L02xfoXJtVr19lYkb5jLHVa+YHL3AluLY+XiPGRvYvE",
+	"pwBjuReK4fPYirUHF77UeqzVXC4KqioLlLWWRnQuETtlOgicPhu+ZA1hgYdkB6WMtz4Kn1TE8On45IsY",
+	"J4Yvn2hxCm7wbu2sa3B/26g1uAi2ELaENjvx5/KSJQKe4KYhzq1fWD1qnc0H8ZC/FM9np8m5uOgfb2By",
+	"YmBXnn2zPxoUDtwOoXR6v7uZA5ctYFJBJRHSAANZEAgdJ1saJc5JUOOzUfIErI5KxyD41ni5d4zRVDUm",
+	"zNrVAZ4VoAsTiqMICF97f+OcFguKJaEkkqoIaqPDimz9U4pDwKwNqkXHEy8huGW8XhuELPpTGO6Ehls1",
+	"qpUwcUq3XWsmPmAYICncVNwYCyMwRUXsI68sJhTKh1wJ9VBXthRnR2H1IG96jKoTVtEg8JRuK7iTwM5J",
+	"y526STmu7zMIXcxoLniabsZqJhag8QX6r68rnUuFbN/dDhy5EihoMc1WdvM4o3MFbiji7aCm+HgJljVX",
+	"uGk/aNBZF1Qan3Isw90odcu/FyLfVMpltcutRlXyk2u5NN0olAXujpDCHYbID84qoMt9kwom/oVm9dbP",
+	"hKaAEBXIae8I+YcJvlobn7uMrTW6OD8/vTiUrTzon704f37xyDVK7z9VB6PaSK3ku/RvfHP14dXiD39w",
+	"JXhGz8uyQcc7a+rlnfaoPo4IsLgx3qH4P1mY/55S6o1nrjulrmoC43H55CLAHjU6oF3VoV8QGBiCiDIB",
+	"QyljrrTCkBCgW58F4i8YDC44ilhYewVzVfdf3QPI+NLfcHInNtvXl7CrXR+Ac0CTPX0jbFmHdqz2BV2W",
+	"6HUaXCExZdNDN4eQfqY0tZmSdEHZ7XNVYXpGM7lVmNwHMc4q2YJjokygxCWCe8XSZbkIL9Tp1TJ31KWI",
+	"U84YJmahKbpKxA2SptH7zP1Gchsk2TTm3la5u2MFHRu+ibY88pSMi6wZozi3k3sipnjmrWWYinhQPq5E",
+	"/L8mEPwzR05+zmjJh+2rWoLLcD45Jqy8FGcPBy+LC6B85/mdyEsviaRDGdzX8wW9wp+ieG3RdU3takpf",
+	"84lmojy/CbCu++GI3Q+3EthKDjAKLo/qKWH7wQPKcFfCc7agSgRdkhsmI842E58H9wU0vLePpu/tydxj",
+	"7R1+0WmqIEAJWFevr5njQq6Wx/+8FAYXVf1YzFdZj6gx1OuNT/Xi9VobwHl9OoC30BAoXgjligsEYwky",
+	"98rkgerKFX03VmI+F7F12bPhlySV5S1PsU/sDbr0PgVqkXiXW+fS+SvR3yDtkvauVvgj0CODCziCkgZN",
+	"qcZLrXSRN2Yae3FbJhLsZi+HCfbcX1nBrswdiCbviqdbk8mCmWAZjZyBho017saqnRfKJTPUrkdyz3xu",
+	"dSfMqkDLG7xDNxAh0tm9goi1AyhQXnFUOWnD4HLMIKGCtrj34xaNgZvqtpaxchce1SMaWiS84X3jgNyo",
+	"4c6mKkncl2xG57W//6h+y5HGfI66oxAYVOrOxrsbttA9dlVeW1K6tatclkpjBzBB/ly9qmWHYAgSfSe8",
+	"Q6m6OYllOqNbCIF3lP5sFW4GS+Udxdph/xiuUs2kzL86hE+Abl4XnxQhF9xehLfnPF3+7t689JvFp599",
+	"2ujcNUl7ZEaZIMRNeTHSpcsydmEFAcPh1hG/JPbFiHv9KxTtnzMUzdztOODxbg862rm70+5YWdx1ommv",
+	"Ivy9VovuSqepGZWMiRtmtFY+Cq5Z9ErDFmhZRRCsvKz2fqCpqxAxycx0rFYcFD3H5dGVQwFZaPALnH41",
+	"8ecv/VzzTY9NnZ15isWQDNsW7aCbIi+mY7btsiJzanBzVO3GKBZeGIWp+mQMZmtuY6oN69XUsTJWrChP",
+	"ECdq4DFPXa0lL1seZbY3bl+OCKmpXYUlqG5FTnXUnVA3QijW7qPAV1qJzj77HBV7PCLU5jexj9KN65oS",
+	"Ol2AHJpYMpmm0oVw7Rt6RU/NtsXTfr/fP2RbvKAXDg77/edS0EuvyC9UfHQrpHpwPur3e4MhhlVjm2Gl",
+	"wJZXHsIqHmh8XjY+bdB+39fvF/scSVPVHXd7BF/95rR/WTj38Pifgf4p+Hw/fyWW6auM7OH39ZiueiHL",
+	"X94DDbisDfyV6jCc3A+ROlx/++qRhoUcUdX1t+8VCs+oO5blaJqdB3jVed2QGzR2htvdpt/Xk86rFJKZ",
+	"sGshyuIVvYZwwtbD+4f/HwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
