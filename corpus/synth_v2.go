@@ -313,12 +313,21 @@ func addV2SpecViews(set fileSet) error {
 	return nil
 }
 
-// v2Phases lists every MigrationPhase value of version 2.
-var v2Phases = []api.MigrationPhase{
-	api.MigrationPhaseNegotiate, api.MigrationPhasePreamble, api.MigrationPhaseRamPrecopy, api.MigrationPhasePause,
-	api.MigrationPhaseRamFinal, api.MigrationPhaseDeviceState, api.MigrationPhaseClock, api.MigrationPhaseHandoff,
-	api.MigrationPhaseCompleted, api.MigrationPhaseFailed,
-}
+// v2SourcePhases and v2TargetPhases are the MigrationPhase values of
+// version 2 that a source and a target report (together, every value): a
+// source pauses and sends the final RAM, a target waits in handoff.
+var (
+	v2SourcePhases = []api.MigrationPhase{
+		api.MigrationPhaseNegotiate, api.MigrationPhasePreamble, api.MigrationPhaseRamPrecopy, api.MigrationPhasePause,
+		api.MigrationPhaseRamFinal, api.MigrationPhaseDeviceState, api.MigrationPhaseClock,
+		api.MigrationPhaseCompleted, api.MigrationPhaseFailed,
+	}
+	v2TargetPhases = []api.MigrationPhase{
+		api.MigrationPhaseNegotiate, api.MigrationPhasePreamble, api.MigrationPhaseRamPrecopy,
+		api.MigrationPhaseDeviceState, api.MigrationPhaseClock, api.MigrationPhaseHandoff,
+		api.MigrationPhaseCompleted, api.MigrationPhaseFailed,
+	}
+)
 
 // v2Progress is a migration in phase ph, with figures a server could report
 // in it.
@@ -336,12 +345,13 @@ func v2Progress(ph api.MigrationPhase) api.MigrationProgress {
 }
 
 func addV2StateViews(set fileSet) error {
-	for _, ph := range v2Phases {
-		out, in := v2Progress(ph), v2Progress(ph)
-		if err := set.addJSON(KindMigrationStatus, "out-"+string(ph), api.MigrationStatus{MigrationOut: &out}); err != nil {
+	for _, ph := range v2SourcePhases {
+		if err := set.addJSON(KindMigrationStatus, "out-"+string(ph), api.MigrationStatus{MigrationOut: ptr(v2Progress(ph))}); err != nil {
 			return err
 		}
-		if err := set.addJSON(KindMigrationStatus, "in-"+string(ph), api.MigrationStatus{MigrationIn: &in}); err != nil {
+	}
+	for _, ph := range v2TargetPhases {
+		if err := set.addJSON(KindMigrationStatus, "in-"+string(ph), api.MigrationStatus{MigrationIn: ptr(v2Progress(ph))}); err != nil {
 			return err
 		}
 	}

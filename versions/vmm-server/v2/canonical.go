@@ -15,9 +15,9 @@ import (
 // boot becomes the ticker with an empty command line, a missing cmdline
 // becomes empty, a backend's missing readonly becomes false and its missing
 // block_size 512, and an smbios table's missing strings become empty (a
-// missing table stays missing: the server derives one). It works on the wire form alone, without the hub, so that
-// law 1 compares two independent paths. Components that do not decode are
-// left as they are.
+// missing table stays missing: the server derives one). It works on the
+// wire form alone, without the hub, so that law 1 compares two independent
+// paths. Components that do not decode are left as they are.
 func Canonical(w api.InstanceSpec) api.InstanceSpec {
 	out := w
 	if out.Boot == nil {
