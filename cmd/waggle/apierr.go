@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Error codes of the v1 contract that the CLI explains in its own words.
+// Error codes of the contract (every version) that the CLI explains in its own words.
 const (
 	codeNoInstance        = "no_instance"
 	codeInstanceExists    = "instance_exists"
@@ -92,7 +92,7 @@ func apiErr(server string, status int, body []byte) *apiError {
 	case codeTooManyConsoles:
 		e.Hint = "detach another `waggle vm serial`, or read what the guest printed with `waggle vm serial -history`"
 	case codeNotExpressible:
-		e.Hint = "this CLI speaks API version 1; use a newer waggle to see this VM"
+		e.Hint = "the API version spoken cannot say this VM; without -api the CLI speaks the newest version the server serves"
 	}
 	return e
 }

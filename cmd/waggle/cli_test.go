@@ -184,48 +184,78 @@ func TestCLIFollowsScriptedStates(t *testing.T) {
 		{"stop, then failed", "stop", []api.InstanceState{"running", "stopping", "failed"}, true, 1, "the VM failed"},
 		{"stop while stopping", "stop", []api.InstanceState{"stopping", "destroyed"}, true, 0, "destroyed"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var puts atomic.Int32
-			srv := httptest.NewServer(scriptedStates(t, tc.states, &puts))
-			defer srv.Close()
-			res := vmCLI(t, 20*time.Second, strings.TrimPrefix(srv.URL, "http://"), tc.verb)
-			requireExit(t, res, tc.code)
-			if tc.code == 0 {
-				require.Contains(t, res.stdout, tc.want)
-			} else {
-				require.Contains(t, res.stderr, tc.want)
-			}
-			require.Equal(t, tc.put, puts.Load() == 1, "asked the server to %s", tc.verb)
-		})
+	for _, version := range []string{"v1", "v2"} {
+		for _, tc := range cases {
+			t.Run(version+"/"+tc.name, func(t *testing.T) {
+				var puts atomic.Int32
+				srv := httptest.NewServer(scriptedStates(t, version, tc.states, &puts))
+				defer srv.Close()
+				res := vmCLI(t, 20*time.Second, strings.TrimPrefix(srv.URL, "http://"), tc.verb)
+				requireExit(t, res, tc.code)
+				want := tc.want
+				if version == "v2" {
+					want = strings.Replace(want, "failed: ", "failed: guest_triple_fault: ", 1)
+				}
+				if tc.code == 0 {
+					require.Contains(t, res.stdout, want)
+				} else {
+					require.Contains(t, res.stderr, want)
+				}
+				if version == "v2" && tc.states[len(tc.states)-1] == api.InstanceStateFailed {
+					require.Contains(t, res.stderr, "guest_triple_fault: triple fault", "v2 tells the failure's kind")
+				}
+				require.Equal(t, tc.put, puts.Load() == 1, "asked the server to %s", tc.verb)
+			})
+		}
 	}
 }
 
-// scriptedStates serves the state monitor: generation 1 is states[0], and
-// each answer to a long poll moves one generation on, until the last state,
-// which it keeps (polls then time out). A state request is answered 204.
-func scriptedStates(t *testing.T, states []api.InstanceState, puts *atomic.Int32) http.Handler {
+// scriptedStates serves the state monitor of API version (v1 or v2):
+// generation 1 is states[0], and each answer to a long poll moves one
+// generation on, until the last state, which it keeps (polls then time
+// out). A state request is answered as the version does (v1: 204; v2: 200
+// with the generation). A v1 server knows no /v2 path.
+func scriptedStates(t *testing.T, version string, states []api.InstanceState, puts *atomic.Int32) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /v1/instance/state", func(w http.ResponseWriter, r *http.Request) {
+	var gen atomic.Int64
+	mux.HandleFunc("PUT /"+version+"/instance/state", func(w http.ResponseWriter, r *http.Request) {
 		puts.Add(1)
-		w.WriteHeader(http.StatusNoContent)
+		if version == "v1" {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int64{"gen": gen.Load()})
 	})
-	mux.HandleFunc("GET /v1/instance/state-monitor", func(w http.ResponseWriter, r *http.Request) {
-		var gen int
-		fmt.Sscan(r.URL.Query().Get("gen"), &gen)
-		next := min(gen+1, len(states)) // generations count from 1
-		if next == gen {
+	if version == "v1" {
+		mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "not_found", "no such path")
+		})
+	} else {
+		mux.HandleFunc("GET /v2/instance", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"gen": 1, "state": states[0],
+				"properties": map[string]any{"id": uuid.New(), "name": "vm", "description": ""}})
+		})
+	}
+	mux.HandleFunc("GET /"+version+"/instance/state-monitor", func(w http.ResponseWriter, r *http.Request) {
+		var asked int
+		fmt.Sscan(r.URL.Query().Get("gen"), &asked)
+		next := min(asked+1, len(states)) // generations count from 1
+		if next == asked {
 			select { // nothing more will happen: a short long poll
 			case <-r.Context().Done():
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
-		v := api.InstanceStateView{Gen: int64(next), State: states[next-1]}
-		if v.State == api.InstanceStateFailed {
-			v.FailureReason = ptr("triple fault")
+		gen.Store(int64(next))
+		v := map[string]any{"gen": next, "state": states[next-1], "migration": map[string]any{}}
+		if states[next-1] == api.InstanceStateFailed {
+			if version == "v1" {
+				v["failure_reason"] = "triple fault"
+			} else {
+				v["failure"] = map[string]string{"kind": "guest_triple_fault", "message": "triple fault"}
+			}
 		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(v)
+		writeJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		t.Errorf("unexpected request %s %s", r.Method, r.URL)
@@ -243,9 +273,7 @@ func TestCLIWatchPrintsEveryStateFromTheFirst(t *testing.T) {
 	ctx := context.Background()
 	w, err := specDecode(cliTickerJSON)
 	require.NoError(t, err)
-	body, err := ensureFromSpec(api.InstanceProperties{Id: uuid.New(), Name: "w"}, w)
-	require.NoError(t, err)
-	r, err := p.client.InstanceEnsureWithResponse(ctx, body)
+	r, err := p.client.InstanceEnsureWithResponse(ctx, specEnsure(t, api.InstanceProperties{Id: uuid.New(), Name: "w"}, w))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusCreated, r.StatusCode(), string(r.Body))
 	first := r.JSON201.Gen

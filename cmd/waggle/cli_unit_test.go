@@ -25,7 +25,9 @@ import (
 
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/internal/httpkit"
+	"github.com/wagglevm/waggle/spec"
 	specv1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
+	specv2 "github.com/wagglevm/waggle/versions/vmm-server/v2"
 	"github.com/wagglevm/waggle/vmconfig"
 )
 
@@ -44,25 +46,35 @@ func cli(t *testing.T, args ...string) cliResult {
 	return cliResult{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
-// fakeServer is an httptest server with the v1 routes a test gives it; any
-// other request fails the test. It counts the requests it got.
+// fakeServer is an httptest server with the routes a test gives it; any
+// other request fails the test, but for the CLI's question whether a
+// server with no v2 routes serves v2. It counts the requests it got.
 type fakeServer struct {
 	*httptest.Server
 	addr     string // host:port
 	requests atomic.Int32
+	mux      *http.ServeMux // more routes may be added while it serves
 }
 
 func newFake(t *testing.T, routes map[string]http.HandlerFunc) *fakeServer {
 	t.Helper()
 	mux := http.NewServeMux()
+	servesV2 := false
 	for pattern, h := range routes {
 		mux.HandleFunc(pattern, h)
+		servesV2 = servesV2 || strings.Contains(pattern, "/v2/")
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v2/") && !servesV2 {
+			// A fake without v2 routes is a server that serves only v1,
+			// as v0.1.0 does; the CLI asks for v2 first.
+			writeError(w, http.StatusNotFound, "not_found", "no such path")
+			return
+		}
 		t.Errorf("fake server: unexpected request %s %s", r.Method, r.URL)
 		writeError(w, http.StatusNotFound, "not_found", "no such path")
 	})
-	f := &fakeServer{}
+	f := &fakeServer{mux: mux}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.requests.Add(1)
 		mux.ServeHTTP(w, r)
@@ -211,10 +223,10 @@ func TestParseServer(t *testing.T) {
 		require.Error(t, err, "%q", in)
 	}
 	ep, _ := parseServer("https://h:1")
-	require.Equal(t, "https://h:1/v1", ep.apiURL())
-	require.Equal(t, "wss://h:1/v1/instance/serial", ep.wsURL("/instance/serial"))
+	require.Equal(t, "https://h:1", ep.baseURL())
+	require.Equal(t, "wss://h:1/v2/instance/serial", ep.wsURL("/v2/instance/serial"))
 	ep, _ = parseServer("h")
-	require.Equal(t, "ws://h:12400/v1/instance/serial", ep.wsURL("/instance/serial"))
+	require.Equal(t, "ws://h:12400/v1/instance/serial", ep.wsURL("/v1/instance/serial"))
 }
 
 // TestCLIServerFlagForms: the CLI reaches a server given as
@@ -308,15 +320,27 @@ func TestCLICreateTwiceSaysWhatDiffersAndWhatToDo(t *testing.T) {
 
 // TestSpecDiff: the parts of two specs that differ, by name.
 func TestSpecDiff(t *testing.T) {
-	a, err := specDecode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker"},
+	decode := func(js string) spec.Spec {
+		w, err := specv1.DecodeInstanceSpec([]byte(js))
+		require.NoError(t, err)
+		s, err := specv1.ToSpec(w)
+		require.NoError(t, err)
+		return s
+	}
+	a := decode(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker"},
 		"components":{"com1":{"type":"serial_port","num":"com1"},"com2":{"type":"serial_port","num":"com2"}}}`)
-	require.NoError(t, err)
-	b, err := specDecode(`{"board":{"cpus":2,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":""},
+	b := decode(`{"board":{"cpus":2,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":""},
 		"components":{"com1":{"type":"serial_port","num":"com1"},"com3":{"type":"serial_port","num":"com3"}}}`)
-	require.NoError(t, err)
 	require.Empty(t, specDiff(a, a))
 	require.Equal(t, []string{"board", "components.com2", "components.com3"}, specDiff(a, b),
 		"an empty cmdline is the default: the same boot")
+	w, err := specv2.DecodeInstanceSpec([]byte(`{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker"},
+		"components":{"com1":{"type":"serial_port","num":"com1"},"com2":{"type":"serial_port","num":"com2"}},
+		"smbios":{"manufacturer":"x"}}`))
+	require.NoError(t, err)
+	c, err := specv2.ToSpec(w)
+	require.NoError(t, err)
+	require.Equal(t, []string{"smbios"}, specDiff(a, c), "what only v2 says is compared too")
 }
 
 // monitorScript is a fake state monitor: answers[i] is what a long poll
@@ -423,18 +447,20 @@ func requireStates(t *testing.T, out string, want ...string) {
 // TestChangesAfter: the transitions after the asked generation, oldest
 // first, ending with the current state, each once.
 func TestChangesAfter(t *testing.T) {
-	h := []api.StateTransition{transition(3, "stopping"), transition(2, "running"), transition(4, "stopped"),
-		transition(4, "stopped"), transition(5, "destroyed")}
-	got := changesAfter(api.InstanceStateView{Gen: 5, State: "destroyed", History: &h}, 2)
+	at := func(gen int64, s string) historyEntry {
+		return historyEntry{Gen: gen, State: s, At: time.Date(2026, 11, 27, 10, 0, 0, int(gen)*1e6, time.UTC)}
+	}
+	h := []historyEntry{at(3, "stopping"), at(2, "running"), at(4, "stopped"), at(4, "stopped"), at(5, "destroyed")}
+	got := changesAfter(stateView{Gen: 5, State: "destroyed", History: h}, 2)
 	var gens []int64
 	for _, c := range got {
 		gens = append(gens, c.Gen)
 	}
 	require.Equal(t, []int64{3, 4, 5}, gens)
-	require.Equal(t, api.InstanceStateDestroyed, got[2].State)
+	require.Equal(t, stateDestroyed, got[2].State)
 	require.NotNil(t, got[2].At)
-	require.Nil(t, changesAfter(api.InstanceStateView{Gen: 5, State: "destroyed", History: &h}, 5), "nothing new")
-	got = changesAfter(api.InstanceStateView{Gen: 7, State: "running"}, 5)
+	require.Nil(t, changesAfter(stateView{Gen: 5, State: "destroyed", History: h}, 5), "nothing new")
+	got = changesAfter(stateView{Gen: 7, State: "running"}, 5)
 	require.Len(t, got, 1)
 	require.Equal(t, int64(7), got[0].Gen)
 }
@@ -474,7 +500,7 @@ func TestCLISaysWhereAMigratedVMWent(t *testing.T) {
 	var line stateChange
 	require.NoError(t, json.Unmarshal([]byte(res.stdout), &line))
 	require.NotNil(t, line.MigratedOut)
-	require.Equal(t, id, line.MigratedOut.MigrationId)
+	require.Equal(t, id, line.MigratedOut.MigrationID)
 }
 
 // fakeMigration is a fake source and target: the source arms with a
@@ -589,8 +615,8 @@ func TestCLIMigrateProgressWithoutCarriageReturnsToAPipe(t *testing.T) {
 
 	var buf bytes.Buffer
 	p := &progress{w: &buf, tty: true}
-	p.show(api.MigrationProgress{Phase: api.MigrationPhaseRamPrecopy})
-	p.show(api.MigrationProgress{Phase: api.MigrationPhaseRamPrecopy, BytesSent: 1 << 20})
+	p.show(migrationProgress{Phase: "ram_precopy"})
+	p.show(migrationProgress{Phase: "ram_precopy", BytesSent: 1 << 20})
 	p.done()
 	require.Equal(t, 2, strings.Count(buf.String(), "\r"), "a terminal's line is redrawn in place")
 	require.True(t, strings.HasSuffix(buf.String(), "\n"))
@@ -670,18 +696,22 @@ func TestExamplesAreValidAndAgree(t *testing.T) {
 		require.NoError(t, err, path)
 		s, err := f.Spec()
 		require.NoError(t, err, path)
-		fromConfig, err := specv1.FromSpec(s)
-		require.NoError(t, err, path)
+		_, err = specv1.FromSpec(s)
+		require.NoError(t, err, path, "every example is a v1 spec, so that it runs on every released server")
 		data, err := os.ReadFile(strings.TrimSuffix(path, ".toml") + ".json")
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		require.NoError(t, err)
-		spec, err := specv1.DecodeInstanceSpec(data)
-		require.NoError(t, err, path)
-		_, err = specv1.ToSpec(spec)
-		require.NoError(t, err, path)
-		require.Empty(t, specDiff(fromConfig, spec), "%s and its .json differ", path)
+		// The .json is read as a -spec file is, in each version the CLI
+		// speaks: a v1 spec is a v2 spec too.
+		for _, v := range apiVersions {
+			cl, err := v.dial(endpoint{scheme: "http", host: "h:1"}, http.DefaultClient, "")
+			require.NoError(t, err)
+			fromJSON, err := cl.decodeSpec(data)
+			require.NoError(t, err, "%s in %s", path, v.name)
+			require.Empty(t, specDiff(s, fromJSON), "%s and its .json differ in %s", path, v.name)
+		}
 	}
 }
 

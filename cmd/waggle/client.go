@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/internal/httpkit"
 )
 
@@ -47,7 +45,7 @@ func parseServer(s string) (endpoint, error) {
 		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			return endpoint{}, fmt.Errorf("server address %q: want only a scheme, a host and a port", s)
 		}
-		if p := strings.TrimSuffix(u.Path, "/"); p != "" && p != "/v1" {
+		if p := strings.TrimSuffix(u.Path, "/"); p != "" && !knownPrefix(p) {
 			return endpoint{}, fmt.Errorf("server address %q: the CLI adds the API path itself; give only the host and port", s)
 		}
 		ep.scheme, s = u.Scheme, u.Host
@@ -73,19 +71,30 @@ func parseServer(s string) (endpoint, error) {
 	return ep, nil
 }
 
+// knownPrefix says whether path is an API version's path ("/v2"), which a
+// -server URL may carry; the CLI picks the version itself (see -api).
+func knownPrefix(path string) bool {
+	for _, v := range apiVersions {
+		if path == "/"+v.name {
+			return true
+		}
+	}
+	return false
+}
+
 // String is the address as messages show it: host:port.
 func (e endpoint) String() string { return e.host }
 
-// apiURL is the base URL of the server's version 1 API.
-func (e endpoint) apiURL() string { return e.scheme + "://" + e.host + "/v1" }
+// baseURL is the server's URL, without an API version's path.
+func (e endpoint) baseURL() string { return e.scheme + "://" + e.host }
 
-// wsURL is the WebSocket URL of a path under the version 1 API.
+// wsURL is the WebSocket URL of a path on the server.
 func (e endpoint) wsURL(path string) string {
 	scheme := "ws"
 	if e.scheme == "https" {
 		scheme = "wss"
 	}
-	return scheme + "://" + e.host + "/v1" + path
+	return scheme + "://" + e.host + path
 }
 
 // sameServer says whether two endpoints reach the same server: the same
@@ -126,16 +135,6 @@ func resolve(ctx context.Context, host string) []net.IP {
 		ips[i] = a.IP
 	}
 	return ips
-}
-
-// newClient returns a v1 client for the server at ep; every request
-// carries the bearer token, when there is one.
-func newClient(ep endpoint, timeout time.Duration, token string) (*api.ClientWithResponses, error) {
-	opts := []api.ClientOption{api.WithHTTPClient(&http.Client{Timeout: timeout})}
-	if token != "" {
-		opts = append(opts, api.WithRequestEditorFn(httpkit.BearerAuth(token)))
-	}
-	return api.NewClientWithResponses(ep.apiURL(), opts...)
 }
 
 // readToken returns the bearer token in the file at path. A path of ""

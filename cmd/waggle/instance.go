@@ -187,7 +187,7 @@ func (c *cpCmd) client() (*cpapi.ClientWithResponses, error) {
 	if tok != "" {
 		opts = append(opts, cpapi.WithRequestEditorFn(httpkit.BearerAuth(tok)))
 	}
-	return cpapi.NewClientWithResponses(c.ep.apiURL(), opts...)
+	return cpapi.NewClientWithResponses(c.ep.baseURL()+"/v1", opts...)
 }
 
 // fail turns an error answer about the instance (or saga, or sled) ref

@@ -37,7 +37,7 @@ func (c *cpCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 	if tok != "" {
 		opts.HTTPHeader = httpkit.BearerHeader(tok)
 	}
-	u := c.ep.wsURL("/instances/" + url.PathEscape(ref) + "/serial")
+	u := c.ep.wsURL("/v1/instances/" + url.PathEscape(ref) + "/serial")
 	ws, resp, err := websocket.Dial(ctx, u, &opts)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {

@@ -450,6 +450,10 @@ func TestCLIDrivesAVM(t *testing.T) {
 	out, err = runCLI(t, p, "get")
 	require.NoError(t, err)
 	require.Regexp(t, `state\s+running`, out)
+	// The same VM through v1, as a released CLI's user would see it.
+	out, err = runCLI(t, p, "get", "-api", "v1")
+	require.NoError(t, err)
+	require.Regexp(t, `state\s+running`, out)
 
 	out, err = runCLI(t, p, "spec", "-o", "json")
 	require.NoError(t, err)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,8 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"golang.org/x/term"
-
-	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 )
 
 // migrationSummary is what `waggle vm migrate -o json` prints at the end
@@ -87,75 +87,57 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 		return fmt.Errorf("-to %s is the server the VM runs on (-server %s): a migration moves the VM to another "+
 			"`waggle server` (start one with `waggle server -listen 127.0.0.1:12401`)", toEP, c.ep)
 	}
-	srcCl, err := c.client()
+	// Each server is spoken to in the newest version it serves (or -api):
+	// a released server on one side and today's on the other is fine.
+	srcCl, err := c.client(ctx)
 	if err != nil {
 		return err
 	}
-	dstCl, err := c.clientFor(toEP, *toToken, 30*time.Second)
+	dstCl, err := c.clientFor(ctx, toEP, *toToken, 30*time.Second)
 	if err != nil {
 		return err
 	}
-	inst, err := getInstance(ctx, srcCl, c.ep)
+	inst, err := srcCl.instance(ctx)
 	if err != nil {
 		return err
 	}
-	var replacements *map[string]api.Component
+	var replacements map[string]json.RawMessage
 	if len(replace) > 0 {
-		m, err := c.replacements(ctx, srcCl, replace)
-		if err != nil {
+		if replacements, err = c.replacements(ctx, srcCl, replace); err != nil {
 			return err
 		}
-		replacements = &m
 	}
 	id := uuid.New()
-	e, err := srcCl.InstanceMigrateExpectWithResponse(ctx, api.InstanceMigrateExpectRequest{MigrationId: id})
+	secret, err := srcCl.arm(ctx, id)
 	if err != nil {
 		return err
-	}
-	if e.JSON200 == nil {
-		return apiErr(c.ep.String(), e.StatusCode(), e.Body)
-	}
-	if e.JSON200.Secret == nil {
-		return fmt.Errorf("the source %s armed migration %s but answered no secret for the target", c.ep, id)
 	}
 	start := time.Now()
-	body, err := ensureAsTarget(inst.Properties, api.InstanceMigrateInitiateRequest{
-		MigrationId: id, SrcAddr: src, Secret: *e.JSON200.Secret, ReplaceComponents: replacements,
-	})
+	_, err = dstCl.createTarget(ctx, inst.Properties, migrationTarget{ID: id, SrcAddr: src, Secret: secret, Replace: replacements})
 	if err != nil {
-		return err
-	}
-	r, err := dstCl.InstanceEnsureWithResponse(ctx, body)
-	if err != nil {
-		return err
-	}
-	if r.JSON201 == nil {
-		ae := apiErr(toEP.String(), r.StatusCode(), r.Body)
-		if ae.Code == codeInstanceExists {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Code == codeInstanceExists {
 			ae.Text = fmt.Sprintf("the target server at %s already has a VM", toEP)
 			ae.Hint = fmt.Sprintf("a target holds one VM at a time: stop that one first (`waggle vm stop -server %s`), "+
 				"or migrate to another server; the VM runs on at %s", toEP, c.ep)
 		}
-		return ae
+		return err
 	}
 
 	// Follow the target's view of the migration, with the source's figures.
 	prog := newProgress(c.stderr, c.json())
-	var last api.MigrationProgress
+	var last migrationProgress
 	for {
-		st, err := dstCl.InstanceMigrationStatusWithResponse(ctx)
+		st, err := dstCl.migrations(ctx)
 		if err != nil {
 			return err
 		}
-		if st.JSON200 == nil {
-			return apiErr(toEP.String(), st.StatusCode(), st.Body)
-		}
-		if st.JSON200.MigrationIn == nil {
+		if st.In == nil {
 			return fmt.Errorf("the target %s shows no inbound migration", toEP)
 		}
-		last = *st.JSON200.MigrationIn
+		last = *st.In
 		prog.show(last)
-		if last.Phase == api.MigrationPhaseCompleted || last.Phase == api.MigrationPhaseFailed {
+		if last.Phase == phaseCompleted || last.Phase == phaseFailedMigr {
 			break
 		}
 		select {
@@ -165,17 +147,17 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 		}
 	}
 	prog.done()
-	if last.Phase == api.MigrationPhaseFailed {
+	if last.Phase == phaseFailedMigr {
 		where := ""
-		if now, err := stateNow(ctx, srcCl, c.ep); err == nil && now.State == api.InstanceStateRunning {
+		if now, err := stateNow(ctx, srcCl); err == nil && now.State == stateRunning {
 			where = fmt.Sprintf("; the VM runs on at %s", c.ep)
 		}
 		return fmt.Errorf("migration %s failed: %s%s", id, deref(last.FailureReason), where)
 	}
 	elapsed := time.Since(start)
-	var out api.MigrationProgress
-	if s, err := srcCl.InstanceMigrationStatusWithResponse(ctx); err == nil && s.JSON200 != nil && s.JSON200.MigrationOut != nil {
-		out = *s.JSON200.MigrationOut
+	var out migrationProgress
+	if s, err := srcCl.migrations(ctx); err == nil && s.Out != nil {
+		out = *s.Out
 	}
 	total := elapsed
 	if out.TotalUs != nil {
@@ -212,34 +194,46 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 
 // replacements builds the target's replacement components: each named
 // file backend of the source's spec, at another path. The rest of each
-// backend (read-only, block size) stays as the source has it.
-func (c *vmCmd) replacements(ctx context.Context, cl *api.ClientWithResponses, replace replaceFlag) (map[string]api.Component, error) {
-	r, err := cl.InstanceSpecGetWithResponse(ctx)
+// backend (read-only, block size) stays as the source has it. Each is the
+// component's JSON as the source's version writes it; the target's version
+// reads it (a file backend has the same fields in every version).
+func (c *vmCmd) replacements(ctx context.Context, cl vmmAPI, replace replaceFlag) (map[string]json.RawMessage, error) {
+	sv, err := cl.spec(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if r.JSON200 == nil {
-		return nil, apiErr(c.ep.String(), r.StatusCode(), r.Body)
-	}
-	if r.JSON200.Spec == nil {
+	if sv.Spec == nil {
 		return nil, fmt.Errorf("-replace: the source %s does not know its spec yet", c.ep)
 	}
-	out := map[string]api.Component{}
+	var view struct {
+		Spec struct {
+			Components map[string]map[string]json.RawMessage `json:"components"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(sv.raw, &view); err != nil {
+		return nil, fmt.Errorf("-replace: the source's spec: %w", err)
+	}
+	out := map[string]json.RawMessage{}
 	for name, path := range replace {
-		comp, ok := r.JSON200.Spec.Components[name]
+		comp, ok := view.Spec.Components[name]
 		if !ok {
 			return nil, fmt.Errorf("-replace %s: the VM has no component %q", name, name)
 		}
-		be, err := comp.AsFileStorageBackendComponent()
-		if kind, _ := comp.Discriminator(); err != nil || kind != string(api.FileStorageBackendComponentTypeFileStorageBackend) {
+		var kind string
+		_ = json.Unmarshal(comp["type"], &kind)
+		if kind != "file_storage_backend" {
 			return nil, fmt.Errorf("-replace %s: component %q is a %s, not a file_storage_backend", name, name, kind)
 		}
-		be.Path = path
-		var nc api.Component
-		if err := nc.FromFileStorageBackendComponent(be); err != nil {
+		p, err := json.Marshal(path)
+		if err != nil {
 			return nil, err
 		}
-		out[name] = nc
+		comp["path"] = p
+		data, err := json.Marshal(comp)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = data
 	}
 	return out, nil
 }
@@ -251,7 +245,7 @@ type progress struct {
 	w     io.Writer
 	tty   bool
 	quiet bool
-	phase api.MigrationPhase // the last phase shown
+	phase string // the last phase shown
 	shown bool
 }
 
@@ -265,7 +259,7 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-func (p *progress) show(m api.MigrationProgress) {
+func (p *progress) show(m migrationProgress) {
 	if p.quiet {
 		return
 	}
@@ -288,10 +282,9 @@ func (p *progress) done() {
 }
 
 // bar draws how far along the phases a migration is.
-func bar(p api.MigrationProgress) string {
-	phases := []api.MigrationPhase{api.MigrationPhaseNegotiate, api.MigrationPhasePreamble, api.MigrationPhaseRamPrecopy,
-		api.MigrationPhasePause, api.MigrationPhaseRamFinal, api.MigrationPhaseDeviceState, api.MigrationPhaseClock,
-		api.MigrationPhaseHandoff, api.MigrationPhaseCompleted}
+func bar(p migrationProgress) string {
+	phases := []string{"negotiate", "preamble", "ram_precopy", "pause", "ram_final", "device_state", "clock",
+		"handoff", phaseCompleted}
 	done := 0
 	for i, ph := range phases {
 		if ph == p.Phase {

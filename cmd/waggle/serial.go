@@ -13,7 +13,6 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/term"
 
-	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/internal/httpkit"
 )
 
@@ -27,7 +26,7 @@ func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 	until := c.fs.String("until", "", "detach once the guest has printed this text")
 	timeout := c.fs.Duration("timeout", 0, "detach after this long (0: never)")
 	history := c.fs.Bool("history", false, "print what the guest printed (the server keeps the last MiB) and end, without attaching")
-	cl, err := c.connect(args)
+	cl, err := c.connect(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -40,7 +39,7 @@ func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 		defer cancel()
 	}
 	// A VM that has ended has no console to attach to.
-	now, err := stateNow(ctx, cl, c.ep)
+	now, err := stateNow(ctx, cl)
 	if err != nil {
 		return err
 	}
@@ -58,7 +57,7 @@ func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 	if tok != "" {
 		opts.HTTPHeader = httpkit.BearerHeader(tok)
 	}
-	ws, resp, err := websocket.Dial(ctx, c.ep.wsURL("/instance/serial"), &opts)
+	ws, resp, err := websocket.Dial(ctx, cl.consoleURL(), &opts)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -140,16 +139,16 @@ func (c *vmCmd) serial(ctx context.Context, args []string, stdin io.Reader) erro
 
 // consoleEnded says why the console ended: where the VM went, that it
 // ended, or else the reason the server gave when it closed the console.
-func (c *vmCmd) consoleEnded(cl *api.ClientWithResponses, err error) string {
+func (c *vmCmd) consoleEnded(cl vmmAPI, err error) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if st, serr := stateNow(ctx, cl, c.ep); serr == nil {
+	if st, serr := stateNow(ctx, cl); serr == nil {
 		if out := migratedOut(st); out != nil {
 			return "the VM has moved: " + movedText(*out) + "; its console goes on there"
 		}
-		if ended(st.State) || st.State == api.InstanceStateStopping || st.State == api.InstanceStateStopped {
-			if st.FailureReason != nil {
-				return fmt.Sprintf("the VM has ended (%s: %s)", st.State, *st.FailureReason)
+		if ended(st.State) || st.State == stateStopping || st.State == stateStopped {
+			if st.Failure != nil {
+				return fmt.Sprintf("the VM has ended (%s: %s)", st.State, st.Failure)
 			}
 			return fmt.Sprintf("the VM has ended (%s)", st.State)
 		}
@@ -163,39 +162,35 @@ func (c *vmCmd) consoleEnded(cl *api.ClientWithResponses, err error) string {
 
 // serialHistory prints what the guest printed, as far as the server kept
 // it.
-func (c *vmCmd) serialHistory(ctx context.Context, cl *api.ClientWithResponses) error {
-	most := int64(1 << 20)
-	r, err := cl.InstanceSerialHistoryGetWithResponse(ctx, &api.InstanceSerialHistoryGetParams{MostRecent: &most})
+func (c *vmCmd) serialHistory(ctx context.Context, cl vmmAPI) error {
+	h, err := cl.serialHistory(ctx, 1<<20)
 	if err != nil {
 		return err
 	}
-	if r.JSON200 == nil {
-		return apiErr(c.ep.String(), r.StatusCode(), r.Body)
-	}
 	if c.json() {
-		return c.printJSON(r.JSON200)
+		return c.printRaw(h.raw)
 	}
-	_, err = c.stdout.Write(r.JSON200.Data)
+	_, err = c.stdout.Write(h.Data)
 	return err
 }
 
 // ended says whether an instance in state s has ended for good.
-func ended(s api.InstanceState) bool {
-	return s == api.InstanceStateDestroyed || s == api.InstanceStateFailed
+func ended(s string) bool {
+	return s == stateDestroyed || s == stateFailed
 }
 
 // endedAfter follows the instance's state from gen and says whether it
 // ended; it returns false when ctx ends or the server cannot tell.
-func endedAfter(ctx context.Context, cl *api.ClientWithResponses, gen int64) bool {
+func endedAfter(ctx context.Context, cl vmmAPI, gen int64) bool {
 	for ctx.Err() == nil {
-		r, err := cl.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: gen})
-		if err != nil || r.JSON200 == nil {
+		st, err := cl.monitor(ctx, gen, nil)
+		if err != nil {
 			return false
 		}
-		if ended(r.JSON200.State) {
+		if ended(st.State) {
 			return true
 		}
-		gen = r.JSON200.Gen
+		gen = st.Gen
 	}
 	return false
 }

@@ -5,34 +5,31 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"time"
-
-	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 )
 
 // A goal is what a state request waits for: the states that meet it, and
 // the states from which, by the instance lifecycle (InstanceState in the
 // contract), it can no longer come.
 type goal struct {
-	want    string              // the goal, for messages: "running"
-	already []api.InstanceState // states in which the request has nothing to do
-	met     []api.InstanceState
-	lost    []api.InstanceState
+	want    string   // the goal, for messages: "running"
+	already []string // states in which the request has nothing to do
+	met     []string
+	lost    []string
 }
 
-var notRunning = []api.InstanceState{api.InstanceStateStopping, api.InstanceStateStopped,
-	api.InstanceStateDestroyed, api.InstanceStateFailed}
+var notRunning = []string{stateStopping, stateStopped,
+	stateDestroyed, stateFailed}
 
-// goals are the state requests' goals. The server answers 204 when a
-// request is already met or under way, so the CLI checks the state first.
+// goals are the state requests' goals. The server accepts a request that
+// is already met or under way, so the CLI checks the state first.
 var goals = map[string]goal{
-	"run": {want: "running", already: []api.InstanceState{api.InstanceStateRunning},
-		met: []api.InstanceState{api.InstanceStateRunning}, lost: notRunning},
-	"stop": {want: "stopped", already: []api.InstanceState{api.InstanceStateStopped, api.InstanceStateDestroyed},
-		met: []api.InstanceState{api.InstanceStateStopped, api.InstanceStateDestroyed}},
-	"reboot": {want: "running", met: []api.InstanceState{api.InstanceStateRunning}, lost: notRunning},
+	"run": {want: "running", already: []string{stateRunning},
+		met: []string{stateRunning}, lost: notRunning},
+	"stop": {want: "stopped", already: []string{stateStopped, stateDestroyed},
+		met: []string{stateStopped, stateDestroyed}},
+	"reboot": {want: "running", met: []string{stateRunning}, lost: notRunning},
 }
 
 // reached says whether st ends the wait for g, and with what error: nil
@@ -42,13 +39,13 @@ func (g goal) reached(st stateChange) (bool, error) {
 	switch {
 	case slices.Contains(g.met, st.State):
 		return true, nil
-	case st.State == api.InstanceStateFailed:
-		return true, fmt.Errorf("the VM failed: %s", deref(st.FailureReason))
+	case st.State == stateFailed:
+		return true, fmt.Errorf("the VM failed: %s", st.failureText())
 	case st.MigratedOut != nil && g.want != "":
 		return true, fmt.Errorf("the VM is no longer here: %s", movedText(*st.MigratedOut))
 	case slices.Contains(g.lost, st.State):
 		return true, fmt.Errorf("the VM is %s: it will not be %s", st.State, g.want)
-	case st.State == api.InstanceStateDestroyed:
+	case st.State == stateDestroyed:
 		return true, nil
 	}
 	return false, nil
@@ -57,20 +54,37 @@ func (g goal) reached(st stateChange) (bool, error) {
 // stateChange is one state the CLI prints: a transition the server
 // remembered, or the state it answered. Its JSON is a line of `-o json`.
 type stateChange struct {
-	Gen   int64             `json:"gen"`
-	State api.InstanceState `json:"state"`
+	Gen   int64  `json:"gen"`
+	State string `json:"state"`
 	// At is when the server saw the change; absent for a state the CLI
 	// only asked for.
-	At            *time.Time `json:"at,omitempty"`
-	FailureReason *string    `json:"failure_reason,omitempty"`
+	At *time.Time `json:"at,omitempty"`
+	// FailureReason is why the VM failed, on a failed state, and
+	// FailureKind its kind, where the API version spoken tells it (v2).
+	FailureReason *string `json:"failure_reason,omitempty"`
+	FailureKind   string  `json:"failure_kind,omitempty"`
 	// MigratedOut is the outbound migration that took the VM away, on a
 	// source's destroyed state.
-	MigratedOut *api.MigrationProgress `json:"migration_out,omitempty"`
+	MigratedOut *migrationProgress `json:"migration_out,omitempty"`
+}
+
+// withFailure sets st's failure fields from f.
+func (st stateChange) withFailure(f *failure) stateChange {
+	if f != nil {
+		msg := f.Message
+		st.FailureReason, st.FailureKind = &msg, f.Kind
+	}
+	return st
+}
+
+// failureText is the failure as a line of text: "kind: message".
+func (st stateChange) failureText() string {
+	return (&failure{Kind: st.FailureKind, Message: deref(st.FailureReason)}).String()
 }
 
 // current is the state a state-monitor answer st is in.
-func current(st api.InstanceStateView) stateChange {
-	return stateChange{Gen: st.Gen, State: st.State, FailureReason: st.FailureReason, MigratedOut: migratedOut(st)}
+func current(st stateView) stateChange {
+	return stateChange{Gen: st.Gen, State: st.State, MigratedOut: migratedOut(st)}.withFailure(st.Failure)
 }
 
 // changesAfter returns what st, a state-monitor answer, tells of the
@@ -78,18 +92,18 @@ func current(st api.InstanceStateView) stateChange {
 // (its history), ending with the current state; or the current state
 // alone when the server keeps no history; nothing when the generation did
 // not pass gen.
-func changesAfter(st api.InstanceStateView, gen int64) []stateChange {
+func changesAfter(st stateView, gen int64) []stateChange {
 	if st.Gen <= gen {
 		return nil
 	}
 	var out []stateChange
 	if st.History != nil {
-		for _, t := range *st.History {
+		for _, t := range st.History {
 			if t.Gen <= gen || t.Gen > st.Gen || (len(out) > 0 && t.Gen <= out[len(out)-1].Gen) {
 				continue
 			}
 			at := t.At
-			out = append(out, stateChange{Gen: t.Gen, State: t.State, At: &at, FailureReason: t.FailureReason})
+			out = append(out, stateChange{Gen: t.Gen, State: t.State, At: &at}.withFailure(t.Failure))
 		}
 	}
 	cur := current(st)
@@ -104,12 +118,12 @@ func changesAfter(st api.InstanceStateView, gen int64) []stateChange {
 
 func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 	wait := c.fs.Bool("wait", true, "wait until the VM reaches the state asked for (or fails)")
-	cl, err := c.connect(args)
+	cl, err := c.connect(ctx, args)
 	if err != nil {
 		return err
 	}
 	g := goals[verb]
-	now, err := stateNow(ctx, cl, c.ep)
+	now, err := stateNow(ctx, cl)
 	if err != nil {
 		return err
 	}
@@ -120,14 +134,10 @@ func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 		return nil // nothing to do
 	}
 	// A reboot under way is the reboot asked for: wait for its end.
-	if verb != "reboot" || now.State != api.InstanceStateRebooting {
-		r, err := cl.InstanceStatePutWithResponse(ctx, api.InstanceStateChangeRequest{Requested: api.InstanceStateRequested(verb)})
-		if err != nil {
-			return err
-		}
-		if r.StatusCode() != http.StatusNoContent {
-			e := apiErr(c.ep.String(), r.StatusCode(), r.Body)
-			if e.Code == codeInvalidTransition {
+	if verb != "reboot" || now.State != stateRebooting {
+		if err := cl.request(ctx, verb); err != nil {
+			var e *apiError
+			if errors.As(err, &e) && e.Code == codeInvalidTransition {
 				switch {
 				case migratedOut(now) != nil:
 					e.Hint = movedText(*migratedOut(now)) + ": drive it there"
@@ -135,7 +145,7 @@ func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 					e.Hint = "the VM has ended; `waggle vm create` makes a new one"
 				}
 			}
-			return e
+			return err
 		}
 	}
 	if !*wait {
@@ -146,16 +156,9 @@ func (c *vmCmd) state(ctx context.Context, verb string, args []string) error {
 
 // stateNow returns the instance's state view at once, as the state
 // monitor shows it.
-func stateNow(ctx context.Context, cl *api.ClientWithResponses, ep endpoint) (api.InstanceStateView, error) {
-	timeout := int32(0)
-	r, err := cl.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: 0, TimeoutMs: &timeout})
-	if err != nil {
-		return api.InstanceStateView{}, err
-	}
-	if r.JSON200 == nil {
-		return api.InstanceStateView{}, apiErr(ep.String(), r.StatusCode(), r.Body)
-	}
-	return *r.JSON200, nil
+func stateNow(ctx context.Context, cl vmmAPI) (stateView, error) {
+	var now time.Duration
+	return cl.monitor(ctx, 0, &now)
 }
 
 // printState prints one state: a JSON line, or a timestamped line of text.
@@ -170,7 +173,7 @@ func (c *vmCmd) printState(st stateChange) error {
 	line := fmt.Sprintf("%s  gen %d  %s", at.Format("15:04:05.000"), st.Gen, st.State)
 	switch {
 	case st.FailureReason != nil:
-		line += ": " + *st.FailureReason
+		line += ": " + st.failureText()
 	case st.MigratedOut != nil:
 		line += ": " + movedText(*st.MigratedOut)
 	}
@@ -180,20 +183,17 @@ func (c *vmCmd) printState(st stateChange) error {
 
 // follow prints each state change after gen until g is reached (see
 // goal.reached).
-func (c *vmCmd) follow(ctx context.Context, cl *api.ClientWithResponses, gen int64, g goal) error {
+func (c *vmCmd) follow(ctx context.Context, cl vmmAPI, gen int64, g goal) error {
 	for {
-		r, err := cl.InstanceStateMonitorWithResponse(ctx, &api.InstanceStateMonitorParams{Gen: gen})
+		st, err := cl.monitor(ctx, gen, nil)
 		if err != nil {
 			return err
-		}
-		if r.JSON200 == nil {
-			return apiErr(c.ep.String(), r.StatusCode(), r.Body)
 		}
 		// Print every change of the answer; the first that ends the wait
 		// decides how.
 		var done bool
 		var result error
-		for _, st := range changesAfter(*r.JSON200, gen) {
+		for _, st := range changesAfter(st, gen) {
 			gen = st.Gen
 			if err := c.printState(st); err != nil {
 				return err
@@ -211,11 +211,11 @@ func (c *vmCmd) follow(ctx context.Context, cl *api.ClientWithResponses, gen int
 // watch prints the current state, then every change until the VM ends: it
 // exits 0 once the VM is destroyed, 1 if it failed.
 func (c *vmCmd) watch(ctx context.Context, args []string) error {
-	cl, err := c.connect(args)
+	cl, err := c.connect(ctx, args)
 	if err != nil {
 		return err
 	}
-	now, err := stateNow(ctx, cl, c.ep)
+	now, err := stateNow(ctx, cl)
 	if err != nil {
 		return err
 	}

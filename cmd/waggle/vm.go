@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/uuid"
 
-	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
-	specv1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
+	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/versions"
 	"github.com/wagglevm/waggle/vmconfig"
 )
 
@@ -61,6 +61,7 @@ common flags:
                       (default $WAGGLE_SERVER or 127.0.0.1:12400)
   -token-file FILE    the server's bearer token (default: the file the server wrote at start)
   -o text|json        output for people (default) or for programs
+  -api v2|v1          the API version to speak (default: the newest the server serves)
 
 ` + "`waggle vm <command> -h` shows a command's flags.\n")
 	return b.String()
@@ -73,6 +74,7 @@ type vmCmd struct {
 	server    *string
 	tokenFile *string
 	output    *string
+	api       *string
 	stdout    io.Writer
 	stderr    io.Writer
 	// ep is the server -server names; set by parse.
@@ -92,6 +94,7 @@ func newVMCmd(name string, stdout, stderr io.Writer) *vmCmd {
 		server:    fs.String("server", def, "the VMM server: host:port, http://host:port, or a host (port 12400)"),
 		tokenFile: fs.String("token-file", os.Getenv("WAGGLE_TOKEN_FILE"), "the server's bearer token (default $WAGGLE_TOKEN_FILE, else the file the server wrote)"),
 		output:    fs.String("o", "text", "output: text or json"),
+		api:       fs.String("api", "", "the API version to speak: "+apiNames()+" (default: the newest the server serves)"),
 		stdout:    stdout, stderr: stderr,
 	}
 }
@@ -127,6 +130,10 @@ func (c *vmCmd) parse(args []string) error {
 		fmt.Fprintf(c.stderr, "waggle vm %s: -o: want text or json, not %q\n", c.name, *c.output)
 		return errUsage
 	}
+	if *c.api != "" && !slices.ContainsFunc(apiVersions, func(v apiVersion) bool { return v.name == *c.api }) {
+		fmt.Fprintf(c.stderr, "waggle vm %s: -api: want one of %s, not %q\n", c.name, apiNames(), *c.api)
+		return errUsage
+	}
 	if c.fs.NArg() > 0 {
 		fmt.Fprintf(c.stderr, "waggle vm %s: unexpected arguments: %v (flags go before them: see -h)\n", c.name, c.fs.Args())
 		return errUsage
@@ -138,27 +145,28 @@ func (c *vmCmd) parse(args []string) error {
 	return nil
 }
 
-// connect parses the command's flags and returns a client for the server.
-func (c *vmCmd) connect(args []string) (*api.ClientWithResponses, error) {
+// connect parses the command's flags and returns the server they name.
+func (c *vmCmd) connect(ctx context.Context, args []string) (vmmAPI, error) {
 	if err := c.parse(args); err != nil {
 		return nil, err
 	}
-	return c.client()
+	return c.client(ctx)
 }
 
-// client returns a client for the server -server names.
-func (c *vmCmd) client() (*api.ClientWithResponses, error) {
-	return c.clientFor(c.ep, *c.tokenFile, 90*time.Second)
+// client returns the server -server names, in the version -api names or
+// else the newest it serves.
+func (c *vmCmd) client(ctx context.Context) (vmmAPI, error) {
+	return c.clientFor(ctx, c.ep, *c.tokenFile, 90*time.Second)
 }
 
-// clientFor returns a client for the server at ep, with the token in
-// tokenFile, or else the one the server wrote where the CLI finds it.
-func (c *vmCmd) clientFor(ep endpoint, tokenFile string, timeout time.Duration) (*api.ClientWithResponses, error) {
+// clientFor returns the server at ep, with the token in tokenFile, or else
+// the one the server wrote where the CLI finds it.
+func (c *vmCmd) clientFor(ctx context.Context, ep endpoint, tokenFile string, timeout time.Duration) (vmmAPI, error) {
 	tok, err := serverToken(ep, tokenFile)
 	if err != nil {
 		return nil, err
 	}
-	return newClient(ep, timeout, tok)
+	return dialVMM(ctx, ep, tok, timeout, *c.api)
 }
 
 func (c *vmCmd) json() bool { return *c.output == "json" }
@@ -204,7 +212,7 @@ func runVM(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 }
 
 func (c *vmCmd) create(ctx context.Context, args []string) error {
-	specPath := c.fs.String("spec", "", "a vmm-server v1 InstanceSpec as JSON")
+	specPath := c.fs.String("spec", "", "an InstanceSpec as JSON, in the API version spoken (a v1 spec is a v2 spec too)")
 	configPath := c.fs.String("config", "", "a VM config file (TOML)")
 	name := c.fs.String("name", "", "the instance's name (default: the config's name, else \"vm\")")
 	id := c.fs.String("id", "", "the instance's UUID (default: a new one)")
@@ -216,34 +224,18 @@ func (c *vmCmd) create(ctx context.Context, args []string) error {
 		c.usage(c.stderr)
 		return errUsage
 	}
-	props := api.InstanceProperties{Name: "vm", Id: uuid.New()}
-	var wire api.InstanceSpec
+	props := properties{Name: "vm", ID: uuid.New()}
+	var cfg *vmconfig.File
 	if *configPath != "" {
 		f, err := vmconfig.Load(*configPath)
 		if err != nil {
 			return err
 		}
-		s, err := f.Spec()
-		if err != nil {
-			return fmt.Errorf("%s: %w", *configPath, err)
-		}
-		if wire, err = specv1.FromSpec(s); err != nil {
-			return err
-		}
+		cfg = &f
 		if f.Name != "" {
 			props.Name = f.Name
 		}
-		if f.Description != "" {
-			props.Description = &f.Description
-		}
-	} else {
-		data, err := os.ReadFile(*specPath)
-		if err != nil {
-			return err
-		}
-		if wire, err = specv1.DecodeInstanceSpec(data); err != nil {
-			return fmt.Errorf("%s: %w", *specPath, err)
-		}
+		props.Description = f.Description
 	}
 	if *name != "" {
 		props.Name = *name
@@ -253,44 +245,49 @@ func (c *vmCmd) create(ctx context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("-id: %w", err)
 		}
-		props.Id = u
+		props.ID = u
 	}
-	cl, err := c.client()
-	if err != nil {
-		return err
-	}
-	body, err := ensureFromSpec(props, wire)
-	if err != nil {
-		return err
-	}
-	r, err := cl.InstanceEnsureWithResponse(ctx, body)
-	if err != nil {
-		return err
-	}
-	inst := r.JSON201
-	if inst == nil {
-		inst = r.JSON200
-	}
-	if inst == nil {
-		e := apiErr(c.ep.String(), r.StatusCode(), r.Body)
-		if e.Code == codeInstanceExists {
-			c.explainExists(ctx, cl, e, props, *id != "", wire)
+	var specData []byte
+	if *specPath != "" {
+		data, err := os.ReadFile(*specPath)
+		if err != nil {
+			return err
 		}
-		return e
+		specData = data
 	}
-	return c.printInstance(*inst)
+	cl, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	var s spec.Spec
+	if cfg != nil {
+		if s, err = cfg.Spec(); err != nil {
+			return fmt.Errorf("%s: %w", *configPath, err)
+		}
+	} else if s, err = cl.decodeSpec(specData); err != nil {
+		return fmt.Errorf("%s (an InstanceSpec of API %s): %w", *specPath, cl.version(), err)
+	}
+	inst, err := cl.create(ctx, props, s)
+	if err != nil {
+		var e *apiError
+		if errors.As(err, &e) && e.Code == codeInstanceExists {
+			c.explainExists(ctx, cl, e, props, *id != "", s)
+		}
+		return err
+	}
+	return c.printInstance(inst)
 }
 
 // explainExists fills e, a 409 instance_exists answer to a create, with
 // the VM the server has, how this create differs from it, and what to do.
-func (c *vmCmd) explainExists(ctx context.Context, cl *api.ClientWithResponses, e *apiError, props api.InstanceProperties, idGiven bool, wire api.InstanceSpec) {
-	have, err := getInstance(ctx, cl, c.ep)
+func (c *vmCmd) explainExists(ctx context.Context, cl vmmAPI, e *apiError, props properties, idGiven bool, want spec.Spec) {
+	have, err := cl.instance(ctx)
 	if err != nil {
 		return // the general words stand
 	}
-	e.Text = fmt.Sprintf("the server at %s already has a VM: %q (id %s, %s)", c.ep, have.Properties.Name, have.Properties.Id, have.State)
+	e.Text = fmt.Sprintf("the server at %s already has a VM: %q (id %s, %s)", c.ep, have.Properties.Name, have.Properties.ID, have.State)
 	var diff []string
-	if have.Properties.Id != props.Id {
+	if have.Properties.ID != props.ID {
 		what := "id"
 		if !idGiven {
 			what += " (without -id, each create makes a new one)"
@@ -300,13 +297,13 @@ func (c *vmCmd) explainExists(ctx context.Context, cl *api.ClientWithResponses, 
 	if have.Properties.Name != props.Name {
 		diff = append(diff, "name")
 	}
-	if deref(have.Properties.Description) != deref(props.Description) {
+	if have.Properties.Description != props.Description {
 		diff = append(diff, "description")
 	}
-	if s, err := cl.InstanceSpecGetWithResponse(ctx); err == nil && s.JSON200 != nil {
-		if s.JSON200.Spec == nil {
+	if sv, err := cl.spec(ctx); err == nil {
+		if sv.Spec == nil {
 			diff = append(diff, "spec (the VM there is a migration target)")
-		} else if parts := specDiff(*s.JSON200.Spec, wire); len(parts) > 0 {
+		} else if parts := specDiff(*sv.Spec, want); len(parts) > 0 {
 			diff = append(diff, "spec ("+strings.Join(parts, ", ")+")")
 		}
 	}
@@ -315,7 +312,7 @@ func (c *vmCmd) explainExists(ctx context.Context, cl *api.ClientWithResponses, 
 		fmt.Fprintf(&hint, "this create asks for a different one (it differs in %s). ", strings.Join(diff, ", "))
 	}
 	switch {
-	case have.State == api.InstanceStateStopping || have.State == api.InstanceStateStopped:
+	case have.State == stateStopping || have.State == stateStopped:
 		hint.WriteString("The server holds one VM at a time and that one is ending: wait for it (`waggle vm watch`), then create again")
 	default:
 		hint.WriteString("The server holds one VM at a time: stop that one first with `waggle vm stop`, then create again")
@@ -324,17 +321,13 @@ func (c *vmCmd) explainExists(ctx context.Context, cl *api.ClientWithResponses, 
 }
 
 // specDiff names the parts of two specs that differ: "board", "boot",
-// "components.com1". Both are compared in their canonical form.
-func specDiff(a, b api.InstanceSpec) []string {
-	top := func(s api.InstanceSpec) map[string]json.RawMessage {
+// "components.com1". Both are compared as the newest version writes them,
+// every default written out.
+func specDiff(a, b spec.Spec) []string {
+	newest, _ := versions.Lookup(versions.Names()[0])
+	top := func(s spec.Spec) map[string]json.RawMessage {
 		m := map[string]json.RawMessage{}
-		// Through the hub and back, every default is written out.
-		if hub, err := specv1.ToSpec(s); err == nil {
-			if w, err := specv1.FromSpec(hub); err == nil {
-				s = w
-			}
-		}
-		if data, err := specv1.CanonicalJSON(specv1.Canonical(s)); err == nil {
+		if data, err := newest.Encode(s); err == nil {
 			_ = json.Unmarshal(data, &m)
 		}
 		return m
@@ -375,23 +368,23 @@ func sortedKeys(a, b map[string]json.RawMessage) []string {
 	return keys
 }
 
-func (c *vmCmd) printInstance(inst api.Instance) error {
+func (c *vmCmd) printInstance(inst instanceView) error {
 	return c.printInstanceMoved(inst, nil)
 }
 
 // printInstanceMoved prints inst and, when out is set, the outbound
-// migration that took its VM away.
-func (c *vmCmd) printInstanceMoved(inst api.Instance, out *api.MigrationProgress) error {
+// migration that took its VM away. -o json prints the server's answer.
+func (c *vmCmd) printInstanceMoved(inst instanceView, out *migrationProgress) error {
 	if c.json() {
-		return c.printJSON(inst)
+		return c.printRaw(inst.raw)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "name\t%s\n", inst.Properties.Name)
-	fmt.Fprintf(tw, "id\t%s\n", inst.Properties.Id)
+	fmt.Fprintf(tw, "id\t%s\n", inst.Properties.ID)
 	fmt.Fprintf(tw, "state\t%s\n", inst.State)
 	fmt.Fprintf(tw, "gen\t%d\n", inst.Gen)
-	if inst.FailureReason != nil {
-		fmt.Fprintf(tw, "failure\t%s\n", *inst.FailureReason)
+	if inst.Failure != nil {
+		fmt.Fprintf(tw, "failure\t%s\n", inst.Failure)
 	}
 	if out != nil {
 		fmt.Fprintf(tw, "moved\t%s\n", movedText(*out))
@@ -401,44 +394,32 @@ func (c *vmCmd) printInstanceMoved(inst api.Instance, out *api.MigrationProgress
 
 // movedText says where a VM went that an outbound migration took away.
 // The source does not know the target's address, so it says what it knows.
-func movedText(out api.MigrationProgress) string {
-	return fmt.Sprintf("migrated out (migration %s completed); the VM runs on at the target server", out.MigrationId)
+func movedText(out migrationProgress) string {
+	return fmt.Sprintf("migrated out (migration %s completed); the VM runs on at the target server", out.MigrationID)
 }
 
 // migratedOut returns the outbound migration that took the VM away, when
 // st is a destroyed source whose migration completed.
-func migratedOut(st api.InstanceStateView) *api.MigrationProgress {
-	out := st.Migration.MigrationOut
-	if st.State != api.InstanceStateDestroyed || out == nil || out.Phase != api.MigrationPhaseCompleted {
+func migratedOut(st stateView) *migrationProgress {
+	out := st.Migration.Out
+	if st.State != stateDestroyed || out == nil || out.Phase != phaseCompleted {
 		return nil
 	}
 	return out
 }
 
-// getInstance fetches the instance of the server at ep.
-func getInstance(ctx context.Context, cl *api.ClientWithResponses, ep endpoint) (api.Instance, error) {
-	r, err := cl.InstanceGetWithResponse(ctx)
-	if err != nil {
-		return api.Instance{}, err
-	}
-	if r.JSON200 == nil {
-		return api.Instance{}, apiErr(ep.String(), r.StatusCode(), r.Body)
-	}
-	return *r.JSON200, nil
-}
-
 func (c *vmCmd) get(ctx context.Context, args []string) error {
-	cl, err := c.connect(args)
+	cl, err := c.connect(ctx, args)
 	if err != nil {
 		return err
 	}
-	inst, err := getInstance(ctx, cl, c.ep)
+	inst, err := cl.instance(ctx)
 	if err != nil {
 		return err
 	}
-	var out *api.MigrationProgress
-	if inst.State == api.InstanceStateDestroyed && !c.json() {
-		if st, err := stateNow(ctx, cl, c.ep); err == nil {
+	var out *migrationProgress
+	if inst.State == stateDestroyed && !c.json() {
+		if st, err := stateNow(ctx, cl); err == nil {
 			out = migratedOut(st)
 		}
 	}
@@ -446,25 +427,28 @@ func (c *vmCmd) get(ctx context.Context, args []string) error {
 }
 
 func (c *vmCmd) spec(ctx context.Context, args []string) error {
-	cl, err := c.connect(args)
+	cl, err := c.connect(ctx, args)
 	if err != nil {
 		return err
 	}
-	r, err := cl.InstanceSpecGetWithResponse(ctx)
+	sv, err := cl.spec(ctx)
 	if err != nil {
 		return err
 	}
-	if r.JSON200 == nil {
-		return apiErr(c.ep.String(), r.StatusCode(), r.Body)
+	if c.json() {
+		return c.printRaw(sv.raw)
 	}
-	if r.JSON200.Spec == nil && !c.json() {
+	if sv.Spec == nil {
 		fmt.Fprintln(c.stdout, "the VM waits for its migration source to send its spec")
 		return nil
 	}
-	if c.json() {
-		return c.printJSON(r.JSON200)
+	var view struct {
+		Spec json.RawMessage `json:"spec"`
 	}
-	return c.printJSON(r.JSON200.Spec)
+	if err := json.Unmarshal(sv.raw, &view); err != nil {
+		return err
+	}
+	return c.printRaw(view.Spec)
 }
 
 func deref(s *string) string {

@@ -240,6 +240,12 @@ func CheckReleases(ctx context.Context, root, tmp string) (ReleaseReport, error)
 			rep.Ran = append(rep.Ran, fmt.Sprintf("%s (%s)", way.what, strings.Join(did, ", ")))
 		}
 	}
+	fleetRan, fleetSkipped, fleetErr := checkFleets(ctx, rels, bins, head)
+	rep.Ran = append(rep.Ran, fleetRan...)
+	skipped = append(skipped, fleetSkipped...)
+	if fleetErr != nil {
+		errs = append(errs, fleetErr)
+	}
 	if !KVMAvailable() {
 		skipped = append(skipped, "migrating a running VM between each release and HEAD, both ways (needs /dev/kvm, which this machine lacks)")
 	} else {
