@@ -92,7 +92,7 @@ type StepView struct {
 // SagaView is a saga's progress.
 type SagaView struct {
 	ID         uuid.UUID
-	Kind       string // instance_create, instance_start, instance_stop, instance_reboot, instance_migrate, instance_delete
+	Kind       string // instance_start, instance_stop, instance_reboot, instance_migrate, instance_delete
 	InstanceID uuid.UUID
 	State      SagaState
 	Steps      []StepView

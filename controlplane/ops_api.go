@@ -9,6 +9,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -75,8 +76,8 @@ func (c *ControlPlane) validate(req InstanceCreate) (model.Instance, error) {
 	if _, err := uuid.Parse(req.Name); err == nil {
 		return model.Instance{}, bad("name", "%q reads as a UUID, which would name an instance by id", req.Name)
 	}
-	if len(req.Description) > maxDescription {
-		return model.Instance{}, bad("description", "%d bytes, more than %d", len(req.Description), maxDescription)
+	if n := utf8.RuneCountInString(req.Description); n > maxDescription {
+		return model.Instance{}, bad("description", "%d characters, more than %d", n, maxDescription)
 	}
 	spoke, ok := versions.Lookup(req.SpecVersion)
 	if !ok {

@@ -41,35 +41,50 @@ func synthControlPlaneV1() (fileSet, error) {
 		},
 	}}
 	sled := targetSled
-	steps := func(states ...cp.SagaStepState) []cp.SagaStep {
-		names := []string{"pick_sled", "reserve", "register_vmm", "run"}
-		out := []cp.SagaStep{}
-		for i, s := range states {
-			out = append(out, cp.SagaStep{Name: names[i], State: s})
+	// Every saga lists each step of its kind, in order, as the control
+	// plane does: pending until it runs.
+	kindSteps := map[cp.SagaKind][]string{
+		cp.SagaKindInstanceStart:   {"lock", "reserve", "point", "register", "run", "wait_running", "unlock"},
+		cp.SagaKindInstanceStop:    {"lock", "request_stop", "wait_stopped", "unlock"},
+		cp.SagaKindInstanceReboot:  {"lock", "request_reboot", "wait_running", "unlock"},
+		cp.SagaKindInstanceMigrate: {"lock", "reserve_target", "create_migration", "arm_source", "register_target", "wait_handoff", "unlock"},
+		cp.SagaKindInstanceDelete:  {"lock", "destroy", "unlock"},
+	}
+	const (
+		pending = cp.SagaStepStatePending
+		done    = cp.SagaStepStateDone
+		failed  = cp.SagaStepStateFailed
+		undone  = cp.SagaStepStateUndone
+	)
+	saga := func(kind cp.SagaKind, state cp.SagaState, states ...cp.SagaStepState) cp.Saga {
+		out := cp.Saga{Id: sagaID, Kind: kind, InstanceId: instanceID, State: state, Steps: []cp.SagaStep{},
+			TimeCreated: someTime, TimeUpdated: someTime}
+		for i, name := range kindSteps[kind] {
+			st := pending
+			if i < len(states) {
+				st = states[i]
+			}
+			out.Steps = append(out.Steps, cp.SagaStep{Name: name, State: st})
 		}
 		return out
 	}
-	why := "register the VMM: the sled agent refused it (vmm_refused)"
-	stuck := "undo register_vmm: the sled agent at 127.0.0.1:12400 does not answer"
+	why := "step register_target: the spec is not valid: register VMM 3a2b1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d: " +
+		"the sled agent at 10.0.0.8:12300 answered 409 vmm_refused: the VMM server refused (400 vm_error): vm: vmm: new: kvm: open /dev/kvm: no such file or directory"
+	stuck := "step run: the sled agent at 10.0.0.7:12300 does not answer; undo register: the sled agent at 10.0.0.7:12300 does not answer"
+	unwound := saga(cp.SagaKindInstanceMigrate, cp.SagaStateUnwound, undone, undone, undone, undone, failed)
+	unwound.Error, unwound.ErrorCode = &why, ptr(cp.SagaErrorCodeInvalidSpec)
+	stuckSaga := saga(cp.SagaKindInstanceStart, cp.SagaStateStuck, done, done, done, done, failed)
+	stuckSaga.Error, stuckSaga.ErrorCode = &stuck, ptr(cp.SagaErrorCodeSledUnavailable)
 	sagas := map[string]cp.Saga{
-		"running": {Id: sagaID, Kind: cp.SagaKindInstanceStart, InstanceId: instanceID, State: cp.SagaStateRunning,
-			Steps: steps(cp.SagaStepStateDone, cp.SagaStepStatePending), TimeCreated: someTime, TimeUpdated: someTime},
-		"done": {Id: sagaID, Kind: cp.SagaKindInstanceStart, InstanceId: instanceID, State: cp.SagaStateDone,
-			Steps: steps(cp.SagaStepStateDone, cp.SagaStepStateDone, cp.SagaStepStateDone, cp.SagaStepStateDone), TimeCreated: someTime, TimeUpdated: someTime},
-		"unwinding": {Id: sagaID, Kind: cp.SagaKindInstanceMigrate, InstanceId: instanceID, State: cp.SagaStateUnwinding,
-			Steps: steps(cp.SagaStepStateDone, cp.SagaStepStateFailed), TimeCreated: someTime, TimeUpdated: someTime},
-		"unwound": {Id: sagaID, Kind: cp.SagaKindInstanceMigrate, InstanceId: instanceID, State: cp.SagaStateUnwound,
-			Steps: steps(cp.SagaStepStateUndone, cp.SagaStepStateFailed), Error: &why, ErrorCode: ptr(cp.SagaErrorCodeInvalidSpec),
-			TimeCreated: someTime, TimeUpdated: someTime},
-		"stuck": {Id: sagaID, Kind: cp.SagaKindInstanceDelete, InstanceId: instanceID, State: cp.SagaStateStuck,
-			Steps: steps(cp.SagaStepStateFailed), Error: &stuck, ErrorCode: ptr(cp.SagaErrorCodeSledUnavailable),
-			TimeCreated: someTime, TimeUpdated: someTime},
-		"no-steps": {Id: sagaID, Kind: cp.SagaKindInstanceCreate, InstanceId: instanceID, State: cp.SagaStateRunning,
-			Steps: []cp.SagaStep{}, TimeCreated: someTime, TimeUpdated: someTime},
+		"running":   saga(cp.SagaKindInstanceStart, cp.SagaStateRunning, done, done, done),
+		"done":      saga(cp.SagaKindInstanceStart, cp.SagaStateDone, done, done, done, done, done, done, done),
+		"unwinding": saga(cp.SagaKindInstanceMigrate, cp.SagaStateUnwinding, done, done, done, done, failed),
+		"unwound":   unwound,
+		"stuck":     stuckSaga,
+		"begun":     saga(cp.SagaKindInstanceStart, cp.SagaStateRunning),
 	}
-	for _, k := range []cp.SagaKind{cp.SagaKindInstanceStop, cp.SagaKindInstanceReboot} {
-		sagas[string(k)] = cp.Saga{Id: sagaID, Kind: k, InstanceId: instanceID, State: cp.SagaStateRunning,
-			Steps: steps(cp.SagaStepStatePending), TimeCreated: someTime, TimeUpdated: someTime}
+	for _, k := range []cp.SagaKind{cp.SagaKindInstanceStop, cp.SagaKindInstanceReboot, cp.SagaKindInstanceDelete} {
+		sagas[string(k)] = saga(k, cp.SagaStateRunning, done)
 	}
 	addr := "127.0.0.1:12500"
 	base := cp.Instance{Id: instanceID, Name: "ticker", Description: desc, Spec: spec,
@@ -118,7 +133,7 @@ func synthControlPlaneV1() (fileSet, error) {
 			return nil, err
 		}
 	}
-	running := sagas["running"]
+	begun := sagas["begun"]
 	sledA := cp.Sled{Id: sledID, Address: "10.0.0.7:12300", ApiVersions: []string{"v1"}, State: cp.SledStateActive,
 		Capacity: cp.Resources{Cpus: 16, MemoryMib: 65536}, Reserved: cp.Resources{Cpus: 2, MemoryMib: 256}, Vmms: 1,
 		TimeCreated: someTime, LastContact: someTime}
@@ -133,7 +148,7 @@ func synthControlPlaneV1() (fileSet, error) {
 		{KindInstanceCreate, "minimal", cp.InstanceCreate{Name: "t", Spec: cp.SpecEnvelope{SpecVersion: "vmm-server/v1", Spec: map[string]any{}}}},
 		{KindInstanceMigrate, "to-sled", cp.InstanceMigrate{TargetSled: &sled}},
 		{KindInstanceMigrate, "anywhere", cp.InstanceMigrate{}},
-		{KindInstanceCreated, "with-saga", cp.InstanceCreated{Instance: instances["creating"], Saga: &running}},
+		{KindInstanceCreated, "with-saga", cp.InstanceCreated{Instance: inst(cp.InstanceStateStopped, 1, nil), Saga: &begun}},
 		{KindInstanceCreated, "without-saga", cp.InstanceCreated{Instance: instances["stopped"]}},
 		{KindInstanceList, "two", cp.InstanceList{Instances: []cp.Instance{instances["running"], instances["stopped"]}}},
 		{KindInstanceList, "empty", cp.InstanceList{Instances: []cp.Instance{}}},
@@ -148,9 +163,16 @@ func synthControlPlaneV1() (fileSet, error) {
 		}
 	}
 	for _, c := range []string{"invalid_request", "invalid_spec", "not_upgraded", "unauthorized", "no_such_instance", "no_such_saga",
-		"no_such_sled", "name_in_use", "instance_busy", "invalid_state", "insufficient_capacity", "same_sled", "unavailable",
-		"sled_unavailable", "internal"} {
-		e := cp.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: "req-000001"}
+		"no_such_sled", "not_found", "name_in_use", "instance_busy", "invalid_state", "insufficient_capacity", "same_sled",
+		"method_not_allowed", "body_too_large", "unsupported_media_type", "request_timeout", "too_many_connections",
+		"unavailable", "sled_unavailable", "internal"} {
+		// Request ids as the control plane makes them; a connection refused
+		// before it is read has none ("-").
+		id := "4f1c2a9e7b3d5e60"
+		if c == "too_many_connections" {
+			id = "-"
+		}
+		e := cp.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: id}
 		if err := set.addJSON(KindError, c, e); err != nil {
 			return nil, err
 		}

@@ -52,4 +52,5 @@ func TestEnumsMirrorTheDomain(t *testing.T) {
 	require.ElementsMatch(t, visibleStates(), enum("InstanceState"))
 	require.ElementsMatch(t, failureKinds(), doc.Components.Schemas["FailureReason"].Value.Properties["kind"].Value.Enum)
 	require.ElementsMatch(t, sagaErrorCodes(), enum("SagaErrorCode"))
+	require.ElementsMatch(t, sagaKinds(), enum("SagaKind"), "every kind the control plane runs, and none it does not")
 }

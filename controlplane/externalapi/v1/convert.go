@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -62,8 +63,10 @@ func CreateFromV1(b api.InstanceCreate) (controlplane.InstanceCreate, error) {
 		return out, &fieldError{Field: "body.name", Problem: err.Error()}
 	}
 	if b.Description != nil {
-		if len(*b.Description) > maxDescriptionLen {
-			return out, &fieldError{Field: "body.description", Problem: fmt.Sprintf("has %d bytes; at most %d", len(*b.Description), maxDescriptionLen)}
+		// Characters, as the contract's maxLength counts them (and the sled
+		// agent's validator), not bytes.
+		if n := utf8.RuneCountInString(*b.Description); n > maxDescriptionLen {
+			return out, &fieldError{Field: "body.description", Problem: fmt.Sprintf("has %d characters; at most %d", n, maxDescriptionLen)}
 		}
 		out.Description = *b.Description
 	}

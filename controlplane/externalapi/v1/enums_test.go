@@ -31,3 +31,8 @@ func sagaErrorCodes() []string {
 	}
 	return out
 }
+
+func sagaKinds() []string {
+	return []string{controlplane.KindInstanceStart, controlplane.KindInstanceStop, controlplane.KindInstanceReboot,
+		controlplane.KindInstanceMigrate, controlplane.KindInstanceDelete}
+}

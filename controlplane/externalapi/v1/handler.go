@@ -227,6 +227,11 @@ func (s *Server) SagaGet(ctx context.Context, req api.SagaGetRequestObject) (api
 	if err != nil {
 		return nil, &opError{op: "get saga", subject: subjectSaga, ref: req.SagaId.String(), err: err}
 	}
+	if !api.SagaKind(sv.Kind).Valid() {
+		// A kind this version cannot name (a later control plane's): the
+		// saga is not this version's to show.
+		return nil, &opError{op: "get saga", subject: subjectSaga, ref: req.SagaId.String(), err: controlplane.ErrNotFound}
+	}
 	return api.SagaGet200JSONResponse(SagaToV1(sv)), nil
 }
 

@@ -166,7 +166,6 @@ func (e SagaErrorCode) Valid() bool {
 
 // Defines values for SagaKind.
 const (
-	SagaKindInstanceCreate  SagaKind = "instance_create"
 	SagaKindInstanceDelete  SagaKind = "instance_delete"
 	SagaKindInstanceMigrate SagaKind = "instance_migrate"
 	SagaKindInstanceReboot  SagaKind = "instance_reboot"
@@ -177,8 +176,6 @@ const (
 // Valid indicates whether the value is a known member of the SagaKind enum.
 func (e SagaKind) Valid() bool {
 	switch e {
-	case SagaKindInstanceCreate:
-		return true
 	case SagaKindInstanceDelete:
 		return true
 	case SagaKindInstanceMigrate:
@@ -392,7 +389,8 @@ type Instance struct {
 	// never changes; later versions only add names. It is the envelope of the sled-agent API.
 	Spec SpecEnvelope `json:"spec"`
 
-	// State The instance's state as users see it: `creating` (its create saga runs), `starting`, `running`,
+	// State The instance's state as users see it: `creating` (being created; this version's control plane stores an
+	// instance whole and answers it `stopped` at once, but a client accepts `creating`), `starting`, `running`,
 	// `stopping`, `stopped` (no VMM; it may be started or deleted), `rebooting`, `migrating`, `failed` (its
 	// VMM failed; `failure_reason` says why; it may be started again or deleted), `destroyed` (deleted).
 	State InstanceState `json:"state"`
@@ -470,7 +468,8 @@ type InstanceMigration struct {
 // reads as a UUID is refused, so that `{instance}` in a path is never ambiguous.
 type InstanceName = string
 
-// InstanceState The instance's state as users see it: `creating` (its create saga runs), `starting`, `running`,
+// InstanceState The instance's state as users see it: `creating` (being created; this version's control plane stores an
+// instance whole and answers it `stopped` at once, but a client accepts `creating`), `starting`, `running`,
 // `stopping`, `stopped` (no VMM; it may be started or deleted), `rebooting`, `migrating`, `failed` (its
 // VMM failed; `failure_reason` says why; it may be started again or deleted), `destroyed` (deleted).
 type InstanceState string
@@ -494,14 +493,16 @@ type Saga struct {
 
 	// ErrorCode Why a saga unwound (for one `stuck`, why it began to unwind), for programs: the code of the error that
 	// failed its step, the same code as an error answer's for the same cause. `invalid_spec` (the sled's
-	// agent or its VMM server refused the instance's spec), `insufficient_capacity` (no sled, or not the one
+	// agent or its VMM server refused the instance's spec, or the VM it describes, as when the sled cannot
+	// build VMs at all: `error` carries the VMM server's own words), `insufficient_capacity` (no sled, or not the one
 	// named, had room), `same_sled` (a migration to the sled the instance runs on), `invalid_state` (the
 	// instance or its VMM was no longer in a state that allows the saga), `instance_busy` (another saga held
 	// the instance), `sled_unavailable` (a sled agent did not answer), `unavailable` (the control plane's
 	// database was away), `vmm_failed` (the VMM ended while the saga waited for it to run), `migration_failed`
 	// (the migration failed before its hand-off), `timeout` (what the saga waited for did not happen in
-	// time), `internal` (anything else; `error` says what). New codes may appear in later versions; a client
-	// treats an unknown code as `internal`.
+	// time), `internal` (anything else; `error` says what). This version's set is closed: a cause that a
+	// later control plane names with a code of its own is answered in this version as `internal`, its
+	// `error` saying what happened.
 	ErrorCode *SagaErrorCode `json:"error_code,omitempty"`
 
 	// Id The saga's id.
@@ -510,7 +511,8 @@ type Saga struct {
 	// InstanceId The instance it acts on.
 	InstanceId openapi_types.UUID `json:"instance_id"`
 
-	// Kind What a saga does.
+	// Kind What a saga does. This version's set is closed: a saga of a kind a later control plane adds is not
+	// shown in this version (`GET /sagas/{saga_id}` answers 404 `no_such_saga`).
 	Kind SagaKind `json:"kind"`
 
 	// State Where a saga stands: `running`, `unwinding` (a step failed; the steps done are being undone), `done`,
@@ -518,7 +520,8 @@ type Saga struct {
 	// operator must look). `done`, `unwound` and `stuck` are terminal.
 	State SagaState `json:"state"`
 
-	// Steps Its steps, in the order they run.
+	// Steps Every step of its kind, in the order they run, each `pending` until it runs; after a failed step
+	// the steps that did not run stay `pending`, and those done before it end `undone`.
 	Steps []SagaStep `json:"steps"`
 
 	// TimeCreated When it began.
@@ -530,17 +533,20 @@ type Saga struct {
 
 // SagaErrorCode Why a saga unwound (for one `stuck`, why it began to unwind), for programs: the code of the error that
 // failed its step, the same code as an error answer's for the same cause. `invalid_spec` (the sled's
-// agent or its VMM server refused the instance's spec), `insufficient_capacity` (no sled, or not the one
+// agent or its VMM server refused the instance's spec, or the VM it describes, as when the sled cannot
+// build VMs at all: `error` carries the VMM server's own words), `insufficient_capacity` (no sled, or not the one
 // named, had room), `same_sled` (a migration to the sled the instance runs on), `invalid_state` (the
 // instance or its VMM was no longer in a state that allows the saga), `instance_busy` (another saga held
 // the instance), `sled_unavailable` (a sled agent did not answer), `unavailable` (the control plane's
 // database was away), `vmm_failed` (the VMM ended while the saga waited for it to run), `migration_failed`
 // (the migration failed before its hand-off), `timeout` (what the saga waited for did not happen in
-// time), `internal` (anything else; `error` says what). New codes may appear in later versions; a client
-// treats an unknown code as `internal`.
+// time), `internal` (anything else; `error` says what). This version's set is closed: a cause that a
+// later control plane names with a code of its own is answered in this version as `internal`, its
+// `error` saying what happened.
 type SagaErrorCode string
 
-// SagaKind What a saga does.
+// SagaKind What a saga does. This version's set is closed: a saga of a kind a later control plane adds is not
+// shown in this version (`GET /sagas/{saga_id}` answers 404 `no_such_saga`).
 type SagaKind string
 
 // SagaState Where a saga stands: `running`, `unwinding` (a step failed; the steps done are being undone), `done`,
@@ -5829,139 +5835,146 @@ func (sh *strictHandler) SledList(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H2Pc9s20ui/guG7GVsdSpZk2YnlefMmzd31y/vqNlOn6ZtG+SSIhCR+JgEdAVlRM/7f3+wuQIIUJUtx",
-	"mly/yV1nYkkACOwu9vcuPwaRypZKCml0MPwYLHnOM2FEjp9eSW24jMQvYgYfY6GjPFmaRMlgGLxZCJbY",
-	"ASeaJTE75ezXX1/9nSWSPW8P8P+9PpupPGsxlbPEaCZ5JjrsBf7LEs2kuBc5o3kh04qZhWBmrVjEpVSG",
-	"TcVIRkrOVlrEnZEMwiCBZy+5WQRhAKsEw8DtIgiDXPxrleQiDoYmX4kw0NFCZBw2n/EPPwo5N4tgeHke",
-	"Blki3cdeCOsZkcPK//XuRft33v6j2756X/7Zfv/d34IwMJslPE+bPJHz4OHhAR6ol0pqgfD6nse/iH+t",
-	"hDbwKVLSCIl/8uUyTSIOkDv7bw3g+xiIDzxbpgL/zHOVjyMV02nueZrE49yuFAaZ0JrP4bepijcdOPWQ",
-	"ZSttmDY8N2ydmAXjLBVwCMZlzBYqjZmS6Ybx9h8h67av8Ou2hZDQZpzEwTAYzHpRn1+JZ9Pz+EJcdoMH",
-	"H2R/ywHvwf86K2nkjH7VZ/+ALRMItsnCPgMQnPEUCEDEQAHTXPA7zTjLV6lgp5PaUSchK77SSxHBZ6nM",
-	"eLWc5zwW8aQFJPAQBi+VnKVJ9DQoE82Mpyu9qcCYS2UWImdqKXJciylZEDozSXQncjjZSsYiZ2u+uWZr",
-	"nhigc5YYZhQTMkZwm3zD+Jwn8guDPbLg0UQZcKVmqRCGcQ07hGun1ux0AoQ0TuR4pQWB3gNJBReGGzEJ",
-	"RxKGrGazJEqENOOIL3mUGByqYSmdAo6u8YEWnkzzjWbrBUdalbEG5gC/r/nGIvOVhKvHUzraUzBK61SQ",
-	"6b5kOPQL4QEOkKuULVMuBZvxJBUxUjvtBUAEvDBVcweeTWjJyfi3J+7Ahn5S5p9qJeMngEaqsV5Fi7HH",
-	"KEsQSVVS94Jr3EKC1xWZNBH8F4DcT4rBJovNhEzzOYd9AF2FuCE7BNg/0G/tWMQv6DuYW/kMtAkkDAxl",
-	"BvAsuMlrvkkVj98o9SPP5+IJcAb2PDZKjVNcyIeyQyoMgRuIIwDfXLIeu0m+/8I8omkfZot2eRSJpdHs",
-	"dFI92qSFpGmF3ZskE2r1FG7sTm7sSrsgN2SgFOQiEsm9iJGXJJn4GqCLkxj3wvM8uRduJ+x0UjuKhdSt",
-	"yO+TSPwq+T1PUj5Nn0JmK28VH1Lb+LNalOF3gplFooszSLW+LuUTS7kRX4c72h1yqdcCLvh6iLwx5oZP",
-	"uUYdka/5hp1OvFNPWiESK1xqxudCGqZm8M1Iehrp25sbFiuhmfeA0wnMGdfWIsmNzE8plnG5gV1KEcG2",
-	"NWgCciRPJ0D+8OPY+xHlXRWOlq38KvnKLFSe/CHipyG7XKaK7UR7SooUIgbVaip4Dhda3Qk5ZBp0kYXg",
-	"IFte2HVw/JB9TwNHq273PMLh+Kf4Mqze36bl7WabAZ1oQnwBAbhOYUAHQpX7t99+a8PBhDQAUbFtp7xI",
-	"1yBkJ3TeCcwvt7+l0SPi9Gq5VLkR8Y2IE/4GxzwBgcVy4wzWG+NDfVRaBL2kB7ThgUO25tKwrQd9HSkB",
-	"yJnU9zJB3DQdDplesRPE04vIJPfibZYh+OI4gWV4+joHCjYJ2E8znmrRtBu4yAZUyHwlrX7iFBap1oDQ",
-	"pbcMLp8LrbdJ4ZUhrqBFfi/yE80mC6XNEPY/CZmCBYH5eGwlF3Q4lhh4jmdE9i/7WwZhGICyt8rFOBfc",
-	"ksU+HPyTRv9Cgx/CIImb7ey3NzdoYsMewJziBghrlcRBwx6Qw+1aCc+WWFAqediCxl6sfWd5m2W3OI6s",
-	"YmeGvwtwTbcnt9j74jFq+t8iMvCYwgA4gjz+cS/yDbNQP9FIsNsE4d/HLfYAhsk0FSzj0SKRop0LHuMX",
-	"MJ6MmRevXzFvFksTbZAQsxpRXA4awFfc8/qjfwOaXgOZrXMl5yGakEuhlqm4RuWbiH2WiDRm3LAZX6V1",
-	"Mhx0ry4bnukziUbHTWwlprvqIRqHspEFp2quyaBdCPb/2lbra79ykqW2pV7/+barpEoTHkJK+FR23UQg",
-	"1etyHKH8ttgwDvcIhU2Fh8Bt4DK0hto29dwlMt6BvAVfLoUU8ZBN7rNsvMxVJLQeiw+JEfGEnZri7hLL",
-	"YXYEoxGwlTXX7C5JUxG3wDyBZWgj5XQ3uWBG9L3dcCtkE/EhAvE/zgUMRRY9YaecZcncqgcG1HYzkuuF",
-	"0oLppYhQYxAxy1QuSP8veB8tQ0vDhuZKCrsd/F0qlioJdsOdVGtt93ODB8CbniptqseHaaBglbqYiJHe",
-	"QeOCxVroRZjz8Uqu0TyzzwMbEJl/xmNBOh6AxI6CWSsJu6ADE98lXbeqaBaa4B3qvloI30/RIueikKsM",
-	"6HMbmUEYlKiBkdsQt0MAWI7jARzgb+9cQRjYDXs0fiizcPTms4pDGELt+iFFl89qums/CGk1yyaWmYtI",
-	"5fGJZvNi2DXcI/RHauBVPWQY8xzIY7phCoxJwwSy62jB5VwAA0KKA4FQkUOJNJcDOlWSAUKuut1nvaur",
-	"/sXg2aB7ddVD9y391Cv2nkgj5iInl5L1cxzHI16Ufr4GpQIVmPE9aTD7JGGp6tR1qzog/5kDFYoP5pqJ",
-	"bGk2bL0QEol0ntwLWcPsRe9P0DjmFTzvm+pRxB5NpRIRuLac4USz25vvX/18y/RGG5Ghu/8g1aNgYI/t",
-	"zqH8ppjw4OIDh038CcaSQ1+t8oiQvm/iL8VAUJGWInpswu1SRP+Q9yJVS3GwWuW2Z3WrMDBJJsZRLrgR",
-	"jVJJyKp0A/lih1cgHnMj2tZ7sgV2fMhqGe95SHF1Wcq1sXf64Ec06YiIreqNsYD1seLgViHdGlhqB2ji",
-	"bw6uL3HKsYyiMJCMssBlfB/z+NO5wKdQ+ifSbG7oCKiN7gDQLcalKnRorSuwJj1ytAeZKpUKLrfowpIE",
-	"7vRxLMZHo9HuxPM5OzW31DvmoDgoSbEUMgOryE08aXMI/BGOfP6ohX4LY7ZuiltkHzh+TCgCeaSd7dbW",
-	"u8/YYFSTCeZZ5IbFIhWGfPYxKnrTDUV+gzBIjMj0MaDK+IdXNKfXhf8V5+Z5zjc7AaT3QojEhDjaiBCg",
-	"KyurVz9y6UnlxsjDHlscVlP3sOp17eIDMW4YBSNJ+6AZSIi5UtkBEvThURgkR5tSsPXSsLBmZIH/Iiza",
-	"QEQ74FAsdoSPA6XB+CARWpyzkKF2NmjrezwuwK1Swe+FJlPE4kBJ0Tpojw7/n7ZHO/uAPSKDMuqwPR2m",
-	"PZTonYo5l0+R6lVY189Vw2QNaLX97rvQP1kBuFOjP6Hkk5CtZPKvlWA8U3JeIV3t864h68HVvDwHzSbn",
-	"kRG5Blqv5FNM2pNwJFEmJnLekIcBCwoZFz9O2mil/v2nW5byqUhJwlirqTK9VWTJwJCRzAWPNeOauRwb",
-	"zXKBaTE2bYYbNvnojvIwYYlknAKlZZpNNk3mK7XSZOwenBHD23+8P31XZMLYv963/s/fmkisqrE+ZiSQ",
-	"Csk1W2mAMJjliRmyCeI8kfMJOwVN0ypZKJXzldToLbBwn4Rskq+kxD9HcqKNWi7t9/g3+lKkgvuCVmrG",
-	"N2wqCOzkhLFIh1VzMVXKLWvvAX0o3DKJ0eSEoG+u6afSCJsUYf2mx1GkqPrQWGiTqw2u7r6ueiQcPAKr",
-	"g9Gf9tj4JR3a/YlacHGWoLCk8O/Ci1E8t9EXUWNKW6j8WQqmk7hEI9yPknd0vO0v6RZg/tZ4mas5OuhD",
-	"zD7D45a7atrJL75RdoSoevn6V/JcZiJTeYNIiparBpXmHuedqpwtlDYMPpHHhaMEPtHM5b60Ptlx0W1y",
-	"XNA2x1ky3d7UDf4G9/om+f5zPrbGtREkla008d1bq8AepW7j9QV0wJV2VLDDXd8knTZwnawfjaK2QHmr",
-	"6O6a8anGMDBoS+tEi8Pc5NXAwGPKOAYoXsLgPQ4QOOPhekyRc/WYPwVOziNzcMzGOa0fO9N/wrhDnREw",
-	"oVSijFjuiLHhT6ELJ6ARAH9tgHUfbAPQw8SyagP0Ly7rBsBBWk1ijlNljvSBEG8wYnmiP5s/xHppfRIp",
-	"nR8E/eP9HlU6brxjnO6pvWfsFBifkgKE6Sq6m4Qg2Ap4gpK0kusEXfHolIZrzTM9tKGkWDgTAS+bVWds",
-	"UlxiicWmc4C6gzNAz5F2AkULTjRFC4phfKVFp5YvWoYoTvRI2sQQSjyuhFFQb6rofiDCliJqURpkQ44j",
-	"KhBeIhp5N5QUIwlaWhyyBY/RKmtV0iFrURhV5q1UrCYbjm1tZV3ikcq0Fv84awynuEgM6ntEjKgM8jR1",
-	"oRlAZ2srwZOdukxXRPdCpPFI+pvCg9SzZeA8Xny8SINCJFE0xh/cEE4cySK5B07A13zj4kxbgS8hYzB4",
-	"F0kqSq/MmmPsrMy3zVcIuALMbp2RPK0aM5bqpmKmcgr1L7iM22o2g/kuY4udYr5q0/PccSkOwxI5kjCL",
-	"gGuzOwGuG7MAnV+kWlyzCdLxpEyFbXXYT2KNlK5RO4TVOKIQE4jYvch1oqS+ZpxFKRDiSBq443gtbPio",
-	"uCnlo6sqo381iI9s0zUGpyyt4hiP9nzeY7Ok6+SAwSz/UyVGVkeI5U+U4Fek6zbpe4Vkag6DWQ4VK3JV",
-	"lQe2uyV+6O+f/JaVL9TS/0yqsv+N9fH4X5FqvnPHO9Rk8hrZPVMW9NCzWODKAP8kY4ekSGFZIBECq2cx",
-	"htBywaYCSGsl4Qu0HZSk5OwycEphNlwIp8E9owlb1LghSwoYOxAuDnP3ZAmCDG5JLkyeCCBHOZKUcqZy",
-	"qkBIlbprddwuWLkJtI/twrBtI/IskTyt0mhpwBRAALOEQqhlxBTX2QN3sTxSF0XTBeCDJgtgZlsNlY0u",
-	"hTcWI9af0JAAUjWkd2fTNPoW7eqWTppNKAue4lIRahvAs8ObvjMD5zb9BB86SgMr4rHM4MiELBQk1Vys",
-	"g1Kt+DIZO0a527/aJjn14vWrgqsiSdPXqBHoikpaP56dFTLRmXfY5L5X312vybAoFVYvJajQVwvue0yI",
-	"cV9G1+EGByinY5DIPDJ7HIDV3AnUaBeC5zGb5SqzUZDD1GiXS3JcOPUgayQV8TFh0cSwWZJrw3IxT7QR",
-	"+TER0fusiTz+Q60pXfjtzQ3W1ixUGmurgOUUDNkIeKJJ6o/7vFY7Ytvds9rlKK0GT+wXeLFn2zIlKpSy",
-	"i1t8YqQJaLbB8Mevd0WYnPJdRJSI4g+zJYGxHR9Lov3sOvtucY9a9fY1ghuk6QY5K2DIJhRWmKBdMbGJ",
-	"UzpJgT2BymnVe5ughcqovh5JawRoJDOSBKF1rbCpiFQmtAtYkMNx7QxWl9hKd0DX/Iw0B9CvtGmWuH5I",
-	"+Fhh8faGcs/QWkHDyTHYIZvAL45qJ14CpP2KnYKR0CYr7uy+NwlZp9NpWU0D7b9EgwnDjZtyolnhjl6K",
-	"KGTRQkR3zgmrDasNJnrBFfNVKnSHAbUKe1oYsOBLMPnQn042vr6uae228DKO6Qgd9gqj3sZbycnLqoQi",
-	"TNSuhA3SN0OZilwb7hcelpOoc+Bb54kR2jLvLYr2gb9D0CxFdFIs1zk2glAGEM7u3/XaV+/fddtXzXW1",
-	"tVvo72xPMkCRgdwgxW0Wogs21LK8Ub55qd50Fx/PRiy9kSNZGJUs5xI0YmuEVr37RKuVhXcrx3+2z7+W",
-	"mNioP2oRrfLEbG7hZhBJUunGixXguYlOsKbDUXg9l1h8sAWZoJGdTtptvkzaOKM9S1LLBq1rBYOblOQj",
-	"4lZRuIEJI7iHknQWxiypmCGRM+WqNayOY8vE13w+xzzvRBqeSJHr4PECpRONO3W+J1RwT2y0auiFDk/f",
-	"3ugyjAUGOuaHh4wveW5Kpo8824b0VqhrZUzJghloV9nE51x70cGQAYZDRtgNvQSE2MaR7OOKhUgagMHm",
-	"+7hEnvAUTqhVKoC7JRp4k2MRvc5IjuR3370qzgWL4GY6333HvHAqRhWRf4MkNtqWjNoPFGldg0lD9f0Y",
-	"iASTcyT9KGWHvbQ0jvjWRuXIoa6ZI3g6+BL/KkjbnR/mFRCAD4mrdUsyMZLExiVFTeEQw0p9LfmsNOt3",
-	"+4wbSlAqCqZhOJwAs6XRAEdIAAMZydPJD/94w84QLmcf8RIl8cOkxfRCravBDWajHkLGurCSgbuUjKVi",
-	"8uNjSvt9hKZd6bHaa8r7WcGE/kkZ4JhUvLNY9BaSUmCtftQpRDpjdwKOC9tBUPvegUbbH21pjOwYxqkM",
-	"0kYq/PyYIeMF5Mmh59yP6Pt0yBh0r6jO3PNUWqL0yrxA/nz3HSPFsF4DNzmw0G1Ct6WJXY1kE78CZBZH",
-	"SMxCrYwTFhS7tweyRW3lkXqsWsSGuEkFz6UeSZjknIX2pOig1+UJbXi5WLGgUhxotZYhm3ws0R26zPaQ",
-	"lVUVcOFeGbiDPl1gEA0rXihSyq3m6WiFqtUndj0c7w1CaqNkh62KlZGkkhX2xoYC0ImfoVdTaREzLcyQ",
-	"bbWBgCsxVfEmRMZhG5JQiIVWrveVUCszkmoGkncuWuFWVGDQ7dLVd7pnRRcrKgNiQeGKeqMKm6juPAEj",
-	"aWvjka3Aio59bqv8Zf0pVlJXeyPUANaqt7sYyXLnlmWTy1zf2TQwoEDOfhPTWxXdCcPsVOuHLwnOK4Qv",
-	"iuUBLIMhk8qLLiyc0CkbALTqRfU4r1Uvrber4YXCFJ5aMgBVEY7klrfInXpmuaHdVFnojwO8ThUw5GpY",
-	"XLat3gW06S0mUptGDMuyKT/q8Xg3D7t4NUqDi5um3JaSBNKUtIKSYw0LOYe0hopdmYw6koVgAyFQlEDC",
-	"vXD0AFD225PAmOKJ+Up2Op3GhhxJtLD7S8xIghYg9wW/8HhNETCqB3IRMMJALeuiWphtmTQW4djkGJS8",
-	"VWxqFPv1UBphcHc8zXuKF1DLhFmoeAxEhiig+1BraIA3prGWFXOCqjX9QACNxeDs9KJ7vh0Fu+ieDxu1",
-	"4XqZ+1YteVlStWPFrRJ4tr8CvhaqurD8ZSQr9OFkUqZyWwLZUBPY3LMkxCdi+trgwwdn+EY8TTGIa9RI",
-	"zpIP7BTUD6dVD7pXOgRk4tVTK9O6Zpxd0HSpzGeMl1kF9T/evHmN9I/JcCP5itxqtgQyIaVfG8zcglvb",
-	"/6+Lc0y0I9Xs/97+/JN9EqPMPFTkxQcemXRDVlyaREJq4RkgN69/bPc73SAMVnlqjRY9PDtbr9edTP2R",
-	"pCnvqHx+JmT719uzm9c/nvU73TPybprUM2EqyAjCoDDbgx6MVksh+TIJhsF5p9s5D9AWX6DtdlZJ5J4L",
-	"05QzSUqGqOZ1T1dw4UEd3pfdXXC2V3EwrOaj13pl9bvd44rqvZ2/q++ZszmVYwD7W+aJBMxj6xoQ0SJS",
-	"GEXya5365FAPutElH/DuoH3J+7P2IL4U7avZxXm7P30+7c8u+RXvdctOY14zHC8hjZLIetX0rf7FpVdj",
-	"4f6dKp5TN4hFstQC/cCDQXf2IQi3lylWwdAkTMriNJECG6BFYpzp/93rdmF7SWZ7QtD+HsJaW7dIZT0k",
-	"xFUWDOlTaeyjTTgGxkcWdNUTFFR8bp5z3vM5VJ3vQb/bv2z3eu3+sze97rB3Mex2O91e9/d6fkrzyF6/",
-	"+3vw8P7gRgYVItvRz8CrbHgIg0G3t2vRgkTPKu07HsLgguh1/6RqLyucdf74rIbmMIiHVZbxfBMMAzha",
-	"NVUZM6XnuloR8hAGS6UbrjSVx+iKpoAeCV7RiC3ORVzqxqeTjz45hDj+YdLa8qRu+V3rrtShe1hVRcFO",
-	"daWl1N3qACd5llCiNggOkcZkTWBqNFqhUziLEKgdVDXFVof9hlnXqGRNmMlXolb6jYxbutzckHEwjl7/",
-	"fPuGlZzyrHRYnNmV1mrlNmIby0Q8zxOrzUuxLh/BZWztbJSDiImRpNwpmxNwyl1+MwWO9J0u9sypewnK",
-	"1NA6hNCTMVOoTiZkio5ks0uCRFEzV37psiSs8P5exZvjWPKnMOE6J/0fyiFzQ975o9mYxcpD1Qtul6pJ",
-	"0N6nSdBPRZ0vP3vf5OdT5afn3v+sAhRHejWGiKcr0Yv70fm0PeAXs/ZAXMbt59GzafuSX8wG4jzuR71p",
-	"Ldn0YORSrvF2spU7qB+xwJzhd4VKvEyiO5d85oa7RJeHsBhmg9VNg94fCL3ewdDr/e41Lzru2saPKSBe",
-	"+ev1/jrTUmjkOEtJYZWXA/QQrxHtp+o7g+7zxyfVGgDitKvHpxX9W2FC7wANqd6iEeddHHKohlZeX1mZ",
-	"e7lVL96szD2EQaMOQtwbExG3+PgtVZJVCYsGVxtnddjPGKT2FMLSn/j25oadlqVTKi+CmS0wv0F7cUbg",
-	"tV+jWrrw61nMQ3TnFBk46IUuekCj9qbIe2X3nWgKfOxTX/5OMNgSiv0jheKX5o6x2/cB7DHj+d24ErA9",
-	"lv31u4eyP2/kwdzPlqg3sjwblqTkcq7ZVMxX8guzsMHjk4r2up/CvL4mHyH6f5yPhPvdPD5XoN6blDxS",
-	"1rbUijPZaSxybL9qcwG1bQdUVHZRDhGWSLZsFLhoOef6K5Q+3KJgPGTJDNjJvkv/g3i6I6nayafITQ16",
-	"/Wedbqfb6Q17/QtSC/GWzHrRM34l2oPpedweiItZ+zm/nLafRc/jK9Gd9Xh/6nW4GwYX0664is55uxc/",
-	"A2bS5+3n0eW03Z31RD8+jwbTC95w/bcuUU3jPv+mcT9V4y457WdUuPudi273CJ5Z9rbYryr+e7PKr8n5",
-	"fhDmELbnv8viXfNDyyFn/rsu0PvY7ADKysYhT1l/l6euUYHL1L1V3+ohwkoAbOI1HLF5VMpTz4reISOZ",
-	"K5W5hFDX3hVbjrDTyceHSYs8W+QSsIE0Fq9y64fD/VwzW0+18pi7kgW3H8k1151KxtBWbHKfxnjNuAsk",
-	"U0Bau/BjJXo8koPuoBaKvt5fY0dPK8OK3pOcCozwKTJRGgKi+0TUTVE39El+NSqYkBsEJDLigu7fNKIT",
-	"dxuEwT1PVzABe76oou1MdbpFs7W43ZRqq5rgGT+PQCNu96eDWXvAL0X7edyN2j3Rn53zwfQiurSG7nEc",
-	"z0HmIN/Wv7saX5aHHaDHW//FmOD8mK+DMrP3DH7U53F1sM/j6vMq/S4v8a+l9X/zdPxJYat70W5olUVy",
-	"qWRjx/k/zmyp5peUwLnQ5dckF7ezLZxwpibDsqxVhzNWRKENlh0qC/dJm19c3epfjH0W9bYHcU8Yiwbb",
-	"pzDD5wczw+eflxnSvr95QP4s/kK0/+me1DMyJHdmwvxK2ZTaJUDZNC9kX17S5ekv/3zJLgcXF2GZR39+",
-	"Ta/emLwspg2ZXQ/Tx+zfQ7YWU43rTEI2uRVRu1i4/dZVRvXOJyHj9Z//U2wmhT/Ff58GlkSN5JJrjdn0",
-	"zCxytZovnLXg5Q7WWJitGEMO5iZVa2WGbJpInm9cPqEeyaK2ofbuIFvOjOzyRLOXP9/0mFqZ5QqrGfye",
-	"aXiAjfNRe606tEnSlBLSr0fSPvkULBvxwbSKPXgHq20gkcuVKfLMcCto3OBbBf3X0KRK28d7iKUEMdbr",
-	"drstL4ZvwSckVlno8hfcuVFLzVQ+klbyUWbfkHFjeLSwyX1GuQB+1St/sL20lYJ6zSqNOaqTbZLCRfe8",
-	"oaXHPvFySzekJl56xItqgnOdmAizBi02SkAuc2VUpNJvvO+z8b4XRE2oSbGdFT5MUflNgYov6ispmgV/",
-	"MT3N09J8nzZbJhGm81eN5tC96EDX+aDLYB7JMoU5x1IKWzVro2QKPSi2zghLK9kL1hg5K691tR0gBtBG",
-	"8tEIGixML3GsOClqM5qTt21xU4hciZcwO9FFCZFzBlEXDlcUvIMn2PD+X0zjfGJWArbY+EopCRfdz6SR",
-	"0vtivymkfxJTprbnT9BHjVp+YX4JykpD1QCyNJEKThqkdl1GvNedXNdTKV3rVeR87l1a2KNYs7mSNe2m",
-	"mm7widbvLXVx+stxItz1AYwIRv717F7M9fjGZP40JqOWh/GYWjLwoxUfjjcM6YXNiTUg0MRUtmasfFNC",
-	"kSAQMgGqaPE6H7HEMhpq+2mz2TS2yTZUlly8aq/oMem1csX2kk13HiiOwv819rinByuaZ359EnI9Sr5O",
-	"yhdRdZrfK28Bt/e18o/133//lGwF6oUDikclkPPCynEXGLP9wIpozldXreyGPpNetT3CBkiqjHFr2Epu",
-	"/fp5NbN+Z4CR/4eyVV0NT16lIuCqbGhX4Mr2Oi4O5VfQvr252Sry85uXYp7efZaN7Zctl7LydeNgftu+",
-	"Q+NgtoXdQWEw28nkM0fBep1zQubnEYHYUfBbAseeBA7Hpb1u8E6OYea6lWGuJdgBtYo25G/fM+e1eau1",
-	"DRuWfbBONLMJYCjm/DaBmLkGZjl1xd3ZyotStUleqtlM5Lr4bFt0WarHJyxcxzjXLK5R1LnOak9NdbPQ",
-	"e1dJc+tiltuzYa9/jqlY1UaK74L7XvC+2qPQ5nldVvPFLi8uzi9tY8JDk96q7Qd31P9d/B5U+wbuS1ez",
-	"TKHoW7aXJXThv99dy7th74gywwInu248tbT7S5cXErl49xDfx/Dg94FCYvI7QL17D4yY/PVEalTcjKl3",
-	"74u1mtQ010yp8t4py/6T8g1QTVMd03AxjOL+2P4VRRegTlWd27EcHnyriambR9Lm4f8HAAD//w==",
+	"7H2Lc9s2s++/guH9ZmJ1KFmSZSeW586dNN/j5J66zdRpeqdRjgiRkMRjEuBHgFbUjv/3O7sL8CVKlvNs",
+	"z+R7TCwJAPFY7P72yT+8UKWZkkIa7U3/8DKe81QYkeOnl1IbLkPxs1jCx0joMI8zEyvpTb3Xa8Fi2+CJ",
+	"ZnHETjj75ZeXf2exZM/6E/zvaMyWKk97TOUsNppJnooBe47/slgzKe5Ezqifz7RiZi2Y2SgWcimVYQsx",
+	"k6GSy0KLaDCTnu/F8OyMm7XnezCKN/XcLDzfy8W/izgXkTc1eSF8T4drkXKYfMrf/yDkyqy96cWZ76Wx",
+	"dB9HPoxnRA4j/9fb5/3feP/3Yf/yXfVn/913f/N8z2wzeJ42eSxX3v39PTxQZ0pqgfv1PY9+Fv8uhDbw",
+	"KVTSCIl/8ixL4pDDzp3+t4bt+8MT73maJQL/zHOVz0MV0WrueBJH89yO5Hup0Jqv4LeFirYDWPWUpYU2",
+	"TBueG7aJzZpxlghYBOMyYmuVREzJZMt4/3efDfuX+HXf7pDQZh5H3tSbLEfhmF+Kp4uz6FxcDL37+pb9",
+	"LYdz9/7XaUUjp/SrPv0HTJm2YJcs7DPggFOeAAGICChgkQt+qxlneZEIdhK0lhr4rPxKZyKEz1KZeZGt",
+	"ch6JKOgBCdz73gsll0kcftwuE83MF4XeNvaYS2XWImcqEzmOxZQsCZ2ZOLwVOayskJHI2YZvr9iGxwbo",
+	"nMWGGcWEjHC7Tb5lfMVj+YW3PbTbo4ky4EotEyEM4xpmCNdObdhJAIQ0j+W80IK2vrYljbMw3IjAn0lo",
+	"UiyXcRgLaeYhz3gYG2yqYSidwBld4QPtfjLNt5pt1hxpVUYamAP8vuFbe5gvJVw9ntDSPuZEaZzGYbov",
+	"GTb9QucAC8hVwrKES8GWPE5EhNROc4EtAl6YqJXbnq1vycnUb080gAn9qMw/VSGjj9gaqea6CNfzGqOs",
+	"tkiqirrXXOMUYryuyKSJ4L/Azv2oGEyynIzPNF9xmAfQlY8Tsk2A/QP9tpZF/IK+g76Nz0CbQMLAUJaw",
+	"nyU3ecW3ieLRa6V+4PlKfMQ+A3ueG6XmCQ5U32V3qNAEbiC2gPPmko3Ydfz9F+YRXfMwO7TLw1BkRrOT",
+	"oLm0oIekaYXd6zgVqvgYbuxWbuxI+3ZuygAU5CIU8Z2IkJfEqfgaWxfFEc6F53l8J9xM2EnQWordqRuR",
+	"38Wh+EXyOx4nfJF8DJkVtVHqO7V7fhZFGX4rmFnHulyDVJurSj6xhBvxdbijnSGXeiPggm+myBsjbviC",
+	"a8SIfMO37CSorTro+UiscKkZXwlpmFrCNzNZQ6Rvrq9ZpIRmtQecBNBn3hqLJDcyP6VYyuUWZilFCNPW",
+	"gATkTJ4EQP7w47z2I8q75j5atvKL5IVZqzz+XUQfd9jVMM3TjnUNpEghIoBWC8FzuNDqVsgp04BF1oKD",
+	"bHlux8H2U/Y9NZwVw+FZiM3xT/FlWH19mpa3m10G9ETTwZc7ANfJ92hBCLl//fXXPixMSAM7Knb1lOfJ",
+	"BoRsQOsNoH81/R1EjweniyxTuRHRtYhi/hrbfMQBlsPNUxhvjg+tH6U9oBf0gD48cMo2XBq286CvIyXg",
+	"cIL2XAI8m67FIdMrZ4Ln9Dw08Z14k6a4fVEUwzA8eZUDBZsY9KclT7Tomg1cZAMQMi+kxScOsEi1gQPN",
+	"asPg8LnQepcUXhriClrkdyJ/olmwVtpMYf6BzxQMCMynxlZyQYtjsYHn1JTI8cV4RyH0PQB7RS7mueCW",
+	"LA6dwT+p9c/U+N734qhbz35zfY0qNswB1ClugLCKOPI65oAcbt9IuLbYbqWSxw1o7MU6tJY3aXqD7Ugr",
+	"dmr4Ww/HdHNyg70rH6MW/y1CA48pFYBHkMc/7kS+ZXbXn2gk2F2CqN/HHfYAiskiESzl4TqWop8LHuEX",
+	"0J6UmeevXrJaL5bE2iAhpi2iuJh0bF95z9uP/hVoegNktsmVXPmoQmZCZYm4QvBNxL6MRRIxbtiSF0mb",
+	"DCfDy4uOZ9aZRKfhJrIS0111H5VD2cmCE7XSpNCuBft/fYv6+i+dZGlNaTR+tmsqadJE7UCq/WnMuotA",
+	"mtflcYTy63rLONwjFDYNHgK3gUvfKmq71HMby2jP4a15lgkpoikL7tJ0nuUqFFrPxfvYiChgJ6a8u8Ry",
+	"mG3BqAVMZcM1u42TREQ9UE9gGJpI1d11LpkRfW8n3PNZIN6HIP7nuYCmyKIDdsJZGq8sPDAA281MbtZK",
+	"C6YzESJiEBFLVS4I/5e8j4ahoWFCKyWFnQ7+LhVLlAS94VaqjbbzucYF4E1PlDbN5UM3AFgVFhMR0jsg",
+	"Lhish1aEFZ8XcoPqmX0e6IDI/FMeCcJ4sCW2FfQqJMyCFkx8l7BuE2iWSPAWsa8Wom6n6JFxUcgiBfrc",
+	"PUzP96qjgZa7O26bwGY5jgf7AH/X1uX5np1wjcaPZRaO3uqs4hiG0Lp+SNHVs7ru2r+EtMiyi2XmIlR5",
+	"9ESzVdnsCu4R2iM18KoRMoxVDuSx2DIFyqRhAtl1uOZyJYABIcWBQGjIoViaiwmtKk7hQC6Hw6ejy8vx",
+	"+eTpZHh5OULzLf00KuceSyNWIieTkrVzPI5HPK/sfB2gAgHM/I4QzCFJWEGdNrZqb+Q/c6BC8d5cMZFm",
+	"Zss2ayGRSFfxnZCtkz0ffQbEsWqc86GuNYo4gFQaHoEryxmeaHZz/f3Ln26Y3mojUjT3HwU9Sgb20Ozc",
+	"kV+XHe6df+C4jj9CWzLoqyIP6dAPdfy5bAgQKRPhQx1uMhH+Q96JRGXiaFjlpmexle+ZOBXzMBfciE6p",
+	"JGRTuoF8sc0bOx5xI/rWerKz7fiQIosOPKS8uizh2tg7ffQjujAinlbzxtiNrZ+K27cG6ba2pbWALv7m",
+	"9vUFdnksoygVJKPs5jJ+iHl8di7wIZT+gTSbG1oCotE9G3SDfqkGHVrtCrTJGjnahSyUSgSXO3RhSQJn",
+	"+vApRo8+RjuTms3ZwdwKd6wAOChJvhRSA5uHG9ekzTH7j/vIVw9q6DfQZuemuEEObccPMXkgH6lnu7H1",
+	"/jV2KNWkgtU0csMikQhDNvsIgd5iS55fz/diI1L9mK1K+fuX1Gc0hP+U6+Z5zrd7N0gf3CESE+LRSoQA",
+	"rKwsrn7g0hPkRs/DAV0cRlN3MOpV6+IDMW4ZOSMJfVAPJMRcqfQICXr/4B7Ej1alYOqVYmHVyPL8S7do",
+	"BxHt2YdysEfYOFAazI8SoeU6SxlqewNaP2BxAW6VCH4nNKki9gyUFL2j5ujO/8PmaHsfMUdkUEYdN6fj",
+	"0EN1vAux4vJjpHpzr9vrap1ka9Na8z10oX+0AnAvon9CwSc+K2T870Iwniq5apCurvOuKRvB1bw4A2ST",
+	"89CIXAOtN+Ipgn7gzyTKxFiuOuIwYEAho/LHoI9a6t9/vGEJX4iEJIzVmhrde2WUDDSZyVzwSDOumYux",
+	"0SwXGBZjw2a4YcEfbin3AYsl4+QorcJs0kW8KlShSdk9OiKG939/d/K2jISxf73r/Z+/dZFYE7E+pCQQ",
+	"hOSaFRp2GNTy2ExZgGcey1XAThYC9s8SwRXp9nci18Qwmlq+NioXmnFZeYLYZq0SgcdBhgcMggi0UVkm",
+	"ogDUUoWif1EYxlmYxEKa0vNZTQQNFPaoA58FeSEl/jmTNJj9vhz4RCq4oqgYp3zLFoJOmuw+ls5g1Fws",
+	"lHLD2qtHH0pLUGw02T3omyv6qdL7gjKSoOtx5JxqPjQS2uRqi6O7r5tGELdyz8I++tMuG7+kRbs/EXiX",
+	"a/FK5Q3/Lg0n5XM7zR8tPrhDPT/BGcdRRTlwJSt2NahNP6OLhyFj8yxXK/QJ+BjwhsutZtU1k5/reuAj",
+	"pOOLV7+QsTQVqco7pGCYFR0o6g77naicrZU2DD6RkYej0AdCt+E2vQ+2lQy7bCU0zXkaL3YndY2/ASu5",
+	"jr//lI9tCQrcksZUulj9jcXMj0L4iOPhOEBfdVSwx0PQJRC3cJ2s6Y4cxUB5RXh7xfhCo+cZANom1uI4",
+	"y3zTF/EQ/kefyAtofMDmAms8HjqVYV4PmXBg5Tw0R7uJnJ38oTX9J7Q71v4BHSrcZkS2VwOBH51NEabi",
+	"O3cGKiHw15blhfSZ4OGaBZY9BKyQJk6cS+yK8SUKbxe2BaPOJGqE8HAStC74Iy8ksKFtNZpTIJUWLFJS",
+	"sIVYqhy3UgBgKCR8G9hQ1mNUIdoAkTVVofH5Bd4wpxm1laKjkF5sHgfvHmkXIuZlRPZEfzIbkbVc12m4",
+	"MggReTzeFtS8aJ1MgBMjsYyAnQBnhuMNkBcEPkjecj8BOBZyE6N7Ag31wHd4qqfWvRYJpzYhN7AQz1Ic",
+	"baDIbIgLQEDsAdhP2g4EZJ5o8qCUzXihxaAVQ1u5bZ7ombTBMhSM3XAtIZZs4GGQsZkIS4fZG9Q2aG8W",
+	"QqPHcOM0BtRMKZhnJhdFnETszTV6AniSTFmA8w5YyPM8FqXHqPLEq41kG5VHukeRqB1hpgioarGAZGBS",
+	"UswkAOXIZ2seoWLca0SkthxhqppvQ3G1HvHeTuAr7mANT9Z2b4MeLecMQ8hNtI9sgieJ844B9fR2YmzZ",
+	"iQs2RupaiyQiXuOa4ULaAUuwnlqIQhmJhjRBDrF64w6P7kyW8VWwAr7hW+fq2/E9ChmJiG3WcSIqw9iG",
+	"o/uyCnnOC9y4cpvdODN50tQnLZGXbFGzNZdRXy2X0N8FzbETDBnuep5bLrnCWCxnEnrR5toAW9jXrVmD",
+	"2iASLa5K8iujkXsD9rqpR2hBtslEadD+ON0me5AziZFdLWWDXPRWbXO3GpYExBzrys8Zy4bWAhenmqzP",
+	"ENzXpojqYt3d18Tl9etNvHD3sqDT0V4AbFMj6Dr/tNHvbRpDJ2X9U8P32T5ly2MpcLMMw+4C1aX473Zv",
+	"Wi4bKaEfPh+KDgb4D0IBFOeOI+JRpG0A00zqNR5M6zBOgn/94zU7heH06R/oqo2j+6BUFifDSSusuNc+",
+	"D7uZZBz361+orP6ZlKP6N9aQWP+KlLG927dHMSLTpN0VCrWf1nRUYAogkEijJrFc6pIVukHIwnOALUCE",
+	"hFZQWwTUAppu5Z0XFerCbsBJqMPOfduS7gySEq4mNnOcIANkAJcmFwZEwxUq7xTXqHJKc0mUuu0N3CxY",
+	"NQk0wtiBYdpG5GksedI8oEplLTcBFFHy01dueRznwL6L7JHaByqrFpXSyewqHrLTbvXanog1WnVEGTWt",
+	"NftDtjoN2HZ0SyfdSrPdnvKG09F2bM8el83eMK+b5AMcNSjvLGbCXJZHRv2hqGwG/B0Vz8ezeG4Zhd5v",
+	"xO+TJH7+6qXjKhpJmr5GjKMbvo/28mwvn4nBasCCu1F7dqMuVbJSB2pxZ6UCUIqCx/ixD4UNHq9iAtqf",
+	"AyPmoTlgZW6yalQR1oLnEVvmKrWutuP0Ehew9Dif/VH6ZyKix/jeY8OWca4Ny8Uq1gbE//HLuEu7yOM/",
+	"1IZi0t9cX6Ptcq2SyGqiwPQADW0FPNHE7cd9WjsNnra7Z63LUalhNQxSnotd245u1qCUfdziA92ZQLMd",
+	"ph78eq8RIWm5LYnij9PUgbE93mFJ89m39v3iHvWG3WsEN0jTDXJ6zpQF5LsKUHMKbHSejhNgTwCqrQJj",
+	"owARbuurmbRqjkYyI0ngW2MaW4hQAfy1XjEyMW+cBcBFT9Md0C3ERH3g+JU23RK3HnfwWGHx5poCHFEf",
+	"Q9XQMdgpC+AXR7VBLcq2goN3adonvfT0bhT4bDAY9CzSQIU61qCkcVMDp6XPA/XlcC3CW2d214a1GhO9",
+	"4Ih5kRDUFUzY1UKDNc9AqUWnDRlN9JWFt6V8oezeKKIlDNhLhMemNpKTl00JRSfRuhI2EqR7lymTuuN+",
+	"4WI5iTq3fZs8NkJb5r1D0fXN3yNoMhE+KYcbPNZNVXmpTu/ejvqX794O+5fdydutW1if2YGIkzLMvUOK",
+	"21BX59FqpRKgfKvlE9BdfDjktbI/z2RlTcy5BERs1eymP4dotTHwfnD8ub08rejXTvyoRVjksdnewM0g",
+	"kqT8oOcFnHMXnWDikKPwdsC6eG+zfgGRnQT9Ps/iPvboL+PEskFrPEIPOkWSiahXZgdhVBLOoSKdtTEZ",
+	"ZczEcqlcSpDFOLYWwYavVphMEEvDYyly7T2cBfdE40ydMQ8B7hPrEp3W/NMnaFJzvtJbqTaYhOAznvHc",
+	"VEwfebb1GxeItVKmKjuddulzoPLWXNA+gxP2GZ2uX4tyiazn0D6uHMi3btVG3p0WecwTWKFWibCKfE3h",
+	"Hg1mcia/++5luS4YBCcz+O47VvPZo+aO/BsksdE2L9l+IHf+BlQaKiKB3m5QOWey7gofsBeWxvG8rYs4",
+	"NlfMETwtPMO/StJ264d+5Q7Ah9glVMapmEli45Jc87CIaSOJ21kRxsOx8zRXWfnQHFaAIfmogONOAAOZ",
+	"yT12iR7Ta7VpurOY9XMJGelSSwbuUjGWhsqPj6n095lsuSoOqfL10HM6/qByaQUNczdmVvoECqzWj5hC",
+	"JEt2K2C5MB3c6rp1oFP3R10afXmGccq1tb6pehDWlPFy58lk6QysaN2tTDqXVMygZou1RFnLJQT58913",
+	"jIBhO9EyODKbMqDb0sWuZrKLX8FhlkuIzVoVxgkLsjTaBdnMyWpJI9bMlMSzSQTPpZ5J6OTMoXal6PHQ",
+	"1QptQEE5Ykml2NCilikL/qiO23fpEz6rUnfgwr2sLJqWLtBtimlV5BvnFnk6WqGSCIEdD9vXGiG1UUTN",
+	"TlrUTFJeFHttfSvoFUkxlENpETEtzJTt1BqBK7FQ0dZHxmGr3pDPikZuFy9RhZlJtQTJuxI9f8fNMhkO",
+	"6eo77NnAYmX6SSTIUtyuhmJNx84SMJO2AAOyFRjRsc9dyF8lOWPQSrMAR2vDeu2aKjNZzdyybHIK6Fsb",
+	"a6gwLuZXsbhR4a0wzHa1noaK4GrVFsqKDLAtkymTquY/WTuhU1WZ6LUrN2C/Xrt+gx0NLxTGibXCP8jS",
+	"O5M71iK36qXlhnZSVTUJbFArhwJNLqflZdspkEGT3mEirW7EsCybqvt1Hi4ZYwdv+qFwcNMVQFWRQJIQ",
+	"Kqg41rSUc0hrCOyqiOeZLAUbCIEyz9ZHnwbRA+xyvQYO+sDdE/NCDgaDzqovcbi284vNTAIKkIfce7i8",
+	"Lh8fJZ05Hx+dQCvOppn9b5k0ZnrZcCiUvM3T1Cj2285COsH9HsPaU2ouw1SYtYrmQGR4BHQfWlUz8MZ0",
+	"JkxjFFizcAQQQGfFAXZyPjzb9fOdD8+mnWi4XUthp2BBlbe3Z8SdOgvscJmFljPu3PKXmWzQh5NJqcpt",
+	"nm1H4ml3YRwfn4gxkpP3753iG/IkQWeyUTO5jN+zE4AfDlVPhpfah8PEq6cK07tinJ1Td6nMgP0oNlaA",
+	"AMHwLBMcnbpNzfuqDBKcSQPAUhO4wZw+cgNagPofr1+/QvrHiMuZfElmNV26oAD0Y/zIQsCtHf/X+RlG",
+	"cxI0+783P/3owhEp/BOBvHjPQ5NsSYtL4lBILWoKyPWrH/rjwdDzvSJPrNKip6enm81mkKrf4yThA5Wv",
+	"ToXs/3Jzev3qh9PxYHhK1k2T1FSYxmF4vleq7d4IWqtMSJ7F3tQ7GwwHZx7q4mvU3U4b2QIrYboCcwlk",
+	"iGbywKIwLnjmQApBydleRt60mfTQKsg2Hg4fV7mhNvO37TlztqKcH2B/WR5LOHmsjwQiWoQKvUj1hLox",
+	"GdS9YXjBJ3w46V/w8bI/iS5E/3J5ftYfL54txssLfslHw6qcXa3iUi0EkcIGR82AvfH5RS2Rx/27UDyn",
+	"kiPrONMC7cCTyXD53vN3hylHQdckdEqjJJYCq+yFYp7q/z0aDmF6cWoLj9D87v1W7cBQpSMkxCL1pvSp",
+	"UvZRJ5wD4yMNumkJ8ho2t5pxvmZzaBrfvfFwfNEfjfrjp69Hw+nofDocDoaj4W/tgJ/ulqPx8Dfv/t3R",
+	"1TIaRLanaEYtfebe9ybD0b5BSxI9bdSIufe9c6LXw52aBdOw19nDvToqEOE5FGnK86039WBpzXh4DMdf",
+	"6Wba0b3vZUp3XGnKwdINpIAWCd5AxPbMRVRh45Pgjzo5+Nj+PujtWFJ37K5tU+rUPawJUbAcYqUpDXfK",
+	"DEqexpQNAIJDJBFpExh/j1roAtYiBKKDJlLsDdivGNqPICtgJi9Eq74AMm7porF9xkE5evXTzWtWccrT",
+	"ymBxakfaqMJNxFYvqkdPSbGpHsFl5FexWHRJZpKC0WxMwAl3mYrkONK3upwzpxI5KFN9axBCS8ZSIZyM",
+	"SRWdyW6TBImibq5s8yvL2g7fq2j7OJb8IUy4zUn/h3LI3JB1/tFszJ7KfdMKbodqSdDRh0nQDz26uvwc",
+	"fZOff1L5iS1reax4TJdiFI3Ds0V/ws+X/Ym4iPrPwqeL/gU/X07EWTQOR4tW8O7RZ0vB5buxVm6ddYcF",
+	"Bom/LRFxosLbWksX4nLvly2sm/pwo0zF0jw0Dvk7H2hVyMMNQEGZ1xe0t2Uh9y3u3ZEHPjr6wEe/1Wp6",
+	"PY7RRA9BplpW+NXh9OtKzOXYS0lh4dYRyKlWn/lDEdpk+OzhTq26mNjt8uFuZVlj6DA6AtO1K5div/Nj",
+	"FtVR4e4rw88XO2UUuuHnve91oiaSNxg6uSN5bijBsklY1LhZT27AfkK3eg3CVhbQN9fX7KRK71N56X7t",
+	"sZRvAW85tfWqnrpdOR3akeVTNECVMUNoNy9LoyPeVGRvs/OONblqDgGuv9Me7Ijx8SPF+Jdm6JGb9yfh",
+	"6Nb//Lm453h4LPestTyaedrCD50c0/phKV+Aa7YQq0J+YQ44ebhTWbT6Q3jf12RDdH0eZkP+YbtWnalQ",
+	"RVuKlqmyo1opz+wkEjkWNbbBj9oW2SqTFyloCrOAe9btXRZydFVLKqN1WYbBZ/ESuNEhnvEv8fGWs2Z9",
+	"rDIY1xuNnw6Gg+FgNB2NzwkH4y1ZjsKn/FL0J4uzqD8R58v+M36x6D8Nn0WXYrgc8fGiVjdy6p0vhuIy",
+	"POP9UfQUeNGY95+FF4v+cDkS4+gsnCzOeQf32LlELRXj7JuK8bEqRsWoP6GKMR6cD4eP4JlVxZjDSPPP",
+	"zSq/Juf7lzDHsL36G2Ledj+0anJaf4MMmlu7LV5pVY7nY8bfZ5rsxH+purPor+0TbXj8gloZHxs4pmro",
+	"rqzIM5O5UqmLgHVFk7GQDzsJ/rgPemTKIxuI9RyyqMit4RHnc8VsilxRY+5Kltx+JjdcDxohUjvO2EOA",
+	"84px5zknD7x2/taGu3wmm0lPsPSrw2mT9LTKj1p7kkPQuD9l6E2HB/iQiLouE6U+yJBIGSJyixuJjLik",
+	"+9edx4mz9XzvjicFdMBKSqos5tTsbo/ZJtu5Ls0CUN5TfhYCoO6PF5Nlf8IvRP9ZNAz7IzFenvHJ4jy8",
+	"sHry4zie25mjjHl/di2gyof7lIadOZ3E4bYkt+ZVxcmDrXmezkn0H2cSOmoKaPhZcxmp5fKzGX4ujzb8",
+	"XH5a1cWFk/61dJdv5p7P5G28E/2OMnokXStm/Dgj0KnNsP2SOCIXuvqapPtukIyDGFSAXFY1G2CNDYFu",
+	"fZzHSvRDMvNnl278FxMCZZr0J5IBFFe1M+rXsrw/O5oBP/u0DJh24Jvt6HPxNLpvH27CPiUVfG/Q1C8U",
+	"eKtdrJyNCESWWYvPPfn5ny/YxeT83K9SLs6u6FVAwYuy25TZ8TDS0P49ZRux0DhO4LPgRoT9cuD+G5dE",
+	"NzoLfMbbP/+n2AalJar+fh/MnpvJjGuNiRfMrHNVrNZOz6qFmbbYpk0uRK7pOjXTqqZsEUueb13oqZ7J",
+	"Mg2mVQrCZr4ji36i2YufrkdMFSYrMPGlXsMRF7A1O3VqmDZxklDuwtVM2iefgE4o3pteOYfawloTiGVW",
+	"mDIkEaeCaiG+5bT+WqxEafv42sFSLCEbDYfDXi3cw26fkFGrKA/O3KhMM5XPpJW2FAQ6ZdwYHq5tHKhR",
+	"Ltaj6Q45WtPciVa+Yo0qNc3ONp7lfHjWUd/mkEi7oRvSEmkj4kUtYb2JTYgBpvY0qo3McmVUqJJvvO+T",
+	"8b7nRE2I3tjeZDCmKFOrPIovamUqi5d/MWxYQ4Z1bwDL4hAzP5rmBt+9eEW3+aALdp/JKto9x6wbm2Bt",
+	"3ZMKbU82JQ2zcNlz1umyrK51s1Yoei5n8kHXJQxML5VtmHdaPbrj/MuKq8CVeLVnT3SZbebMaFSwxeWP",
+	"7+EJNhTkL4ZyPzyCBQuxfAtfeVT4yvnwE4FoeuX2Nwz9meQIvTniIyC0UdkXZvEq0105MciFRSI4gV7t",
+	"aujU3hh11Q4UdqWkkVm71xFimXfNVkq2AFkzNOUDjQQ3VKPsL8c8cdaf1EDQGnMfZ6siKv+HmQcwFukb",
+	"Y/tsjE1lx/G1Vnj9gzlUjh9NqWhkbPUs1MSVzcKsXnBTRqDYQsjlW9hEholpVC3ZRltqfLuBoUT/8g2p",
+	"ZRncWjlsrIDbxWeA4ii+pMWSD9SxRi22nvGHnJbSGeLq/YFYmUliFIRZV8EZduO8tjesfkceem3Ku48J",
+	"h6HqUgDSGp7C5xY7OM+rrbBXugu/OgK1E/p4+Nlu0caeuyPsAM+dJg3U2f51D+RsN9vhytTg04LN8WCC",
+	"kSv3VW3JFhnUUouBFKoKlCUp2HL0eBSs5UKsFxkgawqK+mnZDtHAGR8vRuEw6l+KZ8v+hD9d9J+FF1H/",
+	"XEyW7red5F5u2GiI0VrPpqPx2XBYlbAFVHGXpnNbKHrKdt5NSgWkTybDIbtL57iC3pTdpfD/dMqk2EzZ",
+	"LXxUmZDsNBJ3p/jRpeEv4wTLIkRxLkKj8q3XLJa/U/f26/um67VDD98ZWz3zGNf0btMDnundxp2O6a7H",
+	"7/NL2xpOf2q39GhwRnfs0wAfrMz6LS7sQFyYk82196g49IIpQBa5uNKKR+R820gi+1LYWrnMVvnFaVVP",
+	"8IlmNq4UwU293CoGxJq1yKl++t6SiJRAQihJLZci1+VnW+rQ3kt8wtpV3nRFNzsBjqtQ+bERtHb33jai",
+	"Z4kdPyV23K65OX3r3Y28d81arzZ89KIZhnpxfn52YQu8HhtL2yzjuieP+vw3r1l/9VAUrOUKZf3Hgyxh",
+	"CP/7zZUOnY4eka5dnsm+G0+lQf/SadpELrV7iG8yuq/X00NiqlfSe/sOGDGJbCI1KhKBEb3vyrG6wLkr",
+	"Std4SaRl+3H1usauro5pOAdfeX9sHaCymtqgCeL3DIcL3ykG7fqh7Hp3//8DAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
