@@ -54,4 +54,10 @@ func TestSledAgentClient(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, errors.Is(err, sledagent.ErrBellUnknownVmm))
 	require.ErrorContains(t, err, "401")
+
+	// A refused registration says what the control plane said: its code
+	// and the field at fault, so that the agent's log tells what to fix.
+	err = c.Register(ctx, sled, "0.0.0.0:12300", []string{"v1"}, sledagent.Resources{CPUs: 8, MemoryMiB: 4096})
+	require.ErrorContains(t, err, "400 invalid_request: body.address")
+	require.NotContains(t, err.Error(), token, "the token is never in an error")
 }

@@ -5,6 +5,7 @@ package cpclient
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -56,7 +57,7 @@ func (c *Client) Ring(ctx context.Context, vmmID uuid.UUID) error {
 	case resp.JSON404 != nil && resp.JSON404.ErrorCode == "no_such_vmm":
 		return sledagent.ErrBellUnknownVmm
 	}
-	return fmt.Errorf("ring the doorbell: the control plane answered %d", resp.StatusCode())
+	return fmt.Errorf("ring the doorbell: %w", answered(resp.StatusCode(), resp.Body))
 }
 
 // Register registers the sled: its agent's address, API versions and
@@ -70,7 +71,17 @@ func (c *Client) Register(ctx context.Context, sledID uuid.UUID, addr string, ve
 		return fmt.Errorf("register the sled: %w", err)
 	}
 	if resp.StatusCode() != http.StatusNoContent {
-		return fmt.Errorf("register the sled: the control plane answered %d", resp.StatusCode())
+		return fmt.Errorf("register the sled: %w", answered(resp.StatusCode(), resp.Body))
 	}
 	return nil
+}
+
+// answered words the control plane's refusal: its status and, when the body
+// is its Error, the code and the message (which names the field at fault).
+func answered(status int, body []byte) error {
+	var e api.Error
+	if json.Unmarshal(body, &e) != nil || e.ErrorCode == "" {
+		return fmt.Errorf("the control plane answered %d", status)
+	}
+	return fmt.Errorf("the control plane answered %d %s: %s", status, e.ErrorCode, e.Message)
 }
