@@ -115,7 +115,7 @@ func (v *vmmV1) ensure(ctx context.Context, body api.InstanceEnsureRequest) (ins
 func (v *vmmV1) create(ctx context.Context, p properties, s spec.Spec) (instanceView, error) {
 	w, err := specv1.FromSpec(s)
 	if err != nil {
-		return instanceView{}, err
+		return instanceView{}, fmt.Errorf("API v1 cannot say this spec (the version spoken to the server at %s): %w", v.ep, err)
 	}
 	var body api.InstanceEnsureRequest
 	if err := body.FromInstanceEnsureFromSpec(api.InstanceEnsureFromSpec{Properties: propertiesToV1(p), Spec: w}); err != nil {

@@ -114,7 +114,7 @@ func (v *vmmV2) ensure(ctx context.Context, p properties, init api.InstanceInit)
 func (v *vmmV2) create(ctx context.Context, p properties, s spec.Spec) (instanceView, error) {
 	w, err := specv2.FromSpec(s)
 	if err != nil {
-		return instanceView{}, err
+		return instanceView{}, fmt.Errorf("API v2 cannot say this spec (the version spoken to the server at %s): %w", v.ep, err)
 	}
 	var init api.InstanceInit
 	if err := init.FromInstanceInitSpec(api.InstanceInitSpec{Spec: w}); err != nil {
