@@ -136,33 +136,49 @@ func (s *capServer) stop() {
 	}
 }
 
-// get fetches path (with its query) from the server with its token and
-// returns the body exactly as sent; any status but 200 is an error.
+// get fetches path (with its query) of version 1 from the server with its
+// token and returns the body exactly as sent; any status but 200 is an
+// error.
 func (s *capServer) get(ctx context.Context, path string) ([]byte, error) {
+	return s.call(ctx, http.MethodGet, "/v1"+path, nil, http.StatusOK)
+}
+
+// call sends one request to the server with its token (path is the whole
+// path, with the version's prefix and the query; body, when not nil, is
+// JSON) and returns the answer's body exactly as sent; any status but want
+// is an error that names the request and shows the body.
+func (s *capServer) call(ctx context.Context, method, path string, body []byte, want int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	tok, err := os.ReadFile(s.token)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/v1"+path, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.addr+path, rd)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("GET /v1%s on the %s server: %w", path, s.name, err)
+		return nil, fmt.Errorf("%s %s on the %s server: %w", method, path, s.name, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	got, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return nil, fmt.Errorf("GET /v1%s on the %s server: %w", path, s.name, err)
+		return nil, fmt.Errorf("%s %s on the %s server: %w", method, path, s.name, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /v1%s on the %s server: HTTP %d: %.300s", path, s.name, resp.StatusCode, body)
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s %s on the %s server: HTTP %d, want %d: %.300s", method, path, s.name, resp.StatusCode, want, got)
 	}
-	return body, nil
+	return got, nil
 }
 
 // vm runs the CLI's `waggle vm <cmd> -server <s> -token-file <s's> args...`

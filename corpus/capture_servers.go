@@ -5,25 +5,34 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wagglevm/waggle/server/migration"
 )
 
-// ServerCapture captures the files of vmm-server/v1 from real `waggle
-// server` processes of this build (it needs KVM): a running ticker (its
-// instance, its state monitor with history, its serial history), a disk
-// guest that has written and verified its data, and the migration of
-// each into a second server through a recording proxy, whose stream gives
-// the device payloads (UART, virtio-blk), the machine state (vCPUs,
-// irqchip, PIT, clock) and every kind of frame as the target saw it. The
-// servers are driven by this build's CLI and read over plain HTTP, so each
-// body is kept as the server wrote it; nothing imports the server's code.
-// cmd/corpusgen installs its Hook as CaptureHook.
+// ServerCapture captures the files of vmm-server/v1 and vmm-server/v2 from
+// real `waggle server` processes of this build (it needs KVM), in one run
+// of the servers: a running ticker (its instance, its state monitor with
+// history, its serial history), a disk guest that has written and verified
+// its data, and the migration of each into a second server through a
+// recording proxy, whose stream gives the device payloads (UART,
+// virtio-blk), the machine state (vCPUs, irqchip, PIT, clock) and every
+// kind of frame as the target saw it. Each body is read once at each
+// version's path (/v1/instance, /v2/instance, ...) and kept in that
+// version's files; the stream's files, which no API version shapes, go
+// into both. A guest only v2 can describe (the panic guest with a pvpanic
+// device and an explicit SMBIOS table) adds v2's own bodies: the ensure's
+// and the state change's answers, an instance failed as guest_panicked,
+// and two of the server's errors (capture_panic.go). The servers are
+// driven by this build's CLI or plain HTTP and read over plain HTTP, so
+// each body is kept as the server wrote it; nothing imports the server's
+// code. cmd/corpusgen installs its Hook as CaptureHook.
 type ServerCapture struct {
 	// Root is the repository root; Waggle, if empty, is built from it.
 	Root string
@@ -34,19 +43,81 @@ type ServerCapture struct {
 	Wait time.Duration
 	// Log says what the capture does (default: slog.Default()).
 	Log *slog.Logger
+
+	// run stands in for the servers in tests (nil: captureAll).
+	run func(ctx context.Context) (captured, error)
 }
 
-// capturedV1 is the version the capturer knows how to capture.
-var capturedV1 = Version{API: "vmm-server", N: 1}
+// The versions the capturer writes files of.
+var (
+	capturedV1 = Version{API: "vmm-server", N: 1}
+	capturedV2 = Version{API: "vmm-server", N: 2}
+)
 
-// Hook returns the capture function for CaptureHook. Versions other than
-// vmm-server/v1 get no captured files.
+// bodyVersions are the versions whose response bodies a capture reads,
+// each at its own path on the same servers.
+var bodyVersions = []struct {
+	v      Version
+	prefix string
+}{{capturedV1, "/v1"}, {capturedV2, "/v2"}}
+
+// captured is what one run of the servers gave: for each version, files
+// by path "<kind>/<name>.json".
+type captured map[Version]map[string][]byte
+
+// put records data as kind/name of version v.
+func (c captured) put(v Version, kind, name string, data []byte) {
+	if c[v] == nil {
+		c[v] = map[string][]byte{}
+	}
+	c[v][kind+"/"+name+".json"] = data
+}
+
+// putShared records files (path "<kind>/<name>.json") in every version of
+// bodyVersions: what a migration stream carries (frames, device and machine
+// payloads) is the same bytes whichever API version armed it.
+func (c captured) putShared(files map[string][]byte) {
+	for _, b := range bodyVersions {
+		if c[b.v] == nil {
+			c[b.v] = map[string][]byte{}
+		}
+		for p, data := range files {
+			c[b.v][p] = data
+		}
+	}
+}
+
+// Hook returns the capture function for CaptureHook. The first call for
+// vmm-server/v1 or v2 runs the servers once and keeps what they gave;
+// every call then answers its version's files from that run (so v2 is
+// captured whether or not v1, released, is asked for, and a run serves
+// both when both are). Other versions get no captured files. An error of
+// the run is every call's error.
 func (c ServerCapture) Hook() func(ctx context.Context, v Version) (map[string][]byte, error) {
+	var (
+		mu    sync.Mutex
+		done  bool
+		files captured
+		err   error
+	)
 	return func(ctx context.Context, v Version) (map[string][]byte, error) {
-		if v != capturedV1 {
+		if v != capturedV1 && v != capturedV2 {
 			return nil, nil
 		}
-		return c.captureV1(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			run := c.run
+			if run == nil {
+				run = c.captureAll
+			}
+			files, err = run(ctx)
+			done = true
+		}
+		if err != nil {
+			return nil, err
+		}
+		return files[v], nil
 	}
 }
 
@@ -83,7 +154,9 @@ var capturedDisk = fmt.Sprintf(`{"board":{"chipset":"i440fx","cpus":1,"memory_mb
 	`"components":{"com1":{"num":"com1","type":"serial_port"},"disk0":{"backend":"disk0-be","slot":2,"type":"virtio_disk"},`+
 	`"disk0-be":{"block_size":512,"path":%q,"readonly":false,"type":"file_storage_backend"}}}`, capturedDiskPath)
 
-func (c ServerCapture) captureV1(ctx context.Context) (map[string][]byte, error) {
+// captureAll builds this build's waggle when none is given and runs the
+// ticker, the disk guest and the panic guest.
+func (c ServerCapture) captureAll(ctx context.Context) (captured, error) {
 	dir, err := os.MkdirTemp("", "corpus-capture-")
 	if err != nil {
 		return nil, err
@@ -99,12 +172,15 @@ func (c ServerCapture) captureV1(ctx context.Context) (map[string][]byte, error)
 			return nil, fmt.Errorf("build this build's waggle: %w\n%s", err, out)
 		}
 	}
-	out := map[string][]byte{}
+	out := captured{}
 	if err := c.captureTicker(ctx, bin, dir, out); err != nil {
 		return nil, fmt.Errorf("the ticker: %w", err)
 	}
 	if err := c.captureDisk(ctx, bin, dir, out); err != nil {
 		return nil, fmt.Errorf("the disk guest: %w", err)
+	}
+	if err := c.capturePanic(ctx, bin, dir, out); err != nil {
+		return nil, fmt.Errorf("the panic guest: %w", err)
 	}
 	return out, nil
 }
@@ -142,17 +218,21 @@ func (c ServerCapture) startGuest(ctx context.Context, bin, dir string, s *capSe
 	return err
 }
 
-// keep records a response body of the server under kind/name.
-func keep(ctx context.Context, out map[string][]byte, s *capServer, kind, name, path string) error {
-	body, err := s.get(ctx, path)
-	if err != nil {
-		return err
+// keep records a response body of the server under kind/name in every
+// version of bodyVersions: GET of path (with its query) at each version's
+// prefix, as the server wrote it.
+func keep(ctx context.Context, out captured, s *capServer, kind, name, path string) error {
+	for _, b := range bodyVersions {
+		body, err := s.call(ctx, http.MethodGet, b.prefix+path, nil, http.StatusOK)
+		if err != nil {
+			return err
+		}
+		out.put(b.v, kind, name, body)
 	}
-	out[kind+"/"+name+".json"] = body
 	return nil
 }
 
-func (c ServerCapture) captureTicker(ctx context.Context, bin, dir string, out map[string][]byte) error {
+func (c ServerCapture) captureTicker(ctx context.Context, bin, dir string, out captured) error {
 	a, b, err := c.pair(ctx, bin, dir, "ticker-a", "ticker-b", filepath.Join(dir, "ticker-storage"))
 	if err != nil {
 		return err
@@ -202,7 +282,7 @@ func (c ServerCapture) captureTicker(ctx context.Context, bin, dir string, out m
 	return nil
 }
 
-func (c ServerCapture) captureDisk(ctx context.Context, bin, dir string, out map[string][]byte) error {
+func (c ServerCapture) captureDisk(ctx context.Context, bin, dir string, out captured) error {
 	storage := filepath.Join(dir, "disk-storage")
 	a, b, err := c.pair(ctx, bin, dir, "disk-a", "disk-b", storage)
 	if err != nil {
@@ -248,7 +328,7 @@ func (c ServerCapture) captureDisk(ctx context.Context, bin, dir string, out map
 // source through a recording proxy, and records the stream: each kind of
 // frame (the first of each, and the last RoundEnd), each device's payload
 // and the machine state, named after name.
-func (c ServerCapture) migrate(ctx context.Context, bin, dir string, a, b *capServer, name, spec string, out map[string][]byte) error {
+func (c ServerCapture) migrate(ctx context.Context, bin, dir string, a, b *capServer, name, spec string, out captured) error {
 	proxy, err := newStreamProxy(a.addr)
 	if err != nil {
 		return err
@@ -271,7 +351,12 @@ func (c ServerCapture) migrate(ctx context.Context, bin, dir string, a, b *capSe
 	if err != nil {
 		return err
 	}
-	return recordStream(out, name, spec, append(fromTarget, fromSource...), append(rawUp, rawDown...))
+	files := map[string][]byte{}
+	if err := recordStream(files, name, spec, append(fromTarget, fromSource...), append(rawUp, rawDown...)); err != nil {
+		return err
+	}
+	out.putShared(files)
+	return nil
 }
 
 // recordStream turns a migration's frames into corpus files: one frame

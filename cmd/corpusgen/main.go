@@ -9,7 +9,10 @@
 // and never re-hashed: their MANIFEST lines and their provenance
 // (corpus/CAPTURED) are written by the capture alone. Capturing needs KVM
 // (-capture installs corpus.ServerCapture as corpus.CaptureHook: it runs
-// real waggle servers of this build, -waggle or built from -root).
+// real waggle servers of this build, -waggle or built from -root, once, and
+// reads each body at every vmm-server version's path; it writes the
+// captured files of each vmm-server version in development, never of a
+// released one).
 package main
 
 import (
