@@ -69,7 +69,8 @@ func TestVmmStateFailed(t *testing.T) {
 		{`{"kind":"cosmic_ray","message":"bit 7 flipped"}`, model.FailureReason{Kind: model.FailureUnknown, Message: `kind "cosmic_ray": bit 7 flipped`}},
 		// Kinds only the control plane gives are not an agent's to give.
 		{`{"kind":"sled_lost","message":"x"}`, model.FailureReason{Kind: model.FailureUnknown, Message: `kind "sled_lost": x`}},
-		{`{"kind":"unknown","message":"x"}`, model.FailureReason{Kind: model.FailureUnknown, Message: `kind "unknown": x`}},
+		// v1's own unknown (a later agent's kind, named first in the message).
+		{`{"kind":"unknown","message":"guest_panic: x"}`, model.FailureReason{Kind: model.FailureUnknown, Message: "guest_panic: x"}},
 		// PostgreSQL's TEXT holds no NUL.
 		{`{"kind":"vmm_failed","message":"a\u0000b"}`, model.FailureReason{Kind: model.FailureVMMFailed, Message: "a\uFFFDb"}},
 	} {

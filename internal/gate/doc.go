@@ -24,7 +24,14 @@
 //	           HEAD's CLI and HEAD's by the release's (crossdrive.go); on KVM a running
 //	           ticker migrates from each release into HEAD by HEAD's CLI and back by the
 //	           release's, its guest counting on (migrate.go); without KVM that is
-//	           skipped, saying so (releases.go)
+//	           skipped, saying so (releases.go); for each release that serves
+//	           control-plane/v1, its control plane runs with HEAD's sled agents and
+//	           HEAD's with its sled agents, each over its own embedded PostgreSQL,
+//	           driven through the external API: without a VM the sleds register and
+//	           are listed, the watcher reaches them, the doorbell answers, a bad spec,
+//	           a name in use and wrong tokens are refused, a start the sleds cannot
+//	           run unwinds leaving nothing; on KVM an instance is started, migrated
+//	           between the sleds, stopped and deleted, nothing left (fleet.go)
 //
 // Every check has a test that breaks it on purpose and sees it fail.
 package gate

@@ -306,7 +306,7 @@ func vmmToV1(v sledagent.Vmm) api.Vmm {
 func StateToV1(s sledagent.SledVmmState) api.SledVmmState {
 	out := api.SledVmmState{State: api.VmmState(s.State), Gen: int64(s.Gen), TimeUpdated: s.TimeUpdated}
 	if s.Failure != nil {
-		out.FailureReason = &api.VmmFailureReason{Kind: api.VmmFailureKind(s.Failure.Kind), Message: s.Failure.Message}
+		out.FailureReason = failureToV1(*s.Failure)
 	}
 	mig := func(m *sledagent.MigrationRuntime) *api.MigrationRuntimeState {
 		if m == nil {
@@ -316,4 +316,14 @@ func StateToV1(s sledagent.SledVmmState) api.SledVmmState {
 	}
 	out.MigrationIn, out.MigrationOut = mig(s.MigrationIn), mig(s.MigrationOut)
 	return out
+}
+
+// failureToV1 converts a failure reason; a kind v1 does not name (one a
+// later agent adds) is answered as unknown, its name first in the message.
+func failureToV1(r sledagent.FailureReason) *api.VmmFailureReason {
+	k := api.VmmFailureKind(r.Kind)
+	if !k.Valid() || k == api.VmmFailureKindUnknown {
+		return &api.VmmFailureReason{Kind: api.VmmFailureKindUnknown, Message: string(r.Kind) + ": " + r.Message}
+	}
+	return &api.VmmFailureReason{Kind: k, Message: r.Message}
 }
