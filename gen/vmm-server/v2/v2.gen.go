@@ -1292,12 +1292,13 @@ type ClientInterface interface {
 	//
 	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
 	// is a capability, and the stream's handshake proves it (see Transport in the API's description for what
-	// that does not protect). The request sends `Connection: Upgrade` and
-	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-	// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
-	// payload. Inside it: the target offers protocol versions, spec versions and device state
-	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
-	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+	// that does not protect). The request sends `Connection: Upgrade` and `Upgrade: waggle-migrate`; the
+	// source answers 101 and the connection becomes a stream of binary frames. It opens with the handshake, in
+	// frames of a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then
+	// the payload: the target offers migration protocol versions, spec versions and device state versions; the
+	// source chooses; each side proves with an HMAC over fresh nonces that it holds the migration's secret.
+	// The protocol version chosen says what follows (protocol 1: the spec, RAM, device and vCPU state and the
+	// hand-off, in frames of the same form); a later protocol version may frame them otherwise. A wrong secret, an
 	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
 	// proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
 	// an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
@@ -1331,10 +1332,10 @@ type ClientInterface interface {
 
 	// InstanceSerialHistoryGet Read the serial console's recent output
 	//
-	// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
-	// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
-	// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
-	// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+	// The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
+	// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
+	// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
+	// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
 	// begins. Before the guest printed anything, `data` is empty.
 	//
 	// Corresponds with GET /instance/serial/history (the `InstanceSerialHistoryGet` operationId).
@@ -1516,12 +1517,13 @@ func (c *Client) InstanceMigrateExpect(ctx context.Context, body InstanceMigrate
 //
 // Called by a migration target on its source, never by people. It carries no bearer token: the migration
 // is a capability, and the stream's handshake proves it (see Transport in the API's description for what
-// that does not protect). The request sends `Connection: Upgrade` and
-// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
-// payload. Inside it: the target offers protocol versions, spec versions and device state
-// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
-// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+// that does not protect). The request sends `Connection: Upgrade` and `Upgrade: waggle-migrate`; the
+// source answers 101 and the connection becomes a stream of binary frames. It opens with the handshake, in
+// frames of a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then
+// the payload: the target offers migration protocol versions, spec versions and device state versions; the
+// source chooses; each side proves with an HMAC over fresh nonces that it holds the migration's secret.
+// The protocol version chosen says what follows (protocol 1: the spec, RAM, device and vCPU state and the
+// hand-off, in frames of the same form); a later protocol version may frame them otherwise. A wrong secret, an
 // expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
 // proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
 // an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
@@ -1585,10 +1587,10 @@ func (c *Client) InstanceSerial(ctx context.Context, reqEditors ...RequestEditor
 
 // InstanceSerialHistoryGet Read the serial console's recent output
 //
-// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
-// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
-// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
-// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+// The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
+// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
+// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
+// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
 // begins. Before the guest printed anything, `data` is empty.
 //
 // Corresponds with GET /instance/serial/history (the `InstanceSerialHistoryGet` operationId).
@@ -2217,12 +2219,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Called by a migration target on its source, never by people. It carries no bearer token: the migration
 	// is a capability, and the stream's handshake proves it (see Transport in the API's description for what
-	// that does not protect). The request sends `Connection: Upgrade` and
-	// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-	// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
-	// payload. Inside it: the target offers protocol versions, spec versions and device state
-	// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
-	// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+	// that does not protect). The request sends `Connection: Upgrade` and `Upgrade: waggle-migrate`; the
+	// source answers 101 and the connection becomes a stream of binary frames. It opens with the handshake, in
+	// frames of a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then
+	// the payload: the target offers migration protocol versions, spec versions and device state versions; the
+	// source chooses; each side proves with an HMAC over fresh nonces that it holds the migration's secret.
+	// The protocol version chosen says what follows (protocol 1: the spec, RAM, device and vCPU state and the
+	// hand-off, in frames of the same form); a later protocol version may frame them otherwise. A wrong secret, an
 	// expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
 	// proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
 	// an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
@@ -2262,10 +2265,10 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceSerialHistoryGetWithResponse Read the serial console's recent output
 	//
-	// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
-	// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
-	// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
-	// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+	// The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
+	// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
+	// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
+	// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
 	// begins. Before the guest printed anything, `data` is empty.
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -3314,12 +3317,13 @@ func (c *ClientWithResponses) InstanceMigrateExpectWithResponse(ctx context.Cont
 //
 // Called by a migration target on its source, never by people. It carries no bearer token: the migration
 // is a capability, and the stream's handshake proves it (see Transport in the API's description for what
-// that does not protect). The request sends `Connection: Upgrade` and
-// `Upgrade: waggle-migrate`; the source answers 101 and the connection becomes a stream of binary frames,
-// each a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then the
-// payload. Inside it: the target offers protocol versions, spec versions and device state
-// versions; the source chooses; each side proves with an HMAC over fresh nonces that it holds the
-// migration's secret; then the spec, RAM, device and vCPU state and the hand-off follow. A wrong secret, an
+// that does not protect). The request sends `Connection: Upgrade` and `Upgrade: waggle-migrate`; the
+// source answers 101 and the connection becomes a stream of binary frames. It opens with the handshake, in
+// frames of a type byte, three reserved bytes and a 32-bit big-endian payload length (at most 4 MiB), then
+// the payload: the target offers migration protocol versions, spec versions and device state versions; the
+// source chooses; each side proves with an HMAC over fresh nonces that it holds the migration's secret.
+// The protocol version chosen says what follows (protocol 1: the spec, RAM, device and vCPU state and the
+// hand-off, in frames of the same form); a later protocol version may frame them otherwise. A wrong secret, an
 // expired or used arm, or a peer silent for a few seconds ends the stream, and the source runs on. Before the
 // proof, every refusal is the same 404 `no_such_migration`, whatever the reason (no instance, no such arm,
 // an expired one, too many handshakes at once): a stranger learns nothing. A few handshakes may run at
@@ -3377,10 +3381,10 @@ func (c *ClientWithResponses) InstanceSerialWithResponse(ctx context.Context, re
 
 // InstanceSerialHistoryGetWithResponse Read the serial console's recent output
 //
-// The server keeps the most recent output of COM1 (a bounded buffer) and counts every byte the guest
-// wrote since the instance was created. Give `from_start` to read from that absolute offset, or
-// `most_recent` to read the last bytes; the two exclude each other. With neither, the read starts at the
-// oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
+// The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
+// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
+// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
+// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
 // begins. Before the guest printed anything, `data` is empty.
 //
 // Returns a wrapper object for the known response body format(s).
@@ -6199,201 +6203,202 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H19k9s2kvdXwaPnqizlKI2kebGtqf1j4k2yc5tJfB7HuWcjrwSRkIQdEtAS4Mja1Nxnf6q7ARKUKI3G",
-	"dpy72q38EQ9FgHhpdP/6Fb+2Yp2ttBLKmtbo11YuzEorI/CPr3nyRvy9EMbCX7FWVij8J1+tUhlzK7U6",
-	"+ZvRCp6JDzxbpQL/mec6n8Q6Ea1RS6p7nspkkrueolYmjOEL+G2mk01PKml7ZiXi3kzzPOnFq8KMmCqy",
-	"mchZVhjLZoJxy1LBjWWDVtRyXU1k0hq1zuaDeMhfiuez0+RcXPRbD1HLxEuRcRjKv+Vi3hq1/u9JNc0T",
-	"+tWcfAPDbD08PEStRJg4lyuYUGvUersUzH2DScMyns51nomE6ZzNcsHvDOMsL1LB2tOt6U0jVj6COcHf",
-	"99kEVwT+rbSdFKtFzhORTDs9GOwrreapjD/HGtucKyNxFuEyx1wpbVkuZlpbxhWTyliuYsHskuMUjdWr",
-	"lUi+8NrGbuaGraVdMrsU1ch0jn8vtbG4yvR4Ij5IYw2spFCmyMVEqskq14tcGDONxmq6uxS0JaaYz2Us",
-	"hbKTmK94LO1m2umNFUzpWlmRK57SoD9lG6if2uL7hwxf/UIrbER+L3I25zIVCa4fDcKR3A/6toiXN3KR",
-	"c2r00VNWemKKeDnJyr7CuSvN4FdW/gq0Jj6sRGy/GLG5paCvGrY7pPZ0ZxLTTsTWS24FtLRIsdxoNYLW",
-	"nhQj39VY8TyL4FiJDyuZE5soDPxfiQgJWWuWcbVhS64Ss+R3wgBD0yoWjgJ/0PZbXajk03bCD217D8pD",
-	"teSGzYRQLM4F/2JbkAvY9trS6bzcCLuUakGb4H8nRrm9J457zmGdHB2/5ptU8+St1t/zfCE+YfVAEk2s",
-	"1pMUOwoX0HMreAUmgm8AWXDFBuxGfv2FuWbTOGxF6DyOxcoa1p7W5+SWzAn0tzITuvgUmeOnbF1P+5YM",
-	"Dg3InljIe5EwqRi0+D3WLJEJjoXnubwXfiSsPd2ailupW5Hfy1j8pPg9lymfpZ9CX7ANwAImsVZKxNDG",
-	"1JYs2EE4pSXLCN5neiXUJbP5hvEFl4ql3IodidL9vHzTgwM6pGZZWCvVYpLoNXJJnTNgkuE4mbSMp6le",
-	"G2g8K8yGxDv3uzFW7WnTekwvgY6JmMPuzFjFqQaGyucWKV4axpVZi7zTY2/ry9Fj7auwNSIcI1QCHIh4",
-	"jUK2fifECrrRdilypgs7YtyOFXw8lZm0EY5DK8H+XkhhWarVAkgpQ/a95pteh3j3T4oXdqlz+Q/xKfy7",
-	"CLupU4bErXfiSgmRAP6cCZ7DYug7oUY4Q7YUPBE5u3L94Psj9jW9OC76/dMYX8d/fokj+IOuDdPxfRuw",
-	"q2fAqMKpw+GLWjQTVEJ+/vnnLsxIKAtLiQtX/8pVuuYbw6Y00Sm0r8ZtNytYRGNzqRYwRtwxU6xWOrci",
-	"uRGJ5G/xnU/YubK7SQb9TfCj4R66nXlFH+jCB4kvcoYtmGvxe8gRGMZ0e75T3JameSF3LEdCemKq47tb",
-	"+Y+mvQHukfOFYDMe3wmVPDMs1QsZ85TNoBkz8h/Ii2cbK0zEOFvpNRzIObNrzea5ztj5YMisZhfn56cX",
-	"l/jXGvgEDHwh74WCHReqyFqjX84Hw2jQH55Fw/7Zi+is//IiejF4OYwGF6cvzqLT4fOLFxH28z5qgVLH",
-	"LUH002Er8rQCYHkhcljur0EjRXpIElQmePo6h7NoJajIc54a0bTGGY+XUolnhq1yHQtjdG4ilolMA7dS",
-	"CYuXcmWEhZGvgg5/bbkfHtvhV+61h6gF+vLuwsMonA6t5+z+1eufzCVgrkznosIMoF49Mwx+Ze2z/sv9",
-	"mlKrYb0y/kFmsOwXZ1Erk4r+GDQtJE19ks12R/odUuObqxugghv59Z5hspgrJKKnDfTiLBzooH/24vz5",
-	"RTjai93hPtBBBCzfGv1CCxxOISp36X3ZWM/+JmJLNKPtE0nmZxBSMNF3Nwx0dNNjPwOF85kRykki/xP+",
-	"MbUyvhP5lC1w8Ui+KiaylQVRnGVAY6lUooHAsgR+aKYYmfEFUO1NkVqJ1oKws4itcqksQCF2dfvq+vrS",
-	"fXH3OGb8w/dCLewS1nx4FrVW3IIK2hq1/voL6/73+6/+rTpwnjlHLfz+HmLmmQBS5m7O+GoIfA3sScTm",
-	"AEmIU5fLFLFpJrJ4KeK7KcigaSLN3XRrnBenSBblsOtjvur+hXf/0e++fF/9szfpNs5ji35oUk2k8qo6",
-	"7Id4SMAsHJtrybOz/vxD0Gm1hq88t9jt9kclWCIA1aIpizgysloksIhZnSaMr3hu2WzDpsjv4bOJhG4y",
-	"qbglC0nGERLCP+cyFRPH5Seuz31s61uZilt69Wt6sxpt1Frdr7iS8b7Gr9+9hp/DFkbkkqcTEFL7Wt3i",
-	"K691bsOG9zK3Uk+ADvY1fIev/FGau6rhQ3maNj/wDNEZLP9D1NJK/DhvjX45zLabBvMQHW7TPI7DbQ6t",
-	"82Ntd5b54f1D1CptY09ga9+gZjDnMi1yoGM09+4wpBBLNcEHZDfuMHRzwRN8AO+jvsCuXl+zoBVLpSEu",
-	"mfWaWEwJyn5tYsJroSxb51otiJOshF6l4hK5D7HeuRRwRiyb8yK1jZ8IUVwjly3PnHszYtygPhri4lQv",
-	"DGIFePpfXae4d689zu89yniCla3mXRteE1P6lvbrz1IlexYp44moW2thj3tsipx5gof4TiTTEb5E7DoX",
-	"hCQB4MHvzC5zXSyWTFrD3MF3vOlyrFxPNperVExwpacjxhHHsCUomIx+o11g7T+/u3lmGKinoJky8UHa",
-	"zqUfEFnfw9EkMhmrdSV1b5izkS8004pQZ5tTP+UriRaElpdcJamIvCU9L0jV/PO7shuRFaCNdmAqpQVr",
-	"QuZYnEhlfnQ2WpSxYm4B/Ly7AbibF4qh8azNmeX5Qli2XmoDqz7ThUqqPsaKOomY0aB9k4KbO/D07uYS",
-	"uD1nRhe5t/nHukgTZ5kxRSZwG97dOA0b/tCF3fMZWFhAZLV1RYjm5uLgSluG35kJOMtIAjqHrwob0bho",
-	"3dKU6Zz0b9xLoaxjHiIBNd+RC2rD9yI3sHa8NHqhNcAwrdINfN4IdidVYmCpY14YN2tONoKx8h24Ywgs",
-	"hE64s1QoscYOWGlpEAltBjd1qiLsU1EWfi1h0kZjJVJDDYLVivwn3Hl0BgpQYJEel3y1EkokvbEKxH39",
-	"YLWi1u75KB96P8M23YFaXY6jETkckhpP4/zQizCMMxCwwPlB1UMWx1kuFkXKcwa4gc2EEtz5fkrO51XG",
-	"XOsGDQn7mhinbh6SZJVe+oBgbtnMjmEgoKnBOHKRcivvBRzAvWNi7Wm36x504cG0M3L0AwDVsgwOw/D8",
-	"nJTasTJixXMOpA+o6mQaMaWVOw9SLYgkpr1pj91usplOZQx4+84QcaSCJ3AcS6GhNUgMBUxjQyatWWEZ",
-	"H6twaSPGcxAwc6BHoqYA7J71X54fBXcn3S3A+2s/Gp6fPbRPHn+n0wzyQYbDQd3djW91PpOJCY6T1Wyd",
-	"SysuGdJZg6bhup9pnQqOBjnrzDkfCZDQGrQtSp19BomoUWg+0l8j4RG+JqUGT8OWrYSVAw+hfyPebjrO",
-	"3wklKgdfAwxx0vuZYYvy1Uu2yPXaAKECiXLr7LvGcitYvORqIQ7r2C/7/eeDly+H52fPz/ovXw4CZbvf",
-	"ZBq49l6rp5tZSvwB8MmSMWu9yzEcAn2MJvxAHACCsS2EeqxVsMoP2x8+5mvVRN9JsUYbn3VmzmOa3+LL",
-	"2+QaDMP3R5Npol3f1TfoUQ8iPp6wG6/QoWjqqNB79Y1g1YAiD3TXfMOmUkk7RfG3u23w27HLcA3vfuL6",
-	"H15FHM2h5fu2orInmX42u1BaJJdsBRBJWYI0UrkDOHUYcne17hxeP8j1Amj/qCrkkUhdEeLkCEE/oy4U",
-	"Hrq4QEZ91n95ARwi57EVuYmYUAkIJ6nYtNfrbdtb0Dj7iAaDk6oGemj5rx211GfyJ72uLy8Ml5zfO9aO",
-	"TNilBniO8J8zsxIxa08xjIdcXZwI3KFx5NupvBdjFUYTVLiL3qNgAhkvmUXXEYBr7Bo/gyADgTnJ6EOW",
-	"lu2ejzkUZZDHW2oSteDbx7S8hfd2DR60SsebPBq6PL7B9ujRFHHohacdvhvcENgCAPxBVNTuHocaG5KH",
-	"cxwSQNw9jm6ZRh8915tynatt32dQKN94ZphMSnIrSYvC6Jb8XlD4B8dotrnOa5K8KGTSjNdWKY/FpB4p",
-	"2LzMj3gtQkPa9kE1tpvqmKcV6nH4N5HzucgZOnOlcSsesTuxIUBtA+sw+Y5de/+AFuEZAHE4d4LHAPRx",
-	"UqbHfgQGu4W8DMv4BlRW91oSUSuHiny/8FFYLlDRQdNBFDdWoGk68gDAGIF861yGZMUz/Eg4OOIJXmRm",
-	"bCbmOhdsVsiUuCgq6CWQDxf94qyBLxoR54/7kUqiu6XXoWEeT3iS5M2k5giq1IvgTWFMREruaKVzOwVt",
-	"vTTLJ5KnlWLOVgL0dAJrGCUgEmb1WIFKVZJxF9+aXsJ6J4JMPKnWK3T/gOKDBoq1YkrYtc7vTGdHwRle",
-	"DGv6zWldv/nreGxO3v/76Jd+9+X7XwfR+cPjdnx3pLcOZLBg5aI/Jqeaj3qzjuCkEnIixQCFgBgKLUhE",
-	"U6GKsCMomtSDHcb8GRBfIDk/B0uEYVV80LhBHgWLUdLs20Ds6bFNCj5+9M5szd/vx9b3dveACEJ8g0GK",
-	"H4fAr/JsazN4yGBIkpWE0bA7j0oZmYQsbC3T1IPUo8TIRzMka9OJEbFWiWkGeIBIcWg8z9hSpwkpGa7N",
-	"JTvt9xsMB/vd2acX/f5hh/Y2YYVrd4iu6qLyqR5imQhl5VwKEwZx725lremOjSUXglnxwR7lvD0fDJvc",
-	"tMmjFgWZXLLSlnt78/X1j7fMbIwVGfvpp+s/HkUxChFng09oqXOLIr/hG+hhc6EPEStUKow7ByBfl9y4",
-	"SN1UxtKyqclmUpspQzfTF/MIw3RxdscRC1oGPhvBRCVnqBvPpWVtskQGXU0Zp/CqdS6tFYrpwnY+C8lJ",
-	"y9bc/IvyfifKqxPMITr8CHCAnl8yTTtnkDQjRG2Y40PR9UABGNISlZgugP4lvIfR9tgf0TVYOkTHqkTq",
-	"dikIvwuWcMvRyZADcZPNPewzlequ6vTSmTa9tRWPg2HiA49tikB/rMgjSehyyw3hQ8MOeiDwpYeoNXNB",
-	"QYdf1hTQ9VvqWW9DBckEWhQvdagBBtudBqYcwjXTOrVNt/wXnKUCaBTdeKAPLSR5+LBzOHqsLRUTEhWj",
-	"mBt3hna5kFQsxSBAeKnzBJUHT9Rji3NLb22fDNrP2uo/dihuLbdNsXc/LwXOsTz70rA7BfrKpo7THXxq",
-	"Ra01lxhXPdd5lfIwIeh2EDnCOD5CPGzxTBhlhAkpNNBdBv/7WMKfjPipzcSUO3NsU7eXv7H5vT68g/Rl",
-	"G2Odt/YtlXMRb2J0HXEremTbhCPZpSDv6oy280J1oiCYH/7VgfPp6A2egYwKrZmE9TuXVTe+37xQCv7W",
-	"eWmx9o+qT4efinxKHzn2MMpXJGOl5/NO5HITpVpEwXDCvv3v2wMIZ7TTO4POkR/5fqrOtyfSprm6mAQX",
-	"ybAbBNGJWCKMzTWwzTYd0KhMTBBjteQq6dKkqpFxtn8JYJARSwo42YAQGr4ZrkTZqZvAWLnkzUufxVlO",
-	"rRxoL4wyqYYPYnIuFU8v6ehvG8r9IuRVmwhYuxJrRumXaCYje7o3edUDFzw90jnI3T/dmuNDmo3/p8tJ",
-	"c5td2Vrw32UcQzmcw6wRjsQr9Fh+pEpdxspb7VyftTXCsAA4djvc0rUTyZP4yJuy1TZDqfp7lGf4CVMe",
-	"91NnrFz+mEhqHl+/EJ8sF7bm9ZhLcmtZGhB5uTI7HmpPgnmhHHWVpPU42XwGkQrdUOi2T1AGcAUotzzY",
-	"Dvmi0RrHbZiR/iRyA1i18sz/rn7tpQSEvdljEw5W3lS8cGcGZM4PMF8uMgHakmFtHzWD+VfcWHY67ERj",
-	"pVM462wuc2MvXTx8GXKVC2RhSitBJmdsqBUyL1zUIs+hAZ1SZEzSiuxxiAjvv62S6R8Qf15T09NKL+V5",
-	"zjc1F83x5q3PiTcctHBAoxpM09EqR3CVZyL5CP6AvqMDhkTKgjYTbhuRsSotdSlfGWGYnDOlvVXRBc/V",
-	"lPSEW9F1SaO74bxPdI79lqbKQ1bBKFyXg/vyeslNo08e6b2WS99jV968S/G1himx0FYi61nlgmezVEQs",
-	"59lklYtYrzYRW/HCuGco/COv5U7oHGN6UqrjOxepwS3TeSLyiLIzYSFS4cI4PSgpI1QPDWOsauMIPxrR",
-	"F/HbAKAQEh35dViEORz8IFB1xQ2QlgEFn6dsBUtq2EzYtQACXGuWC+7CQ1MJLKIM7qWoBq2YEQJgluDx",
-	"so5pyrkh6dPkQLRUk8NIscL4p7jMCFuqGYOmCVNuRS03Yad74uwqsNMkqSpScYLliaf4R1U/FV4+NcRa",
-	"bqwwE9OYTPI1/AYijdAsEQ/yZ6PZnOesjRG6Hlb7DPDO540eS/RaAW+YNCniNzLOtXMD1KO/KfS5UFGF",
-	"fKuDVW4DSZUt0sbYpaVOxVj5j4/qnlzce1asfBCpVwlYu3LMl898HHDM81wK02GrtDDewTnG7jEanMK0",
-	"yZrmHKz1k4+B9DyniKGITDYwksAIZzUmCrsnla5C9P35NsUBkwmVzWjiZZutJd8X9YQntxb19GUkwIov",
-	"hJmkYt5A+H+Uud0wfIMZK9PUr+vnpeyVlwNHySCSGiCBQHdsOAtvrm5gdbvAnxi9xBKtRLMr7ODIrLY8",
-	"ffzAVfFNFslyvrXnViPNClXbd1A9LTwUn3U9D8tmWuso5Hc1GiiX9aDkvi1hw7aWElKgVoRmGKGMETs7",
-	"haUYDF+EFlc9ZzNuxMVZkac9dsPvcFlwSU+HaLXB6BDPg/lYxflmZfUi56uljHmabuADoKPnIF8yVtoq",
-	"as4flHveH0O1DbQSIwp3MTJxOcx6TqkcYzUTBNKsRm5qGGdrwe/cbJiezzHvlF1TPK6obLsiQVN7hNHq",
-	"Gh1RLnoH0KAtM4uk3YnmGAxf1BwiZ6f7w9X/vTHofBt4f0ROd6m1MamsRqxSRuVLE7jXtvQTrjYH3e3H",
-	"Kw2lvK+xPVfH5Yk9PDRQ8k7q39NXyadyXd9e+VRTbtn1yY8MpBTrfzjvnyMN/uc3Nz89QwQGUIyZpV4T",
-	"YYp79NVIy1z5AcPaM2lZH2AdJcBEDB4MWJxzs2Sp5glmJfnUYCQlTBugHn0zbAWiZE+cMqb8lMlnZRob",
-	"dIxf6tKXaISMp07TlAulc2dcCxLeCgVHCQ8C1RpR2hsFjK6bWZ3shzdWVNIIY26lBWz77oZ8h05BBpbd",
-	"4I46Julhe3v3Zzq8P4I4jstr8PTQmMrgE36bQC6lyv6psjs8yXC3kiKu4vTIMxtrZTSm+ujCrooGY1bC",
-	"LW+ekqtOQSy5K1SsE4ArgTt7yx4Rii5o3MSTRFOG5dXM6LSwMPi5EZb9rTCWrXhoGoH+YG5TGO/086IO",
-	"lNWPj8qtLNplfsPxbNEm7o8fI61fE6U2ZVk/lYAGF+fnffbT1Zu3DNWYVz/eIAfbJRqk5WPTvn/A6IBj",
-	"s5QaJnIoOwlGcuR6HHd43cFBzt14gMP8+/2HOJh4AzZKxYLHG/b6VW2NSweCzgakGQ/pf6f0v7Pm75Ue",
-	"4KcZtcqoDBfLgUG9A9a+pbiRa0UEjb4YjNcIY6yd/itcdIL7Ief3Iq0qW44V6F8uibWCEj32s7RLgBG+",
-	"4pTHZSKX98LnG8xSzNAV6XxUxr5mXBVzHtsiF3kEGC0pYjtWMASf3koLE1iZA/s0evsrLFiFrrA2iCc3",
-	"gIT5/PtNFYcNHwmj3zs99g159dd8U434mSGvvzTb35ZJj32DABMHiLHATrxdnJWgdqx2yo1wXxMlbOnr",
-	"noA4blfrVVp0FljtzXaqZaiHHIyVT3HL0aFY9mZgfcatcatJ4M55JtM9BnG3GYze2Y7tOboaSrjDeyzv",
-	"RJ/hix/9NTfowzPCYJyP/YLjFmoPK3i7TYkf/6G7orn72z//9Kl9u7N1eJncSx/5kSZovu2SeLrFz3ny",
-	"nOR+3Id50H7vOqtyxJwmV+YFoHHzeDP+F3RlfXZ/yx6DflPdlqeiECpT4yqlOXUKk+jph26WSc1Mqi0G",
-	"G+Q+T8THwcGO+Og2SYe3ycjra/Y0UfSd2JQw+lB28m8SvBi1YG7NA9tegUu0j8gPTmbSYlUJKhRiqKzI",
-	"82JlD8d/P3/UAHYEdmvY/kPYzW+Cm/KRBHUcjHNUhBlKjTAurIb0vokdoSVJ2s0tTM5RDVZbvCr2VVUo",
-	"OYEr/VhaAzHTHSN+Xd2DbpcXdtnF97rw67QMlAGRHgjsda6tYO1MJ4L1L/r9DuZakXlxjfoXFkdb88Ui",
-	"FVP26vtryhpzqVpUo0SqxJQ2JtwtrB+A06lIcGntiiooSjXXvjokJ/lI4cEt+g7LOKAUqURuduMtgfO+",
-	"u7nxM3DlAL11gMi44KkvcMSojkyPvUWTUlXqZOiDB65eX4+2I3XGyuW0Yqyl8sE5PnqFysYEudZsqdes",
-	"HSSrHMpuDWOfxirJcec8km0KEnF4U89wzkmt0o8zgJT/ZJlW0urcPULpP1ZOUy/DgitLCUXOod+TFhSA",
-	"Kf6TESJ162VKs9zV62s2E0aiYZG10a6JscdmjCGZLkOvgMeGTU/uB5js6yt/I+H4pR7Viuf7Nffz48qz",
-	"ygx2Ds1aGHCFSzZW/j3nURyrr75ycsz0vvoKvZgYb1V+wFWF2cDAgKWPyBFS5GIKH5j+eidVEnkP0sM0",
-	"codgCs/xFUpWpKo6QfI3u+dp4dSVqWuO71eZ3k+tuEP1dsYqlRiMA+O49PV2WEO5Hdg3niTUzFUzCUv1",
-	"YL/b7anGCtD7TlEeSuLlOdA7Vu5xA2kbUZt65wkFeGCHgtKzAOi++opRVbOqIC9Zs4UrzDs9svrulLQ9",
-	"fBKwuLFac+O4Y7uBM2IoILFBz/ngMJQnPVAm4UWqC0knw/HhUuk56w9YvfSuK0LFc1UVSxapccE14kMs",
-	"Vr6If92TY2wueDZW7el337xlJ56AT+gNcfJr6G55OMFhTzujkN2E7gissaXTpO5VdeM3GsgZJw8fRQ0w",
-	"KA+Mx8cd9tmWl3HX+eI2GYvbmWpz3Skribw0EOOLjER8j11bw6ZVkbUpFctG5RNWMhNcWThSoMjqRc4z",
-	"c4nsrHbkyrfcwcOme8vNMYrfT+Dw5mIUXHjhLyAhFXimkw0W0+U5zwRF5WOVGeht+04T58XIgYl3wks0",
-	"sPQBdYhx7LXLT0Ys4WqRukDdQqFXyMGYCGMsEpezASdfifpvntWTgd+94Q1A9eaSfiSY2+v1OtE23bZV",
-	"Q6FpTnX8oC1OKrxgAFoQfcNxI3GZsI2wHbospHbZCGV3z+cCY8kqrwE3jKfA5Te+B/xOw8UkbgmDiuoy",
-	"TavUbs7e3SAF+KNKXURUKC0VvPThr3JxL3VhxirQ397dhEXhMUUp3cBE6tXadwfhAonRKoKeP6VrhRA6",
-	"ey5UoZ4qOUg17xLtrpNRlMoTxt519t7BAn0BQ/clfrFUHI/vytJ1eIIdq6649Fxa02m8JqI2zerWj9Dd",
-	"4o4zJsh1atdKICUhFgBY0Il8ku8EXnHp6tOIbV+tAOu0p1p2xHauF6ARHnE1Aa5/Y6V81t6puh/atQ5V",
-	"39+5QMAdjuBeIix96P5iQiUrLRUl68U8BYTixUz12s5QAb/VxomADs4wig9+J5RfevFhBadEzgCzt+1u",
-	"ZgorjHD7TsQCAMJjAl9xkTq5ZNzcUQG/Cjd0wkuY6AtByUc8hj5CpopZgO9qRG3SoOZQLy0cFHxwVSq8",
-	"5EKuUS9sF9SOo5PgbuPpsR/Emtj5WCEiWq0Ez5nfmi006zf4sgpbAxlo0QZaKEoxgt5A8sEZ/NPbt689",
-	"ZCZJV5lCAnF32DLkCoJBf0Eo73Qh1NTVw7j0UR5WjJUD9GzNoQW5MZnVbMUxVgCRZ49dkzLtqp46mG4s",
-	"Ft1I9ZoN/3p+in5Sop//uP3xBz9ljNxDSJv5XD03uTf+zq4kmBzJ8NLFyhWbhsVUp66aasR4arQ3mpCc",
-	"h6P5zFQHWCbTEWFpr5f6Q0xlup0fkK7Uoiy6M7Jc7+bS/Z8p/D7972mEEGtb0814QrBrrOoFYdFs7xUt",
-	"2mc3ezQOovvkq6/CAhxmhUJ7lcKJB4o4GfQGyPQFxYyUYG9UE6ImChEewiXYrrFy2iVC9jyDVcKyXv6M",
-	"k/nem9q3QSJrk7vE1cKXKk6LRCQdFufaeBiPRT0Yp13eANIh4LPT2SrX98KwmbZLhsmgFWykcBTS9Ago",
-	"U+AJ/EmHa54jygLK2KCEQAtPLi2cCBHfuQMhc6bXqsfeFMotqSGXoB/nRhfM5oWxrO2LlCD0yuU9HJ9U",
-	"qjsqHzUTS9BM3n5/S8aHVMbC5Wg4i8LN6++7w16/FbWKPHVWCDM6OVmv171M/0OmKe/pfHEiVPen25Ob",
-	"19+fDHv9EzRJSZsGNonK5NAKTNatIdZtWgnFV7I1ap32+r1TV9YQjToldKfUjiZHsIPEdl/5vcu6kloL",
-	"6PNxRi5wt4VjoR29TlqjMgXjOyxUVbuLcNjvP+2KDrQLnx7MU2+1KKG81Y8v+Bnvn3Uv+HDePUsuRPfl",
-	"/Py0O5y9mA3nF/wlH/R93vSoRUXlA1Nymc909AUdZc3DPXd0VLUdHqLWWX+wr79yiU5qt9Bgo7PHG5XX",
-	"jj1ErXNa4MMN6jflYavTx1s13KSERsUiy3i+aY1a3wm7LXrCgoFVXHolgFpRy/KFwZx2v5jvH6LWqmgg",
-	"2rBWTclOMXqnjNnaLkrY89VdUBV7tCbcWB0oGPYJNeFYcGPLWOXCFjkaDmNRJdYjgiH7dwlCQPqi8C0d",
-	"1D32RqxccihXrjREzNPwpsslz7NUGENeZK/9Dvv9hgsa/ZmPMByqDNxcoj6VUFJApTVVpkiJKm7Zz1iR",
-	"llV+zV/uUVPBeuyq4dbKhvxEUGFcgUIM5Dcjxsdqdxxtr2rJhHbRO7RXIu6UxcHQjuLg8zwXZlkKOZcP",
-	"RXy8mYlROc2q3vrXOtkcz8LIx5zrbOKToKvjcsWIBYW3f6At+dXrn4JSCjRSrUCtHoAYAOgVFtb0BZko",
-	"z7pKty5LG5SX0fj7JvxtM4PajS7D84ugxEF5wUhrxWMxycwfBv0+sE93uUfAP+uVDjDUwwfU+MAP74sI",
-	"Ak0wPBvviSivd/KBZHS/01YZ0Y/n8A+1OEtblhistuLtQYO5Ix50yZXawlZ1uLKuHegYB3dpZyTbse+t",
-	"58lw3o8Hons6O+Pds/g86b4QF/PuS96fDeJhcirO5q19Bf1ghP3uDL9NxbJb95k5obU4wV97MltUe9JY",
-	"iPghSJ9qLf54dt83L7//+38NszfP7f+b/TC4+/mF+I/T5V8u4m/Pi6v+6vZM/udw81aHddRGrUG/B/89",
-	"Hw2GZ/1+6/Pu6ZOldL0w7kPdg2fzQjz8c4OVUpRUwsHbxZB9I4oZEop54poMvsyalGnqnx3BkdmEPEUO",
-	"zR2Bs4Kbtz8eAL54vNHWbaDY7OXjzcorq6HB4AgEuH1RK7Y7P2ZSDTf1/c5glcBkDQxFNXhIoHC3QmMz",
-	"ZH2IWrsOE7JbIiduwrNlrT9fvGJ/zT/ABXWhNGIzdIHzbWdIVN0j9mEl8000Vi6BLcg5TXrsO7wfYSnY",
-	"lNpNQQPOjUjnrM0Bd9hcp2yVcuWgGl577MxAgcsHwCpi6LFKBccYPUZWxaRuCnFJKSwEpRQuKQkL1/L0",
-	"yDtV3nEcRGCSL5ecss4+0K6D/V2g7hWDuku9c+ndTLXlGStnl8BZkpcD7QXodUZjRZkDv9mxVbiKr5Ub",
-	"GeB9pu9F6R81RRwLY+ZFii4lPSfLqE+hKVa9sbrKM4T4aOAtgWzoPIB3DwHXWjHKj8WvuyUlj0UntXKP",
-	"p/3+k1lyYzHN30Jqh5nurWF/eNEdDLrD528H/dGwP+r3//LRCO2jENTRC7VVAmCPBGu8tJ0VysqUTaup",
-	"T7+wVHuiWeNfYvA3EoNXeXZ8udlA9AXVKZplX1OwwF5z5CtySGGJuW15yzR5In3iI+UizjZlhMu1DTOv",
-	"6hcqb/F1aTA8ZcVnMpV2E4SSI8N/Zqq7/b1RWloKPint8l6UXL2+fmZqV9bNdY7uLRfZUFpxVrm2Irad",
-	"mhnI3WY9fVX6/kbsJ/LCYQTHWE3dnyNG1mBXWFtML8Md8pJ00B9UVWgqf+JMxDrDO5ycTNNzAA483zjD",
-	"eTRWFExF2RKzDZW7yYXA270w9KvyBXB2OuzOpGUzuegKlUiuyly3FCNFqxowZ+xGft2JytvAx8q92WPX",
-	"PrhjVI9Vm8NMYLl0rNPSbRYRICu9aFT+CqNonbfK/1RbmXiptRHmskqC9XvqAdKfbq5eUYwYmYUUoBBX",
-	"rl5S8IozC4bBJ8TVg1vOKfTuzdVNVOZKqoTMOJXNs1YtYK7TVK977MoFN3jkxtVYEU9GexjGYvA8c4EQ",
-	"KyFyZmQqXKQJZ3Ox9vWRWVWKHjc6oG1XYMBnMn5NAIV2BOBH5NxzeMsU6H+mipk76581ueep9Kfw4XVU",
-	"IQDd7hWY9j54mMBYeTwKM1NAYv5q/PLEYfYI7EBnROTK0QBYj2TCMiFiHbbK+AZv2YODh/ZLWBsEmnl2",
-	"GeS3We2wG6XgsLVU5ggAdevS1MoYHIOXZRy6D7JWVkcqtKHZZaW5bqWt1/FMKP4fKXDw8H4L+wxIGG/d",
-	"4raWNqYirtt6gD9qHy/8j5Ljt0W8LNHK7yTxXOhza/TL+1D+4e6G5TQC+7Q+rP09IgKlVt2qgOWjXriw",
-	"ulgtEf2Z2b0qkrXD2steRUJ11dV6pNjdOQXIptyCxClLEuIBlHNMaX/0AFTJ9p8KtHdy3cO6NIMXL56f",
-	"nV682KoF8/zs+cei77D4R78sxFGrzuOrbAzDahjD8+f9/sPTYbivBfYIDjfPgko9/1R+wZDED5ZhqA7h",
-	"MceNnAp7D5lDUWYbGeHx/lnMbnV8Jyxrv/n2Fbs4Oz+PypikwWlnhKyhGaVFNYgmZgY7mkZseivibtlz",
-	"9x11N2KD06kDUVtv/Fls/I2iGPUZQFg41IBcSUKTv6E8rT32IzAqH/EVeWTnAu3C2i0upCz3ea6UOw/L",
-	"/erHm0E0VvUq0HZZRoA4G/CdWNlL/4G2zrESfKf6VO2mTfyQVPCFuvdyrIKQljjV3u5R7UN5EWvA/7wT",
-	"TGCQOQ6QOCsb9Pt9t6YOg1gE4GXMfXvqLDCuLilsjw8So2pE1QOHrxPG13zjs1fqpQ4l3U4MC0V1o8h7",
-	"jIOmEhgAJnmaGgQ4c+7DRXaG/YK1p/59kabutSnWvzCpXrvOxor0HWOp08oPXOZOcGt5vESMj+xdJD4F",
-	"GMu9UAyfx1asPbjwRe1jreZyUVD9XqCstTSic4nYKdNB4PTZ8CVrCAs8JDsoZbz1UfikIoZPxydfxDgx",
-	"fPlEi1NwV3prZ12Dm/JGrcFFsIWwJbTZiT+XlywR8AQ3DXFu/WrwUetsPoiH/KV4PjtNzsVF/3gDkxMD",
-	"u/Lsm/3RoHDgdgil0/vdzRy4bAGTCiqJkAYYyIJA6DjZ0ihxToJqqo2SJ2B1VDoGwbfGa9RjjKaqMWHW",
-	"rg7wrABdmFAcRUD4Ww42zmmxoFgSSiKpys02OqzI1j+lOATM2qBadDzxEoJbxuu1QciiP4XhTmi4VaNa",
-	"CROndNu1ZuIDhgGSwk1lpLEwAlN0XUDklcWEQvmQK6Ee6grE4uworB7kTY9RdcIqGgSe0r0QdxLYOWm5",
-	"Uzcpx/V9BqGLGc0FT9PNWM3EAjS+QP/1FbxzqZDtu3uYI1cCBS2m2cpuHmd0rsANRbwd1BQfL8Gy5go3",
-	"7QcNOuuCLiGgHMtwN0rd8u+FyDeVclntcqtRlfzkWi5NdzdlgbsjpHCHIfKDswroct+kgol/oVm99TOh",
-	"KSBEBXLaO0L+YYKv1sbnrr1rjS7Oz08vDmUrD/pnL86fXzxyYdX7T9XBqDZSK/ku/RvfXH14tfjDH1wJ",
-	"ntHzsmzQ8c6aenmnPaqPIwIsI423Vf5PFua/p5R645nrTqmrmsB4XD65CLBHjQ5oV3XoFwQGhiCiTMBQ",
-	"ypgrrTAkBOjWZ4H4qxyDq6QiFtZewVzV/ZckATK+9HfJ3InN9kUx7GrXB+Ac0GRP3whb1qEdq31BlyV6",
-	"nQaXdUzZ9NAdLaSfKU1tpiRdUHb7XFWYntFMbpWA90GMs0q24JgoEyhxieBesXRZLsILdXq1zB11KeKU",
-	"M4aJWWiKrhJxg6Rp9D5zv5HcBkk2jbm3Ve7uWEHHhjsvSHBxDwpQZM0Yxbmd3BMxxTNvLcNUxIPycSXi",
-	"/zWB4J85cvJzRks+bF+KE1w79MkxYeX1Q3s4eFlcAOU7z+9EXnpJJB3K4GakL+gV/hTFa4uua2pXU/qa",
-	"TzQT5flNgHXdD0fsfriVwFZygFFwTVdPCdsPHlCGuxKeswVVIug64jAZcbaZ+Dy4L6DhvX00fW9P5h5r",
-	"7/CLTlMFAUrAunp9zRwXcrU8/uelMLio6sdivsp6RI2hXm98qhev19oAzuvTAbyFhkDxQihXXCAYS5C5",
-	"VyYPVJfb6LuxEvO5iK3Lng2/JKksb3mKfWJv0KX3KVCLxLvcOpfOX4n+BmmXtHe1wh+BHhlcdRKUNGhK",
-	"NV5qpYu8MdPYi9sykWA3ezlMsOf+chB2Ze5ANHlXPN1PTRbMBMto5Aw0bKxxN1btvFAumaF2EZV75nOr",
-	"O2FWBVre4B266wmRzu5lT6wdQIHyMqnKSRsGl2MGCRW0xb0ft2gM3FT34oyVu1qqHtHQIuEN7xsH5EYN",
-	"t2NVSeK+ZDM6r/1NU/X7pDTmc9QdhcCgUnc23t2whe6xq/KCmNKtXeWyVBo7gAny5+pVLTsEQ5DoO+Ft",
-	"VdUdVSzTGd33CLyj9GercDNYKu8o1g77x3CVaiZl/tUhfAJ087r4pAi54J4ovKfo6fJ3946r3yw+/ezT",
-	"RucupNojM8oEIW7KK6guXZaxCysIGA63jvglsS9G3OtfoWj/nKFo5m7HAY93e9DRzt3tgcfK4q4TTXsV",
-	"4e+1WnRXOk3NqGRM3DCjtfJRcM2iVxq2QMsqgmDlZbX3A01dhYhJZqb+DhvH5dGVQwFZaPALnH418eev",
-	"V13zTY9NnZ15isWQDNsW7aCbIi+mY7btsiJzanBHV+1uLhZezYWp+mQMZmtuY6oN69XUsTJWrChPECfq",
-	"7+WhWktetjzKbG/cvhwRUlO7dExQ3Yqc6qg7oW6EUKzdR4GvtBKdffY5KvZ4RKjNb2IfpbvtNSV0ugA5",
-	"NLFkMk2lC+HaN/SKnppti6f9fr9/yLZ4QS8cHPb7z6Wgl16RX6j46FZI9eB81O/3BkMMq8Y2w0qBLS+X",
-	"hFU80Pi8bHzaoP2+r9/k9jmSpqrbBPcIvvoddf+ycO7h8T8D/VPw+X7+6q79clVG9vD7ekxXvZDlL++B",
-	"BlzWBv5KdRhO7odIHa6/ffVIw0KOqOr6ew4LhWfUHctyNM3OA7xUvm7IDRo7w+1u0+/rSedVCom/9sxN",
-	"q9cQTth6eP/w/wMAAP//",
+	"7L39cxs3kjf+r+DL71WZzA0pknqxTdX9oHiTrG+jxBc5zj0X+kRwBiSxmgG4ACiam9L97U91NzCDIYcU",
+	"ZTvOPbVb+SHycIDBS6P706/4rZXqYqmVUM62Rr+1jLBLrazAf3zNs5/E31bCOvhXqpUTCv/ky2UuU+6k",
+	"Vid/tVrBM/GBF8tc4J/GaHOb6ky0Ri2p7nkus1vje0pahbCWz+G3qc42Pamk69mlSHtTzU3WS5crO2Jq",
+	"VUyFYcXKOjYVjDuWC24dG7SSlu/qVmatUetsNkiH/KV4Pj3NzsVFv/WQtGy6EAWHofyLEbPWqPX/n1TT",
+	"PKFf7ck3MMzWw8ND0sqETY1cwoRao9bbhWD+G0xaVvB8pk0hMqYNmxrB7yzjzKxywdqTrelNElY+gjnB",
+	"v++LW1wR+Ftpd7tazg3PRDbp9GCwr7Sa5TL9HGvsDFdW4iziZU65UtoxI6ZaO8YVk8o6rlLB3ILjFK3T",
+	"y6XIvvDapn7mlq2lWzC3ENXItMF/L7R1uMr0+FZ8kNZZWEmh7MqIW6lul0bPjbB2kozVZHcpaEvsajaT",
+	"qRTK3aZ8yVPpNpNOb6xgSq+VE0bxnAb9KdtA/dQWPzxk+OoXWmErzL0wbMZlLjJcPxqEJ7kf9M0qXVzL",
+	"ueHU6KOnrPStXaWL26LsK5670gx+ZeWvQGviw1Kk7osRm18K+qplu0NqT3YmMekkbL3gTkBLhxTLrVYj",
+	"aB1IMQldjRU3RQLHSnxYSkNsYmXh/0okSMhas4KrDVtwldkFvxMWGJpWqfAU+IN23+qVyj5tJ8LQtveg",
+	"PFQLbtlUCMVSI/gX2wIjYNtrS6dNuRFuIdWcNiH8Toxye08895zBOnk6fsM3uebZW62/52YuPmH1QBLd",
+	"Oq1vc+woXsDAreAVmAi+AWTBFRuwa/n1F+aaTeNwFaHzNBVLZ1l7Up+TXzIv0N/KQujVp8icMGXne9q3",
+	"ZHBoQPakQt6LjEnFoMUfsWaZzHAs3Bh5L8JIWHuyNRW/UjfC3MtU/Kz4PZc5n+afQl+wDcACblOtlEih",
+	"ja0tWbSDcEpLlhG9z/RSqEvmzIbxOZeK5dyJHYnS/bx8M4ADOqR2sXJOqvltptfIJbVhwCTjcTLpGM9z",
+	"vbbQeLqyGxLvPOzGWLUnTesxuQQ6JmKOu7NjleYaGCqfOaR4aRlXdi1Mp8fe1pejx9pXcWtEOFaoDDgQ",
+	"8RqFbP1OiCV0o91CGKZXbsS4Gyv4eC4L6RIch1aC/W0lhWO5VnMgpQLZ95pveh3i3T8rvnILbeTfxafw",
+	"71XcTZ0yJG69F1dKiAzw51RwA4uh74Qa4QzZQvBMGHbl+8H3R+xrenG86vdPU3wd//wSR/AHXRum5/su",
+	"YlfPgFHFU4fDl7RoJqiE/PLLL12YkVAOlhIXrv6Vq3zNN5ZNaKITaF+N222WsIjWGanmMEbcMbtaLrVx",
+	"IrsWmeRv8Z1P2Lmyu9sC+rvFj8Z76HfmFX2gCx8kvsgZtmC+xR8hR2AYk+35TnBbmuaF3LEcCemJuU7v",
+	"buTfm/YGuIfhc8GmPL0TKntmWa7nMuU5m0IzZuXfkRdPN07YhHG21Gs4kDPm1prNjC7Y+WDInGYX5+en",
+	"F5f4rzXwCRj4XN4LBTsu1KpojX49HwyTQX94lgz7Zy+Ss/7Li+TF4OUwGVycvjhLTofPL14k2M/7pAVK",
+	"HXcE0U+HrSTQCoDluTCw3F+DRor0kGWoTPD8jYGz6CSoyDOeW9G0xgVPF1KJZ5YtjU6FtdrYhBWi0MCt",
+	"VMbShVxa4WDky6jD31r+h8d2+JV/7SFpgb68u/AwCq9D6xm7f/XmZ3sJmKvQRlSYAdSrZ5bBr6x91n+5",
+	"X1NqNaxXwT/IApb94ixpFVLRPwZNC0lTvy2muyP9Dqnxp6troIJr+fWeYbKUKySipw304iwe6KB/9uL8",
+	"+UU82ovd4T7QQQQs3xr9SgscTyEpd+l92VhP/ypSRzSj3RNJ5hcQUjDRd9cMdHTbY78AhfOpFcpLovAT",
+	"/mPiZHonzITNcfFIviomiqUDUVwUQGO5VKKBwIoMfmimGFnwOVDt9Sp3Eq0FcWcJWxqpHEAhdnXz6vXr",
+	"S//F3eNY8A/fCzV3C1jz4VnSWnIHKmhr1PrvX1n3f95/9S/VgQvMOWnh9/cQMy8EkDL3c8ZXY+BrYU8S",
+	"NgNIQpy6XKaETQpRpAuR3k1ABk0yae8mW+O8OEWyKIddH/NV97949+/97sv31Z+9227jPLbohybVRCqv",
+	"qsN+iIdEzMKzuZY8O+vPPkSdVmv4KnCL3W5/VIJlAlAtmrKIIyOrRQJLmNN5xviSG8emGzZBfg+fzSR0",
+	"U0jFHVlICo6QEP6cyVzcei5/6/vcx7a+lbm4oVe/pjer0Sat5f2SK5nua/zm3Rv4OW5hhZE8vwUhta/V",
+	"Db7yRhsXN7yXxkl9C3Swr+E7fOVP0t5VDR/K07T5gReIzmD5H5KWVuLHWWv062G23TSYh+Rwm+ZxHG5z",
+	"aJ0fa7uzzA/vH5JWaRt7Alv7BjWDGZf5ygAdo7l3hyHFWKoJPiC78YehawTP8AG8j/oCu3rzmkWtWC4t",
+	"ccmi18RiSlD2WxMTXgvl2NpoNSdOshR6mYtL5D7EemdSwBlxbMZXuWv8RIziGrlseeb8mwnjFvXRGBfn",
+	"em4RK8DT/+x6xb37OuD83qOMJ1rZat614TUxpW9pv/4iVbZnkQqeibq1Fva4xybImW/xEN+JbDLCl4hd",
+	"G0FIEgAe/M7cwujVfMGks8wffM+bLsfK9+SMXObiFld6MmIccQxbgILJ6DfaBdb+y7vrZ5aBegqaKRMf",
+	"pOtchgGR9T0eTSazsVpXUveaeRv5XDOtCHW2OfVTvpJpQWh5wVWWiyRY0s2KVM2/vCu7EcUKtNEOTKW0",
+	"YN2SORYnUpkfvY0WZayYOQA/764B7pqVYmg8a3PmuJkLx9YLbWHVp3qlsqqPsaJOEmY1aN+k4BoPnt5d",
+	"XwK358zqlQk2/1Sv8sxbZuyqELgN7669hg3/0Cu35zOwsIDIauuKEM3PxcOVtoy/MxVwlpEEtIGvCpfQ",
+	"uGjd8pxpQ/o37qVQzjMPkYGa78kFteF7YSysHS+NXmgNsEyrfAOft4LdSZVZWOqUr6yfNScbwViFDvwx",
+	"BBZCJ9xbKpRYYwestDSIjDaD2zpVEfapKAu/ljHpkrESuaUG0Wol4RP+PHoDBSiwSI8LvlwKJbLeWEXi",
+	"vn6wWklr93yUD4OfYZvuQK0ux9GIHA5JjadxfuhFWMYZCFjg/KDqIYvjzIj5KueGAW5gU6EE976fkvMF",
+	"ldFo3aAhYV+31qubhyRZpZc+IJhbNLNjGAhoajAOI3Lu5L2AA7h3TKw96Xb9gy48mHRGnn4AoDpWwGEY",
+	"np+TUjtWViy54UD6gKpOJglTWvnzINWcSGLSm/TYzaaY6lymgLfvLBFHLngGx7EUGlqDxFDANDZk0pqu",
+	"HONjFS9twrgBATMDeiRqisDuWf/l+VFw97a7BXh/6yfD87OH9snj73SaQT7IcDiou7vxrTZTmdnoODnN",
+	"1kY6ccmQzho0Dd/9VOtccDTIOW/O+UiAhNagbVHq7TNIRI1C85H+GgmP8DUpNXgatmwlrBx4DP0b8XbT",
+	"cf5OKFE5+BpgiJfezyybl69esrnRawuECiTKnbfvWsedYOmCq7k4rGO/7PefD16+HJ6fPT/rv3w5iJTt",
+	"fpNp4HXwWj3dzFLiD4BPjoxZ612O4RHoYzQRBuIBEIxtLtRjraJVftj+8DFfqyb6Too12vicN3Me0/wG",
+	"X94m12gYoT+aTBPthq6+QY96FPHxhN14hQ5FW0eFwatvBasGlASgu+YbNpFKugmKv91tg9+OXYbX8O4n",
+	"rv/hVcTRHFq+bysqe5LpZ7MLpUV2yZYAkZQjSCOVP4ATjyF3V+vO4/WDXC+C9o+qQgGJ1BUhTo4Q9DPq",
+	"lcJDl66QUZ/1X14AhzA8dcLYhAmVgXCSik16vd62vQWNs49oMDipaqCHlv+1p5b6TP6s1/XlheGS83vH",
+	"2lEIt9AAzxH+c2aXImXtCYbxkKuLE4F7NI58O5f3YqziaIIKd9F7FEwg0wVz6DoCcI1d42cQZCAwJxl9",
+	"yNKy3fMxh6IM8nhLTZIWfPuYljfw3q7Bg1bpeJNHQ5fHN9gePZoiDr3wtMN3jRsCWwCAP4qK2t3jWGND",
+	"8vCOQwKIu8fRL9Poo+d6Xa5zte37DArlG88sk1lJbiVpURjdgt8LCv/gGM0206YmyVcrmTXjtWXOU3Fb",
+	"jxRsXuZHvBaxIW37oFrXzXXK8wr1ePybydlMGIbOXGn9iifsTmwIULvIOky+Y98+PKBFeAZAHM6d4CkA",
+	"fZyU7bEfgcFuIS/LCr4BldW/liXUyqOi0C98FJYLVHTQdBDFjRVomp48ADAmIN86lzFZ8QI/Eg+OeEIQ",
+	"mQWbipk2gk1XMicuigp6CeTjRb84a+CLVqTmcT9SSXQ39Do0NOktzzLTTGqeoEq9CN4U1iak5I6W2rgJ",
+	"aOulWT6TPK8Uc7YUoKcTWMMoAZExp8cKVKqSjLv41uQS1jsTZOLJtV6i+wcUHzRQrBVTwq21ubOdHQVn",
+	"eDGs6Tendf3mv8dje/L+X0e/9rsv3/82SM4fHrfj+yO9dSCjBSsX/TE51XzUm3UEL5WQEykGKATEUGxB",
+	"IpqKVYQdQdGkHuww5s+A+CLJ+TlYIgyr4oPWD/IoWIySZt8GYk+PbVL08aN3Zmv+YT+2vre7B0QQ4hsM",
+	"Uvw4BH5liq3N4DGDIUlWEkbD7jwqZWQWs7C1zPMAUo8SIx/NkJzLb61ItcpsM8ADRIpD46ZgC51npGT4",
+	"NpfstN9vMBzsd2efXvT7hx3a24QVr90huqqLyqd6iGUmlJMzKWwcxL27lbWmOzYWIwRz4oM7ynl7Phg2",
+	"uWmzRy0KMrtkpS335vrr1z/eMLuxThTs559f/+koilGIOBt8QgttHIr8hm+gh82HPiRspXJh/TkA+brg",
+	"1kfq5jKVjk1sMZXaThi6mb6YRximi7M7jljQMvDZCCYpOUPdeC4da5MlMupqwjiFV62NdE4opleu81lI",
+	"Tjq25vaflPcHUV6dYA7R4UeAA/T8kmnaO4OkHSFqwxwfiq4HCsCQlqTEdBH0L+E9jLbH/oSuwdIhOlYl",
+	"UncLQfhdsIw7jk4GA8RNNve4z1yqu6rTS2/aDNZWPA6WiQ88dTkC/bEijyShyy03RAgNO+iBwJcektbU",
+	"BwUdfllTQNfvqWe9jRUkG2lRvNShBhhsdxqZcgjXTOrUNtnyX3CWC6BRdOOBPjSX5OHDzuHosbZUTEhU",
+	"jFJu/Rna5UJSsRyDAOGlzhNUHjxRjy3ODb21fTJoP2ur/9ihuHHcNcXe/bIQOMfy7EvL7hToK5s6Tvfw",
+	"qZW01lxiXPVMmyrl4Zag20HkCOP4CPGwxTNhlAkmpNBAdxn8H2MJfzLipza3ttyZY5v6vfydze/14R2k",
+	"L9cY67y1b7mciXSTouuIO9Ej2yYcyS4FeVdntG1WqpNEwfzwVwfOp6c3eAYyKrZmEtbvXFbdhH7NSin4",
+	"tzalxTo8qj4dfyoJKX3k2MMoX5GNlZ7NOonPTZRqnkTDifsOv28PIJ7RTu8MOkd+FPqpOt+eSJvm6mMS",
+	"fCTDbhBEJ2GZsM5oYJttOqBJmZggxmrBVdalSVUj42z/EsAgE5at4GQDQmj4ZrwSZad+AmPlkzcvQxZn",
+	"ObVyoL04yqQaPojJmVQ8v6Sjv20oD4tgqjYJsHYl1ozSL9FMRvb0YPKqBy4EeqRzYPyffs3xIc0m/Olz",
+	"0vxmV7YW/LuMYyiHc5g1wpF4hR7Lj1Spy1h5p73rs7ZGGBYAx26HW/p2InsSH/mpbLXNUKr+HuUZYcKU",
+	"x/3UGSufPyaymsc3LMQny4WteT3mktxalgZEXq7Mjoc6kKBZKU9dJWk9TjafQaRCNxS6HRKUAVwByi0P",
+	"tke+aLTGcVtmZTiJ3AJWrTzzf6hfeyEBYW/22ISjlbcVL9yZAZnzI8xnRCFAW7KsHaJmMP+KW8dOh51k",
+	"rHQOZ53NpLHu0sfDlyFXRiALU1oJMjljQ62QeeGiroyBBnRKkTFJJ4rHISK8/7ZKpn9A/Pmamp5Weik3",
+	"hm9qLprjzVufE294aOGBRjWYpqNVjuDKFCL7CP6AvqMDhkTKgra33DUiY1Va6nK+tMIyOWNKB6uiD56r",
+	"KekZd6Lrk0Z3w3mf6Bz7PU2Vh6yCSbwuB/flzYLbRp880nstl77HroJ5l+JrLVNirp1E1rM0ghfTXCTM",
+	"8OJ2aUSql5uELfnK+mco/JOg5d7SOcb0pFyndz5SgzumTSZMQtmZsBC58GGcAZSUEaqHhjFWtXHEH03o",
+	"i/htAFAIiY78OizCDA5+FKi65BZIy4KCz3O2hCW1bCrcWgABrjUzgvvw0FwCiyiDeymqQStmhQCYJXi6",
+	"qGOacm5I+jQ5EC3V5DBSbGXDU1xmhC3VjEHThCm3kpafsNc9cXYV2GmSVBWpeMHyxFP8o6qfiiCfGmIt",
+	"N07YW9uYTPI1/AYijdAsEQ/yZ6vZjBvWxgjdAKtDBnjn80aPZXqtgDfcNini1zI12rsB6tHfFPq8UkmF",
+	"fKuDVW4DSZUt0sbYpYXOxViFj4/qnlzce7ZahiDSoBKwduWYL5+FOOCUGyOF7bBlvrLBwTnG7jEanMK0",
+	"yZrmHaz1k4+B9NxQxFBCJhsYSWSEcxoThf2TSlch+v58m+KByS2VzWjiZZutJd8X9YQntxb19GUkwJLP",
+	"hb3NxayB8P8kjdswfINZJ/M8rOvnpexlkANHySCSGiCBQHdsOAs/XV3D6naBPzF6iWVaiWZX2MGROe14",
+	"/viBq+KbHJLlbGvPnUaaFaq276B6OngoPut6HpbNtNZJzO9qNFAu60HJfVPChm0tJaZArQjNMEIZI3Z2",
+	"CksxGL6ILa56xqbciouzlcl77Jrf4bLgkp4O0WqD0SGBB/OxSs1m6fTc8OVCpjzPN/AB0NENyJeClbaK",
+	"mvMH5V7wx1BtA63EiMJdrMx8DrOeUSrHWE0FgTSnkZtaxtla8Ds/G6ZnM8w7Za8pHldUtl2Roak9wWh1",
+	"jY4oH70DaNCVmUXS7URzDIYvag6Rs9P94er/2hh0vg28PyKnu9TamFROI1Ypo/KljdxrW/oJV5uD7vbj",
+	"lYZS3tfYnq/j8sQeHhooeSf17+mrFFK5Xt9chVRT7tjrkx8ZSCnW/3DeP0ca/I9vrn9+hggMoBizC70m",
+	"whT36KuRjvnyA5a1p9KxPsA6SoBJGDwYsNRwu2C55hlmJYXUYCQlTBugHkMzbAWiZE+cMqb8lMlnZRob",
+	"dIxf6tKXaISM517TlHOljTeuRQlvKwVHCQ8C1RpROhgFrK6bWb3shzeWVNIIY26lA2z77pp8h15BBpbd",
+	"4I46Julhe3v3Zzq8P4I4jstrCPTQmMoQEn6bQC6lyv65sjs8yXC3lCKt4vTIM5tqZTWm+uiVW64ajFkZ",
+	"d7x5Sr46BbHkrlCpzgCuRO7sLXtELLqgcRNPEk0ZlldTq/OVg8HPrHDsryvr2JLHphHoD+Y2gfFOPi/q",
+	"QFn9+Kj8yqJd5ncczxZt4v6EMdL6NVFqU5b1UwlocHF+3mc/X/30lqEa8+rHa+Rgu0SDtHxs2vcPGB1w",
+	"bJZSw0QOZSfBSI5cj+MOrz84yLkbD3Ccf7//EEcTb8BGuZjzdMPevKqtcelA0MWANOMh/e+U/nfW/L3S",
+	"A/w0o1YZleFjOTCod8DaNxQ38loRQaMvBuM14hhrr/8KH53gfzD8XuRVZcuxAv3LJ7FWUKLHfpFuATAi",
+	"VJwKuEwYeS9CvsE0xwxdkc9GZexrwdVqxlO3MsIkgNGyVerGCoYQ0ltpYSIrc2SfRm9/hQWr0BXWBvHk",
+	"B5CxkH+/qeKw4SNx9Hunx74hr/6ab6oRP7Pk9Zd2+9sy67FvEGDiADEW2Iu3i7MS1I7VTrkRHmqixC1D",
+	"3RMQx+1qvUqLzhyrvblOtQz1kIOxCiluBh2KZW8W1mfcGreaBO6MFzLfYxD3m8Hone3YnqOrocQ7vMfy",
+	"TvQZv/jRX/ODPjwjDMb52C94bqH2sIK325T48R+6WzV3f/OXnz+1b3+2Di+Tf+kjP9IEzbddEk+3+HlP",
+	"npfcj/swD9rvfWdVjpjX5Mq8ADRuHm/G/4KurM/ub9lj0G+q2/JUFEJlanylNK9OYRI9/dAtCqmZzbXD",
+	"YAMT8kRCHBzsSIhuk3R4m4y8oWZPE0XfiU0Jow9lJ/8uwYtJC+bWPLDtFbhE+4j84GUmLVaVoEIhhsoJ",
+	"Y1ZLdzj++/mjBrAjsFvD9h/CbmET/JSPJKjjYJynIsxQaoRxcTWk903sCC1J0m1uYHKearDa4tVqX1WF",
+	"khP40o+lNRAz3THi19c96Hb5yi26+F4Xfp2UgTIg0iOBvTbaCdYudCZY/6Lf72CuFZkX16h/YXG0NZ/P",
+	"czFhr75/TVljPlWLapRIldnSxoS7hfUDcDoVCS6cW1IFRalmOlSH5CQfKTy4Rd9hBQeUIpUwdjfeEjjv",
+	"u+vrMANfDjBYB4iMVzwPBY4Y1ZHpsbdoUqpKnQxD8MDVm9ej7UidsfI5rRhrqUJwToheobIxUa41W+g1",
+	"a0fJKoeyW+PYp7HKDO5cQLJNQSIeb+opzjmrVfrxBpDyT1ZoJZ02/hFK/7HymnoZFlxZSihyDv2etKAA",
+	"TPFPRojUr5ctzXJXb16zqbASDYusjXZNjD22YwzJ9Bl6K3hs2eTkfoDJvqHyNxJOWOpRrXh+WPMwP64C",
+	"qyxg59CshQFXuGRjFd7zHsWx+uorL8ds76uv0IuJ8VblB3xVmA0MDFj6iBwhKyMm8IHJb3dSZUnwID1M",
+	"En8IJvAcX6FkRaqqEyV/s3uer7y6MvHN8f0q0/upFXeo3s5Y5RKDcWAcl6HeDmsotwP7xrOMmvlqJnGp",
+	"Hux3uz3VWAF63ynKQ0m83AC9Y+UeP5C2FbWpd55QgAd2KCo9C4Duq68YVTWrCvKSNVv4wryTI6vvTkjb",
+	"wycRixurNbeeO7YbOCOGAhIbDJwPDkN50iNlEl6kupB0MjwfLpWes/6A1Uvv+iJU3KiqWLLIrQ+uER9S",
+	"sQxF/OueHOuM4MVYtSffffOWnQQCPqE3xMlvsbvl4QSHPemMYnYTuyOwxpbOs7pX1Y/faiBnnDx8FDXA",
+	"qDwwHh9/2KdbXsZd54vfZCxuZ6vN9aesJPLSQIwvMhLxPfbaWTapiqxNqFg2Kp+wkoXgysGRAkVWzw0v",
+	"7CWys9qRK9/yBw+b7i03xyh+P4PDa8QouvAiXEBCKvBUZxsspssNLwRF5WOVGeht+04T78UwwMQ78SUa",
+	"WPqAOsQ49trlJyOWcTXPfaDuSqFXyMOYBGMsMp+zASdfifpvgdWTgd+/EQxA9eaSfiSY2+v1Osk23bZV",
+	"Q6FpTnX8oC1OKr5gAFoQfcNxI3GZsY1wHbospHbZCGV3z2YCY8kqrwG3jOfA5TehB/xOw8Ukfgmjiuoy",
+	"z6vUbs7eXSMFhKNKXSRUKC0XvPThL424l3plxyrS395dx0XhMUUp38BE6tXadwfhA4nRKoKeP6VrhRA6",
+	"ey5UoZ4qOUg17zLtr5NRlMoTx9519t7BAn0BQw8lfrFUHE/vytJ1eII9q6649Ew622m8JqI2zerWj9jd",
+	"4o8zJsh1atdKICUhFgBY0ElCku8tvOLT1ScJ275aAdZpT7XshO1cL0AjPOJqAlz/xkr5rL1TdT+2ax2q",
+	"vr9zgYA/HNG9RFj60P+LCZUttVSUrJfyHBBKEDPVaztDBfxWGycCOjjDKD74nVBh6cWHJZwSOQXM3na7",
+	"mSlsZYXfdyIWABABE4SKi9TJJeP2jgr4VbihE1/CRF+ISj7iMQwRMlXMAnxXI2qTFjWHemnhqOCDr1IR",
+	"JBdyjXphu6h2HJ0EfxtPj/0g1sTOxwoR0XIpuGFha7bQbNjgyypsDWSgQxvoSlGKEfQGkg/O4J/fvn0T",
+	"IDNJusoUEom7w5YhXxAM+otCeSdzoSa+HsZliPJwYqw8oGdrDi3IjcmcZkuOsQKIPHvsNSnTvuqph+nW",
+	"YdGNXK/Z8L/PT9FPSvTz7zc//hCmjJF7CGmLkKvnJ/dTuLMriyZHMrx0sXLFJnEx1YmvppownlsdjCYk",
+	"5+FoPrPVAZbZZERYOuil4RBTmW7vB6QrtSiL7ows17u5dP/fBH6f/M8kQYi1rekWPCPYNVb1grBotg+K",
+	"Fu2znz0aB9F98tVXCBNgSUnPhB6BFk4GvQGye0HRIhXM88qlXqtRTZLaJIZ5iJlQ+AQVE3G7KWCpsLZX",
+	"OOhkww/29m2kyNrkM/EF8aVK81Umsg5LjaacWdQBA2vjPsmTGw9Fd/pbGn0vLJtqt2CYFFrBRwpLIY2P",
+	"ADMFoJA3FauBzkyo3YgxdEY7neq85DADJJ4N3WDkxNxIB2dGpHf+yEiDDpl2UFe2e0iqcNgMJbf09XNp",
+	"9EmpDAFU6bE3AO9Tt30PynRDLDBQsnQjZHRYAYVt9Io5s7KOtUOlFMzVWRp5D4c4l+qOili9/f6GbB+5",
+	"TIVPEfEGjes333eHvX4raa1M7o0gdnRysl6ve4X+u8xz3tNmfiJU9+ebk+s3358Me/0TtIhJl0cmkcri",
+	"0Yos5q0hlo1aCsWXsjVqnfb6vVNfVRFtSqXmQJklTX5oj8jdvup/l3UduRZPGMKcfNxwC8dChPQ6a43K",
+	"DJDvsE5W7SrEYb//tBtC0Cx9ejBNvtWifPZWP73gZ7x/1r3gw1n3LLsQ3Zez89PucPpiOpxd8Jd80A9p",
+	"26MW1bSPLNllOtXR94OUJRf3XBFSlZZ4SFpn/cG+/solOqldgoONzh5vVN569pC0zmmBDzeoX9SHrU4f",
+	"b9VwkRPaNFdFwc2mNWp9J9y25IvrFVZh8ZX8ayUtx+cWU+rDYr5/SFrLVQPRxqVySm6OwUNlyNh2TcRe",
+	"KC6DmuCjJenG6kC9sk8oSceiC2PGygi3Mmi3TEWV148AiszvJQYC4Y+yv/SP99hPYulzU7nylSlSnscX",
+	"bS64KXJhLTmxg/I97Pcb7ocMZz7BaKwybnSB6lxGOQmV0lZZQiVq2GU/Y0VKXvm1cLdITQPssauGSzMb",
+	"0iNBRvj6iJhHYEeMj9XuONpB05MZ7WLwpy9F2ilrk6EZx6P3mRF2UYpXn45FfLyZiVE1z6rc+9c62xzP",
+	"wsjFbXRxG3Kwq+NyxYgFxZePoCn71Zufo0oONFKtQKsfgBgA5BfX9Qz1oCjNu8r2LisrlHfhhOsuwmU3",
+	"g9qFMsPzi6jCQnm/SWvJU3Fb2H8b9PvAPv3dIhH/rBdawEiTEM8T4k6CKySKc8HocLymorxdKsSx0fVS",
+	"W1VMP57DP9TCPF1Z4bDaircH7fWeeNAjWCorW8XpyrJ6oOIc3KWdkWyH3reeZ8NZPx2I7un0jHfP0vOs",
+	"+0JczLoveX86SIfZqTibtfbVE4QR9rtT/DbV6m7dF/aE1uIEf+3JYl7tSWMd5Icoe6s1/9PZfd++/P5v",
+	"/zksfnru/s/0h8HdLy/Ev58u/usi/fZ8ddVf3pzJ/xhu3uq4jNuoNej34L/no8HwrN9vfd49fbKUrtfl",
+	"fag7EJ1ZiYd/bLBSipJKOASzHLJvRDFDQjFPXJPBl1mTMkv+syM4stqQo8qjuSNwVnTx98cDwBePN9q6",
+	"jBSbvXy8WXljNjQYHIEAt++JxXbnx0yq4aLAPxisEpisgaGkBg8JFO4WiGyGrA9Ja9dfQ2ZT5MRNeLYs",
+	"NRhqZ+wvOQi4oC6URmyKHni+7YtJqmvMPiyl2SRj5fPnopTXrMe+w+sZFoJNqN0EdF9jRT4DDRwOuNE5",
+	"W+ZceaiGty57K1TkcQKwihh6rHLBMUSQkVEzq1tifE4Mi0EpRWtKwsK1NEFyjpVXLEcBoORKJp+wN0u0",
+	"62B/F6gHxaDu0e9cssiKEOW9enMIzpKcLKB8UzIP2kjKFPzNjonEF5ytvNgA7wt9L0r3rF2lqbB2tsrR",
+	"o6VnZJgNGTyrZW+srkyBEB/tyyWQjX0X8O4h4Fqrhfmx+HW3ouWx6KRWbfK0338yS26s5fl7SO040b41",
+	"7A8vuoNBd/j87aA/GvZH/f5/fTRC+ygEdfRCbVUg2CPBGu+MZyvlZM4m1dQnX1iqPdGs8U8x+DuJwStT",
+	"HF/tNhJ9UXGMZtnXFKuw1xz5ivxhWOFuW94yTY7QkHdJqZDTTRlg89rFiV/1+5y3+Lq0GB2z5FOZS7eJ",
+	"ItmR4T+zJOQW/E4EW7h0FPtSugWCKLl68/qZrd2YN9MGTcs+sKK04izJEN2pmYH8ZdqTV6VlesR+Jicg",
+	"BZBM/L9GjIzBvqy3oOu9x8rvUJCkg/6gKoITWbtFqgu8QsrLND0D4MDNhpG5HtdPL4WKwjPKRUiYVLFd",
+	"ny5YRq8EyG0jBN5AhuFplauCs9Nhdyodm8p5V6hMclXm4+UYzVrVqTlj1/LrDlWlIJ+Qf3NUD6KbwRwr",
+	"0th2DdiEQFvp6KMKXRjoS3bH8Et99dKF1lbYyypPN+x7AFF/vr56RZ4fMh0pQCq+or6k+Bq7Ex5TRsX4",
+	"YPa6IyRdaCtU7IXX5Glul68ORqX3NGE/XV0nZRKoyshAVFlTayUI0ARabVgZejfTpuhUkWQ7Yyq4JwiK",
+	"u0PDxlpa0WNXPv4joEuuxorkBtrsMFyFm8LHiiyFMMzKXPhgHM5mYh1KSLOqWr/32JTnz9dgCMmeXxOI",
+	"wqkhREq8BxMv4gId1VZzO+ufNUUwUHVUESIQqYgCRiZUgD+EKcAExipgZoEupIQ5rVkBQK48EJhgAxTQ",
+	"GdGR4mikrAd7YSUVsY5bwfKalcKr8dHGCmuDYNgUl1EKoNMeX1KWEltLZY8AeTc+k68MU7J4n8ihKzNr",
+	"lYekQjufW1Ta9VZmfx1zxRDlkRoQD++38NmAAMPWRXdr6VKqc7utqwRS/XiAchTWuFmlixJR/UFS2UeH",
+	"t0a/vo9lNO5uXHEksqHrwxrqI2JaatWtanw+6imMC7DVcvWf2d3bNFk7Lk8d1DhUqX05TApvnlEMMfAl",
+	"66qqjXgA5Qyz/h89AFU9gk9VBnbKAcSlewYvXjw/O714sVUu5/nZ84/VEOL6KP2yVkmtgFEoRDKMC4YM",
+	"z5/3+w9PVxVCubRHdAX7LCpm9A/lu4xJ/GCliuoQHnPcyPGx95B5qGe30Rse71/E9Eand8Kx9k/fvmIX",
+	"Z+fnSRVUcdoZIWtoRpLJWEU4UkwtdjRJ2ORGpN2y5+476m7EBqcTj+G23viL2IRLVzEwNoLZcKgBXZOE",
+	"Jp9IeVp77EdgVCEoLgno08cixuVtfNSdCanAVF4AlvvVj9eDZKzqhbLdooyP8XbqO7F0l+EDbW2wWH6n",
+	"+lTtMlL8kFTwhbqHlVCbfynNdbDNVPtQ3lUb8b/gqBMYh48DJM7KBv1+36+pxyAOlYQyLaE98VYiX7oV",
+	"tifE0VHBpuqBVwIyxtd8ExJ86tUgJV3gDAtFpbXIw42DpiohAGZ5nlsEODNu2FQsMAVia9gvWHsS3hd5",
+	"7l+bII60uV77zsaKdDLrqNPKV12ml3DneLpAPQTZu8hCljRWxKEwx4CtWHtwEer+p1rN5HxFJY4DKO1c",
+	"InYqdBRbfjZ8yRoiJw/JDsqqb30UPqmI4dPxyRcxoAxfPtEqFl0n39pZ1+gywVFrcBFtIWwJbXYWzuUl",
+	"ywQ8wU1DnFu/PX3UOpsN0iF/KZ5PT7NzcdE/3gjmxcCuPPtmf8AsHLgdQun0/nBTDC5bxKSiYiukgUay",
+	"IBI6XrY0SpyTqOBso+SJWB1V10HwrfGm+RQjvmpMmLWrAzxdgVZOKI4Osw03QfhCJiEA0ZeL8WMJUbW8",
+	"XgvFe1/6zHMz//YzG9Jz0GExoWAKzHyhen48w4be6LLTqTZsAvO5pflUjWplYOxlaewXHzCKkiwCVIob",
+	"i0swRVcuJGSmoGpLMA4bRuyL7OLsKTUBBFKPUYXHKqQFntLdGncS+D2pwRM/KS8WQhamj7s1guf5Zqym",
+	"Yg4qYaQghyroRiqUC/4u68SXkUGzb7F0m8c5oS8SRGF7B1XJx8vYrLnCwo8/aFBq53SRA+WpxrtRKp9/",
+	"WwmzqbTPapdbjbrmJ9fDabr/qoh8NvER8CDDHJxVRJf7JhVN/AvN6m2YCU0BMSyQ094R8g+3+GptfP7q",
+	"wNbo4vz89OJQxvegf/bi/PnFI5d+vf9UJY3qS7Wy7/K/8s3Vh1fzf/s3X8Zo9LwsvXS8x6leImuPbuSJ",
+	"AEtx442f/5ul/R8pxn4KzHWnXFhNojwuwHwY26NWCTT8eni85j6OEmUCGkNTrrTCuBag25BJE67DjK7j",
+	"SlhcvwbzffdfNAXQ+TLcx3MnNtuX7bCrXUeG96KTU2AjXFnLd6z2RY6W8HYSXXgyYZND99yQAqc0tZmQ",
+	"dEHhHvJ9YXpWM7lVRj9EYk4r2YJjomyqzCfTB83TZwqJIPTp1TL/1mcBUN4dJrehrbwyQUeJ5+hC52Ej",
+	"uYsSlRrzl6v857GCji33rpzo8iMUoMiaMRR1O0EqYYoXwZyG6ZwH5eNSpP/PRLN/5vDPzxny+bB9sVB0",
+	"ddMnB7aVVzjt4eBlgQaU79zcCVO6cSQdyuh2qS/o2v4UzWyLrmt6WVMKYEjWE+X5zYB13Q9H7H64lQRY",
+	"coBRdNVZTwnXjx5QlQAlAmeLKm3Qlc5xQud0cxtyCb+ACvj20RTIPdmPrL3DLzpNVRhIE7h685p5LuTr",
+	"ofzvy8PwoeGPBa6VNZ0a49V+CulyvF6vBDhvyGkIJhwCxXOhfIGGaCxR9mOZAVFdEKTvxkrMZiJ1PgM5",
+	"/pKk0sblKQ7J0VGXwelALbLgk+tcei8rOiSkW9De1YqnBOHL4w7jshBN6doLrfTKNGZrB3FbZkPsZoDH",
+	"RQp4uGCFXdk7EE0hnoDu+CYTZ4alSAwDFRzrBI5V26yUz8ioXebln4X89E6cGoKmOXiH7stCpLN7YRZr",
+	"R1CgvJCr8uLGEfKYBkNFgXHvxy0aA7fV3UJj5a/nqodltEh4w/vWA7lRww1jVaJ9KHuNAYLhtq76nVwa",
+	"k1LqnkRgULk/G++u2Vz32FV5yU55kUCVkFNp7AAmyOGrl7UUF4yjou/EN35V93yxQhd0ZybwjtLhreLN",
+	"YLm8o4BB7B/jLKqZlElkh/AJ0M2b1SeF+UV3beFdT0+Xv7v3hP1uQfZnnzY6f6nXHplRZjlxW17jdekz",
+	"tX3cQcRwuPPEL4l9MeJe/4yn+8eMp7N3Ox56vB+FjrbxNzAeK4u7XjTtVYS/12reXeo8t6OSMXHLrC7z",
+	"vfeIXmnZHH3yCIJVkNXBUTTxVTZuCzsJ9wB5Lo++HooqQ4Nf5BWsib9wRe2ab3ps4s25EywoZdm2aAfd",
+	"FHkxHbNtnxaZU6N7zmr3m7H4ejMsd0C2YLbmLqX6ukFNHSvrxJKSHXGi4W4jqlcVZMujzPba78sRMTe1",
+	"i9sE1f4wVIveC3UrhGLtPgp8hcnre+xzVDDziFic38U+CsIQ6BmzUn0AH5pYCpnn0sd47Rt6RU/NtsXT",
+	"fr/fP2RbvKAXDg77/edS0Eu3ya9UwHUrLnxwPur3e4MhxoZjm2GlwJYXdMIqHmh8XjY+bdB+39dvw/sc",
+	"mV/VjYx7BF/9nr9/Wjj38PhfgP4pgn4/f/VXp/lKLXv4fT3oq14M9Nf3QAM+9QR/pWISJ/dDpA7f376a",
+	"rnExTFR1w12RK4Vn1B/LcjTNzgO8mL9uyI0ae8PtbtPv65nzVR5MuDrOT6vXEG/Yenj/8H8DAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
