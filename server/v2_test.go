@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
@@ -265,4 +266,30 @@ func TestV2FailureMessageIsBounded(t *testing.T) {
 	require.Equal(t, "short", cutMessage("short", maxFailureMessageV2))
 	exact := strings.Repeat("x", maxFailureMessageV2)
 	require.Equal(t, exact, cutMessage(exact, maxFailureMessageV2), "a message at the bound is kept whole")
+}
+
+// TestV2BoundsMatchTheContract: what the server bounds, it bounds within
+// v2's document: a failure's message to InstanceFailure.message's
+// maxLength, a migration's failure reason to MigrationProgress's
+// failure_reason (its length and its printable ASCII).
+func TestV2BoundsMatchTheContract(t *testing.T) {
+	doc, err := apiv2.GetSwagger()
+	require.NoError(t, err)
+	prop := func(schema, name string) *openapi3.Schema {
+		s := doc.Components.Schemas[schema]
+		require.NotNil(t, s, schema)
+		p := s.Value.Properties[name]
+		require.NotNil(t, p, "%s.%s", schema, name)
+		return p.Value
+	}
+	msg := prop("InstanceFailure", "message")
+	require.NotNil(t, msg.MaxLength)
+	require.Equal(t, uint64(maxFailureMessageV2), *msg.MaxLength)
+
+	reason := prop("MigrationProgress", "failure_reason")
+	require.NotNil(t, reason.MaxLength)
+	require.Equal(t, uint64(maxFailureReason), *reason.MaxLength)
+	long := sanitize(strings.Repeat("é\x01", maxFailureReason), maxFailureReason)
+	require.LessOrEqual(t, len(long), maxFailureReason)
+	require.NoError(t, reason.VisitJSON(long), "a sanitized reason passes the contract")
 }
