@@ -303,7 +303,7 @@ func addV2SpecViews(set fileSet) error {
 	}
 	views := map[string]api.InstanceSpecView{
 		"present":                      {Gen: 3, Properties: v2PropertiesView("a VM with everything v2 can say"), Spec: &w, SpecStatus: api.InstanceSpecStatusPresent, State: api.InstanceStateRunning},
-		"waiting-for-migration-source": {Gen: 1, Properties: v2PropertiesView(""), SpecStatus: api.InstanceSpecStatusWaitingForMigrationSource, State: api.InstanceStateMigrating},
+		"waiting-for-migration-source": {Gen: 2, Properties: v2PropertiesView(""), SpecStatus: api.InstanceSpecStatusWaitingForMigrationSource, State: api.InstanceStateMigrating},
 	}
 	for name, v := range views {
 		if err := set.addJSON(KindSpecView, name, v); err != nil {
