@@ -166,13 +166,7 @@ func synthControlPlaneV1() (fileSet, error) {
 		"no_such_sled", "not_found", "name_in_use", "instance_busy", "invalid_state", "insufficient_capacity", "same_sled",
 		"method_not_allowed", "body_too_large", "unsupported_media_type", "request_timeout", "too_many_connections",
 		"unavailable", "sled_unavailable", "internal"} {
-		// Request ids as the control plane makes them; a connection refused
-		// before it is read has none ("-").
-		id := "4f1c2a9e7b3d5e60"
-		if c == "too_many_connections" {
-			id = "-"
-		}
-		e := cp.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: id}
+		e := cp.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: requestID(c)}
 		if err := set.addJSON(KindError, c, e); err != nil {
 			return nil, err
 		}

@@ -119,8 +119,10 @@ func synthSledAgentV1() (fileSet, error) {
 		}
 	}
 	for _, c := range []string{"invalid_request", "invalid_spec", "unsupported_spec_version", "unauthorized", "no_such_vmm",
-		"vmm_exists", "vmm_not_terminal", "insufficient_capacity", "no_free_port", "vmm_refused", "vmm_unavailable", "not_upgraded"} {
-		e := sa.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: "req-000001"}
+		"vmm_exists", "vmm_not_terminal", "insufficient_capacity", "no_free_port", "vmm_refused", "vmm_unavailable", "not_upgraded",
+		"not_found", "method_not_allowed", "body_too_large", "unsupported_media_type", "request_timeout", "too_many_connections",
+		"internal"} {
+		e := sa.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: requestID(c)}
 		if err := set.addJSON(KindError, c, e); err != nil {
 			return nil, err
 		}
@@ -137,8 +139,9 @@ func synthControlPlaneInternalV1() (fileSet, error) {
 		ApiVersions: []string{"v1"}, Capacity: cpi.SledCapacity{Cpus: 16, MemoryMib: 65536}}); err != nil {
 		return nil, err
 	}
-	for _, c := range []string{"invalid_request", "unauthorized", "no_such_vmm", "internal"} {
-		e := cpi.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: "req-000001"}
+	for _, c := range []string{"invalid_request", "unauthorized", "no_such_vmm", "not_found", "method_not_allowed", "body_too_large",
+		"unsupported_media_type", "request_timeout", "too_many_connections", "unavailable", "internal"} {
+		e := cpi.Error{ErrorCode: c, Message: "corpus: an example message for " + c, RequestId: requestID(c)}
 		if err := set.addJSON(KindError, c, e); err != nil {
 			return nil, err
 		}
@@ -205,4 +208,14 @@ func contractObject[T any](doc func() (*openapi3.T, error), schema string) Handl
 		}
 		return nil
 	}
+}
+
+// requestID is the request id an error of code c carries, as the servers
+// make them: 16 hex digits, or "-" for a connection refused before it was
+// read (too_many_connections).
+func requestID(c string) string {
+	if c == "too_many_connections" {
+		return "-"
+	}
+	return "4f1c2a9e7b3d5e60"
 }

@@ -202,8 +202,29 @@ func (f *fleet) start(ctx context.Context, cpBin, sledBin string) error {
 }
 
 // stop interrupts every process of the fleet, the agents first, and waits
-// for each to end.
+// for each to end. An agent leaves its VMM servers running when it stops,
+// so each agent is first told to forget every VMM it still holds (force):
+// a check that failed with a VM running leaves no VMM server behind.
 func (f *fleet) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), fleetCallTimeout)
+	defer cancel()
+	for _, addr := range f.agents {
+		a, err := f.call(ctx, addr, f.sledToken, "GET", "/vmms", nil)
+		if err != nil || a.Status != 200 {
+			continue
+		}
+		var list struct {
+			Vmms []struct {
+				ID string `json:"vmm_id"`
+			} `json:"vmms"`
+		}
+		if json.Unmarshal(a.Body, &list) != nil {
+			continue
+		}
+		for _, v := range list.Vmms {
+			_, _ = f.call(ctx, addr, f.sledToken, "DELETE", "/vmms/"+v.ID+"?force=true", nil)
+		}
+	}
 	for _, p := range slices.Backward(f.procs) {
 		p.stop()
 	}
@@ -546,12 +567,24 @@ func (f *fleet) registered(ctx context.Context) error {
 	})
 }
 
-// logTails is the last lines of the fleet's processes' output, for a
-// failure's message.
+// logTails is, for a failure's message, what each of the fleet's
+// processes last warned of (its last three warnings and errors), or else
+// the end of its output.
 func (f *fleet) logTails() string {
 	var parts []string
 	for _, p := range f.procs {
-		parts = append(parts, fmt.Sprintf("%s's last output: %s", p.name, strings.TrimSpace(tail(p.stderr.Bytes(), 600))))
+		out := p.stderr.Bytes()
+		var warned []string
+		for line := range strings.SplitSeq(string(out), "\n") {
+			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+				warned = append(warned, line)
+			}
+		}
+		if len(warned) > 0 {
+			parts = append(parts, fmt.Sprintf("%s last warned: %s", p.name, strings.Join(warned[max(0, len(warned)-3):], " | ")))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s's last output: %s", p.name, strings.TrimSpace(tail(out, 600))))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -660,6 +693,11 @@ func (f *fleet) saga(ctx context.Context, method, path string, body any) (fleetS
 	if err := f.expect(ctx, method, path, body, 202, "", &s); err != nil {
 		return s, err
 	}
+	return f.awaitSaga(ctx, s)
+}
+
+// awaitSaga waits until the saga s ends and returns how it ended.
+func (f *fleet) awaitSaga(ctx context.Context, s fleetSaga) (fleetSaga, error) {
 	err := eventually(ctx, "the saga "+s.Kind+" ended", func() (bool, string, error) {
 		if err := f.expect(ctx, "GET", "/sagas/"+s.ID, nil, 200, "", &s); err != nil {
 			return false, "", err
@@ -701,40 +739,36 @@ func (f *fleet) startUnwinds(ctx context.Context, id string) error {
 	return f.awaitInstance(ctx, id, "stopped", &inst)
 }
 
-// nothingLeft waits until no sled holds a reservation or a VMM, and checks
-// each agent's own list of VMMs is empty.
+// nothingLeft waits until no sled holds a reservation or a VMM, in the
+// control plane's records and in each agent's own list of VMMs.
 func (f *fleet) nothingLeft(ctx context.Context) error {
-	err := eventually(ctx, "no reservation or VMM on any sled", func() (bool, string, error) {
+	return eventually(ctx, "no reservation or VMM on any sled", func() (bool, string, error) {
 		sleds, err := f.sleds(ctx)
 		if err != nil {
 			return false, "", err
 		}
 		for _, s := range sleds {
 			if s.Reserved != (fleetResources{}) || s.Vmms != 0 {
-				return false, fmt.Sprintf("%+v", sleds), nil
+				return false, fmt.Sprintf("GET /v1/sleds: %+v", sleds), nil
+			}
+		}
+		for _, addr := range f.agents {
+			a, err := f.call(ctx, addr, f.sledToken, "GET", "/vmms", nil)
+			if err != nil {
+				return false, "", err
+			}
+			var list struct {
+				Vmms []json.RawMessage `json:"vmms"`
+			}
+			if a.Status != 200 || json.Unmarshal(a.Body, &list) != nil {
+				return false, "", fmt.Errorf("the sled agent at %s: GET /v1/vmms: want 200 and a list, got %s", addr, a)
+			}
+			if len(list.Vmms) != 0 {
+				return false, fmt.Sprintf("the sled agent at %s still holds %d VMMs: %s", addr, len(list.Vmms), a), nil
 			}
 		}
 		return true, "", nil
 	})
-	if err != nil {
-		return err
-	}
-	for _, addr := range f.agents {
-		a, err := f.call(ctx, addr, f.sledToken, "GET", "/vmms", nil)
-		if err != nil {
-			return err
-		}
-		var list struct {
-			Vmms []json.RawMessage `json:"vmms"`
-		}
-		if a.Status != 200 || json.Unmarshal(a.Body, &list) != nil {
-			return fmt.Errorf("the sled agent at %s: GET /v1/vmms: want 200 and a list, got %s", addr, a)
-		}
-		if len(list.Vmms) != 0 {
-			return fmt.Errorf("the sled agent at %s still holds %d VMMs: %s", addr, len(list.Vmms), a)
-		}
-	}
-	return nil
 }
 
 // delete deletes the stopped instance: the saga ends done, the instance
@@ -774,6 +808,13 @@ func (f *fleet) checkLife(ctx context.Context) error {
 		}
 		if created.Saga == nil {
 			return errors.New("a create with start answered no saga")
+		}
+		s, err := f.awaitSaga(ctx, *created.Saga)
+		if err != nil {
+			return err
+		}
+		if s.State != "done" {
+			return fmt.Errorf("the start saga ended %s (error_code %s, failed step %q): %s", s.State, s.ErrorCode, s.failedStep(), s.Error)
 		}
 		return f.awaitInstance(ctx, created.Instance.ID, "running", &inst)
 	}()

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -30,6 +31,7 @@ func TestFleetDriveOfOneBuild(t *testing.T) {
 	t.Logf("did: %s", strings.Join(did, "\n"))
 	require.NoError(t, err)
 	require.Contains(t, did, "both sleds registered and listed active with their capacity")
+	require.Empty(t, processesOf(t, bin), "every process of the fleet (and every VMM server its agents started) has ended")
 }
 
 // fleetAPIs are the contracts a release of the fleet serves.
@@ -128,9 +130,14 @@ func TestFleetCatchesRefusedRegistration(t *testing.T) {
 	run(t, clone, "checkout", "-q", head, "--", file)
 	releaseOnly(t, clone, "v0.0.0-planted", planted)
 
+	// The sleds of the planted way never register: wait less for them.
+	wait := FleetWait
+	FleetWait = 30 * time.Second
+	t.Cleanup(func() { FleetWait = wait })
 	var out bytes.Buffer
 	err = Run(ctx, clone, phase("releases"), &out)
 	t.Log(out.String())
+	t.Log(err)
 	require.Error(t, err)
 	require.Contains(t, out.String(), "compat: releases FAIL")
 	var fe *FleetError
@@ -140,5 +147,40 @@ func TestFleetCatchesRefusedRegistration(t *testing.T) {
 	require.Equal(t, "both sleds registered and listed active with their capacity", fe.Step)
 	require.ErrorContains(t, err, "release v0.0.0-planted: HEAD's control plane with v0.0.0-planted's sled agents: both sleds registered")
 	require.ErrorContains(t, err, "0 of 2 sleds listed")
+	require.ErrorContains(t, err, "400 invalid_request: body.address", "the agents' log, in the message, says why")
 	require.Contains(t, out.String(), "fleet: v0.0.0-planted's control plane with HEAD's sled agents (", "the other way passed")
+}
+
+// TestFleetLifeFailsNamingItsStep runs the KVM part of the fleet check
+// where there is no /dev/kvm: the instance's start cannot run, and the
+// check fails at that step, saying how the saga ended and why; the steps
+// without a VM before it passed, and no process outlives it.
+func TestFleetLifeFailsNamingItsStep(t *testing.T) {
+	if KVMAvailable() {
+		t.Skip("this machine has /dev/kvm: the instance's life runs, and TestFleetAcrossReleases checks it")
+	}
+	bin := headCommitBuild(t)
+	did, err := FleetDrive(ctx, bin, bin, true)
+	t.Log(err)
+	var fe *FleetError
+	require.ErrorAs(t, err, &fe)
+	require.Equal(t, "an instance created and started, running on a sled", fe.Step)
+	require.ErrorContains(t, err, `the start saga ended unwound (error_code invalid_spec, failed step "register")`)
+	require.ErrorContains(t, err, "/dev/kvm")
+	require.Contains(t, did, "a create with a spec that breaks its version's rules refused with 400 invalid_spec, nothing stored")
+	require.Empty(t, processesOf(t, bin), "every process of the fleet (and every VMM server its agents started) has ended")
+}
+
+// processesOf lists the ids of the running processes whose program is bin.
+func processesOf(t *testing.T, bin string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var out []string
+	for _, e := range entries {
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
