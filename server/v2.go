@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -158,7 +160,7 @@ func (s *v2Server) InstanceEnsure(ctx context.Context, req api.InstanceEnsureReq
 	}
 	inst, created, err := s.core.Ensure(ctx, er)
 	if err != nil {
-		return nil, err
+		return nil, fieldErrorToV2(err)
 	}
 	if created {
 		return api.InstanceEnsure201JSONResponse(instanceToV2(inst)), nil
@@ -197,6 +199,20 @@ func ensureFromV2(body api.InstanceEnsureRequest) (EnsureRequest, error) {
 		return er, nil
 	}
 	return EnsureRequest{}, bad(fmt.Errorf("unknown method"))
+}
+
+// fieldErrorToV2 names a field of the migration target's init as v2 does:
+// the core names them as v1 spells its ensure ("migrate.src_addr"), and v2
+// holds them in init ("init.src_addr"). Any other error is returned as it
+// is.
+func fieldErrorToV2(err error) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		if rest, ok := strings.CutPrefix(fe.Field, "migrate."); ok {
+			return &FieldError{Field: "init." + rest, Reason: fe.Reason}
+		}
+	}
+	return err
 }
 
 func (s *v2Server) InstanceGet(ctx context.Context, _ api.InstanceGetRequestObject) (api.InstanceGetResponseObject, error) {

@@ -293,3 +293,24 @@ func TestV2BoundsMatchTheContract(t *testing.T) {
 	require.LessOrEqual(t, len(long), maxFailureReason)
 	require.NoError(t, reason.VisitJSON(long), "a sanitized reason passes the contract")
 }
+
+// TestV2NamesTheTargetsFieldsInInit: a migration target's ensure that the
+// core refuses field by field (a source address outside the peers, a
+// malformed secret) is answered through v2 naming the field as v2 holds it,
+// under init, and never as v1 spells it (migrate.*).
+func TestV2NamesTheTargetsFieldsInInit(t *testing.T) {
+	g := newRig(t, fakeGuest{})
+	srv, _ := start(t, g.rt)
+	for field, init := range map[string]string{
+		"init.src_addr": `{"method":"migration_target","migration_id":"7d2f0c1e-3b4a-4c5d-8e6f-9a0b1c2d3e4f",` +
+			`"src_addr":"0.0.0.0:12400","secret":"` + strings.Repeat("A", 43) + `"}`,
+		"init.secret": `{"method":"migration_target","migration_id":"7d2f0c1e-3b4a-4c5d-8e6f-9a0b1c2d3e4f",` +
+			`"src_addr":"127.0.0.1:12400","secret":"` + strings.Repeat("A", 42) + `="}`,
+	} {
+		var e apiv2.Error
+		body := `{"properties":{"id":"5d2c86a4-3d2e-4c53-9f4b-6f1c1c8b9a01","name":"dst"},"init":` + init + `}`
+		require.Equal(t, http.StatusBadRequest, call(t, srv.URL, http.MethodPut, "/v2/instance", body, &e), field)
+		require.Contains(t, e.Message, field)
+		require.NotContains(t, e.Message, "migrate.", field)
+	}
+}
