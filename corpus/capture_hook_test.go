@@ -106,6 +106,36 @@ func TestKeepReadsEveryVersionAtItsPath(t *testing.T) {
 	require.ErrorContains(t, err, "GET /v1/instance")
 	require.ErrorContains(t, err, "HTTP 404")
 
+	// The arms: a PUT at each version's path, the first leaving the secret
+	// to the server, the second giving one.
+	var puts []string
+	s = fakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPut || r.Header.Get("Content-Type") != "application/json" ||
+			!strings.HasSuffix(r.URL.Path, "/instance/migrate/expect") {
+			http.Error(w, "not an arm", http.StatusBadRequest)
+			return
+		}
+		puts = append(puts, r.URL.Path+" "+string(body))
+		io.WriteString(w, `{"prefix":"`+strings.Split(r.URL.Path, "/")[1]+`"}`)
+	})
+	arms := captured{}
+	require.NoError(t, keepArms(context.Background(), arms, s, "t"))
+	require.Len(t, puts, 4)
+	for _, b := range bodyVersions {
+		for _, n := range []string{"migration-armed/t-made-secret.json", "migration-armed/t-secret-given.json"} {
+			require.Equal(t, `{"prefix":"`+strings.TrimPrefix(b.prefix, "/")+`"}`, string(arms[b.v][n]), "%s %s", b.v, n)
+		}
+	}
+	for i, p := range puts { // made at v1, at v2; given at v1, at v2
+		if i < 2 {
+			require.NotContains(t, p, `"secret"`, "the first arm leaves the secret to the server")
+		} else {
+			require.Regexp(t, `"secret":"[A-Za-z0-9_-]{43}"`, p, "the second gives one of 32 random bytes")
+		}
+		require.NoError(t, v2.ValidateJSON("InstanceMigrateExpectRequest", []byte(p[strings.Index(p, " ")+1:])))
+	}
+
 	shared := captured{}
 	shared.putShared(map[string][]byte{"frame/t-hello.json": []byte(`h`)})
 	for _, b := range bodyVersions {

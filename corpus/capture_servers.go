@@ -2,6 +2,8 @@ package corpus
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -23,7 +25,8 @@ import (
 // its data, and the migration of each into a second server through a
 // recording proxy, whose stream gives the device payloads (UART,
 // virtio-blk), the machine state (vCPUs, irqchip, PIT, clock) and every
-// kind of frame as the target saw it. Each body is read once at each
+// kind of frame as the target saw it, and two arms of the migrated ticker
+// as a source (a secret made, a secret given). Each body is read once at each
 // version's path (/v1/instance, /v2/instance, ...) and kept in that
 // version's files; the stream's files, which no API version shapes, go
 // into both. A guest only v2 can describe (the panic guest with a pvpanic
@@ -222,12 +225,44 @@ func (c ServerCapture) startGuest(ctx context.Context, bin, dir string, s *capSe
 // version of bodyVersions: GET of path (with its query) at each version's
 // prefix, as the server wrote it.
 func keep(ctx context.Context, out captured, s *capServer, kind, name, path string) error {
+	return keepCall(ctx, out, s, kind, name, http.MethodGet, path, nil)
+}
+
+// keepCall records the 200 answer to method at path (body, when not nil,
+// is the request's JSON) in every version of bodyVersions, each sent at
+// its version's prefix and kept as the server wrote it.
+func keepCall(ctx context.Context, out captured, s *capServer, kind, name, method, path string, body []byte) error {
 	for _, b := range bodyVersions {
-		body, err := s.call(ctx, http.MethodGet, b.prefix+path, nil, http.StatusOK)
+		got, err := s.call(ctx, method, b.prefix+path, body, http.StatusOK)
 		if err != nil {
 			return err
 		}
-		out.put(b.v, kind, name, body)
+		out.put(b.v, kind, name, got)
+	}
+	return nil
+}
+
+// capturedArmID is the id of the migrations the capture arms and never
+// starts (their arms lapse with the servers).
+const capturedArmID = "3b1f0e6a-9c2d-4e8f-a7b6-5d4c3b2a1f0e"
+
+// keepArms arms s's running instance twice through each version and
+// records the answers: once with a secret the server makes and answers,
+// once with a secret given (which is not answered). Nothing starts: each
+// arm replaces the one before, and the last lapses.
+func keepArms(ctx context.Context, out captured, s *capServer, name string) error {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return err
+	}
+	given := base64.RawURLEncoding.EncodeToString(raw)
+	for _, a := range []struct{ name, body string }{
+		{name + "-made-secret", `{"migration_id":"` + capturedArmID + `","ttl_seconds":60}`},
+		{name + "-secret-given", `{"migration_id":"` + capturedArmID + `","secret":"` + given + `","ttl_seconds":3600}`},
+	} {
+		if err := keepCall(ctx, out, s, KindMigrationArmed, a.name, http.MethodPut, "/instance/migrate/expect", []byte(a.body)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -279,7 +314,9 @@ func (c ServerCapture) captureTicker(ctx context.Context, bin, dir string, out c
 			return err
 		}
 	}
-	return nil
+	// The migrated ticker runs on b: arm it, as a source, and keep the
+	// answers.
+	return keepArms(ctx, out, b, "ticker")
 }
 
 func (c ServerCapture) captureDisk(ctx context.Context, bin, dir string, out captured) error {

@@ -38,7 +38,7 @@ func TestServerCaptureReplays(t *testing.T) {
 			require.NoError(t, h(r, data, data), "%s: %s", v, p)
 		}
 		t.Logf("%s: captured %d files: %v", v, len(got), kinds)
-		for _, k := range []string{KindInstance, KindStateView, KindSerialHistory, KindMigrationStatus, KindSpecView, KindDevice, KindMachine, KindFrame} {
+		for _, k := range []string{KindInstance, KindStateView, KindSerialHistory, KindMigrationStatus, KindSpecView, KindMigrationArmed, KindDevice, KindMachine, KindFrame} {
 			require.Positive(t, kinds[k], "%s: captured no %s", v, k)
 		}
 		require.Contains(t, string(got["device/disk-disk0.json"]), `"kind":"virtio_blk_mmio"`)
