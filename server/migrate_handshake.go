@@ -10,7 +10,6 @@ import (
 
 	"github.com/wagglevm/waggle/server/migration"
 	"github.com/wagglevm/waggle/versions"
-	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // The handshake (see package migration): the target's Hello brings a
@@ -70,7 +69,7 @@ func (t *target) handshake(p *peer, fp FailPoints) error {
 	if fp[FailOldestSpecVersion] {
 		hello.SpecVersions = hello.SpecVersions[len(hello.SpecVersions)-1:]
 	}
-	t.offered = devices.ImportableVersions()
+	t.offered = importableStateVersions()
 	for _, kind := range slices.Sorted(maps.Keys(t.offered)) {
 		vs := t.offered[kind]
 		if fp[FailOldestDeviceVersions] {

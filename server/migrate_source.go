@@ -261,6 +261,9 @@ func (s *source) sendState(accepted []migration.DeviceVersions) error {
 			return err
 		}
 	}
+	if err := s.sendSerialHistory(accepted); err != nil {
+		return err
+	}
 	s.phase(PhaseClock)
 	st.Devices = nil
 	mach, err := st.MarshalBinary()

@@ -80,6 +80,8 @@ type target struct {
 	// devices records what came, as key=kind/vVersion, for the log.
 	offered map[string][]uint32
 	devices []string
+	// history is the serial history the source sent, if it did.
+	history *serialHistoryState
 }
 
 func (t *target) progress(f func(p *MigrationProgress)) {
@@ -330,6 +332,7 @@ func (t *target) migrate() error {
 // is the source's pause up to the hand-off plus our time to resume (the
 // one-way network delay of the hand-off is not counted).
 func (t *target) resume(pausedFor time.Duration, committedAt time.Time) error {
+	t.restoreSerialHistory()
 	if err := t.m.Start(); err != nil {
 		return fmt.Errorf("start the migrated VM: %w", err)
 	}
@@ -426,6 +429,13 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 				return nil, fmt.Errorf("device %q: cannot import %q state version %d (this target offered %v)", d.Key, d.Kind, d.Version, t.offered)
 			}
 			seen[d.Key] = true
+			t.devices = append(t.devices, fmt.Sprintf("%s=%s/v%d", d.Key, d.Kind, d.Version))
+			if d.Kind == serialHistoryKind {
+				if err := t.takeSerialHistory(d); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			data := append([]byte(nil), d.Data...)
 			if fp[FailDeviceImport] {
 				// Cut the payload short: the device's own Restore refuses
@@ -433,7 +443,6 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 				data = data[:len(data)/2]
 			}
 			devs = append(devs, vmm.DeviceState{Key: d.Key, Payload: devices.Payload{Kind: d.Kind, Version: d.Version, Data: data}})
-			t.devices = append(t.devices, fmt.Sprintf("%s=%s/v%d", d.Key, d.Kind, d.Version))
 		case migration.TypeMachine:
 			t.phase(PhaseClock)
 			mach, err := migration.DecodeMachine(f.Payload)

@@ -20,7 +20,8 @@
 //	T->S RoundAck      the target applied the round (the source waits, so that the pause
 //	                   never queues behind pages in flight); more rounds, then the source pauses
 //	S->T RAM*, Zero*, RoundEnd   the final dirty pages
-//	S->T Device*       each device's state, tagged (kind, version)
+//	S->T Device*       each device's state, tagged (kind, version); last, the serial
+//	                   console's history, if the target lists its kind (see below)
 //	S->T Machine       vCPUs, irqchip, PIT and clock
 //	S->T StateDone
 //	T->S Imported      the target holds the whole VM, paused
@@ -47,6 +48,24 @@
 // either) is found so; 256 random bits are not. The order of the proofs is
 // not the place to fix that: the target must check the source before it
 // sends its own proof, or a fake source would get the target's proof.
+//
+// A device state kind need not be a VMM device's: serial_history is the
+// serial console's history, which the server keeps (its last MiB). A
+// target lists it in its Hello as it lists the devices' kinds; a source
+// sends it, after the devices' payloads and before Machine, only to a
+// target that lists it in a version the source writes, under the key
+// "console/com1", which no spec component can have. Builds from before it
+// (v0.1.0) neither list nor send it: across them the target's history
+// starts empty, as it did. So it is negotiated through the device lists,
+// with no new protocol version. Version 1 of its payload is the end offset
+// (u64: how many bytes the guest ever printed), a length (u32) and that
+// many bytes, the last printed before the end offset; little-endian, as
+// the devices' payloads are. The length is at most MaxDeviceState less the
+// 12 bytes of the two fields, and at most the end offset. The target's
+// history goes on from the source's end offset: a reader's from_start
+// offsets name the same bytes on either side. A history that is malformed,
+// over the bounds, under another key or sent twice ends the migration (the
+// source runs on); a target that gets none starts its history empty.
 //
 // A target that loses the Commit opens a new stream for the same migration
 // and goes through the handshake again: a source that handed the migration
