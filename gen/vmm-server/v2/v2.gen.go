@@ -1235,10 +1235,12 @@ type ClientInterface interface {
 	// InstanceEnsureWithBody Create the instance, from a spec or as a migration target
 	//
 	// Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-	// target of a live migration (`migration_target`), which takes its spec from the source. The request
-	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+	// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+	// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+	// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+	// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+	// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes any type of body and a specified content type.
@@ -1249,10 +1251,12 @@ type ClientInterface interface {
 	// InstanceEnsure Create the instance, from a spec or as a migration target
 	//
 	// Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-	// target of a live migration (`migration_target`), which takes its spec from the source. The request
-	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+	// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+	// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+	// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+	// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+	// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes a body of the `application/json` content type.
@@ -1420,10 +1424,12 @@ func (c *Client) InstanceGet(ctx context.Context, reqEditors ...RequestEditorFn)
 // InstanceEnsureWithBody Create the instance, from a spec or as a migration target
 //
 // Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-// target of a live migration (`migration_target`), which takes its spec from the source. The request
-// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 // different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes any type of body and a specified content type.
@@ -1444,10 +1450,12 @@ func (c *Client) InstanceEnsureWithBody(ctx context.Context, contentType string,
 // InstanceEnsure Create the instance, from a spec or as a migration target
 //
 // Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-// target of a live migration (`migration_target`), which takes its spec from the source. The request
-// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 // different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes a body of the `application/json` content type.
@@ -2162,10 +2170,12 @@ type ClientWithResponsesInterface interface {
 	// InstanceEnsureWithBodyWithResponse Create the instance, from a spec or as a migration target
 	//
 	// Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-	// target of a live migration (`migration_target`), which takes its spec from the source. The request
-	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+	// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+	// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+	// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+	// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+	// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -2176,10 +2186,12 @@ type ClientWithResponsesInterface interface {
 	// InstanceEnsureWithResponse Create the instance, from a spec or as a migration target
 	//
 	// Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-	// target of a live migration (`migration_target`), which takes its spec from the source. The request
-	// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-	// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-	// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+	// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+	// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+	// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+	// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+	// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+	// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 	// different request (another id, or another spec) replaces it, with a fresh console history.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
@@ -3236,10 +3248,12 @@ func (c *ClientWithResponses) InstanceGetWithResponse(ctx context.Context, reqEd
 // InstanceEnsureWithBodyWithResponse Create the instance, from a spec or as a migration target
 //
 // Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-// target of a live migration (`migration_target`), which takes its spec from the source. The request
-// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 // different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
@@ -3256,10 +3270,12 @@ func (c *ClientWithResponses) InstanceEnsureWithBodyWithResponse(ctx context.Con
 // InstanceEnsureWithResponse Create the instance, from a spec or as a migration target
 //
 // Creates the server's one instance, in the way `init.method` names: from a spec (`spec`), or as the
-// target of a live migration (`migration_target`), which takes its spec from the source. The request
-// returns once the VM is built; it does not wait for the guest. Repeating an identical request is harmless
-// and answers 200 with the instance as it is, even once it has ended; a different request while an instance
-// exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
+// target of a live migration (`migration_target`), which takes its spec from the source. From a spec, the
+// request returns once the VM is built (state `creating`); as a migration target, at once, with the
+// instance `migrating` while it reaches the source, which sends the spec the VM is then built from (follow
+// the migration status and the state monitor). Neither waits for the guest. Repeating an identical request
+// is harmless and answers 200 with the instance as it is, even once it has ended; a different request
+// while an instance exists answers 409 `instance_exists`. An instance that is failed or destroyed no longer counts: a
 // different request (another id, or another spec) replaces it, with a fresh console history.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
@@ -6205,204 +6221,206 @@ func (sh *strictHandler) InstanceStateMonitor(w http.ResponseWriter, r *http.Req
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H1rcxs3luhfweXdKpPZFk1SD9tUbd1SPElGO1HijRxn74ZeEewGSYy6AQ6AFs1JaX/7rXMO0I0mm5Rk",
-	"O87e2ql8iNxsoPE47+dvnVQXK62EcrYz/q1jhF1pZQX+42ue/ST+Vgrr4F+pVk4o/JOvVrlMuZNaPf+r",
-	"1QqeiQ+8WOUC/zRGm5tUZ6Iz7kh1x3OZ3Rg/U9IphLV8Ab/NdLbpSyVd365E2p9pbrJ+uirtmKmymAnD",
-	"itI6NhOMO5YLbh0bdpKOn+pGZp1x52Q+TEf8lXgxO85Oxdmgc590bLoUBYel/JMR886487+f19t8Tr/a",
-	"59/AMjv39/dJJxM2NXIFG+qMO2+XgvlvMGlZwfO5NoXImDZsZgS/tYwzU+aCdadb25smrHoEe4J/3xU3",
-	"eCLwt9LuplwtDM9ENu31YbGvtZrnMv0cZ+wMV1biLuJjTrlS2jEjZlo7xhWTyjquUsHckuMWrdOrlci+",
-	"8NmmfueWraVbMrcU9cq0wX8vtXV4yvT4RnyQ1lk4SaFsacSNVDcroxdGWDtNJmq6exR0Jbacz2UqhXI3",
-	"KV/xVLrNtNefKNjSpXLCKJ7Toj/lGmiexuGHhwxf/UInbIW5E4bNucxFhudHi/Ag94O+LtPllVwYToM+",
-	"estK39gyXd4U1Vzx3pVm8CurfgVYEx9WInVfDNj8UdBXLdtdUne6s4lpL2HrJXcCRjqEWG61GsPoAIpJ",
-	"mGqiuCkSQCvxYSUNkYnSwv+VSBCQtWYFVxu25CqzS34rLBA0rVLhIfAH7b7Vpco+7SbC0rbvoEKqJbds",
-	"JoRiqRH8i12BEXDtjaPTproIt5RqQZcQfidCuX0nnnrO4Zw8HL/hm1zz7K3W33OzEJ9wesCJbpzWNzlO",
-	"FB9goFbwCmwE3wCw4IoN2ZX8+gtTzbZ1uBrQeZqKlbOsO23uyR+ZZ+hvZSF0+Sk8J2zZ+Zn2HRkgDfCe",
-	"VMg7kTGpGIz4I84skxmuhRsj70RYCetOt7biT+pamDuZip8Vv+My57P8U+ALrgFIwE2qlRIpjLGNI4tu",
-	"ELC0IhnR+0yvhDpnzmwYX3CpWM6d2OEoR5+XbgbhgJDULkvnpFrcZHqNVFIbBkQyXieTjvE812sLg2el",
-	"3RB75+E2Jqo7bTuP6TnAMQFzPJ2dqDTXQFD53CHES8u4smthen32tnkcfda9iEejhGOFyoACEa1RSNZv",
-	"hVjBNNothWG6dGPG3UTBx3NZSJfgOrQS7G+lFI7lWi0AlAok32u+6feIdv+seOmW2si/i0+h32U8TRMy",
-	"JF69Z1dKiAzkz5ngBg5D3wo1xh2ypeCZMOzCz4Pvj9nX9OKkHAyOU3wd//wSKPiDbizT030XkatnQKji",
-	"rQPyJR3aCSohv/zyyxHsSCgHR4kH1/zKRb7mG8umtNEpjK/X7TYrOETrjFQLWCPemC1XK22cyK5EJvlb",
-	"fOcTbq6a7qaA+W7wo/Ed+pt5TR84gg8SXeQMRzA/4o/gI7CM6fZ+p3gtbftC6lithPTEXKe31/LvbXcD",
-	"1MPwhWAznt4KlT2zLNcLmfKczWAYs/LvSItnGydswjhb6TUg5Jy5tWZzowt2Ohwxp9nZ6enx2Tn+aw10",
-	"Aha+kHdCwY0LVRad8a+nw1EyHIxOktHg5GVyMnh1lrwcvholw7PjlyfJ8ejF2csE53mfdECp445E9ONR",
-	"JwmwAsLyQhg47q9BI0V4yDJUJnj+xgAuOgkq8pznVrSdccHTpVTimWUro1NhrTY2YYUoNFArlbF0KVdW",
-	"OFj5Kprwt47/4aEbfu1fu086oC/vHjyswuvQes7uXr/52Z6DzFVoI2qZAdSrZ5bBr6x7Mni1X1PqtJxX",
-	"wT/IAo797CTpFFLRP4ZtB0lbvylmuyv9DqHxp4srgIIr+fWeZbKUKwSipy307CRe6HBw8vL0xVm82rPd",
-	"5d4TIoIs3xn/SgccbyGpbul9NVjP/ipSRzCj3RNB5hdgUrDRd1cMdHTbZ78AhPOZFcpzovAT/mPqZHor",
-	"zJQt8PCIvyomipUDVlwUAGO5VKIFwIoMfmiHGFnwBUDtVZk7idaCeLKErYxUDkQhdnH9+vLy3H9xFx0L",
-	"/uF7oRZuCWc+Okk6K+5ABe2MO//5Kzv6r/df/VONcIE4Jx38/h5g5oUAUOZ+z/hqLPhauJOEzUEkIUpd",
-	"HVPCpoUo0qVIb6fAg6aZtLfTrXWeHSNYVMturvni6D/40d8HR6/e13/2b45a97EFP7SpNlB5XSP7IRoS",
-	"EQtP5jry5GQw/xBNWp/h60Atdqf9UQmWCZBq0ZRFFBlJLQJYwpzOM8ZX3Dg227Ap0nv4bCZhmkIq7shC",
-	"UnAUCeHPuczFjafyN37OfWTrW5mLa3r1a3qzXm3SWd2tuJLpvsFv3r2Bn+MRVhjJ8xtgUvtGXeMrb7Rx",
-	"8cA7aZzUNwAH+wa+w1f+JO1tPfC+wqbND7xA6QyO/z7paCV+nHfGvx4m222LuU8Oj2lfx+Exh875obE7",
-	"x3z//j7pVLaxJ5C1b1AzmHOZlwbgGM29OwQplqXaxAckNx4ZjozgGT6A91FfYBdvLlk0iuXSEpUs+m0k",
-	"phLKfmsjwmuhHFsbrRZESVZCr3JxjtSHSO9cCsARx+a8zF3rJ2IprpXKVjjn30wYt6iPxnJxrhcWZQV4",
-	"+u9HXnE/ugxyfv9BwhOdbL3vxvLaiNK3dF9/kSrbc0gFz0TTWgt33GdTpMw3iMS3IpuO8SUi10aQJAkC",
-	"HvzO3NLocrFk0lnmEd/TpvOJ8jM5I1e5uMGTno4ZRzmGLUHBZPQb3QLr/uXd1TPLQD0FzZSJD9L1zsOC",
-	"yPoeryaT2USta657xbyNfKGZViR1djnNU72SaUHS8pKrLBdJsKSbklTNv7yrphFFCdpoD7ZSWbBuyByL",
-	"G6nNj95GizxWzB0IP++uQNw1pWJoPOty5rhZCMfWS23h1Ge6VFk9x0TRJAmzGrRvUnCNF57eXZ0DtefM",
-	"6tIEm3+qyzzzlhlbFgKv4d2V17DhH7p0ez4DBwsSWeNcUUTze/HiSlfG35kJwGUEAW3gq8IltC46tzxn",
-	"2pD+jXcplPPEQ2Sg5ntwQW34ThgLZ8croxdaAyzTKt/A561gt1JlFo465aX1u+ZkI5ioMIFHQyAhhOHe",
-	"UqHEGidglaVBZHQZ3DahimSfGrLwaxmTLpkokVsaEJ1WEj7h8dEbKECBRXhc8tVKKJH1Jypi903E6iSd",
-	"XfyoHgY/wzbcgVpdraNVcjjENZ5G+WEWYRlnwGCB8oOqhySOMyMWZc4NA7mBzYQS3Pt+KsoXVEajdYuG",
-	"hHPdWK9uHuJktV56j8Lcsp0cw0JAU4N1GJFzJ+8EIODeNbHu9OjIPziCB9Pe2MMPCKiOFYAMo9NTUmon",
-	"yooVNxxAH6Sq59OEKa08Pki1IJCY9qd9dr0pZjqXKcjbt5aAIxc8A3SsmIbWwDEUEI0NmbRmpWN8ouKj",
-	"TRg3wGDmAI8ETZGwezJ4dfoocffmaEvg/W2QjE5P7rvPH36n1y7kAw8HRN29jW+1mcnMRujkNFsb6cQ5",
-	"Qzhr0TT89DOtc8HRIOe8OecjBSS0Bm2zUm+fQSBqZZoPzNcKeCRfk1KD2LBlK2HVwmPRv1XebkPn74QS",
-	"tYOvRQzx3PuZZYvq1XO2MHptAVABRLnz9l3ruBMsXXK1EId17FeDwYvhq1ej05MXJ4NXr4aRsj1oMw1c",
-	"Bq/V080slfwB4pMjY9Z6l2J4CfQhmAgL8QIQrG0h1EOjolO+3/7wY75Wb/SdFGu08Tlv5nzM8Gt8eRtc",
-	"o2WE+WgzbbAbpvoGPepRxMcTbuM1OhRtUyoMXn0rWL2gJAi6a75hU6mkmyL72702+O2xx3AJ737i+R8+",
-	"RVzNoeP7toayJ5l+NruitMjO2QpEJOVIpJHKI+DUy5C7p3Xr5fWDVC8S7R9UhYIk0lSEODlC0M+oS4VI",
-	"l5ZIqE8Gr86AQhieOmFswoTKgDlJxab9fn/b3oLG2Qc0GNxUvdBDx3/poaW5kz/rdfN4Ybnk/N6xdhTC",
-	"LTWI5yj+c2ZXImXdKYbxkKuLE4B7aRzpdi7vxETF0QS13EXvUTCBTJfMoesIhGucGj+DQgYK5sSjD1la",
-	"tmd+DFJUQR5vaUjSgW8/ZuQ1vLdr8KBTerzJo2XKxw/YXj2aIg698DTku8ILgSsAgT+Kitq941hjQ/Dw",
-	"jkMSEHfR0R/T+KP3elWdc33t+wwK1RvPLJNZBW4VaFEY3ZLfCQr/4BjNNtemwcnLUmbt8toq56m4aUYK",
-	"th/zA16L2JC2jajWHeU65Xkt9Xj5N5PzuTAMnbnS+hNP2K3YkEDtIusw+Y79+PCADuEZCOKAd4KnIOjj",
-	"pmyf/QgEdkvysqzgG1BZ/WtZQqO8VBTmhY/CcYGKDpoOSnETBZqmBw8QGBPgb73zGKx4gR+JF0c0IbDM",
-	"gs3EXBvBZqXMiYqigl4J8vGhn5200EUrUvOwH6kCumt6HQaa9IZnmWkHNQ9QlV4EbwprE1Jyxytt3BRN",
-	"J5dvwm+k5aOBAK7Jqy4MXiVcGjKnJ+rs9PT4FDX9yqSfSZ7XSj1bCdDxSdDDCAOR4UhQxyoUOMK3pudw",
-	"V5kg81Cu9QpdR/BlNG6sFVPCrbW5tb0d5Wh0NmroRsdN3eg/JxP7/P0/j38dHL16/9swOb1/2AfgycEW",
-	"MkeHXV3YQzyunUy06xeeoyEVUwwkGGBhsfWJ4DFWL3aYTJtqsUPUP4O0GHHdz0FOYVk1DbV+kY8SqZFL",
-	"7btAnOmhS4o+/uib2dp/uI+t7+3eAQGE+AYDHD9Oer8wxdZl8Jg4EResAKPldh7kUDKLyd9a5nkQcB/F",
-	"gj6amDmX31iRapXZduEQpFlcGjcFW+o8IwXFjzlnx4NBi9Fhvyv8+GwwOOwM3was+OwOwVWTzT7Vuywz",
-	"oZycS2HjAPDdq2wM3bHPGCGYEx/coxy/p8NRm4s3e9AaIbNzVtmBr6++vvzxmtmNdaJgP/98+adHQYxC",
-	"abXFn7QEtgO/tnwDvXM+bCJhpcqBeyEeAG9ecuujfHOZSsemtphJbacMXVRfzJsM28XdPQ5Y0Krw2QAm",
-	"qShD0/AuHeuSFTOaaso4hWatjXROKKZL1/ssICcdW3P7D8j7gyCvCTCH4PAjhAP0GpNZ2zuSpB2j1Ib5",
-	"QRSZDxCA4TBJJdNFakOlGsBq++xP6FasnKkTVUn5bilI9hcs446jg8IAcJO9Pp4zl+q2nvTcm0WDpRbR",
-	"wTLxgacuRyVhosibSdLllgsjhJUd9F7gS/dJZ+YDig6/rCkY7PfU0d7GypWNNDBe6V9DDNQ7jsxAJNdM",
-	"m9A23fJ9cJYLgFF0AYIutZDkHcTJAfVYVyomJCpVKbceh3apkFQsxwBCeKn3BHUJMeqhw7mmt7Yxg+6z",
-	"cfoPIcW1464tbu+XpcA9VrgvLbtVoK9smnK6F586SWfNJcZkz7Wp0yVuSHQ7KDnCOj6CPWzRTFhlgsks",
-	"tNBdAv/HWNGfLPHTmBtb3cxjh/q7/J1N983lHYQv1xonvXVvuZyLdJOi24k70Se7KKDkEQWI1zjaNaXq",
-	"JVEiAPzVA/z08AbPgEfFllCS9Xvn9TRhXlMqBf/WprJ2h0f1p+NPJSEdkJyCGCEssonS83kv8XmNUi2S",
-	"aDnx3OH37QXEO9qZncHkSI/CPPXk2xvp0l59PIOPgtgNoOglLBPWGQ1ks0sImlRJDWKillxlR7SpemWc",
-	"7T8CWGTCshIwGySElm/GJ1FN6jcwUT7x8zxkgFZbqxbajyNU6uUDm5xLxfNzQv1tI3s4BFOPSYC0K7Fm",
-	"lLqJJjayxQdzWTPoIcAj4YHxf/ozx4e0m/Cnz2fzl13bWvDvKgaiWs5h0ggo8Rq9nR+pUldx9k57t2nj",
-	"jDCkANBuh1r6cSJ7Eh35qRq1TVDq+R6kGWHDlAP+1B0rn3smsoa3OBzEJ/OFrX095M7cOpYWibw6mR3v",
-	"dgBBUyoPXRVoPQw2n4GlwjQU9h2Sm0G4Aim3Qmwv+aLBG9dtmZUBE7kFWbX26v+hPvGlBAl7s8eeHJ28",
-	"rWnhzg7IFRDJfEYUArQly7oh4gZzt7h17HjUSyZK54DrbC6Ndec+lr4K1zICSZjSSpDJGQdqhcQLD7U0",
-	"BgYQliJhkk4UD4uI8P7bOhH/HuXPSxp6XOul3Bi+abh3Hm/e+pzyhhctvKBRL6YNtaoVXJhCZB9BH9Dv",
-	"dMCQSBnU9oa7VslYVZa6nK+ssEzOmdLBqugD7xpKesadOPIJp7uhwE90rP2epspDVsEkPpeD9/JmyW2r",
-	"Px/hvZGH32cXwbxLsbmWKbHQTiLpWRnBi1kuEmZ4cbMyItWrTcJWvLT+GTL/JGi5N4THmNqU6/TWR3lw",
-	"x7TJhEkosxMOIhc+BDQIJVV066FlTFRjHfFHE/oifhsEKBSJHvl1OIQ5IH4U5LriFkDLgoLPc7aCI7Vs",
-	"JtxaAACuNTOC+9DSXAKJqAKDKSJCK2aFADFL8HTZlGmqvSHo0+aAtdSbwyiz0oaneMwottQ7Bk0TttxJ",
-	"On7DXvfE3dXCThunqkHFM5YnYvGPqokVgT+1xGlunLA3tjUR5Wv4DVgaSbMEPEifrWZzblgXo3uDWB2y",
-	"x3ufN/Is02sFtOGmTRG/kqnR3g3QjBynsOlSJbXkWyNWdQ3EVbZAG+OeljoXExU+Pm56gfHuWbkKAahB",
-	"JWDd2qlfPQsxxCk3RgrbY6u8tMHBOcHpMZKcQrzJmuYdrE3MxyB8bijaKCGTDawkMsI5jUnG/kmtqxB8",
-	"f75L8YLJDZXcaKNlm60jD8HvUm3np7EuVxtGnngAx0Y4N7ds+n+mvSSELw0Ho5OJigxXW+FLuyFZSBrq",
-	"kKxtN/JTEt9+F1a04gthb3Ixb8HAP0njNgzfYNbJPA8X/HlRbBUY0qOYIbEvYIWgxLYg5U8XV3ALR0Ao",
-	"Gb3EMq1Eu0/u4Mqcdjx/GPPrIC2H+DHfAj6nEXmEaoTsgQ7s4KH4rOd5WEigs05iwtuAgepYD4oQ15X8",
-	"sq0uxRCoFYlVjMSdMTs5RhwavYxNv3rOZtyKs5PS5H12xW/xWPBIj0doPsIQl8AM+ESlZrNyemH4ailT",
-	"nucb+EBpBDPA6ApWGU0aXihkwMExRAUatBJjitmxMvOJ2HpO+SgTNRMkLTqNZN0yztaC3/rdMD2fY/Is",
-	"u6SgYlEbmUWGNv8EQ+41esR8CBKIpa5Kj5Julx6MXjY8MyfH+2Pu/7mVSmxrAB+RmF6pj0wqp1FoqlIL",
-	"pI38fFuKElebg37/x2svleDRIHu+GM0TZ7hvgeSd/MWnn1LIR7u8vgj5styxy+c/UtDS4MPp4BRh8N++",
-	"ufr5GYqCIBMyu9RrAkxxh04j6ZivoWBZdyYdG4B8SVk8CYMHQ5Yabpcs1zzD1KqQ34yghLkPNGMYhqOA",
-	"5ewJtsa8pSqDrsrFg4nxS0f0JVoh47lXeeVCaeOtfFHWXqkAlRARqGCK0sE6YXXT3uuFEHhjRXWZMHBY",
-	"OhCy312RE9Nr6kCyW/xij8nc2L7e/eka7x8BHI9Lzgjw0JqPEbKW26Rtyvf9c20AeZIFcSVFWgcbkos4",
-	"1cpqzFfSpVuVLVa1jDveviVfYoNI8pFQqc5AAYv86luGkZh1weA2miTa0kQvZlbnpYPFz61w7K+ldWzF",
-	"YxsNymN6zqaw3unnlTqQVz+8Kn+yaCD6HdezBZt4P2GNdH5tkNqWKv5UABqenZ4O2M8XP71lqE+9/vEK",
-	"Kdgu0CAsPzZ3/QcMU3hsqlXLRg6lWMFKHnkej0NejzhIuVsROC4isB+Jo423yEa5WPB0w968bpxx5cnQ",
-	"xZBU9BH975j+d9L+vcoV/TTrWhUe4oNKMDJ5yLrXFMByqQig0SmESlIcKO4VceHDJPwPht+JvC7POVGg",
-	"CPpM3FqU6LNfpFuCGBHKZgW5TBh5J0LSBKhl0lmRz8dVEG7BVTnnqSuNMAnIaFmZuomCJYQcXTqYyNwd",
-	"Gcox7KCWBesYGtYF9uQXkLFQRGBTB5PDR+IQ/l6ffUPhBWu+qVf8zFL4gbTb35ZZn32DAiYuEHVLz97O",
-	"TiqhdqJ2aqbwUNglHhmKtwA77tbnVZmWFliyzvXqY2jGPkxUyNMz6NmsZrNwPpPOpNPGcOe8kPkey7y/",
-	"DEbvbAcZPV6zjW54jwuA4DN+8aO/5hd9eEcYFfSxX/DUQu0hBW+3IfHjP3Rbtk9//ZefP3Vuj1uHj8m/",
-	"9JEfaRPNt30jTzc9epei59wPO1MPOhL8ZHWim9fkquQGtLI+3p/wBX1qn93xs8ez0FZ85qlSCNXa8eXe",
-	"vDqFlQDoh6OikJrZXDuMejAh2SUE5MGNhDA7ScjbZm0OhYfaIPpWbCox+lCK9e8SRZl0YG/tC9s+gXO0",
-	"j8gPnmfSYdVZNhTrqJwwply5w4HoLx40gD1Cdmu5/kOyW7gEv+VHAtTjxDgPRZhm1SrGxSWd3reRI7Qk",
-	"Sbe5hs15qMGSkRflvtIQFSXw9SsrayCm62PosS/ecHTES7c8wveO4NdpFbEDLD1i2GujnWDdQmeCDc4G",
-	"gx4mjJF5cY36F1Z4W/PFIhdT9vr7S0p98/lmVGhFqsxWNia8LSyCgNupQXDp3IrKQEo116HEJSf+SHHK",
-	"HfoOKzhIKVIJY3cDP4Hyvru6CjvwNQ2DdYDAuOR5qNLEqBhOn71Fk1Jdr2UUohgu3lyOt0OGJson5mLQ",
-	"pwpRQiGMhmrfRAnjbKnXrBtlzRxK0Y2DsCYqM3hzQZJti1bx8qae4Z6zRrkibwCp/mSFVtJp4x8h958o",
-	"r6lX8cm1pYRC+NABSwcKgin+6X0V/rxsZZa7eHPJZsJKNCyyLto1MQjaTjA21KcZlvDYsunzuyFmLIfy",
-	"5Qg44ajHjQ4A4czD/tBhMqcURGnJrIWRX3hkExXe867NifrqK8/HbP+rr9CdioFf1Qd8aZsNLAxI+pgc",
-	"JqURU/jA9LdbqbIkuLLup4lHgik8x1co45JKA0UZ7OyO56VXV6Z+OL5fp6s/tWwQFQ2aqFxiVBCs4zwU",
-	"DWItNYPg3niW0bCQ1xjVG8J5t8dToRiA953KQpSJzA3AO5Yf8gvpWtHYeu8JVYTghqL6uSDQffUVo9Js",
-	"dVVhsmYLX114+sgSwlPS9vBJROImas2tp47dFsqIMYlEBgPlA2SoMD1SJuFFKm5JmOHpcKX0nAyGrFk/",
-	"2FfS4kbVFZ9Fbn2Uj/iQilXoRND05FhnBC8mqjv97pu37HkA4Of0hnj+W+xuuX+Oy572xjG5id0RWChM",
-	"51nTvevXbzWAM24ePooaYFTjGNHHI/tsy92563zxl4wV+mx9uR7LKiCvDMT4IiMW32eXzrJpXSluShW/",
-	"UfmEkywEVw5QChRZvTC8sOdIzhooV73lEQ+H7q2ZxyiRIAPkNWIcde0IXVRIBZ7pbIMVgbnhhaD0ACyV",
-	"A7NtN2bxXgwDRLwXdwLB+g00IQbUNzq4jFnG1SL3EcOlQq+QF2MSDPbIfPIIYL4Szd8CqScDv38jGICa",
-	"wyX9SGJuv9/vJdtw21Ut1bI5FSOEsbipuEsCjCD4BnQjdpmxjXA96njS6JhCKerzucCgttprwC3jOVD5",
-	"TZgBv9PSXcUfYVQWXuZ5nZ/O2bsrhICAqjRFQtXecsGrYIKVEXdSl3aiIv3t3VVc2R5zpfINbKRZcn53",
-	"ET6iGa0i6PlTulHNobenKwzNVPNBKtyXad8TR1FOURwE2NvbSAbmAoIe6hRjvTue3lb19xCDPamuqfRc",
-	"Ottr7XXR2GbduiR2t3h0xky9XqM3BkISygIgFvSSkG18A6/4vPlpwrb7Q8A57Sn5nbCdHgm0wkf0V8Dz",
-	"by33z7o7rQNiu9ahFgI7XRA8ckTNlbAIgf8XEypbaakoazDlOUgogc3Ur+0sFeS3xjpRoAMcRvbBb4UK",
-	"Ry8+rABL5Axk9q7bTZFhpRX+3glYQIAIMkEoG0mTnDNub6kKYS039OJOUvSFqG4lomEI1aljFuC7GqU2",
-	"aVFzaNZHjqpW+FIbgXMh1WhW54sK4BEm+JZCffaDWBM5nyiUiFYrwQ0LV7MlzYYLPq/j54AHOrSBlopy",
-	"nWA24HyAg39++/ZNEJmJ09WmkIjdHbYM+apmMF8UUzxdCDX1RT3OQ5SHExPlBXq25jCC3JjMabbiGCuA",
-	"kmefXZIy7Uu3ejHdOqwckus1G/3n6TH6SQl+/vX6xx/CljGEEEXaIiQN+s39FBqPZdHmiIdXLlau2DSu",
-	"CDv1JWETxnOrg9GE+Dyg5jNbI7DMpmOSpYNeGpCYao17PyD1BaN0vhMfTbWT1Pe/pvD79L+mCYpY25pu",
-	"wTMSuyaqWdUWzfZB0aJ79rtH4yC6T776CsUEOFLSM2FGgIXnw/4Qyb2gaJFazPPKpV6rcYOT2iQW81Bm",
-	"QuYTVEyU200BR4UFygKikw0/2Nu3JUXWJZ+Jr+ovVZqXmch6LDWakndRBwykjftsU268KLoz38roO2HZ",
-	"TLslw+zUWnyksBTS+EhgpgAU8qZiSdO5CQUoMZjPaKdTnVcUZojAs6E2TE4sjHSAMyK99SgjDTpkukFd",
-	"2Z4hqeNyM+Tc0hcBptUnlTIEokqfvQHxPnXbzVxmGyKBAZKlGyOhw1IsbKNL5kxpHeuGki2YNLQy8g6Q",
-	"OJfqlipxvf3+mmwfuUyFz1XxBo2rN98fjfqDTtIpTe6NIHb8/Pl6ve4X+u8yz3lfm8VzoY5+vn5+9eb7",
-	"56P+4DlaxKTLI5NIbfHoRBbzzghrX62E4ivZGXeO+4P+sS8NiTalSnOgFJc2P7SXyN2+EobnTR25EXcY",
-	"wpx8AHMH10KAdJl1xlUqyndY7KvRz3E0GDytzQmapY8P5ut3OpRY3xmkZ/yED06OzvhofnSSnYmjV/PT",
-	"46PR7OVsND/jr/hwEPLHxx0qzB9Zsqu8rkc3OanqRu7pc1LXuLhPOieD4b75qiN63ujkg4NOHh5UtW67",
-	"TzqndMCHBzS7DeKo44dHtXSjQptmWRTcbDrjznfCbXO+uOhiHZ9f879O0nF8YTG3Pxzm+/uksypbgDau",
-	"2VNRcwweqkLGtgs79kOVG9QEH6yrN1EHiq59Ql09FnW9mSgjXGnQbpmKusAAClBkfq9kIGD+yPsr/3if",
-	"/SRWPkmWK18iI+V53C10yU2RC2vJiR2U79Fg0NLkMuB8gtFYVdzoEtW5jJIjaqWttoRK1LCreSaKlLzq",
-	"a6FBSkMD7LOLls6fLXmawCN8kUdMaLBjxidqdx3doOnJjG4x+NNXIu1VBdbQjOOl97kRdlmxV58XRnS8",
-	"nYhRSdK6Zv3XOts8noSRi9vo4iYkg9focsGIBMUdVNCU/frNz1FJCVqpVqDVD4ENgOQXFycNhako37xO",
-	"O69KPFQNfULPjtCxZ9joijM6PYtKPVRNWjornoqbwv7LcDAA8ukbpET0s1nxASNNQjxPiDsJrpAozgWj",
-	"w7HXRtUiK8SxUY+srVKsH0/h7xthnq4q01hfxduD9noPPOgRrJSVrQp7VW1AUHEO3tLOSrZD7zsvstF8",
-	"kA7F0fHshB+dpKfZ0UtxNj96xQezYTrKjsXJvLOvKCKscHA0w29TwfHOXWGf01k8x1/7sljUd9JazPk+",
-	"SiPrLP50cjewr77/27+Pip9euP87+2F4+8tL8a/Hy/84S789LS8Gq+sT+W+jzVsd15Mbd4aDPvz3Yjwc",
-	"nQwGnc97p0/m0s3iwvdNB6Izpbj/ny2sVKykZg7BLIfkG6WYEUkxTzyT4Zc5kypd/7NLcGS1IUeVl+Ye",
-	"IWdF3cs/XgB8+fCgrY6qOOzVw8Oqtt8wYPgICXC72S2OO33Mplq6Hf7BwioJkw1hKGmIhyQU7laqbBdZ",
-	"75POrr+GzKZIidvk2armYSjisb/2IcgFTaY0ZjP0wPNtX0xS92L7sJJmk0yUT+SLcm+zPvsOe0wsBZvS",
-	"uCnovsaKfA4aOCC40Tlb5Vx5UQ1bR3srVORxAmEVZeiJygXHEEFGRs2saYnxOTEsFkopWlOSLNzIVyTn",
-	"WNUnOgoAJVcy+YS9WaLbFPZ3BfWgGDQ9+r1zFlkRogRcbw7BXZKT5Q7T8Xi6JBtJVQtgs2Mi8VVzay82",
-	"iPeFvhOVe9aWaSqsnZc5erT0nAyzIYOnXPUn6sIUKOKjfbkSZGPfBbx7SHBtFOX8WPl1t7TmY6WTRtnL",
-	"48HgySS5tajo78G144z/zmgwOjsaDo9GL94OB+PRYDwY/MdHS2gfJUE9+qC2SiHs4WCtje9ZqZzM2bTe",
-	"+vQLc7UnmjX+wQZ/JzZ4YYrHl92NWF9UpaOd97XFKuw1R74mfxiW2tvmt0yTIzTkXVIq5GxTBdhcujjx",
-	"q9mUeouuS4vRMSs+k7l0myiSHQn+M0tMbslvRbCFS0exL5VbILCSizeXz2yj7d9cGzQt+8CKyoqzIkN0",
-	"r2EG8h3Bp68ry/SY/UxOQAogmfp/jRkZg319cUE9yifK31DgpMPBsK7GE1m7RaoL7IPleZqeg+DAzYaR",
-	"uR7PT6+EisIzqkNImFSxXZ+6RKNXAvi2EQLbqGF4Wu2q4Ox4dDSTjs3k4kioTHJV5ePlGM1aF8w5YVfy",
-	"6x6VxyCfkH9z3Ayim8Mea9DYdg3YhIS2ytFHpcIw0JfsjuGX5umlS62tsOd1nm649yBE/fnq4jV5fsh0",
-	"pEBS8W0BJMXX2J3wmCoqxgezNx0h6VJboWIvvCZPc7d6dTiuvKcJ++niKqmSQFVGBqLamtqohYAm0PrC",
-	"qtC7uTZFr44k21lTwT1AUNwdGjbW0oo+u/DxH0G65GqiiG+gzQ7DVbgpfKzISgjDrMyFD8bhbC7WoZY1",
-	"q1sOeI9NhX++GERI9vyahCjcGopIifdgYjcx0FFtvbeTwUlbBAOVaRUhApGqOWBkQi3whzAF2MBEBZlZ",
-	"oAspYU5rVoAgVyEEJtgABPTGhFIcjZTNYC8s6SLW8Sg4XlMq7O+PNlY4GxSGTXEepQA67eVLylJia6ns",
-	"I4S8a5/JV4UpWWyKcqjvZ6MEklRo53PLWrveyuxvylyxiPJADYj791vy2ZAEhq1ufWvpUiq4u62rBFD9",
-	"eAHlUbLGdZkuK4nqD+LKPjq8M/71fcyj8Xbj0ieRDV0f1lAfYNNSq6O62OiDnsK4ElwjV/+Z3W0Jyrpx",
-	"neygxqFK7etyUnjznGKIgS5ZV5ePRASUc8z6fxAB6noEn6oM7JQDiGsIDV++fHFyfPZyq27Pi5MXH6sh",
-	"xPVRBlWtkkYlpVCIZBQXDBmdvhgM7p+uKoS6bQ/oCvZZVFXpf5TvMgbxg5UqaiR8DLqR42MvknlRz25L",
-	"b4jev4jZtU5vhWPdn759zc5OTk+TOqjiuDdG0tAuSSYTFcmRYmZxomnCptciPapmPnpH043Z8HjqZbit",
-	"N/4iNqFzLAbGRmI2IDVI18ShySdSYWuf/QiEKgTFJUH69LGIcXkbH3VnQiowlReA437949UwmahmxW63",
-	"rOJjvJ36VqzcefhAVxus2t+rP9XoqIofkgq+0PSwktTmX0pzHWwz9T1UDXcj+hccdQLj8HGBRFnZcDAY",
-	"+DP1MohDJaFKS+hOvZXI15CF6wlxdFTYqX7glYCM8TXfhASfZllKSV2o4aCoxhd5uHHRVCUEhFme5xYF",
-	"nDk3bCaWmAKxteyXrDsN74s8969NUY60uV77ySaKdDLraNLaV12ll3DneLpEPQTJu8hCljRWxKEwxyBb",
-	"se7wLDQgSLWay0VJtZaDUNo7R9mp0FFs+cnoFWuJnDzEOyirvvNR8kkNDJ8un3wRA8ro1ROtYlFP/M7O",
-	"uUYdEced4Vl0hXAldNlZwMtzlgl4gpeGcm6zBfy4czIfpiP+SryYHWen4mzweCOYZwO7/Oyb/QGzgHA7",
-	"gNLr/+GmGDy2iEhFxVZIA414QcR0PG9p5TjPo8q3rZwnInVUXQeFb43t8lOM+GoQYdatEXhWglZOUhwh",
-	"sw0tKXwhkxCA6MvF+LWEqFrerIXivS8D5qmZf/uZDek56LCYUjAFZr5QYUGe4UBvdNmZVBs2hf3c0H7q",
-	"QY0yMPa8MvaLDxhFSRYBqgmOxSWYot4PCZkpqNoSrMOGFftqv7h7Sk0AhtRnVGqyDmmBp9Tk41YCvSc1",
-	"eOo35dlCyML0cbdG8DzfTNRMLEAljBTkUI7dSIV8wTfkTnwZGTT7Fiu3eZgS+iJBFLZ3UJV8uIzNmius",
-	"QPmDBqV2QR0lKE81vo1K+fxbKcym1j7rW+606pqfXA+nrRFXEflsYhTwQoY5uKsILvdtKtr4F9rV27AT",
-	"2gLKsABOe1fIP9zgq431+R6GnfHZ6enx2aGM7+Hg5OXpi7MHuo+9/1QljepLdbLv8r/yzcWH14t/+Rdf",
-	"xmj8oiq99HiPU7NE1h7dyAMB1gTHtqX/nbn9H8nGfgrEdadcWIOjPMzAfBjbg1YJNPx68XjNfRwl8gQ0",
-	"hqZcaYVxLQC3IZMm9OWM+oIlLK5fg/m++ztegeh8HhoD3YrNdtcfdrHryPBedHIKbISrigpP1L7I0Uq8",
-	"nUadV6ZseqjhDilwStOYKXEXZO4h3xe2ZzWTW/X8QyTmrOYtuCbKpsp8Mn3QPH2mkAhMn16t8m99FgDl",
-	"3WFyG9rKaxN0lHiOLnQeLpK7KFGpNX+5zn+eKJjYcu/KibowIQNF0oyhqNsJUglTvAjmNEznPMgfVyL9",
-	"/yaa/TOHf37OkM/77Q5HUQ+pTw5sq3pJ7aHgVYEG5O/c3ApTuXEkIWXU5uoLurY/RTPbguuGXtaWAhiS",
-	"9USFvxmQrrvRmN2NtpIAKwowjnqu9ZVwg+gBVQlQIlC2qNIG9aWOEzpnm5uQS/gFVMC3D6ZA7sl+ZN0d",
-	"etFrq8JAmsDFm0vmqZCvh/LfLw/Dh4Y/FLhW1XRqjVf7KaTL8Wa9EqC8IachmHBIKF4I5Qs0RGuJsh+r",
-	"DIi6U5G+nSgxn4vU+Qzk+EuSShtXWBySo6Mpg9OBRmTBJ9c7915WdEhIt6S7axRPCcyXxxPGZSHa0rWX",
-	"WunStGZrB3ZbZUPsZoDHRQp46PTCLuwtsKYQT0DNxsnEmWEpEsNABcc6gRPVNaXyGRmNrmL+WchP78Wp",
-	"IWiag3eocRdKOrudu1g3EgWqzmC1FzeOkMc0GCoKjHc/6dAauK2bHE2U7xPWDMvoEPOG960X5MYtrc7q",
-	"RPtQ9hoDBEPbsGZzMI1JKU1PIhCo3OPGuyu20H12UXX7qToa1Ak5tcYOwgQ5fPWqkeKCcVT0nbj1WN1w",
-	"jBW6oOadQDsqh7eKL4Pl8pYCBnF+jLOod1IlkR2STwBu3pSfFOYXNf3CplNP57+7Dct+tyD7k09bne8u",
-	"todnVFlO3Fb9xM59praPO4gIDnce+CWRL0bU6x/xdP8z4+ns7Y6HHhu1EGob3wrysbz4yLOmvYrw91ot",
-	"jlY6z+24IkzcMqurfO89rFdatkCfPArBKvDq4Cia+iobN4WdhoZEnsqjr4eiytDgF3kFG+wv9Mpd802f",
-	"Tb05d4oFpSzbZu2gmyItJjTb9mmROTVquNZotMbiPmtY7oBswWzNXUr1dYOaOlHWiRUlO+JGQ5MlqlcV",
-	"eMuDxPbK38sjYm4aHeQE1f4wVIveM3UrhGLdATJ8hcnre+xzVDDzEbE4v4t9FJghwDNmpfoAPjSxFDLP",
-	"pY/x2rf0Gp7abYvHg8FgcMi2eEYvHFz2+8+loFduk1+pgOtWXPjwdDwY9IcjjA3HMaNaga06hcIpHhh8",
-	"Wg0+btF+3zfb8n2OzK+6NeQextdsOPgPC+ceGv8LwD9F0O+nr76Hm6/UsofeN4O+msVAf30PMOBTT/BX",
-	"Kibx/G6E0OHn21fTNS6GiapuaFpZKsRRj5bVatqdB++untktQ2402Btud4d+38ycr/NgQg87v61+S7xh",
-	"5/79/f8LAAD//w==",
+	"7H39cxs3luC/guNtlclskyapD9tUbV0pniSjnSjxRo6zt6FXBLtBEqMmwAHQojkp7d9+9d4DutFkk6Js",
+	"x9mrncoPkZsNNPDw8L4/fmulernSSihnW6PfWkbYlVZW4D++5tlP4m+FsA7+lWrlhMI/+WqVy5Q7qdXz",
+	"v1qt4Jn4wJerXOCfxmhzm+pMtEYtqe55LrNb42dKWkthLZ/Db1OdbXpSSdezK5H2ppqbrJeuCjtiqlhO",
+	"hWHLwjo2FYw7lgtuHRu0kpaf6lZmrVHrdDZIh/yVeDE9yc7Eeb/1kLRsuhBLDkv5JyNmrVHrfz+vtvmc",
+	"frXPv4Flth4eHpJWJmxq5Ao21Bq13i4E899g0rIlz2faLEXGtGFTI/idZZyZIhesPdna3iRh5SPYE/z7",
+	"fnmLEIG/lXa3xWpueCaySacHi32t1SyX6eeAsTNcWYm7iMGccqW0Y0ZMtXaMKyaVdVylgrkFxy1ap1cr",
+	"kX1h2KZ+55atpVswtxDVyrTBfy+0dQhlenwrPkjrLEBSKFsYcSvV7crouRHWTpKxmuyCgo7EFrOZTKVQ",
+	"7jblK55Kt5l0emMFW7pSThjFc1r0pxwDzVMDfnjI8NUvBGErzL0wbMZlLjKEHy3Co9wP+qZIF9dybjgN",
+	"+ugtK31ri3RxuyzniveuNINfWfkr4Jr4sBKp+2LI5kFBX7Vsd0ntyc4mJp2ErRfcCRjpEGO51WoEowMq",
+	"JmGqseJmmcC1Eh9W0hCZKCz8X4kEEVlrtuRqwxZcZXbB74QFgqZVKjwG/qDdt7pQ2aedRFja9hmUl2rB",
+	"LZsKoVhqBP9iR2AEHHsNdNqUB+EWUs3pEMLvRCi3z8RTzxnAyePxG77JNc/eav09N3PxCdADTnTrtL7N",
+	"caIYgIFawSuwEXwD0IIrNmDX8usvTDWb1uEqROdpKlbOsvakvicPMs/Q38ql0MWn8JywZedn2gcyuDTA",
+	"e1Ih70XGpGIw4o+AWSYzXAs3Rt6LsBLWnmxtxUPqRph7mYqfFb/nMufT/FPwC44BSMBtqpUSKYyxNZBF",
+	"Jwi3tCQZ0ftMr4S6YM5sGJ9zqVjOndjhKN3PSzeDcECX1C4K56Sa32Z6jVRSGwZEMl4nk47xPNdrC4On",
+	"hd0Qe+fhNMaqPWmCx+QC8JiQOZ7OjlWaayCofOYQ46VlXNm1MJ0ee1sHR4+1L+PRKOFYoTKgQERrFJL1",
+	"OyFWMI12C2GYLtyIcTdW8PFcLqVLcB1aCfa3QgrHcq3mgEpLJN9rvul1iHb/rHjhFtrIv4tPod9FPE0d",
+	"MyQevWdXSogM5M+p4AaAoe+EGuEO2ULwTBh26efB90fsa3pxXPT7Jym+jn9+iSv4g64t09N9F5GrZ0Co",
+	"4q3D5UtatBNUQn755Zcu7EgoB6BEwNW/cpmv+cayCW10AuOrdbvNCoBonZFqDmvEE7PFaqWNE9m1yCR/",
+	"i+98wsmV090uYb5b/Gh8hv5kXtMHuvBBoouc4QjmR/wRfASWMdne7wSPpWlfSB3LlZCemOv07kb+vels",
+	"gHoYPhdsytM7obJnluV6LlOesykMY1b+HWnxdOOETRhnK72GCzljbq3ZzOglOxsMmdPs/Ozs5PwC/7UG",
+	"OgELn8t7oeDEhSqWrdGvZ4NhMugPT5Nh//Rlctp/dZ68HLwaJoPzk5enycnwxfnLBOd5n7RAqeOORPST",
+	"YSsJuALC8lwYAPfXoJEiPmQZKhM8f2PgLjoJKvKM51Y0wXjJ04VU4pllK6NTYa02NmFLsdRArVTG0oVc",
+	"WeFg5atowt9a/ofHTvi1f+0haYG+vAt4WIXXofWM3b9+87O9AJlrqY2oZAZQr55ZBr+y9mn/1X5NqdUA",
+	"ryX/IJcA9vPTpLWUiv4xaAIkbf12Od1d6XeIjT9dXgMWXMuv9yyTpVwhEj1toeen8UIH/dOXZy/O49We",
+	"7y73gS4iyPKt0a8E4HgLSXlK78vBevpXkTrCGe2eiDK/AJOCjb67ZqCj2x77BTCcT61QnhOFn/AfEyfT",
+	"O2EmbI7AI/6qmFiuHLDi5RJwLJdKNCDYMoMfmjFGLvkcsPa6yJ1Ea0E8WcJWRioHohC7vHl9dXXhv7h7",
+	"HZf8w/dCzd0CYD48TVor7kAFbY1a//kr6/7X+6/+qbpwgTgnLfz+HmTmSwGozP2e8dVY8LVwJgmbgUhC",
+	"lLoEU8ImS7FMFyK9mwAPmmTS3k221nl+gmhRLru+5svuf/Du3/vdV++rP3u33cZ9bOEPbaoJVV5Xl/0Q",
+	"DYmIhSdzLXl62p99iCatYPg6UIvdaX9UgmUCpFo0ZRFFRlKLCJYwp/OM8RU3jk03bIL0Hj6bSZhmKRV3",
+	"ZCFZchQJ4c+ZzMWtp/K3fs59ZOtbmYsbevVrerNabdJa3a+4kum+wW/evYGf4xFWGMnzW2BS+0bd4Ctv",
+	"tHHxwHtpnNS3gAf7Br7DV/4k7V018KG8TZsf+BKlMwD/Q9LSSvw4a41+PUy2mxbzkBwe07yOw2MOwfmx",
+	"sTtgfnj/kLRK29gTyNo3qBnMuMwLA3iM5t4dghTLUk3iA5Ibfxm6RvAMH8D7qC+wyzdXLBrFcmmJSi57",
+	"TSSmFMp+ayLCa6EcWxut5kRJVkKvcnGB1IdI70wKuCOOzXiRu8ZPxFJcI5Ut75x/M2Hcoj4ay8W5nluU",
+	"FeDpv3e94t69CnJ+71HCE0G22ndteU1E6Vs6r79Ile0B0pJnom6thTPusQlS5lu8xHcim4zwJSLXRpAk",
+	"CQIe/M7cwuhivmDSWeYvvqdNF2PlZ3JGrnJxi5CejBhHOYYtQMFk9BudAmv/5d31M8tAPQXNlIkP0nUu",
+	"woLI+h6vJpPZWK0rrnvNvI18rplWJHW2Oc1TvpJpQdLygqssF0mwpJuCVM2/vCunEcsCtNEObKW0YN2S",
+	"ORY3UpkfvY0WeayYORB+3l2DuGsKxdB41ubMcTMXjq0X2gLUp7pQWTXHWNEkCbMatG9ScI0Xnt5dXwC1",
+	"58zqwgSbf6qLPPOWGVssBR7Du2uvYcM/dOH2fAYACxJZDa4oovm9eHGlLePvTAXcZUQBbeCrwiW0LoJb",
+	"njNtSP/GsxTKeeIhMlDzPbqgNnwvjAXY8dLohdYAy7TKN/B5K9idVJkFUKe8sH7XnGwEYxUm8NcQSAjd",
+	"cG+pUGKNE7DS0iAyOgxu61hFsk+FWfi1jEmXjJXILQ2IoJWET/j76A0UoMAiPi74aiWUyHpjFbH7+sVq",
+	"Ja3d+1E+DH6GbbwDtbpcR6PkcIhrPI3ywyzCMs6AwQLlB1UPSRxnRsyLnBsGcgObCiW49/2UlC+ojEbr",
+	"Bg0J57q1Xt08xMkqvfQBhblFMzmGhYCmBuswIudO3gu4gHvXxNqTbtc/6MKDSWfk8QcEVMeWcBmGZ2ek",
+	"1I6VFStuOKA+SFXPJwlTWvn7INWcUGLSm/TYzWY51blMQd6+s4QcueAZXMeSaWgNHEMB0diQSWtaOMbH",
+	"KgZtwrgBBjMDfCRsioTd0/6rs6PE3dvulsD7Wz8Znp0+tJ8//k6nWcgHHg4Xdfc0vtVmKjMbXSen2dpI",
+	"Jy4Y4lmDpuGnn2qdC44GOefNOR8pIKE1aJuVevsMIlEj03xkvkbEI/malBq8DVu2ElYuPBb9G+Xtpuv8",
+	"nVCicvA1iCGeez+zbF6+esHmRq8tICqgKHfevmsdd4KlC67m4rCO/arffzF49Wp4dvritP/q1SBStvtN",
+	"poGr4LV6upmllD9AfHJkzFrvUgwvgT6GE2EhXgCCtc2FemxUBOWH7Q8f87Vqo++kWKONz3kz5zHDb/Dl",
+	"bXSNlhHmo8004W6Y6hv0qEcRH084jdfoULR1qTB49a1g1YKSIOiu+YZNpJJuguxv99jgt2PBcAXvfiL8",
+	"D0MRV3MIfN9WWPYk089mV5QW2QVbgYikHIk0UvkLOPEy5C607ry8fpDqRaL9o6pQkETqihAnRwj6GXWh",
+	"8NKlBRLq0/6rc6AQhqdOGJswoTJgTlKxSa/X27a3oHH2EQ0GN1Ut9BD4rzy21HfyZ72ugxeWS87vHWvH",
+	"UriFBvEcxX/O7EqkrD3BMB5ydXFCcC+NI93O5b0YqziaoJK76D0KJpDpgjl0HYFwjVPjZ1DIQMGcePQh",
+	"S8v2zMdcijLI4y0NSVrw7WNG3sB7uwYPgtLxJo+GKY8fsL16NEUceuFpl+8aDwSOAAT+KCpq94xjjQ3R",
+	"wzsOSUDcvY4eTKOP3ut1Cefq2PcZFMo3nlkmsxLdStSiMLoFvxcU/sExmm2mTY2TF4XMmuW1Vc5TcVuP",
+	"FGwG8yNei9iQtn1RrevmOuV5JfV4+TeTs5kwDJ250nqIJ+xObEigdpF1mHzHfnx4QEB4BoI43DvBUxD0",
+	"cVO2x34EArsleVm25BtQWf1rWUKjvFQU5oWPArhARQdNB6W4sQJN06MHCIwJ8LfORYxWfIkfiRdHNCGw",
+	"zCWbipk2gk0LmRMVRQW9FORjoJ+fNtBFK1LzuB+pRLobeh0GmvSWZ5lpRjWPUKVeBG8KaxNSckcrbdwE",
+	"TSdXb8JvpOWjgQCOyasuDF6luzRgTo/V+dnZyRlq+qVJP5M8r5R6thKg45OghxEGIsORoI6VV6CLb00u",
+	"4KwyQeahXOsVuo7gy2jcWCumhFtrc2c7O8rR8HxY041O6rrRf47H9vn7fx792u++ev/bIDl7eNwH4MnB",
+	"1mWOgF0e2GM8rplMNOsXnqMhFVMMJBhgYbH1ifAxVi92mEyTarFD1D+DtBhx3c9BTmFZFQ21fpFHidTI",
+	"pfYdIM702CFFHz/6ZLb2H85j63u7Z0AIIb7BAMePk94vzXLrMHhMnIgLlojRcDqPciiZxeRvLfM8CLhH",
+	"saCPJmbO5bdWpFpltlk4BGkWl8bNki10npGC4sdcsJN+v8HosN8VfnLe7x92hm8jVgy7Q3hVZ7NP9S7L",
+	"TCgnZ1LYOAB89yhrQ3fsM0YI5sQHd5Tj92wwbHLxZo9aI2R2wUo78M3111c/3jC7sU4s2c8/X/3pKIxR",
+	"KK02+JMWwHbg14ZvoHfOh00krFA5cC+8B8CbF9z6KN9cptKxiV1OpbYThi6qL+ZNhu3i7o5DFrQqfDaE",
+	"SUrKUDe8S8faZMWMppowTqFZayOdE4rpwnU+C8pJx9bc/gPz/iDMqyPMITz8COEAvcZk1vaOJGlHKLVh",
+	"fhBF5gMGYDhMUsp0kdpQqgaw2h77E7oVS2fqWJVSvlsIkv0Fy7jj6KAwgNxkr4/nzKW6qya98GbRYKnF",
+	"62CZ+MBTl6OSMFbkzSTpcsuFEcLKDnov8KWHpDX1AUWHX9YUDPZ76mhvY+XKRhoYL/WvAQbqnURmIJJr",
+	"JnVsm2z5PjjLBeAougBBl5pL8g7i5HD1WFsqJiQqVSm3/g7tUiGpWI4BhPBS5wnqEt6ox4BzQ29t3ww6",
+	"zxr0H7sUN467pri9XxYC91jefWnZnQJ9ZVOX07341Epaay4xJnumTZUucUui20HJEdbxEexhi2bCKhNM",
+	"ZqGF7hL4P8aK/mSJn8bc2vJkjh3qz/J3Nt3Xl3cQv1xjnPTWueVyJtJNim4n7kSP7KJwJbsUIF7d0bYp",
+	"VCeJEgHgrw7cT49v8Ax4VGwJJVm/c1FNE+Y1hVLwb21Ka3d4VH06/lQS0gHJKYgRwiIbKz2bdRKf1yjV",
+	"PImWE88dft9eQLyjndkZTI70KMxTTb69kTbt1ccz+CiI3QCKTsIyYZ3RQDbbdEGTMqlBjNWCq6xLm6pW",
+	"xtl+EMAiE5YVcLNBQmj4ZgyJclK/gbHyiZ8XIQO03Fq50F4coVItH9jkTCqeX9DV3zayByCYakwCpF2J",
+	"NaPUTTSxkS0+mMvqQQ8BH+keGP+nhzk+pN2EP30+mz/sytaCf5cxEOVyDpNGuBKv0dv5kSp1GWfvtHeb",
+	"1mCEIQVw7XaopR8nsifRkZ/KUdsEpZrvUZoRNkw54E/dsfK5ZyKreYsDID6ZL2zt6zF35hZYGiTyEjI7",
+	"3u2AgqZQHrtK1HocbT4DS4VpKOw7JDeDcAVSbnmxveSLBm9ct2VWhpvILciqlVf/D/WJLyRI2Js99uQI",
+	"8raihTs7IFdAJPMZsRSgLVnWDhE3mLvFrWMnw04yVjqHu85m0lh34WPpy3AtI5CEKa0EmZxxoFZIvBCo",
+	"hTEwgG4pEibpxPJxERHef1sl4j+g/HlFQ08qvZQbwzc1987x5q3PKW940cILGtVimq5WuYJLsxTZR9AH",
+	"9DsdMCRSBrW95a5RMlalpS7nKysskzOmdLAq+sC7mpKecSe6PuF0NxT4iY6139NUecgqmMRwOXgubxbc",
+	"NvrzEd9refg9dhnMuxSba5kSc+0kkp6VEXw5zUXCDF/eroxI9WqTsBUvrH+GzD8JWu4t3WNMbcp1euej",
+	"PLhj2mTCJJTZCYDIhQ8BDUJJGd16aBljVVtH/NGEvojfBgEKRaIjvw5AmMHFj4JcV9wCallQ8HnOVgBS",
+	"y6bCrQUg4FozI7gPLc0lkIgyMJgiIrRiVggQswRPF3WZptwboj5tDlhLtTmMMitseIpgRrGl2jFomrDl",
+	"VtLyG/a6J+6uEnaaOFWFKp6xPPEW/6jqtyLwp4Y4zY0T9tY2JqJ8Db8BSyNplpAH6bPVbMYNa2N0bxCr",
+	"Q/Z45/NGnmV6rYA23DYp4tcyNdq7AeqR4xQ2Xaikknyri1UeA3GVLdTGuKeFzsVYhY+P6l5gPHtWrEIA",
+	"alAJWLty6pfPQgxxyo2RwnbYKi9scHCOcXqMJKcQb7KmeQdr/eZjED43FG2UkMkGVhIZ4ZzGJGP/pNJV",
+	"CL8/36F4weSWSm400bLNFshD8LtU2/lprM3VhpEnHtCxFs7NLZv8n0knCeFLg/7wdKwiw9VW+NJuSBaS",
+	"hioka9uN/JTEt9+FFa34XNjbXMwabuCfpHEbhm8w62SehwP+vFdsFRjSUcyQ2BewQlBiGy7lT5fXcApd",
+	"IJSMXmKZVqLZJ3dwZU47nj9+86sgLYf3Y7aFfE7j5RGqFrIHOrCDh+KzwvOwkECwTmLCW8OBEqwHRYib",
+	"Un7ZVpdiDNSKxCpG4s6InZ7gHRq+jE2/esam3Irz08LkPXbN7xAsCNKTIZqPMMQlMAM+VqnZrJyeG75a",
+	"yJTn+QY+UBjBDDC6JSuNJjUvFDLg4BiiAg1aiRHF7FiZ+URsPaN8lLGaCpIWnUaybhlna8Hv/G6Yns0w",
+	"eZZdUVCxqIzMIkObf4Ih9xo9Yj4ECcRSV6ZHSbdLD4Yva56Z05P9Mff/3EgltjWAj0hML9VHJpXTKDSV",
+	"qQXSRn6+LUWJq81Bv//x2kspeNTIni9G88QZHhoweSd/8elQCvloVzeXIV+WO3b1/EcKWup/OOufIQ7+",
+	"2zfXPz9DURBkQmYXek2IKe7RaSQd8zUULGtPpWN9kC8piydh8GDAUsPtguWaZ5haFfKbEZUw94FmDMNw",
+	"FLCcPcHWmLdUZtCVuXgwMX6pS1+iFTKee5VXzpU23soXZe0VCq4SXgQqmKJ0sE5YXbf3eiEE3lhRXSYM",
+	"HJYOhOx31+TE9Jo6kOwGv9gxmRvbx7s/XeP9EchxXHJGwIfGfIyQtdwkbVO+758rA8iTLIgrKdIq2JBc",
+	"xKlWVmO+ki7cqmiwqmXc8eYt+RIbRJK7QqU6AwUs8qtvGUZi1gWDm2iSaEoTvZxanRcOFj+zwrG/Ftax",
+	"FY9tNCiP6RmbwHonn1fqQF79+Ko8ZNFA9DuuZws38XzCGgl+TZjalCr+VAQanJ+d9dnPlz+9ZahPvf7x",
+	"GinYLtIgLh+bu/4Dhikcm2rVsJFDKVawkiPhcdzl9RcHKXfjBY6LCOy/xNHGG2SjXMx5umFvXtdgXHoy",
+	"9HJAKvqQ/ndC/ztt/l7pin6ada0MD/FBJRiZPGDtGwpguVKE0OgUQiUpDhT3irjwYRL+B8PvRV6V5xwr",
+	"UAR9Jm4lSvTYL9ItQIwIZbOCXCaMvBchaQLUMumsyGejMgh3yVUx46krjDAJyGhZkbqxgiWEHF0CTGTu",
+	"jgzlGHZQyYJVDA1rA3vyC8hYKCKwqYLJ4SNxCH+nx76h8II131QrfmYp/EDa7W/LrMe+QQETF4i6pWdv",
+	"56elUDtWOzVTeCjsEo8MxVuAHbcreJWmpTmWrHOdCgz12IexCnl6Bj2b5WwW4DNujVtNDHfGlzLfY5n3",
+	"h8Hone0go+M12+iE97gACD/jFz/6a37Rh3eEUUEf+wVPLdQeUvB2GxM//kN3RfP0N3/5+VPn9nfrMJj8",
+	"Sx/5kSbRfNs38nTTo3cpes79uDP1oCPBT1YlunlNrkxuQCvr8f6EL+hT++yOnz2ehabiM0+VQqjWji/3",
+	"5tUprARAP3SXS6mZzbXDqAcTkl1CQB6cSAizk3R5m6zNofBQE0bfiU0pRh9Ksf5doiiTFuyteWHbELhA",
+	"+4j84HkmAavKsqFYR+WEMcXKHQ5Ef/GoAewI2a3h+A/JbuEQ/JaPRKjjxDiPRZhm1SjGxSWd3jeRI7Qk",
+	"Sbe5gc15rMGSkZfFvtIQJSXw9StLayCm62PosS/e0O3ywi26+F4Xfp2UETvA0iOGvTbaCdZe6kyw/nm/",
+	"38GEMTIvrlH/wgpvaz6f52LCXn9/RalvPt+MCq1IldnSxoSnhUUQcDsVCi6cW1EZSKlmOpS45MQfKU65",
+	"Rd9hSw5SilTC2N3AT6C8766vww58TcNgHSA0LngeqjQxKobTY2/RpFTVaxmGKIbLN1ej7ZChsfKJuRj0",
+	"qUKUUAijodo3UcI4W+g1a0dZM4dSdOMgrLHKDJ5ckGSbolW8vKmnuOesVq7IG0DKP9lSK+m08Y+Q+4+V",
+	"19TL+OTKUkIhfOiAJYCCYIp/el+Fh5ctzXKXb67YVFiJhkXWRrsmBkHbMcaG+jTDAh5bNnl+P8CM5VC+",
+	"HBEngHpU6wAQYB72hw6TGaUgSktmLa6yHZh51+ZYffWV52O299VX6E7FwK/yA760zQYWBiR9RA6TwogJ",
+	"fGDy251UWRJcWQ+TxF+CCTzHVyjjkkoDRRns7J7nhVdXJn44vl+lqz+1bBAVDRqrXGJUEKzjIhQNYg01",
+	"g+DceJbRsJDXGNUbwnm3x1OhGMD3ncpClInMDeA7lh/yC2lbUdt65wlVhOCEovq5INB99RWj0mxVVWGy",
+	"ZgtfXXhyZAnhCWl7+CQicWO15tZTx3YDZcSYRCKDgfLBZShveqRMwotU3JJuhqfDpdJz2h+wev1gX0mL",
+	"G1VVfBa59VE+4kMqVqETQd2TY50RfDlW7cl337xlzwMCP6c3xPPfYnfLw3Nc9qQzislN7I7AQmE6z+ru",
+	"Xb9+qwGdcfPwUdQAoxrHeH38ZZ9uuTt3nS/+kLFCn60O19+yEslLAzG+yIjF99iVs2xSVYqbUMVvVD4B",
+	"kkvBlYMrBYqsnhu+tBdIzmpXrnzLXzwcurdmHqNEggwurxGjqGtH6KJCKvBUZxusCMwNXwpKD8BSOTDb",
+	"dmMW78UwQMQ7cScQrN9AE2JAfa2Dy4hlXM1zHzFcKPQKeTEmwWCPzCePwM1Xov5bIPVk4PdvBANQfbik",
+	"H0nM7fV6nWQbb9uqoVo2p2KEMBY3FXdJgBGE33DdiF1mbCNchzqe1DqmUIr6bCYwqK3yGnDLeA5UfhNm",
+	"wO80dFfxIIzKwss8r/LTOXt3jRgQripNkVC1t1zwMphgZcS91IUdq0h/e3cdV7bHXKl8Axupl5zfXYSP",
+	"aEarCHr+lK5Vc+js6QpDM1V8kAr3Zdr3xFGUUxQHAXb2NpKBuYCghzrFWO+Op3dl/T28wZ5UV1R6Jp3t",
+	"NPa6qG2zal0Su1v8dcZMvU6tNwZiEsoCIBZ0kpBtfAuv+Lz5ScK2+0MAnPaU/E7YTo8EWuER/RUQ/o3l",
+	"/ll7p3VAbNc61EJgpwuCvxxRcyUsQuD/xYTKVloqyhpMeQ4SSmAz1Ws7SwX5rbZOFOjgDiP74HdCBdCL",
+	"Dyu4JXIKMnvb7abIsMIKf+6ELCBABJkglI2kSS4Yt3dUhbCSGzpxJyn6QlS3Eq9hCNWpYhbgu1oBr5EW",
+	"NYd6feSoaoUvtRE4F1KNenW+qAAe3QTfUqjHfhBrIudjhRLRaiW4YeFotqTZcMAXVfwc8ECHNtBCUa4T",
+	"zAacD+7gn9++fRNEZuJ0lSkkYneHLUO+qhnMF8UUT+ZCTXxRjyC+KbGuCBNBJdQKIa0ko84+bK6JKwRo",
+	"G/KJrhcEzSpQGbQkHn+W4glgPKUiXoQAk0qVYGsOayUHKnOarThGKaDM22NXpMb7orFeQbAOa5bkes2G",
+	"/3l2gqshzP3Xmx9/GCsPbYxeJAHfpyt6sP4UWp5lEVhJeiidu1yxSVyLduKL0SaM51YHcw1JGEAUntmK",
+	"dMhsMiIpPmjEgXxQlXPvgaSOZJRIeOrjuHbSCf/XBH6f/NckQeFuS8cGPMxEXEok1NNFh0FQ8QjD/O7R",
+	"LImOm6++woEAUtJw4bQAC58PegPEEkFxKpWA6dVavVajGg+3SSxgorSGbC8ot4hyZgmgwtJogcSQ9yBY",
+	"+rdlVNYmb43vJyBVmheZyDosNZrShlH7DESV+zxXbjxIduZbGX0vLJtqt2CYF1sJrhQQQ7omieoU+kJ+",
+	"XCymOjOh9CWGERrtdKrzkrYNEHk21ADKibmRDm6rSO/8ZZUGXUHtoChtz5BUEcEZXk3pyw/T6pNSDQMh",
+	"qcfegGKRuu02MtMNEd+AydKN8LZjERi20QVzprCOtUOxGExXWhl5D9cyl+qOaoC9/f6GrC65TIXPkvGm",
+	"lOs333eHvX4raRUm9+YXO3r+fL1e95b67zLPeU+b+XOhuj/fPL9+8/3zYa//HG1x0uWRMaaytbQiW31r",
+	"iFW3VkLxlWyNWie9fu/EF6VEa1aps1ByTZMH3OsCbl/xxIu6dl6LeAwBVj50uoVrIUS6ylqjMgnmOywz",
+	"VuskOez3n9ZgBQ3iJwcrBbRalNLf6qfn/JT3T7vnfDjrnmbnovtqdnbSHU5fToezc/6KD/ohc33UopYA",
+	"kQ29zCg7ur1KWbFyT4eVqrrGQ9I67Q/2zVeC6HmthxAOOn18UNk07iFpnRGADw+o9znEUSePj2rog4XW",
+	"1GK55GbTGrW+E26b58blHqvMgIoFtpKW43OLVQUCMN8/JK1V0YC0cbWgkppj2FIZrLZdUrIX6uugDvpo",
+	"Rb+xOlDu7RMq+rFvY+skfiiwPCNcYdB8moqqzgHKcY61fbHHkAE56Vw0F25KQh/BJPLRlxd7UiZATrxY",
+	"IpH9pwsRl/cJm7FVTTLYTLUozJ6glVFl9JkG4Zx4+bZZs/JPx/JMB6TE4F4Pkk0Zd9BjP4mVTz7mypce",
+	"SXledQwD8ZWbZR6cIMGoMez3G5qHBoqWYJRbGY+7QDU5o6STShkuP0Iwiq2jpDyXXwuNZ2qadY9dNnRU",
+	"bch/BQ7oi2dioogdMT5WO+sAxYU0aJkRjoY4hZVIO5UwKl1pBZwZYRel8ODz7YhLNZNoKvVa9QL4Wmeb",
+	"4wk0hQ4YvbwNSfYVMbhkRGDjzjToInj95ueoVAetVCv2+sfrATA5kGvjoq+h4Bfl8Vfp/GXpjLJRUuiF",
+	"EjohDWrdhoZn51EJjbL5TWvFU3G7tP8y6PeBOfjGMxF3qFfSwAieECcV4nmCiymKH8Koe+xhUrYeC/GB",
+	"1Htsq8Ttx/Ovh1r4rCvLX1ZH8fagH8QjD3paSyVwq3JhWXMRVMeDp7Szku2UhtaLbDjrpwPRPZme8u5p",
+	"epZ1X4rzWfcV708H6TA7Eaez1r5ik7DCfneK36ZC7q37pX1OsHiOv/bkcl6dSWOR7IcoPa81/9Ppfd++",
+	"+v5v/z5c/vTC/d/pD4O7X16Kfz1Z/Md5+u1Zcdlf3ZzKfxtu3uq4Tt+oNej34L8Xo8HwtN9vfd4zfbIM",
+	"Ui/a/FB3zDpTiIf/2aJYyUoq5hDMnUi+UUYbkoz26dTv64pJBqEgQXvKRmAwdXyHEK6DLwPXspTC41Tj",
+	"skHIQJkhxGX4wjLbOxl+mZ1UNR0+4rI8JrCTeZA8ol54P0Ksjtrkf7y8//LxQVute3HYq8eHlf3lYcDg",
+	"CIF/u6syjjs7ZlMNbTX/YN2EdIeadJjUtAHSAXYl62YN5SFp7ToGyT6PrKlJfSmLa4ZqMfuLbIKgVOfS",
+	"IzbFUA++7fRLqqZ/H1bSbJKx8hmjUZJ31mPfYTOThWATGjdhG10YK/IZa3MQxJzROVvlXHnZFXuUe6Nj",
+	"5NrMtLCoMo1VLjjGojKynteiUcvkq5qUTmHBkrSdWmJs0C5CGEKlxVDMAiWkeCtUu67b7eplQQ+sh450",
+	"LlhkNIoyvb31C3dJ3rx7zPvk6YJMYmXRic2ORcyXZ67CJUBXWup7UcYB2CJNhbWzIkfXqZ6RByCkihWr",
+	"3lhdmiXqPOjIKCX72EkG7x6S5GvVXz9WoN+t4XqsuFarr3rS7z+ZJDdWr/09xJi4tERr2B+edweD7vDF",
+	"20F/NOyP+v3/+GiR9aNEyqMBtVVzYw8Hiys7eIehyFihnMzZpNr65AtztSdasf7BBn8nNnhplsfXd45Y",
+	"X1QOppn3NQXF7LU+vybHK9Z03Oa3TKtIuky8j2y6KSO5rlycYVjvfr5F16XFMKwVn8pcuk2UMoEE/5kl",
+	"JrfgdyK4PqSjIKvSCxRYyeWbq2e21l9ypg16EnwET+kyXZHfwVewj1xbmWWT16UjYsR+Jm8zRSpN/L9G",
+	"jGz/vpC9oGb4Y+VPKHDSQX9QlX2KnBsi1UtsuOZ5mp6B4MDNhpF3BuGnV0JFcUAlEBImVezGoXbk6IQC",
+	"vm2EwH59GAdZeaY4Oxl2p9KxqZx3hcokV2XiZ45h01VlplN2Lb/uUB0WMhv6N0f1aM0Z7LFCjW1PkE1I",
+	"aCs9ylSTDiPKydwYfqlDL11obYW9qBLCw7kHIerP15evydFHtjQFkorvPyEpkMvuxGGV4Vc+a6Lu90oX",
+	"2goVh3toCmlol68ORqW5NWE/XV4nZbaxyshiVhnPa0U30OJdHVgZ4znTZtmpQhZ31rTkHiHI/4uWnrW0",
+	"oscufaBRkC65GiviG2jExLgobpY+KGklhGFW5sJHfXE2E+tQNJ1VdmTvoCvvn686ErKKvyYhCreGIlLi",
+	"HdbYtg6Udlvt7bR/2hQqQ/WARQh1pbIhGAJTCfwhHgY2MFZBZiY/fsKc1mwJglx5IWwwq3dGdKU4Wm3r",
+	"UYVYO0is41EAXlMoBsQBjc4AGxSGzfIiyjV12suXlA7H1lLZI4S8G58yWsbDWey+c6jBbK3WllRo+HSL",
+	"SsHeKiFRl7liEeWRYiMP77fkswEJDFttIdfSkSFhR1cJqPrxAspRssZNkS5KieoP4so+DaE1+vV9zKPx",
+	"dOMaO5FTQR/WUB9h01KrblXV9lHHcFxysFYU4pnd7T3L2nFB9qDGoUrtC8BSHP2MgtWBLllX1SnFCyhn",
+	"WF7i0QtQFb74VGVgp+5EXKxq8PLli9OT85dbBaJenL74WA0hLsTTL4vi1Ep2hYo3w7gyzfDsRb//8HRV",
+	"IRQIfERXsM+i8l3/o1zVMYofLIlSXcJjrht5gvZeMi/q2W3pDa/3L2J6o9M74Vj7p29fs/PTs7OkiqE5",
+	"6YyQNDRLkslYRXKkmFqcaJKwyY1Iu+XM3Xc03YgNTiZehtt64y9iM6l8yTUxGy41SNfEoclJVN7WHvsR",
+	"CFWIvkyC9OmDXuM6Sj6804Scc6pjAeB+/eP1IBmreml4tyjDobzh/k6s3EX4QFsbbA/RqT5Va92LH5IK",
+	"vlB3OZPU5l9Kcx1sM9U5lJ2dI/oXPJcCEz5wgd7tPej3+x6mXgZxqCSU+S/tibcS+WLFcDwhYJMqiFUP",
+	"vBKQMb7mm5BJVq9/KqndOQCKislRQAMumsrRgDDL89yigDPjhk3FAnNttpb9krUn4X2R5/41jDlgNtdr",
+	"P9lYkU5mHU1aOe/LPCbuHAUXcIbkXWQhHR9LL1E8bZCtWHtwHjpdpFrN5Lygot5BKO1coOy01FESw+nw",
+	"FWsI0T3EO6h8Q+uj5JMKGT5dPvkiBpThqydaxcrEj9aotQPXqPXmqDU4j44QjoQOOwv38oJlAp7goaGc",
+	"W5kjiVuezgbpkL8SL6Yn2Zk47x9vBPNsYJeffbM/Mhsu3A6idHp/uCkGwRYRqaiqD2mgES+ImI7nLY0c",
+	"53lUYrmR80Skjso4ofCtMQ4pxQC/GhFm7eoCTwvQykmKo8tsQ+8TXzEnxJv6ukR+LSF8m9eL7njvS595",
+	"aubffmZDHhg6LCbkX8UUK6pgyTMc6I0uO5Nqwyawn1vaTzWoVm/IXpTGfvEBg2bJIkDF57GKCVMUppSQ",
+	"mYLKesE6bFixLyuNu6ccGGBIPUY1TasYH3hK3WTuJNB7UoMnflOeLYR0Xx9mbQTP881YTcUcVMJIQQ51",
+	"/41UyBd85/fE1ytCs+9y5TaPU0JfjYqiNA+qko/XS1pzhaVOf9Cg1M6pdQklRMenUSqffyuE2VTaZ3XK",
+	"rUZd85MLLzV1fFtGPpv4CnghwxzcVYSX+zYVbfwL7ept2AltAWVYQKe9K+QfbvHV2vp8s8zW6Pzs7OT8",
+	"UGmBQf/05dmL80fa3L3/VCWNCpm1su/yv/LN5YfX83/5F18va/SirPF1vMepXottj27kkQCLz2N/3P/O",
+	"3P6PZGM/BeK6U5euxlEeZ2A+huZRq0Qck7rmNopHRWNoypVWGOgDeBtStkID2KgBXTAx+tpLehYMgk2t",
+	"1UB0vggdqO7EZru9FNuNlgledFvF/fjq1WO1L1C4FG8nUYufCZsc6uxECpzSNGZC3AWZe0gsh+1ZzeRW",
+	"44gQmjqteAuuidL2Ml+1IWiePiVNBKZPr5Z5Nj7pgxI8MYsSbeWVCTqqcIAudB4OkrsoI64xUb5KtB8r",
+	"mNhy78qJ2n0hA0XSjLG525l4CVN8GcxpmDd8kD+uRPr/TfLCZ46H/ZwxsA/brbSiZmWfHOlXNi3bQ8HL",
+	"SiDI37m5E6Z040i6lFE/tS/o2v4UzWwLr2t6WVOuacgKFeX9zYB03Q9H7H64lW1aUoBR1Nyvp4TrRw+o",
+	"HIUSgbJFJV2oAXqcOTzd3Iak1S+gAr59NNd2T5ota+/Qi05TuQ/SBC7fXDFPhXzhnf9+aTc+Vv6xwLWy",
+	"eFhjvNpPITuS1wvjAOUNWSvBhENC8VwoXwkkWkuU71rmuFQtsfTdWInZTKTOp7rHX5JUQ7u8xSELP5oy",
+	"OB1oRBZ8cp0L72VFh4R0Czq7emqtZ748njCuP9JUF2ChlS5MY1mAwG7L9JDdUgNxNQweWgqxS3sHrCnE",
+	"E1BXezJxZljzxjBQwbEg5Vi1TaF8Fk+tfZ1/FgohdFiUKoOmOXiHOsShpLPbIo61I1GgbEFXeXHjlAFM",
+	"FKLq03j24xatgduqm9ZY+YZ09bCMFjFveN96QW7U0FOvqugQMpswQDD0p6t3oYMXttOQgEDl/m68u2Zz",
+	"3WOXZVupsnVGld1UaewgTJDDV69qOT8YR0XfiXvcVZ3t2FIvqUss0I7S4a3iw2C5vKOAQZwf4yyqnZQ5",
+	"g4fkE8CbN8UnhflF3eWwu9nT+e9uZ7zfLevg9NNW59vY7eEZZbkhbsvGdRe+JICPO4gIDnce+SWRL0bU",
+	"6x/xdP8z4+ns3Y6HHjsC0dU2vufosby461nTXkX4e63m3ZXOczsqCRO3zOoyvX8P65WWzdEnj0KwCrw6",
+	"OIomvpzL7dJOQucrT+XR10NRZWjwi7yCNfbHyrTOTY9NvDl3gpXLLNtm7aCbIi2ma7bt0yJzatTZr9bR",
+	"j8UN/bC6BdmC2Zq7lAo5BzV1rKwTK8r+xI2Gbl5UGC3wlkeJ7bU/lyNibmqtCgUVmTHU9MAzdSuEYu0+",
+	"MnyFtQr22OeoMusRsTi/i30UmCHg85pLFypao4llKfNc+hivfUuv8KnZtnjS7/f7h2yL5/TCwWW//1wK",
+	"euk2+ZUqBW/FhQ/ORv1+bzDE2PCQ5BQU2LIlLUDxwOCzcvBJg/b7vt7/8XOkwlU9SPcwvnpny39YOPfQ",
+	"+F8A/ymCfj999c0CfWGePfS+HvRVrzr763vAAZ96gr9S7ZDn90PEDj/fvuLBcdVVVHWjokO96lqWq2l2",
+	"Hry7fma3DLnRYG+43R36fb1QQpUHE5ol+m31GuINWw/vH/5fAAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
