@@ -69,6 +69,9 @@ type FleetError struct {
 }
 
 func (e *FleetError) Error() string {
+	if e.Release == "" { // FleetDrive's own, not yet placed in a pairing
+		return fmt.Sprintf("%s: %v", e.Step, e.Err)
+	}
 	return fmt.Sprintf("release %s: %s: %s: %v", e.Release, e.Way, e.Step, e.Err)
 }
 
