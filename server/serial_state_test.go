@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm/devices"
 )
 
@@ -185,4 +186,12 @@ func FuzzDecodeSerialHistory(f *testing.F) {
 			t.Fatalf("restored history %d..%d (%d bytes) does not match end %d", got.Start, got.End, len(got.Data), h.End)
 		}
 	})
+}
+
+// TestSerialHistoryKeyIsNoComponentKey: no spec component can have the
+// history's key, so a device's payload and the history never share one
+// (the target refuses a key sent twice).
+func TestSerialHistoryKeyIsNoComponentKey(t *testing.T) {
+	_, err := spec.ParseKey(serialHistoryKey)
+	require.Error(t, err)
 }

@@ -54,7 +54,7 @@
 // target lists it in its Hello as it lists the devices' kinds; a source
 // sends it, after the devices' payloads and before Machine, only to a
 // target that lists it in a version the source writes, under the key
-// "console/com1", which no spec component can have. Builds from before it
+// "@console", which no spec component can have. Builds from before it
 // (v0.1.0) neither list nor send it: across them the target's history
 // starts empty, as it did. So it is negotiated through the device lists,
 // with no new protocol version. Version 1 of its payload is the end offset
