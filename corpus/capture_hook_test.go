@@ -316,3 +316,37 @@ func TestCaptureWritesOnlyVersionsInDevelopment(t *testing.T) {
 		})
 	}
 }
+
+// TestAwaitSerialFromReadsPastTheMovedHistory: after a migration the
+// target's history starts with the source's, so the capturer waits for
+// output past the end offset it had: text before it does not count.
+func TestAwaitSerialFromReadsPastTheMovedHistory(t *testing.T) {
+	var reads atomic.Int32
+	s := fakeServer(t, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		switch {
+		case r.URL.Path != "/v1/instance/serial/history":
+			http.NotFound(w, r)
+		case q.Get("most_recent") == "0":
+			io.WriteString(w, `{"data":"","start":14,"end":14}`)
+		case q.Get("from_start") == "0":
+			io.WriteString(w, `{"data":"dGljayAxCnRpY2sgMgo=","start":0,"end":14}`) // "tick 1\ntick 2\n" (moved)
+		case q.Get("from_start") == "14" && reads.Add(1) < 3:
+			io.WriteString(w, `{"data":"","start":14,"end":14}`)
+		case q.Get("from_start") == "14":
+			io.WriteString(w, `{"data":"dGljayAzCg==","start":14,"end":21}`) // "tick 3\n"
+		default:
+			http.Error(w, "unexpected query "+r.URL.RawQuery, http.StatusBadRequest)
+		}
+	})
+	ctx := context.Background()
+	end, err := s.serialEnd(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(14), end)
+	text, err := s.awaitSerialFrom(ctx, "tick", end, 10*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "tick 3\n", text, "only what the guest printed past the moved history")
+	require.Equal(t, int32(3), reads.Load(), "it waited for new output")
+	_, err = s.awaitSerialFrom(ctx, "tock", end, 300*time.Millisecond)
+	require.ErrorContains(t, err, `did not print "tock" after offset 14`)
+}

@@ -203,9 +203,34 @@ func (s *capServer) vm(ctx context.Context, bin, dir string, limit time.Duration
 // awaitSerial waits until the guest's serial history holds want, within
 // limit, and returns the history's text.
 func (s *capServer) awaitSerial(ctx context.Context, want string, limit time.Duration) (string, error) {
+	return s.awaitSerialFrom(ctx, want, 0, limit)
+}
+
+// serialEnd returns the absolute offset just past the last byte of the
+// guest's serial history now.
+func (s *capServer) serialEnd(ctx context.Context) (uint64, error) {
+	body, err := s.get(ctx, "/instance/serial/history?most_recent=0")
+	if err != nil {
+		return 0, err
+	}
+	var h struct {
+		End uint64 `json:"end"`
+	}
+	if err := json.Unmarshal(body, &h); err != nil {
+		return 0, fmt.Errorf("the %s server's serial history: %w", s.name, err)
+	}
+	return h.End, nil
+}
+
+// awaitSerialFrom waits until the guest's serial output from the absolute
+// offset from on holds want, within limit, and returns that text. A
+// migration target's history starts with the source's (it moves with the
+// VM): reading from the offset it had when the migration ended shows what
+// the guest printed on the target.
+func (s *capServer) awaitSerialFrom(ctx context.Context, want string, from uint64, limit time.Duration) (string, error) {
 	deadline := time.Now().Add(limit)
 	for {
-		body, err := s.get(ctx, "/instance/serial/history")
+		body, err := s.get(ctx, fmt.Sprintf("/instance/serial/history?from_start=%d&max_bytes=1048576", from))
 		if err != nil {
 			return "", err
 		}
@@ -219,7 +244,7 @@ func (s *capServer) awaitSerial(ctx context.Context, want string, limit time.Dur
 			return string(h.Data), nil
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("the %s server's guest did not print %q within %v: %q", s.name, want, limit, tailString(string(h.Data), 300))
+			return "", fmt.Errorf("the %s server's guest did not print %q after offset %d within %v: %q", s.name, want, from, limit, tailString(string(h.Data), 300))
 		}
 		select {
 		case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -294,7 +295,12 @@ func (c ServerCapture) captureTicker(ctx context.Context, bin, dir string, out c
 	if err := c.migrate(ctx, bin, dir, a, b, "ticker", capturedTicker, out); err != nil {
 		return err
 	}
-	if _, err := b.awaitSerial(ctx, "tick", c.wait()); err != nil {
+	// The guest ticks on, on b: new output past the history that came along.
+	moved, err := b.serialEnd(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := b.awaitSerialFrom(ctx, "tick", moved, c.wait()); err != nil {
 		return fmt.Errorf("after the migration: %w", err)
 	}
 	for _, k := range []struct {
@@ -350,8 +356,13 @@ func (c ServerCapture) captureDisk(ctx context.Context, bin, dir string, out cap
 	if err := c.migrate(ctx, bin, dir, a, b, "disk", capturedDisk, out); err != nil {
 		return err
 	}
-	// The data came along: the guest verifies it again on the target.
-	text, err := b.awaitSerial(ctx, "disk ok pass", c.wait())
+	// The data came along: the guest verifies it again on the target (past
+	// the history that came along with the VM).
+	moved, err := b.serialEnd(ctx)
+	if err != nil {
+		return err
+	}
+	text, err := b.awaitSerialFrom(ctx, "disk ok pass", moved, c.wait())
 	if err != nil {
 		return fmt.Errorf("after the migration: %w", err)
 	}
@@ -437,6 +448,17 @@ func recordStream(out map[string][]byte, name, spec string, frames []migration.F
 			if err != nil {
 				return err
 			}
+			if held, ok := strings.CutPrefix(d.Key, "@"); ok {
+				// Not a device of the spec (no spec key has an @): a
+				// payload the server keeps for the VM, such as the
+				// console's history ("@console"). Its frame is kept;
+				// the corpus replays no device file of such a kind.
+				if !heldKeyName.MatchString(held) {
+					return fmt.Errorf("the stream carries a payload under key %q, which names no corpus file", d.Key)
+				}
+				fname = name + "-device-at-" + held
+				break
+			}
 			fname = name + "-device-" + d.Key
 			cfg := DeviceConfig{}
 			comp, ok := ws.Components[d.Key]
@@ -483,6 +505,10 @@ func recordStream(out map[string][]byte, name, spec string, frames []migration.F
 	}
 	return nil
 }
+
+// heldKeyName is what a server-held payload's key (after its @) must be to
+// name a corpus file.
+var heldKeyName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
 // frameFileName is a frame type's name in a file name: "RoundEnd" ->
 // "round-end".

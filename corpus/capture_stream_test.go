@@ -131,3 +131,39 @@ func TestFrameFileName(t *testing.T) {
 	require.Equal(t, "hello", frameFileName(migration.TypeHello))
 	require.Equal(t, "state-done", frameFileName(migration.TypeStateDone))
 }
+
+// TestRecordStreamKeepsHeldPayloadFrames: a Device frame under a key no
+// spec component can have (the console's history, "@console") is a
+// payload the server keeps, not a device of the spec: its frame is kept,
+// and replays, with no device file; a key that names no corpus file is an
+// error.
+func TestRecordStreamKeepsHeldPayloadFrames(t *testing.T) {
+	syn, err := synthFrames()
+	require.NoError(t, err)
+	history := migration.Device{Key: "@console", Kind: "serial_history", Version: 1,
+		Data: append([]byte{5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0}, "tick\n"...)}
+	frames := []migration.Frame{syn["hello"], syn["welcome"], syn["proof"], syn["device-uart"],
+		{Type: migration.TypeDevice, Payload: history.Encode()}, syn["machine"]}
+	raw := make([][]byte, len(frames))
+	for i, f := range frames {
+		var b bytes.Buffer
+		require.NoError(t, migration.WriteFrame(&b, f.Type, f.Payload))
+		raw[i] = b.Bytes()
+	}
+	spec := `{"components":{"com1":{"type":"serial_port","num":"com1"}}}`
+	out := map[string][]byte{}
+	require.NoError(t, recordStream(out, "t", spec, frames, raw))
+	require.Contains(t, out, "frame/t-device-at-console.json")
+	require.Contains(t, out, "device/t-com1.json")
+	for p := range out {
+		require.NotContains(t, p, "@")
+		require.False(t, strings.HasPrefix(p, "device/") && p != "device/t-com1.json", "no device file for %s", p)
+	}
+	r := NewReplayer(root, t.TempDir())
+	data := out["frame/t-device-at-console.json"]
+	require.NoError(t, r.Handlers[capturedV2][KindFrame](r, data, data))
+
+	bad := migration.Device{Key: "@Console/1", Kind: "serial_history", Version: 1, Data: history.Data}
+	frames[4] = migration.Frame{Type: migration.TypeDevice, Payload: bad.Encode()}
+	require.ErrorContains(t, recordStream(map[string][]byte{}, "t", spec, frames, raw), `"@Console/1"`)
+}
