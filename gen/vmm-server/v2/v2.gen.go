@@ -1339,10 +1339,12 @@ type ClientInterface interface {
 	// InstanceSerialHistoryGet Read the serial console's recent output
 	//
 	// The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
-	// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
-	// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
-	// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
-	// begins. Before the guest printed anything, `data` is empty.
+	// console's history by its absolute offset, from 0 at the history's start. A live migration may bring the
+	// source's history along (when both servers can carry it): the target's then goes on from the source's
+	// offsets, so an offset names the same byte on either side. Give `from_start` to read from that absolute
+	// offset, or `most_recent` to read the last bytes; the two exclude each other. With neither, the read
+	// starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the
+	// answer really begins. Before the guest printed anything, `data` is empty.
 	//
 	// Corresponds with GET /instance/serial/history (the `InstanceSerialHistoryGet` operationId).
 	InstanceSerialHistoryGet(ctx context.Context, params *InstanceSerialHistoryGetParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1598,10 +1600,12 @@ func (c *Client) InstanceSerial(ctx context.Context, reqEditors ...RequestEditor
 // InstanceSerialHistoryGet Read the serial console's recent output
 //
 // The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
-// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
-// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
-// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
-// begins. Before the guest printed anything, `data` is empty.
+// console's history by its absolute offset, from 0 at the history's start. A live migration may bring the
+// source's history along (when both servers can carry it): the target's then goes on from the source's
+// offsets, so an offset names the same byte on either side. Give `from_start` to read from that absolute
+// offset, or `most_recent` to read the last bytes; the two exclude each other. With neither, the read
+// starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the
+// answer really begins. Before the guest printed anything, `data` is empty.
 //
 // Corresponds with GET /instance/serial/history (the `InstanceSerialHistoryGet` operationId).
 func (c *Client) InstanceSerialHistoryGet(ctx context.Context, params *InstanceSerialHistoryGetParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -2280,10 +2284,12 @@ type ClientWithResponsesInterface interface {
 	// InstanceSerialHistoryGetWithResponse Read the serial console's recent output
 	//
 	// The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
-	// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
-	// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
-	// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
-	// begins. Before the guest printed anything, `data` is empty.
+	// console's history by its absolute offset, from 0 at the history's start. A live migration may bring the
+	// source's history along (when both servers can carry it): the target's then goes on from the source's
+	// offsets, so an offset names the same byte on either side. Give `from_start` to read from that absolute
+	// offset, or `most_recent` to read the last bytes; the two exclude each other. With neither, the read
+	// starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the
+	// answer really begins. Before the guest printed anything, `data` is empty.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3400,10 +3406,12 @@ func (c *ClientWithResponses) InstanceSerialWithResponse(ctx context.Context, re
 // InstanceSerialHistoryGetWithResponse Read the serial console's recent output
 //
 // The server keeps the most recent output of COM1 (a bounded buffer) and numbers every byte of the
-// console's history by its absolute offset, from 0 at the history's start. Give `from_start` to read from
-// that absolute offset, or `most_recent` to read the last bytes; the two exclude each other. With neither,
-// the read starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the answer really
-// begins. Before the guest printed anything, `data` is empty.
+// console's history by its absolute offset, from 0 at the history's start. A live migration may bring the
+// source's history along (when both servers can carry it): the target's then goes on from the source's
+// offsets, so an offset names the same byte on either side. Give `from_start` to read from that absolute
+// offset, or `most_recent` to read the last bytes; the two exclude each other. With neither, the read
+// starts at the oldest byte still kept. Bytes no longer kept are skipped, and `start` says where the
+// answer really begins. Before the guest printed anything, `data` is empty.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -6397,30 +6405,31 @@ var swaggerSpec = []string{
 	"FWsI0T3EO6h8Q+uj5JMKGT5dPvkiBpThqydaxcrEj9aotQPXqPXmqDU4j44QjoQOOwv38oJlAp7goaGc",
 	"W5kjiVuezgbpkL8SL6Yn2Zk47x9vBPNsYJeffbM/Mhsu3A6idHp/uCkGwRYRqaiqD2mgES+ImI7nLY0c",
 	"53lUYrmR80Skjso4ofCtMQ4pxQC/GhFm7eoCTwvQykmKo8tsQ+8TXzEnxJv6ukR+LSF8m9eL7njvS595",
-	"aubffmZDHhg6LCbkX8UUK6pgyTMc6I0uO5Nqwyawn1vaTzWoVm/IXpTGfvEBg2bJIkDF57GKCVMUppSQ",
-	"mYLKesE6bFixLyuNu6ccGGBIPUY1TasYH3hK3WTuJNB7UoMnflOeLYR0Xx9mbQTP881YTcUcVMJIQQ51",
-	"/41UyBd85/fE1ytCs+9y5TaPU0JfjYqiNA+qko/XS1pzhaVOf9Cg1M6pdQklRMenUSqffyuE2VTaZ3XK",
-	"rUZd85MLLzV1fFtGPpv4CnghwxzcVYSX+zYVbfwL7ept2AltAWVYQKe9K+QfbvHV2vp8s8zW6Pzs7OT8",
-	"UGmBQf/05dmL80fa3L3/VCWNCpm1su/yv/LN5YfX83/5F18va/SirPF1vMepXottj27kkQCLz2N/3P/O",
-	"3P6PZGM/BeK6U5euxlEeZ2A+huZRq0Qck7rmNopHRWNoypVWGOgDeBtStkID2KgBXTAx+tpLehYMgk2t",
-	"1UB0vggdqO7EZru9FNuNlgledFvF/fjq1WO1L1C4FG8nUYufCZsc6uxECpzSNGZC3AWZe0gsh+1ZzeRW",
-	"44gQmjqteAuuidL2Ml+1IWiePiVNBKZPr5Z5Nj7pgxI8MYsSbeWVCTqqcIAudB4OkrsoI64xUb5KtB8r",
-	"mNhy78qJ2n0hA0XSjLG525l4CVN8GcxpmDd8kD+uRPr/TfLCZ46H/ZwxsA/brbSiZmWfHOlXNi3bQ8HL",
-	"SiDI37m5E6Z040i6lFE/tS/o2v4UzWwLr2t6WVOuacgKFeX9zYB03Q9H7H64lW1aUoBR1Nyvp4TrRw+o",
-	"HIUSgbJFJV2oAXqcOTzd3Iak1S+gAr59NNd2T5ota+/Qi05TuQ/SBC7fXDFPhXzhnf9+aTc+Vv6xwLWy",
-	"eFhjvNpPITuS1wvjAOUNWSvBhENC8VwoXwkkWkuU71rmuFQtsfTdWInZTKTOp7rHX5JUQ7u8xSELP5oy",
-	"OB1oRBZ8cp0L72VFh4R0Czq7emqtZ748njCuP9JUF2ChlS5MY1mAwG7L9JDdUgNxNQweWgqxS3sHrCnE",
-	"E1BXezJxZljzxjBQwbEg5Vi1TaF8Fk+tfZ1/FgohdFiUKoOmOXiHOsShpLPbIo61I1GgbEFXeXHjlAFM",
-	"FKLq03j24xatgduqm9ZY+YZ09bCMFjFveN96QW7U0FOvqugQMpswQDD0p6t3oYMXttOQgEDl/m68u2Zz",
-	"3WOXZVupsnVGld1UaewgTJDDV69qOT8YR0XfiXvcVZ3t2FIvqUss0I7S4a3iw2C5vKOAQZwf4yyqnZQ5",
-	"g4fkE8CbN8UnhflF3eWwu9nT+e9uZ7zfLevg9NNW59vY7eEZZbkhbsvGdRe+JICPO4gIDnce+SWRL0bU",
-	"6x/xdP8z4+ns3Y6HHjsC0dU2vufosby461nTXkX4e63m3ZXOczsqCRO3zOoyvX8P65WWzdEnj0KwCrw6",
-	"OIomvpzL7dJOQucrT+XR10NRZWjwi7yCNfbHyrTOTY9NvDl3gpXLLNtm7aCbIi2ma7bt0yJzatTZr9bR",
-	"j8UN/bC6BdmC2Zq7lAo5BzV1rKwTK8r+xI2Gbl5UGC3wlkeJ7bU/lyNibmqtCgUVmTHU9MAzdSuEYu0+",
-	"MnyFtQr22OeoMusRsTi/i30UmCHg85pLFypao4llKfNc+hivfUuv8KnZtnjS7/f7h2yL5/TCwWW//1wK",
-	"euk2+ZUqBW/FhQ/ORv1+bzDE2PCQ5BQU2LIlLUDxwOCzcvBJg/b7vt7/8XOkwlU9SPcwvnpny39YOPfQ",
-	"+F8A/ymCfj999c0CfWGePfS+HvRVrzr763vAAZ96gr9S7ZDn90PEDj/fvuLBcdVVVHWjokO96lqWq2l2",
-	"Hry7fma3DLnRYG+43R36fb1QQpUHE5ol+m31GuINWw/vH/5fAAAA//8=",
+	"aubffmarPLCt+CvsxGjKupNlKlX4DscWXiSGYgRrsOOnXPnQU+lqeVrPvNNhO4I7ahRJi7VU5UqFgkFV",
+	"RhNqpASAsi2JlZnwDpcJ+YcxRYwqcPIsfIa7EibhO0i5J3Aet3Qe1aBavSR7UTorxAcM+iWLBhXPxyos",
+	"TNFqkqANZ56h2gBxXxYbF085PMBQe4xqslYxSvCUuuHcSeBXpMZP/KY8WxNBffdx4kZg0b6pmINKGyn4",
+	"oW+BkQr5mu9cn/h6S2i2Xq7c5nFK7qtpUZTpQVX48XpPa66wVOsPGpTyObVeoYTu+DRK5flvhTCbSnuu",
+	"TrnVqCt/cuGopo51y8jnFF9hLySZg7uK8HLfpqKNf6FdvQ07oS2gDA7YtHeF/MMtvlpbn2/22Rqdn52d",
+	"nB8qjTDon748e3H+SJu+95+qZFIhtlb2Xf5Xvrn88Hr+L//i632NXpQ1yo73mNVrye3R7TwSYPF87O/7",
+	"31la+SPZ8E+BuO7U1atxxMcZsI8BetSqEsfUrrmN4mnRmJtypRUGKgHehpSz0MA2aqAXTKS+dpSeBYNm",
+	"U2s4EP0vQgetO7HZbo/FdqN9QhSAreKWfPXtsdoX6FyK55OoRdGETQ51piIFVGkaMyHugsJJYCawPauZ",
+	"3Gp8EUJrpxVvwTVR2mHmq04Ezdmn1IkgtNCrZZ6QT1qhBFXMAkVbf2VCjyo0YAgADwfJXZTR15joXxUK",
+	"GCuY2HLvioralSEDRdKMscXbmYQJiBzBHIh5zwf540qk/98kX3zmeN7PGcP7sN0KLGq29smRimXTtT0U",
+	"vKxkgvydmzthSjeUpEsZ9YP7gq75T9Est/C6plc25cqGrFZR3t8MSNf9cMTuh1vZsiUFGEXNCXtKuH70",
+	"gMppKBEoW1SShhq4x5nP081tSLr9Airs20dzhfekCbP2Dr3oNJUrIYfr5Zsr5qmQLxz03y9tyMf6PxZ4",
+	"VxY/a4y3+ylkd/J6YR+gvCHrJpigSCieC+UrmURrifJ1yxydqqWXvhsrMZuJ1PlU/fhLkmqAl7c4VBGI",
+	"pgxOExqRBZ9i58J7idGhIt2Czq6eGlzpkVGDp6h+SlNdg4VWujCNZQ0Cuy3TW3ZLJcTVPHhoicQu7R2w",
+	"phAPQV35yUSbYc0ewwqVUUHNsWqbQvkspFr7Pf8sFHLosCjVB02L8A51uENJZ7fFHWtHokDZQq/yQscp",
+	"D5joRNWz8ezHLVoDt1U3sLHyDfXqYSUtYt7wvvWC3KihJ2BVkSJkZqGtIfTXq3fRgxe206iAQOX+bry7",
+	"ZnPdY5dlW6yy9UeVnVVp7CBMkMNar2o5SxgHRt+Je/RVnfnYUi+pyy3QjtJhr+LDYLm8o4BHnB/jRKqd",
+	"lDmPh+QTwJs3xSeFKUbd8bA729P5725nv98ta+L001bn2/Dt4RlluSRuy8Z7F76kgY+biAgOdx75JZEv",
+	"RtTrH/GA/zPjAe3dToQBdjSiq218z9RjeXHXs6a9ivD3Ws27K53ndlQSJm6Z1WV5gj2sV1o2x5gCFIJV",
+	"4NXB0TXx5Whul3YSOnd5Ko++KoqKQ4Nf5NWssT9WpqVuemzijcoTrLxm2TZrB90UaTFds22fHJlTo86E",
+	"tY6ELG5IiJZlMgazNXcpFaIOaupYWSdWlL2KGw3dyKiwW+AtjxLba38uR8QM1VotCiqSY6hpg2fqVgjF",
+	"2n1k+AprLeyxz1Fl2SNiiX4X+yi6A5zGPONQkRtNLEuZ59LHqO1beoVPzbbFk36/3z9kWzynFw4u+/3n",
+	"UtBLt8+vVOl4K659cDbq93uDIca2hyStoMCWLXUBigcGn5WDTxq03/f1/pWfI5Wv6qG6h/HVO3P+w8K5",
+	"h8b/AvhPGQD76atvdugLC+2h9/WgtXrV3F/fAw54lxv+SrVPnt8PETv8fPuKH8dVY1HVjYom9aprWa6m",
+	"2Xnw7vqZ3TLkRoO94XZ36Pd1R2OVxxOaPfpt9RriJVsP7x/+XwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
