@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // Tests of the serial console's history in a migration (migrate_history.go,
@@ -230,24 +231,54 @@ func migrated(t *testing.T, src, dst *rig, p *frameProxy) {
 // the source kept only its last bytes), through both API versions and on a
 // console attached after the migration; the guest's next output follows at
 // the source's end offset. A target that keeps less keeps the last of it.
+// The head goes before the pause; the tail, sent in the pause, carries
+// only what the guest printed during the pre-copy.
 func TestSerialHistoryCrossesAMigration(t *testing.T) {
-	for _, dstKeep := range []int{0, 40} {
-		t.Run(fmt.Sprintf("target keeps %d", dstKeep), func(t *testing.T) {
-			src, _ := ticking(t, 30, func(o *RuntimeOptions) { o.SerialKeep = 100 })
-			before := historyOf(t, src)
-			require.NotZero(t, before.Start, "the source dropped its oldest bytes")
-			require.Len(t, before.Data, 100)
+	for _, c := range []struct {
+		dstKeep  int
+		inPrecpy bool
+	}{{0, false}, {40, false}, {0, true}, {40, true}} {
+		t.Run(fmt.Sprintf("target keeps %d, printing during the pre-copy %v", c.dstKeep, c.inPrecpy), func(t *testing.T) {
+			src, vm := ticking(t, 30, func(o *RuntimeOptions) { o.SerialKeep = 100 })
+			head := historyOf(t, src)
+			require.NotZero(t, head.Start, "the source dropped its oldest bytes")
+			require.Len(t, head.Data, 100)
+			last := 30
+			if c.inPrecpy {
+				last = 31
+				vm.mu.Lock()
+				vm.afterCollect = func(n int) {
+					if n == 1 { // round 0 is sent; the VM runs
+						vm.step()
+					}
+				}
+				vm.mu.Unlock()
+			}
 
-			dst := newRig(t, fakeGuest{}, func(o *RuntimeOptions) { o.SerialKeep = dstKeep })
+			dst := newRig(t, fakeGuest{}, func(o *RuntimeOptions) { o.SerialKeep = c.dstKeep })
 			p := newFrameProxy(t, src.addr)
 			migrated(t, src, dst, p)
-			require.Len(t, p.histories(), 1, "the source sent the history once")
-			require.Equal(t, serialHistoryKey, p.histories()[0].Key)
+			before := historyOf(t, src) // as the source paused
+			require.Contains(t, string(before.Data), fmt.Sprintf("tick %d\n", last))
 
-			want := before
-			if dstKeep > 0 {
-				want = SerialHistory{Data: before.Data[len(before.Data)-dstKeep:], Start: before.End - uint64(dstKeep), End: before.End}
+			sent := p.histories()
+			require.Len(t, sent, 2, "the head and the tail")
+			require.Equal(t, serialHistoryKey, sent[0].Key)
+			require.Equal(t, serialHistoryTailKey, sent[1].Key)
+			tail, err := decodeSerialHistory(devices.Payload{Kind: sent[1].Kind, Version: sent[1].Version, Data: sent[1].Data})
+			require.NoError(t, err)
+			require.Equal(t, before.End, tail.End)
+			require.Equal(t, string(before.Data[len(before.Data)-int(before.End-head.End):]), string(tail.Data),
+				"the tail is only what was printed after the head")
+
+			// The target keeps the head and the tail, which may be more than
+			// the source keeps now; at most what it keeps itself.
+			all := append(slices.Clone(head.Data), tail.Data...)
+			if c.dstKeep > 0 {
+				all = all[len(all)-c.dstKeep:]
 			}
+			want := SerialHistory{Data: all, Start: before.End - uint64(len(all)), End: before.End}
+			require.True(t, strings.HasSuffix(string(want.Data), string(before.Data[len(before.Data)-min(len(before.Data), len(want.Data)):])))
 			got := historyOf(t, dst)
 			require.Equal(t, string(want.Data), string(got.Data))
 			require.Equal(t, want.Start, got.Start, "offsets go on from the source's")
@@ -261,9 +292,10 @@ func TestSerialHistoryCrossesAMigration(t *testing.T) {
 			}
 
 			dst.vms.last().step()
-			waitOutput(t, dst.rt, "tick 31\n")
+			nextLine := fmt.Sprintf("tick %d\n", last+1)
+			waitOutput(t, dst.rt, nextLine)
 			next := historyOverHTTP(t, dst, "v2", before.End)
-			require.Equal(t, "tick 31\n", string(next.Data), "a reader's from_start at the source's end gets the guest's next line")
+			require.Equal(t, nextLine, string(next.Data), "a reader's from_start at the source's end gets the guest's next line")
 			require.Equal(t, before.End, next.Start)
 		})
 	}
@@ -307,20 +339,22 @@ func TestSerialHistoryNeedsBothSides(t *testing.T) {
 	}
 }
 
-// TestBadSerialHistoryEndsTheMigration: a history frame that is oversized,
-// malformed, under another key, in a version the target did not offer, or
-// sent twice ends the migration: the target fails saying what was wrong
-// (naming the field), and the source runs on, its history as it was, its
-// guest printing on.
+// TestBadSerialHistoryEndsTheMigration: a head or a tail that is
+// oversized, malformed, under another key, in a version the target did
+// not offer, or sent twice, a head after the tail and a tail that ends
+// before the head each end the migration: the target fails saying what
+// was wrong (naming the field), and the source runs on, its history as it
+// was, its guest printing on.
 func TestBadSerialHistoryEndsTheMigration(t *testing.T) {
 	replace := func(data []byte) func(d migration.Device) []migration.Device {
 		return func(d migration.Device) []migration.Device { d.Data = data; return []migration.Device{d} }
 	}
-	cases := []struct {
+	type bad struct {
 		name   string
 		change func(d migration.Device) []migration.Device
 		says   string
-	}{
+	}
+	cases := []bad{
 		{"length over the bound", replace(historyPayload(1<<30, maxSerialHistory+1, []byte("x")).Data), "length 1048565, at most 1048564"},
 		{"payload over the bound", replace(historyPayload(1<<30, maxSerialHistory+1, make([]byte, maxSerialHistory+1)).Data),
 			fmt.Sprintf("data: %d bytes, at most %d", migration.MaxDeviceState+1, migration.MaxDeviceState)},
@@ -333,17 +367,48 @@ func TestBadSerialHistoryEndsTheMigration(t *testing.T) {
 			`"serial_history" state version 2`},
 		{"twice", func(d migration.Device) []migration.Device { return []migration.Device{d, d} }, "sent twice"},
 	}
+	type run struct {
+		name string
+		// change, given each history frame in turn, says what to forward.
+		change func(i int, d migration.Device) []migration.Device
+		says   string
+	}
+	var runs []run
 	for _, c := range cases {
+		for piece, name := range []string{"head", "tail"} {
+			runs = append(runs, run{name + ": " + c.name, func(i int, d migration.Device) []migration.Device {
+				if i == piece {
+					return c.change(d)
+				}
+				return []migration.Device{d}
+			}, c.says})
+		}
+	}
+	runs = append(runs,
+		run{"head after tail", func(i int, d migration.Device) []migration.Device {
+			d.Key = []string{serialHistoryTailKey, serialHistoryKey}[i]
+			return []migration.Device{d}
+		}, "head came after its tail"},
+		run{"tail ends before head", func(i int, d migration.Device) []migration.Device {
+			if i == 1 {
+				d.Data = historyPayload(3, 0, nil).Data
+			}
+			return []migration.Device{d}
+		}, "tail ends at offset 3, before its head"},
+	)
+	for _, c := range runs {
 		t.Run(c.name, func(t *testing.T) {
 			src, vm := ticking(t, 5)
 			before := historyOf(t, src)
 			dst := newRig(t, fakeGuest{})
 			p := newFrameProxy(t, src.addr)
+			var n int
 			p.device = func(d migration.Device) []migration.Device {
-				if d.Kind == serialHistoryKind {
-					return c.change(d)
+				if d.Kind != serialHistoryKind {
+					return []migration.Device{d}
 				}
-				return []migration.Device{d}
+				n++
+				return c.change(n-1, d)
 			}
 			id, secret := armSource(t, src.rt)
 			ensureTarget(t, dst.rt, p.addr, id, secret)

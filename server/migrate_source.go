@@ -36,6 +36,8 @@ type source struct {
 	page     []byte
 	// marks time the steps of the downtime, for the log.
 	marks []mark
+	// history is what was sent of the serial history.
+	history historySend
 	// done ends the stream's watch on the migration's context.
 	done func()
 }
@@ -142,6 +144,9 @@ func (s *source) fail(err error) {
 // handshake, phase by phase.
 func (s *source) migrate(ctx context.Context, hello migration.Hello) error {
 	if err := s.preamble(hello.SpecVersions); err != nil {
+		return err
+	}
+	if err := s.sendSerialHistoryHead(hello.Devices); err != nil {
 		return err
 	}
 	if err := s.copyRAM(ctx); err != nil {
@@ -261,7 +266,7 @@ func (s *source) sendState(accepted []migration.DeviceVersions) error {
 			return err
 		}
 	}
-	if err := s.sendSerialHistory(accepted); err != nil {
+	if err := s.sendSerialHistoryTail(); err != nil {
 		return err
 	}
 	s.phase(PhaseClock)

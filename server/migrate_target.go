@@ -80,8 +80,10 @@ type target struct {
 	// devices records what came, as key=kind/vVersion, for the log.
 	offered map[string][]uint32
 	devices []string
-	// history is the serial history the source sent, if it did.
-	history *serialHistoryState
+	// history is the serial history the source sent, if it did, the
+	// pieces so far joined; historyTail says the tail came.
+	history     *serialHistoryState
+	historyTail bool
 }
 
 func (t *target) progress(f func(p *MigrationProgress)) {

@@ -9,20 +9,30 @@ import (
 	"github.com/wagglevm/waggle/vmm/devices"
 )
 
-// The serial console's history moves with a migrated VM as one more device
-// payload, of its own kind, although no device of the VMM holds it: the
+// The serial console's history moves with a migrated VM as device payloads
+// of their own kind, although no device of the VMM holds them: the
 // server's console log does. The target lists the kind among the device
-// state versions of its Hello; the source sends the payload only to a
+// state versions of its Hello; the source sends the history only to a
 // target that lists it (a released v0.1.0 target does not, and its history
-// starts empty), after the devices' payloads and before Machine. A target
-// that gets none (a released source sends none) starts its history empty.
+// starts empty). A target that gets none (a released source sends none)
+// starts its history empty.
 //
-// Offsets continue: the payload carries the source's end offset (how many
-// bytes the guest ever printed there) and the bytes just before it, and the
-// target's history goes on from that offset. A reader's from_start offset,
-// taken at the source, means the same byte at the target.
+// The history goes in two pieces, so that its bulk costs the pause
+// nothing: the head, what the guest printed up to the start of the
+// pre-copy, sent while the VM runs (after Ready, before the first RAM
+// frame); and the tail, what it printed after the head, sent once the VM
+// is paused (after the devices' payloads, before Machine). The target
+// joins them: the tail follows the head, or, when it begins past the
+// head's end (more than the bound printed during the pre-copy), replaces
+// it.
 //
-// The source takes its snapshot after the VM paused and its state was
+// Offsets continue: each piece carries the source's end offset (how many
+// bytes the guest had ever printed there) and the bytes just before it, and
+// the target's history goes on from the tail's end offset. A reader's
+// from_start offset, taken at the source, means the same byte at the
+// target.
+//
+// The source takes the tail after the VM paused and its state was
 // exported. Output the guest wrote in the instant before the pause may
 // still be on its way from the UART's output buffer to the history (it is
 // drained off the vCPU thread): such bytes stay behind.
@@ -36,10 +46,12 @@ const (
 	// ones the guest printed before the end offset; little-endian, as the
 	// devices' payloads are.
 	serialHistoryV1 uint32 = 1
-	// serialHistoryKey is the key of its Device frame: no spec component
-	// can have it (no spec key has an @), so it is never a device's. It
-	// is the instance's console, COM1.
-	serialHistoryKey = "@console"
+	// serialHistoryKey and serialHistoryTailKey are the keys of the head's
+	// and the tail's Device frames: no spec component can have them (no
+	// spec key has an @), so they are never a device's. The console is
+	// the instance's, on COM1.
+	serialHistoryKey     = "@console"
+	serialHistoryTailKey = "@console-tail"
 	// serialHistoryHeader is the size of the end offset and the length.
 	serialHistoryHeader = 8 + 4
 	// maxSerialHistory bounds the bytes carried: the last MiB of output
@@ -115,14 +127,35 @@ func decodeSerialHistory(p devices.Payload) (serialHistoryState, error) {
 	return serialHistoryState{End: end, Data: append([]byte(nil), rest...)}, nil
 }
 
-// snapshot returns the end offset of everything written and the last bytes
-// before it, at most max of them (and at most what is kept).
-func (l *serialLog) snapshot(max int) serialHistoryState {
+// snapshot returns the end offset of everything written and the bytes
+// written from offset from on (all that is kept, from 0), at most max of
+// them, the last.
+func (l *serialLog) snapshot(from uint64, max int) serialHistoryState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	kept := l.kept()
-	kept = kept[len(kept)-min(len(kept), max):]
-	return serialHistoryState{End: l.total, Data: append([]byte(nil), kept...)}
+	n := min(len(kept), max)
+	if since := l.total - min(from, l.total); uint64(n) > since {
+		n = int(since)
+	}
+	return serialHistoryState{End: l.total, Data: append([]byte(nil), kept[len(kept)-n:]...)}
+}
+
+// joinSerialHistory returns the history of head followed by tail: the
+// bytes of head before tail's first, then tail's (a tail that begins past
+// head's end, or before its start, is the whole history). A tail that ends
+// before head does is refused. The result keeps at most maxSerialHistory
+// bytes, the last.
+func joinSerialHistory(head, tail serialHistoryState) (serialHistoryState, error) {
+	if tail.End < head.End {
+		return serialHistoryState{}, fmt.Errorf("the serial history's tail ends at offset %d, before its head, at %d", tail.End, head.End)
+	}
+	headStart, tailStart := head.End-uint64(len(head.Data)), tail.End-uint64(len(tail.Data))
+	if tailStart > head.End || tailStart <= headStart {
+		return tail, nil
+	}
+	data := append(head.Data[:tailStart-headStart:tailStart-headStart], tail.Data...)
+	return serialHistoryState{End: tail.End, Data: data[len(data)-min(len(data), maxSerialHistory):]}, nil
 }
 
 // restore makes h the history of a log nothing was written to yet (a

@@ -108,12 +108,26 @@ func TestSerialLogSnapshotAndRestore(t *testing.T) {
 	all := out.String()
 	total := uint64(len(all))
 
-	h := src.snapshot(1 << 20)
+	h := src.snapshot(0, 1<<20)
 	require.Equal(t, total, h.End)
 	require.Equal(t, all[len(all)-64:], string(h.Data), "what is kept, no more")
-	small := src.snapshot(10)
+	small := src.snapshot(0, 10)
 	require.Equal(t, total, small.End)
 	require.Equal(t, all[len(all)-10:], string(small.Data), "no more than asked")
+	for _, c := range []struct {
+		from uint64
+		want string
+	}{
+		{total - 7, all[len(all)-7:]},
+		{total - 64, all[len(all)-64:]},
+		{total - 65, all[len(all)-64:]},
+		{total, ""},
+		{total + 10, ""},
+	} {
+		since := src.snapshot(c.from, 1<<20)
+		require.Equal(t, total, since.End)
+		require.Equal(t, c.want, string(since.Data), "the bytes from %d on, as far as kept", c.from)
+	}
 
 	for _, keep := range []int{64, 1 << 20, 16} {
 		t.Run(fmt.Sprintf("keep=%d", keep), func(t *testing.T) {
@@ -150,6 +164,39 @@ func TestSerialLogSnapshotAndRestore(t *testing.T) {
 	require.Empty(t, got.Data)
 }
 
+// TestJoinSerialHistory: the tail follows the head, replaces it when it
+// begins past the head's end or covers it, wins where they overlap, and is
+// refused when it ends before the head.
+func TestJoinSerialHistory(t *testing.T) {
+	head := serialHistoryState{End: 20, Data: []byte("0123456789")} // offsets 10..20
+	cases := []struct {
+		name string
+		tail serialHistoryState
+		want serialHistoryState
+	}{
+		{"empty tail", serialHistoryState{End: 20}, head},
+		{"follows", serialHistoryState{End: 23, Data: []byte("abc")}, serialHistoryState{End: 23, Data: []byte("0123456789abc")}},
+		{"overlaps", serialHistoryState{End: 22, Data: []byte("xyzw")}, serialHistoryState{End: 22, Data: []byte("01234567xyzw")}},
+		{"covers", serialHistoryState{End: 21, Data: []byte("ABCDEFGHIJK")}, serialHistoryState{End: 21, Data: []byte("ABCDEFGHIJK")}},
+		{"past the head", serialHistoryState{End: 40, Data: []byte("late")}, serialHistoryState{End: 40, Data: []byte("late")}},
+	}
+	for _, c := range cases {
+		got, err := joinSerialHistory(head, c.tail)
+		require.NoError(t, err, c.name)
+		require.Equal(t, c.want.End, got.End, c.name)
+		require.Equal(t, string(c.want.Data), string(got.Data), c.name)
+		require.Equal(t, "0123456789", string(head.Data), "%s: the head is not written over", c.name)
+	}
+	_, err := joinSerialHistory(head, serialHistoryState{End: 19})
+	require.ErrorContains(t, err, "tail ends at offset 19, before its head, at 20")
+
+	big := serialHistoryState{End: maxSerialHistory, Data: bytes.Repeat([]byte{'h'}, maxSerialHistory)}
+	got, err := joinSerialHistory(big, serialHistoryState{End: maxSerialHistory + 3, Data: []byte("new")})
+	require.NoError(t, err)
+	require.Len(t, got.Data, maxSerialHistory, "the join keeps the bound")
+	require.True(t, bytes.HasSuffix(got.Data, []byte("hhnew")))
+}
+
 // FuzzDecodeSerialHistory: no payload makes the decoder panic or accept
 // what the bounds refuse; what it accepts is exactly what the encoder
 // writes for the history it returns, and restores into a console whose
@@ -176,6 +223,11 @@ func FuzzDecodeSerialHistory(f *testing.F) {
 		}
 		if again := h.encode().Data; !bytes.Equal(again, data) {
 			t.Fatalf("accepted a payload the encoder does not write: %x", data)
+		}
+		for _, head := range []serialHistoryState{{}, {End: 5, Data: []byte("abcde")}, {End: 1 << 40, Data: []byte("x")}} {
+			if j, err := joinSerialHistory(head, h); err == nil && (j.End != h.End || len(j.Data) > maxSerialHistory) {
+				t.Fatalf("joined to %d..%d, %d bytes: end %d, %d bytes", head.End-uint64(len(head.Data)), head.End, len(head.Data), j.End, len(j.Data))
+			}
 		}
 		l := newSerialLog(64)
 		if err := l.restore(h); err != nil {

@@ -16,12 +16,13 @@
 //	T->S Proof         the target's proof, sent only if the source's proof holds
 //	S->T Preamble      the spec, in a versioned envelope, sent only if the target's proof holds
 //	T->S Ready         the target built its VM from that spec
+//	S->T Device        the serial console's history so far, if the target lists its kind
 //	S->T RAM*, Zero*, RoundEnd   a pre-copy round while the VM runs
 //	T->S RoundAck      the target applied the round (the source waits, so that the pause
 //	                   never queues behind pages in flight); more rounds, then the source pauses
 //	S->T RAM*, Zero*, RoundEnd   the final dirty pages
-//	S->T Device*       each device's state, tagged (kind, version); last, the serial
-//	                   console's history, if the target lists its kind (see below)
+//	S->T Device*       each device's state, tagged (kind, version); last, what the guest
+//	                   printed on its console since, if the target lists its kind
 //	S->T Machine       vCPUs, irqchip, PIT and clock
 //	S->T StateDone
 //	T->S Imported      the target holds the whole VM, paused
@@ -52,20 +53,26 @@
 // A device state kind need not be a VMM device's: serial_history is the
 // serial console's history, which the server keeps (its last MiB). A
 // target lists it in its Hello as it lists the devices' kinds; a source
-// sends it, after the devices' payloads and before Machine, only to a
-// target that lists it in a version the source writes, under the key
-// "@console", which no spec component can have. Builds from before it
-// (v0.1.0) neither list nor send it: across them the target's history
-// starts empty, as it did. So it is negotiated through the device lists,
-// with no new protocol version. Version 1 of its payload is the end offset
-// (u64: how many bytes the guest ever printed), a length (u32) and that
-// many bytes, the last printed before the end offset; little-endian, as
-// the devices' payloads are. The length is at most MaxDeviceState less the
-// 12 bytes of the two fields, and at most the end offset. The target's
-// history goes on from the source's end offset: a reader's from_start
-// offsets name the same bytes on either side. A history that is malformed,
-// over the bounds, under another key or sent twice ends the migration (the
-// source runs on); a target that gets none starts its history empty.
+// sends it only to a target that lists it in a version the source writes.
+// Builds from before it (v0.1.0) neither list nor send it: across them the
+// target's history starts empty, as it did. So it is negotiated through
+// the device lists, with no new protocol version. It comes in two pieces,
+// so that its bulk costs the pause nothing: the head, the history up to
+// the start of the pre-copy, sent after Ready while the VM runs, under the
+// key "@console"; and the tail, what the guest printed after the head,
+// sent in the pause after the devices' payloads and before Machine, under
+// the key "@console-tail". No spec component can have either key. Version
+// 1 of a piece is the end offset (u64: how many bytes the guest had ever
+// printed), a length (u32) and that many bytes, the last printed before
+// the end offset; little-endian, as the devices' payloads are. The length
+// is at most MaxDeviceState less the 12 bytes of the two fields, and at
+// most the end offset. The target joins the pieces (a tail that begins
+// past the head's end replaces it) and its history goes on from the tail's
+// end offset: a reader's from_start offsets name the same bytes on either
+// side. A piece that is malformed, over the bounds, under another key or
+// sent twice, a head after the tail and a tail that ends before the head
+// end the migration (the source runs on); a target that gets none starts
+// its history empty.
 //
 // A target that loses the Commit opens a new stream for the same migration
 // and goes through the handshake again: a source that handed the migration
