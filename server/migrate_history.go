@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/wagglevm/waggle/server/migration"
@@ -80,13 +81,20 @@ func (t *target) takeSerialHistory(d migration.Device) error {
 	if err != nil {
 		return fmt.Errorf("the source's serial history (%s): %w", d.Key, err)
 	}
+	// h.Data is the frame's, which the next frame overwrites.
 	switch {
 	case d.Key == serialHistoryKey && t.historyTail:
 		return fmt.Errorf("%w: the serial history's head came after its tail", migration.ErrFrame)
-	case d.Key == serialHistoryTailKey && t.history != nil:
+	case d.Key == serialHistoryKey:
+		// Copied now, while the VM runs, with room for the tail: joining
+		// the tail in the pause then copies only the tail.
+		h.Data = append(make([]byte, 0, len(h.Data)+maxSerialHistory), h.Data...)
+	case t.history != nil:
 		if h, err = joinSerialHistory(*t.history, h); err != nil {
 			return fmt.Errorf("%w: %w", migration.ErrFrame, err)
 		}
+	default:
+		h.Data = bytes.Clone(h.Data)
 	}
 	t.history, t.historyTail = &h, t.historyTail || d.Key == serialHistoryTailKey
 	return nil

@@ -95,7 +95,8 @@ func (h serialHistoryState) encode() devices.Payload {
 // decodeSerialHistory checks and parses a serial history payload from a
 // peer. It refuses another kind or version, a payload over the bound, a
 // truncated one, one with bytes left over, and one that carries more bytes
-// than its end offset says were ever printed. The Data returned is a copy.
+// than its end offset says were ever printed. The Data returned is part of
+// p.Data.
 func decodeSerialHistory(p devices.Payload) (serialHistoryState, error) {
 	fail := func(err error, format string, args ...any) (serialHistoryState, error) {
 		return serialHistoryState{}, &devices.StateError{Op: "restore", Kind: p.Kind, Version: p.Version,
@@ -124,7 +125,7 @@ func decodeSerialHistory(p devices.Payload) (serialHistoryState, error) {
 	case uint64(n) > end:
 		return fail(devices.ErrMalformed, "length %d is over the end offset %d: more bytes than were ever printed", n, end)
 	}
-	return serialHistoryState{End: end, Data: append([]byte(nil), rest...)}, nil
+	return serialHistoryState{End: end, Data: rest}, nil
 }
 
 // snapshot returns the end offset of everything written and the bytes
@@ -145,23 +146,27 @@ func (l *serialLog) snapshot(from uint64, max int) serialHistoryState {
 // bytes of head before tail's first, then tail's (a tail that begins past
 // head's end, or before its start, is the whole history). A tail that ends
 // before head does is refused. The result keeps at most maxSerialHistory
-// bytes, the last.
+// bytes, the last. It is built in head.Data's array, in place when its
+// capacity allows (no copy of the head in the pause): head is used up;
+// the result never shares tail's bytes.
 func joinSerialHistory(head, tail serialHistoryState) (serialHistoryState, error) {
 	if tail.End < head.End {
 		return serialHistoryState{}, fmt.Errorf("the serial history's tail ends at offset %d, before its head, at %d", tail.End, head.End)
 	}
 	headStart, tailStart := head.End-uint64(len(head.Data)), tail.End-uint64(len(tail.Data))
-	if tailStart > head.End || tailStart <= headStart {
-		return tail, nil
+	var keep uint64 // bytes of the head before the tail's first
+	if tailStart > headStart && tailStart <= head.End {
+		keep = tailStart - headStart
 	}
-	data := append(head.Data[:tailStart-headStart:tailStart-headStart], tail.Data...)
+	data := append(head.Data[:keep], tail.Data...)
 	return serialHistoryState{End: tail.End, Data: data[len(data)-min(len(data), maxSerialHistory):]}, nil
 }
 
 // restore makes h the history of a log nothing was written to yet (a
 // migration target's, before its VM starts), so that offsets go on from
 // h.End; consoles attached already get the bytes as those attached later
-// will. It keeps what the log keeps of them.
+// will. It keeps what the log keeps of them, in h.Data's array, which the
+// log takes (no copy in the pause; the log's output is appended to it).
 func (l *serialLog) restore(h serialHistoryState) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -169,7 +174,7 @@ func (l *serialLog) restore(h serialHistoryState) error {
 		return fmt.Errorf("restore the serial history: the console has %d bytes of its own already", l.total)
 	}
 	data := h.Data[len(h.Data)-min(len(h.Data), l.keep):]
-	l.buf, l.total = append([]byte(nil), data...), h.End
+	l.buf, l.total = data, h.End
 	if len(data) == 0 {
 		return nil
 	}
