@@ -441,4 +441,9 @@ func requireMoved(t *testing.T, src, dst *serverProc, dstBefore string) {
 		return true
 	}, 10*time.Second, 10*time.Millisecond, "the guest ticks on at the target")
 	require.Greater(t, after[len(after)-1], onSrc[len(onSrc)-1], "ticks after the migration")
+	// The console's history moved with the VM: the target shows what the
+	// guest printed at the source, from its first tick there.
+	full, err := serialHistory(dst.client)
+	require.NoError(t, err)
+	require.Contains(t, tickNumbers(full), onSrc[0], "the target's history begins with the source's")
 }
