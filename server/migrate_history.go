@@ -52,7 +52,7 @@ func (s *source) sendSerialHistoryTail() error {
 }
 
 func (s *source) sendSerialHistory(key string, h serialHistoryState) error {
-	p := h.encode()
+	p := h.Encode()
 	dv := migration.Device{Key: key, Kind: p.Kind, Version: p.Version, Data: p.Data}
 	if err := s.p.send(migration.TypeDevice, dv.Encode()); err != nil {
 		return fmt.Errorf("send the serial history: %w", err)

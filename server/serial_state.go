@@ -1,11 +1,10 @@
 package server
 
 import (
-	"encoding/binary"
 	"fmt"
 	"maps"
 
-	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/server/serialhistory"
 	"github.com/wagglevm/waggle/vmm/devices"
 )
 
@@ -37,36 +36,20 @@ import (
 // still be on its way from the UART's output buffer to the history (it is
 // drained off the vCPU thread): such bytes stay behind.
 
-// Serial history payload identity and limits.
+// The payload's codec is package serialhistory's, shared with the
+// compatibility corpus; these names keep this package's code short.
 const (
-	// serialHistoryKind is the payload's kind in Hello and Device frames.
-	serialHistoryKind = "serial_history"
-	// serialHistoryV1 is its first encoding: the end offset (u64), the
-	// length of the bytes that follow (u32), then those bytes, the last
-	// ones the guest printed before the end offset; little-endian, as the
-	// devices' payloads are.
-	serialHistoryV1 uint32 = 1
-	// serialHistoryKey and serialHistoryTailKey are the keys of the head's
-	// and the tail's Device frames: no spec component can have them (no
-	// spec key has an @), so they are never a device's. The console is
-	// the instance's, on COM1.
-	serialHistoryKey     = "@console"
-	serialHistoryTailKey = "@console-tail"
-	// serialHistoryHeader is the size of the end offset and the length.
-	serialHistoryHeader = 8 + 4
-	// maxSerialHistory bounds the bytes carried: the last MiB of output
-	// less the header, so that the payload fits one Device frame's data
-	// (migration.MaxDeviceState). Older bytes stay behind.
-	maxSerialHistory = migration.MaxDeviceState - serialHistoryHeader
-	// maxSerialOffset bounds the end offset: far beyond what any guest
-	// prints (2^62 bytes), and room for offsets, signed 64-bit numbers in
-	// the API, to grow after the migration.
-	maxSerialOffset = 1 << 62
+	serialHistoryKind    = serialhistory.Kind
+	serialHistoryV1      = serialhistory.V1
+	serialHistoryKey     = serialhistory.HeadKey
+	serialHistoryTailKey = serialhistory.TailKey
+	maxSerialHistory     = serialhistory.MaxData
+	maxSerialOffset      = serialhistory.MaxOffset
 )
 
 // serialHistoryVersions are the versions of the serial history payload this
 // build reads and writes, oldest first.
-var serialHistoryVersions = []uint32{serialHistoryV1}
+var serialHistoryVersions = serialhistory.Versions()
 
 // importableStateVersions is what a target offers in its Hello: the
 // devices' payload versions and the serial history's.
@@ -76,56 +59,13 @@ func importableStateVersions() map[string][]uint32 {
 	return vs
 }
 
-// serialHistoryState is the serial history a migration carries: Data is
-// output [End-len(Data), End) of everything the guest printed.
-type serialHistoryState struct {
-	End  uint64
-	Data []byte
-}
-
-// encode returns the payload in version 1.
-func (h serialHistoryState) encode() devices.Payload {
-	b := make([]byte, 0, serialHistoryHeader+len(h.Data))
-	b = binary.LittleEndian.AppendUint64(b, h.End)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(h.Data)))
-	b = append(b, h.Data...)
-	return devices.Payload{Kind: serialHistoryKind, Version: serialHistoryV1, Data: b}
-}
+// serialHistoryState is the serial history a migration carries.
+type serialHistoryState = serialhistory.State
 
 // decodeSerialHistory checks and parses a serial history payload from a
-// peer. It refuses another kind or version, a payload over the bound, a
-// truncated one, one with bytes left over, and one that carries more bytes
-// than its end offset says were ever printed. The Data returned is part of
-// p.Data.
+// peer (serialhistory.Decode).
 func decodeSerialHistory(p devices.Payload) (serialHistoryState, error) {
-	fail := func(err error, format string, args ...any) (serialHistoryState, error) {
-		return serialHistoryState{}, &devices.StateError{Op: "restore", Kind: p.Kind, Version: p.Version,
-			Err: fmt.Errorf("%w: %s", err, fmt.Sprintf(format, args...))}
-	}
-	switch {
-	case p.Kind != serialHistoryKind:
-		return fail(devices.ErrUnknownKind, "want %q", serialHistoryKind)
-	case p.Version != serialHistoryV1:
-		return fail(devices.ErrUnknownVersion, "this build reads version %d", serialHistoryV1)
-	case len(p.Data) > serialHistoryHeader+maxSerialHistory:
-		return fail(devices.ErrTooLarge, "%d bytes, at most %d", len(p.Data), serialHistoryHeader+maxSerialHistory)
-	case len(p.Data) < serialHistoryHeader:
-		return fail(devices.ErrMalformed, "%d bytes: the end offset and the length alone take %d", len(p.Data), serialHistoryHeader)
-	}
-	end := binary.LittleEndian.Uint64(p.Data)
-	n := binary.LittleEndian.Uint32(p.Data[8:])
-	rest := p.Data[serialHistoryHeader:]
-	switch {
-	case end > maxSerialOffset:
-		return fail(devices.ErrMalformed, "end offset %d is over %d", end, uint64(maxSerialOffset))
-	case n > maxSerialHistory:
-		return fail(devices.ErrTooLarge, "length %d, at most %d", n, maxSerialHistory)
-	case int(n) != len(rest):
-		return fail(devices.ErrMalformed, "length %d, but %d bytes follow", n, len(rest))
-	case uint64(n) > end:
-		return fail(devices.ErrMalformed, "length %d is over the end offset %d: more bytes than were ever printed", n, end)
-	}
-	return serialHistoryState{End: end, Data: rest}, nil
+	return serialhistory.Decode(p)
 }
 
 // snapshot returns the end offset of everything written and the bytes

@@ -35,7 +35,7 @@ func TestSerialHistoryPayloadRoundTrip(t *testing.T) {
 		{End: 1 << 40, Data: []byte("tick 7\n")},
 		{End: maxSerialOffset, Data: bytes.Repeat([]byte{'x'}, maxSerialHistory)},
 	} {
-		p := h.encode()
+		p := h.Encode()
 		require.Equal(t, serialHistoryKind, p.Kind)
 		require.Equal(t, serialHistoryV1, p.Version)
 		require.LessOrEqual(t, len(p.Data), migration.MaxDeviceState, "the payload fits a Device frame")
@@ -205,9 +205,9 @@ func TestJoinSerialHistory(t *testing.T) {
 // writes for the history it returns, and restores into a console whose
 // offsets agree with it.
 func FuzzDecodeSerialHistory(f *testing.F) {
-	f.Add(serialHistoryState{End: 0, Data: nil}.encode().Data)
-	f.Add(serialHistoryState{End: 3, Data: []byte("abc")}.encode().Data)
-	f.Add(serialHistoryState{End: 1 << 33, Data: []byte("tick 1\ntick 2\n")}.encode().Data)
+	f.Add(serialHistoryState{End: 0, Data: nil}.Encode().Data)
+	f.Add(serialHistoryState{End: 3, Data: []byte("abc")}.Encode().Data)
+	f.Add(serialHistoryState{End: 1 << 33, Data: []byte("tick 1\ntick 2\n")}.Encode().Data)
 	f.Add(historyPayload(2, 3, []byte("abc")).Data)
 	f.Add(historyPayload(9, 4, []byte("abc")).Data)
 	f.Add(historyPayload(maxSerialOffset+1, 0, nil).Data)
@@ -224,7 +224,7 @@ func FuzzDecodeSerialHistory(f *testing.F) {
 		if len(h.Data) > maxSerialHistory || uint64(len(h.Data)) > h.End || h.End > maxSerialOffset {
 			t.Fatalf("accepted out of bounds: end %d, %d bytes", h.End, len(h.Data))
 		}
-		if again := h.encode().Data; !bytes.Equal(again, data) {
+		if again := h.Encode().Data; !bytes.Equal(again, data) {
 			t.Fatalf("accepted a payload the encoder does not write: %x", data)
 		}
 		for _, head := range []serialHistoryState{{}, {End: 5, Data: append(make([]byte, 0, 9), "abcde"...)}, {End: 1 << 40, Data: []byte("x")}} {
