@@ -111,6 +111,10 @@ type SagaView struct {
 type Operations interface {
 	CreateInstance(ctx context.Context, req InstanceCreate) (InstanceView, *SagaView, error)
 	ListInstances(ctx context.Context) ([]InstanceView, error)
+	// ListInstancesPage lists one page of the instances not destroyed: at
+	// most limit whose names sort after after ("" for the first page), by
+	// name.
+	ListInstancesPage(ctx context.Context, after string, limit int) ([]InstanceView, error)
 	GetInstance(ctx context.Context, ref string) (InstanceView, error)
 	StartInstance(ctx context.Context, ref string) (SagaView, error)
 	StopInstance(ctx context.Context, ref string) (SagaView, error)
@@ -121,6 +125,9 @@ type Operations interface {
 	DeleteInstance(ctx context.Context, ref string) (SagaView, error)
 	Saga(ctx context.Context, id uuid.UUID) (SagaView, error)
 	ListSleds(ctx context.Context) ([]SledView, error)
+	// ListSledsPage lists one page of the sleds: at most limit whose ids
+	// sort after after (from the first when after is not Valid), by id.
+	ListSledsPage(ctx context.Context, after uuid.NullUUID, limit int) ([]SledView, error)
 	// OpenSerial connects to the serial console of the instance's active
 	// VMM through its sled agent (ErrInvalidState when it has none).
 	OpenSerial(ctx context.Context, ref string, fromStart *uint64) (io.ReadWriteCloser, error)

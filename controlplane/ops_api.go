@@ -121,6 +121,21 @@ func (c *ControlPlane) ListInstances(ctx context.Context) ([]InstanceView, error
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}
+	return c.views(ctx, ins)
+}
+
+// ListInstancesPage lists at most limit instances not destroyed whose
+// names sort after after ("" for the first page), by name.
+func (c *ControlPlane) ListInstancesPage(ctx context.Context, after string, limit int) ([]InstanceView, error) {
+	ins, err := c.o.Store.InstancesAfter(ctx, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list instances after %q: %w", after, err)
+	}
+	return c.views(ctx, ins)
+}
+
+// views makes the views of instances, in their order.
+func (c *ControlPlane) views(ctx context.Context, ins []model.Instance) ([]InstanceView, error) {
 	out := make([]InstanceView, 0, len(ins))
 	for _, in := range ins {
 		v, err := c.view(ctx, in)
@@ -295,6 +310,21 @@ func (c *ControlPlane) ListSleds(ctx context.Context) ([]SledView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sleds: %w", err)
 	}
+	return c.sledViews(ctx, sleds)
+}
+
+// ListSledsPage lists at most limit sleds whose ids sort after after
+// (from the first when after is not Valid), by id.
+func (c *ControlPlane) ListSledsPage(ctx context.Context, after uuid.NullUUID, limit int) ([]SledView, error) {
+	sleds, err := c.o.Store.SledsAfter(ctx, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list sleds: %w", err)
+	}
+	return c.sledViews(ctx, sleds)
+}
+
+// sledViews adds to each sled what its VMMs reserve and how many it holds.
+func (c *ControlPlane) sledViews(ctx context.Context, sleds []model.Sled) ([]SledView, error) {
 	out := make([]SledView, 0, len(sleds))
 	for _, s := range sleds {
 		res, err := c.o.Store.Reserved(ctx, s.ID)

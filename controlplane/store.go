@@ -51,6 +51,9 @@ type Store interface {
 	Sled(ctx context.Context, id uuid.UUID) (model.Sled, error)
 	// Sleds lists every sled, by id.
 	Sleds(ctx context.Context) ([]model.Sled, error)
+	// SledsAfter lists at most limit sleds whose ids sort after after
+	// (from the first when after is not Valid), by id: one page.
+	SledsAfter(ctx context.Context, after uuid.NullUUID, limit int) ([]model.Sled, error)
 	// MarkSledLost marks an active sled lost, when its last contact is
 	// before silentSince, and fails every VMM on it that still exists on
 	// the sled with reason sled_lost (each with its next generation, its
@@ -102,6 +105,9 @@ type Store interface {
 
 	// Instances lists the instances not destroyed, by name.
 	Instances(ctx context.Context) ([]model.Instance, error)
+	// InstancesAfter lists at most limit instances not destroyed whose
+	// names sort after after ("" for the first page), by name: one page.
+	InstancesAfter(ctx context.Context, after string, limit int) ([]model.Instance, error)
 	// InstanceByName reads the instance not destroyed with that name
 	// (ErrNotFound).
 	InstanceByName(ctx context.Context, name string) (model.Instance, error)

@@ -340,23 +340,31 @@ func (c *cpCmd) list(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := cl.InstanceListWithResponse(ctx)
+	all := cpapi.InstanceList{Instances: []cpapi.Instance{}}
+	err = followPages(func(token *string) (*string, error) {
+		r, err := cl.InstanceListWithResponse(ctx, &cpapi.InstanceListParams{PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		if r.JSON200 == nil {
+			return nil, c.fail(r.StatusCode(), r.Body, "")
+		}
+		all.Instances = append(all.Instances, r.JSON200.Instances...)
+		return r.JSON200.NextPageToken, nil
+	})
 	if err != nil {
 		return err
 	}
-	if r.JSON200 == nil {
-		return c.fail(r.StatusCode(), r.Body, "")
-	}
 	if c.json() {
-		return c.printJSON(r.JSON200)
+		return c.printJSON(all)
 	}
-	if len(r.JSON200.Instances) == 0 {
+	if len(all.Instances) == 0 {
 		fmt.Fprintln(c.stdout, "no instances; create one with `waggle instance create -name NAME -spec FILE`")
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tID\tSTATE\tCPUS\tMEMORY\tSLED")
-	for _, in := range r.JSON200.Instances {
+	for _, in := range all.Instances {
 		sled := "-"
 		if in.ActiveVmm != nil {
 			sled = in.ActiveVmm.SledId.String()
@@ -364,6 +372,35 @@ func (c *cpCmd) list(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%s\n", in.Name, in.Id, in.State, in.Resources.Cpus, in.Resources.MemoryMib, sled)
 	}
 	return tw.Flush()
+}
+
+// maxListPages bounds the pages a list follows: a control plane that
+// kept answering tokens would otherwise hold the command forever (at the
+// default 100 items a page, it is a million items).
+const maxListPages = 10000
+
+// followPages reads a list page by page: page asks the page that token
+// starts (nil for the first) and answers the next page's token, nil on the
+// last. A token answered twice, or more pages than maxListPages, is an
+// error rather than a loop.
+func followPages(page func(token *string) (next *string, err error)) error {
+	var token *string
+	seen := map[string]bool{}
+	for range maxListPages {
+		next, err := page(token)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			return nil
+		}
+		if seen[*next] {
+			return fmt.Errorf("the control plane answered the same page token twice (after %d pages): its list does not end", len(seen)+1)
+		}
+		seen[*next] = true
+		token = next
+	}
+	return fmt.Errorf("the list did not end within %d pages", maxListPages)
 }
 
 func (c *cpCmd) get(ctx context.Context, args []string) error {

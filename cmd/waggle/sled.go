@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	cpapi "github.com/wagglevm/waggle/gen/control-plane/v1"
 )
 
 var sledCommands = []vmCommand{
@@ -49,23 +51,31 @@ func (c *cpCmd) sledList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := cl.SledListWithResponse(ctx)
+	all := cpapi.SledList{Sleds: []cpapi.Sled{}}
+	err = followPages(func(token *string) (*string, error) {
+		r, err := cl.SledListWithResponse(ctx, &cpapi.SledListParams{PageToken: token})
+		if err != nil {
+			return nil, err
+		}
+		if r.JSON200 == nil {
+			return nil, c.fail(r.StatusCode(), r.Body, "")
+		}
+		all.Sleds = append(all.Sleds, r.JSON200.Sleds...)
+		return r.JSON200.NextPageToken, nil
+	})
 	if err != nil {
 		return err
 	}
-	if r.JSON200 == nil {
-		return c.fail(r.StatusCode(), r.Body, "")
-	}
 	if c.json() {
-		return c.printJSON(r.JSON200)
+		return c.printJSON(all)
 	}
-	if len(r.JSON200.Sleds) == 0 {
+	if len(all.Sleds) == 0 {
 		fmt.Fprintln(c.stdout, "no sleds; a sled joins when its `waggle sled-agent -control-plane ADDR` starts")
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tCPUS\tMEMORY MiB\tVMMS\tLAST CONTACT")
-	for _, s := range r.JSON200.Sleds {
+	for _, s := range all.Sleds {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d/%d\t%d\t%s\n", s.Id, s.Address, s.State,
 			s.Reserved.Cpus, s.Capacity.Cpus, s.Reserved.MemoryMib, s.Capacity.MemoryMib, s.Vmms, s.LastContact.Format(time.RFC3339))
 	}

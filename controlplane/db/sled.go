@@ -102,6 +102,32 @@ func (d *DB) Sleds(ctx context.Context) ([]model.Sled, error) {
 	return out, nil
 }
 
+// SledsAfter lists at most limit sleds whose ids sort after after (every
+// sled from the first when after is not Valid), by id: one page of a
+// keyset pagination over the sleds' primary key.
+func (d *DB) SledsAfter(ctx context.Context, after uuid.NullUUID, limit int) ([]model.Sled, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("db: list sleds: limit %d: want at least 1", limit)
+	}
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if after.Valid {
+		rows, err = d.pool.Query(ctx, "SELECT "+sledCols+" FROM sled WHERE id > $1 ORDER BY id LIMIT $2", after.UUID, int64(limit))
+	} else {
+		rows, err = d.pool.Query(ctx, "SELECT "+sledCols+" FROM sled ORDER BY id LIMIT $1", int64(limit))
+	}
+	if err != nil {
+		return nil, fail("db: list sleds", err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Sled, error) { return scanSled(r) })
+	if err != nil {
+		return nil, fail("db: list sleds", err)
+	}
+	return out, nil
+}
+
 // MarkSledLost marks an active sled lost when its last contact is before
 // silentSince, and fails every VMM on it that still exists on the sled and
 // is not terminal, with reason sled_lost: each moves to its next

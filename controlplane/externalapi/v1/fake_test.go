@@ -2,7 +2,10 @@ package v1
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +24,8 @@ type fakeOps struct {
 	saga      controlplane.SagaView
 	sleds     []controlplane.SledView
 	created   []controlplane.InstanceCreate
-	calls     []string // "start ref", "migrate ref target"
+	listed    []controlplane.InstanceView // what ListInstancesPage pages over; nil for ticker and alpha
+	calls     []string                    // "start ref", "migrate ref target"
 	serial    func(ref string, from *uint64) (io.ReadWriteCloser, error)
 	// notFoundTarget makes MigrateInstance answer ErrNotFound for a target
 	// sled while the instance exists.
@@ -112,6 +116,29 @@ func (f *fakeOps) ListInstances(context.Context) ([]controlplane.InstanceView, e
 	return []controlplane.InstanceView{a, b}, nil
 }
 
+// ListInstancesPage pages over listed (ticker and alpha when nil), by
+// name, as the store does.
+func (f *fakeOps) ListInstancesPage(_ context.Context, after string, limit int) ([]controlplane.InstanceView, error) {
+	if err := f.record(fmt.Sprintf("list after %q limit %d", after, limit)); err != nil {
+		return nil, err
+	}
+	all := f.listed
+	if all == nil {
+		a, b := tickerView(), tickerView()
+		b.Instance.ID, b.Instance.Name = uuid.New(), "alpha"
+		all = []controlplane.InstanceView{a, b}
+	}
+	all = slices.Clone(all)
+	slices.SortFunc(all, func(a, b controlplane.InstanceView) int { return strings.Compare(a.Instance.Name, b.Instance.Name) })
+	var out []controlplane.InstanceView
+	for _, v := range all {
+		if v.Instance.Name > after && len(out) < limit {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
 func (f *fakeOps) GetInstance(_ context.Context, ref string) (controlplane.InstanceView, error) {
 	if err := f.record("get " + ref); err != nil {
 		return controlplane.InstanceView{}, err
@@ -182,6 +209,22 @@ func (f *fakeOps) ListSleds(context.Context) ([]controlplane.SledView, error) {
 		return nil, err
 	}
 	return f.sleds, nil
+}
+
+// ListSledsPage pages over sleds, by id, as the store does.
+func (f *fakeOps) ListSledsPage(_ context.Context, after uuid.NullUUID, limit int) ([]controlplane.SledView, error) {
+	if err := f.record(fmt.Sprintf("sleds after %v limit %d", after, limit)); err != nil {
+		return nil, err
+	}
+	all := slices.Clone(f.sleds)
+	slices.SortFunc(all, func(a, b controlplane.SledView) int { return strings.Compare(a.Sled.ID.String(), b.Sled.ID.String()) })
+	var out []controlplane.SledView
+	for _, v := range all {
+		if (!after.Valid || v.Sled.ID.String() > after.UUID.String()) && len(out) < limit {
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeOps) OpenSerial(_ context.Context, ref string, from *uint64) (io.ReadWriteCloser, error) {

@@ -6,13 +6,11 @@
 package v1
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -93,17 +91,34 @@ func (s *Server) InstanceCreate(ctx context.Context, req api.InstanceCreateReque
 	return out, nil
 }
 
-// InstanceList answers every instance, ordered by name.
-func (s *Server) InstanceList(ctx context.Context, _ api.InstanceListRequestObject) (api.InstanceListResponseObject, error) {
+// InstanceList answers a page of the instances, ordered by name, and the
+// token of the next page when more may follow: it asks the operations for
+// one more than the limit, to know.
+func (s *Server) InstanceList(ctx context.Context, req api.InstanceListRequestObject) (api.InstanceListResponseObject, error) {
+	limit, err := pageLimit(req.Params.Limit)
+	if err != nil {
+		return nil, err
+	}
+	var after string
+	if req.Params.PageToken != nil {
+		if after, err = decodePageToken(listInstances, *req.Params.PageToken); err != nil {
+			return nil, err
+		}
+	}
 	var vs []controlplane.InstanceView
-	err := s.bounded(ctx, func(ctx context.Context) (err error) {
-		vs, err = s.ops.ListInstances(ctx)
+	err = s.bounded(ctx, func(ctx context.Context) (err error) {
+		vs, err = s.ops.ListInstancesPage(ctx, after, limit+1)
 		return err
 	})
 	if err != nil {
 		return nil, &opError{op: "list", ref: "instances", err: err}
 	}
-	out := api.InstanceList{Instances: make([]api.Instance, 0, len(vs))}
+	out := api.InstanceList{Instances: make([]api.Instance, 0, min(len(vs), limit))}
+	if len(vs) > limit {
+		vs = vs[:limit]
+		next := encodePageToken(listInstances, vs[limit-1].Instance.Name)
+		out.NextPageToken = &next
+	}
 	for _, v := range vs {
 		inst, err := InstanceToV1(v)
 		if err != nil {
@@ -111,7 +126,6 @@ func (s *Server) InstanceList(ctx context.Context, _ api.InstanceListRequestObje
 		}
 		out.Instances = append(out.Instances, inst)
 	}
-	slices.SortFunc(out.Instances, func(a, b api.Instance) int { return cmp.Compare(a.Name, b.Name) })
 	return api.InstanceList200JSONResponse(out), nil
 }
 
@@ -235,21 +249,38 @@ func (s *Server) SagaGet(ctx context.Context, req api.SagaGetRequestObject) (api
 	return api.SagaGet200JSONResponse(SagaToV1(sv)), nil
 }
 
-// SledList answers every sled, ordered by id.
-func (s *Server) SledList(ctx context.Context, _ api.SledListRequestObject) (api.SledListResponseObject, error) {
+// SledList answers a page of the sleds, ordered by id, and the token of
+// the next page when more may follow (as InstanceList).
+func (s *Server) SledList(ctx context.Context, req api.SledListRequestObject) (api.SledListResponseObject, error) {
+	limit, err := pageLimit(req.Params.Limit)
+	if err != nil {
+		return nil, err
+	}
+	var after uuid.NullUUID
+	if req.Params.PageToken != nil {
+		key, err := decodePageToken(listSleds, *req.Params.PageToken)
+		if err != nil {
+			return nil, err
+		}
+		after = uuid.NullUUID{UUID: uuid.MustParse(key), Valid: true} // decodePageToken checked it
+	}
 	var vs []controlplane.SledView
-	err := s.bounded(ctx, func(ctx context.Context) (err error) {
-		vs, err = s.ops.ListSleds(ctx)
+	err = s.bounded(ctx, func(ctx context.Context) (err error) {
+		vs, err = s.ops.ListSledsPage(ctx, after, limit+1)
 		return err
 	})
 	if err != nil {
 		return nil, &opError{op: "list", ref: "sleds", err: err}
 	}
-	out := api.SledList{Sleds: make([]api.Sled, 0, len(vs))}
+	out := api.SledList{Sleds: make([]api.Sled, 0, min(len(vs), limit))}
+	if len(vs) > limit {
+		vs = vs[:limit]
+		next := encodePageToken(listSleds, vs[limit-1].Sled.ID.String())
+		out.NextPageToken = &next
+	}
 	for _, v := range vs {
 		out.Sleds = append(out.Sleds, SledToV1(v))
 	}
-	slices.SortFunc(out.Sleds, func(a, b api.Sled) int { return cmp.Compare(a.Id.String(), b.Id.String()) })
 	return api.SledList200JSONResponse(out), nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -430,10 +431,17 @@ type InstanceCreated struct {
 	Saga *Saga `json:"saga,omitempty"`
 }
 
-// InstanceList The instances.
+// InstanceList A page of the instances. More follow when `next_page_token` is present; it is absent on the last page.
 type InstanceList struct {
-	// Instances Every instance not deleted, ordered by name.
+	// Instances The page's instances (not deleted), ordered by name, at most the `limit` asked; none when there
+	// are no instances.
 	Instances []Instance `json:"instances"`
+
+	// NextPageToken Where a page of a list ended, for the next page to start after it. Opaque: a client sends it back as
+	// it came (in `page_token`), and neither reads nor makes one. It is 1 to 256 characters of the URL-safe
+	// base64 alphabet (A-Z, a-z, 0-9, `-`, `_`), so it goes in a query string as it is. A token is good for
+	// the list that gave it only.
+	NextPageToken *PageToken `json:"next_page_token,omitempty"`
 }
 
 // InstanceMigrate Where to migrate an instance.
@@ -476,6 +484,12 @@ type InstanceState string
 
 // MigrationState One side's state of a migration.
 type MigrationState string
+
+// PageToken Where a page of a list ended, for the next page to start after it. Opaque: a client sends it back as
+// it came (in `page_token`), and neither reads nor makes one. It is 1 to 256 characters of the URL-safe
+// base64 alphabet (A-Z, a-z, 0-9, `-`, `_`), so it goes in a query string as it is. A token is good for
+// the list that gave it only.
+type PageToken = string
 
 // Resources CPUs and memory.
 type Resources struct {
@@ -597,9 +611,15 @@ type Sled struct {
 	Vmms int64 `json:"vmms"`
 }
 
-// SledList The sleds.
+// SledList A page of the sleds. More follow when `next_page_token` is present; it is absent on the last page.
 type SledList struct {
-	// Sleds Every sled, ordered by id.
+	// NextPageToken Where a page of a list ended, for the next page to start after it. Opaque: a client sends it back as
+	// it came (in `page_token`), and neither reads nor makes one. It is 1 to 256 characters of the URL-safe
+	// base64 alphabet (A-Z, a-z, 0-9, `-`, `_`), so it goes in a query string as it is. A token is good for
+	// the list that gave it only.
+	NextPageToken *PageToken `json:"next_page_token,omitempty"`
+
+	// Sleds The page's sleds, ordered by id, at most the `limit` asked; none when there are no sleds.
 	Sleds []Sled `json:"sleds"`
 }
 
@@ -624,6 +644,9 @@ type VmmState string
 
 // InstanceRef defines model for InstanceRef.
 type InstanceRef = string
+
+// Limit defines model for Limit.
+type Limit = int
 
 // BadRequest Every failure's body.
 type BadRequest = Error
@@ -651,6 +674,26 @@ type Unauthorized = Error
 
 // UnsupportedMediaType Every failure's body.
 type UnsupportedMediaType = Error
+
+// InstanceListParams defines parameters for InstanceList.
+type InstanceListParams struct {
+	// Limit The most items a page holds (1 to 1000; 100 when left out). A page may hold fewer.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// PageToken Where the page starts: the `next_page_token` of the previous page of the same list, as it came. Left
+	// out, the page is the first.
+	PageToken *PageToken `form:"page_token,omitempty" json:"page_token,omitempty"`
+}
+
+// SledListParams defines parameters for SledList.
+type SledListParams struct {
+	// Limit The most items a page holds (1 to 1000; 100 when left out). A page may hold fewer.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// PageToken Where the page starts: the `next_page_token` of the previous page of the same list, as it came. Left
+	// out, the page is the first.
+	PageToken *PageToken `form:"page_token,omitempty" json:"page_token,omitempty"`
+}
 
 // InstanceCreateJSONRequestBody defines body for InstanceCreate for application/json ContentType.
 type InstanceCreateJSONRequestBody = InstanceCreate
@@ -734,10 +777,16 @@ type ClientInterface interface {
 
 	// InstanceList List the instances
 	//
-	// Answers every instance but those deleted, ordered by name.
+	// Answers one page of the instances (every instance but those deleted), ordered by name: at most `limit`
+	// of them, starting after where the page that gave `page_token` ended (from the first name without it).
+	// A page that is not the last carries `next_page_token`; a client that wants every instance asks again
+	// with it as `page_token`, and goes on until a page comes without one. Only then has it seen them all.
+	// Instances created or deleted while a client pages may or may not appear: each instance that exists
+	// from the first page to the last appears exactly once, in order. A `page_token` the control plane did
+	// not give for this list answers 400 `invalid_request` naming `page_token`.
 	//
 	// Corresponds with GET /instances (the `InstanceList` operationId).
-	InstanceList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	InstanceList(ctx context.Context, params *InstanceListParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// InstanceCreateWithBody Create an instance
 	//
@@ -860,20 +909,31 @@ type ClientInterface interface {
 
 	// SledList List the sleds
 	//
-	// Answers every sled that ever registered, ordered by id: its agent's address and API versions, whether
-	// the control plane hears from it, what it offers, what its VMMs reserve and how many it holds.
+	// Answers one page of the sleds that ever registered, ordered by id: each with its agent's address and
+	// API versions, whether the control plane hears from it, what it offers, what its VMMs reserve and how
+	// many it holds. Pages go as for `GET /instances`: at most `limit` sleds, after where the page that gave
+	// `page_token` ended; `next_page_token` on every page but the last, to be sent back as `page_token`
+	// until a page comes without it. Sleds that register while a client pages may or may not appear. A
+	// `page_token` the control plane did not give for this list (one of the instances' list among them)
+	// answers 400 `invalid_request` naming `page_token`.
 	//
 	// Corresponds with GET /sleds (the `SledList` operationId).
-	SledList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+	SledList(ctx context.Context, params *SledListParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
 // InstanceList List the instances
 //
-// Answers every instance but those deleted, ordered by name.
+// Answers one page of the instances (every instance but those deleted), ordered by name: at most `limit`
+// of them, starting after where the page that gave `page_token` ended (from the first name without it).
+// A page that is not the last carries `next_page_token`; a client that wants every instance asks again
+// with it as `page_token`, and goes on until a page comes without one. Only then has it seen them all.
+// Instances created or deleted while a client pages may or may not appear: each instance that exists
+// from the first page to the last appears exactly once, in order. A `page_token` the control plane did
+// not give for this list answers 400 `invalid_request` naming `page_token`.
 //
 // Corresponds with GET /instances (the `InstanceList` operationId).
-func (c *Client) InstanceList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewInstanceListRequest(c.Server)
+func (c *Client) InstanceList(ctx context.Context, params *InstanceListParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewInstanceListRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1115,12 +1175,17 @@ func (c *Client) SagaGet(ctx context.Context, sagaId openapi_types.UUID, reqEdit
 
 // SledList List the sleds
 //
-// Answers every sled that ever registered, ordered by id: its agent's address and API versions, whether
-// the control plane hears from it, what it offers, what its VMMs reserve and how many it holds.
+// Answers one page of the sleds that ever registered, ordered by id: each with its agent's address and
+// API versions, whether the control plane hears from it, what it offers, what its VMMs reserve and how
+// many it holds. Pages go as for `GET /instances`: at most `limit` sleds, after where the page that gave
+// `page_token` ended; `next_page_token` on every page but the last, to be sent back as `page_token`
+// until a page comes without it. Sleds that register while a client pages may or may not appear. A
+// `page_token` the control plane did not give for this list (one of the instances' list among them)
+// answers 400 `invalid_request` naming `page_token`.
 //
 // Corresponds with GET /sleds (the `SledList` operationId).
-func (c *Client) SledList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewSledListRequest(c.Server)
+func (c *Client) SledList(ctx context.Context, params *SledListParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSledListRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1132,7 +1197,7 @@ func (c *Client) SledList(ctx context.Context, reqEditors ...RequestEditorFn) (*
 }
 
 // NewInstanceListRequest constructs an http.Request for the InstanceList method
-func NewInstanceListRequest(server string) (*http.Request, error) {
+func NewInstanceListRequest(server string, params *InstanceListParams) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -1148,6 +1213,45 @@ func NewInstanceListRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.PageToken != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "page_token", *params.PageToken, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -1484,7 +1588,7 @@ func NewSagaGetRequest(server string, sagaId openapi_types.UUID) (*http.Request,
 }
 
 // NewSledListRequest constructs an http.Request for the SledList method
-func NewSledListRequest(server string) (*http.Request, error) {
+func NewSledListRequest(server string, params *SledListParams) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -1500,6 +1604,45 @@ func NewSledListRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.PageToken != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "page_token", *params.PageToken, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -1556,12 +1699,18 @@ type ClientWithResponsesInterface interface {
 
 	// InstanceListWithResponse List the instances
 	//
-	// Answers every instance but those deleted, ordered by name.
+	// Answers one page of the instances (every instance but those deleted), ordered by name: at most `limit`
+	// of them, starting after where the page that gave `page_token` ended (from the first name without it).
+	// A page that is not the last carries `next_page_token`; a client that wants every instance asks again
+	// with it as `page_token`, and goes on until a page comes without one. Only then has it seen them all.
+	// Instances created or deleted while a client pages may or may not appear: each instance that exists
+	// from the first page to the last appears exactly once, in order. A `page_token` the control plane did
+	// not give for this list answers 400 `invalid_request` naming `page_token`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /instances (the `InstanceList` operationId).
-	InstanceListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*InstanceListResponse, error)
+	InstanceListWithResponse(ctx context.Context, params *InstanceListParams, reqEditors ...RequestEditorFn) (*InstanceListResponse, error)
 
 	// InstanceCreateWithBodyWithResponse Create an instance
 	//
@@ -1698,13 +1847,18 @@ type ClientWithResponsesInterface interface {
 
 	// SledListWithResponse List the sleds
 	//
-	// Answers every sled that ever registered, ordered by id: its agent's address and API versions, whether
-	// the control plane hears from it, what it offers, what its VMMs reserve and how many it holds.
+	// Answers one page of the sleds that ever registered, ordered by id: each with its agent's address and
+	// API versions, whether the control plane hears from it, what it offers, what its VMMs reserve and how
+	// many it holds. Pages go as for `GET /instances`: at most `limit` sleds, after where the page that gave
+	// `page_token` ended; `next_page_token` on every page but the last, to be sent back as `page_token`
+	// until a page comes without it. Sleds that register while a client pages may or may not appear. A
+	// `page_token` the control plane did not give for this list (one of the instances' list among them)
+	// answers 400 `invalid_request` naming `page_token`.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /sleds (the `SledList` operationId).
-	SledListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SledListResponse, error)
+	SledListWithResponse(ctx context.Context, params *SledListParams, reqEditors ...RequestEditorFn) (*SledListResponse, error)
 }
 
 // InstanceListResponse401Headers the declared response headers of an HTTP 401 response for InstanceList
@@ -1717,6 +1871,8 @@ type InstanceListResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *InstanceList
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -1730,6 +1886,11 @@ type InstanceListResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r InstanceListResponse) GetJSON200() *InstanceList {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r InstanceListResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -2610,6 +2771,8 @@ type SledListResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *SledList
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Unauthorized
 	// JSON500 the response for an HTTP 500 `application/json` response
@@ -2623,6 +2786,11 @@ type SledListResponse struct {
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r SledListResponse) GetJSON200() *SledList {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r SledListResponse) GetJSON400() *BadRequest {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -2671,13 +2839,19 @@ func (r SledListResponse) ContentType() string {
 
 // InstanceListWithResponse List the instances
 //
-// Answers every instance but those deleted, ordered by name.
+// Answers one page of the instances (every instance but those deleted), ordered by name: at most `limit`
+// of them, starting after where the page that gave `page_token` ended (from the first name without it).
+// A page that is not the last carries `next_page_token`; a client that wants every instance asks again
+// with it as `page_token`, and goes on until a page comes without one. Only then has it seen them all.
+// Instances created or deleted while a client pages may or may not appear: each instance that exists
+// from the first page to the last appears exactly once, in order. A `page_token` the control plane did
+// not give for this list answers 400 `invalid_request` naming `page_token`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /instances (the `InstanceList` operationId).
-func (c *ClientWithResponses) InstanceListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*InstanceListResponse, error) {
-	rsp, err := c.InstanceList(ctx, reqEditors...)
+func (c *ClientWithResponses) InstanceListWithResponse(ctx context.Context, params *InstanceListParams, reqEditors ...RequestEditorFn) (*InstanceListResponse, error) {
+	rsp, err := c.InstanceList(ctx, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2885,14 +3059,19 @@ func (c *ClientWithResponses) SagaGetWithResponse(ctx context.Context, sagaId op
 
 // SledListWithResponse List the sleds
 //
-// Answers every sled that ever registered, ordered by id: its agent's address and API versions, whether
-// the control plane hears from it, what it offers, what its VMMs reserve and how many it holds.
+// Answers one page of the sleds that ever registered, ordered by id: each with its agent's address and
+// API versions, whether the control plane hears from it, what it offers, what its VMMs reserve and how
+// many it holds. Pages go as for `GET /instances`: at most `limit` sleds, after where the page that gave
+// `page_token` ended; `next_page_token` on every page but the last, to be sent back as `page_token`
+// until a page comes without it. Sleds that register while a client pages may or may not appear. A
+// `page_token` the control plane did not give for this list (one of the instances' list among them)
+// answers 400 `invalid_request` naming `page_token`.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /sleds (the `SledList` operationId).
-func (c *ClientWithResponses) SledListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SledListResponse, error) {
-	rsp, err := c.SledList(ctx, reqEditors...)
+func (c *ClientWithResponses) SledListWithResponse(ctx context.Context, params *SledListParams, reqEditors ...RequestEditorFn) (*SledListResponse, error) {
+	rsp, err := c.SledList(ctx, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -2919,6 +3098,13 @@ func ParseInstanceListResponse(rsp *http.Response) (*InstanceListResponse, error
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
@@ -3726,6 +3912,13 @@ func ParseSledListResponse(rsp *http.Response) (*SledListResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Unauthorized
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -3769,7 +3962,7 @@ func ParseSledListResponse(rsp *http.Response) (*SledListResponse, error) {
 type ServerInterface interface {
 	// InstanceList List the instances
 	// (GET /instances)
-	InstanceList(w http.ResponseWriter, r *http.Request)
+	InstanceList(w http.ResponseWriter, r *http.Request, params InstanceListParams)
 	// InstanceCreate Create an instance
 	// (POST /instances)
 	InstanceCreate(w http.ResponseWriter, r *http.Request)
@@ -3799,7 +3992,7 @@ type ServerInterface interface {
 	SagaGet(w http.ResponseWriter, r *http.Request, sagaId openapi_types.UUID)
 	// SledList List the sleds
 	// (GET /sleds)
-	SledList(w http.ResponseWriter, r *http.Request)
+	SledList(w http.ResponseWriter, r *http.Request, params SledListParams)
 }
 
 // Unimplemented server implementation that returns http.StatusNotImplemented for each endpoint.
@@ -3808,7 +4001,7 @@ type Unimplemented struct{}
 
 // InstanceList List the instances
 // (GET /instances)
-func (_ Unimplemented) InstanceList(w http.ResponseWriter, r *http.Request) {
+func (_ Unimplemented) InstanceList(w http.ResponseWriter, r *http.Request, params InstanceListParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3868,7 +4061,7 @@ func (_ Unimplemented) SagaGet(w http.ResponseWriter, r *http.Request, sagaId op
 
 // SledList List the sleds
 // (GET /sleds)
-func (_ Unimplemented) SledList(w http.ResponseWriter, r *http.Request) {
+func (_ Unimplemented) SledList(w http.ResponseWriter, r *http.Request, params SledListParams) {
 	w.WriteHeader(http.StatusNotImplemented)
 }
 
@@ -3884,8 +4077,40 @@ type MiddlewareFunc func(http.Handler) http.Handler
 // InstanceList operation middleware
 func (siw *ServerInterfaceWrapper) InstanceList(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params InstanceListParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "page_token" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "page_token", r.URL.Query(), &params.PageToken, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "page_token"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "page_token", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.InstanceList(w, r)
+		siw.Handler.InstanceList(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4120,8 +4345,40 @@ func (siw *ServerInterfaceWrapper) SagaGet(w http.ResponseWriter, r *http.Reques
 // SledList operation middleware
 func (siw *ServerInterfaceWrapper) SledList(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SledListParams
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", r.URL.Query(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "limit"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "limit", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "page_token" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "page_token", r.URL.Query(), &params.PageToken, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "page_token"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "page_token", Err: err})
+		}
+		return
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.SledList(w, r)
+		siw.Handler.SledList(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -4307,6 +4564,7 @@ type UnauthorizedJSONResponse struct {
 type UnsupportedMediaTypeJSONResponse Error
 
 type InstanceListRequestObject struct {
+	Params InstanceListParams
 }
 
 type InstanceListResponseObject interface {
@@ -4323,6 +4581,20 @@ func (response InstanceList200JSONResponse) VisitInstanceListResponse(w http.Res
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type InstanceList400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response InstanceList400JSONResponse) VisitInstanceListResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -5395,6 +5667,7 @@ func (response SagaGet503JSONResponse) VisitSagaGetResponse(w http.ResponseWrite
 }
 
 type SledListRequestObject struct {
+	Params SledListParams
 }
 
 type SledListResponseObject interface {
@@ -5411,6 +5684,20 @@ func (response SledList200JSONResponse) VisitSledListResponse(w http.ResponseWri
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type SledList400JSONResponse struct{ BadRequestJSONResponse }
+
+func (response SledList400JSONResponse) VisitSledListResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(400)
 	_, err := buf.WriteTo(w)
 	return err
 }
@@ -5537,8 +5824,10 @@ type strictHandler struct {
 }
 
 // InstanceList operation middleware
-func (sh *strictHandler) InstanceList(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) InstanceList(w http.ResponseWriter, r *http.Request, params InstanceListParams) {
 	var request InstanceListRequestObject
+
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.InstanceList(ctx, request.(InstanceListRequestObject))
@@ -5807,8 +6096,10 @@ func (sh *strictHandler) SagaGet(w http.ResponseWriter, r *http.Request, sagaId 
 }
 
 // SledList operation middleware
-func (sh *strictHandler) SledList(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) SledList(w http.ResponseWriter, r *http.Request, params SledListParams) {
 	var request SledListRequestObject
+
+	request.Params = params
 
 	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
 		return sh.ssi.SledList(ctx, request.(SledListRequestObject))
@@ -5835,146 +6126,164 @@ func (sh *strictHandler) SledList(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H2Lc9s2s++/guH9ZmJ1KFmSZSeW586dNN/j5J66zdRpeqdRjgiRkMRjEuBHgFbUjv/3O7sL8CVKlvNs",
-	"z+R7TCwJAPFY7P72yT+8UKWZkkIa7U3/8DKe81QYkeOnl1IbLkPxs1jCx0joMI8zEyvpTb3Xa8Fi2+CJ",
-	"ZnHETjj75ZeXf2exZM/6E/zvaMyWKk97TOUsNppJnooBe47/slgzKe5Ezqifz7RiZi2Y2SgWcimVYQsx",
-	"k6GSy0KLaDCTnu/F8OyMm7XnezCKN/XcLDzfy8W/izgXkTc1eSF8T4drkXKYfMrf/yDkyqy96cWZ76Wx",
-	"dB9HPoxnRA4j/9fb5/3feP/3Yf/yXfVn/913f/N8z2wzeJ42eSxX3v39PTxQZ0pqgfv1PY9+Fv8uhDbw",
-	"KVTSCIl/8ixL4pDDzp3+t4bt+8MT73maJQL/zHOVz0MV0WrueBJH89yO5Hup0Jqv4LeFirYDWPWUpYU2",
-	"TBueG7aJzZpxlghYBOMyYmuVREzJZMt4/3efDfuX+HXf7pDQZh5H3tSbLEfhmF+Kp4uz6FxcDL37+pb9",
-	"LYdz9/7XaUUjp/SrPv0HTJm2YJcs7DPggFOeAAGICChgkQt+qxlneZEIdhK0lhr4rPxKZyKEz1KZeZGt",
-	"ch6JKOgBCdz73gsll0kcftwuE83MF4XeNvaYS2XWImcqEzmOxZQsCZ2ZOLwVOayskJHI2YZvr9iGxwbo",
-	"nMWGGcWEjHC7Tb5lfMVj+YW3PbTbo4ky4EotEyEM4xpmCNdObdhJAIQ0j+W80IK2vrYljbMw3IjAn0lo",
-	"UiyXcRgLaeYhz3gYG2yqYSidwBld4QPtfjLNt5pt1hxpVUYamAP8vuFbe5gvJVw9ntDSPuZEaZzGYbov",
-	"GTb9QucAC8hVwrKES8GWPE5EhNROc4EtAl6YqJXbnq1vycnUb080gAn9qMw/VSGjj9gaqea6CNfzGqOs",
-	"tkiqirrXXOMUYryuyKSJ4L/Azv2oGEyynIzPNF9xmAfQlY8Tsk2A/QP9tpZF/IK+g76Nz0CbQMLAUJaw",
-	"nyU3ecW3ieLRa6V+4PlKfMQ+A3ueG6XmCQ5U32V3qNAEbiC2gPPmko3Ydfz9F+YRXfMwO7TLw1BkRrOT",
-	"oLm0oIekaYXd6zgVqvgYbuxWbuxI+3ZuygAU5CIU8Z2IkJfEqfgaWxfFEc6F53l8J9xM2EnQWordqRuR",
-	"38Wh+EXyOx4nfJF8DJkVtVHqO7V7fhZFGX4rmFnHulyDVJurSj6xhBvxdbijnSGXeiPggm+myBsjbviC",
-	"a8SIfMO37CSorTro+UiscKkZXwlpmFrCNzNZQ6Rvrq9ZpIRmtQecBNBn3hqLJDcyP6VYyuUWZilFCNPW",
-	"gATkTJ4EQP7w47z2I8q75j5atvKL5IVZqzz+XUQfd9jVMM3TjnUNpEghIoBWC8FzuNDqVsgp04BF1oKD",
-	"bHlux8H2U/Y9NZwVw+FZiM3xT/FlWH19mpa3m10G9ETTwZc7ANfJ92hBCLl//fXXPixMSAM7Knb1lOfJ",
-	"BoRsQOsNoH81/R1EjweniyxTuRHRtYhi/hrbfMQBlsPNUxhvjg+tH6U9oBf0gD48cMo2XBq286CvIyXg",
-	"cIL2XAI8m67FIdMrZ4Ln9Dw08Z14k6a4fVEUwzA8eZUDBZsY9KclT7Tomg1cZAMQMi+kxScOsEi1gQPN",
-	"asPg8LnQepcUXhriClrkdyJ/olmwVtpMYf6BzxQMCMynxlZyQYtjsYHn1JTI8cV4RyH0PQB7RS7mueCW",
-	"LA6dwT+p9c/U+N734qhbz35zfY0qNswB1ClugLCKOPI65oAcbt9IuLbYbqWSxw1o7MU6tJY3aXqD7Ugr",
-	"dmr4Ww/HdHNyg70rH6MW/y1CA48pFYBHkMc/7kS+ZXbXn2gk2F2CqN/HHfYAiskiESzl4TqWop8LHuEX",
-	"0J6UmeevXrJaL5bE2iAhpi2iuJh0bF95z9uP/hVoegNktsmVXPmoQmZCZYm4QvBNxL6MRRIxbtiSF0mb",
-	"DCfDy4uOZ9aZRKfhJrIS0111H5VD2cmCE7XSpNCuBft/fYv6+i+dZGlNaTR+tmsqadJE7UCq/WnMuotA",
-	"mtflcYTy63rLONwjFDYNHgK3gUvfKmq71HMby2jP4a15lgkpoikL7tJ0nuUqFFrPxfvYiChgJ6a8u8Ry",
-	"mG3BqAVMZcM1u42TREQ9UE9gGJpI1d11LpkRfW8n3PNZIN6HIP7nuYCmyKIDdsJZGq8sPDAA281MbtZK",
-	"C6YzESJiEBFLVS4I/5e8j4ahoWFCKyWFnQ7+LhVLlAS94VaqjbbzucYF4E1PlDbN5UM3AFgVFhMR0jsg",
-	"Lhish1aEFZ8XcoPqmX0e6IDI/FMeCcJ4sCW2FfQqJMyCFkx8l7BuE2iWSPAWsa8Wom6n6JFxUcgiBfrc",
-	"PUzP96qjgZa7O26bwGY5jgf7AH/X1uX5np1wjcaPZRaO3uqs4hiG0Lp+SNHVs7ru2r+EtMiyi2XmIlR5",
-	"9ESzVdnsCu4R2iM18KoRMoxVDuSx2DIFyqRhAtl1uOZyJYABIcWBQGjIoViaiwmtKk7hQC6Hw6ejy8vx",
-	"+eTpZHh5OULzLf00KuceSyNWIieTkrVzPI5HPK/sfB2gAgHM/I4QzCFJWEGdNrZqb+Q/c6BC8d5cMZFm",
-	"Zss2ayGRSFfxnZCtkz0ffQbEsWqc86GuNYo4gFQaHoEryxmeaHZz/f3Ln26Y3mojUjT3HwU9Sgb20Ozc",
-	"kV+XHe6df+C4jj9CWzLoqyIP6dAPdfy5bAgQKRPhQx1uMhH+Q96JRGXiaFjlpmexle+ZOBXzMBfciE6p",
-	"JGRTuoF8sc0bOx5xI/rWerKz7fiQIosOPKS8uizh2tg7ffQjujAinlbzxtiNrZ+K27cG6ba2pbWALv7m",
-	"9vUFdnksoygVJKPs5jJ+iHl8di7wIZT+gTSbG1oCotE9G3SDfqkGHVrtCrTJGjnahSyUSgSXO3RhSQJn",
-	"+vApRo8+RjuTms3ZwdwKd6wAOChJvhRSA5uHG9ekzTH7j/vIVw9q6DfQZuemuEEObccPMXkgH6lnu7H1",
-	"/jV2KNWkgtU0csMikQhDNvsIgd5iS55fz/diI1L9mK1K+fuX1Gc0hP+U6+Z5zrd7N0gf3CESE+LRSoQA",
-	"rKwsrn7g0hPkRs/DAV0cRlN3MOpV6+IDMW4ZOSMJfVAPJMRcqfQICXr/4B7Ej1alYOqVYmHVyPL8S7do",
-	"BxHt2YdysEfYOFAazI8SoeU6SxlqewNaP2BxAW6VCH4nNKki9gyUFL2j5ujO/8PmaHsfMUdkUEYdN6fj",
-	"0EN1vAux4vJjpHpzr9vrap1ka9Na8z10oX+0AnAvon9CwSc+K2T870Iwniq5apCurvOuKRvB1bw4A2ST",
-	"89CIXAOtN+Ipgn7gzyTKxFiuOuIwYEAho/LHoI9a6t9/vGEJX4iEJIzVmhrde2WUDDSZyVzwSDOumYux",
-	"0SwXGBZjw2a4YcEfbin3AYsl4+QorcJs0kW8KlShSdk9OiKG939/d/K2jISxf73r/Z+/dZFYE7E+pCQQ",
-	"hOSaFRp2GNTy2ExZgGcey1XAThYC9s8SwRXp9nci18Qwmlq+NioXmnFZeYLYZq0SgcdBhgcMggi0UVkm",
-	"ogDUUoWif1EYxlmYxEKa0vNZTQQNFPaoA58FeSEl/jmTNJj9vhz4RCq4oqgYp3zLFoJOmuw+ls5g1Fws",
-	"lHLD2qtHH0pLUGw02T3omyv6qdL7gjKSoOtx5JxqPjQS2uRqi6O7r5tGELdyz8I++tMuG7+kRbs/EXiX",
-	"a/FK5Q3/Lg0n5XM7zR8tPrhDPT/BGcdRRTlwJSt2NahNP6OLhyFj8yxXK/QJ+BjwhsutZtU1k5/reuAj",
-	"pOOLV7+QsTQVqco7pGCYFR0o6g77naicrZU2DD6RkYej0AdCt+E2vQ+2lQy7bCU0zXkaL3YndY2/ASu5",
-	"jr//lI9tCQrcksZUulj9jcXMj0L4iOPhOEBfdVSwx0PQJRC3cJ2s6Y4cxUB5RXh7xfhCo+cZANom1uI4",
-	"y3zTF/EQ/kefyAtofMDmAms8HjqVYV4PmXBg5Tw0R7uJnJ38oTX9J7Q71v4BHSrcZkS2VwOBH51NEabi",
-	"O3cGKiHw15blhfSZ4OGaBZY9BKyQJk6cS+yK8SUKbxe2BaPOJGqE8HAStC74Iy8ksKFtNZpTIJUWLFJS",
-	"sIVYqhy3UgBgKCR8G9hQ1mNUIdoAkTVVofH5Bd4wpxm1laKjkF5sHgfvHmkXIuZlRPZEfzIbkbVc12m4",
-	"MggReTzeFtS8aJ1MgBMjsYyAnQBnhuMNkBcEPkjecj8BOBZyE6N7Ag31wHd4qqfWvRYJpzYhN7AQz1Ic",
-	"baDIbIgLQEDsAdhP2g4EZJ5o8qCUzXihxaAVQ1u5bZ7ombTBMhSM3XAtIZZs4GGQsZkIS4fZG9Q2aG8W",
-	"QqPHcOM0BtRMKZhnJhdFnETszTV6AniSTFmA8w5YyPM8FqXHqPLEq41kG5VHukeRqB1hpgioarGAZGBS",
-	"UswkAOXIZ2seoWLca0SkthxhqppvQ3G1HvHeTuAr7mANT9Z2b4MeLecMQ8hNtI9sgieJ844B9fR2YmzZ",
-	"iQs2RupaiyQiXuOa4ULaAUuwnlqIQhmJhjRBDrF64w6P7kyW8VWwAr7hW+fq2/E9ChmJiG3WcSIqw9iG",
-	"o/uyCnnOC9y4cpvdODN50tQnLZGXbFGzNZdRXy2X0N8FzbETDBnuep5bLrnCWCxnEnrR5toAW9jXrVmD",
-	"2iASLa5K8iujkXsD9rqpR2hBtslEadD+ON0me5AziZFdLWWDXPRWbXO3GpYExBzrys8Zy4bWAhenmqzP",
-	"ENzXpojqYt3d18Tl9etNvHD3sqDT0V4AbFMj6Dr/tNHvbRpDJ2X9U8P32T5ly2MpcLMMw+4C1aX473Zv",
-	"Wi4bKaEfPh+KDgb4D0IBFOeOI+JRpG0A00zqNR5M6zBOgn/94zU7heH06R/oqo2j+6BUFifDSSusuNc+",
-	"D7uZZBz361+orP6ZlKP6N9aQWP+KlLG927dHMSLTpN0VCrWf1nRUYAogkEijJrFc6pIVukHIwnOALUCE",
-	"hFZQWwTUAppu5Z0XFerCbsBJqMPOfduS7gySEq4mNnOcIANkAJcmFwZEwxUq7xTXqHJKc0mUuu0N3CxY",
-	"NQk0wtiBYdpG5GksedI8oEplLTcBFFHy01dueRznwL6L7JHaByqrFpXSyewqHrLTbvXanog1WnVEGTWt",
-	"NftDtjoN2HZ0SyfdSrPdnvKG09F2bM8el83eMK+b5AMcNSjvLGbCXJZHRv2hqGwG/B0Vz8ezeG4Zhd5v",
-	"xO+TJH7+6qXjKhpJmr5GjKMbvo/28mwvn4nBasCCu1F7dqMuVbJSB2pxZ6UCUIqCx/ixD4UNHq9iAtqf",
-	"AyPmoTlgZW6yalQR1oLnEVvmKrWutuP0Ehew9Dif/VH6ZyKix/jeY8OWca4Ny8Uq1gbE//HLuEu7yOM/",
-	"1IZi0t9cX6Ptcq2SyGqiwPQADW0FPNHE7cd9WjsNnra7Z63LUalhNQxSnotd245u1qCUfdziA92ZQLMd",
-	"ph78eq8RIWm5LYnij9PUgbE93mFJ89m39v3iHvWG3WsEN0jTDXJ6zpQF5LsKUHMKbHSejhNgTwCqrQJj",
-	"owARbuurmbRqjkYyI0ngW2MaW4hQAfy1XjEyMW+cBcBFT9Md0C3ERH3g+JU23RK3HnfwWGHx5poCHFEf",
-	"Q9XQMdgpC+AXR7VBLcq2goN3adonvfT0bhT4bDAY9CzSQIU61qCkcVMDp6XPA/XlcC3CW2d214a1GhO9",
-	"4Ih5kRDUFUzY1UKDNc9AqUWnDRlN9JWFt6V8oezeKKIlDNhLhMemNpKTl00JRSfRuhI2EqR7lymTuuN+",
-	"4WI5iTq3fZs8NkJb5r1D0fXN3yNoMhE+KYcbPNZNVXmpTu/ejvqX794O+5fdydutW1if2YGIkzLMvUOK",
-	"21BX59FqpRKgfKvlE9BdfDjktbI/z2RlTcy5BERs1eymP4dotTHwfnD8ub08rejXTvyoRVjksdnewM0g",
-	"kqT8oOcFnHMXnWDikKPwdsC6eG+zfgGRnQT9Ps/iPvboL+PEskFrPEIPOkWSiahXZgdhVBLOoSKdtTEZ",
-	"ZczEcqlcSpDFOLYWwYavVphMEEvDYyly7T2cBfdE40ydMQ8B7hPrEp3W/NMnaFJzvtJbqTaYhOAznvHc",
-	"VEwfebb1GxeItVKmKjuddulzoPLWXNA+gxP2GZ2uX4tyiazn0D6uHMi3btVG3p0WecwTWKFWibCKfE3h",
-	"Hg1mcia/++5luS4YBCcz+O47VvPZo+aO/BsksdE2L9l+IHf+BlQaKiKB3m5QOWey7gofsBeWxvG8rYs4",
-	"NlfMETwtPMO/StJ264d+5Q7Ah9glVMapmEli45Jc87CIaSOJ21kRxsOx8zRXWfnQHFaAIfmogONOAAOZ",
-	"yT12iR7Ta7VpurOY9XMJGelSSwbuUjGWhsqPj6n095lsuSoOqfL10HM6/qByaQUNczdmVvoECqzWj5hC",
-	"JEt2K2C5MB3c6rp1oFP3R10afXmGccq1tb6pehDWlPFy58lk6QysaN2tTDqXVMygZou1RFnLJQT58913",
-	"jIBhO9EyODKbMqDb0sWuZrKLX8FhlkuIzVoVxgkLsjTaBdnMyWpJI9bMlMSzSQTPpZ5J6OTMoXal6PHQ",
-	"1QptQEE5Ykml2NCilikL/qiO23fpEz6rUnfgwr2sLJqWLtBtimlV5BvnFnk6WqGSCIEdD9vXGiG1UUTN",
-	"TlrUTFJeFHttfSvoFUkxlENpETEtzJTt1BqBK7FQ0dZHxmGr3pDPikZuFy9RhZlJtQTJuxI9f8fNMhkO",
-	"6eo77NnAYmX6SSTIUtyuhmJNx84SMJO2AAOyFRjRsc9dyF8lOWPQSrMAR2vDeu2aKjNZzdyybHIK6Fsb",
-	"a6gwLuZXsbhR4a0wzHa1noaK4GrVFsqKDLAtkymTquY/WTuhU1WZ6LUrN2C/Xrt+gx0NLxTGibXCP8jS",
-	"O5M71iK36qXlhnZSVTUJbFArhwJNLqflZdspkEGT3mEirW7EsCybqvt1Hi4ZYwdv+qFwcNMVQFWRQJIQ",
-	"Kqg41rSUc0hrCOyqiOeZLAUbCIEyz9ZHnwbRA+xyvQYO+sDdE/NCDgaDzqovcbi284vNTAIKkIfce7i8",
-	"Lh8fJZ05Hx+dQCvOppn9b5k0ZnrZcCiUvM3T1Cj2285COsH9HsPaU2ouw1SYtYrmQGR4BHQfWlUz8MZ0",
-	"JkxjFFizcAQQQGfFAXZyPjzb9fOdD8+mnWi4XUthp2BBlbe3Z8SdOgvscJmFljPu3PKXmWzQh5NJqcpt",
-	"nm1H4ml3YRwfn4gxkpP3753iG/IkQWeyUTO5jN+zE4AfDlVPhpfah8PEq6cK07tinJ1Td6nMgP0oNlaA",
-	"AMHwLBMcnbpNzfuqDBKcSQPAUhO4wZw+cgNagPofr1+/QvrHiMuZfElmNV26oAD0Y/zIQsCtHf/X+RlG",
-	"cxI0+783P/3owhEp/BOBvHjPQ5NsSYtL4lBILWoKyPWrH/rjwdDzvSJPrNKip6enm81mkKrf4yThA5Wv",
-	"ToXs/3Jzev3qh9PxYHhK1k2T1FSYxmF4vleq7d4IWqtMSJ7F3tQ7GwwHZx7q4mvU3U4b2QIrYboCcwlk",
-	"iGbywKIwLnjmQApBydleRt60mfTQKsg2Hg4fV7mhNvO37TlztqKcH2B/WR5LOHmsjwQiWoQKvUj1hLox",
-	"GdS9YXjBJ3w46V/w8bI/iS5E/3J5ftYfL54txssLfslHw6qcXa3iUi0EkcIGR82AvfH5RS2Rx/27UDyn",
-	"kiPrONMC7cCTyXD53vN3hylHQdckdEqjJJYCq+yFYp7q/z0aDmF6cWoLj9D87v1W7cBQpSMkxCL1pvSp",
-	"UvZRJ5wD4yMNumkJ8ho2t5pxvmZzaBrfvfFwfNEfjfrjp69Hw+nofDocDoaj4W/tgJ/ulqPx8Dfv/t3R",
-	"1TIaRLanaEYtfebe9ybD0b5BSxI9bdSIufe9c6LXw52aBdOw19nDvToqEOE5FGnK86039WBpzXh4DMdf",
-	"6Wba0b3vZUp3XGnKwdINpIAWCd5AxPbMRVRh45Pgjzo5+Nj+PujtWFJ37K5tU+rUPawJUbAcYqUpDXfK",
-	"DEqexpQNAIJDJBFpExh/j1roAtYiBKKDJlLsDdivGNqPICtgJi9Eq74AMm7porF9xkE5evXTzWtWccrT",
-	"ymBxakfaqMJNxFYvqkdPSbGpHsFl5FexWHRJZpKC0WxMwAl3mYrkONK3upwzpxI5KFN9axBCS8ZSIZyM",
-	"SRWdyW6TBImibq5s8yvL2g7fq2j7OJb8IUy4zUn/h3LI3JB1/tFszJ7KfdMKbodqSdDRh0nQDz26uvwc",
-	"fZOff1L5iS1reax4TJdiFI3Ds0V/ws+X/Ym4iPrPwqeL/gU/X07EWTQOR4tW8O7RZ0vB5buxVm6ddYcF",
-	"Bom/LRFxosLbWksX4nLvly2sm/pwo0zF0jw0Dvk7H2hVyMMNQEGZ1xe0t2Uh9y3u3ZEHPjr6wEe/1Wp6",
-	"PY7RRA9BplpW+NXh9OtKzOXYS0lh4dYRyKlWn/lDEdpk+OzhTq26mNjt8uFuZVlj6DA6AtO1K5div/Nj",
-	"FtVR4e4rw88XO2UUuuHnve91oiaSNxg6uSN5bijBsklY1LhZT27AfkK3eg3CVhbQN9fX7KRK71N56X7t",
-	"sZRvAW85tfWqnrpdOR3akeVTNECVMUNoNy9LoyPeVGRvs/OONblqDgGuv9Me7Ijx8SPF+Jdm6JGb9yfh",
-	"6Nb//Lm453h4LPestTyaedrCD50c0/phKV+Aa7YQq0J+YQ44ebhTWbT6Q3jf12RDdH0eZkP+YbtWnalQ",
-	"RVuKlqmyo1opz+wkEjkWNbbBj9oW2SqTFyloCrOAe9btXRZydFVLKqN1WYbBZ/ESuNEhnvEv8fGWs2Z9",
-	"rDIY1xuNnw6Gg+FgNB2NzwkH4y1ZjsKn/FL0J4uzqD8R58v+M36x6D8Nn0WXYrgc8fGiVjdy6p0vhuIy",
-	"POP9UfQUeNGY95+FF4v+cDkS4+gsnCzOeQf32LlELRXj7JuK8bEqRsWoP6GKMR6cD4eP4JlVxZjDSPPP",
-	"zSq/Juf7lzDHsL36G2Ledj+0anJaf4MMmlu7LV5pVY7nY8bfZ5rsxH+purPor+0TbXj8gloZHxs4pmro",
-	"rqzIM5O5UqmLgHVFk7GQDzsJ/rgPemTKIxuI9RyyqMit4RHnc8VsilxRY+5Kltx+JjdcDxohUjvO2EOA",
-	"84px5zknD7x2/taGu3wmm0lPsPSrw2mT9LTKj1p7kkPQuD9l6E2HB/iQiLouE6U+yJBIGSJyixuJjLik",
-	"+9edx4mz9XzvjicFdMBKSqos5tTsbo/ZJtu5Ls0CUN5TfhYCoO6PF5Nlf8IvRP9ZNAz7IzFenvHJ4jy8",
-	"sHry4zie25mjjHl/di2gyof7lIadOZ3E4bYkt+ZVxcmDrXmezkn0H2cSOmoKaPhZcxmp5fKzGX4ujzb8",
-	"XH5a1cWFk/61dJdv5p7P5G28E/2OMnokXStm/Dgj0KnNsP2SOCIXuvqapPtukIyDGFSAXFY1G2CNDYFu",
-	"fZzHSvRDMvNnl278FxMCZZr0J5IBFFe1M+rXsrw/O5oBP/u0DJh24Jvt6HPxNLpvH27CPiUVfG/Q1C8U",
-	"eKtdrJyNCESWWYvPPfn5ny/YxeT83K9SLs6u6FVAwYuy25TZ8TDS0P49ZRux0DhO4LPgRoT9cuD+G5dE",
-	"NzoLfMbbP/+n2AalJar+fh/MnpvJjGuNiRfMrHNVrNZOz6qFmbbYpk0uRK7pOjXTqqZsEUueb13oqZ7J",
-	"Mg2mVQrCZr4ji36i2YufrkdMFSYrMPGlXsMRF7A1O3VqmDZxklDuwtVM2iefgE4o3pteOYfawloTiGVW",
-	"mDIkEaeCaiG+5bT+WqxEafv42sFSLCEbDYfDXi3cw26fkFGrKA/O3KhMM5XPpJW2FAQ6ZdwYHq5tHKhR",
-	"Ltaj6Q45WtPciVa+Yo0qNc3ONp7lfHjWUd/mkEi7oRvSEmkj4kUtYb2JTYgBpvY0qo3McmVUqJJvvO+T",
-	"8b7nRE2I3tjeZDCmKFOrPIovamUqi5d/MWxYQ4Z1bwDL4hAzP5rmBt+9eEW3+aALdp/JKto9x6wbm2Bt",
-	"3ZMKbU82JQ2zcNlz1umyrK51s1Yoei5n8kHXJQxML5VtmHdaPbrj/MuKq8CVeLVnT3SZbebMaFSwxeWP",
-	"7+EJNhTkL4ZyPzyCBQuxfAtfeVT4yvnwE4FoeuX2Nwz9meQIvTniIyC0UdkXZvEq0105MciFRSI4gV7t",
-	"aujU3hh11Q4UdqWkkVm71xFimXfNVkq2AFkzNOUDjQQ3VKPsL8c8cdaf1EDQGnMfZ6siKv+HmQcwFukb",
-	"Y/tsjE1lx/G1Vnj9gzlUjh9NqWhkbPUs1MSVzcKsXnBTRqDYQsjlW9hEholpVC3ZRltqfLuBoUT/8g2p",
-	"ZRncWjlsrIDbxWeA4ii+pMWSD9SxRi22nvGHnJbSGeLq/YFYmUliFIRZV8EZduO8tjesfkceem3Ku48J",
-	"h6HqUgDSGp7C5xY7OM+rrbBXugu/OgK1E/p4+Nlu0caeuyPsAM+dJg3U2f51D+RsN9vhytTg04LN8WCC",
-	"kSv3VW3JFhnUUouBFKoKlCUp2HL0eBSs5UKsFxkgawqK+mnZDtHAGR8vRuEw6l+KZ8v+hD9d9J+FF1H/",
-	"XEyW7red5F5u2GiI0VrPpqPx2XBYlbAFVHGXpnNbKHrKdt5NSgWkTybDIbtL57iC3pTdpfD/dMqk2EzZ",
-	"LXxUmZDsNBJ3p/jRpeEv4wTLIkRxLkKj8q3XLJa/U/f26/um67VDD98ZWz3zGNf0btMDnundxp2O6a7H",
-	"7/NL2xpOf2q39GhwRnfs0wAfrMz6LS7sQFyYk82196g49IIpQBa5uNKKR+R820gi+1LYWrnMVvnFaVVP",
-	"8IlmNq4UwU293CoGxJq1yKl++t6SiJRAQihJLZci1+VnW+rQ3kt8wtpV3nRFNzsBjqtQ+bERtHb33jai",
-	"Z4kdPyV23K65OX3r3Y28d81arzZ89KIZhnpxfn52YQu8HhtL2yzjuieP+vw3r1l/9VAUrOUKZf3Hgyxh",
-	"CP/7zZUOnY4eka5dnsm+G0+lQf/SadpELrV7iG8yuq/X00NiqlfSe/sOGDGJbCI1KhKBEb3vyrG6wLkr",
-	"Std4SaRl+3H1usauro5pOAdfeX9sHaCymtqgCeL3DIcL3ykG7fqh7Hp3//8DAAD//w==",
+	"7L0Lk9s2sij8V1D8tspSPkojaR72aOrWLce7m+M9nsQ349h7bPmIEAlJWJOAQkAjK6n577e6G+BLlEZj",
+	"O87m3NQ+PJIAEOhu9LubvwaxzlZaCWVNMP41WPGcZ8KKHD89V8ZyFYsfxRw+JsLEuVxZqVUwDl4tBZNu",
+	"wCPDZMI6nP300/O/MqnYk94Z/mc4YnOdZ12mcyatYYpnos+e4r9MGqbErcgZzQuZ0cwuBbMbzWKulLZs",
+	"JiYq1mq+NiLpT1QQBhKeveJ2GYQBrBKMA7+LIAxy8fNa5iIJxjZfizAw8VJkHDaf8Y8vhFrYZTC+OA2D",
+	"TCr/cRjCelbksPJ/v3vae8t7vwx6l+/LP3vvv/lLEAZ2u4LnGZtLtQju7sLghcykbYdNpo1l0orMMM5W",
+	"fCHYUqeJYZ0hs5oNB4PBFfw/2yyFYqmYW6bXtgvAwcEZ3+IENhcbkff9yX9ei3xbHj3F51fPmYg5X6c2",
+	"GA8HgxBOLbN1hp8GeGr3sTiMVFYsRI6neckX4pX+INTuid4sRS4QO7g7Y3luzRi/iJT4aKfw9dTC5Ijp",
+	"OY3Mxa3Ua0NT3JcGMJ9KY0PGDZOWxUgSL8TcTpRe27B8iDT491zmxlaQ3wBB+eAaHP6SA9EG/99JSeAn",
+	"9Ks5Kc95B8fOhVlpZQTS/Lc8+VH8vBYG0RprZYXCP/lqlcqYAzxO/mU0wkh85NkqFfhnnut8GuuEgHrL",
+	"U5lMc7dSGGTCGL6A32Y62fZh72OWrY0lULKNtEvGWSqAEBlXCSFfq3TLeO+XkA16l/h1z1G5MHYqk2Ac",
+	"nM2H8Yhfisez0+RcXAyCu2PB8DfYMoFgl3zdMwAJGU/hEosEbvEsF/wDkHS+TgXrRI2jRiErvjIrEcNn",
+	"pe10vVrkPBFJ1AVM3oXBM63mqYw/D8p076eztdnWYMyVtkuRM70SOa7FtCqYFbMy/iByONlaJSJnG769",
+	"YhsuLfAqIEmrmVAJgtvmW8YXXKqvDPbYgccQZeA9SIWw7tIA69Qb1omAkKZSTddGEOgrIKnhwnIronCi",
+	"YMh6PpexFMpOY77isbQ4FG7m1KSAoyt8oIMnM3xr2GbJkVZVYoDBw+8bvnXIfK6AffKUjvY5GKV1asj0",
+	"XzIc+pXwAAfIdcpWKVeCzblMRYLUTnsBEIE8S/XCg2cbOnKy1duT9GFD32v7d71WyWeARumpWcfLaUXY",
+	"lSBSuqTuJSe2KfG6oqAlgv8KkPteM9hksZmQGb7gsA+gqxA35IaACAf6bRyL+AV9B3Nrn4E2gYSBocwB",
+	"ngU3ecm3qebJK61f8HwhPgPOwJ6nVutpigtVoeyRCkPgBuIIwDdXbMiu5bdfmUe07cPu0C6PY7GyhnWi",
+	"+tGiLpKmE3avZCb0+nO4sT+5dSvtg9yYgWKXi1jIW5EgL5GZ+D1Al8gE98LzXN4KvxPWiRpHcZC6Efmt",
+	"jMVPit9ymfJZ+jlktq6sUoXULv6cJmz5B9C/pCnOoPTmqpRPLOVW/D7c0e2QK7MRcME3Y+SNCbd8xg3q",
+	"cXzDt6wTVU4ddUnTg0vN+EIo6zTEiapYFa+vr1mihWGVB3QimDNtrEWSG5mf1izjagu7VCKGbRvQBNRE",
+	"dSIgf/hxWvkR5V0djo6t/KT42i51Ln8Ryechu1ymjm1pKkqKEiIB1WomeA4XGlTUMTOgiywFB9ny1K2D",
+	"48fsWxo4WQ8GpzEOxz/F12H11W063m53GdAjQ4gvIADXKQzoQKhyv3nzpgcHE8oCRMWu9fE03YCQjei8",
+	"Ub+m6TetsjtEnFmvVjq3IrkWieSvcMxnILBYbprBelN8aBWVDkHP6AE9eOCYbbiybOdBv4+UAOREzb1E",
+	"iJu2wyHTK3aCeHoaW3krXmcZgi9JJCzD05c5ULCVYD/NeWpE227gIltQIfO1cvqJV1iU3gBCV5VlcPlc",
+	"GLNLCs8tcQUj8luRPzIsWmpjx7D/KGQaFgTmU2EruaDDMWnhORVHwOhitGPUhwEoe+tcTHPBHVkcwsHf",
+	"afSPNPguDGTS7g94fX2NbhLYA5hT3AJhrWUStOwBOdy+lfBs0oFSq+MWtO5iHTrL6yy7wXFkFXtXyrsA",
+	"1/R78ou9Lx6jZ/8SsYXHFAbAA8jjb7ci3zIH9UcGCXaXIKr3cYc9gGEySwXLeLyUSvRywRP8AsaTMfP0",
+	"5XNWmYUuCCTErEEUF2ct4Cvu+a5fhFu2ATLb5FotQjQhV0KvUnGFyrf3YYg0YdwydM40nng2uLxoeWaV",
+	"SbQ63xLvU3EjyaOiWllwqheGDNqlYP/sOa2v99xLlsaWhqMnbe6uKk1UEFLCp7brNgKpX5eHEcqb5ZZx",
+	"uEcobGo8BG4DV6Ez1Hap54NUyR7kLflqJZRIxiy6zbLpKtexMGYqPkorkoh1bHF3ieUwN4LRCNjKhhv2",
+	"QaapSLpgnsAytJFyup9cMCP63m24G7JIfIxB/E9zAUORRUesw1kmF049sKC224naLLURzKxEjBqDSFim",
+	"0TnHVcn7aBlaGja00Eq47eDvSrNUK7AbPii9MW4/13gAvOmpNrZ+fJgGClapi4kE6R00Llisi16EBZ+u",
+	"1QbNM/c8sAGR+Wc8EaTjAUjcKJi1VrALOjDxXdJ164pmoQl+QN3XCFH1U3TJRyjUOgP63EVmEAYlamDk",
+	"LsTdEACW53gAB/i7cq4gDNyGKzR+LLPw9FZlFccwhMb1Q4oun9V2174TymmWbSwzF7HOk0eGLYphV3CP",
+	"yLULvGqIDGORA3nMtkyDMWmZQHYdL7kipy5SHAiEmhySyl6cBRUH9OVg8Hh4eTk6P3t8Nri8HB52RodF",
+	"7OGBPOJp6edrUSpQgZnekgZzSBKWqk5Tt2oC8u85UKH4aK+YyFZ2S/58INKFvBWqgdnz4W+gcSxqeD40",
+	"tUIRBzSVWlTnynGGR4bdXH/7/IcbZrbGigxDNkepHgUDu293HuXXxYQ77+U/buL3MJYc+nqdx4T0QxN/",
+	"LAaCirQS8X0TblYi/pu6FaleiaPVKr89p1uFgZWZmMa54Fa0SiWh6tIN5IsbXoN4wq3oOe/JDtjxIetV",
+	"cuAhxdVlKTfW3emjH9GmIyK26jfGAbaKFQ+3Guk2wNI4QBt/83B9hlMeyigKA8lqB1zGDzGP35wLfAql",
+	"fyLN5rYWKmwF0A3GpWp06KwrsCYr5OgOMtM6FVzt0IUjCdzp/VhMHoxGt5OKz9mruaXesQDFQSuKpZAZ",
+	"WEeurEibY+CPcOSLey30Gxizc1P8IofA8UJSBPJBsKgGWv1TTJ9dg3o412mqN0SYuyFbadgK9CBlrxyG",
+	"+cygU454ETIImEBKVjv0TLs8gWkgS/wo1oGLkYhUWNRPdZ6gKjnbosUUgpaB0XOMLmOIO2LcfBDJFVOg",
+	"hWwch8zFRPFcsEr4w7hAsRWZeQgyM/7xOc2hSLnDC89zvsXLWQfYQyLM7cg3B7FPIlA82EDCIL12NsM9",
+	"DI3MCYyqHPAzwGr6Fla9ajA1uGhbRoFW0qxoBl6yXOvsCO3g7l4YyAebiZh8URhNjdtQhnxbmMAeOBSL",
+	"PcB/g5JuepR6UJyz0A/cbLBEDniT4J6mgt/ChYIjOhxoJbpH7dHj/9P26GYfsUdkvlYft6fjNKMSvTOx",
+	"4OpzNJY6rJvnamCyAbTGfg9d6O+dcN9rrTwyjvmtlfx5LRjPtFrUGTmrsM0xwzSii1PQ2nIeW5EboPVa",
+	"rkjUi8KJQnkv1aIlxwQWFCopfox6aIH/9fsblvKZSEl6OouwNr1bZHHBkInKBU8M44b5HDDDcoFpWy6t",
+	"i1sW/eqPchcxqTAtCuRxkQaWzeRirdeOhx+dscV7v7zvvCsytdxf77v/+y9tJFbXxu8zgEg95oatDUDY",
+	"CFCAxixCnEu1iFhnJgB+jgiuyG9xK3JDDKPuwTBW58IwrsooF9ssdSoQHeRUwQSPyFi9WokkAmGoUa2Z",
+	"rS3jLE4liGUf1S03gs4Xh+ooZFG+Vgr/nChazH1fLNxRGq4oyvuMb9nMpXWRT6sUz1EuZlr7Zd3Vow+F",
+	"l0taQz4d+uaKfipt2qjIkmh7HAXe6g9NhLG53uLq/uu6g8efPHAqLf3pjo1f0qH9n2hUFGcJCsMU/y6c",
+	"QsVzW107DT64Qz0/AI5lUlIOXMmSXfUr21/RxcOstukq1wuMd4SYkInHLXfVtpN7c/V4oQ1ydHbDRfde",
+	"J2AroNHQEKtdEhqfA2OQts9+WPGf12Jc0psRmPhj2YzHHxg3E+VS91hHKhZVVMkuKeBKSNQMiDEonbOM",
+	"f0AtXPTZc9QwkYONzi8aLAw299OPL3qGz8VEzbgRF2eMp6slnwnLOk97b8OCzYXI41g0hccaXYgb5C6Y",
+	"KMgIZEXeFPAt3CjsYKE1ejAnCnVciTon2Av8Fg0drdLtDjManV8clT867b3//1s50I9V98QDFJtnL38i",
+	"H34mMp23KDDxat2igt/ivI7O2RKUavhEVMBRXwMe5bLAup/swhu0ufBom9NMznY3dY2/AZ6u5bdf8rEN",
+	"GY8gqW2lTUrfOFPuQcYWmpeADmnBeKILvCdw1XZJt0BhzqNM+QvANNbxh6vC9oIbtJFGHBcwqofI7jNL",
+	"MVT3DAYfcAXCGY/Xeovsw/s8i3ByHtujo5c+fHPfmf4Txh3rloMJpcptxarl7lBsEn70rm7YSuijbGi5",
+	"wl9blq9VyASPlyxynD1ia2Vl6iO1V469cp9NCKsS48GHE+fxOUn5WgFT3pareb+GNoIlYAXPxBzseomc",
+	"nUVrBd9GD7B/CQBiVbd/PXvz5vCuLXyEkg6C4iGa+QPdlcS8rFg9Ml/MdekCKlUaLv2URB4Pd1HWL1or",
+	"E+DESBwjYB3gzIDeCHlBFILSVMATJOZabSRGzTB+BHyHZy4VH+6+F6HIDZx27iiOAChWYZmJjzNAbVdu",
+	"Aumgj0yhJ9Awvjai30jtLqOJj8xEuRwuqvOoRTzRDKiZMqAerURcxHFfo6FIsJkJg4Fs7+QhpwLlmE3U",
+	"bC3ThL2+xgAVT9Mxi3DfEYt5nktRBDLLBBG9UWyj88R0KUG6JfsZdeFKiiq5nrQSEwU2ThKyJU/Qp9Gt",
+	"JUo34rO63G/N5+ASNbo7+dgIwYopUIHeBgOtPkaL+gzRPrIJnqY+aAvU091J/WYdnwOP1LUUaUK8xg/D",
+	"gzTz6OA8lcyZIkESaYLitNXBLYkGE1Wk/cEJ+IZvfQR6JySOCinbLGUqSn/thmNUvczEz9cIuALMfp2J",
+	"6tRdAY7IC7Zo2JKrpKfnc5jvczlZBzPZ257nj0sRWibVRMEsAq7L+wa4bu0SNEqRGnFVkF+RJN/ts1d1",
+	"E9AIcpmn2oDhzuk2OUROFCYcNuxEyhxxFre/1XAkIGZpyvC7VDWDEy5OudmQoV1W2SJa+tUodN2kql5v",
+	"4oW7lwVj4e4C4JgKQVf5pyvKaNIYxs6rn2oh+SaWHY+lfOKiOqDNHirEf3vU3XHZRAtzP34oaR0MJxAK",
+	"YD+1oIgnYBChU2aizBIR00BGJ/rub6/YCSxnTn7FDAKZ3EWFnX82OGtku3eb+HDApJhNWP1Cr6qfya6t",
+	"fuN8wNWvyI7eC749Nq03JxEqVAEyrrgXgCmAQCJnCInlwg1QajeosvAc1BYgQtJW0NAHrSWcqKhMGhGl",
+	"1oXTgJPQhJ37tiW3B0hKuJo4zHOCFccKPMNyYUE0XKHfhdJtwR5dG8tSrT90+34XrNwE+s/cwrBtK/JM",
+	"Kp7WEVR6GwogBGGQUPpImS2C6xyAu1g90PpAP4PTSgkzu4aHanU5vnIYcf7GluS3umm7P5NwX4Eg7ovo",
+	"pN3f4cBT3HBCbQt49kQS92Yf3qSfED9Eeed0JiyxemAyKorKeh7qUWmmfCWnjlGY/fGXHknipy+fe65i",
+	"kKTpa9RxEMqFwt88npsVMtFf9Fl0O2zubthmSpbmQCUdsjAAClHwkPSKQ9msx5uYoO1PgRHz2B4IENRZ",
+	"NZoIS8HzhM1znbkI8HF2ic+je1gqyVH2ZyqSh6SESEulsCwXC2ksiP/jj3GbtZHHf+gNlUq8vr5G/xiV",
+	"KJNmgoFVy7YCnmhl83Ff1k+D2Pb3rHE5SjOsooMUeHFn27HNapSyj1t8dpQdqPdLR9h3OfknB59J/zoc",
+	"l8cRtSi8TB4Sg3eU4kBxtPMBePW9gfcGldBh9iFzv/6ChtAuXwCWYIgleFyOWURx1AhNwchlwRqZAqrA",
+	"SnAWmcu2RfvBXE2Us9sMQoNEW+i8g2wmYg36vIvQUrhj410avkqBLrVpqIA0B+hZG9uuQlTzex5Ky6+v",
+	"KZEYDUy0db3EGLMIfvHXMKpks5f67W2W9cjQPrkdRiHr9/tdpzqhh0AasDq5rWjbRfwNHQDxUsQffAjI",
+	"u98rqjlSC66Yr1PS3QUT7rQwYMlXYKVjAJG8QObK6euFwKQq+iShI/jwg62sVL3Opchty3XxGVftUKau",
+	"Ey1CDg/LSXZ78G1yaYVx0miHoqvA3yM5VyJ+VCzXf2jItIyYnty+G/Yu378b9C73Nbqo3cLqzg5kdhXl",
+	"JC1qiUsp99HVRskO8sJK3Q7dxftTy0uH+kSV7tGcK1Dxnd+gHlskWq0tvF/b/60jjo0s81aF2Ih4nUu7",
+	"vYGbQSRJdXhP14DnNjqhcJej8GZhiPjoqutBxexEvR5fyR7O6M1l6tig84ZheI0yNkXSLarwMPsP91CS",
+	"ztLaFVWmSTXXvvTOKW2uc8eGLxZYtCOV5VKJ3AT3V5s+MrhT751Ejf2RC8+Pqzlm6CP0cfsPSm+w2Cdk",
+	"fMVzWzJ95Nkuh2GNEi3zEhmljS9TBRu+kg4RMsBwyAi7YSXjKnFRbPe4YqHQhfhr9a1G5JKncEKjU+E8",
+	"ExUPwrA/URP1zTfPi3PBIriZ/jffsEr+CLoikH+DALfG1f+7D5RasgFxTQ13MPMCbOiJqqZl9NkzR+OI",
+	"b5euIO0V8wRPB1/hXwVp+/NjoNVDAD5IX7gsMzFRxMYVpYnAIca1ZgneLTIajHzWQ9n9AobDCbD0BT0K",
+	"CAlgIBO1x9HSZWapN/X4HHOBO4xne7MfuEvJWGo+DHxM6ZCYqEbs5ZBvolriQeiPyhhdVPPfYxpkSEqB",
+	"c2OgTiHSOfsg4LiwHQR11d3R6sxA5wAGJy3jVNPugm3VhMAx4wXkyQfrPcbori59VJfUNKTiXHZEWanZ",
+	"BfnzzTeMwmXNguboyKrliG5LG7uaqDZ+BcgsjiDtUq+tFxbkOnUHchXK5ZGGrF6RjLhJBc+VmSiY5P27",
+	"7qQYwjHlCV1yS7FiQaU40GktYxb9WqI79GVKIStL5ODCPS9dtI4uMA6M5YsU7OdO8/S0Qq1HIrcejq8M",
+	"QmqjFIyd8sOJovpD9soFizDMk2GahzYiYUbYMdvp6QNXYqaTbYiMw3UIoyAcrdxsEqTXdqL0HCTvQnTD",
+	"nbjR2WBAV9/rnjVdrCjzSgS5vptdh5wv3Ls2Jso1OkG2Ait69rmr8pfNBDCBqt7opgGwbrN30USVO3cs",
+	"m6IcYBcVFMjZGzG70fEHYZmb6kInJcFVupoUnU8ALGdjpnQlILT0Qqfs5tJtdkjBed1mnxS3Gl4ozFls",
+	"pCKR63qidtxf/tRzxw3dpsquLTig0nYIhlyOi8u204iGNr3DRBrTiGE5NlUNVN3fmsktXg+s4eK2LZmv",
+	"JAE011G38RxrXMg5pDVU7MrKgokqBBsIgaKePcQgDdEDQLnaawqD+v6J+Vr1+/3W7koyXrr9STtRoAWo",
+	"Q/FKPF5b0JKKO33QkjDQSByqd9lwTBorKl1qHkreOjYNiv1m9JMwuD8EWnlKJQaaCbvUyRSIDFFA96HR",
+	"nQZvTGtjAsxIrDdoAQJo7ezBOueD093A5fngdNyqDTd7luw0BinrY/esuNPPhB1uZ9KILp47/jJRNfrw",
+	"MinTuatnbynwbm9AFeITMV/37ONHb/jGPE0xOm71RM3lR9YB9cNr1WeDSxMCMvHq6bXtXjHOzmm60rbP",
+	"vhcbJ0CAYPhqJThGqeuW91WRQDhRFhRLQ8oN1s5SXNMpqP/x6tVLpH/M/gWZ+wIL9GOdYWeeFV8IFMCk",
+	"6RVk6Sw4Uv9AzfbRNbyh6KkrtKBx4dTyDi30VE1Ux1VCseFgUHq+hoPBoBuSZ2QuP6JkA/B2yjtRVKzg",
+	"o8l15vIfdx2AoNtNFJZqA8zIWwhocSmWyCo2XFFbApcWjDmJlHyJv5Ny5JIwa3mX+FRa1GAi0kQ5Bx/N",
+	"oWQklxVK/igvsVB5db/471odmN5PSUdEt4rFU3lOU2SLCuWUZgBx0dQSz4FWiEtbMiFdBUBRpjOh7BjZ",
+	"pxVZUdhV5gVPVJks4J6EdEFMK8d/cDkkx7BQa2k9hJ/46Po+5Hq9IHGNg0Gx5LFNifn1J6qSJaoxGRaT",
+	"nJlrIIOPcjXQM2E3cN5cpIIbYVot7e6VExmN7yfKZx0s5K1wF5BbwnupsA5alDLFM2AJVRrAq/OcXOym",
+	"CEeDvYy5ZDMBAm/03+enmCxLCPrHzQ/fe2hSsi7awA4c5ABJZSyUERXb/frli96oPwjCYJ2nzt4345OT",
+	"zWbTz/QvMk15X+eLE6F6P92cXL98cTLqD04o0mHTivVfg0YQBoXHKxjCaL0Siq9kMA5O+4P+aYBurCW6",
+	"PU5qZWcLYdvqKwiABS9o1sb5WHMhpmZr63Ps9tWn7bARVHXJ2i+1B8z129S7ppa5xbWLS3kwncIlQVEe",
+	"LK4orZou0mS5jOvoU0QOfPrTzr0teXCVwzSOzQ1o1yDmJsoVSTb5C915X0l5mJuADep4Ayoh0rEEpCye",
+	"pn2gUo+C3XvuL+4Rl3xMOZd1fYsu+UQ1IOqT3QuYtV19ZPiIceBaNTy1WBMyQXuxenml+fTLGyDBky71",
+	"PAnG9WrQsNae+V17fKUcckLNie/CewdWAkbvG+1wR4PBw/pmVS7lu+Z15GxBFdeApFUugRA5dqcEw03E",
+	"GpMlqu0MRhQ3DgbxBT/jg7PeBR/Ne2fJhehdzs9Pe6PZk9lofsEv+XBQtgSu9LusZNpTdvywnpc+Or+o",
+	"lFH7f2ea59TwbSlXRmC48+xsMP8YhLvLFKtgBg5MypJUKupNHItpZv4XqBJBGMjMtX2j/d2Fje7bsc6G",
+	"yGPXWTCmT6ULGD2FU1CHya9ajw8EtUhMJQZd8UTXY8zBaDC66A2HvdHjV8PBeHg+Hgz6g+HgbTOvtX3k",
+	"cDR4i+SyE5wMxPYfo+f/0h9fPPuH4f/8fvD8X1ryN+e/JN/9ff1fo9e/PJcb+V9v3g7e/vO5/EH+Y8Df",
+	"fJ/D3/P/c3zrs9rFaOmAtq8WGp5wRjTdtnxB+yeVPtA4ZXj/lFq3wLswOD/mOfXWuTjr9P5ZLb0okSbW",
+	"WcbzbTAOXkhTL97HCDlfmHoB+l0YrLRpkZxUjW9qtiyyU17z2Tj6E0npvelEv1ZJM8Txd1F3J9a3Exls",
+	"BvvG/mF1IxobY7dyV9dw2vFWtKLQkUP+LhSo6CedwVmEQPu17svo9tkbLIREQR4xm69Fo9OUIbHmatdC",
+	"rIWKXv5wU7VKTkqX+olbaaPXfiPOQKkmLCuxqQhjlYRl+jNd2Imi/G+XhtfhvmcF5WqA+PZ75tQsEa2+",
+	"0IUs0Nfu8hMkOUsnqt1pfkgMuU4bRZevb3WyfZh4+BSB0OTq/0O5dW4pfvxgHuiwcleP07qlGtJ8+GnS",
+	"/FNRV5Xlwz9l+b+pLMeRlY4miKZLMUxG8emsd8bP570zcZH0nsSPZ70Lfj4/E6fJKB7OGvUyR+OW6rl2",
+	"05v9OashdazLelcYnqmOP1RG+qxS0HLdCJcZdnjQSktl71uHMnLuGbVWhwdsuLTT6oH2jlyrfYd7fyTC",
+	"h0cjfPi20t31YYwm2ddxtiojK+XwBxrxhNU0MknFwV9TQzsbPLl/UqNDOk67vH9a8YILmDA8Qqdr9rDH",
+	"eefHHKql1/HvrH4+22mo1a5+3oVBq9ZE8garFXYkzw21o6gTFg2udxZ2XoiqClvG6F5fX7NO2QxB50WC",
+	"UJdlfAv6lndHXFUb3ZRh8WYx1xhDJEWaLkZ2ixcdob6pyUPh9i0NJRMcUrj+SjDYEeOjB4rxr83QE7/v",
+	"L8LRXYbUb8U9R4NjuWdl5NHM07UAa+WYLlOISvS4YTOxWKuvzAHP7p9UvL7kU3jf78mG6Prcz4bCw+7j",
+	"KlOhdxtQPmdZkNxoEMM6icjx9Rau3sC4dqtFvwBK68WeKd2wDIm41Juk0eWoaFoVMjkHbnSIZ3wnbPC5",
+	"Xrx6p9Si/iUYjh73B/1Bfzgejs5JD8ZbMh/Gj/ml6J3NTpPemTif957wi1nvcfwkuRSD+ZCPZpUO4uPg",
+	"fDYQl/Ep7w2Tx8CLRrz3JL6Y9QbzoRglp/HZ7Jy3cI+dS9QwMU7/NDE+18QoGfUXNDFG/fPB4O3DvXv3",
+	"aZr/3qzy9+R83wl7DNt7WECh+j7Iu/f7dLeTrGxe+Dnr73NNtup/mb512l8za6eWkxJVmh661GZd0e6K",
+	"/oUTlWud+RoNH2zDtoesE/16F3XJlUc+EJfbwpJ17hyPuJ8r5qrS1xXmrlXB7Sdqw02/lsS7ky50SOG8",
+	"YtzndpUhwd16xomq1xnD0a8Odyqgp5WZPpUneQ0a4VMkh7bkKB0SUddFbfInORKpKFNtEZDIiAu6f9WK",
+	"TtxtEAa3PF3DBOw7qYvWl/XpDs2uvt1PqbfLDB7z0xgU6t5odjbvnfEL0XuSDOLeUIzmp/xsdh5fODv5",
+	"YRzPQ+YoZ96/uxVQlqB/ScfOlDBxeCzJrWnZe/zgaJ5nUxL9x7mEjtoCOn6WXCV6Pv/NHD+XRzt+Lr+s",
+	"6eILHv5Ytsuf7p7fKNp4K3otTYdJupbM+GFOoBPX1OJr6hG5MOXXJN130zi9ikGvolFlmyQ4Y02guxjn",
+	"sRL9kMz80Xf4+IMJgaIzyReSAZT5u7Pq7+V5f3I0A37yZRkwQeBP39FvxdPovn26C/uETPC9uYk/UWmI",
+	"8WllLmcdWWalgqTz49+fsYuz8/OwLAo8vaKXQkbPimlj5tbDXHj395htxMzgOlHIohsR94qFe699mffw",
+	"NAoZb/78n2IbFZ6o6psesb57olbcGCwN9Lm03s6qFEI02KYrf0eu6SfVC3/HbCYVz7e+OKKaw9fovuTy",
+	"KpFFPzLs2Q/XQ6bXdrW2lSzMoi5rtrU7reGYsTJNqbruaqLckztgE4qPtlvsoXKwxgakWq1tkTSPW0Gz",
+	"cKIaL0hNtXGPryCWst0pzbyS7uHAR8nR1T54uHOrV4bpfKKctKUyhTHj1vJ46SoVrPa5HvVwyNGW5k49",
+	"zRWrNYarT3b5LOeD05aWcodE2g3dkIZIGxIvagjrjbQxlkA4bJSAXOXa6linf/K+L8b7nhI1ofbG9pYr",
+	"M021xAUqvqqXqXiNzVfTDSuaYTUawFYyxtrEursh9K/gM00+6MuxJqqsx8qxLtS1AHHhSY2+J1c0jX0i",
+	"2FPWGrIsr3W9szpGLifq3tAlLIy+orp7pzGjvRKt6E8PXImXMHtkinpo70ajHmm+w8kenuBSQf5gWu6n",
+	"Z7Bg77M/01celL5yPvhCSjT1vf9Th/6N5Ai9Q+wzVGirV1+ZxeuVaavaRC7sC7y80vrIsMq7Q6+aicL+",
+	"xRvIrP2LqfGlOIYtsErm6d7UlE90EtxQW9A/HPPEXX9RB0FjzX2crcyo/B/mHsBcpD8Z22/G2PTqOL7W",
+	"SK+/t1TR86Mx9WmWzs5CS1y7PgHlqw6LDBT37oHifbxiZYpCNp9tafBdUJZa0RTvyi86z1feQIFN59v4",
+	"DFAc5Zc0WPKBV0egFVutSUdOS+UMsnyTNHYOVJgFYZdlcoYDXNCMhlXvyH0vmfusojZqnghKWi1S+NTp",
+	"Dj7y6praFuHC310DdRv6fPWzOaKpe+6usKN47gypaZ3NX/eonM1hO1yZBnxZZXPUP8PMlbuynXODDCrN",
+	"L4AUyqbPBSm4N8AgKlgjhFhtg0PeFBT142IcagOnfDQbxoOkdymezHtn/PGs9yS+SHrn4mzuf9tpP8Et",
+	"Gw4wW+vJeDg6HQzKrvGgVdxm2dS9m2HMdt5ST+9s6JwNBuw2m+IJumN2m8H/sjFTYjNmH+CjXgnFThJx",
+	"e4IffaOYuUyxcU8icxFbnW+D+vtpdlrN//6x6Wq77sN3xjWsPiY0vTv0QGR6d3BrYLrt8fvi0q7L4L91",
+	"WHrYP6U79mUUH2yG/mde2IG8MC+bK2+d89oLlgA5zcV3Dn5QawXqhEJl+MRKfLPqRothV7nvdZOij7pL",
+	"NiUHWbXvOabJ3t/Jl6pKSHXS87nITfHZdeh1lxV1qqXeTBS2wPbdr/vsJXr9Fxr0lrnOd1rO7PaR8Q0e",
+	"DzZ9mKjdrg9XLX1WtG+dgtOpIYVvu2I1eveAvbf1gJmoA30ZpO2zmxI7hYA5vtlCnz1tHKK1JQLb0xGh",
+	"A7TSrMh+5Lol+NedZt2J+iKtE4r23n+Itgnusr2rJVuT9H5M0rvZFX38LrgdBu/r3fhdtvFFPWv54vz8",
+	"9MK14D829breaH9PC4Dzt0G9Q/6hpGknRIqG1gclyAD++9Y3dx8PMRBwpHDwiL+3LYDrWP7/WksAorUK",
+	"z8d3jN5VuwsjJVb7Cr97DzRO6iHRKfX9wezx98VabYagb9FbacJQWHeyfAV7a4d6J6A8woob7rth+d6y",
+	"/brBuGc5kk3Nd334eagnvb/7vwEAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
