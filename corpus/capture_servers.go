@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/server/serialhistory"
 )
 
 // ServerCapture captures the files of vmm-server/v1 and vmm-server/v2 from
@@ -451,12 +452,19 @@ func recordStream(out map[string][]byte, name, spec string, frames []migration.F
 			if held, ok := strings.CutPrefix(d.Key, "@"); ok {
 				// Not a device of the spec (no spec key has an @): a
 				// payload the server keeps for the VM, such as the
-				// console's history ("@console"). Its frame is kept;
-				// the corpus replays no device file of such a kind.
+				// console's history (its head "@console", its tail
+				// "@console-tail"). Its frame is kept, and, for a kind
+				// the corpus replays (the serial history), its payload
+				// as a device file with no device config.
 				if !heldKeyName.MatchString(held) {
 					return fmt.Errorf("the stream carries a payload under key %q, which names no corpus file", d.Key)
 				}
 				fname = name + "-device-at-" + held
+				if d.Kind == serialhistory.Kind {
+					if err := add(KindDevice, name+"-at-"+held, DeviceFile{Kind: d.Kind, Version: d.Version, Data: d.Data}); err != nil {
+						return err
+					}
+				}
 				break
 			}
 			fname = name + "-device-" + d.Key

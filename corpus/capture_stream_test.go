@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/server/serialhistory"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // fakeMigrationSource answers one upgrade on ln and sends frames, then
@@ -47,7 +51,7 @@ func fakeMigrationSource(t *testing.T, ln net.Listener, frames []migration.Frame
 // gives frame, device and machine files in the synthesized files' shapes,
 // and each replays with today's code.
 func TestRecordedStreamReplays(t *testing.T) {
-	syn, err := synthFrames()
+	syn, err := synthFrames(devices.ImportableVersions())
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -114,7 +118,7 @@ func TestRecordedStreamReplays(t *testing.T) {
 // TestRecordStreamNeedsTheHandshake: a stream without the negotiation or
 // the machine state is no capture.
 func TestRecordStreamNeedsTheHandshake(t *testing.T) {
-	syn, err := synthFrames()
+	syn, err := synthFrames(devices.ImportableVersions())
 	require.NoError(t, err)
 	frames := []migration.Frame{syn["hello"], syn["welcome"], syn["proof"]}
 	raw := make([][]byte, len(frames))
@@ -133,17 +137,23 @@ func TestFrameFileName(t *testing.T) {
 }
 
 // TestRecordStreamKeepsHeldPayloadFrames: a Device frame under a key no
-// spec component can have (the console's history, "@console") is a
-// payload the server keeps, not a device of the spec: its frame is kept,
-// and replays, with no device file; a key that names no corpus file is an
-// error.
+// spec component can have (the console's history: its head "@console",
+// its tail "@console-tail") is a payload the server keeps, not a device of
+// the spec: its frame is kept, and, for the serial history, its payload as
+// a device file with no device config; every file replays with v2's
+// handlers. A held payload of a kind the corpus does not replay keeps its
+// frame only; a key that names no corpus file is an error.
 func TestRecordStreamKeepsHeldPayloadFrames(t *testing.T) {
-	syn, err := synthFrames()
+	syn, err := synthFrames(serverImportable())
 	require.NoError(t, err)
-	history := migration.Device{Key: "@console", Kind: "serial_history", Version: 1,
-		Data: append([]byte{5, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0}, "tick\n"...)}
-	frames := []migration.Frame{syn["hello"], syn["welcome"], syn["proof"], syn["device-uart"],
-		{Type: migration.TypeDevice, Payload: history.Encode()}, syn["machine"]}
+	head := serialhistory.State{End: 5, Data: []byte("tick\n")}.Encode()
+	tail := serialhistory.State{End: 1 << 40, Data: []byte("tock\n")}.Encode()
+	empty := serialhistory.State{}.Encode()
+	held := func(key string, p devices.Payload) migration.Frame {
+		return migration.Frame{Type: migration.TypeDevice, Payload: migration.Device{Key: key, Kind: p.Kind, Version: p.Version, Data: p.Data}.Encode()}
+	}
+	frames := []migration.Frame{syn["hello"], syn["welcome"], syn["proof"], held("@console", head), syn["device-uart"],
+		held("@console-tail", tail), held("@later", devices.Payload{Kind: "widget", Version: 3, Data: []byte{1}}), syn["machine"]}
 	raw := make([][]byte, len(frames))
 	for i, f := range frames {
 		var b bytes.Buffer
@@ -153,17 +163,44 @@ func TestRecordStreamKeepsHeldPayloadFrames(t *testing.T) {
 	spec := `{"components":{"com1":{"type":"serial_port","num":"com1"}}}`
 	out := map[string][]byte{}
 	require.NoError(t, recordStream(out, "t", spec, frames, raw))
-	require.Contains(t, out, "frame/t-device-at-console.json")
-	require.Contains(t, out, "device/t-com1.json")
-	for p := range out {
-		require.NotContains(t, p, "@")
-		require.False(t, strings.HasPrefix(p, "device/") && p != "device/t-com1.json", "no device file for %s", p)
+	for _, p := range []string{"frame/t-device-at-console.json", "frame/t-device-at-console-tail.json", "frame/t-device-at-later.json",
+		"device/t-com1.json", "device/t-at-console.json", "device/t-at-console-tail.json"} {
+		require.Contains(t, out, p)
 	}
+	require.Equal(t, string(raw[3]), string(decodeFrameFile(t, out["frame/t-device-at-console.json"])), "the head's frame as sent")
+	require.Equal(t, string(raw[5]), string(decodeFrameFile(t, out["frame/t-device-at-console-tail.json"])), "the tail's frame as sent")
+	require.JSONEq(t, fmt.Sprintf(`{"kind":"serial_history","version":1,"data":%q,"device":{}}`, base64.StdEncoding.EncodeToString(tail.Data)),
+		string(out["device/t-at-console-tail.json"]), "the tail's payload, byte for byte")
 	r := NewReplayer(root, t.TempDir())
-	data := out["frame/t-device-at-console.json"]
-	require.NoError(t, r.Handlers[capturedV2][KindFrame](r, data, data))
+	for p, data := range out {
+		require.NotContains(t, p, "@")
+		if strings.HasPrefix(p, "device/") {
+			require.Contains(t, []string{"device/t-com1.json", "device/t-at-console.json", "device/t-at-console-tail.json"}, p, "no device file for a kind the corpus does not replay")
+		}
+		require.NoError(t, r.Handlers[capturedV2][path.Dir(p)](r, data, data), p)
+	}
 
-	bad := migration.Device{Key: "@Console/1", Kind: "serial_history", Version: 1, Data: history.Data}
-	frames[4] = migration.Frame{Type: migration.TypeDevice, Payload: bad.Encode()}
+	// An empty tail (nothing printed during the pre-copy) is kept too.
+	frames[5] = held("@console-tail", empty)
+	raw[5] = encodeFrame(t, frames[5])
+	out = map[string][]byte{}
+	require.NoError(t, recordStream(out, "t", spec, frames, raw))
+	require.NoError(t, r.Handlers[capturedV2][KindDevice](r, out["device/t-at-console-tail.json"], out["device/t-at-console-tail.json"]))
+
+	frames[4] = held("@Console/1", head)
 	require.ErrorContains(t, recordStream(map[string][]byte{}, "t", spec, frames, raw), `"@Console/1"`)
+}
+
+func encodeFrame(t *testing.T, f migration.Frame) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	require.NoError(t, migration.WriteFrame(&b, f.Type, f.Payload))
+	return b.Bytes()
+}
+
+func decodeFrameFile(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var f FrameFile
+	require.NoError(t, json.Unmarshal(data, &f))
+	return f.Frame
 }

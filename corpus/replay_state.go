@@ -8,6 +8,7 @@ import (
 
 	"github.com/wagglevm/waggle/internal/strictjson"
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/server/serialhistory"
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/versions"
 	"github.com/wagglevm/waggle/vmm"
@@ -39,7 +40,36 @@ func DeviceImporters() map[string]Importer {
 		devices.VirtioBlkStateKind: {Versions: vs[devices.VirtioBlkStateKind], New: func(c DeviceConfig, tmp string) (devices.Stateful, error) {
 			return NewVirtioBlkForState(c, tmp)
 		}},
+		serialhistory.Kind: {Versions: serialhistory.Versions(), New: func(c DeviceConfig, _ string) (devices.Stateful, error) {
+			if c != (DeviceConfig{}) {
+				return nil, fmt.Errorf("the serial history is no device: its device config must be empty, not %+v", c)
+			}
+			return &serialHistoryHolder{}, nil
+		}},
 	}
+}
+
+// serialHistoryHolder holds a serial history payload as the server's
+// console log does across a migration: decoded with the server's codec and
+// encoded again.
+type serialHistoryHolder struct{ h serialhistory.State }
+
+// Restore decodes p with the server's codec.
+func (s *serialHistoryHolder) Restore(p devices.Payload) error {
+	h, err := serialhistory.Decode(p)
+	if err != nil {
+		return err
+	}
+	s.h = serialhistory.State{End: h.End, Data: bytes.Clone(h.Data)}
+	return nil
+}
+
+// Save encodes the history at version (0: the newest).
+func (s *serialHistoryHolder) Save(version uint32) (devices.Payload, error) {
+	if version != 0 && version != serialhistory.V1 {
+		return devices.Payload{}, &devices.StateError{Op: "save", Kind: serialhistory.Kind, Version: version, Err: devices.ErrUnknownVersion}
+	}
+	return s.h.Encode(), nil
 }
 
 // stateHandlers replay the binary state every version's corpus holds.
@@ -158,7 +188,7 @@ var frameCodecs = map[migration.Type]func([]byte) ([]byte, error){
 	migration.TypeZero:     codec(migration.DecodeZero, migration.Zero.Encode),
 	migration.TypeRoundEnd: codec(migration.DecodeRoundEnd, migration.RoundEnd.Encode),
 	migration.TypeRoundAck: codec(migration.DecodeRoundAck, migration.RoundAck.Encode),
-	migration.TypeDevice:   codec(migration.DecodeDevice, migration.Device.Encode),
+	migration.TypeDevice:   replayDeviceFrame,
 	migration.TypeMachine: func(p []byte) ([]byte, error) {
 		m, err := migration.DecodeMachine(p)
 		if err != nil {
@@ -178,6 +208,28 @@ var frameCodecs = map[migration.Type]func([]byte) ([]byte, error){
 	migration.TypeReady:     empty(migration.TypeReady),
 	migration.TypeStateDone: empty(migration.TypeStateDone),
 	migration.TypeImported:  empty(migration.TypeImported),
+}
+
+// replayDeviceFrame decodes a Device frame's payload and encodes it again;
+// a serial history's data goes through the server's codec too, under one
+// of the two keys the server sends it with.
+func replayDeviceFrame(p []byte) ([]byte, error) {
+	d, err := migration.DecodeDevice(p)
+	if err != nil {
+		return nil, err
+	}
+	if d.Kind == serialhistory.Kind {
+		if d.Key != serialhistory.HeadKey && d.Key != serialhistory.TailKey {
+			return nil, fmt.Errorf("the serial history under key %q, not %q or %q", d.Key, serialhistory.HeadKey, serialhistory.TailKey)
+		}
+		h, err := serialhistory.Decode(devices.Payload{Kind: d.Kind, Version: d.Version, Data: d.Data})
+		if err != nil {
+			return nil, fmt.Errorf("the serial history (%s): %w", d.Key, err)
+		}
+		again := h.Encode()
+		d.Version, d.Data = again.Version, again.Data
+	}
+	return d.Encode(), nil
 }
 
 func codec[T any](decode func([]byte) (T, error), encode func(T) []byte) func([]byte) ([]byte, error) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wagglevm/waggle/server/migration"
+	"github.com/wagglevm/waggle/server/serialhistory"
 	"github.com/wagglevm/waggle/versions"
 	"github.com/wagglevm/waggle/vmm"
 	"github.com/wagglevm/waggle/vmm/devices"
@@ -20,15 +21,15 @@ const frameSecret = "corpus-secret-corpus-secret-corpus-secret-0"
 // synthFrames returns one frame of every message type, named, as this
 // build's encoders write them. The handshake (Hello, Welcome, Proof) is
 // what the protocol owners may still change before a release: the corpus of
-// a version in development is simply regenerated then.
-func synthFrames() (map[string]migration.Frame, error) {
+// a version in development is simply regenerated then. The Hello offers
+// the payload versions of imp.
+func synthFrames(imp map[string][]uint32) (map[string]migration.Frame, error) {
 	id := [16]byte(migrationID)
 	var tn, sn [migration.NonceSize]byte
 	for i := range tn {
 		tn[i], sn[i] = byte(i), byte(0xff-i)
 	}
 	var devs []migration.DeviceVersions
-	imp := devices.ImportableVersions()
 	for _, k := range sortedKeys(imp) {
 		devs = append(devs, migration.DeviceVersions{Kind: k, Versions: imp[k]})
 	}
@@ -90,8 +91,8 @@ func synthFrames() (map[string]migration.Frame, error) {
 	return out, nil
 }
 
-func addFrames(set fileSet) error {
-	frames, err := synthFrames()
+func addFrames(set fileSet, imp map[string][]uint32) error {
+	frames, err := synthFrames(imp)
 	if err != nil {
 		return err
 	}
@@ -108,20 +109,27 @@ func addFrames(set fileSet) error {
 	return nil
 }
 
-// addStateFiles records the binary state a v1 server writes: device
-// payloads, machine state, stream frames and what the build reads.
-func addStateFiles(set fileSet) error {
+// addStateFiles records the binary state a server writes: device
+// payloads, machine state, stream frames and what the build reads, imp
+// (the payload kinds and versions its Hello offers). A server that offers
+// the serial history (v2's) has its payloads and frames recorded too.
+func addStateFiles(set fileSet, imp map[string][]uint32) error {
 	tmp, err := os.MkdirTemp("", "corpusgen-")
 	if err != nil {
 		return fmt.Errorf("temporary directory for disk files: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	for _, step := range []func(fileSet) error{
-		func(s fileSet) error { return addDevices(s, tmp) }, addMachine, addVersions, addFrames,
+		func(s fileSet) error { return addDevices(s, tmp) }, addMachine,
+		func(s fileSet) error { return addVersions(s, imp) },
+		func(s fileSet) error { return addFrames(s, imp) },
 	} {
 		if err := step(set); err != nil {
 			return err
 		}
+	}
+	if _, ok := imp[serialhistory.Kind]; ok {
+		return addSerialHistoryState(set)
 	}
 	return nil
 }

@@ -128,12 +128,13 @@ func addMachine(set fileSet) error {
 	return nil
 }
 
-// addVersions records what this build reads.
-func addVersions(set fileSet) error {
+// addVersions records what this build reads: imp are the payload kinds
+// and versions its Hello offers.
+func addVersions(set fileSet, imp map[string][]uint32) error {
 	return set.addJSON(KindVersions, "importable", VersionsFile{
 		Protocols:    migration.Supported,
 		SpecVersions: specVersionNames(),
-		Devices:      devices.ImportableVersions(),
+		Devices:      imp,
 		MachineState: vmm.StateVersion,
 	})
 }

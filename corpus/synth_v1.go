@@ -11,6 +11,7 @@ import (
 	api "github.com/wagglevm/waggle/gen/vmm-server/v1"
 	"github.com/wagglevm/waggle/versions"
 	v1 "github.com/wagglevm/waggle/versions/vmm-server/v1"
+	"github.com/wagglevm/waggle/vmm/devices"
 )
 
 // Kinds of version 1's wire objects. Each response kind is named after the
@@ -80,7 +81,7 @@ func synthVMMServerV1() (fileSet, error) {
 			return nil, err
 		}
 	}
-	if err := addStateFiles(set); err != nil {
+	if err := addStateFiles(set, devices.ImportableVersions()); err != nil {
 		return nil, err
 	}
 	return set, nil

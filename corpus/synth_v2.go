@@ -121,7 +121,7 @@ func synthVMMServerV2() (fileSet, error) {
 			return nil, err
 		}
 	}
-	if err := addStateFiles(set); err != nil {
+	if err := addStateFiles(set, serverImportable()); err != nil {
 		return nil, err
 	}
 	return set, nil
