@@ -1,8 +1,11 @@
 package corpus
 
 import (
-	"github.com/google/uuid"
+	"encoding/base64"
+	"encoding/json"
 	"sync"
+
+	"github.com/google/uuid"
 
 	cp "github.com/wagglevm/waggle/gen/control-plane/v1"
 )
@@ -152,10 +155,17 @@ func synthControlPlaneV1() (fileSet, error) {
 		{KindInstanceCreated, "without-saga", cp.InstanceCreated{Instance: instances["stopped"]}},
 		{KindInstanceList, "two", cp.InstanceList{Instances: []cp.Instance{instances["running"], instances["stopped"]}}},
 		{KindInstanceList, "empty", cp.InstanceList{Instances: []cp.Instance{}}},
+		{KindInstanceList, "first-page", cp.InstanceList{Instances: []cp.Instance{instances["running"]},
+			NextPageToken: ptr(pageToken("instances", instances["running"].Name))}},
+		{KindInstanceList, "last-page", cp.InstanceList{Instances: []cp.Instance{inst(cp.InstanceStateStopped, 2, func(i *cp.Instance) {
+			i.Id, i.Name = targetVmm, "web-1"
+		})}}},
 		{KindSled, "active", sledA},
 		{KindSled, "lost", sledB},
 		{KindSledList, "two", cp.SledList{Sleds: []cp.Sled{sledB, sledA}}},
 		{KindSledList, "empty", cp.SledList{Sleds: []cp.Sled{}}},
+		{KindSledList, "first-page", cp.SledList{Sleds: []cp.Sled{sledA}, NextPageToken: ptr(pageToken("sleds", sledA.Id.String()))}},
+		{KindSledList, "last-page", cp.SledList{Sleds: []cp.Sled{sledB}}},
 	}
 	for _, f := range files {
 		if err := set.addJSON(f.kind, f.name, f.v); err != nil {
@@ -172,6 +182,21 @@ func synthControlPlaneV1() (fileSet, error) {
 		}
 	}
 	return set, nil
+}
+
+// pageToken makes a page token as the control plane's v1 handler does
+// (URL-safe base64 of its small versioned JSON), for the pages of the
+// lists: a client treats it as opaque, the corpus holds one real example.
+func pageToken(list, after string) string {
+	b, err := json.Marshal(struct {
+		V     int    `json:"v"`
+		List  string `json:"list"`
+		After string `json:"after"`
+	}{1, list, after})
+	if err != nil {
+		panic(err) // an int and strings always encode
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // controlPlaneV1Handlers replays control-plane/v1's kinds with today's

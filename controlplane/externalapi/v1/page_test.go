@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -245,4 +246,32 @@ func FuzzPageToken(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The corpus's first pages carry tokens this handler reads back to their
+// page's last key, for their own list only: the corpus shows real tokens.
+func TestCorpusPageTokensAreReal(t *testing.T) {
+	for _, c := range []struct{ file, list, other string }{
+		{"../../../corpus/control-plane/v1/instance-list/first-page.json", listInstances, listSleds},
+		{"../../../corpus/control-plane/v1/sled-list/first-page.json", listSleds, listInstances},
+	} {
+		raw, err := os.ReadFile(c.file)
+		require.NoError(t, err)
+		var page struct {
+			Instances     []api.Instance `json:"instances"`
+			Sleds         []api.Sled     `json:"sleds"`
+			NextPageToken *string        `json:"next_page_token"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &page))
+		require.NotNil(t, page.NextPageToken, c.file)
+		key, err := decodePageToken(c.list, *page.NextPageToken)
+		require.NoError(t, err, c.file)
+		if c.list == listInstances {
+			require.Equal(t, page.Instances[len(page.Instances)-1].Name, key)
+		} else {
+			require.Equal(t, page.Sleds[len(page.Sleds)-1].Id.String(), key)
+		}
+		_, err = decodePageToken(c.other, *page.NextPageToken)
+		require.Error(t, err, "%s: a token of one list is refused by the other", c.file)
+	}
 }
