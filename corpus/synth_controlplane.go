@@ -143,6 +143,7 @@ func synthControlPlaneV1() (fileSet, error) {
 	sledB := cp.Sled{Id: targetSled, Address: "10.0.0.8:12300", ApiVersions: []string{"v1"}, State: cp.SledStateLost,
 		Capacity: cp.Resources{Cpus: 8, MemoryMib: 8192}, Reserved: cp.Resources{}, Vmms: 0,
 		TimeCreated: someTime, LastContact: someTime}
+	web1 := inst(cp.InstanceStateStopped, 2, func(i *cp.Instance) { i.Id, i.Name = targetVmm, "web-1" })
 	files := []struct {
 		kind, name string
 		v          any
@@ -153,16 +154,16 @@ func synthControlPlaneV1() (fileSet, error) {
 		{KindInstanceMigrate, "anywhere", cp.InstanceMigrate{}},
 		{KindInstanceCreated, "with-saga", cp.InstanceCreated{Instance: inst(cp.InstanceStateStopped, 1, nil), Saga: &begun}},
 		{KindInstanceCreated, "without-saga", cp.InstanceCreated{Instance: instances["stopped"]}},
-		{KindInstanceList, "two", cp.InstanceList{Instances: []cp.Instance{instances["running"], instances["stopped"]}}},
+		// Lists hold distinct instances (names are unique), by name, and
+		// sleds by id, as the contract orders them.
+		{KindInstanceList, "two", cp.InstanceList{Instances: []cp.Instance{instances["running"], web1}}},
 		{KindInstanceList, "empty", cp.InstanceList{Instances: []cp.Instance{}}},
 		{KindInstanceList, "first-page", cp.InstanceList{Instances: []cp.Instance{instances["running"]},
 			NextPageToken: ptr(pageToken("instances", instances["running"].Name))}},
-		{KindInstanceList, "last-page", cp.InstanceList{Instances: []cp.Instance{inst(cp.InstanceStateStopped, 2, func(i *cp.Instance) {
-			i.Id, i.Name = targetVmm, "web-1"
-		})}}},
+		{KindInstanceList, "last-page", cp.InstanceList{Instances: []cp.Instance{web1}}},
 		{KindSled, "active", sledA},
 		{KindSled, "lost", sledB},
-		{KindSledList, "two", cp.SledList{Sleds: []cp.Sled{sledB, sledA}}},
+		{KindSledList, "two", cp.SledList{Sleds: []cp.Sled{sledA, sledB}}},
 		{KindSledList, "empty", cp.SledList{Sleds: []cp.Sled{}}},
 		{KindSledList, "first-page", cp.SledList{Sleds: []cp.Sled{sledA}, NextPageToken: ptr(pageToken("sleds", sledA.Id.String()))}},
 		{KindSledList, "last-page", cp.SledList{Sleds: []cp.Sled{sledB}}},
