@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm/devices"
@@ -54,6 +55,10 @@ type Machine struct {
 	ctlDone chan struct{} // closed when the controller has returned
 	// done is closed when the machine enters PhaseStopped.
 	done chan struct{}
+
+	// clock records where building and starting the machine took its time
+	// (StartTimings).
+	clock startClock
 
 	// Counters for debugging.
 	sleeps atomic.Uint64
@@ -116,11 +121,14 @@ func New(cfg Config) (*Machine, error) {
 		done:    make(chan struct{}),
 		phase:   PhaseCreated,
 	}
+	m.clock.begin(time.Now())
 	if err := m.build(); err != nil {
 		close(m.ctlDone)
 		m.release()
 		return nil, opErr(op, err)
 	}
+	m.clock.lap(phaseBoot, time.Now()) // all build does after the power-on state
+	m.clock.finish(time.Now())
 	go m.controller()
 	return m, nil
 }
@@ -138,6 +146,7 @@ func (m *Machine) build() error {
 	if m.image, err = parseImage(img); err != nil {
 		return &ComponentError{"boot.image", fmt.Errorf("%w: %q: %v", ErrNoImage, boot.Image, err)}
 	}
+	m.clock.lap(phaseImage, time.Now())
 	if err := m.buildSMBIOS(); err != nil {
 		return err
 	}
@@ -145,6 +154,7 @@ func (m *Machine) build() error {
 	if err != nil {
 		return err
 	}
+	m.clock.lap(phaseDevices, time.Now())
 
 	if m.sys, err = kvm.Open(); err != nil {
 		return err
@@ -182,18 +192,23 @@ func (m *Machine) build() error {
 	if err := m.vm.CreatePIT2(kvm.KVM_PIT_SPEAKER_DUMMY); err != nil {
 		return err
 	}
+	m.clock.lap(phaseKVM, time.Now())
 	if m.mem, err = newGuestMemory(m.vm, board.MemoryMiB<<20); err != nil {
 		return &ComponentError{"board.memory_mb", fmt.Errorf("%d MiB: %w", board.MemoryMiB, err)}
 	}
+	m.clock.lap(phaseMemory, time.Now())
 	if err := m.buildVCPUs(int(board.CPUs)); err != nil {
 		return err
 	}
+	m.clock.lap(phaseKVM, time.Now())
 	if err := m.buildDevices(disks); err != nil {
 		return err
 	}
+	m.clock.lap(phaseDevices, time.Now())
 	if m.initial, err = m.exportLocked(); err != nil {
 		return fmt.Errorf("read power-on state: %w", err)
 	}
+	m.clock.lap(phasePowerOnState, time.Now())
 	if m.cfg.Incoming {
 		// A migration target: RAM stays untouched (all zero) and the
 		// vCPUs' state comes from ImportState.
@@ -310,7 +325,10 @@ func (m *Machine) buildDevices(disks map[spec.Key]*diskBackend) error {
 			if w := m.cfg.Serial[c.Num]; w != nil {
 				ob := devices.NewOutputBuffer(w, 0)
 				m.outputs[c.Num] = ob
-				out = ob.Write
+				out = func(p []byte) {
+					m.clock.mark(&m.clock.firstSerial)
+					ob.Write(p)
+				}
 			}
 			u, err := devices.NewUART(c.Num, irqLine{m.vm, uint32(c.Num.IRQ())}, out)
 			if err != nil {
@@ -511,6 +529,7 @@ func (m *Machine) Start() error {
 		return opErr("start", err)
 	}
 	defer m.mu.Unlock()
+	m.clock.mark(&m.clock.started)
 	m.phase = PhaseRunning
 	m.startSessionLocked()
 	return nil

@@ -195,6 +195,7 @@ func (v *vcpu) runUntilEvent() sessionResult {
 			}
 			return sessionResult{event: evFailed, err: err}
 		}
+		v.m.clock.mark(&v.m.clock.firstExit)
 		if r := v.handleExit(); r.event != evNone {
 			return r
 		}
