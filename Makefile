@@ -12,7 +12,7 @@ FUZZTIME ?= 20000x
 # `make fuzz-long` runs each target for a duration instead, before a release (not part of CI).
 FUZZLONG ?= 4m
 
-.PHONY: help build test deps unit compat fuzz fuzz-long check lint-openapi generate guests tools demo demo-server bench bench-migrate clean
+.PHONY: help build test deps unit compat fuzz fuzz-long check lint-openapi generate guests tools demo demo-server bench bench-migrate bench-start clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ demo-server: build ## one VMM server on loopback: boot the ticker from examples/
 
 bench-migrate: ## live-migration benchmark: 256 MiB and 1 GiB guests, idle and dirtying, beside loopback TCP and QEMU
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMigrate -benchtime 1x ./cmd/waggle | grep -v '^ *time='
+
+bench-start: ## VM start breakdown: PUT /instance + run to the first serial byte, by phase, beside the 5 ms aim
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkStartBreakdown -benchtime 20x ./server
 
 bench: ## run the benchmarks
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
