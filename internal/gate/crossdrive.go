@@ -20,10 +20,11 @@ import (
 
 // The checks of a release that need no VM: one build's `waggle server` is
 // driven through the other build's `waggle vm` CLI on the endpoints that
-// answer without a VM. A server with no instance answers GET /v1/instance
-// with 404 no_instance; it refuses an ensure whose disk file does not
-// exist with a 4xx (and still has no instance after it); and it answers a
-// wrong token with 401 unauthorized. The CLI shows each answer as
+// answer without a VM, in whichever API version that CLI speaks to that
+// server (the paths below leave the version out). A server with no
+// instance answers GET /instance with 404 no_instance; it refuses an
+// ensure whose disk file does not exist with a 4xx (and still has no
+// instance after it); and it answers a wrong token with 401 unauthorized. The CLI shows each answer as
 // "(<status> <error_code>" in its error, which is how the check reads it.
 
 // crossSpec is a vmm-server v1 InstanceSpec whose disk file does not exist
@@ -91,10 +92,10 @@ func CrossDrive(ctx context.Context, serverBin, cliBin, dir string) ([]string, e
 		}
 		did = append(did, fmt.Sprintf("%s: %d %s", what, st, c))
 	}
-	expect("GET /v1/instance", 404, "no_instance", token, "get")
-	expect("PUT /v1/instance (missing disk)", 0, "", token, "create", "-spec", spec)
-	expect("GET /v1/instance after the refused ensure", 404, "no_instance", token, "get")
-	expect("GET /v1/instance with a wrong token", 401, "unauthorized", wrong, "get")
+	expect("GET /instance", 404, "no_instance", token, "get")
+	expect("PUT /instance (missing disk)", 0, "", token, "create", "-spec", spec)
+	expect("GET /instance after the refused ensure", 404, "no_instance", token, "get")
+	expect("GET /instance with a wrong token", 401, "unauthorized", wrong, "get")
 	if err := srv.exited(); err != nil {
 		errs = append(errs, err)
 	}

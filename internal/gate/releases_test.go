@@ -231,8 +231,8 @@ func TestReleasesNeedKVMToMigrate(t *testing.T) {
 	require.Equal(t, 1, rep.Releases)
 	require.Equal(t, []string{"v0.1.0"}, rep.Built)
 	require.Len(t, rep.Ran, 2)
-	require.Contains(t, rep.Ran[0], "v0.1.0's server by HEAD's CLI (GET /v1/instance: 404 no_instance, PUT /v1/instance (missing disk): 400 vm_error, ")
-	require.Contains(t, rep.Ran[0], "GET /v1/instance with a wrong token: 401 unauthorized")
+	require.Contains(t, rep.Ran[0], "v0.1.0's server by HEAD's CLI (GET /instance: 404 no_instance, PUT /instance (missing disk): 400 vm_error, ")
+	require.Contains(t, rep.Ran[0], "GET /instance with a wrong token: 401 unauthorized")
 	require.Contains(t, rep.Ran[1], "HEAD's server by v0.1.0's CLI (")
 	if KVMAvailable() {
 		// The fake builds run no VM: the migration is tried and fails.
@@ -254,9 +254,9 @@ func TestReleasesNeedKVMToMigrate(t *testing.T) {
 // or without KVM.
 func TestReleasesCrossDriveFails(t *testing.T) {
 	cases := []struct{ release, head, want string }{
-		{"get-200", "good", "release v0.1.0: v0.1.0's server by HEAD's CLI: GET /v1/instance: waggle vm get -server"},
-		{"good", "no-auth", "release v0.1.0: HEAD's server by v0.1.0's CLI: GET /v1/instance with a wrong token: want 401 unauthorized, got 404 no_instance"},
-		{"ensure-500", "good", "PUT /v1/instance (missing disk): want a 4xx, got 500 internal"},
+		{"get-200", "good", "release v0.1.0: v0.1.0's server by HEAD's CLI: GET /instance: waggle vm get -server"},
+		{"good", "no-auth", "release v0.1.0: HEAD's server by v0.1.0's CLI: GET /instance with a wrong token: want 401 unauthorized, got 404 no_instance"},
+		{"ensure-500", "good", "PUT /instance (missing disk): want a 4xx, got 500 internal"},
 		{"no-listen", "good", "server ended before it listened"},
 	}
 	for _, c := range cases {
@@ -277,10 +277,10 @@ func TestCrossDriveRealWaggle(t *testing.T) {
 	did, err := CrossDrive(ctx, bin, bin, t.TempDir())
 	require.NoError(t, err)
 	require.Equal(t, []string{
-		"GET /v1/instance: 404 no_instance",
-		"PUT /v1/instance (missing disk): 400 vm_error",
-		"GET /v1/instance after the refused ensure: 404 no_instance",
-		"GET /v1/instance with a wrong token: 401 unauthorized",
+		"GET /instance: 404 no_instance",
+		"PUT /instance (missing disk): 400 vm_error",
+		"GET /instance after the refused ensure: 404 no_instance",
+		"GET /instance with a wrong token: 401 unauthorized",
 	}, did)
 }
 
