@@ -77,6 +77,12 @@ type Config struct {
 	// timeout (or ctx) ends the migration first, Migrate cancels it and
 	// returns an error with QEMU's last progress figures.
 	MigrateTimeout time.Duration
+	// AfterLines is how many complete lines the target must print after
+	// the migration, ticks consecutive and no "BAD", before Migrate
+	// returns; 0 means 2. Negative: Migrate checks only that the target
+	// runs, for a guest that prints nothing for long (memcheck with a
+	// large pace_ms, whose check comes a pace after the migration).
+	AfterLines int
 }
 
 // Result is what QEMU reported for a completed migration (query-migrate on
@@ -187,6 +193,9 @@ func Migrate(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	if cfg.MigrateTimeout <= 0 {
 		cfg.MigrateTimeout = 60 * time.Second
+	}
+	if cfg.AfterLines == 0 {
+		cfg.AfterLines = 2
 	}
 	accels := []string{cfg.Accel}
 	switch cfg.Accel {
@@ -311,12 +320,17 @@ func Migrate(ctx context.Context, cfg Config) (res Result, err error) {
 	if err := waitRunning(ctx, dst); err != nil {
 		return res, fmt.Errorf("qemubench: target: %w", err)
 	}
+	if cfg.AfterLines < 0 {
+		src.stop(5 * time.Second)
+		dst.stop(5 * time.Second)
+		return res, nil
+	}
 	srcOut, err := os.ReadFile(src.serial)
 	if err != nil {
 		return res, fmt.Errorf("qemubench: %w", err)
 	}
-	checkCtx, checkCancel := context.WithTimeout(ctx, 10*time.Second+3*paceOf(cfg.Cmdline))
-	res.SourceLastTick, res.TargetTick, err = checkProgress(checkCtx, srcOut[readyAt:], dst)
+	checkCtx, checkCancel := context.WithTimeout(ctx, 10*time.Second+time.Duration(cfg.AfterLines+1)*paceOf(cfg.Cmdline))
+	res.SourceLastTick, res.TargetTick, err = checkProgress(checkCtx, srcOut[readyAt:], dst, cfg.AfterLines)
 	checkCancel()
 	if err != nil {
 		return res, fmt.Errorf("qemubench: after the migration: %w", err)
@@ -629,12 +643,12 @@ func waitRunning(ctx context.Context, dst *qemuProc) error {
 
 var tickRE = regexp.MustCompile(`^tick (\d+)$`)
 
-// checkProgress waits until the target has printed at least two complete
+// checkProgress waits until the target has printed at least lines complete
 // lines of its own, with any "tick N" lines consecutive across source and
 // target output (the counter lives in guest RAM), and no line containing
 // "BAD". srcOut is the source's output from the guest's ready line on; the
 // target's output continues it (a line may be split between the two).
-func checkProgress(ctx context.Context, srcOut []byte, dst *qemuProc) (uint64, uint64, error) {
+func checkProgress(ctx context.Context, srcOut []byte, dst *qemuProc, lines int) (uint64, uint64, error) {
 	for {
 		dstOut, rerr := os.ReadFile(dst.serial)
 		if rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
@@ -681,7 +695,7 @@ func checkProgress(ctx context.Context, srcOut []byte, dst *qemuProc) (uint64, u
 			}
 			start = end + 1
 		}
-		if newLines >= 2 {
+		if newLines >= lines {
 			return lastSrc, lastDst, nil
 		}
 		select {

@@ -59,3 +59,32 @@ func TestPaceOf(t *testing.T) {
 	require.Equal(t, 50*time.Millisecond, paceOf("pace_ms=10 dirty_kib=4 pace_ms=50ms"))
 	require.Equal(t, time.Duration(0), paceOf("pace_ms=x"))
 }
+
+// TestMigrateWrittenGuestWithoutWaitingForLines: a memcheck guest that fills
+// its memory and then says nothing for a minute migrates, and with
+// AfterLines negative Migrate returns once the target runs, long before the
+// guest's next line (the test's deadline is well under its pace).
+func TestMigrateWrittenGuestWithoutWaitingForLines(t *testing.T) {
+	if ok, why := Available(); !ok {
+		t.Skip("QEMU comparison skipped: " + why)
+	}
+	img, err := guest.Image("memcheck")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	res, err := Migrate(ctx, Config{
+		Image:      img,
+		MemoryMiB:  64,
+		Cmdline:    "span_mib=56 pace_ms=60000",
+		ReadyLine:  "mem filled",
+		AfterLines: -1,
+	})
+	require.NoError(t, err)
+	t.Logf("QEMU %s (%s): total %v, downtime %v, %d bytes, %d normal pages", res.QEMUVersion, res.Accel,
+		res.Total, res.Downtime, res.Bytes, res.NormalPages)
+	require.Positive(t, res.Total)
+	// The 56 MiB written are sent whole, not as zero pages.
+	require.GreaterOrEqual(t, res.NormalPages, uint64(56<<20/4096))
+	require.GreaterOrEqual(t, res.Bytes, uint64(56<<20))
+	require.Zero(t, res.TargetTick, "no line was waited for")
+}
