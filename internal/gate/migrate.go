@@ -317,6 +317,10 @@ func countsOn(g migrationGuest, before, after []byte) (last, first, seen int, er
 		return 0, 0, 0, fmt.Errorf("the source's console shows no %s: %q", g.unit, tail(before, 300))
 	}
 	last = got[len(got)-1]
+	// A target of a build that moves the console's history with the VM
+	// begins its console with the source's: only what follows is the
+	// target's own.
+	after = ownOutput(before, after)
 	if bytes.Contains(after, []byte(g.booted)) {
 		return last, 0, 0, fmt.Errorf("the target's guest booted again (its console says %q): %q", g.booted, tail(after, 300))
 	}
@@ -339,6 +343,21 @@ func countsOn(g migrationGuest, before, after []byte) (last, first, seen int, er
 		return last, 0, 0, fmt.Errorf("the guest did not count on past %d on the target: %v", last, all[max(0, len(all)-6):])
 	}
 	return last, last + 1, all[len(all)-1], nil
+}
+
+// ownOutput is what a target printed itself: after without the complete
+// lines it begins with that are before's first lines, in order (the
+// history that came with the VM, when both builds move it; none, when
+// either does not). A line the source had begun but not ended is the
+// target's, which ends it.
+func ownOutput(before, after []byte) []byte {
+	for {
+		i := bytes.IndexByte(before, '\n')
+		if i < 0 || !bytes.HasPrefix(after, before[:i+1]) {
+			return after
+		}
+		before, after = before[i+1:], after[i+1:]
+	}
 }
 
 // migrationFigures reads the total time and downtime from the summary of

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,6 +127,13 @@ func TestCountsOn(t *testing.T) {
 	require.Equal(t, []int{2, 3, 5}, []int{last, first, seen})
 	_, _, _, err = countsOn(disk, []byte("disk ok sectors=256\ndisk ok pass 1\n"), []byte("disk ok pass 2\ndisk ok pass 3\ndisk ok pass 4\n"))
 	require.NoError(t, err)
+	// A target whose console began with the source's history (both builds
+	// move it), the source's last line begun or not.
+	last, first, seen, err = countsOn(ticker, src, append(bytes.Clone(src[:len(src)-5]), "tick 4\ntick 5\ntick 6\n"...))
+	require.NoError(t, err, "the history that came with the VM is not the target's own")
+	require.Equal(t, []int{3, 4, 6}, []int{last, first, seen})
+	_, _, _, err = countsOn(ticker, src[:len(src)-5], append(bytes.Clone(src[:len(src)-5]), "tick 4\ntick 5\ntick 6\n"...))
+	require.NoError(t, err)
 
 	for _, c := range []struct {
 		name                string
@@ -133,6 +141,8 @@ func TestCountsOn(t *testing.T) {
 		before, after, want string
 	}{
 		{"booted again", ticker, "tick 1\ntick 2\n", "ticker ready\ntick 1\ntick 2\ntick 3\n", "booted again"},
+		{"booted again after its history", ticker, "ticker ready\ntick 1\ntick 2\n", "ticker ready\ntick 1\ntick 2\nticker ready\ntick 1\n", "booted again"},
+		{"a tick repeated after its history", ticker, "ticker ready\ntick 1\ntick 2\n", "ticker ready\ntick 1\ntick 2\ntick 2\ntick 3\ntick 4\ntick 5\n", "do not count up by one (2 then 2)"},
 		{"a tick lost", ticker, "tick 1\ntick 2\n", "tick 4\ntick 5\ntick 6\n", "do not count up by one (2 then 4)"},
 		{"a tick repeated", ticker, "tick 1\ntick 2\n", "tick 2\ntick 3\ntick 4\ntick 5\n", "do not count up by one (2 then 2)"},
 		{"stopped on the target", ticker, "tick 1\ntick 2\n", "tick 3\n", "did not count on past 2"},
