@@ -89,7 +89,7 @@ echo
 step "live-migrate it to the other sled, ticking on"
 "$bin" instance migrate demo || fail "migrate failed"
 "$bin" instance get demo
-step "its console on the new sled: the guest ticks on from where it was (the console's history starts at the migration)"
+step "its console on the new sled: what the guest printed before the migration came with it, and it ticks on"
 "$bin" instance serial -until "tick" -timeout 30s demo </dev/null || fail "the console showed no tick after the migration"
 echo
 step "stop"
