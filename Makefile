@@ -79,7 +79,7 @@ demo: build ## the whole stack from nothing: control plane (embedded PostgreSQL)
 demo-server: build ## one VMM server on loopback: boot the ticker from examples/, show its console, stop it
 	scripts/demo.sh
 
-bench-migrate: ## live-migration benchmark: 256 MiB and 1 GiB guests, idle and dirtying, beside loopback TCP and QEMU
+bench-migrate: ## live-migration benchmark: ticker guests (256 MiB, 1 GiB; idle, dirtying) and written memcheck guests (1, 4 GiB) beside loopback TCP and QEMU, written rows beside the aims
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMigrate -benchtime 1x ./cmd/waggle | grep -v '^ *time='
 
 bench-start: ## VM start breakdown: PUT /instance + run to the first serial byte, by phase, beside the 5 ms aim
