@@ -137,7 +137,7 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 		}
 		last = *st.In
 		prog.show(last)
-		if last.Phase == phaseCompleted || last.Phase == phaseFailedMigr {
+		if last.Phase == phaseCompleted || last.Phase == phaseFailed {
 			break
 		}
 		select {
@@ -147,7 +147,7 @@ func (c *vmCmd) migrate(ctx context.Context, args []string) error {
 		}
 	}
 	prog.done()
-	if last.Phase == phaseFailedMigr {
+	if last.Phase == phaseFailed {
 		where := ""
 		if now, err := stateNow(ctx, srcCl); err == nil && now.State == stateRunning {
 			where = fmt.Sprintf("; the VM runs on at %s", c.ep)

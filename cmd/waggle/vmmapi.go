@@ -157,19 +157,18 @@ type migrationTarget struct {
 	Replace map[string]json.RawMessage
 }
 
-// Instance states, as every version names them.
+// Instance states and migration phases the CLI acts on, as every version
+// names them.
 const (
-	stateCreating   = "creating"
-	stateStarting   = "starting"
-	stateRunning    = "running"
-	stateStopping   = "stopping"
-	stateStopped    = "stopped"
-	stateRebooting  = "rebooting"
-	stateMigrating  = "migrating"
-	stateDestroyed  = "destroyed"
-	stateFailed     = "failed"
-	phaseCompleted  = "completed"
-	phaseFailedMigr = "failed"
+	stateRunning   = "running"
+	stateStopping  = "stopping"
+	stateStopped   = "stopped"
+	stateRebooting = "rebooting"
+	stateDestroyed = "destroyed"
+	stateFailed    = "failed"
+
+	phaseCompleted = "completed"
+	phaseFailed    = "failed"
 )
 
 // apiVersion is one version of the VMM server's API the CLI speaks.
