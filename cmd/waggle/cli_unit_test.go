@@ -198,20 +198,20 @@ func TestCLIRefusedConnectionSaysNoServer(t *testing.T) {
 // or a bare host, which means port 12400.
 func TestParseServer(t *testing.T) {
 	for in, want := range map[string]endpoint{
-		"127.0.0.1:12401":        {"http", "127.0.0.1:12401"},
-		"http://127.0.0.1:12401": {"http", "127.0.0.1:12401"},
-		"http://h.example:80/":   {"http", "h.example:80"},
-		"http://h.example:80/v1": {"http", "h.example:80"},
-		"https://h.example:443":  {"https", "h.example:443"},
-		"HTTP://h:1":             {"http", "h:1"},
-		"h.example":              {"http", "h.example:12400"},
-		"http://h.example":       {"http", "h.example:12400"},
-		"localhost":              {"http", "localhost:12400"},
-		"10.0.0.7":               {"http", "10.0.0.7:12400"},
-		"[::1]":                  {"http", "[::1]:12400"},
-		"::1":                    {"http", "[::1]:12400"},
-		"[::1]:9":                {"http", "[::1]:9"},
-		" h:5 ":                  {"http", "h:5"},
+		"127.0.0.1:12401":        {"http", "127.0.0.1:12401", ""},
+		"http://127.0.0.1:12401": {"http", "127.0.0.1:12401", ""},
+		"http://h.example:80/":   {"http", "h.example:80", ""},
+		"http://h.example:80/v1": {"http", "h.example:80", "v1"},
+		"https://h.example:443":  {"https", "h.example:443", ""},
+		"HTTP://h:1":             {"http", "h:1", ""},
+		"h.example":              {"http", "h.example:12400", ""},
+		"http://h.example":       {"http", "h.example:12400", ""},
+		"localhost":              {"http", "localhost:12400", ""},
+		"10.0.0.7":               {"http", "10.0.0.7:12400", ""},
+		"[::1]":                  {"http", "[::1]:12400", ""},
+		"::1":                    {"http", "[::1]:12400", ""},
+		"[::1]:9":                {"http", "[::1]:9", ""},
+		" h:5 ":                  {"http", "h:5", ""},
 	} {
 		got, err := parseServer(in)
 		require.NoError(t, err, in)

@@ -23,6 +23,7 @@ const defaultPort = "12400"
 type endpoint struct {
 	scheme string // "http" or "https"
 	host   string // host:port, the port always present
+	api    string // the API version the address's path names ("v1" for http://h:p/v1), or ""
 }
 
 // parseServer reads a server address as users write it: host:port,
@@ -45,9 +46,11 @@ func parseServer(s string) (endpoint, error) {
 		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			return endpoint{}, fmt.Errorf("server address %q: want only a scheme, a host and a port", s)
 		}
-		if p := strings.TrimSuffix(u.Path, "/"); p != "" && !knownPrefix(p) {
+		p := strings.TrimSuffix(u.Path, "/")
+		if p != "" && !knownPrefix(p) {
 			return endpoint{}, fmt.Errorf("server address %q: the CLI adds the API path itself; give only the host and port", s)
 		}
+		ep.api = strings.TrimPrefix(p, "/")
 		ep.scheme, s = u.Scheme, u.Host
 	}
 	host, port, err := net.SplitHostPort(s)
@@ -72,7 +75,8 @@ func parseServer(s string) (endpoint, error) {
 }
 
 // knownPrefix says whether path is an API version's path ("/v2"), which a
-// -server URL may carry; the CLI picks the version itself (see -api).
+// -server URL may carry: the CLI then speaks that version, as -api would
+// have it (-api, when given, wins).
 func knownPrefix(path string) bool {
 	for _, v := range apiVersions {
 		if path == "/"+v.name {

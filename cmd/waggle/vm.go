@@ -61,7 +61,8 @@ common flags:
                       (default $WAGGLE_SERVER or 127.0.0.1:12400)
   -token-file FILE    the server's bearer token (default: the file the server wrote at start)
   -o text|json        output for people (default) or for programs
-  -api v2|v1          the API version to speak (default: the newest the server serves)
+  -api v2|v1          the API version to speak (default: the one a -server URL's path names,
+                      http://host:port/v1, else the newest the server serves)
 
 ` + "`waggle vm <command> -h` shows a command's flags.\n")
 	return b.String()
@@ -94,7 +95,7 @@ func newVMCmd(name string, stdout, stderr io.Writer) *vmCmd {
 		server:    fs.String("server", def, "the VMM server: host:port, http://host:port, or a host (port 12400)"),
 		tokenFile: fs.String("token-file", os.Getenv("WAGGLE_TOKEN_FILE"), "the server's bearer token (default $WAGGLE_TOKEN_FILE, else the file the server wrote)"),
 		output:    fs.String("o", "text", "output: text or json"),
-		api:       fs.String("api", "", "the API version to speak: "+apiNames()+" (default: the newest the server serves)"),
+		api:       fs.String("api", "", "the API version to speak: "+apiNames()+" (default: the one a -server URL's path names, else the newest the server serves)"),
 		stdout:    stdout, stderr: stderr,
 	}
 }
@@ -166,7 +167,11 @@ func (c *vmCmd) clientFor(ctx context.Context, ep endpoint, tokenFile string, ti
 	if err != nil {
 		return nil, err
 	}
-	return dialVMM(ctx, ep, tok, timeout, *c.api)
+	api := *c.api
+	if api == "" {
+		api = ep.api
+	}
+	return dialVMM(ctx, ep, tok, timeout, api)
 }
 
 func (c *vmCmd) json() bool { return *c.output == "json" }

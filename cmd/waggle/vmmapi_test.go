@@ -50,6 +50,14 @@ func TestCLIAsksTheServerForItsNewestVersion(t *testing.T) {
 	require.Contains(t, res.stdout, "via-v1")
 	require.Equal(t, int32(2), v2Asked.Load(), "-api v1 asks nothing in v2 (the probe and the get of the first run only)")
 
+	res = cli(t, "vm", "get", "-server", "http://"+both.addr+"/v1")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "via-v1", "a -server URL whose path names v1 is spoken to in v1")
+	res = cli(t, "vm", "get", "-server", "http://"+both.addr+"/v1", "-api", "v2")
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "via-v2", "-api wins over the URL's path")
+	require.Equal(t, int32(3), v2Asked.Load(), "the URL's v1 asked nothing in v2; -api v2 asked no probe")
+
 	res = cli(t, "vm", "get", "-server", both.addr, "-api", "v3")
 	require.Equal(t, 2, res.code)
 	require.Contains(t, res.stderr, "-api: want one of v2, v1")
