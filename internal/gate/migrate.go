@@ -171,6 +171,12 @@ func migrateGuestBothWays(ctx context.Context, g migrationGuest, release, relBin
 		return nil, fail("(starting HEAD's server)", err)
 	}
 	defer head.stop()
+	// A way that fails says what each server logged last: a guest that
+	// faults or hangs after a migration shows it only there.
+	logged := func(err error) error {
+		return fmt.Errorf("%w\n  the release's server logged last: %s\n  HEAD's server logged last: %s",
+			err, tail(rel.stderr.Bytes(), 2000), tail(head.stderr.Bytes(), 2000))
+	}
 	spec := filepath.Join(dir, g.name+".json")
 	if err := os.WriteFile(spec, []byte(g.spec), 0o644); err != nil {
 		return nil, err
@@ -178,12 +184,12 @@ func migrateGuestBothWays(ctx context.Context, g migrationGuest, release, relBin
 
 	there := release + " -> HEAD by HEAD's CLI"
 	if err := createGuest(ctx, g, headBin, dir, rel, spec); err != nil {
-		return nil, fail(there, fmt.Errorf("before migrating: %w", err))
+		return nil, fail(there, logged(fmt.Errorf("before migrating: %w", err)))
 	}
 	var ways []MigrationWay
 	w, err := migrateOnce(ctx, g, headBin, dir, rel, head, there)
 	if err != nil {
-		return ways, fail(there, err)
+		return ways, fail(there, logged(err))
 	}
 	ways = append(ways, w)
 	back := "HEAD -> " + release + " by " + release + "'s CLI"
@@ -191,7 +197,7 @@ func migrateGuestBothWays(ctx context.Context, g migrationGuest, release, relBin
 	// from the second's: the way back's source history is HEAD's.
 	w, err = migrateOnce(ctx, g, relBin, dir, head, rel, back)
 	if err != nil {
-		return ways, fail(back, err)
+		return ways, fail(back, logged(err))
 	}
 	return append(ways, w), nil
 }

@@ -175,5 +175,6 @@ func TestReleaseThatCannotMigrateIn(t *testing.T) {
 		require.ErrorContains(t, err, "migrating a running "+g.name+" r -> HEAD by HEAD's CLI", "every guest was tried, and failed its way in")
 	}
 	require.ErrorContains(t, err, "waggle vm migrate")
+	require.Regexp(t, `HEAD's server logged last: \S`, err.Error(), "a failed way shows what the servers logged")
 	require.Empty(t, ways)
 }
