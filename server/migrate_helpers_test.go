@@ -56,7 +56,7 @@ type migRig struct {
 	log *lockedBuffer
 }
 
-func newMigRig(t *testing.T, opt ...func(*RuntimeOptions)) *migRig {
+func newMigRig(t testing.TB, opt ...func(*RuntimeOptions)) *migRig {
 	t.Helper()
 	log := &lockedBuffer{}
 	opt = append([]func(*RuntimeOptions){func(o *RuntimeOptions) {

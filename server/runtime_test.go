@@ -35,7 +35,7 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 // newRig starts a rig whose guests behave as g; opt may change the
 // runtime's options.
-func newRig(t *testing.T, g fakeGuest, opt ...func(*RuntimeOptions)) *rig {
+func newRig(t testing.TB, g fakeGuest, opt ...func(*RuntimeOptions)) *rig {
 	t.Helper()
 	vms := newFakeVMs(g)
 	o := RuntimeOptions{
@@ -52,7 +52,7 @@ func newRig(t *testing.T, g fakeGuest, opt ...func(*RuntimeOptions)) *rig {
 }
 
 // testSpec is a small VM with COM1.
-func testSpec(t *testing.T, cpus uint32, memMiB uint64) *spec.Spec {
+func testSpec(t testing.TB, cpus uint32, memMiB uint64) *spec.Spec {
 	t.Helper()
 	s, err := spec.NewBuilder().
 		SetBoard(spec.Board{CPUs: cpus, MemoryMiB: memMiB, Chipset: spec.ChipsetI440FX}).
@@ -87,7 +87,7 @@ func (g *rig) run(t *testing.T) {
 
 // waitState waits (at most 10 s) on the state monitor until the instance is
 // in state want, and returns it.
-func waitState(t *testing.T, core Core, want State) Instance {
+func waitState(t testing.TB, core Core, want State) Instance {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -25,7 +25,7 @@ import (
 
 // start runs the real handler on a real loopback HTTP server and returns a
 // generated v1 client for it.
-func start(t *testing.T, core Core) (*httptest.Server, *api.ClientWithResponses) {
+func start(t testing.TB, core Core) (*httptest.Server, *api.ClientWithResponses) {
 	t.Helper()
 	h, err := NewHandler(core, httpkit.HandlerOptions{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: httpkit.BearerToken(testToken)})
 	require.NoError(t, err)

@@ -62,10 +62,9 @@ func newGuestMemory(vm *kvm.VM, size uint64) (*guestMemory, error) {
 	if uint64(int(size)) != size {
 		return nil, fmt.Errorf("%w: size %d overflows", ErrMemory, size)
 	}
-	m, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_ANONYMOUS|unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+	m, err := MapRAM(size)
 	if err != nil {
-		return nil, fmt.Errorf("%w: mmap of %d MiB: %w", ErrMemory, size>>20, err)
+		return nil, fmt.Errorf("%w: %w", ErrMemory, err)
 	}
 	g := &guestMemory{vm: vm, mapping: m}
 	low := min(size, lowRAMLimit)
@@ -81,6 +80,31 @@ func newGuestMemory(vm *kvm.VM, size uint64) (*guestMemory, error) {
 		}
 	}
 	return g, nil
+}
+
+// MapRAM maps size bytes of memory the way guest RAM is mapped: anonymous,
+// private, reserved on first touch (MAP_NORESERVE), and advised to be
+// backed by transparent huge pages. Unmap it with unix.Munmap. It is
+// exported so that a benchmark without KVM can hold "guest" RAM exactly as
+// a Machine does.
+//
+// Huge pages matter most to a migration target, which writes every page of
+// RAM once, as fast as the stream brings them: a 4 KiB page costs a fault,
+// and on a virtualized host a fault is dear. Writing 1 GiB into fresh
+// memory took 3.5-4.1 s with 4 KiB pages and 0.12 s with huge pages on a
+// development machine (a VM itself). The advice is best effort: a host
+// whose THP setting is "never" backs RAM with 4 KiB pages, as before.
+func MapRAM(size uint64) ([]byte, error) {
+	if uint64(int(size)) != size {
+		return nil, fmt.Errorf("mmap of %d bytes: size overflows", size)
+	}
+	m, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_ANONYMOUS|unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil, fmt.Errorf("mmap of %d MiB: %w", size>>20, err)
+	}
+	_ = unix.Madvise(m, unix.MADV_HUGEPAGE)
+	return m, nil
 }
 
 func (g *guestMemory) register(r *memRegion, flags uint32) error {

@@ -1,6 +1,9 @@
 package vmm
 
 import (
+	"fmt"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -72,4 +75,40 @@ func TestHugeMemoryFails(t *testing.T) {
 	require.ErrorIs(t, err, ErrMemory)
 	require.ErrorIs(t, err, syscall.ENOMEM)
 	t.Log(err)
+}
+
+// TestMapRAMAdvisesHugePages: guest RAM is mapped so that the kernel may
+// back it with transparent huge pages (smaps' THPeligible), on any host
+// whose THP setting is not "never": a migration target writing fresh RAM
+// with 4 KiB pages ran at a seventh of the speed (server's
+// BenchmarkMigrateWrittenRAM).
+func TestMapRAMAdvisesHugePages(t *testing.T) {
+	setting, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil || strings.Contains(string(setting), "[never]") {
+		t.Skipf("this host has no transparent huge pages (%q, %v)", setting, err)
+	}
+	const size = 16 << 20
+	m, err := MapRAM(size)
+	require.NoError(t, err)
+	defer unix.Munmap(m)
+	require.Len(t, m, size)
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	require.NoError(t, err)
+	start := fmt.Sprintf("%x-", hostAddr(m))
+	var eligible string
+	in := false
+	for line := range strings.Lines(string(smaps)) {
+		field, _, _ := strings.Cut(line, " ")
+		if !strings.HasSuffix(field, ":") { // a mapping's first line
+			in = strings.HasPrefix(line, start)
+			continue
+		}
+		if v, ok := strings.CutPrefix(line, "THPeligible:"); ok && in {
+			eligible = strings.TrimSpace(v)
+		}
+	}
+	require.Equal(t, "1", eligible, "smaps of the RAM mapping at %s", start)
+
+	_, err = MapRAM(1 << 62)
+	require.Error(t, err, "a size the host cannot map is refused")
 }
