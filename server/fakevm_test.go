@@ -493,6 +493,15 @@ func (v *fakeVM) WriteGuest(p []byte, gpa uint64) error {
 	})
 }
 
+// FillGuest reads the bytes into a buffer first: the fake's RAM is a map.
+func (v *fakeVM) FillGuest(r io.Reader, gpa uint64, n int) error {
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return err
+	}
+	return v.WriteGuest(buf, gpa)
+}
+
 // bitmap returns the pages of set as the one region's bitmap.
 func (v *fakeVM) bitmap(set func(yield func(uint64) bool)) []vmm.DirtyBitmap {
 	r := v.Regions()[0]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -111,11 +112,33 @@ func (v *ramVM) WriteGuest(p []byte, gpa uint64) error {
 		_ = unix.Madvise(m, unix.MADV_POPULATE_WRITE)
 	}
 	copy(m, p)
-	for pg := gpa / fakePageSize; pg*fakePageSize < gpa+uint64(len(p)); pg++ {
+	v.mark(gpa, len(p))
+	return nil
+}
+
+// FillGuest reads straight into RAM, as a Machine's does.
+func (v *ramVM) FillGuest(r io.Reader, gpa uint64, n int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	m, err := v.span(gpa, n)
+	if err != nil {
+		return err
+	}
+	if n >= populateMinForBench {
+		_ = unix.Madvise(m, unix.MADV_POPULATE_WRITE)
+	}
+	_, err = io.ReadFull(r, m)
+	v.mark(gpa, n)
+	return err
+}
+
+// mark sets the bits of the pages [gpa, gpa+n) in touched and dirty; under
+// mu.
+func (v *ramVM) mark(gpa uint64, n int) {
+	for pg := gpa / fakePageSize; pg*fakePageSize < gpa+uint64(n); pg++ {
 		v.touched[pg/64] |= 1 << (pg % 64)
 		v.dirty[pg/64] |= 1 << (pg % 64)
 	}
-	return nil
 }
 
 // populateMinForBench is vmm's threshold for pre-faulting a write.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -143,6 +144,14 @@ func (c *streamConn) Write(p []byte) (int, error) {
 	return done, nil
 }
 
+// readBuffer is the size of a peer's read buffer. It is kept well below a
+// RAM frame's 1 MiB of data: bufio reads straight into the caller's memory
+// when the buffer is empty and the read at least as large as it, so most
+// of a frame's pages go from the socket into guest memory with no copy
+// between (recvInto), and at most readBuffer bytes of each pass through the
+// buffer.
+const readBuffer = 64 << 10
+
 // peer is one side's end of the migration stream.
 type peer struct {
 	// name is what the peer is: "source" or "target".
@@ -162,7 +171,7 @@ type peer struct {
 // that may hold bytes already read.
 func newPeer(name string, conn *streamConn, r *bufio.Reader) *peer {
 	if r == nil {
-		r = bufio.NewReaderSize(conn, 1<<20)
+		r = bufio.NewReaderSize(conn, readBuffer)
 	}
 	return &peer{name: name, conn: conn, r: r, w: bufio.NewWriterSize(conn, 1<<20)}
 }
@@ -240,7 +249,38 @@ func (e *errPeerAborted) Error() string {
 // recv reads the next frame. A peer's Abort becomes an *errPeerAborted;
 // the payload is valid until the next recv.
 func (p *peer) recv() (migration.Frame, error) {
-	f, err := migration.ReadFrame(p.r, p.buf)
+	return p.recvInto(nil)
+}
+
+// ramInto takes a RAM frame's page data, n bytes for gpa on, from r; the
+// head of the frame has been read and checked.
+type ramInto func(gpa uint64, n int, r io.Reader) error
+
+// recvInto is recv, except that, if into is not nil, a RAM frame's page
+// data is handed to into to read, straight into guest memory, rather than
+// into a buffer: the frame is then returned without a payload.
+func (p *peer) recvInto(into ramInto) (migration.Frame, error) {
+	t, n, err := migration.ReadHeader(p.r)
+	if err != nil {
+		return migration.Frame{}, fmt.Errorf("receive: %w", err)
+	}
+	if t == migration.TypeRAM && into != nil {
+		gpa, size, err := migration.ReadRAMHead(p.r, n)
+		if err != nil {
+			return migration.Frame{}, fmt.Errorf("receive: %w", err)
+		}
+		data := &readRecorder{r: p.r}
+		err = into(gpa, size, data)
+		if data.err != nil {
+			return migration.Frame{}, fmt.Errorf("receive: %w", migration.Truncated(t, data.err))
+		}
+		if err != nil {
+			return migration.Frame{}, err
+		}
+		p.received.Add(uint64(migration.HeaderSize) + uint64(n))
+		return migration.Frame{Type: t}, nil
+	}
+	f, err := migration.ReadPayload(p.r, t, n, p.buf)
 	if err != nil {
 		return f, fmt.Errorf("receive: %w", err)
 	}
@@ -256,6 +296,21 @@ func (p *peer) recv() (migration.Frame, error) {
 		return f, &errPeerAborted{peer: p.name, code: a.Code, reason: a.Reason, trusted: p.trusted}
 	}
 	return f, nil
+}
+
+// readRecorder keeps the first error its reader gave: a RAM frame's data
+// that ended early is the stream's fault, not the guest memory's.
+type readRecorder struct {
+	r   io.Reader
+	err error
+}
+
+func (d *readRecorder) Read(b []byte) (int, error) {
+	n, err := d.r.Read(b)
+	if err != nil && d.err == nil {
+		d.err = err
+	}
+	return n, err
 }
 
 // expect reads the next frame and checks its type.

@@ -157,7 +157,7 @@ func (t *target) dial() (*peer, error) {
 	// maxUpgradeAnswer bytes: the answer is read through a limit, lifted
 	// once the upgrade is taken (the handshake's frames have their own).
 	lr := &io.LimitedReader{R: sc, N: maxUpgradeAnswer}
-	br := bufio.NewReaderSize(lr, 1<<20)
+	br := bufio.NewReaderSize(lr, readBuffer)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		conn.Close()
@@ -369,27 +369,28 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 	var devs []vmm.DeviceState
 	seen := map[string]bool{}
 	stalled := false
+	// RAM frames' pages are read straight into guest memory.
+	intoRAM := func(gpa uint64, n int, r io.Reader) error {
+		if err := checkRange(regions, gpa, uint64(n)); err != nil {
+			return err
+		}
+		if err := t.m.FillGuest(r, gpa, n); err != nil {
+			return err
+		}
+		if fp[FailStallInPrecopy] && !stalled {
+			stalled = true
+			t.stallUntilSourceGivesUp()
+		}
+		return nil
+	}
 	for {
-		f, err := t.p.recv()
+		f, err := t.p.recvInto(intoRAM)
 		if err != nil {
 			return nil, err
 		}
 		switch f.Type {
 		case migration.TypeRAM:
-			ram, err := migration.DecodeRAM(f.Payload)
-			if err != nil {
-				return nil, err
-			}
-			if err := checkRange(regions, ram.GPA, uint64(len(ram.Data))); err != nil {
-				return nil, err
-			}
-			if err := t.m.WriteGuest(ram.Data, ram.GPA); err != nil {
-				return nil, err
-			}
-			if fp[FailStallInPrecopy] && !stalled {
-				stalled = true
-				t.stallUntilSourceGivesUp()
-			}
+			// Taken by intoRAM.
 		case migration.TypeZero:
 			z, err := migration.DecodeZero(f.Payload)
 			if err != nil {

@@ -1,11 +1,18 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wagglevm/waggle/server/migration"
@@ -86,4 +93,114 @@ func TestNoHandOffNoRun(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, done)
 	require.Less(t, time.Since(start), time.Second, "the source's proved answer: no retries")
+}
+
+// TestTargetRefusesBadRAMFrames: a source that proved itself and then
+// sends RAM frames that are malformed, outside RAM or cut short fails the
+// target with a reason that names the fault; nothing runs. RAM frames are
+// read straight into guest memory (recvInto), so each fault must be caught
+// before or while the bytes land, never by a decoder after them. Good
+// frames before the bad one land where they say.
+func TestTargetRefusesBadRAMFrames(t *testing.T) {
+	page := func(b byte) []byte { return bytes.Repeat([]byte{b}, migration.PageSize) }
+	ramHead := func(typ migration.Type, frameLen uint32, gpa uint64, dataLen uint32) []byte {
+		b := []byte{byte(typ), 0, 0, 0}
+		b = binary.BigEndian.AppendUint32(b, frameLen)
+		b = binary.BigEndian.AppendUint64(b, gpa)
+		return binary.BigEndian.AppendUint32(b, dataLen)
+	}
+	const ramSize = 32 << 20 // specRequest's board
+	cases := []struct {
+		name string
+		send func(c net.Conn)
+		want string
+	}{
+		{"data longer than its frame", func(c net.Conn) {
+			_, _ = c.Write(append(ramHead(migration.TypeRAM, 12+migration.PageSize, 0x10000, 2*migration.PageSize), page(1)...))
+		}, "data: 8192 bytes in a payload that leaves 4096"},
+		{"a frame shorter than a RAM head", func(c net.Conn) {
+			_, _ = c.Write([]byte{byte(migration.TypeRAM), 0, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4})
+		}, "shorter than its 12-byte head"},
+		{"pages past the end of RAM", func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: ramSize - migration.PageSize, Data: append(page(1), page(2)...)}.Encode())
+		}, "outside guest RAM"},
+		{"a GPA that wraps around", func(c net.Conn) {
+			_, _ = c.Write(append(ramHead(migration.TypeRAM, 12+migration.PageSize, ^uint64(0)-migration.PageSize+1, migration.PageSize), page(1)...))
+		}, "overflows"},
+		{"an unaligned GPA", func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: 0x10001, Data: page(1)}.Encode())
+		}, "not page aligned"},
+		{"part of a page", func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: 0x10000, Data: []byte{1, 2, 3}}.Encode())
+		}, "not a whole number of pages"},
+		{"more pages than a frame carries", func(c net.Conn) {
+			n := uint32(migration.MaxPagesPerFrame+1) * migration.PageSize
+			_, _ = c.Write(ramHead(migration.TypeRAM, 12+n, 0, n))
+		}, "at most 1048576"},
+		{"data cut short", func(c net.Conn) {
+			_, _ = c.Write(append(ramHead(migration.TypeRAM, 12+8*migration.PageSize, 0x10000, 8*migration.PageSize), page(1)...))
+			_ = c.(*net.TCPConn).CloseWrite()
+		}, "RAM payload truncated"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newMigRig(t)
+			secret, id := migration.NewSecret(), uuid.New()
+			landed := make(chan []byte, 1)
+			addr, _ := fakeSource(t, func(c net.Conn, br *bufio.Reader) {
+				if !playProvenSource(c, br, id, secret) {
+					return
+				}
+				// Two good frames first: they land in guest memory.
+				_ = migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: 0x20000, Data: append(page(7), page(8)...)}.Encode())
+				_ = migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: 0x40000, Data: page(9)}.Encode())
+				tc.send(c)
+				if vm := b.vms.last(); vm != nil {
+					assert.Eventually(t, func() bool { return len(vm.ram()) >= 3 }, 10*time.Second, time.Millisecond)
+					ram := vm.ram()
+					landed <- slices.Concat(ram[0x20], ram[0x21], ram[0x40])
+				}
+			})
+			b.ensureTarget(t, id, addr, secret)
+			reason := b.failure(t)
+			require.Contains(t, reason, tc.want)
+			select {
+			case got := <-landed:
+				require.Equal(t, slices.Concat(page(7), page(8), page(9)), got, "the good frames landed where they said")
+			case <-time.After(10 * time.Second):
+				t.Fatal("the target built no VM")
+			}
+			require.Equal(t, StateFailed, b.instance(t).State)
+		})
+	}
+}
+
+// playProvenSource plays a source that holds secret: it answers the
+// upgrade, proves itself, checks the target's proof, sends a preamble of
+// specRequest's board and waits for Ready. It reports whether all went so.
+func playProvenSource(c net.Conn, br *bufio.Reader, id uuid.UUID, secret string) bool {
+	answerUpgrade(c)
+	hello, err := readHello(c, br)
+	if err != nil {
+		return false
+	}
+	w := migration.Welcome{Protocol: migration.ProtocolV1, Nonce: migration.NewNonce()}
+	w.Proof = migration.Prove(secret, migration.RoleSource, id, hello.Nonce, w.Nonce)
+	if migration.WriteFrame(c, migration.TypeWelcome, w.Encode()) != nil {
+		return false
+	}
+	f, err := migration.ReadFrame(br, nil)
+	if err != nil || f.Type != migration.TypeProof {
+		return false
+	}
+	p, err := migration.DecodeProof(f.Payload)
+	if err != nil || !migration.CheckProof(secret, migration.RoleTarget, id, hello.Nonce, w.Nonce, p.Proof) {
+		return false
+	}
+	env := []byte(`{"spec_version":"vmm-server/v1","spec":{"board":{"cpus":1,"memory_mb":32,"chipset":"i440fx"},"components":{}}}`)
+	if migration.WriteFrame(c, migration.TypePreamble, migration.Preamble{Envelope: env}.Encode()) != nil {
+		return false
+	}
+	f, err = migration.ReadFrame(br, nil)
+	return err == nil && f.Type == migration.TypeReady
 }

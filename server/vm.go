@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm"
@@ -43,6 +44,10 @@ type VM interface {
 	Regions() []vmm.Region
 	ReadGuest(p []byte, gpa uint64) error
 	WriteGuest(p []byte, gpa uint64) error
+	// FillGuest is WriteGuest of n bytes read from r, with no buffer
+	// between: a migration target reads RAM frames into guest memory
+	// with it.
+	FillGuest(r io.Reader, gpa uint64, n int) error
 	// TouchedPages returns the pages ever touched: the others read as zero.
 	TouchedPages() ([]vmm.DirtyBitmap, error)
 	// EnableDirtyLog, CollectDirty and DisableDirtyLog track the pages

@@ -3,6 +3,7 @@ package vmm
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math/bits"
 	"os"
 	"sync/atomic"
@@ -152,17 +153,45 @@ func (g *guestMemory) WriteAt(p []byte, gpa uint64) error {
 	if err != nil {
 		return err
 	}
-	dst := r.host[off : off+uint64(len(p))]
-	if len(p) >= populateMin {
+	copy(r.prepare(off, len(p)), p)
+	// Marked after the copy: a collection between the two (a device's
+	// write runs beside the migration's) leaves the page dirty for the
+	// next one, never clean with the new bytes unsent.
+	r.markDirty(off, uint64(len(p)))
+	return nil
+}
+
+// fill reads n bytes from r into guest memory at gpa and marks the pages
+// dirty in the VMM's log (all of them, even if the read ends early).
+func (g *guestMemory) fill(r io.Reader, gpa uint64, n int) error {
+	if n < 0 {
+		return fmt.Errorf("fill of %d bytes", n)
+	}
+	reg, off, err := g.find(gpa, uint64(n))
+	if err != nil {
+		return err
+	}
+	_, err = io.ReadFull(r, reg.prepare(off, n))
+	reg.markDirty(off, uint64(n))
+	if err != nil {
+		return fmt.Errorf("read %d bytes for %#x: %w", n, gpa, err)
+	}
+	return nil
+}
+
+// prepare returns the n bytes of r's memory at off, about to be written,
+// faulted in if the write is large. The caller marks them dirty once
+// written.
+func (r *memRegion) prepare(off uint64, n int) []byte {
+	dst := r.host[off : off+uint64(n)]
+	if n >= populateMin {
 		// Fault the pages in with one call rather than one trap per page:
 		// on a nested host each trap costs several microseconds, which
 		// dominated a migration target's receive path. Best effort: an
 		// old kernel without MADV_POPULATE_WRITE just faults as it copies.
 		_ = unix.Madvise(dst, unix.MADV_POPULATE_WRITE)
 	}
-	copy(dst, p)
-	r.markDirty(off, uint64(len(p)))
-	return nil
+	return dst
 }
 
 // populateMin is the smallest write that pre-faults its pages.

@@ -1,7 +1,9 @@
 package vmm
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -111,4 +113,67 @@ func TestMapRAMAdvisesHugePages(t *testing.T) {
 
 	_, err = MapRAM(1 << 62)
 	require.Error(t, err, "a size the host cannot map is refused")
+}
+
+// TestFill: fill reads RAM straight from a reader into guest memory, marks
+// the pages dirty (even when the reader ends early, since some bytes may
+// have landed), and refuses ranges outside RAM before reading a byte.
+func TestFill(t *testing.T) {
+	const size = 4 << 20
+	host, err := MapRAM(size)
+	require.NoError(t, err)
+	defer unix.Munmap(host)
+	r := &memRegion{Region: Region{GPA: 0, Size: size}, host: host, dirty: make([]uint64, size/PageSize/64)}
+	g := &guestMemory{mapping: host, regions: []*memRegion{r}}
+	dirty := func() []uint64 {
+		var pages []uint64
+		d := DirtyBitmap{Region: r.Region, Bits: r.dirty}
+		for i := range r.Pages() {
+			if d.Dirty(i) {
+				pages = append(pages, i)
+			}
+		}
+		clear(r.dirty)
+		return pages
+	}
+
+	data := bytes.Repeat([]byte("waggle!!"), 3*PageSize/8)
+	src := bytes.NewReader(append(data, "next frame"...))
+	require.NoError(t, g.fill(src, 5*PageSize, len(data)))
+	got := make([]byte, len(data))
+	require.NoError(t, g.ReadAt(got, 5*PageSize))
+	require.Equal(t, data, got)
+	require.Equal(t, []uint64{5, 6, 7}, dirty())
+	require.Equal(t, len("next frame"), src.Len(), "no byte past the frame's data was read")
+
+	big := bytes.Repeat([]byte{0xa5}, 1<<20) // pre-faulted first
+	require.NoError(t, g.fill(bytes.NewReader(big), 1<<20, len(big)))
+	require.Len(t, dirty(), 256)
+
+	err = g.fill(bytes.NewReader(data[:PageSize+10]), 64*PageSize, 2*PageSize)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.Equal(t, []uint64{64, 65}, dirty(), "what landed is marked")
+
+	for _, bad := range []struct {
+		gpa uint64
+		n   int
+	}{{size - PageSize, 2 * PageSize}, {size, PageSize}, {1 << 62, PageSize}, {0, -1}} {
+		src := bytes.NewReader(data)
+		require.Error(t, g.fill(src, bad.gpa, bad.n), "%#x+%d", bad.gpa, bad.n)
+		require.Equal(t, len(data), src.Len(), "nothing was read for %#x+%d", bad.gpa, bad.n)
+		require.Empty(t, dirty())
+	}
+}
+
+// TestFillGuestFollowsTheLifecycle: a Machine's FillGuest writes RAM that
+// ReadGuest then reads, and, like WriteGuest, refuses a closed machine.
+func TestFillGuestFollowsTheLifecycle(t *testing.T) {
+	m, _ := newTestMachine(t, codeSpinner, 1, 64)
+	data := bytes.Repeat([]byte{7}, 2*PageSize)
+	require.NoError(t, m.FillGuest(bytes.NewReader(data), 0x300000, len(data)))
+	got := make([]byte, len(data))
+	require.NoError(t, m.ReadGuest(got, 0x300000))
+	require.Equal(t, data, got)
+	require.NoError(t, m.Close())
+	require.Error(t, m.FillGuest(bytes.NewReader(data), 0x300000, len(data)))
 }

@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/wagglevm/waggle/vmm/devices"
 	"github.com/wagglevm/waggle/vmm/kvm"
@@ -189,6 +190,17 @@ func (m *Machine) WriteGuest(p []byte, gpa uint64) error {
 	}
 	defer m.mu.Unlock()
 	return opErr("write guest memory", m.mem.WriteAt(p, gpa))
+}
+
+// FillGuest reads exactly n bytes from r into guest RAM at gpa and marks
+// the pages dirty, as WriteGuest does, with no buffer between the reader
+// and guest memory. On error the pages may hold part of what was read.
+func (m *Machine) FillGuest(r io.Reader, gpa uint64, n int) error {
+	if err := m.begin(ActionMemory); err != nil {
+		return opErr("fill guest memory", err)
+	}
+	defer m.mu.Unlock()
+	return opErr("fill guest memory", m.mem.fill(r, gpa, n))
 }
 
 // Memory returns guest RAM as devices see it. Its writes are logged like

@@ -81,21 +81,16 @@ func WriteFrame(w io.Writer, t Type, payload []byte) error {
 // enough. It rejects unknown types, non-zero reserved bytes and lengths over
 // MaxPayload before reading the payload.
 func ReadFrame(r io.Reader, buf []byte) (Frame, error) {
-	var hdr [HeaderSize]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, fmt.Errorf("%w: truncated header", ErrFrame)
-		}
+	t, n, err := ReadHeader(r)
+	if err != nil {
 		return Frame{}, err
 	}
-	t := Type(hdr[0])
-	if _, ok := typeNames[t]; !ok {
-		return Frame{}, fmt.Errorf("%w: unknown type %d", ErrFrame, hdr[0])
-	}
-	if hdr[1]|hdr[2]|hdr[3] != 0 {
-		return Frame{}, fmt.Errorf("%w: reserved header bytes are not zero", ErrFrame)
-	}
-	n := binary.BigEndian.Uint32(hdr[4:])
+	return ReadPayload(r, t, n, buf)
+}
+
+// ReadPayload reads the n-byte payload of a frame of type t whose header
+// ReadHeader read, reusing buf when it is large enough.
+func ReadPayload(r io.Reader, t Type, n uint32, buf []byte) (Frame, error) {
 	if n > MaxPayload {
 		return Frame{}, fmt.Errorf("%w: %s payload of %d bytes is over the %d limit", ErrFrame, t, n, MaxPayload)
 	}
@@ -104,7 +99,36 @@ func ReadFrame(r io.Reader, buf []byte) (Frame, error) {
 	}
 	buf = buf[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return Frame{}, fmt.Errorf("%w: %s payload truncated: %w", ErrFrame, t, err)
+		return Frame{}, Truncated(t, err)
 	}
 	return Frame{Type: t, Payload: buf}, nil
+}
+
+// ReadHeader reads a frame's header and returns its type and payload
+// length, checked as ReadFrame checks them; the payload follows in r.
+func ReadHeader(r io.Reader) (Type, uint32, error) {
+	var hdr [HeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, 0, fmt.Errorf("%w: truncated header", ErrFrame)
+		}
+		return 0, 0, err
+	}
+	t := Type(hdr[0])
+	if _, ok := typeNames[t]; !ok {
+		return 0, 0, fmt.Errorf("%w: unknown type %d", ErrFrame, hdr[0])
+	}
+	if hdr[1]|hdr[2]|hdr[3] != 0 {
+		return 0, 0, fmt.Errorf("%w: reserved header bytes are not zero", ErrFrame)
+	}
+	n := binary.BigEndian.Uint32(hdr[4:])
+	if n > MaxPayload {
+		return 0, 0, fmt.Errorf("%w: %s payload of %d bytes is over the %d limit", ErrFrame, t, n, MaxPayload)
+	}
+	return t, n, nil
+}
+
+// Truncated is the error of a payload of type t that ended early with err.
+func Truncated(t Type, err error) error {
+	return fmt.Errorf("%w: %s payload truncated: %w", ErrFrame, t, err)
 }

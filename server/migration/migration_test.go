@@ -201,3 +201,33 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadRAMHead: the streaming reader of a RAM payload's head, which lets
+// a target read page data straight into guest memory, accepts exactly the
+// payloads DecodeRAM accepts, with the same GPA and data length, and leaves
+// exactly the data in the reader. A frame length other than the payload's
+// never yields data of another length than the frame leaves.
+func FuzzReadRAMHead(f *testing.F) {
+	f.Add(RAM{GPA: 4096, Data: make([]byte, PageSize)}.Encode(), uint32(0))
+	f.Add(RAM{GPA: 1 << 40, Data: make([]byte, 2*PageSize)}.Encode(), uint32(PageSize))
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0}, uint32(7))
+	f.Fuzz(func(t *testing.T, p []byte, skew uint32) {
+		r := bytes.NewReader(p)
+		gpa, n, err := ReadRAMHead(r, uint32(len(p)))
+		ram, derr := DecodeRAM(p)
+		require.Equal(t, derr == nil, err == nil, "ReadRAMHead: %v; DecodeRAM: %v", err, derr)
+		if err == nil {
+			require.Equal(t, ram.GPA, gpa)
+			require.Equal(t, len(ram.Data), n)
+			require.Equal(t, n, r.Len(), "the data is left to read")
+		} else {
+			require.ErrorIs(t, err, ErrFrame)
+		}
+
+		frameLen := uint32(len(p)) + skew%(2*RAMHeadSize) - RAMHeadSize
+		_, n, err = ReadRAMHead(bytes.NewReader(p), frameLen)
+		if err == nil {
+			require.Equal(t, uint64(frameLen)-RAMHeadSize, uint64(n), "data of the length the frame leaves")
+		}
+	})
+}

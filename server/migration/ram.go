@@ -1,6 +1,10 @@
 package migration
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+)
 
 // PageSize is the size of a guest page on the wire.
 const PageSize = 4096
@@ -40,16 +44,52 @@ func DecodeRAM(p []byte) (RAM, error) {
 	r := RAM{GPA: d.u64("gpa")}
 	r.Data = d.bytes("data", MaxPagesPerFrame*PageSize)
 	if d.err == nil {
-		switch {
-		case r.GPA%PageSize != 0:
-			d.fail("gpa %#x is not page aligned", r.GPA)
-		case len(r.Data) == 0 || len(r.Data)%PageSize != 0:
-			d.fail("data of %d bytes is not a whole number of pages", len(r.Data))
-		case r.GPA+uint64(len(r.Data)) < r.GPA:
-			d.fail("gpa %#x + %d bytes overflows", r.GPA, len(r.Data))
-		}
+		d.checkRAM(r.GPA, len(r.Data))
 	}
 	return r, d.done()
+}
+
+// RAMHeadSize is the size of a RAM payload before its page data.
+const RAMHeadSize = 12
+
+// ReadRAMHead reads what precedes the page data of a RAM payload of n bytes
+// (the length its frame header gave) and returns the GPA and the data's
+// length, checked as DecodeRAM checks them: a payload ReadRAMHead accepts
+// DecodeRAM accepts too. The data follows in r, so that a receiver can read
+// it straight into guest memory.
+func ReadRAMHead(r io.Reader, n uint32) (gpa uint64, dataLen int, err error) {
+	var head [RAMHeadSize]byte
+	if n < RAMHeadSize {
+		return 0, 0, fmt.Errorf("%w: %s: payload of %d bytes is shorter than its %d-byte head", ErrFrame, TypeRAM, n, RAMHeadSize)
+	}
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return 0, 0, Truncated(TypeRAM, err)
+	}
+	gpa = binary.BigEndian.Uint64(head[:])
+	l := binary.BigEndian.Uint32(head[8:])
+	d := dec{msg: TypeRAM}
+	switch {
+	case uint64(l) != uint64(n)-RAMHeadSize:
+		d.fail("data: %d bytes in a payload that leaves %d", l, n-RAMHeadSize)
+	case l > MaxPagesPerFrame*PageSize:
+		d.fail("data: %d bytes, at most %d", l, MaxPagesPerFrame*PageSize)
+	default:
+		d.checkRAM(gpa, int(l))
+	}
+	return gpa, int(l), d.err
+}
+
+// checkRAM fails d unless dataLen bytes at gpa are whole pages of a
+// page-aligned range that does not overflow.
+func (d *dec) checkRAM(gpa uint64, dataLen int) {
+	switch {
+	case gpa%PageSize != 0:
+		d.fail("gpa %#x is not page aligned", gpa)
+	case dataLen == 0 || dataLen%PageSize != 0:
+		d.fail("data of %d bytes is not a whole number of pages", dataLen)
+	case gpa+uint64(dataLen) < gpa:
+		d.fail("gpa %#x + %d bytes overflows", gpa, dataLen)
+	}
 }
 
 // Zero says that Pages pages from GPA on are all zero.
