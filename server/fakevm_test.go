@@ -493,6 +493,15 @@ func (v *fakeVM) WriteGuest(p []byte, gpa uint64) error {
 	})
 }
 
+// ViewGuest hands f a copy: the fake's RAM is a map.
+func (v *fakeVM) ViewGuest(gpa uint64, n int, f func(ram []byte) error) error {
+	buf := make([]byte, n)
+	if err := v.ReadGuest(buf, gpa); err != nil {
+		return err
+	}
+	return f(buf)
+}
+
 // FillGuest reads the bytes into a buffer first: the fake's RAM is a map.
 func (v *fakeVM) FillGuest(r io.Reader, gpa uint64, n int) error {
 	buf := make([]byte, n)

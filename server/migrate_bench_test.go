@@ -116,6 +116,17 @@ func (v *ramVM) WriteGuest(p []byte, gpa uint64) error {
 	return nil
 }
 
+// ViewGuest hands f RAM itself, as a Machine's does.
+func (v *ramVM) ViewGuest(gpa uint64, n int, f func(ram []byte) error) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	m, err := v.span(gpa, n)
+	if err != nil {
+		return err
+	}
+	return f(m)
+}
+
 // FillGuest reads straight into RAM, as a Machine's does.
 func (v *ramVM) FillGuest(r io.Reader, gpa uint64, n int) error {
 	v.mu.Lock()

@@ -33,7 +33,6 @@ type source struct {
 	paused   bool
 	pausedAt time.Time
 	zero     []byte
-	page     []byte
 	// marks time the steps of the downtime, for the log.
 	marks []mark
 	// history is what was sent of the serial history.
@@ -82,7 +81,6 @@ func (s *source) phase(ph MigrationPhase) {
 func (s *source) run(ctx context.Context, hello migration.Hello) error {
 	defer s.done()
 	s.zero = make([]byte, migration.PageSize)
-	s.page = make([]byte, migration.MaxPagesPerFrame*migration.PageSize)
 	err := s.migrate(ctx, hello)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
@@ -397,35 +395,35 @@ func (s *source) endRound(end migration.RoundEnd) error {
 	return nil
 }
 
-// sendRun sends n consecutive pages from gpa, splitting zero from data.
+// sendRun sends n consecutive pages from gpa, splitting zero from data. The
+// pages go to the socket straight from guest memory.
 func (s *source) sendRun(gpa, n uint64, sendZero bool) (uint64, error) {
-	buf := s.page[:n*migration.PageSize]
-	if err := s.m.ReadGuest(buf, gpa); err != nil {
-		return 0, err
-	}
 	var sent uint64
-	for i := uint64(0); i < n; {
-		zero := bytes.Equal(buf[i*migration.PageSize:(i+1)*migration.PageSize], s.zero)
-		j := i + 1
-		for j < n && bytes.Equal(buf[j*migration.PageSize:(j+1)*migration.PageSize], s.zero) == zero {
-			j++
-		}
-		at := gpa + i*migration.PageSize
-		switch {
-		case !zero:
-			if err := s.p.sendRAM(at, buf[i*migration.PageSize:j*migration.PageSize]); err != nil {
-				return sent, err
+	err := s.m.ViewGuest(gpa, int(n*migration.PageSize), func(ram []byte) error {
+		for i := uint64(0); i < n; {
+			zero := bytes.Equal(ram[i*migration.PageSize:(i+1)*migration.PageSize], s.zero)
+			j := i + 1
+			for j < n && bytes.Equal(ram[j*migration.PageSize:(j+1)*migration.PageSize], s.zero) == zero {
+				j++
 			}
-			sent += j - i
-		case sendZero:
-			if err := s.p.send(migration.TypeZero, migration.Zero{GPA: at, Pages: j - i}.Encode()); err != nil {
-				return sent, err
+			at := gpa + i*migration.PageSize
+			switch {
+			case !zero:
+				if err := s.p.sendRAM(at, ram[i*migration.PageSize:j*migration.PageSize]); err != nil {
+					return err
+				}
+				sent += j - i
+			case sendZero:
+				if err := s.p.send(migration.TypeZero, migration.Zero{GPA: at, Pages: j - i}.Encode()); err != nil {
+					return err
+				}
+				sent += j - i
 			}
-			sent += j - i
+			i = j
 		}
-		i = j
-	}
-	return sent, nil
+		return nil
+	})
+	return sent, err
 }
 
 // nextSet returns the first set bit at or after p, or limit.

@@ -147,7 +147,8 @@ func ticksIn(s string) []uint64 {
 // page every millisecond between two runtimes over real TCP. During the
 // pre-copy the guest dirties enough pages for a second round and zeroes
 // pages it wrote before (one sent in a pre-copy round, one in the final
-// copy), and writes a page just before the pause. The target's RAM when it starts must equal the source's RAM at the
+// copy), and writes a page just before the pause; a stretch of its RAM
+// mixes zero pages with data. The target's RAM when it starts must equal the source's RAM at the
 // pause, page for page; no zero page is sent to the fresh target in the
 // first round; and the guest goes on counting where it stopped.
 func TestLiveMigrationMovesEveryPage(t *testing.T) {
@@ -176,6 +177,19 @@ func TestLiveMigrationMovesEveryPage(t *testing.T) {
 		case 4: // the last count before the pause: this page is dirtied after it
 			vm.guestWriteLocked(writtenAtPause, func(p []byte) { patternOf(7777, p) })
 		}
+	}
+	// A patchy stretch, in one run of touched pages: zero pages between
+	// and before pages of data, so that a frame's data starts inside the
+	// run (sent straight from guest memory, at its own address).
+	patchy := writtenAtPause + 20
+	for k := range uint64(64) {
+		vm.guestWriteLocked(patchy+k, func(p []byte) {
+			if k%3 == 0 || k%7 == 0 {
+				clear(p)
+			} else {
+				patternOf(5000+k, p)
+			}
+		})
 	}
 	vm.mu.Unlock()
 	before := vm.ram()

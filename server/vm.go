@@ -44,6 +44,9 @@ type VM interface {
 	Regions() []vmm.Region
 	ReadGuest(p []byte, gpa uint64) error
 	WriteGuest(p []byte, gpa uint64) error
+	// ViewGuest calls f with guest RAM itself, not a copy; f must not
+	// keep it. A migration source sends RAM frames from it.
+	ViewGuest(gpa uint64, n int, f func(ram []byte) error) error
 	// FillGuest is WriteGuest of n bytes read from r, with no buffer
 	// between: a migration target reads RAM frames into guest memory
 	// with it.

@@ -82,7 +82,9 @@
 // registers, MP state, events last).
 //
 // RAM moves separately, by guest-physical address: Regions lists it,
-// ReadGuest and WriteGuest copy pages, EnableDirtyLog turns on KVM's dirty
+// ReadGuest and WriteGuest copy pages, ViewGuest and FillGuest move them
+// between guest memory and a socket with no copy in between (RAM is mapped
+// by MapRAM, on transparent huge pages where the host allows), EnableDirtyLog turns on KVM's dirty
 // log, and CollectDirty returns the pages written since the last call —
 // KVM's log merged with the VMM's own, which records the VMM's writes (boot
 // data, SMBIOS, device DMA, WriteGuest) that KVM does not see. TouchedPages

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -53,6 +54,10 @@ type guestMemory struct {
 	// logging says whether the slots carry KVM_MEM_LOG_DIRTY_PAGES; it is
 	// changed only with the Machine's mu held.
 	logging bool
+	// views is held for reading while a caller of Machine.ViewGuest holds
+	// RAM itself, and for writing by close: the mapping outlives every
+	// view.
+	views sync.RWMutex
 }
 
 // newGuestMemory maps size bytes and registers them with vm.
@@ -114,8 +119,11 @@ func (g *guestMemory) register(r *memRegion, flags uint32) error {
 	})
 }
 
-// close unmaps the memory. The VM must be gone or its slots unused.
+// close unmaps the memory, once no view of it is held. The VM must be gone
+// or its slots unused.
 func (g *guestMemory) close() {
+	g.views.Lock()
+	defer g.views.Unlock()
 	if g.mapping != nil {
 		unix.Munmap(g.mapping)
 		g.mapping = nil
@@ -159,6 +167,18 @@ func (g *guestMemory) WriteAt(p []byte, gpa uint64) error {
 	// next one, never clean with the new bytes unsent.
 	r.markDirty(off, uint64(len(p)))
 	return nil
+}
+
+// view returns guest memory at [gpa, gpa+n) itself.
+func (g *guestMemory) view(gpa uint64, n int) ([]byte, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("view of %d bytes", n)
+	}
+	r, off, err := g.find(gpa, uint64(n))
+	if err != nil {
+		return nil, err
+	}
+	return r.host[off : off+uint64(n)], nil
 }
 
 // fill reads n bytes from r into guest memory at gpa and marks the pages

@@ -177,3 +177,58 @@ func TestFillGuestFollowsTheLifecycle(t *testing.T) {
 	require.NoError(t, m.Close())
 	require.Error(t, m.FillGuest(bytes.NewReader(data), 0x300000, len(data)))
 }
+
+// TestView: a view is guest memory itself (a later write shows in it), and
+// ranges outside RAM are refused.
+func TestView(t *testing.T) {
+	const size = 1 << 20
+	host, err := MapRAM(size)
+	require.NoError(t, err)
+	defer unix.Munmap(host)
+	r := &memRegion{Region: Region{GPA: 0, Size: size}, host: host, dirty: make([]uint64, size/PageSize/64)}
+	g := &guestMemory{mapping: host, regions: []*memRegion{r}}
+	v, err := g.view(3*PageSize, 2*PageSize)
+	require.NoError(t, err)
+	require.Len(t, v, 2*PageSize)
+	require.NoError(t, g.WriteAt([]byte("seen"), 4*PageSize+8))
+	require.Equal(t, "seen", string(v[PageSize+8:PageSize+12]), "the view is RAM, not a copy")
+	for _, bad := range []struct {
+		gpa uint64
+		n   int
+	}{{size - PageSize, 2 * PageSize}, {size, 1}, {0, -1}, {1 << 63, PageSize}} {
+		_, err := g.view(bad.gpa, bad.n)
+		require.Error(t, err, "%#x+%d", bad.gpa, bad.n)
+	}
+}
+
+// TestCloseWaitsForAView: RAM handed to ViewGuest stays mapped until the
+// view ends, even when the machine is closed meanwhile; a view asked for
+// after Close is refused.
+func TestCloseWaitsForAView(t *testing.T) {
+	m, _ := newTestMachine(t, codeSpinner, 1, 64)
+	require.NoError(t, m.WriteGuest([]byte("still here"), 0x300000))
+	inView, release := make(chan struct{}), make(chan struct{})
+	viewed := make(chan string, 1)
+	go func() {
+		_ = m.ViewGuest(0x300000, PageSize, func(ram []byte) error {
+			close(inView)
+			<-release
+			viewed <- string(ram[:10]) // would fault if RAM were unmapped
+			return nil
+		})
+	}()
+	<-inView
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close() }()
+	require.Never(t, func() bool { return len(closed) > 0 }, 200*time.Millisecond, 10*time.Millisecond,
+		"Close returned while a view was held")
+	close(release)
+	require.Equal(t, "still here", <-viewed)
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return once the view ended")
+	}
+	require.Error(t, m.ViewGuest(0x300000, PageSize, func([]byte) error { return nil }))
+}

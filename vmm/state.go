@@ -192,6 +192,28 @@ func (m *Machine) WriteGuest(p []byte, gpa uint64) error {
 	return opErr("write guest memory", m.mem.WriteAt(p, gpa))
 }
 
+// ViewGuest calls f with guest RAM at [gpa, gpa+n) itself, not a copy, so
+// that a migration can send pages to a socket straight from guest memory.
+// As with ReadGuest, a running guest may write the pages meanwhile. f must
+// not keep the slice nor write to it; the RAM stays mapped until f returns
+// (Close waits for it), and other operations of the machine go on
+// meanwhile.
+func (m *Machine) ViewGuest(gpa uint64, n int, f func(ram []byte) error) error {
+	if err := m.begin(ActionMemory); err != nil {
+		return opErr("view guest memory", err)
+	}
+	ram, err := m.mem.view(gpa, n)
+	if err != nil {
+		m.mu.Unlock()
+		return opErr("view guest memory", err)
+	}
+	// Taken before mu is let go: a Close that follows finds the view held.
+	m.mem.views.RLock()
+	m.mu.Unlock()
+	defer m.mem.views.RUnlock()
+	return f(ram)
+}
+
 // FillGuest reads exactly n bytes from r into guest RAM at gpa and marks
 // the pages dirty, as WriteGuest does, with no buffer between the reader
 // and guest memory. On error the pages may hold part of what was read.
