@@ -89,7 +89,13 @@ func (g *rig) run(t *testing.T) {
 // in state want, and returns it.
 func waitState(t testing.TB, core Core, want State) Instance {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return waitStateWithin(t, core, want, 10*time.Second)
+}
+
+// waitStateWithin is waitState with a bound of d.
+func waitStateWithin(t testing.TB, core Core, want State, d time.Duration) Instance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var gen uint64
 	for {
