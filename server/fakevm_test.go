@@ -80,7 +80,7 @@ func (f *fakeVMs) New(cfg vmm.Config) (VM, error) {
 		f: f, cfg: cfg, guest: f.guest, com1: cfg.Serial[spec.COM1],
 		size:  cfg.Spec.Board().MemoryMiB << 20,
 		phase: vmm.PhaseCreated, pages: map[uint64][]byte{}, dirty: map[uint64]bool{},
-		written: map[uint64]int{}, done: make(chan struct{}),
+		written: map[uint64]int{}, prefaulted: map[uint64]bool{}, done: make(chan struct{}),
 	}
 	f.mu.Lock()
 	f.made = append(f.made, v)
@@ -142,6 +142,8 @@ type fakeVM struct {
 	// pages it filled with zeros that were never written before.
 	written       map[uint64]int
 	zeroOntoFresh int
+	// prefaulted holds the pages PrefaultGuest was asked for.
+	prefaulted map[uint64]bool
 	// closes counts Close calls that released the VM.
 	closes int
 	input  []byte
@@ -500,6 +502,16 @@ func (v *fakeVM) ViewGuest(gpa uint64, n int, f func(ram []byte) error) error {
 		return err
 	}
 	return f(buf)
+}
+
+// PrefaultGuest records the range: the fake's RAM needs no populating.
+func (v *fakeVM) PrefaultGuest(gpa uint64, n int) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.phase == vmm.PhaseClosed {
+		return v.notNow("prefault guest memory")
+	}
+	return v.access(gpa, n, func(page uint64, _, _, _ int) { v.prefaulted[page] = true })
 }
 
 // FillGuest reads the bytes into a buffer first: the fake's RAM is a map.

@@ -57,6 +57,7 @@ func sourceHandshake(p *peer, id uuid.UUID, secret string) (migration.Hello, err
 		return hello, refusal(migration.AbortSecretRefused, "the target did not prove that it holds the migration secret")
 	}
 	p.trusted = true
+	p.protocol = proto
 	return hello, nil
 }
 
@@ -96,6 +97,7 @@ func (t *target) handshake(p *peer, fp FailPoints) error {
 	if _, ok := migration.Choose([]uint32{w.Protocol}); !ok {
 		return fmt.Errorf("the source chose protocol %d, which we do not speak", w.Protocol)
 	}
+	p.protocol = w.Protocol
 	proof := migration.Proof{Proof: migration.Prove(t.secret, migration.RoleTarget, t.id, hello.Nonce, w.Nonce)}
 	return p.sendNow(migration.TypeProof, proof.Encode())
 }

@@ -195,6 +195,11 @@ func (s *source) copyRAM(ctx context.Context) error {
 		return err
 	}
 	s.r.log.Debug("migration touched pages", "migration", s.id, "pages", countPages(touched), "elapsed", time.Since(s.start))
+	if s.p.protocol >= migration.ProtocolV2 {
+		if err := s.sendPlan(touched); err != nil {
+			return err
+		}
+	}
 	// Round 0 sends the pages ever touched; the target's RAM is fresh, so
 	// pages never touched, and zero pages, need not be sent. Each later
 	// round sends the pages dirtied during the one before, zeros included.
@@ -371,6 +376,32 @@ func (s *source) sendPages(ctx context.Context, maps []vmm.DirtyBitmap, round ui
 	}
 	s.r.log.Debug("migration round", "migration", s.id, "round", round, "pages", sent, "elapsed", time.Since(s.start))
 	return sent, nil
+}
+
+// sendPlan tells the target which RAM round 0 will send (protocol 2), in
+// at most MaxPlanFrames frames, so that it can populate that memory while
+// the pages stream in.
+func (s *source) sendPlan(maps []vmm.DirtyBitmap) error {
+	var ranges []migration.PlanRange
+	for _, bm := range maps {
+		pages := bm.Region.Pages()
+		for p := nextSet(bm.Bits, 0, pages); p < pages; p = nextSet(bm.Bits, p, pages) {
+			end := p + 1
+			for end < pages && bm.Dirty(end) {
+				end++
+			}
+			ranges = append(ranges, migration.PlanRange{GPA: bm.Region.GPA + p*migration.PageSize, Pages: end - p})
+			p = end
+		}
+	}
+	for frames := 0; len(ranges) > 0 && frames < migration.MaxPlanFrames; frames++ {
+		n := min(len(ranges), migration.MaxPlanRanges)
+		if err := s.p.send(migration.TypePlan, migration.Plan{Ranges: ranges[:n]}.Encode()); err != nil {
+			return err
+		}
+		ranges = ranges[n:]
+	}
+	return s.p.flush()
 }
 
 // endRound closes a round with end and, unless it is the final one, waits

@@ -163,6 +163,8 @@ type peer struct {
 	// trusted says the peer has proved that it holds the migration secret:
 	// only then is the reason of its Abort shown, or ours sent.
 	trusted bool
+	// protocol is the protocol version the handshake chose.
+	protocol uint32
 	// sent and received count frame bytes, for progress.
 	sent, received atomic.Uint64
 }

@@ -84,6 +84,10 @@ type target struct {
 	// pieces so far joined; historyTail says the tail came.
 	history     *serialHistoryState
 	historyTail bool
+	// plans counts the source's Plan frames; prefault populates what
+	// they name.
+	plans    int
+	prefault prefaulter
 }
 
 func (t *target) progress(f func(p *MigrationProgress)) {
@@ -289,6 +293,7 @@ func (t *target) migrate() error {
 	// RAM rounds, then device and machine state.
 	t.phase(PhaseRAMPrecopy)
 	st, err := t.receiveState(fp)
+	t.prefault.end()
 	if err != nil {
 		return err
 	}
@@ -369,8 +374,12 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 	var devs []vmm.DeviceState
 	seen := map[string]bool{}
 	stalled := false
+	// begun says a page (or a round's end) came: a Plan may come only
+	// before.
+	begun := false
 	// RAM frames' pages are read straight into guest memory.
 	intoRAM := func(gpa uint64, n int, r io.Reader) error {
+		begun = true
 		if err := checkRange(regions, gpa, uint64(n)); err != nil {
 			return err
 		}
@@ -391,7 +400,12 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 		switch f.Type {
 		case migration.TypeRAM:
 			// Taken by intoRAM.
+		case migration.TypePlan:
+			if err := t.takePlan(f.Payload, regions, begun); err != nil {
+				return nil, err
+			}
 		case migration.TypeZero:
+			begun = true
 			z, err := migration.DecodeZero(f.Payload)
 			if err != nil {
 				return nil, err
@@ -405,6 +419,7 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 				}
 			}
 		case migration.TypeRoundEnd:
+			begun = true
 			re, err := migration.DecodeRoundEnd(f.Payload)
 			if err != nil {
 				return nil, err

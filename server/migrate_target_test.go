@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -148,7 +150,7 @@ func TestTargetRefusesBadRAMFrames(t *testing.T) {
 			secret, id := migration.NewSecret(), uuid.New()
 			landed := make(chan []byte, 1)
 			addr, _ := fakeSource(t, func(c net.Conn, br *bufio.Reader) {
-				if !playProvenSource(c, br, id, secret) {
+				if !playProvenSource(c, br, id, secret, migration.ProtocolV1) {
 					return
 				}
 				// Two good frames first: they land in guest memory.
@@ -176,15 +178,16 @@ func TestTargetRefusesBadRAMFrames(t *testing.T) {
 }
 
 // playProvenSource plays a source that holds secret: it answers the
-// upgrade, proves itself, checks the target's proof, sends a preamble of
-// specRequest's board and waits for Ready. It reports whether all went so.
-func playProvenSource(c net.Conn, br *bufio.Reader, id uuid.UUID, secret string) bool {
+// upgrade, chooses protocol, proves itself, checks the target's proof,
+// sends a preamble of specRequest's board and waits for Ready. It reports
+// whether all went so.
+func playProvenSource(c net.Conn, br *bufio.Reader, id uuid.UUID, secret string, protocol uint32) bool {
 	answerUpgrade(c)
 	hello, err := readHello(c, br)
 	if err != nil {
 		return false
 	}
-	w := migration.Welcome{Protocol: migration.ProtocolV1, Nonce: migration.NewNonce()}
+	w := migration.Welcome{Protocol: protocol, Nonce: migration.NewNonce()}
 	w.Proof = migration.Prove(secret, migration.RoleSource, id, hello.Nonce, w.Nonce)
 	if migration.WriteFrame(c, migration.TypeWelcome, w.Encode()) != nil {
 		return false
@@ -203,4 +206,123 @@ func playProvenSource(c net.Conn, br *bufio.Reader, id uuid.UUID, secret string)
 	}
 	f, err = migration.ReadFrame(br, nil)
 	return err == nil && f.Type == migration.TypeReady
+}
+
+// TestTargetRefusesBadPlans: a Plan (protocol 2) is advice the target acts
+// on in the background, so it is checked before anything is populated: a
+// Plan in protocol 1, after pages came, beyond MaxPlanFrames, malformed or
+// naming memory outside the guest's RAM ends the migration, saying why.
+func TestTargetRefusesBadPlans(t *testing.T) {
+	const ramSize = 32 << 20 // specRequest's board
+	plan := func(rs ...migration.PlanRange) []byte { return migration.Plan{Ranges: rs}.Encode() }
+	good := plan(migration.PlanRange{GPA: 0x10000, Pages: 4})
+	cases := []struct {
+		name     string
+		protocol uint32
+		send     func(c net.Conn)
+		want     string
+	}{
+		{"a Plan in protocol 1", migration.ProtocolV1, func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypePlan, good)
+		}, "a Plan in protocol 1"},
+		{"past the end of RAM", migration.ProtocolV2, func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypePlan, plan(migration.PlanRange{GPA: ramSize - migration.PageSize, Pages: 2}))
+		}, "the plan: malformed frame: pages at 0x1fff000"},
+		{"far outside RAM", migration.ProtocolV2, func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypePlan, plan(migration.PlanRange{GPA: 1 << 40, Pages: 1 << 30}))
+		}, "outside guest RAM"},
+		{"overlapping ranges", migration.ProtocolV2, func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypePlan, plan(migration.PlanRange{GPA: 0, Pages: 4}, migration.PlanRange{GPA: 0x2000, Pages: 1}))
+		}, "begins before the end"},
+		{"after a page", migration.ProtocolV2, func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypeRAM, migration.RAM{GPA: 0x10000, Data: make([]byte, migration.PageSize)}.Encode())
+			_ = migration.WriteFrame(c, migration.TypePlan, good)
+		}, "a Plan after the first round began"},
+		{"after a round", migration.ProtocolV2, func(c net.Conn) {
+			_ = migration.WriteFrame(c, migration.TypeRoundEnd, migration.RoundEnd{Round: 0}.Encode())
+			_ = migration.WriteFrame(c, migration.TypePlan, good)
+		}, "a Plan after the first round began"},
+		{"one Plan frame too many", migration.ProtocolV2, func(c net.Conn) {
+			for range migration.MaxPlanFrames + 1 {
+				_ = migration.WriteFrame(c, migration.TypePlan, good)
+			}
+		}, "more than 16 Plan frames"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newMigRig(t)
+			secret, id := migration.NewSecret(), uuid.New()
+			addr, _ := fakeSource(t, func(c net.Conn, br *bufio.Reader) {
+				if playProvenSource(c, br, id, secret, tc.protocol) {
+					tc.send(c)
+				}
+			})
+			b.ensureTarget(t, id, addr, secret)
+			require.Contains(t, b.failure(t), tc.want)
+			if vm := b.vms.last(); vm != nil && tc.name != "one Plan frame too many" {
+				vm.mu.Lock()
+				defer vm.mu.Unlock()
+				require.Empty(t, vm.prefaulted, "nothing was populated for a refused plan")
+			}
+		})
+	}
+}
+
+// TestPlanIsProtocol2: a source sends a Plan of exactly the pages its first
+// round sends, before them, to a target that speaks protocol 2, and the
+// target populates those pages; to a target that speaks only protocol 1
+// it sends none, and the stream is protocol 1's.
+func TestPlanIsProtocol2(t *testing.T) {
+	t.Run("both speak 2", func(t *testing.T) {
+		a, b := newMigRig(t), newMigRig(t)
+		vm := a.running(t)
+		touched := slices.Sorted(maps.Keys(vm.ram()))
+		id, secret := a.arm(t)
+		b.ensureTarget(t, id, a.addr, secret)
+		waitState(t, b.rt, StateRunning)
+		target := b.vms.last()
+		target.mu.Lock()
+		prefaulted := slices.Sorted(maps.Keys(target.prefaulted))
+		target.mu.Unlock()
+		require.NotEmpty(t, touched)
+		require.Equal(t, touched, prefaulted, "the target populated the pages of the first round, and only those")
+	})
+	for _, offered := range [][]uint32{{migration.ProtocolV1}, {migration.ProtocolV1, migration.ProtocolV2}} {
+		t.Run(fmt.Sprintf("a target offering %v", offered), func(t *testing.T) {
+			a := newMigRig(t)
+			vm := a.running(t)
+			touched := uint64(len(vm.ram()))
+			id, secret := a.arm(t)
+			c, br := openStream(t, a.addr, id)
+			hello := targetHello(id)
+			hello.Protocols = offered
+			w := helloWelcome(t, c, br, hello)
+			require.Equal(t, slices.Max(offered), w.Protocol, "the newest both speak")
+			sendFrame(t, c, migration.TypeProof, migration.Proof{Proof: migration.Prove(secret, migration.RoleTarget, id, hello.Nonce, w.Nonce)}.Encode())
+			require.Equal(t, migration.TypePreamble, readFrame(t, c, br).Type)
+			sendFrame(t, c, migration.TypeReady, nil)
+			var plans []migration.Plan
+			for {
+				f := readFrame(t, c, br)
+				if f.Type == migration.TypePlan {
+					p, err := migration.DecodePlan(f.Payload)
+					require.NoError(t, err)
+					plans = append(plans, p)
+				}
+				if f.Type == migration.TypeRAM || f.Type == migration.TypeRoundEnd {
+					break
+				}
+			}
+			if w.Protocol == migration.ProtocolV1 {
+				require.Empty(t, plans, "no Plan in protocol 1")
+				return
+			}
+			require.Len(t, plans, 1)
+			var pages uint64
+			for _, r := range plans[0].Ranges {
+				pages += r.Pages
+			}
+			require.Equal(t, touched, pages, "the plan names the pages the guest touched")
+		})
+	}
 }

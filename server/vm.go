@@ -47,6 +47,9 @@ type VM interface {
 	// ViewGuest calls f with guest RAM itself, not a copy; f must not
 	// keep it. A migration source sends RAM frames from it.
 	ViewGuest(gpa uint64, n int, f func(ram []byte) error) error
+	// PrefaultGuest populates guest RAM ahead of writes to it (best
+	// effort); a migration target does it for the source's Plan.
+	PrefaultGuest(gpa uint64, n int) error
 	// FillGuest is WriteGuest of n bytes read from r, with no buffer
 	// between: a migration target reads RAM frames into guest memory
 	// with it.

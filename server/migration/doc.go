@@ -17,6 +17,7 @@
 //	S->T Preamble      the spec, in a versioned envelope, sent only if the target's proof holds
 //	T->S Ready         the target built its VM from that spec
 //	S->T Device        the serial console's history so far, if the target lists its kind
+//	S->T Plan*         (protocol 2) the ranges of RAM the first round will send
 //	S->T RAM*, Zero*, RoundEnd   a pre-copy round while the VM runs
 //	T->S RoundAck      the target applied the round (the source waits, so that the pause
 //	                   never queues behind pages in flight); more rounds, then the source pauses
@@ -86,17 +87,28 @@
 //
 // Protocol versions and what each added:
 //
-//	1 (2026-11-27): the conversation above. (A draft of 2026-11-21, never
-//	released, had no nonces and no proofs; it is not spoken.)
+//	1 (2026-11-27): the conversation above, without Plan. (A draft of
+//	2026-11-21, never released, had no nonces and no proofs; it is not
+//	spoken.)
+//	2 (2026-11-27, not yet released): Plan. Before its first round the
+//	source sends the ranges of RAM that round will carry, in at most
+//	MaxPlanFrames frames, and the target populates that memory in the
+//	background while the pages stream in. A Plan in protocol 1, after a
+//	RAM, Zero or RoundEnd frame, beyond MaxPlanFrames or naming memory
+//	outside the guest's RAM ends the migration (the source runs on).
+//	Pages outside the plan may still come. Between a build that speaks 2
+//	and one that speaks only 1 the handshake chooses 1, and the stream is
+//	exactly protocol 1's.
 package migration
 
 // Protocol versions this package speaks, oldest first.
 const (
 	ProtocolV1 uint32 = 1
+	ProtocolV2 uint32 = 2
 )
 
 // Supported lists the protocol versions this build speaks.
-var Supported = []uint32{ProtocolV1}
+var Supported = []uint32{ProtocolV1, ProtocolV2}
 
 // Choose returns the highest protocol in both offered and Supported.
 func Choose(offered []uint32) (uint32, bool) {

@@ -27,6 +27,7 @@ const (
 	TypeAbort
 	TypeRoundAck
 	TypeProof
+	TypePlan
 )
 
 var typeNames = map[Type]string{
@@ -34,6 +35,7 @@ var typeNames = map[Type]string{
 	TypeRAM: "RAM", TypeZero: "Zero", TypeRoundEnd: "RoundEnd", TypeDevice: "Device",
 	TypeMachine: "Machine", TypeStateDone: "StateDone", TypeImported: "Imported",
 	TypeCommit: "Commit", TypeAbort: "Abort", TypeRoundAck: "RoundAck", TypeProof: "Proof",
+	TypePlan: "Plan",
 }
 
 func (t Type) String() string {

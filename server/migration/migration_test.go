@@ -91,6 +91,44 @@ func TestChoose(t *testing.T) {
 	require.Equal(t, ProtocolV1, p)
 	_, ok = Choose([]uint32{9})
 	require.False(t, ok)
+	p, ok = Choose([]uint32{1, 2})
+	require.True(t, ok)
+	require.Equal(t, ProtocolV2, p, "the newest both speak")
+	p, _ = Choose([]uint32{2, 1})
+	require.Equal(t, ProtocolV2, p, "whatever the order")
+}
+
+// TestPlan: a plan encodes and decodes to itself; a malformed one is
+// refused naming what is wrong.
+func TestPlan(t *testing.T) {
+	p := Plan{Ranges: []PlanRange{{GPA: 0, Pages: 1}, {GPA: 0x10000, Pages: 256}, {GPA: 0x110000, Pages: 3}, {GPA: 1 << 32, Pages: 1 << 18}}}
+	got, err := DecodePlan(p.Encode())
+	require.NoError(t, err)
+	require.Equal(t, p, got)
+	empty, err := DecodePlan(Plan{}.Encode())
+	require.NoError(t, err)
+	require.Empty(t, empty.Ranges)
+
+	bad := map[string]struct {
+		plan Plan
+		want string
+	}{
+		"unaligned":      {Plan{Ranges: []PlanRange{{GPA: 1, Pages: 1}}}, "not page aligned"},
+		"empty range":    {Plan{Ranges: []PlanRange{{GPA: 0, Pages: 0}}}, "0 pages"},
+		"overflow":       {Plan{Ranges: []PlanRange{{GPA: ^uint64(0) &^ (PageSize - 1), Pages: 2}}}, "overflows"},
+		"overlap":        {Plan{Ranges: []PlanRange{{GPA: 0, Pages: 4}, {GPA: 3 * PageSize, Pages: 1}}}, "begins before the end"},
+		"descending":     {Plan{Ranges: []PlanRange{{GPA: 0x10000, Pages: 1}, {GPA: 0, Pages: 1}}}, "begins before the end"},
+		"too many pages": {Plan{Ranges: []PlanRange{{GPA: 0, Pages: 1<<40 + 1}}}, "pages"},
+	}
+	for name, c := range bad {
+		_, err := DecodePlan(c.plan.Encode())
+		require.ErrorIs(t, err, ErrFrame, name)
+		require.ErrorContains(t, err, c.want, name)
+	}
+	_, err = DecodePlan(append(p.Encode(), 0))
+	require.ErrorContains(t, err, "trailing")
+	_, err = DecodePlan([]byte{0, 0, 0xff, 0xff})
+	require.ErrorContains(t, err, "too many")
 }
 
 // FuzzDecode feeds arbitrary bytes to the frame reader and every payload
@@ -116,6 +154,7 @@ func FuzzDecode(f *testing.F) {
 		{TypeCommit, Commit{PausedFor: 5}.Encode()},
 		{TypeAbort, Abort{Code: AbortFailed, Reason: "no"}.Encode()},
 		{TypeRoundAck, RoundAck{Round: 3}.Encode()},
+		{TypePlan, Plan{Ranges: []PlanRange{{GPA: 0x1000, Pages: 2}, {GPA: 0x10000, Pages: 7}}}.Encode()},
 	}
 	for _, s := range seeds {
 		var buf bytes.Buffer
@@ -182,6 +221,11 @@ func FuzzDecode(f *testing.F) {
 			}
 		case TypeRoundAck:
 			v, err := DecodeRoundAck(p)
+			if err == nil {
+				again = v.Encode()
+			}
+		case TypePlan:
+			v, err := DecodePlan(p)
 			if err == nil {
 				again = v.Encode()
 			}
