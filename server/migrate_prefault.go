@@ -43,7 +43,8 @@ func (p *prefaulter) start(m VM, ranges []migration.PlanRange) {
 	})
 }
 
-// end stops populating and waits for it to stop.
+// end stops populating and waits for it to stop (one chunk's populate at
+// most); ending twice is ending once.
 func (p *prefaulter) end() {
 	if p.stop != nil {
 		close(p.stop)

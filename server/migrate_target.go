@@ -293,7 +293,7 @@ func (t *target) migrate() error {
 	// RAM rounds, then device and machine state.
 	t.phase(PhaseRAMPrecopy)
 	st, err := t.receiveState(fp)
-	t.prefault.end()
+	t.prefault.end() // if receiving ended before a round did
 	if err != nil {
 		return err
 	}
@@ -424,6 +424,10 @@ func (t *target) receiveState(fp FailPoints) (*vmm.State, error) {
 			if err != nil {
 				return nil, err
 			}
+			// The plan was the first round's: what it named has come.
+			// Stop populating now, in the pre-copy, so that the pause
+			// never waits for it.
+			t.prefault.end()
 			t.progress(func(p *MigrationProgress) {
 				p.Rounds, p.PagesLeft = re.Round+1, re.PagesLeft
 				if re.Final {

@@ -269,9 +269,9 @@ func TestTargetRefusesBadPlans(t *testing.T) {
 }
 
 // TestPlanIsProtocol2: a source sends a Plan of exactly the pages its first
-// round sends, before them, to a target that speaks protocol 2, and the
-// target populates those pages; to a target that speaks only protocol 1
-// it sends none, and the stream is protocol 1's.
+// round sends, before them, to a target that speaks protocol 2, which takes
+// it and populates none but those pages; to a target that speaks only
+// protocol 1 it sends none, and the stream is protocol 1's.
 func TestPlanIsProtocol2(t *testing.T) {
 	t.Run("both speak 2", func(t *testing.T) {
 		a, b := newMigRig(t), newMigRig(t)
@@ -285,7 +285,12 @@ func TestPlanIsProtocol2(t *testing.T) {
 		prefaulted := slices.Sorted(maps.Keys(target.prefaulted))
 		target.mu.Unlock()
 		require.NotEmpty(t, touched)
-		require.Equal(t, touched, prefaulted, "the target populated the pages of the first round, and only those")
+		// The target took the plan; it populates in the background until
+		// the first round ends (here, a few pages: it may have had no
+		// time to), and never anything the plan did not name.
+		require.Contains(t, b.log.String(), fmt.Sprintf(`msg="migration plan" migration=%s ranges=%d pages=%d`,
+			id, len(slices.Collect(runsOf(touched))), len(touched)))
+		require.Subset(t, touched, prefaulted, "the target populated only the plan's pages")
 	})
 	for _, offered := range [][]uint32{{migration.ProtocolV1}, {migration.ProtocolV1, migration.ProtocolV2}} {
 		t.Run(fmt.Sprintf("a target offering %v", offered), func(t *testing.T) {
@@ -324,5 +329,16 @@ func TestPlanIsProtocol2(t *testing.T) {
 			}
 			require.Equal(t, touched, pages, "the plan names the pages the guest touched")
 		})
+	}
+}
+
+// runsOf yields the first page of each run of consecutive pages in sorted.
+func runsOf(sorted []uint64) func(yield func(uint64) bool) {
+	return func(yield func(uint64) bool) {
+		for i, p := range sorted {
+			if (i == 0 || sorted[i-1]+1 != p) && !yield(p) {
+				return
+			}
+		}
 	}
 }
