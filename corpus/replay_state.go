@@ -188,6 +188,7 @@ var frameCodecs = map[migration.Type]func([]byte) ([]byte, error){
 	migration.TypeZero:     codec(migration.DecodeZero, migration.Zero.Encode),
 	migration.TypeRoundEnd: codec(migration.DecodeRoundEnd, migration.RoundEnd.Encode),
 	migration.TypeRoundAck: codec(migration.DecodeRoundAck, migration.RoundAck.Encode),
+	migration.TypePlan:     codec(migration.DecodePlan, migration.Plan.Encode),
 	migration.TypeDevice:   replayDeviceFrame,
 	migration.TypeMachine: func(p []byte) ([]byte, error) {
 		m, err := migration.DecodeMachine(p)

@@ -78,11 +78,13 @@ func synthFrames(imp map[string][]uint32) (map[string]migration.Frame, error) {
 		"round-end":       {Type: migration.TypeRoundEnd, Payload: migration.RoundEnd{Round: 1}.Encode()},
 		"round-end-final": {Type: migration.TypeRoundEnd, Payload: migration.RoundEnd{Round: 4, Final: true}.Encode()},
 		"round-ack":       {Type: migration.TypeRoundAck, Payload: migration.RoundAck{Round: 1}.Encode()},
-		"device-uart":     {Type: migration.TypeDevice, Payload: migration.Device{Key: "com1", Kind: up.Kind, Version: up.Version, Data: up.Data}.Encode()},
-		"machine":         {Type: migration.TypeMachine, Payload: migration.Machine{Version: vmm.StateVersion, Data: mach}.Encode()},
-		"state-done":      {Type: migration.TypeStateDone},
-		"imported":        {Type: migration.TypeImported},
-		"commit":          {Type: migration.TypeCommit, Payload: migration.Commit{PausedFor: 640 * time.Microsecond}.Encode()},
+		"plan": {Type: migration.TypePlan, Payload: migration.Plan{Ranges: []migration.PlanRange{
+			{GPA: 0, Pages: 160}, {GPA: 0x10_0000, Pages: 3}, {GPA: 0x20_0000, Pages: 512}}}.Encode()},
+		"device-uart": {Type: migration.TypeDevice, Payload: migration.Device{Key: "com1", Kind: up.Kind, Version: up.Version, Data: up.Data}.Encode()},
+		"machine":     {Type: migration.TypeMachine, Payload: migration.Machine{Version: vmm.StateVersion, Data: mach}.Encode()},
+		"state-done":  {Type: migration.TypeStateDone},
+		"imported":    {Type: migration.TypeImported},
+		"commit":      {Type: migration.TypeCommit, Payload: migration.Commit{PausedFor: 640 * time.Microsecond}.Encode()},
 	}
 	for code := migration.AbortFailed; code <= migration.AbortNoCommonProtocol; code++ {
 		out["abort-"+code.String()] = migration.Frame{Type: migration.TypeAbort,
