@@ -275,7 +275,7 @@ func createGuest(ctx context.Context, g migrationGuest, cliBin, dir string, p *p
 	if _, err := vm(ctx, cliBin, dir, MigrateCommandTimeout, p, "run"); err != nil {
 		return err
 	}
-	_, err := awaitCounts(ctx, g, cliBin, dir, p, 3)
+	_, err := awaitCounts(ctx, g, cliBin, dir, p, nil, 3)
 	return err
 }
 
@@ -300,7 +300,7 @@ func migrateOnce(ctx context.Context, g migrationGuest, cliBin, dir string, src,
 	if err != nil {
 		return w, err
 	}
-	after, err := awaitCounts(ctx, g, cliBin, dir, dst, 3)
+	after, err := awaitCounts(ctx, g, cliBin, dir, dst, before, 3)
 	if err != nil {
 		return w, fmt.Errorf("on the target: %w", err)
 	}
@@ -422,9 +422,10 @@ func awaitState(ctx context.Context, cliBin, dir string, p *peer, want string) e
 }
 
 // awaitCounts waits until p's console shows at least n of guest g's
-// counts and returns the console. A console that says the guest found its
-// state bad ends the wait at once.
-func awaitCounts(ctx context.Context, g migrationGuest, cliBin, dir string, p *peer, n int) ([]byte, error) {
+// counts past before (nil on a fresh guest; a migration target's source's
+// console otherwise) and returns the console. A console that says the
+// guest found its state bad ends the wait at once.
+func awaitCounts(ctx context.Context, g migrationGuest, cliBin, dir string, p *peer, before []byte, n int) ([]byte, error) {
 	deadline := time.Now().Add(MigrateTickWait)
 	for {
 		out, err := history(ctx, cliBin, dir, p)
@@ -434,7 +435,7 @@ func awaitCounts(ctx context.Context, g migrationGuest, cliBin, dir string, p *p
 		if g.bad != "" && bytes.Contains(out, []byte(g.bad)) {
 			return nil, fmt.Errorf("the guest found its state bad: %q", tail(out, 300))
 		}
-		if len(g.counts(out)) >= n {
+		if printedOwn(g, before, out, n) {
 			return out, nil
 		}
 		if time.Now().After(deadline) {
@@ -444,6 +445,14 @@ func awaitCounts(ctx context.Context, g migrationGuest, cliBin, dir string, p *p
 			return nil, err
 		}
 	}
+}
+
+// printedOwn says whether out, a console that may begin with before (the
+// source's console, when the history moved with the VM), shows n counts of
+// its own guest's beyond it. Counted on the whole console, a target's
+// history alone would pass.
+func printedOwn(g migrationGuest, before, out []byte, n int) bool {
+	return len(g.counts(ownOutput(before, out))) >= n
 }
 
 // history is what p's guest printed (`waggle vm serial -history`).

@@ -114,6 +114,20 @@ func TestMigrationWayString(t *testing.T) {
 
 // TestCountsOn: the guest's own output proves the migration, and each way
 // a migration can lose the guest is seen.
+// TestPrintedOwn: the wait for a target's counts counts only what the
+// target printed itself, not the history that came with the VM (a target
+// that had printed one tick of its own once passed that wait, and then
+// failed the check of three).
+func TestPrintedOwn(t *testing.T) {
+	ticker := guest(t, "ticker")
+	src := []byte("ticker ready\ntick 1\ntick 2\ntick 3\ntick 4\n")
+	require.True(t, printedOwn(ticker, nil, src, 3), "a fresh guest: its whole console")
+	require.False(t, printedOwn(ticker, src, src, 3), "the history alone")
+	require.False(t, printedOwn(ticker, src, append(bytes.Clone(src), "tick 5\ntick 6\n"...), 3))
+	require.True(t, printedOwn(ticker, src, append(bytes.Clone(src), "tick 5\ntick 6\ntick 7\n"...), 3))
+	require.True(t, printedOwn(ticker, src, []byte("tick 5\ntick 6\ntick 7\n"), 3), "a target that does not move the history")
+}
+
 func TestCountsOn(t *testing.T) {
 	ticker, memcheck, disk := guest(t, "ticker"), guest(t, "memcheck"), guest(t, "disk")
 	src := []byte("ticker ready\ntick 1\ntick 2\ntick 3\ntick ")
