@@ -61,6 +61,38 @@ func repoFiles(t *testing.T) map[string]string {
 			delete(files, p)
 		}
 	}
+	return regenerated(t, files)
+}
+
+// regenerated returns files with the corpus today's generator writes for
+// them: with nothing released, every version is in development, and its
+// synthesized files are the code's of today, not those frozen at its
+// release (protocol 2's Hello and Plan, for one).
+func regenerated(t *testing.T, files map[string]string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	for p, c := range files {
+		full := filepath.Join(dir, filepath.FromSlash(p))
+		require.NoError(t, os.MkdirAll(filepath.Dir(full), 0o755))
+		require.NoError(t, os.WriteFile(full, []byte(c), 0o644))
+	}
+	_, err := corpus.Generate(dir)
+	require.NoError(t, err)
+	for p := range files {
+		if strings.HasPrefix(p, "corpus/") {
+			delete(files, p)
+		}
+	}
+	err = filepath.WalkDir(filepath.Join(dir, "corpus"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		data, err := os.ReadFile(p)
+		files[filepath.ToSlash(rel)] = string(data)
+		return err
+	})
+	require.NoError(t, err)
 	return files
 }
 
