@@ -2,6 +2,8 @@ package gate
 
 import (
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,4 +185,23 @@ func processesOf(t *testing.T, bin string) []string {
 		}
 	}
 	return out
+}
+
+// TestFreeRange: a range of free loopback ports below the ephemeral range,
+// every port of it free to listen on.
+func TestFreeRange(t *testing.T) {
+	for range 20 {
+		r, err := freeRange(4)
+		require.NoError(t, err)
+		var lo, hi int
+		_, err = fmt.Sscanf(r, "%d-%d", &lo, &hi)
+		require.NoError(t, err, r)
+		require.Equal(t, lo+3, hi, r)
+		require.Less(t, hi, ephemeralLow(), "below the ephemeral range: %s", r)
+		for p := lo; p <= hi; p++ {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			require.NoError(t, err, "port %d of %s", p, r)
+			ln.Close()
+		}
+	}
 }
