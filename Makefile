@@ -79,7 +79,7 @@ demo: build ## the whole stack from nothing: control plane (embedded PostgreSQL)
 demo-server: build ## one VMM server on loopback: boot the ticker from examples/, show its console, stop it
 	scripts/demo.sh
 
-bench-migrate: ## live-migration benchmarks: the stream without KVM (1 GiB written, huge and small pages, beside loopback); ticker guests (256 MiB, 1 GiB; idle, dirtying) and written memcheck guests (1, 4 GiB) beside loopback TCP and QEMU, written rows beside the aims
+bench-migrate: ## live-migration benchmarks: the stream without KVM (guests of 1 and 4 GiB, every page written; huge and 4 KiB pages; beside loopback); ticker guests (256 MiB, 1 GiB; idle, dirtying) and written memcheck guests (1, 4 GiB) beside loopback TCP and QEMU, written rows beside the aims
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMigrate -benchtime 1x ./cmd/waggle | grep -v '^ *time='
 	$(GO) test -count=1 -run '^$$' -bench BenchmarkMigrateWrittenRAM -benchtime 5x ./server
 
