@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math/bits"
 	"strings"
 	"time"
@@ -352,25 +353,15 @@ func (s *source) pause() error {
 func (s *source) sendPages(ctx context.Context, maps []vmm.DirtyBitmap, round uint32, sendZero bool) (uint64, error) {
 	var sent uint64
 	for _, bm := range maps {
-		pages := bm.Region.Pages()
-		for p := uint64(0); p < pages; {
+		for gpa, n := range setRuns(bm, migration.MaxPagesPerFrame) {
 			if err := ctx.Err(); err != nil {
 				return sent, context.Cause(ctx)
 			}
-			p = nextSet(bm.Bits, p, pages)
-			if p >= pages {
-				break
-			}
-			end := p + 1
-			for end < pages && end-p < migration.MaxPagesPerFrame && bm.Dirty(end) {
-				end++
-			}
-			n, err := s.sendRun(bm.Region.GPA+p*migration.PageSize, end-p, sendZero)
+			done, err := s.sendRun(gpa, n, sendZero)
 			if err != nil {
 				return sent, err
 			}
-			sent += n
-			p = end
+			sent += done
 			s.progress(nil)
 		}
 	}
@@ -384,14 +375,8 @@ func (s *source) sendPages(ctx context.Context, maps []vmm.DirtyBitmap, round ui
 func (s *source) sendPlan(maps []vmm.DirtyBitmap) error {
 	var ranges []migration.PlanRange
 	for _, bm := range maps {
-		pages := bm.Region.Pages()
-		for p := nextSet(bm.Bits, 0, pages); p < pages; p = nextSet(bm.Bits, p, pages) {
-			end := p + 1
-			for end < pages && bm.Dirty(end) {
-				end++
-			}
-			ranges = append(ranges, migration.PlanRange{GPA: bm.Region.GPA + p*migration.PageSize, Pages: end - p})
-			p = end
+		for gpa, n := range setRuns(bm, bm.Region.Pages()) {
+			ranges = append(ranges, migration.PlanRange{GPA: gpa, Pages: n})
 		}
 	}
 	for frames := 0; len(ranges) > 0 && frames < migration.MaxPlanFrames; frames++ {
@@ -455,6 +440,25 @@ func (s *source) sendRun(gpa, n uint64, sendZero bool) (uint64, error) {
 		return nil
 	})
 	return sent, err
+}
+
+// setRuns yields each run of consecutive pages set in bm, at most max pages
+// long (a longer run is yielded in pieces), as its first page's GPA and its
+// length in pages.
+func setRuns(bm vmm.DirtyBitmap, max uint64) iter.Seq2[uint64, uint64] {
+	return func(yield func(uint64, uint64) bool) {
+		pages := bm.Region.Pages()
+		for p := nextSet(bm.Bits, 0, pages); p < pages; p = nextSet(bm.Bits, p, pages) {
+			end := p + 1
+			for end < pages && end-p < max && bm.Dirty(end) {
+				end++
+			}
+			if !yield(bm.Region.GPA+p*migration.PageSize, end-p) {
+				return
+			}
+			p = end
+		}
+	}
 }
 
 // nextSet returns the first set bit at or after p, or limit.

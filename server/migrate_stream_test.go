@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/wagglevm/waggle/vmm"
 )
 
 // TestStreamIdleTimeout: a wait for a silent peer ends after the idle
@@ -104,4 +106,25 @@ func TestSanitize(t *testing.T) {
 	require.Equal(t, "??", sanitize("é", 100))
 	require.Equal(t, "abcdefg...", sanitize("abcdefghijklmnop", 10))
 	require.Equal(t, "plain words", sanitize("plain words", 100))
+}
+
+// TestSetRuns: runs of set pages come out in order, as GPA and length,
+// split at max, across word boundaries, with the region's base added.
+func TestSetRuns(t *testing.T) {
+	r := vmm.Region{GPA: 1 << 32, Size: 200 * vmm.PageSize}
+	bm := vmm.DirtyBitmap{Region: r, Bits: make([]uint64, 4)}
+	for _, p := range []uint64{0, 1, 2, 62, 63, 64, 65, 130, 199} {
+		bm.Bits[p/64] |= 1 << (p % 64)
+	}
+	type run struct{ gpa, n uint64 }
+	collect := func(max uint64) []run {
+		var out []run
+		for gpa, n := range setRuns(bm, max) {
+			out = append(out, run{(gpa - r.GPA) / vmm.PageSize, n})
+		}
+		return out
+	}
+	require.Equal(t, []run{{0, 3}, {62, 4}, {130, 1}, {199, 1}}, collect(r.Pages()))
+	require.Equal(t, []run{{0, 2}, {2, 1}, {62, 2}, {64, 2}, {130, 1}, {199, 1}}, collect(2))
+	require.Empty(t, func() []run { bm.Bits = make([]uint64, 4); return collect(8) }())
 }
