@@ -89,31 +89,44 @@ func (v *ramVM) span(gpa uint64, n int) ([]byte, error) {
 }
 
 func (v *ramVM) ReadGuest(p []byte, gpa uint64) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	m, err := v.span(gpa, len(p))
-	if err != nil {
-		return err
-	}
-	copy(p, m)
-	return nil
+	return v.ViewGuest(gpa, len(p), func(m []byte) error {
+		copy(p, m)
+		return nil
+	})
 }
 
 // WriteGuest writes as a Machine's does: large writes fault their pages in
 // with one call first.
 func (v *ramVM) WriteGuest(p []byte, gpa uint64) error {
+	return v.write(gpa, len(p), func(m []byte) error {
+		copy(m, p)
+		return nil
+	})
+}
+
+// FillGuest reads straight into RAM, as a Machine's does.
+func (v *ramVM) FillGuest(r io.Reader, gpa uint64, n int) error {
+	return v.write(gpa, n, func(m []byte) error {
+		_, err := io.ReadFull(r, m)
+		return err
+	})
+}
+
+// write lets fill write RAM at [gpa, gpa+n), faulted in first if large,
+// and marks the pages written.
+func (v *ramVM) write(gpa uint64, n int, fill func(m []byte) error) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	m, err := v.span(gpa, len(p))
+	m, err := v.span(gpa, n)
 	if err != nil {
 		return err
 	}
-	if len(p) >= populateMinForBench {
+	if n >= populateMinForBench {
 		_ = unix.Madvise(m, unix.MADV_POPULATE_WRITE)
 	}
-	copy(m, p)
-	v.mark(gpa, len(p))
-	return nil
+	err = fill(m)
+	v.mark(gpa, n)
+	return err
 }
 
 // ViewGuest hands f RAM itself, as a Machine's does.
@@ -139,22 +152,6 @@ func (v *ramVM) PrefaultGuest(gpa uint64, n int) error {
 	// FillGuest goes on meanwhile. The benchmark closes the VM only
 	// after the migration, once the target stopped prefaulting.
 	return unix.Madvise(m, unix.MADV_POPULATE_WRITE)
-}
-
-// FillGuest reads straight into RAM, as a Machine's does.
-func (v *ramVM) FillGuest(r io.Reader, gpa uint64, n int) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	m, err := v.span(gpa, n)
-	if err != nil {
-		return err
-	}
-	if n >= populateMinForBench {
-		_ = unix.Madvise(m, unix.MADV_POPULATE_WRITE)
-	}
-	_, err = io.ReadFull(r, m)
-	v.mark(gpa, n)
-	return err
 }
 
 // mark sets the bits of the pages [gpa, gpa+n) in touched and dirty; under
