@@ -115,16 +115,24 @@ func TestMapRAMAdvisesHugePages(t *testing.T) {
 	require.Error(t, err, "a size the host cannot map is refused")
 }
 
+// testRAM is guest memory of size bytes from GPA 0, one region, mapped as a
+// Machine maps it but registered with no VM: for tests of its own logic.
+func testRAM(t *testing.T, size uint64) *guestMemory {
+	t.Helper()
+	host, err := MapRAM(size)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Munmap(host) })
+	r := &memRegion{Region: Region{GPA: 0, Size: size}, host: host, dirty: make([]uint64, (size/PageSize+63)/64)}
+	return &guestMemory{mapping: host, regions: []*memRegion{r}}
+}
+
 // TestFill: fill reads RAM straight from a reader into guest memory, marks
 // the pages dirty (even when the reader ends early, since some bytes may
 // have landed), and refuses ranges outside RAM before reading a byte.
 func TestFill(t *testing.T) {
 	const size = 4 << 20
-	host, err := MapRAM(size)
-	require.NoError(t, err)
-	defer unix.Munmap(host)
-	r := &memRegion{Region: Region{GPA: 0, Size: size}, host: host, dirty: make([]uint64, size/PageSize/64)}
-	g := &guestMemory{mapping: host, regions: []*memRegion{r}}
+	g := testRAM(t, size)
+	r := g.regions[0]
 	dirty := func() []uint64 {
 		var pages []uint64
 		d := DirtyBitmap{Region: r.Region, Bits: r.dirty}
@@ -150,7 +158,7 @@ func TestFill(t *testing.T) {
 	require.NoError(t, g.fill(bytes.NewReader(big), 1<<20, len(big)))
 	require.Len(t, dirty(), 256)
 
-	err = g.fill(bytes.NewReader(data[:PageSize+10]), 64*PageSize, 2*PageSize)
+	err := g.fill(bytes.NewReader(data[:PageSize+10]), 64*PageSize, 2*PageSize)
 	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	require.Equal(t, []uint64{64, 65}, dirty(), "what landed is marked")
 
@@ -182,11 +190,7 @@ func TestFillGuestFollowsTheLifecycle(t *testing.T) {
 // ranges outside RAM are refused.
 func TestView(t *testing.T) {
 	const size = 1 << 20
-	host, err := MapRAM(size)
-	require.NoError(t, err)
-	defer unix.Munmap(host)
-	r := &memRegion{Region: Region{GPA: 0, Size: size}, host: host, dirty: make([]uint64, size/PageSize/64)}
-	g := &guestMemory{mapping: host, regions: []*memRegion{r}}
+	g := testRAM(t, size)
 	v, err := g.view(3*PageSize, 2*PageSize)
 	require.NoError(t, err)
 	require.Len(t, v, 2*PageSize)
