@@ -30,16 +30,7 @@ func repoFiles(t *testing.T) map[string]string {
 	t.Helper()
 	files := map[string]string{}
 	for _, dir := range []string{"openapi", "corpus"} {
-		err := filepath.WalkDir(filepath.Join(repoRoot, dir), func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() || strings.HasSuffix(p, ".go") {
-				return err
-			}
-			rel, _ := filepath.Rel(repoRoot, p)
-			data, err := os.ReadFile(p)
-			files[filepath.ToSlash(rel)] = string(data)
-			return err
-		})
-		require.NoError(t, err)
+		readTree(t, repoRoot, dir, files)
 	}
 	// The copy's history is the test's own, so it starts with nothing
 	// released and nothing captured: this repository's LOCK, RELEASES and
@@ -71,11 +62,7 @@ func repoFiles(t *testing.T) map[string]string {
 func regenerated(t *testing.T, files map[string]string) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
-	for p, c := range files {
-		full := filepath.Join(dir, filepath.FromSlash(p))
-		require.NoError(t, os.MkdirAll(filepath.Dir(full), 0o755))
-		require.NoError(t, os.WriteFile(full, []byte(c), 0o644))
-	}
+	writeFiles(t, dir, files)
 	_, err := corpus.Generate(dir)
 	require.NoError(t, err)
 	for p := range files {
@@ -83,17 +70,24 @@ func regenerated(t *testing.T, files map[string]string) map[string]string {
 			delete(files, p)
 		}
 	}
-	err = filepath.WalkDir(filepath.Join(dir, "corpus"), func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+	readTree(t, dir, "corpus", files)
+	return files
+}
+
+// readTree adds the files beneath root/dir but Go code to files, keyed by
+// their slash paths relative to root.
+func readTree(t *testing.T, root, dir string, files map[string]string) {
+	t.Helper()
+	err := filepath.WalkDir(filepath.Join(root, dir), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, ".go") {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, p)
+		rel, _ := filepath.Rel(root, p)
 		data, err := os.ReadFile(p)
 		files[filepath.ToSlash(rel)] = string(data)
 		return err
 	})
 	require.NoError(t, err)
-	return files
 }
 
 // commentsOnly keeps the comment lines of a ledger file.

@@ -40,6 +40,18 @@ func newRepo(t *testing.T) string {
 // commits them, returning the commit id.
 func commitAll(t *testing.T, dir string, files map[string]string, msg string) string {
 	t.Helper()
+	writeFiles(t, dir, files)
+	run(t, dir, "add", "-A")
+	run(t, dir, "commit", "-q", "-m", msg)
+	return run(t, dir, "rev-parse", "HEAD")
+}
+
+var ctx = context.Background()
+
+// writeFiles writes files (path -> content; "" removes the file) beneath
+// dir.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
 	for p, content := range files {
 		full := filepath.Join(dir, filepath.FromSlash(p))
 		if content == "" {
@@ -49,9 +61,4 @@ func commitAll(t *testing.T, dir string, files map[string]string, msg string) st
 		require.NoError(t, os.MkdirAll(filepath.Dir(full), 0o755))
 		require.NoError(t, os.WriteFile(full, []byte(content), 0o644))
 	}
-	run(t, dir, "add", "-A")
-	run(t, dir, "commit", "-q", "-m", msg)
-	return run(t, dir, "rev-parse", "HEAD")
 }
-
-var ctx = context.Background()
