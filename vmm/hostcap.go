@@ -124,15 +124,17 @@ func hasController(list, name string) bool {
 
 // walkCgroup calls take with the limit and usage of the cgroup at group
 // beneath mount and of each of its ancestors that has both files and a
-// numeric limit.
+// numeric limit below unlimitedBytes. The usage of a group without such a
+// limit is not read: it could not narrow anything, and an ensure waits for
+// each file read here.
 func walkCgroup(fsys fs.FS, mount, group, limitFile, usageFile string, take func(limit, usage uint64)) {
 	dir := path.Clean("/" + group)
 	for {
 		base := mount + strings.TrimSuffix(dir, "/")
-		limit, okL := readCgroupNumber(fsys, base+"/"+limitFile)
-		usage, okU := readCgroupNumber(fsys, base+"/"+usageFile)
-		if okL && okU {
-			take(limit, usage)
+		if limit, ok := readCgroupNumber(fsys, base+"/"+limitFile); ok && limit < unlimitedBytes {
+			if usage, ok := readCgroupNumber(fsys, base+"/"+usageFile); ok {
+				take(limit, usage)
+			}
 		}
 		if dir == "/" {
 			return
@@ -140,6 +142,11 @@ func walkCgroup(fsys fs.FS, mount, group, limitFile, usageFile string, take func
 		dir = path.Dir(dir)
 	}
 }
+
+// unlimitedBytes is where a cgroup memory limit means "none": cgroup v1
+// shows an unlimited group's limit as the largest page count in bytes,
+// 2^63 less a page, and no host has 4 EiB.
+const unlimitedBytes = 1 << 62
 
 // readCgroupNumber reads a file holding one decimal number; "max" and
 // anything else is no number.

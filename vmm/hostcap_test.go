@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"io/fs"
 	"runtime"
 	"testing"
 	"testing/fstest"
@@ -90,4 +91,36 @@ func TestMemAvailableCgroups(t *testing.T) {
 	}
 	_, err := memAvailable(fstest.MapFS{})
 	require.Error(t, err, "no /proc/meminfo")
+}
+
+// openCounter counts the files read through it.
+type openCounter struct {
+	fs.FS
+	reads map[string]int
+}
+
+func (c openCounter) Open(name string) (fs.File, error) {
+	c.reads[name]++
+	return c.FS.Open(name)
+}
+
+// TestMemAvailableReadsNoUsageOfUnlimitedGroups: a group without a limit
+// costs one file read, not two; a limited one is read whole.
+func TestMemAvailableReadsNoUsageOfUnlimitedGroups(t *testing.T) {
+	c := openCounter{FS: fstest.MapFS{
+		"proc/meminfo":     {Data: []byte(meminfo)},
+		"proc/self/cgroup": {Data: []byte("4:memory:/a/b\n")},
+		"sys/fs/cgroup/memory/a/b/memory.limit_in_bytes": {Data: []byte("9223372036854771712\n")},
+		"sys/fs/cgroup/memory/a/b/memory.usage_in_bytes": {Data: []byte("1\n")},
+		"sys/fs/cgroup/memory/a/memory.limit_in_bytes":   {Data: []byte("4294967296\n")},
+		"sys/fs/cgroup/memory/a/memory.usage_in_bytes":   {Data: []byte("1073741824\n")},
+		"sys/fs/cgroup/memory/memory.limit_in_bytes":     {Data: []byte("9223372036854771712\n")},
+		"sys/fs/cgroup/memory/memory.usage_in_bytes":     {Data: []byte("2\n")},
+	}, reads: map[string]int{}}
+	got, err := memAvailable(c)
+	require.NoError(t, err)
+	require.Equal(t, uint64(3)<<30, got)
+	require.Zero(t, c.reads["sys/fs/cgroup/memory/a/b/memory.usage_in_bytes"])
+	require.Zero(t, c.reads["sys/fs/cgroup/memory/memory.usage_in_bytes"])
+	require.Equal(t, 1, c.reads["sys/fs/cgroup/memory/a/memory.usage_in_bytes"])
 }
