@@ -31,6 +31,7 @@ type Runtime struct {
 	serialKeep  int
 	maxConsoles int
 	failPoints  FailPoints       // set once at creation
+	shells      *spareShell      // nil without PrepareVM
 	mc          *migrationConfig // set once at creation
 	consoles    consoleCount
 
@@ -86,6 +87,14 @@ type RuntimeOptions struct {
 	// MaxConsoles bounds the serial consoles attached at once (default
 	// DefaultMaxConsoles); one more gets ErrTooManyConsoles.
 	MaxConsoles int
+	// PrepareVM makes the part of the KVM VM that no spec decides (a
+	// vmm.Shell) ahead: when the runtime is created, and again whenever it
+	// is left without a VM. The ensure that builds a VM then skips
+	// creating it, the dearest step of a start. NewVM must hand
+	// vmm.Config.Shell to vmm.New, as the default does.
+	PrepareVM bool
+	// newShell makes PrepareVM's shells (vmm.NewShell; a test's).
+	newShell func() (*vmm.Shell, error)
 	// MigrationPeers are the networks a migration target may dial (the
 	// source's src_addr must be in one); nil: DefaultMigrationPeers.
 	MigrationPeers []netip.Prefix
@@ -114,11 +123,18 @@ func NewRuntime(o RuntimeOptions) *Runtime {
 	if o.MaxConsoles <= 0 {
 		o.MaxConsoles = DefaultMaxConsoles
 	}
-	return &Runtime{
+	r := &Runtime{
 		log: o.Log, version: o.Version, newVM: o.NewVM, capacity: o.HostCapacity, storageRoot: o.StorageRoot,
 		serialKeep: o.SerialKeep, maxConsoles: o.MaxConsoles, failPoints: o.FailPoints, mc: newMigrationConfig(o.MigrationPeers),
 		changed: make(chan struct{}), closed: make(chan struct{}), serial: newSerialLog(o.SerialKeep),
 	}
+	if o.PrepareVM {
+		if o.newShell == nil {
+			o.newShell = vmm.NewShell
+		}
+		r.shells = newSpareShell(o.Log, o.newShell)
+	}
+	return r
 }
 
 var _ Core = (*Runtime)(nil)
@@ -287,6 +303,7 @@ func (r *Runtime) newMachine(p Properties, s spec.Spec, incoming bool, log *seri
 		return nil, err
 	}
 	m, err := r.newVM(vmm.Config{
+		Shell:       r.shells.take(),
 		Incoming:    incoming,
 		Spec:        s,
 		Properties:  vmm.Properties{ID: p.ID, Name: p.Name},
@@ -295,6 +312,7 @@ func (r *Runtime) newMachine(p Properties, s spec.Spec, incoming bool, log *seri
 		StorageRoot: r.storageRoot,
 	})
 	if err != nil {
+		r.shells.refill() // New took the spare, and there is no VM
 		var ce *vmm.ComponentError
 		if errors.As(err, &ce) {
 			return nil, &VMError{Component: ce.Component, Err: ce.Err}
@@ -524,6 +542,7 @@ func (r *Runtime) closeLater(m VM, after ...func()) {
 			if err := m.Close(); err != nil {
 				r.log.Warn("release vm", "err", err)
 			}
+			r.shells.refill() // for the next instance's VM
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -619,6 +638,7 @@ var closeWait = 10 * time.Second
 func (r *Runtime) Close() {
 	timer := time.NewTimer(closeWait)
 	defer timer.Stop()
+	r.shells.close() // off the lock: it may wait for one being made
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.shut = true

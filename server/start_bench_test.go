@@ -100,7 +100,7 @@ func (b startBreakdown) parts() []startPart {
 		{"ensure", "server: PUT /v1/instance beside New (HTTP, validation, capacity check)", b.Ensure},
 		{"image", "New: find and parse the boot image", b.Image},
 		{"devices", "New: SMBIOS tables, disk files, UARTs, virtio, pvpanic", b.Devices},
-		{"kvm", "New: /dev/kvm, VM, TSS, irqchip, PIT, vCPUs (threads, CPUID, MSRs)", b.KVM},
+		{"kvm", "New: /dev/kvm and the VM (unless made ahead), vCPUs (threads, CPUID, MSRs)", b.KVM},
 		{"memory", "New: guest RAM mapped and registered as memslots", b.Memory},
 		{"poweron", "New: power-on state read back (for resets)", b.PowerOnState},
 		{"boot", "New: image into RAM, Multiboot info, SMBIOS, boot registers", b.Boot},
@@ -185,8 +185,23 @@ func (f *firstWriteAt) Write(p []byte) (int, error) {
 // would see the byte later (cmd/waggle's BenchmarkEnsureToFirstSerialByte
 // measures that, with a process per VM). It prints the mean of each part
 // and the total beside the aim, under 5 ms. `make bench-start` runs it.
+//
+// Two rows, in the same run: shell=cold builds the whole KVM VM in the
+// ensure; shell=prepared is the server as `waggle server` runs it
+// (RuntimeOptions.PrepareVM), whose KVM VM was made when it started, before
+// the clock.
 func BenchmarkStartBreakdown(b *testing.B) {
 	kvmtest.Require(b)
+	for _, prepared := range []bool{false, true} {
+		name := "shell=cold"
+		if prepared {
+			name = "shell=prepared"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkStart(b, prepared) })
+	}
+}
+
+func benchmarkStart(b *testing.B, prepared bool) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	const specJSON = `{"board":{"cpus":1,"memory_mb":64,"chipset":"i440fx"},"boot":{"image":"ticker","cmdline":"pace_ms=1000"},
 	 "components":{"com1":{"type":"serial_port","num":"com1"}}}`
@@ -199,9 +214,10 @@ func BenchmarkStartBreakdown(b *testing.B) {
 			machine *vmm.Machine
 			first   *firstWriteAt
 		)
-		rt := NewRuntime(RuntimeOptions{Log: log, NewVM: func(cfg vmm.Config) (VM, error) {
+		rt := NewRuntime(RuntimeOptions{Log: log, PrepareVM: prepared, NewVM: func(cfg vmm.Config) (VM, error) {
 			fw := &firstWriteAt{w: cfg.Serial[spec.COM1], at: make(chan struct{})}
 			if fw.w == nil {
+				cfg.Shell.Close()
 				return nil, fmt.Errorf("the spec's COM1 goes nowhere")
 			}
 			cfg.Serial = maps.Clone(cfg.Serial)
@@ -225,6 +241,7 @@ func BenchmarkStartBreakdown(b *testing.B) {
 		if code := send(b, client, http.MethodGet, srv.URL+"/v1/instance", ""); code != http.StatusNotFound {
 			b.Fatalf("GET /v1/instance before the ensure: HTTP %d", code)
 		}
+		rt.shells.settle(10 * time.Second) // a server up for a moment has made its shell
 		b.StartTimer()
 
 		put := time.Now()
@@ -246,7 +263,11 @@ func BenchmarkStartBreakdown(b *testing.B) {
 		}
 
 		b.StopTimer()
-		part, err := breakdown(put, answered, fw.when, m.StartTimings())
+		st := m.StartTimings()
+		if st.Prepared != prepared {
+			b.Fatalf("the VM was built on a shell made ahead: %v, want %v", st.Prepared, prepared)
+		}
+		part, err := breakdown(put, answered, fw.when, st)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -28,6 +28,10 @@ type Config struct {
 	// Image, when set, is the boot image, used instead of looking up
 	// Spec.Boot().Image among the images of package guest.
 	Image []byte
+	// Shell, when set, is the KVM VM to build on, made ahead with
+	// NewShell; else New makes one. New takes it, whether it succeeds or
+	// fails: the caller need not close it, and cannot use it again.
+	Shell *Shell
 	// Incoming builds a migration target: the image is not loaded and RAM is
 	// left all zero, so that only what the source sends needs writing; the
 	// machine's state comes from ImportState before Start. A reset later

@@ -105,6 +105,11 @@ var lookupImage = defaultImage
 // *ComponentError naming the part of the spec, returned before any vCPU runs.
 func New(cfg Config) (*Machine, error) {
 	const op = "new"
+	if cfg.Shell != nil {
+		// A shell New did not take is closed here; one it took is the
+		// machine's, closed with it.
+		defer cfg.Shell.Close()
+	}
 	board := cfg.Spec.Board()
 	if board.CPUs == 0 {
 		return nil, opErr(op, errors.New("empty spec; build one with spec.Builder"))
@@ -156,41 +161,19 @@ func (m *Machine) build() error {
 	}
 	m.clock.lap(phaseDevices, time.Now())
 
-	if m.sys, err = kvm.Open(); err != nil {
-		return err
-	}
-	for _, c := range []struct {
-		name string
-		cap  int
-	}{{"KVM_CAP_IRQCHIP", kvm.KVM_CAP_IRQCHIP}, {"KVM_CAP_PIT2", kvm.KVM_CAP_PIT2},
-		{"KVM_CAP_IMMEDIATE_EXIT", kvm.KVM_CAP_IMMEDIATE_EXIT}, {"KVM_CAP_USER_MEMORY", kvm.KVM_CAP_USER_MEMORY}} {
-		if m.sys.CheckExtension(c.cap) == 0 {
-			return fmt.Errorf("host KVM lacks %s", c.name)
+	shell := m.cfg.Shell
+	m.clock.prepared = shell != nil
+	if shell == nil {
+		if shell, err = NewShell(); err != nil {
+			return err
 		}
+	}
+	if m.sys, m.vm, m.cpuid, err = shell.take(); err != nil {
+		return err
 	}
 	if limit := vcpuLimit(m.sys); board.CPUs > limit {
 		return &ComponentError{"board.cpus", fmt.Errorf("%w: %d vCPUs asked, the host allows %d (KVM_CAP_NR_VCPUS)",
 			ErrTooManyVCPUs, board.CPUs, limit)}
-	}
-	if m.cpuid, err = m.sys.SupportedCPUID(); err != nil {
-		return err
-	}
-	if m.vm, err = m.sys.CreateVM(); err != nil {
-		return err
-	}
-	if err := m.vm.SetTSSAddr(tssAddr); err != nil {
-		return err
-	}
-	if m.vm.CheckExtension(kvm.KVM_CAP_SET_IDENTITY_MAP_ADDR) != 0 {
-		if err := m.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
-			return err
-		}
-	}
-	if err := m.vm.CreateIrqchip(); err != nil {
-		return err
-	}
-	if err := m.vm.CreatePIT2(kvm.KVM_PIT_SPEAKER_DUMMY); err != nil {
-		return err
 	}
 	m.clock.lap(phaseKVM, time.Now())
 	if m.mem, err = newGuestMemory(m.vm, board.MemoryMiB<<20); err != nil {
@@ -303,16 +286,44 @@ func (m *Machine) buildVCPUs(n int) error {
 	}
 	// Keep the MSRs that read back on this host.
 	return m.vcpus[0].call(func(c *kvm.VCPU) error {
-		for _, idx := range list {
-			e := []kvm.MsrEntry{{Index: idx}}
-			if n, err := c.GetMSRs(e); err == nil && n == 1 {
-				m.caps.msrs = append(m.caps.msrs, idx)
-			}
-		}
+		m.caps.msrs = readableMSRs(c.GetMSRs, list)
 		khz, err := c.GetTSCKHz()
 		m.tscKHz = khz
 		return err
 	})
+}
+
+// maxIOMSRs is the most MSRs one KVM_GET_MSRS may carry (the kernel
+// refuses 256 or more).
+const maxIOMSRs = 255
+
+// readableMSRs returns the indexes of list that get (KVM_GET_MSRS) reads,
+// in order. get reads entries in order and stops at the first it cannot
+// read, saying how many it read; so each call takes a whole run of
+// readable MSRs, and the one that stopped it is left out. Probing a
+// host's ~100 MSRs costs a few ioctls instead of one each. An ioctl that
+// fails outright leaves out the MSR it began with.
+func readableMSRs(get func([]kvm.MsrEntry) (int, error), list []uint32) []uint32 {
+	entries := make([]kvm.MsrEntry, len(list))
+	for i, idx := range list {
+		entries[i].Index = idx
+	}
+	var ok []uint32
+	for i := 0; i < len(entries); {
+		chunk := entries[i:min(len(entries), i+maxIOMSRs)]
+		n, err := get(chunk)
+		if err != nil || n < 0 || n > len(chunk) {
+			n = 0
+		}
+		for _, e := range chunk[:n] {
+			ok = append(ok, e.Index)
+		}
+		i += n
+		if n < len(chunk) {
+			i++ // entries[i] did not read back
+		}
+	}
+	return ok
 }
 
 // buildDevices creates a UART per serial port, a block device per disk and

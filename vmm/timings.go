@@ -20,8 +20,9 @@ type StartTimings struct {
 	// creating the devices (UARTs, virtio disks, pvpanic).
 	Devices time.Duration
 	// KVM is opening /dev/kvm and checking its extensions and CPUID,
-	// creating the VM with its TSS, identity map, irqchip and PIT, and
-	// creating the vCPUs (threads, CPUID, the MSR list, the TSC rate).
+	// creating the VM with its TSS, identity map, irqchip and PIT (unless
+	// a shell made ahead did: see Prepared), and creating the vCPUs
+	// (threads, CPUID, the MSR list, the TSC rate).
 	KVM time.Duration
 	// Memory is mapping guest RAM and registering it with KVM as memory
 	// slots.
@@ -34,6 +35,9 @@ type StartTimings struct {
 	Boot time.Duration
 	// New is the whole of New: the phases above and what lies between.
 	New time.Duration
+	// Prepared says New built on a shell made ahead (Config.Shell), so
+	// KVM left out opening /dev/kvm and creating the VM.
+	Prepared bool
 
 	// Started is when the first Start set the vCPUs running.
 	Started time.Duration
@@ -69,6 +73,8 @@ type startClock struct {
 	last   time.Time
 	phases [numBuildPhases]time.Duration
 	built  time.Duration
+	// prepared: New took a shell made ahead.
+	prepared bool
 
 	started, firstExit, firstSerial atomic.Int64
 }
@@ -110,6 +116,7 @@ func (c *startClock) timings() StartTimings {
 		PowerOnState: c.phases[phasePowerOnState],
 		Boot:         c.phases[phaseBoot],
 		New:          c.built,
+		Prepared:     c.prepared,
 		Started:      time.Duration(c.started.Load()),
 		FirstExit:    time.Duration(c.firstExit.Load()),
 		FirstSerial:  time.Duration(c.firstSerial.Load()),

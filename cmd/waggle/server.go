@@ -84,7 +84,8 @@ func runServer(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer dropToken()
 
-	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp, MigrationPeers: peers, StorageRoot: root})
+	rt := server.NewRuntime(server.RuntimeOptions{Log: log, Version: Version, FailPoints: fp, MigrationPeers: peers, StorageRoot: root,
+		PrepareVM: true})
 	h, err := server.NewHandler(rt, httpkit.HandlerOptions{Log: log, Auth: httpkit.BearerToken(token), BodyReadTimeout: *bodyTimeout})
 	if err != nil {
 		rt.Close()

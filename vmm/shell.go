@@ -1,0 +1,114 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/wagglevm/waggle/vmm/kvm"
+)
+
+// Shell is the part of a Machine that no spec decides: /dev/kvm opened and
+// checked, the host's CPUID table read, and a KVM VM with its TSS,
+// identity map, in-kernel irqchip and PIT. Making it is most of what KVM
+// costs a start (creating a VM is the dearest ioctl New makes), so a
+// server that knows a VM is coming makes a shell ahead (NewShell) and hands
+// it to New in Config.Shell. A shell serves one New.
+type Shell struct {
+	mu sync.Mutex
+	// sys, vm and cpuid are nil once New took them, or Close closed them.
+	sys   *kvm.System
+	vm    *kvm.VM
+	cpuid []kvm.CPUIDEntry2
+}
+
+// ErrShellTaken is New's error for a Config.Shell that an earlier New took
+// or that was closed.
+var ErrShellTaken = errors.New("vmm: shell already taken or closed")
+
+// requiredCaps are the KVM capabilities a Machine cannot work without.
+var requiredCaps = []struct {
+	name string
+	cap  int
+}{
+	{"KVM_CAP_IRQCHIP", kvm.KVM_CAP_IRQCHIP},
+	{"KVM_CAP_PIT2", kvm.KVM_CAP_PIT2},
+	{"KVM_CAP_IMMEDIATE_EXIT", kvm.KVM_CAP_IMMEDIATE_EXIT},
+	{"KVM_CAP_USER_MEMORY", kvm.KVM_CAP_USER_MEMORY},
+}
+
+// NewShell opens /dev/kvm, checks that it has what a Machine needs, and
+// creates a VM with its TSS, identity map, irqchip and PIT. Close it unless
+// it goes to New.
+func NewShell() (*Shell, error) {
+	sys, err := kvm.Open()
+	if err != nil {
+		return nil, err
+	}
+	s := &Shell{sys: sys}
+	if err := s.build(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Shell) build() error {
+	for _, c := range requiredCaps {
+		if s.sys.CheckExtension(c.cap) == 0 {
+			return fmt.Errorf("host KVM lacks %s", c.name)
+		}
+	}
+	var err error
+	if s.cpuid, err = s.sys.SupportedCPUID(); err != nil {
+		return err
+	}
+	if s.vm, err = s.sys.CreateVM(); err != nil {
+		return err
+	}
+	if err := s.vm.SetTSSAddr(tssAddr); err != nil {
+		return err
+	}
+	if s.vm.CheckExtension(kvm.KVM_CAP_SET_IDENTITY_MAP_ADDR) != 0 {
+		if err := s.vm.SetIdentityMapAddr(identityMapAddr); err != nil {
+			return err
+		}
+	}
+	if err := s.vm.CreateIrqchip(); err != nil {
+		return err
+	}
+	return s.vm.CreatePIT2(kvm.KVM_PIT_SPEAKER_DUMMY)
+}
+
+// take hands the shell's parts to a Machine, which closes them; the shell
+// is empty afterwards. The VM's clock has run since the shell was made: it
+// starts again at zero, as a new VM's does.
+func (s *Shell) take() (*kvm.System, *kvm.VM, []kvm.CPUIDEntry2, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vm == nil {
+		return nil, nil, nil, ErrShellTaken
+	}
+	if err := s.vm.SetClock(&kvm.ClockData{}); err != nil {
+		return nil, nil, nil, err
+	}
+	sys, vm, cpuid := s.sys, s.vm, s.cpuid
+	s.sys, s.vm, s.cpuid = nil, nil, nil
+	return sys, vm, cpuid, nil
+}
+
+// Close releases a shell no New took. It does nothing to one that New
+// took (the Machine owns its parts then) or that is closed already.
+func (s *Shell) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	if s.vm != nil {
+		errs = append(errs, s.vm.Close())
+	}
+	if s.sys != nil {
+		errs = append(errs, s.sys.Close())
+	}
+	s.sys, s.vm, s.cpuid = nil, nil, nil
+	return errors.Join(errs...)
+}
