@@ -3,12 +3,14 @@ package server
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/wagglevm/waggle/internal/kvmtest"
 	"github.com/wagglevm/waggle/spec"
+	"github.com/wagglevm/waggle/vmm"
 )
 
 // TestGuestFailureKindsOnKVM: real guests on KVM fail their instance with
@@ -51,4 +53,45 @@ func TestGuestFailureKindsOnKVM(t *testing.T) {
 			waitOutput(t, rt, c.last)
 		})
 	}
+}
+
+// TestPreparedRuntimeOnKVM: a runtime with PrepareVM builds its VM on the
+// shell it made ahead, makes another once that VM is gone, and gives back
+// every file descriptor when it closes (the spare shell included).
+func TestPreparedRuntimeOnKVM(t *testing.T) {
+	kvmtest.Require(t)
+	before := openFDs(t)
+	var built []*vmm.Machine
+	rt := NewRuntime(RuntimeOptions{Log: quietLog(), Version: "test", PrepareVM: true,
+		NewVM: func(cfg vmm.Config) (VM, error) {
+			m, err := vmm.New(cfg)
+			if err != nil {
+				return nil, err
+			}
+			built = append(built, m)
+			return m, nil
+		}})
+	rt.shells.settle(10 * time.Second)
+	require.Greater(t, openFDs(t), before, "the shell holds /dev/kvm and its VM")
+
+	s := testSpec(t, 1, 64)
+	for i := range 2 {
+		_, _, err := rt.Ensure(context.Background(), EnsureRequest{Properties: Properties{ID: uuid.New()}, Spec: s})
+		require.NoError(t, err)
+		require.True(t, built[i].StartTimings().Prepared, "VM %d built on a shell made ahead", i)
+		_, err = rt.RequestState(context.Background(), RequestRun)
+		require.NoError(t, err)
+		waitOutput(t, rt, "tick 1\n")
+		require.NoError(t, request(rt, RequestStop))
+		waitState(t, rt, StateDestroyed)
+		// The next shell is made in the background once the VM is closed.
+		require.Eventually(t, func() bool {
+			rt.shells.mu.Lock()
+			defer rt.shells.mu.Unlock()
+			return rt.shells.spare != nil
+		}, 10*time.Second, time.Millisecond, "a shell for the next instance")
+	}
+	rt.Close()
+	require.Eventually(t, func() bool { n, err := countFDs(); return err == nil && n == before }, 10*time.Second,
+		time.Millisecond, "every fd back after Close")
 }

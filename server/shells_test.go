@@ -153,4 +153,15 @@ func TestRuntimePreparesShells(t *testing.T) {
 	third := f.shell[2]
 	f.mu.Unlock()
 	require.Same(t, third, vm.cfg.Shell)
+
+	// Close lets go of the spare, and nothing more is made.
+	require.NoError(t, request(g.rt, RequestStop))
+	waitState(t, g.rt, StateDestroyed)
+	require.Eventually(t, func() bool { return f.count() == 4 }, 10*time.Second, time.Millisecond)
+	g.rt.Close()
+	g.rt.shells.mu.Lock()
+	spare, shut := g.rt.shells.spare, g.rt.shells.shut
+	g.rt.shells.mu.Unlock()
+	require.True(t, shut)
+	require.Nil(t, spare, "the spare is closed with the runtime")
 }
