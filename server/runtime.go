@@ -90,7 +90,7 @@ type RuntimeOptions struct {
 	// PrepareVM makes the part of the KVM VM that no spec decides (a
 	// vmm.Shell) ahead: when the runtime is created, and again whenever it
 	// is left without a VM. The ensure that builds a VM then skips
-	// creating it, the dearest step of a start. NewVM must hand
+	// creating it (see vmm.Shell). NewVM must hand
 	// vmm.Config.Shell to vmm.New, as the default does.
 	PrepareVM bool
 	// newShell makes PrepareVM's shells (vmm.NewShell; a test's).

@@ -167,6 +167,7 @@ func (m *Machine) build() error {
 		if shell, err = NewShell(); err != nil {
 			return err
 		}
+		defer shell.Close() // when take fails; nothing once taken
 	}
 	if m.sys, m.vm, m.cpuid, err = shell.take(); err != nil {
 		return err

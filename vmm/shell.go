@@ -10,8 +10,8 @@ import (
 
 // Shell is the part of a Machine that no spec decides: /dev/kvm opened and
 // checked, the host's CPUID table read, and a KVM VM with its TSS,
-// identity map, in-kernel irqchip and PIT. Making it is most of what KVM
-// costs a start (creating a VM is the dearest ioctl New makes), so a
+// identity map, in-kernel irqchip and PIT. Creating the VM was the dearest
+// ioctl of New where its start was broken down (`make bench-start`), so a
 // server that knows a VM is coming makes a shell ahead (NewShell) and hands
 // it to New in Config.Shell. A shell serves one New.
 type Shell struct {
