@@ -33,6 +33,8 @@
 #                    /var/tmp/waggle-kvm-emu)
 #   KVM_EMU_TIMEOUT  kill QEMU after this many seconds (default 0: never)
 #   KVM_EMU_APPEND   extra kernel command line, e.g. kvm_amd.npt=0
+#   KVM_EMU_TSC      the guest kernel's tsc= option (default reliable: see
+#                    below; "unstable" for the guest kernel's own checks)
 #   KVM_EMU_THP      guest transparent_hugepage mode (default: the host's, so
 #                    that tests see the same THP behaviour as on the host)
 #   KVM_EMU_VERBOSE  1: copy the guest console to stderr as well
@@ -226,6 +228,12 @@ trap 'exit 130' INT TERM
 } > "$JOB/cmd.sh"
 : > "$JOB/output"
 
+# TCG gives every CPU one TSC, but the guest kernel's TSC synchronization
+# check, timed under emulation, sees warps and marks the TSC unstable. KVM
+# then runs its nested guests in its unstable-TSC mode (offsets moved at each
+# vCPU load, catch-up), which real hosts do not, and the test guests pace
+# themselves by the TSC. tsc=reliable skips the check.
+TSC=${KVM_EMU_TSC:-reliable}
 THP=${KVM_EMU_THP:-$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)}
 THP=${THP:-madvise}
 qemu=(qemu-system-x86_64
@@ -235,7 +243,7 @@ qemu=(qemu-system-x86_64
 	-kernel "$KDIR/boot/vmlinuz-$KVER" -initrd "$INITRD"
 	-device virtio-serial-pci -chardev "file,id=out,path=$JOB/output"
 	-device virtserialport,chardev=out,name=kvmemu.out
-	-append "console=ttyS0 panic=-1 loglevel=4 kvmemu.rw=$RW kvmemu.overlay=$OVERLAY transparent_hugepage=$THP ${KVM_EMU_APPEND:-}"
+	-append "console=ttyS0 panic=-1 loglevel=4 kvmemu.rw=$RW kvmemu.overlay=$OVERLAY transparent_hugepage=$THP tsc=$TSC ${KVM_EMU_APPEND:-}"
 	-virtfs "local,path=$JOB,mount_tag=job,security_model=none,multidevs=remap"
 	-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
 i=0
