@@ -88,6 +88,12 @@ func decodePageToken(list, raw string) (string, error) {
 			return "", badPageToken("is not a page token")
 		}
 	}
+	// Only the bytes this control plane gives: encoding/json also takes
+	// keys in another case ("aFter"), spaces, escapes and other orders,
+	// each of which would make a second token for one page.
+	if encodePageToken(list, t.After) != raw {
+		return "", badPageToken("is not a page token")
+	}
 	return t.After, nil
 }
 

@@ -223,6 +223,28 @@ func TestPageTokenRoundTrip(t *testing.T) {
 	}
 }
 
+// A page's token is one string: the same content spelled otherwise (a key
+// in another case, spaces, another order, an escape) is refused, though
+// encoding/json would read each.
+func TestPageTokenRefusesOtherSpellings(t *testing.T) {
+	id := sledA.String()
+	require.Equal(t, base64.RawURLEncoding.EncodeToString([]byte(`{"v":1,"list":"sleds","after":"`+id+`"}`)),
+		encodePageToken(listSleds, id), "the one spelling")
+	for _, js := range []string{
+		`{"v":1,"list":"sleds","aFter":"` + id + `"}`,
+		`{"V":1,"list":"sleds","after":"` + id + `"}`,
+		`{"v":1, "list":"sleds","after":"` + id + `"}`,
+		`{"list":"sleds","v":1,"after":"` + id + `"}`,
+		`{"v":1,"list":"sl\u0065ds","after":"` + id + `"}`,
+		`{"v":1,"list":"sleds","after":"` + id + `"}` + "\n",
+	} {
+		_, err := decodePageToken(listSleds, base64.RawURLEncoding.EncodeToString([]byte(js)))
+		var fe *fieldError
+		require.ErrorAs(t, err, &fe, "%s", js)
+		require.Contains(t, fe.Field, "page_token")
+	}
+}
+
 // FuzzPageToken: a page token never panics the decoder; what it accepts
 // is a key of its list that encodes back to the same token, and a refusal
 // names page_token.
