@@ -105,11 +105,9 @@ var lookupImage = defaultImage
 // *ComponentError naming the part of the spec, returned before any vCPU runs.
 func New(cfg Config) (*Machine, error) {
 	const op = "new"
-	if cfg.Shell != nil {
-		// A shell New did not take is closed here; one it took is the
-		// machine's, closed with it.
-		defer cfg.Shell.Close()
-	}
+	// A shell New did not take is closed here; one it took is the
+	// machine's, closed with it.
+	defer cfg.Shell.Close()
 	board := cfg.Spec.Board()
 	if board.CPUs == 0 {
 		return nil, opErr(op, errors.New("empty spec; build one with spec.Builder"))

@@ -98,8 +98,12 @@ func (s *Shell) take() (*kvm.System, *kvm.VM, []kvm.CPUIDEntry2, error) {
 }
 
 // Close releases a shell no New took. It does nothing to one that New
-// took (the Machine owns its parts then) or that is closed already.
+// took (the Machine owns its parts then), that is closed already, or that
+// is nil.
 func (s *Shell) Close() error {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error

@@ -38,6 +38,7 @@ func helloConfig(t *testing.T, out io.Writer) Config {
 func TestNewRefusesASpentShell(t *testing.T) {
 	s := &Shell{} // as a shell is once taken or closed
 	require.NoError(t, s.Close())
+	require.NoError(t, (*Shell)(nil).Close(), "no shell")
 	if m, err := New(helloConfig(t, io.Discard)); err == nil {
 		m.Close() // a host with KVM
 	} else if errors.Is(err, ErrShellTaken) {
@@ -144,6 +145,9 @@ func TestReadableMSRs(t *testing.T) {
 	calls := 0
 	get := func(entries []kvm.MsrEntry) (int, error) {
 		calls++
+		if calls > n {
+			t.Fatalf("%d calls for %d MSRs: the probe does not move on", calls, n)
+		}
 		if len(entries) > maxIOMSRs {
 			return 0, syscall.E2BIG
 		}
