@@ -2,7 +2,9 @@ package controlplane_test
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"syscall"
 	"testing"
 	"time"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/wagglevm/waggle/controlplane"
 	"github.com/wagglevm/waggle/controlplane/model"
+	"github.com/wagglevm/waggle/internal/httpkit"
 	"github.com/wagglevm/waggle/sledagent"
+	agentapi "github.com/wagglevm/waggle/sledagent/api"
 )
 
 // A VMM started on a sled shows up in the database through the doorbell:
@@ -212,6 +216,55 @@ func TestWatcherClassifies(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, model.SledLost, sl.State)
 	f.restartControlPlane()
+
+	// Heard again (its agent never stopped, it was only out of reach):
+	// active, and the VMM failed with it is unregistered from it, so its
+	// guest does not run on, and retired.
+	rep, err = f.controlPlane().WatchOnce(ctx)
+	require.NoError(t, err)
+	require.Empty(t, rep.SledsRevived, "a lost sled that does not answer stays lost")
+	sl, err = f.store.Sled(ctx, b.id)
+	require.NoError(t, err)
+	require.Equal(t, model.SledLost, sl.State)
+
+	serveAgain(t, b)
+	rep, err = f.controlPlane().WatchOnce(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []uuid.UUID{b.id}, rep.SledsRevived)
+	require.Equal(t, 2, rep.Sleds, "the revived sled is checked in the same round")
+	sl, err = f.store.Sled(ctx, b.id)
+	require.NoError(t, err)
+	require.Equal(t, model.SledActive, sl.State)
+	require.True(t, sl.LastContact.After(lost.Runtime.TimeUpdated), "its contact is now")
+	retired := f.vmm(idB)
+	require.NotNil(t, retired.TimeRetired, "the failed VMM is retired")
+	reason, failed = retired.Runtime.State.FailureReason()
+	require.True(t, failed)
+	require.Equal(t, model.FailureSledLost, reason.Kind, "its failure stands")
+	_, err = b.agent.Get(idB)
+	require.ErrorIs(t, err, sledagent.ErrNoSuchVmm, "the sled still runs the VMM failed when it was lost")
+	rec := httptest.NewRecorder()
+	f.controlPlane().MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Contains(t, rec.Body.String(), "\nwaggle_controlplane_sleds_revived_total 1\n")
+
+	rep, err = f.controlPlane().WatchOnce(ctx)
+	require.NoError(t, err)
+	require.Empty(t, rep.SledsRevived)
+}
+
+// serveAgain serves a sled's agent API again at its old address, after its
+// server was closed: the sled comes back into reach.
+func serveAgain(t *testing.T, s *sled) {
+	t.Helper()
+	h, err := agentapi.NewHandler(s.agent, httpkit.HandlerOptions{Log: quiet(), Auth: httpkit.BearerToken(s.token)})
+	require.NoError(t, err)
+	var ln net.Listener
+	require.Eventually(t, func() bool {
+		ln, err = net.Listen("tcp", s.addr)
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the sled's address stays taken")
+	s.srv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = s.srv.Serve(ln) }()
 }
 
 // A ring for a VMM the control plane does not know answers 404

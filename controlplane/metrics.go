@@ -11,15 +11,16 @@ import (
 // Metrics are the control plane's Prometheus metrics, in a registry of
 // their own.
 type Metrics struct {
-	reg         *prometheus.Registry
-	rings       prometheus.Counter
-	coalesced   prometheus.Counter
-	pullRetries prometheus.Counter
-	pulls       *prometheus.CounterVec
-	ringLatency prometheus.Histogram
-	checks      *prometheus.CounterVec
-	sledsLost   prometheus.Counter
-	rounds      prometheus.Counter
+	reg          *prometheus.Registry
+	rings        prometheus.Counter
+	coalesced    prometheus.Counter
+	pullRetries  prometheus.Counter
+	pulls        *prometheus.CounterVec
+	ringLatency  prometheus.Histogram
+	checks       *prometheus.CounterVec
+	sledsLost    prometheus.Counter
+	sledsRevived prometheus.Counter
+	rounds       prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -41,9 +42,11 @@ func newMetrics() *Metrics {
 		[]string{"class"})
 	m.sledsLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "waggle_controlplane_sleds_lost_total",
 		Help: "Sleds marked lost after a silence, their VMMs failed."})
+	m.sledsRevived = prometheus.NewCounter(prometheus.CounterOpts{Name: "waggle_controlplane_sleds_revived_total",
+		Help: "Lost sleds whose agents answered the instance watcher again, made active."})
 	m.rounds = prometheus.NewCounter(prometheus.CounterOpts{Name: "waggle_controlplane_watcher_rounds_total",
 		Help: "Rounds of the instance watcher over every sled."})
-	m.reg.MustRegister(m.rings, m.coalesced, m.pullRetries, m.pulls, m.ringLatency, m.checks, m.sledsLost, m.rounds,
+	m.reg.MustRegister(m.rings, m.coalesced, m.pullRetries, m.pulls, m.ringLatency, m.checks, m.sledsLost, m.sledsRevived, m.rounds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []Outcome{OutcomeUpdated, OutcomeStale, OutcomeMissing, OutcomeVmmGone, OutcomeRetired,
 		OutcomeUnreachable, OutcomeError, OutcomeSkipped} {

@@ -61,6 +61,10 @@ type Store interface {
 	// transaction. It returns the VMMs it failed; none and false when the
 	// sled was heard from since (or is lost already).
 	MarkSledLost(ctx context.Context, id uuid.UUID, silentSince time.Time, now time.Time) ([]uuid.UUID, bool, error)
+	// ReviveSled marks a lost sled active, its last contact at (when
+	// later), and says whether it was lost; ErrNotFound for an unknown
+	// sled.
+	ReviveSled(ctx context.Context, id uuid.UUID, at time.Time) (bool, error)
 
 	// CreateInstance inserts an instance in its given runtime state
 	// (ErrConflict when the name or id is taken).

@@ -26,6 +26,9 @@ type WatchReport struct {
 	Sleds     int                // sleds looked at
 	Checks    map[CheckClass]int // VMMs checked, by class
 	SledsLost []uuid.UUID        // sleds marked lost this round
+	// SledsRevived are sleds lost before this round whose agents answered
+	// it: active again, their VMMs checked like any other's.
+	SledsRevived []uuid.UUID
 }
 
 // watch runs a round at once, then one every WatchInterval, until ctx
@@ -70,7 +73,16 @@ func (c *ControlPlane) WatchOnce(ctx context.Context) (WatchReport, error) {
 		c.metrics.checks.WithLabelValues(string(class)).Add(float64(n))
 	}
 	for _, s := range sleds {
-		if s.State != model.SledActive {
+		answered := false
+		switch s.State {
+		case model.SledActive:
+		case model.SledLost:
+			if !c.maybeRevive(ctx, s) {
+				continue
+			}
+			rep.SledsRevived = append(rep.SledsRevived, s.ID)
+			answered = true
+		default:
 			continue
 		}
 		rep.Sleds++
@@ -78,7 +90,7 @@ func (c *ControlPlane) WatchOnce(ctx context.Context) (WatchReport, error) {
 		if err != nil {
 			return rep, err
 		}
-		if !c.sledAnswers(ctx, s) {
+		if !answered && !c.sledAnswers(ctx, s) {
 			count(CheckSledUnreachable, len(vmms))
 			if lost, err := c.maybeLose(ctx, s); err != nil {
 				c.log.Warn("instance watcher: could not mark a silent sled lost", "sled", s.ID, "err", err)
@@ -127,19 +139,48 @@ func (c *ControlPlane) classify(ctx context.Context, id uuid.UUID) CheckClass {
 
 // sledAnswers pings a sled's agent, noting the contact when it answers.
 func (c *ControlPlane) sledAnswers(ctx context.Context, s model.Sled) bool {
+	if !c.ping(ctx, s) {
+		return false
+	}
+	c.touch(ctx, s.ID, c.o.Now())
+	return true
+}
+
+// ping says whether a sled's agent answers, within CallTimeout.
+func (c *ControlPlane) ping(ctx context.Context, s model.Sled) bool {
 	client, err := c.o.Dial(s)
 	if err != nil {
 		c.log.Warn("instance watcher: cannot reach a sled", "sled", s.ID, "err", err)
 		return false
 	}
 	callCtx, cancel := context.WithTimeout(ctx, c.o.CallTimeout)
-	err = client.Ping(callCtx)
-	cancel()
-	if err != nil {
+	defer cancel()
+	return client.Ping(callCtx) == nil
+}
+
+// maybeRevive makes a lost sled active again when its agent answers, its
+// last contact now: a sled that was only out of reach (a partition, a
+// paused host) comes back without its agent having to restart and
+// register. The VMMs failed when it was lost stay failed, a terminal state
+// being final; the round then checks them as on any active sled, which
+// tells the agent to forget each (their guests must not run on beside the
+// instances' new VMMs) and retires it. It says whether the sled is active
+// again.
+func (c *ControlPlane) maybeRevive(ctx context.Context, s model.Sled) bool {
+	if !c.ping(ctx, s) {
 		return false
 	}
-	c.touch(ctx, s.ID, c.o.Now())
-	return true
+	revived, err := c.o.Store.ReviveSled(ctx, s.ID, c.o.Now())
+	if err != nil {
+		c.log.Warn("instance watcher: could not mark a lost sled active again", "sled", s.ID, "err", err)
+		return false
+	}
+	if revived {
+		c.metrics.sledsRevived.Inc()
+		c.log.Warn("sled heard again: active; the VMMs failed while it was lost are unregistered from it", "sled", s.ID,
+			"silent_since", s.LastContact)
+	}
+	return revived
 }
 
 // maybeLose marks a sled lost when it has been silent since SledLostAfter.

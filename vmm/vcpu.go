@@ -235,7 +235,7 @@ func (v *vcpu) handleExit() sessionResult {
 		// Nothing to do: the loop re-enters (with the in-kernel irqchip HLT
 		// does not exit; if it does, KVM_RUN blocks until an interrupt).
 	case kvm.KVM_EXIT_SHUTDOWN:
-		return v.fail(fmt.Errorf("%w%s", ErrTripleFault, v.where()))
+		return v.fail(fmt.Errorf("%w%s", ErrTripleFault, v.whereShutdown()))
 	case kvm.KVM_EXIT_INTERNAL_ERROR:
 		in := v.run.Internal()
 		nd := min(int(in.NData), len(in.Data))
@@ -271,6 +271,36 @@ func (v *vcpu) where() string {
 		return ""
 	}
 	return fmt.Sprintf(" at rip %#x", r.RIP)
+}
+
+// whereShutdown is where for a triple fault. On AMD hosts KVM puts the
+// vCPU through INIT before it reports the shutdown (the VMCB is undefined
+// after one), so the registers then hold the reset state, not the place the
+// guest failed: naming the reset vector there would send whoever reads the
+// failure to an address the guest never ran.
+func (v *vcpu) whereShutdown() string {
+	var r kvm.Regs
+	var s kvm.Sregs
+	if v.fd.GetRegs(&r) != nil || v.fd.GetSregs(&s) != nil {
+		return ""
+	}
+	return shutdownPlace(r.RIP, s.CS)
+}
+
+// The registers INIT leaves: CS:IP = F000:FFF0 with CS's base 0xFFFF0000.
+const (
+	initRIP        = 0xfff0
+	initCSSelector = 0xf000
+	initCSBase     = 0xffff0000
+)
+
+// shutdownPlace says where a triple fault happened, given the vCPU's
+// instruction pointer and CS as read after the exit.
+func shutdownPlace(rip uint64, cs kvm.Segment) string {
+	if rip == initRIP && cs.Selector == initCSSelector && cs.Base == initCSBase {
+		return " (where is unknown: KVM reset the vCPU before reporting the shutdown)"
+	}
+	return fmt.Sprintf(" at rip %#x", rip)
 }
 
 func internalErrorName(sub uint32) string {

@@ -77,6 +77,26 @@ func (d *DB) TouchSled(ctx context.Context, id uuid.UUID, at time.Time) error {
 	return nil
 }
 
+// ReviveSled marks a lost sled active and moves its last contact to at,
+// when later. It says whether the sled was lost; ErrNotFound for an
+// unknown sled.
+func (d *DB) ReviveSled(ctx context.Context, id uuid.UUID, at time.Time) (bool, error) {
+	op := fmt.Sprintf("db: revive sled %s", id)
+	var exists, revived bool
+	err := d.pool.QueryRow(ctx, `
+		WITH cur AS (SELECT 1 FROM sled WHERE id = $1),
+		upd AS (UPDATE sled SET state = 'active', last_contact = GREATEST(last_contact, $2)
+			WHERE id = $1 AND state = 'lost' RETURNING 1)
+		SELECT EXISTS (SELECT 1 FROM cur), EXISTS (SELECT 1 FROM upd)`, id, at).Scan(&exists, &revived)
+	if err != nil {
+		return false, fail(op, err)
+	}
+	if !exists {
+		return false, notFoundf("%s: no such sled", op)
+	}
+	return revived, nil
+}
+
 // Sled reads one sled (ErrNotFound).
 func (d *DB) Sled(ctx context.Context, id uuid.UUID) (model.Sled, error) {
 	s, err := scanSled(d.pool.QueryRow(ctx, "SELECT "+sledCols+" FROM sled WHERE id = $1", id))

@@ -148,6 +148,54 @@ func TestMarkSledLostFailsItsLiveVmms(t *testing.T) {
 	require.ErrorIs(t, err, controlplane.ErrNotFound)
 }
 
+// A lost sled heard again is active, its last contact moved forward only;
+// the VMMs failed when it was lost stay failed; an active sled is left as
+// it is.
+func TestReviveSled(t *testing.T) {
+	f := newFixture(t)
+	v := f.start(t, f.inst, f.sled)
+	before, err := f.d.Sled(f.ctx, f.sled.ID)
+	require.NoError(t, err)
+	revived, err := f.d.ReviveSled(f.ctx, f.sled.ID, at(50))
+	require.NoError(t, err)
+	require.False(t, revived, "an active sled is not revived")
+	got, err := f.d.Sled(f.ctx, f.sled.ID)
+	require.NoError(t, err)
+	require.Equal(t, before, got)
+
+	_, lost, err := f.d.MarkSledLost(f.ctx, f.sled.ID, at(60), at(100))
+	require.NoError(t, err)
+	require.True(t, lost)
+	revived, err = f.d.ReviveSled(f.ctx, f.sled.ID, at(200))
+	require.NoError(t, err)
+	require.True(t, revived)
+	got, err = f.d.Sled(f.ctx, f.sled.ID)
+	require.NoError(t, err)
+	require.Equal(t, model.SledActive, got.State)
+	require.Equal(t, at(200), got.LastContact)
+	failed, err := f.d.Vmm(f.ctx, v.ID)
+	require.NoError(t, err)
+	reason, isFailed := failed.Runtime.State.FailureReason()
+	require.True(t, isFailed, "a VMM failed with its sled stays failed")
+	require.Equal(t, model.FailureSledLost, reason.Kind)
+
+	// Lost again, then revived with an older contact: active, the contact
+	// where it was.
+	_, lost, err = f.d.MarkSledLost(f.ctx, f.sled.ID, at(300), at(300))
+	require.NoError(t, err)
+	require.True(t, lost)
+	revived, err = f.d.ReviveSled(f.ctx, f.sled.ID, at(10))
+	require.NoError(t, err)
+	require.True(t, revived)
+	got, err = f.d.Sled(f.ctx, f.sled.ID)
+	require.NoError(t, err)
+	require.Equal(t, model.SledActive, got.State)
+	require.Equal(t, at(200), got.LastContact)
+
+	_, err = f.d.ReviveSled(f.ctx, uuid.New(), at(400))
+	require.ErrorIs(t, err, controlplane.ErrNotFound)
+}
+
 // A migration whose source and target are both on the lost sled: both
 // fail, and the instance fails with the active VMM's reason.
 func TestMarkSledLostWithBothSidesOfAMigration(t *testing.T) {
