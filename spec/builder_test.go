@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -51,6 +52,9 @@ func TestBuildRules(t *testing.T) {
 		{"zero key", func(b *Builder) { b.Add(Key{}, SerialPort{Num: COM2}) }, "components", RuleRequired},
 		{"bad com port", func(b *Builder) { b.components[MustKey("com5")] = SerialPort{Num: 5} }, "components.com5.num", RuleInvalid},
 		{"two serial ports on com1", func(b *Builder) { b.Add(MustKey("com1b"), SerialPort{Num: COM1}) }, "components.com1b.num", RuleSerialConflict},
+		{"two serial ports on com4", func(b *Builder) {
+			b.Add(MustKey("com4"), SerialPort{Num: COM4}).Add(MustKey("com4b"), SerialPort{Num: COM4})
+		}, "components.com4b.num", RuleSerialConflict},
 		{"dangling backend", func(b *Builder) {
 			b.Add(MustKey("disk1"), VirtioDisk{Backend: MustKey("nothing"), Slot: 1})
 		}, "components.disk1.backend", RuleDanglingRef},
@@ -248,4 +252,107 @@ func (b *Builder) mustBuild(t *testing.T) Spec {
 	s, err := b.Build()
 	require.NoError(t, err)
 	return s
+}
+
+// TestBuildAcceptsEveryLimit puts each bounded field exactly at its limit
+// and checks that Build takes it, and just past it that Build names the
+// field: TestBuildRules breaks the rules from far off, so a bound moved by
+// one (a < become <=) would pass it.
+func TestBuildAcceptsEveryLimit(t *testing.T) {
+	be := func(path string, bs uint32) FileStorageBackend { return FileStorageBackend{Path: path, BlockSize: bs} }
+	setBackend := func(c FileStorageBackend) func(b *Builder) {
+		return func(b *Builder) { b.components[MustKey("disk0-be")] = c }
+	}
+	// A path of exactly MaxStoragePathLen bytes, each segment at most
+	// MaxStorageSegmentLen.
+	seg := strings.Repeat("s", MaxStorageSegmentLen)
+	longPath := strings.Repeat(seg+"/", MaxStoragePathLen/(MaxStorageSegmentLen+1))
+	longPath += strings.Repeat("t", MaxStoragePathLen-len(longPath))
+	require.Len(t, longPath, MaxStoragePathLen)
+	printable := func(n int) string {
+		var sb strings.Builder
+		for i := range n {
+			sb.WriteByte(byte(0x20 + i%(0x7f-0x20))) // every byte from 0x20 to 0x7e
+		}
+		return sb.String()
+	}
+	cases := []struct {
+		name       string
+		at, past   func(b *Builder)
+		path       string
+		rule       Rule
+		atProblems bool // at the limit other rules break (only the bound's own must not)
+	}{
+		{"fewest cpus", func(b *Builder) { b.board.CPUs = 1 }, func(b *Builder) { b.board.CPUs = 0 }, "board.cpus", RuleRange, false},
+		{"most cpus", func(b *Builder) { b.board.CPUs = MaxCPUs }, func(b *Builder) { b.board.CPUs = MaxCPUs + 1 }, "board.cpus", RuleRange, false},
+		{"least memory", func(b *Builder) { b.board.MemoryMiB = MinMemoryMiB }, func(b *Builder) { b.board.MemoryMiB = MinMemoryMiB - 1 },
+			"board.memory_mb", RuleRange, false},
+		{"most memory", func(b *Builder) { b.board.MemoryMiB = MaxMemoryMiB }, func(b *Builder) { b.board.MemoryMiB = MaxMemoryMiB + 1 },
+			"board.memory_mb", RuleRange, false},
+		{"longest cmdline", func(b *Builder) { b.boot.Cmdline = printable(MaxCmdlineLen) },
+			func(b *Builder) { b.boot.Cmdline = printable(MaxCmdlineLen + 1) }, "boot.cmdline", RuleRange, false},
+		{"lowest cmdline byte", func(b *Builder) { b.boot.Cmdline = "a b" }, func(b *Builder) { b.boot.Cmdline = "a\x1fb" },
+			"boot.cmdline", RuleInvalid, false},
+		{"highest cmdline byte", func(b *Builder) { b.boot.Cmdline = "a~b" }, func(b *Builder) { b.boot.Cmdline = "a\x7fb" },
+			"boot.cmdline", RuleInvalid, false},
+		{"longest smbios string", func(b *Builder) { b.SetSMBIOS(SMBIOS{Product: printable(MaxSMBIOSStringLen)}) },
+			func(b *Builder) { b.SetSMBIOS(SMBIOS{Product: printable(MaxSMBIOSStringLen + 1)}) }, "smbios.product", RuleRange, false},
+		{"smbios bytes at both ends", func(b *Builder) { b.SetSMBIOS(SMBIOS{SKU: " ~"}) }, func(b *Builder) { b.SetSMBIOS(SMBIOS{SKU: " \x7f"}) },
+			"smbios.sku", RuleInvalid, false},
+		{"smbios byte below space", func(b *Builder) { b.SetSMBIOS(SMBIOS{SKU: " "}) }, func(b *Builder) { b.SetSMBIOS(SMBIOS{SKU: "\x1f"}) },
+			"smbios.sku", RuleInvalid, false},
+		{"com1", func(b *Builder) { b.components[MustKey("com1")] = SerialPort{Num: COM1} },
+			func(b *Builder) { b.components[MustKey("com1")] = SerialPort{Num: COM1 - 1} }, "components.com1.num", RuleInvalid, false},
+		{"com4", func(b *Builder) { b.components[MustKey("com1")] = SerialPort{Num: COM4} },
+			func(b *Builder) { b.components[MustKey("com1")] = SerialPort{Num: COM4 + 1} }, "components.com1.num", RuleInvalid, false},
+		{"last slot", func(b *Builder) { b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots - 1} },
+			func(b *Builder) { b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots} },
+			"components.disk0.slot", RuleRange, false},
+		{"smallest block", setBackend(be("d.img", MinBlockSize)), setBackend(be("d.img", MinBlockSize/2)), "components.disk0-be.block_size", RuleInvalid, false},
+		{"largest block", setBackend(be("d.img", MaxBlockSize)), setBackend(be("d.img", MaxBlockSize*2)), "components.disk0-be.block_size", RuleInvalid, false},
+		{"longest path", setBackend(be(longPath, 512)), setBackend(be(longPath+"t", 512)), "components.disk0-be.path", RuleRange, false},
+		{"most components", func(b *Builder) {
+			for i := range MaxComponents - len(b.components) {
+				b.Add(KeyFromUUID([16]byte{byte(i), 1}), SerialPort{Num: 0})
+			}
+		}, func(b *Builder) {
+			for i := range MaxComponents + 1 - len(b.components) {
+				b.Add(KeyFromUUID([16]byte{byte(i), 1}), SerialPort{Num: 0})
+			}
+		}, "components", RuleTooMany, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := validBuilder()
+			c.at(b)
+			_, err := b.Build()
+			if c.atProblems {
+				var ve *ValidationError
+				require.ErrorAs(t, err, &ve)
+				require.False(t, ve.Has(c.path, c.rule), "at the limit: %v", err)
+			} else {
+				require.NoError(t, err, "at the limit")
+			}
+			b = validBuilder()
+			c.past(b)
+			_, err = b.Build()
+			var ve *ValidationError
+			require.ErrorAs(t, err, &ve, "past the limit")
+			require.True(t, ve.Has(c.path, c.rule), "past the limit: want %s at %s, got %v", c.rule, c.path, err)
+		})
+	}
+}
+
+// TestNamesAtTheEdges: the names and messages that print a bound print the
+// right one.
+func TestNamesAtTheEdges(t *testing.T) {
+	require.Equal(t, "com1", COM1.String())
+	require.Equal(t, "com4", COM4.String())
+	require.Equal(t, "SerialPortNumber(0)", SerialPortNumber(0).String())
+	require.Equal(t, "SerialPortNumber(5)", (COM4 + 1).String())
+
+	b := validBuilder()
+	b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots}
+	_, err := b.Build()
+	require.ErrorContains(t, err, fmt.Sprintf("must be from 0 to %d, is %d", MaxVirtioSlots-1, MaxVirtioSlots))
 }

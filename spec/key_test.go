@@ -22,6 +22,21 @@ func TestParseKey(t *testing.T) {
 		{in: "-lead", wantErr: "start with a letter or digit"},
 		{in: "has space", wantErr: "allowed are"},
 		{in: "x234567890123456789012345678901234567890123456789012345678901234", wantErr: "longer than 63"},
+		{in: "x23456789012345678901234567890123456789012345678901234567890123", str: "x23456789012345678901234567890123456789012345678901234567890123"},
+		// The ends of each range of allowed bytes, and the bytes beside them.
+		{in: "aAzZ09", str: "aAzZ09"},
+		{in: "z", str: "z"},
+		{in: "Z", str: "Z"},
+		{in: "9", str: "9"},
+		{in: "a{", wantErr: "allowed are"},
+		{in: "a`", wantErr: "allowed are"},
+		{in: "a[", wantErr: "allowed are"},
+		{in: "a@", wantErr: "allowed are"},
+		{in: "a:", wantErr: "allowed are"},
+		{in: "a/", wantErr: "allowed are"},
+		{in: "{a", wantErr: "start with a letter or digit"},
+		{in: "[a", wantErr: "start with a letter or digit"},
+		{in: ":a", wantErr: "start with a letter or digit"},
 	}
 	for _, c := range cases {
 		t.Run(c.in, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 
 func TestCheckStoragePath(t *testing.T) {
 	for _, p := range []string{
-		"disk.img", "a", "_", "-x", "vm1/disk0.img", "a/b/c/d.e.f", "x..y", "a/b..", "A-Z_0.9",
+		"disk.img", "a", "_", "-x", "vm1/disk0.img", "a/b/c/d.e.f", "x..y", "a/b..", "A-Z_0.9", "z", "Z", "9", "azAZ09",
 		strings.Repeat("a", MaxStorageSegmentLen),
 		strings.Repeat(strings.Repeat("a", MaxStorageSegmentLen)+"/", 16)[:MaxStoragePathLen],
 	} {
@@ -29,6 +29,11 @@ func TestCheckStoragePath(t *testing.T) {
 		{"a//b", "empty segment"},
 		{"a/", "empty segment"},
 		{"a b", "byte"},
+		{"a{", "byte"},
+		{"a`", "byte"},
+		{"a[", "byte"},
+		{"a@", "byte"},
+		{"a:", "byte"},
 		{"a\x00b", "byte"},
 		{"a\\b", "byte"},
 		{"proc/self/root:x", "byte"},
