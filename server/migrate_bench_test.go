@@ -41,8 +41,7 @@ type ramMapper func(size uint64) ([]byte, error)
 // mapSmallPages maps RAM as guest RAM was mapped before huge pages: the
 // same mapping, advised never to use them.
 func mapSmallPages(size uint64) ([]byte, error) {
-	m, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_ANONYMOUS|unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+	m, err := vmm.MapRAM(size)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +195,7 @@ func (v *ramVM) Close() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.mem != nil {
-		_ = unix.Munmap(v.mem)
+		_ = vmm.UnmapRAM(v.mem)
 		v.mem = nil
 	}
 	return err

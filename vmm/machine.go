@@ -162,7 +162,7 @@ func (m *Machine) build() error {
 	shell := m.cfg.Shell
 	m.clock.prepared = shell != nil
 	if shell == nil {
-		if shell, err = NewShell(); err != nil {
+		if shell, err = newShell(); err != nil {
 			return err
 		}
 		defer shell.Close() // when take fails; nothing once taken
@@ -175,7 +175,7 @@ func (m *Machine) build() error {
 			ErrTooManyVCPUs, board.CPUs, limit)}
 	}
 	m.clock.lap(phaseKVM, time.Now())
-	if m.mem, err = newGuestMemory(m.vm, board.MemoryMiB<<20); err != nil {
+	if m.mem, err = newGuestMemory(m.vm, board.MemoryMiB<<20, shell.claimRAM(board.MemoryMiB<<20)); err != nil {
 		return &ComponentError{"board.memory_mb", fmt.Errorf("%d MiB: %w", board.MemoryMiB, err)}
 	}
 	m.clock.lap(phaseMemory, time.Now())

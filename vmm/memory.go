@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm/kvm"
 )
 
@@ -60,17 +61,24 @@ type guestMemory struct {
 	views sync.RWMutex
 }
 
-// newGuestMemory maps size bytes and registers them with vm.
-func newGuestMemory(vm *kvm.VM, size uint64) (*guestMemory, error) {
+// newGuestMemory registers size bytes of RAM with vm: ram when it is not
+// nil (size bytes a shell reserved, claimRAM), else a new mapping. The
+// memory is the guestMemory's, or unmapped on an error.
+func newGuestMemory(vm *kvm.VM, size uint64, ram []byte) (*guestMemory, error) {
 	if size == 0 || size%PageSize != 0 {
+		unmap(ram)
 		return nil, fmt.Errorf("%w: size %d is not a positive multiple of %d", ErrMemory, size, PageSize)
 	}
-	if uint64(int(size)) != size {
-		return nil, fmt.Errorf("%w: size %d overflows", ErrMemory, size)
+	if ram != nil && uint64(len(ram)) != size {
+		unmap(ram)
+		return nil, fmt.Errorf("%w: %d bytes of RAM given for a size of %d", ErrMemory, len(ram), size)
 	}
-	m, err := MapRAM(size)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMemory, err)
+	m := ram
+	if m == nil {
+		var err error
+		if m, err = MapRAM(size); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMemory, err)
+		}
 	}
 	g := &guestMemory{vm: vm, mapping: m}
 	low := min(size, lowRAMLimit)
@@ -81,7 +89,7 @@ func newGuestMemory(vm *kvm.VM, size uint64) (*guestMemory, error) {
 	for _, r := range g.regions {
 		r.dirty = make([]uint64, (r.Pages()+63)/64)
 		if err := g.register(r, 0); err != nil {
-			unix.Munmap(m)
+			unmap(m)
 			return nil, fmt.Errorf("%w: %w", ErrMemory, err)
 		}
 	}
@@ -90,9 +98,9 @@ func newGuestMemory(vm *kvm.VM, size uint64) (*guestMemory, error) {
 
 // MapRAM maps size bytes of memory the way guest RAM is mapped: anonymous,
 // private, reserved on first touch (MAP_NORESERVE), and advised to be
-// backed by transparent huge pages. Unmap it with unix.Munmap. It is
-// exported so that a benchmark without KVM can hold "guest" RAM exactly as
-// a Machine does.
+// backed by transparent huge pages. Unmap it with UnmapRAM. It is exported
+// so that a benchmark without KVM can hold "guest" RAM exactly as a
+// Machine does.
 //
 // Huge pages matter most to a migration target, which writes every page of
 // RAM once, as fast as the stream brings them: a 4 KiB page costs a fault,
@@ -104,13 +112,52 @@ func MapRAM(size uint64) ([]byte, error) {
 	if uint64(int(size)) != size {
 		return nil, fmt.Errorf("mmap of %d bytes: size overflows", size)
 	}
-	m, err := unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_ANONYMOUS|unix.MAP_PRIVATE|unix.MAP_NORESERVE)
+	m, err := mapAnonymous(size)
 	if err != nil {
 		return nil, fmt.Errorf("mmap of %d MiB: %w", size>>20, err)
 	}
 	_ = unix.Madvise(m, unix.MADV_HUGEPAGE)
 	return m, nil
+}
+
+// UnmapRAM unmaps memory that MapRAM mapped.
+func UnmapRAM(m []byte) error { return unmap(m) }
+
+// hugePage is the size of a transparent huge page on x86-64.
+const hugePage = 2 << 20
+
+// ramHead is the part of a RAM reserve faulted in ahead: the first huge
+// page, which holds all a guest touches before it runs (the boot image at
+// 1 MiB, the Multiboot information, SMBIOS, the first page tables and
+// stack; vmm/guest/ABI.md). A fresh process's first touch of it cost
+// 0.4-0.5 ms on a development VM, where the host supplies each new page.
+const ramHead = hugePage
+
+// reserveRAM maps address space for the RAM of any guest the host could
+// hold (its RAM, at most spec.MaxMemoryMiB) as MapRAM would, aligned to a
+// huge page, and faults in its head (ramHead). It is best effort: nil when
+// the host refuses the mapping. Unmap it with unmap, or claim the part a
+// guest needs.
+func reserveRAM() []byte {
+	size := uint64(spec.MaxMemoryMiB) << 20
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		size = min(size, (uint64(si.Totalram)*uint64(si.Unit)+hugePage-1)&^(hugePage-1))
+	}
+	size = max(size, hugePage)
+	// Map a huge page more, then drop what lies before the first huge page
+	// boundary and the rest of the extra after the reserve.
+	m, err := mapAnonymous(size + hugePage)
+	if err != nil {
+		return nil
+	}
+	skip := (hugePage - hostAddr(m)%hugePage) % hugePage
+	unmap(m[:skip])
+	unmap(m[skip+size:])
+	m = m[skip : skip+size : skip+size]
+	_ = unix.Madvise(m, unix.MADV_HUGEPAGE)
+	_ = unix.Madvise(m[:ramHead], unix.MADV_POPULATE_WRITE)
+	return m
 }
 
 func (g *guestMemory) register(r *memRegion, flags uint32) error {
@@ -125,7 +172,7 @@ func (g *guestMemory) close() {
 	g.views.Lock()
 	defer g.views.Unlock()
 	if g.mapping != nil {
-		unix.Munmap(g.mapping)
+		unmap(g.mapping)
 		g.mapping = nil
 	}
 }

@@ -92,7 +92,7 @@ func TestMapRAMAdvisesHugePages(t *testing.T) {
 	const size = 16 << 20
 	m, err := MapRAM(size)
 	require.NoError(t, err)
-	defer unix.Munmap(m)
+	defer UnmapRAM(m)
 	require.Len(t, m, size)
 	smaps, err := os.ReadFile("/proc/self/smaps")
 	require.NoError(t, err)
@@ -121,7 +121,7 @@ func testRAM(t *testing.T, size uint64) *guestMemory {
 	t.Helper()
 	host, err := MapRAM(size)
 	require.NoError(t, err)
-	t.Cleanup(func() { unix.Munmap(host) })
+	t.Cleanup(func() { UnmapRAM(host) })
 	r := &memRegion{Region: Region{GPA: 0, Size: size}, host: host, dirty: make([]uint64, (size/PageSize+63)/64)}
 	return &guestMemory{mapping: host, regions: []*memRegion{r}}
 }

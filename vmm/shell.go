@@ -14,12 +14,19 @@ import (
 // ioctl of New where its start was broken down (`make bench-start`), so a
 // server that knows a VM is coming makes a shell ahead (NewShell) and hands
 // it to New in Config.Shell. A shell serves one New.
+//
+// A shell also holds address space for the guest's RAM, its first huge
+// page already faulted in: in a fresh process that first touch was the
+// dearest part of loading the boot image.
 type Shell struct {
 	mu sync.Mutex
 	// sys, vm and cpuid are nil once New took them, or Close closed them.
 	sys   *kvm.System
 	vm    *kvm.VM
 	cpuid []kvm.CPUIDEntry2
+	// ram is the RAM reserve (reserveRAM), nil once claimed or closed, or
+	// when the host refused it.
+	ram []byte
 }
 
 // ErrShellTaken is New's error for a Config.Shell that an earlier New took
@@ -37,10 +44,21 @@ var requiredCaps = []struct {
 	{"KVM_CAP_USER_MEMORY", kvm.KVM_CAP_USER_MEMORY},
 }
 
-// NewShell opens /dev/kvm, checks that it has what a Machine needs, and
-// creates a VM with its TSS, identity map, irqchip and PIT. Close it unless
-// it goes to New.
+// NewShell opens /dev/kvm, checks that it has what a Machine needs,
+// creates a VM with its TSS, identity map, irqchip and PIT, and reserves
+// RAM. Close it unless it goes to New.
 func NewShell() (*Shell, error) {
+	s, err := newShell()
+	if err != nil {
+		return nil, err
+	}
+	s.ram = reserveRAM()
+	return s, nil
+}
+
+// newShell is NewShell without the RAM reserve: New's own shell, whose
+// RAM would be touched at once anyway.
+func newShell() (*Shell, error) {
 	sys, err := kvm.Open()
 	if err != nil {
 		return nil, err
@@ -80,8 +98,8 @@ func (s *Shell) build() error {
 	return s.vm.CreatePIT2(kvm.KVM_PIT_SPEAKER_DUMMY)
 }
 
-// take hands the shell's parts to a Machine, which closes them; the shell
-// is empty afterwards. The VM's clock has run since the shell was made: it
+// take hands the shell's KVM parts to a Machine, which closes them; only
+// the RAM reserve stays, for claimRAM. The VM's clock has run since the shell was made: it
 // starts again at zero, as a new VM's does.
 func (s *Shell) take() (*kvm.System, *kvm.VM, []kvm.CPUIDEntry2, error) {
 	s.mu.Lock()
@@ -97,9 +115,24 @@ func (s *Shell) take() (*kvm.System, *kvm.VM, []kvm.CPUIDEntry2, error) {
 	return sys, vm, cpuid, nil
 }
 
-// Close releases a shell no New took. It does nothing to one that New
-// took (the Machine owns its parts then), that is closed already, or that
-// is nil.
+// claimRAM returns the first size bytes of the RAM reserve and unmaps the
+// rest; nil when the shell has no reserve or a smaller one, which Close
+// then unmaps.
+func (s *Shell) claimRAM(size uint64) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ram == nil || size > uint64(len(s.ram)) || size%PageSize != 0 {
+		return nil
+	}
+	ram := s.ram[:size:size]
+	unmap(s.ram[size:])
+	s.ram = nil
+	return ram
+}
+
+// Close releases a shell no New took, or what New left of it (a RAM
+// reserve too small for its guest). It does nothing to the parts New took
+// (the Machine owns them then), to a shell closed already, or to nil.
 func (s *Shell) Close() error {
 	if s == nil {
 		return nil
@@ -113,6 +146,9 @@ func (s *Shell) Close() error {
 	if s.sys != nil {
 		errs = append(errs, s.sys.Close())
 	}
-	s.sys, s.vm, s.cpuid = nil, nil, nil
+	if s.ram != nil {
+		errs = append(errs, unmap(s.ram))
+	}
+	s.sys, s.vm, s.cpuid, s.ram = nil, nil, nil, nil
 	return errors.Join(errs...)
 }

@@ -8,8 +8,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/wagglevm/waggle/spec"
 	"github.com/wagglevm/waggle/vmm/kvm"
@@ -58,6 +60,8 @@ func TestMachineOnAShell(t *testing.T) {
 	requireKVM(t)
 	s, err := NewShell()
 	require.NoError(t, err)
+	require.NotNil(t, s.ram, "the shell reserved RAM")
+	reserved := hostAddr(s.ram)
 	const aged = time.Second
 	time.Sleep(aged) // the shell's VM clock runs meanwhile
 	out := &serialBuffer{}
@@ -67,6 +71,8 @@ func TestMachineOnAShell(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Close()
 	require.True(t, m.StartTimings().Prepared)
+	require.Equal(t, reserved, hostAddr(m.mem.mapping), "the guest's RAM is the shell's reserve")
+	require.Len(t, m.mem.mapping, int(cfg.Spec.Board().MemoryMiB<<20))
 	var clock kvm.ClockData
 	require.NoError(t, m.vm.GetClock(&clock))
 	require.Less(t, time.Duration(clock.Clock), aged, "the guest's clock starts at New, not when the shell was made")
@@ -200,4 +206,54 @@ func TestReadableMSRsMatchesOneByOne(t *testing.T) {
 	}))
 	require.NotEmpty(t, oneByOne)
 	require.Equal(t, oneByOne, m.caps.msrs)
+}
+
+// TestShellRAMReserve: a shell's RAM reserve starts on a huge page, its
+// head is in memory before anything touches it, a guest's RAM is claimed
+// from its start with the rest unmapped, and Close unmaps a reserve no
+// guest claimed but never RAM a guest holds.
+func TestShellRAMReserve(t *testing.T) {
+	s := &Shell{ram: reserveRAM()}
+	require.NotNil(t, s.ram, "this host refused the reserve")
+	full := s.ram
+	require.Zero(t, hostAddr(full)%hugePage, "the reserve is aligned to a huge page")
+	require.GreaterOrEqual(t, len(full), 64<<20)
+	vec := make([]byte, ramHead/PageSize)
+	require.NoError(t, mincore(full[:ramHead], vec))
+	for i, v := range vec {
+		require.Equal(t, byte(1), v&1, "page %d of the head is not in memory", i)
+	}
+
+	require.Nil(t, s.claimRAM(uint64(len(full))+PageSize), "a guest larger than the reserve gets none of it")
+	require.Nil(t, s.claimRAM(64<<20+1), "nor does a size that is not whole pages")
+	const size = 64 << 20
+	ram := s.claimRAM(size)
+	require.Len(t, ram, size)
+	require.Equal(t, hostAddr(full), hostAddr(ram))
+	require.Equal(t, size, cap(ram), "the guest cannot reach past its RAM")
+	require.ErrorIs(t, mincore(full[size:size+PageSize], vec[:1]), unix.ENOMEM, "the rest of the reserve is unmapped")
+	require.NoError(t, mincore(ram[size-PageSize:], vec[:1]))
+	require.Nil(t, s.claimRAM(size), "a reserve is claimed once")
+	require.NoError(t, s.Close())
+	require.NoError(t, mincore(ram[:PageSize], vec[:1]), "Close unmapped RAM a guest holds")
+	require.Equal(t, make([]byte, ramHead), ram[:ramHead], "fresh RAM reads zero")
+	ram[size-1] = 1
+	require.NoError(t, UnmapRAM(ram))
+
+	unclaimed := &Shell{ram: reserveRAM()}
+	head := unclaimed.ram[:PageSize]
+	require.NoError(t, unclaimed.Close())
+	require.ErrorIs(t, mincore(head, vec[:1]), unix.ENOMEM, "Close left the reserve mapped")
+	require.NoError(t, unclaimed.Close(), "a second Close does nothing")
+}
+
+// mincore is mincore(2): vec gets a byte per page of b, its low bit set for
+// a page in memory; ENOMEM when part of b is not mapped.
+func mincore(b, vec []byte) error {
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+		uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
+	if e != 0 {
+		return e
+	}
+	return nil
 }
