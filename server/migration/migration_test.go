@@ -2,8 +2,11 @@ package migration
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -272,6 +275,123 @@ func FuzzReadRAMHead(f *testing.F) {
 		_, n, err = ReadRAMHead(bytes.NewReader(p), frameLen)
 		if err == nil {
 			require.Equal(t, uint64(frameLen)-RAMHeadSize, uint64(n), "data of the length the frame leaves")
+		}
+	})
+}
+
+// TestFrameLimits takes each bound of the stream's frames at its limit and
+// refuses it one past, so that a bound moved by one (a > become >=) fails
+// here rather than between two builds that disagree on it.
+func TestFrameLimits(t *testing.T) {
+	t.Run("payload", func(t *testing.T) {
+		full := make([]byte, MaxPayload)
+		var buf bytes.Buffer
+		require.NoError(t, WriteFrame(&buf, TypeRAM, full), "a payload of MaxPayload bytes is written")
+		f, err := ReadFrame(&buf, nil)
+		require.NoError(t, err, "and read")
+		require.Len(t, f.Payload, MaxPayload)
+		require.Error(t, WriteFrame(io.Discard, TypeRAM, make([]byte, MaxPayload+1)))
+
+		over := []byte{byte(TypeRAM), 0, 0, 0, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(over[4:], MaxPayload+1)
+		_, _, err = ReadHeader(bytes.NewReader(over))
+		require.ErrorIs(t, err, ErrFrame, "a header announcing one byte more")
+		_, err = ReadPayload(bytes.NewReader(make([]byte, MaxPayload+1)), TypeRAM, MaxPayload+1, nil)
+		require.ErrorIs(t, err, ErrFrame, "a payload of one byte more, read alone")
+	})
+	t.Run("ram", func(t *testing.T) {
+		most := RAM{GPA: 0x10000, Data: make([]byte, MaxPagesPerFrame*PageSize)}
+		r, err := DecodeRAM(most.Encode())
+		require.NoError(t, err, "MaxPagesPerFrame pages")
+		require.Len(t, r.Data, MaxPagesPerFrame*PageSize)
+		p := most.Encode()
+		gpa, n, err := ReadRAMHead(bytes.NewReader(p), uint32(len(p)))
+		require.NoError(t, err)
+		require.Equal(t, uint64(0x10000), gpa)
+		require.Equal(t, MaxPagesPerFrame*PageSize, n)
+
+		tooMany := RAM{GPA: 0x10000, Data: make([]byte, (MaxPagesPerFrame+1)*PageSize)}.Encode()
+		_, err = DecodeRAM(tooMany)
+		require.ErrorIs(t, err, ErrFrame, "a page more")
+		_, _, err = ReadRAMHead(bytes.NewReader(tooMany), uint32(len(tooMany)))
+		require.ErrorIs(t, err, ErrFrame, "a page more, read head first")
+
+		one := RAM{GPA: 0, Data: make([]byte, PageSize)}.Encode()
+		_, _, err = ReadRAMHead(bytes.NewReader(one), uint32(len(one)))
+		require.NoError(t, err, "one page at GPA 0")
+		empty := RAM{GPA: 0}.Encode()
+		require.Len(t, empty, RAMHeadSize)
+		_, _, err = ReadRAMHead(bytes.NewReader(empty), RAMHeadSize)
+		require.ErrorIs(t, err, ErrFrame, "a head with no page")
+		_, _, err = ReadRAMHead(bytes.NewReader(empty), RAMHeadSize-1)
+		require.ErrorIs(t, err, ErrFrame, "a payload shorter than the head")
+		// A range must end at an address that can be written: the page
+		// before the last of the address space is the last taken.
+		_, err = DecodeRAM(RAM{GPA: 1<<64 - 2*PageSize, Data: make([]byte, PageSize)}.Encode())
+		require.NoError(t, err)
+		_, err = DecodeRAM(RAM{GPA: 1<<64 - PageSize, Data: make([]byte, PageSize)}.Encode())
+		require.ErrorIs(t, err, ErrFrame)
+	})
+	t.Run("zero", func(t *testing.T) {
+		_, err := DecodeZero(Zero{GPA: 0, Pages: 1 << 40}.Encode())
+		require.NoError(t, err)
+		_, err = DecodeZero(Zero{GPA: 0, Pages: 1<<40 + 1}.Encode())
+		require.ErrorIs(t, err, ErrFrame)
+		_, err = DecodeZero(Zero{GPA: 1<<64 - 2*PageSize, Pages: 1}.Encode())
+		require.NoError(t, err)
+		_, err = DecodeZero(Zero{GPA: 1<<64 - PageSize, Pages: 1}.Encode())
+		require.ErrorIs(t, err, ErrFrame)
+	})
+	t.Run("plan", func(t *testing.T) {
+		ranges := make([]PlanRange, MaxPlanRanges)
+		for i := range ranges {
+			ranges[i] = PlanRange{GPA: uint64(i) * PageSize, Pages: 1} // each starts where the one before ends
+		}
+		p, err := DecodePlan(Plan{Ranges: ranges}.Encode())
+		require.NoError(t, err, "MaxPlanRanges ranges, each touching the next")
+		require.Len(t, p.Ranges, MaxPlanRanges)
+		more := append(ranges, PlanRange{GPA: MaxPlanRanges * PageSize, Pages: 1})
+		_, err = DecodePlan(Plan{Ranges: more}.Encode())
+		require.ErrorIs(t, err, ErrFrame, "a range more")
+		_, err = DecodePlan(Plan{Ranges: []PlanRange{{GPA: 0, Pages: 1 << 40}}}.Encode())
+		require.NoError(t, err)
+		_, err = DecodePlan(Plan{Ranges: []PlanRange{{GPA: 0, Pages: 1<<40 + 1}}}.Encode())
+		require.ErrorIs(t, err, ErrFrame)
+		_, err = DecodePlan(Plan{Ranges: []PlanRange{{GPA: 0, Pages: 2}, {GPA: PageSize, Pages: 1}}}.Encode())
+		require.ErrorIs(t, err, ErrFrame, "ranges that overlap")
+	})
+	t.Run("hello lists", func(t *testing.T) {
+		h := Hello{Protocols: make([]uint32, maxListLen), SpecVersions: []string{"vmm-server/v1"}}
+		_, err := DecodeHello(h.Encode())
+		require.NoError(t, err, "maxListLen protocols")
+		h.Protocols = make([]uint32, maxListLen+1)
+		_, err = DecodeHello(h.Encode())
+		require.ErrorIs(t, err, ErrFrame, "a protocol more")
+	})
+	t.Run("abort reason", func(t *testing.T) {
+		long := strings.Repeat("r", MaxReason)
+		a, err := DecodeAbort(Abort{Code: AbortFailed, Reason: long}.Encode())
+		require.NoError(t, err)
+		require.Equal(t, long, a.Reason, "a reason of MaxReason bytes goes whole")
+		a, err = DecodeAbort(Abort{Code: AbortFailed, Reason: long + "s"}.Encode())
+		require.NoError(t, err)
+		require.Equal(t, long, a.Reason, "a longer one is cut to MaxReason")
+	})
+	t.Run("commit", func(t *testing.T) {
+		c, err := DecodeCommit(Commit{}.Encode())
+		require.NoError(t, err, "no pause at all")
+		require.Zero(t, c.PausedFor)
+		_, err = DecodeCommit(binary.BigEndian.AppendUint64(nil, 1<<63))
+		require.ErrorIs(t, err, ErrFrame, "a pause that reads negative")
+	})
+	t.Run("secret", func(t *testing.T) {
+		require.NoError(t, CheckSecret(strings.Repeat("z", MinSecretLen)))
+		require.NoError(t, CheckSecret(strings.Repeat("Z", MaxSecretLen)))
+		require.NoError(t, CheckSecret(strings.Repeat("9", MinSecretLen)))
+		for _, c := range "{`[@:/" {
+			err := CheckSecret(strings.Repeat("a", MinSecretLen-1) + string(c))
+			require.ErrorIs(t, err, ErrBadSecret, "%q", c)
+			require.ErrorContains(t, err, fmt.Sprintf("character %d ", MinSecretLen))
 		}
 	})
 }
