@@ -305,8 +305,12 @@ func TestBuildAcceptsEveryLimit(t *testing.T) {
 			func(b *Builder) { b.components[MustKey("com1")] = SerialPort{Num: COM1 - 1} }, "components.com1.num", RuleInvalid, false},
 		{"com4", func(b *Builder) { b.components[MustKey("com1")] = SerialPort{Num: COM4} },
 			func(b *Builder) { b.components[MustKey("com1")] = SerialPort{Num: COM4 + 1} }, "components.com1.num", RuleInvalid, false},
-		{"last slot", func(b *Builder) { b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots - 1} },
-			func(b *Builder) { b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots} },
+		{"last slot", func(b *Builder) {
+			b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots - 1}
+		},
+			func(b *Builder) {
+				b.components[MustKey("disk0")] = VirtioDisk{Backend: MustKey("disk0-be"), Slot: MaxVirtioSlots}
+			},
 			"components.disk0.slot", RuleRange, false},
 		{"smallest block", setBackend(be("d.img", MinBlockSize)), setBackend(be("d.img", MinBlockSize/2)), "components.disk0-be.block_size", RuleInvalid, false},
 		{"largest block", setBackend(be("d.img", MaxBlockSize)), setBackend(be("d.img", MaxBlockSize*2)), "components.disk0-be.block_size", RuleInvalid, false},
