@@ -85,6 +85,7 @@ func TestMachineOnAShell(t *testing.T) {
 
 	require.NoError(t, m.Start())
 	require.Equal(t, Exit{Reason: ExitPoweredOff, Status: 7}, waitExit(t, m, 20*time.Second))
+	require.NoError(t, m.Close()) // the console's last bytes are written by Close
 	require.Equal(t, "hi\n", out.String())
 }
 
