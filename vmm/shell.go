@@ -99,8 +99,8 @@ func (s *Shell) build() error {
 }
 
 // take hands the shell's KVM parts to a Machine, which closes them; only
-// the RAM reserve stays, for claimRAM. The VM's clock has run since the shell was made: it
-// starts again at zero, as a new VM's does.
+// the RAM reserve stays, for claimRAM. The VM's clock has run since the
+// shell was made: it starts again at zero, as a new VM's does.
 func (s *Shell) take() (*kvm.System, *kvm.VM, []kvm.CPUIDEntry2, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,12 +116,12 @@ func (s *Shell) take() (*kvm.System, *kvm.VM, []kvm.CPUIDEntry2, error) {
 }
 
 // claimRAM returns the first size bytes of the RAM reserve and unmaps the
-// rest; nil when the shell has no reserve or a smaller one, which Close
-// then unmaps.
+// rest; nil when the shell has no reserve or one too small, or size is
+// not a positive number of pages: Close then unmaps the reserve.
 func (s *Shell) claimRAM(size uint64) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ram == nil || size > uint64(len(s.ram)) || size%PageSize != 0 {
+	if s.ram == nil || size == 0 || size > uint64(len(s.ram)) || size%PageSize != 0 {
 		return nil
 	}
 	ram := s.ram[:size:size]

@@ -227,6 +227,7 @@ func TestShellRAMReserve(t *testing.T) {
 
 	require.Nil(t, s.claimRAM(uint64(len(full))+PageSize), "a guest larger than the reserve gets none of it")
 	require.Nil(t, s.claimRAM(64<<20+1), "nor does a size that is not whole pages")
+	require.Nil(t, s.claimRAM(0), "nor a guest of no RAM")
 	const size = 64 << 20
 	ram := s.claimRAM(size)
 	require.Len(t, ram, size)
