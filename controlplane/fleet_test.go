@@ -161,13 +161,20 @@ func (f *fleet) stopControlPlane() {
 
 // restartControlPlane starts a new control plane on the same address.
 func (f *fleet) restartControlPlane() {
+	f.startControlPlane(listenAgain(f.t, f.cpAddr))
+}
+
+// listenAgain listens at addr again once a closed server there lets go
+// of it (within 10 s).
+func listenAgain(t testing.TB, addr string) net.Listener {
+	t.Helper()
 	var ln net.Listener
-	require.Eventually(f.t, func() bool {
+	require.Eventually(t, func() bool {
 		var err error
-		ln, err = net.Listen("tcp", f.cpAddr)
+		ln, err = net.Listen("tcp", addr)
 		return err == nil
-	}, 10*time.Second, 20*time.Millisecond, "the control plane's address stays taken")
-	f.startControlPlane(ln)
+	}, 10*time.Second, 20*time.Millisecond, "address %s stays taken", addr)
+	return ln
 }
 
 func (f *fleet) controlPlane() *controlplane.ControlPlane {

@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
@@ -258,11 +257,7 @@ func serveAgain(t *testing.T, s *sled) {
 	t.Helper()
 	h, err := agentapi.NewHandler(s.agent, httpkit.HandlerOptions{Log: quiet(), Auth: httpkit.BearerToken(s.token)})
 	require.NoError(t, err)
-	var ln net.Listener
-	require.Eventually(t, func() bool {
-		ln, err = net.Listen("tcp", s.addr)
-		return err == nil
-	}, 10*time.Second, 20*time.Millisecond, "the sled's address stays taken")
+	ln := listenAgain(t, s.addr)
 	s.srv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.srv.Serve(ln) }()
 }

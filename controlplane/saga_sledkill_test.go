@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -55,11 +54,7 @@ func (f *sagaFleet) reviveAgent(s *sled) {
 	require.Equal(t, s.id, agent.SledID())
 	h, err := agentapi.NewHandler(agent, httpkit.HandlerOptions{Log: quiet(), Auth: httpkit.BearerToken(s.token)})
 	require.NoError(t, err)
-	var ln net.Listener
-	require.Eventually(t, func() bool {
-		ln, err = net.Listen("tcp", s.addr)
-		return err == nil
-	}, 10*time.Second, 20*time.Millisecond, "the dead agent's address stays taken")
+	ln := listenAgain(t, s.addr)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	f.mu.Lock()

@@ -2,6 +2,7 @@ package db
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -163,16 +164,22 @@ func TestReviveSled(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, before, got)
 
-	_, lost, err := f.d.MarkSledLost(f.ctx, f.sled.ID, at(60), at(100))
-	require.NoError(t, err)
-	require.True(t, lost)
-	revived, err = f.d.ReviveSled(f.ctx, f.sled.ID, at(200))
-	require.NoError(t, err)
-	require.True(t, revived)
-	got, err = f.d.Sled(f.ctx, f.sled.ID)
-	require.NoError(t, err)
-	require.Equal(t, model.SledActive, got.State)
-	require.Equal(t, at(200), got.LastContact)
+	// loseAndRevive marks the sled lost at lostAt, revives it at heard and
+	// returns it as stored.
+	loseAndRevive := func(lostAt, heard time.Time) model.Sled {
+		t.Helper()
+		_, lost, err := f.d.MarkSledLost(f.ctx, f.sled.ID, lostAt, lostAt)
+		require.NoError(t, err)
+		require.True(t, lost)
+		revived, err := f.d.ReviveSled(f.ctx, f.sled.ID, heard)
+		require.NoError(t, err)
+		require.True(t, revived)
+		got, err := f.d.Sled(f.ctx, f.sled.ID)
+		require.NoError(t, err)
+		require.Equal(t, model.SledActive, got.State)
+		return got
+	}
+	require.Equal(t, at(200), loseAndRevive(at(100), at(200)).LastContact)
 	failed, err := f.d.Vmm(f.ctx, v.ID)
 	require.NoError(t, err)
 	reason, isFailed := failed.Runtime.State.FailureReason()
@@ -181,16 +188,7 @@ func TestReviveSled(t *testing.T) {
 
 	// Lost again, then revived with an older contact: active, the contact
 	// where it was.
-	_, lost, err = f.d.MarkSledLost(f.ctx, f.sled.ID, at(300), at(300))
-	require.NoError(t, err)
-	require.True(t, lost)
-	revived, err = f.d.ReviveSled(f.ctx, f.sled.ID, at(10))
-	require.NoError(t, err)
-	require.True(t, revived)
-	got, err = f.d.Sled(f.ctx, f.sled.ID)
-	require.NoError(t, err)
-	require.Equal(t, model.SledActive, got.State)
-	require.Equal(t, at(200), got.LastContact)
+	require.Equal(t, at(200), loseAndRevive(at(300), at(10)).LastContact)
 
 	_, err = f.d.ReviveSled(f.ctx, uuid.New(), at(400))
 	require.ErrorIs(t, err, controlplane.ErrNotFound)
