@@ -360,3 +360,20 @@ func TestNamesAtTheEdges(t *testing.T) {
 	_, err := b.Build()
 	require.ErrorContains(t, err, fmt.Sprintf("must be from 0 to %d, is %d", MaxVirtioSlots-1, MaxVirtioSlots))
 }
+
+// TestDuplicateKeyKeepsTheFirstBySyntax: of two components under one key,
+// the one whose Go syntax sorts first is kept and checked, whichever was
+// added first, so what Build reports does not follow the order of Add.
+func TestDuplicateKeyKeepsTheFirstBySyntax(t *testing.T) {
+	k := MustKey("port")
+	good, bad := SerialPort{Num: COM2}, SerialPort{Num: 7} // "{Num:0x2}" sorts before "{Num:0x7}"
+	for _, order := range [][2]Component{{good, bad}, {bad, good}} {
+		b := validBuilder().Add(k, order[0]).Add(k, order[1])
+		_, err := b.Build()
+		var ve *ValidationError
+		require.ErrorAs(t, err, &ve)
+		require.True(t, ve.Has("components.port", RuleDuplicateKey), "%v", err)
+		require.False(t, ve.Has("components.port.num", RuleInvalid), "the bad port was kept: %v", err)
+		require.Equal(t, good, b.components[k])
+	}
+}
