@@ -402,3 +402,41 @@ func TestTargetBoardCheckedAgainstReservation(t *testing.T) {
 		})
 	}
 }
+
+// TestNewChecksItsOptions: New takes each option at its limit (ports 1 and
+// 65535, a range of one port, a backoff whose bounds are equal) and refuses
+// or replaces it one past; an empty host and a bad backoff get defaults.
+func TestNewChecksItsOptions(t *testing.T) {
+	dial := func(ctx context.Context, addr, token string) (VMMClient, error) { return nil, errors.New("no VMMs here") }
+	build := func(o Options) (*Agent, error) {
+		o.Root, o.Dial, o.Log, o.Capacity = t.TempDir(), dial, quiet(), Resources{CPUs: 1, MemoryMiB: 64}
+		a, err := New(o)
+		if err == nil {
+			t.Cleanup(func() { a.Close() })
+		}
+		return a, err
+	}
+	for _, ok := range []Options{{PortMin: 1, PortMax: 1}, {PortMin: 65535, PortMax: 65535}, {PortMin: 1, PortMax: 65535}} {
+		_, err := build(ok)
+		require.NoError(t, err, "ports %d-%d", ok.PortMin, ok.PortMax)
+	}
+	for _, bad := range []Options{{PortMin: 0, PortMax: 10}, {PortMin: 10, PortMax: 9}, {PortMin: 10, PortMax: 65536}, {PortMin: -1, PortMax: 1}} {
+		_, err := build(bad)
+		require.ErrorContains(t, err, "port range", "ports %d-%d", bad.PortMin, bad.PortMax)
+	}
+
+	a, err := build(Options{PortMin: 1, PortMax: 2})
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", a.opts.Host, "an empty host is loopback")
+	require.Equal(t, DefaultBackoff, a.opts.Backoff, "no backoff is the default")
+	require.Equal(t, 15*time.Second, a.opts.StartTimeout)
+	a, err = build(Options{PortMin: 1, PortMax: 2, Host: "10.0.0.1", StartTimeout: time.Second,
+		Backoff: Backoff{Min: time.Millisecond, Max: time.Millisecond}})
+	require.NoError(t, err)
+	require.Equal(t, "10.0.0.1", a.opts.Host)
+	require.Equal(t, time.Second, a.opts.StartTimeout)
+	require.Equal(t, Backoff{Min: time.Millisecond, Max: time.Millisecond}, a.opts.Backoff, "equal bounds are a backoff")
+	a, err = build(Options{PortMin: 1, PortMax: 2, Backoff: Backoff{Min: 2 * time.Millisecond, Max: time.Millisecond}})
+	require.NoError(t, err)
+	require.Equal(t, DefaultBackoff, a.opts.Backoff, "a maximum below the minimum is no backoff")
+}
