@@ -407,7 +407,9 @@ func TestTargetBoardCheckedAgainstReservation(t *testing.T) {
 // 65535, a range of one port, a backoff whose bounds are equal) and refuses
 // or replaces it one past; an empty host and a bad backoff get defaults.
 func TestNewChecksItsOptions(t *testing.T) {
-	dial := func(ctx context.Context, addr, token string) (VMMClient, error) { return nil, errors.New("no VMMs here") }
+	dial := func(ctx context.Context, addr, token string) (VMMClient, error) {
+		return nil, errors.New("no VMMs here")
+	}
 	build := func(o Options) (*Agent, error) {
 		o.Root, o.Dial, o.Log, o.Capacity = t.TempDir(), dial, quiet(), Resources{CPUs: 1, MemoryMiB: 64}
 		a, err := New(o)
