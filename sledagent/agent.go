@@ -1,6 +1,7 @@
 package sledagent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -335,18 +336,13 @@ func (a *Agent) idsLocked() []uuid.UUID {
 	for id := range a.vmms {
 		ids = append(ids, id)
 	}
-	slices.SortFunc(ids, func(x, y uuid.UUID) int { return compareUUID(x, y) })
+	slices.SortFunc(ids, compareUUID)
 	return ids
 }
 
-func compareUUID(x, y uuid.UUID) int {
-	for i := range x {
-		if x[i] != y[i] {
-			return int(x[i]) - int(y[i])
-		}
-	}
-	return 0
-}
+// compareUUID orders ids by their bytes, which is the order of their
+// strings.
+func compareUUID(x, y uuid.UUID) int { return bytes.Compare(x[:], y[:]) }
 
 // saveLocked writes the registry.
 func (a *Agent) saveLocked() error {

@@ -442,3 +442,23 @@ func TestNewChecksItsOptions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, DefaultBackoff, a.opts.Backoff, "a maximum below the minimum is no backoff")
 }
+
+// TestListIsOrderedByID: List answers the VMMs by id (as bytes, which is
+// the order of their strings), whatever order they came in.
+func TestListIsOrderedByID(t *testing.T) {
+	a := stubAgent(t, t.TempDir(), Resources{CPUs: 8, MemoryMiB: 8192}, nil)
+	defer a.Close()
+	defer killAll(t, a)
+	ids := []uuid.UUID{uuid.MustParse("f0000000-0000-4000-8000-000000000000"), uuid.MustParse("00000000-0000-4000-8000-0000000000ff"),
+		uuid.MustParse("80000000-0000-4000-8000-000000000000"), uuid.MustParse("00000000-0000-4000-8000-000000000001")}
+	for i, id := range ids {
+		_, _, err := a.Ensure(context.Background(), id, stubRequest(fmt.Sprintf("vm%d", i)))
+		require.NoError(t, err)
+	}
+	var got []string
+	for _, v := range a.List() {
+		got = append(got, v.ID.String())
+	}
+	want := []string{ids[3].String(), ids[1].String(), ids[2].String(), ids[0].String()}
+	require.Equal(t, want, got)
+}
