@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -461,4 +462,40 @@ func TestListIsOrderedByID(t *testing.T) {
 	}
 	want := []string{ids[3].String(), ids[1].String(), ids[2].String(), ids[0].String()}
 	require.Equal(t, want, got)
+}
+
+// TestInventoryAndGaugeCountTheVMMs: the inventory's reserved and free
+// amounts follow the VMMs' resources, free never going below zero, and the
+// VMM gauge counts them by state.
+func TestInventoryAndGaugeCountTheVMMs(t *testing.T) {
+	a := stubAgent(t, t.TempDir(), Resources{CPUs: 3, MemoryMiB: 1024}, nil)
+	defer a.Close()
+	defer killAll(t, a)
+	for i := range 2 {
+		_, _, err := a.Ensure(context.Background(), uuid.New(), stubRequest(fmt.Sprintf("vm%d", i))) // 1 CPU, 64 MiB each
+		require.NoError(t, err)
+	}
+	inv := a.Inventory()
+	require.Equal(t, Amount{Total: 3, Reserved: 2, Free: 1}, inv.CPUs)
+	require.Equal(t, Amount{Total: 1024, Reserved: 128, Free: 896}, inv.MemoryMiB)
+	require.Equal(t, 2, inv.VMMs)
+
+	counts := map[VmmState]float64{}
+	for _, v := range a.List() {
+		counts[v.State.State]++
+	}
+	for _, s := range AllStates {
+		var m dto.Metric
+		require.NoError(t, a.m.vmms.WithLabelValues(string(s)).Write(&m))
+		require.Equal(t, counts[s], m.GetGauge().GetValue(), "VMMs %s", s)
+	}
+
+	// A capacity that shrank below what is reserved (an agent restarted
+	// with less) leaves nothing free, not a wrapped-around amount.
+	a.mu.Lock()
+	a.opts.Capacity = Resources{CPUs: 1, MemoryMiB: 64}
+	a.mu.Unlock()
+	inv = a.Inventory()
+	require.Equal(t, Amount{Total: 1, Reserved: 2, Free: 0}, inv.CPUs)
+	require.Equal(t, Amount{Total: 64, Reserved: 128, Free: 0}, inv.MemoryMiB)
 }
